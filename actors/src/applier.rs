@@ -1,0 +1,156 @@
+//! The applier actor: applies committed entries in index order to the [`StateMachine`] and answers
+//! each waiting proposer with its result. Nothing uncommitted is ever applied: it reads only up to
+//! the commit index the node gives it, and only after the log store made those entries durable.
+
+use crate::error::ProposeError;
+use crate::messages::{
+    Applied, AwaitApply, Commit, EntriesRead, QueryLocal, ReadEntries, Shutdown,
+};
+use crate::state_machine::StateMachine;
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, Recipient};
+use bytes::Bytes;
+use raftor_core::{EntryPayload, LogIndex, NodeId, Term};
+use std::collections::BTreeMap;
+use tokio::sync::oneshot;
+
+/// How many entries one read from the log store fetches for applying.
+const APPLY_BATCH: u64 = 1024;
+
+pub struct Applier {
+    node_id: NodeId,
+    state_machine: Box<dyn StateMachine>,
+    /// `lastApplied` (Figure 2): every entry up to here is applied. `applied <= commit`.
+    applied: LogIndex,
+    /// The highest commit index heard of.
+    commit: LogIndex,
+    /// Proposers waiting for their entry, by index, with the term their entry was appended in.
+    waiters: BTreeMap<LogIndex, (Term, oneshot::Sender<Result<Bytes, ProposeError>>)>,
+    reading: bool,
+    log_store: Recipient<ReadEntries>,
+    applied_to: Recipient<Applied>,
+}
+
+impl Applier {
+    pub fn new(
+        node_id: NodeId,
+        state_machine: Box<dyn StateMachine>,
+        log_store: Recipient<ReadEntries>,
+        applied_to: Recipient<Applied>,
+    ) -> Self {
+        Applier {
+            node_id,
+            state_machine,
+            applied: LogIndex::ZERO,
+            commit: LogIndex::ZERO,
+            waiters: BTreeMap::new(),
+            reading: false,
+            log_store,
+            applied_to,
+        }
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.reading || self.applied >= self.commit {
+            return;
+        }
+        self.reading = true;
+        let from = self.applied.next();
+        self.log_store.do_send(ReadEntries {
+            prev_index: None,
+            from,
+            to: self
+                .commit
+                .min(LogIndex(from.0.saturating_add(APPLY_BATCH - 1))),
+            max_bytes: 16 * 1024 * 1024,
+            reply: ctx.address().recipient(),
+        });
+    }
+}
+
+impl Actor for Applier {
+    type Context = Context<Self>;
+}
+
+impl Handler<Commit> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, commit: Commit, ctx: &mut Context<Self>) {
+        self.commit = self.commit.max(commit.index);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<EntriesRead> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, read: EntriesRead, ctx: &mut Context<Self>) {
+        self.reading = false;
+        let Ok(entries) = read.entries else {
+            // Logged by the log store; retried on the next commit.
+            return;
+        };
+        for entry in entries {
+            if entry.index != self.applied.next() || entry.index > self.commit {
+                break;
+            }
+            let result = match &entry.payload {
+                EntryPayload::Blank => Bytes::new(),
+                EntryPayload::Command(command) => self.state_machine.apply(entry.index, command),
+            };
+            self.applied = entry.index;
+            if let Some((term, reply)) = self.waiters.remove(&entry.index) {
+                let answer = if term == entry.term {
+                    Ok(result)
+                } else {
+                    Err(ProposeError::Dropped)
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        // Waiters at or below the applied index whose entry was not found are answered too.
+        while let Some((index, _)) = self.waiters.first_key_value() {
+            if *index > self.applied {
+                break;
+            }
+            if let Some((_, (_, reply))) = self.waiters.pop_first() {
+                let _ = reply.send(Err(ProposeError::Dropped));
+            }
+        }
+        tracing::trace!(node = %self.node_id, applied = %self.applied, "applied");
+        self.applied_to.do_send(Applied {
+            index: self.applied,
+        });
+        self.pump(ctx);
+    }
+}
+
+impl Handler<AwaitApply> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, wait: AwaitApply, _ctx: &mut Context<Self>) {
+        if wait.index <= self.applied {
+            // Already applied: it was an entry from before this proposal; cannot be ours.
+            let _ = wait.reply.send(Err(ProposeError::Dropped));
+            return;
+        }
+        self.waiters.insert(wait.index, (wait.term, wait.reply));
+    }
+}
+
+impl Handler<QueryLocal> for Applier {
+    type Result = MessageResult<QueryLocal>;
+
+    fn handle(&mut self, query: QueryLocal, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.state_machine.query(&query.query))
+    }
+}
+
+impl Handler<Shutdown> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        // Dropping the waiters' senders answers them: the node stopped, outcome unknown.
+        self.waiters.clear();
+        ctx.stop();
+    }
+}

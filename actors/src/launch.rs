@@ -1,0 +1,171 @@
+//! Starting a node: recover its storage, wire its actors together, and hand back a [`NodeHandle`].
+//!
+//! The node's address exists before it starts ([`PendingNode::inbound`]), so a transport can be
+//! built that delivers to it, and then given to [`PendingNode::start`].
+
+use crate::applier::Applier;
+use crate::error::{ProposeError, StartError};
+use crate::log_store::LogStoreActor;
+use crate::messages::{Propose, QueryLocal, Shutdown};
+use crate::node::{GetStatus, NodeActor, NodeLinks, NodeStatus};
+use crate::replicator::ReplicationLimits;
+use crate::state_machine::StateMachine;
+use crate::transport::{Inbound, Outbound};
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Recipient};
+use bytes::Bytes;
+use raftor_core::{NodeId, Raft, RaftConfig};
+use raftor_storage::LogStorage;
+use std::time::Duration;
+
+/// Everything that shapes one node besides its storage, state machine and transport.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub raft: RaftConfig,
+    /// The length of one tick of the rules' clock (default 10 ms: 150–300 ms elections).
+    pub tick: Duration,
+    /// Seeds the randomised election timeouts; the same seed replays the same run.
+    pub seed: u64,
+    pub limits: ReplicationLimits,
+    /// Run the log store on an arbiter (thread) of its own, so a disk sync blocks no other actor.
+    /// Off for tests on tokio's paused clock, which must keep every actor on one thread.
+    pub dedicated_log_thread: bool,
+}
+
+impl NodeOptions {
+    pub fn new(raft: RaftConfig) -> NodeOptions {
+        let seed = raft.id.0;
+        NodeOptions {
+            raft,
+            tick: Duration::from_millis(10),
+            seed,
+            limits: ReplicationLimits::default(),
+            dedicated_log_thread: true,
+        }
+    }
+}
+
+/// A node whose address exists but which has not started yet.
+pub struct PendingNode {
+    context: Context<NodeActor>,
+}
+
+impl Default for PendingNode {
+    fn default() -> Self {
+        PendingNode::new()
+    }
+}
+
+impl PendingNode {
+    pub fn new() -> PendingNode {
+        PendingNode {
+            context: Context::new(),
+        }
+    }
+
+    /// Where a transport delivers this node's incoming messages.
+    pub fn inbound(&self) -> Recipient<Inbound> {
+        self.context.address().recipient()
+    }
+
+    /// Recover `storage`, start the log store, applier and node actors, and return the handle.
+    /// Must run inside an actix System (or an actix-rt runtime).
+    pub fn start<S: LogStorage + Unpin>(
+        self,
+        options: NodeOptions,
+        mut storage: S,
+        state_machine: Box<dyn StateMachine>,
+        transport: Recipient<Outbound>,
+    ) -> Result<NodeHandle, StartError> {
+        let id = options.raft.id;
+        let recovered = storage.recover()?;
+        let raft = Raft::new(options.raft.clone(), recovered, options.seed)?;
+        let node_addr = self.context.address();
+
+        let store = LogStoreActor::new(
+            id,
+            storage,
+            transport.clone(),
+            node_addr.clone().recipient(),
+            node_addr.clone().recipient(),
+        );
+        let (log_addr, log_arbiter) = if options.dedicated_log_thread {
+            let arbiter = Arbiter::new();
+            let addr = LogStoreActor::start_in_arbiter(&arbiter.handle(), move |_| store);
+            (addr, Some(arbiter))
+        } else {
+            (store.start(), None)
+        };
+        let applier = Applier::new(
+            id,
+            state_machine,
+            log_addr.clone().recipient(),
+            node_addr.clone().recipient(),
+        )
+        .start();
+        let links = NodeLinks {
+            log_write: log_addr.clone().recipient(),
+            log_read: log_addr.clone().recipient(),
+            log_shutdown: log_addr.recipient(),
+            applier: applier.clone(),
+            transport,
+        };
+        let node = NodeActor::new(raft, options.tick, options.limits, links);
+        let node_addr = self.context.run(node);
+        Ok(NodeHandle {
+            id,
+            node: node_addr,
+            applier,
+            log_arbiter,
+        })
+    }
+}
+
+/// A running node: propose, read, ask its status, stop it.
+pub struct NodeHandle {
+    id: NodeId,
+    node: Addr<NodeActor>,
+    applier: Addr<Applier>,
+    log_arbiter: Option<Arbiter>,
+}
+
+impl NodeHandle {
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Propose a command; resolves once it is committed and applied, with the state machine's result.
+    pub async fn propose(&self, command: Bytes) -> Result<Bytes, ProposeError> {
+        self.node
+            .send(Propose { command })
+            .await
+            .unwrap_or(Err(ProposeError::Shutdown))
+    }
+
+    /// The node's status, or `None` if it has stopped.
+    pub async fn status(&self) -> Option<NodeStatus> {
+        self.node.send(GetStatus).await.ok()
+    }
+
+    /// Query this node's state machine as it is now (possibly stale), or `None` if stopped.
+    pub async fn query_local(&self, query: Bytes) -> Option<Bytes> {
+        self.applier.send(QueryLocal { query }).await.ok()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.node.connected()
+    }
+
+    /// Stop the node and its actors. What was durable stays durable.
+    pub fn shutdown(&self) {
+        self.node.do_send(Shutdown);
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        if let Some(arbiter) = self.log_arbiter.take() {
+            // The log store stops with the node; its thread ends once its mailbox is drained.
+            arbiter.stop();
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The messages the actors exchange, grouped by the actor that receives them. Every message that
+//! answers an earlier one, or that may arrive late, carries the term it belongs to, so the receiver
+//! can drop it once that term is over.
+
+use crate::error::ProposeError;
+use actix::{Message, Recipient};
+use bytes::Bytes;
+use raftor_core::{
+    AppendEntriesResponse, Entry, Envelope, LogId, LogIndex, LogWrite, NodeId, Term,
+};
+use tokio::sync::oneshot;
+
+// ---- to the node ----
+
+/// The log store made the log durable up to `last` (the leader counts its own copy from here).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Flushed {
+    pub last: LogId,
+}
+
+/// A replicator of `term` heard from `peer`; `matched` when the peer accepted entries.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReplicationReport {
+    pub peer: NodeId,
+    pub term: Term,
+    pub matched: Option<LogId>,
+}
+
+/// A replicator learned of a newer term from its peer: the leader must step down.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct HigherTermSeen {
+    pub peer: NodeId,
+    pub term: Term,
+}
+
+/// The applier applied every entry up to `index`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Applied {
+    pub index: LogIndex,
+}
+
+/// The log store could not write: the node stops taking part rather than answer without durability.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StorageFailed {
+    pub error: String,
+}
+
+/// Propose a command; answered once it is applied, with the state machine's result.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Bytes, ProposeError>")]
+pub struct Propose {
+    pub command: Bytes,
+}
+
+/// Stop the node and every actor it started.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+// ---- to the log store ----
+
+/// Make `write` durable, then send `then_send` (replies that promise what `write` holds, and every
+/// message of the same step, so nothing overtakes a durable promise).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Write {
+    pub write: LogWrite,
+    pub then_send: Vec<Envelope>,
+}
+
+/// Read entries `from..=to` (at most `max_bytes` of payload, at least one entry), with the term of
+/// the entry at `prev_index` when asked; answered with [`EntriesRead`] to `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReadEntries {
+    pub prev_index: Option<LogIndex>,
+    pub from: LogIndex,
+    pub to: LogIndex,
+    pub max_bytes: usize,
+    pub reply: Recipient<EntriesRead>,
+}
+
+// ---- from the log store ----
+
+/// The answer to [`ReadEntries`]. `prev_term` is `None` when it was not asked for or the log does not
+/// reach `prev_index`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct EntriesRead {
+    pub prev_index: Option<LogIndex>,
+    pub prev_term: Option<Term>,
+    pub entries: Result<Vec<Entry>, String>,
+}
+
+// ---- to a replicator ----
+
+/// The leader's log or commit index moved.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct LeaderProgress {
+    pub last_index: LogIndex,
+    pub commit_index: LogIndex,
+}
+
+/// A heartbeat period elapsed (§5.2).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Heartbeat {
+    pub commit_index: LogIndex,
+}
+
+/// The peer's answer to an AppendEntries.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PeerResponse(pub AppendEntriesResponse);
+
+// ---- to the applier ----
+
+/// Entries up to `index` are committed.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Commit {
+    pub index: LogIndex,
+}
+
+/// Answer `reply` when the entry at `index` is applied: with the result if it still has `term`, with
+/// [`ProposeError::Dropped`] if another leader's entry took its place.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AwaitApply {
+    pub index: LogIndex,
+    pub term: Term,
+    pub reply: oneshot::Sender<Result<Bytes, ProposeError>>,
+}
+
+/// Answer a read-only query from the local state machine (whatever it has applied so far).
+#[derive(Message, Debug)]
+#[rtype(result = "Bytes")]
+pub struct QueryLocal {
+    pub query: Bytes,
+}

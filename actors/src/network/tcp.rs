@@ -1,0 +1,311 @@
+//! The TCP endpoint: carries [`Outbound`] envelopes to peers and delivers what peers send as
+//! [`Inbound`] envelopes.
+//!
+//! Every node dials every peer it sends to, and accepts the connections peers dial to it: a
+//! connection carries frames one way only, from the dialler to the acceptor (see
+//! [`codec`](super::codec)). Delivery is best effort: a full queue, a lost connection or an
+//! unreachable peer drops messages, and Raft's own retries recover them.
+
+mod accept;
+mod peer;
+
+use crate::network::codec::DEFAULT_MAX_FRAME_BYTES;
+use crate::transport::{Inbound, Outbound};
+use actix::prelude::*;
+use raftor_core::{Envelope, NodeId};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// How a [`TcpEndpoint`] runs.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// This node's id: the `from` of every envelope sent, the `to` of every envelope accepted.
+    pub node_id: NodeId,
+    /// Peers must present the same cluster id in their `Hello`, or their connection is closed.
+    pub cluster_id: String,
+    /// The address to listen on; port 0 picks a free port (see [`start`]).
+    pub listen: SocketAddr,
+    /// Every other member and its `host:port`, resolved (DNS included) at each connection attempt,
+    /// so a name that does not resolve yet is simply retried. Only these ids may connect to us.
+    pub peers: BTreeMap<NodeId, String>,
+    /// The largest frame sent or accepted, in bytes; a larger message is dropped (when sending) or
+    /// closes the connection (when receiving). Keep AppendEntries batches well below it.
+    pub max_frame_bytes: usize,
+    /// The first pause after a failed connection attempt; doubles up to `connect_backoff_max`.
+    pub connect_backoff_min: Duration,
+    /// The longest pause between connection attempts.
+    pub connect_backoff_max: Duration,
+    /// How many envelopes may wait for one peer; beyond that new envelopes are dropped.
+    pub peer_queue_len: usize,
+}
+
+impl EndpointConfig {
+    /// The default [`EndpointConfig::connect_backoff_min`].
+    pub const DEFAULT_CONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+    /// The default [`EndpointConfig::connect_backoff_max`].
+    pub const DEFAULT_CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+    /// The default [`EndpointConfig::peer_queue_len`].
+    pub const DEFAULT_PEER_QUEUE_LEN: usize = 4096;
+
+    /// A configuration with the default frame limit, backoff and queue length.
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: impl Into<String>,
+        listen: SocketAddr,
+        peers: BTreeMap<NodeId, String>,
+    ) -> Self {
+        EndpointConfig {
+            node_id,
+            cluster_id: cluster_id.into(),
+            listen,
+            peers,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            connect_backoff_min: Self::DEFAULT_CONNECT_BACKOFF_MIN,
+            connect_backoff_max: Self::DEFAULT_CONNECT_BACKOFF_MAX,
+            peer_queue_len: Self::DEFAULT_PEER_QUEUE_LEN,
+        }
+    }
+
+    fn validate(&self) -> Result<(), NetworkError> {
+        let invalid = |reason: &str| Err(NetworkError::InvalidConfig(reason.to_owned()));
+        if self.peers.contains_key(&self.node_id) {
+            return invalid("peers must not contain this node's own id");
+        }
+        if self.max_frame_bytes < 64 {
+            return invalid("max_frame_bytes must be at least 64");
+        }
+        if self.connect_backoff_min.is_zero() {
+            return invalid("connect_backoff_min must be positive");
+        }
+        if self.connect_backoff_min > self.connect_backoff_max {
+            return invalid("connect_backoff_min must not exceed connect_backoff_max");
+        }
+        if self.peer_queue_len == 0 {
+            return invalid("peer_queue_len must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Why an endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The listening socket could not be bound (address in use, not local, no permission...).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// The configuration is inconsistent; the reason says which field.
+    #[error("invalid endpoint configuration: {0}")]
+    InvalidConfig(String),
+}
+
+/// Stops the endpoint: its listener (freeing the port, by the time the reply arrives), its
+/// connections and its writer tasks.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Asks for the endpoint's counters.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "EndpointStats")]
+pub struct GetStats;
+
+/// What an endpoint has dropped, refused and delivered since it started. Counters only grow.
+#[derive(MessageResponse, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Envelopes dropped because the peer's queue was full.
+    pub dropped_queue_full: u64,
+    /// Envelopes dropped because their `to` is not a peer or their `from` is not this node.
+    pub dropped_unroutable: u64,
+    /// Envelopes discarded while the peer was unreachable, or too large for a frame.
+    pub dropped_undeliverable: u64,
+    /// Inbound connections closed for breaking the protocol (bad hello, bad frame, bad sender...).
+    pub rejected_connections: u64,
+    /// Envelopes received from peers and handed to the inbound recipient.
+    pub delivered: u64,
+}
+
+/// Counters shared between the actor and its tasks.
+#[derive(Debug, Default)]
+struct Counters {
+    dropped_queue_full: AtomicU64,
+    dropped_unroutable: AtomicU64,
+    dropped_undeliverable: AtomicU64,
+    rejected_connections: AtomicU64,
+    delivered: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> EndpointStats {
+        EndpointStats {
+            dropped_queue_full: self.dropped_queue_full.load(Ordering::Relaxed),
+            dropped_unroutable: self.dropped_unroutable.load(Ordering::Relaxed),
+            dropped_undeliverable: self.dropped_undeliverable.load(Ordering::Relaxed),
+            rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The actor owning a node's TCP listener and its connections to peers.
+///
+/// Invariants: it never panics or stops on anything a peer sends; each peer has at most one writer
+/// task and one bounded queue, created on the first envelope for it; when the actor stops or is
+/// dropped, every task it spawned ends.
+pub struct TcpEndpoint {
+    config: Arc<EndpointConfig>,
+    local_addr: SocketAddr,
+    writers: HashMap<NodeId, mpsc::Sender<Envelope>>,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+    _cancel_on_drop: DropGuard,
+    accept_task: Option<JoinHandle<()>>,
+}
+
+/// Binds `config.listen`, starts the endpoint actor and its accept loop, and returns the actor's
+/// address with the address actually bound (useful with port 0).
+///
+/// Must be called from inside a running actix `System` (or actix-rt runtime): the tasks live on the
+/// current arbiter. Envelopes received are handed to `inbound` with `do_send`; the recipient may be
+/// the node actor's address, created before the node starts (e.g. with `actix::Context::new()` and
+/// `ctx.address()`, then `ctx.run(actor)`) or a forwarding actor.
+pub async fn start(
+    config: EndpointConfig,
+    inbound: Recipient<Inbound>,
+) -> Result<(Addr<TcpEndpoint>, SocketAddr), NetworkError> {
+    config.validate()?;
+    let bind_error = |source| NetworkError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
+    let config = Arc::new(config);
+    let counters = Arc::new(Counters::default());
+    let cancel = CancellationToken::new();
+    let accept_task = actix_rt::spawn(accept::run(
+        listener,
+        accept::Acceptor::new(config.clone(), inbound, counters.clone()),
+        cancel.clone(),
+    ));
+    let endpoint = TcpEndpoint {
+        config,
+        local_addr,
+        writers: HashMap::new(),
+        counters,
+        _cancel_on_drop: cancel.clone().drop_guard(),
+        cancel,
+        accept_task: Some(accept_task),
+    };
+    Ok((endpoint.start(), local_addr))
+}
+
+impl TcpEndpoint {
+    fn writer_for(&mut self, peer: NodeId, addr: &str) -> &mpsc::Sender<Envelope> {
+        self.writers.entry(peer).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(self.config.peer_queue_len);
+            actix_rt::spawn(
+                peer::Writer::new(
+                    self.config.clone(),
+                    peer,
+                    addr.to_owned(),
+                    rx,
+                    self.counters.clone(),
+                    self.cancel.clone(),
+                )
+                .run(),
+            );
+            tx
+        })
+    }
+}
+
+impl Actor for TcpEndpoint {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        tracing::info!(
+            node = %self.config.node_id,
+            listen = %self.local_addr,
+            peers = self.config.peers.len(),
+            "tcp endpoint started"
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.cancel.cancel();
+        tracing::info!(node = %self.config.node_id, "tcp endpoint stopped");
+    }
+}
+
+impl Handler<Outbound> for TcpEndpoint {
+    type Result = ();
+
+    fn handle(&mut self, Outbound(envelope): Outbound, _ctx: &mut Context<Self>) {
+        let node = self.config.node_id;
+        let to = envelope.to;
+        if envelope.from != node {
+            tracing::debug!(node = %node, from = %envelope.from, %to, "dropping envelope not sent by this node");
+            Counters::bump(&self.counters.dropped_unroutable);
+            return;
+        }
+        let Some(addr) = self.config.peers.get(&to).cloned() else {
+            tracing::debug!(node = %node, %to, "dropping envelope for an unknown peer");
+            Counters::bump(&self.counters.dropped_unroutable);
+            return;
+        };
+        match self.writer_for(to, &addr).try_send(envelope) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::debug!(node = %node, peer = %to, "peer queue full; dropping envelope");
+                Counters::bump(&self.counters.dropped_queue_full);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The writer only ends when the endpoint is shutting down.
+                tracing::debug!(node = %node, peer = %to, "peer writer gone; dropping envelope");
+                Counters::bump(&self.counters.dropped_undeliverable);
+            }
+        }
+    }
+}
+
+impl Handler<Shutdown> for TcpEndpoint {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> ResponseFuture<()> {
+        tracing::info!(node = %self.config.node_id, "tcp endpoint shutting down");
+        self.cancel.cancel();
+        self.writers.clear();
+        ctx.stop();
+        let accept_task = self.accept_task.take();
+        Box::pin(async move {
+            if let Some(task) = accept_task {
+                // The accept loop drops the listener as it returns: the port is free after this.
+                let _ = task.await;
+            }
+        })
+    }
+}
+
+impl Handler<GetStats> for TcpEndpoint {
+    type Result = EndpointStats;
+
+    fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> EndpointStats {
+        self.counters.snapshot()
+    }
+}

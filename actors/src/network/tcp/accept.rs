@@ -1,0 +1,157 @@
+//! The accepting side: the listener loop and one reader task per inbound connection.
+//!
+//! A connection must open with a valid `Hello` from a known peer, then carry only envelopes from
+//! that peer to this node. Anything else closes that connection, and only that one.
+
+use super::{Counters, EndpointConfig};
+use crate::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
+use crate::transport::Inbound;
+use actix::Recipient;
+use futures::StreamExt;
+use raftor_core::NodeId;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+/// How long a new connection may take to send its `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause after a failed `accept` (e.g. out of file descriptors), to avoid a hot loop.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What every inbound connection needs: who we are, whom we accept, where envelopes go.
+#[derive(Clone)]
+pub(super) struct Acceptor {
+    config: Arc<EndpointConfig>,
+    inbound: Recipient<Inbound>,
+    counters: Arc<Counters>,
+}
+
+impl Acceptor {
+    pub(super) fn new(
+        config: Arc<EndpointConfig>,
+        inbound: Recipient<Inbound>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Acceptor {
+            config,
+            inbound,
+            counters,
+        }
+    }
+
+    fn node(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// Logs why the connection from `remote` is being closed and counts it.
+    fn reject(&self, remote: SocketAddr, reason: &str) {
+        tracing::warn!(node = %self.node(), %remote, reason, "closing inbound connection");
+        Counters::bump(&self.counters.rejected_connections);
+    }
+
+    /// Checks a `Hello`; the peer's id if it is acceptable, else the reason it is not.
+    fn check_hello(&self, frame: Frame) -> Result<NodeId, String> {
+        match frame {
+            Frame::Hello {
+                protocol_version,
+                cluster_id,
+                node_id,
+            } => {
+                if protocol_version != PROTOCOL_VERSION {
+                    Err(format!(
+                        "protocol version {protocol_version}, expected {PROTOCOL_VERSION}"
+                    ))
+                } else if cluster_id != self.config.cluster_id {
+                    Err(format!(
+                        "cluster id {cluster_id:?}, expected {:?}",
+                        self.config.cluster_id
+                    ))
+                } else if !self.config.peers.contains_key(&node_id) {
+                    Err(format!("node {node_id} is not a peer"))
+                } else {
+                    Ok(node_id)
+                }
+            }
+            Frame::Raft(_) => Err("raft frame before hello".to_owned()),
+        }
+    }
+
+    /// Reads one inbound connection until it closes, breaks the protocol or the endpoint stops.
+    async fn serve(self, stream: TcpStream, remote: SocketAddr, cancel: CancellationToken) {
+        let node = self.node();
+        let _ = stream.set_nodelay(true);
+        let mut frames = FramedRead::new(stream, FrameCodec::new(self.config.max_frame_bytes));
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return,
+            first = tokio::time::timeout(HELLO_TIMEOUT, frames.next()) => first,
+        };
+        let peer = match first {
+            Err(_elapsed) => return self.reject(remote, "no hello in time"),
+            Ok(None) => {
+                tracing::debug!(node = %node, %remote, "connection closed before hello");
+                return;
+            }
+            Ok(Some(Err(error))) => return self.reject(remote, &error.to_string()),
+            Ok(Some(Ok(frame))) => match self.check_hello(frame) {
+                Ok(peer) => peer,
+                Err(reason) => return self.reject(remote, &reason),
+            },
+        };
+        tracing::debug!(node = %node, %peer, %remote, "inbound connection from peer");
+        loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => return,
+                next = frames.next() => next,
+            };
+            match next {
+                None => {
+                    tracing::debug!(node = %node, %peer, %remote, "peer closed its connection");
+                    return;
+                }
+                Some(Err(error)) => return self.reject(remote, &error.to_string()),
+                Some(Ok(Frame::Hello { .. })) => return self.reject(remote, "second hello"),
+                Some(Ok(Frame::Raft(envelope))) => {
+                    if envelope.from != peer {
+                        let reason =
+                            format!("envelope from {} on {peer}'s connection", envelope.from);
+                        return self.reject(remote, &reason);
+                    }
+                    if envelope.to != node {
+                        let reason = format!("envelope for {}", envelope.to);
+                        return self.reject(remote, &reason);
+                    }
+                    self.inbound.do_send(Inbound(envelope));
+                    Counters::bump(&self.counters.delivered);
+                }
+            }
+        }
+    }
+}
+
+/// Accepts connections until `cancel` fires, then drops the listener (freeing the port).
+pub(super) async fn run(listener: TcpListener, acceptor: Acceptor, cancel: CancellationToken) {
+    let node = acceptor.node();
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                actix_rt::spawn(acceptor.clone().serve(stream, remote, cancel.clone()));
+            }
+            Err(error) => {
+                tracing::warn!(node = %node, %error, "accept failed");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::debug!(node = %node, "listener closed");
+}

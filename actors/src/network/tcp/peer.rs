@@ -1,0 +1,259 @@
+//! The dialling side: one writer task per peer, owning that peer's queue and connection.
+//!
+//! The task connects (resolving the peer's `host:port` afresh each attempt), says `Hello`, then
+//! writes queued envelopes in batches: it feeds every envelope already queued and flushes once.
+//! On any failure it drops the connection and reconnects after an exponential backoff. During a
+//! connection attempt envelopes wait in the bounded queue; during a backoff pause the queue is
+//! drained and only the latest few envelopes are kept. Raft resends what matters.
+
+use super::{Counters, EndpointConfig};
+use crate::network::codec::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
+use futures::SinkExt;
+use raftor_core::{Envelope, NodeId};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::FramedWrite;
+use tokio_util::sync::CancellationToken;
+
+/// How many envelopes are kept while the peer is unreachable (the latest ones).
+const KEEP_WHILE_DISCONNECTED: usize = 16;
+/// How long one connection attempt (resolution included) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one batch may take to reach the socket before the connection is deemed dead.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most envelopes fed before a flush.
+const MAX_BATCH: usize = 256;
+
+/// Why the writer is told to end.
+struct Stop;
+
+/// The writer task of one peer.
+pub(super) struct Writer {
+    config: Arc<EndpointConfig>,
+    peer: NodeId,
+    addr: String,
+    queue: mpsc::Receiver<Envelope>,
+    /// Envelopes kept while disconnected, sent first on the next connection.
+    pending: VecDeque<Envelope>,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+    backoff: Duration,
+    /// Consecutive failures (connect errors, or connections that did not last).
+    failures: u32,
+    /// Whether the current connection streak was already reported at info level.
+    announced: bool,
+}
+
+impl Writer {
+    pub(super) fn new(
+        config: Arc<EndpointConfig>,
+        peer: NodeId,
+        addr: String,
+        queue: mpsc::Receiver<Envelope>,
+        counters: Arc<Counters>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Writer {
+            backoff: config.connect_backoff_min,
+            config,
+            peer,
+            addr,
+            queue,
+            pending: VecDeque::new(),
+            counters,
+            cancel,
+            failures: 0,
+            announced: false,
+        }
+    }
+
+    fn node(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// Connects, writes, reconnects, until the endpoint stops or drops the queue's sender.
+    pub(super) async fn run(mut self) {
+        loop {
+            // The queue is left alone while connecting: in the usual case the connection is up
+            // at once, and nothing queued meanwhile is lost.
+            let connected = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                connected = connect(&self.addr) => connected,
+            };
+            match connected {
+                Err(error) => self.failed("cannot connect to peer", &error),
+                Ok(stream) => {
+                    if self.announced {
+                        tracing::debug!(node = %self.node(), peer = %self.peer, addr = %self.addr, "connected to peer");
+                    } else {
+                        tracing::info!(node = %self.node(), peer = %self.peer, addr = %self.addr, failed_attempts = self.failures, "connected to peer");
+                        self.announced = true;
+                    }
+                    let since = Instant::now();
+                    let Err(error) = self.write(stream).await else {
+                        return;
+                    };
+                    if since.elapsed() >= self.config.connect_backoff_max {
+                        // A connection that lasted: this failure starts a new streak.
+                        self.failures = 0;
+                        self.announced = false;
+                        self.backoff = self.config.connect_backoff_min;
+                    }
+                    self.failed("connection to peer lost", &error);
+                }
+            }
+            if self
+                .drain_while(tokio::time::sleep(self.backoff))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            self.backoff = (self.backoff * 2).min(self.config.connect_backoff_max);
+        }
+    }
+
+    /// Reports a failure: the first of a streak at info, the others at debug.
+    fn failed(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        self.failures = self.failures.saturating_add(1);
+        let (node, peer, addr) = (self.node(), self.peer, &self.addr);
+        if self.failures == 1 {
+            tracing::info!(node = %node, %peer, %addr, %error, "{what}; retrying");
+        } else {
+            tracing::debug!(node = %node, %peer, %addr, %error, failures = self.failures, "{what}; retrying");
+        }
+    }
+
+    /// Runs `work` while draining the queue into `pending`, keeping the latest
+    /// [`KEEP_WHILE_DISCONNECTED`] envelopes; `Err` when the task must stop.
+    async fn drain_while<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Stop> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(Stop),
+                output = &mut work => return Ok(output),
+                envelope = self.queue.recv() => {
+                    let Some(envelope) = envelope else { return Err(Stop) };
+                    if self.pending.len() >= KEEP_WHILE_DISCONNECTED {
+                        self.pending.pop_front();
+                        Counters::bump(&self.counters.dropped_undeliverable);
+                    }
+                    self.pending.push_back(envelope);
+                }
+            }
+        }
+    }
+
+    /// Says hello and writes the queue to `stream` until it fails (`Err`) or the task must stop.
+    async fn write(&mut self, stream: TcpStream) -> Result<Stop, CodecError> {
+        stream.set_nodelay(true)?;
+        let (mut reader, writer) = stream.into_split();
+        let mut sink = FramedWrite::new(writer, FrameCodec::new(self.config.max_frame_bytes));
+        let hello = Frame::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: self.config.cluster_id.clone(),
+            node_id: self.node(),
+        };
+        let pending = std::mem::take(&mut self.pending);
+        let first_batch = async {
+            sink.feed(hello).await?;
+            for envelope in pending {
+                self.feed(&mut sink, envelope).await?;
+            }
+            SinkExt::<Frame>::flush(&mut sink).await
+        };
+        with_timeout(first_batch).await?;
+        // Peers never write on our connection: reading tells us when they close it.
+        let mut probe = [0u8; 64];
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Ok(Stop),
+                read = reader.read(&mut probe) => {
+                    return Err(match read {
+                        Ok(0) => io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection"),
+                        Ok(_) => io::Error::new(io::ErrorKind::InvalidData, "peer wrote on a one-way connection"),
+                        Err(error) => error,
+                    }.into());
+                }
+                envelope = self.queue.recv() => {
+                    let Some(envelope) = envelope else { return Ok(Stop) };
+                    with_timeout(self.write_batch(&mut sink, envelope)).await?;
+                }
+            }
+        }
+    }
+
+    /// Feeds `first` and whatever else is queued right now (up to [`MAX_BATCH`]), then flushes.
+    async fn write_batch(
+        &mut self,
+        sink: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+        first: Envelope,
+    ) -> Result<(), CodecError> {
+        self.feed(sink, first).await?;
+        for _ in 1..MAX_BATCH {
+            let Ok(envelope) = self.queue.try_recv() else {
+                break;
+            };
+            self.feed(sink, envelope).await?;
+        }
+        SinkExt::<Frame>::flush(sink).await
+    }
+
+    /// Feeds one envelope; one too large for a frame is dropped without harming the connection
+    /// (the codec refuses it before writing anything).
+    async fn feed(
+        &self,
+        sink: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+        envelope: Envelope,
+    ) -> Result<(), CodecError> {
+        match sink.feed(Frame::Raft(envelope)).await {
+            Err(error @ (CodecError::FrameTooLarge { .. } | CodecError::Encode(_))) => {
+                tracing::warn!(node = %self.node(), peer = %self.peer, %error, "dropping envelope that cannot be sent");
+                Counters::bump(&self.counters.dropped_undeliverable);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+/// Bounds a write by [`WRITE_TIMEOUT`].
+async fn with_timeout<T>(
+    write: impl Future<Output = Result<T, CodecError>>,
+) -> Result<T, CodecError> {
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "write to peer timed out").into())
+        })
+}
+
+/// One connection attempt: resolves `addr` and tries each address it yields, within
+/// [`CONNECT_TIMEOUT`].
+async fn connect(addr: &str) -> io::Result<TcpStream> {
+    let attempt = async {
+        let mut last_error = None;
+        for resolved in tokio::net::lookup_host(addr).await? {
+            match TcpStream::connect(resolved).await {
+                Ok(stream) => return Ok(stream),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
+        }))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))
+}

@@ -1,0 +1,218 @@
+//! One replicator per peer while this node leads: owns the peer's `nextIndex`/`matchIndex` and flow
+//! control ([`Progress`]), reads entries from the log store and sends AppendEntries (§5.3), and
+//! reports what the peer holds, tagged with its term, to the node.
+
+use crate::messages::{
+    EntriesRead, Heartbeat, HigherTermSeen, LeaderProgress, PeerResponse, ReadEntries,
+    ReplicationReport, Shutdown,
+};
+use crate::node::NodeActor;
+use crate::transport::Outbound;
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Recipient};
+use raftor_core::{
+    AppendEntries, Envelope, LogId, LogIndex, Message, NodeId, Progress, ProgressState,
+    ResponseEffect, SendRange, Term,
+};
+
+/// Limits of one AppendEntries and of the pipeline toward one peer.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicationLimits {
+    pub max_entries_per_message: u64,
+    pub max_bytes_per_message: usize,
+    pub max_inflight: usize,
+}
+
+impl Default for ReplicationLimits {
+    fn default() -> Self {
+        ReplicationLimits {
+            max_entries_per_message: 1024,
+            max_bytes_per_message: 4 * 1024 * 1024,
+            max_inflight: 64,
+        }
+    }
+}
+
+pub struct Replicator {
+    leader_id: NodeId,
+    peer: NodeId,
+    /// The term this replicator serves; it is stopped when the term ends, and every report carries it.
+    term: Term,
+    progress: Progress,
+    /// The leader's last log index as last told.
+    last_index: LogIndex,
+    /// The leader's commit index as last told.
+    commit_index: LogIndex,
+    /// The range being read from the log store, at most one at a time.
+    reading: Option<SendRange>,
+    limits: ReplicationLimits,
+    node: Addr<NodeActor>,
+    log_store: Recipient<ReadEntries>,
+    transport: Recipient<Outbound>,
+}
+
+impl Replicator {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        leader_id: NodeId,
+        peer: NodeId,
+        term: Term,
+        last_index: LogIndex,
+        limits: ReplicationLimits,
+        node: Addr<NodeActor>,
+        log_store: Recipient<ReadEntries>,
+        transport: Recipient<Outbound>,
+    ) -> Self {
+        Replicator {
+            leader_id,
+            peer,
+            term,
+            progress: Progress::new(last_index, limits.max_inflight),
+            last_index,
+            commit_index: LogIndex::ZERO,
+            reading: None,
+            limits,
+            node,
+            log_store,
+            transport,
+        }
+    }
+
+    /// Send whatever flow control allows: ask the log store for the next range.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.reading.is_some() {
+            return;
+        }
+        let Some(range) = self
+            .progress
+            .next_send(self.last_index, self.limits.max_entries_per_message)
+        else {
+            return;
+        };
+        self.reading = Some(range);
+        self.log_store.do_send(ReadEntries {
+            prev_index: Some(range.prev_index),
+            from: range.prev_index.next(),
+            to: range.last_index,
+            max_bytes: self.limits.max_bytes_per_message,
+            reply: ctx.address().recipient(),
+        });
+    }
+
+    fn send(&self, message: AppendEntries) {
+        self.transport.do_send(Outbound(Envelope {
+            from: self.leader_id,
+            to: self.peer,
+            message: Message::AppendEntries(message),
+        }));
+    }
+}
+
+impl Actor for Replicator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!(node = %self.leader_id, term = %self.term, peer = %self.peer, "replicator started");
+        self.pump(ctx);
+    }
+}
+
+impl Handler<EntriesRead> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, read: EntriesRead, ctx: &mut Context<Self>) {
+        let Some(range) = self.reading.take() else {
+            return;
+        };
+        let entries = match read.entries {
+            Ok(entries) => entries,
+            // Logged by the log store; the next heartbeat tries again.
+            Err(_) => return,
+        };
+        let (Some(prev_term), Some(prev_index)) = (read.prev_term, read.prev_index) else {
+            return;
+        };
+        // Progress may have moved (a rejection, a success) while the read was under way.
+        if self
+            .progress
+            .next_send(self.last_index, self.limits.max_entries_per_message)
+            .map(|r| r.prev_index)
+            != Some(range.prev_index)
+        {
+            self.pump(ctx);
+            return;
+        }
+        let last_index = entries.last().map(|e| e.index).unwrap_or(prev_index);
+        self.progress.on_sent(SendRange {
+            prev_index,
+            last_index,
+        });
+        self.send(AppendEntries {
+            term: self.term,
+            prev_log_id: LogId::new(prev_term, prev_index),
+            entries,
+            leader_commit: self.commit_index,
+        });
+        self.pump(ctx);
+    }
+}
+
+impl Handler<PeerResponse> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, PeerResponse(response): PeerResponse, ctx: &mut Context<Self>) {
+        match self.progress.on_response(self.term, &response) {
+            ResponseEffect::Contact { matched } => {
+                self.node.do_send(ReplicationReport {
+                    peer: self.peer,
+                    term: self.term,
+                    matched,
+                });
+                self.pump(ctx);
+            }
+            ResponseEffect::HigherTerm(term) => self.node.do_send(HigherTermSeen {
+                peer: self.peer,
+                term,
+            }),
+            ResponseEffect::Stale => {}
+        }
+    }
+}
+
+impl Handler<LeaderProgress> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, update: LeaderProgress, ctx: &mut Context<Self>) {
+        self.last_index = self.last_index.max(update.last_index);
+        self.commit_index = self.commit_index.max(update.commit_index);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Heartbeat> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, heartbeat: Heartbeat, ctx: &mut Context<Self>) {
+        self.commit_index = self.commit_index.max(heartbeat.commit_index);
+        self.progress.on_heartbeat_tick();
+        if self.progress.state() == ProgressState::Replicate {
+            // Vouch only for what the peer is known to hold, so the heartbeat always matches and
+            // carries the commit index as far as the peer can use it.
+            let matched = self.progress.matched();
+            self.send(AppendEntries {
+                term: self.term,
+                prev_log_id: matched,
+                entries: Vec::new(),
+                leader_commit: self.commit_index.min(matched.index),
+            });
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Shutdown> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,354 @@
+//! The TCP endpoint over real loopback sockets.
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use raftor_actors::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
+use raftor_actors::network::tcp::{
+    self, EndpointConfig, GetStats, NetworkError, Shutdown, TcpEndpoint,
+};
+use raftor_actors::transport::{Inbound, Outbound};
+use raftor_core::{
+    AppendEntries, Entry, EntryPayload, Envelope, LogId, LogIndex, Message, NodeId, RequestVote,
+    Term,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::Encoder;
+
+const CLUSTER: &str = "test-cluster";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Forwards every inbound envelope to the test.
+struct Collector(mpsc::UnboundedSender<Envelope>);
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for Collector {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(envelope): Inbound, _ctx: &mut Context<Self>) {
+        let _ = self.0.send(envelope);
+    }
+}
+
+struct Node {
+    endpoint: Addr<TcpEndpoint>,
+    addr: SocketAddr,
+    received: mpsc::UnboundedReceiver<Envelope>,
+}
+
+impl Node {
+    async fn next(&mut self) -> Envelope {
+        tokio::time::timeout(WAIT, self.received.recv())
+            .await
+            .expect("an envelope in time")
+            .expect("collector alive")
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind(loopback(0)).expect("bind port 0");
+    listener.local_addr().expect("local addr").port()
+}
+
+async fn start_node(id: u64, listen: SocketAddr, peers: &[(u64, String)]) -> Node {
+    let peers: BTreeMap<NodeId, String> = peers
+        .iter()
+        .map(|(peer, addr)| (NodeId(*peer), addr.clone()))
+        .collect();
+    let (tx, received) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let config = EndpointConfig::new(NodeId(id), CLUSTER, listen, peers);
+    let (endpoint, addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+    Node {
+        endpoint,
+        addr,
+        received,
+    }
+}
+
+/// Node 2 listening on a free port, accepting node 1; then node 1, which knows node 2's address.
+async fn pair() -> (Node, Node) {
+    let two = start_node(2, loopback(0), &[(1, "127.0.0.1:1".into())]).await;
+    let one = start_node(1, loopback(0), &[(2, two.addr.to_string())]).await;
+    (one, two)
+}
+
+fn vote(from: u64, to: u64, term: u64) -> Envelope {
+    Envelope {
+        from: NodeId(from),
+        to: NodeId(to),
+        message: Message::RequestVote(RequestVote {
+            term: Term(term),
+            last_log_id: LogId::new(Term(term), LogIndex(term * 10)),
+            pre_vote: term.is_multiple_of(2),
+        }),
+    }
+}
+
+fn append(from: u64, to: u64, entries: u64) -> Envelope {
+    Envelope {
+        from: NodeId(from),
+        to: NodeId(to),
+        message: Message::AppendEntries(AppendEntries {
+            term: Term(4),
+            prev_log_id: LogId::new(Term(3), LogIndex(99)),
+            entries: (100..100 + entries)
+                .map(|i| Entry {
+                    term: Term(4),
+                    index: LogIndex(i),
+                    payload: EntryPayload::Command(Bytes::from(vec![i as u8; 100])),
+                })
+                .collect(),
+            leader_commit: LogIndex(98),
+        }),
+    }
+}
+
+fn encode(frame: Frame) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    FrameCodec::default()
+        .encode(frame, &mut buf)
+        .expect("encode");
+    buf.to_vec()
+}
+
+fn hello(version: u32, cluster: &str, node: u64) -> Vec<u8> {
+    encode(Frame::Hello {
+        protocol_version: version,
+        cluster_id: cluster.into(),
+        node_id: NodeId(node),
+    })
+}
+
+/// Connects to `addr`, writes `bytes`, and asserts the endpoint closes the connection.
+async fn assert_closed_after(addr: SocketAddr, bytes: &[u8], what: &str) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("{what}: endpoint wrote {n} bytes instead of closing"),
+        Err(_) => panic!("{what}: connection still open"),
+    }
+}
+
+#[actix_rt::test]
+async fn a_message_arrives_intact() {
+    let (one, mut two) = pair().await;
+    let envelope = append(1, 2, 50);
+    one.endpoint.do_send(Outbound(envelope.clone()));
+    assert_eq!(two.next().await, envelope);
+}
+
+#[actix_rt::test]
+async fn messages_arrive_in_order() {
+    let (one, mut two) = pair().await;
+    for term in 1..=100 {
+        one.endpoint.do_send(Outbound(vote(1, 2, term)));
+    }
+    for term in 1..=100 {
+        assert_eq!(two.next().await, vote(1, 2, term));
+    }
+    let stats = one.endpoint.send(GetStats).await.expect("stats");
+    assert_eq!(stats.dropped_queue_full, 0);
+    assert_eq!(stats.dropped_undeliverable, 0);
+    let stats = two.endpoint.send(GetStats).await.expect("stats");
+    assert_eq!(stats.delivered, 100);
+}
+
+#[actix_rt::test]
+async fn both_directions_work() {
+    let port_one = free_port();
+    let port_two = free_port();
+    let mut one = start_node(
+        1,
+        loopback(port_one),
+        &[(2, format!("127.0.0.1:{port_two}"))],
+    )
+    .await;
+    let mut two = start_node(
+        2,
+        loopback(port_two),
+        &[(1, format!("127.0.0.1:{port_one}"))],
+    )
+    .await;
+    one.endpoint.do_send(Outbound(vote(1, 2, 7)));
+    two.endpoint.do_send(Outbound(vote(2, 1, 8)));
+    assert_eq!(two.next().await, vote(1, 2, 7));
+    assert_eq!(one.next().await, vote(2, 1, 8));
+}
+
+#[actix_rt::test]
+async fn a_peer_that_starts_later_is_reached() {
+    let port_two = free_port();
+    // A DNS name, resolved at each attempt.
+    let one = start_node(1, loopback(0), &[(2, format!("localhost:{port_two}"))]).await;
+    let sender = one.endpoint.clone();
+    let resend = actix_rt::spawn(async move {
+        for term in 1.. {
+            sender.do_send(Outbound(vote(1, 2, term)));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut two = start_node(2, loopback(port_two), &[(1, "127.0.0.1:1".into())]).await;
+    let first = two.next().await;
+    assert_eq!((first.from, first.to), (NodeId(1), NodeId(2)));
+    // Later messages keep flowing, in order.
+    let Message::RequestVote(RequestVote {
+        term: first_term, ..
+    }) = first.message
+    else {
+        panic!("unexpected message {first:?}");
+    };
+    let second = two.next().await;
+    let Message::RequestVote(RequestVote {
+        term: second_term, ..
+    }) = second.message
+    else {
+        panic!("unexpected message {second:?}");
+    };
+    assert!(second_term > first_term);
+    resend.abort();
+}
+
+#[actix_rt::test]
+async fn a_restarted_peer_is_reached_again() {
+    let port_two = free_port();
+    let one = start_node(1, loopback(0), &[(2, format!("127.0.0.1:{port_two}"))]).await;
+    let mut two = start_node(2, loopback(port_two), &[(1, "127.0.0.1:1".into())]).await;
+    one.endpoint.do_send(Outbound(vote(1, 2, 1)));
+    assert_eq!(two.next().await, vote(1, 2, 1));
+    two.endpoint.send(Shutdown).await.expect("shutdown");
+    drop(two);
+
+    let mut two = start_node(2, loopback(port_two), &[(1, "127.0.0.1:1".into())]).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut term = 2;
+    loop {
+        one.endpoint.do_send(Outbound(vote(1, 2, term)));
+        if let Ok(Some(envelope)) =
+            tokio::time::timeout(Duration::from_millis(100), two.received.recv()).await
+        {
+            assert_eq!((envelope.from, envelope.to), (NodeId(1), NodeId(2)));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "restarted peer never reached"
+        );
+        term += 1;
+    }
+}
+
+#[actix_rt::test]
+async fn hostile_connections_are_closed_and_the_endpoint_survives() {
+    let (one, mut two) = pair().await;
+    let addr = two.addr;
+
+    assert_closed_after(addr, &[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff], "garbage").await;
+    assert_closed_after(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "http").await;
+    assert_closed_after(
+        addr,
+        &hello(PROTOCOL_VERSION, "other-cluster", 1),
+        "cluster",
+    )
+    .await;
+    assert_closed_after(addr, &hello(PROTOCOL_VERSION + 1, CLUSTER, 1), "version").await;
+    assert_closed_after(addr, &hello(PROTOCOL_VERSION, CLUSTER, 9), "unknown node").await;
+    assert_closed_after(addr, &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3], "oversized").await;
+    assert_closed_after(addr, &encode(Frame::Raft(vote(1, 2, 1))), "no hello").await;
+
+    let mut twice = hello(PROTOCOL_VERSION, CLUSTER, 1);
+    twice.extend(hello(PROTOCOL_VERSION, CLUSTER, 1));
+    assert_closed_after(addr, &twice, "second hello").await;
+
+    let mut impostor = hello(PROTOCOL_VERSION, CLUSTER, 1);
+    impostor.extend(encode(Frame::Raft(vote(3, 2, 1))));
+    assert_closed_after(addr, &impostor, "from differs from hello").await;
+
+    let mut misrouted = hello(PROTOCOL_VERSION, CLUSTER, 1);
+    misrouted.extend(encode(Frame::Raft(vote(1, 5, 1))));
+    assert_closed_after(addr, &misrouted, "to is not this node").await;
+
+    // A valid raw connection still works, and so does the real peer.
+    let mut raw = TcpStream::connect(addr).await.expect("connect");
+    let mut valid = hello(PROTOCOL_VERSION, CLUSTER, 1);
+    valid.extend(encode(Frame::Raft(vote(1, 2, 41))));
+    raw.write_all(&valid).await.expect("write");
+    assert_eq!(two.next().await, vote(1, 2, 41));
+
+    one.endpoint.do_send(Outbound(vote(1, 2, 42)));
+    assert_eq!(two.next().await, vote(1, 2, 42));
+    let stats = two.endpoint.send(GetStats).await.expect("stats");
+    assert_eq!(stats.rejected_connections, 10);
+    assert_eq!(stats.delivered, 2);
+}
+
+#[actix_rt::test]
+async fn unroutable_envelopes_are_dropped_and_counted() {
+    let (one, _two) = pair().await;
+    one.endpoint.do_send(Outbound(vote(1, 9, 1))); // unknown peer
+    one.endpoint.do_send(Outbound(vote(3, 2, 1))); // not from this node
+    let stats = one.endpoint.send(GetStats).await.expect("stats");
+    assert_eq!(stats.dropped_unroutable, 2);
+}
+
+#[actix_rt::test]
+async fn bind_failure_is_reported() {
+    let taken = std::net::TcpListener::bind(loopback(0)).expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let config = EndpointConfig::new(NodeId(1), CLUSTER, addr, BTreeMap::new());
+    let result = tcp::start(config, Collector(tx).start().recipient()).await;
+    assert!(matches!(result, Err(NetworkError::Bind { addr: a, .. }) if a == addr));
+}
+
+#[actix_rt::test]
+async fn invalid_config_is_reported() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut config = EndpointConfig::new(NodeId(1), CLUSTER, loopback(0), BTreeMap::new());
+    config.peer_queue_len = 0;
+    let result = tcp::start(config, Collector(tx).start().recipient()).await;
+    assert!(matches!(result, Err(NetworkError::InvalidConfig(_))));
+}
+
+#[actix_rt::test]
+async fn shutdown_frees_the_port() {
+    let (one, two) = pair().await;
+    one.endpoint.do_send(Outbound(vote(1, 2, 1)));
+    two.endpoint.send(Shutdown).await.expect("shutdown");
+    std::net::TcpListener::bind(two.addr).expect("the port is free again");
+    one.endpoint.send(Shutdown).await.expect("shutdown");
+    std::net::TcpListener::bind(one.addr).expect("the port is free again");
+}
+
+#[actix_rt::test]
+async fn dropping_the_address_stops_the_endpoint() {
+    let (one, two) = pair().await;
+    one.endpoint.do_send(Outbound(vote(1, 2, 1)));
+    let addr = two.addr;
+    drop(two);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while std::net::TcpListener::bind(addr).is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener outlived its endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,248 @@
+//! A cluster of real actors in one thread, on tokio's paused clock, joined by the in-memory network.
+
+#![allow(dead_code)]
+
+use actix::{Actor, Addr};
+use bytes::Bytes;
+use raftor_actors::{
+    MemoryNetwork, NetworkControl, NodeHandle, NodeOptions, NodeStatus, PendingNode, ProposeError,
+    StateMachine,
+};
+use raftor_core::{LogIndex, NodeId, RaftConfig, Role, Term};
+use raftor_storage::{LogStorage, MemStorage};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The longest election timeout with the default 10 ms ticks.
+pub const ELECTION_MAX: Duration = Duration::from_millis(300);
+
+/// What a node applied, in order: (index, command).
+pub type AppliedLog = Arc<Mutex<Vec<(LogIndex, Bytes)>>>;
+
+/// Records every command it applies, in order.
+pub struct Recorder {
+    pub applied: AppliedLog,
+}
+
+impl StateMachine for Recorder {
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes {
+        self.applied
+            .lock()
+            .expect("recorder lock")
+            .push((index, Bytes::copy_from_slice(command)));
+        Bytes::from(format!("applied {index}"))
+    }
+    fn query(&self, _query: &[u8]) -> Bytes {
+        Bytes::from(
+            self.applied
+                .lock()
+                .expect("recorder lock")
+                .len()
+                .to_string(),
+        )
+    }
+}
+
+/// Run `test` on a current-thread runtime with the clock paused, inside a LocalSet (actix actors
+/// spawn with `spawn_local`).
+pub fn run_paused<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, test());
+}
+
+pub struct TestCluster {
+    pub network: Addr<MemoryNetwork>,
+    pub size: u64,
+    pub handles: BTreeMap<NodeId, NodeHandle>,
+    pub storage: BTreeMap<NodeId, Box<dyn Fn() -> Box<dyn LogStorage>>>,
+    pub applied: BTreeMap<NodeId, AppliedLog>,
+    pub seed: u64,
+    pub configure: fn(&mut RaftConfig),
+}
+
+impl TestCluster {
+    /// A cluster of `size` nodes on in-memory storage.
+    pub fn new(size: u64, seed: u64) -> TestCluster {
+        TestCluster::with_config(size, seed, |_| {})
+    }
+
+    pub fn with_config(size: u64, seed: u64, configure: fn(&mut RaftConfig)) -> TestCluster {
+        let mut cluster = TestCluster {
+            network: MemoryNetwork::new(seed).start(),
+            size,
+            handles: BTreeMap::new(),
+            storage: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            seed,
+            configure,
+        };
+        for id in 1..=size {
+            let store = MemStorage::new();
+            cluster
+                .storage
+                .insert(NodeId(id), Box::new(move || Box::new(store.clone())));
+            cluster.start(NodeId(id));
+        }
+        cluster
+    }
+
+    /// Use `open` to (re)open node `id`'s storage from now on.
+    pub fn set_storage(&mut self, id: NodeId, open: Box<dyn Fn() -> Box<dyn LogStorage>>) {
+        self.storage.insert(id, open);
+    }
+
+    pub fn start(&mut self, id: NodeId) {
+        let pending = PendingNode::new();
+        self.network
+            .do_send(NetworkControl::Register(id, pending.inbound()));
+        let mut raft = RaftConfig::new(id, (1..=self.size).map(NodeId));
+        (self.configure)(&mut raft);
+        let mut options = NodeOptions::new(raft);
+        options.seed = self.seed.wrapping_mul(1_000_003).wrapping_add(id.0);
+        options.dedicated_log_thread = false;
+        // A restarted node rebuilds its state machine by replaying the log.
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        self.applied.insert(id, applied.clone());
+        let storage = (self.storage[&id])();
+        let handle = pending
+            .start(
+                options,
+                storage,
+                Box::new(Recorder { applied }),
+                self.network.clone().recipient(),
+            )
+            .expect("node starts");
+        self.handles.insert(id, handle);
+    }
+
+    /// Stop node `id` abruptly: it loses what it had in memory, keeps what its storage holds.
+    pub async fn crash(&mut self, id: NodeId) {
+        self.network.do_send(NetworkControl::Unregister(id));
+        if let Some(handle) = self.handles.remove(&id) {
+            handle.shutdown();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    pub fn control(&self, control: NetworkControl) {
+        self.network.do_send(control);
+    }
+
+    pub async fn statuses(&self) -> Vec<NodeStatus> {
+        let mut out = Vec::new();
+        for handle in self.handles.values() {
+            if let Some(status) = handle.status().await {
+                out.push(status);
+            }
+        }
+        out
+    }
+
+    /// The leader of the highest term among running nodes.
+    pub async fn leader(&self) -> Option<(NodeId, Term)> {
+        self.statuses()
+            .await
+            .into_iter()
+            .filter(|s| s.role == Role::Leader)
+            .max_by_key(|s| s.term)
+            .map(|s| (s.id, s.term))
+    }
+
+    /// Wait (in virtual time) for a leader that every running node in `among` follows.
+    pub async fn wait_for_leader(&self, limit: Duration) -> Option<(NodeId, Term)> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(leader) = self.leader().await {
+                return Some(leader);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    }
+
+    pub async fn propose(&self, to: NodeId, command: &str) -> Result<Bytes, ProposeError> {
+        let handle = self.handles.get(&to).ok_or(ProposeError::Shutdown)?;
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            handle.propose(Bytes::copy_from_slice(command.as_bytes())),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ProposeError::Shutdown),
+        }
+    }
+
+    /// Propose through whichever node leads, retrying until it is applied.
+    pub async fn propose_on_leader(&self, command: &str) -> Bytes {
+        for _ in 0..100 {
+            if let Some((leader, _)) = self.wait_for_leader(Duration::from_secs(10)).await {
+                if let Ok(result) = self.propose(leader, command).await {
+                    return result;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("could not commit {command}");
+    }
+
+    pub fn applied_commands(&self, id: NodeId) -> Vec<Bytes> {
+        self.applied[&id]
+            .lock()
+            .expect("recorder lock")
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// Wait until every running node applied `count` commands, or panic after `limit`.
+    pub async fn wait_applied(&self, count: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let done = self
+                .handles
+                .keys()
+                .all(|id| self.applied_commands(*id).len() >= count);
+            if done {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not every node applied {count} commands: {:?}",
+                self.handles
+                    .keys()
+                    .map(|id| (id.0, self.applied_commands(*id).len()))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Every running node applied the same commands in the same order (prefixes agree).
+    pub fn assert_same_order(&self) {
+        let logs: Vec<Vec<Bytes>> = self
+            .handles
+            .keys()
+            .map(|id| self.applied_commands(*id))
+            .collect();
+        for a in &logs {
+            for b in &logs {
+                let common = a.len().min(b.len());
+                assert_eq!(a[..common], b[..common], "applied sequences diverge");
+            }
+        }
+    }
+
+    pub fn shutdown(&self) {
+        for handle in self.handles.values() {
+            handle.shutdown();
+        }
+    }
+}

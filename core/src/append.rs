@@ -1,0 +1,131 @@
+//! The follower's side of log replication (§5.3): the consistency check on `prevLogIndex` /
+//! `prevLogTerm`, deleting a conflicting suffix, appending, and following the leader's commit.
+
+use crate::message::{AppendEntries, AppendEntriesResponse, AppendOutcome, ConflictHint, Message};
+use crate::raft::{Raft, Role};
+use crate::types::{LogIndex, NodeId};
+
+impl Raft {
+    pub(crate) fn handle_append_entries(&mut self, from: NodeId, request: AppendEntries) {
+        // Same term as ours (the caller handled older and newer terms).
+        match self.role {
+            // Two leaders in one term cannot happen (Election Safety); a sender claiming it is lying
+            // or broken, and is ignored.
+            Role::Leader => return,
+            Role::Candidate | Role::PreCandidate => self.become_follower(request.term, Some(from)),
+            Role::Follower => {
+                self.leader_id = Some(from);
+                self.reset_election_timer();
+            }
+        }
+        if !entries_are_well_formed(&request) {
+            return;
+        }
+        let prev = request.prev_log_id;
+        match self.log.term_at(prev.index) {
+            None => {
+                let hint = ConflictHint {
+                    conflict_term: None,
+                    first_index: self.log.last_index().next(),
+                };
+                self.reject_append(from, prev.index, hint);
+            }
+            Some(term) if term != prev.term => {
+                let hint = ConflictHint {
+                    conflict_term: Some(term),
+                    first_index: self
+                        .log
+                        .first_index_of_run(prev.index)
+                        .unwrap_or(prev.index),
+                };
+                self.reject_append(from, prev.index, hint);
+            }
+            Some(_) => self.accept_append(from, request),
+        }
+    }
+
+    fn accept_append(&mut self, from: NodeId, request: AppendEntries) {
+        // Skip what we already hold; a conflict deletes our entry and all that follow (§5.3 step 3).
+        let mut first_new = request.entries.len();
+        for (position, entry) in request.entries.iter().enumerate() {
+            match self.log.term_at(entry.index) {
+                Some(term) if term == entry.term => continue,
+                Some(_) => {
+                    if entry.index <= self.commit_index {
+                        // The sender contradicts a committed entry. A real leader never does
+                        // (Leader Completeness): refuse the whole message and keep our log.
+                        return;
+                    }
+                    self.truncate_from(entry.index);
+                    first_new = position;
+                    break;
+                }
+                None => {
+                    first_new = position;
+                    break;
+                }
+            }
+        }
+        let new_entries = &request.entries[first_new..];
+        self.log.append(new_entries);
+        self.ready.write.entries.extend_from_slice(new_entries);
+
+        let matched = request.last_log_id();
+        // "If leaderCommit > commitIndex, set commitIndex = min(leaderCommit, index of last new entry)".
+        self.advance_commit(request.leader_commit.min(matched.index));
+        self.send(
+            from,
+            Message::AppendEntriesResponse(AppendEntriesResponse {
+                term: self.current_term,
+                outcome: AppendOutcome::Success { matched },
+            }),
+        );
+    }
+
+    /// Forget the log from `index` on, in memory and in the pending write.
+    fn truncate_from(&mut self, index: LogIndex) {
+        self.log.truncate_from(index);
+        let pending = &mut self.ready.write.entries;
+        let pending_before = pending.iter().take_while(|e| e.index < index).count();
+        pending.truncate(pending_before);
+        if pending.is_empty() {
+            // Nothing pending precedes the cut: the durable log itself must be cut.
+            let from = self
+                .ready
+                .write
+                .truncate_from
+                .map_or(index, |t| t.min(index));
+            self.ready.write.truncate_from = Some(from);
+        }
+    }
+
+    fn reject_append(&mut self, to: NodeId, rejected_prev_index: LogIndex, hint: ConflictHint) {
+        self.send(
+            to,
+            Message::AppendEntriesResponse(AppendEntriesResponse {
+                term: self.current_term,
+                outcome: AppendOutcome::Reject {
+                    rejected_prev_index,
+                    hint,
+                },
+            }),
+        );
+    }
+}
+
+/// Entries must follow `prev_log_id` at consecutive indexes, with terms that never decrease and never
+/// exceed the message's term. Anything else is not from a correct leader and is dropped.
+fn entries_are_well_formed(request: &AppendEntries) -> bool {
+    let mut previous = request.prev_log_id;
+    for entry in &request.entries {
+        if entry.index.0 != previous.index.0.wrapping_add(1)
+            || entry.index == LogIndex::ZERO
+            || entry.term < previous.term
+            || entry.term > request.term
+        {
+            return false;
+        }
+        previous = entry.log_id();
+    }
+    previous.term <= request.term
+}

@@ -1,0 +1,69 @@
+//! The knobs of the rules, in ticks: the actor that drives the rules decides how long a tick is.
+
+use crate::types::NodeId;
+use std::collections::BTreeSet;
+use thiserror::Error;
+
+/// Configuration of one node's rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftConfig {
+    /// This node's id; must be one of `voters`.
+    pub id: NodeId,
+    /// Every voting member, this node included (§5.1). Fixed for now; membership changes come later.
+    pub voters: BTreeSet<NodeId>,
+    /// The election timeout is drawn uniformly from `election_ticks_min..election_ticks_max` each time
+    /// the timer is reset, so that split votes resolve (§5.2). Also the check-quorum period.
+    pub election_ticks_min: u32,
+    pub election_ticks_max: u32,
+    /// A leader sends a heartbeat every this many ticks; must be well below `election_ticks_min`.
+    pub heartbeat_ticks: u32,
+    /// Rehearse an election before starting it (thesis §9.6), so a node cut off from the cluster
+    /// does not bump its term and depose a healthy leader when it returns.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a majority within an election timeout steps down (thesis
+    /// §6.2), and a node that hears from a leader ignores votes within the timeout (leader stickiness).
+    pub check_quorum: bool,
+}
+
+impl RaftConfig {
+    /// A configuration with raftor's defaults (with 10 ms ticks: 150–300 ms elections, 50 ms heartbeats).
+    pub fn new(id: NodeId, voters: impl IntoIterator<Item = NodeId>) -> RaftConfig {
+        RaftConfig {
+            id,
+            voters: voters.into_iter().collect(),
+            election_ticks_min: 15,
+            election_ticks_max: 30,
+            heartbeat_ticks: 5,
+            pre_vote: true,
+            check_quorum: true,
+        }
+    }
+
+    /// Checks the invariants stated on the fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.voters.contains(&self.id) {
+            return Err(ConfigError::NotAVoter(self.id));
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks_min {
+            return Err(ConfigError::Timing(format!(
+                "heartbeat ({} ticks) must be at least 1 and below the election timeout ({} ticks)",
+                self.heartbeat_ticks, self.election_ticks_min
+            )));
+        }
+        if self.election_ticks_max <= self.election_ticks_min {
+            return Err(ConfigError::Timing(format!(
+                "election timeout range {}..{} ticks is empty",
+                self.election_ticks_min, self.election_ticks_max
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("node {0} is not among the voters")]
+    NotAVoter(NodeId),
+    #[error("bad timing: {0}")]
+    Timing(String),
+}

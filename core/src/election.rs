@@ -1,0 +1,109 @@
+//! Leader election (§5.2), the up-to-date rule (§5.4.1), and the pre-vote rehearsal (thesis §9.6).
+
+use crate::message::{Message, RequestVote, RequestVoteResponse};
+use crate::quorum::{vote_result, VoteResult};
+use crate::raft::{Raft, Role};
+use crate::types::NodeId;
+
+impl Raft {
+    /// The election timer fired: rehearse with a pre-vote when configured, else campaign for real.
+    pub(crate) fn campaign(&mut self) {
+        if self.config.pre_vote {
+            self.start_election(true);
+        } else {
+            self.start_election(false);
+        }
+    }
+
+    fn start_election(&mut self, pre_vote: bool) {
+        self.reset_election_timer();
+        self.leader_id = None;
+        self.votes.clear();
+        let term = if pre_vote {
+            self.role = Role::PreCandidate;
+            self.current_term.next()
+        } else {
+            // "Increment currentTerm, vote for self" (§5.2); both are persisted before the requests
+            // leave, because the requests travel after this Ready's write.
+            self.role = Role::Candidate;
+            self.current_term = self.current_term.next();
+            self.voted_for = Some(self.id());
+            self.current_term
+        };
+        self.votes.insert(self.id(), true);
+        let request = RequestVote {
+            term,
+            last_log_id: self.log.last_log_id(),
+            pre_vote,
+        };
+        for peer in self.peers() {
+            self.send(peer, Message::RequestVote(request.clone()));
+        }
+        self.tally_votes();
+    }
+
+    pub(crate) fn handle_request_vote(&mut self, from: NodeId, request: RequestVote) {
+        // The caller already adopted a newer term for a real vote, and returned for an older one.
+        let up_to_date = request.last_log_id >= self.log.last_log_id();
+        let grant = if request.pre_vote {
+            // Would we vote for this candidate in its next term? Not while a leader is alive.
+            request.term > self.current_term && up_to_date && !self.in_leader_lease()
+        } else {
+            let free = self.voted_for.is_none() || self.voted_for == Some(from);
+            free && up_to_date
+        };
+        if !grant {
+            self.reject_vote(from, request.pre_vote);
+            return;
+        }
+        if !request.pre_vote {
+            self.voted_for = Some(from);
+            // Granting a vote resets the timer (§5.2), so this node does not compete with the
+            // candidate it just voted for.
+            self.reset_election_timer();
+        }
+        self.send(
+            from,
+            Message::RequestVoteResponse(RequestVoteResponse {
+                term: request.term,
+                vote_granted: true,
+                pre_vote: request.pre_vote,
+            }),
+        );
+    }
+
+    pub(crate) fn reject_vote(&mut self, to: NodeId, pre_vote: bool) {
+        self.send(
+            to,
+            Message::RequestVoteResponse(RequestVoteResponse {
+                term: self.current_term,
+                vote_granted: false,
+                pre_vote,
+            }),
+        );
+    }
+
+    pub(crate) fn handle_vote_response(&mut self, from: NodeId, response: RequestVoteResponse) {
+        let counts = match self.role {
+            Role::PreCandidate => response.pre_vote,
+            Role::Candidate => !response.pre_vote && response.term == self.current_term,
+            Role::Follower | Role::Leader => false,
+        };
+        if counts {
+            self.votes.insert(from, response.vote_granted);
+            self.tally_votes();
+        }
+    }
+
+    fn tally_votes(&mut self) {
+        match vote_result(&self.config.voters, &self.votes) {
+            VoteResult::Won if self.role == Role::PreCandidate => self.start_election(false),
+            VoteResult::Won if self.role == Role::Candidate => self.become_leader(),
+            VoteResult::Lost => {
+                let term = self.current_term;
+                self.become_follower(term, None);
+            }
+            _ => {}
+        }
+    }
+}

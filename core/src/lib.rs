@@ -1,0 +1,39 @@
+//! The Raft rules of raftor: pure, synchronous code with no IO, no clock and no OS randomness.
+//!
+//! Events go in (a message received, a tick, a write flushed, a replica's progress); what must happen
+//! comes out as a [`Ready`]: state to persist, messages to send once it is durable, entries to apply.
+//! Ticks and a seeded random number generator are handed in, so every run can be replayed exactly.
+//!
+//! - [`Raft`]: one node's rules (elections, the follower's log, the leader's commit).
+//! - [`Progress`]: a leader's flow control toward one follower, owned by that follower's replicator.
+
+mod append;
+mod config;
+mod election;
+mod leader;
+mod log_terms;
+mod progress;
+mod quorum;
+mod raft;
+mod ready;
+mod storage_types;
+mod types;
+
+pub mod message;
+
+pub use config::{ConfigError, RaftConfig};
+pub use leader::NotLeader;
+pub use log_terms::LogTerms;
+pub use message::{
+    AppendEntries, AppendEntriesResponse, AppendOutcome, ConflictHint, Envelope, Message,
+    RequestVote, RequestVoteResponse,
+};
+pub use progress::{Progress, ProgressState, ResponseEffect, SendRange};
+pub use quorum::{majority, quorum_matched_index};
+pub use raft::{Raft, Role};
+pub use ready::{LeadershipChange, Ready};
+pub use storage_types::{LogWrite, RecoveredState};
+pub use types::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
+
+#[cfg(test)]
+mod tests;

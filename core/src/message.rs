@@ -1,0 +1,113 @@
+//! The messages Raft nodes exchange (Figure 2, with the pre-vote extension of §9.6 of Ongaro's thesis).
+//!
+//! Every message and every reply carries the sender's term, so a receiver can adopt a newer term
+//! and drop a reply that belongs to an older one.
+
+use crate::types::{Entry, LogId, LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+
+/// A message between two Raft nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    RequestVote(RequestVote),
+    RequestVoteResponse(RequestVoteResponse),
+    AppendEntries(AppendEntries),
+    AppendEntriesResponse(AppendEntriesResponse),
+}
+
+impl Message {
+    /// The term the sender put on the message.
+    pub fn term(&self) -> Term {
+        match self {
+            Message::RequestVote(m) => m.term,
+            Message::RequestVoteResponse(m) => m.term,
+            Message::AppendEntries(m) => m.term,
+            Message::AppendEntriesResponse(m) => m.term,
+        }
+    }
+}
+
+/// RequestVote RPC (§5.2), or its pre-vote rehearsal when `pre_vote` is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestVote {
+    /// The candidate's term; for a pre-vote, the term it *would* campaign in (its term + 1).
+    pub term: Term,
+    /// The id of the last entry in the candidate's log, to decide whether it is up to date (§5.4.1).
+    pub last_log_id: LogId,
+    /// A pre-vote changes nothing on the receiver: no term adopted, no vote recorded.
+    pub pre_vote: bool,
+}
+
+/// The answer to a [`RequestVote`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestVoteResponse {
+    /// The voter's current term; for a granted pre-vote, the term of the request.
+    pub term: Term,
+    pub vote_granted: bool,
+    /// Echoes the request, so a late pre-vote answer is never counted as a vote.
+    pub pre_vote: bool,
+}
+
+/// AppendEntries RPC (§5.3): replicates entries and doubles as the heartbeat (§5.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEntries {
+    /// The leader's term.
+    pub term: Term,
+    /// `prevLogIndex`/`prevLogTerm`: the entry immediately preceding `entries`.
+    pub prev_log_id: LogId,
+    /// Consecutive entries starting at `prev_log_id.index + 1`; empty for a heartbeat.
+    pub entries: Vec<Entry>,
+    /// `leaderCommit`: the leader's commit index.
+    pub leader_commit: LogIndex,
+}
+
+impl AppendEntries {
+    /// The id of the last entry this message vouches for: the last entry sent, or the previous one.
+    pub fn last_log_id(&self) -> LogId {
+        self.entries
+            .last()
+            .map(Entry::log_id)
+            .unwrap_or(self.prev_log_id)
+    }
+}
+
+/// The answer to an [`AppendEntries`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEntriesResponse {
+    /// The follower's current term.
+    pub term: Term,
+    pub outcome: AppendOutcome,
+}
+
+/// Whether the follower's log matched, and what it holds now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendOutcome {
+    /// The follower's log now holds the leader's entries up to and including `matched`; it is durable.
+    Success { matched: LogId },
+    /// The follower holds no entry `prev_log_id` (the request's): the leader must go back.
+    Reject {
+        /// The request's `prev_log_index`, so the leader can recognise a stale rejection.
+        rejected_prev_index: LogIndex,
+        hint: ConflictHint,
+    },
+    /// The request's term is older than the follower's: the sender is not the leader any more.
+    StaleTerm,
+}
+
+/// What a follower tells a leader to skip back a whole term at a time (§5.3, "the follower can
+/// include the term of the conflicting entry and the first index it stores for that term").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictHint {
+    /// The term of the follower's entry at `prev_log_index`, or `None` when its log is shorter.
+    pub conflict_term: Option<Term>,
+    /// The first index the follower holds for `conflict_term`, or its last index + 1 when shorter.
+    pub first_index: LogIndex,
+}
+
+/// A message with its sender and receiver, as the rules emit and the transport carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub message: Message,
+}

@@ -1,0 +1,327 @@
+//! A leader's view of one follower's log (Figure 2 "nextIndex", "matchIndex"), and the flow control
+//! of sending to it: probing for the match point one message at a time, then pipelining a bounded
+//! number of messages. Owned by that follower's replicator; pure, like the rest of the rules.
+
+use crate::message::{AppendEntriesResponse, AppendOutcome, ConflictHint};
+use crate::types::{LogId, LogIndex, Term};
+use std::collections::VecDeque;
+
+/// How the leader is sending to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Looking for the last entry both logs share: one message in flight, moving `next_index` back on
+    /// each rejection.
+    Probe,
+    /// The match point is known: entries stream out, up to `max_inflight` messages ahead.
+    Replicate,
+}
+
+/// Entries to send next: those after `prev_index` up to and including `last_index` (none when
+/// `last_index == prev_index`, a pure probe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendRange {
+    pub prev_index: LogIndex,
+    pub last_index: LogIndex,
+}
+
+/// What an AppendEntries answer means for the node that owns the replicator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseEffect {
+    /// The follower answered in the leader's term: it is alive, and `matched` (when it accepted) is
+    /// the entry it now durably holds, to report for commitment.
+    Contact { matched: Option<LogId> },
+    /// The follower is in a newer term: the leader must step down (§5.1).
+    HigherTerm(Term),
+    /// Nothing to report.
+    Stale,
+}
+
+/// Replication progress of one follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// `matchIndex`: the last entry known to be durable on the follower and equal to the leader's.
+    /// Never decreases within a term.
+    matched: LogId,
+    /// `nextIndex`: the next entry to send. Invariant: `matched.index < next_index`.
+    next_index: LogIndex,
+    state: ProgressState,
+    /// In `Probe`: whether the one probe is outstanding.
+    probe_sent: bool,
+    /// In `Replicate`: the last index of each message in flight, ascending; at most `max_inflight`.
+    inflight: VecDeque<LogIndex>,
+    max_inflight: usize,
+    /// Heartbeat periods since `matched` last advanced while messages were in flight: after two, the
+    /// messages are presumed lost and the leader probes again.
+    stalled_heartbeats: u32,
+}
+
+impl Progress {
+    /// Progress of a follower when a leader takes office with `last_index` in its log: optimistic
+    /// `next_index` just past it (§5.3), nothing known matched.
+    pub fn new(last_index: LogIndex, max_inflight: usize) -> Progress {
+        Progress {
+            matched: LogId::ZERO,
+            next_index: last_index.next(),
+            state: ProgressState::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            max_inflight: max_inflight.max(1),
+            stalled_heartbeats: 0,
+        }
+    }
+
+    pub fn matched(&self) -> LogId {
+        self.matched
+    }
+    pub fn next_index(&self) -> LogIndex {
+        self.next_index
+    }
+    pub fn state(&self) -> ProgressState {
+        self.state
+    }
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// What to send next, given the leader's last index and the most entries one message may carry;
+    /// `None` when flow control says wait.
+    pub fn next_send(&self, last_log_index: LogIndex, max_entries: u64) -> Option<SendRange> {
+        let prev_index = self.next_index.prev();
+        let last_index =
+            last_log_index.min(LogIndex(prev_index.0.saturating_add(max_entries.max(1))));
+        match self.state {
+            ProgressState::Probe if self.probe_sent => None,
+            ProgressState::Probe => Some(SendRange {
+                prev_index,
+                last_index: last_index.max(prev_index),
+            }),
+            ProgressState::Replicate => {
+                if self.inflight.len() >= self.max_inflight || self.next_index > last_log_index {
+                    None
+                } else {
+                    Some(SendRange {
+                        prev_index,
+                        last_index,
+                    })
+                }
+            }
+        }
+    }
+
+    /// A message carrying entries up to `last_index` left (what [`Progress::next_send`] proposed).
+    pub fn on_sent(&mut self, range: SendRange) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                self.inflight.push_back(range.last_index);
+                self.next_index = range.last_index.next();
+            }
+        }
+    }
+
+    /// The follower holds the leader's log up to `matched`. Returns whether `matched` advanced.
+    pub fn on_success(&mut self, matched: LogId) -> bool {
+        let advanced = matched.index > self.matched.index;
+        if advanced {
+            self.matched = matched;
+            self.stalled_heartbeats = 0;
+        }
+        while self
+            .inflight
+            .front()
+            .is_some_and(|last| *last <= matched.index)
+        {
+            self.inflight.pop_front();
+        }
+        match self.state {
+            ProgressState::Probe => {
+                self.state = ProgressState::Replicate;
+                self.probe_sent = false;
+                self.inflight.clear();
+                self.next_index = self.matched.index.next();
+            }
+            ProgressState::Replicate => {
+                self.next_index = self.next_index.max(self.matched.index.next());
+            }
+        }
+        advanced
+    }
+
+    /// The follower does not hold the entry at `rejected_prev_index`. Returns whether anything
+    /// changed; a stale rejection (of a message that no longer matters) changes nothing.
+    pub fn on_reject(&mut self, rejected_prev_index: LogIndex, hint: ConflictHint) -> bool {
+        match self.state {
+            ProgressState::Replicate if rejected_prev_index <= self.matched.index => return false,
+            ProgressState::Probe if rejected_prev_index != self.next_index.prev() => return false,
+            _ => {}
+        }
+        // Skip back past the follower's whole conflicting term, or to just past its last entry when
+        // its log is shorter (§5.3's optimisation); never before what is known to match.
+        let target = rejected_prev_index.min(hint.first_index);
+        self.next_index = target.max(self.matched.index.next()).max(LogIndex(1));
+        self.become_probe();
+        true
+    }
+
+    /// An answer from the follower to a message sent in `leader_term`. Updates the progress and says
+    /// what the node must hear of it.
+    pub fn on_response(
+        &mut self,
+        leader_term: Term,
+        response: &AppendEntriesResponse,
+    ) -> ResponseEffect {
+        if response.term > leader_term {
+            return ResponseEffect::HigherTerm(response.term);
+        }
+        if response.term < leader_term {
+            // An answer to a message of an older term: nothing to learn from it.
+            return ResponseEffect::Stale;
+        }
+        match response.outcome {
+            AppendOutcome::Success { matched } => {
+                self.on_success(matched);
+                ResponseEffect::Contact {
+                    matched: Some(self.matched),
+                }
+            }
+            AppendOutcome::Reject {
+                rejected_prev_index,
+                hint,
+            } => {
+                self.on_reject(rejected_prev_index, hint);
+                ResponseEffect::Contact { matched: None }
+            }
+            // Same term yet "stale": not from a correct follower. Ignore it.
+            AppendOutcome::StaleTerm => ResponseEffect::Stale,
+        }
+    }
+
+    /// A heartbeat period passed: resend a lost probe; give up on messages that went unanswered.
+    pub fn on_heartbeat_tick(&mut self) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = false,
+            ProgressState::Replicate if !self.inflight.is_empty() => {
+                self.stalled_heartbeats += 1;
+                if self.stalled_heartbeats >= 2 {
+                    self.next_index = self.matched.index.next();
+                    self.become_probe();
+                }
+            }
+            ProgressState::Replicate => {}
+        }
+    }
+
+    fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.stalled_heartbeats = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(index: u64, term: u64) -> LogId {
+        LogId::new(Term(term), LogIndex(index))
+    }
+
+    fn range(prev: u64, last: u64) -> SendRange {
+        SendRange {
+            prev_index: LogIndex(prev),
+            last_index: LogIndex(last),
+        }
+    }
+
+    #[test]
+    fn probes_one_message_at_a_time_then_pipelines() {
+        let mut progress = Progress::new(LogIndex(10), 2);
+        assert_eq!(progress.next_send(LogIndex(10), 100), Some(range(10, 10)));
+        progress.on_sent(range(10, 10));
+        assert_eq!(
+            progress.next_send(LogIndex(12), 100),
+            None,
+            "one probe in flight"
+        );
+        assert!(progress.on_success(id(10, 1)));
+        assert_eq!(progress.state(), ProgressState::Replicate);
+        assert_eq!(progress.next_send(LogIndex(12), 1), Some(range(10, 11)));
+        progress.on_sent(range(10, 11));
+        assert_eq!(progress.next_send(LogIndex(12), 1), Some(range(11, 12)));
+        progress.on_sent(range(11, 12));
+        assert_eq!(
+            progress.next_send(LogIndex(14), 1),
+            None,
+            "window of 2 is full"
+        );
+        assert!(progress.on_success(id(11, 2)));
+        assert_eq!(progress.inflight(), 1);
+        assert_eq!(progress.next_send(LogIndex(14), 10), Some(range(12, 14)));
+    }
+
+    #[test]
+    fn rejection_skips_back_a_term_and_never_below_the_match() {
+        let mut progress = Progress::new(LogIndex(10), 4);
+        progress.on_sent(range(10, 10));
+        let hint = ConflictHint {
+            conflict_term: Some(Term(3)),
+            first_index: LogIndex(6),
+        };
+        assert!(progress.on_reject(LogIndex(10), hint));
+        assert_eq!(progress.next_index(), LogIndex(6));
+        assert_eq!(progress.next_send(LogIndex(10), 100), Some(range(5, 10)));
+        // A rejection of a message that was never the current probe is stale.
+        assert!(!progress.on_reject(LogIndex(9), hint));
+        assert_eq!(progress.next_index(), LogIndex(6));
+    }
+
+    #[test]
+    fn shorter_follower_log_jumps_to_its_end() {
+        let mut progress = Progress::new(LogIndex(100), 4);
+        progress.on_sent(range(100, 100));
+        let hint = ConflictHint {
+            conflict_term: None,
+            first_index: LogIndex(4),
+        };
+        progress.on_reject(LogIndex(100), hint);
+        assert_eq!(progress.next_index(), LogIndex(4));
+    }
+
+    #[test]
+    fn stale_rejection_in_replicate_is_ignored() {
+        let mut progress = Progress::new(LogIndex(5), 4);
+        progress.on_sent(range(5, 5));
+        progress.on_success(id(5, 1));
+        progress.on_sent(range(5, 8));
+        let hint = ConflictHint {
+            conflict_term: None,
+            first_index: LogIndex(3),
+        };
+        assert!(!progress.on_reject(LogIndex(4), hint));
+        assert_eq!(progress.state(), ProgressState::Replicate);
+        assert_eq!(progress.next_index(), LogIndex(9));
+    }
+
+    #[test]
+    fn lost_messages_fall_back_to_probing_after_two_heartbeats() {
+        let mut progress = Progress::new(LogIndex(5), 4);
+        progress.on_sent(range(5, 5));
+        progress.on_success(id(5, 1));
+        progress.on_sent(range(5, 9));
+        progress.on_heartbeat_tick();
+        assert_eq!(progress.state(), ProgressState::Replicate);
+        progress.on_heartbeat_tick();
+        assert_eq!(progress.state(), ProgressState::Probe);
+        assert_eq!(progress.next_index(), LogIndex(6));
+    }
+
+    #[test]
+    fn lost_probe_is_resent_on_heartbeat() {
+        let mut progress = Progress::new(LogIndex(5), 4);
+        progress.on_sent(range(5, 5));
+        assert_eq!(progress.next_send(LogIndex(5), 10), None);
+        progress.on_heartbeat_tick();
+        assert_eq!(progress.next_send(LogIndex(5), 10), Some(range(5, 5)));
+    }
+}

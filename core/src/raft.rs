@@ -1,0 +1,296 @@
+//! The state of one Raft node and the event loop of its rules (Figure 2). Vote handling lives in
+//! `election.rs`, log replication on the follower in `append.rs`, the leader's duties in `leader.rs`.
+
+use crate::config::{ConfigError, RaftConfig};
+use crate::log_terms::LogTerms;
+use crate::message::{AppendEntriesResponse, AppendOutcome, Envelope, Message};
+use crate::ready::{LeadershipChange, Ready};
+use crate::storage_types::RecoveredState;
+use crate::types::{HardState, LogId, LogIndex, NodeId, Term};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The role a node plays in its current term (§5.1, plus the pre-vote rehearsal of thesis §9.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// Volatile state on leaders (Figure 2), reinitialised after each election.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LeaderState {
+    /// `matchIndex` per voter, this node included (its own durable last index): the highest index
+    /// known to be replicated and durable there. Only grows within a term.
+    pub(crate) matched: BTreeMap<NodeId, LogIndex>,
+    /// Peers heard from since the last check-quorum period began.
+    pub(crate) recent_active: BTreeSet<NodeId>,
+}
+
+/// The rules of one Raft node. Not thread-safe and not async: call it from one place, feed it events,
+/// and carry out each [`Ready`] in order.
+#[derive(Debug)]
+pub struct Raft {
+    pub(crate) config: RaftConfig,
+    /// `currentTerm`: latest term seen; never decreases (Figure 2).
+    pub(crate) current_term: Term,
+    /// `votedFor` in `current_term`; once set, stays set until the term changes (§5.2).
+    pub(crate) voted_for: Option<NodeId>,
+    /// `commitIndex`: the highest index known committed; never decreases, never past the log's end.
+    pub(crate) commit_index: LogIndex,
+    /// The hard state last handed out for persistence, to hand out changes only.
+    pub(crate) persisted: HardState,
+    /// The id of every entry in the log (durable or on its way to disk).
+    pub(crate) log: LogTerms,
+    pub(crate) role: Role,
+    /// The leader of `current_term` as far as this node knows.
+    pub(crate) leader_id: Option<NodeId>,
+    /// Ticks since the timer was last reset (by hearing from the leader, granting a vote, or
+    /// starting an election); for a leader, ticks since the check-quorum period began.
+    pub(crate) election_elapsed: u32,
+    /// This period's election timeout, drawn from the configured range.
+    pub(crate) randomized_election_timeout: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    /// Answers received in the current (pre-)election; this node's own vote included.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    pub(crate) leader: Option<LeaderState>,
+    pub(crate) rng: SmallRng,
+    pub(crate) ready: Ready,
+}
+
+impl Raft {
+    /// Rules for a node restarting from `recovered` (empty for a new node). `seed` drives the
+    /// randomised election timeouts: the same seed and events give the same run.
+    pub fn new(
+        config: RaftConfig,
+        recovered: RecoveredState,
+        seed: u64,
+    ) -> Result<Raft, ConfigError> {
+        config.validate()?;
+        let log = LogTerms::from_boundaries(&recovered.term_boundaries);
+        let hard = recovered.hard_state;
+        let mut raft = Raft {
+            current_term: hard.current_term,
+            voted_for: hard.voted_for,
+            // A persisted commit index beyond the recovered log cannot be trusted: clamp it.
+            commit_index: hard.commit_index.min(log.last_index()),
+            persisted: hard,
+            log,
+            role: Role::Follower,
+            leader_id: None,
+            election_elapsed: 0,
+            randomized_election_timeout: config.election_ticks_min,
+            heartbeat_elapsed: 0,
+            votes: BTreeMap::new(),
+            leader: None,
+            rng: SmallRng::seed_from_u64(seed),
+            ready: Ready::default(),
+            config,
+        };
+        raft.reset_election_timer();
+        if raft.commit_index > LogIndex::ZERO {
+            raft.ready.commit_index = Some(raft.commit_index);
+        }
+        Ok(raft)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+    pub fn config(&self) -> &RaftConfig {
+        &self.config
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn current_term(&self) -> Term {
+        self.current_term
+    }
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit_index
+    }
+    pub fn last_log_id(&self) -> LogId {
+        self.log.last_log_id()
+    }
+    pub fn log_terms(&self) -> &LogTerms {
+        &self.log
+    }
+    /// The hard state as the rules hold it now (it may not be durable yet).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            current_term: self.current_term,
+            voted_for: self.voted_for,
+            commit_index: self.commit_index,
+        }
+    }
+    /// The leader's `matchIndex` for each voter; `None` unless leader.
+    pub fn matched(&self) -> Option<&BTreeMap<NodeId, LogIndex>> {
+        self.leader.as_ref().map(|l| &l.matched)
+    }
+
+    /// Hands out what the events so far require, and starts collecting afresh.
+    ///
+    /// Term and vote changes always travel in `write`; a commit index change alone does not (it is
+    /// only a hint for restarts) and rides along with the next write that carries entries.
+    pub fn take_ready(&mut self) -> Ready {
+        let hard = self.hard_state();
+        let term_or_vote_changed = hard.current_term != self.persisted.current_term
+            || hard.voted_for != self.persisted.voted_for;
+        let commit_changed = hard.commit_index != self.persisted.commit_index;
+        let carries_log =
+            !self.ready.write.entries.is_empty() || self.ready.write.truncate_from.is_some();
+        if term_or_vote_changed || (commit_changed && carries_log) {
+            self.ready.write.hard_state = Some(hard);
+            self.persisted = hard;
+        }
+        std::mem::take(&mut self.ready)
+    }
+
+    /// One tick of the logical clock: elections time out, leaders send heartbeats (§5.2).
+    pub fn tick(&mut self) {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.role == Role::Leader {
+            self.heartbeat_elapsed += 1;
+            if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+                self.heartbeat_elapsed = 0;
+                self.ready.heartbeat = true;
+            }
+            if self.election_elapsed >= self.config.election_ticks_min {
+                self.election_elapsed = 0;
+                self.check_quorum();
+            }
+        } else if self.election_elapsed >= self.randomized_election_timeout {
+            self.campaign();
+        }
+    }
+
+    /// A message from a peer. Unknown senders and nonsense are dropped; nothing here panics.
+    pub fn step(&mut self, from: NodeId, message: Message) {
+        if from == self.id() || !self.config.voters.contains(&from) {
+            return;
+        }
+        let term = message.term();
+        if term > self.current_term {
+            match &message {
+                // A pre-vote changes nothing on the receiver, and a granted pre-vote answer is for a
+                // term the candidate has not entered yet (thesis §9.6).
+                Message::RequestVote(request) if request.pre_vote => {}
+                Message::RequestVoteResponse(response)
+                    if response.pre_vote && response.vote_granted => {}
+                Message::RequestVote(_) if self.in_leader_lease() => {
+                    // Leader stickiness (thesis §4.2.3): we heard from a live leader within the
+                    // minimum election timeout, so this candidate is disruptive. Ignore it.
+                    return;
+                }
+                Message::AppendEntries(_) => self.become_follower(term, Some(from)),
+                _ => self.become_follower(term, None),
+            }
+        } else if term < self.current_term {
+            self.answer_stale(from, &message);
+            return;
+        }
+        match message {
+            Message::RequestVote(request) => self.handle_request_vote(from, request),
+            Message::RequestVoteResponse(response) => self.handle_vote_response(from, response),
+            Message::AppendEntries(request) => self.handle_append_entries(from, request),
+            // Replication answers are the replicator's; the rules only needed their term (above).
+            Message::AppendEntriesResponse(_) => {}
+        }
+    }
+
+    /// A message from an older term: tell its sender the current term, so a deposed leader or a
+    /// stale candidate steps down (§5.1); stale answers are dropped.
+    fn answer_stale(&mut self, from: NodeId, message: &Message) {
+        match message {
+            Message::AppendEntries(_) => self.send(
+                from,
+                Message::AppendEntriesResponse(AppendEntriesResponse {
+                    term: self.current_term,
+                    outcome: AppendOutcome::StaleTerm,
+                }),
+            ),
+            Message::RequestVote(request) => self.reject_vote(from, request.pre_vote),
+            Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => {}
+        }
+    }
+
+    /// Whether a leader was heard from within the minimum election timeout (or this is the leader).
+    pub(crate) fn in_leader_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader_id.is_some()
+            && self.election_elapsed < self.config.election_ticks_min
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, message: Message) {
+        self.ready.messages.push(Envelope {
+            from: self.id(),
+            to,
+            message,
+        });
+    }
+
+    pub(crate) fn peers(&self) -> Vec<NodeId> {
+        let me = self.id();
+        self.config
+            .voters
+            .iter()
+            .copied()
+            .filter(|id| *id != me)
+            .collect()
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.randomized_election_timeout = self
+            .rng
+            .gen_range(self.config.election_ticks_min..self.config.election_ticks_max);
+    }
+
+    /// Adopt `term` (if newer) and follow `leader` (§5.1: "if RPC request or response contains term T >
+    /// currentTerm: set currentTerm = T, convert to follower").
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.current_term {
+            self.current_term = term;
+            self.voted_for = None;
+        }
+        if self.role == Role::Leader {
+            self.ready.leadership = Some(LeadershipChange::Lost);
+            self.ready.heartbeat = false;
+            self.ready.appended = None;
+        }
+        self.role = Role::Follower;
+        self.leader_id = leader;
+        self.leader = None;
+        self.votes.clear();
+        self.reset_election_timer();
+    }
+
+    /// Record a newly known commit index; it never moves backwards.
+    pub(crate) fn advance_commit(&mut self, index: LogIndex) {
+        let index = index.min(self.log.last_index());
+        if index > self.commit_index {
+            self.commit_index = index;
+            self.ready.commit_index = Some(index);
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! What the rules ask the outside world to do after an event (etcd raft's `Ready`, openraft's
+//! commands). The actor that drives the rules carries each part to the actor that owns it.
+
+use crate::message::Envelope;
+use crate::storage_types::LogWrite;
+use crate::types::{LogIndex, Term};
+
+/// Everything one or more events produced, taken with [`crate::Raft::take_ready`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// For the log store: make this durable, atomically.
+    pub write: LogWrite,
+    /// For the transport, strictly after `write` (and every earlier write) is durable: a vote is
+    /// granted and an append acknowledged only once what it promises is on disk (Figure 2).
+    pub messages: Vec<Envelope>,
+    /// For the applier: entries up to here are committed (§5.3) and may be applied. Only set when the
+    /// commit index advanced; never lower than an earlier value.
+    pub commit_index: Option<LogIndex>,
+    /// For the replicators: this node became leader, or stopped being one.
+    pub leadership: Option<LeadershipChange>,
+    /// For the replicators (leader only): a heartbeat period elapsed (§5.2).
+    pub heartbeat: bool,
+    /// For the replicators (leader only): the leader appended entries up to this index.
+    pub appended: Option<LogIndex>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self == &Ready::default()
+    }
+}
+
+/// A change of leadership of this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeadershipChange {
+    /// Won the election of `term`; the log's last index at that moment is `last_index` (replication to
+    /// every peer starts probing from the entry after it, §5.3 "nextIndex").
+    Became { term: Term, last_index: LogIndex },
+    /// No longer leader (a higher term was seen, or check-quorum failed).
+    Lost,
+}

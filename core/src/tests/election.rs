@@ -1,0 +1,218 @@
+//! Elections (§5.2, §5.4.1) and pre-vote (thesis §9.6), one rule per test.
+
+use super::cluster::Cluster;
+use super::{config, id, ids};
+use crate::{
+    HardState, LogIndex, LogWrite, Message, NodeId, Raft, RecoveredState, RequestVote,
+    RequestVoteResponse, Role, Term,
+};
+
+fn follower(id: u64, n: u64, term: u64, boundaries: Vec<crate::LogId>) -> Raft {
+    let recovered = RecoveredState {
+        hard_state: HardState {
+            current_term: Term(term),
+            voted_for: None,
+            commit_index: LogIndex::ZERO,
+        },
+        term_boundaries: boundaries,
+    };
+    Raft::new(config(id, n, false), recovered, id).expect("valid config")
+}
+
+fn vote_request(term: u64, last: crate::LogId) -> Message {
+    Message::RequestVote(RequestVote {
+        term: Term(term),
+        last_log_id: last,
+        pre_vote: false,
+    })
+}
+
+fn granted(ready: &crate::Ready) -> Vec<(NodeId, bool, Term)> {
+    ready
+        .messages
+        .iter()
+        .filter_map(|e| match &e.message {
+            Message::RequestVoteResponse(r) => Some((e.to, r.vote_granted, r.term)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn one_vote_per_term_and_it_is_persisted_with_the_grant() {
+    let mut raft = follower(1, 3, 1, vec![]);
+    raft.step(NodeId(2), vote_request(2, id(0, 0)));
+    let ready = raft.take_ready();
+    // The grant and the durable vote travel together: the messages go only after the write.
+    assert_eq!(
+        ready.write,
+        LogWrite {
+            hard_state: Some(HardState {
+                current_term: Term(2),
+                voted_for: Some(NodeId(2)),
+                commit_index: LogIndex::ZERO
+            }),
+            ..LogWrite::default()
+        }
+    );
+    assert_eq!(granted(&ready), vec![(NodeId(2), true, Term(2))]);
+
+    // Another candidate of the same term is refused; the same one is answered again.
+    raft.step(NodeId(3), vote_request(2, id(0, 0)));
+    raft.step(NodeId(2), vote_request(2, id(0, 0)));
+    let ready = raft.take_ready();
+    assert_eq!(ready.write, LogWrite::default(), "nothing new to persist");
+    assert_eq!(
+        granted(&ready),
+        vec![(NodeId(3), false, Term(2)), (NodeId(2), true, Term(2))]
+    );
+}
+
+#[test]
+fn votes_only_for_an_up_to_date_log() {
+    // Our log: [1@1, 2@1, 3@2]
+    let ours = vec![id(1, 1), id(3, 2)];
+    let cases = [
+        (id(5, 1), false, "lower last term, longer log"),
+        (id(2, 2), false, "same last term, shorter log"),
+        (id(3, 2), true, "same last term, same length"),
+        (id(4, 2), true, "same last term, longer log"),
+        (id(1, 3), true, "higher last term, shorter log"),
+    ];
+    for (last, expected, why) in cases {
+        let mut raft = follower(1, 3, 2, ours.clone());
+        raft.step(NodeId(2), vote_request(3, last));
+        assert_eq!(
+            granted(&raft.take_ready()),
+            vec![(NodeId(2), expected, Term(3))],
+            "{why}"
+        );
+    }
+}
+
+#[test]
+fn higher_term_makes_a_leader_follow_and_lower_term_is_refused() {
+    let mut cluster = Cluster::new(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+    let leader = cluster.elect(100).expect("a leader");
+    let term = cluster.raft(leader.0).current_term();
+    let raft = cluster.raft(leader.0);
+    let _ = raft.take_ready();
+    raft.step(
+        NodeId(if leader.0 == 1 { 2 } else { 1 }),
+        vote_request(term.0 - 1, id(0, 0)),
+    );
+    let ready = raft.take_ready();
+    assert_eq!(granted(&ready).len(), 1);
+    assert!(!granted(&ready)[0].1, "a stale candidate is refused");
+    assert_eq!(granted(&ready)[0].2, term, "with our term");
+    assert_eq!(raft.role(), Role::Leader);
+
+    let other = if leader.0 == 1 { 2 } else { 1 };
+    raft.step(
+        NodeId(other),
+        Message::RequestVoteResponse(RequestVoteResponse {
+            term: Term(term.0 + 5),
+            vote_granted: false,
+            pre_vote: false,
+        }),
+    );
+    assert_eq!(raft.role(), Role::Follower);
+    assert_eq!(raft.current_term(), Term(term.0 + 5));
+    assert_eq!(raft.voted_for(), None);
+}
+
+#[test]
+fn a_single_election_elects_exactly_one_leader() {
+    for n in [1, 3, 5] {
+        let mut cluster = Cluster::new(ids(n).iter().map(|i| config(i.0, n, true)).collect());
+        let leader = cluster.elect(200).expect("a leader");
+        cluster.tick_all(50);
+        assert_eq!(
+            cluster.leader(),
+            Some(leader),
+            "stable leadership in a cluster of {n}"
+        );
+        let leaders = cluster
+            .nodes
+            .values()
+            .filter(|node| node.raft.role() == Role::Leader)
+            .count();
+        assert_eq!(leaders, 1);
+    }
+}
+
+#[test]
+fn split_votes_resolve() {
+    // Two candidates in the same term, each holding two of four votes: nobody wins term 2...
+    let mut cluster = Cluster::new(ids(4).iter().map(|i| config(i.0, 4, false)).collect());
+    cluster.cut.insert((NodeId(1), NodeId(4)));
+    cluster.cut.insert((NodeId(2), NodeId(3)));
+    cluster.cut.insert((NodeId(2), NodeId(4)));
+    cluster.cut.insert((NodeId(1), NodeId(3)));
+    // Nodes 1 and 2 time out at the same moment; 3 hears only 2 and 4 hears only 1? Both cut above,
+    // so 3 and 4 can vote for 1 or 2 only through the remaining links: 1->2 and 2->1 refuse each other.
+    for id in [1, 2] {
+        for _ in 0..cluster.raft(id).randomized_election_timeout {
+            cluster.raft(id).tick();
+        }
+        cluster.process(NodeId(id));
+    }
+    cluster.deliver_all();
+    assert_eq!(cluster.raft(1).role(), Role::Candidate);
+    assert_eq!(cluster.raft(2).role(), Role::Candidate);
+    assert_eq!(cluster.leader(), None, "a split vote elects nobody");
+    // ...then randomised timeouts in a healed network break the tie.
+    cluster.heal();
+    let leader = cluster.elect(200).expect("the split resolves");
+    assert!(cluster.raft(leader.0).current_term() > Term(1));
+}
+
+#[test]
+fn pre_vote_keeps_an_isolated_node_from_raising_its_term() {
+    let mut cluster = Cluster::new(ids(3).iter().map(|i| config(i.0, 3, true)).collect());
+    let leader = cluster.elect(200).expect("a leader");
+    let term = cluster.raft(leader.0).current_term();
+    let loner = NodeId(if leader.0 == 3 { 2 } else { 3 });
+    cluster.isolate(loner);
+    cluster.tick_all(300);
+    assert_eq!(
+        cluster.raft(loner.0).current_term(),
+        term,
+        "pre-votes fail, no term bump"
+    );
+    cluster.heal();
+    cluster.tick_all(100);
+    assert_eq!(
+        cluster.leader(),
+        Some(leader),
+        "the returning node does not depose the leader"
+    );
+    assert_eq!(cluster.raft(leader.0).current_term(), term);
+}
+
+#[test]
+fn without_pre_vote_a_returning_node_would_disrupt() {
+    // The contrast that shows what pre-vote buys: the isolated node campaigns and raises its term.
+    let mut cluster = Cluster::new(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+    let leader = cluster.elect(200).expect("a leader");
+    let term = cluster.raft(leader.0).current_term();
+    let loner = if leader.0 == 3 { 2 } else { 3 };
+    cluster.isolate(NodeId(loner));
+    cluster.tick_all(300);
+    assert!(cluster.raft(loner).current_term() > term);
+}
+
+#[test]
+fn check_quorum_makes_a_cut_off_leader_step_down() {
+    let mut cluster = Cluster::new(ids(3).iter().map(|i| config(i.0, 3, true)).collect());
+    let leader = cluster.elect(200).expect("a leader");
+    cluster.isolate(leader);
+    cluster.tick_all(100);
+    // It stepped down, and its own pre-votes fail while it is cut off.
+    assert_ne!(cluster.raft(leader.0).role(), Role::Leader);
+    assert_ne!(cluster.raft(leader.0).role(), Role::Candidate);
+    let new_leader = cluster
+        .leader()
+        .expect("the majority elects another leader");
+    assert_ne!(new_leader, leader);
+}

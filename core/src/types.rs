@@ -1,0 +1,134 @@
+//! The vocabulary of Raft: terms, log indexes, node ids, entries and the hard state.
+//!
+//! Newtypes keep a term from being mistaken for an index (Raft paper §5.1, Figure 2).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! counter_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
+        pub struct $name(pub u64);
+
+        impl $name {
+            /// The zero value: before the first term, or the index before the first entry.
+            pub const ZERO: $name = $name(0);
+
+            /// The next value, saturating at `u64::MAX` so that hostile input cannot overflow it.
+            pub fn next(self) -> $name {
+                $name(self.0.saturating_add(1))
+            }
+
+            /// The previous value, saturating at zero.
+            pub fn prev(self) -> $name {
+                $name(self.0.saturating_sub(1))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+counter_newtype!(
+    /// A Raft term: a logical clock that only grows (§5.1). Term 0 exists before any election.
+    Term
+);
+counter_newtype!(
+    /// The position of an entry in the log, starting at 1 (§5.3). Index 0 means "before the log".
+    LogIndex
+);
+
+/// The identity of one node in the cluster. Ids are chosen by the operator and never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The identity of a log entry: two entries with the same index and term hold the same command and
+/// are preceded by identical logs (the Log Matching property, §5.3).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogId {
+    /// The term of the leader that created the entry. Ordered before `index` so that comparing two
+    /// `LogId`s compares "up-to-dateness" as §5.4.1 defines it (last term first, then last index).
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: LogIndex,
+}
+
+impl LogId {
+    /// The id "before the log": term 0, index 0. Every log matches it.
+    pub const ZERO: LogId = LogId {
+        term: Term::ZERO,
+        index: LogIndex::ZERO,
+    };
+
+    pub fn new(term: Term, index: LogIndex) -> LogId {
+        LogId { term, index }
+    }
+}
+
+impl fmt::Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.index, self.term)
+    }
+}
+
+/// What an entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryPayload {
+    /// No command: the entry a new leader appends so earlier entries can commit with it (§5.4.2, §8).
+    Blank,
+    /// An application command, opaque to Raft, handed to the state machine once committed.
+    Command(Bytes),
+}
+
+/// One log entry (§5.3): a command with the term it was received in and its position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The term of the leader that appended the entry.
+    pub term: Term,
+    /// The entry's position in the log; entries of one log have consecutive indexes.
+    pub index: LogIndex,
+    pub payload: EntryPayload,
+}
+
+impl Entry {
+    pub fn log_id(&self) -> LogId {
+        LogId::new(self.term, self.index)
+    }
+
+    /// The size of the payload in bytes, for batching limits.
+    pub fn payload_len(&self) -> usize {
+        match &self.payload {
+            EntryPayload::Blank => 0,
+            EntryPayload::Command(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// The state that must survive a crash before the node answers anything that depends on it
+/// (Figure 2, "persistent state on all servers").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// `currentTerm`: the latest term this node has seen; never decreases.
+    pub current_term: Term,
+    /// `votedFor`: the candidate this node voted for in `current_term`, if any. At most one per term.
+    pub voted_for: Option<NodeId>,
+    /// `commitIndex` as last persisted: a lower bound of the cluster's commit index, so a restarted
+    /// node can re-apply its committed entries without waiting for a leader. Never decreases.
+    pub commit_index: LogIndex,
+}

@@ -1,0 +1,16 @@
+//! raftor: Raft consensus built from actix actors, durable in RocksDB.
+//!
+//! - [`kv`]: the replicated key-value state machine.
+//! - [`config`]: `raftor serve` settings from flags, environment and a TOML file.
+//! - [`server`]: start one node on TCP and RocksDB; [`local_cluster`]: several in one process.
+//!
+//! The Raft rules are in `raftor-core`, the actors in `raftor-actors`, the log store in
+//! `raftor-storage`; their main types are re-exported here.
+
+pub mod config;
+pub mod kv;
+pub mod local_cluster;
+pub mod server;
+
+pub use raftor_actors::{NodeHandle, NodeOptions, NodeStatus, ProposeError, StateMachine};
+pub use raftor_core::{LogIndex, NodeId, RaftConfig, Role, Term};

@@ -1,0 +1,30 @@
+use thiserror::Error;
+
+/// Why the store could not do what was asked. None of these is recoverable by retrying blindly:
+/// a node that cannot write its log must stop taking part rather than answer without durability.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("RocksDB error: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt data in the store: {0}")]
+    Corrupt(String),
+    #[error(
+        "data directory {path} belongs to node {found_node} of cluster '{found_cluster}', \
+         not node {expected_node} of cluster '{expected_cluster}'"
+    )]
+    WrongIdentity {
+        path: String,
+        found_cluster: String,
+        found_node: u64,
+        expected_cluster: String,
+        expected_node: u64,
+    },
+    #[error("invalid write: {0}")]
+    InvalidWrite(String),
+}

@@ -1,0 +1,109 @@
+//! raftor's durable log: the [`LogStorage`] trait, a RocksDB store for production, an in-memory
+//! store for tests and simulation, and a [`conformance`] suite every store must pass.
+//!
+//! The store knows nothing of actors: it is synchronous, and whoever calls it owns the thread.
+
+pub mod conformance;
+mod error;
+mod memory;
+mod rocks;
+
+pub use error::StorageError;
+pub use memory::MemStorage;
+pub use rocks::{RocksStorage, StoreIdentity};
+
+use raftor_core::{Entry, LogIndex, LogWrite, RecoveredState, Term};
+
+/// A durable Raft log with its hard state.
+///
+/// Contract (checked by [`conformance`]):
+/// - [`LogStorage::write`] is atomic and durable when it returns `Ok`: after a crash either the whole
+///   write is there or none of it.
+/// - Entries are stored at consecutive indexes starting at 1; `write` truncates first, then appends.
+/// - Reads see every write that returned `Ok`.
+pub trait LogStorage: Send + 'static {
+    /// The hard state and the log's term boundaries, as found on disk.
+    fn recover(&mut self) -> Result<RecoveredState, StorageError>;
+
+    /// Apply `write` atomically and sync it to disk before returning.
+    fn write(&mut self, write: &LogWrite) -> Result<(), StorageError>;
+
+    /// Entries `from..=to`, stopping early (but after at least one entry) once `max_bytes` of
+    /// payload are gathered. Indexes past the end of the log are not an error: fewer entries come back.
+    fn entries(
+        &self,
+        from: LogIndex,
+        to: LogIndex,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError>;
+
+    /// The term of the entry at `index`: `Some(Term(0))` for index 0, `None` past the end.
+    fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError>;
+
+    /// The index of the last entry, 0 when the log is empty.
+    fn last_index(&self) -> Result<LogIndex, StorageError>;
+}
+
+impl<S: LogStorage + ?Sized> LogStorage for Box<S> {
+    fn recover(&mut self) -> Result<RecoveredState, StorageError> {
+        (**self).recover()
+    }
+    fn write(&mut self, write: &LogWrite) -> Result<(), StorageError> {
+        (**self).write(write)
+    }
+    fn entries(
+        &self,
+        from: LogIndex,
+        to: LogIndex,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        (**self).entries(from, to, max_bytes)
+    }
+    fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
+        (**self).term(index)
+    }
+    fn last_index(&self) -> Result<LogIndex, StorageError> {
+        (**self).last_index()
+    }
+}
+
+/// Checks that `write` can apply to a log whose last index is `last_index`: its entries must follow
+/// the last entry left after its truncation. Returns the log's last index after the write.
+/// Stores call this before touching anything, so a rejected write changes nothing.
+pub fn validate_write(write: &LogWrite, last_index: LogIndex) -> Result<LogIndex, StorageError> {
+    let after_truncation = match write.truncate_from {
+        Some(from) => from.prev().min(last_index),
+        None => last_index,
+    };
+    let mut previous = after_truncation;
+    for entry in &write.entries {
+        if entry.index != previous.next() || entry.index == previous {
+            return Err(StorageError::InvalidWrite(format!(
+                "entry {} does not follow index {}",
+                entry.index, previous
+            )));
+        }
+        previous = entry.index;
+    }
+    Ok(previous)
+}
+
+/// Builds the term boundaries of [`RecoveredState`] from the entries' ids in index order.
+pub fn term_boundaries(
+    ids: impl IntoIterator<Item = raftor_core::LogId>,
+) -> Vec<raftor_core::LogId> {
+    let mut boundaries: Vec<raftor_core::LogId> = Vec::new();
+    let mut last = None;
+    for id in ids {
+        if boundaries.last().map(|b| b.term) != Some(id.term) {
+            boundaries.push(id);
+        }
+        last = Some(id);
+    }
+    if let Some(last) = last {
+        if boundaries.last() != Some(&last) {
+            boundaries.push(last);
+        }
+    }
+    boundaries
+}
