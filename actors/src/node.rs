@@ -248,6 +248,7 @@ impl Handler<HigherTermSeen> for NodeActor {
             seen.peer,
             Message::AppendEntriesResponse(raftor_core::AppendEntriesResponse {
                 term: seen.term,
+                request_id: 0,
                 outcome: raftor_core::AppendOutcome::StaleTerm,
             }),
         );

@@ -114,6 +114,7 @@ fn append(from: u64, to: u64, entries: u64) -> Envelope {
                 })
                 .collect(),
             leader_commit: LogIndex(98),
+            request_id: 7,
         }),
     }
 }

@@ -28,7 +28,7 @@ impl Raft {
                     conflict_term: None,
                     first_index: self.log.last_index().next(),
                 };
-                self.reject_append(from, prev.index, hint);
+                self.reject_append(from, &request, hint);
             }
             Some(term) if term != prev.term => {
                 let hint = ConflictHint {
@@ -38,7 +38,7 @@ impl Raft {
                         .first_index_of_run(prev.index)
                         .unwrap_or(prev.index),
                 };
-                self.reject_append(from, prev.index, hint);
+                self.reject_append(from, &request, hint);
             }
             Some(_) => self.accept_append(from, request),
         }
@@ -77,6 +77,7 @@ impl Raft {
             from,
             Message::AppendEntriesResponse(AppendEntriesResponse {
                 term: self.current_term,
+                request_id: request.request_id,
                 outcome: AppendOutcome::Success { matched },
             }),
         );
@@ -99,11 +100,13 @@ impl Raft {
         }
     }
 
-    fn reject_append(&mut self, to: NodeId, rejected_prev_index: LogIndex, hint: ConflictHint) {
+    fn reject_append(&mut self, to: NodeId, request: &AppendEntries, hint: ConflictHint) {
+        let rejected_prev_index = request.prev_log_id.index;
         self.send(
             to,
             Message::AppendEntriesResponse(AppendEntriesResponse {
                 term: self.current_term,
+                request_id: request.request_id,
                 outcome: AppendOutcome::Reject {
                     rejected_prev_index,
                     hint,

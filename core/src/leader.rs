@@ -83,8 +83,10 @@ impl Raft {
         {
             return;
         }
+        let ticks = self.ticks;
         if let Some(leader) = self.leader.as_mut() {
             leader.recent_active.insert(peer);
+            leader.last_contact.insert(peer, ticks);
         }
         if let Some(matched) = matched {
             // A peer can only hold what the leader holds (Log Matching); anything else is nonsense.

@@ -15,6 +15,7 @@ mod log_terms;
 mod progress;
 mod quorum;
 mod raft;
+mod read_index;
 mod ready;
 mod storage_types;
 mod types;
@@ -31,6 +32,7 @@ pub use message::{
 pub use progress::{Progress, ProgressState, ResponseEffect, SendRange};
 pub use quorum::{majority, quorum_matched_index};
 pub use raft::{Raft, Role};
+pub use read_index::{LeaseError, ReadState};
 pub use ready::{LeadershipChange, Ready};
 pub use storage_types::{LogWrite, RecoveredState};
 pub use types::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};

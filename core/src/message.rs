@@ -59,6 +59,9 @@ pub struct AppendEntries {
     pub entries: Vec<Entry>,
     /// `leaderCommit`: the leader's commit index.
     pub leader_commit: LogIndex,
+    /// Chosen by the sender and echoed in the answer, so the leader knows which message an answer
+    /// is for (a replicator numbers its messages; leadership confirmation for reads relies on it).
+    pub request_id: u64,
 }
 
 impl AppendEntries {
@@ -76,6 +79,8 @@ impl AppendEntries {
 pub struct AppendEntriesResponse {
     /// The follower's current term.
     pub term: Term,
+    /// The `request_id` of the AppendEntries this answers.
+    pub request_id: u64,
     pub outcome: AppendOutcome,
 }
 

@@ -9,7 +9,8 @@ use crate::storage_types::RecoveredState;
 use crate::types::{HardState, LogId, LogIndex, NodeId, Term};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::read_index::PendingRead;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The role a node plays in its current term (§5.1, plus the pre-vote rehearsal of thesis §9.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,6 +40,16 @@ pub(crate) struct LeaderState {
     pub(crate) matched: BTreeMap<NodeId, LogIndex>,
     /// Peers heard from since the last check-quorum period began.
     pub(crate) recent_active: BTreeSet<NodeId>,
+    /// The tick at which each peer last answered (for lease reads and status).
+    pub(crate) last_contact: BTreeMap<NodeId, u64>,
+    /// The latest leadership-confirmation round issued for reads; grows by one per round.
+    pub(crate) read_round: u64,
+    /// The highest round each peer has answered.
+    pub(crate) acked_round: BTreeMap<NodeId, u64>,
+    /// Reads waiting for their round to be confirmed, in round order.
+    pub(crate) pending_reads: VecDeque<PendingRead>,
+    /// Reads waiting for the first commit of this leader's term.
+    pub(crate) reads_awaiting_commit: Vec<u64>,
 }
 
 /// The rules of one Raft node. Not thread-safe and not async: call it from one place, feed it events,
@@ -65,6 +76,8 @@ pub struct Raft {
     /// This period's election timeout, drawn from the configured range.
     pub(crate) randomized_election_timeout: u32,
     pub(crate) heartbeat_elapsed: u32,
+    /// Ticks since this node started: the clock for lease reads and contact times.
+    pub(crate) ticks: u64,
     /// Answers received in the current (pre-)election; this node's own vote included.
     pub(crate) votes: BTreeMap<NodeId, bool>,
     pub(crate) leader: Option<LeaderState>,
@@ -95,6 +108,7 @@ impl Raft {
             election_elapsed: 0,
             randomized_election_timeout: config.election_ticks_min,
             heartbeat_elapsed: 0,
+            ticks: 0,
             votes: BTreeMap::new(),
             leader: None,
             rng: SmallRng::seed_from_u64(seed),
@@ -168,6 +182,7 @@ impl Raft {
 
     /// One tick of the logical clock: elections time out, leaders send heartbeats (§5.2).
     pub fn tick(&mut self) {
+        self.ticks += 1;
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.role == Role::Leader {
             self.heartbeat_elapsed += 1;
@@ -222,10 +237,11 @@ impl Raft {
     /// stale candidate steps down (§5.1); stale answers are dropped.
     fn answer_stale(&mut self, from: NodeId, message: &Message) {
         match message {
-            Message::AppendEntries(_) => self.send(
+            Message::AppendEntries(request) => self.send(
                 from,
                 Message::AppendEntriesResponse(AppendEntriesResponse {
                     term: self.current_term,
+                    request_id: request.request_id,
                     outcome: AppendOutcome::StaleTerm,
                 }),
             ),
@@ -274,8 +290,10 @@ impl Raft {
             self.voted_for = None;
         }
         if self.role == Role::Leader {
+            self.fail_pending_reads();
             self.ready.leadership = Some(LeadershipChange::Lost);
             self.ready.heartbeat = false;
+            self.ready.confirm_round = None;
             self.ready.appended = None;
         }
         self.role = Role::Follower;
@@ -289,8 +307,12 @@ impl Raft {
     pub(crate) fn advance_commit(&mut self, index: LogIndex) {
         let index = index.min(self.log.last_index());
         if index > self.commit_index {
+            let first_of_term = self.role == Role::Leader && !self.committed_in_current_term();
             self.commit_index = index;
             self.ready.commit_index = Some(index);
+            if first_of_term && self.committed_in_current_term() {
+                self.release_reads_awaiting_commit();
+            }
         }
     }
 }

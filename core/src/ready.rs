@@ -2,6 +2,7 @@
 //! commands). The actor that drives the rules carries each part to the actor that owns it.
 
 use crate::message::Envelope;
+use crate::read_index::ReadState;
 use crate::storage_types::LogWrite;
 use crate::types::{LogIndex, Term};
 
@@ -22,6 +23,11 @@ pub struct Ready {
     pub heartbeat: bool,
     /// For the replicators (leader only): the leader appended entries up to this index.
     pub appended: Option<LogIndex>,
+    /// For the replicators (leader only): confirm leadership for reads with a message numbered
+    /// after this moment, and report the answer with this round.
+    pub confirm_round: Option<u64>,
+    /// For the readers: answers to `Raft::read_index` requests.
+    pub reads: Vec<ReadState>,
 }
 
 impl Ready {

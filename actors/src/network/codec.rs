@@ -202,6 +202,7 @@ mod tests {
             prev_log_id: LogId::ZERO,
             entries,
             leader_commit: LogIndex(17),
+            request_id: 0,
         })))
     }
 
@@ -224,6 +225,7 @@ mod tests {
         round_trip(Frame::Raft(envelope(Message::AppendEntriesResponse(
             AppendEntriesResponse {
                 term: Term(5),
+                request_id: 0,
                 outcome: AppendOutcome::Reject {
                     rejected_prev_index: LogIndex(8),
                     hint: ConflictHint {

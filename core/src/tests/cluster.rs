@@ -273,6 +273,7 @@ impl Cluster {
                         prev_log_id: progress.matched(),
                         entries: vec![],
                         leader_commit: commit.min(progress.matched().index),
+                        request_id: 0,
                     }),
                 });
             }
@@ -306,6 +307,7 @@ impl Cluster {
                         prev_log_id: crate::LogId::new(prev_term, range.prev_index),
                         entries,
                         leader_commit: commit,
+                        request_id: 0,
                     }),
                 });
             }

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod election;
+mod reads;
 mod replication;
 
 use crate::{Entry, EntryPayload, LogId, LogIndex, NodeId, RaftConfig, Term};

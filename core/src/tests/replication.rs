@@ -29,6 +29,7 @@ fn append(term: u64, prev: crate::LogId, entries: Vec<Entry>, commit: u64) -> Me
         prev_log_id: prev,
         entries,
         leader_commit: LogIndex(commit),
+        request_id: 0,
     })
 }
 
@@ -75,6 +76,7 @@ fn follower_converges_on_the_leaders_log() {
         response,
         AppendEntriesResponse {
             term: Term(2),
+            request_id: 0,
             outcome: AppendOutcome::Reject {
                 rejected_prev_index: LogIndex(3),
                 hint: ConflictHint {
@@ -120,6 +122,7 @@ fn a_stale_leader_is_refused_with_the_newer_term_and_steps_down() {
         only_response(&ready),
         AppendEntriesResponse {
             term: Term(3),
+            request_id: 0,
             outcome: AppendOutcome::StaleTerm
         }
     );
@@ -138,6 +141,7 @@ fn a_stale_leader_is_refused_with_the_newer_term_and_steps_down() {
         NodeId(peer),
         Message::AppendEntriesResponse(AppendEntriesResponse {
             term: Term(term.0 + 1),
+            request_id: 0,
             outcome: AppendOutcome::StaleTerm,
         }),
     );

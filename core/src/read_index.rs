@@ -1,0 +1,202 @@
+//! Linearizable reads without writing to the log (§8 of the paper, thesis §6.4): ReadIndex, and
+//! the cheaper lease read that trusts check-quorum's lease.
+//!
+//! ReadIndex: the leader notes its commit index, confirms it still leads by hearing from a majority
+//! in answer to messages sent after the read arrived, and only then lets the read run, once the
+//! state machine has applied up to the noted index. A leader that has not yet committed an entry
+//! of its own term does not know the latest commit index, so its reads wait for that first.
+
+use crate::leader::NotLeader;
+use crate::quorum::majority;
+use crate::raft::{Raft, Role};
+use crate::types::{LogIndex, NodeId, Term};
+
+/// The answer to one [`Raft::read_index`] request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The caller's id for the request.
+    pub id: u64,
+    /// The index the state machine must have applied before the read runs, or why there is none.
+    pub result: Result<LogIndex, NotLeader>,
+}
+
+/// A read waiting for its leadership confirmation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PendingRead {
+    pub(crate) id: u64,
+    /// The confirmation round that must be acknowledged by a majority.
+    pub(crate) round: u64,
+    /// The commit index when the read arrived.
+    pub(crate) index: LogIndex,
+}
+
+/// Why a lease read cannot be answered locally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseError {
+    NotLeader(NotLeader),
+    /// The leader has not heard from a majority recently enough, or has not yet committed an entry
+    /// of its term: fall back to ReadIndex.
+    Expired,
+}
+
+impl Raft {
+    /// Ask for a linearizable read point. The answer arrives in a later [`crate::Ready`]'s `reads`,
+    /// with the same `id`; meanwhile `Ready::confirm_round` asks the replicators to confirm.
+    pub fn read_index(&mut self, id: u64) -> Result<(), NotLeader> {
+        if self.role != Role::Leader {
+            return Err(NotLeader {
+                leader: self.leader_id,
+            });
+        }
+        if self.committed_in_current_term() {
+            self.issue_read(id);
+        } else if let Some(leader) = self.leader.as_mut() {
+            leader.reads_awaiting_commit.push(id);
+        }
+        Ok(())
+    }
+
+    /// A replicator of `term` heard from `peer` in answer to a message sent for confirmation round
+    /// `round` or later.
+    pub fn on_leadership_confirmed(&mut self, peer: NodeId, term: Term, round: u64) {
+        if self.role != Role::Leader || term != self.current_term {
+            return;
+        }
+        let me = self.id();
+        let needed = majority(self.config.voters.len());
+        let ticks = self.ticks;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if !self.config.voters.contains(&peer) {
+            return;
+        }
+        leader.last_contact.insert(peer, ticks);
+        let acked = leader.acked_round.entry(peer).or_default();
+        *acked = (*acked).max(round);
+        while let Some(read) = leader.pending_reads.front().copied() {
+            let confirmed = self
+                .config
+                .voters
+                .iter()
+                .filter(|v| **v == me || leader.acked_round.get(v).is_some_and(|r| *r >= read.round))
+                .count();
+            if confirmed < needed {
+                break;
+            }
+            leader.pending_reads.pop_front();
+            self.ready.reads.push(ReadState {
+                id: read.id,
+                result: Ok(read.index),
+            });
+        }
+    }
+
+    /// The commit index, if this leader may serve a read from it without a confirmation round:
+    /// a majority answered within half the minimum election timeout, so (with bounded clock drift
+    /// and round-trip times below that margin) no other leader can have been elected meanwhile.
+    pub fn lease_read_index(&self) -> Result<LogIndex, LeaseError> {
+        if self.role != Role::Leader {
+            return Err(LeaseError::NotLeader(NotLeader {
+                leader: self.leader_id,
+            }));
+        }
+        if !self.committed_in_current_term() {
+            return Err(LeaseError::Expired);
+        }
+        let me = self.id();
+        let window = u64::from(self.config.election_ticks_min / 2);
+        let fresh = match self.leader.as_ref() {
+            Some(leader) => self
+                .config
+                .voters
+                .iter()
+                .filter(|v| {
+                    **v == me
+                        || leader
+                            .last_contact
+                            .get(v)
+                            .is_some_and(|at| self.ticks.saturating_sub(*at) < window)
+                })
+                .count(),
+            None => 0,
+        };
+        if fresh >= majority(self.config.voters.len()) {
+            Ok(self.commit_index)
+        } else {
+            Err(LeaseError::Expired)
+        }
+    }
+
+    /// Ticks since each peer last answered this leader; `None` unless leader.
+    pub fn ticks_since_contact(&self) -> Option<Vec<(NodeId, Option<u64>)>> {
+        let leader = self.leader.as_ref()?;
+        let me = self.id();
+        Some(
+            self.config
+                .voters
+                .iter()
+                .filter(|v| **v != me)
+                .map(|v| (*v, leader.last_contact.get(v).map(|at| self.ticks - at)))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn committed_in_current_term(&self) -> bool {
+        self.log.term_at(self.commit_index) == Some(self.current_term)
+    }
+
+    fn issue_read(&mut self, id: u64) {
+        let index = self.commit_index;
+        if self.config.voters.len() == 1 {
+            self.ready.reads.push(ReadState {
+                id,
+                result: Ok(index),
+            });
+            return;
+        }
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        // Reads that arrive together share one confirmation round.
+        let round = match self.ready.confirm_round {
+            Some(round) => round,
+            None => {
+                leader.read_round += 1;
+                self.ready.confirm_round = Some(leader.read_round);
+                leader.read_round
+            }
+        };
+        leader.pending_reads.push_back(PendingRead { id, round, index });
+    }
+
+    /// The leader just committed an entry of its term: reads that waited for it may go ahead.
+    pub(crate) fn release_reads_awaiting_commit(&mut self) {
+        let waiting = match self.leader.as_mut() {
+            Some(leader) => std::mem::take(&mut leader.reads_awaiting_commit),
+            None => return,
+        };
+        for id in waiting {
+            self.issue_read(id);
+        }
+    }
+
+    /// Leadership was lost: every read still waiting fails, pointing at whoever leads now.
+    pub(crate) fn fail_pending_reads(&mut self) {
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let ids: Vec<u64> = leader
+            .pending_reads
+            .drain(..)
+            .map(|read| read.id)
+            .chain(leader.reads_awaiting_commit.drain(..))
+            .collect();
+        for id in ids {
+            self.ready.reads.push(ReadState {
+                id,
+                result: Err(NotLeader { leader: None }),
+            });
+        }
+    }
+}
