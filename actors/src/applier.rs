@@ -4,7 +4,7 @@
 
 use crate::error::ProposeError;
 use crate::messages::{
-    Applied, AwaitApply, Commit, EntriesRead, QueryLocal, ReadEntries, Shutdown,
+    Applied, AwaitApply, Commit, EntriesRead, QueryAt, QueryLocal, ReadEntries, Shutdown,
 };
 use crate::state_machine::StateMachine;
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, Recipient};
@@ -25,6 +25,8 @@ pub struct Applier {
     commit: LogIndex,
     /// Proposers waiting for their entry, by index, with the term their entry was appended in.
     waiters: BTreeMap<LogIndex, (Term, oneshot::Sender<Result<Bytes, ProposeError>>)>,
+    /// Reads waiting for the state machine to reach their read index.
+    reads: BTreeMap<LogIndex, Vec<(Bytes, oneshot::Sender<Bytes>)>>,
     reading: bool,
     log_store: Recipient<ReadEntries>,
     applied_to: Recipient<Applied>,
@@ -43,6 +45,7 @@ impl Applier {
             applied: LogIndex::ZERO,
             commit: LogIndex::ZERO,
             waiters: BTreeMap::new(),
+            reads: BTreeMap::new(),
             reading: false,
             log_store,
             applied_to,
@@ -116,6 +119,14 @@ impl Handler<EntriesRead> for Applier {
                 let _ = reply.send(Err(ProposeError::Dropped));
             }
         }
+        while let Some(entry) = self.reads.first_entry() {
+            if *entry.key() > self.applied {
+                break;
+            }
+            for (query, reply) in entry.remove() {
+                let _ = reply.send(self.state_machine.query(&query));
+            }
+        }
         tracing::trace!(node = %self.node_id, applied = %self.applied, "applied");
         self.applied_to.do_send(Applied {
             index: self.applied,
@@ -137,6 +148,21 @@ impl Handler<AwaitApply> for Applier {
     }
 }
 
+impl Handler<QueryAt> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, read: QueryAt, _ctx: &mut Context<Self>) {
+        if read.index <= self.applied {
+            let _ = read.reply.send(self.state_machine.query(&read.query));
+        } else {
+            self.reads
+                .entry(read.index)
+                .or_default()
+                .push((read.query, read.reply));
+        }
+    }
+}
+
 impl Handler<QueryLocal> for Applier {
     type Result = MessageResult<QueryLocal>;
 
@@ -151,6 +177,7 @@ impl Handler<Shutdown> for Applier {
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         // Dropping the waiters' senders answers them: the node stopped, outcome unknown.
         self.waiters.clear();
+        self.reads.clear();
         ctx.stop();
     }
 }

@@ -15,6 +15,15 @@ pub enum ProposeError {
     Shutdown,
 }
 
+/// Why a read has no answer. Reads change nothing, so every one of these is safe to retry.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ReadError {
+    #[error("this node is not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("the node shut down before answering")]
+    Shutdown,
+}
+
 /// Why a node could not start.
 #[derive(Debug, Error)]
 pub enum StartError {

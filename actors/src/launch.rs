@@ -4,9 +4,9 @@
 //! built that delivers to it, and then given to [`PendingNode::start`].
 
 use crate::applier::Applier;
-use crate::error::{ProposeError, StartError};
+use crate::error::{ProposeError, ReadError, StartError};
 use crate::log_store::LogStoreActor;
-use crate::messages::{Propose, QueryLocal, Shutdown};
+use crate::messages::{LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown};
 use crate::node::{GetStatus, NodeActor, NodeLinks, NodeStatus};
 use crate::replicator::ReplicationLimits;
 use crate::state_machine::StateMachine;
@@ -144,6 +144,23 @@ impl NodeHandle {
     /// The node's status, or `None` if it has stopped.
     pub async fn status(&self) -> Option<NodeStatus> {
         self.node.send(GetStatus).await.ok()
+    }
+
+    /// A linearizable read (ReadIndex): on the leader, after confirming leadership with a majority
+    /// and applying up to the commit index it had when the read arrived.
+    pub async fn read_linearizable(&self, query: Bytes) -> Result<Bytes, ReadError> {
+        self.node
+            .send(LinearizableRead { query })
+            .await
+            .unwrap_or(Err(ReadError::Shutdown))
+    }
+
+    /// A read on the leader from its lease; falls back to ReadIndex when the lease is not fresh.
+    pub async fn read_lease(&self, query: Bytes) -> Result<Bytes, ReadError> {
+        self.node
+            .send(LeaseRead { query })
+            .await
+            .unwrap_or(Err(ReadError::Shutdown))
     }
 
     /// Query this node's state machine as it is now (possibly stale), or `None` if stopped.

@@ -21,7 +21,7 @@ pub mod replicator;
 pub mod state_machine;
 pub mod transport;
 
-pub use error::{ProposeError, StartError};
+pub use error::{ProposeError, ReadError, StartError};
 pub use launch::{NodeHandle, NodeOptions, PendingNode};
 pub use memory_network::{MemoryNetwork, NetworkControl};
 pub use node::{GetStatus, NodeStatus};

@@ -2,7 +2,7 @@
 //! answers an earlier one, or that may arrive late, carries the term it belongs to, so the receiver
 //! can drop it once that term is over.
 
-use crate::error::ProposeError;
+use crate::error::{ProposeError, ReadError};
 use actix::{Message, Recipient};
 use bytes::Bytes;
 use raftor_core::{
@@ -26,6 +26,33 @@ pub struct ReplicationReport {
     pub peer: NodeId,
     pub term: Term,
     pub matched: Option<LogId>,
+    /// The replicator's `nextIndex` for the peer after this answer (for status).
+    pub next_index: LogIndex,
+}
+
+/// A replicator of `term` heard from `peer` in answer to a message sent after confirmation round
+/// `round` was asked for: the peer still recognised this leader then.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct LeadershipConfirmed {
+    pub peer: NodeId,
+    pub term: Term,
+    pub round: u64,
+}
+
+/// Read `query` from the state machine once this leader has confirmed its leadership and applied
+/// up to the read index (linearizable).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Bytes, ReadError>")]
+pub struct LinearizableRead {
+    pub query: Bytes,
+}
+
+/// Read `query` on the leader from its lease (no confirmation round while the lease is fresh).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Bytes, ReadError>")]
+pub struct LeaseRead {
+    pub query: Bytes,
 }
 
 /// A replicator learned of a newer term from its peer: the leader must step down.
@@ -107,6 +134,13 @@ pub struct LeaderProgress {
     pub commit_index: LogIndex,
 }
 
+/// Send a message now and report when the peer answers it (a leadership confirmation round).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ConfirmLeadership {
+    pub round: u64,
+}
+
 /// A heartbeat period elapsed (§5.2).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -136,6 +170,15 @@ pub struct AwaitApply {
     pub index: LogIndex,
     pub term: Term,
     pub reply: oneshot::Sender<Result<Bytes, ProposeError>>,
+}
+
+/// Answer `query` once the state machine has applied up to `index`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct QueryAt {
+    pub index: LogIndex,
+    pub query: Bytes,
+    pub reply: oneshot::Sender<Bytes>,
 }
 
 /// Answer a read-only query from the local state machine (whatever it has applied so far).

@@ -2,10 +2,11 @@
 //! handing its parts to the actor that owns them (log store, replicators, applier, transport).
 
 use crate::applier::Applier;
-use crate::error::ProposeError;
+use crate::error::{ProposeError, ReadError};
 use crate::messages::{
-    Applied, AwaitApply, Commit, Flushed, Heartbeat, HigherTermSeen, LeaderProgress, PeerResponse,
-    Propose, ReadEntries, ReplicationReport, Shutdown, StorageFailed, Write,
+    Applied, AwaitApply, Commit, ConfirmLeadership, Flushed, Heartbeat, HigherTermSeen,
+    LeaderProgress, LeadershipConfirmed, LeaseRead, LinearizableRead, PeerResponse, Propose,
+    QueryAt, ReadEntries, ReplicationReport, Shutdown, StorageFailed, Write,
 };
 use crate::replicator::{ReplicationLimits, Replicator};
 use crate::transport::{Inbound, Outbound};
@@ -13,9 +14,13 @@ use actix::{
     Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message as ActixMessage,
     MessageResult, Recipient, ResponseFuture,
 };
-use raftor_core::{LeadershipChange, LogId, LogIndex, Message, NodeId, Raft, Role, Term};
+use bytes::Bytes;
+use raftor_core::{
+    LeadershipChange, LeaseError, LogId, LogIndex, Message, NodeId, Raft, Role, Term,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// What a node reports about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +35,10 @@ pub struct NodeStatus {
     pub voters: Vec<NodeId>,
     /// On the leader: each voter's match index.
     pub matched: BTreeMap<NodeId, LogIndex>,
+    /// On the leader: each peer's next index, as its replicator last reported it.
+    pub next_index: BTreeMap<NodeId, LogIndex>,
+    /// On the leader: time since each peer last answered (`None`: not yet this term).
+    pub since_contact: BTreeMap<NodeId, Option<Duration>>,
 }
 
 /// Ask a node for its [`NodeStatus`].
@@ -53,7 +62,12 @@ pub struct NodeActor {
     links: NodeLinks,
     /// One replicator per peer while leader, all of the current term; empty otherwise.
     replicators: BTreeMap<NodeId, Addr<Replicator>>,
+    /// Each peer's next index as its replicator reported it (leader only).
+    next_index: BTreeMap<NodeId, LogIndex>,
     applied_index: LogIndex,
+    /// Reads waiting for their read index, by the id given to the rules.
+    pending_reads: BTreeMap<u64, (Bytes, oneshot::Sender<Result<Bytes, ReadError>>)>,
+    next_read_id: u64,
 }
 
 impl NodeActor {
@@ -69,7 +83,10 @@ impl NodeActor {
             limits,
             links,
             replicators: BTreeMap::new(),
+            next_index: BTreeMap::new(),
             applied_index: LogIndex::ZERO,
+            pending_reads: BTreeMap::new(),
+            next_read_id: 1,
         }
     }
 
@@ -120,9 +137,65 @@ impl NodeActor {
                 });
             }
         }
+        if let Some(round) = ready.confirm_round {
+            for replicator in self.replicators.values() {
+                replicator.do_send(ConfirmLeadership { round });
+            }
+        }
         if let Some(index) = ready.commit_index {
             self.links.applier.do_send(Commit { index });
         }
+        for read in ready.reads {
+            let Some((query, reply)) = self.pending_reads.remove(&read.id) else {
+                continue;
+            };
+            match read.result {
+                Ok(index) => self.query_at(index, query, reply),
+                Err(not_leader) => {
+                    let _ = reply.send(Err(ReadError::NotLeader {
+                        leader: not_leader.leader.or(self.raft.leader_id()),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Answer `reply` with `query` once the applier reaches `index`.
+    fn query_at(
+        &self,
+        index: LogIndex,
+        query: Bytes,
+        reply: oneshot::Sender<Result<Bytes, ReadError>>,
+    ) {
+        let (answer, answered) = oneshot::channel();
+        self.links.applier.do_send(QueryAt {
+            index,
+            query,
+            reply: answer,
+        });
+        actix::spawn(async move {
+            let _ = reply.send(answered.await.map_err(|_| ReadError::Shutdown));
+        });
+    }
+
+    /// Start a ReadIndex round for `query`.
+    fn read_index(
+        &mut self,
+        ctx: &mut Context<Self>,
+        query: Bytes,
+    ) -> ResponseFuture<Result<Bytes, ReadError>> {
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        if let Err(not_leader) = self.raft.read_index(id) {
+            let error = ReadError::NotLeader {
+                leader: not_leader.leader,
+            };
+            return Box::pin(async move { Err(error) });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.pending_reads.insert(id, (query, reply));
+        self.process_ready(ctx);
+        Box::pin(async move { answer.await.unwrap_or(Err(ReadError::Shutdown)) })
     }
 
     fn start_replicators(&mut self, ctx: &mut Context<Self>, term: Term, last_index: LogIndex) {
@@ -152,6 +225,7 @@ impl NodeActor {
     }
 
     fn stop_replicators(&mut self) {
+        self.next_index.clear();
         for (_, replicator) in std::mem::take(&mut self.replicators) {
             replicator.do_send(Shutdown);
         }
@@ -168,6 +242,17 @@ impl NodeActor {
             last_log_id: self.raft.last_log_id(),
             voters: self.raft.config().voters.iter().copied().collect(),
             matched: self.raft.matched().cloned().unwrap_or_default(),
+            next_index: self.next_index.clone(),
+            since_contact: self
+                .raft
+                .ticks_since_contact()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(peer, ticks)| {
+                    let ticks = ticks.map(|t| u32::try_from(t).unwrap_or(u32::MAX));
+                    (peer, ticks.map(|t| self.tick.saturating_mul(t)))
+                })
+                .collect(),
         }
     }
 }
@@ -193,6 +278,8 @@ impl Actor for NodeActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.stop_replicators();
+        // Dropping the readers' senders answers them with ReadError::Shutdown.
+        self.pending_reads.clear();
         self.links.applier.do_send(Shutdown);
         self.links.log_shutdown.do_send(Shutdown);
         tracing::info!(node = %self.id(), term = %self.raft.current_term(), "node stopped");
@@ -233,9 +320,52 @@ impl Handler<ReplicationReport> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, report: ReplicationReport, ctx: &mut Context<Self>) {
+        if report.term == self.raft.current_term() && self.replicators.contains_key(&report.peer) {
+            self.next_index.insert(report.peer, report.next_index);
+        }
         self.raft
             .on_replication_report(report.peer, report.term, report.matched);
         self.process_ready(ctx);
+    }
+}
+
+impl Handler<LeadershipConfirmed> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, confirmed: LeadershipConfirmed, ctx: &mut Context<Self>) {
+        self.raft
+            .on_leadership_confirmed(confirmed.peer, confirmed.term, confirmed.round);
+        self.process_ready(ctx);
+    }
+}
+
+impl Handler<LinearizableRead> for NodeActor {
+    type Result = ResponseFuture<Result<Bytes, ReadError>>;
+
+    fn handle(&mut self, read: LinearizableRead, ctx: &mut Context<Self>) -> Self::Result {
+        self.read_index(ctx, read.query)
+    }
+}
+
+impl Handler<LeaseRead> for NodeActor {
+    type Result = ResponseFuture<Result<Bytes, ReadError>>;
+
+    fn handle(&mut self, read: LeaseRead, ctx: &mut Context<Self>) -> Self::Result {
+        match self.raft.lease_read_index() {
+            Ok(index) => {
+                let (reply, answer) = oneshot::channel();
+                self.query_at(index, read.query, reply);
+                Box::pin(async move { answer.await.unwrap_or(Err(ReadError::Shutdown)) })
+            }
+            Err(LeaseError::NotLeader(not_leader)) => {
+                let error = ReadError::NotLeader {
+                    leader: not_leader.leader,
+                };
+                Box::pin(async move { Err(error) })
+            }
+            // No fresh lease: confirm leadership the slow way rather than risk a stale answer.
+            Err(LeaseError::Expired) => self.read_index(ctx, read.query),
+        }
     }
 }
 

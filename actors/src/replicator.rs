@@ -3,8 +3,8 @@
 //! reports what the peer holds, tagged with its term, to the node.
 
 use crate::messages::{
-    EntriesRead, Heartbeat, HigherTermSeen, LeaderProgress, PeerResponse, ReadEntries,
-    ReplicationReport, Shutdown,
+    ConfirmLeadership, EntriesRead, Heartbeat, HigherTermSeen, LeaderProgress, LeadershipConfirmed,
+    PeerResponse, ReadEntries, ReplicationReport, Shutdown,
 };
 use crate::node::NodeActor;
 use crate::transport::Outbound;
@@ -44,6 +44,10 @@ pub struct Replicator {
     commit_index: LogIndex,
     /// The range being read from the log store, at most one at a time.
     reading: Option<SendRange>,
+    /// The `request_id` of the next AppendEntries; grows by one per message.
+    next_request_id: u64,
+    /// A leadership confirmation round waiting for an answer to a message numbered at least this.
+    confirming: Option<(u64, u64)>,
     limits: ReplicationLimits,
     node: Addr<NodeActor>,
     log_store: Recipient<ReadEntries>,
@@ -70,6 +74,8 @@ impl Replicator {
             last_index,
             commit_index: LogIndex::ZERO,
             reading: None,
+            next_request_id: 1,
+            confirming: None,
             limits,
             node,
             log_store,
@@ -98,7 +104,10 @@ impl Replicator {
         });
     }
 
-    fn send(&self, message: AppendEntries) {
+    /// Number `message` and hand it to the transport.
+    fn send(&mut self, mut message: AppendEntries) {
+        message.request_id = self.next_request_id;
+        self.next_request_id += 1;
         self.transport.do_send(Outbound(Envelope {
             from: self.leader_id,
             to: self.peer,
@@ -151,6 +160,7 @@ impl Handler<EntriesRead> for Replicator {
             prev_log_id: LogId::new(prev_term, prev_index),
             entries,
             leader_commit: self.commit_index,
+            request_id: 0,
         });
         self.pump(ctx);
     }
@@ -160,12 +170,23 @@ impl Handler<PeerResponse> for Replicator {
     type Result = ();
 
     fn handle(&mut self, PeerResponse(response): PeerResponse, ctx: &mut Context<Self>) {
+        if let Some((round, first_request)) = self.confirming {
+            if response.term == self.term && response.request_id >= first_request {
+                self.confirming = None;
+                self.node.do_send(LeadershipConfirmed {
+                    peer: self.peer,
+                    term: self.term,
+                    round,
+                });
+            }
+        }
         match self.progress.on_response(self.term, &response) {
             ResponseEffect::Contact { matched } => {
                 self.node.do_send(ReplicationReport {
                     peer: self.peer,
                     term: self.term,
                     matched,
+                    next_index: self.progress.next_index(),
                 });
                 self.pump(ctx);
             }
@@ -195,17 +216,35 @@ impl Handler<Heartbeat> for Replicator {
         self.commit_index = self.commit_index.max(heartbeat.commit_index);
         self.progress.on_heartbeat_tick();
         if self.progress.state() == ProgressState::Replicate {
-            // Vouch only for what the peer is known to hold, so the heartbeat always matches and
-            // carries the commit index as far as the peer can use it.
-            let matched = self.progress.matched();
-            self.send(AppendEntries {
-                term: self.term,
-                prev_log_id: matched,
-                entries: Vec::new(),
-                leader_commit: self.commit_index.min(matched.index),
-            });
+            self.send_heartbeat();
         }
         self.pump(ctx);
+    }
+}
+
+impl Replicator {
+    /// An empty AppendEntries that vouches only for what the peer is known to hold, so it always
+    /// matches and carries the commit index as far as the peer can use it.
+    fn send_heartbeat(&mut self) {
+        let matched = self.progress.matched();
+        self.send(AppendEntries {
+            term: self.term,
+            prev_log_id: matched,
+            entries: Vec::new(),
+            leader_commit: self.commit_index.min(matched.index),
+            request_id: 0,
+        });
+    }
+}
+
+impl Handler<ConfirmLeadership> for Replicator {
+    type Result = ();
+
+    fn handle(&mut self, confirm: ConfirmLeadership, _ctx: &mut Context<Self>) {
+        // Any answer to this message or a later one proves the peer still followed us after the
+        // read arrived. A newer round supersedes an older one (the rules count the highest).
+        self.confirming = Some((confirm.round, self.next_request_id));
+        self.send_heartbeat();
     }
 }
 

@@ -317,3 +317,77 @@ fn runs_replay_identically_for_a_seed() {
     }
     assert_eq!(trace(41), trace(41));
 }
+
+#[test]
+fn linearizable_and_lease_reads_see_every_acknowledged_write() {
+    run_paused(|| async move {
+        let cluster = TestCluster::new(3, 31);
+        for i in 0..10 {
+            cluster.propose_on_leader(&format!("w{i}")).await;
+        }
+        let (leader, _) = cluster.leader().await.expect("leader");
+        let handle = &cluster.handles[&leader];
+        // The recorder answers any query with how many commands it applied.
+        let read = handle.read_linearizable(bytes::Bytes::new()).await;
+        assert_eq!(read, Ok(bytes::Bytes::from("10")));
+        let read = handle.read_lease(bytes::Bytes::new()).await;
+        assert_eq!(read, Ok(bytes::Bytes::from("10")));
+        let follower = NodeId(if leader.0 == 1 { 2 } else { 1 });
+        assert_eq!(
+            cluster.handles[&follower]
+                .read_linearizable(bytes::Bytes::new())
+                .await,
+            Err(raftor_actors::ReadError::NotLeader {
+                leader: Some(leader)
+            })
+        );
+        cluster.shutdown();
+    });
+}
+
+#[test]
+fn a_deposed_leader_cut_off_from_the_quorum_never_answers_a_stale_linearizable_read() {
+    run_paused(|| async move {
+        let cluster = TestCluster::with_config(3, 37, |raft| raft.check_quorum = false);
+        cluster.propose_on_leader("one").await;
+        let (old_leader, _) = cluster.leader().await.expect("leader");
+        cluster.control(NetworkControl::Isolate(old_leader));
+        // The others elect a new leader and take a write the old leader never sees.
+        let mut new_leader = None;
+        for _ in 0..300 {
+            for status in cluster.statuses().await {
+                if status.role == Role::Leader && status.id != old_leader {
+                    new_leader = Some(status.id);
+                }
+            }
+            if new_leader.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let new_leader = new_leader.expect("a new leader");
+        cluster.propose(new_leader, "two").await.expect("committed");
+        // Without check-quorum the old leader still believes it leads: a local read is stale...
+        let old = &cluster.handles[&old_leader];
+        assert_eq!(old.status().await.expect("running").role, Role::Leader);
+        assert_eq!(
+            old.query_local(bytes::Bytes::new()).await,
+            Some(bytes::Bytes::from("1"))
+        );
+        // ...but a linearizable read and a lease read cannot be confirmed, so they never answer "1".
+        let linearizable = tokio::time::timeout(
+            Duration::from_secs(3),
+            old.read_linearizable(bytes::Bytes::new()),
+        )
+        .await;
+        let lease =
+            tokio::time::timeout(Duration::from_secs(3), old.read_lease(bytes::Bytes::new())).await;
+        for answer in [linearizable, lease] {
+            assert!(
+                !matches!(answer, Ok(Ok(ref value)) if value == "1"),
+                "stale read answered: {answer:?}"
+            );
+        }
+        cluster.shutdown();
+    });
+}

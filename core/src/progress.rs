@@ -134,6 +134,9 @@ impl Progress {
             self.inflight.pop_front();
         }
         match self.state {
+            // An answer that vouches for less than the probe asked about (a heartbeat's answer)
+            // does not end the probe.
+            ProgressState::Probe if matched.index < self.next_index.prev() => {}
             ProgressState::Probe => {
                 self.state = ProgressState::Replicate;
                 self.probe_sent = false;
@@ -314,6 +317,17 @@ mod tests {
         progress.on_heartbeat_tick();
         assert_eq!(progress.state(), ProgressState::Probe);
         assert_eq!(progress.next_index(), LogIndex(6));
+    }
+
+    #[test]
+    fn a_heartbeat_answer_below_the_probe_does_not_end_probing() {
+        let mut progress = Progress::new(LogIndex(10), 4);
+        progress.on_sent(range(10, 10));
+        assert!(!progress.on_success(id(0, 0)));
+        assert_eq!(progress.state(), ProgressState::Probe);
+        assert_eq!(progress.next_index(), LogIndex(11));
+        progress.on_success(id(10, 2));
+        assert_eq!(progress.state(), ProgressState::Replicate);
     }
 
     #[test]

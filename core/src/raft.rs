@@ -4,12 +4,12 @@
 use crate::config::{ConfigError, RaftConfig};
 use crate::log_terms::LogTerms;
 use crate::message::{AppendEntriesResponse, AppendOutcome, Envelope, Message};
+use crate::read_index::PendingRead;
 use crate::ready::{LeadershipChange, Ready};
 use crate::storage_types::RecoveredState;
 use crate::types::{HardState, LogId, LogIndex, NodeId, Term};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use crate::read_index::PendingRead;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The role a node plays in its current term (§5.1, plus the pre-vote rehearsal of thesis §9.6).

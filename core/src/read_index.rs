@@ -79,7 +79,9 @@ impl Raft {
                 .config
                 .voters
                 .iter()
-                .filter(|v| **v == me || leader.acked_round.get(v).is_some_and(|r| *r >= read.round))
+                .filter(|v| {
+                    **v == me || leader.acked_round.get(v).is_some_and(|r| *r >= read.round)
+                })
                 .count();
             if confirmed < needed {
                 break;
@@ -167,7 +169,9 @@ impl Raft {
                 leader.read_round
             }
         };
-        leader.pending_reads.push_back(PendingRead { id, round, index });
+        leader
+            .pending_reads
+            .push_back(PendingRead { id, round, index });
     }
 
     /// The leader just committed an entry of its term: reads that waited for it may go ahead.

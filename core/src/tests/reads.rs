@@ -66,8 +66,8 @@ fn reads_fail_when_leadership_is_lost_and_a_follower_refuses() {
 
 #[test]
 fn a_new_leader_defers_reads_until_it_commits_in_its_term() {
-    let mut raft = crate::Raft::new(config(1, 3, false), crate::RecoveredState::default(), 1)
-        .expect("valid");
+    let mut raft =
+        crate::Raft::new(config(1, 3, false), crate::RecoveredState::default(), 1).expect("valid");
     for _ in 0..raft.randomized_election_timeout {
         raft.tick();
     }
@@ -85,12 +85,18 @@ fn a_new_leader_defers_reads_until_it_commits_in_its_term() {
     let _ = raft.take_ready();
     raft.read_index(5).expect("leader");
     let ready = raft.take_ready();
-    assert_eq!((ready.confirm_round, ready.reads.len()), (None, 0), "waits for a commit");
+    assert_eq!(
+        (ready.confirm_round, ready.reads.len()),
+        (None, 0),
+        "waits for a commit"
+    );
     raft.on_log_flushed(blank);
     raft.on_replication_report(NodeId(2), term, Some(blank));
     assert_eq!(raft.commit_index(), blank.index);
     let ready = raft.take_ready();
-    let round = ready.confirm_round.expect("the deferred read gets its round");
+    let round = ready
+        .confirm_round
+        .expect("the deferred read gets its round");
     raft.on_leadership_confirmed(NodeId(2), term, round);
     assert_eq!(
         raft.take_ready().reads,
