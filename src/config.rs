@@ -21,6 +21,15 @@ pub struct ServeArgs {
     /// Every member, this node included: id=host:port,... (host may be a DNS name).
     #[arg(long, env = "RAFTOR_PEERS")]
     pub peers: Option<String>,
+    /// Address for the HTTP API, e.g. 0.0.0.0:8080 (off when not given).
+    #[arg(long, env = "RAFTOR_HTTP")]
+    pub http: Option<String>,
+    /// Threads serving HTTP (default 2).
+    #[arg(long, env = "RAFTOR_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+    /// The largest value accepted, in bytes (default 1048576); larger is refused with 413.
+    #[arg(long, env = "RAFTOR_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<usize>,
     /// Directory for this node's RocksDB data.
     #[arg(long, env = "RAFTOR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -53,6 +62,9 @@ pub struct ServeArgs {
 struct FileConfig {
     id: Option<u64>,
     listen: Option<String>,
+    http: Option<String>,
+    http_workers: Option<usize>,
+    max_value_bytes: Option<usize>,
     peers: Option<String>,
     data_dir: Option<PathBuf>,
     cluster_id: Option<String>,
@@ -68,6 +80,10 @@ struct FileConfig {
 pub struct NodeConfig {
     pub id: NodeId,
     pub listen: SocketAddr,
+    /// Where the HTTP API listens, if anywhere.
+    pub http: Option<SocketAddr>,
+    pub http_workers: usize,
+    pub max_value_bytes: usize,
     /// Every member's Raft address, this node included.
     pub peers: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
@@ -92,6 +108,10 @@ pub enum ConfigError {
     ParseFile { path: String, message: String },
     #[error("bad --listen address '{0}': expected host:port with an IP, e.g. 0.0.0.0:7001")]
     Listen(String),
+    #[error("bad --http address '{0}': expected host:port with an IP, e.g. 0.0.0.0:8080")]
+    Http(String),
+    #[error("bad limit: {0}")]
+    Limit(String),
     #[error("bad --peers entry '{0}': expected id=host:port, e.g. 1=10.0.0.1:7001")]
     Peer(String),
     #[error("node id {0} appears twice in --peers")]
@@ -147,9 +167,29 @@ impl ServeArgs {
             .clone()
             .or(file.data_dir)
             .ok_or(ConfigError::Missing("data-dir", "DATA_DIR"))?;
+        let http = match self.http.clone().or(file.http) {
+            Some(text) => Some(text.parse().map_err(|_| ConfigError::Http(text.clone()))?),
+            None => None,
+        };
+        let max_value_bytes = self
+            .max_value_bytes
+            .or(file.max_value_bytes)
+            .unwrap_or(1024 * 1024);
+        if max_value_bytes == 0 || max_value_bytes > 32 * 1024 * 1024 {
+            return Err(ConfigError::Limit(format!(
+                "--max-value-bytes {max_value_bytes}: must be between 1 and 33554432 (32 MiB)"
+            )));
+        }
         let config = NodeConfig {
             id: NodeId(id),
             listen,
+            http,
+            http_workers: self
+                .http_workers
+                .or(file.http_workers)
+                .unwrap_or(2)
+                .clamp(1, 64),
+            max_value_bytes,
             peers,
             data_dir,
             cluster_id: self

@@ -1,4 +1,4 @@
-//! The replicated key-value map: raftor's first state machine.
+//! The replicated key-value map: raftor's first state machine, with exactly-once client sessions.
 
 use bytes::Bytes;
 use raftor_actors::StateMachine;
@@ -6,11 +6,36 @@ use raftor_core::LogIndex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// A client's identity and the number of one of its writes. A client numbers its writes 1, 2, 3...
+/// and retries a write with the same number; the map applies each number at most once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub client_id: u64,
+    pub sequence: u64,
+}
+
 /// A change to the map, proposed through Raft and applied on every node in log order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KvCommand {
-    Put { key: String, value: Bytes },
-    Delete { key: String },
+pub struct KvCommand {
+    pub session: Option<Session>,
+    pub op: KvOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOp {
+    Put {
+        key: String,
+        value: Bytes,
+    },
+    Delete {
+        key: String,
+    },
+    /// Set `key` to `value` if it currently holds `expected` (`None`: if it is absent).
+    Cas {
+        key: String,
+        expected: Option<Bytes>,
+        value: Bytes,
+    },
 }
 
 /// A read of the map.
@@ -27,13 +52,28 @@ pub enum KvOutcome {
     Put { replaced: bool },
     /// The key was removed; `existed` when it held a value.
     Deleted { existed: bool },
+    /// The compare-and-swap happened.
+    Swapped,
+    /// The compare-and-swap did not happen: the key holds `current`.
+    Mismatch { current: Option<Bytes> },
+    /// The write's sequence number is older than the client's latest: it was superseded (and
+    /// its own result is no longer kept). Nothing changed.
+    StaleSequence,
     /// The command could not be decoded; nothing changed (every node decides the same).
     Invalid,
 }
 
+/// The result of applying a command: the index it was applied at and what it did. A retried write
+/// gets the original's result, index included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvApplied {
+    pub index: u64,
+    pub outcome: KvOutcome,
+}
+
 impl KvCommand {
     pub fn encode(&self) -> Bytes {
-        // Encoding plain strings and bytes into a Vec cannot fail.
+        // Encoding strings, bytes and integers into a Vec cannot fail.
         Bytes::from(bincode::serialize(self).unwrap_or_default())
     }
 }
@@ -44,8 +84,8 @@ impl KvQuery {
     }
 }
 
-impl KvOutcome {
-    pub fn decode(bytes: &[u8]) -> Option<KvOutcome> {
+impl KvApplied {
+    pub fn decode(bytes: &[u8]) -> Option<KvApplied> {
         bincode::deserialize(bytes).ok()
     }
 }
@@ -60,10 +100,26 @@ pub fn decode_len(bytes: &[u8]) -> Option<u64> {
     bincode::deserialize::<u64>(bytes).ok()
 }
 
-/// The map itself, with the index of the last command applied to it.
+/// A session is forgotten once this many entries were applied after its last write. The rule is
+/// by log index, not wall clock, so every node forgets the same sessions at the same entry.
+pub const SESSION_TTL_ENTRIES: u64 = 1_000_000;
+/// How often (in entries) expired sessions are swept.
+const SESSION_SWEEP_EVERY: u64 = 4096;
+
+/// What the map remembers of a client: its latest write and that write's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SessionRecord {
+    last_sequence: u64,
+    last_result: Bytes,
+    /// The index of the client's latest write; the session expires relative to it.
+    last_index: u64,
+}
+
+/// The map itself, with the clients' sessions.
 #[derive(Debug, Default)]
 pub struct KvStateMachine {
     map: BTreeMap<String, Bytes>,
+    sessions: BTreeMap<u64, SessionRecord>,
     /// The index of the last entry applied; grows by log order.
     applied: LogIndex,
 }
@@ -76,21 +132,88 @@ impl KvStateMachine {
     pub fn applied(&self) -> LogIndex {
         self.applied
     }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn execute(&mut self, op: KvOp) -> KvOutcome {
+        match op {
+            KvOp::Put { key, value } => KvOutcome::Put {
+                replaced: self.map.insert(key, value).is_some(),
+            },
+            KvOp::Delete { key } => KvOutcome::Deleted {
+                existed: self.map.remove(&key).is_some(),
+            },
+            KvOp::Cas {
+                key,
+                expected,
+                value,
+            } => {
+                let current = self.map.get(&key);
+                if current == expected.as_ref() {
+                    self.map.insert(key, value);
+                    KvOutcome::Swapped
+                } else {
+                    KvOutcome::Mismatch {
+                        current: current.cloned(),
+                    }
+                }
+            }
+        }
+    }
+
+    fn sweep_sessions(&mut self, index: u64) {
+        if index % SESSION_SWEEP_EVERY == 0 {
+            self.sessions
+                .retain(|_, record| record.last_index + SESSION_TTL_ENTRIES > index);
+        }
+    }
+}
+
+fn encode(applied: &KvApplied) -> Bytes {
+    Bytes::from(bincode::serialize(applied).unwrap_or_default())
 }
 
 impl StateMachine for KvStateMachine {
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes {
         self.applied = index;
-        let outcome = match bincode::deserialize::<KvCommand>(command) {
-            Ok(KvCommand::Put { key, value }) => KvOutcome::Put {
-                replaced: self.map.insert(key, value).is_some(),
-            },
-            Ok(KvCommand::Delete { key }) => KvOutcome::Deleted {
-                existed: self.map.remove(&key).is_some(),
-            },
-            Err(_) => KvOutcome::Invalid,
+        self.sweep_sessions(index.0);
+        let Ok(command) = bincode::deserialize::<KvCommand>(command) else {
+            return encode(&KvApplied {
+                index: index.0,
+                outcome: KvOutcome::Invalid,
+            });
         };
-        Bytes::from(bincode::serialize(&outcome).unwrap_or_default())
+        if let Some(session) = command.session {
+            if let Some(record) = self.sessions.get(&session.client_id) {
+                if session.sequence == record.last_sequence {
+                    // A retry of the latest write: answer as the first time, change nothing.
+                    return record.last_result.clone();
+                }
+                if session.sequence < record.last_sequence {
+                    return encode(&KvApplied {
+                        index: index.0,
+                        outcome: KvOutcome::StaleSequence,
+                    });
+                }
+            }
+        }
+        let result = encode(&KvApplied {
+            index: index.0,
+            outcome: self.execute(command.op),
+        });
+        if let Some(session) = command.session {
+            self.sessions.insert(
+                session.client_id,
+                SessionRecord {
+                    last_sequence: session.sequence,
+                    last_result: result.clone(),
+                    last_index: index.0,
+                },
+            );
+        }
+        result
     }
 
     fn query(&self, query: &[u8]) -> Bytes {
@@ -107,34 +230,131 @@ impl StateMachine for KvStateMachine {
 mod tests {
     use super::*;
 
+    fn put(key: &str, value: &str, session: Option<Session>) -> Bytes {
+        KvCommand {
+            session,
+            op: KvOp::Put {
+                key: key.into(),
+                value: Bytes::copy_from_slice(value.as_bytes()),
+            },
+        }
+        .encode()
+    }
+
+    fn outcome(bytes: Bytes) -> KvOutcome {
+        KvApplied::decode(&bytes).expect("decodes").outcome
+    }
+
     #[test]
-    fn put_get_delete() {
+    fn put_get_delete_cas() {
         let mut kv = KvStateMachine::new();
-        let put = KvCommand::Put {
-            key: "a".into(),
-            value: Bytes::from_static(b"1"),
-        };
         assert_eq!(
-            KvOutcome::decode(&kv.apply(LogIndex(1), &put.encode())),
-            Some(KvOutcome::Put { replaced: false })
+            outcome(kv.apply(LogIndex(1), &put("a", "1", None))),
+            KvOutcome::Put { replaced: false }
         );
         assert_eq!(
-            KvOutcome::decode(&kv.apply(LogIndex(2), &put.encode())),
-            Some(KvOutcome::Put { replaced: true })
+            outcome(kv.apply(LogIndex(2), &put("a", "2", None))),
+            KvOutcome::Put { replaced: true }
         );
         let get = KvQuery::Get { key: "a".into() }.encode();
-        assert_eq!(decode_get(&kv.query(&get)), Some(Bytes::from_static(b"1")));
-        let delete = KvCommand::Delete { key: "a".into() }.encode();
+        assert_eq!(decode_get(&kv.query(&get)), Some(Bytes::from_static(b"2")));
+        let cas = |expected: Option<&'static str>, value: &'static str| {
+            KvCommand {
+                session: None,
+                op: KvOp::Cas {
+                    key: "a".into(),
+                    expected: expected.map(|e| Bytes::from_static(e.as_bytes())),
+                    value: Bytes::from_static(value.as_bytes()),
+                },
+            }
+            .encode()
+        };
         assert_eq!(
-            KvOutcome::decode(&kv.apply(LogIndex(3), &delete)),
-            Some(KvOutcome::Deleted { existed: true })
+            outcome(kv.apply(LogIndex(3), &cas(Some("1"), "3"))),
+            KvOutcome::Mismatch {
+                current: Some(Bytes::from_static(b"2"))
+            }
+        );
+        assert_eq!(
+            outcome(kv.apply(LogIndex(4), &cas(Some("2"), "3"))),
+            KvOutcome::Swapped
+        );
+        assert_eq!(
+            outcome(kv.apply(LogIndex(5), &cas(None, "4"))),
+            KvOutcome::Mismatch {
+                current: Some(Bytes::from_static(b"3"))
+            }
+        );
+        let delete = KvCommand {
+            session: None,
+            op: KvOp::Delete { key: "a".into() },
+        }
+        .encode();
+        assert_eq!(
+            outcome(kv.apply(LogIndex(6), &delete)),
+            KvOutcome::Deleted { existed: true }
         );
         assert_eq!(decode_get(&kv.query(&get)), None);
         assert_eq!(
-            KvOutcome::decode(&kv.apply(LogIndex(4), b"garbage")),
-            Some(KvOutcome::Invalid)
+            outcome(kv.apply(LogIndex(7), &cas(None, "5"))),
+            KvOutcome::Swapped
         );
-        assert_eq!(kv.applied(), LogIndex(4));
-        assert_eq!(decode_len(&kv.query(&KvQuery::Len.encode())), Some(0));
+        assert_eq!(
+            outcome(kv.apply(LogIndex(8), b"garbage")),
+            KvOutcome::Invalid
+        );
+        assert_eq!(kv.applied(), LogIndex(8));
+        assert_eq!(decode_len(&kv.query(&KvQuery::Len.encode())), Some(1));
+    }
+
+    #[test]
+    fn a_retried_write_is_applied_once_and_answered_as_the_first_time() {
+        let mut kv = KvStateMachine::new();
+        let session = |sequence| {
+            Some(Session {
+                client_id: 9,
+                sequence,
+            })
+        };
+        let first = kv.apply(LogIndex(1), &put("k", "v1", session(1)));
+        // Someone else writes the key in between.
+        kv.apply(LogIndex(2), &put("k", "other", None));
+        let retry = kv.apply(LogIndex(3), &put("k", "v1", session(1)));
+        assert_eq!(first, retry, "same result, same index");
+        assert_eq!(KvApplied::decode(&retry).expect("decodes").index, 1);
+        let get = KvQuery::Get { key: "k".into() }.encode();
+        assert_eq!(
+            decode_get(&kv.query(&get)),
+            Some(Bytes::from_static(b"other"))
+        );
+        kv.apply(LogIndex(4), &put("k", "v2", session(2)));
+        assert_eq!(
+            outcome(kv.apply(LogIndex(5), &put("k", "v1", session(1)))),
+            KvOutcome::StaleSequence
+        );
+        assert_eq!(decode_get(&kv.query(&get)), Some(Bytes::from_static(b"v2")));
+    }
+
+    #[test]
+    fn sessions_expire_by_log_index() {
+        let mut kv = KvStateMachine::new();
+        let session = Some(Session {
+            client_id: 1,
+            sequence: 1,
+        });
+        kv.apply(LogIndex(1), &put("k", "v", session));
+        assert_eq!(kv.sessions(), 1);
+        let sweep_at = (SESSION_TTL_ENTRIES / SESSION_SWEEP_EVERY + 1) * SESSION_SWEEP_EVERY;
+        kv.apply(
+            LogIndex(sweep_at - SESSION_SWEEP_EVERY),
+            &put("x", "y", None),
+        );
+        assert_eq!(kv.sessions(), 1, "not yet");
+        kv.apply(LogIndex(sweep_at), &put("x", "y", None));
+        assert_eq!(
+            kv.sessions(),
+            0,
+            "forgotten by every node at the same entry"
+        );
     }
 }

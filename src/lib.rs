@@ -7,10 +7,17 @@
 //! The Raft rules are in `raftor-core`, the actors in `raftor-actors`, the log store in
 //! `raftor-storage`; their main types are re-exported here.
 
+pub mod client;
+pub mod commands;
 pub mod config;
+pub mod http;
 pub mod kv;
 pub mod local_cluster;
+pub mod metrics;
+pub mod protocol;
 pub mod server;
+pub mod service;
 
+pub use client::{Client, ClientError, ClientOptions, WriteResult};
 pub use raftor_actors::{NodeHandle, NodeOptions, NodeStatus, ProposeError, StateMachine};
 pub use raftor_core::{LogIndex, NodeId, RaftConfig, Role, Term};

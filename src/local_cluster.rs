@@ -9,7 +9,13 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The configuration of node `id` of a local cluster of `nodes` on ports `base_port + id`.
-pub fn local_node_config(id: u64, nodes: u64, base_port: u16, data_dir: &Path) -> NodeConfig {
+pub fn local_node_config(
+    id: u64,
+    nodes: u64,
+    base_port: u16,
+    http_base_port: Option<u16>,
+    data_dir: &Path,
+) -> NodeConfig {
     let peers: BTreeMap<NodeId, String> = (1..=nodes)
         .map(|i| (NodeId(i), format!("127.0.0.1:{}", u64::from(base_port) + i)))
         .collect();
@@ -18,6 +24,11 @@ pub fn local_node_config(id: u64, nodes: u64, base_port: u16, data_dir: &Path) -
         listen: format!("127.0.0.1:{}", u64::from(base_port) + id)
             .parse()
             .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        http: http_base_port.map(|base| {
+            std::net::SocketAddr::from(([127, 0, 0, 1], (u64::from(base) + id) as u16))
+        }),
+        http_workers: 1,
+        max_value_bytes: 1024 * 1024,
         peers,
         data_dir: data_dir.join(format!("node-{id}")),
         cluster_id: "raftor-local".to_string(),
@@ -33,16 +44,17 @@ pub fn local_node_config(id: u64, nodes: u64, base_port: u16, data_dir: &Path) -
 pub async fn start_local_cluster(
     nodes: u64,
     base_port: u16,
+    http_base_port: Option<u16>,
     data_dir: &Path,
 ) -> Result<Vec<RunningNode>, ServeError> {
     let mut running = Vec::new();
     for id in 1..=nodes {
-        let config = local_node_config(id, nodes, base_port, data_dir);
+        let config = local_node_config(id, nodes, base_port, http_base_port, data_dir);
         match start_node(&config).await {
             Ok(node) => running.push(node),
             Err(error) => {
                 for node in &running {
-                    node.shutdown();
+                    node.shutdown().await;
                 }
                 return Err(error);
             }

@@ -1,6 +1,7 @@
 //! The `raftor` command: run a node, or a local cluster.
 
 use clap::{Parser, Subcommand};
+use raftor::commands::ClientCommand;
 use raftor::config::ServeArgs;
 use raftor::local_cluster::{start_local_cluster, watch_leader};
 use raftor::server::start_node;
@@ -30,23 +31,44 @@ enum Command {
         /// Where the nodes keep their data (one directory per node inside).
         #[arg(long, default_value = "./raftor-data")]
         data_dir: PathBuf,
-        /// Node i listens for Raft traffic on 127.0.0.1:(base-port + i).
+        /// Node i listens for Raft traffic (and the native client protocol) on
+        /// 127.0.0.1:(base-port + i).
         #[arg(long, default_value_t = 17100)]
         base_port: u16,
+        /// Node i serves HTTP on 127.0.0.1:(http-base-port + i).
+        #[arg(long, default_value_t = 18100)]
+        http_base_port: u16,
     },
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let command = match cli.command {
+        Command::Client(command) => command,
+        server => return run_server(server),
+    };
+    // Client commands print results, not logs: only warnings and errors are logged.
+    init_logging("warn");
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("raftor: cannot start a runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(raftor::commands::run(command))
+}
+
+/// `serve` and `cluster`: run the actor system until a shutdown signal.
+fn run_server(command: Command) -> ExitCode {
+    init_logging("info");
     let system = actix::System::new();
-    let result = system.block_on(run(cli));
+    let result = system.block_on(run(command));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -56,36 +78,68 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    match cli.command {
+/// Ctrl-C, or SIGTERM (what `docker stop` sends).
+async fn wait_for_shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                biased;
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
         Command::Serve(args) => {
             let config = args.resolve().map_err(|e| e.to_string())?;
             let node = start_node(&config).await.map_err(|e| e.to_string())?;
-            tracing::info!(node = %config.id, raft = %node.raft_addr, data_dir = %config.data_dir.display(), "serving; Ctrl-C to stop");
-            let _ = tokio::signal::ctrl_c().await;
-            node.shutdown();
+            let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
+            tracing::info!(node = %config.id, raft = %node.raft_addr, http = %http, data_dir = %config.data_dir.display(), "serving; Ctrl-C to stop");
+            wait_for_shutdown_signal().await;
+            node.shutdown().await;
             Ok(())
         }
         Command::Cluster {
             nodes,
             data_dir,
             base_port,
+            http_base_port,
         } => {
-            let running = start_local_cluster(nodes, base_port, &data_dir)
+            let running = start_local_cluster(nodes, base_port, Some(http_base_port), &data_dir)
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(nodes, data_dir = %data_dir.display(), "local cluster started; Ctrl-C to stop");
+            for node in &running {
+                let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
+                tracing::info!(node = %node.handle.id(), raft = %node.raft_addr, http = %http, "node listening");
+            }
             tokio::select! {
                 biased;
-                _ = tokio::signal::ctrl_c() => {}
+                _ = wait_for_shutdown_signal() => {}
                 _ = watch_leader(&running) => {}
             }
             for node in &running {
-                node.shutdown();
+                node.shutdown().await;
             }
-            // Give the actors a moment to flush and close their listeners.
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             Ok(())
         }
+        Command::Client(_) => Err("client commands run without the actor system".into()),
     }
 }

@@ -202,12 +202,42 @@ fn a_data_directory_of_another_node_or_cluster_is_refused() {
     );
 }
 
-#[test]
-fn the_local_cluster_elects_and_reports_a_leader() {
+/// A running `raftor cluster` child process, killed on drop.
+struct LocalCluster {
+    child: std::process::Child,
+    endpoints: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_base(n: u16) -> u16 {
+    loop {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = probe
+            .local_addr()
+            .expect("addr")
+            .port()
+            .saturating_sub(n + 1);
+        drop(probe);
+        if base > 1024
+            && (1..=n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+}
+
+/// Start `raftor cluster` and wait until it reports a leader.
+fn local_cluster() -> LocalCluster {
     let dir = tempfile::tempdir().expect("tempdir");
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = probe.local_addr().expect("addr").port().saturating_sub(10);
-    drop(probe);
+    let base = free_base(3);
+    let http_base = free_base(3);
     let mut child = raftor()
         .args([
             "cluster",
@@ -215,6 +245,8 @@ fn the_local_cluster_elects_and_reports_a_leader() {
             "3",
             "--base-port",
             &base.to_string(),
+            "--http-base-port",
+            &http_base.to_string(),
             "--data-dir",
         ])
         .arg(dir.path())
@@ -224,31 +256,131 @@ fn the_local_cluster_elects_and_reports_a_leader() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let stdout = child.stderr.take().expect("stderr");
+    let stderr = child.stderr.take().expect("stderr");
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
-    let mut found = false;
-    while Instant::now() < deadline && !found {
+    while Instant::now() < deadline {
         if let Ok(line) = receiver.recv_timeout(Duration::from_millis(200)) {
-            found = line.contains("leads term");
+            let found = line.contains("leads term");
             seen.push(line);
+            if found {
+                let endpoints = (1..=3)
+                    .map(|i| format!("127.0.0.1:{}", base + i))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                for node in 1..=3 {
+                    assert!(
+                        dir.path().join(format!("node-{node}")).is_dir(),
+                        "node {node} has its data directory"
+                    );
+                }
+                return LocalCluster {
+                    child,
+                    endpoints,
+                    _dir: dir,
+                };
+            }
         }
     }
     let _ = child.kill();
-    let _ = child.wait();
-    assert!(found, "no leader reported; output: {seen:#?}");
-    for node in 1..=3 {
-        assert!(
-            dir.path().join(format!("node-{node}")).is_dir(),
-            "node {node} has its data directory"
-        );
-    }
+    panic!("no leader reported; output: {seen:#?}");
+}
+
+fn client(cluster: &LocalCluster, args: &[&str]) -> (i32, String, String) {
+    let output = raftor()
+        .args(args)
+        .args(["--endpoints", &cluster.endpoints])
+        .output()
+        .expect("runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_local_cluster_elects_a_leader_and_the_cli_talks_to_it() {
+    let cluster = local_cluster();
+    let (code, out, err) = client(&cluster, &["put", "greeting", "hello"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("greeting: ok (index "), "{out}");
+    let (code, out, _) = client(&cluster, &["get", "greeting"]);
+    assert_eq!((code, out.as_str()), (0, "hello\n"));
+    let (code, out, _) = client(
+        &cluster,
+        &["get", "greeting", "--consistency", "local", "--json"],
+    );
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        json["value"] == "hello" || json["value"].is_null(),
+        "local read may lag: {json}"
+    );
+    let (code, _, err) = client(&cluster, &["get", "nothing"]);
+    assert_eq!(code, 3, "not found: {err}");
+    let (code, out, _) = client(&cluster, &["cas", "greeting", "bye", "--expected", "nope"]);
+    assert_eq!(code, 3, "condition not met: {out}");
+    assert!(out.contains("current value is \"hello\""), "{out}");
+    let (code, out, _) = client(
+        &cluster,
+        &["cas", "greeting", "bye", "--expected", "hello", "--json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(json["ok"], true);
+    let (code, out, _) = client(&cluster, &["cas", "fresh", "v", "--absent"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = client(&cluster, &["del", "greeting"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("deleted"), "{out}");
+    let (code, out, _) = client(&cluster, &["status", "--json"]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(status["leader"]["id"].as_u64().is_some(), "{status}");
+    let (code, out, _) = client(&cluster, &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(" in term "), "{out}");
+    let first = cluster
+        .endpoints
+        .split(',')
+        .next()
+        .expect("an endpoint")
+        .to_owned();
+    let health = raftor()
+        .args(["health", "--endpoint", &first])
+        .output()
+        .expect("runs");
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stdout)
+    );
+    // Usage errors exit 2 (clap), unreachable clusters 1.
+    let (code, _, _) = client(&cluster, &["cas", "k", "v"]);
+    assert_eq!(code, 2, "cas needs --expected or --absent");
+    let unreachable = raftor()
+        .args([
+            "put",
+            "k",
+            "v",
+            "--endpoints",
+            "127.0.0.1:1",
+            "--timeout",
+            "1",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(unreachable.status.code(), Some(1));
+    let health = raftor()
+        .args(["health", "--endpoint", "127.0.0.1:1"])
+        .output()
+        .expect("runs");
+    assert_eq!(health.status.code(), Some(1));
 }

@@ -18,7 +18,7 @@ use raftor_storage::LogStorage;
 use std::time::Duration;
 
 /// Everything that shapes one node besides its storage, state machine and transport.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NodeOptions {
     pub raft: RaftConfig,
     /// The length of one tick of the rules' clock (default 10 ms: 150–300 ms elections).
@@ -29,6 +29,8 @@ pub struct NodeOptions {
     /// Run the log store on an arbiter (thread) of its own, so a disk sync blocks no other actor.
     /// Off for tests on tokio's paused clock, which must keep every actor on one thread.
     pub dedicated_log_thread: bool,
+    /// Told the duration and size of every synced log write.
+    pub log_write_observer: Option<crate::log_store::LogWriteObserver>,
 }
 
 impl NodeOptions {
@@ -40,6 +42,7 @@ impl NodeOptions {
             seed,
             limits: ReplicationLimits::default(),
             dedicated_log_thread: true,
+            log_write_observer: None,
         }
     }
 }
@@ -87,7 +90,8 @@ impl PendingNode {
             transport.clone(),
             node_addr.clone().recipient(),
             node_addr.clone().recipient(),
-        );
+        )
+        .with_observer(options.log_write_observer.clone());
         let (log_addr, log_arbiter) = if options.dedicated_log_thread {
             let arbiter = Arbiter::new();
             let addr = LogStoreActor::start_in_arbiter(&arbiter.handle(), move |_| store);

@@ -10,6 +10,9 @@ use actix::{Actor, Context, Handler, Recipient};
 use raftor_core::NodeId;
 use raftor_storage::LogStorage;
 
+/// Told how long each synced write took and how many entries it appended (for metrics).
+pub type LogWriteObserver = std::sync::Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
+
 pub struct LogStoreActor<S: LogStorage + Unpin> {
     node_id: NodeId,
     storage: S,
@@ -19,6 +22,7 @@ pub struct LogStoreActor<S: LogStorage + Unpin> {
     /// Set after a failed write: nothing more is written or sent, because what follows might
     /// depend on what was lost.
     failed: bool,
+    observer: Option<LogWriteObserver>,
 }
 
 impl<S: LogStorage + Unpin> LogStoreActor<S> {
@@ -36,7 +40,13 @@ impl<S: LogStorage + Unpin> LogStoreActor<S> {
             flushed,
             failed_to,
             failed: false,
+            observer: None,
         }
+    }
+
+    pub fn with_observer(mut self, observer: Option<LogWriteObserver>) -> Self {
+        self.observer = observer;
+        self
     }
 }
 
@@ -52,7 +62,12 @@ impl<S: LogStorage + Unpin> Handler<Write> for LogStoreActor<S> {
             return;
         }
         if !message.write.is_empty() {
-            if let Err(error) = self.storage.write(&message.write) {
+            let started = std::time::Instant::now();
+            let written = self.storage.write(&message.write);
+            if let Some(observer) = &self.observer {
+                observer(started.elapsed(), message.write.entries.len());
+            }
+            if let Err(error) = written {
                 tracing::error!(node = %self.node_id, %error, "log write failed; the node stops taking part");
                 self.failed = true;
                 self.failed_to.do_send(StorageFailed {

@@ -35,6 +35,8 @@ pub struct NodeStatus {
     pub voters: Vec<NodeId>,
     /// On the leader: each voter's match index.
     pub matched: BTreeMap<NodeId, LogIndex>,
+    /// Real elections this node started since it started.
+    pub elections_started: u64,
     /// On the leader: each peer's next index, as its replicator last reported it.
     pub next_index: BTreeMap<NodeId, LogIndex>,
     /// On the leader: time since each peer last answered (`None`: not yet this term).
@@ -242,6 +244,7 @@ impl NodeActor {
             last_log_id: self.raft.last_log_id(),
             voters: self.raft.config().voters.iter().copied().collect(),
             matched: self.raft.matched().cloned().unwrap_or_default(),
+            elections_started: self.raft.elections_started(),
             next_index: self.next_index.clone(),
             since_contact: self
                 .raft

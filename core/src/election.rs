@@ -26,6 +26,7 @@ impl Raft {
             // "Increment currentTerm, vote for self" (§5.2); both are persisted before the requests
             // leave, because the requests travel after this Ready's write.
             self.role = Role::Candidate;
+            self.elections_started += 1;
             self.current_term = self.current_term.next();
             self.voted_for = Some(self.id());
             self.current_term

@@ -78,6 +78,8 @@ pub struct Raft {
     pub(crate) heartbeat_elapsed: u32,
     /// Ticks since this node started: the clock for lease reads and contact times.
     pub(crate) ticks: u64,
+    /// Real (not pre-vote) elections this node started since it started; for metrics.
+    pub(crate) elections_started: u64,
     /// Answers received in the current (pre-)election; this node's own vote included.
     pub(crate) votes: BTreeMap<NodeId, bool>,
     pub(crate) leader: Option<LeaderState>,
@@ -109,6 +111,7 @@ impl Raft {
             randomized_election_timeout: config.election_ticks_min,
             heartbeat_elapsed: 0,
             ticks: 0,
+            elections_started: 0,
             votes: BTreeMap::new(),
             leader: None,
             rng: SmallRng::seed_from_u64(seed),
@@ -145,6 +148,10 @@ impl Raft {
     }
     pub fn last_log_id(&self) -> LogId {
         self.log.last_log_id()
+    }
+    /// Real elections this node started (pre-votes not counted).
+    pub fn elections_started(&self) -> u64 {
+        self.elections_started
     }
     pub fn log_terms(&self) -> &LogTerms {
         &self.log

@@ -1,1 +1,241 @@
-//! placeholder: being written
+//! A deterministic simulator of a raftor cluster, with invariant checks after every event.
+//!
+//! N nodes run the real rules of `raftor-core`; everything else is simulated and driven by *one*
+//! seeded [`rand::rngs::SmallRng`], so a seed replays exactly:
+//!
+//! - **Disk** (`node.rs`): a Ready's write goes into an unsynced queue (the rules' in-memory log
+//!   holds it at once); a random *sync* event makes a prefix of the queue durable, in order, and
+//!   only then are those writes' messages released and `on_log_flushed` called — the production
+//!   contract. Messages of a Ready without a write wait behind earlier unsynced writes too.
+//! - **Crash / restart**: a crash loses the unsynced queue with its held messages, and all
+//!   in-memory state (rules, replicators, applied entries); messages already on the wire stay
+//!   there. A restart rebuilds the rules from the durable hard state and log (term boundaries from
+//!   [`raftor_core::LogTerms`]) with a new seed from the RNG, and re-applies up to the persisted
+//!   commit index.
+//! - **Replicators**: one [`raftor_core::Progress`] per peer, created on `Became`, dropped on
+//!   `Lost`, reading entries from the node's in-memory log (a leader may send entries it has not
+//!   synced); heartbeats in Replicate state carry `prev = matched`, `commit = min(commit, matched)`;
+//!   every AppendEntries gets an increasing `request_id`.
+//! - **Network** (`network.rs`): random loss, duplication, delay (and so reordering); symmetric
+//!   partitions and one-way cuts that heal after a while. Events sit in a `BTreeMap` keyed by
+//!   (time, sequence number): no hash-map order anywhere.
+//! - **Clients**: proposals to random nodes (non-leaders refuse).
+//!
+//! After every event the checker (`invariants.rs`) verifies: Election Safety (one leader per term,
+//! over the whole run), Log Matching (pairwise on the running nodes' in-memory logs), Leader
+//! Completeness (every applied entry is in the log of every leader of a later term than the one
+//! it was applied in, checked when a leader appears and whenever an entry is newly committed),
+//! State Machine Safety (no two applications differ at an index, across nodes and incarnations),
+//! commit index monotonic per incarnation, nothing applied beyond the commit index, and the Ready
+//! contract (writes extend the log; the written log equals the rules' log), and linearizable
+//! reads (a ReadIndex answer, or a lease read when enabled, is at least the highest index any node
+//! had applied when the read was asked; leaders confirm leadership as the replicator actor does: a
+//! heartbeat per peer, the first answer to it or a later message confirms). After `steps` events
+//! faults stop: links heal, crashed nodes restart, nothing is lost; a leader must then appear, and
+//! a proposal be applied on every node, each within `liveness_timeouts` maximal election
+//! timeouts ([`Violation::Liveness`] otherwise).
+//!
+//! # Planted bugs: which invariant catches which
+//! [`SimConfig::bug`] corrupts the *simulator* (never the rules) to prove the checkers bite; the
+//! tests in `tests/planted_bugs.rs` assert each is caught, by the invariant named here, within a
+//! bounded number of seeds (in practice the first or one of the first few):
+//!
+//! | bug | caught first by | with that check disabled |
+//! |---|---|---|
+//! | [`Bug::SendBeforeSync`]: a Ready's messages leave before its write is durable ("vote without persisting"), with frequent crashes between write and sync | Leader Completeness (an acknowledged entry lost in a crash got "committed"), or Election Safety (5 nodes) | State Machine Safety; with that and Log Matching off too, Election Safety (a vote granted, lost in a crash, granted again to another candidate) |
+//! | [`Bug::ApplyUncommitted`]: a leader applies its entries as soon as they are in its log | AppliedWithinCommit, at once | State Machine Safety (Leader Completeness off too) |
+//! | [`Bug::CommitOldTermByCounting`]: a leader computes its commit index by counting replicas of any entry, old terms included (what Figure 8 forbids), and applies up to it | AppliedWithinCommit (the rules never count an old-term entry) | Leader Completeness: the Figure 8 anomaly itself, a later leader lacks the "committed" entry and overwrites it; then State Machine Safety |
+//!
+//! # Replaying a failing seed
+//! A [`SimFailure`] carries the seed, the step, the violation and the last `trace_len` events.
+//! `raftor_sim::replay(seed, &config)` reruns it and prints every event:
+//! ```text
+//! cargo test -p raftor-sim --test replay -- --ignored --nocapture   # after editing the seed there
+//! ```
+//! or from any test: `raftor_sim::replay(1234, &SimConfig::default_for(5));`.
+
+mod config;
+mod invariants;
+mod network;
+mod node;
+mod sim;
+mod trace;
+
+pub use config::{Bug, SimConfig};
+pub use invariants::{Invariant, Violation};
+
+use thiserror::Error;
+
+/// What a run did. Two runs of one seed and configuration have equal reports, digest included.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimReport {
+    pub seed: u64,
+    /// Events processed (faulty phase and liveness phase).
+    pub steps: u64,
+    /// Simulated time at the end, in ms.
+    pub time: u64,
+    /// FNV-1a over every event of the run (kind, time, nodes, message contents...).
+    pub digest: u64,
+    /// Elections started (a node voted for itself in a new term).
+    pub elections: u64,
+    /// Terms that had a leader.
+    pub leaders: u64,
+    /// Distinct entries committed (applied by some node).
+    pub commits: u64,
+    /// Applications of entries, over all nodes and incarnations.
+    pub applied: u64,
+    /// Highest term of a running node at the end.
+    pub max_term: u64,
+    pub proposals: u64,
+    pub proposals_accepted: u64,
+    /// ReadIndex reads a leader took, and answered with an index.
+    pub reads: u64,
+    pub reads_answered: u64,
+    /// Lease reads served.
+    pub lease_reads: u64,
+    pub messages_sent: u64,
+    pub messages_delivered: u64,
+    pub messages_dropped: u64,
+    pub messages_duplicated: u64,
+    pub crashes: u64,
+    /// Unsynced writes (and the messages held behind them) lost in crashes.
+    pub lost_writes: u64,
+    pub restarts: u64,
+    /// Partitions and one-way cuts.
+    pub partitions: u64,
+    /// When (simulated ms) the liveness phase saw a leader, and saw its proposal applied everywhere.
+    pub liveness_leader_at: Option<u64>,
+    pub liveness_applied_at: Option<u64>,
+}
+
+/// A broken invariant, with what is needed to replay and understand it.
+#[derive(Clone, Debug, Error)]
+#[error("seed {seed}, step {step}, t={time}: {violation}")]
+pub struct SimFailure {
+    /// Boxed: a failure is rare, and a small `Err` keeps `Result`s cheap.
+    pub violation: Box<Violation>,
+    pub seed: u64,
+    /// The event (1-based) after which the violation was seen.
+    pub step: u64,
+    /// Simulated time of that event.
+    pub time: u64,
+    /// The last events before the violation, one readable line each.
+    pub trace: Vec<String>,
+}
+
+impl SimFailure {
+    /// The failure and its trace, ready to print.
+    pub fn explain(&self) -> String {
+        let mut out = format!("{self}\nlast {} events:\n", self.trace.len());
+        for line in &self.trace {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Runs one seed.
+pub fn run(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> {
+    sim::Sim::new(seed, config, false).run().0
+}
+
+/// Runs one seed and returns every event as a line (slower: everything is formatted).
+pub fn run_with_trace(
+    seed: u64,
+    config: &SimConfig,
+) -> (Result<SimReport, SimFailure>, Vec<String>) {
+    sim::Sim::new(seed, config, true).run()
+}
+
+/// Reruns a seed, prints its full trace and the outcome to stdout, and returns the outcome.
+pub fn replay(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> {
+    let (result, lines) = run_with_trace(seed, config);
+    for line in &lines {
+        println!("{line}");
+    }
+    match &result {
+        Ok(report) => println!("seed {seed}: ok: {report:?}"),
+        Err(failure) => println!("seed {seed}: FAILED: {failure}"),
+    }
+    result
+}
+
+/// The outcome of many seeds of one configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Sweep {
+    pub runs: u64,
+    /// Counters summed over the passing runs (`seed` and `digest` are meaningless here).
+    pub total: SimReport,
+    pub failures: Vec<SimFailure>,
+}
+
+impl Sweep {
+    /// A one-line summary of what the runs did.
+    pub fn summary(&self) -> String {
+        let t = &self.total;
+        format!(
+            "{} runs, {} failed; {} events, {} elections, {} leaders, {} entries committed, \
+             {} proposals accepted, {} reads answered, {} lease reads, {} messages delivered, {} dropped, {} duplicated, \
+             {} crashes ({} unsynced writes lost), {} partitions/cuts",
+            self.runs,
+            self.failures.len(),
+            t.steps,
+            t.elections,
+            t.leaders,
+            t.commits,
+            t.proposals_accepted,
+            t.reads_answered,
+            t.lease_reads,
+            t.messages_delivered,
+            t.messages_dropped,
+            t.messages_duplicated,
+            t.crashes,
+            t.lost_writes,
+            t.partitions
+        )
+    }
+}
+
+/// Runs every seed of `seeds` and collects the failures.
+pub fn sweep(seeds: impl IntoIterator<Item = u64>, config: &SimConfig) -> Sweep {
+    let mut out = Sweep::default();
+    for seed in seeds {
+        out.runs += 1;
+        match run(seed, config) {
+            Ok(r) => {
+                let t = &mut out.total;
+                t.steps += r.steps;
+                t.time += r.time;
+                t.elections += r.elections;
+                t.leaders += r.leaders;
+                t.commits += r.commits;
+                t.applied += r.applied;
+                t.max_term = t.max_term.max(r.max_term);
+                t.proposals += r.proposals;
+                t.proposals_accepted += r.proposals_accepted;
+                t.reads += r.reads;
+                t.reads_answered += r.reads_answered;
+                t.lease_reads += r.lease_reads;
+                t.messages_sent += r.messages_sent;
+                t.messages_delivered += r.messages_delivered;
+                t.messages_dropped += r.messages_dropped;
+                t.messages_duplicated += r.messages_duplicated;
+                t.crashes += r.crashes;
+                t.lost_writes += r.lost_writes;
+                t.restarts += r.restarts;
+                t.partitions += r.partitions;
+            }
+            Err(failure) => out.failures.push(failure),
+        }
+    }
+    out
+}
+
+/// The first failing seed of `seeds`, if any (for planted-bug tests and bug hunts).
+pub fn first_failure(
+    seeds: impl IntoIterator<Item = u64>,
+    config: &SimConfig,
+) -> Option<SimFailure> {
+    seeds.into_iter().find_map(|seed| run(seed, config).err())
+}

@@ -34,6 +34,12 @@ pub enum Frame {
     },
     /// A Raft message; `from` must be the node named in the connection's `Hello`.
     Raft(Envelope),
+    /// The first frame of a client session (see [`super::client`]).
+    ClientHello { protocol_version: u32 },
+    /// A client's request; `id` is echoed in the answer.
+    ClientRequest { id: u64, body: Bytes },
+    /// The node's answer to the request with the same `id`.
+    ClientResponse { id: u64, body: Bytes },
 }
 
 /// Why a frame could not be encoded or decoded. Every variant ends the connection it came from.

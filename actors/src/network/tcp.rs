@@ -45,6 +45,8 @@ pub struct EndpointConfig {
     pub connect_backoff_max: Duration,
     /// How many envelopes may wait for one peer; beyond that new envelopes are dropped.
     pub peer_queue_len: usize,
+    /// Answers client sessions (see [`super::client`]); until it is set, clients are turned away.
+    pub client_handler: super::client::ClientHandlerSlot,
 }
 
 impl EndpointConfig {
@@ -71,6 +73,7 @@ impl EndpointConfig {
             connect_backoff_min: Self::DEFAULT_CONNECT_BACKOFF_MIN,
             connect_backoff_max: Self::DEFAULT_CONNECT_BACKOFF_MAX,
             peer_queue_len: Self::DEFAULT_PEER_QUEUE_LEN,
+            client_handler: super::client::ClientHandlerSlot::default(),
         }
     }
 

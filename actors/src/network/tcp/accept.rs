@@ -4,6 +4,7 @@
 //! that peer to this node. Anything else closes that connection, and only that one.
 
 use super::{Counters, EndpointConfig};
+use crate::network::client;
 use crate::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
 use crate::transport::Inbound;
 use actix::Recipient;
@@ -75,7 +76,7 @@ impl Acceptor {
                     Ok(node_id)
                 }
             }
-            Frame::Raft(_) => Err("raft frame before hello".to_owned()),
+            _ => Err("a frame other than hello came first".to_owned()),
         }
     }
 
@@ -83,7 +84,9 @@ impl Acceptor {
     async fn serve(self, stream: TcpStream, remote: SocketAddr, cancel: CancellationToken) {
         let node = self.node();
         let _ = stream.set_nodelay(true);
-        let mut frames = FramedRead::new(stream, FrameCodec::new(self.config.max_frame_bytes));
+        // Peer connections only read; client sessions answer on the write half.
+        let (read_half, write_half) = stream.into_split();
+        let mut frames = FramedRead::new(read_half, FrameCodec::new(self.config.max_frame_bytes));
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
             first = tokio::time::timeout(HELLO_TIMEOUT, frames.next()) => first,
@@ -95,6 +98,22 @@ impl Acceptor {
                 return;
             }
             Ok(Some(Err(error))) => return self.reject(remote, &error.to_string()),
+            Ok(Some(Ok(Frame::ClientHello { protocol_version }))) => {
+                if protocol_version != PROTOCOL_VERSION {
+                    let reason = format!("client protocol version {protocol_version}");
+                    return self.reject(remote, &reason);
+                }
+                let Some(handler) = self.config.client_handler.get() else {
+                    return self.reject(remote, "client before the service is ready");
+                };
+                let max = self.config.max_frame_bytes;
+                if let Err(reason) =
+                    client::serve_session(frames, write_half, handler, max, cancel).await
+                {
+                    self.reject(remote, &reason);
+                }
+                return;
+            }
             Ok(Some(Ok(frame))) => match self.check_hello(frame) {
                 Ok(peer) => peer,
                 Err(reason) => return self.reject(remote, &reason),
@@ -113,6 +132,11 @@ impl Acceptor {
                 }
                 Some(Err(error)) => return self.reject(remote, &error.to_string()),
                 Some(Ok(Frame::Hello { .. })) => return self.reject(remote, "second hello"),
+                Some(Ok(
+                    Frame::ClientHello { .. }
+                    | Frame::ClientRequest { .. }
+                    | Frame::ClientResponse { .. },
+                )) => return self.reject(remote, "client frame on a peer connection"),
                 Some(Ok(Frame::Raft(envelope))) => {
                     if envelope.from != peer {
                         let reason =

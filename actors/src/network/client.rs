@@ -1,0 +1,239 @@
+//! The native client protocol, carried on the Raft port: a connection that opens with
+//! [`Frame::ClientHello`] instead of a peer's `Hello` is a client session. The client sends
+//! [`Frame::ClientRequest`]s, each with an id of its choosing, and the node answers each with a
+//! [`Frame::ClientResponse`] of the same id, in any order (requests are pipelined).
+//!
+//! The bodies are opaque here: the service that installs the [`ClientHandler`] gives them meaning.
+
+use crate::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use futures::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+/// Answers one request body with a response body.
+pub type ClientHandler = Arc<dyn Fn(Bytes) -> LocalBoxFuture<'static, Bytes> + Send + Sync>;
+
+/// Where the endpoint finds the client handler. Empty until the service installs it; a client that
+/// connects before then is disconnected and retries.
+#[derive(Clone, Default)]
+pub struct ClientHandlerSlot(Arc<OnceLock<ClientHandler>>);
+
+impl ClientHandlerSlot {
+    /// Install the handler; a second call is ignored (returns false).
+    pub fn set(&self, handler: ClientHandler) -> bool {
+        self.0.set(handler).is_ok()
+    }
+
+    pub fn get(&self) -> Option<ClientHandler> {
+        self.0.get().cloned()
+    }
+}
+
+impl fmt::Debug for ClientHandlerSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.0.get().is_some() {
+            "installed"
+        } else {
+            "empty"
+        };
+        write!(f, "ClientHandlerSlot({state})")
+    }
+}
+
+/// Serve one client session until the client closes it, breaks the protocol, or `cancel` fires.
+pub(crate) async fn serve_session(
+    mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
+    write: OwnedWriteHalf,
+    handler: ClientHandler,
+    max_frame_bytes: usize,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let (answers, mut to_write) = mpsc::channel::<Frame>(1024);
+    let writer = actix_rt::spawn(async move {
+        let mut sink = FramedWrite::new(write, FrameCodec::new(max_frame_bytes));
+        while let Some(frame) = to_write.recv().await {
+            if sink.feed(frame).await.is_err() {
+                return;
+            }
+            while let Ok(frame) = to_write.try_recv() {
+                if sink.feed(frame).await.is_err() {
+                    return;
+                }
+            }
+            if SinkExt::<Frame>::flush(&mut sink).await.is_err() {
+                return;
+            }
+        }
+    });
+    let result = loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            next = frames.next() => next,
+        };
+        match next {
+            None => break Ok(()),
+            Some(Err(error)) => break Err(error.to_string()),
+            Some(Ok(Frame::ClientRequest { id, body })) => {
+                let handler = handler.clone();
+                let answers = answers.clone();
+                actix_rt::spawn(async move {
+                    let body = handler(body).await;
+                    let _ = answers.send(Frame::ClientResponse { id, body }).await;
+                });
+            }
+            Some(Ok(_)) => break Err("unexpected frame in a client session".to_owned()),
+        }
+    };
+    drop(answers);
+    // Answers still being computed finish and are written before the writer ends.
+    let _ = writer.await;
+    result
+}
+
+/// Why a request on a [`ClientConnection`] has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientConnectionError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection closed before the answer came: the request may or may not have run.
+    #[error("connection closed before the answer arrived")]
+    Closed,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>;
+
+/// A client's connection to one node: requests are pipelined and matched to answers by id.
+/// Cheap to share (`&self` methods); its tasks end when it is dropped or the connection breaks.
+pub struct ClientConnection {
+    requests: mpsc::Sender<(u64, Bytes)>,
+    pending: Pending,
+    next_id: std::sync::atomic::AtomicU64,
+    closed: CancellationToken,
+    _close_on_drop: tokio_util::sync::DropGuard,
+}
+
+impl ClientConnection {
+    /// Connect to `addr` (host:port) and open a client session. Runs on any tokio runtime.
+    pub async fn connect(
+        addr: &str,
+        max_frame_bytes: usize,
+    ) -> Result<ClientConnection, ClientConnectionError> {
+        let connect_error = |source| ClientConnectionError::Connect {
+            addr: addr.to_owned(),
+            source,
+        };
+        let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let mut sink = FramedWrite::new(write, FrameCodec::new(max_frame_bytes));
+        sink.send(Frame::ClientHello {
+            protocol_version: PROTOCOL_VERSION,
+        })
+        .await
+        .map_err(|e| connect_error(std::io::Error::other(e.to_string())))?;
+        let pending: Pending = Arc::default();
+        let closed = CancellationToken::new();
+        let (requests, mut to_send) = mpsc::channel::<(u64, Bytes)>(1024);
+
+        let writer_closed = closed.clone();
+        tokio::spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    _ = writer_closed.cancelled() => break,
+                    request = to_send.recv() => request,
+                };
+                let Some((id, body)) = request else { break };
+                if sink.feed(Frame::ClientRequest { id, body }).await.is_err() {
+                    break;
+                }
+                while let Ok((id, body)) = to_send.try_recv() {
+                    if sink.feed(Frame::ClientRequest { id, body }).await.is_err() {
+                        break;
+                    }
+                }
+                if SinkExt::<Frame>::flush(&mut sink).await.is_err() {
+                    break;
+                }
+            }
+            writer_closed.cancel();
+        });
+
+        let reader_pending = pending.clone();
+        let reader_closed = closed.clone();
+        tokio::spawn(async move {
+            let mut frames = FramedRead::new(read, FrameCodec::new(max_frame_bytes));
+            loop {
+                let next = tokio::select! {
+                    _ = reader_closed.cancelled() => break,
+                    next = frames.next() => next,
+                };
+                match next {
+                    Some(Ok(Frame::ClientResponse { id, body })) => {
+                        let waiter = reader_pending
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&id);
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(body);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            reader_closed.cancel();
+            // Dropping the waiters answers them with `Closed`.
+            reader_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        });
+
+        Ok(ClientConnection {
+            requests,
+            pending,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            _close_on_drop: closed.clone().drop_guard(),
+            closed,
+        })
+    }
+
+    /// Send one request and wait for its answer.
+    pub async fn request(&self, body: Bytes) -> Result<Bytes, ClientConnectionError> {
+        if self.is_closed() {
+            return Err(ClientConnectionError::Closed);
+        }
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, reply);
+        if self.requests.send((id, body)).await.is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            return Err(ClientConnectionError::Closed);
+        }
+        answer.await.map_err(|_| ClientConnectionError::Closed)
+    }
+
+    /// Whether the connection is known to be broken.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+}

@@ -1,0 +1,182 @@
+//! What a simulation run looks like: cluster size, how long the faulty phase lasts, how hostile the
+//! network and the machines are, the Raft timing, and an optional planted bug.
+
+use crate::invariants::Invariant;
+use raftor_core::{NodeId, RaftConfig};
+use std::collections::BTreeSet;
+
+/// A deliberately wrong behaviour of the *simulator* (never of the rules), to prove that the
+/// invariant checkers bite. See the crate documentation for which invariant catches which bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Bug {
+    /// The messages of a `Ready` leave as soon as it is taken, before its write is durable: a vote
+    /// granted or an append acknowledged can be forgotten by a crash ("vote without persisting").
+    SendBeforeSync,
+    /// A leader applies every entry of its log as soon as it is there, committed or not.
+    ApplyUncommitted,
+    /// A leader computes its own commit index by counting replicas of *any* entry, also one of an
+    /// older term (the rule Figure 8 of the Raft paper forbids), and applies up to it.
+    CommitOldTermByCounting,
+}
+
+/// The parameters of a run. Times are in simulated milliseconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Cluster size; node ids are `1..=nodes`.
+    pub nodes: u64,
+    /// Events processed with faults on. Then faults stop and, when `liveness` is set, the run goes on
+    /// until the liveness check passes (or fails).
+    pub steps: u64,
+    /// Probability that a message is lost (faulty phase only).
+    pub drop_rate: f64,
+    /// Probability that a message is delivered twice (faulty phase only).
+    pub duplicate_rate: f64,
+    /// Symmetric partitions and one-way cuts, each healing after a while.
+    pub partitions: bool,
+    /// Crashes (losing unsynced writes and volatile state) and restarts from the durable disk.
+    pub crashes: bool,
+    /// Mean time between two fault events (crash, partition, cut).
+    pub fault_interval: u64,
+    /// Probability that a node crashes between queuing a write and the sync that would make it
+    /// durable (crashes at the worst moment, on top of the random ones).
+    pub crash_before_sync_rate: f64,
+    /// How long a crashed node stays down: uniform in this range.
+    pub downtime: (u64, u64),
+    /// How long a partition or cut lasts: uniform in this range.
+    pub partition_time: (u64, u64),
+    /// A message takes uniform `1..=max_delay` to arrive...
+    pub max_delay: u64,
+    /// ...except this fraction, which takes up to `long_delay` (heavy reordering).
+    pub long_delay_rate: f64,
+    pub long_delay: u64,
+    /// Mean time between two client proposals (each to a random node; non-leaders refuse).
+    pub propose_interval: u64,
+    /// Mean time between two linearizable reads (ReadIndex, to a random node); 0: none.
+    pub read_interval: u64,
+    /// With each ReadIndex read, also try a lease read there. Lease reads assume bounded clock
+    /// drift and round trips below half the minimum election timeout: they need `long_delay`
+    /// well below that, or they may (rightly) fail.
+    pub lease_reads: bool,
+    /// A sync makes a node's queued writes durable; the next one comes uniform `1..=max_sync_delay`
+    /// after a write is queued.
+    pub max_sync_delay: u64,
+    /// The node hears of a sync (`on_log_flushed`) uniform `0..=max_flush_notice_delay` after it,
+    /// in order: other events may come first, as in the node actor's mailbox.
+    pub max_flush_notice_delay: u64,
+    /// The base tick period; each node's period is this plus a per-node jitter in `0..=tick_jitter`.
+    pub tick_period: u64,
+    pub tick_jitter: u64,
+    /// Raft timing, in ticks.
+    pub election_ticks: (u32, u32),
+    pub heartbeat_ticks: u32,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    /// Replicator flow control: each run draws entries per message in `1..=max_entries` and the
+    /// pipeline window in `1..=max_inflight`.
+    pub max_entries: u64,
+    pub max_inflight: usize,
+    /// After the faulty phase: a leader must appear within `liveness_timeouts` maximal election
+    /// timeouts, and a proposal made then must be applied everywhere within as many again.
+    pub liveness: bool,
+    pub liveness_timeouts: u64,
+    /// A planted bug, for the checker's own tests. `None` for the real thing.
+    pub bug: Option<Bug>,
+    /// Invariants not to check (to show that another one catches a planted bug too).
+    pub disabled: BTreeSet<Invariant>,
+    /// How many trace lines a failure carries.
+    pub trace_len: usize,
+}
+
+impl SimConfig {
+    /// A hostile but live default for a cluster of `nodes`: drops, duplicates, reordering,
+    /// partitions, one-way cuts, crashes; 2000 events of faults, then the liveness check.
+    pub fn default_for(nodes: u64) -> SimConfig {
+        SimConfig {
+            nodes,
+            steps: 2000,
+            drop_rate: 0.05,
+            duplicate_rate: 0.02,
+            partitions: true,
+            crashes: true,
+            fault_interval: 300,
+            crash_before_sync_rate: 0.01,
+            downtime: (20, 800),
+            partition_time: (50, 1200),
+            max_delay: 12,
+            long_delay_rate: 0.03,
+            long_delay: 150,
+            propose_interval: 40,
+            read_interval: 60,
+            lease_reads: false,
+            max_sync_delay: 10,
+            max_flush_notice_delay: 6,
+            tick_period: 10,
+            tick_jitter: 2,
+            election_ticks: (15, 30),
+            heartbeat_ticks: 5,
+            pre_vote: true,
+            check_quorum: true,
+            max_entries: 3,
+            max_inflight: 4,
+            liveness: true,
+            liveness_timeouts: 10,
+            bug: None,
+            disabled: BTreeSet::new(),
+            trace_len: 200,
+        }
+    }
+
+    /// The same configuration with a planted bug.
+    pub fn with_bug(mut self, bug: Bug) -> SimConfig {
+        self.bug = Some(bug);
+        self
+    }
+
+    /// The same configuration without checking `invariant`.
+    pub fn without(mut self, invariant: Invariant) -> SimConfig {
+        self.disabled.insert(invariant);
+        self
+    }
+
+    /// Panics with a clear message on a configuration that cannot run.
+    pub fn validate(&self) {
+        assert!(self.nodes >= 1, "a cluster has at least one node");
+        for (name, rate) in [
+            ("drop_rate", self.drop_rate),
+            ("duplicate_rate", self.duplicate_rate),
+            ("long_delay_rate", self.long_delay_rate),
+            ("crash_before_sync_rate", self.crash_before_sync_rate),
+        ] {
+            assert!(
+                (0.0..=1.0).contains(&rate),
+                "{name} = {rate} is not a probability"
+            );
+        }
+        assert!(
+            self.downtime.0 <= self.downtime.1,
+            "downtime range is empty"
+        );
+        assert!(
+            self.partition_time.0 <= self.partition_time.1,
+            "partition_time range is empty"
+        );
+        self.raft_config(NodeId(1))
+            .validate()
+            .expect("valid Raft timing");
+    }
+
+    pub(crate) fn raft_config(&self, id: NodeId) -> RaftConfig {
+        let mut config = RaftConfig::new(id, (1..=self.nodes).map(NodeId));
+        config.election_ticks_min = self.election_ticks.0;
+        config.election_ticks_max = self.election_ticks.1;
+        config.heartbeat_ticks = self.heartbeat_ticks;
+        config.pre_vote = self.pre_vote;
+        config.check_quorum = self.check_quorum;
+        config
+    }
+
+    /// The longest election timeout in simulated time (slowest clock).
+    pub(crate) fn max_election_time(&self) -> u64 {
+        u64::from(self.election_ticks.1) * (self.tick_period + self.tick_jitter + 1)
+    }
+}

@@ -1,0 +1,105 @@
+//! Thousands of seeds of hostile runs, on 3 and 5 nodes: every invariant after every event, then
+//! the liveness check. A failure prints the seed, the violation and the last events; replay it with
+//! `raftor_sim::replay(seed, &config)` (see `tests/replay.rs`).
+//!
+//! Sized to keep `cargo test -p raftor-sim` well under a minute in debug builds on 2 cores: the
+//! test functions run in parallel, each a slice of the seed space.
+
+use raftor_sim::{sweep, SimConfig, Sweep};
+use std::ops::Range;
+
+fn check(name: &str, seeds: Range<u64>, config: &SimConfig) -> Sweep {
+    let started = std::time::Instant::now();
+    let result = sweep(seeds, config);
+    println!("{name}: {} in {:?}", result.summary(), started.elapsed());
+    if let Some(first) = result.failures.first() {
+        let seeds: Vec<u64> = result.failures.iter().map(|f| f.seed).collect();
+        panic!(
+            "{name}: {} of {} seeds failed: {seeds:?}\nfirst: {}",
+            result.failures.len(),
+            result.runs,
+            first.explain()
+        );
+    }
+    result
+}
+
+#[test]
+fn three_nodes_with_every_fault() {
+    let result = check("3 nodes", 0..1500, &SimConfig::default_for(3));
+    // The runs really exercise what they claim to.
+    let t = &result.total;
+    assert!(t.leaders > 3 * result.runs, "{}", result.summary());
+    assert!(t.commits > 10 * result.runs, "{}", result.summary());
+    assert!(t.crashes > 0 && t.lost_writes > 0 && t.partitions > 0);
+    assert!(t.messages_dropped > 0 && t.messages_duplicated > 0);
+}
+
+#[test]
+fn five_nodes_with_every_fault() {
+    let result = check("5 nodes", 0..1000, &SimConfig::default_for(5));
+    let t = &result.total;
+    assert!(t.leaders > 2 * result.runs, "{}", result.summary());
+    assert!(t.commits > 5 * result.runs, "{}", result.summary());
+}
+
+#[test]
+fn without_pre_vote_or_check_quorum() {
+    for nodes in [3, 5] {
+        let mut config = SimConfig::default_for(nodes);
+        config.pre_vote = false;
+        config.check_quorum = false;
+        check(
+            &format!("{nodes} nodes, no pre-vote"),
+            10_000..10_300,
+            &config,
+        );
+    }
+}
+
+/// Long runs with one entry per message and one message in flight: long logs, long catch-ups,
+/// stale leaders with long uncommitted tails (the ground Figure 8 grows on).
+#[test]
+fn long_runs_with_slow_replication() {
+    for (nodes, pre_vote, seeds) in [
+        (3, true, 20_000..20_030),
+        (3, false, 20_100..20_130),
+        (5, false, 20_200..20_215),
+    ] {
+        let mut config = SimConfig::default_for(nodes);
+        config.steps = 8000;
+        config.max_entries = 1;
+        config.max_inflight = 1;
+        config.propose_interval = 5;
+        config.pre_vote = pre_vote;
+        config.check_quorum = pre_vote;
+        check(
+            &format!("{nodes} nodes, long runs, pre-vote {pre_vote}"),
+            seeds,
+            &config,
+        );
+    }
+}
+
+#[test]
+fn calm_network_commits_everything_proposed_to_the_leader() {
+    let mut config = SimConfig::default_for(3);
+    config.drop_rate = 0.0;
+    config.duplicate_rate = 0.0;
+    config.partitions = false;
+    config.crashes = false;
+    config.long_delay_rate = 0.0;
+    let result = check("calm", 0..50, &config);
+    let t = &result.total;
+    assert_eq!(t.crashes, 0);
+    assert!(t.proposals_accepted > 0);
+    // One leader per run, every accepted proposal committed (plus one blank per leader, plus the
+    // liveness proposal).
+    assert_eq!(t.leaders, result.runs, "{}", result.summary());
+    assert_eq!(
+        t.commits,
+        t.proposals_accepted + 2 * result.runs,
+        "{}",
+        result.summary()
+    );
+}

@@ -1,0 +1,341 @@
+//! `raftor::Client`: the Rust client of the key-value service, over the native protocol.
+//!
+//! Give it some endpoints (any members' Raft addresses); it finds the leader, follows it when it
+//! moves, and retries failed writes within its timeout under its exactly-once session, so a write
+//! retried across a leader failover is applied once.
+
+use crate::kv::{KvOutcome, Session};
+use crate::protocol::{
+    decode, encode, Consistency, ErrorKind, KvRequest, KvResponse, RequestEnvelope, ServiceError,
+    StatusReport,
+};
+use bytes::Bytes;
+use raftor_actors::network::client::ClientConnection;
+use raftor_actors::network::codec::DEFAULT_MAX_FRAME_BYTES;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::Mutex;
+
+/// Timeouts of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long one attempt may wait for its answer.
+    pub request_timeout: Duration,
+    /// How long an operation keeps retrying (other endpoints, a new leader) before giving up.
+    pub operation_timeout: Duration,
+    /// How long to wait for a TCP connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            request_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The request is invalid (bad key, value over the limit): retrying will not help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// No endpoint could be reached, or no leader was available, until the timeout: the write did
+    /// not happen.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The outcome of a write is unknown after the timeout: it may or may not have been applied.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    /// The write's sequence number was superseded by a later write of this client.
+    #[error("superseded by a later write of this client")]
+    Superseded,
+}
+
+/// A write's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    /// The log index the write was applied at.
+    pub index: u64,
+    pub outcome: KvOutcome,
+}
+
+/// A key-value client. Cheap to clone; clones share connections and the exactly-once session.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Vec<String>,
+    options: ClientOptions,
+    client_id: u64,
+    sequence: AtomicU64,
+    /// The endpoint in use (or that failed last) and its connection, if open.
+    current: Mutex<Current>,
+}
+
+impl Client {
+    /// A client of the cluster reachable at `endpoints` (host:port of members' Raft addresses).
+    pub fn new(endpoints: Vec<String>, options: ClientOptions) -> Result<Client, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::Rejected("no endpoints given".into()));
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoints,
+                options,
+                client_id: rand::random::<u64>() | 1,
+                sequence: AtomicU64::new(0),
+                current: Mutex::new(Current::default()),
+            }),
+        })
+    }
+
+    /// This client's exactly-once session id.
+    pub fn client_id(&self) -> u64 {
+        self.inner.client_id
+    }
+
+    fn next_session(&self) -> Session {
+        Session {
+            client_id: self.inner.client_id,
+            sequence: self.inner.sequence.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+    ) -> Result<WriteResult, ClientError> {
+        let request = KvRequest::Put {
+            key: key.to_owned(),
+            value: value.into(),
+            session: Some(self.next_session()),
+        };
+        self.write(request).await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<WriteResult, ClientError> {
+        let request = KvRequest::Delete {
+            key: key.to_owned(),
+            session: Some(self.next_session()),
+        };
+        self.write(request).await
+    }
+
+    /// Set `key` to `value` if it holds `expected` (`None`: if it is absent).
+    pub async fn cas(
+        &self,
+        key: &str,
+        expected: Option<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<WriteResult, ClientError> {
+        let request = KvRequest::Cas {
+            key: key.to_owned(),
+            expected,
+            value: value.into(),
+            session: Some(self.next_session()),
+        };
+        self.write(request).await
+    }
+
+    pub async fn get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<Bytes>, ClientError> {
+        let request = KvRequest::Get {
+            key: key.to_owned(),
+            consistency,
+        };
+        match self.call(request, false).await? {
+            KvResponse::Value { value } => Ok(value),
+            other => Err(ClientError::Unknown(format!(
+                "unexpected answer: {other:?}"
+            ))),
+        }
+    }
+
+    /// The status of the node this client is talking to.
+    pub async fn status(&self) -> Result<StatusReport, ClientError> {
+        match self.call(KvRequest::Status, false).await? {
+            KvResponse::Status(report) => Ok(*report),
+            other => Err(ClientError::Unknown(format!(
+                "unexpected answer: {other:?}"
+            ))),
+        }
+    }
+
+    async fn write(&self, request: KvRequest) -> Result<WriteResult, ClientError> {
+        match self.call(request, true).await? {
+            KvResponse::Written {
+                outcome: KvOutcome::StaleSequence,
+                ..
+            } => Err(ClientError::Superseded),
+            KvResponse::Written { index, outcome } => Ok(WriteResult { index, outcome }),
+            other => Err(ClientError::Unknown(format!(
+                "unexpected answer: {other:?}"
+            ))),
+        }
+    }
+
+    /// Send `request`, retrying on other endpoints and after leader changes until the operation
+    /// timeout. A write keeps its session, so a retry is never applied twice.
+    async fn call(&self, request: KvRequest, is_write: bool) -> Result<KvResponse, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.inner.options.operation_timeout;
+        let mut last_error: ClientError = ClientError::Unavailable("no attempt made".into());
+        // Whether any attempt may have reached a leader (a write's outcome is then unknown).
+        let mut maybe_applied = false;
+        let mut attempt = 0u32;
+        while tokio::time::Instant::now() < deadline {
+            attempt += 1;
+            match self.attempt(&request).await {
+                Ok(KvResponse::Error(error)) => {
+                    if error.kind == ErrorKind::Unknown {
+                        maybe_applied = true;
+                    }
+                    last_error = classify(&error);
+                    if matches!(error.kind, ErrorKind::BadRequest | ErrorKind::TooLarge) {
+                        return Err(last_error);
+                    }
+                    if let Some(leader) = &error.leader {
+                        self.switch_to(&leader.raft_addr).await;
+                    } else {
+                        self.drop_connection().await;
+                    }
+                }
+                Ok(response) => return Ok(response),
+                Err(AttemptError::NotSent(message)) => {
+                    last_error = ClientError::Unavailable(message);
+                    self.drop_connection().await;
+                }
+                Err(AttemptError::Lost(message)) => {
+                    maybe_applied = true;
+                    last_error = ClientError::Unknown(message);
+                    self.drop_connection().await;
+                }
+            }
+            let backoff = Duration::from_millis(20 * u64::from(attempt.min(10)));
+            tokio::time::sleep(backoff).await;
+        }
+        Err(match last_error {
+            ClientError::Unavailable(message) if is_write && maybe_applied => {
+                ClientError::Unknown(message)
+            }
+            other => other,
+        })
+    }
+
+    async fn attempt(&self, request: &KvRequest) -> Result<KvResponse, AttemptError> {
+        let connection = self.connection().await?;
+        let envelope = RequestEnvelope {
+            forwarded_by: None,
+            request: request.clone(),
+        };
+        let answer = tokio::time::timeout(
+            self.inner.options.request_timeout,
+            connection.request(encode(&envelope)),
+        )
+        .await;
+        match answer {
+            Ok(Ok(body)) => decode::<KvResponse>(&body).map_err(AttemptError::Lost),
+            Ok(Err(error)) => Err(AttemptError::Lost(error.to_string())),
+            Err(_) => Err(AttemptError::Lost(
+                "timed out waiting for the answer".into(),
+            )),
+        }
+    }
+
+    /// The current connection, or a new one to the first endpoint that answers.
+    async fn connection(&self) -> Result<Arc<ClientConnection>, AttemptError> {
+        let mut current = self.inner.current.lock().await;
+        if let Some(connection) = current.connection.as_ref() {
+            if !connection.is_closed() {
+                return Ok(connection.clone());
+            }
+        }
+        let mut errors = Vec::new();
+        // Start after the endpoint that failed last, so a dead node is not tried first each time.
+        let start = current
+            .addr
+            .as_ref()
+            .and_then(|addr| self.inner.endpoints.iter().position(|e| e == addr))
+            .map_or(0, |i| i + 1);
+        let count = self.inner.endpoints.len();
+        for offset in 0..count {
+            let addr = &self.inner.endpoints[(start + offset) % count];
+            match self.connect(addr).await {
+                Ok(connection) => {
+                    let connection = Arc::new(connection);
+                    *current = Current {
+                        addr: Some(addr.clone()),
+                        connection: Some(connection.clone()),
+                    };
+                    return Ok(connection);
+                }
+                Err(error) => errors.push(format!("{addr}: {error}")),
+            }
+        }
+        Err(AttemptError::NotSent(format!(
+            "no endpoint reachable ({})",
+            errors.join("; ")
+        )))
+    }
+
+    async fn connect(&self, addr: &str) -> Result<ClientConnection, String> {
+        match tokio::time::timeout(
+            self.inner.options.connect_timeout,
+            ClientConnection::connect(addr, DEFAULT_MAX_FRAME_BYTES),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("connect timed out".into()),
+        }
+    }
+
+    /// Talk to `addr` (the leader) from now on, if it can be reached.
+    async fn switch_to(&self, addr: &str) {
+        if let Ok(connection) = self.connect(addr).await {
+            *self.inner.current.lock().await = Current {
+                addr: Some(addr.to_owned()),
+                connection: Some(Arc::new(connection)),
+            };
+        }
+    }
+
+    /// Forget the connection; the next attempt starts with the endpoint after this one.
+    async fn drop_connection(&self) {
+        self.inner.current.lock().await.connection = None;
+    }
+}
+
+#[derive(Default)]
+struct Current {
+    addr: Option<String>,
+    connection: Option<Arc<ClientConnection>>,
+}
+
+/// Why one attempt failed.
+enum AttemptError {
+    /// Nothing was sent.
+    NotSent(String),
+    /// Sent, but no answer: a write may have been applied.
+    Lost(String),
+}
+
+fn classify(error: &ServiceError) -> ClientError {
+    match error.kind {
+        ErrorKind::BadRequest | ErrorKind::TooLarge => ClientError::Rejected(error.message.clone()),
+        ErrorKind::Unavailable => ClientError::Unavailable(error.message.clone()),
+        ErrorKind::Unknown => ClientError::Unknown(error.message.clone()),
+    }
+}

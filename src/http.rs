@@ -1,0 +1,359 @@
+//! The HTTP API (actix-web), served by every node: `/v1/kv/{key}` (PUT, GET, DELETE), CAS,
+//! `/v1/status`, `/health`, `/metrics`. Every request goes to the node's [`KvService`].
+
+use crate::kv::{KvOutcome, Session};
+use crate::metrics::ServiceMetrics;
+use crate::protocol::{
+    Consistency, ErrorKind, KvRequest, KvResponse, RequestEnvelope, ServiceError,
+};
+use crate::service::{KvService, ServiceCall};
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct HttpState {
+    pub service: Addr<KvService>,
+    pub node: Arc<raftor_actors::NodeHandle>,
+    pub metrics: Arc<ServiceMetrics>,
+    pub max_value_bytes: usize,
+}
+
+/// Bind `addr` and serve the API until the returned server is stopped.
+pub fn serve(
+    state: HttpState,
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(routes)
+            .default_service(web::to(not_found))
+    })
+    .workers(workers.max(1))
+    .disable_signals()
+    .bind(addr)?;
+    let bound = server.addrs().first().copied().unwrap_or(addr);
+    Ok((server.run(), bound))
+}
+
+/// The API's routes.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/v1/kv/{key}")
+                .route(web::put().to(put))
+                .route(web::get().to(get))
+                .route(web::delete().to(delete))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/kv/{key}/cas")
+                .route(web::post().to(cas))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/status")
+                .route(web::get().to(status))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/health")
+                .route(web::get().to(health))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(metrics))
+                .default_service(web::to(method_not_allowed)),
+        );
+}
+
+fn error_response(error: &ServiceError) -> HttpResponse {
+    let status =
+        StatusCode::from_u16(error.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).json(json!({ "error": error.message, "leader": error.leader }))
+}
+
+fn bad_request(message: impl Into<String>) -> HttpResponse {
+    error_response(&ServiceError::new(ErrorKind::BadRequest, message))
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({ "error": "no such route", "leader": null }))
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .json(json!({ "error": "method not allowed on this route", "leader": null }))
+}
+
+/// Reads the body, refusing (413) as soon as it grows past `limit`, so a huge body is never buffered.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, HttpResponse> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| bad_request(format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(error_response(&ServiceError::new(
+                ErrorKind::TooLarge,
+                format!("the body is over the limit of {limit} bytes"),
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The exactly-once session from `X-Raftor-Client` and `X-Raftor-Seq`: both or neither.
+fn session(request: &HttpRequest) -> Result<Option<Session>, HttpResponse> {
+    let header = |name: &str| -> Result<Option<u64>, HttpResponse> {
+        match request.headers().get(name) {
+            None => Ok(None),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .map(Some)
+                .ok_or_else(|| bad_request(format!("{name} must be an unsigned integer"))),
+        }
+    };
+    match (header("X-Raftor-Client")?, header("X-Raftor-Seq")?) {
+        (Some(client_id), Some(sequence)) if sequence > 0 => Ok(Some(Session {
+            client_id,
+            sequence,
+        })),
+        (None, None) => Ok(None),
+        _ => Err(bad_request(
+            "X-Raftor-Client and X-Raftor-Seq go together, and the sequence starts at 1",
+        )),
+    }
+}
+
+async fn call(state: &HttpState, request: KvRequest) -> KvResponse {
+    state
+        .service
+        .send(ServiceCall(RequestEnvelope {
+            forwarded_by: None,
+            request,
+        }))
+        .await
+        .unwrap_or_else(|_| {
+            KvResponse::Error(ServiceError::new(
+                ErrorKind::Unavailable,
+                "the node is shutting down",
+            ))
+        })
+}
+
+fn unexpected(response: KvResponse) -> HttpResponse {
+    match response {
+        KvResponse::Error(error) => error_response(&error),
+        other => error_response(&ServiceError::new(
+            ErrorKind::Unknown,
+            format!("unexpected answer: {other:?}"),
+        )),
+    }
+}
+
+async fn put(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    key: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let session = match session(&request) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let value = match read_body(payload, state.max_value_bytes).await {
+        Ok(value) => value,
+        Err(response) => return response,
+    };
+    match call(
+        &state,
+        KvRequest::Put {
+            key: key.into_inner(),
+            value,
+            session,
+        },
+    )
+    .await
+    {
+        KvResponse::Written {
+            outcome: KvOutcome::StaleSequence,
+            ..
+        } => stale_sequence(),
+        KvResponse::Written { index, .. } => HttpResponse::Ok().json(json!({ "index": index })),
+        other => unexpected(other),
+    }
+}
+
+fn stale_sequence() -> HttpResponse {
+    HttpResponse::Conflict().json(json!({
+        "error": "X-Raftor-Seq is older than this client's latest write; nothing was applied",
+        "leader": null
+    }))
+}
+
+#[derive(Deserialize)]
+struct ReadParams {
+    consistency: Option<String>,
+}
+
+async fn get(
+    state: web::Data<HttpState>,
+    key: web::Path<String>,
+    params: web::Query<ReadParams>,
+) -> HttpResponse {
+    let consistency = match params.consistency.as_deref().map(str::parse::<Consistency>) {
+        None => Consistency::Linearizable,
+        Some(Ok(consistency)) => consistency,
+        Some(Err(message)) => return bad_request(message),
+    };
+    match call(
+        &state,
+        KvRequest::Get {
+            key: key.into_inner(),
+            consistency,
+        },
+    )
+    .await
+    {
+        KvResponse::Value { value: Some(value) } => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(value),
+        KvResponse::Value { value: None } => {
+            HttpResponse::NotFound().json(json!({ "error": "no such key", "leader": null }))
+        }
+        other => unexpected(other),
+    }
+}
+
+async fn delete(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    key: web::Path<String>,
+) -> HttpResponse {
+    let session = match session(&request) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    match call(
+        &state,
+        KvRequest::Delete {
+            key: key.into_inner(),
+            session,
+        },
+    )
+    .await
+    {
+        KvResponse::Written {
+            index,
+            outcome: KvOutcome::Deleted { existed },
+        } => HttpResponse::Ok().json(json!({ "index": index, "deleted": existed })),
+        KvResponse::Written {
+            outcome: KvOutcome::StaleSequence,
+            ..
+        } => stale_sequence(),
+        other => unexpected(other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasBody {
+    expected: Option<String>,
+    value: String,
+}
+
+async fn cas(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    key: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let session = match session(&request) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    // JSON doubles the size of a value at worst; the value itself is checked by the service.
+    let body = match read_body(
+        payload,
+        state.max_value_bytes.saturating_mul(2).saturating_add(1024),
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let body: CasBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(error) => {
+            return bad_request(format!(
+                "expected JSON {{\"expected\": \"old\" | null, \"value\": \"new\"}}: {error}"
+            ))
+        }
+    };
+    let request = KvRequest::Cas {
+        key: key.into_inner(),
+        expected: body.expected.map(Bytes::from),
+        value: Bytes::from(body.value),
+        session,
+    };
+    match call(&state, request).await {
+        KvResponse::Written {
+            index,
+            outcome: KvOutcome::Swapped,
+        } => HttpResponse::Ok().json(json!({ "index": index })),
+        KvResponse::Written {
+            outcome: KvOutcome::Mismatch { current },
+            ..
+        } => HttpResponse::Conflict()
+            .json(json!({ "current": current.map(|c| String::from_utf8_lossy(&c).into_owned()) })),
+        KvResponse::Written {
+            outcome: KvOutcome::StaleSequence,
+            ..
+        } => stale_sequence(),
+        other => unexpected(other),
+    }
+}
+
+async fn status(state: web::Data<HttpState>) -> HttpResponse {
+    match call(&state, KvRequest::Status).await {
+        KvResponse::Status(report) => HttpResponse::Ok().json(report),
+        other => unexpected(other),
+    }
+}
+
+/// How far the applied index may trail the commit index for the node to count as healthy.
+pub const HEALTHY_APPLY_LAG: u64 = 1000;
+
+async fn health(state: web::Data<HttpState>) -> HttpResponse {
+    match state.node.status().await {
+        Some(status) if status.leader.is_some() && status.commit_index.0.saturating_sub(status.applied_index.0) <= HEALTHY_APPLY_LAG => {
+            HttpResponse::Ok().json(json!({ "healthy": true, "leader": status.leader.map(|l| l.0), "term": status.term.0 }))
+        }
+        Some(status) => HttpResponse::ServiceUnavailable().json(json!({
+            "healthy": false,
+            "leader": status.leader.map(|l| l.0),
+            "commit_index": status.commit_index.0,
+            "applied_index": status.applied_index.0,
+        })),
+        None => HttpResponse::ServiceUnavailable().json(json!({ "healthy": false, "error": "shutting down" })),
+    }
+}
+
+async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    let status = state.node.status().await;
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(status.as_ref()))
+}

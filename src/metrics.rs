@@ -1,0 +1,175 @@
+//! Prometheus metrics of one node, rendered by `GET /metrics`.
+//!
+//! Counters and histograms are fed as things happen; gauges (term, role, indexes, replication
+//! lag) are read from the node's status at scrape time, so they are never stale.
+
+use crate::protocol::KvResponse;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use raftor_actors::NodeStatus;
+use raftor_core::Role;
+use std::time::Duration;
+
+/// Latency buckets from 100 µs to 5 s.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+pub struct ServiceMetrics {
+    registry: Registry,
+    writes: IntCounterVec,
+    write_seconds: Histogram,
+    log_write_seconds: Histogram,
+    log_entries_written: IntCounter,
+    term: IntGauge,
+    role: IntGaugeVec,
+    commit_index: IntGauge,
+    applied_index: IntGauge,
+    last_log_index: IntGauge,
+    elections: IntGauge,
+    lag: IntGaugeVec,
+}
+
+impl ServiceMetrics {
+    pub fn new(node_id: u64) -> ServiceMetrics {
+        let registry = Registry::new_custom(
+            Some("raftor".into()),
+            Some([("node".to_string(), node_id.to_string())].into()),
+        )
+        .unwrap_or_default();
+        let writes = IntCounterVec::new(
+            Opts::new("proposals_total", "Client writes proposed, by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let write_seconds = Histogram::with_opts(
+            HistogramOpts::new("write_seconds", "Client write latency: received to applied")
+                .buckets(BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let log_write_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "log_append_fsync_seconds",
+                "Log store write latency: append of a batch and its fsync (one synced RocksDB write)",
+            )
+            .buckets(BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let log_entries_written = IntCounter::new(
+            "log_entries_written_total",
+            "Entries appended to the durable log",
+        )
+        .expect("valid metric");
+        let term = IntGauge::new("term", "Current term").expect("valid metric");
+        let role = IntGaugeVec::new(
+            Opts::new("role", "1 for the role this node plays"),
+            &["role"],
+        )
+        .expect("valid metric");
+        let commit_index = IntGauge::new("commit_index", "Commit index").expect("valid metric");
+        let applied_index =
+            IntGauge::new("applied_index", "Last applied index").expect("valid metric");
+        let last_log_index =
+            IntGauge::new("last_log_index", "Last log index").expect("valid metric");
+        let elections = IntGauge::new(
+            "elections_started",
+            "Elections this node started since it started",
+        )
+        .expect("valid metric");
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "replication_lag_entries",
+                "On the leader: entries a peer is behind the leader's log",
+            ),
+            &["peer"],
+        )
+        .expect("valid metric");
+        let metrics = ServiceMetrics {
+            registry,
+            writes,
+            write_seconds,
+            log_write_seconds,
+            log_entries_written,
+            term,
+            role,
+            commit_index,
+            applied_index,
+            last_log_index,
+            elections,
+            lag,
+        };
+        for collector in [
+            Box::new(metrics.writes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.write_seconds.clone()),
+            Box::new(metrics.log_write_seconds.clone()),
+            Box::new(metrics.log_entries_written.clone()),
+            Box::new(metrics.term.clone()),
+            Box::new(metrics.role.clone()),
+            Box::new(metrics.commit_index.clone()),
+            Box::new(metrics.applied_index.clone()),
+            Box::new(metrics.last_log_index.clone()),
+            Box::new(metrics.elections.clone()),
+            Box::new(metrics.lag.clone()),
+        ] {
+            // Names are distinct constants: registration cannot collide.
+            let _ = metrics.registry.register(collector);
+        }
+        metrics
+    }
+
+    /// Record a client write's outcome and latency.
+    pub fn observe_write(&self, response: &KvResponse, elapsed: Duration) {
+        let outcome = match response {
+            KvResponse::Written { .. } => "committed",
+            KvResponse::Error(error) => match error.kind {
+                crate::protocol::ErrorKind::Unknown => "unknown",
+                crate::protocol::ErrorKind::Unavailable => "unavailable",
+                _ => "rejected",
+            },
+            _ => "other",
+        };
+        self.writes.with_label_values(&[outcome]).inc();
+        self.write_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Record one synced write of the log store.
+    pub fn observe_log_write(&self, elapsed: Duration, entries: usize) {
+        self.log_write_seconds.observe(elapsed.as_secs_f64());
+        self.log_entries_written.inc_by(entries as u64);
+    }
+
+    /// The Prometheus text exposition, with gauges taken from `status`.
+    pub fn render(&self, status: Option<&NodeStatus>) -> String {
+        if let Some(status) = status {
+            self.term.set(status.term.0 as i64);
+            for role in [
+                Role::Follower,
+                Role::PreCandidate,
+                Role::Candidate,
+                Role::Leader,
+            ] {
+                self.role
+                    .with_label_values(&[role.as_str()])
+                    .set(i64::from(status.role == role));
+            }
+            self.commit_index.set(status.commit_index.0 as i64);
+            self.applied_index.set(status.applied_index.0 as i64);
+            self.last_log_index.set(status.last_log_id.index.0 as i64);
+            self.elections.set(status.elections_started as i64);
+            self.lag.reset();
+            if status.role == Role::Leader {
+                for peer in status.voters.iter().filter(|p| **p != status.id) {
+                    let matched = status.matched.get(peer).map_or(0, |m| m.0);
+                    let lag = status.last_log_id.index.0.saturating_sub(matched);
+                    let peer = peer.to_string();
+                    self.lag.with_label_values(&[peer.as_str()]).set(lag as i64);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
