@@ -54,8 +54,9 @@ pub struct SimConfig {
     /// Mean time between two linearizable reads (ReadIndex, to a random node); 0: none.
     pub read_interval: u64,
     /// With each ReadIndex read, also try a lease read there. Lease reads assume bounded clock
-    /// drift and round trips below half the minimum election timeout: they need `long_delay`
-    /// well below that, or they may (rightly) fail.
+    /// drift and round trips below half the minimum election timeout, and they rely on the leader
+    /// stickiness of check-quorum: with `check_quorum` off they can be stale (a known core bug,
+    /// see `tests/core_regressions.rs`).
     pub lease_reads: bool,
     /// A sync makes a node's queued writes durable; the next one comes uniform `1..=max_sync_delay`
     /// after a write is queued.
@@ -107,7 +108,7 @@ impl SimConfig {
             long_delay: 150,
             propose_interval: 40,
             read_interval: 60,
-            lease_reads: false,
+            lease_reads: true,
             max_sync_delay: 10,
             max_flush_notice_delay: 6,
             tick_period: 10,
