@@ -103,7 +103,9 @@ impl Raft {
                 leader: self.leader_id,
             }));
         }
-        if !self.committed_in_current_term() {
+        // The lease rests on leader stickiness: followers that heard from this leader refuse votes
+        // for a minimum election timeout. Without check-quorum they do not, so there is no lease.
+        if !self.config.check_quorum || !self.committed_in_current_term() {
             return Err(LeaseError::Expired);
         }
         let me = self.id();

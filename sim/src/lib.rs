@@ -5,8 +5,10 @@
 //!
 //! - **Disk** (`node.rs`): a Ready's write goes into an unsynced queue (the rules' in-memory log
 //!   holds it at once); a random *sync* event makes a prefix of the queue durable, in order, and
-//!   only then are those writes' messages released and `on_log_flushed` called — the production
-//!   contract. Messages of a Ready without a write wait behind earlier unsynced writes too.
+//!   only then are those writes' messages released — the production contract — and a flush
+//!   notice queued for the node (`on_log_flushed`, delivered a little later and in order, as the
+//!   log store's message would be). Messages of a Ready without a write wait behind earlier
+//!   unsynced writes too.
 //! - **Crash / restart**: a crash loses the unsynced queue with its held messages, and all
 //!   in-memory state (rules, replicators, applied entries); messages already on the wire stay
 //!   there. A restart rebuilds the rules from the durable hard state and log (term boundaries from
@@ -19,7 +21,8 @@
 //! - **Network** (`network.rs`): random loss, duplication, delay (and so reordering); symmetric
 //!   partitions and one-way cuts that heal after a while. Events sit in a `BTreeMap` keyed by
 //!   (time, sequence number): no hash-map order anywhere.
-//! - **Clients**: proposals to random nodes (non-leaders refuse).
+//! - **Clients**: proposals and reads (ReadIndex, and lease reads when enabled) to random nodes
+//!   (non-leaders refuse).
 //!
 //! After every event the checker (`invariants.rs`) verifies: Election Safety (one leader per term,
 //! over the whole run), Log Matching (pairwise on the running nodes' in-memory logs), Leader
@@ -56,7 +59,7 @@
 //! A [`SimFailure`] carries the seed, the step, the violation and the last `trace_len` events.
 //! `raftor_sim::replay(seed, &config)` reruns it and prints every event:
 //! ```text
-//! cargo test -p raftor-sim --test replay -- --ignored --nocapture   # after editing the seed there
+//! RAFTOR_SIM_SEED=1234 RAFTOR_SIM_NODES=5 cargo test -p raftor-sim --test replay -- --ignored --nocapture
 //! ```
 //! or from any test: `raftor_sim::replay(1234, &SimConfig::default_for(5));`.
 

@@ -1,6 +1,5 @@
-//! Bugs the simulator found in `raftor-core`, kept as (ignored) regression tests until the core
-//! is fixed: each replays the seed that showed it. Run them with
-//! `cargo test -p raftor-sim --test core_regressions -- --ignored --nocapture`.
+//! Bugs the simulator found in `raftor-core`, kept as regression tests: each replays the seed that
+//! showed it.
 
 use raftor_sim::{run, SimConfig};
 
@@ -12,10 +11,9 @@ use raftor_sim::{run, SimConfig};
 /// Seed 1391 (3 nodes, pre-vote and check-quorum off): n2 leads term 3, n3 is cut off from it
 /// (one-way cut n2->n3); n1 answers n2's heartbeat at t=1841 and votes for n3 in term 4 at
 /// t=1846; n3 commits 3@4 with n1 at t=1870; at t=1879 n2, still leader of term 3 with a lease
-/// from n1's answer, serves a lease read at index 2: stale. Expected fix: `lease_read_index`
-/// returns `Err(LeaseError::Expired)` unless `config.check_quorum`.
+/// from n1's answer, serves a lease read at index 2: stale. Fixed: `lease_read_index` returns
+/// `Err(LeaseError::Expired)` unless `config.check_quorum`.
 #[test]
-#[ignore = "core bug: lease reads are served without check-quorum"]
 fn lease_reads_need_check_quorum() {
     let mut config = SimConfig::default_for(3);
     config.pre_vote = false;

@@ -31,12 +31,20 @@ fn caught(config: &SimConfig, seeds: Range<u64>, expected: &[Invariant]) -> SimF
     failure
 }
 
+/// A planted bug on the default hostile configuration, without the liveness phase or reads (so
+/// that the violation reported is the one the bug causes first among the safety properties).
+fn planted(nodes: u64, bug: Bug) -> SimConfig {
+    let mut config = SimConfig::default_for(nodes).with_bug(bug);
+    config.liveness = false;
+    config.read_interval = 0;
+    config
+}
+
 /// "Vote without persisting": messages leave before their write is durable, and nodes often crash
 /// between a write and its sync.
 fn send_before_sync(nodes: u64) -> SimConfig {
-    let mut config = SimConfig::default_for(nodes).with_bug(Bug::SendBeforeSync);
+    let mut config = planted(nodes, Bug::SendBeforeSync);
     config.crash_before_sync_rate = 0.1;
-    config.liveness = false;
     config
 }
 
@@ -70,8 +78,7 @@ fn send_before_sync_breaks_election_safety() {
 
 #[test]
 fn applying_uncommitted_entries_is_caught() {
-    let mut config = SimConfig::default_for(3).with_bug(Bug::ApplyUncommitted);
-    config.liveness = false;
+    let config = planted(3, Bug::ApplyUncommitted);
     caught(&config, 0..10, &[Invariant::AppliedWithinCommit]);
     // Without the local check, two nodes end up applying different entries at one index.
     let config = config
@@ -84,8 +91,7 @@ fn applying_uncommitted_entries_is_caught() {
 /// per message, one message in flight, many proposals (long uncommitted tails on stale leaders),
 /// no pre-vote (more elections), long runs.
 fn figure_8() -> SimConfig {
-    let mut config = SimConfig::default_for(3).with_bug(Bug::CommitOldTermByCounting);
-    config.liveness = false;
+    let mut config = planted(3, Bug::CommitOldTermByCounting);
     config.steps = 8000;
     config.max_entries = 1;
     config.max_inflight = 1;
@@ -98,8 +104,7 @@ fn figure_8() -> SimConfig {
 #[test]
 fn committing_old_term_entries_by_counting_is_caught() {
     // The rules never count an old-term entry, so the leader applies beyond its commit index.
-    let mut config = SimConfig::default_for(3).with_bug(Bug::CommitOldTermByCounting);
-    config.liveness = false;
+    let config = planted(3, Bug::CommitOldTermByCounting);
     caught(&config, 0..20, &[Invariant::AppliedWithinCommit]);
 }
 

@@ -49,6 +49,8 @@ fn without_pre_vote_or_check_quorum() {
         let mut config = SimConfig::default_for(nodes);
         config.pre_vote = false;
         config.check_quorum = false;
+        // Lease reads need check-quorum's leader stickiness (see tests/core_regressions.rs).
+        config.lease_reads = false;
         check(
             &format!("{nodes} nodes, no pre-vote"),
             10_000..10_300,
@@ -73,6 +75,7 @@ fn long_runs_with_slow_replication() {
         config.propose_interval = 5;
         config.pre_vote = pre_vote;
         config.check_quorum = pre_vote;
+        config.lease_reads = pre_vote;
         check(
             &format!("{nodes} nodes, long runs, pre-vote {pre_vote}"),
             seeds,

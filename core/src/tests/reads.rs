@@ -121,3 +121,16 @@ fn lease_reads_need_recent_contact_with_a_majority() {
         Err(LeaseError::Expired)
     );
 }
+
+#[test]
+fn there_is_no_lease_without_check_quorum() {
+    // Found by the simulator (seed 1391): without leader stickiness a follower votes at once for a
+    // new candidate, so a lease read on the old leader could be stale.
+    let mut cluster = Cluster::new(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+    let leader = cluster.elect(200).expect("a leader");
+    cluster.tick_all(5);
+    assert_eq!(
+        cluster.raft(leader.0).lease_read_index(),
+        Err(LeaseError::Expired)
+    );
+}
