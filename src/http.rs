@@ -113,8 +113,9 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, Htt
 }
 
 /// The exactly-once session from `X-Raftor-Client` and `X-Raftor-Seq`: both or neither.
-fn session(request: &HttpRequest) -> Result<Option<Session>, HttpResponse> {
-    let header = |name: &str| -> Result<Option<u64>, HttpResponse> {
+fn session(request: &HttpRequest) -> Result<Option<Session>, ServiceError> {
+    let bad_request = |message: String| ServiceError::new(ErrorKind::BadRequest, message);
+    let header = |name: &str| -> Result<Option<u64>, ServiceError> {
         match request.headers().get(name) {
             None => Ok(None),
             Some(value) => value
@@ -132,7 +133,7 @@ fn session(request: &HttpRequest) -> Result<Option<Session>, HttpResponse> {
         })),
         (None, None) => Ok(None),
         _ => Err(bad_request(
-            "X-Raftor-Client and X-Raftor-Seq go together, and the sequence starts at 1",
+            "X-Raftor-Client and X-Raftor-Seq go together, and the sequence starts at 1".into(),
         )),
     }
 }
@@ -171,7 +172,7 @@ async fn put(
 ) -> HttpResponse {
     let session = match session(&request) {
         Ok(session) => session,
-        Err(response) => return response,
+        Err(error) => return error_response(&error),
     };
     let value = match read_body(payload, state.max_value_bytes).await {
         Ok(value) => value,
@@ -244,7 +245,7 @@ async fn delete(
 ) -> HttpResponse {
     let session = match session(&request) {
         Ok(session) => session,
-        Err(response) => return response,
+        Err(error) => return error_response(&error),
     };
     match call(
         &state,
@@ -282,7 +283,7 @@ async fn cas(
 ) -> HttpResponse {
     let session = match session(&request) {
         Ok(session) => session,
-        Err(response) => return response,
+        Err(error) => return error_response(&error),
     };
     // JSON doubles the size of a value at worst; the value itself is checked by the service.
     let body = match read_body(

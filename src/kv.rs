@@ -164,7 +164,7 @@ impl KvStateMachine {
     }
 
     fn sweep_sessions(&mut self, index: u64) {
-        if index % SESSION_SWEEP_EVERY == 0 {
+        if index.is_multiple_of(SESSION_SWEEP_EVERY) {
             self.sessions
                 .retain(|_, record| record.last_index + SESSION_TTL_ENTRIES > index);
         }

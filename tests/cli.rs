@@ -206,7 +206,7 @@ fn a_data_directory_of_another_node_or_cluster_is_refused() {
 struct LocalCluster {
     child: std::process::Child,
     endpoints: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for LocalCluster {
@@ -238,6 +238,10 @@ fn local_cluster() -> LocalCluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = free_base(3);
     let http_base = free_base(3);
+    let endpoints = (1..=3)
+        .map(|i| format!("127.0.0.1:{}", base + i))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut child = raftor()
         .args([
             "cluster",
@@ -257,6 +261,12 @@ fn local_cluster() -> LocalCluster {
         .spawn()
         .expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
+    // Owned from here on, so the process is killed and reaped on every path, a panic included.
+    let cluster = LocalCluster {
+        child,
+        endpoints,
+        dir,
+    };
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -270,25 +280,17 @@ fn local_cluster() -> LocalCluster {
             let found = line.contains("leads term");
             seen.push(line);
             if found {
-                let endpoints = (1..=3)
-                    .map(|i| format!("127.0.0.1:{}", base + i))
-                    .collect::<Vec<_>>()
-                    .join(",");
                 for node in 1..=3 {
                     assert!(
-                        dir.path().join(format!("node-{node}")).is_dir(),
+                        cluster.dir.path().join(format!("node-{node}")).is_dir(),
                         "node {node} has its data directory"
                     );
                 }
-                return LocalCluster {
-                    child,
-                    endpoints,
-                    _dir: dir,
-                };
+                return cluster;
             }
         }
     }
-    let _ = child.kill();
+    drop(cluster);
     panic!("no leader reported; output: {seen:#?}");
 }
 
