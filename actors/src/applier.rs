@@ -2,6 +2,7 @@
 //! each waiting proposer with its result. Nothing uncommitted is ever applied: it reads only up to
 //! the commit index the node gives it, and only after the log store made those entries durable.
 
+use crate::entry_cache::EntryCache;
 use crate::error::ProposeError;
 use crate::messages::{
     Applied, AwaitApply, Commit, EntriesRead, QueryAt, QueryLocal, ReadEntries, Shutdown,
@@ -9,12 +10,14 @@ use crate::messages::{
 use crate::state_machine::StateMachine;
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, Recipient};
 use bytes::Bytes;
-use raftor_core::{EntryPayload, LogIndex, NodeId, Term};
+use raftor_core::{Entry, EntryPayload, LogIndex, NodeId, Term};
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
 
-/// How many entries one read from the log store fetches for applying.
+/// How many entries are applied in one go (one read from the cache or the log store).
 const APPLY_BATCH: u64 = 1024;
+/// The most payload bytes one read for applying fetches (at least one entry).
+const APPLY_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct Applier {
     node_id: NodeId,
@@ -27,7 +30,10 @@ pub struct Applier {
     waiters: BTreeMap<LogIndex, (Term, oneshot::Sender<Result<Bytes, ProposeError>>)>,
     /// Reads waiting for the state machine to reach their read index.
     reads: BTreeMap<LogIndex, Vec<(Bytes, oneshot::Sender<Bytes>)>>,
+    /// Whether a read from the log store is under way (at most one).
     reading: bool,
+    /// The newest entries, shared with the node, read before asking the log store.
+    cache: EntryCache,
     log_store: Recipient<ReadEntries>,
     applied_to: Recipient<Applied>,
 }
@@ -36,6 +42,7 @@ impl Applier {
     pub fn new(
         node_id: NodeId,
         state_machine: Box<dyn StateMachine>,
+        cache: EntryCache,
         log_store: Recipient<ReadEntries>,
         applied_to: Recipient<Applied>,
     ) -> Self {
@@ -47,51 +54,38 @@ impl Applier {
             waiters: BTreeMap::new(),
             reads: BTreeMap::new(),
             reading: false,
+            cache,
             log_store,
             applied_to,
         }
     }
 
+    /// Apply what is committed: from the entry cache while it holds the entries, otherwise read
+    /// them from the log store (one read at a time).
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.reading || self.applied >= self.commit {
-            return;
-        }
-        self.reading = true;
-        let from = self.applied.next();
-        self.log_store.do_send(ReadEntries {
-            prev_index: None,
-            from,
-            to: self
+        while !self.reading && self.applied < self.commit {
+            let from = self.applied.next();
+            let to = self
                 .commit
-                .min(LogIndex(from.0.saturating_add(APPLY_BATCH - 1))),
-            max_bytes: 16 * 1024 * 1024,
-            reply: ctx.address().recipient(),
-        });
+                .min(LogIndex(from.0.saturating_add(APPLY_BATCH - 1)));
+            if let Some(cached) = self.cache.read(from, to, APPLY_MAX_BYTES) {
+                self.apply_entries(cached.entries);
+                continue;
+            }
+            self.reading = true;
+            self.log_store.do_send(ReadEntries {
+                prev_index: None,
+                from,
+                to,
+                max_bytes: APPLY_MAX_BYTES,
+                reply: ctx.address().recipient(),
+            });
+        }
     }
-}
 
-impl Actor for Applier {
-    type Context = Context<Self>;
-}
-
-impl Handler<Commit> for Applier {
-    type Result = ();
-
-    fn handle(&mut self, commit: Commit, ctx: &mut Context<Self>) {
-        self.commit = self.commit.max(commit.index);
-        self.pump(ctx);
-    }
-}
-
-impl Handler<EntriesRead> for Applier {
-    type Result = ();
-
-    fn handle(&mut self, read: EntriesRead, ctx: &mut Context<Self>) {
-        self.reading = false;
-        let Ok(entries) = read.entries else {
-            // Logged by the log store; retried on the next commit.
-            return;
-        };
+    /// Apply `entries` (consecutive, from the next unapplied index) up to the commit index, answer
+    /// their proposers and the reads now satisfied, and tell the node how far it got.
+    fn apply_entries(&mut self, entries: Vec<Entry>) {
         for entry in entries {
             if entry.index != self.applied.next() || entry.index > self.commit {
                 break;
@@ -131,6 +125,32 @@ impl Handler<EntriesRead> for Applier {
         self.applied_to.do_send(Applied {
             index: self.applied,
         });
+    }
+}
+
+impl Actor for Applier {
+    type Context = Context<Self>;
+}
+
+impl Handler<Commit> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, commit: Commit, ctx: &mut Context<Self>) {
+        self.commit = self.commit.max(commit.index);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<EntriesRead> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, read: EntriesRead, ctx: &mut Context<Self>) {
+        self.reading = false;
+        match read.entries {
+            Ok(entries) => self.apply_entries(entries),
+            // Logged by the log store; retried on the next commit.
+            Err(_) => return,
+        }
         self.pump(ctx);
     }
 }
@@ -138,13 +158,15 @@ impl Handler<EntriesRead> for Applier {
 impl Handler<AwaitApply> for Applier {
     type Result = ();
 
-    fn handle(&mut self, wait: AwaitApply, _ctx: &mut Context<Self>) {
-        if wait.index <= self.applied {
-            // Already applied: it was an entry from before this proposal; cannot be ours.
-            let _ = wait.reply.send(Err(ProposeError::Dropped));
-            return;
+    fn handle(&mut self, AwaitApply(waiters): AwaitApply, _ctx: &mut Context<Self>) {
+        for wait in waiters {
+            if wait.index <= self.applied {
+                // Already applied: it was an entry from before this proposal; cannot be ours.
+                let _ = wait.reply.send(Err(ProposeError::Dropped));
+                continue;
+            }
+            self.waiters.insert(wait.index, (wait.term, wait.reply));
         }
-        self.waiters.insert(wait.index, (wait.term, wait.reply));
     }
 }
 

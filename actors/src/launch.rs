@@ -4,6 +4,7 @@
 //! built that delivers to it, and then given to [`PendingNode::start`].
 
 use crate::applier::Applier;
+use crate::entry_cache::EntryCache;
 use crate::error::{ProposeError, ReadError, StartError};
 use crate::log_store::LogStoreActor;
 use crate::messages::{LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown};
@@ -31,6 +32,9 @@ pub struct NodeOptions {
     pub dedicated_log_thread: bool,
     /// Told the duration and size of every synced log write.
     pub log_write_observer: Option<crate::log_store::LogWriteObserver>,
+    /// How many bytes of the newest entries stay in memory for replication and applying
+    /// (default 64 MiB); older entries are read back from the log store.
+    pub entry_cache_bytes: usize,
 }
 
 impl NodeOptions {
@@ -43,6 +47,7 @@ impl NodeOptions {
             limits: ReplicationLimits::default(),
             dedicated_log_thread: true,
             log_write_observer: None,
+            entry_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -99,9 +104,11 @@ impl PendingNode {
         } else {
             (store.start(), None)
         };
+        let cache = EntryCache::new(options.entry_cache_bytes);
         let applier = Applier::new(
             id,
             state_machine,
+            cache.clone(),
             log_addr.clone().recipient(),
             node_addr.clone().recipient(),
         )
@@ -112,6 +119,7 @@ impl PendingNode {
             log_shutdown: log_addr.recipient(),
             applier: applier.clone(),
             transport,
+            cache,
         };
         let node = NodeActor::new(raft, options.tick, options.limits, links);
         let node_addr = self.context.run(node);

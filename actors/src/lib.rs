@@ -10,6 +10,7 @@
 //! ```
 
 pub mod applier;
+pub mod entry_cache;
 pub mod error;
 pub mod launch;
 pub mod log_store;

@@ -155,7 +155,7 @@ pub struct PeerResponse(pub AppendEntriesResponse);
 
 // ---- to the applier ----
 
-/// Entries up to `index` are committed.
+/// Entries up to `index` are committed and durable here: the applier may apply them.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Commit {
@@ -164,13 +164,18 @@ pub struct Commit {
 
 /// Answer `reply` when the entry at `index` is applied: with the result if it still has `term`, with
 /// [`ProposeError::Dropped`] if another leader's entry took its place.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct AwaitApply {
+#[derive(Debug)]
+pub struct Waiter {
     pub index: LogIndex,
     pub term: Term,
     pub reply: oneshot::Sender<Result<Bytes, ProposeError>>,
 }
+
+/// The proposers of one batch of entries, registered with the applier before any of the entries
+/// can commit (the node sends this ahead of the [`Commit`] that could cover them).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AwaitApply(pub Vec<Waiter>);
 
 /// Answer `query` once the state machine has applied up to `index`.
 #[derive(Message, Debug)]

@@ -2,11 +2,12 @@
 //! handing its parts to the actor that owns them (log store, replicators, applier, transport).
 
 use crate::applier::Applier;
+use crate::entry_cache::EntryCache;
 use crate::error::{ProposeError, ReadError};
 use crate::messages::{
     Applied, AwaitApply, Commit, ConfirmLeadership, Flushed, Heartbeat, HigherTermSeen,
     LeaderProgress, LeadershipConfirmed, LeaseRead, LinearizableRead, PeerResponse, Propose,
-    QueryAt, ReadEntries, ReplicationReport, Shutdown, StorageFailed, Write,
+    QueryAt, ReadEntries, ReplicationReport, Shutdown, StorageFailed, Waiter, Write,
 };
 use crate::replicator::{ReplicationLimits, Replicator};
 use crate::transport::{Inbound, Outbound};
@@ -55,6 +56,8 @@ pub(crate) struct NodeLinks {
     pub(crate) log_shutdown: Recipient<Shutdown>,
     pub(crate) applier: Addr<Applier>,
     pub(crate) transport: Recipient<Outbound>,
+    /// The newest entries, shared with the replicators and the applier.
+    pub(crate) cache: EntryCache,
 }
 
 pub struct NodeActor {
@@ -70,7 +73,20 @@ pub struct NodeActor {
     /// Reads waiting for their read index, by the id given to the rules.
     pending_reads: BTreeMap<u64, (Bytes, oneshot::Sender<Result<Bytes, ReadError>>)>,
     next_read_id: u64,
+    /// Proposers of entries proposed since the last `Ready`, handed to the applier with it.
+    waiters: Vec<Waiter>,
+    /// The highest index the applier was told it may apply (committed and locally durable).
+    applicable_sent: LogIndex,
+    /// Whether a [`ProcessReady`] is already on its way to this actor: the events that arrive
+    /// together (a burst of proposals, a pipeline of AppendEntries) share one `Ready`, and so one
+    /// log write and one message per peer.
+    ready_scheduled: bool,
 }
+
+/// Carry out the rules' `Ready` (sent by the node to itself once its mailbox is empty).
+#[derive(ActixMessage, Debug)]
+#[rtype(result = "()")]
+struct ProcessReady;
 
 impl NodeActor {
     pub(crate) fn new(
@@ -89,6 +105,18 @@ impl NodeActor {
             applied_index: LogIndex::ZERO,
             pending_reads: BTreeMap::new(),
             next_read_id: 1,
+            waiters: Vec::new(),
+            applicable_sent: LogIndex::ZERO,
+            ready_scheduled: false,
+        }
+    }
+
+    /// Process the `Ready` once every message already in the mailbox has been handled (actix
+    /// drains the mailbox before it runs what `notify` queued), so that they share it.
+    fn schedule_ready(&mut self, ctx: &mut Context<Self>) {
+        if !self.ready_scheduled {
+            self.ready_scheduled = true;
+            ctx.notify(ProcessReady);
         }
     }
 
@@ -100,13 +128,23 @@ impl NodeActor {
     /// messages once it is durable), then leadership changes, replication and application.
     fn process_ready(&mut self, ctx: &mut Context<Self>) {
         let ready = self.raft.take_ready();
+        if !self.waiters.is_empty() {
+            // Ahead of any Commit that could cover their entries: the applier's mailbox keeps order.
+            self.links
+                .applier
+                .do_send(AwaitApply(std::mem::take(&mut self.waiters)));
+        }
         if ready.is_empty() {
+            self.send_applicable();
             return;
         }
         let term = self.raft.current_term();
         if let Some(hard_state) = &ready.write.hard_state {
             tracing::debug!(node = %self.id(), term = %term, voted_for = ?hard_state.voted_for, "persisting hard state");
         }
+        // The cache shows the log as the rules see it from now on; replicators may send from it
+        // while the log store syncs (the leader counts its own copy only once flushed).
+        self.links.cache.apply(&ready.write);
         if !ready.write.is_empty() || !ready.messages.is_empty() {
             self.links.log_write.do_send(Write {
                 write: ready.write,
@@ -144,9 +182,7 @@ impl NodeActor {
                 replicator.do_send(ConfirmLeadership { round });
             }
         }
-        if let Some(index) = ready.commit_index {
-            self.links.applier.do_send(Commit { index });
-        }
+        self.send_applicable();
         for read in ready.reads {
             let Some((query, reply)) = self.pending_reads.remove(&read.id) else {
                 continue;
@@ -159,6 +195,15 @@ impl NodeActor {
                     }));
                 }
             }
+        }
+    }
+
+    /// Tell the applier how far it may apply, if that moved: committed and durable here.
+    fn send_applicable(&mut self) {
+        let applicable = self.raft.applicable_index();
+        if applicable > self.applicable_sent {
+            self.applicable_sent = applicable;
+            self.links.applier.do_send(Commit { index: applicable });
         }
     }
 
@@ -196,7 +241,7 @@ impl NodeActor {
         }
         let (reply, answer) = oneshot::channel();
         self.pending_reads.insert(id, (query, reply));
-        self.process_ready(ctx);
+        self.schedule_ready(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(ReadError::Shutdown)) })
     }
 
@@ -217,6 +262,7 @@ impl NodeActor {
                 term,
                 last_index,
                 self.limits,
+                self.links.cache.clone(),
                 ctx.address(),
                 self.links.log_read.clone(),
                 self.links.transport.clone(),
@@ -306,7 +352,7 @@ impl Handler<Inbound> for NodeActor {
         if self.raft.current_term() > before {
             tracing::info!(node = %self.id(), term = %self.raft.current_term(), from = %envelope.from, "adopted a newer term");
         }
-        self.process_ready(ctx);
+        self.schedule_ready(ctx);
     }
 }
 
@@ -315,7 +361,7 @@ impl Handler<Flushed> for NodeActor {
 
     fn handle(&mut self, flushed: Flushed, ctx: &mut Context<Self>) {
         self.raft.on_log_flushed(flushed.last);
-        self.process_ready(ctx);
+        self.schedule_ready(ctx);
     }
 }
 
@@ -328,7 +374,7 @@ impl Handler<ReplicationReport> for NodeActor {
         }
         self.raft
             .on_replication_report(report.peer, report.term, report.matched);
-        self.process_ready(ctx);
+        self.schedule_ready(ctx);
     }
 }
 
@@ -338,7 +384,7 @@ impl Handler<LeadershipConfirmed> for NodeActor {
     fn handle(&mut self, confirmed: LeadershipConfirmed, ctx: &mut Context<Self>) {
         self.raft
             .on_leadership_confirmed(confirmed.peer, confirmed.term, confirmed.round);
-        self.process_ready(ctx);
+        self.schedule_ready(ctx);
     }
 }
 
@@ -421,15 +467,23 @@ impl Handler<Propose> for NodeActor {
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
         if let Some(id) = ids.first() {
-            // Registered before the entry can possibly commit: the applier's mailbox keeps the order.
-            self.links.applier.do_send(AwaitApply {
+            self.waiters.push(Waiter {
                 index: id.index,
                 term: id.term,
                 reply,
             });
         }
-        self.process_ready(ctx);
+        self.schedule_ready(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(ProposeError::Shutdown)) })
+    }
+}
+
+impl Handler<ProcessReady> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ProcessReady, ctx: &mut Context<Self>) {
+        self.ready_scheduled = false;
+        self.process_ready(ctx);
     }
 }
 

@@ -2,6 +2,7 @@
 //! control ([`Progress`]), reads entries from the log store and sends AppendEntries (§5.3), and
 //! reports what the peer holds, tagged with its term, to the node.
 
+use crate::entry_cache::EntryCache;
 use crate::messages::{
     ConfirmLeadership, EntriesRead, Heartbeat, HigherTermSeen, LeaderProgress, LeadershipConfirmed,
     PeerResponse, ReadEntries, ReplicationReport, Shutdown,
@@ -10,7 +11,7 @@ use crate::node::NodeActor;
 use crate::transport::Outbound;
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Recipient};
 use raftor_core::{
-    AppendEntries, Envelope, LogId, LogIndex, Message, NodeId, Progress, ProgressState,
+    AppendEntries, Entry, Envelope, LogId, LogIndex, Message, NodeId, Progress, ProgressState,
     ResponseEffect, SendRange, Term,
 };
 
@@ -49,6 +50,8 @@ pub struct Replicator {
     /// A leadership confirmation round waiting for an answer to a message numbered at least this.
     confirming: Option<(u64, u64)>,
     limits: ReplicationLimits,
+    /// The leader's newest entries, shared with the node: sent from here without a log read.
+    cache: EntryCache,
     node: Addr<NodeActor>,
     log_store: Recipient<ReadEntries>,
     transport: Recipient<Outbound>,
@@ -62,6 +65,7 @@ impl Replicator {
         term: Term,
         last_index: LogIndex,
         limits: ReplicationLimits,
+        cache: EntryCache,
         node: Addr<NodeActor>,
         log_store: Recipient<ReadEntries>,
         transport: Recipient<Outbound>,
@@ -77,30 +81,62 @@ impl Replicator {
             next_request_id: 1,
             confirming: None,
             limits,
+            cache,
             node,
             log_store,
             transport,
         }
     }
 
-    /// Send whatever flow control allows: ask the log store for the next range.
+    /// Send whatever flow control allows: straight from the entry cache while it holds the range
+    /// (so replication does not wait for the leader's own sync), otherwise read it from the log
+    /// store first (one read at a time).
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.reading.is_some() {
-            return;
+        while self.reading.is_none() {
+            let Some(range) = self
+                .progress
+                .next_send(self.last_index, self.limits.max_entries_per_message)
+            else {
+                return;
+            };
+            let from = range.prev_index.next();
+            if range.last_index < from {
+                // Nothing to carry (a probe at the end of the log): only the previous term is needed.
+                if let Some(prev_term) = self.cache.term(range.prev_index) {
+                    self.send_entries(prev_term, range.prev_index, Vec::new());
+                    continue;
+                }
+            } else if let Some(cached) =
+                self.cache
+                    .read(from, range.last_index, self.limits.max_bytes_per_message)
+            {
+                self.send_entries(cached.prev_term, range.prev_index, cached.entries);
+                continue;
+            }
+            self.reading = Some(range);
+            self.log_store.do_send(ReadEntries {
+                prev_index: Some(range.prev_index),
+                from,
+                to: range.last_index,
+                max_bytes: self.limits.max_bytes_per_message,
+                reply: ctx.address().recipient(),
+            });
         }
-        let Some(range) = self
-            .progress
-            .next_send(self.last_index, self.limits.max_entries_per_message)
-        else {
-            return;
-        };
-        self.reading = Some(range);
-        self.log_store.do_send(ReadEntries {
-            prev_index: Some(range.prev_index),
-            from: range.prev_index.next(),
-            to: range.last_index,
-            max_bytes: self.limits.max_bytes_per_message,
-            reply: ctx.address().recipient(),
+    }
+
+    /// Send `entries` following `prev_index` (of `prev_term`) and account for them in flow control.
+    fn send_entries(&mut self, prev_term: Term, prev_index: LogIndex, entries: Vec<Entry>) {
+        let last_index = entries.last().map(|e| e.index).unwrap_or(prev_index);
+        self.progress.on_sent(SendRange {
+            prev_index,
+            last_index,
+        });
+        self.send(AppendEntries {
+            term: self.term,
+            prev_log_id: LogId::new(prev_term, prev_index),
+            entries,
+            leader_commit: self.commit_index,
+            request_id: 0,
         });
     }
 
@@ -150,18 +186,7 @@ impl Handler<EntriesRead> for Replicator {
             self.pump(ctx);
             return;
         }
-        let last_index = entries.last().map(|e| e.index).unwrap_or(prev_index);
-        self.progress.on_sent(SendRange {
-            prev_index,
-            last_index,
-        });
-        self.send(AppendEntries {
-            term: self.term,
-            prev_log_id: LogId::new(prev_term, prev_index),
-            entries,
-            leader_commit: self.commit_index,
-            request_id: 0,
-        });
+        self.send_entries(prev_term, prev_index, entries);
         self.pump(ctx);
     }
 }

@@ -86,6 +86,7 @@ impl Raft {
     /// Forget the log from `index` on, in memory and in the pending write.
     fn truncate_from(&mut self, index: LogIndex) {
         self.log.truncate_from(index);
+        self.durable_index = self.durable_index.min(index.prev());
         let pending = &mut self.ready.write.entries;
         let pending_before = pending.iter().take_while(|e| e.index < index).count();
         pending.truncate(pending_before);

@@ -64,10 +64,15 @@ impl Raft {
         ids
     }
 
-    /// The log store made this node's log durable up to `last`: the leader's own copy counts toward
-    /// the majority only from now on.
+    /// The log store made this node's log durable up to `last`: what is committed up to there may
+    /// be applied, and the leader's own copy counts toward the majority only from now on. A late
+    /// report about entries since replaced (`last` no longer in the log) is ignored.
     pub fn on_log_flushed(&mut self, last: LogId) {
-        if self.role != Role::Leader || !self.log.matches(last) {
+        if !self.log.matches(last) {
+            return;
+        }
+        self.durable_index = self.durable_index.max(last.index);
+        if self.role != Role::Leader {
             return;
         }
         let me = self.id();

@@ -67,6 +67,9 @@ pub struct Raft {
     pub(crate) persisted: HardState,
     /// The id of every entry in the log (durable or on its way to disk).
     pub(crate) log: LogTerms,
+    /// Every entry of the current log up to here is known to be on this node's disk (the log store
+    /// said so with `on_log_flushed`). `durable_index <= log.last_index()`; lowered by truncation.
+    pub(crate) durable_index: LogIndex,
     pub(crate) role: Role,
     /// The leader of `current_term` as far as this node knows.
     pub(crate) leader_id: Option<NodeId>,
@@ -104,6 +107,7 @@ impl Raft {
             // A persisted commit index beyond the recovered log cannot be trusted: clamp it.
             commit_index: hard.commit_index.min(log.last_index()),
             persisted: hard,
+            durable_index: log.last_index(),
             log,
             role: Role::Follower,
             leader_id: None,
@@ -145,6 +149,12 @@ impl Raft {
     }
     pub fn commit_index(&self) -> LogIndex {
         self.commit_index
+    }
+    /// The highest index that may be applied here: committed (§5.3) and on this node's own disk.
+    /// A committed entry is safe on a majority already; waiting for the local copy as well keeps
+    /// "applied" a promise about this node's own log (its state after a restart includes it).
+    pub fn applicable_index(&self) -> LogIndex {
+        self.commit_index.min(self.durable_index)
     }
     pub fn last_log_id(&self) -> LogId {
         self.log.last_log_id()

@@ -24,6 +24,26 @@ impl LogWrite {
     pub fn last_log_id(&self) -> Option<LogId> {
         self.entries.last().map(Entry::log_id)
     }
+
+    /// Folds `later` into `self`, so that storing the result once has the same effect as storing
+    /// `self` and then `later` (group commit: one synced batch for every write queued meanwhile).
+    ///
+    /// The later hard state wins; a later truncation drops what `self` would have appended from
+    /// that index on and moves the truncation point down to it; the later entries follow.
+    pub fn merge(&mut self, later: LogWrite) {
+        if later.hard_state.is_some() {
+            self.hard_state = later.hard_state;
+        }
+        if let Some(from) = later.truncate_from {
+            self.entries.retain(|entry| entry.index < from);
+            self.truncate_from = Some(self.truncate_from.map_or(from, |earlier| earlier.min(from)));
+        }
+        if self.entries.is_empty() {
+            self.entries = later.entries;
+        } else {
+            self.entries.extend(later.entries);
+        }
+    }
 }
 
 /// What a node finds in its store when it starts.
@@ -34,4 +54,124 @@ pub struct RecoveredState {
     /// order, followed by the id of the last entry (see [`crate::LogTerms::from_boundaries`]).
     /// Empty when the log is empty.
     pub term_boundaries: Vec<LogId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{EntryPayload, Term};
+    use std::collections::BTreeMap;
+
+    fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
+        (from..=to)
+            .map(|i| Entry {
+                term: Term(term),
+                index: LogIndex(i),
+                payload: EntryPayload::Blank,
+            })
+            .collect()
+    }
+
+    /// A log as a store holds it, with `write` applied the way the storage contract says.
+    fn apply(log: &mut BTreeMap<u64, Term>, write: &LogWrite) {
+        if let Some(from) = write.truncate_from {
+            log.retain(|index, _| *index < from.0);
+        }
+        for entry in &write.entries {
+            let last = log.keys().next_back().copied().unwrap_or(0);
+            assert_eq!(entry.index.0, last + 1, "entries follow the log");
+            log.insert(entry.index.0, entry.term);
+        }
+    }
+
+    #[test]
+    fn merged_writes_store_what_the_writes_store_one_after_the_other() {
+        let start: BTreeMap<u64, Term> = (1..=10).map(|i| (i, Term(1))).collect();
+        let hard = |term| {
+            Some(HardState {
+                current_term: Term(term),
+                voted_for: None,
+                commit_index: LogIndex::ZERO,
+            })
+        };
+        let cases = [
+            // Plain appends.
+            (
+                LogWrite {
+                    entries: entries(11, 12, 2),
+                    ..Default::default()
+                },
+                LogWrite {
+                    hard_state: hard(3),
+                    entries: entries(13, 13, 3),
+                    ..Default::default()
+                },
+            ),
+            // The later write truncates part of what the earlier one appended.
+            (
+                LogWrite {
+                    entries: entries(11, 15, 2),
+                    ..Default::default()
+                },
+                LogWrite {
+                    truncate_from: Some(LogIndex(13)),
+                    entries: entries(13, 14, 3),
+                    ..Default::default()
+                },
+            ),
+            // The later write truncates below everything the earlier one appended.
+            (
+                LogWrite {
+                    truncate_from: Some(LogIndex(9)),
+                    entries: entries(9, 12, 2),
+                    ..Default::default()
+                },
+                LogWrite {
+                    truncate_from: Some(LogIndex(5)),
+                    entries: entries(5, 6, 3),
+                    ..Default::default()
+                },
+            ),
+            // The earlier write truncates, the later one truncates higher up.
+            (
+                LogWrite {
+                    truncate_from: Some(LogIndex(4)),
+                    entries: entries(4, 8, 2),
+                    ..Default::default()
+                },
+                LogWrite {
+                    truncate_from: Some(LogIndex(7)),
+                    entries: entries(7, 7, 3),
+                    ..Default::default()
+                },
+            ),
+            // A truncation past the end of the log is a no-op in both.
+            (
+                LogWrite {
+                    hard_state: hard(2),
+                    ..Default::default()
+                },
+                LogWrite {
+                    truncate_from: Some(LogIndex(20)),
+                    entries: entries(11, 11, 2),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (first, second) in cases {
+            let mut sequential = start.clone();
+            apply(&mut sequential, &first);
+            apply(&mut sequential, &second);
+            let mut merged = first.clone();
+            merged.merge(second.clone());
+            let mut at_once = start.clone();
+            apply(&mut at_once, &merged);
+            assert_eq!(
+                at_once, sequential,
+                "{first:?} then {second:?} merged to {merged:?}"
+            );
+            let expected_hard = second.hard_state.or(first.hard_state);
+            assert_eq!(merged.hard_state, expected_hard);
+        }
+    }
 }

@@ -308,3 +308,49 @@ fn leader_crash_elects_a_new_leader_that_keeps_every_committed_entry() {
     }
     cluster.assert_consistent();
 }
+
+/// Only what is committed *and* on this node's disk may be applied: a follower told of a commit
+/// index beyond its last flush waits for the flush; a truncation takes back what it cut; a late
+/// flush report about entries since replaced counts for nothing.
+#[test]
+fn applicable_index_is_committed_and_locally_durable() {
+    let log = vec![entry(1, 1, "a"), entry(2, 1, "b")];
+    let mut follower = node_with_log(2, 3, 1, &log, 0);
+    assert_eq!(follower.applicable_index(), LogIndex::ZERO);
+
+    // Entries 3 and 4 arrive together with a commit index of 4: committed, not yet on disk here.
+    follower.step(
+        NodeId(1),
+        append(1, id(2, 1), vec![entry(3, 1, "c"), entry(4, 1, "d")], 4),
+    );
+    let _ = follower.take_ready();
+    assert_eq!(follower.commit_index(), LogIndex(4));
+    assert_eq!(
+        follower.applicable_index(),
+        LogIndex(2),
+        "3 and 4 are not durable yet"
+    );
+    follower.on_log_flushed(id(4, 1));
+    assert_eq!(follower.applicable_index(), LogIndex(4));
+
+    // A new leader of term 2 replaces an uncommitted entry 5 of term 1.
+    follower.step(NodeId(1), append(1, id(4, 1), vec![entry(5, 1, "e")], 4));
+    let _ = follower.take_ready();
+    follower.on_log_flushed(id(5, 1));
+    follower.step(NodeId(3), append(2, id(4, 1), vec![entry(5, 2, "E")], 5));
+    let _ = follower.take_ready();
+    assert_eq!(follower.commit_index(), LogIndex(5));
+    assert_eq!(
+        follower.applicable_index(),
+        LogIndex(4),
+        "the new entry 5 is not on disk yet, whatever the old one was"
+    );
+    follower.on_log_flushed(id(5, 1));
+    assert_eq!(
+        follower.applicable_index(),
+        LogIndex(4),
+        "a report about the replaced entry"
+    );
+    follower.on_log_flushed(id(5, 2));
+    assert_eq!(follower.applicable_index(), LogIndex(5));
+}
