@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod service;
+pub mod sim_command;
 
 pub use client::{Client, ClientError, ClientOptions, WriteResult};
 pub use raftor_actors::{NodeHandle, NodeOptions, NodeStatus, ProposeError, StateMachine};

@@ -39,6 +39,8 @@ enum Command {
         #[arg(long, default_value_t = 18100)]
         http_base_port: u16,
     },
+    /// Run the deterministic simulator of the Raft rules over a range of seeds.
+    Sim(raftor::sim_command::SimArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         Command::Client(command) => command,
+        Command::Sim(args) => return raftor::sim_command::run_command(&args),
         server => return run_server(server),
     };
     // Client commands print results, not logs: only warnings and errors are logged.
@@ -140,6 +143,8 @@ async fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Client(_) => Err("client commands run without the actor system".into()),
+        Command::Client(_) | Command::Sim(_) => {
+            Err("client and sim commands run without the actor system".into())
+        }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Knobs (environment): `NOPV=1` (no pre-vote, no check-quorum), `PVONLY=1`, `CQONLY=1`,
 //! `MAXENT=n`, `MAXINF=n`, `PROP=ms`, `FAULT=ms`, `DOWN=ms`, `PART=ms`, `DROP=p`, `NOPART=1`,
-//! `CRASHSYNC=p`, `FLUSHDELAY=ms`, `SYNCDELAY=ms`, `LONG=ms`, `LONGRATE=p`, `DUP=p`, `LEASE=1`, `READS=ms`, `STEPS=n`, `LIVE=0`, `BUG=send|apply|fig8`,
+//! `CRASHSYNC=p`, `FLUSHDELAY=ms`, `SYNCDELAY=ms`, `LONG=ms`, `LONGRATE=p`, `DUP=p`, `LEASE=1`, `READS=ms`, `STEPS=n`, `LIVE=0`, `BUG=send|vote|apply|fig8`,
 //! `OFF=abc,lc,sms,es,lm` (disable checks), `EXPLAIN=1` (trace of the first failure),
 //! `TRACE=1` (full trace of the first seed).
 
@@ -28,6 +28,7 @@ fn main() {
         Ok("send") => config.bug = Some(raftor_sim::Bug::SendBeforeSync),
         Ok("apply") => config.bug = Some(raftor_sim::Bug::ApplyUncommitted),
         Ok("fig8") => config.bug = Some(raftor_sim::Bug::CommitOldTermByCounting),
+        Ok("vote") => config.bug = Some(raftor_sim::Bug::VoteBeforeSync),
         _ => {}
     }
     if let Ok(off) = std::env::var("OFF") {

@@ -12,11 +12,120 @@ pub enum Bug {
     /// The messages of a `Ready` leave as soon as it is taken, before its write is durable: a vote
     /// granted or an append acknowledged can be forgotten by a crash ("vote without persisting").
     SendBeforeSync,
+    /// Only vote grants leave before the hard state that records the vote is durable; every other
+    /// message waits for its write as it should. A voter that crashes before the sync forgets the
+    /// vote and may grant another candidate in the same term ("granting a vote without persisting
+    /// it", exactly and nothing else).
+    VoteBeforeSync,
     /// A leader applies every entry of its log as soon as it is there, committed or not.
     ApplyUncommitted,
     /// A leader computes its own commit index by counting replicas of *any* entry, also one of an
     /// older term (the rule Figure 8 of the Raft paper forbids), and applies up to it.
     CommitOldTermByCounting,
+}
+
+impl Bug {
+    /// Every planted bug.
+    pub const ALL: [Bug; 4] = [
+        Bug::SendBeforeSync,
+        Bug::VoteBeforeSync,
+        Bug::ApplyUncommitted,
+        Bug::CommitOldTermByCounting,
+    ];
+
+    /// The bug's name on the command line (`raftor sim --bug NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::SendBeforeSync => "send-before-sync",
+            Bug::VoteBeforeSync => "vote-before-sync",
+            Bug::ApplyUncommitted => "apply-uncommitted",
+            Bug::CommitOldTermByCounting => "commit-old-term",
+        }
+    }
+}
+
+/// A name that is not one of [`Bug::ALL`]'s.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown bug {0:?}; one of: send-before-sync, vote-before-sync, apply-uncommitted, commit-old-term")]
+pub struct UnknownBug(pub String);
+
+impl std::str::FromStr for Bug {
+    type Err = UnknownBug;
+
+    fn from_str(name: &str) -> Result<Bug, UnknownBug> {
+        Bug::ALL
+            .into_iter()
+            .find(|bug| bug.name() == name)
+            .ok_or_else(|| UnknownBug(name.to_owned()))
+    }
+}
+
+/// What `raftor sim` takes besides the seeds. It names a configuration completely, so a seed and
+/// these options replay a run, on the command line ([`SimOptions::command_line`]) or in a test
+/// ([`SimOptions::config`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimOptions {
+    /// Cluster size.
+    pub nodes: u64,
+    /// Events of faults before the liveness phase ([`SimConfig::steps`]).
+    pub events: u64,
+    /// Pre-vote and check-quorum off ([`SimConfig::without_pre_vote`]).
+    pub no_pre_vote: bool,
+    /// A planted bug ([`SimConfig::with_planted_bug`]).
+    pub bug: Option<Bug>,
+}
+
+impl SimOptions {
+    /// The default hostile configuration of `nodes` nodes.
+    pub fn new(nodes: u64) -> SimOptions {
+        SimOptions {
+            nodes,
+            events: SimConfig::default_for(nodes).steps,
+            no_pre_vote: false,
+            bug: None,
+        }
+    }
+
+    /// The configuration these options name.
+    pub fn config(&self) -> SimConfig {
+        let mut config = SimConfig::default_for(self.nodes).with_steps(self.events);
+        if self.no_pre_vote {
+            config = config.without_pre_vote();
+        }
+        if let Some(bug) = self.bug {
+            config = config.with_planted_bug(bug);
+        }
+        config
+    }
+
+    /// The `raftor sim` command that reruns `seed` with these options and prints every event.
+    pub fn command_line(&self, seed: u64) -> String {
+        let mut line = format!(
+            "raftor sim --seeds {seed} --nodes {} --events {}",
+            self.nodes, self.events
+        );
+        if self.no_pre_vote {
+            line.push_str(" --no-pre-vote");
+        }
+        if let Some(bug) = self.bug {
+            line.push_str(" --bug ");
+            line.push_str(bug.name());
+        }
+        line.push_str(" --trace");
+        line
+    }
+
+    /// The Rust expression of these options, for a regression test.
+    pub fn rust_expression(&self) -> String {
+        format!(
+            "SimOptions {{ nodes: {}, events: {}, no_pre_vote: {}, bug: {} }}",
+            self.nodes,
+            self.events,
+            self.no_pre_vote,
+            self.bug
+                .map_or("None".to_owned(), |bug| format!("Some(Bug::{bug:?})"))
+        )
+    }
 }
 
 /// The parameters of a run. Times are in simulated milliseconds.
@@ -130,6 +239,34 @@ impl SimConfig {
     /// The same configuration with a planted bug.
     pub fn with_bug(mut self, bug: Bug) -> SimConfig {
         self.bug = Some(bug);
+        self
+    }
+
+    /// The same configuration with `steps` events of faults.
+    pub fn with_steps(mut self, steps: u64) -> SimConfig {
+        self.steps = steps;
+        self
+    }
+
+    /// The same configuration without pre-vote and check-quorum, and so without lease reads
+    /// (which rely on check-quorum's leader stickiness).
+    pub fn without_pre_vote(mut self) -> SimConfig {
+        self.pre_vote = false;
+        self.check_quorum = false;
+        self.lease_reads = false;
+        self
+    }
+
+    /// A planted bug as the planted-bug tests run it: no liveness phase and no reads (so the
+    /// violation reported is the first safety property the bug breaks), and for the bugs that
+    /// send before a sync, frequent crashes between a write and its sync.
+    pub fn with_planted_bug(mut self, bug: Bug) -> SimConfig {
+        self.bug = Some(bug);
+        self.liveness = false;
+        self.read_interval = 0;
+        if matches!(bug, Bug::SendBeforeSync | Bug::VoteBeforeSync) {
+            self.crash_before_sync_rate = 0.1;
+        }
         self
     }
 

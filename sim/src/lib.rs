@@ -46,6 +46,7 @@
 //! | bug | caught first by | with that check disabled |
 //! |---|---|---|
 //! | [`Bug::SendBeforeSync`]: a Ready's messages leave before its write is durable ("vote without persisting"), with frequent crashes between write and sync | Leader Completeness (an acknowledged entry lost in a crash got "committed"), or Election Safety (5 nodes) | State Machine Safety; with that and Log Matching off too, Election Safety (a vote granted, lost in a crash, granted again to another candidate) |
+//! | [`Bug::VoteBeforeSync`]: only vote grants leave before the vote is durable ("granting a vote without persisting it", exactly), with frequent crashes between write and sync | Election Safety: the voter crashes before the sync, restarts without the vote and grants it again to another candidate of the same term | — |
 //! | [`Bug::ApplyUncommitted`]: a leader applies its entries as soon as they are in its log | AppliedWithinCommit, at once | State Machine Safety (Leader Completeness off too) |
 //! | [`Bug::CommitOldTermByCounting`]: a leader computes its commit index by counting replicas of any entry, old terms included (what Figure 8 forbids), and applies up to it | AppliedWithinCommit (the rules never count an old-term entry) | Leader Completeness: the Figure 8 anomaly itself, a later leader lacks the "committed" entry and overwrites it; then State Machine Safety |
 //!
@@ -70,7 +71,7 @@ mod node;
 mod sim;
 mod trace;
 
-pub use config::{Bug, SimConfig};
+pub use config::{Bug, SimConfig, SimOptions, UnknownBug};
 pub use invariants::{Invariant, Violation};
 
 use thiserror::Error;
@@ -115,6 +116,33 @@ pub struct SimReport {
     /// When (simulated ms) the liveness phase saw a leader, and saw its proposal applied everywhere.
     pub liveness_leader_at: Option<u64>,
     pub liveness_applied_at: Option<u64>,
+}
+
+impl SimReport {
+    /// Adds `other`'s counters to these (the maximum for `max_term`; `seed`, `digest` and the
+    /// liveness times are left alone): the totals of a sweep.
+    pub fn add(&mut self, other: &SimReport) {
+        self.steps += other.steps;
+        self.time += other.time;
+        self.elections += other.elections;
+        self.leaders += other.leaders;
+        self.commits += other.commits;
+        self.applied += other.applied;
+        self.max_term = self.max_term.max(other.max_term);
+        self.proposals += other.proposals;
+        self.proposals_accepted += other.proposals_accepted;
+        self.reads += other.reads;
+        self.reads_answered += other.reads_answered;
+        self.lease_reads += other.lease_reads;
+        self.messages_sent += other.messages_sent;
+        self.messages_delivered += other.messages_delivered;
+        self.messages_dropped += other.messages_dropped;
+        self.messages_duplicated += other.messages_duplicated;
+        self.crashes += other.crashes;
+        self.lost_writes += other.lost_writes;
+        self.restarts += other.restarts;
+        self.partitions += other.partitions;
+    }
 }
 
 /// A broken invariant, with what is needed to replay and understand it.
@@ -212,29 +240,7 @@ pub fn sweep(seeds: impl IntoIterator<Item = u64>, config: &SimConfig) -> Sweep 
     for seed in seeds {
         out.runs += 1;
         match run(seed, config) {
-            Ok(r) => {
-                let t = &mut out.total;
-                t.steps += r.steps;
-                t.time += r.time;
-                t.elections += r.elections;
-                t.leaders += r.leaders;
-                t.commits += r.commits;
-                t.applied += r.applied;
-                t.max_term = t.max_term.max(r.max_term);
-                t.proposals += r.proposals;
-                t.proposals_accepted += r.proposals_accepted;
-                t.reads += r.reads;
-                t.reads_answered += r.reads_answered;
-                t.lease_reads += r.lease_reads;
-                t.messages_sent += r.messages_sent;
-                t.messages_delivered += r.messages_delivered;
-                t.messages_dropped += r.messages_dropped;
-                t.messages_duplicated += r.messages_duplicated;
-                t.crashes += r.crashes;
-                t.lost_writes += r.lost_writes;
-                t.restarts += r.restarts;
-                t.partitions += r.partitions;
-            }
+            Ok(report) => out.total.add(&report),
             Err(failure) => out.failures.push(failure),
         }
     }

@@ -457,6 +457,21 @@ impl SimNode {
                     Err(detail) => fx.contract.push((self.id, detail)),
                 }
             }
+            let messages = if knobs.bug == Some(Bug::VoteBeforeSync) && !send_now {
+                // The planted bug: a vote grant leaves before the vote is on disk.
+                let (early, held): (Vec<Envelope>, Vec<Envelope>) =
+                    messages.into_iter().partition(|envelope| {
+                        matches!(
+                            &envelope.message,
+                            Message::RequestVoteResponse(response)
+                                if response.vote_granted && !response.pre_vote
+                        )
+                    });
+                fx.send.extend(early);
+                held
+            } else {
+                messages
+            };
             if send_now {
                 fx.send.extend(messages);
                 if !write.is_empty() {

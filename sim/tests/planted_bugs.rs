@@ -5,6 +5,7 @@
 //! | bug | first catcher | next ones |
 //! |---|---|---|
 //! | `SendBeforeSync` | Leader Completeness / State Machine Safety / Election Safety | State Machine Safety; Election Safety (double vote after losing an unsynced vote) |
+//! | `VoteBeforeSync` | Election Safety (a voter forgets its unsynced vote in a crash and votes again in that term) | — |
 //! | `ApplyUncommitted` | AppliedWithinCommit | State Machine Safety |
 //! | `CommitOldTermByCounting` | AppliedWithinCommit | Leader Completeness (Figure 8), then State Machine Safety |
 
@@ -31,21 +32,17 @@ fn caught(config: &SimConfig, seeds: Range<u64>, expected: &[Invariant]) -> SimF
     failure
 }
 
-/// A planted bug on the default hostile configuration, without the liveness phase or reads (so
-/// that the violation reported is the one the bug causes first among the safety properties).
+/// A planted bug on the default hostile configuration, as `SimConfig::with_planted_bug` sets it
+/// up: without the liveness phase or reads (so that the violation reported is the one the bug
+/// causes first among the safety properties), and for the bugs that send before a sync, with
+/// frequent crashes between a write and its sync.
 fn planted(nodes: u64, bug: Bug) -> SimConfig {
-    let mut config = SimConfig::default_for(nodes).with_bug(bug);
-    config.liveness = false;
-    config.read_interval = 0;
-    config
+    SimConfig::default_for(nodes).with_planted_bug(bug)
 }
 
-/// "Vote without persisting": messages leave before their write is durable, and nodes often crash
-/// between a write and its sync.
+/// "Vote without persisting" in its broad form: every message leaves before its write is durable.
 fn send_before_sync(nodes: u64) -> SimConfig {
-    let mut config = planted(nodes, Bug::SendBeforeSync);
-    config.crash_before_sync_rate = 0.1;
-    config
+    planted(nodes, Bug::SendBeforeSync)
 }
 
 #[test]
@@ -74,6 +71,43 @@ fn send_before_sync_breaks_election_safety() {
         .without(Invariant::StateMachineSafety)
         .without(Invariant::LogMatching);
     caught(&config, 0..200, &[Invariant::ElectionSafety]);
+}
+
+/// "Granting a vote without persisting it", exactly: only vote grants leave before their hard
+/// state is durable. A voter that crashes before the sync restarts without the vote and grants it
+/// again, to another candidate of the same term: two leaders in one term.
+#[test]
+fn granting_a_vote_without_persisting_it_is_caught_by_election_safety() {
+    for nodes in [3, 5] {
+        let config = planted(nodes, Bug::VoteBeforeSync);
+        let safety = [
+            Invariant::ElectionSafety,
+            Invariant::LeaderCompleteness,
+            Invariant::StateMachineSafety,
+            Invariant::LogMatching,
+        ];
+        caught(&config, 0..200, &safety);
+        let config = config
+            .without(Invariant::LeaderCompleteness)
+            .without(Invariant::StateMachineSafety)
+            .without(Invariant::LogMatching);
+        let failure = caught(&config, 0..200, &[Invariant::ElectionSafety]);
+        // The trace shows the double vote: the voter restarts without its vote for the term.
+        assert!(
+            failure.trace.iter().any(|line| line.contains("RESTART")),
+            "{}",
+            failure.explain()
+        );
+    }
+}
+
+#[test]
+fn without_the_planted_vote_bug_the_same_seeds_pass() {
+    // The same configuration minus the bug: the catch above is the bug's doing.
+    let mut config = planted(3, Bug::VoteBeforeSync);
+    config.bug = None;
+    let sweep = raftor_sim::sweep(0..50, &config);
+    assert!(sweep.failures.is_empty(), "{}", sweep.failures[0].explain());
 }
 
 #[test]
