@@ -7,6 +7,7 @@
 //! The Raft rules are in `raftor-core`, the actors in `raftor-actors`, the log store in
 //! `raftor-storage`; their main types are re-exported here.
 
+pub mod bench;
 pub mod client;
 pub mod commands;
 pub mod config;

@@ -39,6 +39,8 @@ enum Command {
         #[arg(long, default_value_t = 18100)]
         http_base_port: u16,
     },
+    /// Benchmark a cluster: an embedded 3-node one (the default) or a running one (--endpoints).
+    Bench(raftor::bench::BenchArgs),
     /// Run the deterministic simulator of the Raft rules over a range of seeds.
     Sim(raftor::sim_command::SimArgs),
     #[command(flatten)]
@@ -50,6 +52,11 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Command::Client(command) => command,
         Command::Sim(args) => return raftor::sim_command::run_command(&args),
+        Command::Bench(args) => {
+            // The nodes' own logs would interleave with the report: warnings and errors only.
+            init_logging("warn");
+            return raftor::bench::run_command(&args);
+        }
         server => return run_server(server),
     };
     // Client commands print results, not logs: only warnings and errors are logged.
@@ -143,8 +150,8 @@ async fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Client(_) | Command::Sim(_) => {
-            Err("client and sim commands run without the actor system".into())
+        Command::Client(_) | Command::Sim(_) | Command::Bench(_) => {
+            Err("client, sim and bench commands run without the serving actor system".into())
         }
     }
 }

@@ -173,3 +173,12 @@ impl ServiceMetrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
+
+/// This process's resident set size in bytes, from `VmRSS` in `/proc/self/status` (Linux);
+/// `None` elsewhere.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -166,6 +166,15 @@ pub struct StatusReport {
     pub members: Vec<Member>,
     /// On the leader: each peer's replication progress.
     pub peers: BTreeMap<u64, PeerProgress>,
+    /// Log entries this node appended since it started (as leader or follower).
+    #[serde(default)]
+    pub log_entries_appended: u64,
+    /// Payload bytes of those entries.
+    #[serde(default)]
+    pub log_bytes_appended: u64,
+    /// The node process's resident memory, where the platform tells it (Linux `/proc`).
+    #[serde(default)]
+    pub resident_memory_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

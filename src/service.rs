@@ -477,6 +477,9 @@ impl Runner {
                 })
                 .collect(),
             peers,
+            log_entries_appended: status.log_entries_appended,
+            log_bytes_appended: status.log_bytes_appended,
+            resident_memory_bytes: crate::metrics::resident_memory_bytes(),
         }
     }
 }

@@ -386,3 +386,137 @@ fn the_local_cluster_elects_a_leader_and_the_cli_talks_to_it() {
         .expect("runs");
     assert_eq!(health.status.code(), Some(1));
 }
+
+/// `raftor bench --json` with a request budget: the record adds up.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let output = raftor()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn assert_sound_record(record: &serde_json::Value, requests: u64) {
+    let ok = record["requests_ok"].as_u64().expect("requests_ok");
+    let failed = record["requests_failed"].as_u64().expect("requests_failed");
+    assert_eq!(ok + failed, requests, "{record}");
+    assert!(ok > 0, "{record}");
+    assert!(record["requests_per_sec"].as_f64().expect("rate") > 0.0);
+    let latency = &record["latency"];
+    let p50 = latency["p50_ms"].as_f64().expect("p50");
+    let p99 = latency["p99_ms"].as_f64().expect("p99");
+    let max = latency["max_ms"].as_f64().expect("max");
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
+    assert!(record["leader"].as_u64().is_some(), "{record}");
+}
+
+#[test]
+fn bench_drives_an_embedded_cluster() {
+    let record = bench_json(&["--requests", "300", "--clients", "4"]);
+    assert_sound_record(&record, 300);
+    assert_eq!(record["cluster"], "embedded");
+    assert_eq!(record["nodes"], 3);
+    // Every write reached both followers' logs.
+    let replicated = record["replicated_entries_per_sec"].as_f64().expect("rate");
+    let seconds = record["seconds"].as_f64().expect("seconds");
+    let entries = replicated * seconds;
+    assert!(
+        entries >= 2.0 * 300.0 - 0.5,
+        "{entries} entries replicated: {record}"
+    );
+    let record = bench_json(&[
+        "--requests",
+        "200",
+        "--clients",
+        "4",
+        "--protocol",
+        "http",
+        "--read-ratio",
+        "0.5",
+        "--value-size",
+        "1024",
+    ]);
+    assert_sound_record(&record, 200);
+    assert_eq!(record["protocol"], "http");
+    assert!(record["read_latency"]["count"].as_u64().expect("reads") > 0);
+    assert!(record["write_latency"]["count"].as_u64().expect("writes") > 0);
+}
+
+#[test]
+fn bench_drives_a_running_cluster() {
+    let cluster = local_cluster();
+    let record = bench_json(&[
+        "--endpoints",
+        &cluster.endpoints,
+        "--requests",
+        "200",
+        "--clients",
+        "8",
+        "--read-ratio",
+        "0.25",
+        "--consistency",
+        "lease",
+    ]);
+    assert_sound_record(&record, 200);
+    assert_eq!(record["cluster"], "external");
+    let (code, out, _) = client(&cluster, &["status", "--json"]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        status["log_entries_appended"].as_u64().expect("counted") > 100,
+        "{status}"
+    );
+}
+
+#[test]
+fn bench_refuses_bad_flags() {
+    fails_with(
+        &["bench", "--read-ratio", "1.5"],
+        &[],
+        "not a ratio between 0 and 1",
+    );
+    fails_with(&["bench", "--clients", "0"], &[], "--clients");
+    fails_with(&["bench", "--duration=-3"], &[], "not a number of seconds");
+    fails_with(
+        &["bench", "--duration", "soon"],
+        &[],
+        "not a number of seconds",
+    );
+    fails_with(
+        &["bench", "--protocol", "carrier-pigeon"],
+        &[],
+        "--protocol",
+    );
+    fails_with(
+        &[
+            "bench",
+            "--protocol",
+            "http",
+            "--endpoints",
+            "http://127.0.0.1:1",
+        ],
+        &[],
+        "is not host:port",
+    );
+    fails_with(
+        &[
+            "bench",
+            "--endpoints",
+            "127.0.0.1:1",
+            "--requests",
+            "1",
+            "--wait",
+            "0.5",
+        ],
+        &[],
+        "the cluster took no write",
+    );
+}

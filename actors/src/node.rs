@@ -42,6 +42,10 @@ pub struct NodeStatus {
     pub next_index: BTreeMap<NodeId, LogIndex>,
     /// On the leader: time since each peer last answered (`None`: not yet this term).
     pub since_contact: BTreeMap<NodeId, Option<Duration>>,
+    /// Entries this node handed to its log store since it started (its own or a leader's).
+    pub log_entries_appended: u64,
+    /// Payload bytes of those entries.
+    pub log_bytes_appended: u64,
 }
 
 /// Ask a node for its [`NodeStatus`].
@@ -77,6 +81,9 @@ pub struct NodeActor {
     waiters: Vec<Waiter>,
     /// The highest index the applier was told it may apply (committed and locally durable).
     applicable_sent: LogIndex,
+    /// Entries (and their payload bytes) handed to the log store since start, for status.
+    log_entries_appended: u64,
+    log_bytes_appended: u64,
     /// Whether a [`ProcessReady`] is already on its way to this actor: the events that arrive
     /// together (a burst of proposals, a pipeline of AppendEntries) share one `Ready`, and so one
     /// log write and one message per peer.
@@ -107,6 +114,8 @@ impl NodeActor {
             next_read_id: 1,
             waiters: Vec::new(),
             applicable_sent: LogIndex::ZERO,
+            log_entries_appended: 0,
+            log_bytes_appended: 0,
             ready_scheduled: false,
         }
     }
@@ -145,6 +154,13 @@ impl NodeActor {
         // The cache shows the log as the rules see it from now on; replicators may send from it
         // while the log store syncs (the leader counts its own copy only once flushed).
         self.links.cache.apply(&ready.write);
+        self.log_entries_appended += ready.write.entries.len() as u64;
+        self.log_bytes_appended += ready
+            .write
+            .entries
+            .iter()
+            .map(|entry| entry.payload_len() as u64)
+            .sum::<u64>();
         if !ready.write.is_empty() || !ready.messages.is_empty() {
             self.links.log_write.do_send(Write {
                 write: ready.write,
@@ -302,6 +318,8 @@ impl NodeActor {
                     (peer, ticks.map(|t| self.tick.saturating_mul(t)))
                 })
                 .collect(),
+            log_entries_appended: self.log_entries_appended,
+            log_bytes_appended: self.log_bytes_appended,
         }
     }
 }
