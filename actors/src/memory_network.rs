@@ -16,11 +16,14 @@ pub struct MemoryNetwork {
     cut: BTreeSet<(NodeId, NodeId)>,
     /// Probability of dropping any one message.
     drop_rate: f64,
+    /// Probability of delivering a message a second time (with its own delay).
+    duplicate_rate: f64,
     /// Each message is delayed by a duration drawn from this range (inclusive).
     delay: (Duration, Duration),
     rng: SmallRng,
     pub delivered: u64,
     pub dropped: u64,
+    pub duplicated: u64,
 }
 
 impl MemoryNetwork {
@@ -29,10 +32,12 @@ impl MemoryNetwork {
             nodes: BTreeMap::new(),
             cut: BTreeSet::new(),
             drop_rate: 0.0,
+            duplicate_rate: 0.0,
             delay: (Duration::ZERO, Duration::ZERO),
             rng: SmallRng::seed_from_u64(seed),
             delivered: 0,
             dropped: 0,
+            duplicated: 0,
         }
     }
 }
@@ -58,6 +63,8 @@ pub enum NetworkControl {
     /// Restore every link.
     Heal,
     SetDropRate(f64),
+    /// Deliver this fraction of the messages twice, each copy with its own delay.
+    SetDuplicateRate(f64),
     SetDelay(Duration, Duration),
 }
 
@@ -98,6 +105,7 @@ impl Handler<NetworkControl> for MemoryNetwork {
             }
             NetworkControl::Heal => self.cut.clear(),
             NetworkControl::SetDropRate(rate) => self.drop_rate = rate,
+            NetworkControl::SetDuplicateRate(rate) => self.duplicate_rate = rate,
             NetworkControl::SetDelay(min, max) => self.delay = (min, max.max(min)),
         }
     }
@@ -117,6 +125,23 @@ impl Handler<Outbound> for MemoryNetwork {
             return;
         }
         self.delivered += 1;
+        if self.duplicate_rate > 0.0 && self.rng.gen_bool(self.duplicate_rate) {
+            self.duplicated += 1;
+            self.deliver(link, inbound.clone(), envelope.clone(), ctx);
+        }
+        self.deliver(link, inbound, envelope, ctx);
+    }
+}
+
+impl MemoryNetwork {
+    /// Hands `envelope` to `inbound` after a delay drawn from the configured range.
+    fn deliver(
+        &mut self,
+        link: (NodeId, NodeId),
+        inbound: Recipient<Inbound>,
+        envelope: raftor_core::Envelope,
+        ctx: &mut Context<Self>,
+    ) {
         let (min, max) = self.delay;
         let delay = if max > min {
             self.rng.gen_range(min..=max)

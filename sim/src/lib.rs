@@ -66,6 +66,7 @@
 
 mod config;
 mod invariants;
+pub mod linearizability;
 mod network;
 mod node;
 mod sim;

@@ -1,0 +1,687 @@
+//! Chaos on the real actors: a cluster of real nodes (node, replicators, log store, applier) with
+//! the key-value state machine, on in-memory storage and the in-memory network, all on one thread
+//! under tokio's paused clock; a nemesis that partitions, cuts, drops, delays, duplicates and
+//! crashes; concurrent clients doing put / get / cas on a few keys while a recorder keeps the
+//! history; and the linearizability checker (`raftor_sim::linearizability`) on that history.
+//!
+//! Everything is driven by one seed (the nodes' election timers, the network's RNG, the
+//! nemesis, the clients), and the single-threaded paused-clock runtime runs tasks in a fixed
+//! order, so a seed replays the same history.
+
+#![allow(dead_code)]
+
+use actix::{Actor, Addr};
+use bytes::Bytes;
+use raftor::kv::KvStateMachine;
+use raftor::kv::{decode_get, KvApplied, KvCommand, KvOp, KvOutcome, KvQuery, Session};
+use raftor_actors::{
+    MemoryNetwork, NetworkControl, NodeHandle, NodeOptions, PendingNode, ProposeError, ReadError,
+};
+use raftor_core::{NodeId, RaftConfig, Role};
+use raftor_sim::linearizability::{
+    check_kv, render, render_violations, to_json, KvCheck, KvInput, KvOperation, KvOutput,
+};
+use raftor_storage::MemStorage;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How reads are served. Everything but `Linearizable` and `Lease` is a planted bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// ReadIndex on the leader (`NodeHandle::read_linearizable`).
+    Linearizable,
+    /// Half ReadIndex, half the leader's lease (`NodeHandle::read_lease`).
+    Mixed,
+    /// PLANTED BUG: answer a "linearizable" read from a follower's local state, without ReadIndex
+    /// (`NodeHandle::query_local` on a node other than the leader the client knows of).
+    FollowerLocalRead,
+}
+
+/// One chaos run.
+#[derive(Clone, Debug)]
+pub struct ChaosConfig {
+    pub seed: u64,
+    pub nodes: u64,
+    pub clients: u64,
+    pub keys: u64,
+    /// How long the nemesis runs (virtual time).
+    pub faulty: Duration,
+    /// How long the clients go on once the faults stopped and every node is back.
+    pub calm: Duration,
+    /// A client gives up on an operation after this long; a write it gave up on has an unknown
+    /// outcome.
+    pub op_timeout: Duration,
+    pub reads: ReadMode,
+    /// Turn the nemesis off (a calm run).
+    pub faults: bool,
+}
+
+impl ChaosConfig {
+    pub fn new(seed: u64, nodes: u64) -> ChaosConfig {
+        ChaosConfig {
+            seed,
+            nodes,
+            clients: 5,
+            keys: 3,
+            faulty: Duration::from_secs(10),
+            calm: Duration::from_secs(3),
+            op_timeout: Duration::from_millis(1000),
+            reads: ReadMode::Mixed,
+            faults: true,
+        }
+    }
+}
+
+/// What a run did, besides its history.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChaosStats {
+    pub ops: u64,
+    pub ok: u64,
+    /// Writes whose outcome is unknown.
+    pub unknown: u64,
+    /// Operations that certainly did not happen (refused, dropped, or reads that failed).
+    pub failed: u64,
+    /// Operations completed after the faults stopped.
+    pub ok_after_faults: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    /// Terms that had a leader, seen by polling.
+    pub leaders: u64,
+}
+
+/// The history of a run and its verdict.
+pub struct ChaosRun {
+    pub config: ChaosConfig,
+    pub history: Vec<KvOperation>,
+    pub check: KvCheck,
+    pub stats: ChaosStats,
+}
+
+impl ChaosRun {
+    /// Writes the history as JSON and the checker's per-key timeline as text under the target
+    /// directory, and returns the two paths.
+    pub fn save(&self, label: &str) -> (PathBuf, PathBuf) {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chaos");
+        std::fs::create_dir_all(&dir).expect("create the history directory");
+        let stem = format!(
+            "{label}-seed-{}-{}-nodes",
+            self.config.seed, self.config.nodes
+        );
+        let json = dir.join(format!("{stem}.json"));
+        let text = dir.join(format!("{stem}.txt"));
+        std::fs::write(&json, to_json(&self.history)).expect("write the history");
+        std::fs::write(&text, self.timeline()).expect("write the timeline");
+        (json, text)
+    }
+
+    /// The checker's readable report (times in virtual ms).
+    pub fn timeline(&self) -> String {
+        format!(
+            "chaos run {:?}\n{:?}\n{}",
+            self.config,
+            self.stats,
+            render(&self.history, &self.check, "ms")
+        )
+    }
+
+    /// The per-key timeline around each violation.
+    pub fn violations(&self) -> String {
+        render_violations(&self.history, &self.check, "ms", 12)
+    }
+}
+
+/// Runs `test` on a current-thread runtime with the clock paused, inside a LocalSet (actix
+/// actors spawn with `spawn_local`).
+pub fn run_paused<T, F: Future<Output = T>>(test: impl FnOnce() -> F) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, test())
+}
+
+/// The nodes, their storage and the network.
+struct Cluster {
+    network: Addr<MemoryNetwork>,
+    size: u64,
+    seed: u64,
+    handles: BTreeMap<NodeId, Rc<NodeHandle>>,
+    storage: BTreeMap<NodeId, MemStorage>,
+    starts: u64,
+}
+
+impl Cluster {
+    fn new(size: u64, seed: u64) -> Cluster {
+        let mut cluster = Cluster {
+            network: MemoryNetwork::new(seed).start(),
+            size,
+            seed,
+            handles: BTreeMap::new(),
+            storage: (1..=size)
+                .map(|id| (NodeId(id), MemStorage::new()))
+                .collect(),
+            starts: 0,
+        };
+        // Messages take 1–5 ms until the nemesis changes the weather.
+        cluster.network.do_send(NetworkControl::SetDelay(
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+        ));
+        for id in 1..=size {
+            cluster.start(NodeId(id));
+        }
+        cluster
+    }
+
+    /// Starts node `id` on what its storage holds, with a fresh key-value state machine (the
+    /// applier rebuilds it from the log).
+    fn start(&mut self, id: NodeId) {
+        let pending = PendingNode::new();
+        self.network
+            .do_send(NetworkControl::Register(id, pending.inbound()));
+        let raft = RaftConfig::new(id, (1..=self.size).map(NodeId));
+        let mut options = NodeOptions::new(raft);
+        self.starts += 1;
+        options.seed = self
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(self.starts * 101 + id.0);
+        options.dedicated_log_thread = false;
+        let handle = pending
+            .start(
+                options,
+                self.storage[&id].clone(),
+                Box::new(KvStateMachine::new()),
+                self.network.clone().recipient(),
+            )
+            .expect("node starts");
+        self.handles.insert(id, Rc::new(handle));
+    }
+
+    /// Stops node `id` abruptly: it loses its memory and keeps what its storage holds.
+    fn crash(&mut self, id: NodeId) {
+        self.network.do_send(NetworkControl::Unregister(id));
+        if let Some(handle) = self.handles.remove(&id) {
+            handle.shutdown();
+        }
+    }
+
+    fn handle(&self, id: NodeId) -> Option<Rc<NodeHandle>> {
+        self.handles.get(&id).cloned()
+    }
+
+    fn running(&self) -> Vec<NodeId> {
+        self.handles.keys().copied().collect()
+    }
+}
+
+type Shared<T> = Rc<RefCell<T>>;
+
+/// Keeps the history; hands out increasing event numbers so that real-time order is exact.
+struct Recorder {
+    start: Instant,
+    next_event: u64,
+    history: Vec<KvOperation>,
+}
+
+impl Recorder {
+    fn now_ms(&self) -> u64 {
+        (Instant::now() - self.start).as_millis() as u64
+    }
+
+    fn invoke(&mut self, client: u64, key: &str, input: KvInput) -> usize {
+        self.next_event += 1;
+        let at = self.now_ms();
+        self.history.push(KvOperation {
+            client,
+            key: key.to_owned(),
+            input,
+            output: None,
+            call: self.next_event,
+            ret: None,
+            call_at: at,
+            ret_at: None,
+        });
+        self.history.len() - 1
+    }
+
+    fn complete(&mut self, op: usize, output: KvOutput) {
+        self.next_event += 1;
+        let at = self.now_ms();
+        let record = &mut self.history[op];
+        record.output = Some(output);
+        record.ret = Some(self.next_event);
+        record.ret_at = Some(at);
+    }
+
+    /// The operation certainly had no effect: it leaves the history.
+    fn forget(&mut self, op: usize) {
+        self.history[op].call = u64::MAX;
+    }
+}
+
+/// How one attempt at an operation ended.
+enum Attempt {
+    Done(KvOutput),
+    /// Try again, at this node if known: this attempt certainly had no effect.
+    Retry(Option<NodeId>),
+    /// Try again: this attempt may have taken effect (its retry carries the same session, so
+    /// the state machine applies the operation at most once).
+    RetryMaybeApplied,
+}
+
+struct Client {
+    id: u64,
+    config: ChaosConfig,
+    cluster: Shared<Cluster>,
+    recorder: Shared<Recorder>,
+    stats: Shared<ChaosStats>,
+    rng: SmallRng,
+    /// Where this client believes the leader is.
+    target: NodeId,
+    sequence: u64,
+    /// The last value this client saw per key (what its CASes expect).
+    seen: BTreeMap<String, Option<String>>,
+    written: u64,
+}
+
+impl Client {
+    fn pick_node(&mut self) -> NodeId {
+        let running = self.cluster.borrow().running();
+        if running.is_empty() {
+            return self.target;
+        }
+        running[self.rng.gen_range(0..running.len())]
+    }
+
+    async fn run(mut self, until: Instant, faults_end: Instant) {
+        while Instant::now() < until {
+            let key = format!("k{}", self.rng.gen_range(0..self.config.keys));
+            let roll = self.rng.gen_range(0..10);
+            let input = if roll < 4 {
+                KvInput::Get
+            } else if roll < 7 {
+                self.written += 1;
+                KvInput::Put(format!("c{}-{}", self.id, self.written))
+            } else {
+                self.written += 1;
+                let expected = self.seen.get(&key).cloned().flatten();
+                KvInput::Cas {
+                    expected,
+                    value: format!("c{}-{}", self.id, self.written),
+                }
+            };
+            let op = self
+                .recorder
+                .borrow_mut()
+                .invoke(self.id, &key, input.clone());
+            let outcome = self.execute(&key, &input).await;
+            self.record(op, &key, &input, outcome, faults_end);
+            let pause = self.rng.gen_range(0..20);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+    }
+
+    /// Records how operation `op` ended, and what it taught the client of the key.
+    fn record(
+        &mut self,
+        op: usize,
+        key: &str,
+        input: &KvInput,
+        outcome: Option<Option<KvOutput>>,
+        faults_end: Instant,
+    ) {
+        let mut stats = self.stats.borrow_mut();
+        stats.ops += 1;
+        match outcome {
+            Some(Some(output)) => {
+                if let KvOutput::Value(v) | KvOutput::Mismatch { current: v } = &output {
+                    self.seen.insert(key.to_owned(), v.clone());
+                }
+                if let (
+                    KvInput::Put(v) | KvInput::Cas { value: v, .. },
+                    KvOutput::Written | KvOutput::Swapped,
+                ) = (input, &output)
+                {
+                    self.seen.insert(key.to_owned(), Some(v.clone()));
+                }
+                self.recorder.borrow_mut().complete(op, output);
+                stats.ok += 1;
+                if Instant::now() >= faults_end {
+                    stats.ok_after_faults += 1;
+                }
+            }
+            Some(None) => stats.unknown += 1,
+            None => {
+                self.recorder.borrow_mut().forget(op);
+                stats.failed += 1;
+            }
+        }
+    }
+
+    /// `Some(Some(output))`: done; `Some(None)`: a write with an unknown outcome; `None`:
+    /// certainly no effect.
+    async fn execute(&mut self, key: &str, input: &KvInput) -> Option<Option<KvOutput>> {
+        let deadline = Instant::now() + self.config.op_timeout;
+        self.sequence += 1;
+        let session = Some(Session {
+            client_id: self.id,
+            sequence: self.sequence,
+        });
+        let mut maybe_applied = false;
+        let lease = matches!(self.config.reads, ReadMode::Mixed) && self.rng.gen_bool(0.5);
+        loop {
+            let node = self.target;
+            // (Never hold a borrow of the cluster across an await: the nemesis changes it.)
+            let handle = self.cluster.borrow().handle(node);
+            let Some(handle) = handle else {
+                self.target = self.pick_node();
+                if Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = match input {
+                KvInput::Get => self.read(&handle, key, lease, remaining).await,
+                write => {
+                    let op = match write.clone() {
+                        KvInput::Put(value) => KvOp::Put {
+                            key: key.to_owned(),
+                            value: Bytes::from(value),
+                        },
+                        KvInput::Cas { expected, value } => KvOp::Cas {
+                            key: key.to_owned(),
+                            expected: expected.map(Bytes::from),
+                            value: Bytes::from(value),
+                        },
+                        KvInput::Delete => KvOp::Delete {
+                            key: key.to_owned(),
+                        },
+                        KvInput::Get => unreachable!("handled above"),
+                    };
+                    let command = KvCommand { session, op }.encode();
+                    write_attempt(&handle, command, remaining).await
+                }
+            };
+            match attempt {
+                Attempt::Done(output) => return Some(Some(output)),
+                Attempt::Retry(leader) => {
+                    self.target = match leader {
+                        Some(leader) if leader != node => leader,
+                        _ => self.pick_node(),
+                    };
+                }
+                Attempt::RetryMaybeApplied => {
+                    maybe_applied = true;
+                    self.target = self.pick_node();
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if matches!(input, KvInput::Get) || !maybe_applied {
+            None
+        } else {
+            Some(None)
+        }
+    }
+
+    async fn read(
+        &mut self,
+        handle: &NodeHandle,
+        key: &str,
+        lease: bool,
+        remaining: Duration,
+    ) -> Attempt {
+        let query = KvQuery::Get {
+            key: key.to_owned(),
+        }
+        .encode();
+        if self.config.reads == ReadMode::FollowerLocalRead {
+            // The planted bug: read some node other than the leader we know of, locally.
+            let leader = self.target;
+            let others: Vec<NodeId> = self
+                .cluster
+                .borrow()
+                .running()
+                .into_iter()
+                .filter(|id| *id != leader)
+                .collect();
+            let node = if others.is_empty() {
+                leader
+            } else {
+                others[self.rng.gen_range(0..others.len())]
+            };
+            let follower = self.cluster.borrow().handle(node);
+            let Some(follower) = follower else {
+                return Attempt::Retry(None);
+            };
+            return match follower.query_local(query).await {
+                Some(bytes) => Attempt::Done(KvOutput::Value(value_of(decode_get(&bytes)))),
+                None => Attempt::Retry(None),
+            };
+        }
+        let read = async {
+            if lease {
+                handle.read_lease(query).await
+            } else {
+                handle.read_linearizable(query).await
+            }
+        };
+        match tokio::time::timeout(remaining, read).await {
+            Ok(Ok(bytes)) => Attempt::Done(KvOutput::Value(value_of(decode_get(&bytes)))),
+            Ok(Err(ReadError::NotLeader { leader })) => Attempt::Retry(leader),
+            Ok(Err(ReadError::Shutdown)) | Err(_) => Attempt::Retry(None),
+        }
+    }
+}
+
+fn value_of(bytes: Option<Bytes>) -> Option<String> {
+    bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+async fn write_attempt(handle: &NodeHandle, command: Bytes, remaining: Duration) -> Attempt {
+    match tokio::time::timeout(remaining, handle.propose(command)).await {
+        Ok(Ok(result)) => match KvApplied::decode(&result).map(|applied| applied.outcome) {
+            Some(KvOutcome::Put { .. }) | Some(KvOutcome::Deleted { .. }) => {
+                Attempt::Done(KvOutput::Written)
+            }
+            Some(KvOutcome::Swapped) => Attempt::Done(KvOutput::Swapped),
+            Some(KvOutcome::Mismatch { current }) => Attempt::Done(KvOutput::Mismatch {
+                current: value_of(current),
+            }),
+            // A retry of an older sequence, or an answer that does not decode: nothing the
+            // client can interpret; the write may have happened.
+            Some(KvOutcome::StaleSequence) | Some(KvOutcome::Invalid) | None => {
+                Attempt::RetryMaybeApplied
+            }
+        },
+        Ok(Err(ProposeError::NotLeader { leader })) => Attempt::Retry(leader),
+        Ok(Err(ProposeError::Dropped)) => Attempt::Retry(None),
+        Ok(Err(ProposeError::Shutdown)) | Err(_) => Attempt::RetryMaybeApplied,
+    }
+}
+
+/// The faults: network trouble, crashes and restarts, drop/delay/duplicate rates, until `until`.
+async fn nemesis(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, seed: u64, until: Instant) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973);
+    let size = cluster.borrow().size;
+    let network = cluster.borrow().network.clone();
+    let mut down: BTreeMap<NodeId, Instant> = BTreeMap::new();
+    let mut healed_at: Option<Instant> = None;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..400))).await;
+        let now = Instant::now();
+        // Restart the nodes whose downtime is over, heal a network fault whose time is up.
+        let due: Vec<NodeId> = down
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            down.remove(&id);
+            cluster.borrow_mut().start(id);
+        }
+        if healed_at.is_some_and(|at| at <= now) {
+            network.do_send(NetworkControl::Heal);
+            healed_at = None;
+        }
+        match rng.gen_range(0..10) {
+            // Crash a node (keeping a majority up), back after a while.
+            0..=2 => {
+                let running = cluster.borrow().running();
+                if (down.len() as u64 + 1) * 2 < size && !running.is_empty() {
+                    let victim = running[rng.gen_range(0..running.len())];
+                    cluster.borrow_mut().crash(victim);
+                    let downtime = Duration::from_millis(rng.gen_range(100..1500));
+                    down.insert(victim, now + downtime);
+                    stats.borrow_mut().crashes += 1;
+                }
+            }
+            // A partition into two sides, an isolated node, or a one-way cut; it heals later.
+            3..=5 if healed_at.is_none() => {
+                let ids: Vec<NodeId> = (1..=size).map(NodeId).collect();
+                match rng.gen_range(0..3) {
+                    0 => {
+                        let (a, b): (Vec<NodeId>, Vec<NodeId>) =
+                            ids.iter().partition(|_| rng.gen_bool(0.5));
+                        network.do_send(NetworkControl::Partition(vec![a, b]));
+                    }
+                    1 => network.do_send(NetworkControl::Isolate(ids[rng.gen_range(0..ids.len())])),
+                    _ => {
+                        let from = ids[rng.gen_range(0..ids.len())];
+                        let to = ids[rng.gen_range(0..ids.len())];
+                        network.do_send(NetworkControl::CutOneWay(from, to));
+                    }
+                }
+                healed_at = Some(now + Duration::from_millis(rng.gen_range(100..2000)));
+                stats.borrow_mut().partitions += 1;
+            }
+            // The network's weather: loss, duplication, delay (and so reordering).
+            6..=7 => {
+                network.do_send(NetworkControl::SetDropRate(rng.gen_range(0.0..0.2)));
+                network.do_send(NetworkControl::SetDuplicateRate(rng.gen_range(0.0..0.1)));
+                let max = rng.gen_range(0..40);
+                network.do_send(NetworkControl::SetDelay(
+                    Duration::from_millis(rng.gen_range(0..=max / 4)),
+                    Duration::from_millis(max),
+                ));
+            }
+            _ => {}
+        }
+    }
+    // The faults end: every link heals, the weather clears, every node comes back.
+    network.do_send(NetworkControl::Heal);
+    network.do_send(NetworkControl::SetDropRate(0.0));
+    network.do_send(NetworkControl::SetDuplicateRate(0.0));
+    network.do_send(NetworkControl::SetDelay(
+        Duration::from_millis(1),
+        Duration::from_millis(5),
+    ));
+    for id in std::mem::take(&mut down).into_keys() {
+        cluster.borrow_mut().start(id);
+    }
+}
+
+/// Counts the terms that had a leader, by polling every node's status.
+async fn watch_leaders(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, until: Instant) {
+    let mut terms = std::collections::BTreeSet::new();
+    while Instant::now() < until {
+        let handles: Vec<Rc<NodeHandle>> = cluster.borrow().handles.values().cloned().collect();
+        for handle in handles {
+            if let Some(status) = handle.status().await {
+                if status.role == Role::Leader {
+                    terms.insert(status.term);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stats.borrow_mut().leaders = terms.len() as u64;
+}
+
+/// Runs one chaos run to the end and checks its history.
+pub fn run(config: &ChaosConfig) -> ChaosRun {
+    let config = config.clone();
+    let (history, stats) = run_paused(|| {
+        let config = config.clone();
+        async move {
+            let start = Instant::now();
+            let cluster = Rc::new(RefCell::new(Cluster::new(config.nodes, config.seed)));
+            let recorder = Rc::new(RefCell::new(Recorder {
+                start,
+                next_event: 0,
+                history: Vec::new(),
+            }));
+            let stats = Rc::new(RefCell::new(ChaosStats::default()));
+            let faults_end = start
+                + if config.faults {
+                    config.faulty
+                } else {
+                    Duration::ZERO
+                };
+            let end = faults_end + config.calm;
+            let mut seeds = SmallRng::seed_from_u64(config.seed);
+            let mut tasks = Vec::new();
+            if config.faults {
+                tasks.push(tokio::task::spawn_local(nemesis(
+                    cluster.clone(),
+                    stats.clone(),
+                    config.seed,
+                    faults_end,
+                )));
+            }
+            tasks.push(tokio::task::spawn_local(watch_leaders(
+                cluster.clone(),
+                stats.clone(),
+                end,
+            )));
+            for id in 1..=config.clients {
+                let client = Client {
+                    id,
+                    config: config.clone(),
+                    cluster: cluster.clone(),
+                    recorder: recorder.clone(),
+                    stats: stats.clone(),
+                    rng: SmallRng::seed_from_u64(seeds.gen()),
+                    target: NodeId(1 + (id - 1) % config.nodes),
+                    sequence: 0,
+                    seen: BTreeMap::new(),
+                    written: 0,
+                };
+                tasks.push(tokio::task::spawn_local(client.run(end, faults_end)));
+            }
+            for task in tasks {
+                task.await.expect("a chaos task panicked");
+            }
+            let cluster = cluster.borrow();
+            for handle in cluster.handles.values() {
+                handle.shutdown();
+            }
+            let mut history = std::mem::take(&mut recorder.borrow_mut().history);
+            history.retain(|op| op.call != u64::MAX);
+            let stats = stats.borrow().clone();
+            (history, stats)
+        }
+    });
+    let check = check_kv(&history);
+    ChaosRun {
+        config,
+        history,
+        check,
+        stats,
+    }
+}
