@@ -20,7 +20,10 @@ use raftor_core::{
 pub struct ReplicationLimits {
     pub max_entries_per_message: u64,
     pub max_bytes_per_message: usize,
+    /// The most AppendEntries messages in flight to one peer.
     pub max_inflight: usize,
+    /// The most payload bytes in flight to one peer (one message may always leave).
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for ReplicationLimits {
@@ -29,6 +32,7 @@ impl Default for ReplicationLimits {
             max_entries_per_message: 1024,
             max_bytes_per_message: 4 * 1024 * 1024,
             max_inflight: 64,
+            max_inflight_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -74,7 +78,8 @@ impl Replicator {
             leader_id,
             peer,
             term,
-            progress: Progress::new(last_index, limits.max_inflight),
+            progress: Progress::new(last_index, limits.max_inflight)
+                .with_max_inflight_bytes(limits.max_inflight_bytes),
             last_index,
             commit_index: LogIndex::ZERO,
             reading: None,
@@ -127,10 +132,14 @@ impl Replicator {
     /// Send `entries` following `prev_index` (of `prev_term`) and account for them in flow control.
     fn send_entries(&mut self, prev_term: Term, prev_index: LogIndex, entries: Vec<Entry>) {
         let last_index = entries.last().map(|e| e.index).unwrap_or(prev_index);
-        self.progress.on_sent(SendRange {
-            prev_index,
-            last_index,
-        });
+        let bytes = entries.iter().map(Entry::payload_len).sum();
+        self.progress.on_sent_bytes(
+            SendRange {
+                prev_index,
+                last_index,
+            },
+            bytes,
+        );
         self.send(AppendEntries {
             term: self.term,
             prev_log_id: LogId::new(prev_term, prev_index),

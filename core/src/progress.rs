@@ -47,9 +47,14 @@ pub struct Progress {
     state: ProgressState,
     /// In `Probe`: whether the one probe is outstanding.
     probe_sent: bool,
-    /// In `Replicate`: the last index of each message in flight, ascending; at most `max_inflight`.
-    inflight: VecDeque<LogIndex>,
+    /// In `Replicate`: the last index and payload bytes of each message in flight, ascending by
+    /// index; at most `max_inflight` of them.
+    inflight: VecDeque<(LogIndex, usize)>,
     max_inflight: usize,
+    /// The payload bytes of the messages in `inflight`.
+    inflight_bytes: usize,
+    /// No new message leaves while `inflight_bytes` is at or over this (one message always may).
+    max_inflight_bytes: usize,
     /// Heartbeat periods since `matched` last advanced while messages were in flight: after two, the
     /// messages are presumed lost and the leader probes again.
     stalled_heartbeats: u32,
@@ -66,8 +71,17 @@ impl Progress {
             probe_sent: false,
             inflight: VecDeque::new(),
             max_inflight: max_inflight.max(1),
+            inflight_bytes: 0,
+            max_inflight_bytes: usize::MAX,
             stalled_heartbeats: 0,
         }
+    }
+
+    /// Bounds the payload bytes in flight as well as the number of messages (a byte budget for
+    /// the pipeline, so large entries do not pile up unacknowledged).
+    pub fn with_max_inflight_bytes(mut self, max_bytes: usize) -> Progress {
+        self.max_inflight_bytes = max_bytes.max(1);
+        self
     }
 
     pub fn matched(&self) -> LogId {
@@ -81,6 +95,10 @@ impl Progress {
     }
     pub fn inflight(&self) -> usize {
         self.inflight.len()
+    }
+    /// Payload bytes of the messages in flight.
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight_bytes
     }
 
     /// What to send next, given the leader's last index and the most entries one message may carry;
@@ -96,7 +114,10 @@ impl Progress {
                 last_index: last_index.max(prev_index),
             }),
             ProgressState::Replicate => {
-                if self.inflight.len() >= self.max_inflight || self.next_index > last_log_index {
+                if self.inflight.len() >= self.max_inflight
+                    || self.inflight_bytes >= self.max_inflight_bytes
+                    || self.next_index > last_log_index
+                {
                     None
                 } else {
                     Some(SendRange {
@@ -110,10 +131,17 @@ impl Progress {
 
     /// A message carrying entries up to `last_index` left (what [`Progress::next_send`] proposed).
     pub fn on_sent(&mut self, range: SendRange) {
+        self.on_sent_bytes(range, 0);
+    }
+
+    /// As [`Progress::on_sent`], for a message carrying `bytes` of payload (counted against the
+    /// byte budget until acknowledged).
+    pub fn on_sent_bytes(&mut self, range: SendRange, bytes: usize) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Replicate => {
-                self.inflight.push_back(range.last_index);
+                self.inflight.push_back((range.last_index, bytes));
+                self.inflight_bytes = self.inflight_bytes.saturating_add(bytes);
                 self.next_index = range.last_index.next();
             }
         }
@@ -126,12 +154,12 @@ impl Progress {
             self.matched = matched;
             self.stalled_heartbeats = 0;
         }
-        while self
-            .inflight
-            .front()
-            .is_some_and(|last| *last <= matched.index)
-        {
+        while let Some(&(last, bytes)) = self.inflight.front() {
+            if last > matched.index {
+                break;
+            }
             self.inflight.pop_front();
+            self.inflight_bytes = self.inflight_bytes.saturating_sub(bytes);
         }
         match self.state {
             // An answer that vouches for less than the probe asked about (a heartbeat's answer)
@@ -140,7 +168,7 @@ impl Progress {
             ProgressState::Probe => {
                 self.state = ProgressState::Replicate;
                 self.probe_sent = false;
-                self.inflight.clear();
+                self.clear_inflight();
                 self.next_index = self.matched.index.next();
             }
             ProgressState::Replicate => {
@@ -217,8 +245,13 @@ impl Progress {
     fn become_probe(&mut self) {
         self.state = ProgressState::Probe;
         self.probe_sent = false;
-        self.inflight.clear();
+        self.clear_inflight();
         self.stalled_heartbeats = 0;
+    }
+
+    fn clear_inflight(&mut self) {
+        self.inflight.clear();
+        self.inflight_bytes = 0;
     }
 }
 
@@ -235,6 +268,37 @@ mod tests {
             prev_index: LogIndex(prev),
             last_index: LogIndex(last),
         }
+    }
+
+    #[test]
+    fn the_byte_budget_holds_back_the_pipeline_until_acknowledged() {
+        let mut progress = Progress::new(LogIndex(0), 100).with_max_inflight_bytes(1000);
+        progress.on_sent(range(0, 0));
+        progress.on_success(id(0, 0));
+        assert_eq!(progress.state(), ProgressState::Replicate);
+        // One message may always leave, even one over the budget on its own.
+        assert_eq!(progress.next_send(LogIndex(30), 10), Some(range(0, 10)));
+        progress.on_sent_bytes(range(0, 10), 600);
+        assert_eq!(progress.next_send(LogIndex(30), 10), Some(range(10, 20)));
+        progress.on_sent_bytes(range(10, 20), 600);
+        assert_eq!(progress.inflight_bytes(), 1200);
+        assert_eq!(
+            progress.next_send(LogIndex(30), 10),
+            None,
+            "1200 of 1000 bytes in flight"
+        );
+        progress.on_success(id(10, 1));
+        assert_eq!(progress.inflight_bytes(), 600);
+        assert_eq!(progress.next_send(LogIndex(30), 10), Some(range(20, 30)));
+        // Falling back to probing forgets what was in flight.
+        progress.on_reject(
+            LogIndex(20),
+            ConflictHint {
+                conflict_term: Some(Term(1)),
+                first_index: LogIndex(15),
+            },
+        );
+        assert_eq!(progress.inflight_bytes(), 0);
     }
 
     #[test]
