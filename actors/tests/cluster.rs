@@ -88,6 +88,44 @@ fn a_thousand_proposals_apply_everywhere_in_the_same_order() {
     }
 }
 
+/// Proposals that arrive together share one log write (one sync) on the leader, and the followers
+/// receive them in a few large AppendEntries, each stored with one write (group commit).
+#[test]
+fn concurrent_proposals_are_batched_into_few_synced_writes() {
+    run_paused(|| async move {
+        let cluster = TestCluster::new(3, 5);
+        let (leader, _) = cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("leader");
+        let writes_before: BTreeMap<NodeId, usize> = cluster
+            .log_writes
+            .iter()
+            .map(|(id, writes)| (*id, writes.lock().expect("lock").len()))
+            .collect();
+        let handle = &cluster.handles[&leader];
+        let proposals = (0..2000).map(|i| handle.propose(bytes::Bytes::from(format!("cmd-{i}"))));
+        for result in futures::future::join_all(proposals).await {
+            assert!(result.is_ok(), "{result:?}");
+        }
+        cluster.wait_applied(2000, Duration::from_secs(10)).await;
+        for (id, writes) in &cluster.log_writes {
+            let writes = writes.lock().expect("lock");
+            let new = &writes[writes_before[id]..];
+            let entries: usize = new.iter().sum();
+            assert!(entries >= 2000, "node {id} stored {entries} entries");
+            // 2000 entries in messages of at most 1024: a handful of writes, not 2000.
+            assert!(
+                new.len() <= 8,
+                "node {id} needed {} writes for 2000 entries (the first: {:?})",
+                new.len(),
+                &new[..new.len().min(16)]
+            );
+        }
+        cluster.shutdown();
+    });
+}
+
 #[test]
 fn leader_crash_elects_a_new_leader_within_two_election_timeouts_and_loses_nothing() {
     run_paused(|| async move {

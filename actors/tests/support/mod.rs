@@ -63,6 +63,8 @@ pub struct TestCluster {
     pub handles: BTreeMap<NodeId, NodeHandle>,
     pub storage: BTreeMap<NodeId, Box<dyn Fn() -> Box<dyn LogStorage>>>,
     pub applied: BTreeMap<NodeId, AppliedLog>,
+    /// For each node, the number of entries of every synced write its log store made.
+    pub log_writes: BTreeMap<NodeId, Arc<Mutex<Vec<usize>>>>,
     pub seed: u64,
     pub configure: fn(&mut RaftConfig),
 }
@@ -80,6 +82,7 @@ impl TestCluster {
             handles: BTreeMap::new(),
             storage: BTreeMap::new(),
             applied: BTreeMap::new(),
+            log_writes: BTreeMap::new(),
             seed,
             configure,
         };
@@ -107,6 +110,11 @@ impl TestCluster {
         let mut options = NodeOptions::new(raft);
         options.seed = self.seed.wrapping_mul(1_000_003).wrapping_add(id.0);
         options.dedicated_log_thread = false;
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        self.log_writes.insert(id, writes.clone());
+        options.log_write_observer = Some(Arc::new(move |_elapsed, entries| {
+            writes.lock().expect("writes lock").push(entries);
+        }));
         // A restarted node rebuilds its state machine by replaying the log.
         let applied = Arc::new(Mutex::new(Vec::new()));
         self.applied.insert(id, applied.clone());
