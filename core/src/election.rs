@@ -3,7 +3,7 @@
 use crate::message::{Message, RequestVote, RequestVoteResponse};
 use crate::quorum::{vote_result, VoteResult};
 use crate::raft::{Raft, Role};
-use crate::types::NodeId;
+use crate::types::{NodeId, Term};
 
 impl Raft {
     /// The election timer fired: rehearse with a pre-vote when configured, else campaign for real.
@@ -17,6 +17,13 @@ impl Raft {
 
     fn start_election(&mut self, pre_vote: bool) {
         self.reset_election_timer();
+        if self.current_term == Term(u64::MAX) {
+            // The term space is exhausted (only a hostile peer gets a node here): an election
+            // would reuse this term and vote in it a second time. Stay (or fall back to) follower.
+            self.role = Role::Follower;
+            self.votes.clear();
+            return;
+        }
         self.leader_id = None;
         self.votes.clear();
         let term = if pre_vote {

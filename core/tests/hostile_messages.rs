@@ -1,0 +1,511 @@
+//! Hostile input for the rules: well-formed but nonsensical messages (terms of 0 and u64::MAX,
+//! indexes far beyond the log, entries that contradict the committed prefix or do not follow
+//! their `prev_log_id`, unknown senders, the node itself as sender) and nonsensical internal
+//! events (flush notices and replication reports for entries that do not exist), in random
+//! order, against a follower and a leader that already hold a committed prefix.
+//!
+//! After every event the node's outputs must keep the contract: no panic; every write extends
+//! the log it describes (consecutive entries, terms never going back) and never truncates at or
+//! below the commit index; the committed prefix never changes; the commit index never goes down
+//! and never passes the end of the log; the durable term never goes down and the vote of a term,
+//! once given, never changes.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use raftor_core::{
+    AppendEntries, AppendEntriesResponse, AppendOutcome, ConflictHint, Entry, EntryPayload,
+    HardState, LogId, LogIndex, LogTerms, Message, NodeId, Raft, RaftConfig, RecoveredState,
+    RequestVote, RequestVoteResponse, Role, Term,
+};
+
+/// Something that happens to the node.
+#[derive(Clone, Debug)]
+enum Event {
+    Step(NodeId, Message),
+    Tick(u32),
+    Propose(u8),
+    ReadIndex(u64),
+    Flushed(LogId),
+    /// A flush notice for the node's real last entry (what the log store would send).
+    FlushLast,
+    Report(NodeId, Term, Option<LogId>),
+    Confirmed(NodeId, Term, u64),
+}
+
+fn term() -> impl Strategy<Value = Term> {
+    prop_oneof![
+        4 => (0u64..6).prop_map(Term),
+        1 => Just(Term(u64::MAX)),
+        1 => Just(Term(u64::MAX - 1)),
+        1 => any::<u64>().prop_map(Term),
+    ]
+}
+
+fn index() -> impl Strategy<Value = LogIndex> {
+    prop_oneof![
+        4 => (0u64..12).prop_map(LogIndex),
+        1 => Just(LogIndex(u64::MAX)),
+        1 => Just(LogIndex(u64::MAX - 1)),
+        1 => any::<u64>().prop_map(LogIndex),
+    ]
+}
+
+fn log_id() -> impl Strategy<Value = LogId> {
+    (term(), index()).prop_map(|(t, i)| LogId::new(t, i))
+}
+
+fn sender() -> impl Strategy<Value = NodeId> {
+    prop_oneof![
+        6 => (1u64..=3).prop_map(NodeId),
+        1 => Just(NodeId(0)),
+        1 => Just(NodeId(99)),
+        1 => Just(NodeId(u64::MAX)),
+    ]
+}
+
+fn payload() -> impl Strategy<Value = EntryPayload> {
+    prop_oneof![
+        Just(EntryPayload::Blank),
+        proptest::collection::vec(any::<u8>(), 0..8)
+            .prop_map(|b| EntryPayload::Command(Bytes::from(b))),
+    ]
+}
+
+/// Entries after `prev`: consecutive with non-decreasing terms (well formed, possibly
+/// contradicting the log), or anything at all.
+fn entries(prev: LogId) -> impl Strategy<Value = Vec<Entry>> {
+    let well_formed = (
+        0u64..4,
+        proptest::collection::vec((0u64..3, payload()), 0..5),
+    )
+        .prop_map(move |(base, items)| {
+            let mut term = prev.term.0.saturating_add(base);
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, (bump, payload))| {
+                    term = term.saturating_add(bump);
+                    Entry {
+                        term: Term(term),
+                        index: LogIndex(prev.index.0.saturating_add(1 + i as u64)),
+                        payload,
+                    }
+                })
+                .collect()
+        });
+    let anything = proptest::collection::vec(
+        (term(), index(), payload()).prop_map(|(term, index, payload)| Entry {
+            term,
+            index,
+            payload,
+        }),
+        0..4,
+    );
+    prop_oneof![3 => well_formed, 1 => anything]
+}
+
+fn append_entries() -> impl Strategy<Value = Message> {
+    (term(), log_id(), index(), any::<u64>()).prop_flat_map(|(term, prev, commit, request_id)| {
+        entries(prev).prop_map(move |entries| {
+            Message::AppendEntries(AppendEntries {
+                term,
+                prev_log_id: prev,
+                entries,
+                leader_commit: commit,
+                request_id,
+            })
+        })
+    })
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        3 => append_entries(),
+        1 => (term(), log_id(), any::<bool>()).prop_map(|(term, last_log_id, pre_vote)| {
+            Message::RequestVote(RequestVote {
+                term,
+                last_log_id,
+                pre_vote,
+            })
+        }),
+        1 => (term(), any::<bool>(), any::<bool>()).prop_map(|(term, vote_granted, pre_vote)| {
+            Message::RequestVoteResponse(RequestVoteResponse {
+                term,
+                vote_granted,
+                pre_vote,
+            })
+        }),
+        1 => (term(), any::<u64>(), log_id(), index(), prop::option::of(term()), 0u8..3)
+            .prop_map(|(term, request_id, matched, first_index, conflict_term, kind)| {
+                let outcome = match kind {
+                    0 => AppendOutcome::Success { matched },
+                    1 => AppendOutcome::Reject {
+                        rejected_prev_index: matched.index,
+                        hint: ConflictHint {
+                            conflict_term,
+                            first_index,
+                        },
+                    },
+                    _ => AppendOutcome::StaleTerm,
+                };
+                Message::AppendEntriesResponse(AppendEntriesResponse {
+                    term,
+                    request_id,
+                    outcome,
+                })
+            }),
+    ]
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        8 => (sender(), message()).prop_map(|(from, m)| Event::Step(from, m)),
+        2 => (1u32..40).prop_map(Event::Tick),
+        1 => (1u8..4).prop_map(Event::Propose),
+        1 => any::<u64>().prop_map(Event::ReadIndex),
+        1 => log_id().prop_map(Event::Flushed),
+        2 => Just(Event::FlushLast),
+        1 => (sender(), term(), prop::option::of(log_id())).prop_map(|(p, t, m)| Event::Report(p, t, m)),
+        1 => (sender(), term(), any::<u64>()).prop_map(|(p, t, r)| Event::Confirmed(p, t, r)),
+    ]
+}
+
+/// The node, and what its outputs say its log and hard state are.
+struct Harness {
+    raft: Raft,
+    /// The log as the node's writes describe it (durable or on its way).
+    log: Vec<Entry>,
+    /// The last hard state handed out for persistence.
+    hard: HardState,
+    /// The committed prefix as of the previous event.
+    committed: Vec<Entry>,
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        payload: EntryPayload::Command(Bytes::from(format!("e{index}"))),
+    }
+}
+
+impl Harness {
+    /// Node 1 of 3 restarting with entries 1..=5 (terms 1, 1, 2, 2, 2), 1..=3 committed.
+    fn follower(pre_vote: bool) -> Harness {
+        let log: Vec<Entry> = [(1, 1), (2, 1), (3, 2), (4, 2), (5, 2)]
+            .into_iter()
+            .map(|(i, t)| entry(i, t))
+            .collect();
+        let mut terms = LogTerms::default();
+        terms.append(&log);
+        let hard = HardState {
+            current_term: Term(2),
+            voted_for: Some(NodeId(2)),
+            commit_index: LogIndex(3),
+        };
+        let mut config = RaftConfig::new(NodeId(1), [1, 2, 3].map(NodeId));
+        config.pre_vote = pre_vote;
+        let recovered = RecoveredState {
+            hard_state: hard,
+            term_boundaries: terms.boundaries(),
+        };
+        let raft = Raft::new(config, recovered, 7).expect("valid");
+        assert_eq!(raft.commit_index(), LogIndex(3));
+        let committed = log[..3].to_vec();
+        let mut harness = Harness {
+            raft,
+            log,
+            hard,
+            committed,
+        };
+        harness.check("start");
+        harness
+    }
+
+    /// The same node after winning an election and committing an entry of its own term.
+    fn leader(pre_vote: bool) -> Harness {
+        let mut h = Harness::follower(pre_vote);
+        for _ in 0..100 {
+            if h.raft.role() == Role::Leader {
+                break;
+            }
+            h.raft.tick();
+            h.check("tick");
+            let term = h.raft.current_term();
+            let pre = h.raft.role() == Role::PreCandidate;
+            for peer in [2, 3] {
+                let vote = Message::RequestVoteResponse(RequestVoteResponse {
+                    term: if pre { term.next() } else { term },
+                    vote_granted: true,
+                    pre_vote: pre,
+                });
+                if matches!(h.raft.role(), Role::PreCandidate | Role::Candidate) {
+                    h.raft.step(NodeId(peer), vote);
+                    h.check("vote");
+                }
+            }
+        }
+        assert_eq!(h.raft.role(), Role::Leader);
+        let last = h.raft.last_log_id();
+        h.raft.on_log_flushed(last);
+        h.raft
+            .on_replication_report(NodeId(2), h.raft.current_term(), Some(last));
+        h.check("commit");
+        assert_eq!(
+            h.raft.commit_index(),
+            last.index,
+            "the leader committed its blank"
+        );
+        h
+    }
+
+    fn apply(&mut self, event: &Event) {
+        match event.clone() {
+            Event::Step(from, message) => self.raft.step(from, message),
+            Event::Tick(n) => {
+                for _ in 0..n {
+                    self.raft.tick();
+                }
+            }
+            Event::Propose(n) => {
+                let _ = self
+                    .raft
+                    .propose((0..n).map(|i| Bytes::from(vec![i])).collect());
+            }
+            Event::ReadIndex(id) => {
+                let _ = self.raft.read_index(id);
+            }
+            Event::Flushed(id) => self.raft.on_log_flushed(id),
+            Event::FlushLast => {
+                let last = self.raft.last_log_id();
+                self.raft.on_log_flushed(last);
+            }
+            Event::Report(peer, term, matched) => {
+                self.raft.on_replication_report(peer, term, matched)
+            }
+            Event::Confirmed(peer, term, round) => {
+                self.raft.on_leadership_confirmed(peer, term, round)
+            }
+        }
+        self.check(&format!("{event:?}"));
+    }
+
+    /// Takes the Ready and checks it against everything known so far.
+    fn check(&mut self, what: &str) {
+        let commit_before = LogIndex(self.committed.len() as u64);
+        let ready = self.raft.take_ready();
+        let write = &ready.write;
+        if let Some(from) = write.truncate_from {
+            assert!(
+                from > commit_before,
+                "{what}: truncates from {from}, at or below the commit index {commit_before}"
+            );
+            assert!(
+                from.0 >= 1 && from.0 <= self.log.len() as u64 + 1,
+                "{what}: truncates from {from}, outside a log of {}",
+                self.log.len()
+            );
+            self.log.truncate(from.0 as usize - 1);
+        }
+        for e in &write.entries {
+            assert_eq!(
+                e.index.0,
+                self.log.len() as u64 + 1,
+                "{what}: entry {} does not follow the log",
+                e.log_id()
+            );
+            if let Some(last) = self.log.last() {
+                assert!(
+                    last.term <= e.term,
+                    "{what}: entry {} goes back in term",
+                    e.log_id()
+                );
+            }
+            self.log.push(e.clone());
+        }
+        if let Some(hard) = write.hard_state {
+            assert!(
+                hard.current_term >= self.hard.current_term,
+                "{what}: term goes back from {} to {}",
+                self.hard.current_term,
+                hard.current_term
+            );
+            if hard.current_term == self.hard.current_term && self.hard.voted_for.is_some() {
+                assert_eq!(
+                    hard.voted_for, self.hard.voted_for,
+                    "{what}: a second vote in term {}",
+                    hard.current_term
+                );
+            }
+            self.hard = hard;
+        }
+        for envelope in &ready.messages {
+            if let Message::RequestVoteResponse(r) = &envelope.message {
+                if r.vote_granted && !r.pre_vote {
+                    assert_eq!(
+                        self.hard.voted_for,
+                        Some(envelope.to),
+                        "{what}: a vote granted to n{} that is not the recorded vote",
+                        envelope.to
+                    );
+                }
+            }
+        }
+        let last = self.log.last().map(Entry::log_id).unwrap_or_default();
+        assert_eq!(
+            self.raft.last_log_id(),
+            last,
+            "{what}: the rules' log differs"
+        );
+        let commit = self.raft.commit_index();
+        assert!(
+            commit >= commit_before,
+            "{what}: commit went down to {commit}"
+        );
+        assert!(
+            commit.0 <= self.log.len() as u64,
+            "{what}: commit {commit} beyond the log"
+        );
+        if let Some(c) = ready.commit_index {
+            assert!(
+                c >= commit_before && c <= commit,
+                "{what}: Ready commit {c}"
+            );
+        }
+        assert_eq!(
+            self.log[..self.committed.len()],
+            self.committed[..],
+            "{what}: the committed prefix changed"
+        );
+        self.committed = self.log[..commit.0 as usize].to_vec();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn a_follower_survives_hostile_events(
+        pre_vote in any::<bool>(),
+        events in proptest::collection::vec(event(), 1..60),
+    ) {
+        let mut h = Harness::follower(pre_vote);
+        for event in &events {
+            h.apply(event);
+        }
+    }
+
+    #[test]
+    fn a_leader_survives_hostile_events(
+        pre_vote in any::<bool>(),
+        events in proptest::collection::vec(event(), 1..60),
+    ) {
+        let mut h = Harness::leader(pre_vote);
+        for event in &events {
+            h.apply(event);
+        }
+    }
+}
+
+/// Entries that contradict the committed prefix, from a leader of a newer term: refused, nothing
+/// truncated, commit unchanged.
+#[test]
+fn entries_contradicting_the_committed_prefix_are_refused() {
+    let mut h = Harness::follower(true);
+    let conflicting = Message::AppendEntries(AppendEntries {
+        term: Term(5),
+        prev_log_id: LogId::new(Term(1), LogIndex(1)),
+        entries: vec![entry(2, 5), entry(3, 5)],
+        leader_commit: LogIndex(3),
+        request_id: 1,
+    });
+    h.apply(&Event::Step(NodeId(2), conflicting));
+    assert_eq!(h.log.len(), 5, "nothing truncated");
+    assert_eq!(h.raft.commit_index(), LogIndex(3));
+    assert_eq!(h.raft.last_log_id(), LogId::new(Term(2), LogIndex(5)));
+}
+
+/// prev_log_id beyond the log and a commit index far beyond it: rejected with a hint, no commit.
+#[test]
+fn a_prev_log_id_beyond_the_log_is_rejected() {
+    let mut h = Harness::follower(true);
+    h.raft.step(
+        NodeId(2),
+        Message::AppendEntries(AppendEntries {
+            term: Term(2),
+            prev_log_id: LogId::new(Term(2), LogIndex(u64::MAX - 1)),
+            entries: vec![entry(u64::MAX, 2)],
+            leader_commit: LogIndex(u64::MAX),
+            request_id: 9,
+        }),
+    );
+    let ready = h.raft.take_ready();
+    assert!(ready.write.entries.is_empty() && ready.write.truncate_from.is_none());
+    assert_eq!(h.raft.commit_index(), LogIndex(3));
+    let rejected = ready.messages.iter().any(|m| {
+        matches!(
+            &m.message,
+            Message::AppendEntriesResponse(AppendEntriesResponse {
+                outcome: AppendOutcome::Reject { .. },
+                request_id: 9,
+                ..
+            })
+        )
+    });
+    assert!(rejected, "{:?}", ready.messages);
+}
+
+/// A node that adopted the last possible term (u64::MAX, sent by a hostile peer) and voted in it
+/// must not vote again in it when its election timer fires: the term cannot grow, so a new
+/// election would be a second vote in the same term.
+#[test]
+fn the_last_term_is_never_voted_in_twice() {
+    for pre_vote in [false, true] {
+        let mut h = Harness::follower(pre_vote);
+        h.apply(&Event::Step(
+            NodeId(2),
+            Message::RequestVote(RequestVote {
+                term: Term(u64::MAX),
+                last_log_id: LogId::new(Term(u64::MAX), LogIndex(u64::MAX)),
+                pre_vote: false,
+            }),
+        ));
+        assert_eq!(h.hard.current_term, Term(u64::MAX));
+        assert_eq!(h.hard.voted_for, Some(NodeId(2)));
+        for _ in 0..10 {
+            h.apply(&Event::Tick(40));
+        }
+        assert_eq!(h.raft.voted_for(), Some(NodeId(2)));
+        assert_eq!(h.raft.role(), Role::Follower);
+    }
+    // A node that campaigned into the last term itself and lost: it does not campaign again.
+    let mut h = Harness::follower(false);
+    h.apply(&Event::Step(
+        NodeId(2),
+        Message::AppendEntries(AppendEntries {
+            term: Term(u64::MAX - 1),
+            prev_log_id: LogId::new(Term(2), LogIndex(5)),
+            entries: vec![],
+            leader_commit: LogIndex(3),
+            request_id: 1,
+        }),
+    ));
+    for _ in 0..40 {
+        if h.raft.role() == Role::Candidate {
+            break;
+        }
+        h.apply(&Event::Tick(1));
+    }
+    assert_eq!(h.raft.role(), Role::Candidate);
+    assert_eq!(h.hard.current_term, Term(u64::MAX));
+    assert_eq!(h.hard.voted_for, Some(NodeId(1)));
+    for _ in 0..10 {
+        h.apply(&Event::Tick(40));
+    }
+    assert_eq!(h.raft.role(), Role::Follower);
+    assert_eq!(h.raft.voted_for(), Some(NodeId(1)));
+}
