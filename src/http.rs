@@ -45,9 +45,18 @@ pub fn serve(
     Ok((server.run(), bound))
 }
 
-/// The API's routes.
+/// The API's routes. A query string or path that cannot be extracted is a JSON 400 like every
+/// other bad request (actix-web's own answer would be plain text).
 pub fn routes(config: &mut web::ServiceConfig) {
     config
+        .app_data(web::QueryConfig::default().error_handler(|error, _request| {
+            let response = bad_request(format!("bad query string: {error}"));
+            actix_web::error::InternalError::from_response(error, response).into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|error, _request| {
+            let response = bad_request(format!("bad path: {error}"));
+            actix_web::error::InternalError::from_response(error, response).into()
+        }))
         .service(
             web::resource("/v1/kv/{key}")
                 .route(web::put().to(put))

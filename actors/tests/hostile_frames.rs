@@ -1,0 +1,395 @@
+//! Hostile bytes for the frame decoder (`network::codec`) and the TCP endpoint: garbage,
+//! truncated, oversized, mutated and wrong-version frames. The decoder never panics, never
+//! returns a frame from a truncated buffer, refuses every length over its maximum, and decodes
+//! well-formed streams exactly however they are split; the endpoint closes a connection that
+//! sends garbage and keeps serving the others.
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use raftor_actors::network::codec::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
+use raftor_actors::network::tcp::{self, EndpointConfig, GetStats};
+use raftor_actors::transport::Inbound;
+use raftor_core::{
+    AppendEntries, AppendEntriesResponse, AppendOutcome, ConflictHint, Entry, EntryPayload,
+    Envelope, LogId, LogIndex, Message, NodeId, RequestVote, RequestVoteResponse, Term,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{Decoder, Encoder};
+
+const MAX: usize = 4096;
+
+fn log_id() -> impl Strategy<Value = LogId> {
+    (any::<u64>(), any::<u64>()).prop_map(|(t, i)| LogId::new(Term(t), LogIndex(i)))
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (any::<u64>(), log_id(), any::<bool>()).prop_map(|(t, last, pre)| {
+            Message::RequestVote(RequestVote {
+                term: Term(t),
+                last_log_id: last,
+                pre_vote: pre,
+            })
+        }),
+        (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(t, g, pre)| {
+            Message::RequestVoteResponse(RequestVoteResponse {
+                term: Term(t),
+                vote_granted: g,
+                pre_vote: pre,
+            })
+        }),
+        (
+            any::<u64>(),
+            log_id(),
+            proptest::collection::vec(
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))
+                ),
+                0..6
+            ),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(t, prev, entries, commit, id)| {
+                Message::AppendEntries(AppendEntries {
+                    term: Term(t),
+                    prev_log_id: prev,
+                    entries: entries
+                        .into_iter()
+                        .map(|(term, index, payload)| Entry {
+                            term: Term(term),
+                            index: LogIndex(index),
+                            payload: payload.map_or(EntryPayload::Blank, |p| {
+                                EntryPayload::Command(Bytes::from(p))
+                            }),
+                        })
+                        .collect(),
+                    leader_commit: LogIndex(commit),
+                    request_id: id,
+                })
+            }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            log_id(),
+            proptest::option::of(any::<u64>()),
+            0u8..3
+        )
+            .prop_map(|(t, id, matched, conflict, kind)| {
+                Message::AppendEntriesResponse(AppendEntriesResponse {
+                    term: Term(t),
+                    request_id: id,
+                    outcome: match kind {
+                        0 => AppendOutcome::Success { matched },
+                        1 => AppendOutcome::Reject {
+                            rejected_prev_index: matched.index,
+                            hint: ConflictHint {
+                                conflict_term: conflict.map(Term),
+                                first_index: matched.index,
+                            },
+                        },
+                        _ => AppendOutcome::StaleTerm,
+                    },
+                })
+            }),
+    ]
+}
+
+fn frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        (any::<u32>(), ".{0,20}", any::<u64>()).prop_map(|(v, c, n)| Frame::Hello {
+            protocol_version: v,
+            cluster_id: c,
+            node_id: NodeId(n),
+        }),
+        (any::<u64>(), any::<u64>(), message()).prop_map(|(from, to, message)| {
+            Frame::Raft(Envelope {
+                from: NodeId(from),
+                to: NodeId(to),
+                message,
+            })
+        }),
+        any::<u32>().prop_map(|v| Frame::ClientHello {
+            protocol_version: v
+        }),
+        (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..128)).prop_map(|(id, body)| {
+            Frame::ClientRequest {
+                id,
+                body: Bytes::from(body),
+            }
+        }),
+        (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..128)).prop_map(|(id, body)| {
+            Frame::ClientResponse {
+                id,
+                body: Bytes::from(body),
+            }
+        }),
+    ]
+}
+
+/// Decodes everything in `buf`: the frames, then how it stopped (`Ok(())`: needs more bytes).
+fn drain(codec: &mut FrameCodec, buf: &mut BytesMut) -> (Vec<Frame>, Result<(), CodecError>) {
+    let mut frames = Vec::new();
+    loop {
+        match codec.decode(buf) {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) => return (frames, Ok(())),
+            Err(error) => return (frames, Err(error)),
+        }
+    }
+}
+
+fn encode(frames: &[Frame]) -> BytesMut {
+    let mut codec = FrameCodec::new(MAX);
+    let mut buf = BytesMut::new();
+    for frame in frames {
+        // A frame over the maximum is refused by the encoder; leave it out.
+        let mut one = BytesMut::new();
+        if codec.encode(frame, &mut one).is_ok() {
+            buf.extend_from_slice(&one);
+        }
+    }
+    buf
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 400,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Garbage never panics, and what it decodes to (if anything) is a frame within the limit.
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut codec = FrameCodec::new(MAX);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let (frames, _) = drain(&mut codec, &mut buf);
+        for frame in frames {
+            let mut again = BytesMut::new();
+            prop_assert!(FrameCodec::new(MAX).encode(&frame, &mut again).is_ok());
+            prop_assert!(again.len() <= MAX + 4);
+        }
+    }
+
+    /// Any stream of valid frames decodes to exactly those frames, however it is cut into reads.
+    #[test]
+    fn valid_streams_decode_exactly_however_split(
+        frames in proptest::collection::vec(frame(), 0..6),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        let whole = encode(&frames);
+        let mut codec = FrameCodec::new(MAX);
+        let expected = drain(&mut codec, &mut whole.clone()).0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(whole.len() + 1)).collect();
+        points.push(whole.len());
+        points.sort_unstable();
+        let mut buf = BytesMut::new();
+        let mut decoded = Vec::new();
+        let mut at = 0;
+        for point in points {
+            buf.extend_from_slice(&whole[at..point]);
+            at = point;
+            let (frames, stop) = drain(&mut codec, &mut buf);
+            prop_assert!(stop.is_ok(), "a valid stream is never an error: {stop:?}");
+            decoded.extend(frames);
+        }
+        prop_assert_eq!(&decoded, &expected);
+        prop_assert!(buf.is_empty());
+        // And every frame the encoder accepted round-trips.
+        let accepted: Vec<Frame> = frames
+            .into_iter()
+            .filter(|f| FrameCodec::new(MAX).encode(f, &mut BytesMut::new()).is_ok())
+            .collect();
+        prop_assert_eq!(decoded, accepted);
+    }
+
+    /// A truncated frame is never a frame and never an error: the decoder waits for the rest.
+    #[test]
+    fn truncated_frames_wait_for_the_rest(frame in frame(), cut in any::<prop::sample::Index>()) {
+        let whole = encode(std::slice::from_ref(&frame));
+        prop_assume!(!whole.is_empty());
+        let cut = cut.index(whole.len());
+        let mut codec = FrameCodec::new(MAX);
+        let mut partial = BytesMut::from(&whole[..cut]);
+        prop_assert!(matches!(codec.decode(&mut partial), Ok(None)));
+        partial.extend_from_slice(&whole[cut..]);
+        prop_assert_eq!(codec.decode(&mut partial).ok().flatten(), Some(frame));
+    }
+
+    /// Any length prefix over the maximum is refused at once, whatever follows.
+    #[test]
+    fn oversized_lengths_are_refused(
+        length in (MAX as u32 + 1)..=u32::MAX,
+        tail in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&length.to_be_bytes());
+        buf.extend_from_slice(&tail);
+        let result = FrameCodec::new(MAX).decode(&mut buf);
+        prop_assert!(matches!(result, Err(CodecError::FrameTooLarge { max: MAX })), "{result:?}");
+    }
+
+    /// A valid frame with bytes flipped, removed or inserted: an error or some frame, never a
+    /// panic; the length prefix is kept consistent so the payload itself is what is hostile.
+    #[test]
+    fn mutated_frames_never_panic(
+        frame in frame(),
+        mutations in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+    ) {
+        let whole = encode(std::slice::from_ref(&frame));
+        prop_assume!(whole.len() > 4);
+        let mut payload = whole[4..].to_vec();
+        for (at, byte, kind) in mutations {
+            let i = at.index(payload.len().max(1));
+            match kind {
+                0 if !payload.is_empty() => payload[i] ^= byte | 1,
+                1 if !payload.is_empty() => {
+                    payload.remove(i);
+                }
+                _ => payload.insert(i.min(payload.len()), byte),
+            }
+        }
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&payload);
+        let mut codec = FrameCodec::new(MAX);
+        let _ = drain(&mut codec, &mut buf);
+    }
+}
+
+/// Every protocol version decodes as a frame (the endpoint, not the codec, refuses other versions).
+#[test]
+fn wrong_versions_decode_and_are_left_to_the_endpoint() {
+    for version in [0, PROTOCOL_VERSION + 1, u32::MAX] {
+        let hello = Frame::Hello {
+            protocol_version: version,
+            cluster_id: "c".into(),
+            node_id: NodeId(1),
+        };
+        let mut buf = encode(std::slice::from_ref(&hello));
+        assert_eq!(
+            FrameCodec::new(MAX).decode(&mut buf).expect("decodes"),
+            Some(hello)
+        );
+    }
+}
+
+/// Forwards every inbound envelope to the test.
+struct Collector(mpsc::UnboundedSender<Envelope>);
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for Collector {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(envelope): Inbound, _ctx: &mut Context<Self>) {
+        let _ = self.0.send(envelope);
+    }
+}
+
+fn hello(version: u32, node: u64) -> Vec<u8> {
+    encode(&[Frame::Hello {
+        protocol_version: version,
+        cluster_id: "hostile".into(),
+        node_id: NodeId(node),
+    }])
+    .to_vec()
+}
+
+fn vote(term: u64) -> Envelope {
+    Envelope {
+        from: NodeId(1),
+        to: NodeId(2),
+        message: Message::RequestVote(RequestVote {
+            term: Term(term),
+            last_log_id: LogId::ZERO,
+            pre_vote: false,
+        }),
+    }
+}
+
+/// Writes `bytes` on a fresh connection, then waits until the endpoint closes it (or 200 ms pass:
+/// a hello with nothing wrong after it may legitimately stay open).
+async fn send_raw(addr: SocketAddr, bytes: &[u8]) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.write_all(bytes).await;
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut sink)).await;
+}
+
+/// Seeded garbage at a real endpoint: random bytes, a valid hello followed by random or mutated
+/// frames, hellos of other versions. Every envelope the endpoint delivers is a well-formed one
+/// from the node its connection's hello named, to this node; afterwards a valid connection is
+/// still served.
+#[actix_rt::test]
+async fn an_endpoint_fed_garbage_keeps_serving() {
+    let (tx, mut received) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let peers: BTreeMap<NodeId, String> = [(NodeId(1), "127.0.0.1:1".to_owned())].into();
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut config = EndpointConfig::new(NodeId(2), "hostile", listen, peers);
+    config.max_frame_bytes = MAX;
+    let (endpoint, addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+
+    let mut rng = SmallRng::seed_from_u64(2024);
+    let valid = encode(&[Frame::Raft(vote(5))]).to_vec();
+    for round in 0..40 {
+        let mut bytes = Vec::new();
+        match round % 4 {
+            0 => bytes.extend((0..rng.gen_range(1..300)).map(|_| rng.gen::<u8>())),
+            1 => {
+                bytes.extend(hello(PROTOCOL_VERSION, 1));
+                bytes.extend((0..rng.gen_range(1..300)).map(|_| rng.gen::<u8>()));
+            }
+            2 => {
+                bytes.extend(hello(PROTOCOL_VERSION, 1));
+                let mut frame = valid.clone();
+                for _ in 0..rng.gen_range(1..4) {
+                    let i = rng.gen_range(4..frame.len());
+                    frame[i] ^= rng.gen_range(1..=255);
+                }
+                bytes.extend(frame);
+            }
+            _ => {
+                let version = [0, PROTOCOL_VERSION + 1, u32::MAX][rng.gen_range(0..3)];
+                bytes.extend(hello(version, 1));
+                bytes.extend(&valid);
+            }
+        }
+        send_raw(addr, &bytes).await;
+    }
+    // Whatever got through is from node 1 to node 2 (a mutated term or vote flag may pass).
+    while let Ok(envelope) = received.try_recv() {
+        assert_eq!((envelope.from, envelope.to), (NodeId(1), NodeId(2)));
+        assert!(
+            matches!(envelope.message, Message::RequestVote(_)),
+            "{envelope:?}"
+        );
+    }
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut good = hello(PROTOCOL_VERSION, 1);
+    good.extend(encode(&[Frame::Raft(vote(77))]).to_vec());
+    stream.write_all(&good).await.expect("write");
+    let delivered = tokio::time::timeout(Duration::from_secs(10), received.recv())
+        .await
+        .expect("delivered in time")
+        .expect("collector alive");
+    assert_eq!(delivered, vote(77));
+    let stats = endpoint.send(GetStats).await.expect("stats");
+    assert!(stats.rejected_connections >= 20, "{stats:?}");
+}

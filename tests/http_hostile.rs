@@ -1,0 +1,198 @@
+//! Hostile HTTP requests against a real node: bad keys, bad JSON, bad query strings and headers,
+//! wrong methods, unknown routes, huge bodies. Every answer is a 4xx with a JSON body
+//! `{"error": "..."}`, nothing is written, and the node keeps serving.
+
+mod common;
+
+use common::{http, Cluster};
+
+/// A request (method, path, headers, body) and the status it must get.
+type Case = (
+    &'static str,
+    String,
+    Vec<(&'static str, &'static str)>,
+    Vec<u8>,
+    u16,
+);
+
+/// What a request must get: its status, and a JSON error.
+fn assert_clean_error(reply: &common::Reply, expected: u16, what: &str) -> serde_json::Value {
+    assert_eq!(reply.status, expected, "{what}: {}", reply.text());
+    let body: serde_json::Value = serde_json::from_slice(&reply.body)
+        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {:?}", reply.text()));
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{what}: no error message in {body}"
+    );
+    body
+}
+
+#[actix_rt::test]
+async fn every_hostile_request_gets_a_clean_json_4xx() {
+    let cluster = Cluster::start(1).await;
+    let node = cluster.http(cluster.leader().await);
+    let long_key = "k".repeat(5000);
+    let deep = "[".repeat(10_000);
+    let cases: Vec<Case> = vec![
+        // Keys.
+        ("GET", format!("/v1/kv/{long_key}"), vec![], vec![], 400),
+        (
+            "PUT",
+            format!("/v1/kv/{long_key}"),
+            vec![],
+            b"v".to_vec(),
+            400,
+        ),
+        ("PUT", "/v1/kv/".into(), vec![], b"v".to_vec(), 404),
+        ("GET", "/v1/kv/a/b/c".into(), vec![], vec![], 404),
+        // Query strings.
+        ("GET", "/v1/kv/a?consistency=".into(), vec![], vec![], 400),
+        (
+            "GET",
+            "/v1/kv/a?consistency=eventual".into(),
+            vec![],
+            vec![],
+            400,
+        ),
+        (
+            "GET",
+            "/v1/kv/a?consistency=local&consistency=lease".into(),
+            vec![],
+            vec![],
+            400,
+        ),
+        (
+            "GET",
+            "/v1/kv/a?consistency=%FF".into(),
+            vec![],
+            vec![],
+            400,
+        ),
+        // Bodies: bad JSON for CAS.
+        ("POST", "/v1/kv/a/cas".into(), vec![], b"".to_vec(), 400),
+        ("POST", "/v1/kv/a/cas".into(), vec![], b"{".to_vec(), 400),
+        ("POST", "/v1/kv/a/cas".into(), vec![], b"[]".to_vec(), 400),
+        ("POST", "/v1/kv/a/cas".into(), vec![], b"null".to_vec(), 400),
+        (
+            "POST",
+            "/v1/kv/a/cas".into(),
+            vec![],
+            br#"{"value": 5}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/kv/a/cas".into(),
+            vec![],
+            br#"{"expected": null, "value": "b", "extra": 1}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/kv/a/cas".into(),
+            vec![],
+            deep.into_bytes(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/kv/a/cas".into(),
+            vec![],
+            vec![0xff, 0xfe, 0x00, 0x7b],
+            400,
+        ),
+        // Headers.
+        (
+            "PUT",
+            "/v1/kv/a".into(),
+            vec![("X-Raftor-Client", "1"), ("X-Raftor-Seq", "-1")],
+            b"v".to_vec(),
+            400,
+        ),
+        (
+            "PUT",
+            "/v1/kv/a".into(),
+            vec![
+                ("X-Raftor-Client", "1"),
+                ("X-Raftor-Seq", "18446744073709551616"),
+            ],
+            b"v".to_vec(),
+            400,
+        ),
+        (
+            "DELETE",
+            "/v1/kv/a".into(),
+            vec![("X-Raftor-Client", "1")],
+            vec![],
+            400,
+        ),
+        // Wrong methods, unknown routes.
+        ("POST", "/v1/kv/a".into(), vec![], b"v".to_vec(), 405),
+        ("PATCH", "/v1/kv/a".into(), vec![], b"v".to_vec(), 405),
+        ("OPTIONS", "/v1/kv/a".into(), vec![], vec![], 405),
+        ("PUT", "/v1/kv/a/cas".into(), vec![], b"{}".to_vec(), 405),
+        ("GET", "/v1/kv/a/cas".into(), vec![], vec![], 405),
+        ("DELETE", "/v1/status".into(), vec![], vec![], 405),
+        ("POST", "/health".into(), vec![], vec![], 405),
+        ("PUT", "/metrics".into(), vec![], vec![], 405),
+        ("GET", "/".into(), vec![], vec![], 404),
+        ("GET", "/v2/kv/a".into(), vec![], vec![], 404),
+        ("BREW", "/v1/kv/a".into(), vec![], vec![], 405),
+        // Huge bodies.
+        (
+            "PUT",
+            "/v1/kv/big".into(),
+            vec![],
+            vec![b'x'; 2 * 1024 * 1024],
+            413,
+        ),
+        (
+            "POST",
+            "/v1/kv/big/cas".into(),
+            vec![],
+            vec![b' '; 3 * 1024 * 1024],
+            413,
+        ),
+    ];
+    for (method, path, headers, body, expected) in &cases {
+        let what = format!("{method} {}", &path[..path.len().min(60)]);
+        let reply = http(&node, method, path, headers, body).await;
+        assert_clean_error(&reply, *expected, &what);
+    }
+
+    // Nothing was written, and the node still serves.
+    for key in ["a", "big", "b"] {
+        let reply = http(&node, "GET", &format!("/v1/kv/{key}"), &[], b"").await;
+        assert_clean_error(
+            &reply,
+            404,
+            &format!("GET {key} after the hostile requests"),
+        );
+    }
+    assert_eq!(
+        http(&node, "PUT", "/v1/kv/a", &[], b"fine").await.status,
+        200
+    );
+    let read = http(&node, "GET", "/v1/kv/a", &[], b"").await;
+    assert_eq!((read.status, read.text().as_str()), (200, "fine"));
+    // Unicode, reserved characters and even undecodable percent-escapes in keys are keys like
+    // any other: stored and read back under the same path.
+    for key in [
+        "%E2%9C%93",
+        "a%2Fb",
+        "with%20space",
+        "%00",
+        "%FF%FE",
+        "%C3%28",
+    ] {
+        let path = format!("/v1/kv/{key}");
+        assert_eq!(
+            http(&node, "PUT", &path, &[], b"x").await.status,
+            200,
+            "{key}"
+        );
+        let read = http(&node, "GET", &path, &[], b"").await;
+        assert_eq!((read.status, read.text().as_str()), (200, "x"), "{key}");
+    }
+    cluster.shutdown().await;
+}
