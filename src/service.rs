@@ -48,14 +48,8 @@ impl Default for ServiceConfig {
 pub struct ServiceCall(pub RequestEnvelope);
 
 pub struct KvService {
-    id: NodeId,
-    node: Arc<NodeHandle>,
-    /// Every member's Raft address (the native protocol runs on it too).
-    members: BTreeMap<NodeId, String>,
-    config: ServiceConfig,
-    metrics: Arc<ServiceMetrics>,
-    /// One connection to each node requests were forwarded to, reused while it lives.
-    forward: Rc<std::cell::RefCell<BTreeMap<NodeId, Rc<ClientConnection>>>>,
+    /// Shared by every request's future (built once, not per request).
+    runner: Rc<Runner>,
 }
 
 impl KvService {
@@ -66,12 +60,14 @@ impl KvService {
         metrics: Arc<ServiceMetrics>,
     ) -> KvService {
         KvService {
-            id: node.id(),
-            node,
-            members,
-            config,
-            metrics,
-            forward: Rc::default(),
+            runner: Rc::new(Runner {
+                id: node.id(),
+                node,
+                members,
+                config,
+                metrics,
+                forward: Default::default(),
+            }),
         }
     }
 
@@ -105,15 +101,16 @@ fn unavailable(message: &str) -> KvResponse {
     KvResponse::Error(ServiceError::new(ErrorKind::Unavailable, message))
 }
 
-/// Everything a request needs, cheap to move into its future.
-#[derive(Clone)]
+/// Everything a request needs.
 struct Runner {
     id: NodeId,
     node: Arc<NodeHandle>,
+    /// Every member's Raft address (the native protocol runs on it too).
     members: BTreeMap<NodeId, String>,
     config: ServiceConfig,
     metrics: Arc<ServiceMetrics>,
-    forward: Rc<std::cell::RefCell<BTreeMap<NodeId, Rc<ClientConnection>>>>,
+    /// One connection to each node requests were forwarded to, reused while it lives.
+    forward: std::cell::RefCell<BTreeMap<NodeId, Rc<ClientConnection>>>,
 }
 
 impl Handler<ServiceCall> for KvService {
@@ -124,14 +121,7 @@ impl Handler<ServiceCall> for KvService {
         ServiceCall(envelope): ServiceCall,
         _ctx: &mut Context<Self>,
     ) -> Self::Result {
-        let runner = Runner {
-            id: self.id,
-            node: self.node.clone(),
-            members: self.members.clone(),
-            config: self.config.clone(),
-            metrics: self.metrics.clone(),
-            forward: self.forward.clone(),
-        };
+        let runner = self.runner.clone();
         Box::pin(async move { runner.run(envelope).await })
     }
 }
