@@ -4,8 +4,8 @@
 //! linearizability checker. A violation saves the history (JSON) and the per-key timeline under
 //! the target directory and prints both paths.
 //!
-//! By default a few seeds run (seconds); more with `RAFTOR_CHAOS_SEEDS=<n>` (seeds 0..n, on 3 and
-//! 5 nodes), or one with `RAFTOR_CHAOS_SEED=<s>`:
+//! By default seeds 0..2 run, each on 3 and 5 nodes (seconds); more with `RAFTOR_CHAOS_SEEDS=<n>`
+//! (seeds 0..n) or `RAFTOR_CHAOS_SEEDS=<a>..<b>`, one with `RAFTOR_CHAOS_SEED=<s>`:
 //!
 //! ```text
 //! RAFTOR_CHAOS_SEEDS=200 cargo test --release --test chaos -- --nocapture
@@ -21,6 +21,22 @@ fn env_u64(name: &str) -> Option<u64> {
         v.parse()
             .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}"))
     })
+}
+
+/// `RAFTOR_CHAOS_SEEDS`: `n` (seeds 0..n) or `a..b`; 0..2 by default.
+fn seed_range() -> std::ops::Range<u64> {
+    let Ok(text) = std::env::var("RAFTOR_CHAOS_SEEDS") else {
+        return 0..2;
+    };
+    let number = |t: &str| -> u64 {
+        t.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("RAFTOR_CHAOS_SEEDS must be n or a..b, not {text:?}"))
+    };
+    match text.split_once("..") {
+        Some((a, b)) => number(a)..number(b),
+        None => 0..number(&text),
+    }
 }
 
 /// Fails the test on a violation (or a history the checker could not decide), after saving it.
@@ -46,8 +62,8 @@ fn assert_linearizable(run: &ChaosRun) {
     );
 }
 
-/// The run did what a chaos run should: faults happened, operations completed under them and
-/// after them, some outcomes were unknown.
+/// The run did what a chaos run should: faults happened, operations completed, also after the
+/// faults stopped (the cluster recovered), and some node led.
 fn assert_eventful(run: &ChaosRun) {
     let stats = &run.stats;
     assert!(stats.crashes > 0 && stats.partitions > 0, "{stats:?}");
@@ -56,7 +72,7 @@ fn assert_eventful(run: &ChaosRun) {
         stats.ok_after_faults > 0,
         "nothing completed after the faults stopped: {stats:?}"
     );
-    assert!(stats.leaders > 1, "{stats:?}");
+    assert!(stats.leaders >= 1, "{stats:?}");
 }
 
 #[test]
@@ -64,11 +80,12 @@ fn the_real_actors_stay_linearizable_under_chaos() {
     let runs: Vec<(u64, u64)> = if let Some(seed) = env_u64("RAFTOR_CHAOS_SEED") {
         vec![(seed, 3), (seed, 5)]
     } else {
-        let seeds = env_u64("RAFTOR_CHAOS_SEEDS").unwrap_or(2);
-        (0..seeds).flat_map(|seed| [(seed, 3), (seed, 5)]).collect()
+        seed_range()
+            .flat_map(|seed| [(seed, 3), (seed, 5)])
+            .collect()
     };
     let started = std::time::Instant::now();
-    let (mut ops, mut unknown) = (0, 0);
+    let (mut ops, mut unknown, mut leaders) = (0, 0, 0);
     for (seed, nodes) in &runs {
         let run = run(&ChaosConfig::new(*seed, *nodes));
         println!(
@@ -80,7 +97,14 @@ fn the_real_actors_stay_linearizable_under_chaos() {
         assert_eventful(&run);
         ops += run.history.len();
         unknown += run.stats.unknown;
+        leaders += run.stats.leaders;
     }
+    // Leadership changed hands under the faults (in most runs; one leader may survive them all).
+    assert!(
+        leaders > runs.len() as u64,
+        "{leaders} leaders in {} runs",
+        runs.len()
+    );
     println!(
         "{} histories, {ops} operations ({unknown} with unknown outcome), all linearizable, in {:?}",
         runs.len(),
