@@ -1,7 +1,14 @@
-//! The application's side of Raft: what committed commands do.
+//! The application's side of Raft: what committed commands do, and how the state is saved to and
+//! restored from a snapshot (§7, log compaction).
 
 use bytes::Bytes;
 use raftor_core::LogIndex;
+use std::io;
+
+/// A point-in-time copy of a state machine, taken by [`StateMachine::snapshot`], that writes
+/// itself out later — on another thread, while the machine goes on applying. It must not borrow
+/// the machine: capture a copy (cheap when values are shared, such as [`Bytes`]).
+pub type SnapshotWriter = Box<dyn FnOnce(&mut dyn io::Write) -> io::Result<()> + Send>;
 
 /// A deterministic state machine fed with committed commands in log order (§5.3 State Machine
 /// Safety: every node applies the same commands in the same order, so they end in the same state).
@@ -14,4 +21,14 @@ pub trait StateMachine: 'static {
 
     /// Answer a read-only query from the current state.
     fn query(&self, query: &[u8]) -> Bytes;
+
+    /// The state as it is now, after every entry applied so far and nothing else, as a writer to
+    /// be run later (streamed to a file, or to a follower in chunks). Called on the applier between
+    /// two `apply` calls; it should copy, not serialise, so the applier is not held up.
+    fn snapshot(&self) -> SnapshotWriter;
+
+    /// Replace the whole state with a snapshot that [`StateMachine::snapshot`] wrote, read from
+    /// `input`. On an error the machine must be left as it was or empty, never half-restored
+    /// (decode into a new value, then swap).
+    fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()>;
 }

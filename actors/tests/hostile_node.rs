@@ -39,6 +39,12 @@ impl StateMachine for Nothing {
     fn query(&self, _query: &[u8]) -> Bytes {
         Bytes::new()
     }
+    fn snapshot(&self) -> raftor_actors::state_machine::SnapshotWriter {
+        Box::new(|_out: &mut dyn std::io::Write| Ok(()))
+    }
+    fn restore(&mut self, _input: &mut dyn std::io::Read) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn run_paused<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {

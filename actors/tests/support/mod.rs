@@ -4,6 +4,7 @@
 
 use actix::{Actor, Addr};
 use bytes::Bytes;
+use raftor_actors::state_machine::SnapshotWriter;
 use raftor_actors::{
     MemoryNetwork, NetworkControl, NodeHandle, NodeOptions, NodeStatus, PendingNode, ProposeError,
     StateMachine,
@@ -42,6 +43,27 @@ impl StateMachine for Recorder {
                 .len()
                 .to_string(),
         )
+    }
+    fn snapshot(&self) -> SnapshotWriter {
+        let applied: Vec<(u64, Vec<u8>)> = self
+            .applied
+            .lock()
+            .expect("recorder lock")
+            .iter()
+            .map(|(index, command)| (index.0, command.to_vec()))
+            .collect();
+        Box::new(move |out: &mut dyn std::io::Write| {
+            bincode::serialize_into(out, &applied).map_err(std::io::Error::other)
+        })
+    }
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
+        let applied: Vec<(u64, Vec<u8>)> =
+            bincode::deserialize_from(input).map_err(std::io::Error::other)?;
+        *self.applied.lock().expect("recorder lock") = applied
+            .into_iter()
+            .map(|(index, command)| (LogIndex(index), Bytes::from(command)))
+            .collect();
+        Ok(())
     }
 }
 
