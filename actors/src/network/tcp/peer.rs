@@ -31,6 +31,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most envelopes fed before a flush.
 const MAX_BATCH: usize = 256;
+/// How long sent data may stay unacknowledged before the kernel fails the connection
+/// (`TCP_USER_TIMEOUT`). Without it a connection cut by a partition stays open, its data waiting
+/// for TCP's retransmissions, whose pauses double up to two minutes: once the network heals, the
+/// peer hears from us only at the next retransmission, about as long after as the partition
+/// lasted. With it the connection fails during the partition and is redialled (the name
+/// re-resolved) within the backoff once the peer is reachable again.
+const UNACKED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the writer is told to end.
 struct Stop;
@@ -155,7 +162,7 @@ impl Writer {
 
     /// Says hello and writes the queue to `stream` until it fails (`Err`) or the task must stop.
     async fn write(&mut self, stream: TcpStream) -> Result<Stop, CodecError> {
-        stream.set_nodelay(true)?;
+        configure(&stream)?;
         let (mut reader, writer) = stream.into_split();
         let mut sink = FramedWrite::new(writer, FrameCodec::new(self.config.max_frame_bytes));
         let hello = Frame::Hello {
@@ -227,6 +234,18 @@ impl Writer {
     }
 }
 
+/// Sets up a new connection: no Nagle delay, and a bound on unacknowledged data
+/// ([`UNACKED_TIMEOUT`], where the platform has `TCP_USER_TIMEOUT`; without it the connection
+/// still works, as before).
+fn configure(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    #[cfg(target_os = "linux")]
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(UNACKED_TIMEOUT)) {
+        tracing::debug!(%error, "cannot bound unacknowledged data (TCP_USER_TIMEOUT)");
+    }
+    Ok(())
+}
+
 /// Bounds a write by [`WRITE_TIMEOUT`].
 async fn with_timeout<T>(
     write: impl Future<Output = Result<T, CodecError>>,
@@ -256,4 +275,24 @@ async fn connect(addr: &str) -> io::Result<TcpStream> {
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_bound_unacknowledged_data() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let stream = connect(&addr).await.expect("connect");
+        configure(&stream).expect("configure");
+        assert!(stream.nodelay().expect("nodelay"));
+        let timeout = socket2::SockRef::from(&stream)
+            .tcp_user_timeout()
+            .expect("TCP_USER_TIMEOUT");
+        assert_eq!(timeout, Some(UNACKED_TIMEOUT));
+    }
 }
