@@ -114,6 +114,7 @@ impl PendingNode {
             node_addr.clone().recipient(),
         )
         .start();
+        let log_stopped = log_addr.clone().recipient();
         let links = NodeLinks {
             log_write: log_addr.clone().recipient(),
             log_read: log_addr.clone().recipient(),
@@ -128,6 +129,7 @@ impl PendingNode {
             id,
             node: node_addr,
             applier,
+            log_store: log_stopped,
             log_arbiter,
         })
     }
@@ -138,6 +140,8 @@ pub struct NodeHandle {
     id: NodeId,
     node: Addr<NodeActor>,
     applier: Addr<Applier>,
+    /// Only to see whether the log store is still running (see [`NodeHandle::stopped`]).
+    log_store: Recipient<Shutdown>,
     log_arbiter: Option<Arbiter>,
 }
 
@@ -188,6 +192,19 @@ impl NodeHandle {
     /// Stop the node and its actors. What was durable stays durable.
     pub fn shutdown(&self) {
         self.node.do_send(Shutdown);
+    }
+
+    /// Wait until the node, its applier and its log store have stopped (after [`Self::shutdown`],
+    /// or a storage failure). An actor's mailbox closes only once the actor is dropped, so by then
+    /// the log store has flushed its queue and closed its storage (a RocksDB directory can be
+    /// opened again), and the log store's thread is told to end.
+    pub async fn stopped(&self) {
+        while self.node.connected() || self.applier.connected() || self.log_store.connected() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if let Some(arbiter) = &self.log_arbiter {
+            arbiter.stop();
+        }
     }
 }
 
