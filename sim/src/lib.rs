@@ -51,14 +51,14 @@
 //! | [`Bug::CommitOldTermByCounting`]: a leader computes its commit index by counting replicas of any entry, old terms included (what Figure 8 forbids), and applies up to it | AppliedWithinCommit (the rules never count an old-term entry) | Leader Completeness: the Figure 8 anomaly itself, a later leader lacks the "committed" entry and overwrites it; then State Machine Safety |
 //!
 //! # A core bug found
-//! Lease reads with `check_quorum` off are stale: `Raft::lease_read_index` does not require
-//! check-quorum, whose leader stickiness the lease relies on. `tests/core_regressions.rs` keeps
-//! the seeds (ignored until the core is fixed); the other tests enable lease reads only with
-//! check-quorum on.
+//! Lease reads with `check_quorum` off were stale: `Raft::lease_read_index` did not require
+//! check-quorum, whose leader stickiness the lease relies on. Fixed in the core; the seeds stay
+//! in the regression table of `tests/core_regressions.rs`.
 //!
 //! # Replaying a failing seed
 //! A [`SimFailure`] carries the seed, the step, the violation and the last `trace_len` events.
-//! `raftor_sim::replay(seed, &config)` reruns it and prints every event:
+//! `raftor sim --seeds 1234 --nodes 5 --trace` (options: [`SimOptions::command_line`]) reruns a
+//! seed and prints every event; so does `raftor_sim::replay(seed, &config)`:
 //! ```text
 //! RAFTOR_SIM_SEED=1234 RAFTOR_SIM_NODES=5 cargo test -p raftor-sim --test replay -- --ignored --nocapture
 //! ```
