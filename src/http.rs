@@ -49,10 +49,12 @@ pub fn serve(
 /// other bad request (actix-web's own answer would be plain text).
 pub fn routes(config: &mut web::ServiceConfig) {
     config
-        .app_data(web::QueryConfig::default().error_handler(|error, _request| {
-            let response = bad_request(format!("bad query string: {error}"));
-            actix_web::error::InternalError::from_response(error, response).into()
-        }))
+        .app_data(
+            web::QueryConfig::default().error_handler(|error, _request| {
+                let response = bad_request(format!("bad query string: {error}"));
+                actix_web::error::InternalError::from_response(error, response).into()
+            }),
+        )
         .app_data(web::PathConfig::default().error_handler(|error, _request| {
             let response = bad_request(format!("bad path: {error}"));
             actix_web::error::InternalError::from_response(error, response).into()
