@@ -6,7 +6,7 @@ use crate::raft::{Raft, Role};
 use crate::types::{LogIndex, NodeId};
 
 impl Raft {
-    pub(crate) fn handle_append_entries(&mut self, from: NodeId, request: AppendEntries) {
+    pub(crate) fn handle_append_entries(&mut self, from: NodeId, mut request: AppendEntries) {
         // Same term as ours (the caller handled older and newer terms).
         match self.role {
             // Two leaders in one term cannot happen (Election Safety); a sender claiming it is lying
@@ -20,6 +20,13 @@ impl Raft {
         }
         if !entries_are_well_formed(&request) {
             return;
+        }
+        let start = self.log.start();
+        if request.prev_log_id.index < start.index {
+            // The message reaches into what a snapshot here covers. That prefix is committed, so
+            // it matches the leader's log (Leader Completeness): check from the snapshot on.
+            request.entries.retain(|entry| entry.index > start.index);
+            request.prev_log_id = start;
         }
         let prev = request.prev_log_id;
         match self.log.term_at(prev.index) {

@@ -17,6 +17,7 @@ mod quorum;
 mod raft;
 mod read_index;
 mod ready;
+mod snapshot;
 mod storage_types;
 mod types;
 
@@ -26,8 +27,9 @@ pub use config::{ConfigError, RaftConfig};
 pub use leader::NotLeader;
 pub use log_terms::LogTerms;
 pub use message::{
-    AppendEntries, AppendEntriesResponse, AppendOutcome, ConflictHint, Envelope, Message,
-    RequestVote, RequestVoteResponse,
+    AppendEntries, AppendEntriesResponse, AppendOutcome, ConflictHint, Envelope, InstallSnapshot,
+    InstallSnapshotResponse, Message, RequestVote, RequestVoteResponse, SnapshotMeta,
+    SnapshotOutcome,
 };
 pub use progress::{Progress, ProgressState, ResponseEffect, SendRange};
 pub use quorum::{majority, quorum_matched_index};

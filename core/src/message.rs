@@ -13,6 +13,8 @@ pub enum Message {
     RequestVoteResponse(RequestVoteResponse),
     AppendEntries(AppendEntries),
     AppendEntriesResponse(AppendEntriesResponse),
+    InstallSnapshot(InstallSnapshot),
+    InstallSnapshotResponse(InstallSnapshotResponse),
 }
 
 impl Message {
@@ -23,6 +25,8 @@ impl Message {
             Message::RequestVoteResponse(m) => m.term,
             Message::AppendEntries(m) => m.term,
             Message::AppendEntriesResponse(m) => m.term,
+            Message::InstallSnapshot(m) => m.term,
+            Message::InstallSnapshotResponse(m) => m.term,
         }
     }
 }
@@ -115,4 +119,53 @@ pub struct Envelope {
     pub from: NodeId,
     pub to: NodeId,
     pub message: Message,
+}
+
+/// What identifies a snapshot and lets its receiver check it (§7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// `lastIncludedIndex`/`lastIncludedTerm`: the last entry the snapshot's state includes.
+    pub last_included: LogId,
+    /// The snapshot's size in bytes.
+    pub size: u64,
+    /// CRC-32 of the snapshot's bytes; the receiver installs nothing that does not match.
+    pub checksum: u32,
+}
+
+/// InstallSnapshot RPC (§7), one chunk of it: the leader sends a follower that needs entries it no
+/// longer has the state they produced, `data` being the bytes at `offset`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshot {
+    /// The leader's term.
+    pub term: Term,
+    /// Echoed in the answer, so a late answer to an old chunk is recognised.
+    pub request_id: u64,
+    pub meta: SnapshotMeta,
+    /// Where `data` goes in the snapshot.
+    pub offset: u64,
+    pub data: bytes::Bytes,
+    /// Whether this is the last chunk.
+    pub done: bool,
+}
+
+/// The answer to an [`InstallSnapshot`] chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotResponse {
+    /// The follower's current term.
+    pub term: Term,
+    /// The `request_id` of the chunk this answers.
+    pub request_id: u64,
+    pub outcome: SnapshotOutcome,
+}
+
+/// What the follower did with a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotOutcome {
+    /// Send the chunk at this offset next (after a stored chunk; or to restart, or resume, a
+    /// transfer whose chunk came out of order).
+    NextOffset(u64),
+    /// The snapshot is installed and durable: the follower's log now starts after `last_included`.
+    Installed { last_included: LogId },
+    /// The request's term is older than the follower's.
+    StaleTerm,
 }

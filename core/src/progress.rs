@@ -14,6 +14,9 @@ pub enum ProgressState {
     Probe,
     /// The match point is known: entries stream out, up to `max_inflight` messages ahead.
     Replicate,
+    /// The follower needs entries this leader has compacted: a snapshot is being sent instead
+    /// (§7); nothing else is sent until it is installed.
+    Snapshot,
 }
 
 /// Entries to send next: those after `prev_index` up to and including `last_index` (none when
@@ -113,6 +116,7 @@ impl Progress {
                 prev_index,
                 last_index: last_index.max(prev_index),
             }),
+            ProgressState::Snapshot => None,
             ProgressState::Replicate => {
                 if self.inflight.len() >= self.max_inflight
                     || self.inflight_bytes >= self.max_inflight_bytes
@@ -139,6 +143,7 @@ impl Progress {
     pub fn on_sent_bytes(&mut self, range: SendRange, bytes: usize) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => {}
             ProgressState::Replicate => {
                 self.inflight.push_back((range.last_index, bytes));
                 self.inflight_bytes = self.inflight_bytes.saturating_add(bytes);
@@ -174,7 +179,33 @@ impl Progress {
             ProgressState::Replicate => {
                 self.next_index = self.next_index.max(self.matched.index.next());
             }
+            // A late answer to a message from before the snapshot began: it only moves `matched`.
+            ProgressState::Snapshot => {}
         }
+        advanced
+    }
+
+    /// Send a snapshot instead of entries: the follower needs entries from before the leader's
+    /// log start.
+    pub fn become_snapshot(&mut self) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.clear_inflight();
+        self.stalled_heartbeats = 0;
+    }
+
+    /// The follower installed a snapshot ending at `last_included`: it holds the leader's log up
+    /// to there, and entries stream from the next one. Returns whether `matched` advanced.
+    pub fn on_snapshot_installed(&mut self, last_included: LogId) -> bool {
+        let advanced = last_included.index > self.matched.index;
+        if advanced {
+            self.matched = last_included;
+        }
+        self.state = ProgressState::Replicate;
+        self.probe_sent = false;
+        self.clear_inflight();
+        self.stalled_heartbeats = 0;
+        self.next_index = self.matched.index.next();
         advanced
     }
 
@@ -182,6 +213,7 @@ impl Progress {
     /// changed; a stale rejection (of a message that no longer matters) changes nothing.
     pub fn on_reject(&mut self, rejected_prev_index: LogIndex, hint: ConflictHint) -> bool {
         match self.state {
+            ProgressState::Snapshot => return false,
             ProgressState::Replicate if rejected_prev_index <= self.matched.index => return false,
             ProgressState::Probe if rejected_prev_index != self.next_index.prev() => return false,
             _ => {}
@@ -238,7 +270,7 @@ impl Progress {
                     self.become_probe();
                 }
             }
-            ProgressState::Replicate => {}
+            ProgressState::Replicate | ProgressState::Snapshot => {}
         }
     }
 

@@ -3,7 +3,10 @@
 
 use crate::config::{ConfigError, RaftConfig};
 use crate::log_terms::LogTerms;
-use crate::message::{AppendEntriesResponse, AppendOutcome, Envelope, Message};
+use crate::message::{
+    AppendEntriesResponse, AppendOutcome, Envelope, InstallSnapshotResponse, Message,
+    SnapshotOutcome,
+};
 use crate::read_index::PendingRead;
 use crate::ready::{LeadershipChange, Ready};
 use crate::storage_types::RecoveredState;
@@ -99,13 +102,17 @@ impl Raft {
         seed: u64,
     ) -> Result<Raft, ConfigError> {
         config.validate()?;
-        let log = LogTerms::from_boundaries(&recovered.term_boundaries);
+        let log = LogTerms::starting_at(recovered.log_start, &recovered.term_boundaries);
         let hard = recovered.hard_state;
         let mut raft = Raft {
             current_term: hard.current_term,
             voted_for: hard.voted_for,
-            // A persisted commit index beyond the recovered log cannot be trusted: clamp it.
-            commit_index: hard.commit_index.min(log.last_index()),
+            // A persisted commit index beyond the recovered log cannot be trusted: clamp it. The
+            // compacted prefix is committed (only committed entries are compacted).
+            commit_index: hard
+                .commit_index
+                .max(recovered.log_start.index)
+                .min(log.last_index()),
             persisted: hard,
             durable_index: log.last_index(),
             log,
@@ -234,7 +241,9 @@ impl Raft {
                     // minimum election timeout, so this candidate is disruptive. Ignore it.
                     return;
                 }
-                Message::AppendEntries(_) => self.become_follower(term, Some(from)),
+                Message::AppendEntries(_) | Message::InstallSnapshot(_) => {
+                    self.become_follower(term, Some(from))
+                }
                 _ => self.become_follower(term, None),
             }
         } else if term < self.current_term {
@@ -245,8 +254,9 @@ impl Raft {
             Message::RequestVote(request) => self.handle_request_vote(from, request),
             Message::RequestVoteResponse(response) => self.handle_vote_response(from, response),
             Message::AppendEntries(request) => self.handle_append_entries(from, request),
+            Message::InstallSnapshot(chunk) => self.handle_install_snapshot(from, chunk),
             // Replication answers are the replicator's; the rules only needed their term (above).
-            Message::AppendEntriesResponse(_) => {}
+            Message::AppendEntriesResponse(_) | Message::InstallSnapshotResponse(_) => {}
         }
     }
 
@@ -262,8 +272,18 @@ impl Raft {
                     outcome: AppendOutcome::StaleTerm,
                 }),
             ),
+            Message::InstallSnapshot(chunk) => self.send(
+                from,
+                Message::InstallSnapshotResponse(InstallSnapshotResponse {
+                    term: self.current_term,
+                    request_id: chunk.request_id,
+                    outcome: SnapshotOutcome::StaleTerm,
+                }),
+            ),
             Message::RequestVote(request) => self.reject_vote(from, request.pre_vote),
-            Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => {}
+            Message::RequestVoteResponse(_)
+            | Message::AppendEntriesResponse(_)
+            | Message::InstallSnapshotResponse(_) => {}
         }
     }
 

@@ -1,10 +1,10 @@
 //! What the rules ask the outside world to do after an event (etcd raft's `Ready`, openraft's
 //! commands). The actor that drives the rules carries each part to the actor that owns it.
 
-use crate::message::Envelope;
+use crate::message::{Envelope, InstallSnapshot, SnapshotMeta};
 use crate::read_index::ReadState;
 use crate::storage_types::LogWrite;
-use crate::types::{LogIndex, Term};
+use crate::types::{LogIndex, NodeId, Term};
 
 /// Everything one or more events produced, taken with [`crate::Raft::take_ready`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,6 +28,12 @@ pub struct Ready {
     pub confirm_round: Option<u64>,
     /// For the readers: answers to `Raft::read_index` requests.
     pub reads: Vec<ReadState>,
+    /// For the snapshot receiver (follower): chunks of InstallSnapshot accepted by term, with
+    /// their sender, to assemble; once whole and checked, `Raft::on_snapshot_received`.
+    pub snapshot_chunks: Vec<(NodeId, InstallSnapshot)>,
+    /// For the applier: replace the state machine's state with this snapshot, which `write`
+    /// installs in the log, before applying anything after it.
+    pub restore: Option<SnapshotMeta>,
 }
 
 impl Ready {

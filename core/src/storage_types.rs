@@ -11,13 +11,20 @@ pub struct LogWrite {
     pub hard_state: Option<HardState>,
     /// Delete every entry at or after this index first (a conflicting suffix, §5.3).
     pub truncate_from: Option<LogIndex>,
-    /// Then append these consecutive entries; the first follows the log's last entry after truncation.
+    /// Then forget every entry up to and including this one (§7: covered by a snapshot), keeping its
+    /// id as the log's new start. A log that ends before it ends at it afterwards.
+    pub compact_to: Option<LogId>,
+    /// Then append these consecutive entries; the first follows the log's last entry after
+    /// truncation and compaction.
     pub entries: Vec<Entry>,
 }
 
 impl LogWrite {
     pub fn is_empty(&self) -> bool {
-        self.hard_state.is_none() && self.truncate_from.is_none() && self.entries.is_empty()
+        self.hard_state.is_none()
+            && self.truncate_from.is_none()
+            && self.compact_to.is_none()
+            && self.entries.is_empty()
     }
 
     /// The id of the last entry this write appends, if any.
@@ -29,7 +36,9 @@ impl LogWrite {
     /// `self` and then `later` (group commit: one synced batch for every write queued meanwhile).
     ///
     /// The later hard state wins; a later truncation drops what `self` would have appended from
-    /// that index on and moves the truncation point down to it; the later entries follow.
+    /// that index on and moves the truncation point down to it; a later compaction drops what
+    /// `self` would have appended up to it and moves the compaction point up; the later entries
+    /// follow.
     pub fn merge(&mut self, later: LogWrite) {
         if later.hard_state.is_some() {
             self.hard_state = later.hard_state;
@@ -37,6 +46,15 @@ impl LogWrite {
         if let Some(from) = later.truncate_from {
             self.entries.retain(|entry| entry.index < from);
             self.truncate_from = Some(self.truncate_from.map_or(from, |earlier| earlier.min(from)));
+        }
+        if let Some(upto) = later.compact_to {
+            self.entries.retain(|entry| entry.index > upto.index);
+            if self
+                .compact_to
+                .is_none_or(|earlier| earlier.index < upto.index)
+            {
+                self.compact_to = Some(upto);
+            }
         }
         if self.entries.is_empty() {
             self.entries = later.entries;
@@ -50,6 +68,8 @@ impl LogWrite {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveredState {
     pub hard_state: HardState,
+    /// The last compacted entry (the log holds what follows it); `LogId::ZERO` if none was.
+    pub log_start: LogId,
     /// The log's term boundaries: the id of the first entry of each run of equal terms, in index
     /// order, followed by the id of the last entry (see [`crate::LogTerms::from_boundaries`]).
     /// Empty when the log is empty.
@@ -72,21 +92,36 @@ mod tests {
             .collect()
     }
 
-    /// A log as a store holds it, with `write` applied the way the storage contract says.
-    fn apply(log: &mut BTreeMap<u64, Term>, write: &LogWrite) {
+    /// A log as a store holds it (the entries, and the start: the last compacted id), with
+    /// `write` applied the way the storage contract says.
+    fn apply(log: &mut (BTreeMap<u64, Term>, LogId), write: &LogWrite) {
+        let (entries, start) = log;
         if let Some(from) = write.truncate_from {
-            log.retain(|index, _| *index < from.0);
+            entries.retain(|index, _| *index < from.0);
+        }
+        if let Some(upto) = write.compact_to.filter(|upto| upto.index > start.index) {
+            entries.retain(|index, _| *index > upto.index.0);
+            *start = upto;
         }
         for entry in &write.entries {
-            let last = log.keys().next_back().copied().unwrap_or(0);
-            assert_eq!(entry.index.0, last + 1, "entries follow the log");
-            log.insert(entry.index.0, entry.term);
+            let last = entries.keys().next_back().copied().unwrap_or(start.index.0);
+            assert_eq!(
+                entry.index.0,
+                last.max(start.index.0) + 1,
+                "entries follow the log"
+            );
+            entries.insert(entry.index.0, entry.term);
         }
     }
 
     #[test]
     fn merged_writes_store_what_the_writes_store_one_after_the_other() {
-        let start: BTreeMap<u64, Term> = (1..=10).map(|i| (i, Term(1))).collect();
+        let start = (
+            (1..=10)
+                .map(|i| (i, Term(1)))
+                .collect::<BTreeMap<u64, Term>>(),
+            LogId::ZERO,
+        );
         let hard = |term| {
             Some(HardState {
                 current_term: Term(term),
@@ -142,6 +177,51 @@ mod tests {
                 LogWrite {
                     truncate_from: Some(LogIndex(7)),
                     entries: entries(7, 7, 3),
+                    ..Default::default()
+                },
+            ),
+            // Compaction of what the earlier write appended.
+            (
+                LogWrite {
+                    entries: entries(11, 15, 2),
+                    ..Default::default()
+                },
+                LogWrite {
+                    compact_to: Some(LogId::new(Term(2), LogIndex(12))),
+                    ..Default::default()
+                },
+            ),
+            // Entries appended after a compaction.
+            (
+                LogWrite {
+                    compact_to: Some(LogId::new(Term(1), LogIndex(8))),
+                    ..Default::default()
+                },
+                LogWrite {
+                    entries: entries(11, 12, 2),
+                    ..Default::default()
+                },
+            ),
+            // A snapshot installed (log discarded), then entries after it.
+            (
+                LogWrite {
+                    truncate_from: Some(LogIndex(9)),
+                    compact_to: Some(LogId::new(Term(3), LogIndex(20))),
+                    ..Default::default()
+                },
+                LogWrite {
+                    entries: entries(21, 22, 3),
+                    ..Default::default()
+                },
+            ),
+            // Two compactions: the higher one wins.
+            (
+                LogWrite {
+                    compact_to: Some(LogId::new(Term(1), LogIndex(6))),
+                    ..Default::default()
+                },
+                LogWrite {
+                    compact_to: Some(LogId::new(Term(1), LogIndex(4))),
                     ..Default::default()
                 },
             ),

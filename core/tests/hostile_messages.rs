@@ -208,6 +208,7 @@ impl Harness {
         let recovered = RecoveredState {
             hard_state: hard,
             term_boundaries: terms.boundaries(),
+            log_start: raftor_core::LogId::ZERO,
         };
         let raft = Raft::new(config, recovered, 7).expect("valid");
         assert_eq!(raft.commit_index(), LogIndex(3));

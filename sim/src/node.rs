@@ -207,6 +207,7 @@ impl SimNode {
         let recovered = RecoveredState {
             hard_state: self.disk.hard_state,
             term_boundaries: terms.boundaries(),
+            log_start: raftor_core::LogId::ZERO,
         };
         let raft = Raft::new(self.config.clone(), recovered, seed).expect("valid config");
         self.raft = Some(raft);

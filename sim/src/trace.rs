@@ -4,7 +4,8 @@
 //! Events are kept structured and formatted only when a failure (or a full trace) needs them.
 
 use raftor_core::{
-    AppendOutcome, Entry, EntryPayload, HardState, LogId, LogIndex, Message, NodeId, Term,
+    AppendOutcome, Entry, EntryPayload, HardState, LogId, LogIndex, Message, NodeId,
+    SnapshotOutcome, Term,
 };
 use std::collections::VecDeque;
 use std::fmt;
@@ -88,6 +89,33 @@ impl Fnv {
                         self.u64(hint.first_index.0);
                     }
                     AppendOutcome::StaleTerm => self.u64(3),
+                }
+            }
+            Message::InstallSnapshot(m) => {
+                self.u64(5);
+                self.u64(m.term.0);
+                self.u64(m.request_id);
+                self.log_id(m.meta.last_included);
+                self.u64(m.meta.size);
+                self.u64(u64::from(m.meta.checksum));
+                self.u64(m.offset);
+                self.u64(m.data.len() as u64);
+                self.u64(u64::from(m.done));
+            }
+            Message::InstallSnapshotResponse(m) => {
+                self.u64(6);
+                self.u64(m.term.0);
+                self.u64(m.request_id);
+                match m.outcome {
+                    SnapshotOutcome::NextOffset(offset) => {
+                        self.u64(1);
+                        self.u64(offset);
+                    }
+                    SnapshotOutcome::Installed { last_included } => {
+                        self.u64(2);
+                        self.log_id(last_included);
+                    }
+                    SnapshotOutcome::StaleTerm => self.u64(3),
                 }
             }
         }
@@ -450,6 +478,27 @@ impl fmt::Display for ShortMessage<'_> {
                         }
                     }
                     AppendOutcome::StaleTerm => write!(f, "stale")?,
+                }
+                write!(f, " id {}}}", m.request_id)
+            }
+            Message::InstallSnapshot(m) => write!(
+                f,
+                "InstallSnapshot{{term {} last {} at {} n={}{} id {}}}",
+                m.term,
+                m.meta.last_included,
+                m.offset,
+                m.data.len(),
+                if m.done { " done" } else { "" },
+                m.request_id
+            ),
+            Message::InstallSnapshotResponse(m) => {
+                write!(f, "InstallSnapshotResponse{{term {} ", m.term)?;
+                match m.outcome {
+                    SnapshotOutcome::NextOffset(offset) => write!(f, "next {offset}")?,
+                    SnapshotOutcome::Installed { last_included } => {
+                        write!(f, "installed {last_included}")?
+                    }
+                    SnapshotOutcome::StaleTerm => write!(f, "stale")?,
                 }
                 write!(f, " id {}}}", m.request_id)
             }

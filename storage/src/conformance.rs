@@ -21,7 +21,7 @@
 //!
 //! Every check panics with an explanatory message when the store misbehaves: this is test code.
 
-use crate::LogStorage;
+use crate::{LogStorage, StorageError};
 use bytes::Bytes;
 use raftor_core::{Entry, EntryPayload, HardState, LogId, LogIndex, LogWrite, NodeId, Term};
 
@@ -47,6 +47,8 @@ pub fn run_all<H: Harness>(harness: &mut H) {
     term_boundaries_across_terms(harness);
     invalid_writes_change_nothing(harness);
     truncate_everything(harness);
+    compaction(harness);
+    install_snapshot_over_the_log(harness);
 }
 
 /// An entry with a command payload, `payload` being its bytes.
@@ -341,6 +343,7 @@ pub fn combined_write_survives_reopen<H: Harness>(harness: &mut H) {
         &LogWrite {
             hard_state: Some(hard_state),
             truncate_from: Some(LogIndex(2)),
+            compact_to: None,
             entries: vec![entry(2, 2, "d"), entry(3, 2, "e"), entry(4, 2, "f")],
         },
     );
@@ -468,6 +471,7 @@ pub fn invalid_writes_change_nothing<H: Harness>(harness: &mut H) {
         let write = LogWrite {
             hard_state: Some(other_hard_state),
             truncate_from,
+            compact_to: None,
             entries,
         };
         assert!(
@@ -540,4 +544,117 @@ pub fn truncate_everything<H: Harness>(harness: &mut H) {
         HardState::default(),
         "after appending to an emptied log and reopening",
     );
+}
+
+/// Compaction forgets the entries up to a point but keeps that point's id as the log's start,
+/// across a reopen; reads before it are [`StorageError::Compacted`]; appends continue after the end.
+pub fn compaction<H: Harness>(harness: &mut H) {
+    let mut store = harness.fresh();
+    let log: Vec<Entry> = (1..=6).map(|i| entry(i, 1 + i / 3, "x")).collect();
+    write_ok(&mut store, &append(log.clone()));
+    write_ok(
+        &mut store,
+        &LogWrite {
+            compact_to: Some(id(4, 2)),
+            ..LogWrite::default()
+        },
+    );
+    for round in [
+        "after compacting to 4",
+        "after compacting to 4 and reopening",
+    ] {
+        assert_eq!(last_index(&store), 6, "{round}");
+        assert_eq!(term_at(&store, 4), Some(2), "{round}: the start's term");
+        assert_eq!(term_at(&store, 5), Some(2), "{round}");
+        assert!(
+            matches!(store.term(LogIndex(3)), Err(StorageError::Compacted { .. })),
+            "{round}: term(3) is compacted"
+        );
+        assert!(
+            matches!(
+                store.entries(LogIndex(4), LogIndex(6), usize::MAX),
+                Err(StorageError::Compacted { .. })
+            ),
+            "{round}: entries from 4 are compacted"
+        );
+        let rest = store
+            .entries(LogIndex(5), LogIndex(6), usize::MAX)
+            .expect("read after the start");
+        assert_eq!(rest, log[4..].to_vec(), "{round}");
+        let recovered = store.recover().expect("recover");
+        assert_eq!(recovered.log_start, id(4, 2), "{round}");
+        assert_eq!(
+            recovered.term_boundaries,
+            vec![id(5, 2), id(6, 3)],
+            "{round}: boundaries of what follows the start"
+        );
+        store = harness.reopen(store);
+    }
+    // Truncating into the compacted prefix is refused and changes nothing.
+    let into_prefix = LogWrite {
+        truncate_from: Some(LogIndex(3)),
+        ..LogWrite::default()
+    };
+    assert!(
+        store.write(&into_prefix).is_err(),
+        "truncate below the start"
+    );
+    assert_eq!(last_index(&store), 6);
+    // A lower compaction point than the start changes nothing; appends go on after the end.
+    write_ok(
+        &mut store,
+        &LogWrite {
+            compact_to: Some(id(2, 1)),
+            entries: vec![entry(7, 3, "y")],
+            ..LogWrite::default()
+        },
+    );
+    assert_eq!(store.recover().expect("recover").log_start, id(4, 2));
+    assert_eq!(last_index(&store), 7);
+    // Compacting everything leaves an empty log that continues after the start.
+    write_ok(
+        &mut store,
+        &LogWrite {
+            compact_to: Some(id(7, 3)),
+            ..LogWrite::default()
+        },
+    );
+    store = harness.reopen(store);
+    assert_eq!(last_index(&store), 7);
+    assert_eq!(term_at(&store, 7), Some(3));
+    assert!(store
+        .entries(LogIndex(8), LogIndex(9), usize::MAX)
+        .expect("empty read")
+        .is_empty());
+    write_ok(&mut store, &append(vec![entry(8, 3, "z")]));
+    assert_eq!(last_index(&store), 8);
+}
+
+/// Installing a snapshot that the log does not hold: truncate the whole log and compact past its
+/// end in one write; the log then starts after the snapshot, and survives a reopen so.
+pub fn install_snapshot_over_the_log<H: Harness>(harness: &mut H) {
+    let mut store = harness.fresh();
+    write_ok(
+        &mut store,
+        &append((1..=3).map(|i| entry(i, 1, "old")).collect()),
+    );
+    write_ok(
+        &mut store,
+        &LogWrite {
+            truncate_from: Some(LogIndex(1)),
+            compact_to: Some(id(10, 4)),
+            entries: vec![entry(11, 4, "new")],
+            ..LogWrite::default()
+        },
+    );
+    store = harness.reopen(store);
+    let recovered = store.recover().expect("recover");
+    assert_eq!(recovered.log_start, id(10, 4));
+    assert_eq!(recovered.term_boundaries, vec![id(11, 4)]);
+    assert_eq!(last_index(&store), 11);
+    assert_eq!(term_at(&store, 10), Some(4));
+    assert!(matches!(
+        store.term(LogIndex(2)),
+        Err(StorageError::Compacted { .. })
+    ));
 }

@@ -27,4 +27,7 @@ pub enum StorageError {
     },
     #[error("invalid write: {0}")]
     InvalidWrite(String),
+    /// The entry asked for was folded into a snapshot and is no longer in the log.
+    #[error("entry {index} is compacted: the log starts after {start}")]
+    Compacted { index: u64, start: u64 },
 }

@@ -12,15 +12,17 @@ pub use error::StorageError;
 pub use memory::MemStorage;
 pub use rocks::{RocksStorage, StoreIdentity};
 
-use raftor_core::{Entry, LogIndex, LogWrite, RecoveredState, Term};
+use raftor_core::{Entry, LogId, LogIndex, LogWrite, RecoveredState, Term};
 
 /// A durable Raft log with its hard state.
 ///
 /// Contract (checked by [`conformance`]):
 /// - [`LogStorage::write`] is atomic and durable when it returns `Ok`: after a crash either the whole
 ///   write is there or none of it.
-/// - Entries are stored at consecutive indexes starting at 1; `write` truncates first, then appends.
-/// - Reads see every write that returned `Ok`.
+/// - Entries are stored at consecutive indexes starting after the log's start (its last compacted
+///   entry, index 0 before any compaction); `write` truncates first, then compacts, then appends.
+/// - Reads see every write that returned `Ok`; a read of a compacted entry is
+///   [`StorageError::Compacted`].
 pub trait LogStorage: Send + 'static {
     /// The hard state and the log's term boundaries, as found on disk.
     fn recover(&mut self) -> Result<RecoveredState, StorageError>;
@@ -29,7 +31,8 @@ pub trait LogStorage: Send + 'static {
     fn write(&mut self, write: &LogWrite) -> Result<(), StorageError>;
 
     /// Entries `from..=to`, stopping early (but after at least one entry) once `max_bytes` of
-    /// payload are gathered. Indexes past the end of the log are not an error: fewer entries come back.
+    /// payload are gathered. Indexes past the end of the log are not an error: fewer entries come
+    /// back. `from` at or before the log's start is [`StorageError::Compacted`].
     fn entries(
         &self,
         from: LogIndex,
@@ -37,7 +40,8 @@ pub trait LogStorage: Send + 'static {
         max_bytes: usize,
     ) -> Result<Vec<Entry>, StorageError>;
 
-    /// The term of the entry at `index`: `Some(Term(0))` for index 0, `None` past the end.
+    /// The term of the entry at `index`: `Some(Term(0))` for index 0, the start's term at the log's
+    /// start, `None` past the end; [`StorageError::Compacted`] before the start.
     fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError>;
 
     /// The index of the last entry, 0 when the log is empty.
@@ -67,15 +71,33 @@ impl<S: LogStorage + ?Sized> LogStorage for Box<S> {
     }
 }
 
-/// Checks that `write` can apply to a log whose last index is `last_index`: its entries must follow
-/// the last entry left after its truncation. Returns the log's last index after the write.
-/// Stores call this before touching anything, so a rejected write changes nothing.
-pub fn validate_write(write: &LogWrite, last_index: LogIndex) -> Result<LogIndex, StorageError> {
-    let after_truncation = match write.truncate_from {
-        Some(from) => from.prev().min(last_index),
-        None => last_index,
-    };
-    let mut previous = after_truncation;
+/// Checks that `write` can apply to a log that starts after `start` (its last compacted entry)
+/// and ends at `last_index`: no truncation into the compacted prefix, and its entries must follow
+/// the last entry left after its truncation and compaction. Returns the log's start and last index
+/// after the write. Stores call this before touching anything, so a rejected write changes nothing.
+pub fn validate_write(
+    write: &LogWrite,
+    start: LogId,
+    last_index: LogIndex,
+) -> Result<(LogId, LogIndex), StorageError> {
+    let mut last = last_index;
+    if let Some(from) = write.truncate_from {
+        if from <= start.index {
+            return Err(StorageError::InvalidWrite(format!(
+                "cannot truncate from {from}: the log is compacted up to {}",
+                start.index
+            )));
+        }
+        last = last.min(from.prev());
+    }
+    let mut new_start = start;
+    if let Some(upto) = write.compact_to {
+        if upto.index > start.index {
+            new_start = upto;
+            last = last.max(upto.index);
+        }
+    }
+    let mut previous = last;
     for entry in &write.entries {
         if entry.index != previous.next() || entry.index == previous {
             return Err(StorageError::InvalidWrite(format!(
@@ -85,7 +107,7 @@ pub fn validate_write(write: &LogWrite, last_index: LogIndex) -> Result<LogIndex
         }
         previous = entry.index;
     }
-    Ok(previous)
+    Ok((new_start, previous))
 }
 
 /// Builds the term boundaries of [`RecoveredState`] from the entries' ids in index order.

@@ -1,14 +1,34 @@
 //! An in-memory [`LogStorage`] for tests and deterministic simulation.
 
 use crate::{term_boundaries, validate_write, LogStorage, StorageError};
-use raftor_core::{Entry, HardState, LogIndex, LogWrite, RecoveredState, Term};
+use raftor_core::{Entry, HardState, LogId, LogIndex, LogWrite, RecoveredState, Term};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 struct Inner {
     hard_state: HardState,
-    /// `log[i]` holds the entry at index `i + 1`.
+    /// The last compacted entry; `log` holds what follows it.
+    start: LogId,
+    /// `log[i]` holds the entry at index `start.index + 1 + i`.
     log: Vec<Entry>,
+}
+
+impl Inner {
+    fn last_index(&self) -> LogIndex {
+        LogIndex(self.start.index.0 + self.log.len() as u64)
+    }
+
+    /// The position in `log` of the entry at `index` (which must be after `start`).
+    fn position(&self, index: LogIndex) -> usize {
+        (index.0 - self.start.index.0 - 1) as usize
+    }
+
+    fn compacted(&self, index: LogIndex) -> StorageError {
+        StorageError::Compacted {
+            index: index.0,
+            start: self.start.index.0,
+        }
+    }
 }
 
 /// A store kept in memory. Clones share the same data, so a test can "restart" a node by handing a
@@ -37,16 +57,25 @@ impl LogStorage for MemStorage {
         let inner = self.lock();
         Ok(RecoveredState {
             hard_state: inner.hard_state,
+            log_start: inner.start,
             term_boundaries: term_boundaries(inner.log.iter().map(Entry::log_id)),
         })
     }
 
     fn write(&mut self, write: &LogWrite) -> Result<(), StorageError> {
         let mut inner = self.lock();
-        validate_write(write, LogIndex(inner.log.len() as u64))?;
+        let (new_start, _) = validate_write(write, inner.start, inner.last_index())?;
         if let Some(from) = write.truncate_from {
-            let keep = from.0.saturating_sub(1) as usize;
-            inner.log.truncate(keep);
+            if from <= inner.last_index() {
+                let keep = inner.position(from);
+                inner.log.truncate(keep);
+            }
+        }
+        if new_start != inner.start {
+            // The entries up to the new start go; a log that ended before it ends at it.
+            let compacted = (new_start.index.0 - inner.start.index.0).min(inner.log.len() as u64);
+            inner.log.drain(..compacted as usize);
+            inner.start = new_start;
         }
         inner.log.extend(write.entries.iter().cloned());
         if let Some(hard_state) = write.hard_state {
@@ -62,17 +91,22 @@ impl LogStorage for MemStorage {
         max_bytes: usize,
     ) -> Result<Vec<Entry>, StorageError> {
         let inner = self.lock();
+        let from = from.max(LogIndex(1));
+        if from <= inner.start.index {
+            return Err(inner.compacted(from));
+        }
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let from = from.0.max(1);
-        let to = to.0.min(inner.log.len() as u64);
-        for index in from..=to {
-            let entry = &inner.log[(index - 1) as usize];
+        let to = to.min(inner.last_index());
+        let mut index = from;
+        while index <= to {
+            let entry = &inner.log[inner.position(index)];
             if !out.is_empty() && bytes + entry.payload_len() > max_bytes {
                 break;
             }
             bytes += entry.payload_len();
             out.push(entry.clone());
+            index = index.next();
         }
         Ok(out)
     }
@@ -82,11 +116,17 @@ impl LogStorage for MemStorage {
             return Ok(Some(Term::ZERO));
         }
         let inner = self.lock();
-        Ok(inner.log.get((index.0 - 1) as usize).map(|e| e.term))
+        if index == inner.start.index {
+            return Ok(Some(inner.start.term));
+        }
+        if index < inner.start.index {
+            return Err(inner.compacted(index));
+        }
+        Ok(inner.log.get(inner.position(index)).map(|e| e.term))
     }
 
     fn last_index(&self) -> Result<LogIndex, StorageError> {
-        Ok(LogIndex(self.lock().log.len() as u64))
+        Ok(self.lock().last_index())
     }
 }
 

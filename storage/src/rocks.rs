@@ -1,15 +1,15 @@
 //! A [`LogStorage`] kept in RocksDB, for production.
 //!
 //! Layout, in two column families:
-//! - `meta`: the hard state under `hard_state` and the store's [`StoreIdentity`] under `identity`,
-//!   both bincode-encoded;
+//! - `meta`: the hard state under `hard_state`, the store's [`StoreIdentity`] under `identity` and
+//!   the log's start (the last compacted entry's id) under `log_start`, all bincode-encoded;
 //! - `log`: one entry per key, the key being the entry's index as 8 big-endian bytes (so RocksDB's
 //!   byte order is index order), the value the bincode-encoded [`Entry`].
 //!
 //! Every [`LogStorage::write`] is a single synced `WriteBatch`, so it is atomic and durable.
 
 use crate::{term_boundaries, LogStorage, StorageError};
-use raftor_core::{Entry, HardState, LogIndex, LogWrite, RecoveredState, Term};
+use raftor_core::{Entry, HardState, LogId, LogIndex, LogWrite, RecoveredState, Term};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
     WriteBatch, WriteOptions, DB,
@@ -21,6 +21,7 @@ const META_CF: &str = "meta";
 const LOG_CF: &str = "log";
 const HARD_STATE_KEY: &[u8] = b"hard_state";
 const IDENTITY_KEY: &[u8] = b"identity";
+const LOG_START_KEY: &[u8] = b"log_start";
 
 /// Which node of which cluster a data directory belongs to.
 ///
@@ -40,9 +41,11 @@ pub struct StoreIdentity {
 pub struct RocksStorage {
     db: DB,
     path: PathBuf,
-    /// The index of the last entry in the `log` column family, 0 when it is empty. Read once at
-    /// open, then kept up to date by [`LogStorage::write`] after each successful write.
+    /// The index of the last entry of the log (`start.index` when no entry follows the start).
+    /// Read once at open, then kept up to date by [`LogStorage::write`] after each successful write.
     last_index: u64,
+    /// The last compacted entry: the `log` column family holds the entries after it.
+    start: LogId,
 }
 
 impl std::fmt::Debug for RocksStorage {
@@ -121,9 +124,11 @@ impl RocksStorage {
             db,
             path: path.to_path_buf(),
             last_index: 0,
+            start: LogId::ZERO,
         };
         store.check_identity(identity)?;
-        store.last_index = store.read_last_index()?;
+        store.start = store.read_log_start()?;
+        store.last_index = store.read_last_index()?.max(store.start.index.0);
         Ok(store)
     }
 
@@ -185,6 +190,22 @@ impl RocksStorage {
         }
     }
 
+    fn read_log_start(&self) -> Result<LogId, StorageError> {
+        let meta = self.cf(META_CF)?;
+        match self.db.get_pinned_cf(meta, LOG_START_KEY)? {
+            None => Ok(LogId::ZERO),
+            Some(bytes) => bincode::deserialize(&bytes)
+                .map_err(|e| StorageError::Corrupt(format!("log start does not decode: {e}"))),
+        }
+    }
+
+    fn compacted(&self, index: u64) -> StorageError {
+        StorageError::Compacted {
+            index,
+            start: self.start.index.0,
+        }
+    }
+
     fn read_hard_state(&self) -> Result<HardState, StorageError> {
         let meta = self.cf(META_CF)?;
         match self.db.get_pinned_cf(meta, HARD_STATE_KEY)? {
@@ -200,8 +221,13 @@ impl LogStorage for RocksStorage {
         let hard_state = self.read_hard_state()?;
         let log = self.cf(LOG_CF)?;
         let mut ids = Vec::new();
-        let mut expected = 1u64;
-        for item in self.db.iterator_cf(log, IteratorMode::Start) {
+        let first = self.start.index.0 + 1;
+        let mut expected = first;
+        let from = index_key(first);
+        for item in self
+            .db
+            .iterator_cf(log, IteratorMode::From(&from, Direction::Forward))
+        {
             let (key, value) = item?;
             let index = key_index(&key)?;
             if index != expected {
@@ -221,6 +247,7 @@ impl LogStorage for RocksStorage {
         }
         Ok(RecoveredState {
             hard_state,
+            log_start: self.start,
             term_boundaries: term_boundaries(ids),
         })
     }
@@ -231,7 +258,8 @@ impl LogStorage for RocksStorage {
             Some(from) => from.0.saturating_sub(1).min(self.last_index),
             None => self.last_index,
         };
-        let new_last_index = crate::validate_write(write, LogIndex(self.last_index))?.0;
+        let (new_start, new_last_index) =
+            crate::validate_write(write, self.start, LogIndex(self.last_index))?;
 
         let mut batch = WriteBatch::default();
         let log = self.cf(LOG_CF)?;
@@ -243,15 +271,26 @@ impl LogStorage for RocksStorage {
                 index_key(self.last_index + 1),
             );
         }
+        let meta = self.cf(META_CF)?;
+        if new_start != self.start {
+            // Delete (start, new start]: the entries the snapshot covers. Space comes back as
+            // RocksDB compacts the range.
+            batch.delete_range_cf(
+                log,
+                index_key(self.start.index.0 + 1),
+                index_key(new_start.index.0 + 1),
+            );
+            batch.put_cf(meta, LOG_START_KEY, encode(&new_start, "the log start")?);
+        }
         for entry in &write.entries {
             batch.put_cf(log, index_key(entry.index.0), encode(entry, "a log entry")?);
         }
         if let Some(hard_state) = &write.hard_state {
-            let meta = self.cf(META_CF)?;
             batch.put_cf(meta, HARD_STATE_KEY, encode(hard_state, "the hard state")?);
         }
         self.db.write_opt(batch, &Self::sync_writes())?;
-        self.last_index = new_last_index;
+        self.last_index = new_last_index.0;
+        self.start = new_start;
         Ok(())
     }
 
@@ -262,6 +301,9 @@ impl LogStorage for RocksStorage {
         max_bytes: usize,
     ) -> Result<Vec<Entry>, StorageError> {
         let from = from.0.max(1);
+        if from <= self.start.index.0 {
+            return Err(self.compacted(from));
+        }
         let to = to.0.min(self.last_index);
         let mut out = Vec::new();
         if from > to {
@@ -308,6 +350,12 @@ impl LogStorage for RocksStorage {
     fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
         if index == LogIndex::ZERO {
             return Ok(Some(Term::ZERO));
+        }
+        if index == self.start.index {
+            return Ok(Some(self.start.term));
+        }
+        if index < self.start.index {
+            return Err(self.compacted(index.0));
         }
         if index.0 > self.last_index {
             return Ok(None);

@@ -37,6 +37,7 @@ impl Disk {
         RecoveredState {
             hard_state: self.hard_state,
             term_boundaries: terms.boundaries(),
+            log_start: crate::LogId::ZERO,
         }
     }
 }

@@ -15,6 +15,7 @@ fn follower(id: u64, n: u64, term: u64, boundaries: Vec<crate::LogId>) -> Raft {
             commit_index: LogIndex::ZERO,
         },
         term_boundaries: boundaries,
+        log_start: crate::LogId::ZERO,
     };
     Raft::new(config(id, n, false), recovered, id).expect("valid config")
 }

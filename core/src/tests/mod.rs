@@ -4,6 +4,7 @@ mod cluster;
 mod election;
 mod reads;
 mod replication;
+mod snapshots;
 
 use crate::{Entry, EntryPayload, LogId, LogIndex, NodeId, RaftConfig, Term};
 use bytes::Bytes;

@@ -17,6 +17,7 @@ fn node_with_log(id: u64, n: u64, term: u64, log: &[Entry], commit: u64) -> Raft
             commit_index: LogIndex(commit),
         },
         term_boundaries: terms.boundaries(),
+        log_start: crate::LogId::ZERO,
     };
     let mut raft = Raft::new(config(id, n, false), recovered, id).expect("valid config");
     let _ = raft.take_ready();
