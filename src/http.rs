@@ -21,7 +21,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct HttpState {
     pub service: Addr<KvService>,
-    pub node: Arc<raftor_actors::NodeHandle>,
+    pub node: crate::RaftNode<crate::kv::KvStateMachine>,
     pub metrics: Arc<ServiceMetrics>,
     pub max_value_bytes: usize,
 }
@@ -349,7 +349,7 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
 pub const HEALTHY_APPLY_LAG: u64 = 1000;
 
 async fn health(state: web::Data<HttpState>) -> HttpResponse {
-    match state.node.status().await {
+    match state.node.status().await.ok() {
         Some(status) if status.leader.is_some() && status.commit_index.0.saturating_sub(status.applied_index.0) <= HEALTHY_APPLY_LAG => {
             HttpResponse::Ok().json(json!({ "healthy": true, "leader": status.leader.map(|l| l.0), "term": status.term.0 }))
         }
@@ -364,7 +364,7 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
-    let status = state.node.status().await;
+    let status = state.node.status().await.ok();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render(status.as_ref()))

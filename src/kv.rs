@@ -1,8 +1,8 @@
 //! The replicated key-value map: raftor's first state machine, with exactly-once client sessions.
 
+use crate::state_machine::{self as typed, unframe, StateMachine};
 use bytes::Bytes;
 use raftor_actors::state_machine::SnapshotWriter;
-use raftor_actors::StateMachine;
 use raftor_core::LogIndex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -60,7 +60,9 @@ pub enum KvOutcome {
     /// The write's sequence number is older than the client's latest: it was superseded (and
     /// its own result is no longer kept). Nothing changed.
     StaleSequence,
-    /// The command could not be decoded; nothing changed (every node decides the same).
+    /// The command could not be decoded; nothing changed (every node decides the same). No longer
+    /// produced — the state machine refuses such a command with an error
+    /// ([`crate::Error::BadCommand`]) — but kept so the native protocol's encoding is unchanged.
     Invalid,
 }
 
@@ -73,6 +75,7 @@ pub struct KvApplied {
 }
 
 impl KvCommand {
+    /// The command as the log holds it (bincode), for code that drives the actors directly.
     pub fn encode(&self) -> Bytes {
         // Encoding strings, bytes and integers into a Vec cannot fail.
         Bytes::from(bincode::serialize(self).unwrap_or_default())
@@ -80,25 +83,43 @@ impl KvCommand {
 }
 
 impl KvQuery {
+    /// The query as the byte-level state machine takes it (bincode).
     pub fn encode(&self) -> Bytes {
         Bytes::from(bincode::serialize(self).unwrap_or_default())
     }
 }
 
+/// The answer to a [`KvQuery`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvAnswer {
+    /// The value of the key asked with [`KvQuery::Get`], `None` when absent.
+    Value(Option<Bytes>),
+    /// The number of keys ([`KvQuery::Len`]).
+    Len(u64),
+}
+
 impl KvApplied {
+    /// Decodes a result as the byte-level state machine answers it (see
+    /// [`Encoded`](crate::state_machine::Encoded)); `None` for a refused command.
     pub fn decode(bytes: &[u8]) -> Option<KvApplied> {
-        bincode::deserialize(bytes).ok()
+        unframe(bytes).ok()
     }
 }
 
-/// Decodes the answer to [`KvQuery::Get`].
+/// Decodes the byte-level answer to [`KvQuery::Get`].
 pub fn decode_get(bytes: &[u8]) -> Option<Bytes> {
-    bincode::deserialize::<Option<Bytes>>(bytes).ok().flatten()
+    match unframe(bytes) {
+        Ok(KvAnswer::Value(value)) => value,
+        _ => None,
+    }
 }
 
-/// Decodes the answer to [`KvQuery::Len`].
+/// Decodes the byte-level answer to [`KvQuery::Len`].
 pub fn decode_len(bytes: &[u8]) -> Option<u64> {
-    bincode::deserialize::<u64>(bytes).ok()
+    match unframe(bytes) {
+        Ok(KvAnswer::Len(len)) => Some(len),
+        _ => None,
+    }
 }
 
 /// A session is forgotten once this many entries were applied after its last write. The rule is
@@ -111,7 +132,7 @@ const SESSION_SWEEP_EVERY: u64 = 4096;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct SessionRecord {
     last_sequence: u64,
-    last_result: Bytes,
+    last_result: KvApplied,
     /// The index of the client's latest write; the session expires relative to it.
     last_index: u64,
 }
@@ -174,27 +195,23 @@ impl KvStateMachine {
 
 /// A snapshot of the map: everything [`KvStateMachine`] holds, as of `applied`. The sessions are
 /// part of it, so exactly-once answers survive compaction.
-#[derive(Serialize, Deserialize)]
-struct KvSnapshot {
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KvSnapshot {
     applied: LogIndex,
     map: BTreeMap<String, Bytes>,
     sessions: BTreeMap<u64, SessionRecord>,
 }
 
-fn encode(applied: &KvApplied) -> Bytes {
-    Bytes::from(bincode::serialize(applied).unwrap_or_default())
-}
-
 impl StateMachine for KvStateMachine {
-    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes {
+    type Command = KvCommand;
+    type Response = KvApplied;
+    type Query = KvQuery;
+    type QueryResponse = KvAnswer;
+    type Snapshot = KvSnapshot;
+
+    fn apply(&mut self, index: LogIndex, command: KvCommand) -> KvApplied {
         self.applied = index;
         self.sweep_sessions(index.0);
-        let Ok(command) = bincode::deserialize::<KvCommand>(command) else {
-            return encode(&KvApplied {
-                index: index.0,
-                outcome: KvOutcome::Invalid,
-            });
-        };
         if let Some(session) = command.session {
             if let Some(record) = self.sessions.get(&session.client_id) {
                 if session.sequence == record.last_sequence {
@@ -202,17 +219,17 @@ impl StateMachine for KvStateMachine {
                     return record.last_result.clone();
                 }
                 if session.sequence < record.last_sequence {
-                    return encode(&KvApplied {
+                    return KvApplied {
                         index: index.0,
                         outcome: KvOutcome::StaleSequence,
-                    });
+                    };
                 }
             }
         }
-        let result = encode(&KvApplied {
+        let result = KvApplied {
             index: index.0,
             outcome: self.execute(command.op),
-        });
+        };
         if let Some(session) = command.session {
             self.sessions.insert(
                 session.client_id,
@@ -226,44 +243,54 @@ impl StateMachine for KvStateMachine {
         result
     }
 
-    fn query(&self, query: &[u8]) -> Bytes {
-        let answer = match bincode::deserialize::<KvQuery>(query) {
-            Ok(KvQuery::Get { key }) => bincode::serialize(&self.map.get(&key)),
-            Ok(KvQuery::Len) => bincode::serialize(&(self.map.len() as u64)),
-            Err(_) => bincode::serialize(&Option::<Bytes>::None),
-        };
-        Bytes::from(answer.unwrap_or_default())
+    fn query(&self, query: &KvQuery) -> KvAnswer {
+        match query {
+            KvQuery::Get { key } => KvAnswer::Value(self.map.get(key).cloned()),
+            KvQuery::Len => KvAnswer::Len(self.map.len() as u64),
+        }
     }
 
-    fn snapshot(&self) -> SnapshotWriter {
+    fn snapshot(&self) -> KvSnapshot {
         // Keys are copied, values (Bytes) only shared: the copy is quick and the applier goes on.
-        let snapshot = KvSnapshot {
+        KvSnapshot {
             applied: self.applied,
             map: self.map.clone(),
             sessions: self.sessions.clone(),
-        };
-        Box::new(move |out: &mut dyn std::io::Write| {
-            bincode::serialize_into(out, &snapshot).map_err(std::io::Error::other)
-        })
+        }
     }
 
-    fn restore(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
-        let snapshot: KvSnapshot = bincode::deserialize_from(input).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("bad snapshot: {e}"),
-            )
-        })?;
+    fn restore(&mut self, snapshot: KvSnapshot) {
         self.applied = snapshot.applied;
         self.map = snapshot.map;
         self.sessions = snapshot.sessions;
-        Ok(())
+    }
+}
+
+/// The byte-level form, for code that drives the actors directly (the chaos tests): the same as
+/// [`Encoded`](crate::state_machine::Encoded)`(KvStateMachine)`.
+impl raftor_actors::StateMachine for KvStateMachine {
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes {
+        typed::apply_encoded(self, index, command)
+    }
+
+    fn query(&self, query: &[u8]) -> Bytes {
+        typed::query_encoded(self, query)
+    }
+
+    fn snapshot(&self) -> SnapshotWriter {
+        typed::snapshot_encoded(self)
+    }
+
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
+        typed::restore_encoded(self, input)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The tests drive the machine as the actors do: through bytes.
+    use raftor_actors::StateMachine as Bytewise;
 
     #[test]
     fn a_snapshot_restores_the_map_and_the_sessions() {
@@ -272,33 +299,36 @@ mod tests {
             client_id: 7,
             sequence: 1,
         };
-        let first = kv.apply(LogIndex(1), &put("a", "1", Some(session)));
-        kv.apply(LogIndex(2), &put("b", "2", None));
-        let writer = kv.snapshot();
+        let first = Bytewise::apply(&mut kv, LogIndex(1), &put("a", "1", Some(session)));
+        Bytewise::apply(&mut kv, LogIndex(2), &put("b", "2", None));
+        let writer = Bytewise::snapshot(&kv);
         // Applying goes on after the snapshot was taken: it must not show in the snapshot.
-        kv.apply(LogIndex(3), &put("c", "3", None));
+        Bytewise::apply(&mut kv, LogIndex(3), &put("c", "3", None));
         let mut bytes = Vec::new();
         writer(&mut bytes).expect("written");
 
         let mut restored = KvStateMachine::new();
-        restored.restore(&mut bytes.as_slice()).expect("restored");
+        Bytewise::restore(&mut restored, &mut bytes.as_slice()).expect("restored");
         assert_eq!(restored.applied(), LogIndex(2));
         let get = |kv: &KvStateMachine, key: &str| {
-            decode_get(&kv.query(&KvQuery::Get { key: key.into() }.encode()))
+            decode_get(&Bytewise::query(
+                kv,
+                &KvQuery::Get { key: key.into() }.encode(),
+            ))
         };
         assert_eq!(get(&restored, "a"), Some(Bytes::from("1")));
         assert_eq!(get(&restored, "b"), Some(Bytes::from("2")));
         assert_eq!(get(&restored, "c"), None);
         // The session came along: a retried write is answered as the first time.
         assert_eq!(
-            restored.apply(LogIndex(3), &put("a", "1", Some(session))),
+            Bytewise::apply(&mut restored, LogIndex(3), &put("a", "1", Some(session))),
             first
         );
 
         // A damaged snapshot is refused and leaves the machine as it was.
         let mut damaged = KvStateMachine::new();
-        damaged.apply(LogIndex(1), &put("keep", "me", None));
-        assert!(damaged.restore(&mut &bytes[..bytes.len() / 2]).is_err());
+        Bytewise::apply(&mut damaged, LogIndex(1), &put("keep", "me", None));
+        assert!(Bytewise::restore(&mut damaged, &mut &bytes[..bytes.len() / 2]).is_err());
         assert_eq!(get(&damaged, "keep"), Some(Bytes::from("me")));
     }
 
@@ -321,15 +351,18 @@ mod tests {
     fn put_get_delete_cas() {
         let mut kv = KvStateMachine::new();
         assert_eq!(
-            outcome(kv.apply(LogIndex(1), &put("a", "1", None))),
+            outcome(Bytewise::apply(&mut kv, LogIndex(1), &put("a", "1", None))),
             KvOutcome::Put { replaced: false }
         );
         assert_eq!(
-            outcome(kv.apply(LogIndex(2), &put("a", "2", None))),
+            outcome(Bytewise::apply(&mut kv, LogIndex(2), &put("a", "2", None))),
             KvOutcome::Put { replaced: true }
         );
         let get = KvQuery::Get { key: "a".into() }.encode();
-        assert_eq!(decode_get(&kv.query(&get)), Some(Bytes::from_static(b"2")));
+        assert_eq!(
+            decode_get(&Bytewise::query(&kv, &get)),
+            Some(Bytes::from_static(b"2"))
+        );
         let cas = |expected: Option<&'static str>, value: &'static str| {
             KvCommand {
                 session: None,
@@ -342,17 +375,17 @@ mod tests {
             .encode()
         };
         assert_eq!(
-            outcome(kv.apply(LogIndex(3), &cas(Some("1"), "3"))),
+            outcome(Bytewise::apply(&mut kv, LogIndex(3), &cas(Some("1"), "3"))),
             KvOutcome::Mismatch {
                 current: Some(Bytes::from_static(b"2"))
             }
         );
         assert_eq!(
-            outcome(kv.apply(LogIndex(4), &cas(Some("2"), "3"))),
+            outcome(Bytewise::apply(&mut kv, LogIndex(4), &cas(Some("2"), "3"))),
             KvOutcome::Swapped
         );
         assert_eq!(
-            outcome(kv.apply(LogIndex(5), &cas(None, "4"))),
+            outcome(Bytewise::apply(&mut kv, LogIndex(5), &cas(None, "4"))),
             KvOutcome::Mismatch {
                 current: Some(Bytes::from_static(b"3"))
             }
@@ -363,20 +396,24 @@ mod tests {
         }
         .encode();
         assert_eq!(
-            outcome(kv.apply(LogIndex(6), &delete)),
+            outcome(Bytewise::apply(&mut kv, LogIndex(6), &delete)),
             KvOutcome::Deleted { existed: true }
         );
-        assert_eq!(decode_get(&kv.query(&get)), None);
+        assert_eq!(decode_get(&Bytewise::query(&kv, &get)), None);
         assert_eq!(
-            outcome(kv.apply(LogIndex(7), &cas(None, "5"))),
+            outcome(Bytewise::apply(&mut kv, LogIndex(7), &cas(None, "5"))),
             KvOutcome::Swapped
         );
+        // An undecodable command is refused (the same on every node) and changes nothing.
         assert_eq!(
-            outcome(kv.apply(LogIndex(8), b"garbage")),
-            KvOutcome::Invalid
+            KvApplied::decode(&Bytewise::apply(&mut kv, LogIndex(8), b"garbage")),
+            None
         );
-        assert_eq!(kv.applied(), LogIndex(8));
-        assert_eq!(decode_len(&kv.query(&KvQuery::Len.encode())), Some(1));
+        assert_eq!(kv.applied(), LogIndex(7));
+        assert_eq!(
+            decode_len(&Bytewise::query(&kv, &KvQuery::Len.encode())),
+            Some(1)
+        );
     }
 
     #[test]
@@ -388,23 +425,30 @@ mod tests {
                 sequence,
             })
         };
-        let first = kv.apply(LogIndex(1), &put("k", "v1", session(1)));
+        let first = Bytewise::apply(&mut kv, LogIndex(1), &put("k", "v1", session(1)));
         // Someone else writes the key in between.
-        kv.apply(LogIndex(2), &put("k", "other", None));
-        let retry = kv.apply(LogIndex(3), &put("k", "v1", session(1)));
+        Bytewise::apply(&mut kv, LogIndex(2), &put("k", "other", None));
+        let retry = Bytewise::apply(&mut kv, LogIndex(3), &put("k", "v1", session(1)));
         assert_eq!(first, retry, "same result, same index");
         assert_eq!(KvApplied::decode(&retry).expect("decodes").index, 1);
         let get = KvQuery::Get { key: "k".into() }.encode();
         assert_eq!(
-            decode_get(&kv.query(&get)),
+            decode_get(&Bytewise::query(&kv, &get)),
             Some(Bytes::from_static(b"other"))
         );
-        kv.apply(LogIndex(4), &put("k", "v2", session(2)));
+        Bytewise::apply(&mut kv, LogIndex(4), &put("k", "v2", session(2)));
         assert_eq!(
-            outcome(kv.apply(LogIndex(5), &put("k", "v1", session(1)))),
+            outcome(Bytewise::apply(
+                &mut kv,
+                LogIndex(5),
+                &put("k", "v1", session(1))
+            )),
             KvOutcome::StaleSequence
         );
-        assert_eq!(decode_get(&kv.query(&get)), Some(Bytes::from_static(b"v2")));
+        assert_eq!(
+            decode_get(&Bytewise::query(&kv, &get)),
+            Some(Bytes::from_static(b"v2"))
+        );
     }
 
     #[test]
@@ -414,15 +458,16 @@ mod tests {
             client_id: 1,
             sequence: 1,
         });
-        kv.apply(LogIndex(1), &put("k", "v", session));
+        Bytewise::apply(&mut kv, LogIndex(1), &put("k", "v", session));
         assert_eq!(kv.sessions(), 1);
         let sweep_at = (SESSION_TTL_ENTRIES / SESSION_SWEEP_EVERY + 1) * SESSION_SWEEP_EVERY;
-        kv.apply(
+        Bytewise::apply(
+            &mut kv,
             LogIndex(sweep_at - SESSION_SWEEP_EVERY),
             &put("x", "y", None),
         );
         assert_eq!(kv.sessions(), 1, "not yet");
-        kv.apply(LogIndex(sweep_at), &put("x", "y", None));
+        Bytewise::apply(&mut kv, LogIndex(sweep_at), &put("x", "y", None));
         assert_eq!(
             kv.sessions(),
             0,

@@ -1,25 +1,139 @@
-//! raftor: Raft consensus built from actix actors, durable in RocksDB.
+//! raftor: Raft consensus built from actix actors, durable in RocksDB, talking over TCP — as a
+//! library for your own replicated state machine, and as a replicated key-value service.
 //!
-//! - [`kv`]: the replicated key-value state machine.
-//! - [`config`]: `raftor serve` settings from flags, environment and a TOML file.
-//! - [`server`]: start one node on TCP and RocksDB; [`local_cluster`]: several in one process.
+//! Embedding it takes three steps (docs/embedding.md in the repository has the whole model):
 //!
-//! The Raft rules are in `raftor-core`, the actors in `raftor-actors`, the log store in
-//! `raftor-storage`; their main types are re-exported here.
+//! 1. Implement [`StateMachine`] with your own serde types for commands, results, queries and
+//!    snapshots.
+//! 2. Configure a node with [`Raft::builder`] (id, members, storage, timing) and
+//!    [`start`](RaftNodeBuilder::start) it with your machine, in an actix System or any tokio
+//!    runtime.
+//! 3. Use the [`RaftNode`] handle: [`propose`](RaftNode::propose) commands,
+//!    [`read`](RaftNode::read) with a chosen [`Consistency`], watch
+//!    [`leadership`](RaftNode::leadership), [`shutdown`](RaftNode::shutdown).
+//!
+//! ```
+//! use raftor::{Consistency, LogIndex, NodeId, Raft, StateMachine};
+//!
+//! #[derive(Default)]
+//! struct Counter(u64);
+//!
+//! impl StateMachine for Counter {
+//!     type Command = u64;
+//!     type Response = u64;
+//!     type Query = ();
+//!     type QueryResponse = u64;
+//!     type Snapshot = u64;
+//!     fn apply(&mut self, _index: LogIndex, add: u64) -> u64 {
+//!         self.0 += add;
+//!         self.0
+//!     }
+//!     fn query(&self, _: &()) -> u64 {
+//!         self.0
+//!     }
+//!     fn snapshot(&self) -> u64 {
+//!         self.0
+//!     }
+//!     fn restore(&mut self, total: u64) {
+//!         self.0 = total;
+//!     }
+//! }
+//!
+//! # #[actix_rt::main]
+//! # async fn main() -> Result<(), raftor::Error> {
+//! // A cluster of one, on an in-memory log: it elects itself.
+//! let node = Raft::builder()
+//!     .id(NodeId(1))
+//!     .peers([(NodeId(1), "127.0.0.1:0")])
+//!     .storage(raftor::storage::MemStorage::new())
+//!     .start(Counter::default())
+//!     .await?;
+//! let mut leadership = node.leadership();
+//! leadership.wait_for(|l| l.is_leader()).await.expect("running");
+//! assert_eq!(node.propose(2).await?, 2);
+//! assert_eq!(node.propose(3).await?, 5);
+//! assert_eq!(node.read((), Consistency::Linearizable).await?, 5);
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The key-value service ([`kv`], the HTTP API, the native protocol and [`Client`], the `raftor`
+//! binary) is built on this same API. The Raft rules are in `raftor-core`, the actors in
+//! `raftor-actors`, the log stores in `raftor-storage` ([`storage`] re-exports what a custom store
+//! needs).
 
-pub mod bench;
+mod error;
+mod raft_node;
+pub mod state_machine;
+
 pub mod client;
-pub mod commands;
-pub mod config;
-pub mod http;
 pub mod kv;
-pub mod local_cluster;
-pub mod metrics;
 pub mod protocol;
+
+// The binary's and the tests' own modules: not part of the library's API.
+#[doc(hidden)]
+pub mod bench;
+#[doc(hidden)]
+pub mod commands;
+#[doc(hidden)]
+pub mod config;
+#[doc(hidden)]
+pub mod http;
+#[doc(hidden)]
+pub mod local_cluster;
+#[doc(hidden)]
+pub mod metrics;
+#[doc(hidden)]
 pub mod server;
+#[doc(hidden)]
 pub mod service;
+#[doc(hidden)]
 pub mod sim_command;
 
 pub use client::{Client, ClientError, ClientOptions, WriteResult};
-pub use raftor_actors::{NodeHandle, NodeOptions, NodeStatus, ProposeError, StateMachine};
-pub use raftor_core::{LogIndex, NodeId, RaftConfig, Role, Term};
+pub use error::Error;
+pub use protocol::Consistency;
+pub use raft_node::{ClientHandler, Leadership, Raft, RaftNode, RaftNodeBuilder};
+pub use raftor_actors::NodeStatus;
+pub use raftor_core::{LogId, LogIndex, NodeId, RaftConfig, Role, Term};
+pub use state_machine::StateMachine;
+
+/// Log storage: the [`LogStorage`](storage::LogStorage) trait a custom store implements (give it
+/// to [`RaftNodeBuilder::storage`]), the stores raftor ships, and the
+/// [`conformance`](storage::conformance) suite every store must pass.
+///
+/// Run the suite from a test of your own store: a [`Harness`](storage::conformance::Harness)
+/// makes fresh stores and reopens them (as after a crash: only what `write` synced may survive).
+///
+/// ```
+/// use raftor::storage::{conformance, MemStorage};
+///
+/// struct MyHarness;
+///
+/// impl conformance::Harness for MyHarness {
+///     type Store = MemStorage; // your store here
+///     fn fresh(&mut self) -> MemStorage {
+///         MemStorage::new()
+///     }
+///     fn reopen(&mut self, store: MemStorage) -> MemStorage {
+///         store.clone() // clones share their data, like a directory on disk
+///     }
+/// }
+///
+/// conformance::run_all(&mut MyHarness);
+/// ```
+pub mod storage {
+    pub use raftor_core::{Entry, EntryPayload, HardState, LogWrite, RecoveredState};
+    pub use raftor_storage::{
+        conformance, term_boundaries, validate_write, LogStorage, MemStorage, RocksStorage,
+        StorageError, StoreIdentity,
+    };
+}
+
+/// For tests of an embedding application: an in-memory network (give it to
+/// [`RaftNodeBuilder::in_memory_network`]) that can drop, delay and partition messages, so a
+/// whole cluster runs in one thread on tokio's paused clock.
+pub mod testing {
+    pub use raftor_actors::{MemoryNetwork, NetworkControl};
+}

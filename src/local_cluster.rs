@@ -67,7 +67,7 @@ pub async fn start_local_cluster(
 pub async fn current_leader(nodes: &[RunningNode]) -> Option<(NodeId, Term)> {
     let mut best = None;
     for node in nodes {
-        if let Some(status) = node.handle.status().await {
+        if let Ok(status) = node.handle.status().await {
             if status.role == Role::Leader && best.is_none_or(|(_, term)| status.term > term) {
                 best = Some((status.id, status.term));
             }

@@ -5,11 +5,9 @@ use crate::config::NodeConfig;
 use crate::http::{self, HttpState};
 use crate::kv::KvStateMachine;
 use crate::metrics::ServiceMetrics;
+use crate::raft_node::{Raft, RaftNode};
 use crate::service::{KvService, ServiceConfig};
 use actix::Actor;
-use raftor_actors::network::tcp::{self, EndpointConfig, NetworkError, TcpEndpoint};
-use raftor_actors::{NodeHandle, NodeOptions, PendingNode, StartError};
-use raftor_storage::{RocksStorage, StorageError, StoreIdentity};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,17 +15,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
-    #[error("data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
     #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error(transparent)]
-    Network(#[from] NetworkError),
-    #[error(transparent)]
-    Start(#[from] StartError),
+    Raft(#[from] crate::Error),
     #[error("cannot serve HTTP on {addr}: {source}")]
     Http {
         addr: SocketAddr,
@@ -35,10 +24,10 @@ pub enum ServeError {
     },
 }
 
-/// A running node with its endpoint, service and HTTP server.
+/// A running node with its service and HTTP server.
 pub struct RunningNode {
-    pub handle: Arc<NodeHandle>,
-    pub endpoint: actix::Addr<TcpEndpoint>,
+    /// The node, through the public API.
+    pub handle: RaftNode<KvStateMachine>,
     pub service: actix::Addr<KvService>,
     /// The address the Raft listener actually bound (useful with port 0).
     pub raft_addr: SocketAddr,
@@ -53,52 +42,37 @@ impl RunningNode {
         if let Some(http) = &self.http {
             http.stop(true).await;
         }
-        self.handle.shutdown();
-        let _ = self.endpoint.send(tcp::Shutdown).await;
+        self.handle.shutdown().await;
     }
 }
 
 /// Open (or create) the node's data directory and start it. Must run inside an actix System.
 pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
-    let identity = StoreIdentity {
-        cluster_id: config.cluster_id.clone(),
-        node_id: config.id.0,
-    };
-    let storage = RocksStorage::open(&config.data_dir, &identity)?;
-    let pending = PendingNode::new();
-    let peers = config
-        .peers
-        .iter()
-        .filter(|(id, _)| **id != config.id)
-        .map(|(id, address)| (*id, address.clone()))
-        .collect();
-    let endpoint_config =
-        EndpointConfig::new(config.id, config.cluster_id.clone(), config.listen, peers);
-    let client_slot = endpoint_config.client_handler.clone();
-    let (endpoint, raft_addr) = tcp::start(endpoint_config, pending.inbound()).await?;
-
     let metrics = Arc::new(ServiceMetrics::new(config.id.0));
-    let mut options = NodeOptions::new(config.raft_config());
-    options.tick = Duration::from_millis(config.tick_ms);
     let observer = metrics.clone();
-    options.log_write_observer = Some(Arc::new(move |elapsed, entries| {
-        observer.observe_log_write(elapsed, entries)
-    }));
-    let handle = Arc::new(pending.start(
-        options,
-        storage,
-        Box::new(KvStateMachine::new()),
-        endpoint.clone().recipient(),
-    )?);
-
     let service_config = ServiceConfig {
         max_value_bytes: config.max_value_bytes,
         ..ServiceConfig::default()
     };
+    let handle = Raft::builder()
+        .id(config.id)
+        .peers(config.peers.clone())
+        .listen(config.listen)
+        .data_dir(&config.data_dir)
+        .cluster_id(config.cluster_id.clone())
+        .tick(Duration::from_millis(config.tick_ms))
+        .election_timeout(
+            Duration::from_millis(config.election_min_ms),
+            Duration::from_millis(config.election_max_ms),
+        )
+        .heartbeat(Duration::from_millis(config.heartbeat_ms))
+        .pre_vote(config.pre_vote)
+        .request_timeout(service_config.request_timeout)
+        .on_log_write(move |elapsed, entries| observer.observe_log_write(elapsed, entries))
+        .start(KvStateMachine::new())
+        .await?;
+    let raft_addr = handle.local_addr().unwrap_or(config.listen);
+
     let service = KvService::new(
         handle.clone(),
         config.peers.clone(),
@@ -106,7 +80,7 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
         metrics.clone(),
     )
     .start();
-    client_slot.set(KvService::client_handler(service.clone()));
+    handle.set_client_handler(KvService::client_handler(service.clone()));
 
     let (http, http_addr) = match config.http {
         Some(addr) => {
@@ -116,8 +90,13 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
                 metrics,
                 max_value_bytes: config.max_value_bytes,
             };
-            let (server, bound) = http::serve(state, addr, config.http_workers)
-                .map_err(|source| ServeError::Http { addr, source })?;
+            let (server, bound) = match http::serve(state, addr, config.http_workers) {
+                Ok(served) => served,
+                Err(source) => {
+                    handle.shutdown().await;
+                    return Err(ServeError::Http { addr, source });
+                }
+            };
             let server_handle = server.handle();
             actix::spawn(async move {
                 if let Err(error) = server.await {
@@ -130,7 +109,6 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
     };
     Ok(RunningNode {
         handle,
-        endpoint,
         service,
         raft_addr,
         http_addr,

@@ -1,17 +1,18 @@
 //! The key-value service: one actor per node that runs every client request — from HTTP, from the
-//! native protocol, or forwarded by another node — against the node's public handle, and forwards
-//! to the leader what only the leader can do.
+//! native protocol, or forwarded by another node — against the node's public, typed handle
+//! ([`RaftNode`]), and forwards to the leader what only the leader can do.
 
-use crate::kv::{decode_get, KvApplied, KvCommand, KvOp, KvQuery};
+use crate::error::Error;
+use crate::kv::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine};
 use crate::metrics::ServiceMetrics;
 use crate::protocol::{
     decode, encode, Consistency, ErrorKind, KvRequest, KvResponse, LeaderInfo, Member,
     PeerProgress, RequestEnvelope, ServiceError, StatusReport,
 };
+use crate::raft_node::{ClientHandler, RaftNode};
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 use bytes::Bytes;
-use raftor_actors::network::client::{ClientConnection, ClientConnectionError, ClientHandler};
-use raftor_actors::{NodeHandle, ProposeError, ReadError};
+use raftor_actors::network::client::{ClientConnection, ClientConnectionError};
 use raftor_core::{NodeId, Role};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -25,7 +26,8 @@ pub struct ServiceConfig {
     pub max_value_bytes: usize,
     /// The longest key accepted, in bytes.
     pub max_key_bytes: usize,
-    /// How long a request may wait for its outcome before the answer is "unknown" (504).
+    /// How long a request may wait for its outcome before the answer is "unknown" (504). Give the
+    /// node the same [`request_timeout`](crate::RaftNodeBuilder::request_timeout).
     pub request_timeout: Duration,
     /// How long a request waits for a leader to be elected before "unavailable" (503).
     pub leader_wait: Duration,
@@ -54,7 +56,7 @@ pub struct KvService {
 
 impl KvService {
     pub fn new(
-        node: Arc<NodeHandle>,
+        node: RaftNode<KvStateMachine>,
         members: BTreeMap<NodeId, String>,
         config: ServiceConfig,
         metrics: Arc<ServiceMetrics>,
@@ -104,7 +106,7 @@ fn unavailable(message: &str) -> KvResponse {
 /// Everything a request needs.
 struct Runner {
     id: NodeId,
-    node: Arc<NodeHandle>,
+    node: RaftNode<KvStateMachine>,
     /// Every member's Raft address (the native protocol runs on it too).
     members: BTreeMap<NodeId, String>,
     config: ServiceConfig,
@@ -264,30 +266,30 @@ impl Runner {
     }
 
     async fn write(&self, command: KvCommand) -> Local {
-        let proposal = self.node.propose(command.encode());
-        match tokio::time::timeout(self.config.request_timeout, proposal).await {
-            Ok(Ok(result)) => match KvApplied::decode(&result) {
-                Some(applied) => Local::Done(KvResponse::Written {
-                    index: applied.index,
-                    outcome: applied.outcome,
-                }),
-                None => Local::Done(KvResponse::Error(ServiceError::new(
-                    ErrorKind::Unknown,
-                    "the state machine's answer could not be decoded",
-                ))),
-            },
-            Ok(Err(ProposeError::NotLeader { leader })) => Local::NotLeader(leader),
-            Ok(Err(ProposeError::Dropped)) => Local::Done(KvResponse::Error(ServiceError::new(
+        match self.node.propose(command).await {
+            Ok(applied) => Local::Done(KvResponse::Written {
+                index: applied.index,
+                outcome: applied.outcome,
+            }),
+            Err(Error::NotLeader { leader }) => Local::NotLeader(leader),
+            Err(Error::Dropped) => Local::Done(KvResponse::Error(ServiceError::new(
                 ErrorKind::Unavailable,
                 "leadership changed before the write committed; it was not applied",
             ))),
-            Ok(Err(ProposeError::Shutdown)) => Local::Done(KvResponse::Error(ServiceError::new(
+            Err(Error::Shutdown { in_flight: false }) => {
+                Local::Done(unavailable("the node is shutting down"))
+            }
+            Err(Error::Shutdown { .. }) => Local::Done(KvResponse::Error(ServiceError::new(
                 ErrorKind::Unknown,
                 "the node stopped before the outcome was known",
             ))),
-            Err(_) => Local::Done(KvResponse::Error(ServiceError::new(
+            Err(Error::Timeout(_)) => Local::Done(KvResponse::Error(ServiceError::new(
                 ErrorKind::Unknown,
                 "timed out waiting for the write to commit; it may or may not have been applied",
+            ))),
+            Err(error) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unknown,
+                format!("the state machine's answer: {error}"),
             ))),
         }
     }
@@ -295,49 +297,23 @@ impl Runner {
     async fn read(&self, key: &str, consistency: Consistency) -> Local {
         let query = KvQuery::Get {
             key: key.to_owned(),
-        }
-        .encode();
-        let answer = match consistency {
-            Consistency::Local => match self.node.query_local(query).await {
-                Some(answer) => Ok(answer),
-                None => Err(ReadError::Shutdown),
-            },
-            Consistency::Linearizable => {
-                match tokio::time::timeout(
-                    self.config.request_timeout,
-                    self.node.read_linearizable(query),
-                )
-                .await
-                {
-                    Ok(answer) => answer,
-                    Err(_) => {
-                        return Local::Done(KvResponse::Error(ServiceError::new(
-                            ErrorKind::Unavailable,
-                            "could not confirm leadership with a majority in time",
-                        )))
-                    }
-                }
-            }
-            Consistency::Lease => {
-                match tokio::time::timeout(self.config.request_timeout, self.node.read_lease(query))
-                    .await
-                {
-                    Ok(answer) => answer,
-                    Err(_) => {
-                        return Local::Done(KvResponse::Error(ServiceError::new(
-                            ErrorKind::Unavailable,
-                            "could not confirm leadership with a majority in time",
-                        )))
-                    }
-                }
-            }
         };
-        match answer {
-            Ok(bytes) => Local::Done(KvResponse::Value {
-                value: decode_get(&bytes),
-            }),
-            Err(ReadError::NotLeader { leader }) => Local::NotLeader(leader),
-            Err(ReadError::Shutdown) => Local::Done(unavailable("the node is shutting down")),
+        match self.node.read(query, consistency).await {
+            Ok(KvAnswer::Value(value)) => Local::Done(KvResponse::Value { value }),
+            Ok(other) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unknown,
+                format!("unexpected answer from the state machine: {other:?}"),
+            ))),
+            Err(Error::NotLeader { leader }) => Local::NotLeader(leader),
+            Err(Error::Timeout(_)) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unavailable,
+                "could not confirm leadership with a majority in time",
+            ))),
+            Err(Error::Shutdown { .. }) => Local::Done(unavailable("the node is shutting down")),
+            Err(error) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unavailable,
+                format!("the read failed: {error}"),
+            ))),
         }
     }
 
@@ -421,8 +397,8 @@ impl Runner {
 
     async fn status(&self) -> KvResponse {
         match self.node.status().await {
-            Some(status) => KvResponse::Status(Box::new(self.report(status))),
-            None => unavailable("the node is shutting down"),
+            Ok(status) => KvResponse::Status(Box::new(self.report(status))),
+            Err(_) => unavailable("the node is shutting down"),
         }
     }
 

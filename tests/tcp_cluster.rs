@@ -10,14 +10,17 @@ use raftor::{Client, ClientOptions};
 use std::time::Duration;
 
 async fn wait_local(client_node: &raftor::server::RunningNode, key: &str, value: &str) {
-    use raftor::kv::{decode_get, KvQuery};
+    use raftor::kv::{KvAnswer, KvQuery};
     let query = KvQuery::Get {
         key: key.to_string(),
-    }
-    .encode();
+    };
     for _ in 0..200 {
-        if let Some(answer) = client_node.handle.query_local(query.clone()).await {
-            if decode_get(&answer).as_deref() == Some(value.as_bytes()) {
+        if let Ok(KvAnswer::Value(Some(answer))) = client_node
+            .handle
+            .read(query.clone(), Consistency::Local)
+            .await
+        {
+            if answer == value.as_bytes() {
                 return;
             }
         }

@@ -1,0 +1,85 @@
+//! What can go wrong when starting a node, proposing a command or reading.
+
+use raftor_core::NodeId;
+use thiserror::Error;
+
+/// An error of [`RaftNode`](crate::RaftNode) or its builder. Each variant says whether a command
+/// may still take effect; see [`Error::may_have_applied`].
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// This node is not the leader, so it did nothing: send the request to `leader` (when known)
+    /// or retry after an election.
+    #[error("this node is not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+    },
+    /// The command was appended, then replaced by another leader's entry: it was never committed
+    /// and never will be. Safe to retry.
+    #[error("the proposal was dropped when leadership changed; it was not applied")]
+    Dropped,
+    /// The node is shutting down or has stopped. A proposal that was already in flight may or may
+    /// not have been committed (see [`Error::may_have_applied`]); a new one did nothing.
+    #[error("the node is shutting down")]
+    Shutdown {
+        /// Whether the request was in flight when the node stopped (its outcome is unknown).
+        in_flight: bool,
+    },
+    /// No answer within the request timeout. For a proposal the outcome is unknown: the command
+    /// may yet be committed and applied. A read changed nothing and can be retried.
+    #[error("timed out after {0:?}; the outcome is unknown")]
+    Timeout(std::time::Duration),
+    /// The state machine could not decode the command (or query): nothing changed on any node.
+    /// A version mismatch between the proposer's and the state machine's types.
+    #[error("the state machine refused the request: {0}")]
+    BadCommand(String),
+    /// A command or query could not be encoded, or an answer decoded.
+    #[error("encoding: {0}")]
+    Codec(String),
+    /// The builder was given an incomplete or inconsistent configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The data directory could not be created.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why it could not be created.
+        source: std::io::Error,
+    },
+    /// The log store could not be opened or recovered.
+    #[error(transparent)]
+    Storage(#[from] raftor_storage::StorageError),
+    /// The Raft listener could not be bound, or the endpoint configuration is invalid.
+    #[error(transparent)]
+    Network(#[from] raftor_actors::network::tcp::NetworkError),
+    /// The actors could not start (a Raft configuration the rules refuse, or storage).
+    #[error(transparent)]
+    Start(#[from] raftor_actors::StartError),
+    /// The dedicated actix thread could not be started (see
+    /// [`RaftNodeBuilder::start`](crate::RaftNodeBuilder::start)).
+    #[error("cannot start the node's thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl Error {
+    /// Whether a proposal that failed with this error may still have been (or yet be) committed
+    /// and applied: `true` for [`Error::Timeout`] and an in-flight [`Error::Shutdown`]. Retry such a
+    /// command only if applying it twice is harmless, or make it idempotent (the key-value service
+    /// keys each client's writes by a sequence number for exactly this).
+    pub fn may_have_applied(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout(_) | Error::Shutdown { in_flight: true }
+        )
+    }
+
+    /// The leader to retry with, when this node knows one.
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        match self {
+            Error::NotLeader { leader } => *leader,
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,660 @@
+//! Embedding a Raft node: [`Raft::builder`] configures and starts one, [`RaftNode`] is the typed
+//! handle to it.
+//!
+//! ```no_run
+//! # use raftor::{LogIndex, StateMachine};
+//! # #[derive(Default)] struct Counter(u64);
+//! # impl StateMachine for Counter {
+//! #     type Command = u64; type Response = u64; type Query = (); type QueryResponse = u64;
+//! #     type Snapshot = u64;
+//! #     fn apply(&mut self, _: LogIndex, add: u64) -> u64 { self.0 += add; self.0 }
+//! #     fn query(&self, _: &()) -> u64 { self.0 }
+//! #     fn snapshot(&self) -> u64 { self.0 }
+//! #     fn restore(&mut self, total: u64) { self.0 = total }
+//! # }
+//! use raftor::{Consistency, NodeId, Raft};
+//!
+//! # async fn run() -> Result<(), raftor::Error> {
+//! let node = Raft::builder()
+//!     .id(NodeId(1))
+//!     .peers([
+//!         (NodeId(1), "10.0.0.1:7001"),
+//!         (NodeId(2), "10.0.0.2:7001"),
+//!         (NodeId(3), "10.0.0.3:7001"),
+//!     ])
+//!     .listen("0.0.0.0:7001".parse().unwrap())
+//!     .data_dir("/var/lib/counter")
+//!     .start(Counter::default())
+//!     .await?;
+//! match node.propose(5).await {
+//!     Ok(total) => println!("total is now {total}"),
+//!     Err(raftor::Error::NotLeader { leader }) => println!("ask node {leader:?}"),
+//!     Err(error) => println!("failed: {error}"),
+//! }
+//! let total = node.read((), Consistency::Linearizable).await?;
+//! node.shutdown().await;
+//! # let _ = total; Ok(()) }
+//! ```
+
+use crate::error::Error;
+use crate::protocol::Consistency;
+use crate::state_machine::{unframe, Encoded, StateMachine, Unframed};
+use actix::Addr;
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use raftor_actors::network::client::ClientHandlerSlot;
+use raftor_actors::network::tcp::{self, EndpointConfig, TcpEndpoint};
+use raftor_actors::{
+    MemoryNetwork, NetworkControl, NodeHandle, NodeOptions, NodeStatus, PendingNode, ProposeError,
+    ReadError,
+};
+use raftor_core::{NodeId, RaftConfig, Role, Term};
+use raftor_storage::{LogStorage, RocksStorage, StoreIdentity};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// Answers one request body of the native client protocol (see
+/// [`RaftNode::set_client_handler`]) with a response body. Runs on the endpoint's thread.
+pub type ClientHandler = Arc<dyn Fn(Bytes) -> LocalBoxFuture<'static, Bytes> + Send + Sync>;
+
+/// Who leads, as one node sees it. Sent on [`RaftNode::leadership`] when it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// This node's role.
+    pub role: Role,
+    /// This node's current term.
+    pub term: Term,
+    /// The leader of `term` this node knows of (itself when it leads).
+    pub leader: Option<NodeId>,
+}
+
+impl Leadership {
+    /// Whether this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    fn of(status: &NodeStatus) -> Leadership {
+        Leadership {
+            role: status.role,
+            term: status.term,
+            leader: status.leader,
+        }
+    }
+}
+
+/// Where the log lives.
+enum StorageChoice {
+    None,
+    Dir(PathBuf),
+    Custom(Box<dyn LogStorage>),
+}
+
+/// Configures and starts a [`RaftNode`]; from [`Raft::builder`].
+///
+/// Required: [`id`](Self::id), [`peers`](Self::peers), and storage ([`data_dir`](Self::data_dir)
+/// or [`storage`](Self::storage)). Timing defaults: 10 ms ticks, elections after a random
+/// 150–300 ms without a leader, 50 ms heartbeats, pre-vote on; requests time out after 5 s.
+pub struct RaftNodeBuilder {
+    id: Option<NodeId>,
+    peers: BTreeMap<NodeId, String>,
+    listen: Option<SocketAddr>,
+    storage: StorageChoice,
+    network: Option<Addr<MemoryNetwork>>,
+    cluster_id: String,
+    tick: Duration,
+    election_min: Duration,
+    election_max: Duration,
+    heartbeat: Duration,
+    pre_vote: bool,
+    request_timeout: Duration,
+    seed: Option<u64>,
+    log_write_observer: Option<raftor_actors::log_store::LogWriteObserver>,
+}
+
+impl RaftNodeBuilder {
+    fn new() -> RaftNodeBuilder {
+        RaftNodeBuilder {
+            id: None,
+            peers: BTreeMap::new(),
+            listen: None,
+            storage: StorageChoice::None,
+            network: None,
+            cluster_id: "raftor".to_string(),
+            tick: Duration::from_millis(10),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(300),
+            heartbeat: Duration::from_millis(50),
+            pre_vote: true,
+            request_timeout: Duration::from_secs(5),
+            seed: None,
+            log_write_observer: None,
+        }
+    }
+
+    /// This node's id; must be one of [`peers`](Self::peers). Ids are never reused.
+    pub fn id(mut self, id: NodeId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Every member of the cluster, this node included, with its Raft address (`host:port`,
+    /// resolved at each connection attempt, so a name that does not resolve yet is retried).
+    /// Membership is fixed when the cluster first starts: give every node the same members.
+    pub fn peers<A: Into<String>>(mut self, peers: impl IntoIterator<Item = (NodeId, A)>) -> Self {
+        self.peers = peers
+            .into_iter()
+            .map(|(id, address)| (id, address.into()))
+            .collect();
+        self
+    }
+
+    /// The address to listen on for peers and clients (default: this node's address in
+    /// [`peers`](Self::peers), which must then be an IP address and port). Port 0 picks a free
+    /// port; [`RaftNode::local_addr`] tells which.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// Keep the log in RocksDB in `dir` (created if missing). The directory remembers the cluster
+    /// id and node id, and refuses to open as another node or cluster.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.storage = StorageChoice::Dir(dir.into());
+        self
+    }
+
+    /// Keep the log in a store of your own (it must pass
+    /// [`storage::conformance`](crate::storage::conformance)), instead of
+    /// [`data_dir`](Self::data_dir).
+    pub fn storage(mut self, storage: impl LogStorage) -> Self {
+        self.storage = StorageChoice::Custom(Box::new(storage));
+        self
+    }
+
+    /// A name shared by the members (default `raftor`): a peer presenting another one is refused,
+    /// and a data directory of another cluster does not open.
+    pub fn cluster_id(mut self, cluster_id: impl Into<String>) -> Self {
+        self.cluster_id = cluster_id.into();
+        self
+    }
+
+    /// The period of the rules' clock (default 10 ms); the timeouts below are rounded up to it.
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.tick = tick;
+        self
+    }
+
+    /// A follower that hears from no leader for a random time in `min..max` starts an election
+    /// (default 150–300 ms). Also the check-quorum period of a leader.
+    pub fn election_timeout(mut self, min: Duration, max: Duration) -> Self {
+        self.election_min = min;
+        self.election_max = max;
+        self
+    }
+
+    /// How often a leader sends heartbeats (default 50 ms); well below the election timeout.
+    pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Rehearse an election before starting one (default on), so that a node cut off from the
+    /// others does not depose a healthy leader when it returns.
+    pub fn pre_vote(mut self, pre_vote: bool) -> Self {
+        self.pre_vote = pre_vote;
+        self
+    }
+
+    /// How long [`RaftNode::propose`] and [`RaftNode::read`] wait before [`Error::Timeout`]
+    /// (default 5 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Seeds the randomised election timeouts (default: the node id).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Called with the duration and number of entries of every synced log write (for metrics).
+    /// Runs on the log store's thread: keep it quick.
+    pub fn on_log_write(
+        mut self,
+        observer: impl Fn(Duration, usize) + Send + Sync + 'static,
+    ) -> Self {
+        self.log_write_observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// For tests: talk through an in-memory network instead of TCP (the addresses in
+    /// [`peers`](Self::peers) are then unused), and keep every actor on the current thread, so
+    /// that a whole cluster runs on tokio's paused clock. See [`crate::testing`].
+    pub fn in_memory_network(mut self, network: Addr<MemoryNetwork>) -> Self {
+        self.network = Some(network);
+        self
+    }
+
+    /// Recover the log, start the node's actors and the TCP endpoint, and return the handle.
+    ///
+    /// Inside a running actix `System` (`#[actix::main]`, `#[actix_web::main]`, an actix-web
+    /// server's thread...) the actors run on the current thread's arbiter, and the log store on a
+    /// thread of its own. Anywhere else — a plain tokio runtime, or no runtime but an executor —
+    /// the node starts a dedicated thread running its own actix `System`, which
+    /// [`RaftNode::shutdown`] stops. The handle works from any thread either way.
+    pub async fn start<M: StateMachine + Send>(self, machine: M) -> Result<RaftNode<M>, Error> {
+        if actix::System::try_current().is_some() {
+            return self.start_here(machine).await;
+        }
+        let id = self.id;
+        let (started_tx, started_rx) = oneshot::channel();
+        let (exited_tx, exited_rx) = oneshot::channel();
+        let name = format!("raftor-node-{}", id.map_or(0, |id| id.0));
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let system = actix::System::new();
+                let started = system.block_on(self.start_here(machine));
+                let ok = started.is_ok();
+                let _ = started_tx.send(started.map(|node| (node, actix::System::current())));
+                if ok {
+                    let _ = system.run();
+                }
+                let _ = exited_tx.send(());
+            })
+            .map_err(Error::Thread)?;
+        let (node, system) = started_rx
+            .await
+            .map_err(|_| Error::Thread(std::io::Error::other("the node's thread ended")))??;
+        *lock(&node.inner.own_system) = Some(OwnSystem {
+            system,
+            exited: exited_rx,
+        });
+        Ok(node)
+    }
+
+    async fn start_here<M: StateMachine>(self, machine: M) -> Result<RaftNode<M>, Error> {
+        let id = self
+            .id
+            .ok_or_else(|| Error::Config("the node id is not set".into()))?;
+        if !self.peers.contains_key(&id) {
+            return Err(Error::Config(format!(
+                "node {id} is not among the peers {:?}",
+                self.peers.keys().map(|p| p.0).collect::<Vec<_>>()
+            )));
+        }
+        if self.tick.is_zero() {
+            return Err(Error::Config("the tick must be positive".into()));
+        }
+        let ticks = |d: Duration| {
+            u32::try_from(d.as_nanos().div_ceil(self.tick.as_nanos())).unwrap_or(u32::MAX)
+        };
+        let mut raft = RaftConfig::new(id, self.peers.keys().copied());
+        raft.election_ticks_min = ticks(self.election_min);
+        raft.election_ticks_max = ticks(self.election_max).max(raft.election_ticks_min + 1);
+        raft.heartbeat_ticks = ticks(self.heartbeat).max(1);
+        raft.pre_vote = self.pre_vote;
+        raft.validate()
+            .map_err(|error| Error::Config(error.to_string()))?;
+
+        let storage: Box<dyn LogStorage> = match self.storage {
+            StorageChoice::None => {
+                return Err(Error::Config(
+                    "no storage: give a data directory or a log store".into(),
+                ))
+            }
+            StorageChoice::Custom(storage) => storage,
+            StorageChoice::Dir(dir) => {
+                std::fs::create_dir_all(&dir).map_err(|source| Error::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+                let identity = StoreIdentity {
+                    cluster_id: self.cluster_id.clone(),
+                    node_id: id.0,
+                };
+                Box::new(RocksStorage::open(&dir, &identity)?)
+            }
+        };
+
+        let pending = PendingNode::new();
+        let (transport, link) = match &self.network {
+            Some(network) => {
+                network.do_send(NetworkControl::Register(id, pending.inbound()));
+                (
+                    network.clone().recipient(),
+                    Link::Memory {
+                        network: network.clone(),
+                    },
+                )
+            }
+            None => {
+                let listen = match self.listen {
+                    Some(listen) => listen,
+                    None => self.peers[&id].parse().map_err(|_| {
+                        Error::Config(format!(
+                            "no listen address, and this node's peer address {:?} is not an IP address and port",
+                            self.peers[&id]
+                        ))
+                    })?,
+                };
+                let others = self
+                    .peers
+                    .iter()
+                    .filter(|(peer, _)| **peer != id)
+                    .map(|(peer, address)| (*peer, address.clone()))
+                    .collect();
+                let config = EndpointConfig::new(id, self.cluster_id.clone(), listen, others);
+                let clients = config.client_handler.clone();
+                let (endpoint, local_addr) = tcp::start(config, pending.inbound()).await?;
+                (
+                    endpoint.clone().recipient(),
+                    Link::Tcp {
+                        endpoint,
+                        local_addr,
+                        clients,
+                    },
+                )
+            }
+        };
+
+        let mut options = NodeOptions::new(raft);
+        options.tick = self.tick;
+        if let Some(seed) = self.seed {
+            options.seed = seed;
+        }
+        // On the paused clock every actor must stay on one thread.
+        options.dedicated_log_thread = self.network.is_none();
+        options.log_write_observer = self.log_write_observer;
+        let handle = match pending.start(options, storage, Box::new(Encoded(machine)), transport) {
+            Ok(handle) => Arc::new(handle),
+            Err(error) => {
+                link.close(id).await;
+                return Err(error.into());
+            }
+        };
+
+        let first = handle
+            .status()
+            .await
+            .map(|status| Leadership::of(&status))
+            .ok_or(Error::Shutdown { in_flight: false })?;
+        let (leadership_tx, leadership) = watch::channel(first);
+        actix::spawn(watch_leadership(handle.clone(), leadership_tx, self.tick));
+        Ok(RaftNode {
+            inner: Arc::new(Inner {
+                id,
+                node: handle,
+                link,
+                leadership,
+                request_timeout: self.request_timeout,
+                closing: AtomicBool::new(false),
+                own_system: Mutex::new(None),
+                machine: PhantomData,
+            }),
+        })
+    }
+}
+
+/// Follows the node's role and leader (one look per tick) until the node stops; then drops the
+/// sender, which ends every receiver's `changed()`.
+async fn watch_leadership(
+    node: Arc<NodeHandle>,
+    leadership: watch::Sender<Leadership>,
+    every: Duration,
+) {
+    while let Some(status) = node.status().await {
+        let now = Leadership::of(&status);
+        leadership.send_if_modified(|seen| {
+            let changed = *seen != now;
+            *seen = now;
+            changed
+        });
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// How the node reaches its peers.
+enum Link {
+    Tcp {
+        endpoint: Addr<TcpEndpoint>,
+        local_addr: SocketAddr,
+        clients: ClientHandlerSlot,
+    },
+    Memory {
+        network: Addr<MemoryNetwork>,
+    },
+}
+
+impl Link {
+    /// Stop taking messages and connections (the TCP port is free once this returns).
+    async fn close(&self, id: NodeId) {
+        match self {
+            Link::Tcp { endpoint, .. } => {
+                let _ = endpoint.send(tcp::Shutdown).await;
+            }
+            Link::Memory { network } => network.do_send(NetworkControl::Unregister(id)),
+        }
+    }
+}
+
+/// The actix System of a node started outside one, on its own thread.
+struct OwnSystem {
+    system: actix::System,
+    exited: oneshot::Receiver<()>,
+}
+
+struct Inner<M> {
+    id: NodeId,
+    node: Arc<NodeHandle>,
+    link: Link,
+    leadership: watch::Receiver<Leadership>,
+    request_timeout: Duration,
+    closing: AtomicBool,
+    own_system: Mutex<Option<OwnSystem>>,
+    machine: PhantomData<fn() -> M>,
+}
+
+impl<M> Drop for Inner<M> {
+    fn drop(&mut self) {
+        // The last handle is gone without a shutdown: stop what can be stopped without waiting.
+        if !self.closing.swap(true, Ordering::SeqCst) {
+            if let Link::Tcp { endpoint, .. } = &self.link {
+                endpoint.do_send(tcp::Shutdown);
+            }
+            self.node.shutdown();
+            if let Some(own) = lock(&self.own_system).take() {
+                own.system.stop();
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A running Raft node with the application's state machine `M`: propose commands, read, watch
+/// who leads, shut down. Cheap to clone (clones share the node); usable from any thread. The node
+/// stops when [`RaftNode::shutdown`] is called, or when the last clone is dropped.
+pub struct RaftNode<M: StateMachine> {
+    inner: Arc<Inner<M>>,
+}
+
+impl<M: StateMachine> Clone for RaftNode<M> {
+    fn clone(&self) -> Self {
+        RaftNode {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// The entry point: [`Raft::builder`] configures a node, whose
+/// [`start`](RaftNodeBuilder::start) returns a [`RaftNode`].
+#[derive(Debug)]
+pub struct Raft(());
+
+impl Raft {
+    /// A builder for a node: see [`RaftNodeBuilder`].
+    pub fn builder() -> RaftNodeBuilder {
+        RaftNodeBuilder::new()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Bytes, Error> {
+    bincode::serialize(value)
+        .map(Bytes::from)
+        .map_err(|error| Error::Codec(error.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(answer: &[u8]) -> Result<T, Error> {
+    unframe(answer).map_err(|error| match error {
+        Unframed::Rejected(reason) => Error::BadCommand(reason),
+        Unframed::Undecodable(reason) => Error::Codec(reason),
+    })
+}
+
+impl<M: StateMachine> RaftNode<M> {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The address the Raft listener bound (`None` on an in-memory network).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.inner.link {
+            Link::Tcp { local_addr, .. } => Some(*local_addr),
+            Link::Memory { .. } => None,
+        }
+    }
+
+    fn check_running(&self) -> Result<(), Error> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            Err(Error::Shutdown { in_flight: false })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Propose `command` on this node, which must be the leader. Resolves once the command is
+    /// committed (durable on a majority) and applied here, with what [`StateMachine::apply`]
+    /// answered. See [`Error`] for what each failure means for the command.
+    pub async fn propose(&self, command: M::Command) -> Result<M::Response, Error> {
+        self.check_running()?;
+        let command = encode(&command)?;
+        let timeout = self.inner.request_timeout;
+        match tokio::time::timeout(timeout, self.inner.node.propose(command)).await {
+            Err(_) => Err(Error::Timeout(timeout)),
+            Ok(Err(ProposeError::NotLeader { leader })) => Err(Error::NotLeader { leader }),
+            Ok(Err(ProposeError::Dropped)) => Err(Error::Dropped),
+            Ok(Err(ProposeError::Shutdown)) => Err(Error::Shutdown { in_flight: true }),
+            Ok(Ok(result)) => decode(&result),
+        }
+    }
+
+    /// Answer `query` from the state machine:
+    ///
+    /// - [`Consistency::Linearizable`]: on the leader, after confirming its leadership with a
+    ///   majority (ReadIndex) and applying every entry committed when the read arrived — the read
+    ///   sees every write acknowledged before it began.
+    /// - [`Consistency::Lease`]: on the leader, from its check-quorum lease (no round trip while
+    ///   it is fresh; assumes clock drift well under the election timeout), else as linearizable.
+    /// - [`Consistency::Local`]: this node's applied state now, on any node: possibly stale,
+    ///   never uncommitted.
+    ///
+    /// Not on the leader, the first two fail with [`Error::NotLeader`].
+    pub async fn read(
+        &self,
+        query: M::Query,
+        consistency: Consistency,
+    ) -> Result<M::QueryResponse, Error> {
+        self.check_running()?;
+        let query = encode(&query)?;
+        let node = &self.inner.node;
+        let timeout = self.inner.request_timeout;
+        let answer = match consistency {
+            Consistency::Local => node
+                .query_local(query)
+                .await
+                .ok_or(Error::Shutdown { in_flight: false })?,
+            Consistency::Linearizable | Consistency::Lease => {
+                let read = async {
+                    if consistency == Consistency::Lease {
+                        node.read_lease(query).await
+                    } else {
+                        node.read_linearizable(query).await
+                    }
+                };
+                match tokio::time::timeout(timeout, read).await {
+                    Err(_) => return Err(Error::Timeout(timeout)),
+                    Ok(Err(ReadError::NotLeader { leader })) => {
+                        return Err(Error::NotLeader { leader })
+                    }
+                    Ok(Err(ReadError::Shutdown)) => {
+                        return Err(Error::Shutdown { in_flight: false })
+                    }
+                    Ok(Ok(answer)) => answer,
+                }
+            }
+        };
+        decode(&answer)
+    }
+
+    /// The node's role, term and leader, updated within a tick of a change. `changed()` on the
+    /// receiver fails once the node has stopped.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.inner.leadership.clone()
+    }
+
+    /// The node's status and counters: role, term, leader, commit and applied index, the log, and
+    /// on the leader each peer's progress.
+    pub async fn status(&self) -> Result<NodeStatus, Error> {
+        self.inner
+            .node
+            .status()
+            .await
+            .ok_or(Error::Shutdown { in_flight: false })
+    }
+
+    /// Serve a request/response protocol of your own on the Raft port: a connection that opens
+    /// with the native client protocol's hello (as [`ClientConnection`] does) is handed to
+    /// `handler`, one request body at a time. Returns `false` if a handler is already installed,
+    /// or the node has no TCP endpoint. Until a handler is installed, clients are turned away.
+    ///
+    /// [`ClientConnection`]: raftor_actors::network::client::ClientConnection
+    pub fn set_client_handler(&self, handler: ClientHandler) -> bool {
+        match &self.inner.link {
+            Link::Tcp { clients, .. } => clients.set(handler),
+            Link::Memory { .. } => false,
+        }
+    }
+
+    /// Stop cleanly: stop taking peer messages and client connections (the port is free when this
+    /// returns), stop the node (pending proposals fail with [`Error::Shutdown`]; the log store
+    /// flushes what it had queued), and wait until every actor has stopped and the log storage is
+    /// closed, so the data directory can be opened again. A node started outside an actix System
+    /// also stops its thread. Calling it again does nothing.
+    pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        self.inner.link.close(self.inner.id).await;
+        self.inner.node.shutdown();
+        self.inner.node.stopped().await;
+        let own = lock(&self.inner.own_system).take();
+        if let Some(own) = own {
+            own.system.stop();
+            let _ = own.exited.await;
+        }
+    }
+}
