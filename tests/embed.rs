@@ -30,7 +30,7 @@ struct Even(u64);
 impl TryFrom<u64> for Even {
     type Error = String;
     fn try_from(n: u64) -> Result<Even, String> {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             Ok(Even(n))
         } else {
             Err(format!("{n} is odd"))
