@@ -38,7 +38,7 @@
 
 use crate::error::Error;
 use crate::protocol::Consistency;
-use crate::state_machine::{unframe, Encoded, StateMachine, Unframed};
+use crate::state_machine::{self as typed, unframe, StateMachine, Unframed};
 use actix::Addr;
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
@@ -376,7 +376,12 @@ impl RaftNodeBuilder {
         // On the paused clock every actor must stay on one thread.
         options.dedicated_log_thread = self.network.is_none();
         options.log_write_observer = self.log_write_observer;
-        let handle = match pending.start(options, storage, Box::new(Encoded(machine)), transport) {
+        let panicked = Arc::new(AtomicBool::new(false));
+        let machine = Guarded {
+            machine,
+            panicked: panicked.clone(),
+        };
+        let handle = match pending.start(options, storage, Box::new(machine), transport) {
             Ok(handle) => Arc::new(handle),
             Err(error) => {
                 link.close(id).await;
@@ -390,7 +395,12 @@ impl RaftNodeBuilder {
             .map(|status| Leadership::of(&status))
             .ok_or(Error::Shutdown { in_flight: false })?;
         let (leadership_tx, leadership) = watch::channel(first);
-        actix::spawn(watch_leadership(handle.clone(), leadership_tx, self.tick));
+        actix::spawn(watch_leadership(
+            handle.clone(),
+            leadership_tx,
+            panicked,
+            self.tick,
+        ));
         Ok(RaftNode {
             inner: Arc::new(Inner {
                 id,
@@ -406,14 +416,62 @@ impl RaftNodeBuilder {
     }
 }
 
+/// The application's machine as the applier drives it (as [`typed::Encoded`] does), noting a
+/// panic so that the node is stopped.
+struct Guarded<M> {
+    machine: M,
+    panicked: Arc<AtomicBool>,
+}
+
+/// Runs `f`; if it panics, notes it in `panicked` and lets the panic go on (it stops the applier).
+fn guard<T>(panicked: &AtomicBool, f: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(value) => value,
+        Err(panic) => {
+            panicked.store(true, Ordering::SeqCst);
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+impl<M: StateMachine> raftor_actors::StateMachine for Guarded<M> {
+    fn apply(&mut self, index: raftor_core::LogIndex, command: &[u8]) -> Bytes {
+        let machine = &mut self.machine;
+        guard(&self.panicked, || {
+            typed::apply_encoded(machine, index, command)
+        })
+    }
+
+    fn query(&self, query: &[u8]) -> Bytes {
+        guard(&self.panicked, || {
+            typed::query_encoded(&self.machine, query)
+        })
+    }
+
+    fn snapshot(&self) -> raftor_actors::state_machine::SnapshotWriter {
+        guard(&self.panicked, || typed::snapshot_encoded(&self.machine))
+    }
+
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
+        let machine = &mut self.machine;
+        guard(&self.panicked, || typed::restore_encoded(machine, input))
+    }
+}
+
 /// Follows the node's role and leader (one look per tick) until the node stops; then drops the
-/// sender, which ends every receiver's `changed()`.
+/// sender, which ends every receiver's `changed()`. Stops the node if the state machine panicked
+/// (its applier is gone: it could lead, but never apply or answer).
 async fn watch_leadership(
     node: Arc<NodeHandle>,
     leadership: watch::Sender<Leadership>,
+    panicked: Arc<AtomicBool>,
     every: Duration,
 ) {
     while let Some(status) = node.status().await {
+        if panicked.load(Ordering::SeqCst) {
+            tracing::error!(node = %status.id, "the state machine panicked: stopping this node");
+            node.shutdown();
+        }
         let now = Leadership::of(&status);
         leadership.send_if_modified(|seen| {
             let changed = *seen != now;

@@ -42,6 +42,8 @@ impl TryFrom<u64> for Even {
 enum Op {
     Append(String),
     AppendNumber(Even),
+    /// A bug in the state machine.
+    Panic,
 }
 
 /// Everything appended, in the order applied.
@@ -60,6 +62,7 @@ impl StateMachine for Journal {
         match op {
             Op::Append(text) => self.0.push(text),
             Op::AppendNumber(Even(n)) => self.0.push(n.to_string()),
+            Op::Panic => panic!("the state machine has a bug (planted by the test)"),
         }
         (index, self.0.len())
     }
@@ -323,5 +326,45 @@ fn the_builder_refuses_bad_configurations() {
                 .await,
         );
         assert!(message.contains("heartbeat"), "{message}");
+    });
+}
+
+#[test]
+fn a_state_machine_that_panics_stops_every_node_that_applies_the_entry() {
+    run_paused(|| async {
+        let network = actix::Actor::start(MemoryNetwork::new(5));
+        let nodes = start_cluster(&network).await;
+        let l = leader(&nodes).await;
+        nodes[l]
+            .propose(Op::Append("before".into()))
+            .await
+            .expect("applied");
+        // The panic is deterministic: each node that applies the entry panics there, and stops
+        // rather than go on leading or voting with a state machine that is gone. Once a majority
+        // has stopped, the last node cannot commit (or apply) anything more.
+        let outcome = nodes[l].propose(Op::Panic).await;
+        assert!(
+            matches!(outcome, Err(Error::Shutdown { in_flight: true })),
+            "{outcome:?}"
+        );
+        let mut stopped = 0;
+        for node in &nodes {
+            let mut watch = node.leadership();
+            let ended = tokio::time::timeout(Duration::from_secs(2), async {
+                while watch.changed().await.is_ok() {}
+            })
+            .await;
+            if ended.is_ok() {
+                stopped += 1;
+                assert!(matches!(node.status().await, Err(Error::Shutdown { .. })));
+            } else {
+                assert_eq!(local(node).await, vec!["before".to_string()]);
+            }
+        }
+        assert!(stopped >= 2, "only {stopped} nodes stopped");
+        assert!(nodes[l].status().await.is_err(), "the leader stopped");
+        for node in &nodes {
+            node.shutdown().await;
+        }
     });
 }
