@@ -249,9 +249,10 @@ impl RaftNodeBuilder {
     ///
     /// Inside a running actix `System` (`#[actix::main]`, `#[actix_web::main]`, an actix-web
     /// server's thread...) the actors run on the current thread's arbiter, and the log store on a
-    /// thread of its own. Anywhere else — a plain tokio runtime, or no runtime but an executor —
-    /// the node starts a dedicated thread running its own actix `System`, which
-    /// [`RaftNode::shutdown`] stops. The handle works from any thread either way.
+    /// thread of its own. Anywhere else — a plain tokio runtime (`#[tokio::main]`) — the node
+    /// starts a dedicated thread running its own actix `System`, which [`RaftNode::shutdown`]
+    /// stops. (The test is `actix::System::try_current()`; a thread that once ran a System still
+    /// has one.) The handle works from any thread and tokio runtime either way.
     pub async fn start<M: StateMachine + Send>(self, machine: M) -> Result<RaftNode<M>, Error> {
         if actix::System::try_current().is_some() {
             return self.start_here(machine).await;
@@ -549,6 +550,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// stops when [`RaftNode::shutdown`] is called, or when the last clone is dropped.
 pub struct RaftNode<M: StateMachine> {
     inner: Arc<Inner<M>>,
+}
+
+impl<M: StateMachine> std::fmt::Debug for RaftNode<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("id", &self.inner.id)
+            .field("leadership", &*self.inner.leadership.borrow())
+            .finish()
+    }
 }
 
 impl<M: StateMachine> Clone for RaftNode<M> {
