@@ -40,6 +40,7 @@ fn append(first: u64, count: u64, payload: &Bytes) -> LogWrite {
     LogWrite {
         hard_state: None,
         truncate_from: None,
+        compact_to: None,
         entries: (first..first + count)
             .map(|index| Entry {
                 term: Term(1),

@@ -5,12 +5,14 @@
 use crate::entry_cache::EntryCache;
 use crate::error::ProposeError;
 use crate::messages::{
-    Applied, AwaitApply, Commit, EntriesRead, QueryAt, QueryLocal, ReadEntries, Shutdown,
+    Applied, AwaitApply, Commit, EntriesRead, QueryAt, QueryLocal, ReadEntries, RestoreSnapshot,
+    Shutdown, SnapshotTaken, StorageFailed, TakeSnapshot,
 };
+use crate::snapshot::{write_snapshot, SnapshotOptions};
 use crate::state_machine::StateMachine;
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, Recipient};
 use bytes::Bytes;
-use raftor_core::{Entry, EntryPayload, LogIndex, NodeId, Term};
+use raftor_core::{Entry, EntryPayload, LogId, LogIndex, NodeId, SnapshotMeta, Term};
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
 
@@ -22,8 +24,11 @@ const APPLY_MAX_BYTES: usize = 16 * 1024 * 1024;
 pub struct Applier {
     node_id: NodeId,
     state_machine: Box<dyn StateMachine>,
-    /// `lastApplied` (Figure 2): every entry up to here is applied. `applied <= commit`.
+    /// `lastApplied` (Figure 2): every entry up to here is applied. `applied <= commit`, except
+    /// right after a restart from a snapshot (which only holds committed state).
     applied: LogIndex,
+    /// The term of the entry at `applied` (a snapshot records it as its last included term).
+    applied_term: Term,
     /// The highest commit index heard of.
     commit: LogIndex,
     /// Proposers waiting for their entry, by index, with the term their entry was appended in.
@@ -36,7 +41,31 @@ pub struct Applier {
     cache: EntryCache,
     log_store: Recipient<ReadEntries>,
     applied_to: Recipient<Applied>,
+    snapshots: Option<SnapshotPolicy>,
 }
+
+/// Where the applier stands with snapshots.
+struct SnapshotPolicy {
+    options: SnapshotOptions,
+    /// Write snapshots on a thread of their own (off for tests on the paused clock).
+    background: bool,
+    /// Entries and payload bytes applied since the last snapshot.
+    entries_since: u64,
+    bytes_since: u64,
+    /// Whether a snapshot is being written.
+    writing: bool,
+    /// Who asked for a snapshot and waits for it.
+    waiting: Vec<oneshot::Sender<Result<SnapshotMeta, String>>>,
+    /// Told of every durable snapshot (the node, which compacts the log).
+    taken_to: Recipient<SnapshotTaken>,
+    /// Told when a snapshot cannot be restored (the node, which stops).
+    failed_to: Recipient<StorageFailed>,
+}
+
+/// A snapshot was written (or failed to be), from the writer back to the applier.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct SnapshotWritten(Result<SnapshotMeta, String>);
 
 impl Applier {
     pub fn new(
@@ -50,6 +79,7 @@ impl Applier {
             node_id,
             state_machine,
             applied: LogIndex::ZERO,
+            applied_term: Term::ZERO,
             commit: LogIndex::ZERO,
             waiters: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -57,6 +87,77 @@ impl Applier {
             cache,
             log_store,
             applied_to,
+            snapshots: None,
+        }
+    }
+
+    /// Take snapshots as `options` say; `restored` is the snapshot the state machine was restored
+    /// from at start, if any (what it holds counts as applied). `background`: write snapshots on a
+    /// thread of their own.
+    pub fn with_snapshots(
+        mut self,
+        options: SnapshotOptions,
+        restored: Option<LogId>,
+        background: bool,
+        taken_to: Recipient<SnapshotTaken>,
+        failed_to: Recipient<StorageFailed>,
+    ) -> Self {
+        if let Some(last) = restored {
+            self.applied = last.index;
+            self.applied_term = last.term;
+            self.commit = last.index;
+        }
+        self.snapshots = Some(SnapshotPolicy {
+            options,
+            background,
+            entries_since: 0,
+            bytes_since: 0,
+            writing: false,
+            waiting: Vec::new(),
+            taken_to,
+            failed_to,
+        });
+        self
+    }
+
+    /// Start writing a snapshot of the state as it is now, if none is being written.
+    fn start_snapshot(&mut self, ctx: &mut Context<Self>) {
+        let Some(policy) = self.snapshots.as_mut() else {
+            return;
+        };
+        if policy.writing || self.applied == LogIndex::ZERO {
+            return;
+        }
+        policy.writing = true;
+        policy.entries_since = 0;
+        policy.bytes_since = 0;
+        let last = LogId::new(self.applied_term, self.applied);
+        let writer = self.state_machine.snapshot();
+        let store = policy.options.store.clone();
+        tracing::info!(node = %self.node_id, last = %last, "taking a snapshot");
+        if policy.background {
+            let done = ctx.address().recipient::<SnapshotWritten>();
+            let spawned = std::thread::Builder::new()
+                .name("raftor-snapshot".into())
+                .spawn(move || done.do_send(SnapshotWritten(write_snapshot(&store, writer, last))));
+            if let Err(error) = spawned {
+                ctx.notify(SnapshotWritten(Err(format!(
+                    "cannot start a thread: {error}"
+                ))));
+            }
+        } else {
+            ctx.notify(SnapshotWritten(write_snapshot(&store, writer, last)));
+        }
+    }
+
+    /// Start a snapshot if enough was applied since the last one.
+    fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
+        if self
+            .snapshots
+            .as_ref()
+            .is_some_and(|p| !p.writing && p.options.due(p.entries_since, p.bytes_since))
+        {
+            self.start_snapshot(ctx);
         }
     }
 
@@ -81,6 +182,7 @@ impl Applier {
                 reply: ctx.address().recipient(),
             });
         }
+        self.maybe_snapshot(ctx);
     }
 
     /// Apply `entries` (consecutive, from the next unapplied index) up to the commit index, answer
@@ -95,6 +197,11 @@ impl Applier {
                 EntryPayload::Command(command) => self.state_machine.apply(entry.index, command),
             };
             self.applied = entry.index;
+            self.applied_term = entry.term;
+            if let Some(policy) = self.snapshots.as_mut() {
+                policy.entries_since += 1;
+                policy.bytes_since += entry.payload_len() as u64;
+            }
             if let Some((term, reply)) = self.waiters.remove(&entry.index) {
                 let answer = if term == entry.term {
                     Ok(result)
@@ -152,6 +259,95 @@ impl Handler<EntriesRead> for Applier {
             Err(_) => return,
         }
         self.pump(ctx);
+    }
+}
+
+impl Handler<TakeSnapshot> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, take: TakeSnapshot, ctx: &mut Context<Self>) {
+        let Some(policy) = self.snapshots.as_mut() else {
+            let _ = take
+                .reply
+                .send(Err("snapshots are not configured on this node".into()));
+            return;
+        };
+        if self.applied == LogIndex::ZERO {
+            let _ = take.reply.send(Err("nothing is applied yet".into()));
+            return;
+        }
+        policy.waiting.push(take.reply);
+        self.start_snapshot(ctx);
+    }
+}
+
+impl Handler<SnapshotWritten> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, SnapshotWritten(result): SnapshotWritten, ctx: &mut Context<Self>) {
+        let Some(policy) = self.snapshots.as_mut() else {
+            return;
+        };
+        policy.writing = false;
+        match &result {
+            Ok(meta) => {
+                tracing::info!(node = %self.node_id, last = %meta.last_included, bytes = meta.size, "snapshot taken");
+                policy.taken_to.do_send(SnapshotTaken { meta: *meta });
+            }
+            Err(error) => tracing::error!(node = %self.node_id, %error, "snapshot failed"),
+        }
+        for waiting in policy.waiting.drain(..) {
+            let _ = waiting.send(result.clone());
+        }
+        // Entries applied while it was written may already call for the next one.
+        self.maybe_snapshot(ctx);
+    }
+}
+
+impl Handler<RestoreSnapshot> for Applier {
+    type Result = ();
+
+    fn handle(&mut self, restore: RestoreSnapshot, _ctx: &mut Context<Self>) {
+        let Some(policy) = self.snapshots.as_mut() else {
+            return;
+        };
+        let last = restore.meta.last_included;
+        if last.index <= self.applied {
+            return;
+        }
+        let restored = policy
+            .options
+            .store
+            .open_data(&restore.meta)
+            .map_err(|e| e.to_string())
+            .and_then(|file| {
+                let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+                self.state_machine
+                    .restore(&mut reader)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(error) = restored {
+            tracing::error!(node = %self.node_id, %error, "cannot restore the state machine from a snapshot: stopping");
+            policy.failed_to.do_send(StorageFailed {
+                error: format!("restoring snapshot {last}: {error}"),
+            });
+            return;
+        }
+        tracing::info!(node = %self.node_id, last = %last, "state machine restored from a snapshot");
+        self.applied = last.index;
+        self.applied_term = last.term;
+        self.commit = self.commit.max(last.index);
+        policy.entries_since = 0;
+        policy.bytes_since = 0;
+        // Proposals covered by the snapshot were decided by others: their outcome is unknown here.
+        while let Some(entry) = self.waiters.first_entry() {
+            if *entry.key() > self.applied {
+                break;
+            }
+            let (_, reply) = entry.remove();
+            let _ = reply.send(Err(ProposeError::Shutdown));
+        }
+        self.apply_entries(Vec::new());
     }
 }
 

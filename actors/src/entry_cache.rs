@@ -76,6 +76,9 @@ impl EntryCache {
         if let Some(from) = write.truncate_from {
             window.truncate(from);
         }
+        if let Some(upto) = write.compact_to {
+            window.compact(upto);
+        }
         for entry in &write.entries {
             window.push(entry.clone());
         }
@@ -149,6 +152,26 @@ impl Window {
         }
         if self.before_first.is_some_and(|before| before.index >= from) {
             self.before_first = None;
+        }
+    }
+
+    /// The log now starts after `upto`: entries up to it go, and it is the entry before the window.
+    fn compact(&mut self, upto: LogId) {
+        while let Some(first) = self.entries.front() {
+            if first.index > upto.index {
+                break;
+            }
+            let removed = self.entries.pop_front().map(|e| cost(&e)).unwrap_or(0);
+            self.bytes = self.bytes.saturating_sub(removed);
+        }
+        match self.entries.front() {
+            Some(first) if first.index != upto.index.next() => {
+                // The window does not continue from `upto` (it holds another log's suffix).
+                self.entries.clear();
+                self.bytes = 0;
+                self.before_first = Some(upto);
+            }
+            _ => self.before_first = Some(upto),
         }
     }
 
@@ -259,6 +282,28 @@ mod tests {
             None,
             "evicted"
         );
+    }
+
+    #[test]
+    fn compaction_drops_the_prefix_and_a_snapshot_becomes_the_boundary() {
+        let cache = EntryCache::new(1 << 20);
+        cache.apply(&append((1..=5).map(|i| entry(i, 1, 1)).collect()));
+        cache.apply(&LogWrite {
+            compact_to: Some(LogId::new(Term(1), LogIndex(3))),
+            ..LogWrite::default()
+        });
+        assert_eq!(cache.first_index(), Some(LogIndex(4)));
+        assert_eq!(cache.term(LogIndex(3)), Some(Term(1)));
+        // A snapshot installed over the log: everything goes, entries continue after it.
+        cache.apply(&LogWrite {
+            truncate_from: Some(LogIndex(4)),
+            compact_to: Some(LogId::new(Term(4), LogIndex(20))),
+            ..LogWrite::default()
+        });
+        assert_eq!(cache.first_index(), None);
+        cache.apply(&append(vec![entry(21, 4, 1)]));
+        let range = cache.read(LogIndex(21), LogIndex(21), usize::MAX).unwrap();
+        assert_eq!(range.prev_term, Term(4));
     }
 
     #[test]

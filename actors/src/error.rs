@@ -29,6 +29,8 @@ pub enum ReadError {
 pub enum StartError {
     #[error("storage: {0}")]
     Storage(#[from] raftor_storage::StorageError),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     #[error("configuration: {0}")]
     Config(#[from] raftor_core::ConfigError),
 }

@@ -7,16 +7,18 @@ use crate::applier::Applier;
 use crate::entry_cache::EntryCache;
 use crate::error::{ProposeError, ReadError, StartError};
 use crate::log_store::LogStoreActor;
-use crate::messages::{LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown};
+use crate::messages::{LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown, TakeSnapshot};
 use crate::node::{GetStatus, NodeActor, NodeLinks, NodeStatus};
 use crate::replicator::ReplicationLimits;
+use crate::snapshot::SnapshotOptions;
 use crate::state_machine::StateMachine;
 use crate::transport::{Inbound, Outbound};
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Recipient};
 use bytes::Bytes;
-use raftor_core::{NodeId, Raft, RaftConfig};
+use raftor_core::{LogId, NodeId, Raft, RaftConfig, SnapshotMeta};
 use raftor_storage::LogStorage;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Everything that shapes one node besides its storage, state machine and transport.
 #[derive(Clone)]
@@ -36,6 +38,8 @@ pub struct NodeOptions {
     /// (default 16 MiB: seconds of writes at full speed); older entries are read back from the
     /// log store.
     pub entry_cache_bytes: usize,
+    /// Snapshots and log compaction (§7); `None`: the log is kept whole and none is sent.
+    pub snapshots: Option<SnapshotOptions>,
 }
 
 impl NodeOptions {
@@ -49,6 +53,7 @@ impl NodeOptions {
             dedicated_log_thread: true,
             log_write_observer: None,
             entry_cache_bytes: 16 * 1024 * 1024,
+            snapshots: None,
         }
     }
 }
@@ -87,6 +92,20 @@ impl PendingNode {
     ) -> Result<NodeHandle, StartError> {
         let id = options.raft.id;
         let recovered = storage.recover()?;
+        let mut state_machine = state_machine;
+        // The state machine starts from the newest snapshot, and the log replays what follows.
+        let restored = match &options.snapshots {
+            Some(snapshots) => restore_latest(snapshots, state_machine.as_mut())?,
+            None => None,
+        };
+        if let Some(last) = restored {
+            if last.index < recovered.log_start.index {
+                return Err(StartError::Snapshot(format!(
+                    "the newest snapshot ends at {last}, but the log was compacted up to {}",
+                    recovered.log_start
+                )));
+            }
+        }
         let raft = Raft::new(options.raft.clone(), recovered, options.seed)?;
         let node_addr = self.context.address();
 
@@ -106,14 +125,23 @@ impl PendingNode {
             (store.start(), None)
         };
         let cache = EntryCache::new(options.entry_cache_bytes);
-        let applier = Applier::new(
+        let mut applier = Applier::new(
             id,
             state_machine,
             cache.clone(),
             log_addr.clone().recipient(),
             node_addr.clone().recipient(),
-        )
-        .start();
+        );
+        if let Some(snapshots) = &options.snapshots {
+            applier = applier.with_snapshots(
+                snapshots.clone(),
+                restored,
+                options.dedicated_log_thread,
+                node_addr.clone().recipient(),
+                node_addr.clone().recipient(),
+            );
+        }
+        let applier = applier.start();
         let log_stopped = log_addr.clone().recipient();
         let links = NodeLinks {
             log_write: log_addr.clone().recipient(),
@@ -122,6 +150,7 @@ impl PendingNode {
             applier: applier.clone(),
             transport,
             cache,
+            snapshots: options.snapshots.clone(),
         };
         let node = NodeActor::new(raft, options.tick, options.limits, links);
         let node_addr = self.context.run(node);
@@ -180,6 +209,19 @@ impl NodeHandle {
             .unwrap_or(Err(ReadError::Shutdown))
     }
 
+    /// Take a snapshot of the state machine now; resolves once it is durable (the log is then
+    /// compacted behind it, less the trailing margin).
+    pub async fn snapshot(&self) -> Result<SnapshotMeta, String> {
+        let (reply, answer) = oneshot::channel();
+        self.applier
+            .send(TakeSnapshot { reply })
+            .await
+            .map_err(|_| "the node has stopped".to_string())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the node stopped before the snapshot was durable".into()))
+    }
+
     /// Query this node's state machine as it is now (possibly stale), or `None` if stopped.
     pub async fn query_local(&self, query: Bytes) -> Option<Bytes> {
         self.applier.send(QueryLocal { query }).await.ok()
@@ -215,4 +257,25 @@ impl Drop for NodeHandle {
             arbiter.stop();
         }
     }
+}
+
+/// Restore `state_machine` from the newest snapshot in `snapshots`, if there is one; returns the
+/// last entry it includes.
+fn restore_latest(
+    snapshots: &SnapshotOptions,
+    state_machine: &mut dyn StateMachine,
+) -> Result<Option<LogId>, StartError> {
+    let Some(meta) = snapshots.store.latest()? else {
+        return Ok(None);
+    };
+    let file = snapshots.store.open_data(&meta)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    state_machine.restore(&mut reader).map_err(|error| {
+        StartError::Snapshot(format!(
+            "cannot restore the state machine from snapshot {}: {error}",
+            meta.last_included
+        ))
+    })?;
+    tracing::info!(last = %meta.last_included, bytes = meta.size, "state machine restored from the newest snapshot");
+    Ok(Some(meta.last_included))
 }

@@ -19,6 +19,7 @@ pub mod messages;
 pub mod network;
 pub mod node;
 pub mod replicator;
+pub mod snapshot;
 pub mod state_machine;
 pub mod transport;
 

@@ -12,7 +12,7 @@ use crate::messages::{EntriesRead, Flushed, ReadEntries, StorageFailed, Write};
 use crate::transport::Outbound;
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 use raftor_core::{Envelope, LogWrite, NodeId};
-use raftor_storage::LogStorage;
+use raftor_storage::{LogStorage, StorageError};
 
 /// Told how long each synced write took and how many entries it appended (for metrics).
 pub type LogWriteObserver = std::sync::Arc<dyn Fn(std::time::Duration, usize) + Send + Sync>;
@@ -140,8 +140,16 @@ impl<S: LogStorage + Unpin> Handler<ReadEntries> for LogStoreActor<S> {
     fn handle(&mut self, request: ReadEntries, _ctx: &mut Context<Self>) {
         // A read sees every write queued before it.
         self.flush();
+        let mut compacted = false;
         let prev_term = match request.prev_index {
-            Some(index) => self.storage.term(index).ok().flatten(),
+            Some(index) => match self.storage.term(index) {
+                Ok(term) => term,
+                Err(StorageError::Compacted { .. }) => {
+                    compacted = true;
+                    None
+                }
+                Err(_) => None,
+            },
             None => None,
         };
         let entries = if request.from > request.to {
@@ -150,7 +158,11 @@ impl<S: LogStorage + Unpin> Handler<ReadEntries> for LogStoreActor<S> {
             self.storage
                 .entries(request.from, request.to, request.max_bytes)
                 .map_err(|error| {
-                    tracing::error!(node = %self.node_id, %error, "log read failed");
+                    if matches!(error, StorageError::Compacted { .. }) {
+                        compacted = true;
+                    } else {
+                        tracing::error!(node = %self.node_id, %error, "log read failed");
+                    }
                     error.to_string()
                 })
         };
@@ -158,6 +170,7 @@ impl<S: LogStorage + Unpin> Handler<ReadEntries> for LogStoreActor<S> {
             prev_index: request.prev_index,
             prev_term,
             entries,
+            compacted,
         });
     }
 }

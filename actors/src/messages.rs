@@ -6,7 +6,8 @@ use crate::error::{ProposeError, ReadError};
 use actix::{Message, Recipient};
 use bytes::Bytes;
 use raftor_core::{
-    AppendEntriesResponse, Entry, Envelope, LogId, LogIndex, LogWrite, NodeId, Term,
+    AppendEntriesResponse, Entry, Envelope, InstallSnapshotResponse, LogId, LogIndex, LogWrite,
+    NodeId, SnapshotMeta, Term,
 };
 use tokio::sync::oneshot;
 
@@ -122,7 +123,40 @@ pub struct EntriesRead {
     pub prev_index: Option<LogIndex>,
     pub prev_term: Option<Term>,
     pub entries: Result<Vec<Entry>, String>,
+    /// Some of what was asked for (the entries or `prev_index`) is compacted away: a follower that
+    /// needs it must be sent a snapshot (§7).
+    pub compacted: bool,
 }
+
+// ---- snapshots ----
+
+/// A snapshot of this node's state machine is durable in its snapshot store (from the applier to
+/// the node, which may now compact the log behind it).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SnapshotTaken {
+    pub meta: SnapshotMeta,
+}
+
+/// Take a snapshot now (on demand); answered once it is durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TakeSnapshot {
+    pub reply: oneshot::Sender<Result<SnapshotMeta, String>>,
+}
+
+/// Replace the state machine's state with snapshot `meta` from the snapshot store (a follower
+/// installed it): entries up to its last included index count as applied.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RestoreSnapshot {
+    pub meta: SnapshotMeta,
+}
+
+/// The peer's answer to an InstallSnapshot chunk (to its replicator).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PeerSnapshotResponse(pub InstallSnapshotResponse);
 
 // ---- to a replicator ----
 

@@ -6,10 +6,12 @@ use crate::entry_cache::EntryCache;
 use crate::error::{ProposeError, ReadError};
 use crate::messages::{
     Applied, AwaitApply, Commit, ConfirmLeadership, Flushed, Heartbeat, HigherTermSeen,
-    LeaderProgress, LeadershipConfirmed, LeaseRead, LinearizableRead, PeerResponse, Propose,
-    QueryAt, ReadEntries, ReplicationReport, Shutdown, StorageFailed, Waiter, Write,
+    LeaderProgress, LeadershipConfirmed, LeaseRead, LinearizableRead, PeerResponse,
+    PeerSnapshotResponse, Propose, QueryAt, ReadEntries, ReplicationReport, RestoreSnapshot,
+    Shutdown, SnapshotTaken, StorageFailed, Waiter, Write,
 };
 use crate::replicator::{ReplicationLimits, Replicator};
+use crate::snapshot::{ChunkOutcome, Receiving, SnapshotOptions};
 use crate::transport::{Inbound, Outbound};
 use actix::{
     Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message as ActixMessage,
@@ -17,7 +19,8 @@ use actix::{
 };
 use bytes::Bytes;
 use raftor_core::{
-    LeadershipChange, LeaseError, LogId, LogIndex, Message, NodeId, Raft, Role, Term,
+    Envelope, InstallSnapshot, InstallSnapshotResponse, LeadershipChange, LeaseError, LogId,
+    LogIndex, Message, NodeId, Raft, Role, SnapshotOutcome, Term,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,6 +49,8 @@ pub struct NodeStatus {
     pub log_entries_appended: u64,
     /// Payload bytes of those entries.
     pub log_bytes_appended: u64,
+    /// The last compacted entry (the log holds what follows it); `LogId::ZERO` if none was.
+    pub log_start: LogId,
 }
 
 /// Ask a node for its [`NodeStatus`].
@@ -62,6 +67,8 @@ pub(crate) struct NodeLinks {
     pub(crate) transport: Recipient<Outbound>,
     /// The newest entries, shared with the replicators and the applier.
     pub(crate) cache: EntryCache,
+    /// Snapshots, when this node takes and installs them.
+    pub(crate) snapshots: Option<SnapshotOptions>,
 }
 
 pub struct NodeActor {
@@ -84,6 +91,8 @@ pub struct NodeActor {
     /// Entries (and their payload bytes) handed to the log store since start, for status.
     log_entries_appended: u64,
     log_bytes_appended: u64,
+    /// A snapshot arriving from the leader (follower only), chunk by chunk.
+    receiving: Option<Receiving>,
     /// Whether a [`ProcessReady`] is already on its way to this actor: the events that arrive
     /// together (a burst of proposals, a pipeline of AppendEntries) share one `Ready`, and so one
     /// log write and one message per peer.
@@ -116,6 +125,7 @@ impl NodeActor {
             applicable_sent: LogIndex::ZERO,
             log_entries_appended: 0,
             log_bytes_appended: 0,
+            receiving: None,
             ready_scheduled: false,
         }
     }
@@ -178,6 +188,17 @@ impl NodeActor {
             }
             None => {}
         }
+        if let Some(meta) = ready.restore {
+            // Ahead of the Commit that covers it: the applier restores, then applies what follows.
+            self.links.applier.do_send(RestoreSnapshot { meta });
+        }
+        if !ready.snapshot_chunks.is_empty() {
+            for (from, chunk) in ready.snapshot_chunks {
+                self.receive_chunk(from, chunk);
+            }
+            // A completed snapshot changed the rules' state: carry that out too.
+            self.schedule_ready(ctx);
+        }
         let commit_index = self.raft.commit_index();
         if ready.heartbeat {
             for replicator in self.replicators.values() {
@@ -212,6 +233,40 @@ impl NodeActor {
                 }
             }
         }
+    }
+
+    /// Take in a snapshot chunk from the leader `from`; answer where to go on, or, once the whole
+    /// snapshot is checked and durable, hand it to the rules to install.
+    fn receive_chunk(&mut self, from: NodeId, chunk: InstallSnapshot) {
+        let Some(options) = &self.links.snapshots else {
+            tracing::warn!(node = %self.id(), %from, "a snapshot arrived, but this node keeps no snapshots");
+            return;
+        };
+        let store = options.store.clone();
+        let next = match Receiving::accept(&mut self.receiving, &store, from, &chunk) {
+            Ok(ChunkOutcome::Next(offset)) => offset,
+            Ok(ChunkOutcome::Complete(meta)) => {
+                tracing::info!(node = %self.id(), term = %self.raft.current_term(), last = %meta.last_included, bytes = meta.size, "snapshot received");
+                self.raft
+                    .on_snapshot_received(from, chunk.term, chunk.request_id, meta);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(node = %self.id(), %from, %error, "snapshot transfer failed; asking for it again");
+                self.receiving = None;
+                0
+            }
+        };
+        // No durable promise rides on this answer: it goes out at once.
+        self.links.transport.do_send(Outbound(Envelope {
+            from: self.id(),
+            to: from,
+            message: Message::InstallSnapshotResponse(InstallSnapshotResponse {
+                term: self.raft.current_term(),
+                request_id: chunk.request_id,
+                outcome: SnapshotOutcome::NextOffset(next),
+            }),
+        }));
     }
 
     /// Tell the applier how far it may apply, if that moved: committed and durable here.
@@ -279,6 +334,7 @@ impl NodeActor {
                 last_index,
                 self.limits,
                 self.links.cache.clone(),
+                self.links.snapshots.clone(),
                 ctx.address(),
                 self.links.log_read.clone(),
                 self.links.transport.clone(),
@@ -320,6 +376,7 @@ impl NodeActor {
                 .collect(),
             log_entries_appended: self.log_entries_appended,
             log_bytes_appended: self.log_bytes_appended,
+            log_start: self.raft.log_start(),
         }
     }
 }
@@ -360,10 +417,18 @@ impl Handler<Inbound> for NodeActor {
         if envelope.to != self.id() {
             return;
         }
-        if let Message::AppendEntriesResponse(response) = &envelope.message {
-            if let Some(replicator) = self.replicators.get(&envelope.from) {
-                replicator.do_send(PeerResponse(response.clone()));
+        match &envelope.message {
+            Message::AppendEntriesResponse(response) => {
+                if let Some(replicator) = self.replicators.get(&envelope.from) {
+                    replicator.do_send(PeerResponse(response.clone()));
+                }
             }
+            Message::InstallSnapshotResponse(response) => {
+                if let Some(replicator) = self.replicators.get(&envelope.from) {
+                    replicator.do_send(PeerSnapshotResponse(response.clone()));
+                }
+            }
+            _ => {}
         }
         let before = self.raft.current_term();
         self.raft.step(envelope.from, envelope.message);
@@ -493,6 +558,24 @@ impl Handler<Propose> for NodeActor {
         }
         self.schedule_ready(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(ProposeError::Shutdown)) })
+    }
+}
+
+impl Handler<SnapshotTaken> for NodeActor {
+    type Result = ();
+
+    /// A snapshot is durable: forget the log behind it, but for the trailing margin.
+    fn handle(&mut self, taken: SnapshotTaken, ctx: &mut Context<Self>) {
+        let trailing = self
+            .links
+            .snapshots
+            .as_ref()
+            .map_or(0, |options| options.trailing_entries);
+        let upto = LogIndex(taken.meta.last_included.index.0.saturating_sub(trailing));
+        if let Some(start) = self.raft.compact_log(upto) {
+            tracing::info!(node = %self.id(), term = %self.raft.current_term(), log_start = %start, "log compacted");
+            self.schedule_ready(ctx);
+        }
     }
 }
 

@@ -5,15 +5,32 @@
 use crate::entry_cache::EntryCache;
 use crate::messages::{
     ConfirmLeadership, EntriesRead, Heartbeat, HigherTermSeen, LeaderProgress, LeadershipConfirmed,
-    PeerResponse, ReadEntries, ReplicationReport, Shutdown,
+    PeerResponse, PeerSnapshotResponse, ReadEntries, ReplicationReport, Shutdown,
 };
 use crate::node::NodeActor;
+use crate::snapshot::SnapshotOptions;
 use crate::transport::Outbound;
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Recipient};
+use bytes::Bytes;
 use raftor_core::{
-    AppendEntries, Entry, Envelope, LogId, LogIndex, Message, NodeId, Progress, ProgressState,
-    ResponseEffect, SendRange, Term,
+    AppendEntries, AppendEntriesResponse, AppendOutcome, Entry, Envelope, InstallSnapshot, LogId,
+    LogIndex, Message, NodeId, Progress, ProgressState, ResponseEffect, SendRange, SnapshotMeta,
+    SnapshotOutcome, Term,
 };
+use raftor_storage::SnapshotStore;
+
+/// A snapshot on its way to the peer.
+struct Sending {
+    meta: SnapshotMeta,
+    /// Open for the whole transfer, so a newer snapshot replacing it on disk does not cut it short.
+    file: std::fs::File,
+    /// Where the chunk in flight starts.
+    offset: u64,
+    /// The `request_id` of the chunk in flight: only its answer counts.
+    request_id: u64,
+    /// Heartbeat periods without an answer to the chunk in flight.
+    quiet_heartbeats: u32,
+}
 
 /// Limits of one AppendEntries and of the pipeline toward one peer.
 #[derive(Clone, Copy, Debug)]
@@ -51,11 +68,17 @@ pub struct Replicator {
     reading: Option<SendRange>,
     /// The `request_id` of the next AppendEntries; grows by one per message.
     next_request_id: u64,
+    /// The `request_id` of the message whose answer last advanced the match.
+    matched_request: u64,
     /// A leadership confirmation round waiting for an answer to a message numbered at least this.
     confirming: Option<(u64, u64)>,
     limits: ReplicationLimits,
     /// The leader's newest entries, shared with the node: sent from here without a log read.
     cache: EntryCache,
+    /// Where the leader's snapshots are, to send one to a peer that needs compacted entries.
+    snapshots: Option<SnapshotOptions>,
+    /// The snapshot being sent, one chunk in flight at a time.
+    sending: Option<Sending>,
     node: Addr<NodeActor>,
     log_store: Recipient<ReadEntries>,
     transport: Recipient<Outbound>,
@@ -70,6 +93,7 @@ impl Replicator {
         last_index: LogIndex,
         limits: ReplicationLimits,
         cache: EntryCache,
+        snapshots: Option<SnapshotOptions>,
         node: Addr<NodeActor>,
         log_store: Recipient<ReadEntries>,
         transport: Recipient<Outbound>,
@@ -84,9 +108,12 @@ impl Replicator {
             commit_index: LogIndex::ZERO,
             reading: None,
             next_request_id: 1,
+            matched_request: 0,
             confirming: None,
             limits,
             cache,
+            snapshots,
+            sending: None,
             node,
             log_store,
             transport,
@@ -151,12 +178,92 @@ impl Replicator {
 
     /// Number `message` and hand it to the transport.
     fn send(&mut self, mut message: AppendEntries) {
-        message.request_id = self.next_request_id;
-        self.next_request_id += 1;
+        message.request_id = self.take_request_id();
         self.transport.do_send(Outbound(Envelope {
             from: self.leader_id,
             to: self.peer,
             message: Message::AppendEntries(message),
+        }));
+    }
+
+    fn take_request_id(&mut self) -> u64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        id
+    }
+
+    /// The peer needs entries this leader compacted: send it the newest snapshot instead (§7).
+    fn start_snapshot(&mut self) {
+        if self.sending.is_some() {
+            return;
+        }
+        let Some(options) = &self.snapshots else {
+            tracing::error!(node = %self.leader_id, peer = %self.peer, "the peer needs compacted entries, but this node keeps no snapshots");
+            return;
+        };
+        let opened = options.store.latest().and_then(|latest| match latest {
+            Some(meta) => options
+                .store
+                .open_data(&meta)
+                .map(|file| Some((meta, file))),
+            None => Ok(None),
+        });
+        match opened {
+            Ok(Some((meta, file))) => {
+                tracing::info!(node = %self.leader_id, term = %self.term, peer = %self.peer, last = %meta.last_included, bytes = meta.size, "sending a snapshot");
+                self.progress.become_snapshot();
+                self.sending = Some(Sending {
+                    meta,
+                    file,
+                    offset: 0,
+                    request_id: 0,
+                    quiet_heartbeats: 0,
+                });
+                self.send_chunk();
+            }
+            // Retried on the next heartbeat.
+            Ok(None) => {
+                tracing::warn!(node = %self.leader_id, peer = %self.peer, "the peer needs compacted entries, but no snapshot is there yet")
+            }
+            Err(error) => {
+                tracing::error!(node = %self.leader_id, peer = %self.peer, %error, "cannot open the snapshot to send")
+            }
+        }
+    }
+
+    /// Send the chunk of the snapshot at the current offset.
+    fn send_chunk(&mut self) {
+        let request_id = self.take_request_id();
+        let chunk_bytes = self
+            .snapshots
+            .as_ref()
+            .map_or(1 << 20, |options| options.chunk_bytes.max(1));
+        let Some(sending) = self.sending.as_mut() else {
+            return;
+        };
+        let data = match SnapshotStore::read_chunk(&mut sending.file, sending.offset, chunk_bytes) {
+            Ok(data) => data,
+            Err(error) => {
+                tracing::error!(node = %self.leader_id, peer = %self.peer, %error, "cannot read the snapshot to send");
+                self.sending = None;
+                return;
+            }
+        };
+        sending.request_id = request_id;
+        sending.quiet_heartbeats = 0;
+        let done = sending.offset + data.len() as u64 >= sending.meta.size;
+        let chunk = InstallSnapshot {
+            term: self.term,
+            request_id,
+            meta: sending.meta,
+            offset: sending.offset,
+            data: Bytes::from(data),
+            done,
+        };
+        self.transport.do_send(Outbound(Envelope {
+            from: self.leader_id,
+            to: self.peer,
+            message: Message::InstallSnapshot(chunk),
         }));
     }
 }
@@ -177,6 +284,10 @@ impl Handler<EntriesRead> for Replicator {
         let Some(range) = self.reading.take() else {
             return;
         };
+        if read.compacted {
+            self.start_snapshot();
+            return;
+        }
         let entries = match read.entries {
             Ok(entries) => entries,
             // Logged by the log store; the next heartbeat tries again.
@@ -200,6 +311,23 @@ impl Handler<EntriesRead> for Replicator {
     }
 }
 
+impl Replicator {
+    /// Whether `response` says the peer's log ends before what it acknowledged: a rejection, in
+    /// this term, of a message sent after the acknowledgement (a late duplicate of an older
+    /// rejection looks the same, but was sent before).
+    fn lost_data(&self, response: &AppendEntriesResponse) -> bool {
+        match response.outcome {
+            AppendOutcome::Reject { hint, .. } => {
+                response.term == self.term
+                    && hint.conflict_term.is_none()
+                    && hint.first_index <= self.progress.matched().index
+                    && response.request_id > self.matched_request
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Handler<PeerResponse> for Replicator {
     type Result = ();
 
@@ -213,6 +341,19 @@ impl Handler<PeerResponse> for Replicator {
                     round,
                 });
             }
+        }
+        if self.lost_data(&response) {
+            tracing::warn!(node = %self.leader_id, term = %self.term, peer = %self.peer, matched = %self.progress.matched(), "the peer's log is shorter than it acknowledged: it lost its data; catching it up from scratch");
+            if let AppendOutcome::Reject { hint, .. } = response.outcome {
+                self.progress.on_follower_data_loss(hint.first_index);
+            }
+            self.pump(ctx);
+            return;
+        }
+        if matches!(response.outcome, AppendOutcome::Success { matched } if matched.index > self.progress.matched().index)
+            && response.term == self.term
+        {
+            self.matched_request = self.matched_request.max(response.request_id);
         }
         match self.progress.on_response(self.term, &response) {
             ResponseEffect::Contact { matched } => {
@@ -248,6 +389,14 @@ impl Handler<Heartbeat> for Replicator {
 
     fn handle(&mut self, heartbeat: Heartbeat, ctx: &mut Context<Self>) {
         self.commit_index = self.commit_index.max(heartbeat.commit_index);
+        if let Some(sending) = self.sending.as_mut() {
+            // A chunk or its answer was lost: send it again after a few quiet heartbeats.
+            sending.quiet_heartbeats += 1;
+            if sending.quiet_heartbeats >= 3 {
+                self.send_chunk();
+            }
+            return;
+        }
         self.progress.on_heartbeat_tick();
         if self.progress.state() == ProgressState::Replicate {
             self.send_heartbeat();
@@ -279,6 +428,54 @@ impl Handler<ConfirmLeadership> for Replicator {
         // read arrived. A newer round supersedes an older one (the rules count the highest).
         self.confirming = Some((confirm.round, self.next_request_id));
         self.send_heartbeat();
+    }
+}
+
+impl Handler<PeerSnapshotResponse> for Replicator {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        PeerSnapshotResponse(response): PeerSnapshotResponse,
+        ctx: &mut Context<Self>,
+    ) {
+        if response.term > self.term {
+            self.node.do_send(HigherTermSeen {
+                peer: self.peer,
+                term: response.term,
+            });
+            return;
+        }
+        let Some(sending) = self.sending.as_mut() else {
+            return;
+        };
+        if response.term < self.term || response.request_id != sending.request_id {
+            // An answer to an older chunk (it was resent meanwhile) or from an older term.
+            return;
+        }
+        match response.outcome {
+            SnapshotOutcome::NextOffset(offset) => {
+                sending.offset = if offset <= sending.meta.size {
+                    offset
+                } else {
+                    0
+                };
+                self.send_chunk();
+            }
+            SnapshotOutcome::Installed { last_included } => {
+                tracing::info!(node = %self.leader_id, term = %self.term, peer = %self.peer, last = %last_included, "snapshot installed on the peer");
+                self.sending = None;
+                self.progress.on_snapshot_installed(last_included);
+                self.node.do_send(ReplicationReport {
+                    peer: self.peer,
+                    term: self.term,
+                    matched: Some(self.progress.matched()),
+                    next_index: self.progress.next_index(),
+                });
+                self.pump(ctx);
+            }
+            SnapshotOutcome::StaleTerm => {}
+        }
     }
 }
 

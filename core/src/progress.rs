@@ -185,6 +185,16 @@ impl Progress {
         advanced
     }
 
+    /// The follower's log ends before `first_index` although it acknowledged more earlier: it lost
+    /// its data (a wiped or replaced disk). What it held no longer counts: probe again from its
+    /// log's end. (The caller tells this from a late duplicate of an old rejection, which looks
+    /// the same, by when the rejected message was sent.)
+    pub fn on_follower_data_loss(&mut self, first_index: LogIndex) {
+        self.matched = LogId::ZERO;
+        self.next_index = first_index.max(LogIndex(1));
+        self.become_probe();
+    }
+
     /// Send a snapshot instead of entries: the follower needs entries from before the leader's
     /// log start.
     pub fn become_snapshot(&mut self) {
@@ -300,6 +310,19 @@ mod tests {
             prev_index: LogIndex(prev),
             last_index: LogIndex(last),
         }
+    }
+
+    #[test]
+    fn a_follower_that_lost_its_log_is_probed_from_its_end_again() {
+        let mut progress = Progress::new(LogIndex(10), 4);
+        progress.on_sent(range(10, 10));
+        progress.on_success(id(10, 1));
+        assert_eq!(progress.matched(), id(10, 1));
+        // It comes back empty and says so: its log ends before index 1.
+        progress.on_follower_data_loss(LogIndex(1));
+        assert_eq!(progress.matched(), LogId::ZERO);
+        assert_eq!(progress.state(), ProgressState::Probe);
+        assert_eq!(progress.next_index(), LogIndex(1));
     }
 
     #[test]

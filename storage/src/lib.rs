@@ -7,10 +7,12 @@ pub mod conformance;
 mod error;
 mod memory;
 mod rocks;
+mod snapshots;
 
 pub use error::StorageError;
 pub use memory::MemStorage;
 pub use rocks::{RocksStorage, StoreIdentity};
+pub use snapshots::{SnapshotFile, SnapshotStore};
 
 use raftor_core::{Entry, LogId, LogIndex, LogWrite, RecoveredState, Term};
 

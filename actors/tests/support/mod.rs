@@ -89,6 +89,9 @@ pub struct TestCluster {
     pub log_writes: BTreeMap<NodeId, Arc<Mutex<Vec<usize>>>>,
     pub seed: u64,
     pub configure: fn(&mut RaftConfig),
+    /// Snapshot settings (every, trailing, chunk bytes) and each node's snapshot directory.
+    pub snapshots: Option<(u64, u64, usize)>,
+    pub snapshot_dirs: BTreeMap<NodeId, tempfile::TempDir>,
 }
 
 impl TestCluster {
@@ -107,15 +110,52 @@ impl TestCluster {
             log_writes: BTreeMap::new(),
             seed,
             configure,
+            snapshots: None,
+            snapshot_dirs: BTreeMap::new(),
         };
-        for id in 1..=size {
+        cluster.start_all();
+        cluster
+    }
+
+    /// A cluster that takes a snapshot every `every` entries, keeps `trailing` entries behind it
+    /// and sends snapshots in chunks of `chunk` bytes; each node's snapshots in a directory of its own.
+    pub fn with_snapshots(
+        size: u64,
+        seed: u64,
+        every: u64,
+        trailing: u64,
+        chunk: usize,
+    ) -> TestCluster {
+        let mut cluster = TestCluster {
+            network: MemoryNetwork::new(seed).start(),
+            size,
+            handles: BTreeMap::new(),
+            storage: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            log_writes: BTreeMap::new(),
+            seed,
+            configure: |_| {},
+            snapshots: Some((every, trailing, chunk)),
+            snapshot_dirs: BTreeMap::new(),
+        };
+        cluster.start_all();
+        cluster
+    }
+
+    /// Forget node `id`'s snapshots, as a wiped data directory would.
+    pub fn wipe_snapshots(&mut self, id: NodeId) {
+        self.snapshot_dirs.remove(&id);
+    }
+
+    fn start_all(&mut self) {
+        let cluster = self;
+        for id in 1..=cluster.size {
             let store = MemStorage::new();
             cluster
                 .storage
                 .insert(NodeId(id), Box::new(move || Box::new(store.clone())));
             cluster.start(NodeId(id));
         }
-        cluster
     }
 
     /// Use `open` to (re)open node `id`'s storage from now on.
@@ -132,6 +172,19 @@ impl TestCluster {
         let mut options = NodeOptions::new(raft);
         options.seed = self.seed.wrapping_mul(1_000_003).wrapping_add(id.0);
         options.dedicated_log_thread = false;
+        if let Some((every, trailing, chunk)) = self.snapshots {
+            let dir = self
+                .snapshot_dirs
+                .entry(id)
+                .or_insert_with(|| tempfile::tempdir().expect("snapshot dir"));
+            let store = raftor_storage::SnapshotStore::open(dir.path()).expect("snapshot store");
+            let mut snapshots = raftor_actors::snapshot::SnapshotOptions::new(Arc::new(store));
+            snapshots.every_entries = every;
+            snapshots.every_bytes = 0;
+            snapshots.trailing_entries = trailing;
+            snapshots.chunk_bytes = chunk;
+            options.snapshots = Some(snapshots);
+        }
         let writes = Arc::new(Mutex::new(Vec::new()));
         self.log_writes.insert(id, writes.clone());
         options.log_write_observer = Some(Arc::new(move |_elapsed, entries| {

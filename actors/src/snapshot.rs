@@ -1,0 +1,126 @@
+//! Snapshots, the actors' side (§7): when to take one, writing it to the [`SnapshotStore`], and
+//! receiving one from the leader in chunks. The rules decide what the log becomes; this is IO.
+
+use raftor_core::{InstallSnapshot, LogId, NodeId, SnapshotMeta};
+use raftor_storage::{SnapshotFile, SnapshotStore, StorageError};
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::state_machine::SnapshotWriter;
+
+/// How a node takes, keeps and sends snapshots.
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    /// Where snapshots live (one directory per node).
+    pub store: Arc<SnapshotStore>,
+    /// Take a snapshot once this many entries were applied since the last one (0: not by count).
+    pub every_entries: u64,
+    /// ...or once this many payload bytes were applied since the last one (0: not by size).
+    pub every_bytes: u64,
+    /// How many entries the log keeps behind the newest snapshot, so that a follower slightly
+    /// behind still catches up from the log rather than with a whole snapshot.
+    pub trailing_entries: u64,
+    /// The size of one InstallSnapshot chunk.
+    pub chunk_bytes: usize,
+}
+
+impl SnapshotOptions {
+    /// Defaults: a snapshot every 100,000 entries or 64 MiB of payload, 10,000 entries kept
+    /// behind it, 1 MiB chunks.
+    pub fn new(store: Arc<SnapshotStore>) -> SnapshotOptions {
+        SnapshotOptions {
+            store,
+            every_entries: 100_000,
+            every_bytes: 64 * 1024 * 1024,
+            trailing_entries: 10_000,
+            chunk_bytes: 1024 * 1024,
+        }
+    }
+
+    /// Whether what was applied since the last snapshot calls for a new one.
+    pub fn due(&self, entries: u64, bytes: u64) -> bool {
+        (self.every_entries > 0 && entries >= self.every_entries)
+            || (self.every_bytes > 0 && bytes >= self.every_bytes)
+    }
+}
+
+/// Run `writer` into a new snapshot file of `store` and make it the newest, as of `last`.
+pub fn write_snapshot(
+    store: &SnapshotStore,
+    writer: SnapshotWriter,
+    last: LogId,
+) -> Result<SnapshotMeta, String> {
+    let mut file = store
+        .create(&format!("take-{}", last.index))
+        .map_err(|e| e.to_string())?;
+    writer(&mut file)
+        .map_err(|e| format!("the state machine could not write its snapshot: {e}"))?;
+    file.flush().map_err(|e| e.to_string())?;
+    file.finish(store, last).map_err(|e| e.to_string())
+}
+
+/// A snapshot arriving from the leader, chunk by chunk, into a temporary file.
+pub(crate) struct Receiving {
+    pub(crate) from: NodeId,
+    pub(crate) meta: SnapshotMeta,
+    /// The offset of the next chunk expected.
+    pub(crate) next_offset: u64,
+    file: SnapshotFile,
+}
+
+/// What became of one chunk.
+pub(crate) enum ChunkOutcome {
+    /// Stored or skipped; ask for the chunk at this offset next.
+    Next(u64),
+    /// The last chunk: the whole snapshot is checked and durable in the store.
+    Complete(SnapshotMeta),
+}
+
+impl Receiving {
+    /// Take in `chunk` from `from`. A chunk of another snapshot or sender restarts the transfer if
+    /// it is the first one, else asks for the first; a chunk out of order (duplicate, stale, lost
+    /// predecessor) is ignored and the expected offset asked for.
+    pub(crate) fn accept(
+        receiving: &mut Option<Receiving>,
+        store: &SnapshotStore,
+        from: NodeId,
+        chunk: &InstallSnapshot,
+    ) -> Result<ChunkOutcome, StorageError> {
+        let same = receiving
+            .as_ref()
+            .is_some_and(|r| r.from == from && r.meta == chunk.meta);
+        if !same {
+            if chunk.offset != 0 {
+                return Ok(ChunkOutcome::Next(0));
+            }
+            // One transfer at a time: a new one replaces (truncates) the previous temporary file.
+            *receiving = None;
+            *receiving = Some(Receiving {
+                from,
+                meta: chunk.meta,
+                next_offset: 0,
+                file: store.create("receive")?,
+            });
+        }
+        let Some(current) = receiving.as_mut() else {
+            return Ok(ChunkOutcome::Next(0));
+        };
+        if chunk.offset != current.next_offset {
+            return Ok(ChunkOutcome::Next(current.next_offset));
+        }
+        let io = |e: std::io::Error| StorageError::Io {
+            path: store.dir().display().to_string(),
+            source: e,
+        };
+        current.file.write_all(&chunk.data).map_err(io)?;
+        current.next_offset += chunk.data.len() as u64;
+        if !chunk.done {
+            return Ok(ChunkOutcome::Next(current.next_offset));
+        }
+        let Some(done) = receiving.take() else {
+            return Ok(ChunkOutcome::Next(0));
+        };
+        done.file.finish_received(store, done.meta)?;
+        Ok(ChunkOutcome::Complete(done.meta))
+    }
+}

@@ -1,0 +1,171 @@
+//! Snapshots and log compaction on the real actors (§7), on tokio's paused clock with in-memory
+//! logs and each node's snapshots in a directory of its own.
+
+mod support;
+
+use raftor_actors::NetworkControl;
+use raftor_core::{LogIndex, NodeId};
+use raftor_storage::{MemStorage, SnapshotStore};
+use std::time::Duration;
+use support::{run_paused, TestCluster};
+
+/// Propose `count` commands named `{prefix}-{i}` on the leader, all committed.
+async fn write(cluster: &TestCluster, prefix: &str, count: usize) {
+    for i in 0..count {
+        cluster.propose_on_leader(&format!("{prefix}-{i}")).await;
+    }
+}
+
+async fn log_start(cluster: &TestCluster, id: NodeId) -> LogIndex {
+    cluster.handles[&id]
+        .status()
+        .await
+        .expect("running")
+        .log_start
+        .index
+}
+
+/// A follower that was down while the leader compacted its log catches up with a snapshot sent
+/// in many chunks, then with the entries after it; every node ends with the same state.
+#[test]
+fn a_follower_behind_the_compacted_log_catches_up_with_a_chunked_snapshot() {
+    run_paused(|| async {
+        // A snapshot every 50 entries, 10 kept behind it, 64-byte chunks.
+        let mut cluster = TestCluster::with_snapshots(3, 21, 50, 10, 64);
+        let (leader, _) = cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("leader");
+        let lagging = NodeId(if leader.0 == 3 { 2 } else { 3 });
+        write(&cluster, "before", 5).await;
+        cluster.crash(lagging).await;
+        write(&cluster, "while-down", 300).await;
+        let (leader, _) = cluster.leader().await.expect("leader");
+        assert!(
+            log_start(&cluster, leader).await > LogIndex(200),
+            "the leader compacted its log"
+        );
+        cluster.start(lagging);
+        write(&cluster, "after", 5).await;
+        cluster.wait_applied(310, Duration::from_secs(30)).await;
+        cluster.assert_same_order();
+        let expected = cluster.applied_commands(leader);
+        assert_eq!(cluster.applied_commands(lagging), expected);
+        assert!(
+            log_start(&cluster, lagging).await > LogIndex(200),
+            "the follower's log starts after the installed snapshot"
+        );
+        cluster.shutdown();
+    });
+}
+
+/// A node whose data was wiped (empty log, no snapshots, same id) is restored from the leader.
+#[test]
+fn a_node_with_a_wiped_data_directory_is_restored() {
+    run_paused(|| async {
+        let mut cluster = TestCluster::with_snapshots(3, 22, 40, 5, 256);
+        let (leader, _) = cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("leader");
+        write(&cluster, "k", 120).await;
+        let wiped = NodeId(if leader.0 == 1 { 2 } else { 1 });
+        cluster.crash(wiped).await;
+        let fresh = MemStorage::new();
+        cluster.set_storage(wiped, Box::new(move || Box::new(fresh.clone())));
+        cluster.wipe_snapshots(wiped);
+        cluster.start(wiped);
+        write(&cluster, "more", 3).await;
+        cluster.wait_applied(123, Duration::from_secs(30)).await;
+        let (leader, _) = cluster.leader().await.expect("leader");
+        assert_eq!(
+            cluster.applied_commands(wiped),
+            cluster.applied_commands(leader)
+        );
+        cluster.shutdown();
+    });
+}
+
+/// A node restarts from its newest snapshot plus the log after it, and the log on disk stays
+/// bounded however long the write load runs.
+#[test]
+fn a_restarted_node_resumes_from_its_snapshot_and_the_log_stays_bounded() {
+    run_paused(|| async {
+        let mut cluster = TestCluster::with_snapshots(3, 23, 30, 10, 1024);
+        cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("leader");
+        write(&cluster, "k", 400).await;
+        cluster.wait_applied(400, Duration::from_secs(30)).await;
+        for id in cluster.handles.keys().copied().collect::<Vec<_>>() {
+            let status = cluster.handles[&id].status().await.expect("running");
+            let kept = status.last_log_id.index.0 - status.log_start.index.0;
+            // At most one snapshot period plus the trailing margin (and a batch in flight).
+            assert!(kept <= 30 + 10 + 20, "node {id} keeps {kept} entries");
+            let store = SnapshotStore::open(cluster.snapshot_dirs[&id].path()).expect("store");
+            let latest = store.latest().expect("latest").expect("a snapshot");
+            assert!(latest.last_included.index >= LogIndex(360), "{latest:?}");
+            let files = std::fs::read_dir(cluster.snapshot_dirs[&id].path())
+                .expect("list")
+                .count();
+            assert_eq!(files, 2, "node {id}: only the newest snapshot is kept");
+        }
+        // A restart: the state machine comes back from the snapshot and the log after it.
+        let (leader, _) = cluster.leader().await.expect("leader");
+        let restarted = NodeId(if leader.0 == 1 { 3 } else { 1 });
+        let before = cluster.applied_commands(restarted);
+        cluster.crash(restarted).await;
+        cluster.start(restarted);
+        cluster.wait_applied(400, Duration::from_secs(30)).await;
+        assert_eq!(cluster.applied_commands(restarted), before);
+        cluster.shutdown();
+    });
+}
+
+/// A transfer cut short by a crash leaves the follower consistent: after the restart the
+/// leftovers are gone, and a fresh transfer completes.
+#[test]
+fn a_crash_in_the_middle_of_installing_leaves_the_node_consistent() {
+    run_paused(|| async {
+        // Tiny chunks and a millisecond per message: the transfer takes many round trips, so the
+        // crash lands in its middle.
+        let mut cluster = TestCluster::with_snapshots(3, 24, 40, 0, 16);
+        let (leader, _) = cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("leader");
+        let lagging = NodeId(if leader.0 == 2 { 3 } else { 2 });
+        cluster.crash(lagging).await;
+        write(&cluster, "k", 200).await;
+        cluster.control(NetworkControl::SetDelay(
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        ));
+        cluster.start(lagging);
+        let dir = cluster.snapshot_dirs[&lagging].path().to_path_buf();
+        let receiving = || {
+            std::fs::read_dir(&dir)
+                .expect("list")
+                .filter_map(Result::ok)
+                .any(|e| e.path().to_string_lossy().ends_with(".tmp"))
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !receiving() {
+            assert!(tokio::time::Instant::now() < deadline, "no transfer began");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(receiving(), "the transfer is still under way");
+        cluster.crash(lagging).await;
+        cluster.start(lagging);
+        write(&cluster, "after", 2).await;
+        cluster.wait_applied(202, Duration::from_secs(60)).await;
+        let (leader, _) = cluster.leader().await.expect("leader");
+        assert_eq!(
+            cluster.applied_commands(lagging),
+            cluster.applied_commands(leader)
+        );
+        cluster.shutdown();
+    });
+}
