@@ -7,7 +7,7 @@
 use crate::kv::{KvOutcome, Session};
 use crate::protocol::{
     decode, encode, Consistency, ErrorKind, KvRequest, KvResponse, RequestEnvelope, ServiceError,
-    StatusReport,
+    SnapshotReport, StatusReport,
 };
 use bytes::Bytes;
 use raftor_actors::network::client::ClientConnection;
@@ -167,6 +167,16 @@ impl Client {
     pub async fn status(&self) -> Result<StatusReport, ClientError> {
         match self.call(KvRequest::Status, false).await? {
             KvResponse::Status(report) => Ok(*report),
+            other => Err(ClientError::Unknown(format!(
+                "unexpected answer: {other:?}"
+            ))),
+        }
+    }
+
+    /// Have the node this client is talking to take a snapshot now (and compact its log).
+    pub async fn snapshot(&self) -> Result<SnapshotReport, ClientError> {
+        match self.call(KvRequest::Snapshot, false).await? {
+            KvResponse::Snapshot(report) => Ok(report),
             other => Err(ClientError::Unknown(format!(
                 "unexpected answer: {other:?}"
             ))),

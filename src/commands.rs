@@ -73,6 +73,18 @@ pub enum ClientCommand {
         #[command(flatten)]
         endpoints: EndpointArgs,
     },
+    /// Have the node at --endpoint take a snapshot now and compact its log behind it.
+    Snapshot {
+        /// The node's Raft address (host:port).
+        #[arg(long, default_value = "127.0.0.1:17101")]
+        endpoint: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Print one JSON object instead of human-readable text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 if the node at --endpoint knows a leader and has applied what it committed.
     Health {
         /// The node's Raft address (host:port).
@@ -153,6 +165,35 @@ pub async fn run(command: ClientCommand) -> ExitCode {
                         eprintln!("{key}: not found");
                     }
                     ExitCode::from(EXIT_NOT_FOUND)
+                }
+                Err(error) => fail(&endpoints, &error),
+            }
+        }
+        ClientCommand::Snapshot {
+            endpoint,
+            timeout,
+            json,
+        } => {
+            let endpoints = EndpointArgs {
+                endpoints: vec![endpoint],
+                timeout,
+                json,
+            };
+            let client = match client(&endpoints) {
+                Ok(client) => client,
+                Err(code) => return code,
+            };
+            match client.snapshot().await {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                    } else {
+                        println!(
+                            "node {}: snapshot at {}@{} ({} bytes); log compacted behind it",
+                            report.node, report.index, report.term, report.bytes
+                        );
+                    }
+                    ExitCode::SUCCESS
                 }
                 Err(error) => fail(&endpoints, &error),
             }

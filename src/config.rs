@@ -51,6 +51,16 @@ pub struct ServeArgs {
     /// Disable pre-vote (on by default).
     #[arg(long, env = "RAFTOR_NO_PRE_VOTE")]
     pub no_pre_vote: bool,
+    /// Take a snapshot and compact the log every this many applied entries (default 100000;
+    /// 0: not by count).
+    #[arg(long, env = "RAFTOR_SNAPSHOT_ENTRIES")]
+    pub snapshot_entries: Option<u64>,
+    /// ...or every this many bytes of applied commands (default 67108864; 0: not by size).
+    #[arg(long, env = "RAFTOR_SNAPSHOT_BYTES")]
+    pub snapshot_bytes: Option<u64>,
+    /// Entries kept in the log behind the newest snapshot (default 10000).
+    #[arg(long, env = "RAFTOR_SNAPSHOT_TRAILING")]
+    pub snapshot_trailing: Option<u64>,
     /// A TOML file with any of the settings above (snake_case keys, e.g. data_dir = "/data").
     #[arg(long, env = "RAFTOR_CONFIG")]
     pub config: Option<PathBuf>,
@@ -73,6 +83,9 @@ struct FileConfig {
     election_max_ms: Option<u64>,
     heartbeat_ms: Option<u64>,
     pre_vote: Option<bool>,
+    snapshot_entries: Option<u64>,
+    snapshot_bytes: Option<u64>,
+    snapshot_trailing: Option<u64>,
 }
 
 /// A node's resolved, checked configuration.
@@ -93,6 +106,8 @@ pub struct NodeConfig {
     pub election_max_ms: u64,
     pub heartbeat_ms: u64,
     pub pre_vote: bool,
+    /// When to snapshot and compact the log.
+    pub snapshots: crate::SnapshotPolicy,
 }
 
 #[derive(Debug, Error)]
@@ -202,6 +217,24 @@ impl ServeArgs {
             election_max_ms: self.election_max_ms.or(file.election_max_ms).unwrap_or(300),
             heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50),
             pre_vote: !self.no_pre_vote && file.pre_vote.unwrap_or(true),
+            snapshots: {
+                let defaults = crate::SnapshotPolicy::default();
+                crate::SnapshotPolicy {
+                    every_entries: self
+                        .snapshot_entries
+                        .or(file.snapshot_entries)
+                        .unwrap_or(defaults.every_entries),
+                    every_bytes: self
+                        .snapshot_bytes
+                        .or(file.snapshot_bytes)
+                        .unwrap_or(defaults.every_bytes),
+                    trailing_entries: self
+                        .snapshot_trailing
+                        .or(file.snapshot_trailing)
+                        .unwrap_or(defaults.trailing_entries),
+                    ..defaults
+                }
+            },
         };
         config.check_timing()?;
         Ok(config)

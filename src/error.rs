@@ -59,6 +59,9 @@ pub enum Error {
     Start(#[from] raftor_actors::StartError),
     /// The dedicated actix thread could not be started (see
     /// [`RaftNodeBuilder::start`](crate::RaftNodeBuilder::start)).
+    /// A snapshot could not be taken (none configured, nothing applied yet, or an IO error).
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     #[error("cannot start the node's thread: {0}")]
     Thread(std::io::Error),
 }

@@ -72,6 +72,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
+            web::resource("/v1/admin/snapshot")
+                .route(web::post().to(snapshot))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
             web::resource("/v1/status")
                 .route(web::get().to(status))
                 .default_service(web::to(method_not_allowed)),
@@ -334,6 +339,14 @@ async fn cas(
             outcome: KvOutcome::StaleSequence,
             ..
         } => stale_sequence(),
+        other => unexpected(other),
+    }
+}
+
+/// `POST /v1/admin/snapshot`: this node takes a snapshot now and compacts its log behind it.
+async fn snapshot(state: web::Data<HttpState>) -> HttpResponse {
+    match call(&state, KvRequest::Snapshot).await {
+        KvResponse::Snapshot(report) => HttpResponse::Ok().json(report),
         other => unexpected(other),
     }
 }

@@ -94,9 +94,9 @@ pub mod sim_command;
 pub use client::{Client, ClientError, ClientOptions, WriteResult};
 pub use error::Error;
 pub use protocol::Consistency;
-pub use raft_node::{ClientHandler, Leadership, Raft, RaftNode, RaftNodeBuilder};
+pub use raft_node::{ClientHandler, Leadership, Raft, RaftNode, RaftNodeBuilder, SnapshotPolicy};
 pub use raftor_actors::NodeStatus;
-pub use raftor_core::{LogId, LogIndex, NodeId, RaftConfig, Role, Term};
+pub use raftor_core::{LogId, LogIndex, NodeId, RaftConfig, Role, SnapshotMeta, Term};
 pub use state_machine::StateMachine;
 
 /// Log storage: the [`LogStorage`](storage::LogStorage) trait a custom store implements (give it

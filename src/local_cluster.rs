@@ -37,6 +37,7 @@ pub fn local_node_config(
         election_max_ms: 300,
         heartbeat_ms: 50,
         pre_vote: true,
+        snapshots: crate::SnapshotPolicy::default(),
     }
 }
 

@@ -57,6 +57,8 @@ pub enum KvRequest {
         consistency: Consistency,
     },
     Status,
+    /// Take a snapshot on the node that receives this (never forwarded).
+    Snapshot,
 }
 
 impl KvRequest {
@@ -64,7 +66,7 @@ impl KvRequest {
     pub fn needs_leader(&self) -> bool {
         match self {
             KvRequest::Get { consistency, .. } => *consistency != Consistency::Local,
-            KvRequest::Status => false,
+            KvRequest::Status | KvRequest::Snapshot => false,
             _ => true,
         }
     }
@@ -92,7 +94,20 @@ pub enum KvResponse {
         value: Option<Bytes>,
     },
     Status(Box<StatusReport>),
+    Snapshot(SnapshotReport),
     Error(ServiceError),
+}
+
+/// A snapshot a node took on request (`POST /v1/admin/snapshot`, `raftor snapshot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotReport {
+    /// The node that took it.
+    pub node: u64,
+    /// The last log entry it includes.
+    pub index: u64,
+    pub term: u64,
+    /// Its size on disk.
+    pub bytes: u64,
 }
 
 /// Why a request failed, with what the client needs to act on it.

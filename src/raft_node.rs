@@ -44,12 +44,13 @@ use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use raftor_actors::network::client::ClientHandlerSlot;
 use raftor_actors::network::tcp::{self, EndpointConfig, TcpEndpoint};
+use raftor_actors::snapshot::SnapshotOptions;
 use raftor_actors::{
     MemoryNetwork, NetworkControl, NodeHandle, NodeOptions, NodeStatus, PendingNode, ProposeError,
     ReadError,
 };
-use raftor_core::{NodeId, RaftConfig, Role, Term};
-use raftor_storage::{LogStorage, RocksStorage, StoreIdentity};
+use raftor_core::{NodeId, RaftConfig, Role, SnapshotMeta, Term};
+use raftor_storage::{LogStorage, RocksStorage, SnapshotStore, StoreIdentity};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -118,6 +119,37 @@ pub struct RaftNodeBuilder {
     request_timeout: Duration,
     seed: Option<u64>,
     log_write_observer: Option<raftor_actors::log_store::LogWriteObserver>,
+    snapshots: SnapshotPolicy,
+    snapshot_dir: Option<PathBuf>,
+}
+
+/// When a node takes snapshots of its state machine and compacts its log behind them (§7), and
+/// how it sends them to followers that need compacted entries. Snapshots live in
+/// `<data dir>/snapshots` (or [`RaftNodeBuilder::snapshot_dir`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Take a snapshot once this many entries were applied since the last one (0: not by count).
+    pub every_entries: u64,
+    /// ...or once this many payload bytes were applied since the last one (0: not by size).
+    pub every_bytes: u64,
+    /// Entries kept in the log behind the newest snapshot, so that a follower slightly behind
+    /// catches up from the log rather than with a whole snapshot.
+    pub trailing_entries: u64,
+    /// The size of one InstallSnapshot chunk.
+    pub chunk_bytes: usize,
+}
+
+impl Default for SnapshotPolicy {
+    /// A snapshot every 100,000 entries or 64 MiB of payload, 10,000 entries kept behind it,
+    /// 1 MiB chunks.
+    fn default() -> Self {
+        SnapshotPolicy {
+            every_entries: 100_000,
+            every_bytes: 64 * 1024 * 1024,
+            trailing_entries: 10_000,
+            chunk_bytes: 1024 * 1024,
+        }
+    }
 }
 
 impl RaftNodeBuilder {
@@ -137,7 +169,23 @@ impl RaftNodeBuilder {
             request_timeout: Duration::from_secs(5),
             seed: None,
             log_write_observer: None,
+            snapshots: SnapshotPolicy::default(),
+            snapshot_dir: None,
         }
+    }
+
+    /// When to take snapshots and compact the log (default: [`SnapshotPolicy::default`]). A node
+    /// with a [`data_dir`](Self::data_dir) keeps them in `<data dir>/snapshots`; one with a custom
+    /// [`storage`](Self::storage) keeps none unless given a [`snapshot_dir`](Self::snapshot_dir).
+    pub fn snapshots(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshots = policy;
+        self
+    }
+
+    /// Where snapshots live (default: `<data dir>/snapshots`).
+    pub fn snapshot_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.snapshot_dir = Some(dir.into());
+        self
     }
 
     /// This node's id; must be one of [`peers`](Self::peers). Ids are never reused.
@@ -308,6 +356,11 @@ impl RaftNodeBuilder {
         raft.validate()
             .map_err(|error| Error::Config(error.to_string()))?;
 
+        let snapshot_dir = match (&self.snapshot_dir, &self.storage) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, StorageChoice::Dir(dir)) => Some(dir.join("snapshots")),
+            (None, _) => None,
+        };
         let storage: Box<dyn LogStorage> = match self.storage {
             StorageChoice::None => {
                 return Err(Error::Config(
@@ -377,6 +430,21 @@ impl RaftNodeBuilder {
         // On the paused clock every actor must stay on one thread.
         options.dedicated_log_thread = self.network.is_none();
         options.log_write_observer = self.log_write_observer;
+        if let Some(dir) = snapshot_dir {
+            let store = match SnapshotStore::open(&dir) {
+                Ok(store) => store,
+                Err(error) => {
+                    link.close(id).await;
+                    return Err(error.into());
+                }
+            };
+            let mut snapshots = SnapshotOptions::new(Arc::new(store));
+            snapshots.every_entries = self.snapshots.every_entries;
+            snapshots.every_bytes = self.snapshots.every_bytes;
+            snapshots.trailing_entries = self.snapshots.trailing_entries;
+            snapshots.chunk_bytes = self.snapshots.chunk_bytes.max(1);
+            options.snapshots = Some(snapshots);
+        }
         let panicked = Arc::new(AtomicBool::new(false));
         let machine = Guarded {
             machine,
@@ -688,6 +756,12 @@ impl<M: StateMachine> RaftNode<M> {
 
     /// The node's status and counters: role, term, leader, commit and applied index, the log, and
     /// on the leader each peer's progress.
+    /// Take a snapshot of the state machine now, whatever the policy; resolves once it is durable
+    /// (the log is then compacted behind it, less the trailing margin).
+    pub async fn snapshot(&self) -> Result<SnapshotMeta, Error> {
+        self.inner.node.snapshot().await.map_err(Error::Snapshot)
+    }
+
     pub async fn status(&self) -> Result<NodeStatus, Error> {
         self.inner
             .node

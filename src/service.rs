@@ -7,7 +7,7 @@ use crate::kv::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine};
 use crate::metrics::ServiceMetrics;
 use crate::protocol::{
     decode, encode, Consistency, ErrorKind, KvRequest, KvResponse, LeaderInfo, Member,
-    PeerProgress, RequestEnvelope, ServiceError, StatusReport,
+    PeerProgress, RequestEnvelope, ServiceError, SnapshotReport, StatusReport,
 };
 use crate::raft_node::{ClientHandler, RaftNode};
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
@@ -177,7 +177,7 @@ impl Runner {
                 (key, Some(value))
             }
             KvRequest::Delete { key, .. } | KvRequest::Get { key, .. } => (key, None),
-            KvRequest::Status => return Ok(()),
+            KvRequest::Status | KvRequest::Snapshot => return Ok(()),
         };
         if key.is_empty() {
             return Err(ServiceError::new(ErrorKind::BadRequest, "the key is empty"));
@@ -221,6 +221,7 @@ impl Runner {
     async fn run_locally(&self, request: &KvRequest) -> Local {
         match request {
             KvRequest::Status => Local::Done(self.status().await),
+            KvRequest::Snapshot => Local::Done(self.snapshot().await),
             KvRequest::Put {
                 key,
                 value,
@@ -393,6 +394,18 @@ impl Runner {
             id: id.0,
             raft_addr: addr.clone(),
         })
+    }
+
+    async fn snapshot(&self) -> KvResponse {
+        match self.node.snapshot().await {
+            Ok(meta) => KvResponse::Snapshot(SnapshotReport {
+                node: self.id.0,
+                index: meta.last_included.index.0,
+                term: meta.last_included.term.0,
+                bytes: meta.size,
+            }),
+            Err(error) => unavailable(&format!("no snapshot taken: {error}")),
+        }
     }
 
     async fn status(&self) -> KvResponse {

@@ -364,6 +364,18 @@ fn the_local_cluster_elects_a_leader_and_the_cli_talks_to_it() {
         "{}",
         String::from_utf8_lossy(&health.stdout)
     );
+    let snapshot = raftor()
+        .args(["snapshot", "--endpoint", &first, "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        snapshot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&snapshot.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&snapshot.stdout).expect("snapshot json");
+    assert!(report["index"].as_u64().expect("index") > 0, "{report}");
     // Usage errors exit 2 (clap), unreachable clusters 1.
     let (code, _, _) = client(&cluster, &["cas", "k", "v"]);
     assert_eq!(code, 2, "cas needs --expected or --absent");

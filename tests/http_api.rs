@@ -17,6 +17,15 @@ async fn every_route_and_error_code() {
     let index = put.json()["index"].as_u64().expect("an index");
     assert!(index > 0);
 
+    // A snapshot on demand, on whichever node is asked (here a follower), covering the write.
+    let snapshot = http(&f, "POST", "/v1/admin/snapshot", &[], b"").await;
+    assert_eq!(snapshot.status, 200, "{}", snapshot.text());
+    let report = snapshot.json();
+    assert_eq!(report["node"].as_u64(), Some(follower.0), "{report}");
+    assert!(report["bytes"].as_u64().expect("bytes") > 0, "{report}");
+    let wrong = http(&f, "GET", "/v1/admin/snapshot", &[], b"").await;
+    assert_eq!(wrong.status, 405, "{}", wrong.text());
+
     // Reads at each consistency level, on the leader and on the follower.
     for node in [&l, &f] {
         for consistency in ["", "?consistency=linearizable", "?consistency=lease"] {

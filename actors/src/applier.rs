@@ -237,6 +237,15 @@ impl Applier {
 
 impl Actor for Applier {
     type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        if self.applied > LogIndex::ZERO {
+            // Restored from a snapshot: the node counts that as applied from the start.
+            self.applied_to.do_send(Applied {
+                index: self.applied,
+            });
+        }
+    }
 }
 
 impl Handler<Commit> for Applier {
