@@ -140,12 +140,12 @@ pub struct SnapshotPolicy {
 }
 
 impl Default for SnapshotPolicy {
-    /// A snapshot every 100,000 entries or 64 MiB of payload, 10,000 entries kept behind it,
+    /// A snapshot every 100,000 entries or 512 MiB of payload, 10,000 entries kept behind it,
     /// 1 MiB chunks.
     fn default() -> Self {
         SnapshotPolicy {
             every_entries: 100_000,
-            every_bytes: 64 * 1024 * 1024,
+            every_bytes: 512 * 1024 * 1024,
             trailing_entries: 10_000,
             chunk_bytes: 1024 * 1024,
         }

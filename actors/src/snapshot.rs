@@ -25,13 +25,13 @@ pub struct SnapshotOptions {
 }
 
 impl SnapshotOptions {
-    /// Defaults: a snapshot every 100,000 entries or 64 MiB of payload, 10,000 entries kept
+    /// Defaults: a snapshot every 100,000 entries or 512 MiB of payload, 10,000 entries kept
     /// behind it, 1 MiB chunks.
     pub fn new(store: Arc<SnapshotStore>) -> SnapshotOptions {
         SnapshotOptions {
             store,
             every_entries: 100_000,
-            every_bytes: 64 * 1024 * 1024,
+            every_bytes: 512 * 1024 * 1024,
             trailing_entries: 10_000,
             chunk_bytes: 1024 * 1024,
         }
