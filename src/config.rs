@@ -24,7 +24,9 @@ pub struct ServeArgs {
     /// Address for the HTTP API, e.g. 0.0.0.0:8080 (off when not given).
     #[arg(long, env = "RAFTOR_HTTP")]
     pub http: Option<String>,
-    /// Threads serving HTTP (default 2).
+    /// Threads of their own serving HTTP (default 0: HTTP is served on the node's thread, so a
+    /// request reaches the node without crossing threads; give N >= 1 on a machine with cores to
+    /// spare).
     #[arg(long, env = "RAFTOR_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
     /// The largest value accepted, in bytes (default 1048576); larger is refused with 413.
@@ -199,11 +201,7 @@ impl ServeArgs {
             id: NodeId(id),
             listen,
             http,
-            http_workers: self
-                .http_workers
-                .or(file.http_workers)
-                .unwrap_or(2)
-                .clamp(1, 64),
+            http_workers: self.http_workers.or(file.http_workers).unwrap_or(0).min(64),
             max_value_bytes,
             peers,
             data_dir,

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -26,23 +27,118 @@ pub struct HttpState {
     pub max_value_bytes: usize,
 }
 
-/// Bind `addr` and serve the API until the returned server is stopped.
+/// The API as an actix-web application.
+fn app(
+    state: HttpState,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .configure(routes)
+        .default_service(web::to(not_found))
+}
+
+/// A running HTTP API, to stop on shutdown.
+pub enum HttpServerHandle {
+    /// On worker threads of its own (`--http-workers N`, N ≥ 1).
+    Workers(actix_web::dev::ServerHandle),
+    /// On the node's own thread (`--http-workers 0`).
+    NodeThread(CancellationToken),
+}
+
+impl HttpServerHandle {
+    /// Stop accepting connections (and, for worker threads, finish the requests under way).
+    pub async fn stop(&self) {
+        match self {
+            HttpServerHandle::Workers(handle) => handle.stop(true).await,
+            HttpServerHandle::NodeThread(cancel) => cancel.cancel(),
+        }
+    }
+}
+
+/// Bind `addr` and serve the API until the returned handle is stopped: on `workers` threads of
+/// its own, or with `workers == 0` on the calling thread (the node's: each request then reaches
+/// the node without crossing threads, which is quicker when the node has a core to itself).
+/// Must run inside an actix System.
 pub fn serve(
     state: HttpState,
     addr: SocketAddr,
     workers: usize,
-) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .configure(routes)
-            .default_service(web::to(not_found))
-    })
-    .workers(workers.max(1))
-    .disable_signals()
-    .bind(addr)?;
+) -> std::io::Result<(HttpServerHandle, SocketAddr)> {
+    if workers == 0 {
+        return serve_on_this_thread(state, addr);
+    }
+    let server = HttpServer::new(move || app(state.clone()))
+        .workers(workers)
+        .disable_signals()
+        .bind(addr)?;
     let bound = server.addrs().first().copied().unwrap_or(addr);
-    Ok((server.run(), bound))
+    let running = server.run();
+    let handle = running.handle();
+    actix::spawn(async move {
+        if let Err(error) = running.await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
+    Ok((HttpServerHandle::Workers(handle), bound))
+}
+
+fn serve_on_this_thread(
+    state: HttpState,
+    addr: SocketAddr,
+) -> std::io::Result<(HttpServerHandle, SocketAddr)> {
+    use actix_service::{map_config, Service, ServiceFactory};
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let cancel = CancellationToken::new();
+    let stopped = cancel.clone();
+    actix::spawn(async move {
+        let factory = actix_http::HttpService::build()
+            .finish(map_config(app(state), |_| {
+                actix_web::dev::AppConfig::default()
+            }))
+            .tcp();
+        let service = match factory.new_service(()).await {
+            Ok(service) => std::rc::Rc::new(service),
+            Err(()) => {
+                tracing::error!("cannot build the HTTP service");
+                return;
+            }
+        };
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = stopped.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let service = service.clone();
+                    actix::spawn(async move {
+                        // A connection's errors (a client hanging up, a malformed request) end
+                        // that connection only; actix-http has answered what it could.
+                        let _ = service.call(stream).await;
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(%error, "cannot accept an HTTP connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    Ok((HttpServerHandle::NodeThread(cancel), bound))
 }
 
 /// The API's routes. A query string or path that cannot be extracted is a JSON 400 like every

@@ -2,10 +2,10 @@
 
 use crate::state_machine::{self as typed, unframe, StateMachine};
 use bytes::Bytes;
+use imbl::OrdMap;
 use raftor_actors::state_machine::SnapshotWriter;
 use raftor_core::LogIndex;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// A client's identity and the number of one of its writes. A client numbers its writes 1, 2, 3...
 /// and retries a write with the same number; the map applies each number at most once.
@@ -140,8 +140,10 @@ struct SessionRecord {
 /// The map itself, with the clients' sessions.
 #[derive(Debug, Default)]
 pub struct KvStateMachine {
-    map: BTreeMap<String, Bytes>,
-    sessions: BTreeMap<u64, SessionRecord>,
+    /// Persistent maps (shared structure, copy on write): a snapshot is an O(1) copy, so taking one
+    /// never holds up the applier however large the map is.
+    map: OrdMap<String, Bytes>,
+    sessions: OrdMap<u64, SessionRecord>,
     /// The index of the last entry applied; grows by log order.
     applied: LogIndex,
 }
@@ -187,8 +189,15 @@ impl KvStateMachine {
 
     fn sweep_sessions(&mut self, index: u64) {
         if index.is_multiple_of(SESSION_SWEEP_EVERY) {
-            self.sessions
-                .retain(|_, record| record.last_index + SESSION_TTL_ENTRIES > index);
+            let expired: Vec<u64> = self
+                .sessions
+                .iter()
+                .filter(|(_, record)| record.last_index + SESSION_TTL_ENTRIES <= index)
+                .map(|(client, _)| *client)
+                .collect();
+            for client in expired {
+                self.sessions.remove(&client);
+            }
         }
     }
 }
@@ -198,8 +207,8 @@ impl KvStateMachine {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KvSnapshot {
     applied: LogIndex,
-    map: BTreeMap<String, Bytes>,
-    sessions: BTreeMap<u64, SessionRecord>,
+    map: OrdMap<String, Bytes>,
+    sessions: OrdMap<u64, SessionRecord>,
 }
 
 impl StateMachine for KvStateMachine {
@@ -251,7 +260,7 @@ impl StateMachine for KvStateMachine {
     }
 
     fn snapshot(&self) -> KvSnapshot {
-        // Keys are copied, values (Bytes) only shared: the copy is quick and the applier goes on.
+        // O(1): the persistent maps share their structure with the copy.
         KvSnapshot {
             applied: self.applied,
             map: self.map.clone(),

@@ -27,7 +27,7 @@ pub fn local_node_config(
         http: http_base_port.map(|base| {
             std::net::SocketAddr::from(([127, 0, 0, 1], (u64::from(base) + id) as u16))
         }),
-        http_workers: 1,
+        http_workers: 0,
         max_value_bytes: 1024 * 1024,
         peers,
         data_dir: data_dir.join(format!("node-{id}")),

@@ -33,14 +33,14 @@ pub struct RunningNode {
     pub raft_addr: SocketAddr,
     /// The address the HTTP API bound, if it was asked for.
     pub http_addr: Option<SocketAddr>,
-    http: Option<actix_web::dev::ServerHandle>,
+    http: Option<http::HttpServerHandle>,
 }
 
 impl RunningNode {
     /// Stop accepting requests, stop the node (what is durable stays) and close its listeners.
     pub async fn shutdown(&self) {
         if let Some(http) = &self.http {
-            http.stop(true).await;
+            http.stop().await;
         }
         self.handle.shutdown().await;
     }
@@ -98,13 +98,7 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
                     return Err(ServeError::Http { addr, source });
                 }
             };
-            let server_handle = server.handle();
-            actix::spawn(async move {
-                if let Err(error) = server.await {
-                    tracing::error!(%error, "HTTP server failed");
-                }
-            });
-            (Some(server_handle), Some(bound))
+            (Some(server), Some(bound))
         }
         None => (None, None),
     };

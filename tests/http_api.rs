@@ -220,3 +220,34 @@ async fn two_clients_racing_on_cas_one_wins() {
     }
     cluster.shutdown().await;
 }
+
+/// `--http-workers N`: the API served on threads of its own answers as on the node's thread, and
+/// stops with the node.
+#[actix_rt::test]
+async fn the_api_on_worker_threads_serves_and_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = common::free_base_port(1);
+    let http_base = common::free_base_port(1);
+    let mut config =
+        raftor::local_cluster::local_node_config(1, 1, base, Some(http_base), dir.path());
+    config.http_workers = 2;
+    let node = raftor::server::start_node(&config).await.expect("starts");
+    let addr = node.http_addr.expect("http").to_string();
+    let mut put = http(&addr, "PUT", "/v1/kv/k", &[], b"v").await;
+    for _ in 0..50 {
+        // A single node elects itself within an election timeout.
+        if put.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        put = http(&addr, "PUT", "/v1/kv/k", &[], b"v").await;
+    }
+    assert_eq!(put.status, 200, "{}", put.text());
+    let get = http(&addr, "GET", "/v1/kv/k", &[], b"").await;
+    assert_eq!((get.status, get.text().as_str()), (200, "v"));
+    node.shutdown().await;
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the HTTP port is closed after shutdown"
+    );
+}
