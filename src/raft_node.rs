@@ -44,7 +44,7 @@ use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use raftor_actors::network::client::ClientHandlerSlot;
 use raftor_actors::network::tcp::{self, EndpointConfig, TcpEndpoint};
-use raftor_actors::snapshot::SnapshotOptions;
+use raftor_actors::snapshot::{SnapshotOptions, SnapshotPolicy};
 use raftor_actors::{
     MemoryNetwork, NetworkControl, NodeHandle, NodeOptions, NodeStatus, PendingNode, ProposeError,
     ReadError,
@@ -121,35 +121,6 @@ pub struct RaftNodeBuilder {
     log_write_observer: Option<raftor_actors::log_store::LogWriteObserver>,
     snapshots: SnapshotPolicy,
     snapshot_dir: Option<PathBuf>,
-}
-
-/// When a node takes snapshots of its state machine and compacts its log behind them (§7), and
-/// how it sends them to followers that need compacted entries. Snapshots live in
-/// `<data dir>/snapshots` (or [`RaftNodeBuilder::snapshot_dir`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SnapshotPolicy {
-    /// Take a snapshot once this many entries were applied since the last one (0: not by count).
-    pub every_entries: u64,
-    /// ...or once this many payload bytes were applied since the last one (0: not by size).
-    pub every_bytes: u64,
-    /// Entries kept in the log behind the newest snapshot, so that a follower slightly behind
-    /// catches up from the log rather than with a whole snapshot.
-    pub trailing_entries: u64,
-    /// The size of one InstallSnapshot chunk.
-    pub chunk_bytes: usize,
-}
-
-impl Default for SnapshotPolicy {
-    /// A snapshot every 100,000 entries or 512 MiB of payload, 10,000 entries kept behind it,
-    /// 1 MiB chunks.
-    fn default() -> Self {
-        SnapshotPolicy {
-            every_entries: 100_000,
-            every_bytes: 512 * 1024 * 1024,
-            trailing_entries: 10_000,
-            chunk_bytes: 1024 * 1024,
-        }
-    }
 }
 
 impl RaftNodeBuilder {
@@ -438,12 +409,7 @@ impl RaftNodeBuilder {
                     return Err(error.into());
                 }
             };
-            let mut snapshots = SnapshotOptions::new(Arc::new(store));
-            snapshots.every_entries = self.snapshots.every_entries;
-            snapshots.every_bytes = self.snapshots.every_bytes;
-            snapshots.trailing_entries = self.snapshots.trailing_entries;
-            snapshots.chunk_bytes = self.snapshots.chunk_bytes.max(1);
-            options.snapshots = Some(snapshots);
+            options.snapshots = Some(SnapshotOptions::new(Arc::new(store), self.snapshots));
         }
         let panicked = Arc::new(AtomicBool::new(false));
         let machine = Guarded {

@@ -41,11 +41,11 @@ pub struct Applier {
     cache: EntryCache,
     log_store: Recipient<ReadEntries>,
     applied_to: Recipient<Applied>,
-    snapshots: Option<SnapshotPolicy>,
+    snapshots: Option<Snapshotting>,
 }
 
 /// Where the applier stands with snapshots.
-struct SnapshotPolicy {
+struct Snapshotting {
     options: SnapshotOptions,
     /// Write snapshots on a thread of their own (off for tests on the paused clock).
     background: bool,
@@ -107,7 +107,7 @@ impl Applier {
             self.applied_term = last.term;
             self.commit = last.index;
         }
-        self.snapshots = Some(SnapshotPolicy {
+        self.snapshots = Some(Snapshotting {
             options,
             background,
             entries_since: 0,
@@ -155,7 +155,7 @@ impl Applier {
         if self
             .snapshots
             .as_ref()
-            .is_some_and(|p| !p.writing && p.options.due(p.entries_since, p.bytes_since))
+            .is_some_and(|p| !p.writing && p.options.policy.due(p.entries_since, p.bytes_since))
         {
             self.start_snapshot(ctx);
         }

@@ -570,7 +570,7 @@ impl Handler<SnapshotTaken> for NodeActor {
             .links
             .snapshots
             .as_ref()
-            .map_or(0, |options| options.trailing_entries);
+            .map_or(0, |options| options.policy.trailing_entries);
         let upto = LogIndex(taken.meta.last_included.index.0.saturating_sub(trailing));
         if let Some(start) = self.raft.compact_log(upto) {
             tracing::info!(node = %self.id(), term = %self.raft.current_term(), log_start = %start, "log compacted");

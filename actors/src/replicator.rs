@@ -237,7 +237,7 @@ impl Replicator {
         let chunk_bytes = self
             .snapshots
             .as_ref()
-            .map_or(1 << 20, |options| options.chunk_bytes.max(1));
+            .map_or(1 << 20, |options| options.policy.chunk_bytes.max(1));
         let Some(sending) = self.sending.as_mut() else {
             return;
         };

@@ -8,11 +8,24 @@ use std::sync::Arc;
 
 use crate::state_machine::SnapshotWriter;
 
-/// How a node takes, keeps and sends snapshots.
+/// Where a node keeps its snapshots, and its policy.
 #[derive(Clone, Debug)]
 pub struct SnapshotOptions {
     /// Where snapshots live (one directory per node).
     pub store: Arc<SnapshotStore>,
+    pub policy: SnapshotPolicy,
+}
+
+impl SnapshotOptions {
+    pub fn new(store: Arc<SnapshotStore>, policy: SnapshotPolicy) -> SnapshotOptions {
+        SnapshotOptions { store, policy }
+    }
+}
+
+/// When a node takes snapshots of its state machine and compacts its log behind them (§7), and
+/// how it sends them to followers that need compacted entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
     /// Take a snapshot once this many entries were applied since the last one (0: not by count).
     pub every_entries: u64,
     /// ...or once this many payload bytes were applied since the last one (0: not by size).
@@ -24,19 +37,20 @@ pub struct SnapshotOptions {
     pub chunk_bytes: usize,
 }
 
-impl SnapshotOptions {
-    /// Defaults: a snapshot every 100,000 entries or 512 MiB of payload, 10,000 entries kept
-    /// behind it, 1 MiB chunks.
-    pub fn new(store: Arc<SnapshotStore>) -> SnapshotOptions {
-        SnapshotOptions {
-            store,
+impl Default for SnapshotPolicy {
+    /// A snapshot every 100,000 entries or 512 MiB of payload, 10,000 entries kept behind it,
+    /// 1 MiB chunks.
+    fn default() -> SnapshotPolicy {
+        SnapshotPolicy {
             every_entries: 100_000,
             every_bytes: 512 * 1024 * 1024,
             trailing_entries: 10_000,
             chunk_bytes: 1024 * 1024,
         }
     }
+}
 
+impl SnapshotPolicy {
     /// Whether what was applied since the last snapshot calls for a new one.
     pub fn due(&self, entries: u64, bytes: u64) -> bool {
         (self.every_entries > 0 && entries >= self.every_entries)

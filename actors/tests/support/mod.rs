@@ -101,20 +101,7 @@ impl TestCluster {
     }
 
     pub fn with_config(size: u64, seed: u64, configure: fn(&mut RaftConfig)) -> TestCluster {
-        let mut cluster = TestCluster {
-            network: MemoryNetwork::new(seed).start(),
-            size,
-            handles: BTreeMap::new(),
-            storage: BTreeMap::new(),
-            applied: BTreeMap::new(),
-            log_writes: BTreeMap::new(),
-            seed,
-            configure,
-            snapshots: None,
-            snapshot_dirs: BTreeMap::new(),
-        };
-        cluster.start_all();
-        cluster
+        TestCluster::build(size, seed, configure, None)
     }
 
     /// A cluster that takes a snapshot every `every` entries, keeps `trailing` entries behind it
@@ -126,6 +113,15 @@ impl TestCluster {
         trailing: u64,
         chunk: usize,
     ) -> TestCluster {
+        TestCluster::build(size, seed, |_| {}, Some((every, trailing, chunk)))
+    }
+
+    fn build(
+        size: u64,
+        seed: u64,
+        configure: fn(&mut RaftConfig),
+        snapshots: Option<(u64, u64, usize)>,
+    ) -> TestCluster {
         let mut cluster = TestCluster {
             network: MemoryNetwork::new(seed).start(),
             size,
@@ -134,8 +130,8 @@ impl TestCluster {
             applied: BTreeMap::new(),
             log_writes: BTreeMap::new(),
             seed,
-            configure: |_| {},
-            snapshots: Some((every, trailing, chunk)),
+            configure,
+            snapshots,
             snapshot_dirs: BTreeMap::new(),
         };
         cluster.start_all();
@@ -178,12 +174,16 @@ impl TestCluster {
                 .entry(id)
                 .or_insert_with(|| tempfile::tempdir().expect("snapshot dir"));
             let store = raftor_storage::SnapshotStore::open(dir.path()).expect("snapshot store");
-            let mut snapshots = raftor_actors::snapshot::SnapshotOptions::new(Arc::new(store));
-            snapshots.every_entries = every;
-            snapshots.every_bytes = 0;
-            snapshots.trailing_entries = trailing;
-            snapshots.chunk_bytes = chunk;
-            options.snapshots = Some(snapshots);
+            let policy = raftor_actors::snapshot::SnapshotPolicy {
+                every_entries: every,
+                every_bytes: 0,
+                trailing_entries: trailing,
+                chunk_bytes: chunk,
+            };
+            options.snapshots = Some(raftor_actors::snapshot::SnapshotOptions::new(
+                Arc::new(store),
+                policy,
+            ));
         }
         let writes = Arc::new(Mutex::new(Vec::new()));
         self.log_writes.insert(id, writes.clone());

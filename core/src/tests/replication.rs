@@ -7,7 +7,7 @@ use crate::{
     LogTerms, Message, NodeId, Progress, Raft, RecoveredState, ResponseEffect, Role, Term,
 };
 
-fn node_with_log(id: u64, n: u64, term: u64, log: &[Entry], commit: u64) -> Raft {
+pub(super) fn node_with_log(id: u64, n: u64, term: u64, log: &[Entry], commit: u64) -> Raft {
     let mut terms = LogTerms::default();
     terms.append(log);
     let recovered = RecoveredState {

@@ -1,28 +1,15 @@
 //! Log compaction and InstallSnapshot (§7), one rule per test.
 
-use super::{config, entry, id};
+use super::{entry, id};
 use crate::{
-    AppendEntries, AppendEntriesResponse, AppendOutcome, HardState, InstallSnapshot,
-    InstallSnapshotResponse, LogIndex, LogTerms, Message, NodeId, Raft, RecoveredState, Role,
-    SnapshotMeta, SnapshotOutcome, Term,
+    AppendEntries, AppendEntriesResponse, AppendOutcome, InstallSnapshot, InstallSnapshotResponse,
+    LogIndex, Message, NodeId, Raft, Role, SnapshotMeta, SnapshotOutcome, Term,
 };
 use bytes::Bytes;
 
+/// Node 2 of 3 with `log`, in `term`, having committed up to `commit`.
 fn follower(log: &[crate::Entry], term: u64, commit: u64) -> Raft {
-    let mut terms = LogTerms::default();
-    terms.append(log);
-    let recovered = RecoveredState {
-        hard_state: HardState {
-            current_term: Term(term),
-            voted_for: None,
-            commit_index: LogIndex(commit),
-        },
-        log_start: crate::LogId::ZERO,
-        term_boundaries: terms.boundaries(),
-    };
-    let mut raft = Raft::new(config(2, 3, false), recovered, 2).expect("valid config");
-    let _ = raft.take_ready();
-    raft
+    super::replication::node_with_log(2, 3, term, log, commit)
 }
 
 fn meta(index: u64, term: u64) -> SnapshotMeta {
