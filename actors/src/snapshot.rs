@@ -138,3 +138,118 @@ impl Receiving {
         Ok(ChunkOutcome::Complete(done.meta))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use raftor_core::{LogIndex, Term};
+
+    fn chunk(meta: SnapshotMeta, offset: u64, data: &'static [u8], done: bool) -> InstallSnapshot {
+        InstallSnapshot {
+            term: Term(1),
+            request_id: offset,
+            meta,
+            offset,
+            data: Bytes::from_static(data),
+            done,
+        }
+    }
+
+    fn next(outcome: ChunkOutcome) -> u64 {
+        match outcome {
+            ChunkOutcome::Next(offset) => offset,
+            ChunkOutcome::Complete(meta) => panic!("completed early: {meta:?}"),
+        }
+    }
+
+    #[test]
+    fn stale_duplicate_and_foreign_chunks_are_ignored_and_a_new_transfer_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("store");
+        let meta = SnapshotMeta {
+            last_included: LogId::new(Term(1), LogIndex(9)),
+            size: 6,
+            checksum: crc32fast::hash(b"abcdef"),
+        };
+        let leader = NodeId(1);
+        let mut receiving = None;
+        // A transfer that does not start at 0 is sent back to the beginning.
+        let accept = |receiving: &mut Option<Receiving>, from, c: &InstallSnapshot| {
+            Receiving::accept(receiving, &store, from, c).expect("accepted")
+        };
+        assert_eq!(
+            next(accept(
+                &mut receiving,
+                leader,
+                &chunk(meta, 2, b"cd", false)
+            )),
+            0
+        );
+        assert_eq!(
+            next(accept(
+                &mut receiving,
+                leader,
+                &chunk(meta, 0, b"ab", false)
+            )),
+            2
+        );
+        // A duplicate of the first chunk, and one from the future, change nothing.
+        assert_eq!(
+            next(accept(
+                &mut receiving,
+                leader,
+                &chunk(meta, 0, b"ab", false)
+            )),
+            2
+        );
+        assert_eq!(
+            next(accept(&mut receiving, leader, &chunk(meta, 4, b"ef", true))),
+            2
+        );
+        // Another node's chunk in the middle of it is sent to offset 0 of its own transfer.
+        assert_eq!(
+            next(accept(
+                &mut receiving,
+                NodeId(3),
+                &chunk(meta, 2, b"cd", false)
+            )),
+            0
+        );
+        assert_eq!(
+            next(accept(
+                &mut receiving,
+                leader,
+                &chunk(meta, 2, b"cd", false)
+            )),
+            4
+        );
+        match accept(&mut receiving, leader, &chunk(meta, 4, b"ef", true)) {
+            ChunkOutcome::Complete(done) => assert_eq!(done, meta),
+            ChunkOutcome::Next(offset) => panic!("not complete, next {offset}"),
+        }
+        assert_eq!(store.latest().expect("latest"), Some(meta));
+        // A damaged transfer is refused as a whole.
+        let bad = SnapshotMeta {
+            checksum: 1,
+            ..meta
+        };
+        assert_eq!(
+            next(accept(
+                &mut receiving,
+                leader,
+                &chunk(bad, 0, b"abc", false)
+            )),
+            3
+        );
+        assert!(
+            Receiving::accept(&mut receiving, &store, leader, &chunk(bad, 3, b"def", true))
+                .is_err()
+        );
+        assert_eq!(
+            store.latest().expect("latest"),
+            Some(meta),
+            "the good one stays"
+        );
+    }
+}
