@@ -324,22 +324,14 @@ impl Handler<RestoreSnapshot> for Applier {
         if last.index <= self.applied {
             return;
         }
-        let restored = policy
-            .options
-            .store
-            .open_data(&restore.meta)
-            .map_err(|e| e.to_string())
-            .and_then(|file| {
-                let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-                self.state_machine
-                    .restore(&mut reader)
-                    .map_err(|e| e.to_string())
-            });
+        let restored = crate::snapshot::restore_from(
+            &policy.options.store,
+            &restore.meta,
+            self.state_machine.as_mut(),
+        );
         if let Err(error) = restored {
             tracing::error!(node = %self.node_id, %error, "cannot restore the state machine from a snapshot: stopping");
-            policy.failed_to.do_send(StorageFailed {
-                error: format!("restoring snapshot {last}: {error}"),
-            });
+            policy.failed_to.do_send(StorageFailed { error });
             return;
         }
         tracing::info!(node = %self.node_id, last = %last, "state machine restored from a snapshot");

@@ -268,14 +268,8 @@ fn restore_latest(
     let Some(meta) = snapshots.store.latest()? else {
         return Ok(None);
     };
-    let file = snapshots.store.open_data(&meta)?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    state_machine.restore(&mut reader).map_err(|error| {
-        StartError::Snapshot(format!(
-            "cannot restore the state machine from snapshot {}: {error}",
-            meta.last_included
-        ))
-    })?;
+    crate::snapshot::restore_from(&snapshots.store, &meta, state_machine)
+        .map_err(StartError::Snapshot)?;
     tracing::info!(last = %meta.last_included, bytes = meta.size, "state machine restored from the newest snapshot");
     Ok(Some(meta.last_included))
 }

@@ -6,7 +6,7 @@ use raftor_storage::{SnapshotFile, SnapshotStore, StorageError};
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::state_machine::SnapshotWriter;
+use crate::state_machine::{SnapshotWriter, StateMachine};
 
 /// Where a node keeps its snapshots, and its policy.
 #[derive(Clone, Debug)]
@@ -71,6 +71,22 @@ pub fn write_snapshot(
         .map_err(|e| format!("the state machine could not write its snapshot: {e}"))?;
     file.flush().map_err(|e| e.to_string())?;
     file.finish(store, last).map_err(|e| e.to_string())
+}
+
+/// Replace `state_machine`'s state with snapshot `meta` from `store`, streamed.
+pub(crate) fn restore_from(
+    store: &SnapshotStore,
+    meta: &SnapshotMeta,
+    state_machine: &mut dyn StateMachine,
+) -> Result<(), String> {
+    let file = store.open_data(meta).map_err(|e| e.to_string())?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    state_machine.restore(&mut reader).map_err(|e| {
+        format!(
+            "cannot restore the state machine from snapshot {}: {e}",
+            meta.last_included
+        )
+    })
 }
 
 /// A snapshot arriving from the leader, chunk by chunk, into a temporary file.

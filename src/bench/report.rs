@@ -101,6 +101,13 @@ impl NodeFigures {
     }
 }
 
+/// The nodes that answered as followers.
+fn followers(nodes: &[NodeFigures]) -> impl Iterator<Item = &NodeFigures> {
+    nodes
+        .iter()
+        .filter(|node| node.role.as_deref().is_some_and(|role| role != "leader"))
+}
+
 /// The whole result, as `--json` prints it.
 #[derive(Debug, Serialize)]
 pub(super) struct BenchReport {
@@ -140,10 +147,7 @@ impl BenchReport {
     ) -> BenchReport {
         let seconds = outcome.elapsed.as_secs_f64();
         let requests_ok = outcome.all.len();
-        let followers = per_node
-            .iter()
-            .filter(|node| node.role.as_deref().is_some_and(|role| role != "leader"));
-        let (entries, mb) = followers.fold((0.0, 0.0), |(entries, mb), node| {
+        let (entries, mb) = followers(&per_node).fold((0.0, 0.0), |(entries, mb), node| {
             (entries + node.entries_per_sec, mb + node.mb_per_sec)
         });
         BenchReport {
@@ -207,11 +211,7 @@ impl BenchReport {
             }
             _ => {}
         }
-        let followers = self
-            .per_node
-            .iter()
-            .filter(|node| node.role.as_deref().is_some_and(|role| role != "leader"))
-            .count();
+        let followers = followers(&self.per_node).count();
         let _ = writeln!(
             out,
             "  replicated  {:.0} entries/s, {:.2} MB/s to {followers} followers (leader: {})",
