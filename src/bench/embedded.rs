@@ -45,6 +45,19 @@ fn free_port_base(count: u16) -> Result<u16, String> {
 impl EmbeddedCluster {
     /// Start `count` nodes and return once each listens (a leader is elected shortly after).
     pub(super) fn start(count: u64, protocol: Protocol) -> Result<EmbeddedCluster, String> {
+        // The free ports were only free when probed: another program may take one before a node
+        // binds it. Try again on other ports a few times before giving up.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            match EmbeddedCluster::start_once(count, protocol) {
+                Ok(cluster) => return Ok(cluster),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
+    }
+
+    fn start_once(count: u64, protocol: Protocol) -> Result<EmbeddedCluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("raftor-bench-")
             .tempdir()
