@@ -75,6 +75,7 @@ impl Raft {
         }
         let new_entries = &request.entries[first_new..];
         self.log.append(new_entries);
+        self.note_configurations(new_entries);
         self.ready.write.entries.extend_from_slice(new_entries);
 
         let matched = request.last_log_id();
@@ -93,6 +94,10 @@ impl Raft {
     /// Forget the log from `index` on, in memory and in the pending write.
     fn truncate_from(&mut self, index: LogIndex) {
         self.log.truncate_from(index);
+        if self.membership.truncate_from(index) {
+            // The configuration entry is gone: the one before it is in force again.
+            self.ready.membership = Some(self.membership().clone());
+        }
         self.durable_index = self.durable_index.min(index.prev());
         let pending = &mut self.ready.write.entries;
         let pending_before = pending.iter().take_while(|e| e.index < index).count();

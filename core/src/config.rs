@@ -1,16 +1,25 @@
 //! The knobs of the rules, in ticks: the actor that drives the rules decides how long a tick is.
 
 use crate::types::NodeId;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 /// Configuration of one node's rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RaftConfig {
-    /// This node's id; must be one of `voters`.
+    /// This node's id; one of `voters` unless `voters` is empty.
     pub id: NodeId,
-    /// Every voting member, this node included (§5.1). Fixed for now; membership changes come later.
+    /// The bootstrap configuration: every voter of a new cluster, this node included (§5.1). Used
+    /// only until the log (or a snapshot) holds a configuration, which then wins (§6). Empty for a
+    /// node that joins an existing cluster: it learns the configuration from the leader, and
+    /// neither campaigns nor votes for anyone until it does.
     pub voters: BTreeSet<NodeId>,
+    /// How to reach each bootstrap voter, opaque to the rules (for raftor: `host:port`); carried in
+    /// configuration entries so that members added later learn it.
+    pub addresses: BTreeMap<NodeId, String>,
+    /// The leader promotes a learner added with `promote_when_caught_up` once the learner's log is
+    /// within this many entries of its own.
+    pub promote_lag: u64,
     /// The election timeout is drawn uniformly from `election_ticks_min..election_ticks_max` each time
     /// the timer is reset, so that split votes resolve (§5.2). Also the check-quorum period.
     pub election_ticks_min: u32,
@@ -31,6 +40,8 @@ impl RaftConfig {
         RaftConfig {
             id,
             voters: voters.into_iter().collect(),
+            addresses: BTreeMap::new(),
+            promote_lag: 64,
             election_ticks_min: 15,
             election_ticks_max: 30,
             heartbeat_ticks: 5,
@@ -41,7 +52,7 @@ impl RaftConfig {
 
     /// Checks the invariants stated on the fields.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.voters.contains(&self.id) {
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter(self.id));
         }
         if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks_min {

@@ -1,21 +1,29 @@
 //! Leader election (§5.2), the up-to-date rule (§5.4.1), and the pre-vote rehearsal (thesis §9.6).
 
 use crate::message::{Message, RequestVote, RequestVoteResponse};
-use crate::quorum::{vote_result, VoteResult};
+use crate::quorum::VoteResult;
 use crate::raft::{Raft, Role};
 use crate::types::{NodeId, Term};
 
 impl Raft {
     /// The election timer fired: rehearse with a pre-vote when configured, else campaign for real.
     pub(crate) fn campaign(&mut self) {
-        if self.config.pre_vote {
-            self.start_election(true);
-        } else {
-            self.start_election(false);
+        let pre_vote = self.config.pre_vote;
+        self.start_election(pre_vote, false);
+    }
+
+    /// The leader asked this node to take over at once (thesis §3.10): campaign now, for real,
+    /// asking voters to set leader stickiness aside.
+    pub(crate) fn handle_timeout_now(&mut self, from: NodeId) {
+        if self.role == Role::Follower
+            && self.leader_id.is_none_or(|leader| leader == from)
+            && self.is_promotable()
+        {
+            self.start_election(false, true);
         }
     }
 
-    fn start_election(&mut self, pre_vote: bool) {
+    fn start_election(&mut self, pre_vote: bool, leadership_transfer: bool) {
         self.reset_election_timer();
         if self.current_term == Term(u64::MAX) {
             // The term space is exhausted (only a hostile peer gets a node here): an election
@@ -43,8 +51,9 @@ impl Raft {
             term,
             last_log_id: self.log.last_log_id(),
             pre_vote,
+            leadership_transfer,
         };
-        for peer in self.peers() {
+        for peer in self.voting_peers() {
             self.send(peer, Message::RequestVote(request.clone()));
         }
         self.tally_votes();
@@ -52,6 +61,14 @@ impl Raft {
 
     pub(crate) fn handle_request_vote(&mut self, from: NodeId, request: RequestVote) {
         // The caller already adopted a newer term for a real vote, and returned for an older one.
+        // A node that is not a member (removed, or never added) gets no vote: it cannot disrupt
+        // the cluster with elections. A node that knows no configuration yet (joining) judges
+        // by the other rules alone.
+        let conf = &self.membership().conf;
+        if !conf.voters.is_empty() && !conf.contains(from) {
+            self.reject_vote(from, request.pre_vote);
+            return;
+        }
         let up_to_date = request.last_log_id >= self.log.last_log_id();
         let grant = if request.pre_vote {
             // Would we vote for this candidate in its next term? Not while a leader is alive.
@@ -104,8 +121,8 @@ impl Raft {
     }
 
     fn tally_votes(&mut self) {
-        match vote_result(&self.config.voters, &self.votes) {
-            VoteResult::Won if self.role == Role::PreCandidate => self.start_election(false),
+        match self.membership().conf.vote_result(&self.votes) {
+            VoteResult::Won if self.role == Role::PreCandidate => self.start_election(false, false),
             VoteResult::Won if self.role == Role::Candidate => self.become_leader(),
             VoteResult::Lost => {
                 let term = self.current_term;

@@ -1,8 +1,9 @@
 //! The leader's duties: taking proposals, counting replicas and committing only entries of its own
 //! term (§5.3, §5.4.2), and stepping down when it loses touch with a majority (thesis §6.2).
 
-use crate::quorum::{majority, quorum_matched_index};
-use crate::raft::{LeaderState, Raft, Role};
+use crate::membership::{ConfChange, MembershipError};
+use crate::message::{Message, TimeoutNow};
+use crate::raft::{LeaderState, Raft, Role, Transfer};
 use crate::ready::LeadershipChange;
 use crate::types::{Entry, EntryPayload, LogId, LogIndex, NodeId, Term};
 use bytes::Bytes;
@@ -14,6 +15,42 @@ use thiserror::Error;
 pub struct NotLeader {
     /// The leader this node knows of, to redirect the client.
     pub leader: Option<NodeId>,
+}
+
+/// Why a proposal was refused. Nothing was appended: the caller may retry (elsewhere, or later).
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum Refusal {
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
+    /// The leader is handing leadership to `to` and takes no proposals meanwhile (thesis §3.10).
+    #[error("leadership is being transferred to node {to}")]
+    Transferring { to: NodeId },
+}
+
+/// Why a membership change was not appended. Nothing was written.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ChangeError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Only one change at a time: the configuration at `index` is not committed yet, or the
+    /// cluster is still in a joint configuration.
+    #[error("a membership change is in progress (the configuration at index {index} is not committed, or is joint); retry once it is done")]
+    InProgress { index: LogIndex },
+    /// A new leader changes nothing before it has committed an entry of its own term (which
+    /// commits every earlier configuration too).
+    #[error("the leader has not committed an entry of its term yet; retry shortly")]
+    NotReady,
+    #[error(transparent)]
+    Invalid(#[from] MembershipError),
+}
+
+/// Why a leadership transfer cannot start.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum TransferError {
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
+    #[error("node {0} is not a voter of the current configuration")]
+    NotAVoter(NodeId),
 }
 
 impl Raft {
@@ -34,13 +71,149 @@ impl Raft {
 
     /// Appends commands to the leader's log; they are replicated and, once committed, applied.
     /// Returns the id of each new entry, in order.
-    pub fn propose(&mut self, commands: Vec<Bytes>) -> Result<Vec<LogId>, NotLeader> {
+    pub fn propose(&mut self, commands: Vec<Bytes>) -> Result<Vec<LogId>, Refusal> {
+        self.check_accepting()?;
+        Ok(self.append_as_leader(commands.into_iter().map(EntryPayload::Command).collect()))
+    }
+
+    /// Whether this node takes proposals now: it leads, and is not handing leadership over.
+    fn check_accepting(&self) -> Result<(), Refusal> {
         if self.role != Role::Leader {
-            return Err(NotLeader {
+            return Err(Refusal::NotLeader(NotLeader {
                 leader: self.leader_id,
+            }));
+        }
+        if let Some(to) = self.transfer_target() {
+            return Err(Refusal::Transferring { to });
+        }
+        Ok(())
+    }
+
+    /// Appends a configuration entry that makes `changes` (§6): directly for a change of at most
+    /// one voter, through a joint configuration otherwise (left by itself once committed). Only
+    /// one change is in flight at a time. Returns the entry's id; the change is done once it (and,
+    /// for a joint change, the entry that leaves the joint configuration) is committed.
+    pub fn propose_membership(&mut self, changes: &[ConfChange]) -> Result<LogId, ChangeError> {
+        self.check_accepting()?;
+        if !self.committed_in_current_term() {
+            return Err(ChangeError::NotReady);
+        }
+        if self.membership_index() > self.commit_index || self.membership().conf.is_joint() {
+            return Err(ChangeError::InProgress {
+                index: self.membership_index(),
             });
         }
-        Ok(self.append_as_leader(commands.into_iter().map(EntryPayload::Command).collect()))
+        let next = self.membership().apply(changes)?;
+        let ids = self.append_as_leader(vec![EntryPayload::Config(next)]);
+        Ok(ids[0])
+    }
+
+    /// Hand leadership to the voter `to` (thesis §3.10): proposals are refused from now on; once
+    /// `to` holds the whole log it is told to campaign at once. Abandoned (proposals resume) if
+    /// `to` has not taken over within an election timeout. A transfer to this node is a no-op.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader(NotLeader {
+                leader: self.leader_id,
+            }));
+        }
+        if to == self.id() {
+            return Ok(());
+        }
+        if !self.membership().conf.voters.contains(&to) {
+            return Err(TransferError::NotAVoter(to));
+        }
+        let ticks = self.ticks;
+        if let Some(leader) = self.leader.as_mut() {
+            leader.transfer = Some(Transfer {
+                to,
+                started_at: ticks,
+            });
+        }
+        self.send_timeout_now_if_caught_up(to);
+        Ok(())
+    }
+
+    /// The transfer target holds the whole log: tell it to campaign.
+    fn send_timeout_now_if_caught_up(&mut self, peer: NodeId) {
+        let last = self.log.last_index();
+        let caught_up = self.leader.as_ref().is_some_and(|leader| {
+            leader.transfer.map(|t| t.to) == Some(peer)
+                && leader.matched.get(&peer).is_some_and(|m| *m >= last)
+        });
+        if caught_up {
+            let term = self.current_term;
+            self.send(peer, Message::TimeoutNow(TimeoutNow { term }));
+        }
+    }
+
+    /// A transfer that did not finish within an election timeout is abandoned (proposals resume).
+    pub(crate) fn abandon_late_transfer(&mut self) {
+        let (ticks, timeout) = (self.ticks, u64::from(self.config.election_ticks_min));
+        if let Some(leader) = self.leader.as_mut() {
+            if leader
+                .transfer
+                .is_some_and(|t| ticks.saturating_sub(t.started_at) >= timeout)
+            {
+                leader.transfer = None;
+            }
+        }
+    }
+
+    /// Promote one learner marked `promote_when_caught_up` whose log is within `promote_lag` of
+    /// the leader's, if no other change is in flight.
+    pub(crate) fn promote_caught_up_learners(&mut self) {
+        let last = self.log.last_index().0;
+        let lag = self.config.promote_lag;
+        let Some(leader) = self.leader.as_ref() else {
+            return;
+        };
+        let ready = self
+            .membership()
+            .promote_when_caught_up
+            .iter()
+            .copied()
+            .find(|id| {
+                leader
+                    .matched
+                    .get(id)
+                    .is_some_and(|m| m.0.saturating_add(lag) >= last)
+            });
+        if let Some(id) = ready {
+            // Refused while another change is in flight: tried again at the next heartbeat.
+            let _ = self.propose_membership(&[ConfChange::AddVoter { id, address: None }]);
+        }
+    }
+
+    /// The configuration in force is committed: leave a joint configuration (when `auto_leave`),
+    /// or, if this leader is no longer a voter, hand over and step down (thesis §4.2.2).
+    pub(crate) fn on_membership_committed(&mut self) {
+        if self.role != Role::Leader || self.membership_index() > self.commit_index {
+            return;
+        }
+        let conf = &self.membership().conf;
+        if conf.is_joint() {
+            if conf.auto_leave {
+                let next = self.membership().leave_joint();
+                self.append_as_leader(vec![EntryPayload::Config(next)]);
+            }
+            return;
+        }
+        if conf.is_voter(self.id()) {
+            return;
+        }
+        // Removed (or demoted): let the most up-to-date voter take over at once.
+        let successor = self.leader.as_ref().and_then(|leader| {
+            conf.voters
+                .iter()
+                .max_by_key(|v| leader.matched.get(v).copied().unwrap_or_default())
+                .copied()
+        });
+        let term = self.current_term;
+        if let Some(successor) = successor {
+            self.send(successor, Message::TimeoutNow(TimeoutNow { term }));
+        }
+        self.become_follower(term, None);
     }
 
     fn append_as_leader(&mut self, payloads: Vec<EntryPayload>) -> Vec<LogId> {
@@ -59,6 +232,7 @@ impl Raft {
             .collect();
         let ids = entries.iter().map(Entry::log_id).collect();
         self.log.append(&entries);
+        self.note_configurations(&entries);
         self.ready.write.entries.extend(entries);
         self.ready.appended = Some(index);
         ids
@@ -84,7 +258,7 @@ impl Raft {
     pub fn on_replication_report(&mut self, peer: NodeId, term: Term, matched: Option<LogId>) {
         if self.role != Role::Leader
             || term != self.current_term
-            || !self.config.voters.contains(&peer)
+            || !self.membership().conf.contains(peer)
         {
             return;
         }
@@ -97,6 +271,7 @@ impl Raft {
             // A peer can only hold what the leader holds (Log Matching); anything else is nonsense.
             if self.log.matches(matched) {
                 self.record_match(peer, matched.index);
+                self.send_timeout_now_if_caught_up(peer);
             }
         }
     }
@@ -110,7 +285,11 @@ impl Raft {
             return;
         }
         *entry = index;
-        let quorum_index = quorum_matched_index(&self.config.voters, &leader.matched);
+        let quorum_index = self
+            .membership
+            .current()
+            .conf
+            .committed_index(&leader.matched);
         // Only an entry of the current term is committed by counting replicas; earlier ones commit
         // with it (§5.4.2, Figure 8).
         if self.log.term_at(quorum_index) == Some(self.current_term) {
@@ -127,13 +306,12 @@ impl Raft {
             return;
         };
         let active = self
-            .config
-            .voters
-            .iter()
-            .filter(|id| **id == me || leader.recent_active.contains(id))
-            .count();
+            .membership
+            .current()
+            .conf
+            .has_quorum(|id| id == me || leader.recent_active.contains(&id));
         leader.recent_active.clear();
-        if active < majority(self.config.voters.len()) {
+        if !active {
             let term = self.current_term;
             self.become_follower(term, None);
         }

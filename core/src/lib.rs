@@ -12,6 +12,7 @@ mod config;
 mod election;
 mod leader;
 mod log_terms;
+mod membership;
 mod progress;
 mod quorum;
 mod raft;
@@ -24,15 +25,16 @@ mod types;
 pub mod message;
 
 pub use config::{ConfigError, RaftConfig};
-pub use leader::NotLeader;
+pub use leader::{ChangeError, NotLeader, Refusal, TransferError};
 pub use log_terms::LogTerms;
+pub use membership::{ConfChange, ConfState, Membership, MembershipError};
 pub use message::{
     AppendEntries, AppendEntriesResponse, AppendOutcome, ConflictHint, Envelope, InstallSnapshot,
     InstallSnapshotResponse, Message, RequestVote, RequestVoteResponse, SnapshotMeta,
-    SnapshotOutcome,
+    SnapshotOutcome, TimeoutNow,
 };
 pub use progress::{Progress, ProgressState, ResponseEffect, SendRange};
-pub use quorum::{majority, quorum_matched_index};
+pub use quorum::{majority, quorum_matched_index, VoteResult};
 pub use raft::{Raft, Role};
 pub use read_index::{LeaseError, ReadState};
 pub use ready::{LeadershipChange, Ready};

@@ -3,6 +3,7 @@
 //! Every message and every reply carries the sender's term, so a receiver can adopt a newer term
 //! and drop a reply that belongs to an older one.
 
+use crate::membership::Membership;
 use crate::types::{Entry, LogId, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,7 @@ pub enum Message {
     AppendEntriesResponse(AppendEntriesResponse),
     InstallSnapshot(InstallSnapshot),
     InstallSnapshotResponse(InstallSnapshotResponse),
+    TimeoutNow(TimeoutNow),
 }
 
 impl Message {
@@ -27,6 +29,7 @@ impl Message {
             Message::AppendEntriesResponse(m) => m.term,
             Message::InstallSnapshot(m) => m.term,
             Message::InstallSnapshotResponse(m) => m.term,
+            Message::TimeoutNow(m) => m.term,
         }
     }
 }
@@ -40,6 +43,17 @@ pub struct RequestVote {
     pub last_log_id: LogId,
     /// A pre-vote changes nothing on the receiver: no term adopted, no vote recorded.
     pub pre_vote: bool,
+    /// The election follows a [`TimeoutNow`] from the leader: voters set leader stickiness aside
+    /// (thesis §3.10), since the leader itself asked for it.
+    pub leadership_transfer: bool,
+}
+
+/// The leader tells an up-to-date voter to start an election at once (leadership transfer,
+/// thesis §3.10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNow {
+    /// The leader's term.
+    pub term: Term,
 }
 
 /// The answer to a [`RequestVote`].
@@ -122,7 +136,7 @@ pub struct Envelope {
 }
 
 /// What identifies a snapshot and lets its receiver check it (§7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     /// `lastIncludedIndex`/`lastIncludedTerm`: the last entry the snapshot's state includes.
     pub last_included: LogId,
@@ -130,6 +144,9 @@ pub struct SnapshotMeta {
     pub size: u64,
     /// CRC-32 of the snapshot's bytes; the receiver installs nothing that does not match.
     pub checksum: u32,
+    /// The configuration in force at `last_included` (§7: "the latest configuration as of
+    /// lastIncludedIndex"), which the receiver adopts.
+    pub membership: Membership,
 }
 
 /// InstallSnapshot RPC (§7), one chunk of it: the leader sends a follower that needs entries it no

@@ -3,6 +3,7 @@
 
 use crate::config::{ConfigError, RaftConfig};
 use crate::log_terms::LogTerms;
+use crate::membership::{Membership, MembershipLog};
 use crate::message::{
     AppendEntriesResponse, AppendOutcome, Envelope, InstallSnapshotResponse, Message,
     SnapshotOutcome,
@@ -53,6 +54,17 @@ pub(crate) struct LeaderState {
     pub(crate) pending_reads: VecDeque<PendingRead>,
     /// Reads waiting for the first commit of this leader's term.
     pub(crate) reads_awaiting_commit: Vec<u64>,
+    /// A leadership transfer in progress (thesis §3.10): proposals are refused meanwhile.
+    pub(crate) transfer: Option<Transfer>,
+}
+
+/// A leadership transfer the leader is carrying out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Transfer {
+    /// The voter that is to lead.
+    pub(crate) to: NodeId,
+    /// `ticks` when the transfer began; it is abandoned an election timeout later.
+    pub(crate) started_at: u64,
 }
 
 /// The rules of one Raft node. Not thread-safe and not async: call it from one place, feed it events,
@@ -70,6 +82,8 @@ pub struct Raft {
     pub(crate) persisted: HardState,
     /// The id of every entry in the log (durable or on its way to disk).
     pub(crate) log: LogTerms,
+    /// The configurations in the log; the last is in force (it took effect when appended, §6).
+    pub(crate) membership: MembershipLog,
     /// Every entry of the current log up to here is known to be on this node's disk (the log store
     /// said so with `on_log_flushed`). `durable_index <= log.last_index()`; lowered by truncation.
     pub(crate) durable_index: LogIndex,
@@ -104,6 +118,19 @@ impl Raft {
         config.validate()?;
         let log = LogTerms::starting_at(recovered.log_start, &recovered.term_boundaries);
         let hard = recovered.hard_state;
+        // The snapshot's configuration, else the bootstrap one; then what the log holds after it.
+        let (base_index, base) = recovered.snapshot_membership.clone().unwrap_or_else(|| {
+            (
+                LogIndex::ZERO,
+                Membership::bootstrap(&config.voters, &config.addresses),
+            )
+        });
+        let mut membership = MembershipLog::new(base_index, base);
+        for (index, entry) in &recovered.memberships {
+            if *index <= log.last_index() {
+                membership.push(*index, entry.clone());
+            }
+        }
         let mut raft = Raft {
             current_term: hard.current_term,
             voted_for: hard.voted_for,
@@ -116,6 +143,7 @@ impl Raft {
             persisted: hard,
             durable_index: log.last_index(),
             log,
+            membership,
             role: Role::Follower,
             leader_id: None,
             election_elapsed: 0,
@@ -130,6 +158,7 @@ impl Raft {
             config,
         };
         raft.reset_election_timer();
+        raft.ready.membership = Some(raft.membership().clone());
         if raft.commit_index > LogIndex::ZERO {
             raft.ready.commit_index = Some(raft.commit_index);
         }
@@ -181,7 +210,24 @@ impl Raft {
             commit_index: self.commit_index,
         }
     }
-    /// The leader's `matchIndex` for each voter; `None` unless leader.
+    /// The configuration in force here: the last one in the log (committed or not, §6).
+    pub fn membership(&self) -> &Membership {
+        self.membership.current()
+    }
+    /// The index of the entry that holds [`Self::membership`] (at or before the log's start when
+    /// it came from a snapshot or the bootstrap configuration).
+    pub fn membership_index(&self) -> LogIndex {
+        self.membership.current_index()
+    }
+    /// Whether this node may campaign and vote counts from it: a voter of either half.
+    pub fn is_promotable(&self) -> bool {
+        self.membership().conf.is_voter(self.id())
+    }
+    /// The leadership transfer in progress on this leader, if any: its target.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.leader.as_ref()?.transfer.map(|t| t.to)
+    }
+    /// The leader's `matchIndex` for each member; `None` unless leader.
     pub fn matched(&self) -> Option<&BTreeMap<NodeId, LogIndex>> {
         self.leader.as_ref().map(|l| &l.matched)
     }
@@ -218,14 +264,27 @@ impl Raft {
                 self.election_elapsed = 0;
                 self.check_quorum();
             }
+            if self.role == Role::Leader {
+                self.abandon_late_transfer();
+                if self.ready.heartbeat {
+                    self.promote_caught_up_learners();
+                }
+            }
         } else if self.election_elapsed >= self.randomized_election_timeout {
-            self.campaign();
+            if self.is_promotable() {
+                self.campaign();
+            } else {
+                // A learner, a removed node or one still joining never campaigns.
+                self.reset_election_timer();
+            }
         }
     }
 
     /// A message from a peer. Unknown senders and nonsense are dropped; nothing here panics.
     pub fn step(&mut self, from: NodeId, message: Message) {
-        if from == self.id() || !self.config.voters.contains(&from) {
+        // Anyone may send: a leader this node does not know yet (it is joining, or lags behind a
+        // configuration change) must be followed. Votes are guarded in `handle_request_vote`.
+        if from == self.id() {
             return;
         }
         let term = message.term();
@@ -236,7 +295,9 @@ impl Raft {
                 Message::RequestVote(request) if request.pre_vote => {}
                 Message::RequestVoteResponse(response)
                     if response.pre_vote && response.vote_granted => {}
-                Message::RequestVote(_) if self.in_leader_lease() => {
+                Message::RequestVote(request)
+                    if self.in_leader_lease() && !request.leadership_transfer =>
+                {
                     // Leader stickiness (thesis §4.2.3): we heard from a live leader within the
                     // minimum election timeout, so this candidate is disruptive. Ignore it.
                     return;
@@ -255,6 +316,7 @@ impl Raft {
             Message::RequestVoteResponse(response) => self.handle_vote_response(from, response),
             Message::AppendEntries(request) => self.handle_append_entries(from, request),
             Message::InstallSnapshot(chunk) => self.handle_install_snapshot(from, chunk),
+            Message::TimeoutNow(_) => self.handle_timeout_now(from),
             // Replication answers are the replicator's; the rules only needed their term (above).
             Message::AppendEntriesResponse(_) | Message::InstallSnapshotResponse(_) => {}
         }
@@ -283,7 +345,8 @@ impl Raft {
             Message::RequestVote(request) => self.reject_vote(from, request.pre_vote),
             Message::RequestVoteResponse(_)
             | Message::AppendEntriesResponse(_)
-            | Message::InstallSnapshotResponse(_) => {}
+            | Message::InstallSnapshotResponse(_)
+            | Message::TimeoutNow(_) => {}
         }
     }
 
@@ -302,12 +365,13 @@ impl Raft {
         });
     }
 
-    pub(crate) fn peers(&self) -> Vec<NodeId> {
+    /// The voters of either half, this node excepted: whom to ask for votes.
+    pub(crate) fn voting_peers(&self) -> Vec<NodeId> {
         let me = self.id();
-        self.config
-            .voters
-            .iter()
-            .copied()
+        self.membership()
+            .conf
+            .all_voters()
+            .into_iter()
             .filter(|id| *id != me)
             .collect()
     }
@@ -340,6 +404,16 @@ impl Raft {
         self.reset_election_timer();
     }
 
+    /// Configuration entries among `entries`, just appended, take effect now (§6).
+    pub(crate) fn note_configurations(&mut self, entries: &[crate::types::Entry]) {
+        for entry in entries {
+            if let crate::types::EntryPayload::Config(membership) = &entry.payload {
+                self.membership.push(entry.index, membership.clone());
+                self.ready.membership = Some(membership.clone());
+            }
+        }
+    }
+
     /// Record a newly known commit index; it never moves backwards.
     pub(crate) fn advance_commit(&mut self, index: LogIndex) {
         let index = index.min(self.log.last_index());
@@ -349,6 +423,9 @@ impl Raft {
             self.ready.commit_index = Some(index);
             if first_of_term && self.committed_in_current_term() {
                 self.release_reads_awaiting_commit();
+            }
+            if self.role == Role::Leader {
+                self.on_membership_committed();
             }
         }
     }

@@ -7,7 +7,6 @@
 //! of its own term does not know the latest commit index, so its reads wait for that first.
 
 use crate::leader::NotLeader;
-use crate::quorum::majority;
 use crate::raft::{Raft, Role};
 use crate::types::{LogIndex, NodeId, Term};
 
@@ -63,27 +62,22 @@ impl Raft {
             return;
         }
         let me = self.id();
-        let needed = majority(self.config.voters.len());
         let ticks = self.ticks;
         let Some(leader) = self.leader.as_mut() else {
             return;
         };
-        if !self.config.voters.contains(&peer) {
+        let conf = &self.membership.current().conf;
+        if !conf.is_voter(peer) {
             return;
         }
         leader.last_contact.insert(peer, ticks);
         let acked = leader.acked_round.entry(peer).or_default();
         *acked = (*acked).max(round);
         while let Some(read) = leader.pending_reads.front().copied() {
-            let confirmed = self
-                .config
-                .voters
-                .iter()
-                .filter(|v| {
-                    **v == me || leader.acked_round.get(v).is_some_and(|r| *r >= read.round)
-                })
-                .count();
-            if confirmed < needed {
+            let confirmed = conf.has_quorum(|v| {
+                v == me || leader.acked_round.get(&v).is_some_and(|r| *r >= read.round)
+            });
+            if !confirmed {
                 break;
             }
             leader.pending_reads.pop_front();
@@ -111,21 +105,16 @@ impl Raft {
         let me = self.id();
         let window = u64::from(self.config.election_ticks_min / 2);
         let fresh = match self.leader.as_ref() {
-            Some(leader) => self
-                .config
-                .voters
-                .iter()
-                .filter(|v| {
-                    **v == me
-                        || leader
-                            .last_contact
-                            .get(v)
-                            .is_some_and(|at| self.ticks.saturating_sub(*at) < window)
-                })
-                .count(),
-            None => 0,
+            Some(leader) => self.membership().conf.has_quorum(|v| {
+                v == me
+                    || leader
+                        .last_contact
+                        .get(&v)
+                        .is_some_and(|at| self.ticks.saturating_sub(*at) < window)
+            }),
+            None => false,
         };
-        if fresh >= majority(self.config.voters.len()) {
+        if fresh {
             Ok(self.commit_index)
         } else {
             Err(LeaseError::Expired)
@@ -137,11 +126,12 @@ impl Raft {
         let leader = self.leader.as_ref()?;
         let me = self.id();
         Some(
-            self.config
-                .voters
-                .iter()
-                .filter(|v| **v != me)
-                .map(|v| (*v, leader.last_contact.get(v).map(|at| self.ticks - at)))
+            self.membership()
+                .conf
+                .members()
+                .into_iter()
+                .filter(|v| *v != me)
+                .map(|v| (v, leader.last_contact.get(&v).map(|at| self.ticks - at)))
                 .collect(),
         )
     }
@@ -152,7 +142,8 @@ impl Raft {
 
     fn issue_read(&mut self, id: u64) {
         let index = self.commit_index;
-        if self.config.voters.len() == 1 {
+        let me = self.id();
+        if self.membership().conf.has_quorum(|v| v == me) {
             self.ready.reads.push(ReadState {
                 id,
                 result: Ok(index),

@@ -1,6 +1,7 @@
 //! What the rules ask the outside world to do after an event (etcd raft's `Ready`, openraft's
 //! commands). The actor that drives the rules carries each part to the actor that owns it.
 
+use crate::membership::Membership;
 use crate::message::{Envelope, InstallSnapshot, SnapshotMeta};
 use crate::read_index::ReadState;
 use crate::storage_types::LogWrite;
@@ -34,6 +35,9 @@ pub struct Ready {
     /// For the applier: replace the state machine's state with this snapshot, which `write`
     /// installs in the log, before applying anything after it.
     pub restore: Option<SnapshotMeta>,
+    /// For the transport and the replicators: the configuration in force changed to this (an
+    /// entry was appended or truncated, a snapshot installed; and once at start).
+    pub membership: Option<Membership>,
 }
 
 impl Ready {

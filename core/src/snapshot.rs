@@ -27,6 +27,7 @@ impl Raft {
         let term = self.log.term_at(upto)?;
         let start = LogId::new(term, upto);
         self.log.compact(start);
+        self.membership.compact(upto);
         self.ready.write.merge(LogWrite {
             compact_to: Some(start),
             ..LogWrite::default()
@@ -78,6 +79,9 @@ impl Raft {
                 ..LogWrite::default()
             };
             self.log.install_snapshot(last);
+            self.membership
+                .install_snapshot(last.index, meta.membership.clone(), keeps_suffix);
+            self.ready.membership = Some(self.membership().clone());
             self.ready.write.merge(write);
             self.durable_index = if keeps_suffix {
                 self.durable_index.max(last.index)
@@ -86,7 +90,7 @@ impl Raft {
             };
             self.commit_index = last.index;
             self.ready.commit_index = Some(last.index);
-            self.ready.restore = Some(meta);
+            self.ready.restore = Some(meta.clone());
         }
         // Either installed now, or already covered by what this node has committed: both mean the
         // follower holds the leader's log up to `last`.

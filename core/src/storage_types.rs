@@ -1,5 +1,6 @@
 //! What the rules ask the log store to make durable, and what a store hands back on recovery.
 
+use crate::membership::Membership;
 use crate::types::{Entry, HardState, LogId, LogIndex};
 
 /// One atomic, synced change to the durable state: the store applies all of it or none of it, and
@@ -74,6 +75,12 @@ pub struct RecoveredState {
     /// order, followed by the id of the last entry (see [`crate::LogTerms::from_boundaries`]).
     /// Empty when the log is empty.
     pub term_boundaries: Vec<LogId>,
+    /// Every configuration entry in the log, `(index, membership)` in index order.
+    pub memberships: Vec<(LogIndex, Membership)>,
+    /// The configuration in force at `.0`, at or after the log's start, from the snapshot the
+    /// state machine is restored from; `None` without a snapshot (the bootstrap configuration
+    /// then applies before the log's first configuration entry).
+    pub snapshot_membership: Option<(LogIndex, Membership)>,
 }
 
 #[cfg(test)]

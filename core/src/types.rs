@@ -94,6 +94,9 @@ pub enum EntryPayload {
     Blank,
     /// An application command, opaque to Raft, handed to the state machine once committed.
     Command(Bytes),
+    /// A new cluster configuration; it takes effect on each node as soon as that node appends it
+    /// (thesis §4.1), and is not handed to the state machine.
+    Config(crate::membership::Membership),
 }
 
 /// One log entry (§5.3): a command with the term it was received in and its position.
@@ -114,7 +117,7 @@ impl Entry {
     /// The size of the payload in bytes, for batching limits.
     pub fn payload_len(&self) -> usize {
         match &self.payload {
-            EntryPayload::Blank => 0,
+            EntryPayload::Blank | EntryPayload::Config(_) => 0,
             EntryPayload::Command(bytes) => bytes.len(),
         }
     }

@@ -126,6 +126,7 @@ fn message() -> impl Strategy<Value = Message> {
                 term,
                 last_log_id,
                 pre_vote,
+                leadership_transfer: false,
             })
         }),
         1 => (term(), any::<bool>(), any::<bool>()).prop_map(|(term, vote_granted, pre_vote)| {
@@ -209,6 +210,7 @@ impl Harness {
             hard_state: hard,
             term_boundaries: terms.boundaries(),
             log_start: raftor_core::LogId::ZERO,
+            ..Default::default()
         };
         let raft = Raft::new(config, recovered, 7).expect("valid");
         assert_eq!(raft.commit_index(), LogIndex(3));
@@ -473,6 +475,7 @@ fn the_last_term_is_never_voted_in_twice() {
                 term: Term(u64::MAX),
                 last_log_id: LogId::new(Term(u64::MAX), LogIndex(u64::MAX)),
                 pre_vote: false,
+                leadership_transfer: false,
             }),
         ));
         assert_eq!(h.hard.current_term, Term(u64::MAX));

@@ -49,6 +49,7 @@ pub fn run_all<H: Harness>(harness: &mut H) {
     truncate_everything(harness);
     compaction(harness);
     install_snapshot_over_the_log(harness);
+    configuration_entries(harness);
 }
 
 /// An entry with a command payload, `payload` being its bytes.
@@ -396,6 +397,60 @@ pub fn term_boundaries_across_terms<H: Harness>(harness: &mut H) {
         vec![id(1, 4)],
         "term boundaries of a one-entry log"
     );
+}
+
+/// Configuration entries are stored like any other and reported by `recover` (a node's
+/// configuration is the last one in its log); a truncated one is no longer reported.
+pub fn configuration_entries<H: Harness>(harness: &mut H) {
+    let voters = |ids: &[u64]| ids.iter().copied().map(raftor_core::NodeId).collect();
+    let three = raftor_core::Membership::bootstrap(&voters(&[1, 2, 3]), &Default::default());
+    let four = raftor_core::Membership::bootstrap(&voters(&[1, 2, 3, 4]), &Default::default());
+    let config = |index: u64, membership: &raftor_core::Membership| Entry {
+        term: Term(1),
+        index: LogIndex(index),
+        payload: EntryPayload::Config(membership.clone()),
+    };
+    let mut store = harness.fresh();
+    let log = vec![
+        entry(1, 1, "a"),
+        config(2, &three),
+        entry(3, 1, "b"),
+        config(4, &four),
+    ];
+    write_ok(&mut store, &append(log.clone()));
+    for when in ["after appending", "after reopening"] {
+        let recovered = store
+            .recover()
+            .unwrap_or_else(|e| panic!("recover() {when} failed: {e}"));
+        assert_eq!(
+            recovered.memberships,
+            vec![(LogIndex(2), three.clone()), (LogIndex(4), four.clone())],
+            "configuration entries {when}"
+        );
+        assert_eq!(all_entries(&store), log, "entries {when}");
+        store = harness.reopen(store);
+    }
+    write_ok(
+        &mut store,
+        &LogWrite {
+            truncate_from: Some(LogIndex(4)),
+            ..LogWrite::default()
+        },
+    );
+    let store = harness.reopen(store);
+    let recovered = recovered_memberships(store);
+    assert_eq!(
+        recovered,
+        vec![(LogIndex(2), three)],
+        "a truncated configuration entry is gone"
+    );
+}
+
+fn recovered_memberships<S: LogStorage>(mut store: S) -> Vec<(LogIndex, raftor_core::Membership)> {
+    store
+        .recover()
+        .unwrap_or_else(|e| panic!("recover() failed: {e}"))
+        .memberships
 }
 
 /// A write whose entries do not follow the log (a gap, an overlap without truncation, entries not

@@ -26,7 +26,8 @@ use raftor_core::{Entry, LogId, LogIndex, LogWrite, RecoveredState, Term};
 /// - Reads see every write that returned `Ok`; a read of a compacted entry is
 ///   [`StorageError::Compacted`].
 pub trait LogStorage: Send + 'static {
-    /// The hard state and the log's term boundaries, as found on disk.
+    /// The hard state, the log's term boundaries and its configuration entries, as found on disk
+    /// (`snapshot_membership` is left `None`: snapshots are not the log's).
     fn recover(&mut self) -> Result<RecoveredState, StorageError>;
 
     /// Apply `write` atomically and sync it to disk before returning.
@@ -110,6 +111,21 @@ pub fn validate_write(
         previous = entry.index;
     }
     Ok((new_start, previous))
+}
+
+/// The configuration entries among `entries`, for [`RecoveredState::memberships`].
+pub fn memberships<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Vec<(LogIndex, raftor_core::Membership)> {
+    entries
+        .into_iter()
+        .filter_map(|entry| match &entry.payload {
+            raftor_core::EntryPayload::Config(membership) => {
+                Some((entry.index, membership.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Builds the term boundaries of [`RecoveredState`] from the entries' ids in index order.

@@ -221,6 +221,7 @@ impl LogStorage for RocksStorage {
         let hard_state = self.read_hard_state()?;
         let log = self.cf(LOG_CF)?;
         let mut ids = Vec::new();
+        let mut memberships = Vec::new();
         let first = self.start.index.0 + 1;
         let mut expected = first;
         let from = index_key(first);
@@ -235,7 +236,11 @@ impl LogStorage for RocksStorage {
                     "log is not consecutive: expected index {expected}, found {index}"
                 )));
             }
-            ids.push(decode_entry(index, &value)?.log_id());
+            let entry = decode_entry(index, &value)?;
+            ids.push(entry.log_id());
+            if let raftor_core::EntryPayload::Config(membership) = entry.payload {
+                memberships.push((entry.index, membership));
+            }
             expected += 1;
         }
         let last = expected - 1;
@@ -249,6 +254,8 @@ impl LogStorage for RocksStorage {
             hard_state,
             log_start: self.start,
             term_boundaries: term_boundaries(ids),
+            memberships,
+            snapshot_membership: None,
         })
     }
 

@@ -4,7 +4,7 @@
 //! of an interrupted write or transfer are removed when the store is opened.
 
 use crate::StorageError;
-use raftor_core::{LogId, SnapshotMeta};
+use raftor_core::{LogId, Membership, SnapshotMeta};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -84,7 +84,10 @@ impl SnapshotStore {
                 tracing::warn!(path = %path.display(), "ignoring a snapshot whose data file is missing or short");
                 continue;
             }
-            if best.is_none_or(|b| b.last_included.index < meta.last_included.index) {
+            if best
+                .as_ref()
+                .is_none_or(|b| b.last_included.index < meta.last_included.index)
+            {
                 best = Some(meta);
             }
         }
@@ -212,16 +215,19 @@ impl SnapshotFile {
         self.size
     }
 
-    /// Ends a snapshot this node took of its own state, which includes `last_included`.
+    /// Ends a snapshot this node took of its own state, which includes `last_included`; `membership`
+    /// is the configuration in force there.
     pub fn finish(
         self,
         store: &SnapshotStore,
         last_included: LogId,
+        membership: Membership,
     ) -> Result<SnapshotMeta, StorageError> {
         let meta = SnapshotMeta {
             last_included,
             size: self.size,
             checksum: self.hasher.clone().finalize(),
+            membership,
         };
         store.install(self, meta)
     }
@@ -260,7 +266,10 @@ mod tests {
     fn write(store: &SnapshotStore, last: LogId, bytes: &[u8]) -> SnapshotMeta {
         let mut file = store.create("test").expect("create");
         file.write_all(bytes).expect("write");
-        file.finish(store, last).expect("finish")
+        // The configuration travels with the snapshot: the tests compare what comes back.
+        let voters = [1, 2, 3].map(raftor_core::NodeId).into_iter().collect();
+        let membership = Membership::bootstrap(&voters, &Default::default());
+        file.finish(store, last, membership).expect("finish")
     }
 
     #[test]
@@ -271,7 +280,7 @@ mod tests {
         let first = write(&store, id(10, 1), b"first state");
         assert_eq!(store.latest().expect("latest"), Some(first));
         let second = write(&store, id(20, 2), b"second, longer state");
-        assert_eq!(store.latest().expect("latest"), Some(second));
+        assert_eq!(store.latest().expect("latest"), Some(second.clone()));
         assert_eq!(second.size, 20);
         assert_eq!(second.checksum, crc32fast::hash(b"second, longer state"));
         let mut data = store.open_data(&second).expect("open data");
@@ -319,15 +328,16 @@ mod tests {
             last_included: id(7, 3),
             size: 5,
             checksum: crc32fast::hash(b"hello"),
+            membership: Membership::default(),
         };
         let mut damaged = store.create("recv").expect("create");
         damaged.write_all(b"hellO").expect("write");
-        assert!(damaged.finish_received(&store, expected).is_err());
+        assert!(damaged.finish_received(&store, expected.clone()).is_err());
         assert_eq!(store.latest().expect("latest"), None);
         let mut good = store.create("recv").expect("create");
         good.write_all(b"hello").expect("write");
         assert_eq!(
-            good.finish_received(&store, expected).expect("ok"),
+            good.finish_received(&store, expected.clone()).expect("ok"),
             expected
         );
         assert_eq!(store.latest().expect("latest"), Some(expected));

@@ -38,6 +38,17 @@ impl Disk {
             hard_state: self.hard_state,
             term_boundaries: terms.boundaries(),
             log_start: crate::LogId::ZERO,
+            memberships: self
+                .log
+                .iter()
+                .filter_map(|entry| match &entry.payload {
+                    crate::EntryPayload::Config(membership) => {
+                        Some((entry.index, membership.clone()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            snapshot_membership: None,
         }
     }
 }
@@ -102,6 +113,20 @@ impl Cluster {
         if let Some(node) = self.nodes.get_mut(&id) {
             node.up = false;
         }
+    }
+
+    /// Start a new, empty node `id` that knows no configuration (it joins an existing cluster),
+    /// with the timing of node `like`.
+    pub(crate) fn add_node(&mut self, id: NodeId, like: NodeId) {
+        let mut config = self.configs[&like].clone();
+        config.id = id;
+        config.voters.clear();
+        self.configs.insert(id, config);
+        let disk = Disk {
+            hard_state: HardState::default(),
+            log: Vec::new(),
+        };
+        self.start(id, disk);
     }
 
     pub(crate) fn restart(&mut self, id: NodeId) {
@@ -209,52 +234,60 @@ impl Cluster {
         self.process(to);
     }
 
-    /// Carry out the node's Ready: write to disk (synchronously: durable at once), then send.
+    /// Carry out the node's Ready: write to disk (synchronously: durable at once), then send; again
+    /// while the events (its own flush, a commit) produce more.
     pub(crate) fn process(&mut self, id: NodeId) {
-        let node = self.nodes.get_mut(&id).expect("known node");
-        let ready = node.raft.take_ready();
-        node.disk.apply(&ready.write);
-        if let Some(last) = ready.write.last_log_id() {
-            node.raft.on_log_flushed(last);
-        }
-        self.queue.extend(ready.messages);
-        let node = self.nodes.get_mut(&id).expect("known node");
-        match ready.leadership {
-            Some(LeadershipChange::Became { term, last_index }) => {
-                let previous = self.leaders.insert(term, id);
-                assert!(
-                    previous.is_none() || previous == Some(id),
-                    "two leaders in term {term}: {previous:?} and {id}"
-                );
-                node.progress = node
-                    .raft
-                    .config()
-                    .voters
-                    .iter()
-                    .filter(|p| **p != id)
-                    .map(|p| (*p, Progress::new(last_index, 4)))
-                    .collect();
+        for _ in 0..16 {
+            let node = self.nodes.get_mut(&id).expect("known node");
+            let ready = node.raft.take_ready();
+            if ready.is_empty() {
+                return;
             }
-            Some(LeadershipChange::Lost) => node.progress.clear(),
-            None => {}
-        }
-        if ready.heartbeat {
-            self.send_heartbeats(id);
-        }
-        self.replicate(id);
-        // The leader's own flush may have advanced the commit: take that too.
-        let node = self.nodes.get_mut(&id).expect("known node");
-        let commit = node.raft.take_ready();
-        let commit_index = commit.commit_index.or(ready.commit_index);
-        self.queue.extend(commit.messages);
-        node.disk.apply(&commit.write);
-        if let Some(commit_index) = commit_index {
-            while (node.applied.len() as u64) < commit_index.0 {
+            node.disk.apply(&ready.write);
+            if let Some(last) = ready.write.last_log_id() {
+                node.raft.on_log_flushed(last);
+            }
+            self.queue.extend(ready.messages);
+            let node = self.nodes.get_mut(&id).expect("known node");
+            match ready.leadership {
+                Some(LeadershipChange::Became { term, last_index }) => {
+                    let previous = self.leaders.insert(term, id);
+                    assert!(
+                        previous.is_none() || previous == Some(id),
+                        "two leaders in term {term}: {previous:?} and {id}"
+                    );
+                    node.progress = node
+                        .raft
+                        .membership()
+                        .conf
+                        .members()
+                        .into_iter()
+                        .filter(|p| *p != id)
+                        .map(|p| (p, Progress::new(last_index, 4)))
+                        .collect();
+                }
+                Some(LeadershipChange::Lost) => node.progress.clear(),
+                None => {}
+            }
+            if ready.membership.is_some() && node.raft.role() == Role::Leader {
+                // Replicate to every member, and to nobody else.
+                let members = node.raft.membership().conf.members();
+                let last = node.raft.last_log_id().index;
+                node.progress.retain(|peer, _| members.contains(peer));
+                for member in members.into_iter().filter(|m| *m != id) {
+                    node.progress
+                        .entry(member)
+                        .or_insert_with(|| Progress::new(last, 4));
+                }
+            }
+            let applicable = node.raft.applicable_index().0 as usize;
+            while node.applied.len() < applicable.min(node.disk.log.len()) {
                 let next = node.disk.log[node.applied.len()].clone();
                 node.applied.push(next);
             }
-        }
-        if commit_index.is_some() && node.raft.role() == Role::Leader {
+            if ready.heartbeat {
+                self.send_heartbeats(id);
+            }
             self.replicate(id);
         }
     }

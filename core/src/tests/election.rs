@@ -16,6 +16,7 @@ fn follower(id: u64, n: u64, term: u64, boundaries: Vec<crate::LogId>) -> Raft {
         },
         term_boundaries: boundaries,
         log_start: crate::LogId::ZERO,
+        ..Default::default()
     };
     Raft::new(config(id, n, false), recovered, id).expect("valid config")
 }
@@ -25,6 +26,7 @@ fn vote_request(term: u64, last: crate::LogId) -> Message {
         term: Term(term),
         last_log_id: last,
         pre_vote: false,
+        leadership_transfer: false,
     })
 }
 
