@@ -12,7 +12,7 @@ use crate::snapshot::{write_snapshot, SnapshotOptions};
 use crate::state_machine::StateMachine;
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, Recipient};
 use bytes::Bytes;
-use raftor_core::{Entry, EntryPayload, LogId, LogIndex, NodeId, SnapshotMeta, Term};
+use raftor_core::{Entry, EntryPayload, LogId, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
 
@@ -29,6 +29,8 @@ pub struct Applier {
     applied: LogIndex,
     /// The term of the entry at `applied` (a snapshot records it as its last included term).
     applied_term: Term,
+    /// The configuration in force at `applied` (a snapshot records it, §7).
+    membership: Membership,
     /// The highest commit index heard of.
     commit: LogIndex,
     /// Proposers waiting for their entry, by index, with the term their entry was appended in.
@@ -68,9 +70,11 @@ struct Snapshotting {
 struct SnapshotWritten(Result<SnapshotMeta, String>);
 
 impl Applier {
+    /// An applier that has applied nothing, under the bootstrap configuration `membership`.
     pub fn new(
         node_id: NodeId,
         state_machine: Box<dyn StateMachine>,
+        membership: Membership,
         cache: EntryCache,
         log_store: Recipient<ReadEntries>,
         applied_to: Recipient<Applied>,
@@ -80,6 +84,7 @@ impl Applier {
             state_machine,
             applied: LogIndex::ZERO,
             applied_term: Term::ZERO,
+            membership,
             commit: LogIndex::ZERO,
             waiters: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -97,15 +102,16 @@ impl Applier {
     pub fn with_snapshots(
         mut self,
         options: SnapshotOptions,
-        restored: Option<LogId>,
+        restored: Option<SnapshotMeta>,
         background: bool,
         taken_to: Recipient<SnapshotTaken>,
         failed_to: Recipient<StorageFailed>,
     ) -> Self {
-        if let Some(last) = restored {
-            self.applied = last.index;
-            self.applied_term = last.term;
-            self.commit = last.index;
+        if let Some(meta) = restored {
+            self.applied = meta.last_included.index;
+            self.applied_term = meta.last_included.term;
+            self.commit = meta.last_included.index;
+            self.membership = *meta.membership;
         }
         self.snapshots = Some(Snapshotting {
             options,
@@ -133,20 +139,26 @@ impl Applier {
         policy.bytes_since = 0;
         let last = LogId::new(self.applied_term, self.applied);
         let writer = self.state_machine.snapshot();
+        let membership = self.membership.clone();
         let store = policy.options.store.clone();
         tracing::info!(node = %self.node_id, last = %last, "taking a snapshot");
         if policy.background {
             let done = ctx.address().recipient::<SnapshotWritten>();
             let spawned = std::thread::Builder::new()
                 .name("raftor-snapshot".into())
-                .spawn(move || done.do_send(SnapshotWritten(write_snapshot(&store, writer, last))));
+                .spawn(move || {
+                    let written = write_snapshot(&store, writer, last, membership);
+                    done.do_send(SnapshotWritten(written))
+                });
             if let Err(error) = spawned {
                 ctx.notify(SnapshotWritten(Err(format!(
                     "cannot start a thread: {error}"
                 ))));
             }
         } else {
-            ctx.notify(SnapshotWritten(write_snapshot(&store, writer, last)));
+            ctx.notify(SnapshotWritten(write_snapshot(
+                &store, writer, last, membership,
+            )));
         }
     }
 
@@ -194,6 +206,12 @@ impl Applier {
             }
             let result = match &entry.payload {
                 EntryPayload::Blank => Bytes::new(),
+                // Configurations are the rules' business (in force since appended); the applier
+                // only notes which one holds at the applied index, for snapshots.
+                EntryPayload::Config(membership) => {
+                    self.membership = membership.clone();
+                    Bytes::new()
+                }
                 EntryPayload::Command(command) => self.state_machine.apply(entry.index, command),
             };
             self.applied = entry.index;
@@ -301,7 +319,9 @@ impl Handler<SnapshotWritten> for Applier {
         match &result {
             Ok(meta) => {
                 tracing::info!(node = %self.node_id, last = %meta.last_included, bytes = meta.size, "snapshot taken");
-                policy.taken_to.do_send(SnapshotTaken { meta: *meta });
+                policy
+                    .taken_to
+                    .do_send(SnapshotTaken { meta: meta.clone() });
             }
             Err(error) => tracing::error!(node = %self.node_id, %error, "snapshot failed"),
         }
@@ -337,6 +357,7 @@ impl Handler<RestoreSnapshot> for Applier {
         tracing::info!(node = %self.node_id, last = %last, "state machine restored from a snapshot");
         self.applied = last.index;
         self.applied_term = last.term;
+        self.membership = (*restore.meta.membership).clone();
         self.commit = self.commit.max(last.index);
         policy.entries_since = 0;
         policy.bytes_since = 0;

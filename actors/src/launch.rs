@@ -5,17 +5,20 @@
 
 use crate::applier::Applier;
 use crate::entry_cache::EntryCache;
-use crate::error::{ProposeError, ReadError, StartError};
+use crate::error::{
+    MembershipChangeError, ProposeError, ReadError, StartError, TransferLeaderError,
+};
 use crate::log_store::LogStoreActor;
 use crate::messages::{LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown, TakeSnapshot};
-use crate::node::{GetStatus, NodeActor, NodeLinks, NodeStatus};
+use crate::network::tcp::UpdatePeers;
+use crate::node::{ChangeMembership, GetStatus, NodeActor, NodeLinks, NodeStatus, TransferLeader};
 use crate::replicator::ReplicationLimits;
 use crate::snapshot::SnapshotOptions;
 use crate::state_machine::StateMachine;
 use crate::transport::{Inbound, Outbound};
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Recipient};
 use bytes::Bytes;
-use raftor_core::{LogId, NodeId, Raft, RaftConfig, SnapshotMeta};
+use raftor_core::{ConfChange, Membership, NodeId, Raft, RaftConfig, SnapshotMeta};
 use raftor_storage::LogStorage;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -40,6 +43,9 @@ pub struct NodeOptions {
     pub entry_cache_bytes: usize,
     /// Snapshots and log compaction (§7); `None`: the log is kept whole and none is sent.
     pub snapshots: Option<SnapshotOptions>,
+    /// Told the members and their addresses whenever the configuration changes (the TCP endpoint,
+    /// so it sends to the current members); `None` for a transport that routes by id alone.
+    pub peer_addresses: Option<Recipient<UpdatePeers>>,
 }
 
 impl NodeOptions {
@@ -54,6 +60,7 @@ impl NodeOptions {
             log_write_observer: None,
             entry_cache_bytes: 16 * 1024 * 1024,
             snapshots: None,
+            peer_addresses: None,
         }
     }
 }
@@ -91,22 +98,32 @@ impl PendingNode {
         transport: Recipient<Outbound>,
     ) -> Result<NodeHandle, StartError> {
         let id = options.raft.id;
-        let recovered = storage.recover()?;
+        let mut recovered = storage.recover()?;
         let mut state_machine = state_machine;
         // The state machine starts from the newest snapshot, and the log replays what follows.
         let restored = match &options.snapshots {
             Some(snapshots) => restore_latest(snapshots, state_machine.as_mut())?,
             None => None,
         };
-        if let Some(last) = restored {
+        if let Some(meta) = &restored {
+            let last = meta.last_included;
             if last.index < recovered.log_start.index {
                 return Err(StartError::Snapshot(format!(
                     "the newest snapshot ends at {last}, but the log was compacted up to {}",
                     recovered.log_start
                 )));
             }
+            recovered.snapshot_membership = Some((last.index, (*meta.membership).clone()));
+        } else if recovered.log_start.index > raftor_core::LogIndex::ZERO {
+            return Err(StartError::Snapshot(format!(
+                "the log was compacted up to {}, but no snapshot covers it",
+                recovered.log_start
+            )));
         }
         let raft = Raft::new(options.raft.clone(), recovered, options.seed)?;
+        // What the applier has applied at start (nothing, or the snapshot) was decided under the
+        // bootstrap configuration, or the snapshot's.
+        let bootstrap = Membership::bootstrap(&options.raft.voters, &options.raft.addresses);
         let node_addr = self.context.address();
 
         let store = LogStoreActor::new(
@@ -128,6 +145,7 @@ impl PendingNode {
         let mut applier = Applier::new(
             id,
             state_machine,
+            bootstrap,
             cache.clone(),
             log_addr.clone().recipient(),
             node_addr.clone().recipient(),
@@ -149,6 +167,7 @@ impl PendingNode {
             log_shutdown: log_addr.recipient(),
             applier: applier.clone(),
             transport,
+            peer_addresses: options.peer_addresses.clone(),
             cache,
             snapshots: options.snapshots.clone(),
         };
@@ -222,6 +241,53 @@ impl NodeHandle {
             .unwrap_or_else(|_| Err("the node stopped before the snapshot was durable".into()))
     }
 
+    /// Change the membership (on the leader): resolves once the change is committed and applied
+    /// here and, for a change that went through a joint configuration, once the cluster has left
+    /// it (the leader does so by itself); with the configuration then in force. Waits at most
+    /// `timeout` for all that ([`MembershipChangeError::Timeout`]: the change may still finish).
+    pub async fn change_membership(
+        &self,
+        changes: Vec<ConfChange>,
+        timeout: Duration,
+    ) -> Result<Membership, MembershipChangeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let applied = self
+            .node
+            .send(ChangeMembership { changes })
+            .await
+            .map_err(|_| MembershipChangeError::Shutdown)??;
+        let outcome = tokio::time::timeout_at(deadline, applied)
+            .await
+            .map_err(|_| MembershipChangeError::Timeout)?;
+        match outcome {
+            Ok(Ok(_)) => {}
+            Ok(Err(ProposeError::Dropped)) => return Err(MembershipChangeError::Dropped),
+            Ok(Err(_)) | Err(_) => return Err(MembershipChangeError::Shutdown),
+        }
+        // A joint configuration is left by the leader once it is committed: wait for that too.
+        loop {
+            let status = self.status().await.ok_or(MembershipChangeError::Shutdown)?;
+            if !status.membership.conf.is_joint() && status.membership_index <= status.applied_index
+            {
+                return Ok(status.membership);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(MembershipChangeError::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Start handing leadership to the voter `to` (on the leader). Resolves once the transfer has
+    /// started: watch [`Self::status`] to see `to` lead; the leader abandons the transfer (and
+    /// takes proposals again) if `to` has not taken over within an election timeout.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), TransferLeaderError> {
+        self.node
+            .send(TransferLeader { to })
+            .await
+            .unwrap_or(Err(TransferLeaderError::Shutdown))
+    }
+
     /// Query this node's state machine as it is now (possibly stale), or `None` if stopped.
     pub async fn query_local(&self, query: Bytes) -> Option<Bytes> {
         self.applier.send(QueryLocal { query }).await.ok()
@@ -259,17 +325,17 @@ impl Drop for NodeHandle {
     }
 }
 
-/// Restore `state_machine` from the newest snapshot in `snapshots`, if there is one; returns the
-/// last entry it includes.
+/// Restore `state_machine` from the newest snapshot in `snapshots`, if there is one; returns its
+/// metadata.
 fn restore_latest(
     snapshots: &SnapshotOptions,
     state_machine: &mut dyn StateMachine,
-) -> Result<Option<LogId>, StartError> {
+) -> Result<Option<SnapshotMeta>, StartError> {
     let Some(meta) = snapshots.store.latest()? else {
         return Ok(None);
     };
     crate::snapshot::restore_from(&snapshots.store, &meta, state_machine)
         .map_err(StartError::Snapshot)?;
     tracing::info!(last = %meta.last_included, bytes = meta.size, "state machine restored from the newest snapshot");
-    Ok(Some(meta.last_included))
+    Ok(Some(meta))
 }

@@ -23,7 +23,7 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod transport;
 
-pub use error::{ProposeError, ReadError, StartError};
+pub use error::{MembershipChangeError, ProposeError, ReadError, StartError, TransferLeaderError};
 pub use launch::{NodeHandle, NodeOptions, PendingNode};
 pub use memory_network::{MemoryNetwork, NetworkControl};
 pub use node::{GetStatus, NodeStatus};

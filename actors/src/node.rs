@@ -3,13 +3,14 @@
 
 use crate::applier::Applier;
 use crate::entry_cache::EntryCache;
-use crate::error::{ProposeError, ReadError};
+use crate::error::{MembershipChangeError, ProposeError, ReadError, TransferLeaderError};
 use crate::messages::{
     Applied, AwaitApply, Commit, ConfirmLeadership, Flushed, Heartbeat, HigherTermSeen,
     LeaderProgress, LeadershipConfirmed, LeaseRead, LinearizableRead, PeerResponse,
     PeerSnapshotResponse, Propose, QueryAt, ReadEntries, ReplicationReport, RestoreSnapshot,
     Shutdown, SnapshotTaken, StorageFailed, Waiter, Write,
 };
+use crate::network::tcp::UpdatePeers;
 use crate::replicator::{ReplicationLimits, Replicator};
 use crate::snapshot::{ChunkOutcome, Receiving, SnapshotOptions};
 use crate::transport::{Inbound, Outbound};
@@ -19,8 +20,8 @@ use actix::{
 };
 use bytes::Bytes;
 use raftor_core::{
-    Envelope, InstallSnapshot, InstallSnapshotResponse, LeadershipChange, LeaseError, LogId,
-    LogIndex, Message, NodeId, Raft, Role, SnapshotOutcome, Term,
+    ConfChange, Envelope, InstallSnapshot, InstallSnapshotResponse, LeadershipChange, LeaseError,
+    LogId, LogIndex, Membership, Message, NodeId, Raft, Role, SnapshotOutcome, Term,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,8 +37,16 @@ pub struct NodeStatus {
     pub commit_index: LogIndex,
     pub applied_index: LogIndex,
     pub last_log_id: LogId,
+    /// The voters of the configuration in force (the incoming ones, when joint).
     pub voters: Vec<NodeId>,
-    /// On the leader: each voter's match index.
+    /// The configuration in force here (the last in the log: committed or not, §6).
+    pub membership: Membership,
+    /// The index of the entry holding `membership` (at or before the log's start when it came
+    /// from a snapshot or the bootstrap configuration).
+    pub membership_index: LogIndex,
+    /// On the leader: the node leadership is being handed to.
+    pub transfer_target: Option<NodeId>,
+    /// On the leader: each member's match index.
     pub matched: BTreeMap<NodeId, LogIndex>,
     /// Real elections this node started since it started.
     pub elections_started: u64,
@@ -58,6 +67,21 @@ pub struct NodeStatus {
 #[rtype(result = "NodeStatus")]
 pub struct GetStatus;
 
+/// Change the membership (see [`crate::NodeHandle::change_membership`]): answered with the id of
+/// the configuration entry and a receiver that resolves once the applier has applied it.
+#[derive(ActixMessage, Debug)]
+#[rtype(result = "Result<oneshot::Receiver<Result<Bytes, ProposeError>>, MembershipChangeError>")]
+pub struct ChangeMembership {
+    pub changes: Vec<ConfChange>,
+}
+
+/// Start handing leadership to `to` (see [`crate::NodeHandle::transfer_leadership`]).
+#[derive(ActixMessage, Debug)]
+#[rtype(result = "Result<(), TransferLeaderError>")]
+pub struct TransferLeader {
+    pub to: NodeId,
+}
+
 /// The actors a node talks to, other than its replicators (which it starts itself).
 pub(crate) struct NodeLinks {
     pub(crate) log_write: Recipient<Write>,
@@ -65,6 +89,8 @@ pub(crate) struct NodeLinks {
     pub(crate) log_shutdown: Recipient<Shutdown>,
     pub(crate) applier: Addr<Applier>,
     pub(crate) transport: Recipient<Outbound>,
+    /// Told the members' addresses when the configuration changes (the TCP endpoint).
+    pub(crate) peer_addresses: Option<Recipient<UpdatePeers>>,
     /// The newest entries, shared with the replicators and the applier.
     pub(crate) cache: EntryCache,
     /// Snapshots, when this node takes and installs them.
@@ -187,6 +213,9 @@ impl NodeActor {
                 self.stop_replicators();
             }
             None => {}
+        }
+        if let Some(membership) = ready.membership {
+            self.on_membership(ctx, membership);
         }
         if let Some(meta) = ready.restore {
             // Ahead of the Commit that covers it: the applier restores, then applies what follows.
@@ -316,32 +345,73 @@ impl NodeActor {
         Box::pin(async move { answer.await.unwrap_or(Err(ReadError::Shutdown)) })
     }
 
+    /// The configuration in force changed (§6: it takes effect when appended): tell the transport
+    /// whom to reach, and, on the leader, replicate to exactly its members.
+    fn on_membership(&mut self, ctx: &mut Context<Self>, membership: Membership) {
+        let members = membership.conf.members();
+        tracing::info!(node = %self.id(), term = %self.raft.current_term(), voters = ?membership.conf.voters, learners = ?membership.conf.learners, outgoing = ?membership.conf.voters_outgoing, "configuration in force");
+        if let Some(peers) = &self.links.peer_addresses {
+            peers.do_send(UpdatePeers {
+                members: members.clone(),
+                addresses: membership.addresses,
+            });
+        }
+        if self.raft.role() != Role::Leader {
+            return;
+        }
+        let gone: Vec<NodeId> = self
+            .replicators
+            .keys()
+            .copied()
+            .filter(|peer| !members.contains(peer))
+            .collect();
+        for peer in gone {
+            if let Some(replicator) = self.replicators.remove(&peer) {
+                replicator.do_send(Shutdown);
+            }
+            self.next_index.remove(&peer);
+        }
+        let (term, last_index) = (self.raft.current_term(), self.raft.last_log_id().index);
+        let me = self.id();
+        for peer in members {
+            if peer != me && !self.replicators.contains_key(&peer) {
+                self.start_replicator(ctx, peer, term, last_index);
+            }
+        }
+    }
+
     fn start_replicators(&mut self, ctx: &mut Context<Self>, term: Term, last_index: LogIndex) {
         self.stop_replicators();
         let me = self.id();
-        for peer in self
-            .raft
-            .config()
-            .voters
-            .iter()
-            .copied()
-            .filter(|p| *p != me)
-        {
-            let replicator = Replicator::new(
-                me,
-                peer,
-                term,
-                last_index,
-                self.limits,
-                self.links.cache.clone(),
-                self.links.snapshots.clone(),
-                ctx.address(),
-                self.links.log_read.clone(),
-                self.links.transport.clone(),
-            )
-            .start();
-            self.replicators.insert(peer, replicator);
+        for peer in self.raft.membership().conf.members() {
+            if peer != me {
+                self.start_replicator(ctx, peer, term, last_index);
+            }
         }
+    }
+
+    /// Replicate to `peer` in `term`, probing from the entry after `last_index` (§5.3).
+    fn start_replicator(
+        &mut self,
+        ctx: &mut Context<Self>,
+        peer: NodeId,
+        term: Term,
+        last_index: LogIndex,
+    ) {
+        let replicator = Replicator::new(
+            self.id(),
+            peer,
+            term,
+            last_index,
+            self.limits,
+            self.links.cache.clone(),
+            self.links.snapshots.clone(),
+            ctx.address(),
+            self.links.log_read.clone(),
+            self.links.transport.clone(),
+        )
+        .start();
+        self.replicators.insert(peer, replicator);
     }
 
     fn stop_replicators(&mut self) {
@@ -360,7 +430,10 @@ impl NodeActor {
             commit_index: self.raft.commit_index(),
             applied_index: self.applied_index,
             last_log_id: self.raft.last_log_id(),
-            voters: self.raft.config().voters.iter().copied().collect(),
+            voters: self.raft.membership().conf.voters.iter().copied().collect(),
+            membership: self.raft.membership().clone(),
+            membership_index: self.raft.membership_index(),
+            transfer_target: self.raft.transfer_target(),
             matched: self.raft.matched().cloned().unwrap_or_default(),
             elections_started: self.raft.elections_started(),
             next_index: self.next_index.clone(),
@@ -541,10 +614,8 @@ impl Handler<Propose> for NodeActor {
     fn handle(&mut self, propose: Propose, ctx: &mut Context<Self>) -> Self::Result {
         let ids = match self.raft.propose(vec![propose.command]) {
             Ok(ids) => ids,
-            Err(not_leader) => {
-                let error = ProposeError::NotLeader {
-                    leader: not_leader.leader,
-                };
+            Err(refusal) => {
+                let error = ProposeError::from(refusal);
                 return Box::pin(async move { Err(error) });
             }
         };
@@ -558,6 +629,34 @@ impl Handler<Propose> for NodeActor {
         }
         self.schedule_ready(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(ProposeError::Shutdown)) })
+    }
+}
+
+impl Handler<ChangeMembership> for NodeActor {
+    type Result = Result<oneshot::Receiver<Result<Bytes, ProposeError>>, MembershipChangeError>;
+
+    fn handle(&mut self, change: ChangeMembership, ctx: &mut Context<Self>) -> Self::Result {
+        let id = self.raft.propose_membership(&change.changes)?;
+        tracing::info!(node = %self.id(), term = %self.raft.current_term(), index = %id.index, changes = ?change.changes, "membership change proposed");
+        let (reply, applied) = oneshot::channel();
+        self.waiters.push(Waiter {
+            index: id.index,
+            term: id.term,
+            reply,
+        });
+        self.schedule_ready(ctx);
+        Ok(applied)
+    }
+}
+
+impl Handler<TransferLeader> for NodeActor {
+    type Result = Result<(), TransferLeaderError>;
+
+    fn handle(&mut self, transfer: TransferLeader, ctx: &mut Context<Self>) -> Self::Result {
+        self.raft.transfer_leadership(transfer.to)?;
+        tracing::info!(node = %self.id(), term = %self.raft.current_term(), to = %transfer.to, "leadership transfer started");
+        self.schedule_ready(ctx);
+        Ok(())
     }
 }
 

@@ -255,7 +255,7 @@ impl Replicator {
         let chunk = InstallSnapshot {
             term: self.term,
             request_id,
-            meta: sending.meta,
+            meta: sending.meta.clone(),
             offset: sending.offset,
             data: Bytes::from(data),
             done,

@@ -1,7 +1,7 @@
 //! Snapshots, the actors' side (§7): when to take one, writing it to the [`SnapshotStore`], and
 //! receiving one from the leader in chunks. The rules decide what the log becomes; this is IO.
 
-use raftor_core::{InstallSnapshot, LogId, NodeId, SnapshotMeta};
+use raftor_core::{InstallSnapshot, LogId, Membership, NodeId, SnapshotMeta};
 use raftor_storage::{SnapshotFile, SnapshotStore, StorageError};
 use std::io::Write;
 use std::sync::Arc;
@@ -58,11 +58,13 @@ impl SnapshotPolicy {
     }
 }
 
-/// Run `writer` into a new snapshot file of `store` and make it the newest, as of `last`.
+/// Run `writer` into a new snapshot file of `store` and make it the newest, as of `last`, when
+/// `membership` was the configuration in force.
 pub fn write_snapshot(
     store: &SnapshotStore,
     writer: SnapshotWriter,
     last: LogId,
+    membership: Membership,
 ) -> Result<SnapshotMeta, String> {
     let mut file = store
         .create(&format!("take-{}", last.index))
@@ -70,7 +72,8 @@ pub fn write_snapshot(
     writer(&mut file)
         .map_err(|e| format!("the state machine could not write its snapshot: {e}"))?;
     file.flush().map_err(|e| e.to_string())?;
-    file.finish(store, last).map_err(|e| e.to_string())
+    file.finish(store, last, membership)
+        .map_err(|e| e.to_string())
 }
 
 /// Replace `state_machine`'s state with snapshot `meta` from `store`, streamed.
@@ -127,7 +130,7 @@ impl Receiving {
             *receiving = None;
             *receiving = Some(Receiving {
                 from,
-                meta: chunk.meta,
+                meta: chunk.meta.clone(),
                 next_offset: 0,
                 file: store.create("receive")?,
             });
@@ -150,8 +153,8 @@ impl Receiving {
         let Some(done) = receiving.take() else {
             return Ok(ChunkOutcome::Next(0));
         };
-        done.file.finish_received(store, done.meta)?;
-        Ok(ChunkOutcome::Complete(done.meta))
+        let meta = done.file.finish_received(store, done.meta)?;
+        Ok(ChunkOutcome::Complete(meta))
     }
 }
 
@@ -187,6 +190,7 @@ mod tests {
             last_included: LogId::new(Term(1), LogIndex(9)),
             size: 6,
             checksum: crc32fast::hash(b"abcdef"),
+            membership: Box::default(),
         };
         let leader = NodeId(1);
         let mut receiving = None;
@@ -198,7 +202,7 @@ mod tests {
             next(accept(
                 &mut receiving,
                 leader,
-                &chunk(meta, 2, b"cd", false)
+                &chunk(meta.clone(), 2, b"cd", false)
             )),
             0
         );
@@ -206,7 +210,7 @@ mod tests {
             next(accept(
                 &mut receiving,
                 leader,
-                &chunk(meta, 0, b"ab", false)
+                &chunk(meta.clone(), 0, b"ab", false)
             )),
             2
         );
@@ -215,12 +219,16 @@ mod tests {
             next(accept(
                 &mut receiving,
                 leader,
-                &chunk(meta, 0, b"ab", false)
+                &chunk(meta.clone(), 0, b"ab", false)
             )),
             2
         );
         assert_eq!(
-            next(accept(&mut receiving, leader, &chunk(meta, 4, b"ef", true))),
+            next(accept(
+                &mut receiving,
+                leader,
+                &chunk(meta.clone(), 4, b"ef", true)
+            )),
             2
         );
         // Another node's chunk in the middle of it is sent to offset 0 of its own transfer.
@@ -228,7 +236,7 @@ mod tests {
             next(accept(
                 &mut receiving,
                 NodeId(3),
-                &chunk(meta, 2, b"cd", false)
+                &chunk(meta.clone(), 2, b"cd", false)
             )),
             0
         );
@@ -236,25 +244,25 @@ mod tests {
             next(accept(
                 &mut receiving,
                 leader,
-                &chunk(meta, 2, b"cd", false)
+                &chunk(meta.clone(), 2, b"cd", false)
             )),
             4
         );
-        match accept(&mut receiving, leader, &chunk(meta, 4, b"ef", true)) {
-            ChunkOutcome::Complete(done) => assert_eq!(done, meta),
+        match accept(&mut receiving, leader, &chunk(meta.clone(), 4, b"ef", true)) {
+            ChunkOutcome::Complete(done) => assert_eq!(done, meta.clone()),
             ChunkOutcome::Next(offset) => panic!("not complete, next {offset}"),
         }
-        assert_eq!(store.latest().expect("latest"), Some(meta));
+        assert_eq!(store.latest().expect("latest"), Some(meta.clone()));
         // A damaged transfer is refused as a whole.
         let bad = SnapshotMeta {
             checksum: 1,
-            ..meta
+            ..meta.clone()
         };
         assert_eq!(
             next(accept(
                 &mut receiving,
                 leader,
-                &chunk(bad, 0, b"abc", false)
+                &chunk(bad.clone(), 0, b"abc", false)
             )),
             3
         );

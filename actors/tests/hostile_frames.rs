@@ -37,8 +37,10 @@ fn message() -> impl Strategy<Value = Message> {
                 term: Term(t),
                 last_log_id: last,
                 pre_vote: pre,
+                leadership_transfer: !pre,
             })
         }),
+        any::<u64>().prop_map(|t| Message::TimeoutNow(raftor_core::TimeoutNow { term: Term(t) })),
         (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(t, g, pre)| {
             Message::RequestVoteResponse(RequestVoteResponse {
                 term: Term(t),
@@ -317,6 +319,7 @@ fn vote(term: u64) -> Envelope {
             term: Term(term),
             last_log_id: LogId::ZERO,
             pre_vote: false,
+            leadership_transfer: false,
         }),
     }
 }

@@ -182,6 +182,7 @@ fn forged(rng: &mut SmallRng, term: Term, last: LogId, terms: Terms) -> Message 
             term: t,
             last_log_id: LogId::new(pick_term(rng), pick_index(rng)),
             pre_vote: rng.gen(),
+            leadership_transfer: rng.gen(),
         }),
         1 => Message::RequestVoteResponse(RequestVoteResponse {
             term: t,

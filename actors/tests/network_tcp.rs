@@ -95,6 +95,7 @@ fn vote(from: u64, to: u64, term: u64) -> Envelope {
             term: Term(term),
             last_log_id: LogId::new(Term(term), LogIndex(term * 10)),
             pre_vote: term.is_multiple_of(2),
+            leadership_transfer: false,
         }),
     }
 }
@@ -270,7 +271,7 @@ async fn hostile_connections_are_closed_and_the_endpoint_survives() {
     )
     .await;
     assert_closed_after(addr, &hello(PROTOCOL_VERSION + 1, CLUSTER, 1), "version").await;
-    assert_closed_after(addr, &hello(PROTOCOL_VERSION, CLUSTER, 9), "unknown node").await;
+    assert_closed_after(addr, &hello(PROTOCOL_VERSION, CLUSTER, 2), "own id").await;
     assert_closed_after(addr, &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3], "oversized").await;
     assert_closed_after(addr, &encode(Frame::Raft(vote(1, 2, 1))), "no hello").await;
 

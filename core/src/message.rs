@@ -145,8 +145,8 @@ pub struct SnapshotMeta {
     /// CRC-32 of the snapshot's bytes; the receiver installs nothing that does not match.
     pub checksum: u32,
     /// The configuration in force at `last_included` (§7: "the latest configuration as of
-    /// lastIncludedIndex"), which the receiver adopts.
-    pub membership: Membership,
+    /// lastIncludedIndex"), which the receiver adopts. Boxed: it keeps every [`Message`] small.
+    pub membership: Box<Membership>,
 }
 
 /// InstallSnapshot RPC (§7), one chunk of it: the leader sends a follower that needs entries it no

@@ -80,7 +80,7 @@ impl Raft {
             };
             self.log.install_snapshot(last);
             self.membership
-                .install_snapshot(last.index, meta.membership.clone(), keeps_suffix);
+                .install_snapshot(last.index, (*meta.membership).clone(), keeps_suffix);
             self.ready.membership = Some(self.membership().clone());
             self.ready.write.merge(write);
             self.durable_index = if keeps_suffix {

@@ -227,7 +227,7 @@ impl SnapshotFile {
             last_included,
             size: self.size,
             checksum: self.hasher.clone().finalize(),
-            membership,
+            membership: Box::new(membership),
         };
         store.install(self, meta)
     }
@@ -328,7 +328,7 @@ mod tests {
             last_included: id(7, 3),
             size: 5,
             checksum: crc32fast::hash(b"hello"),
-            membership: Membership::default(),
+            membership: Box::default(),
         };
         let mut damaged = store.create("recv").expect("create");
         damaged.write_all(b"hellO").expect("write");

@@ -17,7 +17,7 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedC
 
 /// The version of this wire format. Bumped on any incompatible change; peers with another version
 /// are refused at [`Frame::Hello`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame (excluding its 4-byte length prefix) a [`FrameCodec::default`] accepts.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
@@ -227,7 +227,11 @@ mod tests {
             term: Term(5),
             last_log_id: LogId::new(Term(4), LogIndex(9)),
             pre_vote: true,
+            leadership_transfer: false,
         }))));
+        round_trip(Frame::Raft(envelope(Message::TimeoutNow(
+            raftor_core::TimeoutNow { term: Term(6) },
+        ))));
         round_trip(Frame::Raft(envelope(Message::AppendEntriesResponse(
             AppendEntriesResponse {
                 term: Term(5),

@@ -34,7 +34,10 @@ pub struct EndpointConfig {
     /// The address to listen on; port 0 picks a free port (see [`start`]).
     pub listen: SocketAddr,
     /// Every other member and its `host:port`, resolved (DNS included) at each connection attempt,
-    /// so a name that does not resolve yet is simply retried. Only these ids may connect to us.
+    /// so a name that does not resolve yet is simply retried. The node replaces them with the
+    /// members of each new configuration ([`UpdatePeers`]). Any node presenting the cluster id may
+    /// connect to us (a member added later is not in here yet); the Raft rules decide what its
+    /// messages count for.
     pub peers: BTreeMap<NodeId, String>,
     /// The largest frame sent or accepted, in bytes; a larger message is dropped (when sending) or
     /// closes the connection (when receiving). Keep AppendEntries batches well below it.
@@ -119,6 +122,16 @@ pub enum NetworkError {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// The members changed: send to `members` (this node aside) only, at the address given in
+/// `addresses`, or at the one already known for a member with none given. Ignored when `members`
+/// is empty (a node that joins knows no configuration yet, and keeps its configured peers).
+#[derive(Message, Debug, Clone, Default, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct UpdatePeers {
+    pub members: std::collections::BTreeSet<NodeId>,
+    pub addresses: BTreeMap<NodeId, String>,
+}
+
 /// Asks for the endpoint's counters.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "EndpointStats")]
@@ -172,6 +185,8 @@ impl Counters {
 /// dropped, every task it spawned ends.
 pub struct TcpEndpoint {
     config: Arc<EndpointConfig>,
+    /// Where each peer is reached: the configured peers, then the latest [`UpdatePeers`].
+    peers: BTreeMap<NodeId, String>,
     local_addr: SocketAddr,
     writers: HashMap<NodeId, mpsc::Sender<Envelope>>,
     counters: Arc<Counters>,
@@ -207,6 +222,7 @@ pub async fn start(
         cancel.clone(),
     ));
     let endpoint = TcpEndpoint {
+        peers: config.peers.clone(),
         config,
         local_addr,
         writers: HashMap::new(),
@@ -267,7 +283,7 @@ impl Handler<Outbound> for TcpEndpoint {
             Counters::bump(&self.counters.dropped_unroutable);
             return;
         }
-        let Some(addr) = self.config.peers.get(&to).cloned() else {
+        let Some(addr) = self.peers.get(&to).cloned() else {
             tracing::debug!(node = %node, %to, "dropping envelope for an unknown peer");
             Counters::bump(&self.counters.dropped_unroutable);
             return;
@@ -284,6 +300,34 @@ impl Handler<Outbound> for TcpEndpoint {
                 Counters::bump(&self.counters.dropped_undeliverable);
             }
         }
+    }
+}
+
+impl Handler<UpdatePeers> for TcpEndpoint {
+    type Result = ();
+
+    fn handle(&mut self, update: UpdatePeers, _ctx: &mut Context<Self>) {
+        if update.members.is_empty() {
+            return;
+        }
+        let me = self.config.node_id;
+        let peers: BTreeMap<NodeId, String> = update
+            .members
+            .iter()
+            .filter(|id| **id != me)
+            .filter_map(|id| {
+                let address = update.addresses.get(id).or_else(|| self.peers.get(id))?;
+                Some((*id, address.clone()))
+            })
+            .collect();
+        if peers == self.peers {
+            return;
+        }
+        // A peer that is gone, or moved, loses its writer (its task ends with its queue).
+        self.writers
+            .retain(|id, _| peers.contains_key(id) && peers.get(id) == self.peers.get(id));
+        tracing::info!(node = %me, peers = ?peers, "peers changed");
+        self.peers = peers;
     }
 }
 

@@ -17,10 +17,10 @@ fn meta(index: u64, term: u64) -> SnapshotMeta {
         last_included: id(index, term),
         size: 3,
         checksum: 7,
-        membership: crate::Membership::bootstrap(
+        membership: Box::new(crate::Membership::bootstrap(
             &super::ids(3).into_iter().collect(),
             &Default::default(),
-        ),
+        )),
     }
 }
 

@@ -70,8 +70,8 @@ impl Acceptor {
                         "cluster id {cluster_id:?}, expected {:?}",
                         self.config.cluster_id
                     ))
-                } else if !self.config.peers.contains_key(&node_id) {
-                    Err(format!("node {node_id} is not a peer"))
+                } else if node_id == self.config.node_id {
+                    Err(format!("node {node_id} is this node's own id"))
                 } else {
                     Ok(node_id)
                 }
