@@ -22,15 +22,20 @@ pub enum Bug {
     /// A leader computes its own commit index by counting replicas of *any* entry, also one of an
     /// older term (the rule Figure 8 of the Raft paper forbids), and applies up to it.
     CommitOldTermByCounting,
+    /// A change of two voters at once (a replacement) is stored and sent as the direct change to
+    /// the final configuration, skipping the joint configuration the rules asked for (§6: the old
+    /// and the new majorities may then decide apart).
+    NoJointConsensus,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::SendBeforeSync,
         Bug::VoteBeforeSync,
         Bug::ApplyUncommitted,
         Bug::CommitOldTermByCounting,
+        Bug::NoJointConsensus,
     ];
 
     /// The bug's name on the command line (`raftor sim --bug NAME`).
@@ -40,13 +45,14 @@ impl Bug {
             Bug::VoteBeforeSync => "vote-before-sync",
             Bug::ApplyUncommitted => "apply-uncommitted",
             Bug::CommitOldTermByCounting => "commit-old-term",
+            Bug::NoJointConsensus => "no-joint-consensus",
         }
     }
 }
 
 /// A name that is not one of [`Bug::ALL`]'s.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown bug {0:?}; one of: send-before-sync, vote-before-sync, apply-uncommitted, commit-old-term")]
+#[error("unknown bug {0:?}; one of: send-before-sync, vote-before-sync, apply-uncommitted, commit-old-term, no-joint-consensus")]
 pub struct UnknownBug(pub String);
 
 impl std::str::FromStr for Bug {
@@ -131,7 +137,7 @@ impl SimOptions {
 /// The parameters of a run. Times are in simulated milliseconds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimConfig {
-    /// Cluster size; node ids are `1..=nodes`.
+    /// Cluster size at the start; node ids are `1..=nodes`. Nodes added later get the next ids.
     pub nodes: u64,
     /// Events processed with faults on. Then faults stop and, when `liveness` is set, the run goes on
     /// until the liveness check passes (or fails).
@@ -167,6 +173,21 @@ pub struct SimConfig {
     /// stickiness of check-quorum: with `check_quorum` off they can be stale (a known core bug,
     /// see `tests/core_regressions.rs`).
     pub lease_reads: bool,
+    /// Mean time between two membership events (faulty phase only): add a new empty node as a
+    /// learner, promote a learner, remove a voter (the leader too) or a learner, replace a voter
+    /// by a learner at once (joint consensus), or transfer leadership. 0: none.
+    pub membership_interval: u64,
+    /// At most this many nodes are added over a run, and a configuration has at most `nodes + 2`
+    /// members and at least `(nodes + 1) / 2` voters (removals below that are not asked for).
+    pub max_added_nodes: u64,
+    /// Mean time between two snapshots (each on a random running node, of its applied state,
+    /// then compacting its log). 0: none.
+    pub snapshot_interval: u64,
+    /// A compaction keeps uniform `0..=snapshot_trailing` entries before the snapshot's end.
+    pub snapshot_trailing: u64,
+    /// A snapshot's bytes: 24 and uniform `0..=snapshot_padding` more; each run draws the chunk
+    /// size in `8..=32` bytes, so a snapshot takes one to a few chunks.
+    pub snapshot_padding: usize,
     /// A sync makes a node's queued writes durable; the next one comes uniform `1..=max_sync_delay`
     /// after a write is queued.
     pub max_sync_delay: u64,
@@ -218,6 +239,11 @@ impl SimConfig {
             propose_interval: 40,
             read_interval: 60,
             lease_reads: true,
+            membership_interval: 250,
+            max_added_nodes: 4,
+            snapshot_interval: 150,
+            snapshot_trailing: 4,
+            snapshot_padding: 64,
             max_sync_delay: 10,
             max_flush_notice_delay: 6,
             tick_period: 10,
@@ -259,13 +285,20 @@ impl SimConfig {
 
     /// A planted bug as the planted-bug tests run it: no liveness phase and no reads (so the
     /// violation reported is the first safety property the bug breaks), and for the bugs that
-    /// send before a sync, frequent crashes between a write and its sync.
+    /// send before a sync, frequent crashes between a write and its sync and a fixed membership.
     pub fn with_planted_bug(mut self, bug: Bug) -> SimConfig {
         self.bug = Some(bug);
         self.liveness = false;
         self.read_interval = 0;
         if matches!(bug, Bug::SendBeforeSync | Bug::VoteBeforeSync) {
             self.crash_before_sync_rate = 0.1;
+            // A double vote needs a voter to crash between granting and syncing while two
+            // candidates compete: keep the voters fixed (membership changes make that rarer, and
+            // the proof slower, without bearing on the bug).
+            self.membership_interval = 0;
+        }
+        if bug == Bug::NoJointConsensus {
+            self.membership_interval = 100;
         }
         self
     }
@@ -298,13 +331,21 @@ impl SimConfig {
             self.partition_time.0 <= self.partition_time.1,
             "partition_time range is empty"
         );
-        self.raft_config(NodeId(1))
+        self.raft_config(NodeId(1), false)
             .validate()
             .expect("valid Raft timing");
     }
 
-    pub(crate) fn raft_config(&self, id: NodeId) -> RaftConfig {
-        let mut config = RaftConfig::new(id, (1..=self.nodes).map(NodeId));
+    /// The rules' configuration of node `id`: an initial voter, or (`joining`) a node added later,
+    /// which knows no voters.
+    pub(crate) fn raft_config(&self, id: NodeId, joining: bool) -> RaftConfig {
+        let voters: Vec<NodeId> = if joining {
+            Vec::new()
+        } else {
+            (1..=self.nodes).map(NodeId).collect()
+        };
+        let mut config = RaftConfig::new(id, voters);
+        config.promote_lag = 8;
         config.election_ticks_min = self.election_ticks.0;
         config.election_ticks_max = self.election_ticks.1;
         config.heartbeat_ticks = self.heartbeat_ticks;

@@ -2,7 +2,8 @@
 //! a few local sanity rules and the liveness verdict. Each failure is a distinct [`Violation`].
 
 use crate::node::SimNode;
-use raftor_core::{Entry, EntryPayload, LogIndex, NodeId, Role, Term};
+use crate::trace::ShowConf;
+use raftor_core::{Entry, EntryPayload, LogId, LogIndex, Membership, NodeId, Role, Term};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use thiserror::Error;
@@ -26,7 +27,13 @@ pub enum Invariant {
     ReadyContract,
     /// A read (ReadIndex or lease) reflects every entry committed before it was asked for.
     Linearizability,
-    /// After the faults stop, a leader is elected and a proposal is applied everywhere, in time.
+    /// Membership changes are safe: consecutive committed configurations differ by at most one
+    /// voter or go through a joint configuration (so no two of them have disjoint majorities); a
+    /// leader is a voter of its configuration, or steps down once its removal is committed; a
+    /// snapshot carries the configuration as of its last entry.
+    MembershipSafety,
+    /// After the faults stop, a leader among the current voters is elected, a proposal is applied
+    /// on every member, and no configuration is left joint, in time.
     Liveness,
 }
 
@@ -75,6 +82,47 @@ pub enum Violation {
         entry: String,
         other_entry: String,
     },
+    #[error(
+        "State Machine Safety: n{node} restored snapshot {last} whose state differs from \
+         applying the committed entries up to it ({detail})"
+    )]
+    RestoredState {
+        node: NodeId,
+        last: LogId,
+        detail: String,
+    },
+    #[error(
+        "Membership: the configuration committed at {index} ({next}) does not follow the one \
+         committed before it at {previous_index} ({previous}): {why}"
+    )]
+    ConfigChain {
+        index: LogIndex,
+        next: String,
+        previous_index: LogIndex,
+        previous: String,
+        why: String,
+    },
+    #[error(
+        "Membership: n{node} leads term {term} though it is no voter of its configuration {conf}, \
+         committed at {index} (commit {commit})"
+    )]
+    LeaderNotVoter {
+        node: NodeId,
+        term: Term,
+        conf: String,
+        index: LogIndex,
+        commit: LogIndex,
+    },
+    #[error(
+        "Membership: n{node} restored snapshot {last} carrying configuration {carried}, but the \
+         configuration as of {last} is {expected}"
+    )]
+    SnapshotMembership {
+        node: NodeId,
+        last: LogId,
+        carried: String,
+        expected: String,
+    },
     #[error("commit index of n{node} went down from {from} to {to} (same incarnation)")]
     CommitDecreased {
         node: NodeId,
@@ -110,7 +158,12 @@ impl Violation {
             Violation::ElectionSafety { .. } => Invariant::ElectionSafety,
             Violation::LogMatching { .. } => Invariant::LogMatching,
             Violation::LeaderCompleteness { .. } => Invariant::LeaderCompleteness,
-            Violation::StateMachineSafety { .. } => Invariant::StateMachineSafety,
+            Violation::StateMachineSafety { .. } | Violation::RestoredState { .. } => {
+                Invariant::StateMachineSafety
+            }
+            Violation::ConfigChain { .. }
+            | Violation::LeaderNotVoter { .. }
+            | Violation::SnapshotMembership { .. } => Invariant::MembershipSafety,
             Violation::CommitDecreased { .. } => Invariant::CommitMonotonic,
             Violation::AppliedBeyondCommit { .. } => Invariant::AppliedWithinCommit,
             Violation::ReadyContract { .. } => Invariant::ReadyContract,
@@ -129,6 +182,7 @@ impl fmt::Display for ShowEntry<'_> {
         match &self.0.payload {
             EntryPayload::Blank => write!(f, " blank"),
             EntryPayload::Command(bytes) => write!(f, " {}", String::from_utf8_lossy(bytes)),
+            EntryPayload::Config(m) => write!(f, " config {}", ShowConf(&m.conf)),
         }
     }
 }
@@ -155,10 +209,38 @@ pub(crate) struct Checker {
     leader_checked: BTreeMap<NodeId, (u64, Term, u64)>,
     /// Per node: (incarnation, highest commit index seen).
     commits: BTreeMap<NodeId, (u64, LogIndex)>,
+    /// `chain[i - 1]`: the digest of applying the committed entries `1..=i` (what a state machine
+    /// restored from a snapshot at `i` must hold).
+    chain: Vec<u64>,
+    /// Every committed configuration by index; the bootstrap one at index 0.
+    configs: BTreeMap<LogIndex, Membership>,
+}
+
+/// Why `next` may not directly follow `previous` as the configuration in force, if it may not.
+fn chain_error(previous: &Membership, next: &Membership) -> Option<String> {
+    let (p, n) = (&previous.conf, &next.conf);
+    if p.is_joint() {
+        if n.is_joint() || n.voters != p.voters {
+            return Some("a joint configuration must be left for its incoming voters".into());
+        }
+        return None;
+    }
+    if n.is_joint() {
+        if n.voters_outgoing != p.voters {
+            return Some(
+                "the outgoing half of the joint configuration is not the previous voters".into(),
+            );
+        }
+        return None;
+    }
+    let changed = n.voters.symmetric_difference(&p.voters).count();
+    (changed > 1).then(|| {
+        format!("{changed} voters changed at once, without a joint configuration (disjoint majorities possible)")
+    })
 }
 
 impl Checker {
-    pub(crate) fn new(disabled: BTreeSet<Invariant>) -> Checker {
+    pub(crate) fn new(disabled: BTreeSet<Invariant>, bootstrap: Membership) -> Checker {
         Checker {
             disabled,
             leaders: BTreeMap::new(),
@@ -166,7 +248,66 @@ impl Checker {
             dirty: BTreeSet::new(),
             leader_checked: BTreeMap::new(),
             commits: BTreeMap::new(),
+            chain: Vec::new(),
+            configs: [(LogIndex::ZERO, bootstrap)].into_iter().collect(),
         }
+    }
+
+    /// The committed entry at `index`, if any node applied one there.
+    pub(crate) fn committed_at(&self, index: LogIndex) -> Option<LogId> {
+        self.committed.get(&index).map(|c| c.entry.log_id())
+    }
+
+    /// How many configuration entries were committed.
+    pub(crate) fn committed_configs(&self) -> u64 {
+        self.configs.len() as u64 - 1
+    }
+
+    /// `node` restored its state machine from a snapshot at `last` with digest `hash` and
+    /// configuration `membership`: the state must be that of applying the committed prefix, and
+    /// the configuration the one committed as of `last`.
+    pub(crate) fn on_restore(
+        &mut self,
+        node: NodeId,
+        last: LogId,
+        hash: u64,
+        membership: &Membership,
+    ) -> Result<(), Violation> {
+        let index = last.index.0 as usize;
+        let detail = match self.chain.get(index.wrapping_sub(1)) {
+            _ if index == 0 => None,
+            Some(expected) if *expected == hash => None,
+            Some(_) => Some("the digests differ".to_string()),
+            None => Some(format!(
+                "nothing is known committed beyond index {}",
+                self.chain.len()
+            )),
+        };
+        if let Some(detail) = detail {
+            self.report(Violation::RestoredState { node, last, detail })?;
+        }
+        if self.committed_at(last.index).is_some_and(|id| id != last) {
+            self.report(Violation::RestoredState {
+                node,
+                last,
+                detail: "its last entry is not the committed one".into(),
+            })?;
+        }
+        let expected = self
+            .configs
+            .range(..=last.index)
+            .next_back()
+            .map(|(_, m)| m)
+            .expect("bootstrap");
+        if expected.conf != membership.conf {
+            self.report(Violation::SnapshotMembership {
+                node,
+                last,
+                carried: ShowConf(&membership.conf).to_string(),
+                expected: ShowConf(&expected.conf).to_string(),
+            })?;
+        }
+        Ok(())
     }
 
     fn enabled(&self, invariant: Invariant) -> bool {
@@ -219,6 +360,29 @@ impl Checker {
                     },
                 );
                 self.dirty.insert(entry.index);
+                while let Some(next) = self.committed.get(&LogIndex(self.chain.len() as u64 + 1)) {
+                    let previous = self.chain.last().copied().unwrap_or(0);
+                    self.chain
+                        .push(crate::log::hash_entry(previous, &next.entry));
+                }
+                if let EntryPayload::Config(next) = &entry.payload {
+                    let (previous_index, previous) = self
+                        .configs
+                        .range(..entry.index)
+                        .next_back()
+                        .map(|(i, m)| (*i, m.clone()))
+                        .expect("bootstrap");
+                    self.configs.insert(entry.index, next.clone());
+                    if let Some(why) = chain_error(&previous, next) {
+                        self.report(Violation::ConfigChain {
+                            index: entry.index,
+                            next: ShowConf(&next.conf).to_string(),
+                            previous_index,
+                            previous: ShowConf(&previous.conf).to_string(),
+                            why,
+                        })?;
+                    }
+                }
                 Ok(())
             }
             Some(known) if known.entry != *entry => {
@@ -265,8 +429,9 @@ impl Checker {
             }
             let seen = self.commits.get_mut(&id).expect("just inserted");
             seen.1 = seen.1.max(commit);
-            let applied = LogIndex(node.applied.len() as u64);
-            if applied > commit {
+            // A state restored from a snapshot may be ahead of a commit index recovered from disk.
+            let applied = node.applied_index;
+            if applied > commit && applied > node.restored_at {
                 self.report(Violation::AppliedBeyondCommit {
                     node: id,
                     applied,
@@ -275,6 +440,15 @@ impl Checker {
             }
             if raft.role() == Role::Leader {
                 self.check_leader(node)?;
+                if !raft.is_promotable() && raft.membership_index() <= commit {
+                    self.report(Violation::LeaderNotVoter {
+                        node: id,
+                        term: raft.current_term(),
+                        conf: ShowConf(&raft.membership().conf).to_string(),
+                        index: raft.membership_index(),
+                        commit,
+                    })?;
+                }
             }
         }
         self.check_dirty(nodes)?;
@@ -348,7 +522,15 @@ fn check_holds(node: &SimNode, term: Term, known: &Committed) -> Result<(), Viol
     if known.by_term >= term {
         return Ok(());
     }
-    let held = node.log.get(known.entry.index.0 as usize - 1);
+    let index = known.entry.index;
+    if index <= node.log.start.index {
+        // Compacted behind a snapshot: committed there (checked when the snapshot was restored
+        // or taken), and the log's start must be the committed entry.
+        if index < node.log.start.index || node.log.start == known.entry.log_id() {
+            return Ok(());
+        }
+    }
+    let held = node.log.get(index);
     if held == Some(&known.entry) {
         return Ok(());
     }
@@ -364,29 +546,46 @@ fn check_holds(node: &SimNode, term: Term, known: &Committed) -> Result<(), Viol
 
 /// Log Matching on every pair of running nodes. For a pair, it is enough to find the highest index
 /// where both logs hold an entry of the same term and compare the prefixes up to it (a running
-/// prefix hash makes that O(1); an exact comparison finds the first difference when they differ).
+/// prefix hash, carried across compaction by the snapshots, makes that O(1); an exact comparison
+/// of the entries both still hold finds the first difference when they differ).
 fn check_log_matching(nodes: &BTreeMap<NodeId, SimNode>) -> Result<(), Violation> {
     let running: Vec<&SimNode> = nodes.values().filter(|n| n.raft().is_some()).collect();
     for (i, a) in running.iter().enumerate() {
         for b in &running[i + 1..] {
-            let mut at = a.log.len().min(b.log.len());
-            while at > 0 && a.log[at - 1].term != b.log[at - 1].term {
-                at -= 1;
+            let (la, lb) = (&a.log, &b.log);
+            let floor = la.start.index.max(lb.start.index);
+            let mut at = la.last_index().min(lb.last_index());
+            while at > floor && la.term_at(at) != lb.term_at(at) {
+                at = at.prev();
             }
-            if at == 0 || a.hashes[at - 1] == b.hashes[at - 1] {
+            let (Some(ta), Some(tb)) = (la.term_at(at), lb.term_at(at)) else {
+                continue;
+            };
+            if ta != tb || la.hash_at(at) == lb.hash_at(at) {
                 continue;
             }
-            let Some(differs) = (0..at).find(|k| a.log[*k] != b.log[*k]) else {
-                continue; // a hash collision: the prefixes are equal after all
+            let mut differs = None;
+            let mut k = floor.next();
+            while k <= at {
+                if la.get(k) != lb.get(k) {
+                    differs = Some(k);
+                    break;
+                }
+                k = k.next();
+            }
+            let show = |log: &crate::log::SimLog, k: LogIndex| {
+                log.get(k)
+                    .map_or_else(|| "(compacted)".to_string(), |e| ShowEntry(e).to_string())
             };
+            let differs_at = differs.unwrap_or(floor);
             return Err(Violation::LogMatching {
                 a: a.id,
                 b: b.id,
-                index: LogIndex(at as u64),
-                term: a.log[at - 1].term,
-                differs_at: LogIndex(differs as u64 + 1),
-                a_entry: ShowEntry(&a.log[differs]).to_string(),
-                b_entry: ShowEntry(&b.log[differs]).to_string(),
+                index: at,
+                term: ta,
+                differs_at,
+                a_entry: show(la, differs_at),
+                b_entry: show(lb, differs_at),
             });
         }
     }

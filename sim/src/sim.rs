@@ -7,10 +7,12 @@ use crate::network::{Fate, Network};
 use crate::node::{Effects, Knobs, SimNode};
 use crate::trace::{Trace, TraceEvent};
 use crate::{SimFailure, SimReport};
-use raftor_core::{Envelope, LogId, LogIndex, NodeId, Role, Term};
+use raftor_core::{
+    ConfChange, EntryPayload, Envelope, LogId, LogIndex, Membership, NodeId, Role, Term,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Something due at a given time.
 enum Event {
@@ -40,6 +42,12 @@ enum Event {
     },
     Heal {
         links: Vec<(NodeId, NodeId)>,
+    },
+    Membership,
+    Snapshot,
+    /// Shut a node down for good: its removal is committed.
+    Retire {
+        node: NodeId,
     },
 }
 
@@ -80,6 +88,11 @@ pub(crate) struct Sim<'c> {
     /// ReadIndex reads under way: id -> the commit index they must reflect.
     pending_reads: BTreeMap<u64, LogIndex>,
     liveness: Liveness,
+    /// The members of the latest committed configuration (to retire the nodes it removes).
+    committed_members: BTreeSet<NodeId>,
+    committed_config_index: LogIndex,
+    /// The id the next added node gets.
+    next_id: u64,
 }
 
 impl<'c> Sim<'c> {
@@ -90,7 +103,10 @@ impl<'c> Sim<'c> {
             bug: config.bug,
             max_entries: rng.gen_range(1..=config.max_entries.max(1)),
             max_inflight: rng.gen_range(1..=config.max_inflight.max(1)),
+            chunk_bytes: rng.gen_range(8..=32),
         };
+        let initial: BTreeSet<NodeId> = (1..=config.nodes).map(NodeId).collect();
+        let bootstrap = Membership::bootstrap(&initial, &BTreeMap::new());
         Sim {
             config,
             seed,
@@ -102,7 +118,7 @@ impl<'c> Sim<'c> {
             periods: BTreeMap::new(),
             flush_notice_at: BTreeMap::new(),
             net: Network::default(),
-            checker: Checker::new(config.disabled.clone()),
+            checker: Checker::new(config.disabled.clone(), bootstrap),
             trace: Trace::new(config.trace_len, full_trace),
             knobs,
             report: SimReport {
@@ -114,6 +130,9 @@ impl<'c> Sim<'c> {
             next_read: 0,
             pending_reads: BTreeMap::new(),
             liveness: Liveness::Off,
+            committed_members: initial,
+            committed_config_index: LogIndex::ZERO,
+            next_id: config.nodes + 1,
         }
     }
 
@@ -141,6 +160,7 @@ impl<'c> Sim<'c> {
             report.digest = self.trace.digest();
             report.leaders = self.checker.leader_terms();
             report.commits = self.checker.committed_entries();
+            report.configs_committed = self.checker.committed_configs();
             report.max_term = self
                 .nodes
                 .values()
@@ -155,14 +175,17 @@ impl<'c> Sim<'c> {
     fn run_inner(&mut self) -> Result<(), Violation> {
         let mut fx = Effects::default();
         for id in (1..=self.config.nodes).map(NodeId) {
-            let period =
-                self.config.tick_period.max(1) + self.rng.gen_range(0..=self.config.tick_jitter);
-            self.periods.insert(id, period);
-            self.nodes
-                .insert(id, SimNode::new(self.config.raft_config(id)));
-            self.start_node(id, &mut fx);
+            self.add_node(id, false, &mut fx);
         }
         self.absorb(fx)?;
+        if self.config.membership_interval > 0 {
+            let first = self.rng.gen_range(1..=2 * self.config.membership_interval);
+            self.schedule(first, Event::Membership);
+        }
+        if self.config.snapshot_interval > 0 {
+            let first = self.rng.gen_range(1..=2 * self.config.snapshot_interval);
+            self.schedule(first, Event::Snapshot);
+        }
         if self.config.propose_interval > 0 {
             let first = self.rng.gen_range(1..=2 * self.config.propose_interval);
             self.schedule(first, Event::Propose);
@@ -206,6 +229,157 @@ impl<'c> Sim<'c> {
 
     fn node(&mut self, id: NodeId) -> &mut SimNode {
         self.nodes.get_mut(&id).expect("known node")
+    }
+
+    /// Create node `id` (an initial voter, or a new empty node joining) and start it.
+    fn add_node(&mut self, id: NodeId, joining: bool, fx: &mut Effects) {
+        let period =
+            self.config.tick_period.max(1) + self.rng.gen_range(0..=self.config.tick_jitter);
+        self.periods.insert(id, period);
+        self.nodes
+            .insert(id, SimNode::new(self.config.raft_config(id, joining)));
+        self.start_node(id, fx);
+    }
+
+    /// The nodes not retired, in id order.
+    fn active_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .values()
+            .filter(|n| !n.retired)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// A random node that is not retired.
+    fn random_node(&mut self) -> NodeId {
+        let ids = self.active_ids();
+        ids[self.rng.gen_range(0..ids.len())]
+    }
+
+    /// One random membership event, asked of the leader (of the highest term; now and then of a
+    /// random node, which refuses unless it leads).
+    fn membership_event(&mut self, fx: &mut Effects) {
+        let knobs = self.knobs;
+        let target = match self.stable_leader() {
+            Some((leader, _)) if self.rng.gen_bool(0.9) => leader,
+            _ => self.random_node(),
+        };
+        let Some(raft) = self.nodes[&target].raft() else {
+            return;
+        };
+        let conf = raft.membership().conf.clone();
+        let voters: Vec<NodeId> = conf.voters.iter().copied().collect();
+        let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
+        let nodes = self.config.nodes;
+        let can_add = conf.members().len() < (nodes + 2) as usize
+            && self.next_id <= nodes + self.config.max_added_nodes;
+        let can_remove_voter = voters.len() > nodes.div_ceil(2) as usize;
+        // 0 add a learner, 1 promote, 2 remove a voter, 3 remove a learner, 4 replace, 5 transfer,
+        // 6 add a new voter directly and remove one (joint).
+        let mut kinds = vec![5];
+        if can_add {
+            kinds.extend([0, 0, 0]);
+        }
+        if !learners.is_empty() {
+            kinds.extend([1, 3, 4, 4]);
+        }
+        if can_remove_voter {
+            kinds.extend([2, 2]);
+        }
+        if can_add && !voters.is_empty() {
+            kinds.push(6);
+        }
+        let kind = kinds[self.rng.gen_range(0..kinds.len())];
+        let pick = |rng: &mut SmallRng, ids: &[NodeId]| ids[rng.gen_range(0..ids.len())];
+        let new_node = |id: u64| (NodeId(id), Some(format!("n{id}")));
+        let changes = match kind {
+            0 => {
+                let (id, address) = new_node(self.next_id);
+                vec![ConfChange::AddLearner {
+                    id,
+                    address,
+                    promote_when_caught_up: self.rng.gen_bool(0.5),
+                }]
+            }
+            1 => vec![ConfChange::AddVoter {
+                id: pick(&mut self.rng, &learners),
+                address: None,
+            }],
+            2 => vec![ConfChange::Remove {
+                id: pick(&mut self.rng, &voters),
+            }],
+            3 => vec![ConfChange::Remove {
+                id: pick(&mut self.rng, &learners),
+            }],
+            4 => vec![
+                ConfChange::AddVoter {
+                    id: pick(&mut self.rng, &learners),
+                    address: None,
+                },
+                ConfChange::Remove {
+                    id: pick(&mut self.rng, &voters),
+                },
+            ],
+            6 => {
+                let (id, address) = new_node(self.next_id);
+                vec![
+                    ConfChange::AddVoter { id, address },
+                    ConfChange::Remove {
+                        id: pick(&mut self.rng, &voters),
+                    },
+                ]
+            }
+            _ => {
+                let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != target).collect();
+                if others.is_empty() {
+                    return;
+                }
+                let to = pick(&mut self.rng, &others);
+                self.report.transfers += 1;
+                if let Some(Ok(())) = self.node(target).transfer_leadership(to, &knobs, fx) {
+                    self.report.transfers_started += 1;
+                }
+                return;
+            }
+        };
+        self.report.membership_changes += 1;
+        let accepted = matches!(
+            self.node(target).propose_membership(&changes, &knobs, fx),
+            Some(Ok(_))
+        );
+        if accepted {
+            self.report.membership_changes_accepted += 1;
+            if matches!(kind, 0 | 6) {
+                // The new node starts empty, knowing no voters; the leader brings it in.
+                let id = NodeId(self.next_id);
+                self.next_id += 1;
+                self.report.joined += 1;
+                fx.trace.push(TraceEvent::Joined { node: id });
+                self.add_node(id, true, fx);
+            }
+        }
+    }
+
+    /// A committed configuration entry at `index` (first applied anywhere): the nodes it removes
+    /// are shut down for good a little later, as an operator would once the change is done.
+    fn on_config_committed(&mut self, index: LogIndex, membership: &Membership) {
+        if index <= self.committed_config_index {
+            return;
+        }
+        self.committed_config_index = index;
+        let members = membership.conf.members();
+        let removed: Vec<NodeId> = self
+            .committed_members
+            .difference(&members)
+            .copied()
+            .collect();
+        self.committed_members = members;
+        for node in removed {
+            let delay = self
+                .rng
+                .gen_range(0..=3 * self.config.max_election_time() / 2);
+            self.schedule(delay, Event::Retire { node });
+        }
     }
 
     /// (Re)start a node with a fresh seed and start its clock.
@@ -300,7 +474,7 @@ impl<'c> Sim<'c> {
                 if !self.faults {
                     return;
                 }
-                let node = NodeId(self.rng.gen_range(1..=self.config.nodes));
+                let node = self.random_node();
                 self.next_command += 1;
                 let command = self.next_command;
                 if self.node(node).is_up() {
@@ -316,7 +490,7 @@ impl<'c> Sim<'c> {
                 if !self.faults {
                     return;
                 }
-                let node = NodeId(self.rng.gen_range(1..=self.config.nodes));
+                let node = self.random_node();
                 self.next_read += 1;
                 let id = self.next_read;
                 let committed = self.checker.committed_index();
@@ -372,7 +546,7 @@ impl<'c> Sim<'c> {
                 }
             }
             Event::Restart { node } => {
-                if !self.nodes[&node].is_up() {
+                if !self.nodes[&node].is_up() && !self.nodes[&node].retired {
                     self.report.restarts += 1;
                     self.start_node(node, fx);
                 }
@@ -383,6 +557,39 @@ impl<'c> Sim<'c> {
                     self.trace
                         .push(self.now, TraceEvent::Healed { links: healed });
                 }
+            }
+            Event::Membership => {
+                if !self.faults {
+                    return;
+                }
+                self.membership_event(fx);
+                let next = self.rng.gen_range(1..=2 * self.config.membership_interval);
+                self.schedule(next, Event::Membership);
+            }
+            Event::Snapshot => {
+                if !self.faults {
+                    return;
+                }
+                let node = self.random_node();
+                let trailing = self.rng.gen_range(0..=self.config.snapshot_trailing);
+                let padding = self.rng.gen_range(0..=self.config.snapshot_padding);
+                if self.node(node).take_snapshot(trailing, padding, &knobs, fx) {
+                    self.report.snapshots_taken += 1;
+                }
+                let next = self.rng.gen_range(1..=2 * self.config.snapshot_interval);
+                self.schedule(next, Event::Snapshot);
+            }
+            Event::Retire { node } => {
+                let sim_node = self.node(node);
+                if sim_node.retired {
+                    return;
+                }
+                if sim_node.is_up() {
+                    sim_node.crash(fx);
+                }
+                sim_node.retired = true;
+                self.report.retired += 1;
+                fx.trace.push(TraceEvent::Retired { node });
             }
         }
     }
@@ -399,7 +606,7 @@ impl<'c> Sim<'c> {
         if kinds.is_empty() {
             return;
         }
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let ids = self.active_ids();
         match kinds[self.rng.gen_range(0..kinds.len())] {
             0 => {
                 let up: Vec<NodeId> = ids
@@ -485,6 +692,7 @@ impl<'c> Sim<'c> {
             send,
             trace,
             applied,
+            restored,
             became_leader,
             contract,
             elections,
@@ -492,7 +700,9 @@ impl<'c> Sim<'c> {
             flushed,
             reads,
             stale_reads,
+            snapshots_installed,
         } = fx;
+        self.report.snapshots_installed += snapshots_installed;
         for violation in stale_reads {
             self.checker.report(violation)?;
         }
@@ -549,9 +759,16 @@ impl<'c> Sim<'c> {
         for (node, term) in became_leader {
             self.checker.on_became_leader(node, term)?;
         }
+        for (node, last, hash, membership) in restored {
+            self.report.restores += 1;
+            self.checker.on_restore(node, last, hash, &membership)?;
+        }
         for (node, term, entry) in applied {
             self.report.applied += 1;
             self.checker.on_apply(node, term, &entry)?;
+            if let EntryPayload::Config(membership) = &entry.payload {
+                self.on_config_committed(entry.index, membership);
+            }
         }
         for envelope in send {
             self.send(envelope);
@@ -626,7 +843,7 @@ impl<'c> Sim<'c> {
         let down: Vec<NodeId> = self
             .nodes
             .values()
-            .filter(|n| !n.is_up())
+            .filter(|n| !n.is_up() && !n.retired)
             .map(|n| n.id)
             .collect();
         for id in down {
@@ -655,8 +872,17 @@ impl<'c> Sim<'c> {
             .max()?;
         self.nodes.values().find_map(|n| {
             let raft = n.raft()?;
-            (raft.role() == Role::Leader && raft.current_term() == top).then_some((n.id, top))
+            (raft.role() == Role::Leader && raft.current_term() == top && raft.is_promotable())
+                .then_some((n.id, top))
         })
+    }
+
+    /// The members of `leader`'s configuration, which must all apply the liveness proposal.
+    fn members_of(&self, leader: NodeId) -> BTreeSet<NodeId> {
+        self.nodes[&leader]
+            .raft()
+            .map(|r| r.membership().conf.members())
+            .unwrap_or_default()
     }
 
     fn cluster_state(&self) -> String {
@@ -664,14 +890,17 @@ impl<'c> Sim<'c> {
             .values()
             .map(|n| match n.raft() {
                 Some(r) => format!(
-                    "n{} {} term {} last {} commit {} applied {}",
+                    "n{} {} term {} last {} commit {} applied {} config {}@{}",
                     n.id,
                     r.role().as_str(),
                     r.current_term(),
                     r.last_log_id(),
                     r.commit_index(),
-                    n.applied.len()
+                    n.applied_index,
+                    crate::trace::ShowConf(&r.membership().conf),
+                    r.membership_index()
                 ),
+                None if n.retired => format!("n{} retired", n.id),
                 None => format!("n{} down", n.id),
             })
             .collect::<Vec<_>>()
@@ -688,11 +917,12 @@ impl<'c> Sim<'c> {
                     self.report.liveness_leader_at = Some(self.now);
                     // Bringing a lagging node up to date takes a round trip (and a sync) per
                     // message: the bound grows with the backlog.
-                    let last = self.nodes[&node].log.len() as u64;
+                    let last = self.nodes[&node].log.last_index().0;
                     let lag = self
-                        .nodes
-                        .values()
-                        .map(|n| last.saturating_sub(n.applied.len() as u64))
+                        .members_of(node)
+                        .iter()
+                        .filter_map(|id| self.nodes.get(id))
+                        .map(|n| last.saturating_sub(n.applied_index.0))
                         .max()
                         .unwrap_or(0);
                     let round_trip = 2 * self.config.max_delay + self.config.max_sync_delay;
@@ -713,14 +943,19 @@ impl<'c> Sim<'c> {
                 Ok(())
             }
             Liveness::WaitApplied { deadline, target } => {
-                if let Some(target) = target {
-                    let everywhere = self.nodes.values().all(|n| {
-                        n.is_up()
-                            && n.applied
-                                .get(target.index.0 as usize - 1)
-                                .is_some_and(|e| e.log_id() == target)
+                if let (Some(target), Some((leader, _))) = (target, self.stable_leader()) {
+                    let committed = self.checker.committed_at(target.index) == Some(target);
+                    let everywhere = committed
+                        && self.members_of(leader).iter().all(|id| {
+                            self.nodes
+                                .get(id)
+                                .is_some_and(|n| n.is_up() && n.applied_index >= target.index)
+                        });
+                    // No configuration left joint or uncommitted.
+                    let settled = self.nodes[&leader].raft().is_some_and(|r| {
+                        !r.membership().conf.is_joint() && r.membership_index() <= r.commit_index()
                     });
-                    if everywhere {
+                    if everywhere && settled {
                         self.trace.push(self.now, TraceEvent::LivenessDone);
                         self.report.liveness_applied_at = Some(self.now);
                         self.liveness = Liveness::Done;
@@ -729,10 +964,8 @@ impl<'c> Sim<'c> {
                 }
                 if let Some((leader, _)) = self.stable_leader() {
                     let holds = target.is_some_and(|t| {
-                        self.nodes[&leader]
-                            .log
-                            .get(t.index.0 as usize - 1)
-                            .is_some_and(|e| e.log_id() == t)
+                        let log = &self.nodes[&leader].log;
+                        log.term_at(t.index) == Some(t.term)
                     });
                     if !holds {
                         // First proposal, or the leader changed and lost it: (re)propose there.

@@ -4,8 +4,8 @@
 //! Events are kept structured and formatted only when a failure (or a full trace) needs them.
 
 use raftor_core::{
-    AppendOutcome, Entry, EntryPayload, HardState, LogId, LogIndex, Message, NodeId,
-    SnapshotOutcome, Term,
+    AppendOutcome, ConfState, Entry, EntryPayload, HardState, LogId, LogIndex, Membership, Message,
+    NodeId, Refusal, SnapshotOutcome, Term,
 };
 use std::collections::VecDeque;
 use std::fmt;
@@ -30,7 +30,7 @@ impl Fnv {
     pub(crate) fn finish(self) -> u64 {
         self.0
     }
-    fn entry(&mut self, entry: &Entry) {
+    pub(crate) fn entry(&mut self, entry: &Entry) {
         self.u64(entry.index.0);
         self.u64(entry.term.0);
         match &entry.payload {
@@ -39,7 +39,34 @@ impl Fnv {
                 self.u64(1 + bytes.len() as u64);
                 self.bytes(bytes);
             }
+            EntryPayload::Config(membership) => {
+                self.u64(u64::MAX);
+                self.membership(membership);
+            }
         }
+    }
+    fn ids<'a>(&mut self, ids: impl IntoIterator<Item = &'a NodeId>) {
+        for id in ids {
+            self.u64(id.0 + 1);
+        }
+        self.u64(0);
+    }
+    fn membership(&mut self, m: &Membership) {
+        let c = &m.conf;
+        self.ids(&c.voters);
+        self.ids(&c.learners);
+        self.ids(&c.voters_outgoing);
+        self.ids(&c.learners_next);
+        self.u64(u64::from(c.auto_leave));
+        self.ids(&m.promote_when_caught_up);
+        for (id, address) in &m.addresses {
+            self.u64(id.0);
+            self.bytes(address.as_bytes());
+        }
+    }
+    fn text(&mut self, text: &str) {
+        self.u64(text.len() as u64);
+        self.bytes(text.as_bytes());
     }
     fn log_id(&mut self, id: LogId) {
         self.u64(id.index.0);
@@ -52,6 +79,7 @@ impl Fnv {
                 self.u64(m.term.0);
                 self.log_id(m.last_log_id);
                 self.u64(u64::from(m.pre_vote));
+                self.u64(u64::from(m.leadership_transfer));
             }
             Message::RequestVoteResponse(m) => {
                 self.u64(2);
@@ -98,6 +126,7 @@ impl Fnv {
                 self.log_id(m.meta.last_included);
                 self.u64(m.meta.size);
                 self.u64(u64::from(m.meta.checksum));
+                self.membership(&m.meta.membership);
                 self.u64(m.offset);
                 self.u64(m.data.len() as u64);
                 self.u64(u64::from(m.done));
@@ -117,6 +146,10 @@ impl Fnv {
                     }
                     SnapshotOutcome::StaleTerm => self.u64(3),
                 }
+            }
+            Message::TimeoutNow(m) => {
+                self.u64(7);
+                self.u64(m.term.0);
             }
         }
     }
@@ -159,6 +192,7 @@ pub(crate) enum TraceEvent {
         node: NodeId,
         hard_state: Option<HardState>,
         truncate_from: Option<LogIndex>,
+        compact_to: Option<LogId>,
         entries: Option<(LogId, LogId)>,
         messages: usize,
         held: bool,
@@ -192,7 +226,45 @@ pub(crate) enum TraceEvent {
     Proposed {
         node: NodeId,
         command: u64,
-        result: Result<LogId, Option<NodeId>>,
+        result: Result<LogId, Refusal>,
+    },
+    /// A membership change or leadership transfer asked of a node, and its answer.
+    ChangeAsked {
+        node: NodeId,
+        what: String,
+        result: String,
+    },
+    /// The configuration in force on a node changed (Ready.membership).
+    Config {
+        node: NodeId,
+        conf: String,
+    },
+    SnapshotTaken {
+        node: NodeId,
+        last: LogId,
+        compacted: Option<LogId>,
+    },
+    SnapshotSending {
+        node: NodeId,
+        to: NodeId,
+        last: LogId,
+    },
+    SnapshotReceived {
+        node: NodeId,
+        from: NodeId,
+        last: LogId,
+    },
+    Restored {
+        node: NodeId,
+        last: LogId,
+    },
+    /// A new node, empty and with no voters, was started to join as a learner.
+    Joined {
+        node: NodeId,
+    },
+    /// A node removed by a committed configuration was shut down for good.
+    Retired {
+        node: NodeId,
     },
     ReadAsked {
         node: NodeId,
@@ -215,6 +287,7 @@ pub(crate) enum TraceEvent {
         node: NodeId,
         hard_state: HardState,
         last: LogId,
+        snapshot: Option<LogId>,
     },
     Partition {
         side_a: Vec<NodeId>,
@@ -273,6 +346,7 @@ impl TraceEvent {
                 node,
                 hard_state,
                 truncate_from,
+                compact_to,
                 entries,
                 messages,
                 held,
@@ -285,6 +359,7 @@ impl TraceEvent {
                     h.u64(hs.commit_index.0);
                 }
                 h.u64(truncate_from.map_or(u64::MAX, |t| t.0));
+                h.log_id(compact_to.unwrap_or_default());
                 if let Some((first, last)) = entries {
                     h.log_id(*first);
                     h.log_id(*last);
@@ -343,8 +418,60 @@ impl TraceEvent {
                 h.u64(*command);
                 match result {
                     Ok(id) => h.log_id(*id),
-                    Err(leader) => h.u64(leader.map_or(0, |l| l.0 + 1)),
+                    Err(Refusal::NotLeader(not_leader)) => {
+                        h.u64(not_leader.leader.map_or(0, |l| l.0 + 1))
+                    }
+                    Err(Refusal::Transferring { to }) => {
+                        h.u64(u64::MAX);
+                        h.u64(to.0);
+                    }
                 }
+            }
+            TraceEvent::ChangeAsked { node, what, result } => {
+                h.u64(22);
+                h.u64(node.0);
+                h.text(what);
+                h.text(result);
+            }
+            TraceEvent::Config { node, conf } => {
+                h.u64(23);
+                h.u64(node.0);
+                h.text(conf);
+            }
+            TraceEvent::SnapshotTaken {
+                node,
+                last,
+                compacted,
+            } => {
+                h.u64(24);
+                h.u64(node.0);
+                h.log_id(*last);
+                h.log_id(compacted.unwrap_or_default());
+            }
+            TraceEvent::SnapshotSending { node, to, last } => {
+                h.u64(25);
+                h.u64(node.0);
+                h.u64(to.0);
+                h.log_id(*last);
+            }
+            TraceEvent::SnapshotReceived { node, from, last } => {
+                h.u64(26);
+                h.u64(node.0);
+                h.u64(from.0);
+                h.log_id(*last);
+            }
+            TraceEvent::Restored { node, last } => {
+                h.u64(27);
+                h.u64(node.0);
+                h.log_id(*last);
+            }
+            TraceEvent::Joined { node } => {
+                h.u64(28);
+                h.u64(node.0);
+            }
+            TraceEvent::Retired { node } => {
+                h.u64(29);
+                h.u64(node.0);
             }
             TraceEvent::Crash {
                 node,
@@ -360,12 +487,14 @@ impl TraceEvent {
                 node,
                 hard_state,
                 last,
+                snapshot,
             } => {
                 h.u64(12);
                 h.u64(node.0);
                 h.u64(hard_state.current_term.0);
                 h.u64(hard_state.commit_index.0);
                 h.log_id(*last);
+                h.log_id(snapshot.unwrap_or_default());
             }
             TraceEvent::Partition { side_a, side_b } => {
                 h.u64(13);
@@ -430,11 +559,17 @@ impl fmt::Display for ShortMessage<'_> {
         match self.0 {
             Message::RequestVote(m) => write!(
                 f,
-                "{}{{term {} last {}}}",
+                "{}{{term {} last {}{}}}",
                 if m.pre_vote { "PreVote" } else { "RequestVote" },
                 m.term,
-                m.last_log_id
+                m.last_log_id,
+                if m.leadership_transfer {
+                    " transfer"
+                } else {
+                    ""
+                }
             ),
+            Message::TimeoutNow(m) => write!(f, "TimeoutNow{{term {}}}", m.term),
             Message::RequestVoteResponse(m) => write!(
                 f,
                 "{}{{term {} {}}}",
@@ -483,9 +618,10 @@ impl fmt::Display for ShortMessage<'_> {
             }
             Message::InstallSnapshot(m) => write!(
                 f,
-                "InstallSnapshot{{term {} last {} at {} n={}{} id {}}}",
+                "InstallSnapshot{{term {} last {} {} at {} n={}{} id {}}}",
                 m.term,
                 m.meta.last_included,
+                ShowConf(&m.meta.membership.conf),
                 m.offset,
                 m.data.len(),
                 if m.done { " done" } else { "" },
@@ -503,6 +639,35 @@ impl fmt::Display for ShortMessage<'_> {
                 write!(f, " id {}}}", m.request_id)
             }
         }
+    }
+}
+
+/// A configuration in one short line: `v{1,2,3} l{4}`, `v{2,3,4} out{1,2,3} auto`.
+pub(crate) struct ShowConf<'a>(pub(crate) &'a ConfState);
+
+impl fmt::Display for ShowConf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |ids: &std::collections::BTreeSet<NodeId>| {
+            ids.iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let c = self.0;
+        write!(f, "v{{{}}}", set(&c.voters))?;
+        if !c.learners.is_empty() {
+            write!(f, " l{{{}}}", set(&c.learners))?;
+        }
+        if c.is_joint() {
+            write!(f, " out{{{}}}", set(&c.voters_outgoing))?;
+        }
+        if !c.learners_next.is_empty() {
+            write!(f, " ln{{{}}}", set(&c.learners_next))?;
+        }
+        if c.auto_leave {
+            write!(f, " auto")?;
+        }
+        Ok(())
     }
 }
 
@@ -544,6 +709,7 @@ impl fmt::Display for TraceEvent {
                 node,
                 hard_state,
                 truncate_from,
+                compact_to,
                 entries,
                 messages,
                 held,
@@ -559,6 +725,9 @@ impl fmt::Display for TraceEvent {
                 }
                 if let Some(t) = truncate_from {
                     write!(f, " truncate from {t}")?;
+                }
+                if let Some(c) = compact_to {
+                    write!(f, " compact to {c}")?;
                 }
                 if let Some((first, last)) = entries {
                     write!(f, " append {first}..{last}")?;
@@ -608,11 +777,45 @@ impl fmt::Display for TraceEvent {
                 result,
             } => match result {
                 Ok(id) => write!(f, "n{node} propose c{command} -> {id}"),
-                Err(Some(leader)) => {
-                    write!(f, "n{node} propose c{command} refused (leader n{leader})")
-                }
-                Err(None) => write!(f, "n{node} propose c{command} refused (no leader)"),
+                Err(Refusal::NotLeader(not_leader)) => match not_leader.leader {
+                    Some(leader) => {
+                        write!(f, "n{node} propose c{command} refused (leader n{leader})")
+                    }
+                    None => write!(f, "n{node} propose c{command} refused (no leader)"),
+                },
+                Err(Refusal::Transferring { to }) => write!(
+                    f,
+                    "n{node} propose c{command} refused (transferring to n{to})"
+                ),
             },
+            TraceEvent::ChangeAsked { node, what, result } => {
+                write!(f, "n{node} CHANGE {what}: {result}")
+            }
+            TraceEvent::Config { node, conf } => write!(f, "n{node} configuration now {conf}"),
+            TraceEvent::SnapshotTaken {
+                node,
+                last,
+                compacted,
+            } => {
+                write!(f, "n{node} SNAPSHOT at {last}")?;
+                match compacted {
+                    Some(start) => write!(f, ", log compacted to {start}"),
+                    None => write!(f, ", log not compacted"),
+                }
+            }
+            TraceEvent::SnapshotSending { node, to, last } => {
+                write!(f, "n{node} sends snapshot {last} to n{to}")
+            }
+            TraceEvent::SnapshotReceived { node, from, last } => {
+                write!(f, "n{node} received snapshot {last} whole from n{from}")
+            }
+            TraceEvent::Restored { node, last } => {
+                write!(f, "n{node} state machine restored from snapshot {last}")
+            }
+            TraceEvent::Joined { node } => write!(f, "n{node} JOINS (new, empty, no voters)"),
+            TraceEvent::Retired { node } => {
+                write!(f, "n{node} RETIRED (removal committed, shut down)")
+            }
             TraceEvent::ReadAsked {
                 node,
                 id,
@@ -643,13 +846,18 @@ impl fmt::Display for TraceEvent {
                 node,
                 hard_state,
                 last,
+                snapshot,
             } => {
                 write!(f, "n{node} RESTART term {} vote ", hard_state.current_term)?;
                 match hard_state.voted_for {
                     Some(v) => write!(f, "n{v}")?,
                     None => write!(f, "-")?,
                 }
-                write!(f, " commit {} last {last}", hard_state.commit_index)
+                write!(f, " commit {} last {last}", hard_state.commit_index)?;
+                match snapshot {
+                    Some(s) => write!(f, " snapshot {s}"),
+                    None => Ok(()),
+                }
             }
             TraceEvent::Partition { side_a, side_b } => write!(
                 f,

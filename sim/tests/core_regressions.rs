@@ -43,7 +43,26 @@ fn lease_reads_without_check_quorum() -> SimConfig {
 const LEASE_WITHOUT_CHECK_QUORUM: &str =
     "a stale lease read with check-quorum off; fixed in Raft::lease_read_index";
 
+fn default_3() -> SimConfig {
+    SimConfig::default_for(3)
+}
+
+/// A leader of term 1 (n1) in the joint configuration {3,5}+{1,3} committed it and appended the
+/// configuration that leaves it, v{3,5} (13@1), which removes n1; it lost check-quorum before
+/// committing it. From then on n1, no voter of its latest configuration, never campaigned
+/// (`Raft::tick`: only `is_promotable` nodes do), yet the joint configuration in force on n3 and
+/// n5 needed n1's vote, which n1 refused them because its log (14@1) was longer: no leader for the
+/// rest of the run. Fixed: a node whose removal is uncommitted and that votes in the
+/// configuration before it still campaigns (`Raft::removal_pending`).
+const REMOVED_LEADER_NEVER_CAMPAIGNS: &str =
+    "a leader that stepped down before committing its own removal never campaigned again";
+
 const REGRESSIONS: &[Regression] = &[
+    Regression {
+        seed: 107,
+        config: default_3,
+        why: REMOVED_LEADER_NEVER_CAMPAIGNS,
+    },
     Regression {
         seed: 1391,
         config: lease_reads_without_check_quorum,

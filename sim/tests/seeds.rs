@@ -2,8 +2,13 @@
 //! the liveness check. A failure prints the seed, the violation and the last events; replay it with
 //! `raftor_sim::replay(seed, &config)` (see `tests/replay.rs`).
 //!
-//! Sized to keep `cargo test -p raftor-sim` well under a minute in debug builds on 2 cores: the
-//! test functions run in parallel, each a slice of the seed space.
+//! The default configuration also changes the membership (learners added, promoted, removed,
+//! voters replaced through joint consensus, the leader removed, leadership transferred) and takes
+//! snapshots (compaction, InstallSnapshot, restarts from a snapshot); one sweep runs without
+//! either, as the simulator did before they existed.
+//!
+//! Sized to keep `cargo test -p raftor-sim` under about two minutes in debug builds on 2 cores:
+//! the test functions run in parallel, each a slice of the seed space.
 
 use raftor_sim::{sweep, SimConfig, Sweep};
 use std::ops::Range;
@@ -26,18 +31,34 @@ fn check(name: &str, seeds: Range<u64>, config: &SimConfig) -> Sweep {
 
 #[test]
 fn three_nodes_with_every_fault() {
-    let result = check("3 nodes", 0..1500, &SimConfig::default_for(3));
+    let result = check("3 nodes", 0..400, &SimConfig::default_for(3));
     // The runs really exercise what they claim to.
     let t = &result.total;
     assert!(t.leaders > 3 * result.runs, "{}", result.summary());
     assert!(t.commits > 10 * result.runs, "{}", result.summary());
     assert!(t.crashes > 0 && t.lost_writes > 0 && t.partitions > 0);
     assert!(t.messages_dropped > 0 && t.messages_duplicated > 0);
+    assert!(
+        t.configs_committed > 2 * result.runs,
+        "{}",
+        result.summary()
+    );
+    assert!(t.joined > 0 && t.retired > 0 && t.transfers_started > 0);
+    assert!(t.snapshots_taken > 0 && t.snapshots_installed > 0 && t.restores > 0);
+}
+
+#[test]
+fn three_nodes_without_membership_changes_or_snapshots() {
+    let mut config = SimConfig::default_for(3);
+    config.membership_interval = 0;
+    config.snapshot_interval = 0;
+    let result = check("3 nodes, fixed membership", 1500..1700, &config);
+    assert_eq!(result.total.configs_committed, 0);
 }
 
 #[test]
 fn five_nodes_with_every_fault() {
-    let result = check("5 nodes", 0..1000, &SimConfig::default_for(5));
+    let result = check("5 nodes", 0..250, &SimConfig::default_for(5));
     let t = &result.total;
     assert!(t.leaders > 2 * result.runs, "{}", result.summary());
     assert!(t.commits > 5 * result.runs, "{}", result.summary());
@@ -53,7 +74,7 @@ fn without_pre_vote_or_check_quorum() {
         config.lease_reads = false;
         check(
             &format!("{nodes} nodes, no pre-vote"),
-            10_000..10_300,
+            10_000..10_120,
             &config,
         );
     }
@@ -64,9 +85,9 @@ fn without_pre_vote_or_check_quorum() {
 #[test]
 fn long_runs_with_slow_replication() {
     for (nodes, pre_vote, seeds) in [
-        (3, true, 20_000..20_030),
-        (3, false, 20_100..20_130),
-        (5, false, 20_200..20_215),
+        (3, true, 20_000..20_015),
+        (3, false, 20_100..20_115),
+        (5, false, 20_200..20_208),
     ] {
         let mut config = SimConfig::default_for(nodes);
         config.steps = 8000;
@@ -92,6 +113,8 @@ fn calm_network_commits_everything_proposed_to_the_leader() {
     config.partitions = false;
     config.crashes = false;
     config.long_delay_rate = 0.0;
+    // Transfers and removals change leaders, and configuration entries count as commits.
+    config.membership_interval = 0;
     let result = check("calm", 0..50, &config);
     let t = &result.total;
     assert_eq!(t.crashes, 0);
