@@ -61,14 +61,11 @@ impl Raft {
 
     pub(crate) fn handle_request_vote(&mut self, from: NodeId, request: RequestVote) {
         // The caller already adopted a newer term for a real vote, and returned for an older one.
-        // A node that is not a member (removed, or never added) gets no vote: it cannot disrupt
-        // the cluster with elections. A node that knows no configuration yet (joining) judges
-        // by the other rules alone.
-        let conf = &self.membership().conf;
-        if !conf.voters.is_empty() && !conf.contains(from) {
-            self.reject_vote(from, request.pre_vote);
-            return;
-        }
+        // The candidate is judged without consulting this node's configuration (thesis §4.1): a
+        // voter added by entries this node has not received yet may be the only one able to win.
+        // A removed node cannot disrupt anyway: its log lacks the entry that removed it, so its
+        // (pre-)votes fail the up-to-date check on the nodes that hold that entry, and leader
+        // stickiness ignores it meanwhile.
         let up_to_date = request.last_log_id >= self.log.last_log_id();
         let grant = if request.pre_vote {
             // Would we vote for this candidate in its next term? Not while a leader is alive.

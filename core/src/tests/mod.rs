@@ -2,6 +2,7 @@
 
 mod cluster;
 mod election;
+mod membership;
 mod reads;
 mod replication;
 mod snapshots;
