@@ -360,6 +360,11 @@ impl MembershipLog {
         &self.last().1
     }
 
+    /// The configuration in force before the current one, if the log still holds it.
+    pub(crate) fn previous(&self) -> Option<&Membership> {
+        self.history.iter().rev().nth(1).map(|(_, m)| m)
+    }
+
     /// The index of the entry that holds the current configuration (or the base's index).
     pub(crate) fn current_index(&self) -> LogIndex {
         self.last().0

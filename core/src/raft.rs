@@ -223,6 +223,31 @@ impl Raft {
     pub fn is_promotable(&self) -> bool {
         self.membership().conf.is_voter(self.id())
     }
+    /// This node's removal (or demotion) is in its log but not committed, and it votes in the
+    /// configuration before: its vote may still be needed and its log may be the only complete
+    /// one, so it still campaigns (thesis §4.2.2: elected, it leads without counting itself and
+    /// steps down once the change commits). Otherwise a leader that appended its own removal and
+    /// then stepped down (check-quorum, a crash) can leave the cluster with no electable voter.
+    pub(crate) fn removal_pending(&self) -> bool {
+        self.membership_index() > self.commit_index
+            && self
+                .membership
+                .previous()
+                .is_some_and(|m| m.conf.is_voter(self.id()))
+    }
+    /// Whom a leader replicates to: every member of the configuration in force, and, until that
+    /// configuration is committed, the members of the one before it, so that a removed node
+    /// receives the entry that removes it (and stops campaigning). This node excepted.
+    pub fn replication_targets(&self) -> BTreeSet<NodeId> {
+        let mut targets = self.membership().conf.members();
+        if self.membership_index() > self.commit_index {
+            if let Some(previous) = self.membership.previous() {
+                targets.extend(previous.conf.members());
+            }
+        }
+        targets.remove(&self.id());
+        targets
+    }
     /// The leadership transfer in progress on this leader, if any: its target.
     pub fn transfer_target(&self) -> Option<NodeId> {
         self.leader.as_ref()?.transfer.map(|t| t.to)
@@ -271,7 +296,7 @@ impl Raft {
                 }
             }
         } else if self.election_elapsed >= self.randomized_election_timeout {
-            if self.is_promotable() {
+            if self.is_promotable() || self.removal_pending() {
                 self.campaign();
             } else {
                 // A learner, a removed node or one still joining never campaigns.

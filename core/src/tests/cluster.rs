@@ -258,23 +258,21 @@ impl Cluster {
                     );
                     node.progress = node
                         .raft
-                        .membership()
-                        .conf
-                        .members()
+                        .replication_targets()
                         .into_iter()
-                        .filter(|p| *p != id)
                         .map(|p| (p, Progress::new(last_index, 4)))
                         .collect();
                 }
                 Some(LeadershipChange::Lost) => node.progress.clear(),
                 None => {}
             }
-            if ready.membership.is_some() && node.raft.role() == Role::Leader {
-                // Replicate to every member, and to nobody else.
-                let members = node.raft.membership().conf.members();
+            if node.raft.role() == Role::Leader {
+                // Replicate to the targets the rules name (they change with the configuration
+                // and its commit), and to nobody else.
+                let targets = node.raft.replication_targets();
                 let last = node.raft.last_log_id().index;
-                node.progress.retain(|peer, _| members.contains(peer));
-                for member in members.into_iter().filter(|m| *m != id) {
+                node.progress.retain(|peer, _| targets.contains(peer));
+                for member in targets {
                     node.progress
                         .entry(member)
                         .or_insert_with(|| Progress::new(last, 4));

@@ -565,9 +565,6 @@ fn a_leader_removed_by_a_single_change_steps_down_once_it_commits() {
 }
 
 #[test]
-#[ignore = "known gap: the leader stops replicating to a removed voter when it appends the \
-            configuration that removes it, so the removed node never learns it (it stays joint, \
-            or in the old configuration, believing it votes)"]
 fn a_removed_voter_learns_that_it_was_removed() {
     let mut c = cluster(5);
     let leader = stable_leader(&mut c);
