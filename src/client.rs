@@ -6,8 +6,8 @@
 
 use crate::kv::{KvOutcome, Session};
 use crate::protocol::{
-    decode, encode, Consistency, ErrorKind, KvRequest, KvResponse, RequestEnvelope, ServiceError,
-    SnapshotReport, StatusReport,
+    decode, encode, Consistency, ErrorKind, KvRequest, KvResponse, MemberChange, MembersReport,
+    RequestEnvelope, ServiceError, SnapshotReport, StatusReport,
 };
 use bytes::Bytes;
 use raftor_actors::network::client::ClientConnection;
@@ -55,6 +55,12 @@ pub enum ClientError {
     /// The write's sequence number was superseded by a later write of this client.
     #[error("superseded by a later write of this client")]
     Superseded,
+    /// Another membership change is in progress: nothing was done; retry once it is finished.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The request names a node that is not a member: nothing was done.
+    #[error("not found: {0}")]
+    NotFound(String),
 }
 
 /// A write's result.
@@ -183,6 +189,63 @@ impl Client {
         }
     }
 
+    /// The membership as the node this client is talking to sees it.
+    pub async fn members(&self) -> Result<MembersReport, ClientError> {
+        match self.call(KvRequest::Members, false).await? {
+            KvResponse::Members(report) => Ok(*report),
+            other => Err(ClientError::Unknown(format!(
+                "unexpected answer: {other:?}"
+            ))),
+        }
+    }
+
+    /// Add node `id` as a learner at `raft_address` (its Raft address, `host:port`); with
+    /// `promote`, the leader makes it a voter once it has caught up. Answered with the membership
+    /// once the change is committed. Asking again for a node already so added succeeds.
+    pub async fn add_member(
+        &self,
+        id: u64,
+        raft_address: &str,
+        promote: bool,
+    ) -> Result<MembersReport, ClientError> {
+        self.change_member(MemberChange::Add {
+            id,
+            raft_address: raft_address.to_owned(),
+            promote,
+        })
+        .await
+    }
+
+    /// Make the learner `id` a voter.
+    pub async fn promote_member(&self, id: u64) -> Result<MembersReport, ClientError> {
+        self.change_member(MemberChange::Promote { id }).await
+    }
+
+    /// Remove node `id`, voter or learner, from the cluster.
+    pub async fn remove_member(&self, id: u64) -> Result<MembersReport, ClientError> {
+        self.change_member(MemberChange::Remove { id }).await
+    }
+
+    /// Any one membership change; answered with the membership after it.
+    pub async fn change_member(&self, change: MemberChange) -> Result<MembersReport, ClientError> {
+        match self.call(KvRequest::ChangeMember(change), true).await? {
+            KvResponse::Members(report) => Ok(*report),
+            other => Err(ClientError::Unknown(format!(
+                "unexpected answer: {other:?}"
+            ))),
+        }
+    }
+
+    /// Hand leadership to node `to`; answered with the new leader's term once `to` leads.
+    pub async fn transfer_leader(&self, to: u64) -> Result<u64, ClientError> {
+        match self.call(KvRequest::TransferLeader { to }, true).await? {
+            KvResponse::Transferred { term, .. } => Ok(term),
+            other => Err(ClientError::Unknown(format!(
+                "unexpected answer: {other:?}"
+            ))),
+        }
+    }
+
     async fn write(&self, request: KvRequest) -> Result<WriteResult, ClientError> {
         match self.call(request, true).await? {
             KvResponse::Written {
@@ -212,7 +275,13 @@ impl Client {
                         maybe_applied = true;
                     }
                     last_error = classify(&error);
-                    if matches!(error.kind, ErrorKind::BadRequest | ErrorKind::TooLarge) {
+                    if matches!(
+                        error.kind,
+                        ErrorKind::BadRequest
+                            | ErrorKind::TooLarge
+                            | ErrorKind::Conflict
+                            | ErrorKind::NotFound
+                    ) {
                         return Err(last_error);
                     }
                     if let Some(leader) = &error.leader {
@@ -347,5 +416,7 @@ fn classify(error: &ServiceError) -> ClientError {
         ErrorKind::BadRequest | ErrorKind::TooLarge => ClientError::Rejected(error.message.clone()),
         ErrorKind::Unavailable => ClientError::Unavailable(error.message.clone()),
         ErrorKind::Unknown => ClientError::Unknown(error.message.clone()),
+        ErrorKind::Conflict => ClientError::Conflict(error.message.clone()),
+        ErrorKind::NotFound => ClientError::NotFound(error.message.clone()),
     }
 }

@@ -1,12 +1,14 @@
-//! The client side of the `raftor` command: put, get, del, cas, status, health.
+//! The client side of the `raftor` command: put, get, del, cas, status, health, snapshot,
+//! members, transfer-leader.
 //!
 //! Exit codes scripts can rely on: 0 success; 1 failed (nothing was written, or a read failed);
-//! 2 bad usage; 3 not found (get) or condition not met (cas); 4 the outcome of a write is unknown.
+//! 2 bad usage; 3 not found (get, a node that is not a member) or condition not met (cas); 4 the
+//! outcome of a write is unknown.
 
 use crate::client::{Client, ClientError, ClientOptions, WriteResult};
 use crate::http::HEALTHY_APPLY_LAG;
 use crate::kv::KvOutcome;
-use crate::protocol::Consistency;
+use crate::protocol::{Consistency, MembersReport};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -31,6 +33,61 @@ pub struct EndpointArgs {
     /// Print one JSON object instead of human-readable text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where one node is, for the admin commands (members, transfer-leader).
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// A member's Raft address (host:port); a change is forwarded to the leader.
+    #[arg(long, default_value = "127.0.0.1:17101")]
+    pub endpoint: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Print one JSON object instead of human-readable text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl AdminArgs {
+    fn endpoints(&self) -> EndpointArgs {
+        EndpointArgs {
+            endpoints: vec![self.endpoint.clone()],
+            timeout: self.timeout,
+            json: self.json,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MembersCommand {
+    /// Show the members as the node at --endpoint sees them.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Add node ID, reachable at RAFT_ADDRESS (host:port), as a learner.
+    Add {
+        id: u64,
+        raft_address: String,
+        /// Promote it to voter once it has caught up with the leader.
+        #[arg(long)]
+        promote: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the learner ID a voter.
+    Promote {
+        id: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove node ID (voter or learner) from the cluster.
+    Remove {
+        id: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,6 +141,17 @@ pub enum ClientCommand {
         /// Print one JSON object instead of human-readable text.
         #[arg(long)]
         json: bool,
+    },
+    /// Show or change the cluster's members (one change at a time).
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// Hand leadership to voter ID; returns once it leads.
+    TransferLeader {
+        id: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Exit 0 if the node at --endpoint knows a leader and has applied what it committed.
     Health {
@@ -240,6 +308,25 @@ pub async fn run(command: ClientCommand) -> ExitCode {
                 Err(error) => fail(&endpoints, &error),
             }
         }
+        ClientCommand::Members { command } => members(command).await,
+        ClientCommand::TransferLeader { id, admin } => {
+            let endpoints = admin.endpoints();
+            let client = match client(&endpoints) {
+                Ok(client) => client,
+                Err(code) => return code,
+            };
+            match client.transfer_leader(id).await {
+                Ok(term) => {
+                    if admin.json {
+                        println!("{}", json!({ "leader": id, "term": term }));
+                    } else {
+                        println!("node {id} leads (term {term})");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&endpoints, &error),
+            }
+        }
         ClientCommand::Health { endpoint } => {
             let options = ClientOptions {
                 operation_timeout: Duration::from_secs(3),
@@ -284,6 +371,91 @@ pub async fn run(command: ClientCommand) -> ExitCode {
                 }
             }
         }
+    }
+}
+
+async fn members(command: MembersCommand) -> ExitCode {
+    let (admin, done) = match &command {
+        MembersCommand::List { admin } => (admin, None),
+        MembersCommand::Add {
+            id,
+            promote: true,
+            admin,
+            ..
+        } => (
+            admin,
+            Some(format!(
+                "node {id} added as a learner; the leader promotes it once it has caught up"
+            )),
+        ),
+        MembersCommand::Add { id, admin, .. } => {
+            (admin, Some(format!("node {id} added as a learner")))
+        }
+        MembersCommand::Promote { id, admin } => (admin, Some(format!("node {id} is a voter"))),
+        MembersCommand::Remove { id, admin } => {
+            (admin, Some(format!("node {id} removed; stop it now")))
+        }
+    };
+    let endpoints = admin.endpoints();
+    let client = match client(&endpoints) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let result = match &command {
+        MembersCommand::List { .. } => client.members().await,
+        MembersCommand::Add {
+            id,
+            raft_address,
+            promote,
+            ..
+        } => client.add_member(*id, raft_address, *promote).await,
+        MembersCommand::Promote { id, .. } => client.promote_member(*id).await,
+        MembersCommand::Remove { id, .. } => client.remove_member(*id).await,
+    };
+    match result {
+        Ok(report) => {
+            if admin.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                if let Some(done) = done {
+                    println!("{done}");
+                }
+                print_members(&report);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&endpoints, &error),
+    }
+}
+
+fn print_members(report: &MembersReport) {
+    let leader = report
+        .leader
+        .as_ref()
+        .map_or("unknown".to_owned(), |l| l.id.to_string());
+    println!(
+        "node {}'s view: leader {leader}, term {}, configuration at index {}{}",
+        report.node,
+        report.term,
+        report.membership_index,
+        if report.joint { " (joint)" } else { "" }
+    );
+    for (id, address) in &report.addresses {
+        let role = if report.voters.contains(id) {
+            "voter"
+        } else if report.voters_outgoing.contains(id) {
+            "outgoing voter"
+        } else if report.learners.contains(id) {
+            "learner"
+        } else {
+            "member"
+        };
+        let promote = if report.promote_when_caught_up.contains(id) {
+            " (promoted once caught up)"
+        } else {
+            ""
+        };
+        println!("  {id}  {role:<14} {address}{promote}");
     }
 }
 
@@ -356,6 +528,7 @@ fn fail(endpoints: &EndpointArgs, error: &ClientError) -> ExitCode {
     }
     match error {
         ClientError::Unknown(_) => ExitCode::from(EXIT_UNKNOWN),
+        ClientError::NotFound(_) => ExitCode::from(EXIT_NOT_FOUND),
         _ => ExitCode::from(EXIT_FAILED),
     }
 }

@@ -12,15 +12,27 @@ use thiserror::Error;
 /// The flags of `raftor serve` (each also read from a `RAFTOR_*` environment variable).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
-    /// This node's id: a positive integer, one of the ids in --peers.
+    /// This node's id: a positive integer, one of the ids in --peers (or, with --join, an id the
+    /// cluster has never used).
     #[arg(long, env = "RAFTOR_ID")]
     pub id: Option<u64>,
     /// Address to listen on for Raft traffic from peers, e.g. 0.0.0.0:7001.
     #[arg(long, env = "RAFTOR_LISTEN")]
     pub listen: Option<String>,
-    /// Every member, this node included: id=host:port,... (host may be a DNS name).
+    /// The founding members of a new cluster, this node included: id=host:port,... (host may be
+    /// a DNS name). Not with --join.
     #[arg(long, env = "RAFTOR_PEERS")]
     pub peers: Option<String>,
+    /// Join a running cluster instead: start with no members and ask the member whose HTTP API
+    /// is at this host:port to add this node as a learner, promoted once caught up (retried until
+    /// accepted). A node that restarts on its data directory is already a member and does not ask
+    /// again.
+    #[arg(long, env = "RAFTOR_JOIN", conflicts_with = "peers")]
+    pub join: Option<String>,
+    /// With --join: the Raft address the other members reach this node at (default: --listen,
+    /// which must then not be 0.0.0.0 or [::]).
+    #[arg(long, env = "RAFTOR_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Address for the HTTP API, e.g. 0.0.0.0:8080 (off when not given).
     #[arg(long, env = "RAFTOR_HTTP")]
     pub http: Option<String>,
@@ -78,6 +90,8 @@ struct FileConfig {
     http_workers: Option<usize>,
     max_value_bytes: Option<usize>,
     peers: Option<String>,
+    join: Option<String>,
+    advertise: Option<String>,
     data_dir: Option<PathBuf>,
     cluster_id: Option<String>,
     tick_ms: Option<u64>,
@@ -99,8 +113,10 @@ pub struct NodeConfig {
     pub http: Option<SocketAddr>,
     pub http_workers: usize,
     pub max_value_bytes: usize,
-    /// Every member's Raft address, this node included.
+    /// The founding members' Raft addresses, this node included; empty for a node that joins.
     pub peers: BTreeMap<NodeId, String>,
+    /// For a node that joins a running cluster (then `peers` is empty).
+    pub join: Option<JoinConfig>,
     pub data_dir: PathBuf,
     pub cluster_id: String,
     pub tick_ms: u64,
@@ -110,6 +126,19 @@ pub struct NodeConfig {
     pub pre_vote: bool,
     /// When to snapshot and compact the log.
     pub snapshots: crate::SnapshotPolicy,
+}
+
+/// How a node joins a running cluster (`raftor serve --join`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinConfig {
+    /// The base URL of a member's HTTP API (`http://10.0.0.1:8080`) to ask to add this node, and
+    /// to learn the members' Raft addresses from; `None`: someone else adds it.
+    pub url: Option<String>,
+    /// The Raft address the members reach this node at.
+    pub advertise: String,
+    /// The members' Raft addresses, when known beforehand (else asked from `url` at the first
+    /// start).
+    pub members: BTreeMap<NodeId, String>,
 }
 
 #[derive(Debug, Error)]
@@ -139,6 +168,20 @@ pub enum ConfigError {
     NotAMember { id: u64, members: String },
     #[error("bad timing: {0}")]
     Timing(String),
+    #[error("--join and --peers exclude each other: a node that joins learns the members from the cluster")]
+    JoinWithPeers,
+    #[error(
+        "bad --join address '{0}': expected a member's HTTP address, host:port or http://host:port"
+    )]
+    Join(String),
+    #[error("bad --advertise address '{0}': {1}")]
+    Advertise(String, String),
+}
+
+/// Whether `text` is `host:port` with a non-empty host and a port number.
+fn is_host_port(text: &str) -> bool {
+    text.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 impl ServeArgs {
@@ -163,13 +206,48 @@ impl ServeArgs {
         let listen = listen_text
             .parse()
             .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
-        let peers_text = self
-            .peers
-            .clone()
-            .or(file.peers)
-            .ok_or(ConfigError::Missing("peers", "PEERS"))?;
-        let peers = parse_peers(&peers_text)?;
-        if !peers.contains_key(&NodeId(id)) {
+        let peers_text = self.peers.clone().or(file.peers);
+        let join_text = self.join.clone().or(file.join);
+        let (peers, join) = match (peers_text, join_text) {
+            (Some(_), Some(_)) => return Err(ConfigError::JoinWithPeers),
+            (None, None) => return Err(ConfigError::Missing("peers", "PEERS")),
+            (Some(peers), None) => (parse_peers(&peers)?, None),
+            (None, Some(join)) => {
+                let host_port = join
+                    .strip_prefix("http://")
+                    .unwrap_or(&join)
+                    .trim_end_matches('/');
+                if !is_host_port(host_port) {
+                    return Err(ConfigError::Join(join));
+                }
+                let advertise = match self.advertise.clone().or(file.advertise) {
+                    Some(advertise) if is_host_port(&advertise) => advertise,
+                    Some(advertise) => {
+                        return Err(ConfigError::Advertise(
+                            advertise,
+                            "expected host:port, e.g. node4:7001".into(),
+                        ))
+                    }
+                    None => {
+                        let listen: SocketAddr = listen;
+                        if listen.ip().is_unspecified() || listen.port() == 0 {
+                            return Err(ConfigError::Advertise(
+                                listen_text.clone(),
+                                "--listen is not an address other nodes can reach; give --advertise host:port".into(),
+                            ));
+                        }
+                        listen_text.clone()
+                    }
+                };
+                let join = JoinConfig {
+                    url: Some(format!("http://{host_port}")),
+                    advertise,
+                    members: BTreeMap::new(),
+                };
+                (BTreeMap::new(), Some(join))
+            }
+        };
+        if join.is_none() && !peers.contains_key(&NodeId(id)) {
             return Err(ConfigError::NotAMember {
                 id,
                 members: peers
@@ -204,6 +282,7 @@ impl ServeArgs {
             http_workers: self.http_workers.or(file.http_workers).unwrap_or(0).min(64),
             max_value_bytes,
             peers,
+            join,
             data_dir,
             cluster_id: self
                 .cluster_id
@@ -371,6 +450,51 @@ mod tests {
             ),
         ];
         for (args, expected) in cases {
+            let error = args.resolve().expect_err(expected).to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should say {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn join_instead_of_peers() {
+        let join = |join: &str, listen: &str, advertise: Option<&str>| ServeArgs {
+            id: Some(4),
+            listen: Some(listen.into()),
+            join: Some(join.into()),
+            advertise: advertise.map(str::to_owned),
+            data_dir: Some("/tmp/x".into()),
+            ..ServeArgs::default()
+        };
+        let config = join("10.0.0.1:8080", "10.0.0.4:7001", None)
+            .resolve()
+            .expect("valid");
+        assert!(config.peers.is_empty());
+        assert_eq!(
+            config.join,
+            Some(JoinConfig {
+                url: Some("http://10.0.0.1:8080".into()),
+                advertise: "10.0.0.4:7001".into(),
+                members: BTreeMap::new(),
+            })
+        );
+        let config = join("http://node1:8080/", "0.0.0.0:7001", Some("node4:7001"))
+            .resolve()
+            .expect("valid");
+        assert_eq!(config.join.expect("join").advertise, "node4:7001");
+        for (args, expected) in [
+            (join("node1:8080", "0.0.0.0:7001", None), "--advertise"),
+            (join("node1", "10.0.0.4:7001", None), "bad --join"),
+            (
+                ServeArgs {
+                    peers: Some("1=a:1".into()),
+                    ..join("node1:8080", "10.0.0.4:7001", None)
+                },
+                "exclude each other",
+            ),
+        ] {
             let error = args.resolve().expect_err(expected).to_string();
             assert!(
                 error.contains(expected),

@@ -1,6 +1,6 @@
 //! What can go wrong when starting a node, proposing a command or reading.
 
-use raftor_core::NodeId;
+use raftor_core::{LogIndex, NodeId};
 use thiserror::Error;
 
 /// An error of [`RaftNode`](crate::RaftNode) or its builder. Each variant says whether a command
@@ -57,13 +57,51 @@ pub enum Error {
     /// The actors could not start (a Raft configuration the rules refuse, or storage).
     #[error(transparent)]
     Start(#[from] raftor_actors::StartError),
-    /// The dedicated actix thread could not be started (see
-    /// [`RaftNodeBuilder::start`](crate::RaftNodeBuilder::start)).
     /// A snapshot could not be taken (none configured, nothing applied yet, or an IO error).
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// The dedicated actix thread could not be started (see
+    /// [`RaftNodeBuilder::start`](crate::RaftNodeBuilder::start)).
     #[error("cannot start the node's thread: {0}")]
     Thread(std::io::Error),
+    /// The leader is handing leadership to `to` and takes no proposals or membership changes
+    /// meanwhile; nothing was done. Retry shortly (on `to`, once it leads).
+    #[error("leadership is being transferred to node {to}; nothing was done, retry shortly")]
+    Transferring {
+        /// The node taking over.
+        to: NodeId,
+    },
+    /// Only one membership change at a time: the configuration at `index` is not committed yet
+    /// (or the cluster is still leaving a joint configuration). Nothing was done; retry once it is.
+    #[error("another membership change is in progress (configuration at index {index}); nothing was done, retry once it is finished")]
+    MembershipChangeInProgress {
+        /// The log index of the configuration still in progress.
+        index: LogIndex,
+    },
+    /// The leader was just elected and has not committed an entry of its term yet, so it makes
+    /// no membership change; nothing was done. Retry shortly.
+    #[error(
+        "the leader has not committed an entry of its term yet; nothing was done, retry shortly"
+    )]
+    NotReady,
+    /// The membership change makes no sense for the current configuration (a node that is not a
+    /// member, one already in that role, a new node without an address, no voter left...).
+    /// Nothing was done.
+    #[error("invalid membership change: {0}")]
+    InvalidMembership(String),
+    /// A leadership transfer names a node that is not a voter of the current configuration.
+    #[error("node {0} is not a voter of the current configuration")]
+    NotAVoter(NodeId),
+    /// The leader started handing leadership to `to`, but `to` did not take over in time (two
+    /// election timeouts); the rules abandon the transfer and the leader goes on leading.
+    /// `leader` is the leader seen last.
+    #[error("node {to} did not take over leadership in time; the transfer was abandoned (leader: {leader:?})")]
+    TransferAbandoned {
+        /// The node that was to take over.
+        to: NodeId,
+        /// The leader this node saw last.
+        leader: Option<NodeId>,
+    },
 }
 
 impl Error {
@@ -81,7 +119,7 @@ impl Error {
     /// The leader to retry with, when this node knows one.
     pub fn leader_hint(&self) -> Option<NodeId> {
         match self {
-            Error::NotLeader { leader } => *leader,
+            Error::NotLeader { leader } | Error::TransferAbandoned { leader, .. } => *leader,
             _ => None,
         }
     }

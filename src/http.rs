@@ -1,10 +1,11 @@
 //! The HTTP API (actix-web), served by every node: `/v1/kv/{key}` (PUT, GET, DELETE), CAS,
+//! `/v1/members` (GET, POST; `/{id}/promote`, DELETE `/{id}`), `/v1/leader/transfer`,
 //! `/v1/status`, `/health`, `/metrics`. Every request goes to the node's [`KvService`].
 
 use crate::kv::{KvOutcome, Session};
 use crate::metrics::ServiceMetrics;
 use crate::protocol::{
-    Consistency, ErrorKind, KvRequest, KvResponse, RequestEnvelope, ServiceError,
+    Consistency, ErrorKind, KvRequest, KvResponse, MemberChange, RequestEnvelope, ServiceError,
 };
 use crate::service::{KvService, ServiceCall};
 use actix::Addr;
@@ -170,6 +171,27 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/admin/snapshot")
                 .route(web::post().to(snapshot))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/members")
+                .route(web::get().to(members))
+                .route(web::post().to(add_member))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/members/{id}")
+                .route(web::delete().to(remove_member))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/members/{id}/promote")
+                .route(web::post().to(promote_member))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/leader/transfer")
+                .route(web::post().to(transfer_leader))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -443,6 +465,104 @@ async fn cas(
 async fn snapshot(state: web::Data<HttpState>) -> HttpResponse {
     match call(&state, KvRequest::Snapshot).await {
         KvResponse::Snapshot(report) => HttpResponse::Ok().json(report),
+        other => unexpected(other),
+    }
+}
+
+/// The largest JSON body of a membership or leadership request.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// `GET /v1/members`: the membership as this node sees it.
+async fn members(state: web::Data<HttpState>) -> HttpResponse {
+    match call(&state, KvRequest::Members).await {
+        KvResponse::Members(report) => HttpResponse::Ok().json(report),
+        other => unexpected(other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMemberBody {
+    id: u64,
+    raft_address: String,
+    #[serde(default)]
+    promote: bool,
+}
+
+/// Reads a JSON body of type `T`, or answers 400 saying what was expected.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    payload: web::Payload,
+    expected: &str,
+) -> Result<T, HttpResponse> {
+    let body = read_body(payload, ADMIN_BODY_LIMIT).await?;
+    serde_json::from_slice(&body)
+        .map_err(|error| bad_request(format!("expected JSON {expected}: {error}")))
+}
+
+async fn change_member(state: &HttpState, change: MemberChange) -> HttpResponse {
+    match call(state, KvRequest::ChangeMember(change)).await {
+        KvResponse::Members(report) => HttpResponse::Ok().json(report),
+        other => unexpected(other),
+    }
+}
+
+/// `POST /v1/members` `{"id": N, "raft_address": "host:port", "promote": bool}`: add a learner.
+async fn add_member(state: web::Data<HttpState>, payload: web::Payload) -> HttpResponse {
+    let body: AddMemberBody = match json_body(
+        payload,
+        r#"{"id": N, "raft_address": "host:port", "promote": true | false}"#,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let change = MemberChange::Add {
+        id: body.id,
+        raft_address: body.raft_address,
+        promote: body.promote,
+    };
+    change_member(&state, change).await
+}
+
+/// `POST /v1/members/{id}/promote`: make a learner a voter.
+async fn promote_member(state: web::Data<HttpState>, id: web::Path<u64>) -> HttpResponse {
+    change_member(
+        &state,
+        MemberChange::Promote {
+            id: id.into_inner(),
+        },
+    )
+    .await
+}
+
+/// `DELETE /v1/members/{id}`: remove a member.
+async fn remove_member(state: web::Data<HttpState>, id: web::Path<u64>) -> HttpResponse {
+    change_member(
+        &state,
+        MemberChange::Remove {
+            id: id.into_inner(),
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    to: u64,
+}
+
+/// `POST /v1/leader/transfer` `{"to": N}`: answered once node N leads.
+async fn transfer_leader(state: web::Data<HttpState>, payload: web::Payload) -> HttpResponse {
+    let body: TransferBody = match json_body(payload, r#"{"to": N}"#).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    match call(&state, KvRequest::TransferLeader { to: body.to }).await {
+        KvResponse::Transferred { leader, term } => {
+            HttpResponse::Ok().json(json!({ "leader": leader, "term": term }))
+        }
         other => unexpected(other),
     }
 }

@@ -10,7 +10,11 @@
 //!    runtime.
 //! 3. Use the [`RaftNode`] handle: [`propose`](RaftNode::propose) commands,
 //!    [`read`](RaftNode::read) with a chosen [`Consistency`], watch
-//!    [`leadership`](RaftNode::leadership), [`shutdown`](RaftNode::shutdown).
+//!    [`leadership`](RaftNode::leadership), change the members
+//!    ([`add_learner`](RaftNode::add_learner), [`promote`](RaftNode::promote),
+//!    [`remove`](RaftNode::remove), [`change_membership`](RaftNode::change_membership)), hand
+//!    leadership over ([`transfer_leadership`](RaftNode::transfer_leadership)),
+//!    [`shutdown`](RaftNode::shutdown).
 //!
 //! ```
 //! use raftor::{Consistency, LogIndex, NodeId, Raft, StateMachine};
@@ -97,7 +101,10 @@ pub use protocol::Consistency;
 pub use raft_node::{ClientHandler, Leadership, Raft, RaftNode, RaftNodeBuilder};
 pub use raftor_actors::snapshot::SnapshotPolicy;
 pub use raftor_actors::NodeStatus;
-pub use raftor_core::{LogId, LogIndex, NodeId, RaftConfig, Role, SnapshotMeta, Term};
+pub use raftor_core::{
+    ConfChange, ConfState, LogId, LogIndex, Membership, NodeId, RaftConfig, Role, SnapshotMeta,
+    Term,
+};
 pub use state_machine::StateMachine;
 
 /// Log storage: the [`LogStorage`](storage::LogStorage) trait a custom store implements (give it

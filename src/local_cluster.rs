@@ -30,6 +30,7 @@ pub fn local_node_config(
         http_workers: 0,
         max_value_bytes: 1024 * 1024,
         peers,
+        join: None,
         data_dir: data_dir.join(format!("node-{id}")),
         cluster_id: "raftor-local".to_string(),
         tick_ms: 10,

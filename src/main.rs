@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run one node of a cluster.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local cluster in this process (loopback TCP, RocksDB under --data-dir) until Ctrl-C.
     Cluster {
         /// How many nodes.

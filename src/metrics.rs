@@ -30,6 +30,8 @@ pub struct ServiceMetrics {
     last_log_index: IntGauge,
     elections: IntGauge,
     lag: IntGaugeVec,
+    members: IntGaugeVec,
+    membership_index: IntGauge,
 }
 
 impl ServiceMetrics {
@@ -81,9 +83,22 @@ impl ServiceMetrics {
         let lag = IntGaugeVec::new(
             Opts::new(
                 "replication_lag_entries",
-                "On the leader: entries a peer is behind the leader's log",
+                "On the leader: entries a peer (voter or learner) is behind the leader's log",
             ),
             &["peer"],
+        )
+        .expect("valid metric");
+        let members = IntGaugeVec::new(
+            Opts::new(
+                "members",
+                "Members of the configuration in force on this node, by role (voter, learner; while joint also outgoing_voter)",
+            ),
+            &["role"],
+        )
+        .expect("valid metric");
+        let membership_index = IntGauge::new(
+            "membership_index",
+            "Log index of the configuration in force on this node (0: the bootstrap one)",
         )
         .expect("valid metric");
         let metrics = ServiceMetrics {
@@ -99,6 +114,8 @@ impl ServiceMetrics {
             last_log_index,
             elections,
             lag,
+            members,
+            membership_index,
         };
         for collector in [
             Box::new(metrics.writes.clone()) as Box<dyn prometheus::core::Collector>,
@@ -112,6 +129,8 @@ impl ServiceMetrics {
             Box::new(metrics.last_log_index.clone()),
             Box::new(metrics.elections.clone()),
             Box::new(metrics.lag.clone()),
+            Box::new(metrics.members.clone()),
+            Box::new(metrics.membership_index.clone()),
         ] {
             // Names are distinct constants: registration cannot collide.
             let _ = metrics.registry.register(collector);
@@ -158,9 +177,18 @@ impl ServiceMetrics {
             self.applied_index.set(status.applied_index.0 as i64);
             self.last_log_index.set(status.last_log_id.index.0 as i64);
             self.elections.set(status.elections_started as i64);
+            let conf = &status.membership.conf;
+            for (role, count) in [
+                ("voter", conf.voters.len()),
+                ("learner", conf.learners.len()),
+                ("outgoing_voter", conf.voters_outgoing.len()),
+            ] {
+                self.members.with_label_values(&[role]).set(count as i64);
+            }
+            self.membership_index.set(status.membership_index.0 as i64);
             self.lag.reset();
             if status.role == Role::Leader {
-                for peer in status.voters.iter().filter(|p| **p != status.id) {
+                for peer in conf.members().iter().filter(|p| **p != status.id) {
                     let matched = status.matched.get(peer).map_or(0, |m| m.0);
                     let lag = status.last_log_id.index.0.saturating_sub(matched);
                     let peer = peer.to_string();

@@ -59,16 +59,66 @@ pub enum KvRequest {
     Status,
     /// Take a snapshot on the node that receives this (never forwarded).
     Snapshot,
+    /// The membership as the node that receives this sees it (never forwarded).
+    Members,
+    /// Change the membership (on the leader).
+    ChangeMember(MemberChange),
+    /// Hand leadership to node `to` (on the leader); answered once `to` leads.
+    TransferLeader {
+        to: u64,
+    },
+}
+
+/// One membership change, as `POST /v1/members`, `raftor members` and [`crate::Client`] ask for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// Add node `id` as a learner at `raft_address`; with `promote`, the leader makes it a voter
+    /// once it has caught up. Asking again for a node that is already so added (or, with
+    /// `promote`, already promoted) at the same address succeeds and changes nothing.
+    Add {
+        id: u64,
+        raft_address: String,
+        promote: bool,
+    },
+    /// Make the learner `id` a voter.
+    Promote { id: u64 },
+    /// Remove node `id`, voter or learner.
+    Remove { id: u64 },
+}
+
+impl MemberChange {
+    /// The node the change is about.
+    pub fn node(&self) -> u64 {
+        match self {
+            MemberChange::Add { id, .. }
+            | MemberChange::Promote { id }
+            | MemberChange::Remove { id } => *id,
+        }
+    }
 }
 
 impl KvRequest {
-    /// Writes and linearizable or lease reads must run on the leader.
+    /// Writes, membership changes, leadership transfers and linearizable or lease reads must run
+    /// on the leader.
     pub fn needs_leader(&self) -> bool {
         match self {
             KvRequest::Get { consistency, .. } => *consistency != Consistency::Local,
-            KvRequest::Status | KvRequest::Snapshot => false,
+            KvRequest::Status | KvRequest::Snapshot | KvRequest::Members => false,
             _ => true,
         }
+    }
+
+    /// Whether the request may change something (so a lost answer leaves its outcome unknown).
+    pub fn changes_state(&self) -> bool {
+        self.needs_leader() && !matches!(self, KvRequest::Get { .. })
+    }
+
+    /// Whether this is a key-value write (counted in the write metrics).
+    pub fn is_kv_write(&self) -> bool {
+        matches!(
+            self,
+            KvRequest::Put { .. } | KvRequest::Delete { .. } | KvRequest::Cas { .. }
+        )
     }
 }
 
@@ -96,6 +146,41 @@ pub enum KvResponse {
     Status(Box<StatusReport>),
     Snapshot(SnapshotReport),
     Error(ServiceError),
+    /// The membership (after the change, for a change).
+    Members(Box<MembersReport>),
+    /// Leadership moved to `leader`, in `term`.
+    Transferred {
+        leader: u64,
+        term: u64,
+    },
+}
+
+/// The membership as one node sees it (`GET /v1/members`, `raftor members list`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersReport {
+    /// The node that answered.
+    pub node: u64,
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<LeaderInfo>,
+    /// The log index of the configuration entry in force (0: the bootstrap configuration).
+    pub membership_index: u64,
+    /// The voters (of the incoming configuration, while joint).
+    pub voters: Vec<u64>,
+    /// Members that receive the log but do not vote.
+    pub learners: Vec<u64>,
+    /// While joint: the outgoing voters (decisions need a majority of them too); else empty.
+    pub voters_outgoing: Vec<u64>,
+    /// While joint: outgoing voters that become learners when the cluster leaves it.
+    pub learners_next: Vec<u64>,
+    /// Learners the leader promotes once they have caught up.
+    pub promote_when_caught_up: Vec<u64>,
+    /// Whether the configuration is joint.
+    pub joint: bool,
+    /// Every member's Raft address.
+    pub addresses: BTreeMap<u64, String>,
+    /// On the leader: the node it is handing leadership to, if any.
+    pub transfer_target: Option<u64>,
 }
 
 /// A snapshot a node took on request (`POST /v1/admin/snapshot`, `raftor snapshot`).
@@ -131,6 +216,10 @@ pub enum ErrorKind {
     Unavailable,
     /// 504: the outcome is unknown; the write may or may not have committed.
     Unknown,
+    /// 409: another membership change is in progress; nothing happened, retry once it is done.
+    Conflict,
+    /// 404: the request names a node that is not a member; nothing happened.
+    NotFound,
 }
 
 impl ErrorKind {
@@ -140,6 +229,8 @@ impl ErrorKind {
             ErrorKind::TooLarge => 413,
             ErrorKind::Unavailable => 503,
             ErrorKind::Unknown => 504,
+            ErrorKind::Conflict => 409,
+            ErrorKind::NotFound => 404,
         }
     }
 }
@@ -178,8 +269,18 @@ pub struct StatusReport {
     pub applied_index: u64,
     pub last_log_index: u64,
     pub last_log_term: u64,
+    /// The members of the configuration in force on this node, with their roles.
     pub members: Vec<Member>,
-    /// On the leader: each peer's replication progress.
+    /// The log index of that configuration's entry (0: the bootstrap configuration).
+    #[serde(default)]
+    pub membership_index: u64,
+    /// Whether that configuration is joint (voters are being changed).
+    #[serde(default)]
+    pub joint: bool,
+    /// On the leader: the node it is handing leadership to, if any.
+    #[serde(default)]
+    pub transfer_target: Option<u64>,
+    /// On the leader: each peer's (voters' and learners') replication progress.
     pub peers: BTreeMap<u64, PeerProgress>,
     /// Log entries this node appended since it started (as leader or follower).
     #[serde(default)]
@@ -196,6 +297,10 @@ pub struct StatusReport {
 pub struct Member {
     pub id: u64,
     pub raft_addr: String,
+    /// `voter`, `learner`, or while joint `outgoing voter` (votes in the outgoing half only) and
+    /// `outgoing voter, then learner`.
+    #[serde(default)]
+    pub role: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,10 +46,10 @@ use raftor_actors::network::client::ClientHandlerSlot;
 use raftor_actors::network::tcp::{self, EndpointConfig, TcpEndpoint};
 use raftor_actors::snapshot::{SnapshotOptions, SnapshotPolicy};
 use raftor_actors::{
-    MemoryNetwork, NetworkControl, NodeHandle, NodeOptions, NodeStatus, PendingNode, ProposeError,
-    ReadError,
+    MembershipChangeError, MemoryNetwork, NetworkControl, NodeHandle, NodeOptions, NodeStatus,
+    PendingNode, ProposeError, ReadError, TransferLeaderError,
 };
-use raftor_core::{NodeId, RaftConfig, Role, SnapshotMeta, Term};
+use raftor_core::{ConfChange, Membership, NodeId, RaftConfig, Role, SnapshotMeta, Term};
 use raftor_storage::{LogStorage, RocksStorage, SnapshotStore, StoreIdentity};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -101,12 +101,16 @@ enum StorageChoice {
 
 /// Configures and starts a [`RaftNode`]; from [`Raft::builder`].
 ///
-/// Required: [`id`](Self::id), [`peers`](Self::peers), and storage ([`data_dir`](Self::data_dir)
-/// or [`storage`](Self::storage)). Timing defaults: 10 ms ticks, elections after a random
+/// Required: [`id`](Self::id), [`peers`](Self::peers) (or [`join`](Self::join) for a node that
+/// joins a running cluster), and storage ([`data_dir`](Self::data_dir) or
+/// [`storage`](Self::storage)). Timing defaults: 10 ms ticks, elections after a random
 /// 150–300 ms without a leader, 50 ms heartbeats, pre-vote on; requests time out after 5 s.
 pub struct RaftNodeBuilder {
     id: Option<NodeId>,
     peers: BTreeMap<NodeId, String>,
+    join: bool,
+    /// For a node that joins: the members it can reach before it has the configuration.
+    contacts: BTreeMap<NodeId, String>,
     listen: Option<SocketAddr>,
     storage: StorageChoice,
     network: Option<Addr<MemoryNetwork>>,
@@ -128,6 +132,8 @@ impl RaftNodeBuilder {
         RaftNodeBuilder {
             id: None,
             peers: BTreeMap::new(),
+            join: false,
+            contacts: BTreeMap::new(),
             listen: None,
             storage: StorageChoice::None,
             network: None,
@@ -165,11 +171,59 @@ impl RaftNodeBuilder {
         self
     }
 
-    /// Every member of the cluster, this node included, with its Raft address (`host:port`,
-    /// resolved at each connection attempt, so a name that does not resolve yet is retried).
-    /// Membership is fixed when the cluster first starts: give every node the same members.
+    /// The voters of a new cluster, this node included, with their Raft addresses (`host:port`,
+    /// resolved at each connection attempt, so a name that does not resolve yet is retried). Give
+    /// every founding node the same members. They are the bootstrap configuration only: once the
+    /// log holds a configuration (from the first leader on), the log wins, and members are added
+    /// and removed with [`RaftNode::change_membership`] and friends.
     pub fn peers<A: Into<String>>(mut self, peers: impl IntoIterator<Item = (NodeId, A)>) -> Self {
         self.peers = peers
+            .into_iter()
+            .map(|(id, address)| (id, address.into()))
+            .collect();
+        self
+    }
+
+    /// Start as a node that joins a running cluster, instead of giving [`peers`](Self::peers): it
+    /// starts with an empty configuration, neither campaigns nor votes, and waits to be contacted
+    /// by the leader once a member has added it (as a learner, with
+    /// [`RaftNode::add_learner`] or [`RaftNode::add_learner_promoting`], at the address it
+    /// [`listen`](Self::listen)s on, which is then required). It learns the members from the
+    /// leader's log. On a restart its data directory holds the configuration, so `join` changes
+    /// nothing then.
+    ///
+    /// `members` are the current members this node can reach at first (their Raft addresses; the
+    /// leader's at least, best all of them, as [`RaftNode::membership`] on a member lists them):
+    /// until it holds a configuration, the node answers the leader at the address given here.
+    /// They are not made voters. On an in-memory network give none.
+    ///
+    /// ```no_run
+    /// # use raftor::{LogIndex, NodeId, Raft, StateMachine};
+    /// # #[derive(Default)] struct Counter(u64);
+    /// # impl StateMachine for Counter {
+    /// #     type Command = u64; type Response = u64; type Query = (); type QueryResponse = u64;
+    /// #     type Snapshot = u64;
+    /// #     fn apply(&mut self, _: LogIndex, add: u64) -> u64 { self.0 += add; self.0 }
+    /// #     fn query(&self, _: &()) -> u64 { self.0 }
+    /// #     fn snapshot(&self) -> u64 { self.0 }
+    /// #     fn restore(&mut self, total: u64) { self.0 = total }
+    /// # }
+    /// # async fn run(leader: raftor::RaftNode<Counter>) -> Result<(), raftor::Error> {
+    /// // On the new machine:
+    /// let node = Raft::builder()
+    ///     .id(NodeId(4))
+    ///     .join([(NodeId(1), "10.0.0.1:7001"), (NodeId(2), "10.0.0.2:7001"), (NodeId(3), "10.0.0.3:7001")])
+    ///     .listen("10.0.0.4:7001".parse().unwrap())
+    ///     .data_dir("/var/lib/counter")
+    ///     .start(Counter::default())
+    ///     .await?;
+    /// // On the leader: add it; it votes once it has caught up.
+    /// leader.add_learner_promoting(NodeId(4), "10.0.0.4:7001").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn join<A: Into<String>>(mut self, members: impl IntoIterator<Item = (NodeId, A)>) -> Self {
+        self.join = true;
+        self.contacts = members
             .into_iter()
             .map(|(id, address)| (id, address.into()))
             .collect();
@@ -307,7 +361,23 @@ impl RaftNodeBuilder {
         let id = self
             .id
             .ok_or_else(|| Error::Config("the node id is not set".into()))?;
-        if !self.peers.contains_key(&id) {
+        if self.join && !self.peers.is_empty() {
+            return Err(Error::Config(
+                "a node that joins a cluster starts with no peers: give either peers or join, not both"
+                    .into(),
+            ));
+        }
+        if self.join && self.listen.is_none() && self.network.is_none() {
+            return Err(Error::Config(
+                "a node that joins a cluster needs a listen address".into(),
+            ));
+        }
+        if !self.join && self.peers.is_empty() {
+            return Err(Error::Config(
+                "no peers: give the members of a new cluster, or join an existing one".into(),
+            ));
+        }
+        if !self.join && !self.peers.contains_key(&id) {
             return Err(Error::Config(format!(
                 "node {id} is not among the peers {:?}",
                 self.peers.keys().map(|p| p.0).collect::<Vec<_>>()
@@ -319,7 +389,9 @@ impl RaftNodeBuilder {
         let ticks = |d: Duration| {
             u32::try_from(d.as_nanos().div_ceil(self.tick.as_nanos())).unwrap_or(u32::MAX)
         };
+        // A node that joins starts with no voters: it learns the configuration from the leader.
         let mut raft = RaftConfig::new(id, self.peers.keys().copied());
+        raft.addresses = self.peers.clone();
         raft.election_ticks_min = ticks(self.election_min);
         raft.election_ticks_max = ticks(self.election_max).max(raft.election_ticks_min + 1);
         raft.heartbeat_ticks = ticks(self.heartbeat).max(1);
@@ -353,6 +425,7 @@ impl RaftNodeBuilder {
         };
 
         let pending = PendingNode::new();
+        let mut peer_addresses = None;
         let (transport, link) = match &self.network {
             Some(network) => {
                 network.do_send(NetworkControl::Register(id, pending.inbound()));
@@ -373,8 +446,12 @@ impl RaftNodeBuilder {
                         ))
                     })?,
                 };
-                let others = self
-                    .peers
+                let known = if self.join {
+                    &self.contacts
+                } else {
+                    &self.peers
+                };
+                let others = known
                     .iter()
                     .filter(|(peer, _)| **peer != id)
                     .map(|(peer, address)| (*peer, address.clone()))
@@ -382,6 +459,7 @@ impl RaftNodeBuilder {
                 let config = EndpointConfig::new(id, self.cluster_id.clone(), listen, others);
                 let clients = config.client_handler.clone();
                 let (endpoint, local_addr) = tcp::start(config, pending.inbound()).await?;
+                peer_addresses = Some(endpoint.clone().recipient());
                 (
                     endpoint.clone().recipient(),
                     Link::Tcp {
@@ -395,6 +473,7 @@ impl RaftNodeBuilder {
 
         let mut options = NodeOptions::new(raft);
         options.tick = self.tick;
+        options.peer_addresses = peer_addresses;
         if let Some(seed) = self.seed {
             options.seed = seed;
         }
@@ -429,10 +508,17 @@ impl RaftNodeBuilder {
             .await
             .map(|status| Leadership::of(&status))
             .ok_or(Error::Shutdown { in_flight: false })?;
+        let first_membership = handle
+            .status()
+            .await
+            .map(|status| status.membership)
+            .ok_or(Error::Shutdown { in_flight: false })?;
         let (leadership_tx, leadership) = watch::channel(first);
+        let (membership_tx, membership) = watch::channel(first_membership);
         actix::spawn(watch_leadership(
             handle.clone(),
             leadership_tx,
+            membership_tx,
             panicked,
             self.tick,
         ));
@@ -442,6 +528,9 @@ impl RaftNodeBuilder {
                 node: handle,
                 link,
                 leadership,
+                membership,
+                bootstrap: if self.join { self.contacts } else { self.peers },
+                election_timeout: self.election_max.max(self.tick),
                 request_timeout: self.request_timeout,
                 closing: AtomicBool::new(false),
                 own_system: Mutex::new(None),
@@ -493,12 +582,13 @@ impl<M: StateMachine> raftor_actors::StateMachine for Guarded<M> {
     }
 }
 
-/// Follows the node's role and leader (one look per tick) until the node stops; then drops the
-/// sender, which ends every receiver's `changed()`. Stops the node if the state machine panicked
-/// (its applier is gone: it could lead, but never apply or answer).
+/// Follows the node's role, leader and membership (one look per tick) until the node stops; then
+/// drops the senders, which ends every receiver's `changed()`. Stops the node if the state machine
+/// panicked (its applier is gone: it could lead, but never apply or answer).
 async fn watch_leadership(
     node: Arc<NodeHandle>,
     leadership: watch::Sender<Leadership>,
+    membership: watch::Sender<Membership>,
     panicked: Arc<AtomicBool>,
     every: Duration,
 ) {
@@ -511,6 +601,13 @@ async fn watch_leadership(
         leadership.send_if_modified(|seen| {
             let changed = *seen != now;
             *seen = now;
+            changed
+        });
+        membership.send_if_modified(|seen| {
+            let changed = *seen != status.membership;
+            if changed {
+                *seen = status.membership.clone();
+            }
             changed
         });
         tokio::time::sleep(every).await;
@@ -552,6 +649,12 @@ struct Inner<M> {
     node: Arc<NodeHandle>,
     link: Link,
     leadership: watch::Receiver<Leadership>,
+    /// The configuration in force on this node, updated within a tick.
+    membership: watch::Receiver<Membership>,
+    /// The peers the node was started with (for a node that joined, the members it was given).
+    bootstrap: BTreeMap<NodeId, String>,
+    /// The longest election timeout: a leadership transfer is given two of them.
+    election_timeout: Duration,
     request_timeout: Duration,
     closing: AtomicBool,
     own_system: Mutex<Option<OwnSystem>>,
@@ -660,6 +763,7 @@ impl<M: StateMachine> RaftNode<M> {
         match tokio::time::timeout(timeout, self.inner.node.propose(command)).await {
             Err(_) => Err(Error::Timeout(timeout)),
             Ok(Err(ProposeError::NotLeader { leader })) => Err(Error::NotLeader { leader }),
+            Ok(Err(ProposeError::Transferring { to })) => Err(Error::Transferring { to }),
             Ok(Err(ProposeError::Dropped)) => Err(Error::Dropped),
             Ok(Err(ProposeError::Shutdown)) => Err(Error::Shutdown { in_flight: true }),
             Ok(Ok(result)) => decode(&result),
@@ -720,20 +824,234 @@ impl<M: StateMachine> RaftNode<M> {
         self.inner.leadership.clone()
     }
 
-    /// The node's status and counters: role, term, leader, commit and applied index, the log, and
-    /// on the leader each peer's progress.
     /// Take a snapshot of the state machine now, whatever the policy; resolves once it is durable
     /// (the log is then compacted behind it, less the trailing margin).
     pub async fn snapshot(&self) -> Result<SnapshotMeta, Error> {
         self.inner.node.snapshot().await.map_err(Error::Snapshot)
     }
 
+    /// The node's status and counters: role, term, leader, commit and applied index, the log, the
+    /// membership in force here (and the index of its configuration entry), and on the leader
+    /// each member's progress and any leadership transfer under way.
     pub async fn status(&self) -> Result<NodeStatus, Error> {
         self.inner
             .node
             .status()
             .await
             .ok_or(Error::Shutdown { in_flight: false })
+    }
+
+    /// The membership in force on this node: voters, learners, the outgoing voters while the
+    /// cluster is in a joint configuration, each member's Raft address, and the learners to be
+    /// promoted once caught up. A configuration takes effect on a node as soon as it appends it,
+    /// so a follower may briefly see one the leader has not committed yet (or not see the newest).
+    pub async fn membership(&self) -> Result<Membership, Error> {
+        Ok(self.status().await?.membership)
+    }
+
+    /// The Raft address of `id` in the newest configuration this node has seen (updated within a
+    /// tick), or among the peers it was started with. `None` for a node it knows nothing of.
+    pub fn address_of(&self, id: NodeId) -> Option<String> {
+        self.inner
+            .membership
+            .borrow()
+            .addresses
+            .get(&id)
+            .cloned()
+            .or_else(|| self.inner.bootstrap.get(&id).cloned())
+    }
+
+    /// Change the membership (on the leader): any list of [`ConfChange`]s at once. A change of at
+    /// most one voter is made directly; a larger one goes through a joint configuration (every
+    /// decision needs a majority of the old voters and of the new), which the leader leaves by
+    /// itself. Resolves once the change is committed and applied here (for a joint change, once
+    /// the cluster has left the joint configuration), with the membership then in force.
+    ///
+    /// One change at a time: while one is unfinished, another fails with
+    /// [`Error::MembershipChangeInProgress`]. A leader just elected makes none until it has
+    /// committed an entry of its term ([`Error::NotReady`]); one handing over leadership makes
+    /// none ([`Error::Transferring`]); a change that makes no sense (a node that is not a member,
+    /// one already in that role, a new node without an address, no voter left) is
+    /// [`Error::InvalidMembership`]. In all these cases nothing was done. [`Error::Timeout`]
+    /// means the change was appended and may still complete.
+    ///
+    /// Removing the leader itself is allowed: it leads until the change commits, then steps down,
+    /// and the remaining voters elect a new leader.
+    ///
+    /// ```no_run
+    /// # use raftor::{LogIndex, StateMachine};
+    /// # #[derive(Default)] struct Counter(u64);
+    /// # impl StateMachine for Counter {
+    /// #     type Command = u64; type Response = u64; type Query = (); type QueryResponse = u64;
+    /// #     type Snapshot = u64;
+    /// #     fn apply(&mut self, _: LogIndex, add: u64) -> u64 { self.0 += add; self.0 }
+    /// #     fn query(&self, _: &()) -> u64 { self.0 }
+    /// #     fn snapshot(&self) -> u64 { self.0 }
+    /// #     fn restore(&mut self, total: u64) { self.0 = total }
+    /// # }
+    /// use raftor::{ConfChange, NodeId};
+    ///
+    /// # async fn run(leader: raftor::RaftNode<Counter>) -> Result<(), raftor::Error> {
+    /// // Replace voter 3 by voter 4 (already a learner that has caught up), in one joint change.
+    /// let membership = leader
+    ///     .change_membership(vec![
+    ///         ConfChange::AddVoter { id: NodeId(4), address: None },
+    ///         ConfChange::Remove { id: NodeId(3) },
+    ///     ])
+    ///     .await?;
+    /// assert!(membership.conf.voters.contains(&NodeId(4)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn change_membership(&self, changes: Vec<ConfChange>) -> Result<Membership, Error> {
+        self.check_running()?;
+        let timeout = self.inner.request_timeout;
+        match self.inner.node.change_membership(changes, timeout).await {
+            Ok(membership) => Ok(membership),
+            Err(error) => Err(match error {
+                MembershipChangeError::NotLeader { leader } => Error::NotLeader { leader },
+                MembershipChangeError::Transferring { to } => Error::Transferring { to },
+                MembershipChangeError::InProgress { index } => {
+                    Error::MembershipChangeInProgress { index }
+                }
+                MembershipChangeError::NotReady => Error::NotReady,
+                MembershipChangeError::Invalid(reason) => Error::InvalidMembership(reason),
+                MembershipChangeError::Dropped => Error::Dropped,
+                MembershipChangeError::Timeout => Error::Timeout(timeout),
+                MembershipChangeError::Shutdown => Error::Shutdown { in_flight: true },
+            }),
+        }
+    }
+
+    /// Add `id` as a learner at Raft address `raft_address` (`host:port`): it receives the log
+    /// (a snapshot first if the leader has compacted what it needs) but does not vote, so the
+    /// cluster's quorum is unchanged while it catches up. Promote it with [`promote`](Self::promote),
+    /// or use [`add_learner_promoting`](Self::add_learner_promoting). Start the new node with
+    /// [`RaftNodeBuilder::join`]. On the leader; see [`change_membership`](Self::change_membership)
+    /// for the errors.
+    ///
+    /// ```no_run
+    /// # use raftor::{LogIndex, StateMachine};
+    /// # #[derive(Default)] struct Counter(u64);
+    /// # impl StateMachine for Counter {
+    /// #     type Command = u64; type Response = u64; type Query = (); type QueryResponse = u64;
+    /// #     type Snapshot = u64;
+    /// #     fn apply(&mut self, _: LogIndex, add: u64) -> u64 { self.0 += add; self.0 }
+    /// #     fn query(&self, _: &()) -> u64 { self.0 }
+    /// #     fn snapshot(&self) -> u64 { self.0 }
+    /// #     fn restore(&mut self, total: u64) { self.0 = total }
+    /// # }
+    /// # use raftor::NodeId;
+    /// # async fn run(leader: raftor::RaftNode<Counter>) -> Result<(), raftor::Error> {
+    /// leader.add_learner(NodeId(4), "10.0.0.4:7001").await?;
+    /// // ... once its status shows it caught up:
+    /// let membership = leader.promote(NodeId(4)).await?;
+    /// assert!(membership.conf.voters.contains(&NodeId(4)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        raft_address: impl Into<String>,
+    ) -> Result<Membership, Error> {
+        self.change_membership(vec![ConfChange::AddLearner {
+            id,
+            address: Some(raft_address.into()),
+            promote_when_caught_up: false,
+        }])
+        .await
+    }
+
+    /// Add `id` as a learner at `raft_address`, to be promoted to voter by the leader once its log
+    /// is within [`RaftConfig::promote_lag`] entries of the leader's. Resolves once the learner is
+    /// added (not promoted): watch [`membership`](Self::membership) for the promotion.
+    pub async fn add_learner_promoting(
+        &self,
+        id: NodeId,
+        raft_address: impl Into<String>,
+    ) -> Result<Membership, Error> {
+        self.change_membership(vec![ConfChange::AddLearner {
+            id,
+            address: Some(raft_address.into()),
+            promote_when_caught_up: true,
+        }])
+        .await
+    }
+
+    /// Make the learner `id` a voter. Promote a learner once it has caught up (its match index on
+    /// the leader's [`status`](Self::status) near the leader's log): until then a voter that
+    /// cannot acknowledge entries weakens the quorum.
+    pub async fn promote(&self, id: NodeId) -> Result<Membership, Error> {
+        self.change_membership(vec![ConfChange::AddVoter { id, address: None }])
+            .await
+    }
+
+    /// Remove `id`, voter or learner, from the cluster. Removing the leader itself is allowed
+    /// (it steps down once the change commits). Stop the removed node afterwards.
+    pub async fn remove(&self, id: NodeId) -> Result<Membership, Error> {
+        self.change_membership(vec![ConfChange::Remove { id }])
+            .await
+    }
+
+    /// Hand leadership to the voter `to` (thesis §3.10), on the leader: it stops taking
+    /// proposals, brings `to` up to date, and tells it to campaign at once. Resolves once this
+    /// node sees `to` lead; fails with [`Error::TransferAbandoned`] if `to` has not taken over
+    /// within two election timeouts (the leader then goes on leading), [`Error::NotAVoter`] for a
+    /// node that is not a voter, [`Error::NotLeader`] off the leader. A transfer to this node
+    /// itself succeeds at once.
+    ///
+    /// ```no_run
+    /// # use raftor::{LogIndex, StateMachine};
+    /// # #[derive(Default)] struct Counter(u64);
+    /// # impl StateMachine for Counter {
+    /// #     type Command = u64; type Response = u64; type Query = (); type QueryResponse = u64;
+    /// #     type Snapshot = u64;
+    /// #     fn apply(&mut self, _: LogIndex, add: u64) -> u64 { self.0 += add; self.0 }
+    /// #     fn query(&self, _: &()) -> u64 { self.0 }
+    /// #     fn snapshot(&self) -> u64 { self.0 }
+    /// #     fn restore(&mut self, total: u64) { self.0 = total }
+    /// # }
+    /// # use raftor::NodeId;
+    /// # async fn run(leader: raftor::RaftNode<Counter>) -> Result<(), raftor::Error> {
+    /// // Before taking the leader's machine down for maintenance:
+    /// leader.transfer_leadership(NodeId(2)).await?;
+    /// assert_eq!(leader.leadership().borrow().leader, Some(NodeId(2)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), Error> {
+        self.check_running()?;
+        match self.inner.node.transfer_leadership(to).await {
+            Ok(()) => {}
+            Err(TransferLeaderError::NotLeader { leader }) => {
+                return Err(Error::NotLeader { leader })
+            }
+            Err(TransferLeaderError::NotAVoter(id)) => return Err(Error::NotAVoter(id)),
+            Err(TransferLeaderError::Shutdown) => return Err(Error::Shutdown { in_flight: false }),
+        }
+        if to == self.inner.id {
+            return Ok(());
+        }
+        let me = self.inner.id;
+        let mut leadership = self.leadership();
+        let wait = self.inner.election_timeout * 2;
+        // Done when another node leads: `to`, or someone else if the transfer went astray.
+        let moved = tokio::time::timeout(
+            wait,
+            leadership.wait_for(|seen| seen.leader.is_some_and(|leader| leader != me)),
+        )
+        .await
+        .map(|seen| seen.map(|seen| *seen));
+        match moved {
+            Ok(Ok(seen)) if seen.leader == Some(to) => Ok(()),
+            Ok(Ok(seen)) => Err(Error::TransferAbandoned {
+                to,
+                leader: seen.leader,
+            }),
+            Ok(Err(_)) => Err(Error::Shutdown { in_flight: false }),
+            Err(_) => Err(Error::TransferAbandoned {
+                to,
+                leader: leadership.borrow().leader,
+            }),
+        }
     }
 
     /// Serve a request/response protocol of your own on the Raft port: a connection that opens

@@ -7,13 +7,14 @@ use crate::kv::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine};
 use crate::metrics::ServiceMetrics;
 use crate::protocol::{
     decode, encode, Consistency, ErrorKind, KvRequest, KvResponse, LeaderInfo, Member,
-    PeerProgress, RequestEnvelope, ServiceError, SnapshotReport, StatusReport,
+    MemberChange, MembersReport, PeerProgress, RequestEnvelope, ServiceError, SnapshotReport,
+    StatusReport,
 };
 use crate::raft_node::{ClientHandler, RaftNode};
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 use bytes::Bytes;
 use raftor_actors::network::client::{ClientConnection, ClientConnectionError};
-use raftor_core::{NodeId, Role};
+use raftor_core::{ConfChange, ConfState, NodeId, Role};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -107,7 +108,8 @@ fn unavailable(message: &str) -> KvResponse {
 struct Runner {
     id: NodeId,
     node: RaftNode<KvStateMachine>,
-    /// Every member's Raft address (the native protocol runs on it too).
+    /// The bootstrap members' Raft addresses (the native protocol runs on them too); the
+    /// configuration in the log, as the node reports it, comes first.
     members: BTreeMap<NodeId, String>,
     config: ServiceConfig,
     metrics: Arc<ServiceMetrics>,
@@ -133,6 +135,10 @@ enum Local {
     Done(KvResponse),
     /// Only the leader can do this, and this node is not it.
     NotLeader(Option<NodeId>),
+    /// The leader cannot do this right now (it is handing leadership over, or was just
+    /// elected), and nothing was done: try again shortly, or answer with this error once the
+    /// wait for a leader is over.
+    Wait(ServiceError),
 }
 
 impl Runner {
@@ -141,7 +147,7 @@ impl Runner {
             return KvResponse::Error(error);
         }
         let request = envelope.request;
-        let is_write = request.needs_leader() && !matches!(request, KvRequest::Get { .. });
+        let is_write = request.changes_state();
         let started = Instant::now();
         let deadline = started + self.config.leader_wait;
         let response = loop {
@@ -163,9 +169,15 @@ impl Runner {
                     // An election is under way: wait for it rather than fail at once.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                Local::Wait(error) => {
+                    if Instant::now() >= deadline {
+                        break KvResponse::Error(error);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         };
-        if is_write {
+        if request.is_kv_write() {
             self.metrics.observe_write(&response, started.elapsed());
         }
         response
@@ -177,7 +189,18 @@ impl Runner {
                 (key, Some(value))
             }
             KvRequest::Delete { key, .. } | KvRequest::Get { key, .. } => (key, None),
-            KvRequest::Status | KvRequest::Snapshot => return Ok(()),
+            KvRequest::Status | KvRequest::Snapshot | KvRequest::Members => return Ok(()),
+            KvRequest::TransferLeader { to } => {
+                return if *to == 0 {
+                    Err(ServiceError::new(
+                        ErrorKind::BadRequest,
+                        "node ids are positive integers",
+                    ))
+                } else {
+                    Ok(())
+                };
+            }
+            KvRequest::ChangeMember(change) => return validate_change(change),
         };
         if key.is_empty() {
             return Err(ServiceError::new(ErrorKind::BadRequest, "the key is empty"));
@@ -263,6 +286,179 @@ impl Runner {
                 .await
             }
             KvRequest::Get { key, consistency } => self.read(key, *consistency).await,
+            KvRequest::Members => match self.node.status().await {
+                Ok(status) => {
+                    Local::Done(KvResponse::Members(Box::new(self.members_report(&status))))
+                }
+                Err(_) => Local::Done(unavailable("the node is shutting down")),
+            },
+            KvRequest::ChangeMember(change) => self.change_member(change).await,
+            KvRequest::TransferLeader { to } => self.transfer_leader(NodeId(*to)).await,
+        }
+    }
+
+    /// The change as the rules take it, or the answer when there is nothing to change (the
+    /// change was already made: a retried request succeeds) or it cannot be made.
+    fn plan_change(
+        &self,
+        change: &MemberChange,
+        status: &raftor_actors::NodeStatus,
+    ) -> Result<Option<ConfChange>, ServiceError> {
+        let membership = &status.membership;
+        let conf = &membership.conf;
+        let id = NodeId(change.node());
+        let bad = |message: String| ServiceError::new(ErrorKind::BadRequest, message);
+        let not_member = || {
+            ServiceError::new(
+                ErrorKind::NotFound,
+                format!("node {id} is not a member of the cluster"),
+            )
+        };
+        match change {
+            MemberChange::Add {
+                raft_address,
+                promote,
+                ..
+            } => {
+                if !conf.contains(id) {
+                    return Ok(Some(ConfChange::AddLearner {
+                        id,
+                        address: Some(raft_address.clone()),
+                        promote_when_caught_up: *promote,
+                    }));
+                }
+                let known = membership.addresses.get(&id).map_or("", String::as_str);
+                if known != raft_address {
+                    return Err(bad(format!(
+                        "node {id} is already a member, at {known}; remove it first, or add the new node with an id never used before"
+                    )));
+                }
+                if conf.is_voter(id) {
+                    return if *promote {
+                        Ok(None) // added, caught up and promoted already
+                    } else {
+                        Err(bad(format!("node {id} is already a voter")))
+                    };
+                }
+                if *promote && !membership.promote_when_caught_up.contains(&id) {
+                    return Err(bad(format!(
+                        "node {id} is already a learner; promote it with POST /v1/members/{id}/promote"
+                    )));
+                }
+                Ok(None)
+            }
+            MemberChange::Promote { .. } => {
+                if conf.voters.contains(&id) {
+                    Ok(None)
+                } else if conf.contains(id) {
+                    Ok(Some(ConfChange::AddVoter { id, address: None }))
+                } else {
+                    Err(not_member())
+                }
+            }
+            MemberChange::Remove { .. } => {
+                if conf.contains(id) {
+                    Ok(Some(ConfChange::Remove { id }))
+                } else {
+                    Err(not_member())
+                }
+            }
+        }
+    }
+
+    async fn change_member(&self, change: &MemberChange) -> Local {
+        let status = match self.node.status().await {
+            Ok(status) => status,
+            Err(_) => return Local::Done(unavailable("the node is shutting down")),
+        };
+        if status.role != Role::Leader {
+            return Local::NotLeader(status.leader);
+        }
+        let change = match self.plan_change(change, &status) {
+            Ok(Some(change)) => change,
+            Ok(None) => {
+                return Local::Done(KvResponse::Members(Box::new(self.members_report(&status))))
+            }
+            Err(error) => return Local::Done(KvResponse::Error(error)),
+        };
+        let error = match self.node.change_membership(vec![change]).await {
+            Ok(_) => {
+                return match self.node.status().await {
+                    Ok(status) => {
+                        Local::Done(KvResponse::Members(Box::new(self.members_report(&status))))
+                    }
+                    Err(_) => Local::Done(unavailable("the node is shutting down")),
+                }
+            }
+            Err(error) => error,
+        };
+        let message = error.to_string();
+        let answer = |kind: ErrorKind| {
+            Local::Done(KvResponse::Error(ServiceError::new(kind, message.clone())))
+        };
+        match error {
+            Error::NotLeader { leader } => Local::NotLeader(leader),
+            Error::Transferring { .. } | Error::NotReady => {
+                Local::Wait(ServiceError::new(ErrorKind::Unavailable, message))
+            }
+            Error::MembershipChangeInProgress { .. } => answer(ErrorKind::Conflict),
+            Error::InvalidMembership(_) => answer(ErrorKind::BadRequest),
+            Error::Dropped | Error::Shutdown { in_flight: false } => answer(ErrorKind::Unavailable),
+            _ => answer(ErrorKind::Unknown),
+        }
+    }
+
+    async fn transfer_leader(&self, to: NodeId) -> Local {
+        match self.node.transfer_leadership(to).await {
+            Ok(()) => {
+                let term = self.node.leadership().borrow().term;
+                Local::Done(KvResponse::Transferred {
+                    leader: to.0,
+                    term: term.0,
+                })
+            }
+            Err(Error::NotLeader { leader }) => Local::NotLeader(leader),
+            Err(error @ Error::NotAVoter(_)) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::BadRequest,
+                error.to_string(),
+            ))),
+            Err(Error::TransferAbandoned { to, leader }) => {
+                Local::Done(KvResponse::Error(
+                    ServiceError::new(
+                        ErrorKind::Unavailable,
+                        format!("node {to} did not take over leadership in time; the transfer was abandoned"),
+                    )
+                    .with_leader(leader.and_then(|id| self.leader_info(id))),
+                ))
+            }
+            Err(error) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unavailable,
+                error.to_string(),
+            ))),
+        }
+    }
+
+    fn members_report(&self, status: &raftor_actors::NodeStatus) -> MembersReport {
+        let conf = &status.membership.conf;
+        let ids = |set: &std::collections::BTreeSet<NodeId>| set.iter().map(|id| id.0).collect();
+        MembersReport {
+            node: status.id.0,
+            term: status.term.0,
+            leader: status.leader.and_then(|id| self.leader_info(id)),
+            membership_index: status.membership_index.0,
+            voters: ids(&conf.voters),
+            learners: ids(&conf.learners),
+            voters_outgoing: ids(&conf.voters_outgoing),
+            learners_next: ids(&conf.learners_next),
+            promote_when_caught_up: ids(&status.membership.promote_when_caught_up),
+            joint: conf.is_joint(),
+            addresses: status
+                .membership
+                .addresses
+                .iter()
+                .map(|(id, address)| (id.0, address.clone()))
+                .collect(),
+            transfer_target: status.transfer_target.map(|id| id.0),
         }
     }
 
@@ -320,7 +516,7 @@ impl Runner {
 
     /// Send the request to the leader over the native protocol and relay its answer.
     async fn forward_to(&self, leader: NodeId, request: KvRequest, is_write: bool) -> KvResponse {
-        let Some(addr) = self.members.get(&leader).cloned() else {
+        let Some(addr) = self.address_of(leader) else {
             return unavailable("the leader's address is unknown");
         };
         let existing = self
@@ -389,10 +585,18 @@ impl Runner {
         }
     }
 
+    /// The Raft address of `id`: from the newest configuration the node has seen, else from the
+    /// bootstrap members.
+    fn address_of(&self, id: NodeId) -> Option<String> {
+        self.node
+            .address_of(id)
+            .or_else(|| self.members.get(&id).cloned())
+    }
+
     fn leader_info(&self, id: NodeId) -> Option<LeaderInfo> {
-        self.members.get(&id).map(|addr| LeaderInfo {
+        self.address_of(id).map(|raft_addr| LeaderInfo {
             id: id.0,
-            raft_addr: addr.clone(),
+            raft_addr,
         })
     }
 
@@ -418,7 +622,9 @@ impl Runner {
     fn report(&self, status: raftor_actors::NodeStatus) -> StatusReport {
         let peers = if status.role == Role::Leader {
             status
-                .voters
+                .membership
+                .conf
+                .members()
                 .iter()
                 .filter(|id| **id != status.id)
                 .map(|id| {
@@ -447,18 +653,58 @@ impl Runner {
             applied_index: status.applied_index.0,
             last_log_index: status.last_log_id.index.0,
             last_log_term: status.last_log_id.term.0,
-            members: self
-                .members
-                .iter()
-                .map(|(id, addr)| Member {
+            members: status
+                .membership
+                .conf
+                .members()
+                .into_iter()
+                .map(|id| Member {
                     id: id.0,
-                    raft_addr: addr.clone(),
+                    raft_addr: self.address_of(id).unwrap_or_default(),
+                    role: member_role(&status.membership.conf, id).to_owned(),
                 })
                 .collect(),
+            membership_index: status.membership_index.0,
+            joint: status.membership.conf.is_joint(),
+            transfer_target: status.transfer_target.map(|id| id.0),
             peers,
             log_entries_appended: status.log_entries_appended,
             log_bytes_appended: status.log_bytes_appended,
             resident_memory_bytes: crate::metrics::resident_memory_bytes(),
         }
     }
+}
+
+/// What `id` is in `conf`, in words.
+pub fn member_role(conf: &ConfState, id: NodeId) -> &'static str {
+    if conf.voters.contains(&id) {
+        "voter"
+    } else if conf.learners_next.contains(&id) {
+        "outgoing voter, then learner"
+    } else if conf.voters_outgoing.contains(&id) {
+        "outgoing voter"
+    } else if conf.learners.contains(&id) {
+        "learner"
+    } else {
+        "not a member"
+    }
+}
+
+/// A membership change's ids and address are well formed.
+fn validate_change(change: &MemberChange) -> Result<(), ServiceError> {
+    let bad = |message: String| Err(ServiceError::new(ErrorKind::BadRequest, message));
+    if change.node() == 0 {
+        return bad("node ids are positive integers".into());
+    }
+    if let MemberChange::Add { raft_address, .. } = change {
+        let valid = raft_address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            return bad(format!(
+                "bad raft_address {raft_address:?}: expected host:port, e.g. 10.0.0.4:7001"
+            ));
+        }
+    }
+    Ok(())
 }

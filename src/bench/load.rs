@@ -308,6 +308,8 @@ fn kind(error: ClientError) -> String {
         ClientError::Unavailable(_) => "unavailable",
         ClientError::Unknown(_) => "outcome unknown",
         ClientError::Superseded => "superseded",
+        ClientError::Conflict(_) => "conflict",
+        ClientError::NotFound(_) => "not found",
     }
     .to_string()
 }

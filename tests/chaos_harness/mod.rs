@@ -510,7 +510,10 @@ async fn write_attempt(handle: &NodeHandle, command: Bytes, remaining: Duration)
             }
         },
         Ok(Err(ProposeError::NotLeader { leader })) => Attempt::Retry(leader),
-        Ok(Err(ProposeError::Dropped)) => Attempt::Retry(None),
+        // Not appended: leadership is moving (the chaos runs no transfer, but the rules may).
+        Ok(Err(ProposeError::Dropped)) | Ok(Err(ProposeError::Transferring { .. })) => {
+            Attempt::Retry(None)
+        }
         Ok(Err(ProposeError::Shutdown)) | Err(_) => Attempt::RetryMaybeApplied,
     }
 }
