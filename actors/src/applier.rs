@@ -131,7 +131,12 @@ impl Applier {
         let Some(policy) = self.snapshots.as_mut() else {
             return;
         };
-        if policy.writing || self.applied == LogIndex::ZERO {
+        // A node that joined knows no configuration before the first configuration entry it
+        // applies: a snapshot taken then could not say which configuration it belongs to.
+        if policy.writing
+            || self.applied == LogIndex::ZERO
+            || self.membership.conf.voters.is_empty()
+        {
             return;
         }
         policy.writing = true;
@@ -301,6 +306,12 @@ impl Handler<TakeSnapshot> for Applier {
         };
         if self.applied == LogIndex::ZERO {
             let _ = take.reply.send(Err("nothing is applied yet".into()));
+            return;
+        }
+        if self.membership.conf.voters.is_empty() {
+            let _ = take.reply.send(Err(
+                "this node joined and has not applied a configuration yet".into(),
+            ));
             return;
         }
         policy.waiting.push(take.reply);

@@ -216,6 +216,9 @@ impl NodeActor {
         }
         if let Some(membership) = ready.membership {
             self.on_membership(ctx, membership);
+        } else if ready.commit_index.is_some() {
+            // A committed configuration ends replication to the previous one's members.
+            self.reconcile_replicators(ctx);
         }
         if let Some(meta) = ready.restore {
             // Ahead of the Commit that covers it: the applier restores, then applies what follows.
@@ -346,24 +349,40 @@ impl NodeActor {
     }
 
     /// The configuration in force changed (§6: it takes effect when appended): tell the transport
-    /// whom to reach, and, on the leader, replicate to exactly its members.
+    /// whom to reach, and, on the leader, replicate to the members.
     fn on_membership(&mut self, ctx: &mut Context<Self>, membership: Membership) {
-        let members = membership.conf.members();
         tracing::info!(node = %self.id(), term = %self.raft.current_term(), voters = ?membership.conf.voters, learners = ?membership.conf.learners, outgoing = ?membership.conf.voters_outgoing, "configuration in force");
         if let Some(peers) = &self.links.peer_addresses {
-            peers.do_send(UpdatePeers {
-                members: members.clone(),
-                addresses: membership.addresses,
-            });
+            let mut addresses = membership.addresses;
+            // Until the change commits, a leader still reaches the previous members too.
+            for target in self.raft.replication_targets() {
+                if let Some(address) = self.raft.address_of(target) {
+                    addresses.entry(target).or_insert_with(|| address.clone());
+                }
+            }
+            let mut members = membership.conf.members();
+            members.extend(self.raft.replication_targets());
+            peers.do_send(UpdatePeers { members, addresses });
         }
+        self.reconcile_replicators(ctx);
+    }
+
+    /// On the leader, one replicator for each of the rules' replication targets, and no other.
+    fn reconcile_replicators(&mut self, ctx: &mut Context<Self>) {
         if self.raft.role() != Role::Leader {
+            return;
+        }
+        let targets = self.raft.replication_targets();
+        if targets.len() == self.replicators.len()
+            && targets.iter().all(|t| self.replicators.contains_key(t))
+        {
             return;
         }
         let gone: Vec<NodeId> = self
             .replicators
             .keys()
             .copied()
-            .filter(|peer| !members.contains(peer))
+            .filter(|peer| !targets.contains(peer))
             .collect();
         for peer in gone {
             if let Some(replicator) = self.replicators.remove(&peer) {
@@ -372,9 +391,8 @@ impl NodeActor {
             self.next_index.remove(&peer);
         }
         let (term, last_index) = (self.raft.current_term(), self.raft.last_log_id().index);
-        let me = self.id();
-        for peer in members {
-            if peer != me && !self.replicators.contains_key(&peer) {
+        for peer in targets {
+            if !self.replicators.contains_key(&peer) {
                 self.start_replicator(ctx, peer, term, last_index);
             }
         }
@@ -382,11 +400,8 @@ impl NodeActor {
 
     fn start_replicators(&mut self, ctx: &mut Context<Self>, term: Term, last_index: LogIndex) {
         self.stop_replicators();
-        let me = self.id();
-        for peer in self.raft.membership().conf.members() {
-            if peer != me {
-                self.start_replicator(ctx, peer, term, last_index);
-            }
+        for peer in self.raft.replication_targets() {
+            self.start_replicator(ctx, peer, term, last_index);
         }
     }
 

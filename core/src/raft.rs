@@ -248,6 +248,14 @@ impl Raft {
         targets.remove(&self.id());
         targets
     }
+    /// How to reach `id`, as the configuration in force (or the one before it) says.
+    pub fn address_of(&self, id: NodeId) -> Option<&String> {
+        self.membership().addresses.get(&id).or_else(|| {
+            self.membership
+                .previous()
+                .and_then(|previous| previous.addresses.get(&id))
+        })
+    }
     /// The leadership transfer in progress on this leader, if any: its target.
     pub fn transfer_target(&self) -> Option<NodeId> {
         self.leader.as_ref()?.transfer.map(|t| t.to)

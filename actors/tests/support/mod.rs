@@ -92,6 +92,8 @@ pub struct TestCluster {
     /// Snapshot settings (every, trailing, chunk bytes) and each node's snapshot directory.
     pub snapshots: Option<(u64, u64, usize)>,
     pub snapshot_dirs: BTreeMap<NodeId, tempfile::TempDir>,
+    /// Nodes started empty, knowing no configuration (they join: see [`TestCluster::add_empty`]).
+    pub joiners: std::collections::BTreeSet<NodeId>,
 }
 
 impl TestCluster {
@@ -133,6 +135,7 @@ impl TestCluster {
             configure,
             snapshots,
             snapshot_dirs: BTreeMap::new(),
+            joiners: Default::default(),
         };
         cluster.start_all();
         cluster
@@ -154,6 +157,15 @@ impl TestCluster {
         }
     }
 
+    /// Start a new, empty node `id` with no configuration: it waits for a leader to add it.
+    pub fn add_empty(&mut self, id: NodeId) {
+        self.joiners.insert(id);
+        let store = MemStorage::new();
+        self.storage
+            .insert(id, Box::new(move || Box::new(store.clone())));
+        self.start(id);
+    }
+
     /// Use `open` to (re)open node `id`'s storage from now on.
     pub fn set_storage(&mut self, id: NodeId, open: Box<dyn Fn() -> Box<dyn LogStorage>>) {
         self.storage.insert(id, open);
@@ -164,6 +176,9 @@ impl TestCluster {
         self.network
             .do_send(NetworkControl::Register(id, pending.inbound()));
         let mut raft = RaftConfig::new(id, (1..=self.size).map(NodeId));
+        if self.joiners.contains(&id) {
+            raft.voters.clear();
+        }
         (self.configure)(&mut raft);
         let mut options = NodeOptions::new(raft);
         options.seed = self.seed.wrapping_mul(1_000_003).wrapping_add(id.0);
