@@ -384,8 +384,12 @@ impl NodeActor {
             .copied()
             .filter(|peer| !targets.contains(peer))
             .collect();
+        let commit_index = self.raft.commit_index();
         for peer in gone {
             if let Some(replicator) = self.replicators.remove(&peer) {
+                // One last heartbeat tells a removed node that its removal is committed, so it
+                // stops campaigning (its removal no longer pending).
+                replicator.do_send(Heartbeat { commit_index });
                 replicator.do_send(Shutdown);
             }
             self.next_index.remove(&peer);
