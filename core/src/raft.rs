@@ -125,11 +125,6 @@ impl Raft {
                 Membership::bootstrap(&config.voters, &config.addresses),
             )
         });
-        // The snapshot the state machine restarts from holds only committed entries.
-        let snapshot_index = recovered
-            .snapshot_membership
-            .as_ref()
-            .map_or(LogIndex::ZERO, |(index, _)| *index);
         let mut membership = MembershipLog::new(base_index, base);
         for (index, entry) in &recovered.memberships {
             if *index <= log.last_index() {
@@ -140,11 +135,10 @@ impl Raft {
             current_term: hard.current_term,
             voted_for: hard.voted_for,
             // A persisted commit index beyond the recovered log cannot be trusted: clamp it. The
-            // compacted prefix and the snapshot are committed (only committed state goes there).
+            // compacted prefix is committed (only committed entries are compacted).
             commit_index: hard
                 .commit_index
                 .max(recovered.log_start.index)
-                .max(snapshot_index)
                 .min(log.last_index()),
             persisted: hard,
             durable_index: log.last_index(),
