@@ -2,10 +2,15 @@
 //! applier) on tokio's paused clock: growing and shrinking under write load, replacing a dead node,
 //! a change cut short by the leader's failure, and handing leadership to a lagging follower.
 
+// The test's own task holds shared borrows of the cluster across awaits; it alone borrows it
+// mutably (adding or crashing a node), between them, and the writer task borrows it only briefly and
+// never across an await. So no borrow can conflict.
+#![allow(clippy::await_holding_refcell_ref)]
+
 mod support;
 
 use bytes::Bytes;
-use raftor_actors::{MembershipChangeError, NetworkControl, ProposeError};
+use raftor_actors::{MembershipChangeError, NetworkControl, NodeHandle, ProposeError};
 use raftor_core::{ConfChange, Membership, NodeId, Role, Term};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +53,24 @@ struct Writes {
     stop: bool,
 }
 
+/// The running nodes' handles, taken out of the cluster so no borrow of it is held across an await.
+fn handles(cluster: &RefCell<TestCluster>) -> Vec<Rc<NodeHandle>> {
+    cluster.borrow().handles.values().cloned().collect()
+}
+
+/// The handle of the node that leads in the highest term, if any.
+async fn leader_handle(cluster: &RefCell<TestCluster>) -> Option<Rc<NodeHandle>> {
+    let mut best: Option<(Term, Rc<NodeHandle>)> = None;
+    for handle in handles(cluster) {
+        if let Some(status) = handle.status().await {
+            if status.role == Role::Leader && best.as_ref().is_none_or(|(t, _)| status.term > *t) {
+                best = Some((status.term, handle));
+            }
+        }
+    }
+    best.map(|(_, handle)| handle)
+}
+
 /// Writes `w-0`, `w-1`, ... through whichever node leads until told to stop. A write is retried only
 /// when it was certainly not appended (not the leader, a transfer under way) or certainly not
 /// committed (dropped), so a value can appear at most once in the log.
@@ -57,24 +80,15 @@ async fn write_until_stopped(cluster: Rc<RefCell<TestCluster>>, writes: Rc<RefCe
         let value = format!("w-{next}");
         next += 1;
         loop {
-            let leader = cluster.borrow().leader().await;
-            let Some((leader, _)) = leader else {
+            let Some(leader) = leader_handle(&cluster).await else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
-            let outcome = {
-                let cluster = cluster.borrow();
-                let Some(handle) = cluster.handles.get(&leader) else {
-                    drop(cluster);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                tokio::time::timeout(
-                    Duration::from_secs(5),
-                    handle.propose(Bytes::from(value.clone())),
-                )
-                .await
-            };
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(5),
+                leader.propose(Bytes::from(value.clone())),
+            )
+            .await;
             match outcome {
                 Ok(Ok(_)) => {
                     writes.borrow_mut().acknowledged.push(value);
@@ -101,24 +115,16 @@ async fn write_until_stopped(cluster: Rc<RefCell<TestCluster>>, writes: Rc<RefCe
 /// under way.
 async fn change(cluster: &RefCell<TestCluster>, changes: Vec<ConfChange>) -> Membership {
     for _ in 0..200 {
-        let leader = cluster
-            .borrow()
-            .wait_for_leader(Duration::from_secs(10))
-            .await;
-        let Some((leader, _)) = leader else { continue };
-        let result = {
-            let cluster = cluster.borrow();
-            match cluster.handles.get(&leader) {
-                Some(handle) => handle
-                    .change_membership(changes.clone(), CHANGE_TIMEOUT)
-                    .await
-                    .map_err(Some),
-                None => Err(None),
-            }
+        let Some(leader) = leader_handle(cluster).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
         };
-        match result {
+        match leader
+            .change_membership(changes.clone(), CHANGE_TIMEOUT)
+            .await
+        {
             Ok(membership) => return membership,
-            Err(Some(MembershipChangeError::Invalid(reason))) => {
+            Err(MembershipChangeError::Invalid(reason)) => {
                 panic!("invalid change {changes:?}: {reason}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,

@@ -82,7 +82,8 @@ pub fn run_paused<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
 pub struct TestCluster {
     pub network: Addr<MemoryNetwork>,
     pub size: u64,
-    pub handles: BTreeMap<NodeId, NodeHandle>,
+    /// Shared, so that a task can use a handle without holding a borrow of the cluster.
+    pub handles: BTreeMap<NodeId, std::rc::Rc<NodeHandle>>,
     pub storage: BTreeMap<NodeId, Box<dyn Fn() -> Box<dyn LogStorage>>>,
     pub applied: BTreeMap<NodeId, AppliedLog>,
     /// For each node, the number of entries of every synced write its log store made.
@@ -217,7 +218,7 @@ impl TestCluster {
                 self.network.clone().recipient(),
             )
             .expect("node starts");
-        self.handles.insert(id, handle);
+        self.handles.insert(id, std::rc::Rc::new(handle));
     }
 
     /// Stop node `id` abruptly: it loses what it had in memory, keeps what its storage holds.
