@@ -338,7 +338,14 @@ impl Raft {
                 Message::AppendEntries(_) | Message::InstallSnapshot(_) => {
                     self.become_follower(term, Some(from))
                 }
-                _ => self.become_follower(term, None),
+                // A newer term alone does not reset the election timer (Figure 2: only hearing
+                // from the leader or granting a vote does). Otherwise a candidate that can never
+                // win (its log is behind) keeps the up-to-date voters from ever timing out.
+                _ => {
+                    let elapsed = self.election_elapsed;
+                    self.become_follower(term, None);
+                    self.election_elapsed = elapsed;
+                }
             }
         } else if term < self.current_term {
             self.answer_stale(from, &message);

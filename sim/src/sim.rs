@@ -865,15 +865,23 @@ impl<'c> Sim<'c> {
 
     /// The leader of the highest term any running node is in, if there is one.
     fn stable_leader(&self) -> Option<(NodeId, Term)> {
-        let top = self
-            .nodes
-            .values()
-            .filter_map(|n| n.raft().map(|r| r.current_term()))
-            .max()?;
+        // A leader whose term no member of its configuration has passed. A node outside it (one
+        // added by a change that never committed, then forgotten) may campaign on its own
+        // without pre-vote; nobody listens to it, so it does not count.
         self.nodes.values().find_map(|n| {
             let raft = n.raft()?;
-            (raft.role() == Role::Leader && raft.current_term() == top && raft.is_promotable())
-                .then_some((n.id, top))
+            if raft.role() != Role::Leader || !raft.is_promotable() {
+                return None;
+            }
+            let members = raft.membership().conf.members();
+            let top = self
+                .nodes
+                .values()
+                .filter(|other| members.contains(&other.id))
+                .filter_map(|other| other.raft().map(|r| r.current_term()))
+                .max()
+                .unwrap_or(raft.current_term());
+            (raft.current_term() >= top).then_some((n.id, raft.current_term()))
         })
     }
 

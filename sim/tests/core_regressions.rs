@@ -57,7 +57,31 @@ fn default_3() -> SimConfig {
 const REMOVED_LEADER_NEVER_CAMPAIGNS: &str =
     "a leader that stepped down before committing its own removal never campaigned again";
 
+fn no_pre_vote_3() -> SimConfig {
+    SimOptions {
+        nodes: 3,
+        events: 2000,
+        no_pre_vote: true,
+        bug: None,
+    }
+    .config()
+}
+
+/// Seed 199 (3 nodes, pre-vote off): voters {3,4}; n3's log (11@3) is behind, n4's and the
+/// removed-but-uncommitted n1's (13@3) are not. n3 and n1 kept campaigning, each RequestVote of a
+/// newer term reset n4's election timer (as did granting n1), n3 always voted for itself first in
+/// each term so n1 never won, and n4, the one voter that could win, never timed out: no leader.
+/// Fixed in `Raft::step`: adopting a newer term alone no longer resets the election timer (Figure
+/// 2: only hearing from the leader or granting a vote does).
+const NEWER_TERM_RESET_THE_TIMER: &str =
+    "a hopeless candidate's newer terms kept the electable voter from timing out";
+
 const REGRESSIONS: &[Regression] = &[
+    Regression {
+        seed: 199,
+        config: no_pre_vote_3,
+        why: NEWER_TERM_RESET_THE_TIMER,
+    },
     Regression {
         seed: 107,
         config: default_3,
