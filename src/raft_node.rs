@@ -953,12 +953,8 @@ impl<M: StateMachine> RaftNode<M> {
         id: NodeId,
         raft_address: impl Into<String>,
     ) -> Result<Membership, Error> {
-        self.change_membership(vec![ConfChange::AddLearner {
-            id,
-            address: Some(raft_address.into()),
-            promote_when_caught_up: false,
-        }])
-        .await
+        self.change_membership(vec![ConfChange::add_learner(id, raft_address, false)])
+            .await
     }
 
     /// Add `id` as a learner at `raft_address`, to be promoted to voter by the leader once its log
@@ -969,27 +965,21 @@ impl<M: StateMachine> RaftNode<M> {
         id: NodeId,
         raft_address: impl Into<String>,
     ) -> Result<Membership, Error> {
-        self.change_membership(vec![ConfChange::AddLearner {
-            id,
-            address: Some(raft_address.into()),
-            promote_when_caught_up: true,
-        }])
-        .await
+        self.change_membership(vec![ConfChange::add_learner(id, raft_address, true)])
+            .await
     }
 
     /// Make the learner `id` a voter. Promote a learner once it has caught up (its match index on
     /// the leader's [`status`](Self::status) near the leader's log): until then a voter that
     /// cannot acknowledge entries weakens the quorum.
     pub async fn promote(&self, id: NodeId) -> Result<Membership, Error> {
-        self.change_membership(vec![ConfChange::AddVoter { id, address: None }])
-            .await
+        self.change_membership(vec![ConfChange::promote(id)]).await
     }
 
     /// Remove `id`, voter or learner, from the cluster. Removing the leader itself is allowed
     /// (it steps down once the change commits). Stop the removed node afterwards.
     pub async fn remove(&self, id: NodeId) -> Result<Membership, Error> {
-        self.change_membership(vec![ConfChange::Remove { id }])
-            .await
+        self.change_membership(vec![ConfChange::remove(id)]).await
     }
 
     /// Hand leadership to the voter `to` (thesis §3.10), on the leader: it stops taking

@@ -21,22 +21,15 @@ use support::{run_paused, TestCluster};
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn learner(id: u64) -> ConfChange {
-    ConfChange::AddLearner {
-        id: NodeId(id),
-        address: Some(format!("memory-{id}")),
-        promote_when_caught_up: false,
-    }
+    ConfChange::add_learner(NodeId(id), format!("memory-{id}"), false)
 }
 
 fn promote(id: u64) -> ConfChange {
-    ConfChange::AddVoter {
-        id: NodeId(id),
-        address: None,
-    }
+    ConfChange::promote(NodeId(id))
 }
 
 fn remove(id: u64) -> ConfChange {
-    ConfChange::Remove { id: NodeId(id) }
+    ConfChange::remove(NodeId(id))
 }
 
 fn ids(ids: &[u64]) -> BTreeSet<NodeId> {

@@ -181,7 +181,7 @@ impl Raft {
             });
         if let Some(id) = ready {
             // Refused while another change is in flight: tried again at the next heartbeat.
-            let _ = self.propose_membership(&[ConfChange::AddVoter { id, address: None }]);
+            let _ = self.propose_membership(&[ConfChange::promote(id)]);
         }
     }
 

@@ -176,6 +176,30 @@ pub enum ConfChange {
 }
 
 impl ConfChange {
+    /// Add the new node `id`, reached at `address`, as a learner (promoted by the leader once
+    /// caught up when `promote_when_caught_up`).
+    pub fn add_learner(
+        id: NodeId,
+        address: impl Into<String>,
+        promote_when_caught_up: bool,
+    ) -> ConfChange {
+        ConfChange::AddLearner {
+            id,
+            address: Some(address.into()),
+            promote_when_caught_up,
+        }
+    }
+
+    /// Make the learner `id` a voter.
+    pub fn promote(id: NodeId) -> ConfChange {
+        ConfChange::AddVoter { id, address: None }
+    }
+
+    /// Remove `id`, voter or learner.
+    pub fn remove(id: NodeId) -> ConfChange {
+        ConfChange::Remove { id }
+    }
+
     /// The node the change is about.
     pub fn node(&self) -> NodeId {
         match self {
@@ -431,22 +455,15 @@ mod tests {
     }
 
     fn add_learner(id: u64) -> ConfChange {
-        ConfChange::AddLearner {
-            id: NodeId(id),
-            address: Some(format!("n{id}:7000")),
-            promote_when_caught_up: false,
-        }
+        ConfChange::add_learner(NodeId(id), format!("n{id}:7000"), false)
     }
 
     fn promote(id: u64) -> ConfChange {
-        ConfChange::AddVoter {
-            id: NodeId(id),
-            address: None,
-        }
+        ConfChange::promote(NodeId(id))
     }
 
     fn remove(id: u64) -> ConfChange {
-        ConfChange::Remove { id: NodeId(id) }
+        ConfChange::remove(NodeId(id))
     }
 
     #[test]

@@ -28,22 +28,15 @@ fn stable_leader(c: &mut Cluster) -> NodeId {
 }
 
 fn learner(id: u64) -> ConfChange {
-    ConfChange::AddLearner {
-        id: NodeId(id),
-        address: Some(format!("n{id}:7000")),
-        promote_when_caught_up: false,
-    }
+    ConfChange::add_learner(NodeId(id), format!("n{id}:7000"), false)
 }
 
 fn voter(id: u64) -> ConfChange {
-    ConfChange::AddVoter {
-        id: NodeId(id),
-        address: None,
-    }
+    ConfChange::promote(NodeId(id))
 }
 
 fn remove(id: NodeId) -> ConfChange {
-    ConfChange::Remove { id }
+    ConfChange::remove(id)
 }
 
 /// Propose a membership change on `leader` and carry out its Ready (nothing is delivered yet).
