@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// Disable pre-vote (on by default).
     #[arg(long, env = "RAFTOR_NO_PRE_VOTE")]
     pub no_pre_vote: bool,
+    /// The leader promotes a node that joined (`--join`, or `members add --promote`) once its
+    /// log is within this many entries of the leader's (default 64).
+    #[arg(long, env = "RAFTOR_PROMOTE_LAG")]
+    pub promote_lag: Option<u64>,
     /// Take a snapshot and compact the log every this many applied entries (default 100000;
     /// 0: not by count).
     #[arg(long, env = "RAFTOR_SNAPSHOT_ENTRIES")]
@@ -99,6 +103,7 @@ struct FileConfig {
     election_max_ms: Option<u64>,
     heartbeat_ms: Option<u64>,
     pre_vote: Option<bool>,
+    promote_lag: Option<u64>,
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
     snapshot_trailing: Option<u64>,
@@ -124,6 +129,8 @@ pub struct NodeConfig {
     pub election_max_ms: u64,
     pub heartbeat_ms: u64,
     pub pre_vote: bool,
+    /// How close to the leader's log a learner marked for promotion must be to be promoted.
+    pub promote_lag: u64,
     /// When to snapshot and compact the log.
     pub snapshots: crate::SnapshotPolicy,
 }
@@ -294,6 +301,7 @@ impl ServeArgs {
             election_max_ms: self.election_max_ms.or(file.election_max_ms).unwrap_or(300),
             heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50),
             pre_vote: !self.no_pre_vote && file.pre_vote.unwrap_or(true),
+            promote_lag: self.promote_lag.or(file.promote_lag).unwrap_or(64),
             snapshots: {
                 let defaults = crate::SnapshotPolicy::default();
                 crate::SnapshotPolicy {
@@ -343,6 +351,7 @@ impl NodeConfig {
         raft.election_ticks_max = ticks(self.election_max_ms).max(raft.election_ticks_min + 1);
         raft.heartbeat_ticks = ticks(self.heartbeat_ms).max(1);
         raft.pre_vote = self.pre_vote;
+        raft.promote_lag = self.promote_lag;
         raft
     }
 }
@@ -509,7 +518,7 @@ mod tests {
         let path = dir.path().join("raftor.toml");
         std::fs::write(
             &path,
-            "id = 2\nlisten = \"127.0.0.1:7002\"\npeers = \"1=a:1,2=b:2,3=c:3\"\ndata_dir = \"/data\"\nheartbeat_ms = 40\n",
+            "id = 2\nlisten = \"127.0.0.1:7002\"\npeers = \"1=a:1,2=b:2,3=c:3\"\ndata_dir = \"/data\"\nheartbeat_ms = 40\npromote_lag = 500\n",
         )
         .expect("write");
         let from_file = ServeArgs {
@@ -520,14 +529,17 @@ mod tests {
         .expect("valid file");
         assert_eq!(from_file.id, NodeId(2));
         assert_eq!(from_file.heartbeat_ms, 40);
+        assert_eq!(from_file.raft_config().promote_lag, 500);
         let overridden = ServeArgs {
             config: Some(path.clone()),
             id: Some(3),
+            promote_lag: Some(7),
             ..ServeArgs::default()
         }
         .resolve()
         .expect("valid");
         assert_eq!(overridden.id, NodeId(3));
+        assert_eq!(overridden.promote_lag, 7);
 
         std::fs::write(&path, "idd = 2\n").expect("write");
         let error = ServeArgs {

@@ -38,6 +38,7 @@ pub fn local_node_config(
         election_max_ms: 300,
         heartbeat_ms: 50,
         pre_vote: true,
+        promote_lag: 64,
         snapshots: crate::SnapshotPolicy::default(),
     }
 }

@@ -120,6 +120,7 @@ pub struct RaftNodeBuilder {
     election_max: Duration,
     heartbeat: Duration,
     pre_vote: bool,
+    promote_lag: u64,
     request_timeout: Duration,
     seed: Option<u64>,
     log_write_observer: Option<raftor_actors::log_store::LogWriteObserver>,
@@ -143,6 +144,7 @@ impl RaftNodeBuilder {
             election_max: Duration::from_millis(300),
             heartbeat: Duration::from_millis(50),
             pre_vote: true,
+            promote_lag: RaftConfig::new(NodeId(1), []).promote_lag,
             request_timeout: Duration::from_secs(5),
             seed: None,
             log_write_observer: None,
@@ -287,6 +289,13 @@ impl RaftNodeBuilder {
         self
     }
 
+    /// A learner added with [`RaftNode::add_learner_promoting`] (or `serve --join`) is promoted
+    /// by the leader once its log is within this many entries of the leader's (default 64).
+    pub fn promote_lag(mut self, entries: u64) -> Self {
+        self.promote_lag = entries;
+        self
+    }
+
     /// How long [`RaftNode::propose`] and [`RaftNode::read`] wait before [`Error::Timeout`]
     /// (default 5 s).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
@@ -396,6 +405,7 @@ impl RaftNodeBuilder {
         raft.election_ticks_max = ticks(self.election_max).max(raft.election_ticks_min + 1);
         raft.heartbeat_ticks = ticks(self.heartbeat).max(1);
         raft.pre_vote = self.pre_vote;
+        raft.promote_lag = self.promote_lag;
         raft.validate()
             .map_err(|error| Error::Config(error.to_string()))?;
 

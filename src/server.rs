@@ -72,6 +72,7 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
         )
         .heartbeat(Duration::from_millis(config.heartbeat_ms))
         .pre_vote(config.pre_vote)
+        .promote_lag(config.promote_lag)
         .snapshots(config.snapshots)
         .request_timeout(service_config.request_timeout)
         .on_log_write(move |elapsed, entries| observer.observe_log_write(elapsed, entries))
