@@ -228,6 +228,41 @@ async fn a_peer_that_starts_later_is_reached() {
     resend.abort();
 }
 
+/// A writer pausing before it redials an unreachable peer redials at once when that peer
+/// connects to us: after a partition heals, answers reach the peer without waiting out the pause.
+#[actix_rt::test]
+async fn a_peer_that_connects_to_us_ends_our_reconnection_pause() {
+    let port_two = free_port();
+    let (tx, mut received_by_one) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let mut config = EndpointConfig::new(
+        NodeId(1),
+        CLUSTER,
+        loopback(0),
+        [(NodeId(2), format!("127.0.0.1:{port_two}"))].into(),
+    );
+    // Far longer than the test waits: only the wake-up can end the pause.
+    config.connect_backoff_min = Duration::from_secs(600);
+    config.connect_backoff_max = Duration::from_secs(600);
+    let (one, one_addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+    // Node 2 is down: the first attempt fails and node 1's writer pauses for 600 s.
+    one.do_send(Outbound(vote(1, 2, 1)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut two = start_node(2, loopback(port_two), &[(1, one_addr.to_string())]).await;
+    // Node 2 speaks first: its connection to node 1 wakes node 1's writer.
+    two.endpoint.do_send(Outbound(vote(2, 1, 2)));
+    let from_two = tokio::time::timeout(WAIT, received_by_one.recv())
+        .await
+        .expect("node 2 reaches node 1")
+        .expect("collector alive");
+    assert_eq!(from_two.from, NodeId(2));
+    one.do_send(Outbound(vote(1, 2, 3)));
+    let from_one = two.next().await;
+    assert_eq!((from_one.from, from_one.to), (NodeId(1), NodeId(2)));
+}
+
 #[actix_rt::test]
 async fn a_restarted_peer_is_reached_again() {
     let port_two = free_port();

@@ -152,6 +152,35 @@ pub struct EndpointStats {
     pub delivered: u64,
 }
 
+/// Wakes a peer's writer from its reconnection backoff: the peer just connected to us, so it is
+/// reachable again (after a partition heals, answers then reach it at once instead of after up to
+/// `connect_backoff_max`). Shared by the endpoint (which registers writers) and the acceptor.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Wakers(Arc<std::sync::Mutex<HashMap<NodeId, Arc<tokio::sync::Notify>>>>);
+
+impl Wakers {
+    fn register(&self, peer: NodeId) -> Arc<tokio::sync::Notify> {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        if let Ok(mut wakers) = self.0.lock() {
+            wakers.insert(peer, notify.clone());
+        }
+        notify
+    }
+
+    fn forget(&self, keep: impl Fn(&NodeId) -> bool) {
+        if let Ok(mut wakers) = self.0.lock() {
+            wakers.retain(|peer, _| keep(peer));
+        }
+    }
+
+    /// `peer` connected to us: if our writer to it is waiting to redial, redial now.
+    pub(crate) fn wake(&self, peer: NodeId) {
+        if let Some(notify) = self.0.lock().ok().and_then(|w| w.get(&peer).cloned()) {
+            notify.notify_one();
+        }
+    }
+}
+
 /// Counters shared between the actor and its tasks.
 #[derive(Debug, Default)]
 struct Counters {
@@ -189,6 +218,7 @@ pub struct TcpEndpoint {
     peers: BTreeMap<NodeId, String>,
     local_addr: SocketAddr,
     writers: HashMap<NodeId, mpsc::Sender<Envelope>>,
+    wakers: Wakers,
     counters: Arc<Counters>,
     cancel: CancellationToken,
     _cancel_on_drop: DropGuard,
@@ -215,10 +245,11 @@ pub async fn start(
     let local_addr = listener.local_addr().map_err(bind_error)?;
     let config = Arc::new(config);
     let counters = Arc::new(Counters::default());
+    let wakers = Wakers::default();
     let cancel = CancellationToken::new();
     let accept_task = actix_rt::spawn(accept::run(
         listener,
-        accept::Acceptor::new(config.clone(), inbound, counters.clone()),
+        accept::Acceptor::new(config.clone(), inbound, counters.clone(), wakers.clone()),
         cancel.clone(),
     ));
     let endpoint = TcpEndpoint {
@@ -226,6 +257,7 @@ pub async fn start(
         config,
         local_addr,
         writers: HashMap::new(),
+        wakers,
         counters,
         _cancel_on_drop: cancel.clone().drop_guard(),
         cancel,
@@ -244,6 +276,7 @@ impl TcpEndpoint {
                     peer,
                     addr.to_owned(),
                     rx,
+                    self.wakers.register(peer),
                     self.counters.clone(),
                     self.cancel.clone(),
                 )
@@ -327,6 +360,8 @@ impl Handler<UpdatePeers> for TcpEndpoint {
         self.writers
             .retain(|id, _| peers.contains_key(id) && peers.get(id) == self.peers.get(id));
         tracing::info!(node = %me, peers = ?peers, "peers changed");
+        let writers = &self.writers;
+        self.wakers.forget(|peer| writers.contains_key(peer));
         self.peers = peers;
     }
 }

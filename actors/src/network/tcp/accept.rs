@@ -3,7 +3,7 @@
 //! A connection must open with a valid `Hello` from a known peer, then carry only envelopes from
 //! that peer to this node. Anything else closes that connection, and only that one.
 
-use super::{Counters, EndpointConfig};
+use super::{Counters, EndpointConfig, Wakers};
 use crate::network::client;
 use crate::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
 use crate::transport::Inbound;
@@ -28,6 +28,7 @@ pub(super) struct Acceptor {
     config: Arc<EndpointConfig>,
     inbound: Recipient<Inbound>,
     counters: Arc<Counters>,
+    wakers: Wakers,
 }
 
 impl Acceptor {
@@ -35,11 +36,13 @@ impl Acceptor {
         config: Arc<EndpointConfig>,
         inbound: Recipient<Inbound>,
         counters: Arc<Counters>,
+        wakers: Wakers,
     ) -> Self {
         Acceptor {
             config,
             inbound,
             counters,
+            wakers,
         }
     }
 
@@ -120,6 +123,7 @@ impl Acceptor {
             },
         };
         tracing::debug!(node = %node, %peer, %remote, "inbound connection from peer");
+        self.wakers.wake(peer);
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return,

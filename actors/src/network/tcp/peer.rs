@@ -2,7 +2,8 @@
 //!
 //! The task connects (resolving the peer's `host:port` afresh each attempt), says `Hello`, then
 //! writes queued envelopes in batches: it feeds every envelope already queued and flushes once.
-//! On any failure it drops the connection and reconnects after an exponential backoff. During a
+//! On any failure it drops the connection and reconnects after an exponential backoff, cut short
+//! when the peer connects to us (it is reachable again). During a
 //! connection attempt envelopes wait in the bounded queue; during a backoff pause the queue is
 //! drained and only the latest few envelopes are kept. Raft resends what matters.
 
@@ -48,6 +49,8 @@ pub(super) struct Writer {
     peer: NodeId,
     addr: String,
     queue: mpsc::Receiver<Envelope>,
+    /// Notified when the peer connects to us: a backoff pause ends at once.
+    wake: Arc<tokio::sync::Notify>,
     /// Envelopes kept while disconnected, sent first on the next connection.
     pending: VecDeque<Envelope>,
     counters: Arc<Counters>,
@@ -65,10 +68,12 @@ impl Writer {
         peer: NodeId,
         addr: String,
         queue: mpsc::Receiver<Envelope>,
+        wake: Arc<tokio::sync::Notify>,
         counters: Arc<Counters>,
         cancel: CancellationToken,
     ) -> Self {
         Writer {
+            wake,
             backoff: config.connect_backoff_min,
             config,
             peer,
@@ -117,14 +122,22 @@ impl Writer {
                     self.failed("connection to peer lost", &error);
                 }
             }
-            if self
-                .drain_while(tokio::time::sleep(self.backoff))
-                .await
-                .is_err()
-            {
-                return;
+            let (wake, backoff) = (self.wake.clone(), self.backoff);
+            let pause = async move {
+                tokio::select! {
+                    biased;
+                    _ = wake.notified() => true,
+                    _ = tokio::time::sleep(backoff) => false,
+                }
+            };
+            match self.drain_while(pause).await {
+                Err(_) => return,
+                // The peer reached us: it is back, so the next failure starts a new streak.
+                Ok(true) => self.backoff = self.config.connect_backoff_min,
+                Ok(false) => {
+                    self.backoff = (self.backoff * 2).min(self.config.connect_backoff_max);
+                }
             }
-            self.backoff = (self.backoff * 2).min(self.config.connect_backoff_max);
         }
     }
 
