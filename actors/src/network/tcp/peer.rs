@@ -28,8 +28,6 @@ use tokio_util::sync::CancellationToken;
 const KEEP_WHILE_DISCONNECTED: usize = 16;
 /// How long one connection attempt (resolution included) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// An attempt this old is started afresh when the peer connects to us.
-const RESTART_ATTEMPT_AFTER: Duration = Duration::from_millis(200);
 /// How long one batch may take to reach the socket before the connection is deemed dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most envelopes fed before a flush.
@@ -98,19 +96,9 @@ impl Writer {
         loop {
             // The queue is left alone while connecting: in the usual case the connection is up
             // at once, and nothing queued meanwhile is lost.
-            let wake = self.wake.clone();
             let connected = tokio::select! {
-                biased;
                 _ = self.cancel.cancelled() => return,
                 connected = connect(&self.addr) => connected,
-                // The peer connected to us: an attempt begun while it was cut off (stuck
-                // resolving its name, or waiting on a SYN) may hang until its timeout; start
-                // afresh now that it is reachable. Not within the first moments of an attempt, so
-                // a peer that keeps reconnecting cannot keep our attempts from ever finishing.
-                _ = async {
-                    tokio::time::sleep(RESTART_ATTEMPT_AFTER).await;
-                    wake.notified().await
-                } => continue,
             };
             match connected {
                 Err(error) => self.failed("cannot connect to peer", &error),
