@@ -216,8 +216,14 @@ impl NodeActor {
         }
         if let Some(membership) = ready.membership {
             self.on_membership(ctx, membership);
-        } else if ready.commit_index.is_some() {
-            // A committed configuration ends replication to the previous one's members.
+        } else if ready.commit_index.is_some()
+            && self
+                .replicators
+                .keys()
+                .any(|peer| !self.raft.membership().conf.contains(*peer))
+        {
+            // A committed configuration may end replication to the previous one's members (only
+            // they can be lingering: checked without building the target set on every commit).
             self.reconcile_replicators(ctx);
         }
         if let Some(meta) = ready.restore {
@@ -354,14 +360,14 @@ impl NodeActor {
         tracing::info!(node = %self.id(), term = %self.raft.current_term(), voters = ?membership.conf.voters, learners = ?membership.conf.learners, outgoing = ?membership.conf.voters_outgoing, "configuration in force");
         if let Some(peers) = &self.links.peer_addresses {
             let mut addresses = membership.addresses;
+            let mut members = membership.conf.members();
             // Until the change commits, a leader still reaches the previous members too.
             for target in self.raft.replication_targets() {
                 if let Some(address) = self.raft.address_of(target) {
                     addresses.entry(target).or_insert_with(|| address.clone());
                 }
+                members.insert(target);
             }
-            let mut members = membership.conf.members();
-            members.extend(self.raft.replication_targets());
             peers.do_send(UpdatePeers { members, addresses });
         }
         self.reconcile_replicators(ctx);

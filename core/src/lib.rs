@@ -38,7 +38,7 @@ pub use quorum::{majority, quorum_matched_index, VoteResult};
 pub use raft::{Raft, Role};
 pub use read_index::{LeaseError, ReadState};
 pub use ready::{LeadershipChange, Ready};
-pub use storage_types::{LogWrite, RecoveredState};
+pub use storage_types::{configuration_entries, LogWrite, RecoveredState};
 pub use types::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
 
 #[cfg(test)]

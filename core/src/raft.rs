@@ -447,7 +447,7 @@ impl Raft {
     /// Configuration entries among `entries`, just appended, take effect now (§6).
     pub(crate) fn note_configurations(&mut self, entries: &[crate::types::Entry]) {
         for entry in entries {
-            if let crate::types::EntryPayload::Config(membership) = &entry.payload {
+            if let Some(membership) = entry.membership() {
                 self.membership.push(entry.index, membership.clone());
                 self.ready.membership = Some(membership.clone());
             }

@@ -65,6 +65,17 @@ impl LogWrite {
     }
 }
 
+/// The configuration entries among `entries`, in their order: what a store reports as
+/// [`RecoveredState::memberships`].
+pub fn configuration_entries<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Vec<(LogIndex, Membership)> {
+    entries
+        .into_iter()
+        .filter_map(|entry| Some((entry.index, entry.membership()?.clone())))
+        .collect()
+}
+
 /// What a node finds in its store when it starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveredState {

@@ -114,6 +114,14 @@ impl Entry {
         LogId::new(self.term, self.index)
     }
 
+    /// The configuration this entry carries, if it is a configuration entry.
+    pub fn membership(&self) -> Option<&crate::membership::Membership> {
+        match &self.payload {
+            EntryPayload::Config(membership) => Some(membership),
+            EntryPayload::Blank | EntryPayload::Command(_) => None,
+        }
+    }
+
     /// The size of the payload in bytes, for batching limits.
     pub fn payload_len(&self) -> usize {
         match &self.payload {

@@ -7,7 +7,7 @@
 //! included): a snapshot carries it, so a log compacted behind a snapshot keeps its hash chain.
 
 use crate::trace::Fnv;
-use raftor_core::{Entry, EntryPayload, LogId, LogIndex, LogWrite, Membership, Term};
+use raftor_core::{Entry, LogId, LogIndex, LogWrite, Membership, Term};
 
 /// The running hash of a log (and the digest of a state machine) after `entry`.
 pub(crate) fn hash_entry(previous: u64, entry: &Entry) -> u64 {
@@ -77,13 +77,7 @@ impl SimLog {
 
     /// The configuration entries, for `RecoveredState::memberships`.
     pub(crate) fn memberships(&self) -> Vec<(LogIndex, Membership)> {
-        self.entries
-            .iter()
-            .filter_map(|e| match &e.payload {
-                EntryPayload::Config(m) => Some((e.index, m.clone())),
-                _ => None,
-            })
-            .collect()
+        raftor_core::configuration_entries(&self.entries)
     }
 
     fn rehash_from(&mut self, position: usize) {

@@ -113,21 +113,6 @@ pub fn validate_write(
     Ok((new_start, previous))
 }
 
-/// The configuration entries among `entries`, for [`RecoveredState::memberships`].
-pub fn memberships<'a>(
-    entries: impl IntoIterator<Item = &'a Entry>,
-) -> Vec<(LogIndex, raftor_core::Membership)> {
-    entries
-        .into_iter()
-        .filter_map(|entry| match &entry.payload {
-            raftor_core::EntryPayload::Config(membership) => {
-                Some((entry.index, membership.clone()))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 /// Builds the term boundaries of [`RecoveredState`] from the entries' ids in index order.
 pub fn term_boundaries(
     ids: impl IntoIterator<Item = raftor_core::LogId>,

@@ -59,7 +59,7 @@ impl LogStorage for MemStorage {
             hard_state: inner.hard_state,
             log_start: inner.start,
             term_boundaries: term_boundaries(inner.log.iter().map(Entry::log_id)),
-            memberships: crate::memberships(&inner.log),
+            memberships: raftor_core::configuration_entries(&inner.log),
             snapshot_membership: None,
         })
     }

@@ -238,9 +238,7 @@ impl LogStorage for RocksStorage {
             }
             let entry = decode_entry(index, &value)?;
             ids.push(entry.log_id());
-            if let raftor_core::EntryPayload::Config(membership) = entry.payload {
-                memberships.push((entry.index, membership));
-            }
+            memberships.extend(raftor_core::configuration_entries([&entry]));
             expected += 1;
         }
         let last = expected - 1;

@@ -38,16 +38,7 @@ impl Disk {
             hard_state: self.hard_state,
             term_boundaries: terms.boundaries(),
             log_start: crate::LogId::ZERO,
-            memberships: self
-                .log
-                .iter()
-                .filter_map(|entry| match &entry.payload {
-                    crate::EntryPayload::Config(membership) => {
-                        Some((entry.index, membership.clone()))
-                    }
-                    _ => None,
-                })
-                .collect(),
+            memberships: crate::configuration_entries(&self.log),
             snapshot_membership: None,
         }
     }

@@ -4,8 +4,8 @@
 use super::cluster::Cluster;
 use super::{config, ids};
 use crate::{
-    ChangeError, ConfChange, ConfState, EntryPayload, LogIndex, Message, NodeId, Refusal, Role,
-    Term, TransferError,
+    ChangeError, ConfChange, ConfState, LogIndex, Message, NodeId, Refusal, Role, Term,
+    TransferError,
 };
 use bytes::Bytes;
 use std::collections::BTreeSet;
@@ -80,14 +80,9 @@ fn cut_both(c: &mut Cluster, a: NodeId, b: NodeId) {
 
 /// The configuration entries of `id`'s durable log: `(index, joint?)`.
 fn config_entries(c: &Cluster, id: NodeId) -> Vec<(LogIndex, ConfState)> {
-    c.nodes[&id]
-        .disk
-        .log
-        .iter()
-        .filter_map(|e| match &e.payload {
-            EntryPayload::Config(m) => Some((e.index, m.conf.clone())),
-            _ => None,
-        })
+    crate::configuration_entries(&c.nodes[&id].disk.log)
+        .into_iter()
+        .map(|(index, membership)| (index, membership.conf))
         .collect()
 }
 
