@@ -23,6 +23,7 @@ pub struct ServiceMetrics {
     write_seconds: Histogram,
     log_write_seconds: Histogram,
     log_entries_written: IntCounter,
+    log_writes: IntGaugeVec,
     term: IntGauge,
     role: IntGaugeVec,
     commit_index: IntGauge,
@@ -62,6 +63,14 @@ impl ServiceMetrics {
         let log_entries_written = IntCounter::new(
             "log_entries_written_total",
             "Entries appended to the durable log",
+        )
+        .expect("valid metric");
+        let log_writes = IntGaugeVec::new(
+            Opts::new(
+                "log_writes",
+                "Synced log writes since start, by the thread that made them (node: small batches while lightly loaded; log_store: the rest)",
+            ),
+            &["thread"],
         )
         .expect("valid metric");
         let term = IntGauge::new("term", "Current term").expect("valid metric");
@@ -107,6 +116,7 @@ impl ServiceMetrics {
             write_seconds,
             log_write_seconds,
             log_entries_written,
+            log_writes,
             term,
             role,
             commit_index,
@@ -122,6 +132,7 @@ impl ServiceMetrics {
             Box::new(metrics.write_seconds.clone()),
             Box::new(metrics.log_write_seconds.clone()),
             Box::new(metrics.log_entries_written.clone()),
+            Box::new(metrics.log_writes.clone()),
             Box::new(metrics.term.clone()),
             Box::new(metrics.role.clone()),
             Box::new(metrics.commit_index.clone()),
@@ -177,6 +188,12 @@ impl ServiceMetrics {
             self.applied_index.set(status.applied_index.0 as i64);
             self.last_log_index.set(status.last_log_id.index.0 as i64);
             self.elections.set(status.elections_started as i64);
+            self.log_writes
+                .with_label_values(&["node"])
+                .set(status.log_writes_inline as i64);
+            self.log_writes
+                .with_label_values(&["log_store"])
+                .set(status.log_writes_handed_off as i64);
             let conf = &status.membership.conf;
             for (role, count) in [
                 ("voter", conf.voters.len()),

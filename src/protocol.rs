@@ -288,6 +288,12 @@ pub struct StatusReport {
     /// Payload bytes of those entries.
     #[serde(default)]
     pub log_bytes_appended: u64,
+    /// Synced log writes made on the node's own thread (small batches while lightly loaded).
+    #[serde(default)]
+    pub log_writes_inline: u64,
+    /// Synced log writes handed to the log store's thread.
+    #[serde(default)]
+    pub log_writes_handed_off: u64,
     /// The node process's resident memory, where the platform tells it (Linux `/proc`).
     #[serde(default)]
     pub resident_memory_bytes: Option<u64>,

@@ -670,6 +670,8 @@ impl Runner {
             peers,
             log_entries_appended: status.log_entries_appended,
             log_bytes_appended: status.log_bytes_appended,
+            log_writes_inline: status.log_writes_inline,
+            log_writes_handed_off: status.log_writes_handed_off,
             resident_memory_bytes: crate::metrics::resident_memory_bytes(),
         }
     }

@@ -154,9 +154,20 @@ async fn every_route_and_error_code() {
         "raftor_log_append_fsync_seconds_bucket",
         "raftor_replication_lag_entries",
         "raftor_elections_started",
+        "raftor_log_writes{",
     ] {
         assert!(text.contains(name), "metrics lack {name}:\n{text}");
     }
+    // One client at a time: the follower stored its small batches on its own thread.
+    let follower_metrics = http(&f, "GET", "/metrics", &[], b"").await.text();
+    let inline_writes: u64 = follower_metrics
+        .lines()
+        .find(|line| line.starts_with("raftor_log_writes{") && line.contains("thread=\"node\""))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no raftor_log_writes{{thread=\"node\"}}:\n{follower_metrics}"));
+    assert!(inline_writes > 0, "{follower_metrics}");
+    assert!(status["log_writes_inline"].as_u64().is_some(), "{status}");
 
     // Wrong methods and routes.
     assert_eq!(

@@ -4,7 +4,7 @@
 mod support;
 
 use raftor_actors::{NetworkControl, ProposeError};
-use raftor_core::{NodeId, Role, Term};
+use raftor_core::{LogIndex, NodeId, Role, Term};
 use raftor_storage::{LogStorage, RocksStorage, StoreIdentity};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -120,6 +120,208 @@ fn concurrent_proposals_are_batched_into_few_synced_writes() {
                 "node {id} needed {} writes for 2000 entries (the first: {:?})",
                 new.len(),
                 &new[..new.len().min(16)]
+            );
+        }
+        cluster.shutdown();
+    });
+}
+
+/// A lone client's writes are made on each node's own thread, a burst's are handed to the log
+/// store's, and back again; no write overtakes another on the way, on the leader or a follower,
+/// and a follower restarted from its storage holds every entry in order.
+#[test]
+fn writes_move_between_the_node_thread_and_the_log_store_without_reordering() {
+    run_paused(|| async move {
+        let mut cluster = TestCluster::new(3, 11);
+        let (leader, _) = cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("leader");
+        let before: BTreeMap<NodeId, (u64, u64)> = cluster
+            .statuses()
+            .await
+            .into_iter()
+            .map(|s| (s.id, (s.log_writes_inline, s.log_writes_handed_off)))
+            .collect();
+        let mut expected = Vec::new();
+        let mut round = 0;
+        for _ in 0..2 {
+            // One client, each write waiting for the last: small writes on the node's thread.
+            for _ in 0..30 {
+                let command = format!("lone-{round}");
+                round += 1;
+                cluster.propose_on_leader(&command).await;
+                expected.push(command);
+            }
+            // A burst: batches of more than a few entries, handed to the log store.
+            let burst: Vec<String> = (0..400).map(|i| format!("burst-{round}-{i}")).collect();
+            round += 1;
+            let handle = &cluster.handles[&leader];
+            let proposals = burst
+                .iter()
+                .map(|command| handle.propose(bytes::Bytes::from(command.clone())));
+            for result in futures::future::join_all(proposals).await {
+                assert!(result.is_ok(), "{result:?}");
+            }
+            expected.extend(burst);
+        }
+        cluster
+            .wait_applied(expected.len(), Duration::from_secs(10))
+            .await;
+        for status in cluster.statuses().await {
+            let (inline, handed_off) = before[&status.id];
+            assert!(
+                status.log_writes_inline > inline && status.log_writes_handed_off > handed_off,
+                "node {} wrote {} times on its thread and handed {} writes off: both paths should be taken",
+                status.id,
+                status.log_writes_inline - inline,
+                status.log_writes_handed_off - handed_off
+            );
+        }
+        let follower = NodeId(if leader.0 == 1 { 2 } else { 1 });
+        cluster.crash(follower).await;
+        cluster.start(follower);
+        cluster
+            .wait_applied(expected.len(), Duration::from_secs(10))
+            .await;
+        cluster.assert_same_order();
+        for id in 1..=3 {
+            let applied: Vec<String> = cluster
+                .applied_commands(NodeId(id))
+                .iter()
+                .map(|command| String::from_utf8_lossy(command).into_owned())
+                .filter(|command| !command.is_empty())
+                .collect();
+            assert_eq!(applied, expected, "node {id} applied another sequence");
+        }
+        cluster.shutdown();
+    });
+}
+
+/// Storage whose every write takes `delay` (a slow disk's sync).
+struct SlowDisk {
+    inner: Box<dyn LogStorage>,
+    delay: Duration,
+}
+
+impl LogStorage for SlowDisk {
+    fn recover(&mut self) -> Result<raftor_core::RecoveredState, raftor_storage::StorageError> {
+        self.inner.recover()
+    }
+    fn write(&mut self, write: &raftor_core::LogWrite) -> Result<(), raftor_storage::StorageError> {
+        std::thread::sleep(self.delay);
+        self.inner.write(write)
+    }
+    fn entries(
+        &self,
+        from: LogIndex,
+        to: LogIndex,
+        max_bytes: usize,
+    ) -> Result<Vec<raftor_core::Entry>, raftor_storage::StorageError> {
+        self.inner.entries(from, to, max_bytes)
+    }
+    fn term(&self, index: LogIndex) -> Result<Option<Term>, raftor_storage::StorageError> {
+        self.inner.term(index)
+    }
+    fn last_index(&self) -> Result<LogIndex, raftor_storage::StorageError> {
+        self.inner.last_index()
+    }
+}
+
+/// Commit `command` within 5 s (a node stopped by a refused write fails the test, not hangs it).
+async fn commit_soon(cluster: &TestCluster, command: &str) {
+    tokio::time::timeout(Duration::from_secs(5), cluster.propose_on_leader(command))
+        .await
+        .unwrap_or_else(|_| panic!("{command} was not committed within 5 s"));
+}
+
+/// The same as above with the log store on a thread of its own and a disk that takes 2 ms per
+/// write, so a write handed to that thread is still running when the next small one comes: the
+/// node must not write around it (the store would refuse the gap, and the node stop). Real time:
+/// the paused clock needs every actor on one thread.
+#[test]
+fn with_the_log_store_on_its_own_thread_no_write_overtakes_a_slower_one() {
+    actix::System::new().block_on(async {
+        let mut cluster = TestCluster::new(3, 13);
+        cluster.dedicated_log_thread = true;
+        for id in (1..=3).map(NodeId) {
+            cluster.crash(id).await;
+            let open = cluster.storage.remove(&id).expect("storage");
+            cluster.set_storage(
+                id,
+                Box::new(move || {
+                    Box::new(SlowDisk {
+                        inner: open(),
+                        delay: Duration::from_millis(2),
+                    })
+                }),
+            );
+            cluster.start(id);
+        }
+        let mut expected = Vec::new();
+        for round in 0..3 {
+            for i in 0..12 {
+                let command = format!("lone-{round}-{i}");
+                commit_soon(&cluster, &command).await;
+                expected.push(command);
+            }
+            let (leader, _) = cluster
+                .wait_for_leader(Duration::from_secs(5))
+                .await
+                .expect("leader");
+            // Bursts (batches of more than a few entries, handed off) while four lone clients
+            // keep writing: small AppendEntries arrive while a large one is still being stored.
+            let handle = cluster.handles[&leader].clone();
+            let bursts = async {
+                for burst in 0..10 {
+                    let commands: Vec<String> = (0..30)
+                        .map(|i| format!("burst-{round}-{burst}-{i}"))
+                        .collect();
+                    let proposals = commands
+                        .iter()
+                        .map(|command| handle.propose(bytes::Bytes::from(command.clone())));
+                    for result in futures::future::join_all(proposals).await {
+                        assert!(result.is_ok(), "{result:?}");
+                    }
+                }
+            };
+            let lone = (0..4).map(|client| {
+                let cluster = &cluster;
+                async move {
+                    for i in 0..20 {
+                        commit_soon(cluster, &format!("between-{round}-{client}-{i}")).await;
+                    }
+                }
+            });
+            futures::join!(bursts, futures::future::join_all(lone));
+            for burst in 0..10 {
+                expected.extend((0..30).map(|i| format!("burst-{round}-{burst}-{i}")));
+            }
+            for client in 0..4 {
+                expected.extend((0..20).map(|i| format!("between-{round}-{client}-{i}")));
+            }
+        }
+        cluster
+            .wait_applied(expected.len(), Duration::from_secs(20))
+            .await;
+        cluster.assert_same_order();
+        let mut applied: Vec<String> = cluster
+            .applied_commands(NodeId(1))
+            .iter()
+            .map(|command| String::from_utf8_lossy(command).into_owned())
+            .filter(|command| !command.is_empty())
+            .collect();
+        assert_eq!(applied.len(), expected.len(), "every write applied once");
+        applied.sort();
+        expected.sort();
+        assert_eq!(applied, expected);
+        for status in cluster.statuses().await {
+            assert!(
+                status.log_writes_inline > 0 && status.log_writes_handed_off > 0,
+                "node {}: {} writes on its thread, {} handed off",
+                status.id,
+                status.log_writes_inline,
+                status.log_writes_handed_off
             );
         }
         cluster.shutdown();

@@ -95,6 +95,9 @@ pub struct TestCluster {
     pub snapshot_dirs: BTreeMap<NodeId, tempfile::TempDir>,
     /// Nodes started empty, knowing no configuration (they join: see [`TestCluster::add_empty`]).
     pub joiners: std::collections::BTreeSet<NodeId>,
+    /// Start nodes with their log store on a thread of its own, as in production (only outside
+    /// the paused clock: another thread lets virtual time run ahead).
+    pub dedicated_log_thread: bool,
 }
 
 impl TestCluster {
@@ -137,6 +140,7 @@ impl TestCluster {
             snapshots,
             snapshot_dirs: BTreeMap::new(),
             joiners: Default::default(),
+            dedicated_log_thread: false,
         };
         cluster.start_all();
         cluster
@@ -183,7 +187,7 @@ impl TestCluster {
         (self.configure)(&mut raft);
         let mut options = NodeOptions::new(raft);
         options.seed = self.seed.wrapping_mul(1_000_003).wrapping_add(id.0);
-        options.dedicated_log_thread = false;
+        options.dedicated_log_thread = self.dedicated_log_thread;
         if let Some((every, trailing, chunk)) = self.snapshots {
             let dir = self
                 .snapshot_dirs
