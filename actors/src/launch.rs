@@ -35,11 +35,12 @@ pub struct NodeOptions {
     /// Run the log store on an arbiter (thread) of its own, so a disk sync blocks no other actor.
     /// Off for tests on tokio's paused clock, which must keep every actor on one thread.
     pub dedicated_log_thread: bool,
-    /// A node that does not lead writes a batch of at most this many entries on its own thread
-    /// when nothing handed to the log store is still waiting, instead of handing it to the log
-    /// store's thread: its answer waits for the write anyway, and this saves two thread hand-offs
-    /// per write (default 8; 0: every write goes to the log store). Larger batches, and every
-    /// write of a leader (whose own sync runs beside replication), go to the log store.
+    /// A node writes a batch of at most this many entries on its own thread when nothing handed to
+    /// the log store is still waiting, instead of handing it to the log store's thread: that saves
+    /// two thread hand-offs per write (default 8; 0: every write goes to the log store). A
+    /// follower does so whenever it can (its answer waits for the write anyway); a leader only
+    /// while one client at a time is writing, after its AppendEntries have left (see
+    /// `NodeActor::persist`). Larger batches go to the log store.
     pub inline_write_max_entries: usize,
     /// Told the duration and size of every synced log write.
     pub log_write_observer: Option<crate::log_store::LogWriteObserver>,

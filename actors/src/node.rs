@@ -330,7 +330,8 @@ impl NodeActor {
                 self.sequential_writes = 0;
             }
         }
-        let here = write.entries.len() <= self.links.inline_write_max_entries
+        let here = self.links.inline_write_max_entries > 0
+            && write.entries.len() <= self.links.inline_write_max_entries
             && (!leader || self.sequential_writes >= SEQUENTIAL_WRITES_TO_WRITE_HERE)
             && self.links.log_writer.may_write_here();
         if !here {
