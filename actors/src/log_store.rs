@@ -99,7 +99,6 @@ impl<S: LogStorage> LogWriter for SharedLog<S> {
 }
 
 pub struct LogStoreActor<S: LogStorage + Unpin> {
-    node_id: NodeId,
     log: Arc<SharedLog<S>>,
     transport: Recipient<Outbound>,
     flushed: Recipient<Flushed>,
@@ -122,7 +121,6 @@ impl<S: LogStorage + Unpin> LogStoreActor<S> {
         failed_to: Recipient<StorageFailed>,
     ) -> Self {
         LogStoreActor {
-            node_id: log.node_id,
             log,
             transport,
             flushed,
@@ -233,7 +231,7 @@ impl<S: LogStorage + Unpin> Handler<ReadEntries> for LogStoreActor<S> {
                     if matches!(error, StorageError::Compacted { .. }) {
                         compacted = true;
                     } else {
-                        tracing::error!(node = %self.node_id, %error, "log read failed");
+                        tracing::error!(node = %self.log.node_id, %error, "log read failed");
                     }
                     error.to_string()
                 })

@@ -186,13 +186,11 @@ fn writes_move_between_the_node_thread_and_the_log_store_without_reordering() {
             .await;
         cluster.assert_same_order();
         for id in 1..=3 {
-            let applied: Vec<String> = cluster
-                .applied_commands(NodeId(id))
-                .iter()
-                .map(|command| String::from_utf8_lossy(command).into_owned())
-                .filter(|command| !command.is_empty())
-                .collect();
-            assert_eq!(applied, expected, "node {id} applied another sequence");
+            assert_eq!(
+                cluster.applied_texts(NodeId(id)),
+                expected,
+                "node {id} applied another sequence"
+            );
         }
         cluster.shutdown();
     });
@@ -305,12 +303,7 @@ fn with_the_log_store_on_its_own_thread_no_write_overtakes_a_slower_one() {
             .wait_applied(expected.len(), Duration::from_secs(20))
             .await;
         cluster.assert_same_order();
-        let mut applied: Vec<String> = cluster
-            .applied_commands(NodeId(1))
-            .iter()
-            .map(|command| String::from_utf8_lossy(command).into_owned())
-            .filter(|command| !command.is_empty())
-            .collect();
+        let mut applied = cluster.applied_texts(NodeId(1));
         assert_eq!(applied.len(), expected.len(), "every write applied once");
         applied.sort();
         expected.sort();

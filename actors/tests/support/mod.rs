@@ -305,6 +305,16 @@ impl TestCluster {
             .collect()
     }
 
+    /// The client commands node `id` applied, as text, in order (the leaders' empty entries left
+    /// out).
+    pub fn applied_texts(&self, id: NodeId) -> Vec<String> {
+        self.applied_commands(id)
+            .iter()
+            .filter(|command| !command.is_empty())
+            .map(|command| String::from_utf8_lossy(command).into_owned())
+            .collect()
+    }
+
     /// Wait until every running node applied `count` commands, or panic after `limit`.
     pub async fn wait_applied(&self, count: usize, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
