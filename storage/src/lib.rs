@@ -11,7 +11,7 @@ mod snapshots;
 
 pub use error::StorageError;
 pub use memory::MemStorage;
-pub use rocks::{RocksStorage, StoreIdentity};
+pub use rocks::{RocksStorage, StoreIdentity, RECYCLED_WAL_FILES, WRITE_BUFFER_BYTES};
 pub use snapshots::{SnapshotFile, SnapshotStore};
 
 use raftor_core::{Entry, LogId, LogIndex, LogWrite, RecoveredState, Term};

@@ -7,12 +7,22 @@
 //!   byte order is index order), the value the bincode-encoded [`Entry`].
 //!
 //! Every [`LogStorage::write`] is a single synced `WriteBatch`, so it is atomic and durable.
+//!
+//! ## WAL files are reused
+//! A synced write that makes RocksDB's write-ahead log longer costs the filesystem an extra device
+//! round trip: `fdatasync` must also write the inode, whose size grew. Overwriting blocks that a
+//! file already has does not. So the store keeps obsolete WAL files for reuse
+//! ([`RECYCLED_WAL_FILES`]), and each [`RocksStorage::open`] writes a throw-away filler through two
+//! WAL files ([`RocksStorage::prime_wal`]), so that the log is appended to a reused file from the
+//! first write on, not only once a few MiB have gone by. Recovery stays point-in-time: a reused
+//! file's stale tail carries an older log number, and RocksDB stops replaying where it begins.
 
 use crate::{term_boundaries, LogStorage, StorageError};
 use raftor_core::{Entry, HardState, LogId, LogIndex, LogWrite, RecoveredState, Term};
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
-    WriteBatch, WriteOptions, DB,
+    BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor, CompactOptions,
+    DBCompressionType, DBRecoveryMode, Direction, FlushOptions, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -22,6 +32,19 @@ const LOG_CF: &str = "log";
 const HARD_STATE_KEY: &[u8] = b"hard_state";
 const IDENTITY_KEY: &[u8] = b"identity";
 const LOG_START_KEY: &[u8] = b"log_start";
+/// The key, in RocksDB's otherwise unused default column family, that [`RocksStorage::prime_wal`]
+/// overwrites and finally deletes.
+const WAL_FILLER_KEY: &[u8] = b"wal-filler";
+
+/// The size of each column family's memtable. RocksDB starts a new WAL file when a memtable fills,
+/// so this is also about the size a WAL file reaches, and the size of file a reused WAL lets the
+/// log be overwritten in. Small enough that priming a new store's WAL is cheap (two of these).
+pub const WRITE_BUFFER_BYTES: usize = 4 << 20;
+/// How many obsolete WAL files RocksDB keeps to reuse instead of deleting them.
+pub const RECYCLED_WAL_FILES: usize = 4;
+/// RocksDB flushes the column families that hold the oldest WAL once the live WAL files exceed
+/// this, so a rarely written column family (`meta`) cannot keep old WAL files alive.
+const MAX_TOTAL_WAL_BYTES: u64 = 2 * WRITE_BUFFER_BYTES as u64;
 
 /// Which node of which cluster a data directory belongs to.
 ///
@@ -98,6 +121,12 @@ fn store_options() -> Options {
     // This build has no compression libraries (default features off): say so explicitly rather
     // than rely on RocksDB's default (Snappy), which it would have to fall back from.
     opts.set_compression_type(DBCompressionType::None);
+    // A torn last record (a crash mid-write) ends the log there: the write was never acknowledged.
+    // This is RocksDB's default; it is named because reusing WAL files relies on it.
+    opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+    opts.set_recycle_log_file_num(RECYCLED_WAL_FILES);
+    opts.set_write_buffer_size(WRITE_BUFFER_BYTES);
+    opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
     opts
 }
 
@@ -129,7 +158,48 @@ impl RocksStorage {
         store.check_identity(identity)?;
         store.start = store.read_log_start()?;
         store.last_index = store.read_last_index()?.max(store.start.index.0);
+        store.prime_wal()?;
         Ok(store)
+    }
+
+    /// Makes the live WAL file a reused one, so the log's synced appends overwrite written blocks
+    /// from the first write on (see the [module docs](self)).
+    ///
+    /// RocksDB reuses only WAL files this open created, and a WAL file it switches away from is cut
+    /// to the length written in its last use. So on every open this writes a filler value
+    /// (unsynced, into the default column family, which holds nothing else) of a little more than
+    /// a memtable into each of two WAL files, deleting it and switching to the next file by
+    /// flushing every column family. The live file is then the first one reused, and the second
+    /// waits to be reused next. It writes about 10 MiB to the page cache and leaves no data.
+    fn prime_wal(&self) -> Result<(), StorageError> {
+        const FILLER_CHUNK: usize = 64 << 10;
+        // A little more than a WAL file grows to before the log's memtable fills (its records
+        // also carry the hard state), so that the whole of the next use overwrites. RocksDB does
+        // not switch files on its own meanwhile: the default column family's memtable is 64 MiB,
+        // and two rounds stay under `MAX_TOTAL_WAL_BYTES` (the first file is gone by the second).
+        const CHUNKS_PER_FILE: usize = WRITE_BUFFER_BYTES * 5 / 4 / FILLER_CHUNK;
+        let filler = vec![0u8; FILLER_CHUNK];
+        let mut unsynced = WriteOptions::default();
+        unsynced.set_sync(false);
+        let default = self.cf(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)?;
+        let column_families = [default, self.cf(META_CF)?, self.cf(LOG_CF)?];
+        let mut wait = FlushOptions::default();
+        wait.set_wait(true);
+        for _round in 0..2 {
+            for _ in 0..CHUNKS_PER_FILE {
+                self.db
+                    .put_cf_opt(default, WAL_FILLER_KEY, &filler, &unsynced)?;
+            }
+            // Deleted in the same memtable, the filler's flush writes only a tombstone.
+            self.db.delete_cf_opt(default, WAL_FILLER_KEY, &unsynced)?;
+            self.db.flush_cfs_opt(&column_families, &wait)?;
+        }
+        // Rewriting the tombstones at the bottom level drops them, leaving no file behind.
+        let mut compact = CompactOptions::default();
+        compact.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        self.db
+            .compact_range_cf_opt(default, None::<&[u8]>, None::<&[u8]>, &compact);
+        Ok(())
     }
 
     /// The directory this store was opened in.
