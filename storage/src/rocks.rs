@@ -144,9 +144,16 @@ impl RocksStorage {
         })?;
 
         let opts = store_options();
-        let cfs = [META_CF, LOG_CF]
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, store_options()));
+        // The default column family holds only `prime_wal`'s filler: its memtable is made large
+        // enough that the filler never fills it, so RocksDB never switches WAL files on its own
+        // in the middle of priming.
+        let mut filler_opts = store_options();
+        filler_opts.set_write_buffer_size(4 * WRITE_BUFFER_BYTES);
+        let cfs = [
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, filler_opts),
+            ColumnFamilyDescriptor::new(META_CF, store_options()),
+            ColumnFamilyDescriptor::new(LOG_CF, store_options()),
+        ];
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
 
         let mut store = RocksStorage {
@@ -175,8 +182,9 @@ impl RocksStorage {
         const FILLER_CHUNK: usize = 64 << 10;
         // A little more than a WAL file grows to before the log's memtable fills (its records
         // also carry the hard state), so that the whole of the next use overwrites. RocksDB does
-        // not switch files on its own meanwhile: the default column family's memtable is 64 MiB,
-        // and two rounds stay under `MAX_TOTAL_WAL_BYTES` (the first file is gone by the second).
+        // not switch files on its own meanwhile: the default column family's memtable holds four
+        // times this, and each round's file is obsolete before the next round writes, so the live
+        // WAL stays under `MAX_TOTAL_WAL_BYTES`.
         const CHUNKS_PER_FILE: usize = WRITE_BUFFER_BYTES * 5 / 4 / FILLER_CHUNK;
         let filler = vec![0u8; FILLER_CHUNK];
         let mut unsynced = WriteOptions::default();

@@ -105,7 +105,7 @@ fn a_store_appends_to_a_reused_wal_file_from_its_first_write() {
         assert!(files.len() >= 2, "open {open}: {files:?}");
         for (number, size) in &files {
             assert!(
-                *size >= WRITE_BUFFER_BYTES as u64 / 2,
+                *size >= WRITE_BUFFER_BYTES as u64,
                 "open {open}: WAL {number}.log has {size} bytes, so it was not fully used: {files:?}"
             );
         }
