@@ -12,9 +12,9 @@
 //! A synced write that makes RocksDB's write-ahead log longer costs the filesystem an extra device
 //! round trip: `fdatasync` must also write the inode, whose size grew. Overwriting blocks that a
 //! file already has does not. So the store keeps obsolete WAL files for reuse
-//! ([`RECYCLED_WAL_FILES`]), and each [`RocksStorage::open`] writes a throw-away filler through two
-//! WAL files ([`RocksStorage::prime_wal`]), so that the log is appended to a reused file from the
-//! first write on, not only once a few MiB have gone by. Recovery stays point-in-time: a reused
+//! ([`RECYCLED_WAL_FILES`]), and a newly created store writes a throw-away filler through two WAL
+//! files ([`RocksStorage::prime_wal`]), so that its log is appended to a reused file from the first
+//! write on, not only once a few MiB have gone by. Recovery stays point-in-time: a reused
 //! file's stale tail carries an older log number, and RocksDB stops replaying where it begins.
 
 use crate::{term_boundaries, LogStorage, StorageError};
@@ -162,10 +162,12 @@ impl RocksStorage {
             last_index: 0,
             start: LogId::ZERO,
         };
-        store.check_identity(identity)?;
+        let created = store.check_identity(identity)?;
         store.start = store.read_log_start()?;
         store.last_index = store.read_last_index()?.max(store.start.index.0);
-        store.prime_wal()?;
+        if created {
+            store.prime_wal()?;
+        }
         Ok(store)
     }
 
@@ -173,11 +175,14 @@ impl RocksStorage {
     /// from the first write on (see the [module docs](self)).
     ///
     /// RocksDB reuses only WAL files this open created, and a WAL file it switches away from is cut
-    /// to the length written in its last use. So on every open this writes a filler value
+    /// to the length written in its last use. So when a store is created this writes a filler value
     /// (unsynced, into the default column family, which holds nothing else) of a little more than
     /// a memtable into each of two WAL files, deleting it and switching to the next file by
     /// flushing every column family. The live file is then the first one reused, and the second
-    /// waits to be reused next. It writes about 10 MiB to the page cache and leaves no data.
+    /// waits to be reused next. It writes about 10 MiB, which RocksDB syncs as it switches files,
+    /// and leaves no data. A reopened store is not primed: that burst of writes on a disk its
+    /// peers share would delay their syncs, and with them their answers to the leader, just as a
+    /// node rejoins. It reuses WAL files again once its first two have filled.
     fn prime_wal(&self) -> Result<(), StorageError> {
         const FILLER_CHUNK: usize = 64 << 10;
         // A little more than a WAL file grows to before the log's memtable fills (its records
@@ -227,7 +232,9 @@ impl RocksStorage {
         opts
     }
 
-    fn check_identity(&self, expected: &StoreIdentity) -> Result<(), StorageError> {
+    /// Checks the recorded identity against `expected`, or records it in a new store. Returns
+    /// whether the store is new.
+    fn check_identity(&self, expected: &StoreIdentity) -> Result<bool, StorageError> {
         let meta = self.cf(META_CF)?;
         match self.db.get_pinned_cf(meta, IDENTITY_KEY)? {
             Some(bytes) => {
@@ -246,13 +253,13 @@ impl RocksStorage {
                         expected_node: expected.node_id,
                     });
                 }
-                Ok(())
+                Ok(false)
             }
             None => {
                 let mut batch = WriteBatch::default();
                 batch.put_cf(meta, IDENTITY_KEY, encode(expected, "the store identity")?);
                 self.db.write_opt(batch, &Self::sync_writes())?;
-                Ok(())
+                Ok(true)
             }
         }
     }
