@@ -4,7 +4,7 @@
 //! earlier life.
 
 use bytes::Bytes;
-use raftor_core::{Entry, EntryPayload, HardState, LogIndex, LogWrite, Term};
+use raftor_core::{Entry, EntryPayload, HardState, LogIndex, LogWrite, RecoveredState, Term};
 use raftor_storage::{LogStorage, RocksStorage, StoreIdentity, WRITE_BUFFER_BYTES};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -76,8 +76,8 @@ fn wal_files(dir: &Path) -> Vec<(u64, u64)> {
 }
 
 /// Checks that the store holds entries `1..=last` exactly as written, `term_of(i)` giving each
-/// entry's term.
-fn check_log(store: &mut RocksStorage, last: u64, term_of: impl Fn(u64) -> u64) {
+/// entry's term, and returns what it recovered.
+fn check_log(store: &mut RocksStorage, last: u64, term_of: impl Fn(u64) -> u64) -> RecoveredState {
     let recovered = store.recover().expect("recover");
     assert_eq!(store.last_index().unwrap(), LogIndex(last));
     let last_id = recovered.term_boundaries.last().map(|id| id.index);
@@ -89,6 +89,7 @@ fn check_log(store: &mut RocksStorage, last: u64, term_of: impl Fn(u64) -> u64) 
     for (entry, index) in entries.iter().zip(1..) {
         assert_eq!(*entry, self::entry(index, term_of(index)), "entry {index}");
     }
+    recovered
 }
 
 #[test]
@@ -147,8 +148,7 @@ fn the_log_survives_reopens_across_many_reused_wal_files() {
 
         drop(store);
         store = RocksStorage::open(&path, &identity()).unwrap();
-        check_log(&mut store, last, |i| terms[i as usize - 1]);
-        let recovered = store.recover().unwrap();
+        let recovered = check_log(&mut store, last, |i| terms[i as usize - 1]);
         assert_eq!(recovered.hard_state, hard_state(term, last - 8));
     }
 }
@@ -201,7 +201,6 @@ fn a_killed_writer_loses_no_acknowledged_entry() {
 
         // Everything acknowledged is there, intact; at most the writes in flight went further.
         let mut store = RocksStorage::open(&path, &identity()).unwrap();
-        store.recover().unwrap();
         let last = store.last_index().unwrap().0;
         assert!(
             last >= acked,
