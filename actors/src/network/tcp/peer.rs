@@ -3,12 +3,14 @@
 //! The task connects (resolving the peer's `host:port` afresh each attempt), says `Hello`, then
 //! writes queued envelopes in batches: it feeds every envelope already queued and flushes once.
 //! On any failure it drops the connection and reconnects after an exponential backoff, cut short
-//! when the peer connects to us (it is reachable again). During a
+//! when the peer connects to us (it is reachable again); that also restarts a connection attempt
+//! under way, whose SYN may be waiting out a retransmission timer. During a
 //! connection attempt envelopes wait in the bounded queue; during a backoff pause the queue is
 //! drained and only the latest few envelopes are kept. Raft resends what matters.
 
 use super::{Counters, EndpointConfig};
 use crate::network::codec::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
+use futures::future::BoxFuture;
 use futures::SinkExt;
 use raftor_core::{Envelope, NodeId};
 use std::collections::VecDeque;
@@ -43,14 +45,20 @@ const UNACKED_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why the writer is told to end.
 struct Stop;
 
+/// Makes one connection attempt to a `host:port`: [`connect`], but for tests.
+type Connect = fn(&str) -> BoxFuture<'_, io::Result<TcpStream>>;
+
 /// The writer task of one peer.
 pub(super) struct Writer {
     config: Arc<EndpointConfig>,
     peer: NodeId,
     addr: String,
     queue: mpsc::Receiver<Envelope>,
-    /// Notified when the peer connects to us: a backoff pause ends at once.
+    /// Notified when the peer connects to us: a backoff pause or a connection attempt under way
+    /// ends at once, and the writer dials afresh.
     wake: Arc<tokio::sync::Notify>,
+    /// How the writer dials the peer.
+    connect: Connect,
     /// Envelopes kept while disconnected, sent first on the next connection.
     pending: VecDeque<Envelope>,
     counters: Arc<Counters>,
@@ -74,6 +82,7 @@ impl Writer {
     ) -> Self {
         Writer {
             wake,
+            connect: |addr| Box::pin(connect(addr)),
             backoff: config.connect_backoff_min,
             config,
             peer,
@@ -97,8 +106,14 @@ impl Writer {
             // The queue is left alone while connecting: in the usual case the connection is up
             // at once, and nothing queued meanwhile is lost.
             let connected = tokio::select! {
+                biased;
                 _ = self.cancel.cancelled() => return,
-                connected = connect(&self.addr) => connected,
+                connected = (self.connect)(&self.addr) => connected,
+                // The peer reached us, so a route to it is back. An attempt begun while it was
+                // unreachable may wait seconds more for its SYN's next retransmission (1 s, 3 s,
+                // 7 s after the first): dial afresh now. A wake left from before this attempt
+                // costs one redial.
+                _ = self.wake.notified() => continue,
             };
             match connected {
                 Err(error) => self.failed("cannot connect to peer", &error),
@@ -290,10 +305,95 @@ async fn connect(addr: &str) -> io::Result<TcpStream> {
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
+    use raftor_core::{LogId, LogIndex, Message, RequestVote, Term};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio_util::codec::FramedRead;
 
+    /// Far longer than a connection takes on loopback; only a failing test waits it out.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Attempts made by [`first_attempt_lost`] (only one test uses it).
+    static ATTEMPTS: AtomicUsize = AtomicUsize::new(0);
+
+    /// The first attempt never ends, as one whose SYNs are lost in a partition until long after it
+    /// heals; later attempts connect.
+    fn first_attempt_lost(addr: &str) -> BoxFuture<'_, io::Result<TcpStream>> {
+        if ATTEMPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(connect(addr))
+        }
+    }
+
+    /// When the peer connects to us while our attempt to reach it hangs, the writer gives up the
+    /// attempt and dials afresh: after a partition heals, answers reach the peer at once.
+    #[tokio::test]
+    async fn a_peer_that_connects_to_us_restarts_our_connection_attempt() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let config = Arc::new(EndpointConfig::new(
+            NodeId(1),
+            "test",
+            "127.0.0.1:0".parse().expect("address"),
+            [(NodeId(2), addr.to_string())].into(),
+        ));
+        let (tx, queue) = mpsc::channel(16);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let cancel = CancellationToken::new();
+        let mut writer = Writer::new(
+            config,
+            NodeId(2),
+            addr.to_string(),
+            queue,
+            wake.clone(),
+            Arc::default(),
+            cancel.clone(),
+        );
+        writer.connect = first_attempt_lost;
+        let task = tokio::spawn(writer.run());
+        let vote = Envelope {
+            from: NodeId(1),
+            to: NodeId(2),
+            message: Message::RequestVote(RequestVote {
+                term: Term(3),
+                last_log_id: LogId::new(Term(2), LogIndex(7)),
+                pre_vote: false,
+                leadership_transfer: false,
+            }),
+        };
+        tx.send(vote.clone()).await.expect("writer alive");
+        while ATTEMPTS.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The peer's connection to us arrives (the acceptor wakes the writer).
+        wake.notify_one();
+        let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .expect("the writer dials afresh")
+            .expect("accept");
+        let mut frames = FramedRead::new(stream, FrameCodec::new(1 << 20));
+        let hello = frames.next().await.expect("a frame").expect("decodes");
+        assert!(matches!(
+            hello,
+            Frame::Hello {
+                node_id: NodeId(1),
+                ..
+            }
+        ));
+        let raft = frames.next().await.expect("a frame").expect("decodes");
+        assert!(matches!(raft, Frame::Raft(envelope) if envelope == vote));
+        assert_eq!(ATTEMPTS.load(Ordering::SeqCst), 2);
+        cancel.cancel();
+        task.await.expect("writer ends");
+    }
+
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn connections_bound_unacknowledged_data() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
