@@ -263,6 +263,71 @@ async fn a_peer_that_connects_to_us_ends_our_reconnection_pause() {
     assert_eq!((from_one.from, from_one.to), (NodeId(1), NodeId(2)));
 }
 
+/// A writer pausing before it redials a peer redials at once when that peer sends on the
+/// connection it already had to us: after a partition heals, the side whose own connection
+/// survived dials nobody, so only its messages tell us it is back.
+#[actix_rt::test]
+async fn a_peer_that_sends_to_us_ends_our_reconnection_pause() {
+    // Node 2 is played by the test: a listener for node 1's connections, and a connection of its
+    // own to node 1.
+    let two = tokio::net::TcpListener::bind(loopback(0))
+        .await
+        .expect("bind");
+    let (tx, mut received_by_one) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let mut config = EndpointConfig::new(
+        NodeId(1),
+        CLUSTER,
+        loopback(0),
+        [(NodeId(2), two.local_addr().expect("addr").to_string())].into(),
+    );
+    // Far longer than the test waits: only a wake-up can end the pause.
+    config.connect_backoff_min = Duration::from_secs(600);
+    config.connect_backoff_max = Duration::from_secs(600);
+    let (one, one_addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+    // Node 2 connects to node 1 while node 1's writer to it is still to come: no wake yet.
+    let mut from_two = TcpStream::connect(one_addr).await.expect("connect");
+    from_two
+        .write_all(&hello(PROTOCOL_VERSION, CLUSTER, 2))
+        .await
+        .expect("hello");
+    one.do_send(Outbound(vote(1, 2, 1)));
+    let (first, _) = tokio::time::timeout(WAIT, two.accept())
+        .await
+        .expect("node 1 dials node 2")
+        .expect("accept");
+    // Node 2 drops node 1's connection: node 1's writer fails and pauses for 600 s.
+    drop(first);
+    one.do_send(Outbound(vote(1, 2, 2)));
+    // Node 2 keeps sending on its own connection (until the writer has noticed the failure,
+    // a message finds it connected and wakes nothing).
+    let mut term = 3;
+    let mut second = loop {
+        from_two
+            .write_all(&encode(Frame::Raft(vote(2, 1, term))))
+            .await
+            .expect("node 2's connection stays up");
+        let arrived = tokio::time::timeout(WAIT, received_by_one.recv())
+            .await
+            .expect("node 2 reaches node 1")
+            .expect("collector alive");
+        assert_eq!(arrived.from, NodeId(2));
+        if let Ok(accepted) = tokio::time::timeout(Duration::from_millis(100), two.accept()).await {
+            break accepted.expect("accept").0;
+        }
+        term += 1;
+        assert!(term < 3 + 100, "node 1 never redialled node 2");
+    };
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(WAIT, second.read(&mut buf)).await;
+    assert!(
+        matches!(n, Ok(Ok(n)) if n > 0),
+        "node 1 says hello on its new connection"
+    );
+}
+
 #[actix_rt::test]
 async fn a_restarted_peer_is_reached_again() {
     let port_two = free_port();

@@ -16,7 +16,7 @@ use raftor_core::{Envelope, NodeId};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -44,7 +44,9 @@ pub struct EndpointConfig {
     pub max_frame_bytes: usize,
     /// The first pause after a failed connection attempt; doubles up to `connect_backoff_max`.
     pub connect_backoff_min: Duration,
-    /// The longest pause between connection attempts.
+    /// The longest pause between connection attempts. After a partition heals, neither side
+    /// may hear from the other until one side's next attempt: this bounds that wait (with the
+    /// attempt's own timeout of 2 s, a fresh SYN goes out at least every 1.5 s by default).
     pub connect_backoff_max: Duration,
     /// How many envelopes may wait for one peer; beyond that new envelopes are dropped.
     pub peer_queue_len: usize,
@@ -56,7 +58,7 @@ impl EndpointConfig {
     /// The default [`EndpointConfig::connect_backoff_min`].
     pub const DEFAULT_CONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
     /// The default [`EndpointConfig::connect_backoff_max`].
-    pub const DEFAULT_CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+    pub const DEFAULT_CONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
     /// The default [`EndpointConfig::peer_queue_len`].
     pub const DEFAULT_PEER_QUEUE_LEN: usize = 4096;
 
@@ -152,19 +154,54 @@ pub struct EndpointStats {
     pub delivered: u64,
 }
 
-/// Wakes a peer's writer from its reconnection backoff: the peer just connected to us, so it is
-/// reachable again (after a partition heals, answers then reach it at once instead of after up to
-/// `connect_backoff_max`). Shared by the endpoint (which registers writers) and the acceptor.
+/// What a peer's writer shares with the acceptor: whether the writer holds a working connection,
+/// and how to cut its wait short when it does not.
+#[derive(Debug, Default)]
+pub(crate) struct PeerLink {
+    /// Notified when the peer is heard from (it connects to us, or sends on its connection) while
+    /// the writer is not connected: the peer is reachable, so a backoff pause ends at once and a
+    /// connection attempt that has hung for a while is dropped for a fresh one.
+    wake: tokio::sync::Notify,
+    /// True from the writer's first flushed batch on a connection until that connection fails or
+    /// the writer ends.
+    connected: AtomicBool,
+}
+
+impl PeerLink {
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// The peer was heard from: if the writer is not connected, it redials now (after a
+    /// partition heals, answers then reach the peer at once instead of after up to
+    /// `connect_backoff_max`, or after a lost SYN's retransmission).
+    pub(crate) fn heard_from(&self) {
+        if !self.is_connected() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits for [`PeerLink::heard_from`] (at once if it was called since the last wait).
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+}
+
+/// Each peer's [`PeerLink`], shared by the endpoint (which registers writers) and the acceptor.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Wakers(Arc<std::sync::Mutex<HashMap<NodeId, Arc<tokio::sync::Notify>>>>);
+pub(crate) struct Wakers(Arc<std::sync::Mutex<HashMap<NodeId, Arc<PeerLink>>>>);
 
 impl Wakers {
-    fn register(&self, peer: NodeId) -> Arc<tokio::sync::Notify> {
-        let notify = Arc::new(tokio::sync::Notify::new());
+    fn register(&self, peer: NodeId) -> Arc<PeerLink> {
+        let link = Arc::new(PeerLink::default());
         if let Ok(mut wakers) = self.0.lock() {
-            wakers.insert(peer, notify.clone());
+            wakers.insert(peer, link.clone());
         }
-        notify
+        link
     }
 
     fn forget(&self, keep: impl Fn(&NodeId) -> bool) {
@@ -173,11 +210,9 @@ impl Wakers {
         }
     }
 
-    /// `peer` connected to us: if our writer to it is waiting to redial, redial now.
-    pub(crate) fn wake(&self, peer: NodeId) {
-        if let Some(notify) = self.0.lock().ok().and_then(|w| w.get(&peer).cloned()) {
-            notify.notify_one();
-        }
+    /// The link of our current writer to `peer`, if we send to it.
+    pub(crate) fn link(&self, peer: NodeId) -> Option<Arc<PeerLink>> {
+        self.0.lock().ok().and_then(|w| w.get(&peer).cloned())
     }
 }
 

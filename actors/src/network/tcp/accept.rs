@@ -3,7 +3,7 @@
 //! A connection must open with a valid `Hello` from a known peer, then carry only envelopes from
 //! that peer to this node. Anything else closes that connection, and only that one.
 
-use super::{Counters, EndpointConfig, Wakers};
+use super::{Counters, EndpointConfig, PeerLink, Wakers};
 use crate::network::client;
 use crate::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
 use crate::transport::Inbound;
@@ -123,7 +123,8 @@ impl Acceptor {
             },
         };
         tracing::debug!(node = %node, %peer, %remote, "inbound connection from peer");
-        self.wakers.wake(peer);
+        let mut link = self.wakers.link(peer);
+        self.heard_from(peer, &mut link);
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -153,8 +154,22 @@ impl Acceptor {
                     }
                     self.inbound.do_send(Inbound(envelope));
                     Counters::bump(&self.counters.delivered);
+                    self.heard_from(peer, &mut link);
                 }
             }
+        }
+    }
+
+    /// `peer` reached us: if our writer to it is not connected, it redials now. `link` caches our
+    /// writer's link between frames; it is looked up afresh only while that writer is not
+    /// connected (or there is none), since a peer whose address changed gets a new writer.
+    fn heard_from(&self, peer: NodeId, link: &mut Option<Arc<PeerLink>>) {
+        if link.as_ref().is_some_and(|link| link.is_connected()) {
+            return;
+        }
+        *link = self.wakers.link(peer);
+        if let Some(link) = link {
+            link.heard_from();
         }
     }
 }

@@ -3,12 +3,13 @@
 //! The task connects (resolving the peer's `host:port` afresh each attempt), says `Hello`, then
 //! writes queued envelopes in batches: it feeds every envelope already queued and flushes once.
 //! On any failure it drops the connection and reconnects after an exponential backoff, cut short
-//! when the peer connects to us (it is reachable again); that also restarts a connection attempt
-//! under way, whose SYN may be waiting out a retransmission timer. During a
+//! when the peer is heard from (it connects to us or sends on its connection: it is reachable
+//! again); that also restarts a connection attempt that has hung for [`STALE_ATTEMPT`], whose SYN
+//! may be waiting out a retransmission timer. During a
 //! connection attempt envelopes wait in the bounded queue; during a backoff pause the queue is
 //! drained and only the latest few envelopes are kept. Raft resends what matters.
 
-use super::{Counters, EndpointConfig};
+use super::{Counters, EndpointConfig, PeerLink};
 use crate::network::codec::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
 use futures::future::BoxFuture;
 use futures::SinkExt;
@@ -28,8 +29,15 @@ use tokio_util::sync::CancellationToken;
 
 /// How many envelopes are kept while the peer is unreachable (the latest ones).
 const KEEP_WHILE_DISCONNECTED: usize = 16;
-/// How long one connection attempt (resolution included) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection attempt (resolution included) may take. Between peers a connection
+/// takes milliseconds; an attempt still pending after this has lost its SYNs (the kernel resends
+/// one 1 s after the first, the next only at 3 s), so a fresh one starts after the pause.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection attempt this old when the peer is heard from is dropped for a fresh one: its SYN
+/// was likely lost while the peer was unreachable, and the kernel resends it only 1 s after the
+/// first (then at 3 s, past [`CONNECT_TIMEOUT`]). A younger attempt is left alone, so a peer we cannot reach while it reaches
+/// us (a one-way partition) costs at most a few attempts a second.
+const STALE_ATTEMPT: Duration = Duration::from_millis(200);
 /// How long one batch may take to reach the socket before the connection is deemed dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most envelopes fed before a flush.
@@ -54,9 +62,9 @@ pub(super) struct Writer {
     peer: NodeId,
     addr: String,
     queue: mpsc::Receiver<Envelope>,
-    /// Notified when the peer connects to us: a backoff pause or a connection attempt under way
-    /// ends at once, and the writer dials afresh.
-    wake: Arc<tokio::sync::Notify>,
+    /// Shared with the acceptor: says whether we are connected, and wakes us when the peer is
+    /// heard from while we are not.
+    link: Arc<PeerLink>,
     /// How the writer dials the peer.
     connect: Connect,
     /// Envelopes kept while disconnected, sent first on the next connection.
@@ -76,12 +84,12 @@ impl Writer {
         peer: NodeId,
         addr: String,
         queue: mpsc::Receiver<Envelope>,
-        wake: Arc<tokio::sync::Notify>,
+        link: Arc<PeerLink>,
         counters: Arc<Counters>,
         cancel: CancellationToken,
     ) -> Self {
         Writer {
-            wake,
+            link,
             connect: |addr| Box::pin(connect(addr)),
             backoff: config.connect_backoff_min,
             config,
@@ -105,15 +113,11 @@ impl Writer {
         loop {
             // The queue is left alone while connecting: in the usual case the connection is up
             // at once, and nothing queued meanwhile is lost.
-            let connected = tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => return,
-                connected = (self.connect)(&self.addr) => connected,
-                // The peer reached us, so a route to it is back. An attempt begun while it was
-                // unreachable may wait seconds more for its SYN's next retransmission (1 s, 3 s,
-                // 7 s after the first): dial afresh now. A wake left from before this attempt
-                // costs one redial.
-                _ = self.wake.notified() => continue,
+            let Some(connected) = self.attempt().await else {
+                if self.cancel.is_cancelled() {
+                    return;
+                }
+                continue;
             };
             match connected {
                 Err(error) => self.failed("cannot connect to peer", &error),
@@ -125,7 +129,9 @@ impl Writer {
                         self.announced = true;
                     }
                     let since = Instant::now();
-                    let Err(error) = self.write(stream).await else {
+                    let written = self.write(stream).await;
+                    self.link.set_connected(false);
+                    let Err(error) = written else {
                         return;
                     };
                     if since.elapsed() >= self.config.connect_backoff_max {
@@ -137,11 +143,17 @@ impl Writer {
                     self.failed("connection to peer lost", &error);
                 }
             }
-            let (wake, backoff) = (self.wake.clone(), self.backoff);
+            let (link, backoff) = (self.link.clone(), self.backoff);
             let pause = async move {
+                // Not before STALE_ATTEMPT, so that a peer that reaches us but refuses or drops
+                // our connections costs at most a few redials a second, however much it sends.
+                let earliest = Instant::now() + STALE_ATTEMPT;
                 tokio::select! {
                     biased;
-                    _ = wake.notified() => true,
+                    _ = async {
+                        link.woken().await;
+                        tokio::time::sleep_until(earliest).await;
+                    } => true,
                     _ = tokio::time::sleep(backoff) => false,
                 }
             };
@@ -151,6 +163,28 @@ impl Writer {
                 Ok(true) => self.backoff = self.config.connect_backoff_min,
                 Ok(false) => {
                     self.backoff = (self.backoff * 2).min(self.config.connect_backoff_max);
+                }
+            }
+        }
+    }
+
+    /// One connection attempt; `None` if the task must stop or the peer was heard from while
+    /// the attempt hung for [`STALE_ATTEMPT`] (then the caller dials afresh at once).
+    async fn attempt(&self) -> Option<io::Result<TcpStream>> {
+        let started = Instant::now();
+        let attempt = (self.connect)(&self.addr);
+        tokio::pin!(attempt);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return None,
+                connected = &mut attempt => return Some(connected),
+                // The peer reached us, so a route to it is back, but an attempt begun while it
+                // was unreachable may wait seconds more for its SYN's next retransmission.
+                _ = self.link.woken() => {
+                    if started.elapsed() >= STALE_ATTEMPT {
+                        return None;
+                    }
                 }
             }
         }
@@ -207,6 +241,7 @@ impl Writer {
             SinkExt::<Frame>::flush(&mut sink).await
         };
         with_timeout(first_batch).await?;
+        self.link.set_connected(true);
         // Peers never write on our connection: reading tells us when they close it.
         let mut probe = [0u8; 64];
         loop {
@@ -308,7 +343,7 @@ async fn connect(addr: &str) -> io::Result<TcpStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
+    use futures::{FutureExt, StreamExt};
     use raftor_core::{LogId, LogIndex, Message, RequestVote, Term};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio_util::codec::FramedRead;
@@ -329,8 +364,9 @@ mod tests {
         }
     }
 
-    /// When the peer connects to us while our attempt to reach it hangs, the writer gives up the
-    /// attempt and dials afresh: after a partition heals, answers reach the peer at once.
+    /// When the peer is heard from while our attempt to reach it has hung for a while, the
+    /// writer gives up the attempt and dials afresh: after a partition heals, answers reach the
+    /// peer at once.
     #[tokio::test]
     async fn a_peer_that_connects_to_us_restarts_our_connection_attempt() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -344,14 +380,14 @@ mod tests {
             [(NodeId(2), addr.to_string())].into(),
         ));
         let (tx, queue) = mpsc::channel(16);
-        let wake = Arc::new(tokio::sync::Notify::new());
+        let link = Arc::new(PeerLink::default());
         let cancel = CancellationToken::new();
         let mut writer = Writer::new(
             config,
             NodeId(2),
             addr.to_string(),
             queue,
-            wake.clone(),
+            link.clone(),
             Arc::default(),
             cancel.clone(),
         );
@@ -371,8 +407,13 @@ mod tests {
         while ATTEMPTS.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
-        // The peer's connection to us arrives (the acceptor wakes the writer).
-        wake.notify_one();
+        // A wake-up while the attempt is young leaves it alone ...
+        link.heard_from();
+        tokio::task::yield_now().await;
+        assert_eq!(ATTEMPTS.load(Ordering::SeqCst), 1);
+        // ... and one once it has hung for a while starts a new one.
+        tokio::time::sleep(STALE_ATTEMPT).await;
+        link.heard_from();
         let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
             .await
             .expect("the writer dials afresh")
@@ -391,6 +432,19 @@ mod tests {
         assert_eq!(ATTEMPTS.load(Ordering::SeqCst), 2);
         cancel.cancel();
         task.await.expect("writer ends");
+    }
+
+    /// Hearing from a peer wakes its writer only while the writer is not connected, so no wake-up
+    /// is left behind to cut a later pause or attempt short for nothing.
+    #[test]
+    fn a_connected_writer_is_not_woken() {
+        let link = PeerLink::default();
+        link.set_connected(true);
+        link.heard_from();
+        assert!(link.woken().now_or_never().is_none());
+        link.set_connected(false);
+        link.heard_from();
+        assert!(link.woken().now_or_never().is_some());
     }
 
     #[cfg(target_os = "linux")]
