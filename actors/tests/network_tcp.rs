@@ -228,25 +228,35 @@ async fn a_peer_that_starts_later_is_reached() {
     resend.abort();
 }
 
+/// Node 1, which sends to node 2 at `two` and pauses 600 s after a failed connection, far
+/// longer than a test waits: only a wake-up can end its pause. Returns its endpoint, its address
+/// and what it receives.
+async fn start_slow_to_redial(
+    two: String,
+) -> (
+    Addr<TcpEndpoint>,
+    SocketAddr,
+    mpsc::UnboundedReceiver<Envelope>,
+) {
+    let (tx, received) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let mut config =
+        EndpointConfig::new(NodeId(1), CLUSTER, loopback(0), [(NodeId(2), two)].into());
+    config.connect_backoff_min = Duration::from_secs(600);
+    config.connect_backoff_max = Duration::from_secs(600);
+    let (one, addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+    (one, addr, received)
+}
+
 /// A writer pausing before it redials an unreachable peer redials at once when that peer
 /// connects to us: after a partition heals, answers reach the peer without waiting out the pause.
 #[actix_rt::test]
 async fn a_peer_that_connects_to_us_ends_our_reconnection_pause() {
     let port_two = free_port();
-    let (tx, mut received_by_one) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
-    let mut config = EndpointConfig::new(
-        NodeId(1),
-        CLUSTER,
-        loopback(0),
-        [(NodeId(2), format!("127.0.0.1:{port_two}"))].into(),
-    );
-    // Far longer than the test waits: only the wake-up can end the pause.
-    config.connect_backoff_min = Duration::from_secs(600);
-    config.connect_backoff_max = Duration::from_secs(600);
-    let (one, one_addr) = tcp::start(config, collector.recipient())
-        .await
-        .expect("endpoint starts");
+    let (one, one_addr, mut received_by_one) =
+        start_slow_to_redial(format!("127.0.0.1:{port_two}")).await;
     // Node 2 is down: the first attempt fails and node 1's writer pauses for 600 s.
     one.do_send(Outbound(vote(1, 2, 1)));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -273,20 +283,8 @@ async fn a_peer_that_sends_to_us_ends_our_reconnection_pause() {
     let two = tokio::net::TcpListener::bind(loopback(0))
         .await
         .expect("bind");
-    let (tx, mut received_by_one) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
-    let mut config = EndpointConfig::new(
-        NodeId(1),
-        CLUSTER,
-        loopback(0),
-        [(NodeId(2), two.local_addr().expect("addr").to_string())].into(),
-    );
-    // Far longer than the test waits: only a wake-up can end the pause.
-    config.connect_backoff_min = Duration::from_secs(600);
-    config.connect_backoff_max = Duration::from_secs(600);
-    let (one, one_addr) = tcp::start(config, collector.recipient())
-        .await
-        .expect("endpoint starts");
+    let (one, one_addr, mut received_by_one) =
+        start_slow_to_redial(two.local_addr().expect("addr").to_string()).await;
     // Node 2 connects to node 1 while node 1's writer to it is still to come: no wake yet.
     let mut from_two = TcpStream::connect(one_addr).await.expect("connect");
     from_two
