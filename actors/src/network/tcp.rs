@@ -159,8 +159,8 @@ pub struct EndpointStats {
 #[derive(Debug, Default)]
 pub(crate) struct PeerLink {
     /// Notified when the peer is heard from (it connects to us, or sends on its connection) while
-    /// the writer is not connected: the peer is reachable, so a backoff pause ends at once and a
-    /// connection attempt that has hung for a while is dropped for a fresh one.
+    /// the writer is not connected: the peer is reachable, so a backoff pause ends (once it has
+    /// lasted 200 ms) and a connection attempt pending for 200 ms is dropped for a fresh one.
     wake: tokio::sync::Notify,
     /// True from the writer's first flushed batch on a connection until that connection fails or
     /// the writer ends.
