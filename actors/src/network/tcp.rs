@@ -189,6 +189,14 @@ impl PeerLink {
     pub(crate) async fn woken(&self) {
         self.wake.notified().await;
     }
+
+    /// [`PeerLink::woken`], but returns no earlier than `earliest`: a writer woken this way
+    /// redials at most every so often, however much a peer that refuses or cannot take our
+    /// connections sends us.
+    pub(crate) async fn woken_after(&self, earliest: tokio::time::Instant) {
+        self.woken().await;
+        tokio::time::sleep_until(earliest).await;
+    }
 }
 
 /// Each peer's [`PeerLink`], shared by the endpoint (which registers writers) and the acceptor.

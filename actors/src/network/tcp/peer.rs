@@ -33,9 +33,10 @@ const KEEP_WHILE_DISCONNECTED: usize = 16;
 /// takes milliseconds; an attempt still pending after this has lost its SYNs (the kernel resends
 /// one 1 s after the first, the next only at 3 s), so a fresh one starts after the pause.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A connection attempt this old when the peer is heard from is dropped for a fresh one: its SYN
-/// was likely lost while the peer was unreachable, and the kernel resends it only 1 s after the
-/// first (then at 3 s, past [`CONNECT_TIMEOUT`]). A younger attempt is left alone, so a peer we cannot reach while it reaches
+/// A connection attempt still pending this long after it began, with the peer heard from, is
+/// dropped for a fresh one: its SYN was likely lost while the peer was unreachable, and the kernel
+/// resends it only 1 s after the first (then at 3 s, past [`CONNECT_TIMEOUT`]). Neither an attempt
+/// nor a backoff pause ends on a wake-up before this, so a peer we cannot reach while it reaches
 /// us (a one-way partition) costs at most a few attempts a second.
 const STALE_ATTEMPT: Duration = Duration::from_millis(200);
 /// How long one batch may take to reach the socket before the connection is deemed dead.
@@ -52,6 +53,15 @@ const UNACKED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the writer is told to end.
 struct Stop;
+
+/// How one connection attempt ended.
+enum Attempt {
+    Done(io::Result<TcpStream>),
+    /// The peer was heard from while the attempt hung: dial afresh at once.
+    Redial,
+    /// The task must stop.
+    Stop,
+}
 
 /// Makes one connection attempt to a `host:port`: [`connect`], but for tests.
 type Connect = fn(&str) -> BoxFuture<'_, io::Result<TcpStream>>;
@@ -113,11 +123,10 @@ impl Writer {
         loop {
             // The queue is left alone while connecting: in the usual case the connection is up
             // at once, and nothing queued meanwhile is lost.
-            let Some(connected) = self.attempt().await else {
-                if self.cancel.is_cancelled() {
-                    return;
-                }
-                continue;
+            let connected = match self.attempt().await {
+                Attempt::Done(connected) => connected,
+                Attempt::Redial => continue,
+                Attempt::Stop => return,
             };
             match connected {
                 Err(error) => self.failed("cannot connect to peer", &error),
@@ -145,15 +154,9 @@ impl Writer {
             }
             let (link, backoff) = (self.link.clone(), self.backoff);
             let pause = async move {
-                // Not before STALE_ATTEMPT, so that a peer that reaches us but refuses or drops
-                // our connections costs at most a few redials a second, however much it sends.
-                let earliest = Instant::now() + STALE_ATTEMPT;
                 tokio::select! {
                     biased;
-                    _ = async {
-                        link.woken().await;
-                        tokio::time::sleep_until(earliest).await;
-                    } => true,
+                    _ = link.woken_after(Instant::now() + STALE_ATTEMPT) => true,
                     _ = tokio::time::sleep(backoff) => false,
                 }
             };
@@ -168,25 +171,17 @@ impl Writer {
         }
     }
 
-    /// One connection attempt; `None` if the task must stop or the peer was heard from while
-    /// the attempt hung for [`STALE_ATTEMPT`] (then the caller dials afresh at once).
-    async fn attempt(&self) -> Option<io::Result<TcpStream>> {
-        let started = Instant::now();
-        let attempt = (self.connect)(&self.addr);
-        tokio::pin!(attempt);
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => return None,
-                connected = &mut attempt => return Some(connected),
-                // The peer reached us, so a route to it is back, but an attempt begun while it
-                // was unreachable may wait seconds more for its SYN's next retransmission.
-                _ = self.link.woken() => {
-                    if started.elapsed() >= STALE_ATTEMPT {
-                        return None;
-                    }
-                }
-            }
+    /// One connection attempt, given up for a fresh one if the peer is heard from once it has
+    /// hung for [`STALE_ATTEMPT`].
+    async fn attempt(&self) -> Attempt {
+        let stale = Instant::now() + STALE_ATTEMPT;
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Attempt::Stop,
+            connected = (self.connect)(&self.addr) => Attempt::Done(connected),
+            // The peer reached us, so a route to it is back, but an attempt begun while it was
+            // unreachable may wait seconds more for its SYN's next retransmission.
+            _ = self.link.woken_after(stale) => Attempt::Redial,
         }
     }
 
@@ -407,11 +402,11 @@ mod tests {
         while ATTEMPTS.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
-        // A wake-up while the attempt is young leaves it alone ...
+        // A wake-up while the attempt is young does not end it at once ...
         link.heard_from();
         tokio::task::yield_now().await;
         assert_eq!(ATTEMPTS.load(Ordering::SeqCst), 1);
-        // ... and one once it has hung for a while starts a new one.
+        // ... but once it has hung for a while a new one starts.
         tokio::time::sleep(STALE_ATTEMPT).await;
         link.heard_from();
         let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
