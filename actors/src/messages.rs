@@ -175,11 +175,13 @@ pub struct ConfirmLeadership {
     pub round: u64,
 }
 
-/// A heartbeat period elapsed (§5.2).
+/// A heartbeat period elapsed (§5.2). The heartbeat, and every message after it, answers for
+/// leadership confirmation round `round` (the rules issue one with each heartbeat).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Heartbeat {
     pub commit_index: LogIndex,
+    pub round: Option<u64>,
 }
 
 /// The peer's answer to an AppendEntries.

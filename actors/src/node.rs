@@ -22,12 +22,14 @@ use actix::{
 use bytes::Bytes;
 use raftor_core::{
     ConfChange, Envelope, InstallSnapshot, InstallSnapshotResponse, LeadershipChange, LeaseError,
-    LogId, LogIndex, LogWrite, Membership, Message, NodeId, Raft, Role, SnapshotOutcome, Term,
+    LogId, LogIndex, LogWrite, Membership, Message, NodeId, Raft, Role, SnapshotMeta,
+    SnapshotOutcome, Term,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// What a node reports about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +113,11 @@ pub(crate) struct NodeLinks {
 pub struct NodeActor {
     raft: Raft,
     tick: Duration,
+    /// The node's clock: ticks are counted from here, so the rules get one per elapsed `tick`
+    /// however late the timer fires (after a stall they come in a burst, none is lost).
+    clock_start: Instant,
+    /// Ticks handed to the rules since `clock_start`.
+    ticks_delivered: u64,
     limits: ReplicationLimits,
     links: NodeLinks,
     /// One replicator per peer while leader, all of the current term; empty otherwise.
@@ -133,6 +140,9 @@ pub struct NodeActor {
     log_writes_handed_off: u64,
     /// A snapshot arriving from the leader (follower only), chunk by chunk.
     receiving: Option<Receiving>,
+    /// A snapshot received whole and handed to the rules: it becomes the store's newest when
+    /// they install it (`Ready::restore`), and is dropped with its file otherwise.
+    staged: Option<raftor_storage::StagedSnapshot>,
     /// Whether a [`ProcessReady`] is already on its way to this actor: the events that arrive
     /// together (a burst of proposals, a pipeline of AppendEntries) share one `Ready`, and so one
     /// log write and one message per peer.
@@ -165,6 +175,8 @@ impl NodeActor {
         NodeActor {
             raft,
             tick,
+            clock_start: Instant::now(),
+            ticks_delivered: 0,
             limits,
             links,
             replicators: BTreeMap::new(),
@@ -179,6 +191,7 @@ impl NodeActor {
             log_writes_inline: 0,
             log_writes_handed_off: 0,
             receiving: None,
+            staged: None,
             ready_scheduled: false,
             deferred_write: None,
             sequential_writes: 0,
@@ -198,6 +211,16 @@ impl NodeActor {
         self.raft.id()
     }
 
+    /// Ticks the clock has run past those handed to the rules: 0 while the timer keeps up, more
+    /// after the thread stalled (the rules then count them against a lease).
+    fn ticks_owed(&self) -> u64 {
+        let elapsed = self.clock_start.elapsed().as_nanos();
+        let due = elapsed / self.tick.as_nanos().max(1);
+        u64::try_from(due)
+            .unwrap_or(u64::MAX)
+            .saturating_sub(self.ticks_delivered)
+    }
+
     /// Carry out what the rules asked for, in order: persistence first (the log store sends the
     /// messages once it is durable), then leadership changes, replication and application.
     fn process_ready(&mut self, ctx: &mut Context<Self>) {
@@ -212,6 +235,16 @@ impl NodeActor {
             self.send_applicable();
             return;
         }
+        if let Some(meta) = &ready.restore {
+            // The rules installed a received snapshot: it becomes the store's newest before the
+            // log is compacted or cut behind it.
+            if let Err(error) = self.promote_staged(meta) {
+                tracing::error!(node = %self.id(), term = %self.raft.current_term(), %error, "cannot keep the received snapshot: stopping this node");
+                ctx.stop();
+                return;
+            }
+        }
+        self.staged = None;
         let term = self.raft.current_term();
         if let Some(hard_state) = &ready.write.hard_state {
             tracing::debug!(node = %self.id(), term = %term, voted_for = ?hard_state.voted_for, "persisting hard state");
@@ -266,7 +299,10 @@ impl NodeActor {
         let commit_index = self.raft.commit_index();
         if ready.heartbeat {
             for replicator in self.replicators.values() {
-                replicator.do_send(Heartbeat { commit_index });
+                replicator.do_send(Heartbeat {
+                    commit_index,
+                    round: ready.confirm_round,
+                });
             }
         }
         if ready.appended.is_some() || ready.commit_index.is_some() {
@@ -278,7 +314,8 @@ impl NodeActor {
                 });
             }
         }
-        if let Some(round) = ready.confirm_round {
+        if let (Some(round), false) = (ready.confirm_round, ready.heartbeat) {
+            // A round between heartbeats (reads): every replicator sends one now.
             for replicator in self.replicators.values() {
                 replicator.do_send(ConfirmLeadership { round });
             }
@@ -393,8 +430,10 @@ impl NodeActor {
         let store = options.store.clone();
         let next = match Receiving::accept(&mut self.receiving, &store, from, &chunk) {
             Ok(ChunkOutcome::Next(offset)) => offset,
-            Ok(ChunkOutcome::Complete(meta)) => {
+            Ok(ChunkOutcome::Complete(staged)) => {
+                let meta = staged.meta.clone();
                 tracing::info!(node = %self.id(), term = %self.raft.current_term(), last = %meta.last_included, bytes = meta.size, "snapshot received");
+                self.staged = Some(staged);
                 self.raft
                     .on_snapshot_received(from, chunk.term, chunk.request_id, meta);
                 return;
@@ -415,6 +454,24 @@ impl NodeActor {
                 outcome: SnapshotOutcome::NextOffset(next),
             }),
         }));
+    }
+
+    /// Make the staged snapshot `meta` the store's newest.
+    fn promote_staged(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+        let (Some(options), Some(staged)) = (&self.links.snapshots, self.staged.take()) else {
+            return Err(format!("snapshot {} is not staged", meta.last_included));
+        };
+        if &staged.meta != meta {
+            return Err(format!(
+                "the staged snapshot is {}, the rules installed {}",
+                staged.meta.last_included, meta.last_included
+            ));
+        }
+        options
+            .store
+            .promote(staged)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Tell the applier how far it may apply, if that moved: committed and durable here.
@@ -505,7 +562,10 @@ impl NodeActor {
             if let Some(replicator) = self.replicators.remove(&peer) {
                 // One last heartbeat tells a removed node that its removal is committed, so it
                 // stops campaigning (its removal no longer pending).
-                replicator.do_send(Heartbeat { commit_index });
+                replicator.do_send(Heartbeat {
+                    commit_index,
+                    round: None,
+                });
                 replicator.do_send(Shutdown);
             }
             self.next_index.remove(&peer);
@@ -602,8 +662,16 @@ impl Actor for NodeActor {
             commit = %self.raft.commit_index(),
             "node started"
         );
+        self.clock_start = Instant::now();
         ctx.run_interval(self.tick, |node, ctx| {
-            node.raft.tick();
+            let owed = node.ticks_owed();
+            if owed == 0 {
+                return;
+            }
+            for _ in 0..owed {
+                node.raft.tick();
+            }
+            node.ticks_delivered += owed;
             node.process_ready(ctx);
         });
         // The recovered commit index, if any, goes to the applier.
@@ -693,7 +761,7 @@ impl Handler<LeaseRead> for NodeActor {
     type Result = ResponseFuture<Result<Bytes, ReadError>>;
 
     fn handle(&mut self, read: LeaseRead, ctx: &mut Context<Self>) -> Self::Result {
-        match self.raft.lease_read_index() {
+        match self.raft.lease_read_index(self.ticks_owed()) {
             Ok(index) => {
                 let (reply, answer) = oneshot::channel();
                 self.query_at(index, read.query, reply);

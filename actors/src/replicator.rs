@@ -18,6 +18,10 @@ use raftor_core::{
     SnapshotOutcome, Term,
 };
 use raftor_storage::SnapshotStore;
+use std::collections::VecDeque;
+
+/// How many confirmation rounds wait for an answer at most; one is issued per heartbeat.
+const MAX_ROUNDS_WAITING: usize = 64;
 
 /// A snapshot on its way to the peer.
 struct Sending {
@@ -70,8 +74,9 @@ pub struct Replicator {
     next_request_id: u64,
     /// The `request_id` of the message whose answer last advanced the match.
     matched_request: u64,
-    /// A leadership confirmation round waiting for an answer to a message numbered at least this.
-    confirming: Option<(u64, u64)>,
+    /// Leadership confirmation rounds waiting for an answer, oldest first, each with the first
+    /// message number that answers for it (at most `MAX_ROUNDS_WAITING`; the oldest go first).
+    confirming: VecDeque<(u64, u64)>,
     limits: ReplicationLimits,
     /// The leader's newest entries, shared with the node: sent from here without a log read.
     cache: EntryCache,
@@ -109,7 +114,7 @@ impl Replicator {
             reading: None,
             next_request_id: 1,
             matched_request: 0,
-            confirming: None,
+            confirming: VecDeque::new(),
             limits,
             cache,
             snapshots,
@@ -312,6 +317,34 @@ impl Handler<EntriesRead> for Replicator {
 }
 
 impl Replicator {
+    /// From now on, every message answers for confirmation round `round`.
+    fn note_round(&mut self, round: u64) {
+        self.confirming.push_back((round, self.next_request_id));
+        if self.confirming.len() > MAX_ROUNDS_WAITING {
+            self.confirming.pop_front();
+        }
+    }
+
+    /// The peer answered message `request_id` in this term: the newest round that message
+    /// answers for is confirmed (and every older one with it).
+    fn confirm_rounds(&mut self, request_id: u64) {
+        let mut confirmed = None;
+        while let Some((round, first)) = self.confirming.front().copied() {
+            if first > request_id {
+                break;
+            }
+            confirmed = Some(round);
+            self.confirming.pop_front();
+        }
+        if let Some(round) = confirmed {
+            self.node.do_send(LeadershipConfirmed {
+                peer: self.peer,
+                term: self.term,
+                round,
+            });
+        }
+    }
+
     /// Whether `response` says the peer's log ends before what it acknowledged: a rejection, in
     /// this term, of a message sent after the acknowledgement (a late duplicate of an older
     /// rejection looks the same, but was sent before).
@@ -332,15 +365,8 @@ impl Handler<PeerResponse> for Replicator {
     type Result = ();
 
     fn handle(&mut self, PeerResponse(response): PeerResponse, ctx: &mut Context<Self>) {
-        if let Some((round, first_request)) = self.confirming {
-            if response.term == self.term && response.request_id >= first_request {
-                self.confirming = None;
-                self.node.do_send(LeadershipConfirmed {
-                    peer: self.peer,
-                    term: self.term,
-                    round,
-                });
-            }
+        if response.term == self.term {
+            self.confirm_rounds(response.request_id);
         }
         if self.lost_data(&response) {
             tracing::warn!(node = %self.leader_id, term = %self.term, peer = %self.peer, matched = %self.progress.matched(), "the peer's log is shorter than it acknowledged: it lost its data; catching it up from scratch");
@@ -389,6 +415,9 @@ impl Handler<Heartbeat> for Replicator {
 
     fn handle(&mut self, heartbeat: Heartbeat, ctx: &mut Context<Self>) {
         self.commit_index = self.commit_index.max(heartbeat.commit_index);
+        if let Some(round) = heartbeat.round {
+            self.note_round(round);
+        }
         if let Some(sending) = self.sending.as_mut() {
             // A chunk or its answer was lost: send it again after a few quiet heartbeats.
             sending.quiet_heartbeats += 1;
@@ -425,8 +454,8 @@ impl Handler<ConfirmLeadership> for Replicator {
 
     fn handle(&mut self, confirm: ConfirmLeadership, _ctx: &mut Context<Self>) {
         // Any answer to this message or a later one proves the peer still followed us after the
-        // read arrived. A newer round supersedes an older one (the rules count the highest).
-        self.confirming = Some((confirm.round, self.next_request_id));
+        // read arrived.
+        self.note_round(confirm.round);
         self.send_heartbeat();
     }
 }
@@ -445,6 +474,19 @@ impl Handler<PeerSnapshotResponse> for Replicator {
                 term: response.term,
             });
             return;
+        }
+        if response.term == self.term {
+            // A chunk's answer is contact like any other: for reads and for check-quorum, which
+            // must see a peer that is receiving a long snapshot.
+            self.confirm_rounds(response.request_id);
+            if self.sending.is_some() {
+                self.node.do_send(ReplicationReport {
+                    peer: self.peer,
+                    term: self.term,
+                    matched: None,
+                    next_index: self.progress.next_index(),
+                });
+            }
         }
         let Some(sending) = self.sending.as_mut() else {
             return;

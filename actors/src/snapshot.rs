@@ -2,7 +2,7 @@
 //! receiving one from the leader in chunks. The rules decide what the log becomes; this is IO.
 
 use raftor_core::{InstallSnapshot, LogId, Membership, NodeId, SnapshotMeta};
-use raftor_storage::{SnapshotFile, SnapshotStore, StorageError};
+use raftor_storage::{SnapshotFile, SnapshotStore, StagedSnapshot, StorageError};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -105,8 +105,9 @@ pub(crate) struct Receiving {
 pub(crate) enum ChunkOutcome {
     /// Stored or skipped; ask for the chunk at this offset next.
     Next(u64),
-    /// The last chunk: the whole snapshot is checked and durable in the store.
-    Complete(SnapshotMeta),
+    /// The last chunk: the whole snapshot is checked and durable, staged: it becomes the
+    /// store's newest only once the rules accept it (`SnapshotStore::promote`).
+    Complete(StagedSnapshot),
 }
 
 impl Receiving {
@@ -153,8 +154,8 @@ impl Receiving {
         let Some(done) = receiving.take() else {
             return Ok(ChunkOutcome::Next(0));
         };
-        let meta = done.file.finish_received(store, done.meta)?;
-        Ok(ChunkOutcome::Complete(meta))
+        let staged = done.file.finish_received(store, done.meta)?;
+        Ok(ChunkOutcome::Complete(staged))
     }
 }
 
@@ -178,7 +179,7 @@ mod tests {
     fn next(outcome: ChunkOutcome) -> u64 {
         match outcome {
             ChunkOutcome::Next(offset) => offset,
-            ChunkOutcome::Complete(meta) => panic!("completed early: {meta:?}"),
+            ChunkOutcome::Complete(staged) => panic!("completed early: {:?}", staged.meta),
         }
     }
 
@@ -249,7 +250,11 @@ mod tests {
             4
         );
         match accept(&mut receiving, leader, &chunk(meta.clone(), 4, b"ef", true)) {
-            ChunkOutcome::Complete(done) => assert_eq!(done, meta.clone()),
+            ChunkOutcome::Complete(done) => {
+                assert_eq!(done.meta, meta.clone());
+                assert_eq!(store.latest().expect("latest"), None, "staged only");
+                store.promote(done).expect("promote");
+            }
             ChunkOutcome::Next(offset) => panic!("not complete, next {offset}"),
         }
         assert_eq!(store.latest().expect("latest"), Some(meta.clone()));

@@ -109,7 +109,10 @@ fn a_restarted_node_resumes_from_its_snapshot_and_the_log_stays_bounded() {
             let files = std::fs::read_dir(cluster.snapshot_dirs[&id].path())
                 .expect("list")
                 .count();
-            assert_eq!(files, 2, "node {id}: only the newest snapshot is kept");
+            assert!(
+                files == 2 || files == 4,
+                "node {id}: the newest snapshot and at most the one before it are kept: {files} files"
+            );
         }
         // A restart: the state machine comes back from the snapshot and the log after it.
         let (leader, _) = cluster.leader().await.expect("leader");

@@ -110,7 +110,11 @@ impl Raft {
 
     /// Hand leadership to the voter `to` (thesis §3.10): proposals are refused from now on; once
     /// `to` holds the whole log it is told to campaign at once. Abandoned (proposals resume) if
-    /// `to` has not taken over within an election timeout. A transfer to this node is a no-op.
+    /// `to` has not taken over within an election timeout of the first request: a repeated
+    /// request for the same target does not extend that deadline (a client retrying toward an
+    /// unreachable node would otherwise block writes for as long as it retries), and a request
+    /// for another target replaces the transfer. A transfer to this node cancels the one in
+    /// progress (as etcd raft does) and resumes proposals at once.
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader(NotLeader {
@@ -118,6 +122,9 @@ impl Raft {
             }));
         }
         if to == self.id() {
+            if let Some(leader) = self.leader.as_mut() {
+                leader.transfer = None;
+            }
             return Ok(());
         }
         if !self.membership().conf.voters.contains(&to) {
@@ -125,10 +132,12 @@ impl Raft {
         }
         let ticks = self.ticks;
         if let Some(leader) = self.leader.as_mut() {
-            leader.transfer = Some(Transfer {
-                to,
-                started_at: ticks,
-            });
+            if leader.transfer.map(|t| t.to) != Some(to) {
+                leader.transfer = Some(Transfer {
+                    to,
+                    started_at: ticks,
+                });
+            }
         }
         self.send_timeout_now_if_caught_up(to);
         Ok(())
@@ -142,9 +151,18 @@ impl Raft {
                 && leader.matched.get(&peer).is_some_and(|m| *m >= last)
         });
         if caught_up {
-            let term = self.current_term;
-            self.send(peer, Message::TimeoutNow(TimeoutNow { term }));
+            self.send_timeout_now(peer);
         }
+    }
+
+    /// Tell `peer` to campaign at once. From here on this leader holds no lease (see
+    /// `LeaderState::timeout_now_sent`).
+    fn send_timeout_now(&mut self, peer: NodeId) {
+        if let Some(leader) = self.leader.as_mut() {
+            leader.timeout_now_sent = true;
+        }
+        let term = self.current_term;
+        self.send(peer, Message::TimeoutNow(TimeoutNow { term }));
     }
 
     /// A transfer that did not finish within an election timeout is abandoned (proposals resume).
@@ -209,10 +227,10 @@ impl Raft {
                 .max_by_key(|v| leader.matched.get(v).copied().unwrap_or_default())
                 .copied()
         });
-        let term = self.current_term;
         if let Some(successor) = successor {
-            self.send(successor, Message::TimeoutNow(TimeoutNow { term }));
+            self.send_timeout_now(successor);
         }
+        let term = self.current_term;
         self.become_follower(term, None);
     }
 

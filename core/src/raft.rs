@@ -44,10 +44,20 @@ pub(crate) struct LeaderState {
     pub(crate) matched: BTreeMap<NodeId, LogIndex>,
     /// Peers heard from since the last check-quorum period began.
     pub(crate) recent_active: BTreeSet<NodeId>,
-    /// The tick at which each peer last answered (for lease reads and status).
+    /// The tick at which each peer last answered (for status and metrics).
     pub(crate) last_contact: BTreeMap<NodeId, u64>,
-    /// The latest leadership-confirmation round issued for reads; grows by one per round.
+    /// The latest leadership-confirmation round issued (one with every heartbeat, and one for
+    /// reads that arrive between heartbeats); grows by one per round.
     pub(crate) read_round: u64,
+    /// The tick at which each recent round was issued, oldest first, rounds increasing: the
+    /// messages that answer for a round left after that tick. Rounds older than
+    /// `ROUND_HISTORY_TICKS` are forgotten (too old to extend a lease).
+    pub(crate) round_issued_at: VecDeque<(u64, u64)>,
+    /// Per voter: the tick at which the newest round it answered was issued. The lease is
+    /// measured from there, not from the answer's arrival: a follower that answers a message
+    /// refuses other candidates for a minimum election timeout from when it *received* it, which
+    /// is after it was sent, however late the answer comes back (thesis §6.4.1).
+    pub(crate) lease_contact: BTreeMap<NodeId, u64>,
     /// The highest round each peer has answered.
     pub(crate) acked_round: BTreeMap<NodeId, u64>,
     /// Reads waiting for their round to be confirmed, in round order.
@@ -56,6 +66,12 @@ pub(crate) struct LeaderState {
     pub(crate) reads_awaiting_commit: Vec<u64>,
     /// A leadership transfer in progress (thesis §3.10): proposals are refused meanwhile.
     pub(crate) transfer: Option<Transfer>,
+    /// TimeoutNow was sent in this term. Its target campaigns with `leadership_transfer` set, and
+    /// voters grant that vote inside their leader-stickiness window, so from now on another
+    /// leader may be elected at any moment (the message may also arrive late, after the transfer
+    /// was abandoned): this leader serves no lease read for the rest of its term. Never unset
+    /// within a term (the leader state is dropped with the term).
+    pub(crate) timeout_now_sent: bool,
 }
 
 /// A leadership transfer the leader is carrying out.
@@ -293,6 +309,11 @@ impl Raft {
                 self.heartbeat_elapsed = 0;
                 self.ready.heartbeat = true;
             }
+            if self.ready.heartbeat {
+                // Every heartbeat doubles as a leadership-confirmation round: its answers keep
+                // the lease measured from when it was sent.
+                self.start_confirm_round();
+            }
             if self.election_elapsed >= self.config.election_ticks_min {
                 self.election_elapsed = 0;
                 self.check_quorum();
@@ -306,10 +327,18 @@ impl Raft {
         } else if self.election_elapsed >= self.randomized_election_timeout {
             if self.is_promotable() || self.removal_pending() {
                 self.campaign();
-            } else {
-                // A learner, a removed node or one still joining never campaigns.
-                self.reset_election_timer();
+            } else if self.role != Role::Follower {
+                // Demoted while campaigning (a configuration arrived): stop.
+                let term = self.current_term;
+                self.become_follower(term, None);
+                self.election_elapsed = self.randomized_election_timeout;
             }
+            // A learner, a removed node or one still joining never campaigns, and its timer is
+            // not reset: it keeps counting, so once an election timeout passes without word from
+            // a leader it no longer claims one is alive (`in_leader_lease`) and grants the
+            // (pre-)votes a candidate may need from it (as etcd raft's `tickElection`). Resetting
+            // it here kept the lease up for most of every period, forever: a voter of a joint
+            // configuration's incoming half that had not yet received it refused every pre-vote.
         }
     }
 

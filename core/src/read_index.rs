@@ -10,6 +10,10 @@ use crate::leader::NotLeader;
 use crate::raft::{Raft, Role};
 use crate::types::{LogIndex, NodeId, Term};
 
+/// How long the issue tick of a confirmation round is kept: well past any lease window (half a
+/// minimum election timeout), so an answer that could still extend the lease finds its round.
+const ROUND_HISTORY_TICKS: u64 = 1024;
+
 /// The answer to one [`Raft::read_index`] request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadState {
@@ -67,10 +71,21 @@ impl Raft {
             return;
         };
         let conf = &self.membership.current().conf;
-        if !conf.is_voter(peer) {
+        if !conf.is_voter(peer) || round > leader.read_round {
             return;
         }
         leader.last_contact.insert(peer, ticks);
+        // The lease runs from when the newest answered round was issued.
+        if let Some(issued) = leader
+            .round_issued_at
+            .iter()
+            .rev()
+            .find(|(r, _)| *r <= round)
+            .map(|(_, at)| *at)
+        {
+            let contact = leader.lease_contact.entry(peer).or_default();
+            *contact = (*contact).max(issued);
+        }
         let acked = leader.acked_round.entry(peer).or_default();
         *acked = (*acked).max(round);
         while let Some(read) = leader.pending_reads.front().copied() {
@@ -89,9 +104,15 @@ impl Raft {
     }
 
     /// The commit index, if this leader may serve a read from it without a confirmation round:
-    /// a majority answered within half the minimum election timeout, so (with bounded clock drift
-    /// and round-trip times below that margin) no other leader can have been elected meanwhile.
-    pub fn lease_read_index(&self) -> Result<LogIndex, LeaseError> {
+    /// a majority answered messages sent less than half the minimum election timeout ago, so
+    /// (with clock drift below that margin) each of them still refuses to vote for another
+    /// candidate, and no other leader can have been elected meanwhile.
+    ///
+    /// `tick_lag` is how many tick periods the driver's clock has run past the ticks it has
+    /// delivered (0 when ticks are on time). After a stall of the node's thread the tick count
+    /// lags real time, and a lease judged on it alone would outlive the followers' refusals; the
+    /// lag is added to "now", so a stalled node falls back to ReadIndex.
+    pub fn lease_read_index(&self, tick_lag: u64) -> Result<LogIndex, LeaseError> {
         if self.role != Role::Leader {
             return Err(LeaseError::NotLeader(NotLeader {
                 leader: self.leader_id,
@@ -102,15 +123,24 @@ impl Raft {
         if !self.config.check_quorum || !self.committed_in_current_term() {
             return Err(LeaseError::Expired);
         }
+        // After TimeoutNow, voters may elect its target at once, stickiness set aside: no lease.
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|leader| leader.timeout_now_sent)
+        {
+            return Err(LeaseError::Expired);
+        }
         let me = self.id();
         let window = u64::from(self.config.election_ticks_min / 2);
+        let now = self.ticks.saturating_add(tick_lag);
         let fresh = match self.leader.as_ref() {
             Some(leader) => self.membership().conf.has_quorum(|v| {
                 v == me
                     || leader
-                        .last_contact
+                        .lease_contact
                         .get(&v)
-                        .is_some_and(|at| self.ticks.saturating_sub(*at) < window)
+                        .is_some_and(|at| now.saturating_sub(*at) < window)
             }),
             None => false,
         };
@@ -150,21 +180,41 @@ impl Raft {
             });
             return;
         }
-        let Some(leader) = self.leader.as_mut() else {
+        let Some(round) = self.start_confirm_round() else {
             return;
         };
-        // Reads that arrive together share one confirmation round.
-        let round = match self.ready.confirm_round {
-            Some(round) => round,
-            None => {
-                leader.read_round += 1;
-                self.ready.confirm_round = Some(leader.read_round);
-                leader.read_round
-            }
-        };
-        leader
-            .pending_reads
-            .push_back(PendingRead { id, round, index });
+        if let Some(leader) = self.leader.as_mut() {
+            leader
+                .pending_reads
+                .push_back(PendingRead { id, round, index });
+        }
+    }
+
+    /// Ask the replicators to confirm leadership with messages numbered from now on
+    /// (`Ready::confirm_round`), and note when. Reads and a heartbeat that come together share
+    /// one round. `None` unless leader.
+    pub(crate) fn start_confirm_round(&mut self) -> Option<u64> {
+        let ticks = self.ticks;
+        let leader = self.leader.as_mut()?;
+        if let Some(round) = self.ready.confirm_round {
+            return Some(round);
+        }
+        leader.read_round += 1;
+        let round = leader.read_round;
+        debug_assert!(leader
+            .round_issued_at
+            .back()
+            .is_none_or(|(r, at)| *r < round && *at <= ticks));
+        leader.round_issued_at.push_back((round, ticks));
+        while leader
+            .round_issued_at
+            .front()
+            .is_some_and(|(_, at)| ticks.saturating_sub(*at) > ROUND_HISTORY_TICKS)
+        {
+            leader.round_issued_at.pop_front();
+        }
+        self.ready.confirm_round = Some(round);
+        Some(round)
     }
 
     /// The leader just committed an entry of its term: reads that waited for it may go ahead.

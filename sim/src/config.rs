@@ -159,6 +159,10 @@ pub struct SimConfig {
     pub downtime: (u64, u64),
     /// How long a partition or cut lasts: uniform in this range.
     pub partition_time: (u64, u64),
+    /// How long one node's clock stands still when it stalls (a fault event, like a crash):
+    /// uniform in this range; `(0, 0)`: no stalls. The node goes on receiving messages and
+    /// answering reads meanwhile, and its missed ticks come in a burst afterwards.
+    pub clock_stall: (u64, u64),
     /// A message takes uniform `1..=max_delay` to arrive...
     pub max_delay: u64,
     /// ...except this fraction, which takes up to `long_delay` (heavy reordering).
@@ -233,6 +237,7 @@ impl SimConfig {
             crash_before_sync_rate: 0.01,
             downtime: (20, 800),
             partition_time: (50, 1200),
+            clock_stall: (20, 600),
             max_delay: 12,
             long_delay_rate: 0.03,
             long_delay: 150,
@@ -290,6 +295,8 @@ impl SimConfig {
         self.bug = Some(bug);
         self.liveness = false;
         self.read_interval = 0;
+        // Clock stalls bear on leases only, and take fault slots from the crashes these need.
+        self.clock_stall = (0, 0);
         if matches!(bug, Bug::SendBeforeSync | Bug::VoteBeforeSync) {
             self.crash_before_sync_rate = 0.1;
             // A double vote needs a voter to crash between granting and syncing while two
@@ -330,6 +337,10 @@ impl SimConfig {
         assert!(
             self.partition_time.0 <= self.partition_time.1,
             "partition_time range is empty"
+        );
+        assert!(
+            self.clock_stall.0 <= self.clock_stall.1,
+            "clock_stall range is empty"
         );
         self.raft_config(NodeId(1), false)
             .validate()

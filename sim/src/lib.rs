@@ -139,6 +139,8 @@ pub struct SimReport {
     pub restarts: u64,
     /// Partitions and one-way cuts.
     pub partitions: u64,
+    /// Stalls of one node's clock.
+    pub clock_stalls: u64,
     /// Membership changes asked for, and accepted by a leader.
     pub membership_changes: u64,
     pub membership_changes_accepted: u64,
@@ -183,6 +185,7 @@ impl SimReport {
         self.lost_writes += other.lost_writes;
         self.restarts += other.restarts;
         self.partitions += other.partitions;
+        self.clock_stalls += other.clock_stalls;
         self.membership_changes += other.membership_changes;
         self.membership_changes_accepted += other.membership_changes_accepted;
         self.configs_committed += other.configs_committed;
@@ -265,7 +268,7 @@ impl Sweep {
         format!(
             "{} runs, {} failed; {} events, {} elections, {} leaders, {} entries committed, \
              {} proposals accepted, {} reads answered, {} lease reads, {} messages delivered, {} dropped, {} duplicated, \
-             {} crashes ({} unsynced writes lost), {} partitions/cuts; membership: {} of {} changes \
+             {} crashes ({} unsynced writes lost), {} partitions/cuts, {} clock stalls; membership: {} of {} changes \
              accepted, {} configurations committed, {} of {} transfers started, {} nodes joined, \
              {} retired; snapshots: {} taken, {} sent whole, {} restores",
             self.runs,
@@ -283,6 +286,7 @@ impl Sweep {
             t.crashes,
             t.lost_writes,
             t.partitions,
+            t.clock_stalls,
             t.membership_changes_accepted,
             t.membership_changes,
             t.configs_committed,

@@ -228,9 +228,9 @@ pub(crate) struct SimNode {
     /// Snapshots being sent, per peer.
     sending: BTreeMap<NodeId, Sending>,
     receiving: Option<Receiving>,
-    /// Per peer: a leadership confirmation round (for reads) waiting for an answer to a message
-    /// numbered at least this, as the replicator actor keeps it.
-    confirming: BTreeMap<NodeId, (u64, u64)>,
+    /// Per peer: the leadership confirmation rounds waiting for an answer, oldest first, each
+    /// with the first message number that answers for it, as the replicator actor keeps them.
+    confirming: BTreeMap<NodeId, VecDeque<(u64, u64)>>,
     /// The state machine: the last index applied (or restored), its digest, and the configuration
     /// as of there (`None` for a joining node that has seen none yet).
     pub(crate) applied_index: LogIndex,
@@ -486,9 +486,12 @@ impl SimNode {
         taken
     }
 
-    /// A lease read: the index to read at, if the leader's lease allows it.
-    pub(crate) fn lease_read(&self) -> Option<Result<LogIndex, LeaseError>> {
-        self.raft.as_ref().map(Raft::lease_read_index)
+    /// A lease read: the index to read at, if the leader's lease allows it; `tick_lag` ticks are
+    /// owed by the node's clock (see `Raft::lease_read_index`).
+    pub(crate) fn lease_read(&self, tick_lag: u64) -> Option<Result<LogIndex, LeaseError>> {
+        self.raft
+            .as_ref()
+            .map(|raft| raft.lease_read_index(tick_lag))
     }
 
     pub(crate) fn receive(
@@ -505,9 +508,10 @@ impl SimNode {
             let term = raft.current_term();
             match &message {
                 Message::AppendEntriesResponse(response) => {
-                    if let Some((round, first)) = self.confirming.get(&from).copied() {
-                        if response.term == term && response.request_id >= first {
-                            self.confirming.remove(&from);
+                    if response.term == term {
+                        if let Some(round) =
+                            answered_round(self.confirming.get_mut(&from), response.request_id)
+                        {
                             raft.on_leadership_confirmed(from, term, round);
                         }
                     }
@@ -522,6 +526,17 @@ impl SimNode {
                     }
                 }
                 Message::InstallSnapshotResponse(response) => {
+                    if response.term == term {
+                        // A chunk's answer is contact too: for check-quorum and for reads.
+                        if let Some(round) =
+                            answered_round(self.confirming.get_mut(&from), response.request_id)
+                        {
+                            raft.on_leadership_confirmed(from, term, round);
+                        }
+                        if self.sending.contains_key(&from) {
+                            raft.on_replication_report(from, term, None);
+                        }
+                    }
                     if let Some(sending) = self.sending.get_mut(&from) {
                         if response.term == term && response.request_id == sending.request_id {
                             match response.outcome {
@@ -863,11 +878,15 @@ impl SimNode {
             ));
         }
 
+        if let Some(round) = confirm_round {
+            // Every message from here on answers for the round; a heartbeat due now carries it.
+            self.note_round(round);
+            if !heartbeat {
+                self.confirm_leadership(fx);
+            }
+        }
         if heartbeat {
             self.send_heartbeats(knobs, fx);
-        }
-        if let Some(round) = confirm_round {
-            self.confirm_leadership(round, fx);
         }
         self.replicate(knobs, fx);
 
@@ -1039,9 +1058,21 @@ impl SimNode {
         }
     }
 
-    /// Reads wait for round `round`: every replicator sends a heartbeat now, and the first answer
-    /// to it (or to any later message) confirms the round for that peer.
-    fn confirm_leadership(&mut self, round: u64, fx: &mut Effects) {
+    /// A confirmation round began: the first answer from a peer to a message numbered from now
+    /// on (or to any later message) confirms it for that peer.
+    fn note_round(&mut self, round: u64) {
+        let first = self.next_request_id + 1;
+        for peer in self.progress.keys() {
+            let rounds = self.confirming.entry(*peer).or_default();
+            rounds.push_back((round, first));
+            if rounds.len() > MAX_ROUNDS_WAITING {
+                rounds.pop_front();
+            }
+        }
+    }
+
+    /// Reads wait for a round between heartbeats: every replicator sends a heartbeat now.
+    fn confirm_leadership(&mut self, fx: &mut Effects) {
         let Some(raft) = self.raft.as_ref() else {
             return;
         };
@@ -1052,7 +1083,6 @@ impl SimNode {
         let commit = raft.commit_index();
         for (peer, progress) in &self.progress {
             self.next_request_id += 1;
-            self.confirming.insert(*peer, (round, self.next_request_id));
             fx.send.push(Envelope {
                 from: self.id,
                 to: *peer,
@@ -1109,6 +1139,24 @@ impl SimNode {
             self.start_snapshot(peer, term, knobs, fx);
         }
     }
+}
+
+/// How many confirmation rounds a replicator keeps waiting per peer (the oldest go first).
+const MAX_ROUNDS_WAITING: usize = 64;
+
+/// The newest round among `rounds` that an answer to message `request_id` confirms (its first
+/// message is at most `request_id`); that round and every older one are done.
+fn answered_round(rounds: Option<&mut VecDeque<(u64, u64)>>, request_id: u64) -> Option<u64> {
+    let rounds = rounds?;
+    let mut confirmed = None;
+    while let Some((round, first)) = rounds.front().copied() {
+        if first > request_id {
+            break;
+        }
+        confirmed = Some(round);
+        rounds.pop_front();
+    }
+    confirmed
 }
 
 /// A list of changes in one short line: `+learner n4, -n2`.

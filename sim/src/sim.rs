@@ -93,6 +93,11 @@ pub(crate) struct Sim<'c> {
     committed_config_index: LogIndex,
     /// The id the next added node gets.
     next_id: u64,
+    /// Per node: when its clock's next tick is due. A stall delays the tick event, not this.
+    tick_due: BTreeMap<NodeId, u64>,
+    /// Per node: its clock stands still until then (a stalled timer thread); the ticks missed
+    /// meanwhile come in a burst when it resumes, as a driver that counts ticks by its clock does.
+    stalled_until: BTreeMap<NodeId, u64>,
 }
 
 impl<'c> Sim<'c> {
@@ -133,6 +138,8 @@ impl<'c> Sim<'c> {
             committed_members: initial,
             committed_config_index: LogIndex::ZERO,
             next_id: config.nodes + 1,
+            tick_due: BTreeMap::new(),
+            stalled_until: BTreeMap::new(),
         }
     }
 
@@ -390,6 +397,8 @@ impl<'c> Sim<'c> {
         node.start(seed, &knobs, fx);
         let incarnation = node.incarnation;
         let first = self.rng.gen_range(1..=self.periods[&id]);
+        self.tick_due.insert(id, self.now + first);
+        self.stalled_until.remove(&id);
         self.schedule(
             first,
             Event::Tick {
@@ -407,14 +416,26 @@ impl<'c> Sim<'c> {
                 if !sim_node.is_up() || sim_node.incarnation != incarnation {
                     return;
                 }
+                let stalled_until = self.stalled_until.get(&node).copied().unwrap_or(0);
+                if self.now < stalled_until {
+                    self.schedule(stalled_until - self.now, Event::Tick { node, incarnation });
+                    return;
+                }
+                // Every tick the clock owes, at once after a stall.
+                let owed = self.ticks_owed(node).max(1);
                 self.trace.push(self.now, TraceEvent::Tick { node });
-                self.node(node).tick(&knobs, fx);
+                for _ in 0..owed {
+                    self.node(node).tick(&knobs, fx);
+                }
                 if fx.trace.is_empty() && fx.send.is_empty() {
                     // Nothing came of it: keep it in the digest, not in the readable trace.
                     self.trace.retract_last_line();
                 }
                 let period = self.periods[&node];
-                self.schedule(period, Event::Tick { node, incarnation });
+                let due = self.tick_due.entry(node).or_insert(self.now);
+                *due += owed * period;
+                let next = due.saturating_sub(self.now).max(1);
+                self.schedule(next, Event::Tick { node, incarnation });
             }
             Event::Deliver(Envelope { from, to, message }) => {
                 let reason = if self.net.is_cut(from, to) {
@@ -495,7 +516,8 @@ impl<'c> Sim<'c> {
                 let id = self.next_read;
                 let committed = self.checker.committed_index();
                 let lease = if self.config.lease_reads {
-                    self.nodes[&node].lease_read().and_then(Result::ok)
+                    let lag = self.ticks_owed(node);
+                    self.nodes[&node].lease_read(lag).and_then(Result::ok)
                 } else {
                     None
                 };
@@ -603,6 +625,9 @@ impl<'c> Sim<'c> {
         if self.config.partitions {
             kinds.extend([1, 2]);
         }
+        if self.config.clock_stall.1 > 0 {
+            kinds.push(3);
+        }
         if kinds.is_empty() {
             return;
         }
@@ -670,8 +695,41 @@ impl<'c> Sim<'c> {
                     },
                 );
             }
+            3 => self.stall_clock(fx),
             _ => {}
         }
+    }
+
+    /// How many ticks `node`'s clock has run past the ticks it delivered (0 when on time).
+    fn ticks_owed(&self, node: NodeId) -> u64 {
+        let due = self.tick_due.get(&node).copied().unwrap_or(self.now);
+        if self.now < due {
+            0
+        } else {
+            (self.now - due) / self.periods[&node].max(1) + 1
+        }
+    }
+
+    /// Stall one running node's clock for a while: it goes on receiving messages and answering
+    /// reads, but its ticks wait (a timer thread starved of CPU), then come all at once.
+    fn stall_clock(&mut self, fx: &mut Effects) {
+        let up: Vec<NodeId> = self
+            .active_ids()
+            .into_iter()
+            .filter(|id| self.nodes[id].is_up())
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let node = up[self.rng.gen_range(0..up.len())];
+        let lasts = self
+            .rng
+            .gen_range(self.config.clock_stall.0..=self.config.clock_stall.1);
+        let until = self.now + lasts;
+        let entry = self.stalled_until.entry(node).or_insert(0);
+        *entry = (*entry).max(until);
+        self.report.clock_stalls += 1;
+        fx.trace.push(TraceEvent::ClockStall { node, until });
     }
 
     fn crash(&mut self, node: NodeId, fx: &mut Effects) {

@@ -297,6 +297,11 @@ pub(crate) enum TraceEvent {
         from: NodeId,
         to: NodeId,
     },
+    /// `node`'s clock stands still until `until`.
+    ClockStall {
+        node: NodeId,
+        until: u64,
+    },
     Healed {
         links: usize,
     },
@@ -510,6 +515,11 @@ impl TraceEvent {
                 h.u64(14);
                 h.u64(from.0);
                 h.u64(to.0);
+            }
+            TraceEvent::ClockStall { node, until } => {
+                h.u64(40);
+                h.u64(node.0);
+                h.u64(*until);
             }
             TraceEvent::Healed { links } => {
                 h.u64(15);
@@ -866,6 +876,9 @@ impl fmt::Display for TraceEvent {
                 nodes(side_b)
             ),
             TraceEvent::Cut { from, to } => write!(f, "net CUT n{from}->n{to}"),
+            TraceEvent::ClockStall { node, until } => {
+                write!(f, "n{node} CLOCK STALL until t={until}")
+            }
             TraceEvent::Healed { links } => write!(f, "net heal {links} link(s)"),
             TraceEvent::FaultsEnd => write!(
                 f,

@@ -11,11 +11,35 @@ use std::path::{Path, PathBuf};
 
 const TEMP_SUFFIX: &str = ".tmp";
 
-/// A directory of snapshots; the newest one counts. Cheap to share (`Arc`) between the applier that
-/// writes snapshots, the replicators that send them and the node that receives them.
+/// What a snapshot whose data does not match its checksum is renamed to (kept for inspection,
+/// never read again).
+const CORRUPT_SUFFIX: &str = ".corrupt";
+
+/// A directory of snapshots; the newest valid one counts, and the one before it is kept as a
+/// fallback. Cheap to share (`Arc`) between the applier that writes snapshots, the replicators
+/// that send them and the node that receives them.
 #[derive(Debug)]
 pub struct SnapshotStore {
     dir: PathBuf,
+    /// Snapshots whose data this process has checked against their checksum (or written
+    /// itself): each is verified once, not on every use.
+    verified: std::sync::Mutex<std::collections::BTreeSet<(LogId, u32)>>,
+}
+
+/// A snapshot received whole from the leader, checked and durable under a temporary name, that
+/// is not the store's yet: it becomes the newest with [`SnapshotStore::promote`] once the rules
+/// have accepted it, and is dropped (its file removed) otherwise.
+#[derive(Debug)]
+pub struct StagedSnapshot {
+    pub meta: SnapshotMeta,
+    path: PathBuf,
+}
+
+impl Drop for StagedSnapshot {
+    fn drop(&mut self) {
+        // Promoted: the file was renamed away and this fails harmlessly.
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 fn io_error(path: &Path, source: io::Error) -> StorageError {
@@ -43,6 +67,7 @@ impl SnapshotStore {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
         let store = SnapshotStore {
             dir: dir.to_path_buf(),
+            verified: Default::default(),
         };
         for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
             let path = entry.map_err(|e| io_error(dir, e))?.path();
@@ -65,10 +90,71 @@ impl SnapshotStore {
         self.dir.join(format!("{}.meta", base_name(last)))
     }
 
-    /// The newest complete snapshot, if any: its metadata decodes and its data file has the size
-    /// the metadata says (the checksum is checked when it is read whole).
+    /// The newest valid snapshot, if any: its metadata decodes, its data file has the size the
+    /// metadata says, and its bytes match the checksum. A newer snapshot that fails the checksum
+    /// is renamed aside (`*.corrupt`, with an error in the log) and the one before it is used,
+    /// so a damaged file is never loaded nor sent to a follower.
     pub fn latest(&self) -> Result<Option<SnapshotMeta>, StorageError> {
-        let mut best: Option<SnapshotMeta> = None;
+        for meta in self.complete()? {
+            match self.verify(&meta) {
+                Ok(()) => return Ok(Some(meta)),
+                Err(StorageError::Corrupt(why)) => {
+                    tracing::error!(dir = %self.dir.display(), last = %meta.last_included, %why, "snapshot is corrupt: moved aside; falling back to an older one");
+                    self.quarantine(&meta)?;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks snapshot `meta`'s data against its size and checksum (once per process).
+    pub fn verify(&self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        let key = (meta.last_included, meta.checksum);
+        if self.verified.lock().is_ok_and(|v| v.contains(&key)) {
+            return Ok(());
+        }
+        let path = self.data_path(meta.last_included);
+        let mut file = File::open(&path).map_err(|e| io_error(&path, e))?;
+        let mut hasher = crc32fast::Hasher::new();
+        let mut size = 0u64;
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let read = file.read(&mut buffer).map_err(|e| io_error(&path, e))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            size += read as u64;
+        }
+        let checksum = hasher.finalize();
+        if size != meta.size || checksum != meta.checksum {
+            return Err(StorageError::Corrupt(format!(
+                "snapshot {} has {size} bytes with checksum {checksum:08x}, its metadata says {} bytes and {:08x}",
+                meta.last_included, meta.size, meta.checksum
+            )));
+        }
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.insert(key);
+        }
+        Ok(())
+    }
+
+    /// Renames a corrupt snapshot's files aside, metadata first.
+    fn quarantine(&self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        for path in [
+            self.meta_path(meta.last_included),
+            self.data_path(meta.last_included),
+        ] {
+            let aside = PathBuf::from(format!("{}{CORRUPT_SUFFIX}", path.display()));
+            fs::rename(&path, &aside).map_err(|e| io_error(&path, e))?;
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Every complete snapshot (metadata decodes, data file of the right size), newest first.
+    fn complete(&self) -> Result<Vec<SnapshotMeta>, StorageError> {
+        let mut found: Vec<SnapshotMeta> = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, e))? {
             let path = entry.map_err(|e| io_error(&self.dir, e))?.path();
             if path.extension().is_none_or(|ext| ext != "meta") {
@@ -84,14 +170,10 @@ impl SnapshotStore {
                 tracing::warn!(path = %path.display(), "ignoring a snapshot whose data file is missing or short");
                 continue;
             }
-            if best
-                .as_ref()
-                .is_none_or(|b| b.last_included.index < meta.last_included.index)
-            {
-                best = Some(meta);
-            }
+            found.push(meta);
         }
-        Ok(best)
+        found.sort_by_key(|meta| std::cmp::Reverse(meta.last_included.index));
+        Ok(found)
     }
 
     /// Opens snapshot `meta` for reading. The open file stays readable even if a newer snapshot
@@ -127,20 +209,30 @@ impl SnapshotStore {
     }
 
     /// Makes a fully written snapshot the store's newest: sync its data, rename it into place,
-    /// write its metadata the same way, and remove older snapshots.
+    /// write its metadata the same way, and remove the snapshots older than the one it replaces
+    /// (which stays as a fallback, should the new one be damaged later).
     fn install(
         &self,
         file: SnapshotFile,
         meta: SnapshotMeta,
     ) -> Result<SnapshotMeta, StorageError> {
-        let SnapshotFile { writer, path, .. } = file;
-        let data = writer
-            .into_inner()
-            .map_err(|e| io_error(&path, e.into_error()))?;
-        data.sync_all().map_err(|e| io_error(&path, e))?;
-        drop(data);
+        let path = file.sync()?;
+        self.install_synced(&path, meta)
+    }
+
+    /// [`Self::install`] for a data file already synced at `path`.
+    fn install_synced(
+        &self,
+        path: &Path,
+        meta: SnapshotMeta,
+    ) -> Result<SnapshotMeta, StorageError> {
+        let previous = self
+            .complete()?
+            .into_iter()
+            .map(|m| m.last_included)
+            .find(|last| last.index < meta.last_included.index);
         let data_path = self.data_path(meta.last_included);
-        fs::rename(&path, &data_path).map_err(|e| io_error(&data_path, e))?;
+        fs::rename(path, &data_path).map_err(|e| io_error(&data_path, e))?;
 
         let meta_temp = self.dir.join(format!(
             "{}.meta{TEMP_SUFFIX}",
@@ -157,8 +249,16 @@ impl SnapshotStore {
         let meta_path = self.meta_path(meta.last_included);
         fs::rename(&meta_temp, &meta_path).map_err(|e| io_error(&meta_path, e))?;
         sync_dir(&self.dir)?;
-        self.remove_older_than(meta.last_included)?;
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.insert((meta.last_included, meta.checksum));
+        }
+        self.remove_older_than(previous.unwrap_or(meta.last_included))?;
         Ok(meta)
+    }
+
+    /// Makes a received snapshot the newest, once the rules accepted it.
+    pub fn promote(&self, staged: StagedSnapshot) -> Result<SnapshotMeta, StorageError> {
+        self.install_synced(&staged.path, staged.meta.clone())
     }
 
     /// Removes every snapshot older than `keep`: all their metadata first, then their data, so
@@ -232,13 +332,24 @@ impl SnapshotFile {
         store.install(self, meta)
     }
 
+    /// Flushes and syncs the data; returns where it is.
+    fn sync(self) -> Result<PathBuf, StorageError> {
+        let SnapshotFile { writer, path, .. } = self;
+        let data = writer
+            .into_inner()
+            .map_err(|e| io_error(&path, e.into_error()))?;
+        data.sync_all().map_err(|e| io_error(&path, e))?;
+        Ok(path)
+    }
+
     /// Ends a snapshot received from the leader, which must be exactly `expected`; anything else
-    /// (short, long, damaged) is refused and removed.
+    /// (short, long, damaged) is refused and removed. What passes is durable but staged: not the
+    /// store's newest until [`SnapshotStore::promote`].
     pub fn finish_received(
         self,
         store: &SnapshotStore,
         expected: SnapshotMeta,
-    ) -> Result<SnapshotMeta, StorageError> {
+    ) -> Result<StagedSnapshot, StorageError> {
         let checksum = self.hasher.clone().finalize();
         let size = self.size;
         if size != expected.size || checksum != expected.checksum {
@@ -250,7 +361,18 @@ impl SnapshotFile {
                 expected.last_included, expected.size, expected.checksum
             )));
         }
-        store.install(self, expected)
+        let received = self.sync()?;
+        // A name of its own (not the one the next transfer writes to), still temporary: removed
+        // when the store is opened again if it was never promoted.
+        let path = store.dir.join(format!(
+            "received-{}{TEMP_SUFFIX}",
+            base_name(expected.last_included)
+        ));
+        fs::rename(&received, &path).map_err(|e| io_error(&path, e))?;
+        Ok(StagedSnapshot {
+            meta: expected,
+            path,
+        })
     }
 }
 
@@ -278,7 +400,7 @@ mod tests {
         let store = SnapshotStore::open(dir.path()).expect("open");
         assert_eq!(store.latest().expect("latest"), None);
         let first = write(&store, id(10, 1), b"first state");
-        assert_eq!(store.latest().expect("latest"), Some(first));
+        assert_eq!(store.latest().expect("latest"), Some(first.clone()));
         let second = write(&store, id(20, 2), b"second, longer state");
         assert_eq!(store.latest().expect("latest"), Some(second.clone()));
         assert_eq!(second.size, 20);
@@ -290,12 +412,19 @@ mod tests {
         );
         let files = fs::read_dir(dir.path()).expect("list").count();
         assert_eq!(
-            files, 2,
-            "only the newest snapshot's data and metadata are left"
+            files, 4,
+            "the newest snapshot and the one before it (a fallback) are kept"
         );
-        // Reopened, the store finds the same snapshot.
+        write(&store, id(30, 2), b"third");
+        assert!(!store.data_path(first.last_included).exists());
+        assert!(!store.meta_path(first.last_included).exists());
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 4);
+        // Reopened, the store finds the newest snapshot.
         let store = SnapshotStore::open(dir.path()).expect("reopen");
-        assert_eq!(store.latest().expect("latest"), Some(second));
+        assert_eq!(
+            store.latest().expect("latest").map(|m| m.last_included),
+            Some(id(30, 2))
+        );
     }
 
     #[test]
@@ -336,10 +465,64 @@ mod tests {
         assert_eq!(store.latest().expect("latest"), None);
         let mut good = store.create("recv").expect("create");
         good.write_all(b"hello").expect("write");
+        let staged = good.finish_received(&store, expected.clone()).expect("ok");
+        assert_eq!(staged.meta, expected);
         assert_eq!(
-            good.finish_received(&store, expected.clone()).expect("ok"),
-            expected
+            store.latest().expect("latest"),
+            None,
+            "not the newest before the rules accept it"
         );
+        assert_eq!(store.promote(staged).expect("promote"), expected);
         assert_eq!(store.latest().expect("latest"), Some(expected));
+    }
+
+    #[test]
+    fn a_received_snapshot_the_rules_refuse_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("open");
+        let mine = write(&store, id(5, 1), b"mine");
+        let expected = SnapshotMeta {
+            last_included: id(9, 2),
+            size: 5,
+            checksum: crc32fast::hash(b"hello"),
+            membership: Box::default(),
+        };
+        let mut file = store.create("recv").expect("create");
+        file.write_all(b"hello").expect("write");
+        let staged = file.finish_received(&store, expected).expect("ok");
+        drop(staged);
+        assert_eq!(store.latest().expect("latest"), Some(mine));
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 2);
+    }
+
+    #[test]
+    fn a_corrupt_newest_snapshot_is_moved_aside_and_the_previous_one_used() {
+        // Review finding (issue 24, 2.5): a corrupted newest snapshot that still decoded was
+        // loaded silently at start-up.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("open");
+        let older = write(&store, id(5, 1), b"older state");
+        let newer = write(&store, id(9, 2), b"newer state");
+        let oldest_gone = write(&store, id(12, 2), b"newest state");
+        assert!(
+            !store.data_path(older.last_included).exists(),
+            "only the newest and the one before it are kept"
+        );
+        assert!(store.data_path(newer.last_included).exists());
+        // Flip one byte of the newest snapshot's data, keeping its size.
+        let path = store.data_path(oldest_gone.last_included);
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[0] ^= 0x20;
+        fs::write(&path, bytes).expect("write");
+        // A fresh store (a restart) verifies before trusting.
+        let store = SnapshotStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.latest().expect("latest"), Some(newer.clone()));
+        assert!(PathBuf::from(format!("{}{CORRUPT_SUFFIX}", path.display())).exists());
+        assert_eq!(store.latest().expect("latest"), Some(newer), "stays so");
+        // With no valid snapshot left, there is none.
+        let path = store.data_path(id(9, 2));
+        fs::write(&path, b"newer statX").expect("write");
+        let store = SnapshotStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.latest().expect("latest"), None);
     }
 }

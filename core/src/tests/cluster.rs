@@ -50,6 +50,18 @@ pub(crate) struct Node {
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     pub(crate) applied: Vec<Entry>,
     pub(crate) up: bool,
+    /// Per peer: leadership confirmation rounds waiting for an answer, with the first message
+    /// number that answers for each (as the replicators keep them).
+    pub(crate) confirming: BTreeMap<NodeId, VecDeque<(u64, u64)>>,
+    /// The number of the next AppendEntries this node sends.
+    pub(crate) next_request_id: u64,
+}
+
+impl Node {
+    fn take_request_id(&mut self) -> u64 {
+        self.next_request_id += 1;
+        self.next_request_id
+    }
 }
 
 pub(crate) struct Cluster {
@@ -94,6 +106,8 @@ impl Cluster {
                 progress: BTreeMap::new(),
                 applied: Vec::new(),
                 up: true,
+                confirming: BTreeMap::new(),
+                next_request_id: 0,
             },
         );
         self.process(id);
@@ -211,6 +225,19 @@ impl Cluster {
         if let Message::AppendEntriesResponse(response) = &message {
             let term = node.raft.current_term();
             if node.raft.role() == Role::Leader {
+                if response.term == term {
+                    let rounds = node.confirming.entry(from).or_default();
+                    let mut confirmed = None;
+                    while rounds
+                        .front()
+                        .is_some_and(|(_, first)| *first <= response.request_id)
+                    {
+                        confirmed = rounds.pop_front().map(|(round, _)| round);
+                    }
+                    if let Some(round) = confirmed {
+                        node.raft.on_leadership_confirmed(from, term, round);
+                    }
+                }
                 if let Some(progress) = node.progress.get_mut(&from) {
                     match progress.on_response(term, response) {
                         ResponseEffect::Contact { matched } => {
@@ -254,7 +281,10 @@ impl Cluster {
                         .map(|p| (p, Progress::new(last_index, 4)))
                         .collect();
                 }
-                Some(LeadershipChange::Lost) => node.progress.clear(),
+                Some(LeadershipChange::Lost) => {
+                    node.progress.clear();
+                    node.confirming.clear();
+                }
                 None => {}
             }
             if node.raft.role() == Role::Leader {
@@ -274,29 +304,47 @@ impl Cluster {
                 let next = node.disk.log[node.applied.len()].clone();
                 node.applied.push(next);
             }
-            if ready.heartbeat {
-                self.send_heartbeats(id);
+            if let Some(round) = ready.confirm_round {
+                let first = node.next_request_id + 1;
+                for peer in node.progress.keys() {
+                    node.confirming
+                        .entry(*peer)
+                        .or_default()
+                        .push_back((round, first));
+                }
+            }
+            if ready.heartbeat || ready.confirm_round.is_some() {
+                // A round between heartbeats (for reads) sends one to every peer.
+                self.send_heartbeats(id, !ready.heartbeat);
             }
             self.replicate(id);
         }
     }
 
-    fn send_heartbeats(&mut self, id: NodeId) {
+    /// Heartbeats to the peers in Replicate state, or (`to_all`, for a confirmation round
+    /// between heartbeats) to every peer, without a heartbeat tick.
+    fn send_heartbeats(&mut self, id: NodeId, to_all: bool) {
         let node = self.nodes.get_mut(&id).expect("known node");
         let term = node.raft.current_term();
         let commit = node.raft.commit_index();
-        for (peer, progress) in node.progress.iter_mut() {
-            progress.on_heartbeat_tick();
-            if progress.state() == crate::ProgressState::Replicate {
+        let peers: Vec<NodeId> = node.progress.keys().copied().collect();
+        for peer in peers {
+            let progress = node.progress.get_mut(&peer).expect("listed");
+            if !to_all {
+                progress.on_heartbeat_tick();
+            }
+            if to_all || progress.state() == crate::ProgressState::Replicate {
+                let matched = progress.matched();
+                let request_id = node.take_request_id();
                 self.queue.push_back(Envelope {
                     from: id,
-                    to: *peer,
+                    to: peer,
                     message: Message::AppendEntries(AppendEntries {
                         term,
-                        prev_log_id: progress.matched(),
+                        prev_log_id: matched,
                         entries: vec![],
-                        leader_commit: commit.min(progress.matched().index),
-                        request_id: 0,
+                        leader_commit: commit.min(matched.index),
+                        request_id,
                     }),
                 });
             }
@@ -311,6 +359,7 @@ impl Cluster {
         let term = node.raft.current_term();
         let commit = node.raft.commit_index();
         let last = node.raft.last_log_id().index;
+        let mut next_request_id = node.next_request_id;
         for (peer, progress) in node.progress.iter_mut() {
             while let Some(range) = progress.next_send(last, 3) {
                 let entries: Vec<Entry> = node.disk.log
@@ -322,6 +371,7 @@ impl Cluster {
                     node.disk.log[range.prev_index.0 as usize - 1].term
                 };
                 progress.on_sent(range);
+                next_request_id += 1;
                 self.queue.push_back(Envelope {
                     from: id,
                     to: *peer,
@@ -330,11 +380,12 @@ impl Cluster {
                         prev_log_id: crate::LogId::new(prev_term, range.prev_index),
                         entries,
                         leader_commit: commit,
-                        request_id: 0,
+                        request_id: next_request_id,
                     }),
                 });
             }
         }
+        node.next_request_id = next_request_id;
     }
 
     /// Every node that is up holds the same applied prefix, and logs agree wherever they overlap

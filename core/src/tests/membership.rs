@@ -4,8 +4,8 @@
 use super::cluster::Cluster;
 use super::{config, ids};
 use crate::{
-    ChangeError, ConfChange, ConfState, LogIndex, Message, NodeId, Refusal, Role, Term,
-    TransferError,
+    ChangeError, ConfChange, ConfState, LogIndex, Message, NodeId, Refusal, RequestVote,
+    RequestVoteResponse, Role, Term, TransferError,
 };
 use bytes::Bytes;
 use std::collections::BTreeSet;
@@ -1030,4 +1030,95 @@ fn a_joint_change_reaching_too_few_does_not_commit() {
             );
         }
     }
+}
+
+#[test]
+fn a_repeated_transfer_request_does_not_extend_its_deadline_and_a_transfer_can_be_cancelled() {
+    // Review finding (issue 24, 2.2): a client retrying a transfer toward an unreachable node
+    // restarted the transfer's timer each time, so the leader refused proposals for as long as
+    // the client retried.
+    let mut c = cluster(3);
+    let leader = stable_leader(&mut c);
+    let target = others(&c, &[leader])[0];
+    c.isolate(target);
+    c.raft(leader.0)
+        .transfer_leadership(target)
+        .expect("a voter");
+    c.process(leader);
+    let timeout = c.raft(leader.0).config().election_ticks_min;
+    for _ in 0..timeout {
+        // The client retries every tick.
+        c.raft(leader.0)
+            .transfer_leadership(target)
+            .expect("a voter");
+        c.tick_all(1);
+    }
+    assert_eq!(
+        c.raft(leader.0).transfer_target(),
+        None,
+        "abandoned an election timeout after the first request"
+    );
+    assert!(c
+        .raft(leader.0)
+        .propose(vec![Bytes::from_static(b"after")])
+        .is_ok());
+
+    // A transfer to the leader itself cancels the one in progress (as in etcd raft).
+    c.raft(leader.0)
+        .transfer_leadership(target)
+        .expect("a voter");
+    assert_eq!(c.raft(leader.0).transfer_target(), Some(target));
+    assert_eq!(c.raft(leader.0).transfer_leadership(leader), Ok(()));
+    assert_eq!(c.raft(leader.0).transfer_target(), None, "cancelled");
+    assert!(c
+        .raft(leader.0)
+        .propose(vec![Bytes::from_static(b"resumed")])
+        .is_ok());
+    c.heal();
+    c.tick_all(10);
+    c.assert_consistent();
+}
+
+#[test]
+fn a_node_that_never_campaigns_stops_claiming_a_leader_after_an_election_timeout() {
+    // Found by the simulator (seeds 8012992, 8004955, 8005136, 8014211, ...): a node that never
+    // campaigns (a learner, a node still joining, or one whose configuration is behind and does
+    // not list it as a voter) reset its election timer when it fired but kept its leader, so
+    // `in_leader_lease` held for most of every period and it refused every pre-vote forever;
+    // when the incoming half of a joint configuration needed its vote, no candidate could win.
+    let mut c = cluster(3);
+    let leader = stable_leader(&mut c);
+    add_learner(&mut c, leader, 4);
+    c.tick_all(5);
+    let learner = NodeId(4);
+    assert_eq!(c.raft(4).leader_id(), Some(leader));
+    // The leader goes away; the learner hears from nobody for a maximal election timeout.
+    c.isolate(learner);
+    let max = c.raft(4).config().election_ticks_max;
+    for _ in 0..max {
+        c.tick(learner);
+    }
+    let term = c.raft(4).current_term();
+    let last = c.raft(4).last_log_id();
+    c.raft(4).step(
+        NodeId(2),
+        Message::RequestVote(RequestVote {
+            term: Term(term.0 + 1),
+            last_log_id: last,
+            pre_vote: true,
+            leadership_transfer: false,
+        }),
+    );
+    let ready = c.raft(4).take_ready();
+    assert!(
+        ready.messages.iter().any(|m| matches!(
+            m.message,
+            Message::RequestVoteResponse(RequestVoteResponse {
+                vote_granted: true,
+                ..
+            })
+        )),
+        "the pre-vote is granted once no leader was heard from for an election timeout: {:?}",
+        ready.messages
+    );
 }

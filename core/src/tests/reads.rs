@@ -110,14 +110,14 @@ fn a_new_leader_defers_reads_until_it_commits_in_its_term() {
 #[test]
 fn lease_reads_need_recent_contact_with_a_majority() {
     let (mut cluster, leader) = leader_cluster(3);
-    assert!(cluster.raft(leader.0).lease_read_index().is_ok());
+    assert!(cluster.raft(leader.0).lease_read_index(0).is_ok());
     cluster.isolate(leader);
     // Half an election timeout without answers: the lease is gone (well before check-quorum).
     for _ in 0..8 {
         cluster.tick(leader);
     }
     assert_eq!(
-        cluster.raft(leader.0).lease_read_index(),
+        cluster.raft(leader.0).lease_read_index(0),
         Err(LeaseError::Expired)
     );
 }
@@ -130,7 +130,81 @@ fn there_is_no_lease_without_check_quorum() {
     let leader = cluster.elect(200).expect("a leader");
     cluster.tick_all(5);
     assert_eq!(
-        cluster.raft(leader.0).lease_read_index(),
+        cluster.raft(leader.0).lease_read_index(0),
         Err(LeaseError::Expired)
+    );
+}
+
+#[test]
+fn no_lease_after_timeout_now_for_the_rest_of_the_term() {
+    // Found by the simulator (seed 8114818, 5 nodes): once TimeoutNow is sent its target
+    // campaigns with `leadership_transfer` set and voters elect it at once, stickiness set
+    // aside; the old leader served a lease read that missed the new leader's commit.
+    let (mut cluster, leader) = leader_cluster(3);
+    assert!(cluster.raft(leader.0).lease_read_index(0).is_ok());
+    let target = NodeId(if leader.0 == 1 { 2 } else { 1 });
+    // The target never gets the TimeoutNow (or gets it late): the transfer is abandoned.
+    cluster.cut.insert((leader, target));
+    cluster
+        .raft(leader.0)
+        .transfer_leadership(target)
+        .expect("a voter");
+    cluster.process(leader);
+    assert_eq!(
+        cluster.raft(leader.0).lease_read_index(0),
+        Err(LeaseError::Expired)
+    );
+    let timeout = cluster.raft(leader.0).config().election_ticks_min;
+    cluster.tick_all(timeout + 1);
+    assert_eq!(cluster.raft(leader.0).transfer_target(), None, "abandoned");
+    assert_eq!(cluster.raft(leader.0).role(), Role::Leader);
+    assert_eq!(
+        cluster.raft(leader.0).lease_read_index(0),
+        Err(LeaseError::Expired),
+        "a late TimeoutNow may still arrive: no lease for the rest of the term"
+    );
+    // ReadIndex still works.
+    cluster.raft(leader.0).read_index(3).expect("leader");
+    cluster.process(leader);
+    cluster.deliver_all();
+    cluster.tick_all(1);
+}
+
+#[test]
+fn the_lease_runs_from_when_the_answered_heartbeat_was_sent() {
+    // Review finding (issue 24, 2.4): contact was stamped when an answer arrived, so a late
+    // answer (a retransmission) extended the lease past the followers' refusal window.
+    let (mut cluster, leader) = leader_cluster(3);
+    let raft = cluster.raft(leader.0);
+    let _ = raft.take_ready();
+    let term = raft.current_term();
+    let peers: Vec<NodeId> = ids(3).into_iter().filter(|p| *p != leader).collect();
+    // A round is issued now; its answers are held back.
+    raft.read_index(11).expect("leader");
+    let round = raft.take_ready().confirm_round.expect("a round");
+    let window = u64::from(raft.config().election_ticks_min / 2);
+    for _ in 0..window {
+        raft.tick();
+    }
+    let _ = raft.take_ready();
+    // Answers to the old round arrive now: they prove contact as of the round's issue.
+    for peer in &peers {
+        raft.on_leadership_confirmed(*peer, term, round);
+    }
+    assert_eq!(
+        raft.lease_read_index(0),
+        Err(LeaseError::Expired),
+        "the answered message left a lease window ago"
+    );
+    // A fresh round answered at once gives a lease again.
+    raft.read_index(12).expect("leader");
+    let fresh = raft.take_ready().confirm_round.expect("a round");
+    raft.on_leadership_confirmed(peers[0], term, fresh);
+    assert!(raft.lease_read_index(0).is_ok());
+    // A driver whose clock ran past the ticks it delivered (a stalled thread) gets no lease.
+    assert_eq!(
+        raft.lease_read_index(window),
+        Err(LeaseError::Expired),
+        "ticks owed by a stalled clock count"
     );
 }
