@@ -41,6 +41,7 @@ fn append(first: u64, count: u64, payload: &Bytes) -> LogWrite {
         hard_state: None,
         truncate_from: None,
         compact_to: None,
+        standing: None,
         entries: (first..first + count)
             .map(|index| Entry {
                 term: Term(1),

@@ -3,6 +3,12 @@
 //! Give it some endpoints (any members' Raft addresses); it finds the leader, follows it when it
 //! moves, and retries failed writes within its timeout under its exactly-once session, so a write
 //! retried across a leader failover is applied once.
+//!
+//! When the cluster answers that the session expired ([`KvOutcome::SessionExpired`]: it forgot
+//! this client), the client starts a new session (a new random client id, sequence numbers again
+//! from 1). If no earlier attempt of the refused write can have been applied, it sends the write
+//! again under the new session; otherwise it returns [`ClientError::SessionExpired`] and does not
+//! resend it, since whether the write was applied is unknown.
 
 use crate::kv::{KvOutcome, Session};
 use crate::protocol::{
@@ -12,7 +18,6 @@ use crate::protocol::{
 use bytes::Bytes;
 use raftor_actors::network::client::ClientConnection;
 use raftor_actors::network::codec::DEFAULT_MAX_FRAME_BYTES;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -55,6 +60,13 @@ pub enum ClientError {
     /// The write's sequence number was superseded by a later write of this client.
     #[error("superseded by a later write of this client")]
     Superseded,
+    /// The cluster did not know this client's exactly-once session (it expired and was
+    /// forgotten) when a retry of the write arrived, after an earlier attempt that may have been
+    /// applied: the retry was refused, and whether the write was applied is unknown (as for
+    /// [`ClientError::Unknown`]). It was not sent again, since under a new session it could be
+    /// applied twice. The client has started a new session, which its later writes use.
+    #[error("the session expired; the write's outcome is unknown and it was not retried")]
+    SessionExpired,
     /// Another membership change is in progress: nothing was done; retry once it is finished.
     #[error("conflict: {0}")]
     Conflict(String),
@@ -77,11 +89,20 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// The exactly-once session: the client id and the last sequence number handed out.
+struct SessionState {
+    client_id: u64,
+    last_sequence: u64,
+}
+
+/// How many times one write may start a new session and be sent again before it gives up (more
+/// than once only when clones of the client race on a brand-new session).
+const MAX_SESSION_RENEWALS: u32 = 3;
+
 struct Inner {
     endpoints: Vec<String>,
     options: ClientOptions,
-    client_id: u64,
-    sequence: AtomicU64,
+    session: std::sync::Mutex<SessionState>,
     /// The endpoint in use (or that failed last) and its connection, if open.
     current: Mutex<Current>,
 }
@@ -96,22 +117,45 @@ impl Client {
             inner: Arc::new(Inner {
                 endpoints,
                 options,
-                client_id: rand::random::<u64>() | 1,
-                sequence: AtomicU64::new(0),
+                session: std::sync::Mutex::new(SessionState {
+                    client_id: fresh_client_id(0),
+                    last_sequence: 0,
+                }),
                 current: Mutex::new(Current::default()),
             }),
         })
     }
 
-    /// This client's exactly-once session id.
+    /// This client's exactly-once session id. It changes when the cluster reports the session
+    /// expired and the client starts a new one.
     pub fn client_id(&self) -> u64 {
-        self.inner.client_id
+        self.session().client_id
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        // The state is two integers, consistent whenever the lock is released.
+        self.inner
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn next_session(&self) -> Session {
+        let mut state = self.session();
+        state.last_sequence += 1;
         Session {
-            client_id: self.inner.client_id,
-            sequence: self.inner.sequence.fetch_add(1, Ordering::Relaxed) + 1,
+            client_id: state.client_id,
+            sequence: state.last_sequence,
+        }
+    }
+
+    /// The cluster forgot session `expired`: start a new one (a new client id, sequence numbers
+    /// again from 1), unless a clone already did.
+    fn renew_session(&self, expired: u64) {
+        let mut state = self.session();
+        if state.client_id == expired {
+            state.client_id = fresh_client_id(expired);
+            state.last_sequence = 0;
         }
     }
 
@@ -246,16 +290,48 @@ impl Client {
         }
     }
 
-    async fn write(&self, request: KvRequest) -> Result<WriteResult, ClientError> {
-        match self.call(request, true).await? {
-            KvResponse::Written {
-                outcome: KvOutcome::StaleSequence,
-                ..
-            } => Err(ClientError::Superseded),
-            KvResponse::Written { index, outcome } => Ok(WriteResult { index, outcome }),
-            other => Err(ClientError::Unknown(format!(
-                "unexpected answer: {other:?}"
-            ))),
+    async fn write(&self, mut request: KvRequest) -> Result<WriteResult, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.inner.options.operation_timeout;
+        let mut renewals = 0;
+        loop {
+            let (response, maybe_applied) = self.call_until(&request, true, deadline).await?;
+            match response {
+                KvResponse::Written {
+                    outcome: KvOutcome::StaleSequence,
+                    ..
+                } => return Err(ClientError::Superseded),
+                KvResponse::Written {
+                    outcome: KvOutcome::SessionExpired,
+                    ..
+                } => {
+                    // The cluster forgot this session: this attempt changed nothing, and every
+                    // later write needs a new session.
+                    let Some(expired) = request_session(&request) else {
+                        return Err(ClientError::SessionExpired);
+                    };
+                    self.renew_session(expired.client_id);
+                    // An earlier attempt may have been applied (before the session was
+                    // forgotten): sending the write again under the new session could apply it
+                    // twice. The caller learns the session is gone and the outcome unknown.
+                    if maybe_applied || renewals == MAX_SESSION_RENEWALS {
+                        return Err(ClientError::SessionExpired);
+                    }
+                    // No attempt can have been applied (the cluster answered each one, or none
+                    // was sent): this is the write's first arrival, refused because the cluster
+                    // never saw this session's first write (it failed, or the session expired
+                    // between writes). Sending it under the new session applies it once.
+                    renewals += 1;
+                    set_request_session(&mut request, self.next_session());
+                }
+                KvResponse::Written { index, outcome } => {
+                    return Ok(WriteResult { index, outcome })
+                }
+                other => {
+                    return Err(ClientError::Unknown(format!(
+                        "unexpected answer: {other:?}"
+                    )))
+                }
+            }
         }
     }
 
@@ -263,13 +339,26 @@ impl Client {
     /// timeout. A write keeps its session, so a retry is never applied twice.
     async fn call(&self, request: KvRequest, is_write: bool) -> Result<KvResponse, ClientError> {
         let deadline = tokio::time::Instant::now() + self.inner.options.operation_timeout;
-        let mut last_error: ClientError = ClientError::Unavailable("no attempt made".into());
+        let (response, _) = self.call_until(&request, is_write, deadline).await?;
+        Ok(response)
+    }
+
+    /// [`Client::call`] until `deadline`; with the answer, whether an earlier attempt may have
+    /// reached a leader without an answer (a write's may then have been applied).
+    async fn call_until(
+        &self,
+        request: &KvRequest,
+        is_write: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<(KvResponse, bool), ClientError> {
+        let mut last_error: ClientError =
+            ClientError::Unavailable("no attempt made before the operation timeout".into());
         // Whether any attempt may have reached a leader (a write's outcome is then unknown).
         let mut maybe_applied = false;
         let mut attempt = 0u32;
         while tokio::time::Instant::now() < deadline {
             attempt += 1;
-            match self.attempt(&request).await {
+            match self.attempt(request).await {
                 Ok(KvResponse::Error(error)) => {
                     if error.kind == ErrorKind::Unknown {
                         maybe_applied = true;
@@ -290,7 +379,7 @@ impl Client {
                         self.drop_connection().await;
                     }
                 }
-                Ok(response) => return Ok(response),
+                Ok(response) => return Ok((response, maybe_applied)),
                 Err(AttemptError::NotSent(message)) => {
                     last_error = ClientError::Unavailable(message);
                     self.drop_connection().await;
@@ -409,6 +498,36 @@ enum AttemptError {
     NotSent(String),
     /// Sent, but no answer: a write may have been applied.
     Lost(String),
+}
+
+/// A random client id other than `not` (odd, so never 0).
+fn fresh_client_id(not: u64) -> u64 {
+    loop {
+        let id = rand::random::<u64>() | 1;
+        if id != not {
+            return id;
+        }
+    }
+}
+
+/// The session a write carries.
+fn request_session(request: &KvRequest) -> Option<Session> {
+    match request {
+        KvRequest::Put { session, .. }
+        | KvRequest::Delete { session, .. }
+        | KvRequest::Cas { session, .. } => *session,
+        _ => None,
+    }
+}
+
+/// Give a write another session.
+fn set_request_session(request: &mut KvRequest, new: Session) {
+    if let KvRequest::Put { session, .. }
+    | KvRequest::Delete { session, .. }
+    | KvRequest::Cas { session, .. } = request
+    {
+        *session = Some(new);
+    }
 }
 
 fn classify(error: &ServiceError) -> ClientError {

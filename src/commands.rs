@@ -494,7 +494,9 @@ fn report_write(
                         ))
                     ),
                 ),
-                KvOutcome::StaleSequence | KvOutcome::Invalid => (false, format!("{outcome:?}")),
+                KvOutcome::StaleSequence | KvOutcome::Invalid | KvOutcome::SessionExpired => {
+                    (false, format!("{outcome:?}"))
+                }
             };
             if endpoints.json {
                 let current = match &outcome {
@@ -527,7 +529,7 @@ fn fail(endpoints: &EndpointArgs, error: &ClientError) -> ExitCode {
         eprintln!("raftor: {error}");
     }
     match error {
-        ClientError::Unknown(_) => ExitCode::from(EXIT_UNKNOWN),
+        ClientError::Unknown(_) | ClientError::SessionExpired => ExitCode::from(EXIT_UNKNOWN),
         ClientError::NotFound(_) => ExitCode::from(EXIT_NOT_FOUND),
         _ => ExitCode::from(EXIT_FAILED),
     }

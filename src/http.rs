@@ -326,6 +326,10 @@ async fn put(
             outcome: KvOutcome::StaleSequence,
             ..
         } => stale_sequence(),
+        KvResponse::Written {
+            outcome: KvOutcome::SessionExpired,
+            ..
+        } => session_expired(),
         KvResponse::Written { index, .. } => HttpResponse::Ok().json(json!({ "index": index })),
         other => unexpected(other),
     }
@@ -334,6 +338,19 @@ async fn put(
 fn stale_sequence() -> HttpResponse {
     HttpResponse::Conflict().json(json!({
         "error": "X-Raftor-Seq is older than this client's latest write; nothing was applied",
+        "leader": null
+    }))
+}
+
+/// 410 Gone: the cluster forgot this client's session (it expired), so the write was refused
+/// rather than risk applying it twice. Nothing was applied by this request; whether an earlier
+/// attempt of it was is unknown. Retrying with the same `X-Raftor-Client` is refused again: start
+/// a new session (a new client id, `X-Raftor-Seq: 1`). Not 409, which means "nothing applied,
+/// the session is fine" (a stale sequence, a CAS mismatch): here the session itself is gone for
+/// good, which is what 410 says of a resource.
+fn session_expired() -> HttpResponse {
+    HttpResponse::Gone().json(json!({
+        "error": "session expired: the cluster no longer knows this X-Raftor-Client, so the write was refused (nothing was applied by this request; whether an earlier attempt was is unknown); start a new session with a new X-Raftor-Client and X-Raftor-Seq 1",
         "leader": null
     }))
 }
@@ -398,6 +415,10 @@ async fn delete(
             outcome: KvOutcome::StaleSequence,
             ..
         } => stale_sequence(),
+        KvResponse::Written {
+            outcome: KvOutcome::SessionExpired,
+            ..
+        } => session_expired(),
         other => unexpected(other),
     }
 }
@@ -457,6 +478,10 @@ async fn cas(
             outcome: KvOutcome::StaleSequence,
             ..
         } => stale_sequence(),
+        KvResponse::Written {
+            outcome: KvOutcome::SessionExpired,
+            ..
+        } => session_expired(),
         other => unexpected(other),
     }
 }

@@ -64,6 +64,16 @@ pub enum KvOutcome {
     /// produced — the state machine refuses such a command with an error
     /// ([`crate::Error::BadCommand`]) — but kept so the native protocol's encoding is unchanged.
     Invalid,
+    /// The write belongs to a session the map no longer holds: its client's session expired (see
+    /// [`SESSION_TTL_ENTRIES`]) and was forgotten, so the map cannot tell whether this write (or a
+    /// retry of it) was applied before. Rather than risk applying it twice, it is refused and
+    /// nothing changed (thesis §6.3: the client learns its session is gone). The client must start
+    /// a new session (a new client id, its sequence numbers again from 1); whether the refused
+    /// write was applied earlier stays unknown to it. See [`KvStateMachine`] for the rule.
+    ///
+    /// Added last, so the encoding of the other outcomes — in snapshots (each session keeps its
+    /// last result) and on the native protocol — is unchanged.
+    SessionExpired,
 }
 
 /// The result of applying a command: the index it was applied at and what it did. A retried write
@@ -123,7 +133,9 @@ pub fn decode_len(bytes: &[u8]) -> Option<u64> {
 }
 
 /// A session is forgotten once this many entries were applied after its last write. The rule is
-/// by log index, not wall clock, so every node forgets the same sessions at the same entry.
+/// by log index, not wall clock, so every node forgets the same sessions at the same entry. A
+/// later write of a forgotten session (other than its first) is refused with
+/// [`KvOutcome::SessionExpired`].
 pub const SESSION_TTL_ENTRIES: u64 = 1_000_000;
 /// How often (in entries) expired sessions are swept.
 const SESSION_SWEEP_EVERY: u64 = 4096;
@@ -138,6 +150,39 @@ struct SessionRecord {
 }
 
 /// The map itself, with the clients' sessions.
+///
+/// # Exactly-once sessions (thesis §6.3)
+///
+/// A client numbers its writes 1, 2, 3... For each client the map keeps its latest sequence
+/// number and that write's result (a `SessionRecord`), and decides a write with a session so,
+/// the same on every node (the decision depends only on the log):
+///
+/// - the client is known and the sequence is its latest: a retry, answered with the original
+///   result (same index), nothing changes;
+/// - the client is known and the sequence is older: [`KvOutcome::StaleSequence`], nothing changes;
+/// - the client is known and the sequence is newer: applied, and becomes the latest;
+/// - the client is unknown and the sequence is 1 (or 0): a new session, applied;
+/// - the client is unknown and the sequence is above 1: [`KvOutcome::SessionExpired`], nothing
+///   changes and no session is created.
+///
+/// The last rule is what makes expiry safe. A client starts at 1, so a write numbered above 1
+/// from a client the map does not know means the map forgot the client's session (it expired), or
+/// never applied the client's earlier writes (they failed or are still in flight). Either way the
+/// map cannot know whether this very write was applied before its session was forgotten, so
+/// applying it could apply it twice; refusing it never does. The cost of the second case is a
+/// needless refusal: the client starts a new session, and when it knows that no earlier attempt
+/// of the write can have been applied it may send the write again under it, as
+/// [`crate::Client`] does.
+///
+/// No state is kept for this: the rule needs no list of expired client ids, which would have to
+/// grow without bound (keeping them is what expiry exists to avoid) or, bounded, forget some —
+/// and every expired session's later writes are caught without it. The one case the rule cannot
+/// tell apart is a retry of a client's *first* write arriving after its session expired: it
+/// looks like a new session and is applied again. That needs the retry to come more than
+/// [`SESSION_TTL_ENTRIES`] entries after the original was applied (a client retries for seconds;
+/// [`crate::Client`] for its operation timeout, 15 s by default); closing it entirely would need
+/// an explicit session registration entry (the thesis's RegisterClient), a change of the log
+/// format.
 #[derive(Debug, Default)]
 pub struct KvStateMachine {
     /// Persistent maps (shared structure, copy on write): a snapshot is an O(1) copy, so taking one
@@ -222,17 +267,30 @@ impl StateMachine for KvStateMachine {
         self.applied = index;
         self.sweep_sessions(index.0);
         if let Some(session) = command.session {
-            if let Some(record) = self.sessions.get(&session.client_id) {
-                if session.sequence == record.last_sequence {
-                    // A retry of the latest write: answer as the first time, change nothing.
-                    return record.last_result.clone();
+            match self.sessions.get(&session.client_id) {
+                Some(record) => {
+                    if session.sequence == record.last_sequence {
+                        // A retry of the latest write: answer as the first time, change nothing.
+                        return record.last_result.clone();
+                    }
+                    if session.sequence < record.last_sequence {
+                        return KvApplied {
+                            index: index.0,
+                            outcome: KvOutcome::StaleSequence,
+                        };
+                    }
                 }
-                if session.sequence < record.last_sequence {
+                // An unknown client past its first write: its session was forgotten (see the
+                // rules on `KvStateMachine`). Refuse; record no session, so its retries are
+                // refused too.
+                None if session.sequence > 1 => {
                     return KvApplied {
                         index: index.0,
-                        outcome: KvOutcome::StaleSequence,
+                        outcome: KvOutcome::SessionExpired,
                     };
                 }
+                // An unknown client's first write: a new session.
+                None => {}
             }
         }
         let result = KvApplied {
@@ -460,6 +518,134 @@ mod tests {
         );
     }
 
+    /// The index of the first sweep that forgets a session whose last write was at index 1.
+    fn first_sweep_forgetting_index_1() -> u64 {
+        (SESSION_TTL_ENTRIES / SESSION_SWEEP_EVERY + 1) * SESSION_SWEEP_EVERY
+    }
+
+    #[test]
+    fn a_retry_from_an_expired_session_is_refused_and_changes_nothing() {
+        let mut kv = KvStateMachine::new();
+        let session = |sequence| {
+            Some(Session {
+                client_id: 11,
+                sequence,
+            })
+        };
+        let get = KvQuery::Get { key: "k".into() }.encode();
+        Bytewise::apply(&mut kv, LogIndex(1), &put("k", "v1", session(1)));
+        let second = Bytewise::apply(&mut kv, LogIndex(2), &put("k", "v2", session(2)));
+        assert_eq!(outcome(second.clone()), KvOutcome::Put { replaced: true });
+        // Someone else overwrites the key; the client's answer to write 2 was lost.
+        Bytewise::apply(&mut kv, LogIndex(3), &put("k", "other", None));
+        // Before expiry a retry is answered as the first time.
+        assert_eq!(
+            Bytewise::apply(&mut kv, LogIndex(4), &put("k", "v2", session(2))),
+            second
+        );
+        // More than SESSION_TTL_ENTRIES entries later (expiry goes by log index, so the test
+        // jumps there instead of applying a million entries) the sweep forgets the session.
+        let sweep_at = first_sweep_forgetting_index_1();
+        Bytewise::apply(&mut kv, LogIndex(sweep_at), &put("x", "y", None));
+        assert_eq!(kv.sessions(), 0, "the session expired");
+
+        // The retry of write 2 now arrives: refused, not applied a second time.
+        let retry = Bytewise::apply(&mut kv, LogIndex(sweep_at + 1), &put("k", "v2", session(2)));
+        assert_eq!(
+            KvApplied::decode(&retry),
+            Some(KvApplied {
+                index: sweep_at + 1,
+                outcome: KvOutcome::SessionExpired
+            })
+        );
+        assert_eq!(
+            decode_get(&Bytewise::query(&kv, &get)),
+            Some(Bytes::from_static(b"other")),
+            "nothing changed"
+        );
+        assert_eq!(kv.sessions(), 0, "no session was started by the refusal");
+        assert_eq!(kv.applied(), LogIndex(sweep_at + 1));
+        // So is any later write of that session, and the same after a snapshot is restored
+        // (another node deciding from a snapshot decides alike).
+        let writer = Bytewise::snapshot(&kv);
+        let mut bytes = Vec::new();
+        writer(&mut bytes).expect("written");
+        let mut restored = KvStateMachine::new();
+        Bytewise::restore(&mut restored, &mut bytes.as_slice()).expect("restored");
+        for machine in [&mut kv, &mut restored] {
+            assert_eq!(
+                outcome(Bytewise::apply(
+                    machine,
+                    LogIndex(sweep_at + 2),
+                    &put("k", "v3", session(3))
+                )),
+                KvOutcome::SessionExpired
+            );
+            assert_eq!(
+                decode_get(&Bytewise::query(machine, &get)),
+                Some(Bytes::from_static(b"other"))
+            );
+        }
+
+        // A new session (a new client id, from 1) is applied as usual.
+        let fresh = Some(Session {
+            client_id: 12,
+            sequence: 1,
+        });
+        assert_eq!(
+            outcome(Bytewise::apply(
+                &mut kv,
+                LogIndex(sweep_at + 3),
+                &put("k", "v4", fresh)
+            )),
+            KvOutcome::Put { replaced: true }
+        );
+        assert_eq!(kv.sessions(), 1);
+    }
+
+    #[test]
+    fn an_unknown_client_starts_a_session_only_with_its_first_write() {
+        let mut kv = KvStateMachine::new();
+        let session = |sequence| {
+            Some(Session {
+                client_id: 5,
+                sequence,
+            })
+        };
+        // Write 3 of a client the map never saw: its session can only have been forgotten.
+        assert_eq!(
+            outcome(Bytewise::apply(
+                &mut kv,
+                LogIndex(1),
+                &put("k", "v3", session(3))
+            )),
+            KvOutcome::SessionExpired
+        );
+        assert_eq!(kv.sessions(), 0);
+        assert_eq!(
+            decode_len(&Bytewise::query(&kv, &KvQuery::Len.encode())),
+            Some(0)
+        );
+        // Write 1 starts the session; then write 2 follows as usual.
+        assert_eq!(
+            outcome(Bytewise::apply(
+                &mut kv,
+                LogIndex(2),
+                &put("k", "v1", session(1))
+            )),
+            KvOutcome::Put { replaced: false }
+        );
+        assert_eq!(
+            outcome(Bytewise::apply(
+                &mut kv,
+                LogIndex(3),
+                &put("k", "v2", session(2))
+            )),
+            KvOutcome::Put { replaced: true }
+        );
+        assert_eq!(kv.sessions(), 1);
+    }
+
     #[test]
     fn sessions_expire_by_log_index() {
         let mut kv = KvStateMachine::new();
@@ -469,7 +655,7 @@ mod tests {
         });
         Bytewise::apply(&mut kv, LogIndex(1), &put("k", "v", session));
         assert_eq!(kv.sessions(), 1);
-        let sweep_at = (SESSION_TTL_ENTRIES / SESSION_SWEEP_EVERY + 1) * SESSION_SWEEP_EVERY;
+        let sweep_at = first_sweep_forgetting_index_1();
         Bytewise::apply(
             &mut kv,
             LogIndex(sweep_at - SESSION_SWEEP_EVERY),

@@ -134,7 +134,10 @@ pub struct RequestEnvelope {
 /// An answer of the service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvResponse {
-    /// The write committed and was applied at `index`.
+    /// The write committed and was applied at `index`. Some outcomes mean the state machine
+    /// refused it and changed nothing: [`KvOutcome::StaleSequence`] (superseded by a later write
+    /// of the same client) and [`KvOutcome::SessionExpired`] (the client's session was forgotten;
+    /// start a new one).
     Written {
         index: u64,
         outcome: KvOutcome,
@@ -297,6 +300,12 @@ pub struct StatusReport {
     /// The node process's resident memory, where the platform tells it (Linux `/proc`).
     #[serde(default)]
     pub resident_memory_bytes: Option<u64>,
+    /// Whether this node's store holds every promise it made: `member`; or, for a store that
+    /// started empty (a new node, or one that lost its data), `rejoining` (asking the voters for
+    /// their terms; votes for nobody) then `catching-up ...` (see README, "A node that lost its
+    /// data").
+    #[serde(default)]
+    pub standing: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use crate::raft_node::{ClientHandler, RaftNode};
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 use bytes::Bytes;
 use raftor_actors::network::client::{ClientConnection, ClientConnectionError};
-use raftor_core::{ConfChange, ConfState, NodeId, Role};
+use raftor_core::{ConfChange, ConfState, NodeId, Role, Standing};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -673,6 +673,12 @@ impl Runner {
             log_writes_inline: status.log_writes_inline,
             log_writes_handed_off: status.log_writes_handed_off,
             resident_memory_bytes: crate::metrics::resident_memory_bytes(),
+            standing: match status.standing {
+                Standing::CatchingUp { floor, floor_log } => format!(
+                    "catching-up: votes only after term {floor} for logs at least as up to date as {floor_log}, until it holds an entry of a later term"
+                ),
+                other => other.as_str().to_owned(),
+            },
         }
     }
 }

@@ -83,9 +83,14 @@ pub struct SimArgs {
     #[arg(long)]
     pub no_pre_vote: bool,
     /// Plant a bug in the simulator, to watch a checker catch it: send-before-sync,
-    /// vote-before-sync, apply-uncommitted or commit-old-term.
+    /// vote-before-sync, apply-uncommitted, commit-old-term, no-joint-consensus or
+    /// forgetful-rejoin.
     #[arg(long)]
     pub bug: Option<Bug>,
+    /// Lose disks among the faults: a node restarts empty under its old id and must rejoin
+    /// before it votes (with a fixed set of voters).
+    #[arg(long)]
+    pub disk_loss: bool,
     /// Print every event of every seed (meant for replaying one seed).
     #[arg(long)]
     pub trace: bool,
@@ -105,6 +110,7 @@ impl SimArgs {
             events: self.events,
             no_pre_vote: self.no_pre_vote,
             bug: self.bug,
+            disk_loss: self.disk_loss,
         }
     }
 }
@@ -132,12 +138,17 @@ pub fn run_and_print(args: &SimArgs, out: &mut impl Write) -> std::io::Result<bo
     let config = options.config();
     writeln!(
         out,
-        "raftor sim: seeds {}, {} nodes, {} events of faults each{}{}{}",
+        "raftor sim: seeds {}, {} nodes, {} events of faults each{}{}{}{}",
         args.seeds,
         options.nodes,
         options.events,
         if options.no_pre_vote {
             ", no pre-vote/check-quorum"
+        } else {
+            ""
+        },
+        if options.disk_loss {
+            ", lost disks (fixed voters)"
         } else {
             ""
         },
@@ -325,7 +336,7 @@ mod tests {
         assert!(
             text.contains(&format!(
                 "Regression {{ seed: {seed}, config: || SimOptions {{ nodes: 3, events: 2000, \
-                 no_pre_vote: false, bug: None }}.config(), why: \"...\" }},"
+                 no_pre_vote: false, bug: None, disk_loss: false }}.config(), why: \"...\" }},"
             )),
             "{text}"
         );

@@ -198,6 +198,65 @@ async fn every_route_and_error_code() {
     cluster.shutdown().await;
 }
 
+/// A write whose session the state machine does not hold (forgotten after
+/// `SESSION_TTL_ENTRIES`, which a client's write numbered above 1 from an unknown client can only
+/// mean) is refused with 410 on every write route, changes nothing and starts no session; a new
+/// session (new client id, sequence 1) works.
+#[actix_rt::test]
+async fn a_write_from_an_expired_session_is_410_and_changes_nothing() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let (l, f) = (cluster.http(leader), cluster.http(follower));
+    assert_eq!(
+        http(&l, "PUT", "/v1/kv/g", &[], b"before").await.status,
+        200
+    );
+
+    // Client 9001's write 2 (say, the retry of a write whose answer was lost) reaches a cluster
+    // that forgot the client: on the leader, and forwarded from a follower.
+    let expired = [("X-Raftor-Client", "9001"), ("X-Raftor-Seq", "2")];
+    for node in [&l, &f] {
+        let put = http(node, "PUT", "/v1/kv/g", &expired, b"again").await;
+        assert_eq!(put.status, 410, "{node}: {}", put.text());
+        let error = put.json()["error"].as_str().expect("message").to_owned();
+        assert!(error.contains("session expired"), "{error}");
+    }
+    let delete = http(&f, "DELETE", "/v1/kv/g", &expired, b"").await;
+    assert_eq!(delete.status, 410, "{}", delete.text());
+    let cas = http(
+        &l,
+        "POST",
+        "/v1/kv/g/cas",
+        &expired,
+        br#"{"expected": "before", "value": "again"}"#,
+    )
+    .await;
+    assert_eq!(cas.status, 410, "{}", cas.text());
+    let get = http(&l, "GET", "/v1/kv/g", &[], b"").await;
+    assert_eq!(
+        (get.status, get.text().as_str()),
+        (200, "before"),
+        "nothing was applied"
+    );
+    // The refusal started no session: the same client's next write is refused as well.
+    let later = [("X-Raftor-Client", "9001"), ("X-Raftor-Seq", "3")];
+    assert_eq!(
+        http(&l, "PUT", "/v1/kv/g", &later, b"later").await.status,
+        410
+    );
+
+    // A new session starts at 1 and goes on as usual.
+    let fresh = |seq: &'static str| [("X-Raftor-Client", "9002"), ("X-Raftor-Seq", seq)];
+    let first = http(&l, "PUT", "/v1/kv/g", &fresh("1"), b"new").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = http(&f, "PUT", "/v1/kv/g", &fresh("2"), b"newer").await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    let get = http(&l, "GET", "/v1/kv/g", &[], b"").await;
+    assert_eq!((get.status, get.text().as_str()), (200, "newer"));
+    cluster.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn two_clients_racing_on_cas_one_wins() {
     let cluster = Cluster::start(3).await;

@@ -31,6 +31,14 @@ pub struct ReplicationReport {
     pub next_index: LogIndex,
 }
 
+/// A replicator of `term` found that `peer` lost its data: what it acknowledged no longer counts.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct FollowerDataLoss {
+    pub peer: NodeId,
+    pub term: Term,
+}
+
 /// A replicator of `term` heard from `peer` in answer to a message sent after confirmation round
 /// `round` was asked for: the peer still recognised this leader then.
 #[derive(Message, Debug)]

@@ -6,8 +6,8 @@ use crate::entry_cache::EntryCache;
 use crate::error::{MembershipChangeError, ProposeError, ReadError, TransferLeaderError};
 use crate::log_store::LogWriter;
 use crate::messages::{
-    Applied, AwaitApply, Commit, ConfirmLeadership, Flushed, Heartbeat, HigherTermSeen,
-    LeaderProgress, LeadershipConfirmed, LeaseRead, LinearizableRead, PeerResponse,
+    Applied, AwaitApply, Commit, ConfirmLeadership, Flushed, FollowerDataLoss, Heartbeat,
+    HigherTermSeen, LeaderProgress, LeadershipConfirmed, LeaseRead, LinearizableRead, PeerResponse,
     PeerSnapshotResponse, Propose, QueryAt, ReadEntries, ReplicationReport, RestoreSnapshot,
     Shutdown, SnapshotTaken, StorageFailed, Waiter, Write,
 };
@@ -23,7 +23,7 @@ use bytes::Bytes;
 use raftor_core::{
     ConfChange, Envelope, InstallSnapshot, InstallSnapshotResponse, LeadershipChange, LeaseError,
     LogId, LogIndex, LogWrite, Membership, Message, NodeId, Raft, Role, SnapshotMeta,
-    SnapshotOutcome, Term,
+    SnapshotOutcome, Standing, Term,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -69,6 +69,9 @@ pub struct NodeStatus {
     pub log_writes_handed_off: u64,
     /// The last compacted entry (the log holds what follows it); `LogId::ZERO` if none was.
     pub log_start: LogId,
+    /// Whether this node's store holds every promise it made (`raftor_core::Standing`): a node
+    /// whose store started empty (new, or one that lost its data) rejoins before it votes.
+    pub standing: Standing,
 }
 
 /// Ask a node for its [`NodeStatus`].
@@ -246,6 +249,17 @@ impl NodeActor {
         }
         self.staged = None;
         let term = self.raft.current_term();
+        if let Some(standing) = ready.write.standing {
+            match standing {
+                Standing::Member => {
+                    tracing::info!(node = %self.id(), term = %term, "rejoined: this node's store holds what it promised; it votes again")
+                }
+                Standing::CatchingUp { floor, floor_log } => {
+                    tracing::info!(node = %self.id(), term = %term, %floor, %floor_log, "rejoining: the voters answered; votes only in terms after the floor, for logs at least as up to date as the floor log, until it holds an entry of a later term")
+                }
+                Standing::Rejoining => {}
+            }
+        }
         if let Some(hard_state) = &ready.write.hard_state {
             tracing::debug!(node = %self.id(), term = %term, voted_for = ?hard_state.voted_for, "persisting hard state");
         }
@@ -647,6 +661,7 @@ impl NodeActor {
             log_writes_inline: self.log_writes_inline,
             log_writes_handed_off: self.log_writes_handed_off,
             log_start: self.raft.log_start(),
+            standing: self.raft.standing(),
         }
     }
 }
@@ -660,8 +675,16 @@ impl Actor for NodeActor {
             term = %self.raft.current_term(),
             last_log = %self.raft.last_log_id(),
             commit = %self.raft.commit_index(),
+            standing = self.raft.standing().as_str(),
             "node started"
         );
+        if self.raft.standing() != Standing::Member {
+            tracing::warn!(
+                node = %self.id(),
+                standing = self.raft.standing().as_str(),
+                "this node's store is new (a new cluster or member, or a node that lost its data): it votes only once it has rejoined (asked a majority of the other voters for their terms, then caught up past them; see README, \"A node that lost its data\")"
+            );
+        }
         self.clock_start = Instant::now();
         ctx.run_interval(self.tick, |node, ctx| {
             let owed = node.ticks_owed();
@@ -735,6 +758,15 @@ impl Handler<ReplicationReport> for NodeActor {
         }
         self.raft
             .on_replication_report(report.peer, report.term, report.matched);
+        self.schedule_ready(ctx);
+    }
+}
+
+impl Handler<FollowerDataLoss> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, lost: FollowerDataLoss, ctx: &mut Context<Self>) {
+        self.raft.on_follower_data_loss(lost.peer, lost.term);
         self.schedule_ready(ctx);
     }
 }

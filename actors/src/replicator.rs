@@ -4,8 +4,9 @@
 
 use crate::entry_cache::EntryCache;
 use crate::messages::{
-    ConfirmLeadership, EntriesRead, Heartbeat, HigherTermSeen, LeaderProgress, LeadershipConfirmed,
-    PeerResponse, PeerSnapshotResponse, ReadEntries, ReplicationReport, Shutdown,
+    ConfirmLeadership, EntriesRead, FollowerDataLoss, Heartbeat, HigherTermSeen, LeaderProgress,
+    LeadershipConfirmed, PeerResponse, PeerSnapshotResponse, ReadEntries, ReplicationReport,
+    Shutdown,
 };
 use crate::node::NodeActor;
 use crate::snapshot::SnapshotOptions;
@@ -13,9 +14,8 @@ use crate::transport::Outbound;
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Recipient};
 use bytes::Bytes;
 use raftor_core::{
-    AppendEntries, AppendEntriesResponse, AppendOutcome, Entry, Envelope, InstallSnapshot, LogId,
-    LogIndex, Message, NodeId, Progress, ProgressState, ResponseEffect, SendRange, SnapshotMeta,
-    SnapshotOutcome, Term,
+    AppendEntries, Entry, Envelope, InstallSnapshot, LogId, LogIndex, Message, NodeId, Progress,
+    ProgressState, ResponseEffect, SendRange, SnapshotMeta, SnapshotOutcome, Term,
 };
 use raftor_storage::SnapshotStore;
 use std::collections::VecDeque;
@@ -72,8 +72,6 @@ pub struct Replicator {
     reading: Option<SendRange>,
     /// The `request_id` of the next AppendEntries; grows by one per message.
     next_request_id: u64,
-    /// The `request_id` of the message whose answer last advanced the match.
-    matched_request: u64,
     /// Leadership confirmation rounds waiting for an answer, oldest first, each with the first
     /// message number that answers for it (at most `MAX_ROUNDS_WAITING`; the oldest go first).
     confirming: VecDeque<(u64, u64)>,
@@ -113,7 +111,6 @@ impl Replicator {
             commit_index: LogIndex::ZERO,
             reading: None,
             next_request_id: 1,
-            matched_request: 0,
             confirming: VecDeque::new(),
             limits,
             cache,
@@ -344,44 +341,26 @@ impl Replicator {
             });
         }
     }
-
-    /// Whether `response` says the peer's log ends before what it acknowledged: a rejection, in
-    /// this term, of a message sent after the acknowledgement (a late duplicate of an older
-    /// rejection looks the same, but was sent before).
-    fn lost_data(&self, response: &AppendEntriesResponse) -> bool {
-        match response.outcome {
-            AppendOutcome::Reject { hint, .. } => {
-                response.term == self.term
-                    && hint.conflict_term.is_none()
-                    && hint.first_index <= self.progress.matched().index
-                    && response.request_id > self.matched_request
-            }
-            _ => false,
-        }
-    }
 }
 
 impl Handler<PeerResponse> for Replicator {
     type Result = ();
 
     fn handle(&mut self, PeerResponse(response): PeerResponse, ctx: &mut Context<Self>) {
-        if response.term == self.term {
+        if response.term == self.term && response.vouches() {
             self.confirm_rounds(response.request_id);
         }
-        if self.lost_data(&response) {
-            tracing::warn!(node = %self.leader_id, term = %self.term, peer = %self.peer, matched = %self.progress.matched(), "the peer's log is shorter than it acknowledged: it lost its data; catching it up from scratch");
-            if let AppendOutcome::Reject { hint, .. } = response.outcome {
-                self.progress.on_follower_data_loss(hint.first_index);
-            }
-            self.pump(ctx);
-            return;
+        let matched_before = self.progress.matched();
+        let effect = self.progress.on_response(self.term, &response);
+        if self.progress.take_data_loss() {
+            tracing::warn!(node = %self.leader_id, term = %self.term, peer = %self.peer, matched = %matched_before, "the peer's log is shorter than it acknowledged: it lost its data; catching it up from scratch (it votes again only once it has rejoined)");
+            self.node.do_send(FollowerDataLoss {
+                peer: self.peer,
+                term: self.term,
+            });
         }
-        if matches!(response.outcome, AppendOutcome::Success { matched } if matched.index > self.progress.matched().index)
-            && response.term == self.term
-        {
-            self.matched_request = self.matched_request.max(response.request_id);
-        }
-        match self.progress.on_response(self.term, &response) {
+        match effect {
+            ResponseEffect::Unvouched => self.pump(ctx),
             ResponseEffect::Contact { matched } => {
                 self.node.do_send(ReplicationReport {
                     peer: self.peer,
@@ -476,9 +455,9 @@ impl Handler<PeerSnapshotResponse> for Replicator {
             return;
         }
         if response.term == self.term {
-            // A chunk's answer is contact like any other: for reads and for check-quorum, which
-            // must see a peer that is receiving a long snapshot.
-            self.confirm_rounds(response.request_id);
+            // A chunk's answer is contact for check-quorum, which must see a peer that is
+            // receiving a long snapshot (not a confirmation for reads: a rejoining node answers
+            // chunks too).
             if self.sending.is_some() {
                 self.node.do_send(ReplicationReport {
                     peer: self.peer,

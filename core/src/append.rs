@@ -81,6 +81,15 @@ impl Raft {
         let matched = request.last_log_id();
         // "If leaderCommit > commitIndex, set commitIndex = min(leaderCommit, index of last new entry)".
         self.advance_commit(request.leader_commit.min(matched.index));
+        if !self.answers_leaders() {
+            // Rejoining: appended, but no leader may count this node yet (rejoin.rs).
+            let hint = ConflictHint {
+                conflict_term: None,
+                first_index: matched.index.next(),
+            };
+            self.send_rejoining(from, &request, hint);
+            return;
+        }
         self.send(
             from,
             Message::AppendEntriesResponse(AppendEntriesResponse {
@@ -114,6 +123,10 @@ impl Raft {
     }
 
     fn reject_append(&mut self, to: NodeId, request: &AppendEntries, hint: ConflictHint) {
+        if !self.answers_leaders() {
+            self.send_rejoining(to, request, hint);
+            return;
+        }
         let rejected_prev_index = request.prev_log_id.index;
         self.send(
             to,
@@ -122,6 +135,23 @@ impl Raft {
                 request_id: request.request_id,
                 outcome: AppendOutcome::Reject {
                     rejected_prev_index,
+                    hint,
+                },
+            }),
+        );
+    }
+}
+
+impl Raft {
+    /// The answer of a rejoining node: where to go on, vouching for nothing.
+    fn send_rejoining(&mut self, to: NodeId, request: &AppendEntries, hint: ConflictHint) {
+        self.send(
+            to,
+            Message::AppendEntriesResponse(AppendEntriesResponse {
+                term: self.current_term,
+                request_id: request.request_id,
+                outcome: AppendOutcome::Rejoining {
+                    rejected_prev_index: request.prev_log_id.index,
                     hint,
                 },
             }),

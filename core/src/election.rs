@@ -67,7 +67,11 @@ impl Raft {
         // (pre-)votes fail the up-to-date check on the nodes that hold that entry, and leader
         // stickiness ignores it meanwhile.
         let up_to_date = request.last_log_id >= self.log.last_log_id();
-        let grant = if request.pre_vote {
+        let grant = if !self.standing_allows_vote(request.term, request.last_log_id) {
+            // This store started empty: its old self may have voted in this term, or for a
+            // candidate whose log its own log then outweighed (rejoin.rs).
+            false
+        } else if request.pre_vote {
             // Would we vote for this candidate in its next term? Not while a leader is alive.
             request.term > self.current_term && up_to_date && !self.in_leader_lease()
         } else {

@@ -264,6 +264,7 @@ impl Raft {
             return;
         }
         self.durable_index = self.durable_index.max(last.index);
+        self.check_caught_up();
         if self.role != Role::Leader {
             return;
         }
@@ -291,6 +292,17 @@ impl Raft {
                 self.record_match(peer, matched.index);
                 self.send_timeout_now_if_caught_up(peer);
             }
+        }
+    }
+
+    /// A replicator of `term` found that `peer` lost its data (`Progress::take_data_loss`):
+    /// what it acknowledged before no longer counts toward any commit.
+    pub fn on_follower_data_loss(&mut self, peer: NodeId, term: Term) {
+        if self.role != Role::Leader || term != self.current_term {
+            return;
+        }
+        if let Some(leader) = self.leader.as_mut() {
+            leader.matched.remove(&peer);
         }
     }
 

@@ -18,6 +18,7 @@ mod quorum;
 mod raft;
 mod read_index;
 mod ready;
+mod rejoin;
 mod snapshot;
 mod storage_types;
 mod types;
@@ -30,14 +31,15 @@ pub use log_terms::LogTerms;
 pub use membership::{ConfChange, ConfState, Membership, MembershipError};
 pub use message::{
     AppendEntries, AppendEntriesResponse, AppendOutcome, ConflictHint, Envelope, InstallSnapshot,
-    InstallSnapshotResponse, Message, RequestVote, RequestVoteResponse, SnapshotMeta,
-    SnapshotOutcome, TimeoutNow,
+    InstallSnapshotResponse, Message, RejoinAnswer, RejoinQuery, RequestVote, RequestVoteResponse,
+    SnapshotMeta, SnapshotOutcome, TimeoutNow,
 };
 pub use progress::{Progress, ProgressState, ResponseEffect, SendRange};
 pub use quorum::{majority, quorum_matched_index, VoteResult};
 pub use raft::{Raft, Role};
 pub use read_index::{LeaseError, ReadState};
 pub use ready::{LeadershipChange, Ready};
+pub use rejoin::Standing;
 pub use storage_types::{configuration_entries, LogWrite, RecoveredState};
 pub use types::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
 

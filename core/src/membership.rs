@@ -389,6 +389,17 @@ impl MembershipLog {
         self.history.iter().rev().nth(1).map(|(_, m)| m)
     }
 
+    /// The configurations from the one in force at `index` on, with their indexes: at `index`
+    /// and after (the base one when `index` is before it).
+    pub(crate) fn from(&self, index: LogIndex) -> &[(LogIndex, Membership)] {
+        let in_force = self
+            .history
+            .iter()
+            .rposition(|(at, _)| *at <= index)
+            .unwrap_or(0);
+        &self.history[in_force..]
+    }
+
     /// The index of the entry that holds the current configuration (or the base's index).
     pub(crate) fn current_index(&self) -> LogIndex {
         self.last().0

@@ -17,6 +17,9 @@ pub enum Message {
     InstallSnapshot(InstallSnapshot),
     InstallSnapshotResponse(InstallSnapshotResponse),
     TimeoutNow(TimeoutNow),
+    /// A node whose store started empty asks for the receiver's term (`crate::rejoin`).
+    RejoinQuery(RejoinQuery),
+    RejoinAnswer(RejoinAnswer),
 }
 
 impl Message {
@@ -30,6 +33,8 @@ impl Message {
             Message::InstallSnapshot(m) => m.term,
             Message::InstallSnapshotResponse(m) => m.term,
             Message::TimeoutNow(m) => m.term,
+            Message::RejoinQuery(m) => m.term,
+            Message::RejoinAnswer(m) => m.term,
         }
     }
 }
@@ -54,6 +59,27 @@ pub struct RequestVote {
 pub struct TimeoutNow {
     /// The leader's term.
     pub term: Term,
+}
+
+/// A rejoining node's question: what is your current term, and your configuration?
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejoinQuery {
+    /// The asker's current term (informational: nobody adopts it).
+    pub term: Term,
+}
+
+/// The answer to a [`RejoinQuery`]. Changes nothing on either side but the asker's floor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejoinAnswer {
+    /// The answerer's current term: at least any term in which it voted or acknowledged.
+    pub term: Term,
+    /// The answerer's configurations from the one in force at its commit index (committed) to
+    /// the one in force in its log (the last), each with the index of its entry: a rejoining
+    /// node may know only older ones, and must reckon with every one that may still decide.
+    pub configs: Vec<(LogIndex, crate::membership::ConfState)>,
+    /// The last entry of the answerer's durable log: a rejoining node votes only for a
+    /// candidate whose log is at least as up to date as the most up to date answer.
+    pub last_log_id: LogId,
 }
 
 /// The answer to a [`RequestVote`].
@@ -115,6 +141,25 @@ pub enum AppendOutcome {
     },
     /// The request's term is older than the follower's: the sender is not the leader any more.
     StaleTerm,
+    /// The follower's store started empty and it is still rejoining (`crate::rejoin`): it
+    /// vouches for nothing yet, so the leader counts it neither toward a commit nor as contact,
+    /// and only learns where to go on: `hint.first_index` is the next entry it wants (past what
+    /// it just appended, or where its log diverges, as for a rejection).
+    Rejoining {
+        rejected_prev_index: LogIndex,
+        hint: ConflictHint,
+    },
+}
+
+impl AppendEntriesResponse {
+    /// Whether the answer vouches that the follower, in the answer's term, follows the sender:
+    /// only then may it confirm the leader's leadership (for reads) or count as its contact.
+    pub fn vouches(&self) -> bool {
+        matches!(
+            self.outcome,
+            AppendOutcome::Success { .. } | AppendOutcome::Reject { .. }
+        )
+    }
 }
 
 /// What a follower tells a leader to skip back a whole term at a time (§5.3, "the follower can

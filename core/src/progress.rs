@@ -33,6 +33,9 @@ pub enum ResponseEffect {
     /// The follower answered in the leader's term: it is alive, and `matched` (when it accepted) is
     /// the entry it now durably holds, to report for commitment.
     Contact { matched: Option<LogId> },
+    /// The follower is rejoining (`crate::rejoin`): send it what it asked for, but it vouches
+    /// for nothing (no contact, no match, no confirmation).
+    Unvouched,
     /// The follower is in a newer term: the leader must step down (§5.1).
     HigherTerm(Term),
     /// Nothing to report.
@@ -61,6 +64,13 @@ pub struct Progress {
     /// Heartbeat periods since `matched` last advanced while messages were in flight: after two, the
     /// messages are presumed lost and the leader probes again.
     stalled_heartbeats: u32,
+    /// The `request_id` of the answer that last advanced `matched`: a later rejection saying the
+    /// follower's log ends before `matched` means it lost its data (an earlier one is a late
+    /// duplicate).
+    matched_request: u64,
+    /// The follower lost its data (a rejection showed its log shorter than it acknowledged)
+    /// since this was last asked ([`Progress::take_data_loss`]).
+    data_loss: bool,
 }
 
 impl Progress {
@@ -77,6 +87,8 @@ impl Progress {
             inflight_bytes: 0,
             max_inflight_bytes: usize::MAX,
             stalled_heartbeats: 0,
+            matched_request: 0,
+            data_loss: false,
         }
     }
 
@@ -252,7 +264,9 @@ impl Progress {
         }
         match response.outcome {
             AppendOutcome::Success { matched } => {
-                self.on_success(matched);
+                if self.on_success(matched) {
+                    self.matched_request = self.matched_request.max(response.request_id);
+                }
                 ResponseEffect::Contact {
                     matched: Some(self.matched),
                 }
@@ -261,12 +275,60 @@ impl Progress {
                 rejected_prev_index,
                 hint,
             } => {
-                self.on_reject(rejected_prev_index, hint);
+                if !self.lost_data(response.request_id, hint) {
+                    self.on_reject(rejected_prev_index, hint);
+                }
                 ResponseEffect::Contact { matched: None }
+            }
+            AppendOutcome::Rejoining {
+                rejected_prev_index,
+                hint,
+            } => {
+                if !self.lost_data(response.request_id, hint) {
+                    self.on_rejoining(rejected_prev_index, hint);
+                }
+                ResponseEffect::Unvouched
             }
             // Same term yet "stale": not from a correct follower. Ignore it.
             AppendOutcome::StaleTerm => ResponseEffect::Stale,
         }
+    }
+
+    /// Whether an answer to message `request_id` says the follower's log ends before what it
+    /// acknowledged, in answer to a message sent after that acknowledgement: it lost its data (a
+    /// wiped or replaced disk). If so, probe again from its log's end.
+    fn lost_data(&mut self, request_id: u64, hint: ConflictHint) -> bool {
+        let lost = hint.conflict_term.is_none()
+            && hint.first_index <= self.matched.index
+            && request_id > self.matched_request;
+        if lost {
+            self.on_follower_data_loss(hint.first_index);
+            self.data_loss = true;
+        }
+        lost
+    }
+
+    /// Whether the follower was found to have lost its data since the last call.
+    pub fn take_data_loss(&mut self) -> bool {
+        std::mem::take(&mut self.data_loss)
+    }
+
+    /// A rejoining follower's answer: go on from where it says, forward past what it appended or
+    /// back to where its log diverges, probing; it vouched for nothing.
+    pub fn on_rejoining(&mut self, rejected_prev_index: LogIndex, hint: ConflictHint) {
+        match self.state {
+            ProgressState::Snapshot => return,
+            ProgressState::Replicate if rejected_prev_index < self.matched.index => return,
+            ProgressState::Probe if rejected_prev_index != self.next_index.prev() => return,
+            _ => {}
+        }
+        let target = if hint.first_index > rejected_prev_index {
+            hint.first_index
+        } else {
+            rejected_prev_index.min(hint.first_index)
+        };
+        self.next_index = target.max(self.matched.index.next()).max(LogIndex(1));
+        self.become_probe();
     }
 
     /// A heartbeat period passed: resend a lost probe; give up on messages that went unanswered.

@@ -10,6 +10,7 @@ use crate::message::{
 };
 use crate::read_index::PendingRead;
 use crate::ready::{LeadershipChange, Ready};
+use crate::rejoin::{RejoinState, Standing};
 use crate::storage_types::RecoveredState;
 use crate::types::{HardState, LogId, LogIndex, NodeId, Term};
 use rand::rngs::SmallRng;
@@ -96,6 +97,13 @@ pub struct Raft {
     pub(crate) commit_index: LogIndex,
     /// The hard state last handed out for persistence, to hand out changes only.
     pub(crate) persisted: HardState,
+    /// Whether this node's store holds every promise it made under its id (`rejoin.rs`); only a
+    /// [`Standing::Member`] votes or campaigns. Moves only toward `Member`.
+    pub(crate) standing: Standing,
+    /// The standing last handed out for persistence.
+    pub(crate) persisted_standing: Standing,
+    /// What a rejoining node has heard.
+    pub(crate) rejoin: RejoinState,
     /// The id of every entry in the log (durable or on its way to disk).
     pub(crate) log: LogTerms,
     /// The configurations in the log; the last is in force (it took effect when appended, §6).
@@ -121,6 +129,20 @@ pub struct Raft {
     pub(crate) leader: Option<LeaderState>,
     pub(crate) rng: SmallRng,
     pub(crate) ready: Ready,
+}
+
+/// The standing a node starts with: the stored one, except that a new store of a node that
+/// joins an existing cluster (no bootstrap voters) starts as a member, as before standings
+/// existed. Such a node is a learner until the leader promotes it, and rejoining it would need
+/// the answers of voters that configurations since committed may have removed, which a node that
+/// lags cannot tell (see docs/design.md): a node added later that loses its data is to be
+/// removed and added back under a new id.
+fn initial_standing(config: &RaftConfig, recovered: &RecoveredState) -> Standing {
+    if recovered.standing == Standing::Rejoining && config.voters.is_empty() {
+        Standing::Member
+    } else {
+        recovered.standing
+    }
 }
 
 impl Raft {
@@ -157,6 +179,9 @@ impl Raft {
                 .max(recovered.log_start.index)
                 .min(log.last_index()),
             persisted: hard,
+            standing: initial_standing(&config, &recovered),
+            persisted_standing: recovered.standing,
+            rejoin: RejoinState::default(),
             durable_index: log.last_index(),
             log,
             membership,
@@ -175,6 +200,7 @@ impl Raft {
         };
         raft.reset_election_timer();
         raft.ready.membership = Some(raft.membership().clone());
+        raft.on_configuration_learned();
         if raft.commit_index > LogIndex::ZERO {
             raft.ready.commit_index = Some(raft.commit_index);
         }
@@ -235,9 +261,14 @@ impl Raft {
     pub fn membership_index(&self) -> LogIndex {
         self.membership.current_index()
     }
-    /// Whether this node may campaign and vote counts from it: a voter of either half.
+    /// Whether this node may campaign and vote counts from it: a voter of either half, whose
+    /// store holds every promise it made, or enough of it (`rejoin.rs`).
     pub fn is_promotable(&self) -> bool {
-        self.membership().conf.is_voter(self.id())
+        self.may_campaign() && self.membership().conf.is_voter(self.id())
+    }
+    /// Whether this node's store holds every promise it made, or how far it is from it.
+    pub fn standing(&self) -> Standing {
+        self.standing
     }
     /// This node's removal (or demotion) is in its log but not committed, and it votes in the
     /// configuration before: its vote may still be needed and its log may be the only complete
@@ -245,7 +276,8 @@ impl Raft {
     /// steps down once the change commits). Otherwise a leader that appended its own removal and
     /// then stepped down (check-quorum, a crash) can leave the cluster with no electable voter.
     pub(crate) fn removal_pending(&self) -> bool {
-        self.membership_index() > self.commit_index
+        self.may_campaign()
+            && self.membership_index() > self.commit_index
             && self
                 .membership
                 .previous()
@@ -296,6 +328,10 @@ impl Raft {
             self.ready.write.hard_state = Some(hard);
             self.persisted = hard;
         }
+        if self.standing != self.persisted_standing {
+            self.ready.write.standing = Some(self.standing);
+            self.persisted_standing = self.standing;
+        }
         std::mem::take(&mut self.ready)
     }
 
@@ -303,6 +339,13 @@ impl Raft {
     pub fn tick(&mut self) {
         self.ticks += 1;
         self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.standing != Standing::Member {
+            self.rejoin.elapsed += 1;
+            if self.rejoin.elapsed >= self.config.election_ticks_min {
+                self.rejoin.elapsed = 0;
+                self.rejoin_round();
+            }
+        }
         if self.role == Role::Leader {
             self.heartbeat_elapsed += 1;
             if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
@@ -349,6 +392,13 @@ impl Raft {
         if from == self.id() {
             return;
         }
+        // A rejoining node's question and its answer carry terms nobody adopts.
+        match message {
+            Message::RejoinQuery(_) => return self.handle_rejoin_query(from),
+            Message::RejoinAnswer(answer) => return self.handle_rejoin_answer(from, answer),
+            _ => {}
+        }
+        self.ask_sender_while_rejoining(from);
         let term = message.term();
         if term > self.current_term {
             match &message {
@@ -388,6 +438,7 @@ impl Raft {
             Message::TimeoutNow(_) => self.handle_timeout_now(from),
             // Replication answers are the replicator's; the rules only needed their term (above).
             Message::AppendEntriesResponse(_) | Message::InstallSnapshotResponse(_) => {}
+            Message::RejoinQuery(_) | Message::RejoinAnswer(_) => {}
         }
     }
 
@@ -415,7 +466,9 @@ impl Raft {
             Message::RequestVoteResponse(_)
             | Message::AppendEntriesResponse(_)
             | Message::InstallSnapshotResponse(_)
-            | Message::TimeoutNow(_) => {}
+            | Message::TimeoutNow(_)
+            | Message::RejoinQuery(_)
+            | Message::RejoinAnswer(_) => {}
         }
     }
 
@@ -475,11 +528,28 @@ impl Raft {
 
     /// Configuration entries among `entries`, just appended, take effect now (§6).
     pub(crate) fn note_configurations(&mut self, entries: &[crate::types::Entry]) {
+        let mut changed = false;
         for entry in entries {
             if let Some(membership) = entry.membership() {
                 self.membership.push(entry.index, membership.clone());
                 self.ready.membership = Some(membership.clone());
+                changed = true;
             }
+        }
+        if changed {
+            self.on_configuration_learned();
+        }
+    }
+
+    /// A rejoining node learned a configuration: it may name whom to ask, or already suffice.
+    pub(crate) fn on_configuration_learned(&mut self) {
+        if self.standing != Standing::Rejoining {
+            return;
+        }
+        if self.rejoin_answers_suffice() {
+            self.finish_rejoin_queries();
+        } else {
+            self.send_rejoin_queries();
         }
     }
 

@@ -82,6 +82,7 @@ impl Raft {
             self.membership
                 .install_snapshot(last.index, (*meta.membership).clone(), keeps_suffix);
             self.ready.membership = Some(self.membership().clone());
+            self.on_configuration_learned();
             self.ready.write.merge(write);
             self.durable_index = if keeps_suffix {
                 self.durable_index.max(last.index)
@@ -92,6 +93,9 @@ impl Raft {
             self.ready.commit_index = Some(last.index);
             self.ready.restore = Some(meta.clone());
         }
+        // A rejoining node answers this too: the snapshot holds only committed entries, so its
+        // match cannot commit anything new (rejoin.rs).
+        self.check_caught_up();
         // Either installed now, or already covered by what this node has committed: both mean the
         // follower holds the leader's log up to `last`.
         self.send(

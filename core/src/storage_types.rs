@@ -1,6 +1,7 @@
 //! What the rules ask the log store to make durable, and what a store hands back on recovery.
 
 use crate::membership::Membership;
+use crate::rejoin::Standing;
 use crate::types::{Entry, HardState, LogId, LogIndex};
 
 /// One atomic, synced change to the durable state: the store applies all of it or none of it, and
@@ -18,11 +19,14 @@ pub struct LogWrite {
     /// Then append these consecutive entries; the first follows the log's last entry after
     /// truncation and compaction.
     pub entries: Vec<Entry>,
+    /// A new standing to store, if it changed (`crate::rejoin`).
+    pub standing: Option<Standing>,
 }
 
 impl LogWrite {
     pub fn is_empty(&self) -> bool {
         self.hard_state.is_none()
+            && self.standing.is_none()
             && self.truncate_from.is_none()
             && self.compact_to.is_none()
             && self.entries.is_empty()
@@ -43,6 +47,9 @@ impl LogWrite {
     pub fn merge(&mut self, later: LogWrite) {
         if later.hard_state.is_some() {
             self.hard_state = later.hard_state;
+        }
+        if later.standing.is_some() {
+            self.standing = later.standing;
         }
         if let Some(from) = later.truncate_from {
             self.entries.retain(|entry| entry.index < from);
@@ -80,6 +87,10 @@ pub fn configuration_entries<'a>(
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveredState {
     pub hard_state: HardState,
+    /// Whether the store holds every promise this node made (`crate::rejoin`): a new store is
+    /// [`Standing::Rejoining`] (the default); a store written before standings existed, which
+    /// has a hard state but no standing, is a [`Standing::Member`].
+    pub standing: Standing,
     /// The last compacted entry (the log holds what follows it); `LogId::ZERO` if none was.
     pub log_start: LogId,
     /// The log's term boundaries: the id of the first entry of each run of equal terms, in index

@@ -210,6 +210,7 @@ impl Harness {
             hard_state: hard,
             term_boundaries: terms.boundaries(),
             log_start: raftor_core::LogId::ZERO,
+            standing: raftor_core::Standing::Member,
             ..Default::default()
         };
         let raft = Raft::new(config, recovered, 7).expect("valid");

@@ -4,7 +4,7 @@
 //!
 //! Knobs (environment): `NOPV=1` (no pre-vote, no check-quorum), `PVONLY=1`, `CQONLY=1`,
 //! `MAXENT=n`, `MAXINF=n`, `PROP=ms`, `FAULT=ms`, `DOWN=ms`, `PART=ms`, `DROP=p`, `NOPART=1`,
-//! `CRASHSYNC=p`, `FLUSHDELAY=ms`, `SYNCDELAY=ms`, `LONG=ms`, `LONGRATE=p`, `DUP=p`, `LEASE=1`, `READS=ms`, `STEPS=n`, `LIVE=0`, `BUG=send|vote|apply|fig8`,
+//! `CRASHSYNC=p`, `FLUSHDELAY=ms`, `SYNCDELAY=ms`, `LONG=ms`, `LONGRATE=p`, `DUP=p`, `LEASE=1`, `READS=ms`, `STEPS=n`, `LIVE=0`, `BUG=send|vote|apply|fig8|forget`,
 //! `OFF=abc,lc,sms,es,lm` (disable checks), `EXPLAIN=1` (trace of the first failure),
 //! `TRACE=1` (full trace of the first seed).
 
@@ -29,6 +29,7 @@ fn main() {
         Ok("apply") => config.bug = Some(raftor_sim::Bug::ApplyUncommitted),
         Ok("fig8") => config.bug = Some(raftor_sim::Bug::CommitOldTermByCounting),
         Ok("vote") => config.bug = Some(raftor_sim::Bug::VoteBeforeSync),
+        Ok("forget") => config = config.with_planted_bug(raftor_sim::Bug::ForgetfulRejoin),
         _ => {}
     }
     if let Ok(off) = std::env::var("OFF") {
@@ -106,6 +107,15 @@ fn main() {
     }
     if let Some(v) = num("SYNCDELAY") {
         config.max_sync_delay = v as u64;
+    }
+    if let Some(v) = num("MEMB") {
+        config.membership_interval = v as u64;
+    }
+    if let Some(v) = num("DISKLOSS") {
+        config.disk_loss = v > 0.0;
+    }
+    if let Some(v) = num("LIVE") {
+        config.liveness = v > 0.0;
     }
     if std::env::var("NOPART").is_ok() {
         config.partitions = false;

@@ -26,16 +26,20 @@ pub enum Bug {
     /// the final configuration, skipping the joint configuration the rules asked for (§6: the old
     /// and the new majorities may then decide apart).
     NoJointConsensus,
+    /// A node whose disk was lost restarts as a member, as if its empty store held every
+    /// promise it made: it votes at once ("a wiped voter that votes twice"), skipping the rejoin.
+    ForgetfulRejoin,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::SendBeforeSync,
         Bug::VoteBeforeSync,
         Bug::ApplyUncommitted,
         Bug::CommitOldTermByCounting,
         Bug::NoJointConsensus,
+        Bug::ForgetfulRejoin,
     ];
 
     /// The bug's name on the command line (`raftor sim --bug NAME`).
@@ -46,13 +50,14 @@ impl Bug {
             Bug::ApplyUncommitted => "apply-uncommitted",
             Bug::CommitOldTermByCounting => "commit-old-term",
             Bug::NoJointConsensus => "no-joint-consensus",
+            Bug::ForgetfulRejoin => "forgetful-rejoin",
         }
     }
 }
 
 /// A name that is not one of [`Bug::ALL`]'s.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown bug {0:?}; one of: send-before-sync, vote-before-sync, apply-uncommitted, commit-old-term, no-joint-consensus")]
+#[error("unknown bug {0:?}; one of: send-before-sync, vote-before-sync, apply-uncommitted, commit-old-term, no-joint-consensus, forgetful-rejoin")]
 pub struct UnknownBug(pub String);
 
 impl std::str::FromStr for Bug {
@@ -79,6 +84,8 @@ pub struct SimOptions {
     pub no_pre_vote: bool,
     /// A planted bug ([`SimConfig::with_planted_bug`]).
     pub bug: Option<Bug>,
+    /// Lost disks among the faults, with a fixed set of voters ([`SimConfig::with_disk_loss`]).
+    pub disk_loss: bool,
 }
 
 impl SimOptions {
@@ -89,6 +96,7 @@ impl SimOptions {
             events: SimConfig::default_for(nodes).steps,
             no_pre_vote: false,
             bug: None,
+            disk_loss: false,
         }
     }
 
@@ -97,6 +105,9 @@ impl SimOptions {
         let mut config = SimConfig::default_for(self.nodes).with_steps(self.events);
         if self.no_pre_vote {
             config = config.without_pre_vote();
+        }
+        if self.disk_loss {
+            config = config.with_disk_loss();
         }
         if let Some(bug) = self.bug {
             config = config.with_planted_bug(bug);
@@ -113,6 +124,9 @@ impl SimOptions {
         if self.no_pre_vote {
             line.push_str(" --no-pre-vote");
         }
+        if self.disk_loss {
+            line.push_str(" --disk-loss");
+        }
         if let Some(bug) = self.bug {
             line.push_str(" --bug ");
             line.push_str(bug.name());
@@ -124,12 +138,13 @@ impl SimOptions {
     /// The Rust expression of these options, for a regression test.
     pub fn rust_expression(&self) -> String {
         format!(
-            "SimOptions {{ nodes: {}, events: {}, no_pre_vote: {}, bug: {} }}",
+            "SimOptions {{ nodes: {}, events: {}, no_pre_vote: {}, bug: {}, disk_loss: {} }}",
             self.nodes,
             self.events,
             self.no_pre_vote,
             self.bug
-                .map_or("None".to_owned(), |bug| format!("Some(Bug::{bug:?})"))
+                .map_or("None".to_owned(), |bug| format!("Some(Bug::{bug:?})")),
+            self.disk_loss
         )
     }
 }
@@ -159,6 +174,12 @@ pub struct SimConfig {
     pub downtime: (u64, u64),
     /// How long a partition or cut lasts: uniform in this range.
     pub partition_time: (u64, u64),
+    /// Disk losses among the fault events: a node's disk is replaced by an empty one and it
+    /// restarts from nothing under its old id (one at a time: only while every other node's disk
+    /// holds what it promised). Off by default; `SimOptions::disk_loss` turns it on with a fixed
+    /// set of voters (a node that lost its data while the configuration changes may wait for a
+    /// removed voter's answer: safe, but not live, see docs/design.md).
+    pub disk_loss: bool,
     /// How long one node's clock stands still when it stalls (a fault event, like a crash):
     /// uniform in this range; `(0, 0)`: no stalls. The node goes on receiving messages and
     /// answering reads meanwhile, and its missed ticks come in a burst afterwards.
@@ -238,6 +259,7 @@ impl SimConfig {
             downtime: (20, 800),
             partition_time: (50, 1200),
             clock_stall: (20, 600),
+            disk_loss: false,
             max_delay: 12,
             long_delay_rate: 0.03,
             long_delay: 150,
@@ -273,6 +295,13 @@ impl SimConfig {
         self
     }
 
+    /// The same configuration with lost disks among the faults, and a fixed set of voters.
+    pub fn with_disk_loss(mut self) -> SimConfig {
+        self.disk_loss = true;
+        self.membership_interval = 0;
+        self
+    }
+
     /// The same configuration with `steps` events of faults.
     pub fn with_steps(mut self, steps: u64) -> SimConfig {
         self.steps = steps;
@@ -295,8 +324,9 @@ impl SimConfig {
         self.bug = Some(bug);
         self.liveness = false;
         self.read_interval = 0;
-        // Clock stalls bear on leases only, and take fault slots from the crashes these need.
+        // Clock stalls and lost disks take fault slots from the crashes these bugs need.
         self.clock_stall = (0, 0);
+        self.disk_loss = bug == Bug::ForgetfulRejoin;
         if matches!(bug, Bug::SendBeforeSync | Bug::VoteBeforeSync) {
             self.crash_before_sync_rate = 0.1;
             // A double vote needs a voter to crash between granting and syncing while two

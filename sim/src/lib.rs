@@ -141,6 +141,8 @@ pub struct SimReport {
     pub partitions: u64,
     /// Stalls of one node's clock.
     pub clock_stalls: u64,
+    /// Disks replaced by empty ones.
+    pub disks_lost: u64,
     /// Membership changes asked for, and accepted by a leader.
     pub membership_changes: u64,
     pub membership_changes_accepted: u64,
@@ -186,6 +188,7 @@ impl SimReport {
         self.restarts += other.restarts;
         self.partitions += other.partitions;
         self.clock_stalls += other.clock_stalls;
+        self.disks_lost += other.disks_lost;
         self.membership_changes += other.membership_changes;
         self.membership_changes_accepted += other.membership_changes_accepted;
         self.configs_committed += other.configs_committed;
@@ -268,7 +271,7 @@ impl Sweep {
         format!(
             "{} runs, {} failed; {} events, {} elections, {} leaders, {} entries committed, \
              {} proposals accepted, {} reads answered, {} lease reads, {} messages delivered, {} dropped, {} duplicated, \
-             {} crashes ({} unsynced writes lost), {} partitions/cuts, {} clock stalls; membership: {} of {} changes \
+             {} crashes ({} unsynced writes lost), {} partitions/cuts, {} clock stalls, {} disks lost; membership: {} of {} changes \
              accepted, {} configurations committed, {} of {} transfers started, {} nodes joined, \
              {} retired; snapshots: {} taken, {} sent whole, {} restores",
             self.runs,
@@ -287,6 +290,7 @@ impl Sweep {
             t.lost_writes,
             t.partitions,
             t.clock_stalls,
+            t.disks_lost,
             t.membership_changes_accepted,
             t.membership_changes,
             t.configs_committed,

@@ -16,8 +16,8 @@ use raftor_core::{
     quorum_matched_index, AppendEntries, ChangeError, ConfChange, Entry, EntryPayload, Envelope,
     HardState, InstallSnapshot, InstallSnapshotResponse, LeadershipChange, LeaseError, LogId,
     LogIndex, LogTerms, Membership, Message, NodeId, Progress, ProgressState, Raft, RaftConfig,
-    ReadState, Ready, RecoveredState, ResponseEffect, Role, SnapshotMeta, SnapshotOutcome, Term,
-    TransferError,
+    ReadState, Ready, RecoveredState, ResponseEffect, Role, SnapshotMeta, SnapshotOutcome,
+    Standing, Term, TransferError,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -160,6 +160,8 @@ impl SimSnapshot {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Disk {
     pub(crate) hard_state: HardState,
+    /// A new disk is rejoining (the default, as for a new store).
+    pub(crate) standing: Standing,
     pub(crate) log: SimLog,
     /// The snapshot store: every snapshot taken or received, by last included entry.
     pub(crate) snapshots: BTreeMap<LogId, SimSnapshot>,
@@ -293,6 +295,7 @@ impl SimNode {
         terms.append(&self.disk.log.entries);
         let recovered = RecoveredState {
             hard_state: self.disk.hard_state,
+            standing: self.disk.standing,
             log_start: self.disk.log.start,
             term_boundaries: terms.boundaries(),
             memberships: self.disk.log.memberships(),
@@ -362,6 +365,29 @@ impl SimNode {
         self.sending.clear();
         self.receiving = None;
         self.confirming.clear();
+    }
+
+    /// The node's disk is replaced by an empty one (a lost volume): it crashes if it is up, and
+    /// restarts later from nothing under its old id. With `forgetful`, the new disk claims to
+    /// be a member's (a planted bug: the rejoin is skipped).
+    pub(crate) fn lose_disk(&mut self, forgetful: bool, fx: &mut Effects) {
+        if self.is_up() {
+            self.crash(fx);
+        }
+        self.disk = Disk::default();
+        if forgetful {
+            self.disk.standing = Standing::Member;
+        }
+        fx.trace.push(TraceEvent::DiskLost { node: self.id });
+    }
+
+    /// Whether this node's disk holds every promise it made (for the fault model: one lost disk
+    /// at a time).
+    pub(crate) fn is_member(&self) -> bool {
+        match &self.raft {
+            Some(raft) => raft.standing() == Standing::Member,
+            None => self.disk.standing == Standing::Member,
+        }
     }
 
     pub(crate) fn tick(&mut self, knobs: &Knobs, fx: &mut Effects) {
@@ -601,6 +627,15 @@ impl SimNode {
                     ));
                 }
                 self.disk.hard_state = hard_state;
+            }
+            if let Some(standing) = pending.write.standing {
+                if self.disk.standing == Standing::Member && standing != Standing::Member {
+                    fx.contract.push((
+                        self.id,
+                        format!("standing goes back: member, then {standing:?}"),
+                    ));
+                }
+                self.disk.standing = standing;
             }
             released += pending.messages.len();
             fx.send.extend(pending.messages);

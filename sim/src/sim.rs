@@ -628,6 +628,9 @@ impl<'c> Sim<'c> {
         if self.config.clock_stall.1 > 0 {
             kinds.push(3);
         }
+        if self.config.disk_loss {
+            kinds.push(4);
+        }
         if kinds.is_empty() {
             return;
         }
@@ -696,6 +699,7 @@ impl<'c> Sim<'c> {
                 );
             }
             3 => self.stall_clock(fx),
+            4 => self.lose_disk(fx),
             _ => {}
         }
     }
@@ -730,6 +734,37 @@ impl<'c> Sim<'c> {
         *entry = (*entry).max(until);
         self.report.clock_stalls += 1;
         fx.trace.push(TraceEvent::ClockStall { node, until });
+    }
+
+    /// Replace one node's disk with an empty one: it restarts from nothing under its old id.
+    /// One at a time (Raft, like any replication, cannot keep what a majority of a quorum lost):
+    /// only while every other node's disk holds what it promised.
+    fn lose_disk(&mut self, fx: &mut Effects) {
+        let ids = self.active_ids();
+        if ids.iter().any(|id| !self.nodes[id].is_member()) {
+            return;
+        }
+        // Founding voters only: a node added later that loses its data is removed and added back
+        // under a new id (`raftor_core::Standing`); the rules do not cover it.
+        let founders: Vec<NodeId> = ids
+            .into_iter()
+            .filter(|id| id.0 <= self.config.nodes)
+            .collect();
+        if founders.is_empty() {
+            return;
+        }
+        let node = founders[self.rng.gen_range(0..founders.len())];
+        let was_up = self.nodes[&node].is_up();
+        let forgetful = self.config.bug == Some(crate::Bug::ForgetfulRejoin);
+        self.node(node).lose_disk(forgetful, fx);
+        self.report.disks_lost += 1;
+        if was_up {
+            self.report.crashes += 1;
+            let downtime = self
+                .rng
+                .gen_range(self.config.downtime.0..=self.config.downtime.1);
+            self.schedule(downtime, Event::Restart { node });
+        }
     }
 
     fn crash(&mut self, node: NodeId, fx: &mut Effects) {
@@ -956,8 +991,12 @@ impl<'c> Sim<'c> {
             .values()
             .map(|n| match n.raft() {
                 Some(r) => format!(
-                    "n{} {} term {} last {} commit {} applied {} config {}@{}",
+                    "n{} {}{} term {} last {} commit {} applied {} config {}@{}",
                     n.id,
+                    match r.standing() {
+                        raftor_core::Standing::Member => String::new(),
+                        other => format!("{other:?} "),
+                    },
                     r.role().as_str(),
                     r.current_term(),
                     r.last_log_id(),

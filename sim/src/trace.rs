@@ -117,6 +117,15 @@ impl Fnv {
                         self.u64(hint.first_index.0);
                     }
                     AppendOutcome::StaleTerm => self.u64(3),
+                    AppendOutcome::Rejoining {
+                        rejected_prev_index,
+                        hint,
+                    } => {
+                        self.u64(4);
+                        self.u64(rejected_prev_index.0);
+                        self.u64(hint.conflict_term.map_or(u64::MAX, |t| t.0));
+                        self.u64(hint.first_index.0);
+                    }
                 }
             }
             Message::InstallSnapshot(m) => {
@@ -150,6 +159,21 @@ impl Fnv {
             Message::TimeoutNow(m) => {
                 self.u64(7);
                 self.u64(m.term.0);
+            }
+            Message::RejoinQuery(m) => {
+                self.u64(8);
+                self.u64(m.term.0);
+            }
+            Message::RejoinAnswer(m) => {
+                self.u64(9);
+                self.u64(m.term.0);
+                self.log_id(m.last_log_id);
+                for (index, conf) in &m.configs {
+                    self.u64(index.0);
+                    for id in conf.all_voters() {
+                        self.u64(id.0);
+                    }
+                }
             }
         }
     }
@@ -296,6 +320,10 @@ pub(crate) enum TraceEvent {
     Cut {
         from: NodeId,
         to: NodeId,
+    },
+    /// `node`'s disk was replaced by an empty one.
+    DiskLost {
+        node: NodeId,
     },
     /// `node`'s clock stands still until `until`.
     ClockStall {
@@ -516,6 +544,10 @@ impl TraceEvent {
                 h.u64(from.0);
                 h.u64(to.0);
             }
+            TraceEvent::DiskLost { node } => {
+                h.u64(41);
+                h.u64(node.0);
+            }
             TraceEvent::ClockStall { node, until } => {
                 h.u64(40);
                 h.u64(node.0);
@@ -580,6 +612,14 @@ impl fmt::Display for ShortMessage<'_> {
                 }
             ),
             Message::TimeoutNow(m) => write!(f, "TimeoutNow{{term {}}}", m.term),
+            Message::RejoinQuery(m) => write!(f, "RejoinQuery{{term {}}}", m.term),
+            Message::RejoinAnswer(m) => {
+                write!(f, "RejoinAnswer{{term {} last {}", m.term, m.last_log_id)?;
+                for (index, conf) in &m.configs {
+                    write!(f, " {}@{}", ShowConf(conf), index)?;
+                }
+                write!(f, "}}")
+            }
             Message::RequestVoteResponse(m) => write!(
                 f,
                 "{}{{term {} {}}}",
@@ -623,6 +663,14 @@ impl fmt::Display for ShortMessage<'_> {
                         }
                     }
                     AppendOutcome::StaleTerm => write!(f, "stale")?,
+                    AppendOutcome::Rejoining {
+                        rejected_prev_index,
+                        hint,
+                    } => write!(
+                        f,
+                        "rejoining prev {rejected_prev_index} next {}",
+                        hint.first_index
+                    )?,
                 }
                 write!(f, " id {}}}", m.request_id)
             }
@@ -879,6 +927,7 @@ impl fmt::Display for TraceEvent {
             TraceEvent::ClockStall { node, until } => {
                 write!(f, "n{node} CLOCK STALL until t={until}")
             }
+            TraceEvent::DiskLost { node } => write!(f, "n{node} DISK LOST: restarts empty"),
             TraceEvent::Healed { links } => write!(f, "net heal {links} link(s)"),
             TraceEvent::FaultsEnd => write!(
                 f,

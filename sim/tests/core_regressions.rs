@@ -22,6 +22,7 @@ fn lease_reads_without_check_quorum() -> SimConfig {
         events: 2000,
         no_pre_vote: true,
         bug: None,
+        disk_loss: false,
     }
     .config();
     config.lease_reads = true;
@@ -63,6 +64,7 @@ fn no_pre_vote_3() -> SimConfig {
         events: 2000,
         no_pre_vote: true,
         bug: None,
+        disk_loss: false,
     }
     .config()
 }

@@ -129,3 +129,36 @@ fn calm_network_commits_everything_proposed_to_the_leader() {
         result.summary()
     );
 }
+
+/// Lost disks (a node restarts empty under its old id, one at a time) with a fixed set of voters:
+/// the node rejoins before it votes (`raftor_core::Standing`), every invariant holds, and the
+/// cluster is live again after the faults.
+#[test]
+fn lost_disks_rejoin_before_they_vote() {
+    for (nodes, seeds) in [(3, 30_000..30_200), (5, 30_500..30_600)] {
+        let config = SimConfig::default_for(nodes).with_disk_loss();
+        let result = check(&format!("{nodes} nodes, lost disks"), seeds, &config);
+        assert!(result.total.disks_lost > 0, "{}", result.summary());
+    }
+}
+
+/// Lost disks while the configuration changes: safety holds (the liveness check is off: a node
+/// that lost its data may wait for the answer of a voter that was removed meanwhile, see
+/// docs/design.md, "A node that lost its data").
+#[test]
+fn lost_disks_with_membership_changes_stay_safe() {
+    let mut config = SimConfig::default_for(3);
+    config.disk_loss = true;
+    config.liveness = false;
+    let result = check(
+        "3 nodes, lost disks and membership changes",
+        31_000..31_300,
+        &config,
+    );
+    let t = &result.total;
+    assert!(
+        t.disks_lost > 0 && t.configs_committed > 0,
+        "{}",
+        result.summary()
+    );
+}

@@ -308,6 +308,7 @@ fn kind(error: ClientError) -> String {
         ClientError::Unavailable(_) => "unavailable",
         ClientError::Unknown(_) => "outcome unknown",
         ClientError::Superseded => "superseded",
+        ClientError::SessionExpired => "session expired",
         ClientError::Conflict(_) => "conflict",
         ClientError::NotFound(_) => "not found",
     }

@@ -23,7 +23,9 @@
 
 use crate::{LogStorage, StorageError};
 use bytes::Bytes;
-use raftor_core::{Entry, EntryPayload, HardState, LogId, LogIndex, LogWrite, NodeId, Term};
+use raftor_core::{
+    Entry, EntryPayload, HardState, LogId, LogIndex, LogWrite, NodeId, Standing, Term,
+};
 
 /// How the suite gets stores to test.
 pub trait Harness {
@@ -50,6 +52,41 @@ pub fn run_all<H: Harness>(harness: &mut H) {
     compaction(harness);
     install_snapshot_over_the_log(harness);
     configuration_entries(harness);
+    standing_round_trip(harness);
+}
+
+/// A new store is rejoining (`raftor_core::Standing`); a written standing survives a reopen,
+/// and a write without one leaves it as it was.
+pub fn standing_round_trip<H: Harness>(harness: &mut H) {
+    let mut store = harness.fresh();
+    assert_eq!(
+        store.recover().expect("recover").standing,
+        Standing::Rejoining,
+        "a new store has made no promise it could have lost track of"
+    );
+    let floor = Standing::CatchingUp {
+        floor: Term(4),
+        floor_log: id(3, 4),
+    };
+    write_ok(
+        &mut store,
+        &LogWrite {
+            standing: Some(floor),
+            ..LogWrite::default()
+        },
+    );
+    let mut store = harness.reopen(store);
+    assert_eq!(store.recover().expect("recover").standing, floor);
+    write_ok(&mut store, &append(vec![entry(1, 4, "a")]));
+    write_ok(
+        &mut store,
+        &LogWrite {
+            standing: Some(Standing::Member),
+            ..LogWrite::default()
+        },
+    );
+    let mut store = harness.reopen(store);
+    assert_eq!(store.recover().expect("recover").standing, Standing::Member);
 }
 
 /// An entry with a command payload, `payload` being its bytes.
@@ -346,6 +383,7 @@ pub fn combined_write_survives_reopen<H: Harness>(harness: &mut H) {
             truncate_from: Some(LogIndex(2)),
             compact_to: None,
             entries: vec![entry(2, 2, "d"), entry(3, 2, "e"), entry(4, 2, "f")],
+            standing: None,
         },
     );
     let expected = vec![
@@ -528,6 +566,7 @@ pub fn invalid_writes_change_nothing<H: Harness>(harness: &mut H) {
             truncate_from,
             compact_to: None,
             entries,
+            standing: Some(Standing::Member),
         };
         assert!(
             store.write(&write).is_err(),

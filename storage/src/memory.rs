@@ -1,12 +1,14 @@
 //! An in-memory [`LogStorage`] for tests and deterministic simulation.
 
 use crate::{term_boundaries, validate_write, LogStorage, StorageError};
-use raftor_core::{Entry, HardState, LogId, LogIndex, LogWrite, RecoveredState, Term};
+use raftor_core::{Entry, HardState, LogId, LogIndex, LogWrite, RecoveredState, Standing, Term};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 struct Inner {
     hard_state: HardState,
+    /// A new store is [`Standing::Rejoining`] (the default).
+    standing: Standing,
     /// The last compacted entry; `log` holds what follows it.
     start: LogId,
     /// `log[i]` holds the entry at index `start.index + 1 + i`.
@@ -57,6 +59,7 @@ impl LogStorage for MemStorage {
         let inner = self.lock();
         Ok(RecoveredState {
             hard_state: inner.hard_state,
+            standing: inner.standing,
             log_start: inner.start,
             term_boundaries: term_boundaries(inner.log.iter().map(Entry::log_id)),
             memberships: raftor_core::configuration_entries(&inner.log),
@@ -82,6 +85,9 @@ impl LogStorage for MemStorage {
         inner.log.extend(write.entries.iter().cloned());
         if let Some(hard_state) = write.hard_state {
             inner.hard_state = hard_state;
+        }
+        if let Some(standing) = write.standing {
+            inner.standing = standing;
         }
         Ok(())
     }

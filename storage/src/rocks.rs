@@ -18,7 +18,7 @@
 //! file's stale tail carries an older log number, and RocksDB stops replaying where it begins.
 
 use crate::{term_boundaries, LogStorage, StorageError};
-use raftor_core::{Entry, HardState, LogId, LogIndex, LogWrite, RecoveredState, Term};
+use raftor_core::{Entry, HardState, LogId, LogIndex, LogWrite, RecoveredState, Standing, Term};
 use rocksdb::{
     BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor, CompactOptions,
     DBCompressionType, DBRecoveryMode, Direction, FlushOptions, IteratorMode, Options, WriteBatch,
@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 const META_CF: &str = "meta";
 const LOG_CF: &str = "log";
 const HARD_STATE_KEY: &[u8] = b"hard_state";
+/// The node's [`Standing`] (absent in a store written before standings existed: a member).
+const STANDING_KEY: &[u8] = b"standing";
 const IDENTITY_KEY: &[u8] = b"identity";
 const LOG_START_KEY: &[u8] = b"log_start";
 /// The key, in RocksDB's otherwise unused default column family, that [`RocksStorage::prime_wal`]
@@ -291,6 +293,18 @@ impl RocksStorage {
         }
     }
 
+    /// The stored standing; a store with a hard state but no standing predates standings and
+    /// is a member; a store with neither is new.
+    fn read_standing(&self) -> Result<Standing, StorageError> {
+        let meta = self.cf(META_CF)?;
+        match self.db.get_pinned_cf(meta, STANDING_KEY)? {
+            Some(bytes) => bincode::deserialize(&bytes)
+                .map_err(|e| StorageError::Corrupt(format!("standing does not decode: {e}"))),
+            None if self.db.get_pinned_cf(meta, HARD_STATE_KEY)?.is_some() => Ok(Standing::Member),
+            None => Ok(Standing::Rejoining),
+        }
+    }
+
     fn read_hard_state(&self) -> Result<HardState, StorageError> {
         let meta = self.cf(META_CF)?;
         match self.db.get_pinned_cf(meta, HARD_STATE_KEY)? {
@@ -304,6 +318,7 @@ impl RocksStorage {
 impl LogStorage for RocksStorage {
     fn recover(&mut self) -> Result<RecoveredState, StorageError> {
         let hard_state = self.read_hard_state()?;
+        let standing = self.read_standing()?;
         let log = self.cf(LOG_CF)?;
         let mut ids = Vec::new();
         let mut memberships = Vec::new();
@@ -335,6 +350,7 @@ impl LogStorage for RocksStorage {
         }
         Ok(RecoveredState {
             hard_state,
+            standing,
             log_start: self.start,
             term_boundaries: term_boundaries(ids),
             memberships,
@@ -377,6 +393,9 @@ impl LogStorage for RocksStorage {
         }
         if let Some(hard_state) = &write.hard_state {
             batch.put_cf(meta, HARD_STATE_KEY, encode(hard_state, "the hard state")?);
+        }
+        if let Some(standing) = &write.standing {
+            batch.put_cf(meta, STANDING_KEY, encode(standing, "the standing")?);
         }
         self.db.write_opt(batch, &Self::sync_writes())?;
         self.last_index = new_last_index.0;

@@ -277,6 +277,9 @@ enum Attempt {
     /// Try again: this attempt may have taken effect (its retry carries the same session, so
     /// the state machine applies the operation at most once).
     RetryMaybeApplied,
+    /// The state machine refused the write, changing nothing: it does not know the session
+    /// (expired, or the session's first write was never applied). A new session is needed.
+    SessionExpired,
 }
 
 struct Client {
@@ -288,6 +291,9 @@ struct Client {
     rng: SmallRng,
     /// Where this client believes the leader is.
     target: NodeId,
+    /// The exactly-once session: its client id (the low 32 bits are `id`, the high ones count
+    /// the sessions this client started) and the last sequence number used.
+    session_id: u64,
     sequence: u64,
     /// The last value this client saw per key (what its CASes expect).
     seen: BTreeMap<String, Option<String>>,
@@ -372,11 +378,11 @@ impl Client {
     /// certainly no effect.
     async fn execute(&mut self, key: &str, input: &KvInput) -> Option<Option<KvOutput>> {
         let deadline = Instant::now() + self.config.op_timeout;
-        self.sequence += 1;
-        let session = Some(Session {
-            client_id: self.id,
-            sequence: self.sequence,
-        });
+        // Only writes are numbered: a session's first write must be its number 1.
+        let mut session = match input {
+            KvInput::Get => None,
+            _ => self.next_session(),
+        };
         let mut maybe_applied = false;
         let lease = matches!(self.config.reads, ReadMode::Mixed) && self.rng.gen_bool(0.5);
         loop {
@@ -426,6 +432,17 @@ impl Client {
                     maybe_applied = true;
                     self.target = self.pick_node();
                 }
+                Attempt::SessionExpired => {
+                    self.session_id += 1 << 32;
+                    self.sequence = 0;
+                    if maybe_applied {
+                        // An earlier attempt may have been applied: resending the write under
+                        // the new session could apply it twice.
+                        return Some(None);
+                    }
+                    // No attempt took effect: send the write under the new session.
+                    session = self.next_session();
+                }
             }
             if Instant::now() >= deadline {
                 break;
@@ -437,6 +454,14 @@ impl Client {
         } else {
             Some(None)
         }
+    }
+
+    fn next_session(&mut self) -> Option<Session> {
+        self.sequence += 1;
+        Some(Session {
+            client_id: self.session_id,
+            sequence: self.sequence,
+        })
     }
 
     async fn read(
@@ -503,6 +528,7 @@ async fn write_attempt(handle: &NodeHandle, command: Bytes, remaining: Duration)
             Some(KvOutcome::Mismatch { current }) => Attempt::Done(KvOutput::Mismatch {
                 current: value_of(current),
             }),
+            Some(KvOutcome::SessionExpired) => Attempt::SessionExpired,
             // A retry of an older sequence, or an answer that does not decode: nothing the
             // client can interpret; the write may have happened.
             Some(KvOutcome::StaleSequence) | Some(KvOutcome::Invalid) | None => {
@@ -661,6 +687,7 @@ pub fn run(config: &ChaosConfig) -> ChaosRun {
                     stats: stats.clone(),
                     rng: SmallRng::seed_from_u64(seeds.gen()),
                     target: NodeId(1 + (id - 1) % config.nodes),
+                    session_id: id,
                     sequence: 0,
                     seen: BTreeMap::new(),
                     written: 0,

@@ -4,12 +4,14 @@
 
 use crate::{
     AppendEntries, Entry, Envelope, HardState, LeadershipChange, LogIndex, LogTerms, LogWrite,
-    Message, NodeId, Progress, Raft, RaftConfig, RecoveredState, ResponseEffect, Role, Term,
+    Message, NodeId, Progress, Raft, RaftConfig, RecoveredState, ResponseEffect, Role, Standing,
+    Term,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub(crate) struct Disk {
     pub(crate) hard_state: HardState,
+    pub(crate) standing: Standing,
     pub(crate) log: Vec<Entry>,
 }
 
@@ -29,6 +31,9 @@ impl Disk {
         if let Some(hard_state) = write.hard_state {
             self.hard_state = hard_state;
         }
+        if let Some(standing) = write.standing {
+            self.standing = standing;
+        }
     }
 
     fn recovered(&self) -> RecoveredState {
@@ -36,6 +41,7 @@ impl Disk {
         terms.append(&self.log);
         RecoveredState {
             hard_state: self.hard_state,
+            standing: self.standing,
             term_boundaries: terms.boundaries(),
             log_start: crate::LogId::ZERO,
             memberships: crate::configuration_entries(&self.log),
@@ -75,6 +81,23 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster of nodes that were members before: their stores hold what they promised, so
+    /// they vote at once (no rejoin round, see `rejoin.rs`), even with links cut from the start.
+    pub(crate) fn new_members(configs: Vec<RaftConfig>) -> Cluster {
+        let mut cluster = Cluster::new(Vec::new());
+        for config in configs {
+            let id = config.id;
+            cluster.configs.insert(id, config);
+            let disk = Disk {
+                hard_state: HardState::default(),
+                standing: Standing::Member,
+                log: Vec::new(),
+            };
+            cluster.start(id, disk);
+        }
+        cluster
+    }
+
     pub(crate) fn new(configs: Vec<RaftConfig>) -> Cluster {
         let mut cluster = Cluster {
             nodes: BTreeMap::new(),
@@ -88,6 +111,7 @@ impl Cluster {
             cluster.configs.insert(id, config);
             let disk = Disk {
                 hard_state: HardState::default(),
+                standing: Standing::default(),
                 log: Vec::new(),
             };
             cluster.start(id, disk);
@@ -129,8 +153,15 @@ impl Cluster {
         self.configs.insert(id, config);
         let disk = Disk {
             hard_state: HardState::default(),
+            standing: Standing::default(),
             log: Vec::new(),
         };
+        self.start(id, disk);
+    }
+
+    /// Restart `id` (crashed) with `disk` in place of its own: a replaced disk.
+    pub(crate) fn replace_disk(&mut self, id: NodeId, disk: Disk) {
+        self.nodes.remove(&id);
         self.start(id, disk);
     }
 
@@ -225,7 +256,7 @@ impl Cluster {
         if let Message::AppendEntriesResponse(response) = &message {
             let term = node.raft.current_term();
             if node.raft.role() == Role::Leader {
-                if response.term == term {
+                if response.term == term && response.vouches() {
                     let rounds = node.confirming.entry(from).or_default();
                     let mut confirmed = None;
                     while rounds
@@ -239,11 +270,17 @@ impl Cluster {
                     }
                 }
                 if let Some(progress) = node.progress.get_mut(&from) {
-                    match progress.on_response(term, response) {
+                    let effect = progress.on_response(term, response);
+                    if progress.take_data_loss() {
+                        node.raft.on_follower_data_loss(from, term);
+                    }
+                    match effect {
                         ResponseEffect::Contact { matched } => {
                             node.raft.on_replication_report(from, term, matched)
                         }
-                        ResponseEffect::HigherTerm(_) | ResponseEffect::Stale => {}
+                        ResponseEffect::Unvouched
+                        | ResponseEffect::HigherTerm(_)
+                        | ResponseEffect::Stale => {}
                     }
                 }
             }

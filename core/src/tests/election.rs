@@ -16,6 +16,8 @@ fn follower(id: u64, n: u64, term: u64, boundaries: Vec<crate::LogId>) -> Raft {
         },
         term_boundaries: boundaries,
         log_start: crate::LogId::ZERO,
+        // A member restarting from its store (rejoin.rs covers a store that started empty).
+        standing: crate::Standing::Member,
         ..Default::default()
     };
     Raft::new(config(id, n, false), recovered, id).expect("valid config")
@@ -147,7 +149,7 @@ fn a_single_election_elects_exactly_one_leader() {
 #[test]
 fn split_votes_resolve() {
     // Two candidates in the same term, each holding two of four votes: nobody wins term 2...
-    let mut cluster = Cluster::new(ids(4).iter().map(|i| config(i.0, 4, false)).collect());
+    let mut cluster = Cluster::new_members(ids(4).iter().map(|i| config(i.0, 4, false)).collect());
     cluster.cut.insert((NodeId(1), NodeId(4)));
     cluster.cut.insert((NodeId(2), NodeId(3)));
     cluster.cut.insert((NodeId(2), NodeId(4)));

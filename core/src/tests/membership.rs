@@ -802,7 +802,9 @@ fn a_learner_marked_for_promotion_becomes_a_voter_once_caught_up() {
     );
 
     c.heal();
-    c.tick_all(30);
+    // Node 4's store is new: it rejoins first (asks again within an election timeout), then
+    // vouches for what it holds and is promoted.
+    c.tick_all(60);
     for id in 1..=4 {
         let raft = &c.node(id).raft;
         assert_eq!(
@@ -941,6 +943,9 @@ fn a_joining_node_learns_its_configuration_from_a_snapshot() {
     assert_eq!(ready.membership.as_ref(), Some(&membership));
     assert_eq!(raft.membership(), &membership);
     assert_eq!(raft.membership_index(), LogIndex(20));
+    // A node that joins with a new store is trusted as a member (`initial_standing`): only
+    // founding voters rejoin.
+    assert_eq!(raft.standing(), crate::Standing::Member);
     assert!(raft.is_promotable());
 
     // And a restart from that snapshot keeps it (the log after it holds no configuration).
@@ -952,6 +957,7 @@ fn a_joining_node_learns_its_configuration_from_a_snapshot() {
         },
         log_start: super::id(20, 3),
         snapshot_membership: Some((LogIndex(20), membership.clone())),
+        standing: crate::Standing::Member,
         ..RecoveredState::default()
     };
     let mut config4 = config(4, 3, true);

@@ -4,6 +4,7 @@ mod cluster;
 mod election;
 mod membership;
 mod reads;
+mod rejoin;
 mod replication;
 mod snapshots;
 

@@ -66,8 +66,11 @@ fn reads_fail_when_leadership_is_lost_and_a_follower_refuses() {
 
 #[test]
 fn a_new_leader_defers_reads_until_it_commits_in_its_term() {
-    let mut raft =
-        crate::Raft::new(config(1, 3, false), crate::RecoveredState::default(), 1).expect("valid");
+    let recovered = crate::RecoveredState {
+        standing: crate::Standing::Member,
+        ..crate::RecoveredState::default()
+    };
+    let mut raft = crate::Raft::new(config(1, 3, false), recovered, 1).expect("valid");
     for _ in 0..raft.randomized_election_timeout {
         raft.tick();
     }

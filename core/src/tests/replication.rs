@@ -18,6 +18,7 @@ pub(super) fn node_with_log(id: u64, n: u64, term: u64, log: &[Entry], commit: u
         },
         term_boundaries: terms.boundaries(),
         log_start: crate::LogId::ZERO,
+        standing: crate::Standing::Member,
         ..Default::default()
     };
     let mut raft = Raft::new(config(id, n, false), recovered, id).expect("valid config");

@@ -1,0 +1,306 @@
+//! A node whose store started empty rejoins before it votes: it may be a member that lost its data
+//! (a replaced disk, a deleted volume) and voted or acknowledged entries before, under the same
+//! id. Raft's safety rests on those promises surviving (Figure 2: `currentTerm`, `votedFor` and the
+//! log are persistent); a node that forgot them could vote twice in a term, or vote for a candidate
+//! that lacks entries it helped commit. So a new store is not trusted until that is provably
+//! harmless, in two steps (the argument is in `docs/design.md`, "A node that lost its data"):
+//!
+//! 1. [`Standing::Rejoining`]: the node asks the voters for their current term
+//!    ([`RejoinQuery`]) and waits until enough of the *other* voters answered that every quorum
+//!    it could have been part of holds one of them (`|voters| - majority + 1` of the others, in
+//!    each half of a joint configuration). Any vote or acknowledgement it gave before was in a
+//!    term at most the highest term they report: the *floor*. Meanwhile it votes for nobody, and
+//!    answers no AppendEntries or snapshot (so no leader counts it toward a commit or a
+//!    confirmation), though it appends what it receives.
+//! 2. [`Standing::CatchingUp`]: it adopts the floor as its term (so, like its old self, it no
+//!    longer follows a leader of an older term) and answers leaders again. It votes only in terms
+//!    after the floor (its old self voted in none of them), and only for a candidate whose log is
+//!    at least as up to date as the most up to date durable log among the answers: one of those
+//!    holds every entry its old self helped commit, and a log at least as up to date as a log
+//!    holding a committed entry holds it too (§5.4.3); the same goes for voting for itself. It is
+//!    a member again once its own durable log holds an entry of a term after the floor: that
+//!    leader's log held every entry committed before its term, so by then this node's log does
+//!    too.
+//!
+//! Then it is a [`Standing::Member`] again. A new cluster goes through the same steps: every
+//! store is new, every answer says term 0, and the floor 0 needs no catching up.
+
+use crate::message::{Message, RejoinAnswer, RejoinQuery};
+use crate::raft::Raft;
+use crate::types::{LogId, LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Whether this node's durable state holds every promise it made under its id (persisted with the
+/// hard state, [`crate::LogWrite::standing`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Standing {
+    /// The store holds all this node ever promised: it votes and answers as Raft says.
+    Member,
+    /// The store started empty: asking the voters for their terms. Votes for nobody, answers no
+    /// leader. The state of a new store.
+    #[default]
+    Rejoining,
+    /// A quorum-intersecting set of voters answered; `floor` is the highest term they reported
+    /// and `floor_log` the most up to date of their durable logs. Answers leaders; votes only in
+    /// terms after `floor`, for candidates whose log is at least as up to date as `floor_log`
+    /// (itself included, once its own log is); a member once its durable log holds an entry of
+    /// a term after `floor`.
+    CatchingUp { floor: Term, floor_log: LogId },
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Member => "member",
+            Standing::Rejoining => "rejoining",
+            Standing::CatchingUp { .. } => "catching-up",
+        }
+    }
+}
+
+impl Raft {
+    /// Whether this node may campaign, voting for itself in the next term: by the same rule as
+    /// any vote it grants (`standing_allows_vote`), with its own log as the candidate's.
+    pub(crate) fn may_campaign(&self) -> bool {
+        self.standing_allows_vote(self.current_term.next(), self.log.last_log_id())
+    }
+
+    /// Whether this node's standing lets it grant a (pre-)vote for a candidate of `term` whose
+    /// log ends at `last_log_id` (the usual rules apply besides).
+    pub(crate) fn standing_allows_vote(&self, term: Term, last_log_id: LogId) -> bool {
+        match self.standing {
+            Standing::Member => true,
+            Standing::Rejoining => false,
+            Standing::CatchingUp { floor, floor_log } => term > floor && last_log_id >= floor_log,
+        }
+    }
+
+    /// A message from `from` while rejoining: ask it too, once per round of queries (a node that
+    /// knows no configuration, or an outdated one, learns whom to ask from whoever contacts it).
+    pub(crate) fn ask_sender_while_rejoining(&mut self, from: NodeId) {
+        if self.standing == Standing::Rejoining
+            && !self.rejoin.answers.contains_key(&from)
+            && self.rejoin.asked.insert(from)
+        {
+            let term = self.current_term;
+            self.send(from, Message::RejoinQuery(RejoinQuery { term }));
+        }
+    }
+
+    /// Whether this node answers AppendEntries and snapshots (counted by a leader toward commits
+    /// and leadership confirmations): not before it knows its floor.
+    pub(crate) fn answers_leaders(&self) -> bool {
+        self.standing != Standing::Rejoining
+    }
+
+    /// The configurations that may still decide, as far as this node knows: its own and every
+    /// one an answer reported, from the newest one known to be committed on (an older one was
+    /// superseded by a committed change, §6).
+    fn live_configurations(&self) -> Vec<crate::membership::ConfState> {
+        let own = self.membership.from(self.commit_index);
+        let committed = own[0].0.max(self.rejoin.committed_config_index);
+        let mut live: Vec<crate::membership::ConfState> = Vec::new();
+        let reported = self
+            .rejoin
+            .configs
+            .iter()
+            .map(|(index, conf)| (*index, conf));
+        for (index, conf) in own.iter().map(|(i, m)| (*i, &m.conf)).chain(reported) {
+            if index >= committed && !live.contains(conf) {
+                live.push(conf.clone());
+            }
+        }
+        live
+    }
+
+    /// Ask every member (voter or learner) of every configuration that may still decide that has
+    /// not answered yet for its term.
+    pub(crate) fn send_rejoin_queries(&mut self) {
+        if self.standing != Standing::Rejoining {
+            return;
+        }
+        self.send_rejoin_queries_to_live_voters();
+    }
+
+    fn send_rejoin_queries_to_live_voters(&mut self) {
+        let me = self.id();
+        let targets: BTreeSet<NodeId> = self
+            .live_configurations()
+            .iter()
+            .flat_map(|conf| conf.members())
+            .collect();
+        let term = self.current_term;
+        for peer in targets {
+            if peer != me && !self.rejoin.answers.contains_key(&peer) {
+                self.rejoin.asked.insert(peer);
+                self.send(peer, Message::RejoinQuery(RejoinQuery { term }));
+            }
+        }
+    }
+
+    /// Any node answers a rejoining peer with its current term and configuration, whatever its
+    /// own term or standing: the answer changes nothing here.
+    pub(crate) fn handle_rejoin_query(&mut self, from: NodeId) {
+        let durable = LogId::new(
+            self.log.term_at(self.durable_index).unwrap_or(Term::ZERO),
+            self.durable_index,
+        );
+        let configs = self
+            .membership
+            .from(self.commit_index)
+            .iter()
+            .map(|(index, membership)| (*index, membership.conf.clone()))
+            .collect();
+        let answer = RejoinAnswer {
+            term: self.current_term,
+            configs,
+            last_log_id: durable,
+        };
+        self.send(from, Message::RejoinAnswer(answer));
+    }
+
+    /// Every election timeout until it is a member: a rejoining node asks afresh (lost queries
+    /// or answers, voters that were down); a catching-up node that has not heard from a leader
+    /// for an election timeout asks afresh,
+    /// since the most up to date log it heard of may have been cut back since (entries that were
+    /// not committed), leaving no candidate it could vote for. A fresh round is as sound as the
+    /// first: a committed entry stays in every log that holds it.
+    pub(crate) fn rejoin_round(&mut self) {
+        // Each round starts afresh: what an earlier round heard (a configuration since
+        // superseded, whose removed members will never answer; a log tail since cut back) must
+        // not hold this one up, and every answer is as sound as any other.
+        match self.standing {
+            Standing::Member => {}
+            Standing::Rejoining => {
+                self.rejoin = RejoinState::default();
+                self.send_rejoin_queries();
+            }
+            Standing::CatchingUp { .. } => {
+                let leader_heard = self.leader_id.is_some()
+                    && self.election_elapsed < self.config.election_ticks_min;
+                if !leader_heard {
+                    self.rejoin = RejoinState::default();
+                    self.send_rejoin_queries_to_live_voters();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn handle_rejoin_answer(&mut self, from: NodeId, answer: RejoinAnswer) {
+        if self.standing == Standing::Member || from == self.id() {
+            return;
+        }
+        if let Some((committed, _)) = answer.configs.first() {
+            self.rejoin.committed_config_index = self.rejoin.committed_config_index.max(*committed);
+        }
+        for config in answer.configs {
+            if !self.rejoin.configs.contains(&config) {
+                self.rejoin.configs.push(config);
+            }
+        }
+        self.rejoin.answers.insert(from, answer.term);
+        self.rejoin.floor_log = self.rejoin.floor_log.max(answer.last_log_id);
+        if self.rejoin_answers_suffice() {
+            self.finish_rejoin_queries();
+        } else if self.standing == Standing::Rejoining {
+            // A newer configuration may name voters not asked yet.
+            self.send_rejoin_queries();
+        }
+    }
+
+    /// Enough of the others answered that every quorum this node could have been part of holds
+    /// one that answered, in each configuration that may still decide (`live_configurations`)
+    /// and in the one a single change would make of it (a learner promoted, a voter removed):
+    /// with `S` the smallest such quorum less this node (a majority of the voter set with one
+    /// voter fewer, less one), at least `|others| - |S| + 1` of the others, voters and learners
+    /// alike; all of them when `S` may be empty (a configuration of this node and one other).
+    pub(crate) fn rejoin_answers_suffice(&self) -> bool {
+        let me = self.id();
+        let live = self.live_configurations();
+        let enough = |conf: &crate::membership::ConfState| {
+            let others: Vec<NodeId> = conf.members().into_iter().filter(|m| *m != me).collect();
+            let answered = others
+                .iter()
+                .filter(|m| self.rejoin.answers.contains_key(m))
+                .count();
+            [&conf.voters, &conf.voters_outgoing]
+                .into_iter()
+                .filter(|voters| !voters.is_empty())
+                .all(|voters| {
+                    let smallest =
+                        crate::majority(voters.len().saturating_sub(1)).saturating_sub(1);
+                    let smallest = if voters.len() <= 2 { 0 } else { smallest };
+                    let needed = (others.len() + 1)
+                        .saturating_sub(smallest)
+                        .min(others.len());
+                    answered >= needed
+                })
+        };
+        // A node that knows no voter at all (still joining) cannot tell yet.
+        live.iter().any(|conf| !conf.all_voters().is_empty()) && live.iter().all(enough)
+    }
+
+    /// Step 1 is done: adopt the floor and catch up (or, with nothing to catch up, be a member).
+    pub(crate) fn finish_rejoin_queries(&mut self) {
+        let earlier_floor = match self.standing {
+            Standing::CatchingUp { floor, .. } => floor,
+            Standing::Member | Standing::Rejoining => Term::ZERO,
+        };
+        let floor = self
+            .rejoin
+            .answers
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(Term::ZERO)
+            .max(self.current_term)
+            .max(earlier_floor);
+        // Fresh answers: the most up to date log among them (possibly behind an earlier round's,
+        // whose uncommitted tail may have been cut back since).
+        let floor_log = self.rejoin.floor_log;
+        if floor > self.current_term {
+            let elapsed = self.election_elapsed;
+            self.become_follower(floor, None);
+            self.election_elapsed = elapsed;
+        }
+        self.rejoin = RejoinState::default();
+        self.standing = Standing::CatchingUp { floor, floor_log };
+        self.check_caught_up();
+    }
+
+    /// Step 2 is done once the durable log holds an entry of a term after the floor (a
+    /// snapshot's last entry counts: it covers the log before it). An entry of the floor's own
+    /// term would not do: entries of that term may have been committed, with the old self's
+    /// acknowledgement, after it. A floor of 0 means no election ever happened among the voters
+    /// that answered, so nothing was ever committed: nothing to catch up.
+    pub(crate) fn check_caught_up(&mut self) {
+        let Standing::CatchingUp { floor, .. } = self.standing else {
+            return;
+        };
+        let durable_term = self.log.term_at(self.durable_index).unwrap_or(Term::ZERO);
+        if floor == Term::ZERO || durable_term > floor {
+            self.standing = Standing::Member;
+        }
+        debug_assert!(
+            self.standing != Standing::Member || floor == Term::ZERO || durable_term > floor
+        );
+    }
+}
+
+/// What a rejoining node has heard so far (volatile: a restart asks again).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RejoinState {
+    /// The term each voter that answered reported.
+    pub(crate) answers: std::collections::BTreeMap<NodeId, Term>,
+    /// Every configuration an answer reported, with its entry's index.
+    pub(crate) configs: Vec<(LogIndex, crate::membership::ConfState)>,
+    /// The newest configuration index an answer reported committed.
+    pub(crate) committed_config_index: LogIndex,
+    /// The most up to date durable log an answer reported.
+    pub(crate) floor_log: LogId,
+    /// Whom this round of queries went to (an answer may come from any of them).
+    pub(crate) asked: BTreeSet<NodeId>,
+    /// Ticks since the queries were last sent.
+    pub(crate) elapsed: u32,
+}

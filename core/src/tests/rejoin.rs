@@ -1,0 +1,173 @@
+//! A node whose store started empty rejoins before it votes (`rejoin.rs`; issue 24, review
+//! finding 1: a voter that lost its data came back at term 0 with no vote and voted again).
+
+use super::cluster::{Cluster, Disk};
+use super::{config, ids};
+use crate::{
+    HardState, LogId, Message, RejoinAnswer, RequestVote, RequestVoteResponse, Role, Standing, Term,
+};
+
+fn vote_request(term: Term, last: LogId) -> Message {
+    Message::RequestVote(RequestVote {
+        term,
+        last_log_id: last,
+        pre_vote: false,
+        leadership_transfer: false,
+    })
+}
+
+fn granted(cluster: &mut Cluster, id: u64) -> Vec<bool> {
+    cluster
+        .raft(id)
+        .take_ready()
+        .messages
+        .into_iter()
+        .filter_map(|m| match m.message {
+            Message::RequestVoteResponse(RequestVoteResponse { vote_granted, .. }) => {
+                Some(vote_granted)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_voter_that_lost_its_data_does_not_vote_again_in_a_term_it_voted_in() {
+    let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+    let leader = c.elect(200).expect("a leader");
+    c.tick_all(3);
+    let term = c.raft(leader.0).current_term();
+    let voter = ids(3)
+        .into_iter()
+        .find(|id| *id != leader && c.raft(id.0).voted_for() == Some(leader))
+        .expect("someone voted for the leader");
+    let other = ids(3)
+        .into_iter()
+        .find(|id| *id != leader && *id != voter)
+        .expect("a third node");
+    // The voter's disk is replaced: it restarts empty, under its old id.
+    c.crash(voter);
+    c.replace_disk(
+        voter,
+        Disk {
+            hard_state: HardState::default(),
+            standing: Standing::default(),
+            log: Vec::new(),
+        },
+    );
+    assert_eq!(c.raft(voter.0).standing(), Standing::Rejoining);
+    let _ = c.raft(voter.0).take_ready();
+    // Another candidate asks it for a vote in the term it already voted in: refused (before the
+    // fix, its term was 0 and it had voted for nobody, so it granted: two leaders in `term`).
+    c.raft(voter.0).step(other, vote_request(term, LogId::ZERO));
+    assert_eq!(granted(&mut c, voter.0), vec![false]);
+    assert_eq!(c.raft(voter.0).voted_for(), None, "no vote recorded");
+
+    // Both others answer: its floor is their highest term; it adopts it.
+    let leader_log = c.raft(leader.0).last_log_id();
+    for id in [leader, other] {
+        let conf = c.raft(id.0).membership().conf.clone();
+        c.raft(voter.0).step(
+            id,
+            Message::RejoinAnswer(RejoinAnswer {
+                term,
+                configs: vec![(crate::LogIndex::ZERO, conf)],
+                last_log_id: leader_log,
+            }),
+        );
+    }
+    assert_eq!(
+        c.raft(voter.0).standing(),
+        Standing::CatchingUp {
+            floor: term,
+            floor_log: leader_log,
+        }
+    );
+    assert_eq!(c.raft(voter.0).current_term(), term);
+    let _ = c.raft(voter.0).take_ready();
+    // Still no vote in that term, nor in a later one for a log behind the floor log...
+    c.raft(voter.0).step(other, vote_request(term, leader_log));
+    assert_eq!(granted(&mut c, voter.0), vec![false]);
+    c.raft(voter.0)
+        .step(other, vote_request(Term(term.0 + 1), LogId::ZERO));
+    assert_eq!(granted(&mut c, voter.0), vec![false]);
+    // ...but for an up-to-date candidate in a later term, yes.
+    c.raft(voter.0)
+        .step(other, vote_request(Term(term.0 + 2), leader_log));
+    assert_eq!(granted(&mut c, voter.0), vec![true]);
+}
+
+#[test]
+fn a_rejoined_node_catches_up_and_becomes_a_member_and_the_cluster_goes_on() {
+    let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+    let leader = c.elect(200).expect("a leader");
+    for i in 0..5 {
+        assert!(c.propose(leader, &format!("before {i}")));
+    }
+    c.tick_all(5);
+    let lost = ids(3)
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    c.crash(lost);
+    c.replace_disk(
+        lost,
+        Disk {
+            hard_state: HardState::default(),
+            standing: Standing::default(),
+            log: Vec::new(),
+        },
+    );
+    // It asks, catches up from the leader, and is a member once it holds an entry of a term
+    // after the floor: the leader's term is the floor, so that takes a new leader.
+    c.tick_all(40);
+    assert!(matches!(
+        c.raft(lost.0).standing(),
+        Standing::CatchingUp { .. }
+    ));
+    assert_eq!(
+        c.raft(lost.0).last_log_id(),
+        c.raft(leader.0).last_log_id(),
+        "caught up"
+    );
+    c.crash(leader);
+    let mut rounds = 0;
+    while c.leader().is_none_or(|l| l == leader) {
+        c.tick_all(1);
+        rounds += 1;
+        assert!(rounds < 300, "a new leader is elected");
+    }
+    c.tick_all(5);
+    assert_eq!(c.raft(lost.0).standing(), Standing::Member);
+    assert_eq!(c.node(lost.0).disk.standing, Standing::Member, "persisted");
+    let new_leader = c.leader().expect("leader");
+    assert!(c.propose(new_leader, "after"));
+    c.tick_all(5);
+    let applied = c.node(lost.0).applied.len();
+    assert!(
+        applied >= 7,
+        "the lost node applies everything again: {applied}"
+    );
+    assert_eq!(c.raft(new_leader.0).role(), Role::Leader);
+    c.assert_consistent();
+}
+
+#[test]
+fn a_new_cluster_starts_with_one_round_of_answers() {
+    let mut c = Cluster::new(ids(3).iter().map(|i| config(i.0, 3, true)).collect());
+    for id in ids(3) {
+        assert_eq!(c.raft(id.0).standing(), Standing::Rejoining);
+    }
+    c.deliver_all();
+    for id in ids(3) {
+        assert_eq!(
+            c.raft(id.0).standing(),
+            Standing::Member,
+            "every answer says term 0: nothing to catch up"
+        );
+    }
+    assert!(c.elect(200).is_some());
+    // A lone voter is a member at once.
+    let single = Cluster::new(vec![config(1, 1, true)]);
+    assert_eq!(single.node(1).raft.standing(), Standing::Member);
+}
