@@ -290,6 +290,10 @@ pub async fn run(command: ClientCommand) -> ExitCode {
                             status.commit_index,
                             status.applied_index
                         );
+                        if status.standing != "member" && !status.standing.is_empty() {
+                            // A store that started empty: see README, "A node that lost its data".
+                            println!("standing: {}", status.standing);
+                        }
                         for (peer, progress) in &status.peers {
                             println!(
                                 "peer {peer}: match {} next {} last contact {}",

@@ -103,7 +103,7 @@ pub use raftor_actors::snapshot::SnapshotPolicy;
 pub use raftor_actors::NodeStatus;
 pub use raftor_core::{
     ConfChange, ConfState, LogId, LogIndex, Membership, NodeId, RaftConfig, Role, SnapshotMeta,
-    Term,
+    Standing, Term,
 };
 pub use state_machine::StateMachine;
 

@@ -194,13 +194,19 @@ impl Raft {
         if let Some((committed, _)) = answer.configs.first() {
             self.rejoin.committed_config_index = self.rejoin.committed_config_index.max(*committed);
         }
+        // Only a voter's log can hold an entry committed with this node's help (commits count
+        // voters): a learner's log, possibly holding an uncommitted tail no voter will ever
+        // have, must not raise the floor log past every candidate.
+        let answered_as_voter = answer.configs.iter().any(|(_, conf)| conf.is_voter(from));
+        if answered_as_voter {
+            self.rejoin.floor_log = self.rejoin.floor_log.max(answer.last_log_id);
+        }
         for config in answer.configs {
             if !self.rejoin.configs.contains(&config) {
                 self.rejoin.configs.push(config);
             }
         }
         self.rejoin.answers.insert(from, answer.term);
-        self.rejoin.floor_log = self.rejoin.floor_log.max(answer.last_log_id);
         if self.rejoin_answers_suffice() {
             self.finish_rejoin_queries();
         } else if self.standing == Standing::Rejoining {
