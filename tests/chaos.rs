@@ -1,8 +1,10 @@
 //! Chaos on the real actors, checked for linearizability (see `chaos_harness`): real nodes with
 //! the key-value state machine under partitions, one-way cuts, loss, duplication, delays and
-//! crashes, with concurrent clients doing put / get / cas; every history goes through the WGL
-//! linearizability checker. A violation saves the history (JSON) and the per-key timeline under
-//! the target directory and prints both paths.
+//! crashes, leadership transfers (to nodes cut off too, repeated, retried, cancelled) and
+//! membership changes (new nodes join as learners and are promoted, voters are removed, leaders
+//! too), with concurrent clients doing put / get / cas and reads by ReadIndex or by the leader's
+//! lease; every history goes through the WGL linearizability checker. A violation saves the
+//! history (JSON) and the per-key timeline under the target directory and prints both paths.
 //!
 //! By default seeds 0..2 run, each on 3 and 5 nodes (seconds); more with `RAFTOR_CHAOS_SEEDS=<n>`
 //! (seeds 0..n) or `RAFTOR_CHAOS_SEEDS=<a>..<b>`, one with `RAFTOR_CHAOS_SEED=<s>`:
@@ -13,7 +15,7 @@
 
 mod chaos_harness;
 
-use chaos_harness::{run, ChaosConfig, ChaosRun, ReadMode};
+use chaos_harness::{run, ChaosConfig, ChaosRun, ChaosStats, ReadMode};
 use std::time::Duration;
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -62,8 +64,9 @@ fn assert_linearizable(run: &ChaosRun) {
     );
 }
 
-/// The run did what a chaos run should: faults happened, operations completed, also after the
-/// faults stopped (the cluster recovered), and some node led.
+/// The run did what a chaos run should: faults happened, leadership was handed over, the
+/// membership changed, reads were answered both ways, operations completed, also after the faults
+/// stopped (the cluster recovered), and some node led.
 fn assert_eventful(run: &ChaosRun) {
     let stats = &run.stats;
     assert!(stats.crashes > 0 && stats.partitions > 0, "{stats:?}");
@@ -73,6 +76,58 @@ fn assert_eventful(run: &ChaosRun) {
         "nothing completed after the faults stopped: {stats:?}"
     );
     assert!(stats.leaders >= 1, "{stats:?}");
+    assert!(stats.transfers > 0, "no leadership transfer: {stats:?}");
+    assert!(
+        stats.learners_added + stats.promotions + stats.removals > 0,
+        "no membership change was committed: {stats:?}"
+    );
+    assert!(
+        stats.lease_reads > 0 && stats.read_index_reads > 0,
+        "reads were not answered both ways: {stats:?}"
+    );
+}
+
+/// Over all runs, every kind of operator event happened: nodes added, promoted, removed, leaders
+/// among them; transfers toward a node cut off, abandoned by the leader and asked again, repeated,
+/// cancelled; and lease reads served from the lease itself.
+fn assert_every_kind_of_event(total: &ChaosStats) {
+    let kinds = [
+        ("transfers completed", total.transfers_completed),
+        ("learners added", total.learners_added),
+        ("learners promoted", total.promotions),
+        ("voters removed", total.removals),
+        ("transfers to a node cut off", total.transfers_to_cut_off),
+        ("transfers abandoned", total.transfers_abandoned),
+        ("transfers retried", total.transfers_retried),
+        ("transfers repeated", total.transfers_repeated),
+        ("transfers cancelled", total.transfers_cancelled),
+        ("leaders removed", total.leader_removals),
+        ("lease reads served at once", total.lease_reads_at_once),
+    ];
+    for (kind, count) in kinds {
+        assert!(count > 0, "no {kind} in any run: {total:?}");
+    }
+}
+
+/// Adds `run`'s operator and read counters to `total`.
+fn add_up(total: &mut ChaosStats, run: &ChaosStats) {
+    total.lease_reads += run.lease_reads;
+    total.read_index_reads += run.read_index_reads;
+    total.lease_reads_at_once += run.lease_reads_at_once;
+    total.transfers += run.transfers;
+    total.transfers_to_cut_off += run.transfers_to_cut_off;
+    total.transfers_repeated += run.transfers_repeated;
+    total.transfers_cancelled += run.transfers_cancelled;
+    total.transfers_retried += run.transfers_retried;
+    total.transfers_refused += run.transfers_refused;
+    total.transfers_completed += run.transfers_completed;
+    total.transfers_abandoned += run.transfers_abandoned;
+    total.learners_added += run.learners_added;
+    total.promotions += run.promotions;
+    total.removals += run.removals;
+    total.leader_removals += run.leader_removals;
+    total.changes_refused += run.changes_refused;
+    total.changes_unknown += run.changes_unknown;
 }
 
 #[test]
@@ -86,6 +141,7 @@ fn the_real_actors_stay_linearizable_under_chaos() {
     };
     let started = std::time::Instant::now();
     let (mut ops, mut unknown, mut leaders) = (0, 0, 0);
+    let mut total = ChaosStats::default();
     for (seed, nodes) in &runs {
         let run = run(&ChaosConfig::new(*seed, *nodes));
         println!(
@@ -98,6 +154,7 @@ fn the_real_actors_stay_linearizable_under_chaos() {
         ops += run.history.len();
         unknown += run.stats.unknown;
         leaders += run.stats.leaders;
+        add_up(&mut total, &run.stats);
     }
     // Leadership changed hands under the faults (in most runs; one leader may survive them all).
     assert!(
@@ -105,8 +162,13 @@ fn the_real_actors_stay_linearizable_under_chaos() {
         "{leaders} leaders in {} runs",
         runs.len()
     );
+    // (A single seed may lack a rare kind.)
+    if runs.len() > 2 {
+        assert_every_kind_of_event(&total);
+    }
     println!(
-        "{} histories, {ops} operations ({unknown} with unknown outcome), all linearizable, in {:?}",
+        "{} histories, {ops} operations ({unknown} with unknown outcome), all linearizable, in {:?}\n\
+         operator and reads over all runs: {total:?}",
         runs.len(),
         started.elapsed()
     );
@@ -124,6 +186,43 @@ fn a_calm_run_completes_every_operation() {
     assert_eq!(stats.ok, stats.ops, "{stats:?}");
     assert!(stats.ok > 300, "{stats:?}");
     assert_eq!(stats.leaders, 1, "{stats:?}");
+}
+
+/// The operator alone, without the nemesis's faults (but with its own cuts toward transfer
+/// targets): every transfer to a reachable node completes, the membership goes round its cycle,
+/// and every operation completes but the writes pending on a leader that removed itself.
+#[test]
+fn transfers_and_membership_changes_alone_lose_no_operation() {
+    let mut config = ChaosConfig::new(2, 5);
+    config.nemesis = false;
+    config.faulty = Duration::from_secs(6);
+    config.calm = Duration::from_secs(1);
+    let run = run(&config);
+    println!("{} operations; {:?}", run.history.len(), run.stats);
+    assert_linearizable(&run);
+    let stats = &run.stats;
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    // A leader that removes itself answers none of the writes it took after the removal: once it
+    // stepped down, it hears of them no more (the next leader may have committed them). Their
+    // clients give up on them (unknown outcome), at most one per client per such removal.
+    assert!(
+        stats.unknown <= config.clients * stats.leader_removals,
+        "{stats:?}"
+    );
+    assert_eq!(stats.ok + stats.unknown, stats.ops, "{stats:?}");
+    assert!(stats.ok > 300, "{stats:?}");
+    // (A transfer toward a node cut off completes too when the cut heals in time.)
+    assert!(
+        stats.transfers_completed + stats.transfers_to_cut_off + stats.transfers_cancelled
+            >= stats.transfers,
+        "{stats:?}"
+    );
+    assert!(stats.transfers_completed > 0, "{stats:?}");
+    assert!(
+        stats.learners_added > 0 && stats.promotions > 0 && stats.removals > 0,
+        "{stats:?}"
+    );
+    assert!(stats.lease_reads > 0, "{stats:?}");
 }
 
 #[test]

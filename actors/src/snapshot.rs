@@ -281,4 +281,49 @@ mod tests {
             "the good one stays"
         );
     }
+
+    #[test]
+    fn a_transfer_survives_its_leaders_re_election_when_the_snapshot_is_unchanged() {
+        // Issue 24, review finding 3: with a large snapshot, a leader that stepped down and was
+        // re-elected must not start the transfer over (a livelock); the receiver keeps what it
+        // has and asks the new term's first chunk for the offset it expects.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("store");
+        let meta = SnapshotMeta {
+            last_included: LogId::new(Term(1), LogIndex(9)),
+            size: 6,
+            checksum: crc32fast::hash(b"abcdef"),
+            membership: Box::default(),
+        };
+        let leader = NodeId(1);
+        let mut receiving = None;
+        let accept = |receiving: &mut Option<Receiving>, c: &InstallSnapshot| {
+            Receiving::accept(receiving, &store, leader, c).expect("accepted")
+        };
+        assert_eq!(
+            next(accept(
+                &mut receiving,
+                &chunk(meta.clone(), 0, b"abcd", false)
+            )),
+            4
+        );
+        // Re-elected in term 2: its new replicator starts the same snapshot from the beginning.
+        let again = InstallSnapshot {
+            term: Term(2),
+            ..chunk(meta.clone(), 0, b"abcd", false)
+        };
+        assert_eq!(
+            next(accept(&mut receiving, &again)),
+            4,
+            "resumes where it was"
+        );
+        let rest = InstallSnapshot {
+            term: Term(2),
+            ..chunk(meta.clone(), 4, b"ef", true)
+        };
+        match accept(&mut receiving, &rest) {
+            ChunkOutcome::Complete(staged) => assert_eq!(staged.meta, meta),
+            ChunkOutcome::Next(offset) => panic!("not complete, next {offset}"),
+        }
+    }
 }

@@ -227,11 +227,46 @@ impl Raft {
                 .max_by_key(|v| leader.matched.get(v).copied().unwrap_or_default())
                 .copied()
         });
+        self.tell_followers_the_commit();
         if let Some(successor) = successor {
             self.send_timeout_now(successor);
         }
         let term = self.current_term;
         self.become_follower(term, None);
+    }
+
+    /// A leader stepping down after committing its own removal tells every peer how far the
+    /// log is committed, as far as each holds it (an empty AppendEntries at its match point, as
+    /// a heartbeat): otherwise nobody left knows the change is committed until the next leader
+    /// commits an entry, and a rejoining node (rejoin.rs) would still reckon with the
+    /// configuration before it, whose removed member will never answer.
+    fn tell_followers_the_commit(&mut self) {
+        let term = self.current_term;
+        let commit = self.commit_index;
+        let Some(leader) = self.leader.as_ref() else {
+            return;
+        };
+        let farewells: Vec<(NodeId, LogId)> = leader
+            .matched
+            .iter()
+            .filter(|(peer, _)| **peer != self.id())
+            .filter_map(|(peer, matched)| {
+                let prev = LogId::new(self.log.term_at(*matched)?, *matched);
+                Some((*peer, prev))
+            })
+            .collect();
+        for (peer, prev) in farewells {
+            self.send(
+                peer,
+                Message::AppendEntries(crate::message::AppendEntries {
+                    term,
+                    prev_log_id: prev,
+                    entries: Vec::new(),
+                    leader_commit: commit.min(prev.index),
+                    request_id: 0,
+                }),
+            );
+        }
     }
 
     fn append_as_leader(&mut self, payloads: Vec<EntryPayload>) -> Vec<LogId> {

@@ -249,19 +249,21 @@ impl Raft {
 
     /// Step 1 is done: adopt the floor and catch up (or, with nothing to catch up, be a member).
     pub(crate) fn finish_rejoin_queries(&mut self) {
-        let earlier_floor = match self.standing {
+        // The first round's floor bounds every term the old self voted in; a later round (while
+        // catching up) only refreshes the floor log. Raising the floor again would chase the
+        // terms of the very candidates this node should vote for (without pre-vote every failed
+        // election bumps them), and it would never vote.
+        let floor = match self.standing {
             Standing::CatchingUp { floor, .. } => floor,
-            Standing::Member | Standing::Rejoining => Term::ZERO,
+            Standing::Member | Standing::Rejoining => self
+                .rejoin
+                .answers
+                .values()
+                .copied()
+                .max()
+                .unwrap_or(Term::ZERO)
+                .max(self.current_term),
         };
-        let floor = self
-            .rejoin
-            .answers
-            .values()
-            .copied()
-            .max()
-            .unwrap_or(Term::ZERO)
-            .max(self.current_term)
-            .max(earlier_floor);
         // Fresh answers: the most up to date log among them (possibly behind an earlier round's,
         // whose uncommitted tail may have been cut back since).
         let floor_log = self.rejoin.floor_log;

@@ -1,12 +1,15 @@
 //! Chaos on the real actors: a cluster of real nodes (node, replicators, log store, applier) with
 //! the key-value state machine, on in-memory storage and the in-memory network, all on one thread
 //! under tokio's paused clock; a nemesis that partitions, cuts, drops, delays, duplicates and
-//! crashes; concurrent clients doing put / get / cas on a few keys while a recorder keeps the
-//! history; and the linearizability checker (`raftor_sim::linearizability`) on that history.
+//! crashes; an operator that, among the faults, hands leadership over (also to a node cut off,
+//! repeated, retried, cancelled) and changes the membership (a new empty node joins as a learner,
+//! is promoted, a voter is removed, the leader too); concurrent clients doing put / get / cas on a
+//! few keys, reading by ReadIndex or the leader's lease, while a recorder keeps the history; and
+//! the linearizability checker (`raftor_sim::linearizability`) on that history.
 //!
 //! Everything is driven by one seed (the nodes' election timers, the network's RNG, the
-//! nemesis, the clients), and the single-threaded paused-clock runtime runs tasks in a fixed
-//! order, so a seed replays the same history.
+//! nemesis, the operator, the clients), and the single-threaded paused-clock runtime runs tasks
+//! in a fixed order, so a seed replays the same history.
 
 #![allow(dead_code)]
 
@@ -15,9 +18,10 @@ use bytes::Bytes;
 use raftor::kv::KvStateMachine;
 use raftor::kv::{decode_get, KvApplied, KvCommand, KvOp, KvOutcome, KvQuery, Session};
 use raftor_actors::{
-    MemoryNetwork, NetworkControl, NodeHandle, NodeOptions, PendingNode, ProposeError, ReadError,
+    MembershipChangeError, MemoryNetwork, NetworkControl, NodeHandle, NodeOptions, NodeStatus,
+    PendingNode, ProposeError, ReadError,
 };
-use raftor_core::{NodeId, RaftConfig, Role};
+use raftor_core::{ConfChange, LogIndex, Membership, NodeId, RaftConfig, Role};
 use raftor_sim::linearizability::{
     check_kv, render, render_violations, to_json, KvCheck, KvInput, KvOperation, KvOutput,
 };
@@ -25,7 +29,7 @@ use raftor_storage::MemStorage;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -59,8 +63,12 @@ pub struct ChaosConfig {
     /// outcome.
     pub op_timeout: Duration,
     pub reads: ReadMode,
-    /// Turn the nemesis off (a calm run).
+    /// Turn the nemesis and the operator off (a calm run).
     pub faults: bool,
+    /// The nemesis: network faults and crashes, for `faulty` (with `faults`).
+    pub nemesis: bool,
+    /// The operator: leadership transfers and membership changes, for `faulty` (with `faults`).
+    pub operations: bool,
 }
 
 impl ChaosConfig {
@@ -75,6 +83,8 @@ impl ChaosConfig {
             op_timeout: Duration::from_millis(1000),
             reads: ReadMode::Mixed,
             faults: true,
+            nemesis: true,
+            operations: true,
         }
     }
 }
@@ -94,6 +104,36 @@ pub struct ChaosStats {
     pub partitions: u64,
     /// Terms that had a leader, seen by polling.
     pub leaders: u64,
+    /// Reads answered through the leader's lease (`NodeHandle::read_lease`; it falls back to
+    /// ReadIndex when the lease is not fresh) and through ReadIndex.
+    pub lease_reads: u64,
+    pub read_index_reads: u64,
+    /// Lease reads answered with no virtual time passing, from half a second after the faults
+    /// stopped: every message then takes 1–5 ms, so these were served from the lease itself
+    /// (ReadIndex needs a round trip).
+    pub lease_reads_at_once: u64,
+    /// Transfers the leader started (`NodeHandle::transfer_leadership`), those toward a node cut
+    /// off or down at the time, those asked again while under way, those cancelled (a transfer to
+    /// the leader itself), those started again after the leader gave up, and those refused.
+    pub transfers: u64,
+    pub transfers_to_cut_off: u64,
+    pub transfers_repeated: u64,
+    pub transfers_cancelled: u64,
+    pub transfers_retried: u64,
+    pub transfers_refused: u64,
+    /// Transfers whose target led in a later term, and those the leader gave up.
+    pub transfers_completed: u64,
+    pub transfers_abandoned: u64,
+    /// Committed membership changes: new nodes added as learners, learners made voters (by the
+    /// operator or by the leader once caught up), voters removed, among them the leader.
+    pub learners_added: u64,
+    pub promotions: u64,
+    pub removals: u64,
+    pub leader_removals: u64,
+    /// Changes refused with nothing appended (not the leader, another change under way, ...),
+    /// and changes whose outcome stayed unknown in time.
+    pub changes_refused: u64,
+    pub changes_unknown: u64,
 }
 
 /// The history of a run and its verdict.
@@ -152,11 +192,23 @@ pub fn run_paused<T, F: Future<Output = T>>(test: impl FnOnce() -> F) -> T {
 /// The nodes, their storage and the network.
 struct Cluster {
     network: Addr<MemoryNetwork>,
+    /// The founding voters are 1..=size.
     size: u64,
     seed: u64,
     handles: BTreeMap<NodeId, Rc<NodeHandle>>,
     storage: BTreeMap<NodeId, MemStorage>,
     starts: u64,
+    /// Nodes added during the run (size+1, ...): they start empty, with no configuration, and
+    /// join as learners.
+    joiners: BTreeSet<NodeId>,
+    /// Joiners seen in a committed configuration.
+    joined: BTreeSet<NodeId>,
+    /// Nodes a committed configuration removed: stopped for good, never restarted.
+    retired: BTreeSet<NodeId>,
+    /// Every voter set that may be (or become) in force: the last committed one, and those of
+    /// changes under way or with an unknown outcome. The nemesis crashes a node only while a
+    /// majority of each stays up.
+    voter_sets: Vec<BTreeSet<NodeId>>,
 }
 
 impl Cluster {
@@ -170,6 +222,10 @@ impl Cluster {
                 .map(|id| (NodeId(id), MemStorage::new()))
                 .collect(),
             starts: 0,
+            joiners: BTreeSet::new(),
+            joined: BTreeSet::new(),
+            retired: BTreeSet::new(),
+            voter_sets: vec![(1..=size).map(NodeId).collect()],
         };
         // Messages take 1–5 ms until the nemesis changes the weather.
         cluster.network.do_send(NetworkControl::SetDelay(
@@ -183,12 +239,21 @@ impl Cluster {
     }
 
     /// Starts node `id` on what its storage holds, with a fresh key-value state machine (the
-    /// applier rebuilds it from the log).
+    /// applier rebuilds it from the log). A retired node stays stopped.
     fn start(&mut self, id: NodeId) {
+        if self.retired.contains(&id) {
+            return;
+        }
         let pending = PendingNode::new();
         self.network
             .do_send(NetworkControl::Register(id, pending.inbound()));
-        let raft = RaftConfig::new(id, (1..=self.size).map(NodeId));
+        // A founding node starts from the founding configuration (its log may hold later ones);
+        // a joiner from none, until the leader's entries bring it one.
+        let raft = if self.joiners.contains(&id) {
+            RaftConfig::new(id, [])
+        } else {
+            RaftConfig::new(id, (1..=self.size).map(NodeId))
+        };
         let mut options = NodeOptions::new(raft);
         self.starts += 1;
         options.seed = self
@@ -207,6 +272,15 @@ impl Cluster {
         self.handles.insert(id, Rc::new(handle));
     }
 
+    /// Starts a new node with empty storage and returns its id.
+    fn add_empty(&mut self) -> NodeId {
+        let id = NodeId(self.size + self.joiners.len() as u64 + 1);
+        self.joiners.insert(id);
+        self.storage.insert(id, MemStorage::new());
+        self.start(id);
+        id
+    }
+
     /// Stops node `id` abruptly: it loses its memory and keeps what its storage holds.
     fn crash(&mut self, id: NodeId) {
         self.network.do_send(NetworkControl::Unregister(id));
@@ -215,12 +289,39 @@ impl Cluster {
         }
     }
 
+    /// Stops node `id` for good: a committed configuration removed it.
+    fn retire(&mut self, id: NodeId) {
+        self.crash(id);
+        self.retired.insert(id);
+    }
+
+    /// Whether the nemesis may crash `victim`: a majority of every voter set that may be in force
+    /// stays up.
+    fn may_crash(&self, victim: NodeId) -> bool {
+        self.voter_sets.iter().all(|voters| {
+            let up = voters
+                .iter()
+                .filter(|id| **id != victim && self.handles.contains_key(id))
+                .count();
+            up * 2 > voters.len()
+        })
+    }
+
     fn handle(&self, id: NodeId) -> Option<Rc<NodeHandle>> {
         self.handles.get(&id).cloned()
     }
 
     fn running(&self) -> Vec<NodeId> {
         self.handles.keys().copied().collect()
+    }
+
+    /// Every node started and not retired, running or not.
+    fn members(&self) -> Vec<NodeId> {
+        self.storage
+            .keys()
+            .copied()
+            .filter(|id| !self.retired.contains(id))
+            .collect()
     }
 }
 
@@ -298,6 +399,8 @@ struct Client {
     /// The last value this client saw per key (what its CASes expect).
     seen: BTreeMap<String, Option<String>>,
     written: u64,
+    /// When the faults stop.
+    faults_end: Instant,
 }
 
 impl Client {
@@ -506,8 +609,23 @@ impl Client {
                 handle.read_linearizable(query).await
             }
         };
+        let sent = Instant::now();
         match tokio::time::timeout(remaining, read).await {
-            Ok(Ok(bytes)) => Attempt::Done(KvOutput::Value(value_of(decode_get(&bytes)))),
+            Ok(Ok(bytes)) => {
+                let mut stats = self.stats.borrow_mut();
+                if !lease {
+                    stats.read_index_reads += 1;
+                } else {
+                    stats.lease_reads += 1;
+                    // (The nemesis's last weather may last until half a second after the
+                    // faults stop: it can deliver messages without delay.)
+                    let clear = self.faults_end + Duration::from_millis(500);
+                    if sent >= clear && Instant::now() == sent {
+                        stats.lease_reads_at_once += 1;
+                    }
+                }
+                Attempt::Done(KvOutput::Value(value_of(decode_get(&bytes))))
+            }
             Ok(Err(ReadError::NotLeader { leader })) => Attempt::Retry(leader),
             Ok(Err(ReadError::Shutdown)) | Err(_) => Attempt::Retry(None),
         }
@@ -536,7 +654,7 @@ async fn write_attempt(handle: &NodeHandle, command: Bytes, remaining: Duration)
             }
         },
         Ok(Err(ProposeError::NotLeader { leader })) => Attempt::Retry(leader),
-        // Not appended: leadership is moving (the chaos runs no transfer, but the rules may).
+        // Not appended: leadership is moving (the operator hands it over).
         Ok(Err(ProposeError::Dropped)) | Ok(Err(ProposeError::Transferring { .. })) => {
             Attempt::Retry(None)
         }
@@ -547,7 +665,6 @@ async fn write_attempt(handle: &NodeHandle, command: Bytes, remaining: Duration)
 /// The faults: network trouble, crashes and restarts, drop/delay/duplicate rates, until `until`.
 async fn nemesis(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, seed: u64, until: Instant) {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973);
-    let size = cluster.borrow().size;
     let network = cluster.borrow().network.clone();
     let mut down: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut healed_at: Option<Instant> = None;
@@ -569,11 +686,14 @@ async fn nemesis(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, seed: u64,
             healed_at = None;
         }
         match rng.gen_range(0..10) {
-            // Crash a node (keeping a majority up), back after a while.
+            // Crash a node (keeping a majority of the voters up), back after a while.
             0..=2 => {
                 let running = cluster.borrow().running();
-                if (down.len() as u64 + 1) * 2 < size && !running.is_empty() {
-                    let victim = running[rng.gen_range(0..running.len())];
+                if running.is_empty() {
+                    continue;
+                }
+                let victim = running[rng.gen_range(0..running.len())];
+                if cluster.borrow().may_crash(victim) {
                     cluster.borrow_mut().crash(victim);
                     let downtime = Duration::from_millis(rng.gen_range(100..1500));
                     down.insert(victim, now + downtime);
@@ -582,7 +702,7 @@ async fn nemesis(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, seed: u64,
             }
             // A partition into two sides, an isolated node, or a one-way cut; it heals later.
             3..=5 if healed_at.is_none() => {
-                let ids: Vec<NodeId> = (1..=size).map(NodeId).collect();
+                let ids = cluster.borrow().members();
                 match rng.gen_range(0..3) {
                     0 => {
                         let (a, b): (Vec<NodeId>, Vec<NodeId>) =
@@ -642,6 +762,366 @@ async fn watch_leaders(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, unti
     stats.borrow_mut().leaders = terms.len() as u64;
 }
 
+/// A leader found by polling: its id, handle and status.
+struct Leader {
+    id: NodeId,
+    handle: Rc<NodeHandle>,
+    status: NodeStatus,
+}
+
+/// The running node that leads in the highest term, if any.
+async fn find_leader(cluster: &Shared<Cluster>) -> Option<Leader> {
+    let handles: Vec<(NodeId, Rc<NodeHandle>)> = cluster
+        .borrow()
+        .handles
+        .iter()
+        .map(|(id, handle)| (*id, handle.clone()))
+        .collect();
+    let mut best: Option<Leader> = None;
+    for (id, handle) in handles {
+        if let Some(status) = handle.status().await {
+            if status.role == Role::Leader
+                && best.as_ref().is_none_or(|b| status.term > b.status.term)
+            {
+                best = Some(Leader { id, handle, status });
+            }
+        }
+    }
+    best
+}
+
+/// What a membership change does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChangeKind {
+    AddLearner,
+    Promote,
+    Remove { leader: bool },
+}
+
+/// The operator: among the faults, hands leadership over and changes the membership, one thing at
+/// a time, on whichever node leads.
+struct Operator {
+    cluster: Shared<Cluster>,
+    stats: Shared<ChaosStats>,
+    network: Addr<MemoryNetwork>,
+    rng: SmallRng,
+    /// The newest committed configuration seen on a leader, and the index of its entry.
+    known: Option<(LogIndex, Membership)>,
+    /// Nodes a committed configuration removed, and when to stop them (until then they run on,
+    /// removed, and may not know it).
+    retiring: Vec<(NodeId, Instant)>,
+}
+
+impl Operator {
+    async fn run(mut self, until: Instant) {
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..400))).await;
+            let now = Instant::now();
+            let due: Vec<NodeId> = self
+                .retiring
+                .iter()
+                .filter(|(_, at)| *at <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            self.retiring.retain(|(_, at)| *at > now);
+            for id in due {
+                self.cluster.borrow_mut().retire(id);
+            }
+            let Some(leader) = find_leader(&self.cluster).await else {
+                continue;
+            };
+            self.learn(&leader.status);
+            if self.rng.gen_bool(0.5) {
+                self.transfer(leader).await;
+            } else {
+                self.change(leader).await;
+            }
+        }
+        for (id, _) in std::mem::take(&mut self.retiring) {
+            self.cluster.borrow_mut().retire(id);
+        }
+    }
+
+    /// Learns the configuration a leader holds, if it is committed and no older than the newest
+    /// one seen: counts the changes since that one, and schedules the removed nodes' stop.
+    fn learn(&mut self, status: &NodeStatus) {
+        let membership = &status.membership;
+        let conf = &membership.conf;
+        if conf.is_joint()
+            || status.membership_index > status.commit_index
+            || self
+                .known
+                .as_ref()
+                .is_some_and(|(index, _)| status.membership_index <= *index)
+        {
+            return;
+        }
+        let before = self.known.as_ref().map(|(_, m)| m.conf.clone());
+        let mut cluster = self.cluster.borrow_mut();
+        let mut stats = self.stats.borrow_mut();
+        for id in conf.members() {
+            if cluster.joiners.contains(&id) && cluster.joined.insert(id) {
+                stats.learners_added += 1;
+            }
+            let was_voter = before.as_ref().is_none_or(|b| b.voters.contains(&id));
+            if conf.voters.contains(&id) && !was_voter {
+                stats.promotions += 1;
+            }
+        }
+        let founding = cluster.size;
+        for id in cluster.members() {
+            let joined = id.0 <= founding || cluster.joined.contains(&id);
+            let scheduled = self.retiring.iter().any(|(r, _)| *r == id);
+            if joined && !conf.contains(id) && !scheduled {
+                stats.removals += 1;
+                let at = Instant::now() + Duration::from_millis(self.rng.gen_range(0..1000));
+                self.retiring.push((id, at));
+            }
+        }
+        if !cluster.voter_sets.contains(&conf.voters) {
+            cluster.voter_sets.push(conf.voters.clone());
+        }
+        self.known = Some((status.membership_index, membership.clone()));
+    }
+
+    /// One step of the membership cycle, on the leader: add a new empty node as a learner
+    /// (promoted by the leader once caught up, or not), promote it, remove a voter (the leader
+    /// too) while a majority of the founding voters remains, and again.
+    async fn change(&mut self, leader: Leader) {
+        let Some((index, known)) = self.known.clone() else {
+            return;
+        };
+        let status = &leader.status;
+        // Only on a leader holding the newest committed configuration (no change under way).
+        if status.membership_index != index || status.membership_index > status.commit_index {
+            return;
+        }
+        let conf = &known.conf;
+        let founding = self.cluster.borrow().size;
+        // A new node not added yet (a node once added and removed never comes back: ids are not
+        // reused).
+        let waiting = {
+            let cluster = self.cluster.borrow();
+            cluster
+                .joiners
+                .iter()
+                .copied()
+                .find(|id| !cluster.joined.contains(id) && !cluster.retired.contains(id))
+        };
+        let mut voters = conf.voters.clone();
+        let mut auto_promoted = None;
+        let (changes, kind) = if let Some(learner) = conf.learners.iter().next().copied() {
+            // Mostly once it has caught up; now and then at once.
+            let matched = status.matched.get(&learner).copied().unwrap_or_default();
+            if matched.0 + 64 < status.last_log_id.index.0 && self.rng.gen_bool(0.8) {
+                return;
+            }
+            voters.insert(learner);
+            (vec![ConfChange::promote(learner)], ChangeKind::Promote)
+        } else if conf.voters.len() as u64 > founding {
+            let founders = conf.voters.iter().filter(|id| id.0 <= founding).count() as u64;
+            let removable: Vec<NodeId> = conf
+                .voters
+                .iter()
+                .copied()
+                .filter(|id| id.0 > founding || (founders - 1) * 2 > founding)
+                .collect();
+            let victim = if removable.contains(&leader.id) && self.rng.gen_bool(0.4) {
+                leader.id
+            } else {
+                removable[self.rng.gen_range(0..removable.len())]
+            };
+            voters.remove(&victim);
+            let kind = ChangeKind::Remove {
+                leader: victim == leader.id,
+            };
+            (vec![ConfChange::remove(victim)], kind)
+        } else {
+            let joiner = match waiting {
+                Some(joiner) => joiner,
+                None => self.cluster.borrow_mut().add_empty(),
+            };
+            let auto = self.rng.gen_bool(0.5);
+            if auto {
+                let mut promoted = voters.clone();
+                promoted.insert(joiner);
+                auto_promoted = Some(promoted);
+            }
+            let change = ConfChange::add_learner(joiner, format!("memory-{}", joiner.0), auto);
+            (vec![change], ChangeKind::AddLearner)
+        };
+        // While the change may take effect, the nemesis keeps a majority of its voters up too.
+        let added: Vec<BTreeSet<NodeId>> = {
+            let mut cluster = self.cluster.borrow_mut();
+            let mut added = Vec::new();
+            for set in std::iter::once(voters).chain(auto_promoted) {
+                if !cluster.voter_sets.contains(&set) {
+                    cluster.voter_sets.push(set.clone());
+                    added.push(set);
+                }
+            }
+            added
+        };
+        let outcome = leader
+            .handle
+            .change_membership(changes, Duration::from_secs(1))
+            .await;
+        let mut stats = self.stats.borrow_mut();
+        match outcome {
+            Ok(membership) => {
+                if kind == (ChangeKind::Remove { leader: true }) {
+                    stats.leader_removals += 1;
+                }
+                // Committed, and no other change is under way (this one was accepted): only its
+                // configuration is in force, or the one where the leader promoted a learner.
+                let mut sets = vec![membership.conf.voters.clone()];
+                if !membership.promote_when_caught_up.is_empty() {
+                    let mut promoted = membership.conf.voters.clone();
+                    promoted.extend(membership.promote_when_caught_up.iter().copied());
+                    sets.push(promoted);
+                }
+                self.cluster.borrow_mut().voter_sets = sets;
+            }
+            Err(MembershipChangeError::Timeout) | Err(MembershipChangeError::Shutdown) => {
+                stats.changes_unknown += 1;
+            }
+            // Nothing appended, or dropped: the change was not made.
+            Err(_) => {
+                stats.changes_refused += 1;
+                self.cluster
+                    .borrow_mut()
+                    .voter_sets
+                    .retain(|set| !added.contains(set));
+            }
+        }
+    }
+
+    /// Hands leadership to another voter: now and then cut off first (both ways, only from the
+    /// leader, or only toward it) or down, the request repeated or redirected while under way,
+    /// or cancelled; asked again after the leader gave up.
+    async fn transfer(&mut self, leader: Leader) {
+        let conf = &leader.status.membership.conf;
+        if conf.is_joint() {
+            return;
+        }
+        let others: Vec<NodeId> = conf
+            .voters
+            .iter()
+            .copied()
+            .filter(|id| *id != leader.id)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let mut target = others[self.rng.gen_range(0..others.len())];
+        let running = self.cluster.borrow().handle(target).is_some();
+        let cut = running && self.rng.gen_bool(0.3);
+        let mut heal_at = None;
+        if cut {
+            self.network.do_send(match self.rng.gen_range(0..3) {
+                0 => NetworkControl::Isolate(target),
+                1 => NetworkControl::CutOneWay(leader.id, target),
+                _ => NetworkControl::CutOneWay(target, leader.id),
+            });
+            heal_at = Some(Instant::now() + Duration::from_millis(self.rng.gen_range(50..600)));
+        }
+        if leader.handle.transfer_leadership(target).await.is_err() {
+            self.stats.borrow_mut().transfers_refused += 1;
+            if cut {
+                self.network.do_send(NetworkControl::Heal);
+            }
+            return;
+        }
+        {
+            let mut stats = self.stats.borrow_mut();
+            stats.transfers += 1;
+            if cut || !running {
+                stats.transfers_to_cut_off += 1;
+            }
+        }
+        let first = target;
+        let mut cancelled = false;
+        match self.rng.gen_range(0..10) {
+            // The same request again (it keeps the first one's deadline), or another target.
+            0..=2 => {
+                tokio::time::sleep(Duration::from_millis(self.rng.gen_range(0..50))).await;
+                if self.rng.gen_bool(0.3) {
+                    target = others[self.rng.gen_range(0..others.len())];
+                }
+                if leader.handle.transfer_leadership(target).await.is_ok() {
+                    self.stats.borrow_mut().transfers_repeated += 1;
+                }
+            }
+            // A transfer to the leader itself cancels the one under way.
+            3 => {
+                tokio::time::sleep(Duration::from_millis(self.rng.gen_range(0..30))).await;
+                if leader.handle.transfer_leadership(leader.id).await.is_ok() {
+                    self.stats.borrow_mut().transfers_cancelled += 1;
+                    cancelled = true;
+                }
+            }
+            _ => {}
+        }
+        let term = leader.status.term;
+        let deadline = Instant::now() + Duration::from_millis(800);
+        let (mut retries, mut given_up) = (0, false);
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if heal_at.is_some_and(|at| at <= Instant::now()) {
+                self.network.do_send(NetworkControl::Heal);
+                heal_at = None;
+            }
+            // (A redirected transfer may have reached its first target before the second.)
+            let mut took_over = false;
+            for id in BTreeSet::from([first, target]) {
+                let handle = self.cluster.borrow().handle(id);
+                if let Some(status) = match handle {
+                    Some(handle) => handle.status().await,
+                    None => None,
+                } {
+                    took_over |= status.role == Role::Leader && status.term > term;
+                }
+            }
+            if took_over {
+                if !cancelled {
+                    self.stats.borrow_mut().transfers_completed += 1;
+                }
+                break;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            if cancelled {
+                continue;
+            }
+            // The leader gave up (an election timeout passed): once the target can be reached,
+            // ask again, at most twice.
+            let Some(status) = leader.handle.status().await else {
+                break;
+            };
+            if status.role != Role::Leader || status.term != term {
+                continue;
+            }
+            if status.transfer_target.is_none() {
+                if !given_up {
+                    given_up = true;
+                    self.stats.borrow_mut().transfers_abandoned += 1;
+                }
+                if retries < 2 && heal_at.is_none() {
+                    retries += 1;
+                    if leader.handle.transfer_leadership(target).await.is_ok() {
+                        self.stats.borrow_mut().transfers_retried += 1;
+                        given_up = false;
+                    }
+                }
+            }
+        }
+        if heal_at.is_some() {
+            self.network.do_send(NetworkControl::Heal);
+        }
+    }
+}
+
 /// Runs one chaos run to the end and checks its history.
 pub fn run(config: &ChaosConfig) -> ChaosRun {
     let config = config.clone();
@@ -665,13 +1145,24 @@ pub fn run(config: &ChaosConfig) -> ChaosRun {
             let end = faults_end + config.calm;
             let mut seeds = SmallRng::seed_from_u64(config.seed);
             let mut tasks = Vec::new();
-            if config.faults {
+            if config.faults && config.nemesis {
                 tasks.push(tokio::task::spawn_local(nemesis(
                     cluster.clone(),
                     stats.clone(),
                     config.seed,
                     faults_end,
                 )));
+            }
+            if config.faults && config.operations {
+                let operator = Operator {
+                    cluster: cluster.clone(),
+                    stats: stats.clone(),
+                    network: cluster.borrow().network.clone(),
+                    rng: SmallRng::seed_from_u64(config.seed ^ 0x6f70_6572_6174_6f72),
+                    known: None,
+                    retiring: Vec::new(),
+                };
+                tasks.push(tokio::task::spawn_local(operator.run(faults_end)));
             }
             tasks.push(tokio::task::spawn_local(watch_leaders(
                 cluster.clone(),
@@ -691,6 +1182,7 @@ pub fn run(config: &ChaosConfig) -> ChaosRun {
                     sequence: 0,
                     seen: BTreeMap::new(),
                     written: 0,
+                    faults_end,
                 };
                 tasks.push(tokio::task::spawn_local(client.run(end, faults_end)));
             }

@@ -211,3 +211,37 @@ fn the_lease_runs_from_when_the_answered_heartbeat_was_sent() {
         "ticks owed by a stalled clock count"
     );
 }
+
+#[test]
+fn check_quorum_counts_a_peer_that_only_answers_snapshot_chunks() {
+    // Review finding (issue 24, 2.3): while a snapshot streams the replicator sends no heartbeat,
+    // and chunk answers updated no contact: a leader whose only live peer was receiving a long
+    // snapshot stepped down. The drivers now report a chunk answer as contact (a report with no
+    // match), and that keeps the leader.
+    let (mut cluster, leader) = leader_cluster(3);
+    let peer = NodeId(if leader.0 == 1 { 2 } else { 1 });
+    let silent = NodeId(6 - leader.0 - peer.0);
+    cluster.isolate(leader);
+    let raft = cluster.raft(leader.0);
+    let term = raft.current_term();
+    let timeout = raft.config().election_ticks_min;
+    for tick in 0..4 * timeout {
+        raft.tick();
+        if tick % 3 == 0 {
+            raft.on_replication_report(peer, term, None);
+        }
+    }
+    assert_eq!(
+        raft.role(),
+        Role::Leader,
+        "{silent} was silent, {peer} answered chunks"
+    );
+    for _ in 0..2 * timeout {
+        raft.tick();
+    }
+    assert_eq!(
+        raft.role(),
+        Role::Follower,
+        "and without those answers it steps down"
+    );
+}
