@@ -3,27 +3,30 @@
 //! id. Raft's safety rests on those promises surviving (Figure 2: `currentTerm`, `votedFor` and the
 //! log are persistent); a node that forgot them could vote twice in a term, or vote for a candidate
 //! that lacks entries it helped commit. So a new store is not trusted until that is provably
-//! harmless, in two steps (the argument is in `docs/design.md`, "A node that lost its data"):
+//! harmless, in three steps (the argument is in `docs/design.md`, "A node that lost its data"):
 //!
-//! 1. [`Standing::Rejoining`]: the node asks the voters for their current term
-//!    ([`RejoinQuery`]) and waits until enough of the *other* voters answered that every quorum
-//!    it could have been part of holds one of them (`|voters| - majority + 1` of the others, in
-//!    each half of a joint configuration). Any vote or acknowledgement it gave before was in a
-//!    term at most the highest term they report: the *floor*. Meanwhile it votes for nobody, and
-//!    answers no AppendEntries or snapshot (so no leader counts it toward a commit or a
-//!    confirmation), though it appends what it receives.
+//! 1. [`Standing::Rejoining`]: the node asks the members for their current term, configurations
+//!    and durable log end ([`RejoinQuery`]), and waits until enough of them answered that every
+//!    quorum it could have been part of holds one of them, in every configuration that may still
+//!    decide and in the one a single change would make of it (`rejoin_answers_suffice`). Any vote
+//!    or acknowledgement it gave before was in a term at most the highest term they report: the
+//!    *floor*. Meanwhile it votes for nobody and answers AppendEntries only with
+//!    `AppendOutcome::Rejoining` (no match, no contact, no leadership confirmation: nothing a
+//!    leader counts), though it appends what it receives.
 //! 2. [`Standing::CatchingUp`]: it adopts the floor as its term (so, like its old self, it no
 //!    longer follows a leader of an older term) and answers leaders again. It votes only in terms
 //!    after the floor (its old self voted in none of them), and only for a candidate whose log is
-//!    at least as up to date as the most up to date durable log among the answers: one of those
-//!    holds every entry its old self helped commit, and a log at least as up to date as a log
-//!    holding a committed entry holds it too (§5.4.3); the same goes for voting for itself. It is
-//!    a member again once its own durable log holds an entry of a term after the floor: that
-//!    leader's log held every entry committed before its term, so by then this node's log does
-//!    too.
+//!    at least as up to date as the most up to date durable log of a voter among the answers: one
+//!    of those holds every entry its old self helped commit, and a log at least as up to date as a
+//!    log holding a committed entry holds it too (§5.4.3); the same goes for voting for itself.
+//!    Without word from a leader for an election timeout it asks afresh, to refresh that log (an
+//!    uncommitted tail may have been cut back since); the floor stays.
+//! 3. [`Standing::Member`] again once its own durable log holds an entry of a term after the
+//!    floor: that leader's log held every entry committed before its term, so this node's does.
 //!
-//! Then it is a [`Standing::Member`] again. A new cluster goes through the same steps: every
-//! store is new, every answer says term 0, and the floor 0 needs no catching up.
+//! A new cluster goes through the same steps: every store is new, every answer says term 0, and
+//! the floor 0 needs no catching up. Only founding voters rejoin (`Raft::new`'s
+//! `initial_standing`): a node added later starts as a member, as before.
 
 use crate::message::{Message, RejoinAnswer, RejoinQuery};
 use crate::raft::Raft;
