@@ -4,24 +4,27 @@
 
 mod common;
 
-use common::free_base_port;
+use common::{free_base_port, start_node_retrying};
 use raftor::kv::{KvAnswer, KvQuery};
 use raftor::local_cluster::local_node_config;
 use raftor::protocol::Consistency;
-use raftor::server::{start_node, RunningNode};
+use raftor::server::RunningNode;
 use raftor::{Client, ClientOptions, NodeId, Standing};
 use std::path::Path;
 use std::time::Duration;
 
-/// Start node `id`, retrying while the previous incarnation's RocksDB lock is released.
 async fn start(id: u64, base: u16, dir: &Path) -> RunningNode {
-    for _ in 0..50 {
-        match start_node(&local_node_config(id, 3, base, None, dir)).await {
-            Ok(node) => return node,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    panic!("node {id} did not start");
+    start_node_retrying(&local_node_config(id, 3, base, None, dir)).await
+}
+
+/// Shut node `id` down and drop it (its RocksDB lock goes with it).
+async fn stop(nodes: &mut Vec<RunningNode>, id: NodeId) {
+    let position = nodes
+        .iter()
+        .position(|n| n.handle.id() == id)
+        .expect("present");
+    let node = nodes.remove(position);
+    node.shutdown().await;
 }
 
 async fn applied(node: &RunningNode, key: &str, value: &str) -> bool {
@@ -74,13 +77,7 @@ async fn a_voter_whose_data_directory_was_deleted_rejoins_before_it_votes() {
     let other = NodeId(6 - leader.0 - lost.0);
 
     // Its data directory goes; it starts again, empty, under its old id.
-    let position = nodes
-        .iter()
-        .position(|n| n.handle.id() == lost)
-        .expect("present");
-    let stopped = nodes.remove(position);
-    stopped.shutdown().await;
-    drop(stopped);
+    stop(&mut nodes, lost).await;
     std::fs::remove_dir_all(dir.path().join(format!("node-{}", lost.0))).expect("wiped");
     let restarted = start(lost.0, base, dir.path()).await;
     let first = standing(&restarted).await;
@@ -133,13 +130,7 @@ async fn a_voter_whose_data_directory_was_deleted_rejoins_before_it_votes() {
     }
     assert!(member, "a member once it holds an entry of a later term");
     nodes.push(restarted);
-    let position = nodes
-        .iter()
-        .position(|n| n.handle.id() == leader)
-        .expect("present");
-    let gone = nodes.remove(position);
-    gone.shutdown().await;
-    drop(gone);
+    stop(&mut nodes, leader).await;
     client
         .put("after", "all")
         .await

@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::free_base_port;
+use common::{free_base_port, start_node_retrying};
 use raftor::kv::{KvAnswer, KvQuery};
 use raftor::local_cluster::local_node_config;
 use raftor::protocol::Consistency;
-use raftor::server::{start_node, RunningNode};
+use raftor::server::RunningNode;
 use raftor::{Client, ClientOptions, NodeId, SnapshotPolicy};
 use std::path::Path;
 use std::time::Duration;
@@ -26,15 +26,8 @@ fn config(id: u64, base: u16, dir: &Path) -> raftor::config::NodeConfig {
     config
 }
 
-/// Start node `id`, retrying while the previous incarnation's RocksDB lock is released.
 async fn start(id: u64, base: u16, dir: &Path) -> RunningNode {
-    for _ in 0..50 {
-        match start_node(&config(id, base, dir)).await {
-            Ok(node) => return node,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    panic!("node {id} did not start");
+    start_node_retrying(&config(id, base, dir)).await
 }
 
 async fn value_on(node: &RunningNode, key: &str) -> Option<Vec<u8>> {

@@ -14,14 +14,11 @@ use crate::transport::Outbound;
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Recipient};
 use bytes::Bytes;
 use raftor_core::{
-    AppendEntries, Entry, Envelope, InstallSnapshot, LogId, LogIndex, Message, NodeId, Progress,
-    ProgressState, ResponseEffect, SendRange, SnapshotMeta, SnapshotOutcome, Term,
+    AppendEntries, Entry, Envelope, InstallSnapshot, LogId, LogIndex, Message, NodeId,
+    PendingRounds, Progress, ProgressState, ResponseEffect, SendRange, SnapshotMeta,
+    SnapshotOutcome, Term,
 };
 use raftor_storage::SnapshotStore;
-use std::collections::VecDeque;
-
-/// How many confirmation rounds wait for an answer at most; one is issued per heartbeat.
-const MAX_ROUNDS_WAITING: usize = 64;
 
 /// A snapshot on its way to the peer.
 struct Sending {
@@ -72,9 +69,8 @@ pub struct Replicator {
     reading: Option<SendRange>,
     /// The `request_id` of the next AppendEntries; grows by one per message.
     next_request_id: u64,
-    /// Leadership confirmation rounds waiting for an answer, oldest first, each with the first
-    /// message number that answers for it (at most `MAX_ROUNDS_WAITING`; the oldest go first).
-    confirming: VecDeque<(u64, u64)>,
+    /// Leadership confirmation rounds waiting for the peer's answer.
+    confirming: PendingRounds,
     limits: ReplicationLimits,
     /// The leader's newest entries, shared with the node: sent from here without a log read.
     cache: EntryCache,
@@ -111,7 +107,7 @@ impl Replicator {
             commit_index: LogIndex::ZERO,
             reading: None,
             next_request_id: 1,
-            confirming: VecDeque::new(),
+            confirming: PendingRounds::default(),
             limits,
             cache,
             snapshots,
@@ -316,24 +312,13 @@ impl Handler<EntriesRead> for Replicator {
 impl Replicator {
     /// From now on, every message answers for confirmation round `round`.
     fn note_round(&mut self, round: u64) {
-        self.confirming.push_back((round, self.next_request_id));
-        if self.confirming.len() > MAX_ROUNDS_WAITING {
-            self.confirming.pop_front();
-        }
+        self.confirming.note(round, self.next_request_id);
     }
 
     /// The peer answered message `request_id` in this term: the newest round that message
     /// answers for is confirmed (and every older one with it).
     fn confirm_rounds(&mut self, request_id: u64) {
-        let mut confirmed = None;
-        while let Some((round, first)) = self.confirming.front().copied() {
-            if first > request_id {
-                break;
-            }
-            confirmed = Some(round);
-            self.confirming.pop_front();
-        }
-        if let Some(round) = confirmed {
+        if let Some(round) = self.confirming.answered(request_id) {
             self.node.do_send(LeadershipConfirmed {
                 peer: self.peer,
                 term: self.term,

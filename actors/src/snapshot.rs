@@ -176,6 +176,16 @@ mod tests {
         }
     }
 
+    /// The metadata of a six-byte snapshot, "abcdef", ending at 9@1.
+    fn abcdef_at_9() -> SnapshotMeta {
+        SnapshotMeta {
+            last_included: LogId::new(Term(1), LogIndex(9)),
+            size: 6,
+            checksum: crc32fast::hash(b"abcdef"),
+            membership: Box::default(),
+        }
+    }
+
     fn next(outcome: ChunkOutcome) -> u64 {
         match outcome {
             ChunkOutcome::Next(offset) => offset,
@@ -187,12 +197,7 @@ mod tests {
     fn stale_duplicate_and_foreign_chunks_are_ignored_and_a_new_transfer_restarts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SnapshotStore::open(dir.path()).expect("store");
-        let meta = SnapshotMeta {
-            last_included: LogId::new(Term(1), LogIndex(9)),
-            size: 6,
-            checksum: crc32fast::hash(b"abcdef"),
-            membership: Box::default(),
-        };
+        let meta = abcdef_at_9();
         let leader = NodeId(1);
         let mut receiving = None;
         // A transfer that does not start at 0 is sent back to the beginning.
@@ -289,12 +294,7 @@ mod tests {
         // has and asks the new term's first chunk for the offset it expects.
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SnapshotStore::open(dir.path()).expect("store");
-        let meta = SnapshotMeta {
-            last_included: LogId::new(Term(1), LogIndex(9)),
-            size: 6,
-            checksum: crc32fast::hash(b"abcdef"),
-            membership: Box::default(),
-        };
+        let meta = abcdef_at_9();
         let leader = NodeId(1);
         let mut receiving = None;
         let accept = |receiving: &mut Option<Receiving>, c: &InstallSnapshot| {

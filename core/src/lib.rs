@@ -19,6 +19,7 @@ mod raft;
 mod read_index;
 mod ready;
 mod rejoin;
+mod rounds;
 mod snapshot;
 mod storage_types;
 mod types;
@@ -40,6 +41,7 @@ pub use raft::{Raft, Role};
 pub use read_index::{LeaseError, ReadState};
 pub use ready::{LeadershipChange, Ready};
 pub use rejoin::Standing;
+pub use rounds::PendingRounds;
 pub use storage_types::{configuration_entries, LogWrite, RecoveredState};
 pub use types::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
 

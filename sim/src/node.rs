@@ -15,9 +15,9 @@ use bytes::Bytes;
 use raftor_core::{
     quorum_matched_index, AppendEntries, ChangeError, ConfChange, Entry, EntryPayload, Envelope,
     HardState, InstallSnapshot, InstallSnapshotResponse, LeadershipChange, LeaseError, LogId,
-    LogIndex, LogTerms, Membership, Message, NodeId, Progress, ProgressState, Raft, RaftConfig,
-    ReadState, Ready, RecoveredState, ResponseEffect, Role, SnapshotMeta, SnapshotOutcome,
-    Standing, Term, TransferError,
+    LogIndex, LogTerms, Membership, Message, NodeId, PendingRounds, Progress, ProgressState, Raft,
+    RaftConfig, ReadState, Ready, RecoveredState, ResponseEffect, Role, SnapshotMeta,
+    SnapshotOutcome, Standing, Term, TransferError,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -232,7 +232,7 @@ pub(crate) struct SimNode {
     receiving: Option<Receiving>,
     /// Per peer: the leadership confirmation rounds waiting for an answer, oldest first, each
     /// with the first message number that answers for it, as the replicator actor keeps them.
-    confirming: BTreeMap<NodeId, VecDeque<(u64, u64)>>,
+    confirming: BTreeMap<NodeId, PendingRounds>,
     /// The state machine: the last index applied (or restored), its digest, and the configuration
     /// as of there (`None` for a joining node that has seen none yet).
     pub(crate) applied_index: LogIndex,
@@ -534,34 +534,33 @@ impl SimNode {
             let term = raft.current_term();
             match &message {
                 Message::AppendEntriesResponse(response) => {
-                    if response.term == term {
-                        if let Some(round) =
-                            answered_round(self.confirming.get_mut(&from), response.request_id)
-                        {
+                    // As the replicator actor does: only an answer that vouches confirms a round.
+                    if response.term == term && response.vouches() {
+                        let round = self
+                            .confirming
+                            .get_mut(&from)
+                            .and_then(|rounds| rounds.answered(response.request_id));
+                        if let Some(round) = round {
                             raft.on_leadership_confirmed(from, term, round);
                         }
                     }
                     if !self.sending.contains_key(&from) {
                         if let Some(progress) = self.progress.get_mut(&from) {
-                            if let ResponseEffect::Contact { matched } =
-                                progress.on_response(term, response)
-                            {
+                            let effect = progress.on_response(term, response);
+                            if progress.take_data_loss() {
+                                raft.on_follower_data_loss(from, term);
+                            }
+                            if let ResponseEffect::Contact { matched } = effect {
                                 raft.on_replication_report(from, term, matched);
                             }
                         }
                     }
                 }
                 Message::InstallSnapshotResponse(response) => {
-                    if response.term == term {
-                        // A chunk's answer is contact too: for check-quorum and for reads.
-                        if let Some(round) =
-                            answered_round(self.confirming.get_mut(&from), response.request_id)
-                        {
-                            raft.on_leadership_confirmed(from, term, round);
-                        }
-                        if self.sending.contains_key(&from) {
-                            raft.on_replication_report(from, term, None);
-                        }
+                    if response.term == term && self.sending.contains_key(&from) {
+                        // A chunk's answer is contact for check-quorum (not a confirmation for
+                        // reads: a rejoining node answers chunks too), as the replicator's is.
+                        raft.on_replication_report(from, term, None);
                     }
                     if let Some(sending) = self.sending.get_mut(&from) {
                         if response.term == term && response.request_id == sending.request_id {
@@ -1098,11 +1097,7 @@ impl SimNode {
     fn note_round(&mut self, round: u64) {
         let first = self.next_request_id + 1;
         for peer in self.progress.keys() {
-            let rounds = self.confirming.entry(*peer).or_default();
-            rounds.push_back((round, first));
-            if rounds.len() > MAX_ROUNDS_WAITING {
-                rounds.pop_front();
-            }
+            self.confirming.entry(*peer).or_default().note(round, first);
         }
     }
 
@@ -1174,24 +1169,6 @@ impl SimNode {
             self.start_snapshot(peer, term, knobs, fx);
         }
     }
-}
-
-/// How many confirmation rounds a replicator keeps waiting per peer (the oldest go first).
-const MAX_ROUNDS_WAITING: usize = 64;
-
-/// The newest round among `rounds` that an answer to message `request_id` confirms (its first
-/// message is at most `request_id`); that round and every older one are done.
-fn answered_round(rounds: Option<&mut VecDeque<(u64, u64)>>, request_id: u64) -> Option<u64> {
-    let rounds = rounds?;
-    let mut confirmed = None;
-    while let Some((round, first)) = rounds.front().copied() {
-        if first > request_id {
-            break;
-        }
-        confirmed = Some(round);
-        rounds.pop_front();
-    }
-    confirmed
 }
 
 /// A list of changes in one short line: `+learner n4, -n2`.

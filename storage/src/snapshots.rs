@@ -385,6 +385,16 @@ mod tests {
         LogId::new(Term(term), LogIndex(index))
     }
 
+    /// The metadata a leader would send with snapshot `bytes` ending at `last`.
+    fn received_meta(last: LogId, bytes: &[u8]) -> SnapshotMeta {
+        SnapshotMeta {
+            last_included: last,
+            size: bytes.len() as u64,
+            checksum: crc32fast::hash(bytes),
+            membership: Box::default(),
+        }
+    }
+
     fn write(store: &SnapshotStore, last: LogId, bytes: &[u8]) -> SnapshotMeta {
         let mut file = store.create("test").expect("create");
         file.write_all(bytes).expect("write");
@@ -453,12 +463,7 @@ mod tests {
     fn a_received_snapshot_must_match_its_metadata() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SnapshotStore::open(dir.path()).expect("open");
-        let expected = SnapshotMeta {
-            last_included: id(7, 3),
-            size: 5,
-            checksum: crc32fast::hash(b"hello"),
-            membership: Box::default(),
-        };
+        let expected = received_meta(id(7, 3), b"hello");
         let mut damaged = store.create("recv").expect("create");
         damaged.write_all(b"hellO").expect("write");
         assert!(damaged.finish_received(&store, expected.clone()).is_err());
@@ -481,12 +486,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SnapshotStore::open(dir.path()).expect("open");
         let mine = write(&store, id(5, 1), b"mine");
-        let expected = SnapshotMeta {
-            last_included: id(9, 2),
-            size: 5,
-            checksum: crc32fast::hash(b"hello"),
-            membership: Box::default(),
-        };
+        let expected = received_meta(id(9, 2), b"hello");
         let mut file = store.create("recv").expect("create");
         file.write_all(b"hello").expect("write");
         let staged = file.finish_received(&store, expected).expect("ok");

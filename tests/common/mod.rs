@@ -9,6 +9,18 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// Start a node from `config`, retrying while a previous incarnation's RocksDB lock (same data
+/// directory) is being released.
+pub async fn start_node_retrying(config: &raftor::config::NodeConfig) -> RunningNode {
+    for _ in 0..50 {
+        match raftor::server::start_node(config).await {
+            Ok(node) => return node,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("node {} did not start", config.id);
+}
+
 /// A base port such that base+1..=base+n are free now.
 pub fn free_base_port(n: u16) -> u16 {
     for _ in 0..100 {

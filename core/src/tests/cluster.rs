@@ -4,8 +4,8 @@
 
 use crate::{
     AppendEntries, Entry, Envelope, HardState, LeadershipChange, LogIndex, LogTerms, LogWrite,
-    Message, NodeId, Progress, Raft, RaftConfig, RecoveredState, ResponseEffect, Role, Standing,
-    Term,
+    Message, NodeId, PendingRounds, Progress, Raft, RaftConfig, RecoveredState, ResponseEffect,
+    Role, Standing, Term,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -58,7 +58,7 @@ pub(crate) struct Node {
     pub(crate) up: bool,
     /// Per peer: leadership confirmation rounds waiting for an answer, with the first message
     /// number that answers for each (as the replicators keep them).
-    pub(crate) confirming: BTreeMap<NodeId, VecDeque<(u64, u64)>>,
+    pub(crate) confirming: BTreeMap<NodeId, PendingRounds>,
     /// The number of the next AppendEntries this node sends.
     pub(crate) next_request_id: u64,
 }
@@ -258,14 +258,7 @@ impl Cluster {
             if node.raft.role() == Role::Leader {
                 if response.term == term && response.vouches() {
                     let rounds = node.confirming.entry(from).or_default();
-                    let mut confirmed = None;
-                    while rounds
-                        .front()
-                        .is_some_and(|(_, first)| *first <= response.request_id)
-                    {
-                        confirmed = rounds.pop_front().map(|(round, _)| round);
-                    }
-                    if let Some(round) = confirmed {
+                    if let Some(round) = rounds.answered(response.request_id) {
                         node.raft.on_leadership_confirmed(from, term, round);
                     }
                 }
@@ -344,10 +337,7 @@ impl Cluster {
             if let Some(round) = ready.confirm_round {
                 let first = node.next_request_id + 1;
                 for peer in node.progress.keys() {
-                    node.confirming
-                        .entry(*peer)
-                        .or_default()
-                        .push_back((round, first));
+                    node.confirming.entry(*peer).or_default().note(round, first);
                 }
             }
             if ready.heartbeat || ready.confirm_round.is_some() {
