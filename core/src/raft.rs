@@ -487,15 +487,23 @@ impl Raft {
         });
     }
 
-    /// The voters of either half, this node excepted: whom to ask for votes.
-    pub(crate) fn voting_peers(&self) -> Vec<NodeId> {
+    /// Whom to ask for votes: the voters of either half, and, while the configuration in force
+    /// is not known to be committed, the voters of the one before it, this node excepted. Only
+    /// the votes of the configuration in force count (`tally_votes`); the others learn the
+    /// candidate's term. A voter the pending change removes may hold the only complete log
+    /// (`removal_pending`); knowing the term the others campaign in, it campaigns in the next
+    /// one when its timer fires. Otherwise a candidate that can never win (its log is behind)
+    /// keeps using every term first, one ahead of it, and it loses every race by one term.
+    pub(crate) fn voting_peers(&self) -> BTreeSet<NodeId> {
         let me = self.id();
-        self.membership()
-            .conf
-            .all_voters()
-            .into_iter()
-            .filter(|id| *id != me)
-            .collect()
+        let mut peers = self.membership().conf.all_voters();
+        if self.membership_index() > self.commit_index {
+            if let Some(previous) = self.membership.previous() {
+                peers.extend(previous.conf.all_voters());
+            }
+        }
+        peers.remove(&me);
+        peers
     }
 
     pub(crate) fn reset_election_timer(&mut self) {

@@ -6,18 +6,18 @@
 //! harmless, in three steps (the argument is in `docs/design.md`, "A node that lost its data"):
 //!
 //! 1. [`Standing::Rejoining`]: the node asks the members for their current term, configurations
-//!    and durable log end ([`RejoinQuery`]), and waits until enough of them answered that every
-//!    quorum it could have been part of holds one of them, in every configuration that may still
-//!    decide and in the one a single change would make of it (`rejoin_answers_suffice`). Any vote
-//!    or acknowledgement it gave before was in a term at most the highest term they report: the
-//!    *floor*. Meanwhile it votes for nobody and answers AppendEntries only with
-//!    `AppendOutcome::Rejoining` (no match, no contact, no leadership confirmation: nothing a
-//!    leader counts), though it appends what it receives.
+//!    and durable log end ([`RejoinQuery`]), and waits until every member of every configuration
+//!    that may still decide answered (`rejoin_answers_suffice`). Any vote or acknowledgement it
+//!    gave before was in a term at most the highest term they report: the *floor*. Meanwhile it
+//!    votes for nobody and answers AppendEntries only with `AppendOutcome::Rejoining` (no match,
+//!    no contact, no leadership confirmation: nothing a leader counts), though it appends what it
+//!    receives.
 //! 2. [`Standing::CatchingUp`]: it adopts the floor as its term (so, like its old self, it no
 //!    longer follows a leader of an older term) and answers leaders again. It votes only in terms
 //!    after the floor (its old self voted in none of them), and only for a candidate whose log is
-//!    at least as up to date as the most up to date durable log of a voter among the answers: one
-//!    of those holds every entry its old self helped commit, and a log at least as up to date as a
+//!    at least as up to date as the most up to date durable log of a voter among the answers: the
+//!    leader that counted its old self's acknowledgement of an entry answered too, holding the
+//!    entry, and a log at least as up to date as a
 //!    log holding a committed entry holds it too (§5.4.3); the same goes for voting for itself.
 //!    Without word from a leader for an election timeout it asks afresh, to refresh that log (an
 //!    uncommitted tail may have been cut back since); the floor stays.
@@ -44,8 +44,8 @@ pub enum Standing {
     /// leader. The state of a new store.
     #[default]
     Rejoining,
-    /// A quorum-intersecting set of voters answered; `floor` is the highest term they reported
-    /// and `floor_log` the most up to date of their durable logs. Answers leaders; votes only in
+    /// Every member of every live configuration answered; `floor` is the highest term they
+    /// reported and `floor_log` the most up to date of their durable logs. Answers leaders; votes only in
     /// terms after `floor`, for candidates whose log is at least as up to date as `floor_log`
     /// (itself included, once its own log is); a member once its durable log holds an entry of
     /// a term after `floor`.
@@ -218,36 +218,24 @@ impl Raft {
         }
     }
 
-    /// Enough of the others answered that every quorum this node could have been part of holds
-    /// one that answered, in each configuration that may still decide (`live_configurations`)
-    /// and in the one a single change would make of it (a learner promoted, a voter removed):
-    /// with `S` the smallest such quorum less this node (a majority of the voter set with one
-    /// voter fewer, less one), at least `|others| - |S| + 1` of the others, voters and learners
-    /// alike; all of them when `S` may be empty (a configuration of this node and one other).
+    /// Every other member (voter or learner) of each configuration that may still decide
+    /// (`live_configurations`) answered. Fewer would not do: a quorum-intersecting set of
+    /// answers can all predate a vote or an acknowledgement still in flight to them. A candidate
+    /// whose request this node's old self granted may win its term with votes the others grant
+    /// only after answering (and a leader may commit an entry with acknowledgements they send
+    /// after answering); that candidate (or leader) itself cannot answer without having reached
+    /// that term first, and holds that entry, since its request reached the old self before the
+    /// store was lost and the question was asked after. Asking every member asks it too; a
+    /// member promoted later (a learner) is asked as well.
     pub(crate) fn rejoin_answers_suffice(&self) -> bool {
         let me = self.id();
         let live = self.live_configurations();
-        let enough = |conf: &crate::membership::ConfState| {
-            let others: Vec<NodeId> = conf.members().into_iter().filter(|m| *m != me).collect();
-            let answered = others
-                .iter()
-                .filter(|m| self.rejoin.answers.contains_key(m))
-                .count();
-            [&conf.voters, &conf.voters_outgoing]
-                .into_iter()
-                .filter(|voters| !voters.is_empty())
-                .all(|voters| {
-                    let smallest =
-                        crate::majority(voters.len().saturating_sub(1)).saturating_sub(1);
-                    let smallest = if voters.len() <= 2 { 0 } else { smallest };
-                    let needed = (others.len() + 1)
-                        .saturating_sub(smallest)
-                        .min(others.len());
-                    answered >= needed
-                })
-        };
         // A node that knows no voter at all (still joining) cannot tell yet.
-        live.iter().any(|conf| !conf.all_voters().is_empty()) && live.iter().all(enough)
+        live.iter().any(|conf| !conf.all_voters().is_empty())
+            && live
+                .iter()
+                .flat_map(|conf| conf.members())
+                .all(|member| member == me || self.rejoin.answers.contains_key(&member))
     }
 
     /// Step 1 is done: adopt the floor and catch up (or, with nothing to catch up, be a member).

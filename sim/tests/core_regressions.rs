@@ -101,6 +101,22 @@ const NON_CAMPAIGNER_KEPT_ITS_LEASE: &str =
 const LEASE_AFTER_TIMEOUT_NOW: &str =
     "a stale lease read on a leader that had sent TimeoutNow; fixed in Raft::lease_read_index";
 
+/// Seeds 2200031986, 2200039443, 2200063702, 2200074092, 2200080858, 2200181747, 2200208747
+/// and 2200247333 (3 nodes, pre-vote off): no leader after the faults. Read from 2200031986: the
+/// configuration v{2,3}@4, which removes n1, was not known committed; n1's log (6@3) was the
+/// longest, and n2, catching up after a new store (its floor log was n1's), voted for no one
+/// with less. So n1 alone could win (it campaigns while its removal is pending), but n3, whose
+/// log (5@3) could never win, asked only n2, so n1 never learned n3's terms: n3 timed out first
+/// and used each term, n1 campaigned in that same term a little later and was refused by n3, one
+/// term behind, round after round. Fixed in `Raft::voting_peers`: while its configuration is
+/// not known committed, a candidate asks the voters of the one before too, so n1 learns each term
+/// and campaigns in the next one (the unit test
+/// `a_candidate_tells_the_voter_a_pending_change_removes_its_term`). The others show the same
+/// race; in 2200074092 the removed voter (n3, its own removal pending since 3@1) won only in
+/// term 39, committed its removal and stepped down 25 ms before the liveness deadline.
+const REMOVED_VOTER_ONE_TERM_BEHIND: &str =
+    "the one electable voter, removed by a pending change, always campaigned one term behind";
+
 fn default_5() -> SimConfig {
     SimConfig::default_for(5)
 }
@@ -154,6 +170,46 @@ const REGRESSIONS: &[Regression] = &[
         seed: 199,
         config: no_pre_vote_3,
         why: NEWER_TERM_RESET_THE_TIMER,
+    },
+    Regression {
+        seed: 2200031986,
+        config: no_pre_vote_3,
+        why: REMOVED_VOTER_ONE_TERM_BEHIND,
+    },
+    Regression {
+        seed: 2200039443,
+        config: no_pre_vote_3,
+        why: REMOVED_VOTER_ONE_TERM_BEHIND,
+    },
+    Regression {
+        seed: 2200063702,
+        config: no_pre_vote_3,
+        why: REMOVED_VOTER_ONE_TERM_BEHIND,
+    },
+    Regression {
+        seed: 2200074092,
+        config: no_pre_vote_3,
+        why: REMOVED_VOTER_ONE_TERM_BEHIND,
+    },
+    Regression {
+        seed: 2200080858,
+        config: no_pre_vote_3,
+        why: REMOVED_VOTER_ONE_TERM_BEHIND,
+    },
+    Regression {
+        seed: 2200181747,
+        config: no_pre_vote_3,
+        why: REMOVED_VOTER_ONE_TERM_BEHIND,
+    },
+    Regression {
+        seed: 2200208747,
+        config: no_pre_vote_3,
+        why: REMOVED_VOTER_ONE_TERM_BEHIND,
+    },
+    Regression {
+        seed: 2200247333,
+        config: no_pre_vote_3,
+        why: REMOVED_VOTER_ONE_TERM_BEHIND,
     },
     Regression {
         seed: 107,

@@ -1128,3 +1128,67 @@ fn a_node_that_never_campaigns_stops_claiming_a_leader_after_an_election_timeout
         ready.messages
     );
 }
+
+/// A candidate asks the voters of the configuration before its own while that one is not known
+/// to be committed: their votes do not count, but the voter the change removes learns the term
+/// the others campaign in. It may hold the only complete log (it campaigns while its removal is
+/// pending); knowing only its own term, it campaigned in the very term a hopeless candidate had
+/// just used, one behind it, again and again (three nodes without pre-vote, seed 2200031986).
+#[test]
+fn a_candidate_tells_the_voter_a_pending_change_removes_its_term() {
+    let mut c = cluster(3);
+    let leader = stable_leader(&mut c);
+    let rest = others(&c, &[leader]);
+    let (candidate, removed) = (rest[0], rest[1]);
+    // Only `candidate` receives the removal of `removed`, and the leader hears nothing back.
+    for peer in &rest {
+        c.cut.insert((*peer, leader));
+    }
+    c.cut.insert((leader, removed));
+    let index = change(&mut c, leader, &[remove(removed)]).expect("accepted");
+    c.deliver_all();
+    assert_eq!(conf(&c, candidate).voters, set(&[leader.0, candidate.0]));
+    assert!(c.raft(candidate.0).commit_index() < index);
+    c.crash(leader);
+    c.heal();
+
+    let term = c.raft(candidate.0).current_term();
+    while c.raft(candidate.0).role() != Role::PreCandidate {
+        c.raft(candidate.0).tick();
+    }
+    let asked: BTreeSet<NodeId> = c
+        .raft(candidate.0)
+        .take_ready()
+        .messages
+        .into_iter()
+        .filter(|e| matches!(e.message, Message::RequestVote(_)))
+        .map(|e| e.to)
+        .collect();
+    assert_eq!(asked, BTreeSet::from([leader, removed]));
+    assert_eq!(c.raft(candidate.0).current_term(), term, "a pre-vote only");
+
+    // Once the change is known committed, only its voters are asked.
+    c.restart(leader);
+    c.tick_all(200);
+    let new_leader = c.leader().expect("a leader");
+    c.tick_all(10);
+    assert!(c.raft(candidate.0).commit_index() >= index);
+    let follower = if new_leader == leader {
+        candidate
+    } else {
+        leader
+    };
+    c.crash(new_leader);
+    while c.raft(follower.0).role() != Role::PreCandidate {
+        c.raft(follower.0).tick();
+    }
+    let asked: BTreeSet<NodeId> = c
+        .raft(follower.0)
+        .take_ready()
+        .messages
+        .into_iter()
+        .filter(|e| matches!(e.message, Message::RequestVote(_)))
+        .map(|e| e.to)
+        .collect();
+    assert_eq!(asked, BTreeSet::from([new_leader]));
+}

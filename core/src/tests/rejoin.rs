@@ -171,3 +171,65 @@ fn a_new_cluster_starts_with_one_round_of_answers() {
     let single = Cluster::new(vec![config(1, 1, true)]);
     assert_eq!(single.node(1).raft.standing(), Standing::Member);
 }
+
+/// A quorum-intersecting set of answers is not enough: they may all predate a vote still in
+/// flight to them. Five voters: the old self of n5 granted n4's request in term 5, then lost its
+/// store; n1, n2 and n3 answer (term 4: n4's requests have not reached them yet) and would later
+/// vote for n4 too. Before the fix, three answers of four set the floor at 4, and n5 voted in
+/// term 5 a second time, for n1 (n1, n2, n5 against n4, n3 and the old n5: two leaders in term 5).
+/// Now it waits for n4, whose answer says term 5.
+#[test]
+fn a_rejoining_node_waits_for_every_member_not_a_quorum_of_them() {
+    let mut c = Cluster::new_members(ids(5).iter().map(|i| config(i.0, 5, false)).collect());
+    let rejoiner = ids(5)[4];
+    let conf = c.raft(1).membership().conf.clone();
+    c.crash(rejoiner);
+    c.replace_disk(
+        rejoiner,
+        Disk {
+            hard_state: HardState::default(),
+            standing: Standing::default(),
+            log: Vec::new(),
+        },
+    );
+    let _ = c.raft(rejoiner.0).take_ready();
+    let answer = |term: u64| {
+        Message::RejoinAnswer(RejoinAnswer {
+            term: Term(term),
+            configs: vec![(crate::LogIndex::ZERO, conf.clone())],
+            last_log_id: LogId::ZERO,
+        })
+    };
+    for id in &ids(5)[..3] {
+        c.raft(rejoiner.0).step(*id, answer(4));
+    }
+    assert_eq!(c.raft(rejoiner.0).standing(), Standing::Rejoining);
+    let _ = c.raft(rejoiner.0).take_ready();
+    c.raft(rejoiner.0)
+        .step(ids(5)[0], vote_request(Term(5), LogId::ZERO));
+    assert_eq!(granted(&mut c, rejoiner.0), vec![false]);
+
+    c.raft(rejoiner.0).step(ids(5)[3], answer(5));
+    assert_eq!(
+        c.raft(rejoiner.0).standing(),
+        Standing::CatchingUp {
+            floor: Term(5),
+            floor_log: LogId::ZERO
+        }
+    );
+    let _ = c.raft(rejoiner.0).take_ready();
+    c.raft(rejoiner.0)
+        .step(ids(5)[0], vote_request(Term(5), LogId::ZERO));
+    assert_eq!(
+        granted(&mut c, rejoiner.0),
+        vec![false],
+        "term 5 is at the floor"
+    );
+    c.raft(rejoiner.0)
+        .step(ids(5)[0], vote_request(Term(6), LogId::ZERO));
+    assert_eq!(
+        granted(&mut c, rejoiner.0),
+        vec![true],
+        "term 6 is after it"
+    );
+}
