@@ -121,6 +121,11 @@ impl PendingNode {
                     recovered.log_start
                 )));
             }
+            if let Some(write) = recovered.catch_up_with_snapshot(last) {
+                tracing::info!(node = %id, snapshot = %last, log_start = %recovered.log_start, "the newest snapshot ends past the log's start: compacting the log up to it");
+                storage.write(&write)?;
+                recovered = storage.recover()?;
+            }
             recovered.snapshot_membership = Some((last.index, (*meta.membership).clone()));
         } else if recovered.log_start.index > raftor_core::LogIndex::ZERO {
             return Err(StartError::Snapshot(format!(

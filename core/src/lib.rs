@@ -10,6 +10,7 @@
 mod append;
 mod config;
 mod election;
+mod invariants;
 mod leader;
 mod log_terms;
 mod membership;
@@ -27,6 +28,7 @@ mod types;
 pub mod message;
 
 pub use config::{ConfigError, RaftConfig};
+pub use invariants::StateViolation;
 pub use leader::{ChangeError, NotLeader, Refusal, TransferError};
 pub use log_terms::LogTerms;
 pub use membership::{ConfChange, ConfState, Membership, MembershipError};

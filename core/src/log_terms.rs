@@ -42,6 +42,32 @@ impl LogTerms {
         terms
     }
 
+    /// The invariants stated on the fields, or which one does not hold.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let increasing = self
+            .runs
+            .iter()
+            .zip(self.runs.iter().skip(1))
+            .all(|(a, b)| a.index < b.index && a.term < b.term);
+        let first_follows_start = self.runs.first().is_none_or(|first| {
+            first.index == self.start.index.next() && first.term >= self.start.term
+        });
+        let empty_iff_nothing_follows =
+            self.runs.is_empty() == (self.last.index == self.start.index);
+        let last_in_last_run = self
+            .runs
+            .last()
+            .is_none_or(|run| run.index <= self.last.index && run.term == self.last.term);
+        if increasing && first_follows_start && empty_iff_nothing_follows && last_in_last_run {
+            Ok(())
+        } else {
+            Err(format!(
+                "the log's term runs are inconsistent: start {} runs {:?} last {}",
+                self.start, self.runs, self.last
+            ))
+        }
+    }
+
     /// The last compacted entry (`LogId::ZERO` if none was).
     pub fn start(&self) -> LogId {
         self.start

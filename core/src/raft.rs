@@ -332,6 +332,7 @@ impl Raft {
             self.ready.write.standing = Some(self.standing);
             self.persisted_standing = self.standing;
         }
+        debug_assert_eq!(self.check_invariants(), Ok(()));
         std::mem::take(&mut self.ready)
     }
 

@@ -105,6 +105,30 @@ pub struct RecoveredState {
     pub snapshot_membership: Option<(LogIndex, Membership)>,
 }
 
+impl RecoveredState {
+    /// The write that makes a recovered log start at the snapshot the state machine is restored
+    /// from, when that snapshot ends past the log's start: a crash after the snapshot was kept
+    /// but before the write compacting the log for it (the one [`crate::Raft`] asks for when it
+    /// installs a snapshot) was synced. The same write: an entry at the snapshot's last index
+    /// with another term goes with every entry after it (§5.3), and the log then starts at the
+    /// snapshot, ending there if it ended before (§7). `None` when the log already starts at or
+    /// after it. The driver stores it and recovers again before starting the rules.
+    pub fn catch_up_with_snapshot(&self, snapshot_last: LogId) -> Option<LogWrite> {
+        if snapshot_last.index <= self.log_start.index {
+            return None;
+        }
+        let terms = crate::LogTerms::starting_at(self.log_start, &self.term_boundaries);
+        let conflicts = terms
+            .term_at(snapshot_last.index)
+            .is_some_and(|term| term != snapshot_last.term);
+        Some(LogWrite {
+            truncate_from: conflicts.then_some(snapshot_last.index),
+            compact_to: Some(snapshot_last),
+            ..LogWrite::default()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +165,55 @@ mod tests {
             );
             entries.insert(entry.index.0, entry.term);
         }
+    }
+
+    /// A snapshot kept past the log's start (a crash before the compaction for it was synced):
+    /// the log is made to start at it, as installing it does.
+    #[test]
+    fn a_snapshot_past_the_log_start_compacts_the_log_up_to_it() {
+        let recovered = |start: LogId, boundaries: Vec<LogId>| RecoveredState {
+            log_start: start,
+            term_boundaries: boundaries,
+            ..RecoveredState::default()
+        };
+        let id = |index: u64, term: u64| LogId::new(Term(term), LogIndex(index));
+        // Entries 1..=3 of term 1, 4..=8 of term 2.
+        let log = recovered(LogId::ZERO, vec![id(1, 1), id(4, 2), id(8, 2)]);
+        assert_eq!(log.catch_up_with_snapshot(LogId::ZERO), None);
+        assert_eq!(
+            recovered(id(6, 2), vec![id(7, 2), id(8, 2)]).catch_up_with_snapshot(id(5, 2)),
+            None,
+            "the log already starts past it"
+        );
+        let compact = |upto| LogWrite {
+            compact_to: Some(upto),
+            ..LogWrite::default()
+        };
+        assert_eq!(
+            log.catch_up_with_snapshot(id(6, 2)),
+            Some(compact(id(6, 2)))
+        );
+        assert_eq!(
+            log.catch_up_with_snapshot(id(9, 3)),
+            Some(compact(id(9, 3)))
+        );
+        assert_eq!(
+            log.catch_up_with_snapshot(id(6, 3)),
+            Some(LogWrite {
+                truncate_from: Some(LogIndex(6)),
+                ..compact(id(6, 3))
+            }),
+            "a conflicting entry goes with those after it"
+        );
+        let mut stored = (
+            (1..=8)
+                .map(|i| (i, Term(if i <= 3 { 1 } else { 2 })))
+                .collect(),
+            LogId::ZERO,
+        );
+        apply(&mut stored, &log.catch_up_with_snapshot(id(6, 3)).unwrap());
+        assert!(stored.0.is_empty());
+        assert_eq!(stored.1, id(6, 3));
     }
 
     #[test]

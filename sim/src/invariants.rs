@@ -32,6 +32,8 @@ pub enum Invariant {
     /// leader is a voter of its configuration, or steps down once its removal is committed; a
     /// snapshot carries the configuration as of its last entry.
     MembershipSafety,
+    /// Each node's own state keeps the rules' invariants (`Raft::check_invariants`).
+    NodeState,
     /// After the faults stop, a leader among the current voters is elected, a proposal is applied
     /// on every member, and no configuration is left joint, in time.
     Liveness,
@@ -148,6 +150,8 @@ pub enum Violation {
         index: LogIndex,
         committed: LogIndex,
     },
+    #[error("Node state: {0}")]
+    NodeState(raftor_core::StateViolation),
     #[error("Liveness: {0}")]
     Liveness(String),
 }
@@ -168,6 +172,7 @@ impl Violation {
             Violation::AppliedBeyondCommit { .. } => Invariant::AppliedWithinCommit,
             Violation::ReadyContract { .. } => Invariant::ReadyContract,
             Violation::StaleRead { .. } => Invariant::Linearizability,
+            Violation::NodeState(_) => Invariant::NodeState,
             Violation::Liveness(_) => Invariant::Liveness,
         }
     }
@@ -412,6 +417,9 @@ impl Checker {
     ) -> Result<(), Violation> {
         for node in nodes.values() {
             let Some(raft) = node.raft() else { continue };
+            if let Err(violation) = raft.check_invariants() {
+                self.report(Violation::NodeState(violation))?;
+            }
             let id = node.id;
             // Commit index never decreases within an incarnation; nothing applied beyond it.
             let commit = raft.commit_index();

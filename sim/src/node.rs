@@ -289,8 +289,33 @@ impl SimNode {
         self.unsynced.len()
     }
 
+    /// As `NodeBuilder::start` does: a newest snapshot past the log's start (the crash came
+    /// between keeping it and syncing the compaction for it) compacts the durable log first.
+    fn catch_up_with_newest_snapshot(&mut self) {
+        let Some(last) = self.disk.newest().map(SimSnapshot::last) else {
+            return;
+        };
+        let recovered = RecoveredState {
+            log_start: self.disk.log.start,
+            term_boundaries: {
+                let mut terms = LogTerms::starting_at(self.disk.log.start, &[]);
+                terms.append(&self.disk.log.entries);
+                terms.boundaries()
+            },
+            ..RecoveredState::default()
+        };
+        if let Some(write) = recovered.catch_up_with_snapshot(last) {
+            let snapshots = self.disk.hashes();
+            self.disk
+                .log
+                .apply_write(&write, &snapshots)
+                .expect("a compaction to a held snapshot");
+        }
+    }
+
     /// Start (or restart) from the durable disk: the newest snapshot, then the log after it.
     pub(crate) fn start(&mut self, seed: u64, knobs: &Knobs, fx: &mut Effects) {
+        self.catch_up_with_newest_snapshot();
         let mut terms = LogTerms::starting_at(self.disk.log.start, &[]);
         terms.append(&self.disk.log.entries);
         let recovered = RecoveredState {

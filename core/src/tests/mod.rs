@@ -2,6 +2,7 @@
 
 mod cluster;
 mod election;
+mod invariants;
 mod membership;
 mod reads;
 mod rejoin;
