@@ -116,8 +116,8 @@ pub(crate) struct NodeLinks {
 pub struct NodeActor {
     raft: Raft,
     tick: Duration,
-    /// The node's clock: ticks are counted from here, so the rules get one per elapsed `tick`
-    /// however late the timer fires (after a stall they come in a burst, none is lost).
+    /// The node's clock: ticks are counted from here, so the rules learn of every elapsed
+    /// `tick` however late the timer fires (after a stall, the missed ones as `skip_ticks`).
     clock_start: Instant,
     /// Ticks handed to the rules since `clock_start`.
     ticks_delivered: u64,
@@ -691,9 +691,10 @@ impl Actor for NodeActor {
             if owed == 0 {
                 return;
             }
-            for _ in 0..owed {
-                node.raft.tick();
-            }
+            // After a stall, one tick: the rest only move the lease clock on (`skip_ticks`),
+            // so the messages queued meanwhile are read before any timer judges the others.
+            node.raft.skip_ticks(owed - 1);
+            node.raft.tick();
             node.ticks_delivered += owed;
             node.process_ready(ctx);
         });

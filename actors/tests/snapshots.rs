@@ -5,7 +5,7 @@ mod support;
 
 use raftor_actors::NetworkControl;
 use raftor_core::{LogIndex, NodeId};
-use raftor_storage::{MemStorage, SnapshotStore};
+use raftor_storage::{LogStorage, MemStorage, SnapshotStore};
 use std::time::Duration;
 use support::{run_paused, TestCluster};
 
@@ -164,6 +164,57 @@ fn a_crash_in_the_middle_of_installing_leaves_the_node_consistent() {
         cluster.start(lagging);
         write(&cluster, "after", 2).await;
         cluster.wait_applied(202, Duration::from_secs(60)).await;
+        let (leader, _) = cluster.leader().await.expect("leader");
+        assert_eq!(
+            cluster.applied_commands(lagging),
+            cluster.applied_commands(leader)
+        );
+        cluster.shutdown();
+    });
+}
+
+/// A crash after a received snapshot was kept but before the log's compaction for it was synced:
+/// the node restarts with a snapshot past its log's start. It compacts its log up to the
+/// snapshot before the rules start (`RecoveredState::catch_up_with_snapshot`); before, its
+/// configuration lay past the end of its log, which the rules' own invariants refuse.
+#[test]
+fn a_snapshot_kept_without_its_compaction_starts_the_log() {
+    run_paused(|| async {
+        let mut cluster = TestCluster::with_snapshots(3, 25, 30, 0, 1024);
+        let (leader, _) = cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("leader");
+        let lagging = NodeId(if leader.0 == 2 { 3 } else { 2 });
+        cluster.crash(lagging).await;
+        write(&cluster, "k", 100).await;
+        cluster.start(lagging);
+        cluster.wait_applied(100, Duration::from_secs(30)).await;
+        let store = SnapshotStore::open(cluster.snapshot_dirs[&lagging].path()).expect("store");
+        let snapshot = store.latest().expect("latest").expect("a snapshot");
+        cluster.crash(lagging).await;
+        // What the store held before the snapshot arrived: its term and vote, no entries.
+        let mut before = (cluster.storage[&lagging])();
+        let hard_state = before.recover().expect("recover").hard_state;
+        let mut lost = MemStorage::new();
+        lost.write(&raftor_core::LogWrite {
+            hard_state: Some(raftor_core::HardState {
+                commit_index: LogIndex::ZERO,
+                ..hard_state
+            }),
+            standing: Some(raftor_core::Standing::Member),
+            ..raftor_core::LogWrite::default()
+        })
+        .expect("write");
+        assert_eq!(
+            lost.recover().expect("recover").log_start.index,
+            LogIndex::ZERO
+        );
+        cluster.set_storage(lagging, Box::new(move || Box::new(lost.clone())));
+        cluster.start(lagging);
+        assert!(log_start(&cluster, lagging).await >= snapshot.last_included.index);
+        write(&cluster, "after", 2).await;
+        cluster.wait_applied(102, Duration::from_secs(30)).await;
         let (leader, _) = cluster.leader().await.expect("leader");
         assert_eq!(
             cluster.applied_commands(lagging),

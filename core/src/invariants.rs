@@ -103,7 +103,8 @@ impl Raft {
         ];
         if let Some((_, what)) = checks.iter().find(|(holds, _)| !holds) {
             return Some(format!(
-                "{what} (term {} vote {:?} role {:?} commit {} durable {} last {last} log start {} configuration at {} standing {:?})",
+                "{what} (term {} vote {:?} role {:?} commit {} durable {} last {last} \
+                 log start {} configuration at {} standing {:?})",
                 self.current_term,
                 self.voted_for,
                 self.role,

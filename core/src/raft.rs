@@ -336,6 +336,18 @@ impl Raft {
         std::mem::take(&mut self.ready)
     }
 
+    /// The driver's clock ran `missed` ticks past the ones it delivered: the node's thread was
+    /// stalled (starved of CPU, blocked in a write), then call [`Raft::tick`] once. Real time
+    /// passed, so the lease clock moves on with it: answers to rounds issued before the stall
+    /// are that much older, and a lease rests on none of them longer than real time allows
+    /// (thesis §6.4.1). But the timers that judge whether the others are alive do not run on:
+    /// the heartbeats and answers that would have reset them may be waiting in this node's queue,
+    /// unread. So a stall alone never makes a follower campaign or a leader step down; a stalled
+    /// follower refuses other candidates for longer, which only makes a leader's lease safer.
+    pub fn skip_ticks(&mut self, missed: u64) {
+        self.ticks = self.ticks.saturating_add(missed);
+    }
+
     /// One tick of the logical clock: elections time out, leaders send heartbeats (§5.2).
     pub fn tick(&mut self) {
         self.ticks += 1;

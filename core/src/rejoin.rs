@@ -17,8 +17,8 @@
 //!    after the floor (its old self voted in none of them), and only for a candidate whose log is
 //!    at least as up to date as the most up to date durable log of a voter among the answers: the
 //!    leader that counted its old self's acknowledgement of an entry answered too, holding the
-//!    entry, and a log at least as up to date as a
-//!    log holding a committed entry holds it too (§5.4.3); the same goes for voting for itself.
+//!    entry, and a log at least as up to date as a log holding a committed entry holds it too
+//!    (§5.4.3); the same goes for voting for itself.
 //!    Without word from a leader for an election timeout it asks afresh, to refresh that log (an
 //!    uncommitted tail may have been cut back since); the floor stays.
 //! 3. [`Standing::Member`] again once its own durable log holds an entry of a term after the
@@ -45,10 +45,10 @@ pub enum Standing {
     #[default]
     Rejoining,
     /// Every member of every live configuration answered; `floor` is the highest term they
-    /// reported and `floor_log` the most up to date of their durable logs. Answers leaders; votes only in
-    /// terms after `floor`, for candidates whose log is at least as up to date as `floor_log`
-    /// (itself included, once its own log is); a member once its durable log holds an entry of
-    /// a term after `floor`.
+    /// reported and `floor_log` the most up to date of the durable logs voters reported. Answers
+    /// leaders; votes only in terms after `floor`, for candidates whose log is at least as up to
+    /// date as `floor_log` (itself included, once its own log is); a member once its durable log
+    /// holds an entry of a term after `floor`.
     CatchingUp { floor: Term, floor_log: LogId },
 }
 

@@ -289,7 +289,7 @@ impl SimNode {
         self.unsynced.len()
     }
 
-    /// As `NodeBuilder::start` does: a newest snapshot past the log's start (the crash came
+    /// As `PendingNode::start` does: a newest snapshot past the log's start (the crash came
     /// between keeping it and syncing the compaction for it) compacts the durable log first.
     fn catch_up_with_newest_snapshot(&mut self) {
         let Some(last) = self.disk.newest().map(SimSnapshot::last) else {
@@ -412,6 +412,13 @@ impl SimNode {
         match &self.raft {
             Some(raft) => raft.standing() == Standing::Member,
             None => self.disk.standing == Standing::Member,
+        }
+    }
+
+    /// The node's clock ran `missed` ticks ahead of the ones delivered (a stall).
+    pub(crate) fn skip_ticks(&mut self, missed: u64) {
+        if let Some(raft) = self.raft.as_mut() {
+            raft.skip_ticks(missed);
         }
     }
 

@@ -421,12 +421,12 @@ impl<'c> Sim<'c> {
                     self.schedule(stalled_until - self.now, Event::Tick { node, incarnation });
                     return;
                 }
-                // Every tick the clock owes, at once after a stall.
+                // Every tick the clock owes: after a stall, the missed ones only move the lease
+                // clock on, as the node actor does (`Raft::skip_ticks`).
                 let owed = self.ticks_owed(node).max(1);
                 self.trace.push(self.now, TraceEvent::Tick { node });
-                for _ in 0..owed {
-                    self.node(node).tick(&knobs, fx);
-                }
+                self.node(node).skip_ticks(owed - 1);
+                self.node(node).tick(&knobs, fx);
                 if fx.trace.is_empty() && fx.send.is_empty() {
                     // Nothing came of it: keep it in the digest, not in the readable trace.
                     self.trace.retract_last_line();
@@ -715,7 +715,8 @@ impl<'c> Sim<'c> {
     }
 
     /// Stall one running node's clock for a while: it goes on receiving messages and answering
-    /// reads, but its ticks wait (a timer thread starved of CPU), then come all at once.
+    /// reads, but its ticks wait (a timer thread starved of CPU), then come at once: the missed
+    /// ones as `Raft::skip_ticks`, then one tick.
     fn stall_clock(&mut self, fx: &mut Effects) {
         let up: Vec<NodeId> = self
             .active_ids()

@@ -245,3 +245,38 @@ fn check_quorum_counts_a_peer_that_only_answers_snapshot_chunks() {
         "and without those answers it steps down"
     );
 }
+
+/// After a stall of the node's thread, the missed ticks move the lease clock on but judge no
+/// one: a leader keeps its term and a follower does not campaign, though each missed far more
+/// than an election timeout, since what they missed may be waiting in their queues unread. Before,
+/// the driver delivered every missed tick at once: a stall of a few hundred milliseconds (a new
+/// store's start, measured here in `tests/lost_data.rs`) made the leader step down and the
+/// followers campaign before they read the heartbeats and answers queued meanwhile.
+#[test]
+fn skipped_ticks_age_the_lease_but_time_no_one_out() {
+    let (mut cluster, leader) = leader_cluster(3);
+    let follower = ids(3).into_iter().find(|p| *p != leader).unwrap();
+    let term = cluster.raft(leader.0).current_term();
+    assert!(cluster.raft(leader.0).lease_read_index(0).is_ok());
+    let stall = u64::from(cluster.raft(leader.0).config().election_ticks_max) * 3;
+    for id in ids(3) {
+        let raft = cluster.raft(id.0);
+        raft.skip_ticks(stall);
+        raft.tick();
+        let _ = raft.take_ready();
+    }
+    assert_eq!(cluster.raft(leader.0).role(), Role::Leader);
+    assert_eq!(cluster.raft(follower.0).role(), Role::Follower);
+    assert_eq!(cluster.raft(follower.0).current_term(), term);
+    assert_eq!(
+        cluster.raft(leader.0).lease_read_index(0),
+        Err(LeaseError::Expired),
+        "the answers the lease rested on are a stall old"
+    );
+    // The next heartbeat's answers give it back.
+    let heartbeat = cluster.raft(leader.0).config().heartbeat_ticks;
+    cluster.tick_all(heartbeat + 1);
+    assert!(cluster.raft(leader.0).lease_read_index(0).is_ok());
+    assert_eq!(cluster.leader(), Some(leader));
+    assert_eq!(cluster.raft(leader.0).current_term(), term);
+}
