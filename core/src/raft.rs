@@ -169,9 +169,19 @@ impl Raft {
                 membership.push(*index, entry.clone());
             }
         }
+        // The log (or the snapshot it starts at) may hold a term the hard state does not: the
+        // node adopted it when the entries came, but a crash lost that write while the snapshot
+        // (kept by the driver as the rules installed it) survived. A node never holds an entry
+        // of a term it has not reached (§5.1), so it reaches it now; it cast no vote in that
+        // term, since a vote is durable before it is sent (Figure 2).
+        let (current_term, voted_for) = if log.last_log_id().term > hard.current_term {
+            (log.last_log_id().term, None)
+        } else {
+            (hard.current_term, hard.voted_for)
+        };
         let mut raft = Raft {
-            current_term: hard.current_term,
-            voted_for: hard.voted_for,
+            current_term,
+            voted_for,
             // A persisted commit index beyond the recovered log cannot be trusted: clamp it. The
             // compacted prefix is committed (only committed entries are compacted).
             commit_index: hard

@@ -117,6 +117,26 @@ const LEASE_AFTER_TIMEOUT_NOW: &str =
 const REMOVED_VOTER_ONE_TERM_BEHIND: &str =
     "the one electable voter, removed by a pending change, always campaigned one term behind";
 
+/// Seed 730012246 (5 nodes, pre-vote off), found by the rules' own invariants
+/// (`Raft::check_invariants`): n5 received a snapshot ending at 22@8 from a leader of term 8 and
+/// crashed; the snapshot survived (kept as the rules installed it) but the write adopting term 8
+/// did not, and n5 restarted at term 6 with a log starting at 22@8. Fixed in `Raft::new`: a node
+/// reaches the last term of its log (with no vote: a vote is durable before it is sent); the
+/// unit test `a_restart_reaches_the_term_of_its_log`.
+const TERM_BEHIND_ITS_SNAPSHOT: &str =
+    "a node restarted at a term below its snapshot's: the write adopting that term was lost";
+
+fn no_pre_vote_5() -> SimConfig {
+    SimOptions {
+        nodes: 5,
+        events: 2000,
+        no_pre_vote: true,
+        bug: None,
+        disk_loss: false,
+    }
+    .config()
+}
+
 fn default_5() -> SimConfig {
     SimConfig::default_for(5)
 }
@@ -210,6 +230,11 @@ const REGRESSIONS: &[Regression] = &[
         seed: 2200247333,
         config: no_pre_vote_3,
         why: REMOVED_VOTER_ONE_TERM_BEHIND,
+    },
+    Regression {
+        seed: 730012246,
+        config: no_pre_vote_5,
+        why: TERM_BEHIND_ITS_SNAPSHOT,
     },
     Regression {
         seed: 107,

@@ -221,3 +221,33 @@ fn check_quorum_makes_a_cut_off_leader_step_down() {
         .expect("the majority elects another leader");
     assert_ne!(new_leader, leader);
 }
+
+/// A crash lost the write that adopted a term while a snapshot of that term survived (the
+/// driver keeps a received snapshot as the rules install it): the node restarts with a log
+/// (starting at the snapshot) whose last term is past its hard state's. It reaches that term,
+/// with no vote, and stores it; campaigning from the older term would have put entries of a lower
+/// term after higher ones. Found by `Raft::check_invariants` in the simulator (seed 730012246,
+/// 5 nodes, pre-vote off).
+#[test]
+fn a_restart_reaches_the_term_of_its_log() {
+    let recovered = RecoveredState {
+        hard_state: HardState {
+            current_term: Term(6),
+            voted_for: Some(NodeId(5)),
+            commit_index: LogIndex(11),
+        },
+        log_start: id(22, 8),
+        standing: crate::Standing::Member,
+        ..Default::default()
+    };
+    let mut raft = Raft::new(config(5, 5, false), recovered, 5).expect("valid config");
+    assert_eq!(raft.current_term(), Term(8));
+    assert_eq!(raft.voted_for(), None, "it voted in no later term");
+    assert_eq!(raft.check_invariants(), Ok(()));
+    let write = raft.take_ready().write;
+    assert_eq!(
+        write.hard_state.map(|h| (h.current_term, h.voted_for)),
+        Some((Term(8), None)),
+        "stored before anything depends on it"
+    );
+}
