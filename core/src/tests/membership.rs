@@ -1129,6 +1129,20 @@ fn a_node_that_never_campaigns_stops_claiming_a_leader_after_an_election_timeout
     );
 }
 
+/// Tick `id` alone until it pre-campaigns; whom its (pre-)vote requests go to.
+fn campaign_and_see_whom_it_asks(c: &mut Cluster, id: NodeId) -> BTreeSet<NodeId> {
+    while c.raft(id.0).role() != Role::PreCandidate {
+        c.raft(id.0).tick();
+    }
+    c.raft(id.0)
+        .take_ready()
+        .messages
+        .into_iter()
+        .filter(|e| matches!(e.message, Message::RequestVote(_)))
+        .map(|e| e.to)
+        .collect()
+}
+
 /// A candidate asks the voters of the configuration before its own while that one is not known
 /// to be committed: their votes do not count, but the voter the change removes learns the term
 /// the others campaign in. It may hold the only complete log (it campaigns while its removal is
@@ -1153,17 +1167,7 @@ fn a_candidate_tells_the_voter_a_pending_change_removes_its_term() {
     c.heal();
 
     let term = c.raft(candidate.0).current_term();
-    while c.raft(candidate.0).role() != Role::PreCandidate {
-        c.raft(candidate.0).tick();
-    }
-    let asked: BTreeSet<NodeId> = c
-        .raft(candidate.0)
-        .take_ready()
-        .messages
-        .into_iter()
-        .filter(|e| matches!(e.message, Message::RequestVote(_)))
-        .map(|e| e.to)
-        .collect();
+    let asked = campaign_and_see_whom_it_asks(&mut c, candidate);
     assert_eq!(asked, BTreeSet::from([leader, removed]));
     assert_eq!(c.raft(candidate.0).current_term(), term, "a pre-vote only");
 
@@ -1179,16 +1183,6 @@ fn a_candidate_tells_the_voter_a_pending_change_removes_its_term() {
         leader
     };
     c.crash(new_leader);
-    while c.raft(follower.0).role() != Role::PreCandidate {
-        c.raft(follower.0).tick();
-    }
-    let asked: BTreeSet<NodeId> = c
-        .raft(follower.0)
-        .take_ready()
-        .messages
-        .into_iter()
-        .filter(|e| matches!(e.message, Message::RequestVote(_)))
-        .map(|e| e.to)
-        .collect();
+    let asked = campaign_and_see_whom_it_asks(&mut c, follower);
     assert_eq!(asked, BTreeSet::from([new_leader]));
 }
