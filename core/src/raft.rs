@@ -287,21 +287,27 @@ impl Raft {
     /// then stepped down (check-quorum, a crash) can leave the cluster with no electable voter.
     pub(crate) fn removal_pending(&self) -> bool {
         self.may_campaign()
-            && self.membership_index() > self.commit_index
             && self
-                .membership
-                .previous()
+                .superseded_not_committed()
                 .is_some_and(|m| m.conf.is_voter(self.id()))
+    }
+    /// The configuration before the one in force, while the one in force is not known to be
+    /// committed (until then the previous one may still decide, §6): whom a leader still
+    /// replicates to, a candidate still asks, and in which a removed node still campaigns.
+    fn superseded_not_committed(&self) -> Option<&Membership> {
+        if self.membership_index() > self.commit_index {
+            self.membership.previous()
+        } else {
+            None
+        }
     }
     /// Whom a leader replicates to: every member of the configuration in force, and, until that
     /// configuration is committed, the members of the one before it, so that a removed node
     /// receives the entry that removes it (and stops campaigning). This node excepted.
     pub fn replication_targets(&self) -> BTreeSet<NodeId> {
         let mut targets = self.membership().conf.members();
-        if self.membership_index() > self.commit_index {
-            if let Some(previous) = self.membership.previous() {
-                targets.extend(previous.conf.members());
-            }
+        if let Some(previous) = self.superseded_not_committed() {
+            targets.extend(previous.conf.members());
         }
         targets.remove(&self.id());
         targets
@@ -520,10 +526,8 @@ impl Raft {
     pub(crate) fn voting_peers(&self) -> BTreeSet<NodeId> {
         let me = self.id();
         let mut peers = self.membership().conf.all_voters();
-        if self.membership_index() > self.commit_index {
-            if let Some(previous) = self.membership.previous() {
-                peers.extend(previous.conf.all_voters());
-            }
+        if let Some(previous) = self.superseded_not_committed() {
+            peers.extend(previous.conf.all_voters());
         }
         peers.remove(&me);
         peers
