@@ -1,4 +1,4 @@
-//! Commit cost on the leader: the majority arithmetic and the handling of a replication report.
+//! Commit cost on the leader: the majority arithmetic and the handling of a follower's answer.
 //!
 //! A leader runs this once per follower answer, on the node actor that also takes proposals and
 //! drives elections, so it must stay negligible next to a disk write (see the `log_store` bench)
@@ -7,11 +7,12 @@
 //! Measured:
 //! - `quorum_matched_index/{3,5,7}`: `quorum_matched_index(voters, matched)`, the highest index a
 //!   majority holds (§5.3–5.4), for clusters of 3, 5 and 7 voters whose match indexes all differ.
-//! - `on_replication_report/new_match`: `Raft::on_replication_report` on the leader of a 3-node
-//!   cluster in steady state: every entry is confirmed by both followers in turn, so one report in
-//!   two advances the commit index (a majority of leader + one follower) and the other finds the
-//!   quorum unchanged. Time is per report.
-//! - `on_replication_report/repeat`: a report confirming an entry already recorded (a heartbeat
+//! - `append_response/new_match`: `Raft::step` with a successful AppendEntries answer on the
+//!   leader of a 3-node cluster in steady state (the peer's `Progress`, its confirmation rounds,
+//!   then the commit): every entry is confirmed by both followers in turn, so one answer in two
+//!   advances the commit index (a majority of leader + one follower) and the other finds the
+//!   quorum unchanged. Time is per answer.
+//! - `append_response/repeat`: an answer confirming an entry already recorded (a heartbeat
 //!   answer): only the peer's activity is noted.
 //!
 //! The leader is built through the rules alone: a `Raft` for a 3-node configuration without
@@ -23,8 +24,8 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use raftor_core::{
-    quorum_matched_index, LogId, LogIndex, Message, NodeId, Raft, RaftConfig, RecoveredState,
-    RequestVoteResponse, Role,
+    quorum_matched_index, AppendEntriesResponse, AppendOutcome, LogId, LogIndex, Message, NodeId,
+    Raft, RaftConfig, RecoveredState, RequestVoteResponse, Role, Standing, Term,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
@@ -45,7 +46,12 @@ fn leader(proposals: usize) -> Raft {
     let mut config = RaftConfig::new(NodeId(1), voters(3));
     config.pre_vote = false;
     let election_ticks_max = config.election_ticks_max;
-    let mut raft = Raft::new(config, RecoveredState::default(), 7).expect("valid config");
+    // A member's store (a new one would rejoin before campaigning).
+    let recovered = RecoveredState {
+        standing: Standing::Member,
+        ..RecoveredState::default()
+    };
+    let mut raft = Raft::new(config, recovered, 7).expect("valid config");
     for _ in 0..=election_ticks_max {
         if raft.role() == Role::Candidate {
             break;
@@ -71,6 +77,15 @@ fn leader(proposals: usize) -> Raft {
     raft
 }
 
+/// `peer`'s answer to the leader's message `request_id`: it holds the log up to `matched`.
+fn success(term: Term, request_id: u64, matched: LogId) -> Message {
+    Message::AppendEntriesResponse(AppendEntriesResponse {
+        term,
+        request_id,
+        outcome: AppendOutcome::Success { matched },
+    })
+}
+
 fn quorum(c: &mut Criterion) {
     let mut group = c.benchmark_group("commit/quorum_matched_index");
     group
@@ -92,7 +107,7 @@ fn quorum(c: &mut Criterion) {
 }
 
 fn replication_report(c: &mut Criterion) {
-    let mut group = c.benchmark_group("commit/on_replication_report");
+    let mut group = c.benchmark_group("commit/append_response");
     group
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
@@ -112,7 +127,7 @@ fn replication_report(c: &mut Criterion) {
                 for k in 0..reports {
                     let peer = NodeId(2 + k % 2);
                     let matched = LogId::new(term, LogIndex(1 + k / 2));
-                    raft.on_replication_report(black_box(peer), term, black_box(Some(matched)));
+                    raft.step(black_box(peer), black_box(success(term, k + 1, matched)));
                 }
                 elapsed += start.elapsed();
                 assert_eq!(
@@ -130,9 +145,9 @@ fn replication_report(c: &mut Criterion) {
         let mut raft = leader(64);
         let term = raft.current_term();
         let matched = raft.last_log_id();
-        raft.on_replication_report(NodeId(2), term, Some(matched));
+        raft.step(NodeId(2), success(term, 1, matched));
         assert_eq!(raft.commit_index(), matched.index);
-        b.iter(|| raft.on_replication_report(black_box(NodeId(2)), term, black_box(Some(matched))))
+        b.iter(|| raft.step(black_box(NodeId(2)), black_box(success(term, 2, matched))))
     });
     group.finish();
 }

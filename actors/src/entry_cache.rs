@@ -1,4 +1,4 @@
-//! The newest part of this node's log, kept in memory so that replicators and the applier need
+//! The newest part of this node's log, kept in memory so that the leader's sends and the applier need
 //! not read back from the log store what the node has just handed it (the log store may be busy
 //! syncing). The node updates it with every [`LogWrite`] as it hands that write to the log store,
 //! so the cache shows the log as the rules see it — durable or not yet.
@@ -15,8 +15,8 @@ use raftor_core::{Entry, LogId, LogIndex, LogWrite, Term};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A byte-bounded window onto the end of the log, shared by the node, its replicators and its
-/// applier. Cloning shares the window.
+/// A byte-bounded window onto the end of the log, shared by the node (a leader sends from it) and
+/// its applier. Cloning shares the window.
 #[derive(Clone)]
 pub struct EntryCache {
     inner: Arc<Mutex<Window>>,

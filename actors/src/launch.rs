@@ -12,7 +12,7 @@ use crate::log_store::{LogStoreActor, SharedLog};
 use crate::messages::{LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown, TakeSnapshot};
 use crate::network::tcp::UpdatePeers;
 use crate::node::{ChangeMembership, GetStatus, NodeActor, NodeLinks, NodeStatus, TransferLeader};
-use crate::replicator::ReplicationLimits;
+use crate::peer_sender::ReplicationLimits;
 use crate::snapshot::SnapshotOptions;
 use crate::state_machine::StateMachine;
 use crate::transport::{Inbound, Outbound};
@@ -133,7 +133,10 @@ impl PendingNode {
                 recovered.log_start
             )));
         }
-        let raft = Raft::new(options.raft.clone(), recovered, options.seed)?;
+        // The rules' flow control is set with the rest of the replication limits.
+        let mut config = options.raft.clone();
+        config.replication = options.limits.rules();
+        let raft = Raft::new(config, recovered, options.seed)?;
         // What the applier has applied at start (nothing, or the snapshot) was decided under the
         // bootstrap configuration, or the snapshot's.
         let bootstrap = Membership::bootstrap(&options.raft.voters, &options.raft.addresses);

@@ -1,11 +1,14 @@
-//! raftor's actors: the Raft node, one replicator per peer, the log store, the state-machine applier
-//! and the network endpoint, exchanging typed messages.
+//! raftor's actors: the Raft node, a sender per peer, the log store, the state-machine applier
+//! and the network endpoint, exchanging typed messages. The rules (`raftor_core`) decide every
+//! message; the actors carry them out.
 //!
 //! ```text
 //!   client ──Propose──▶ Node ──Write{entries, then_send}──▶ LogStore ──Outbound──▶ Endpoint ──▶ peers
 //!                        │  ◀──────────Flushed──────────────┘    ▲
-//!                        ├──LeaderProgress/Heartbeat──▶ Replicator ──ReadEntries┘ ──Outbound──▶ peer
-//!                        │  ◀──ReplicationReport{term}─────┘  ◀──PeerResponse── Node ◀──Inbound── Endpoint
+//!                        ├──Outbound (Ready::sends, entries from the cache)──▶ Endpoint ──▶ peers
+//!                        ├──FetchEntries/OpenSnapshot/SendChunk──▶ PeerSender ──ReadEntries──▶ LogStore
+//!                        │  ◀──SendReport(outcome)─────────────────┘ ──Outbound──▶ Endpoint ──▶ peer
+//!                        │  ◀──Inbound (every answer, to the rules)── Endpoint
 //!                        └──Commit──▶ Applier ──ReadEntries──▶ LogStore; Applier ──result──▶ proposer
 //! ```
 
@@ -18,7 +21,7 @@ pub mod memory_network;
 pub mod messages;
 pub mod network;
 pub mod node;
-pub mod replicator;
+pub mod peer_sender;
 pub mod snapshot;
 pub mod state_machine;
 pub mod transport;
@@ -27,5 +30,5 @@ pub use error::{MembershipChangeError, ProposeError, ReadError, StartError, Tran
 pub use launch::{NodeHandle, NodeOptions, PendingNode};
 pub use memory_network::{MemoryNetwork, NetworkControl};
 pub use node::{GetStatus, NodeStatus};
-pub use replicator::ReplicationLimits;
+pub use peer_sender::ReplicationLimits;
 pub use state_machine::StateMachine;

@@ -6,8 +6,8 @@ use crate::error::{ProposeError, ReadError};
 use actix::{Message, Recipient};
 use bytes::Bytes;
 use raftor_core::{
-    AppendEntriesResponse, Entry, Envelope, InstallSnapshotResponse, LogId, LogIndex, LogWrite,
-    NodeId, SnapshotMeta, Term,
+    ChunkOrder, EntriesOrder, Entry, Envelope, LogId, LogIndex, LogWrite, SendOutcome,
+    SnapshotMeta, Term,
 };
 use tokio::sync::oneshot;
 
@@ -18,35 +18,6 @@ use tokio::sync::oneshot;
 #[rtype(result = "()")]
 pub struct Flushed {
     pub last: LogId,
-}
-
-/// A replicator of `term` heard from `peer`; `matched` when the peer accepted entries.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct ReplicationReport {
-    pub peer: NodeId,
-    pub term: Term,
-    pub matched: Option<LogId>,
-    /// The replicator's `nextIndex` for the peer after this answer (for status).
-    pub next_index: LogIndex,
-}
-
-/// A replicator of `term` found that `peer` lost its data: what it acknowledged no longer counts.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct FollowerDataLoss {
-    pub peer: NodeId,
-    pub term: Term,
-}
-
-/// A replicator of `term` heard from `peer` in answer to a message sent after confirmation round
-/// `round` was asked for: the peer still recognised this leader then.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct LeadershipConfirmed {
-    pub peer: NodeId,
-    pub term: Term,
-    pub round: u64,
 }
 
 /// Read `query` from the state machine once this leader has confirmed its leadership and applied
@@ -62,14 +33,6 @@ pub struct LinearizableRead {
 #[rtype(result = "Result<Bytes, ReadError>")]
 pub struct LeaseRead {
     pub query: Bytes,
-}
-
-/// A replicator learned of a newer term from its peer: the leader must step down.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct HigherTermSeen {
-    pub peer: NodeId,
-    pub term: Term,
 }
 
 /// The applier applied every entry up to `index`.
@@ -161,41 +124,32 @@ pub struct RestoreSnapshot {
     pub meta: SnapshotMeta,
 }
 
-/// The peer's answer to an InstallSnapshot chunk (to its replicator).
+// ---- to a peer's sender ----
+
+/// Fetch the entries of `order` from the log store and send them (the node's cache did not
+/// hold them).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct PeerSnapshotResponse(pub InstallSnapshotResponse);
+pub struct FetchEntries(pub EntriesOrder);
 
-// ---- to a replicator ----
-
-/// The leader's log or commit index moved.
+/// Open the newest snapshot to send to the peer (`raftor_core::PeerSend::OpenSnapshot`).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct LeaderProgress {
-    pub last_index: LogIndex,
-    pub commit_index: LogIndex,
+pub struct OpenSnapshot {
+    pub request_id: u64,
 }
 
-/// Send a message now and report when the peer answers it (a leadership confirmation round).
+/// Read and send one chunk of the open snapshot.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct ConfirmLeadership {
-    pub round: u64,
-}
+pub struct SendChunk(pub ChunkOrder);
 
-/// A heartbeat period elapsed (§5.2). The heartbeat, and every message after it, answers for
-/// leadership confirmation round `round` (the rules issue one with each heartbeat).
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct Heartbeat {
-    pub commit_index: LogIndex,
-    pub round: Option<u64>,
-}
+// ---- from a peer's sender ----
 
-/// The peer's answer to an AppendEntries.
+/// What a peer's sender did with an order, for the rules (`Raft::on_send_outcome`).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct PeerResponse(pub AppendEntriesResponse);
+pub struct SendReport(pub SendOutcome);
 
 // ---- to the applier ----
 

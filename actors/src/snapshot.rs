@@ -307,7 +307,7 @@ mod tests {
             )),
             4
         );
-        // Re-elected in term 2: its new replicator starts the same snapshot from the beginning.
+        // Re-elected in term 2: it starts the same snapshot from the beginning.
         let again = InstallSnapshot {
             term: Term(2),
             ..chunk(meta.clone(), 0, b"abcd", false)

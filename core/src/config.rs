@@ -32,6 +32,30 @@ pub struct RaftConfig {
     /// A leader that has not heard from a majority within an election timeout steps down (thesis
     /// §6.2), and a node that hears from a leader ignores votes within the timeout (leader stickiness).
     pub check_quorum: bool,
+    /// Flow control of the leader's replication to each peer.
+    pub replication: ReplicationConfig,
+}
+
+/// How much a leader sends one peer at a time (§5.3's pipelining, bounded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// The most entries one AppendEntries carries (at least 1). The driver may carry fewer, at
+    /// its own bound on a message's bytes.
+    pub max_entries_per_message: u64,
+    /// The most AppendEntries in flight to one peer once its match point is known (at least 1).
+    pub max_inflight: usize,
+    /// The most payload bytes in flight to one peer; one message may always leave (at least 1).
+    pub max_inflight_bytes: usize,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            max_entries_per_message: 1024,
+            max_inflight: 64,
+            max_inflight_bytes: 32 * 1024 * 1024,
+        }
+    }
 }
 
 impl RaftConfig {
@@ -47,6 +71,7 @@ impl RaftConfig {
             heartbeat_ticks: 5,
             pre_vote: true,
             check_quorum: true,
+            replication: ReplicationConfig::default(),
         }
     }
 
@@ -67,6 +92,13 @@ impl RaftConfig {
                 self.election_ticks_min, self.election_ticks_max
             )));
         }
+        let replication = &self.replication;
+        if replication.max_entries_per_message == 0
+            || replication.max_inflight == 0
+            || replication.max_inflight_bytes == 0
+        {
+            return Err(ConfigError::Replication(format!("{replication:?}")));
+        }
         Ok(())
     }
 }
@@ -77,4 +109,6 @@ pub enum ConfigError {
     NotAVoter(NodeId),
     #[error("bad timing: {0}")]
     Timing(String),
+    #[error("bad replication limits (each must be at least 1): {0}")]
+    Replication(String),
 }

@@ -162,6 +162,14 @@ impl Raft {
                 self.ticks
             ));
         }
+        if leader.peers.contains_key(&me) {
+            return Some("the leader replicates to itself".to_string());
+        }
+        for (peer, replication) in &leader.peers {
+            if let Err(what) = replication.check(last.index, self.next_request_id) {
+                return Some(format!("replication to n{peer}: {what}"));
+            }
+        }
         None
     }
 }

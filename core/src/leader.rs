@@ -5,7 +5,7 @@ use crate::membership::{ConfChange, MembershipError};
 use crate::message::{Message, TimeoutNow};
 use crate::raft::{LeaderState, Raft, Role, Transfer};
 use crate::ready::LeadershipChange;
-use crate::types::{Entry, EntryPayload, LogId, LogIndex, NodeId, Term};
+use crate::types::{Entry, EntryPayload, LogId, LogIndex, NodeId};
 use bytes::Bytes;
 use thiserror::Error;
 
@@ -60,7 +60,10 @@ impl Raft {
         self.votes.clear();
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
-        self.leader = Some(LeaderState::default());
+        self.leader = Some(LeaderState {
+            peers_stale: true,
+            ..LeaderState::default()
+        });
         self.ready.leadership = Some(LeadershipChange::Became {
             term: self.current_term,
             last_index: self.log.last_index(),
@@ -235,40 +238,6 @@ impl Raft {
         self.become_follower(term, None);
     }
 
-    /// A leader stepping down after committing its own removal tells every peer how far the
-    /// log is committed, as far as each holds it (an empty AppendEntries at its match point, as
-    /// a heartbeat): otherwise nobody left knows the change is committed until the next leader
-    /// commits an entry, and a rejoining node (rejoin.rs) would still reckon with the
-    /// configuration before it, whose removed member will never answer.
-    fn tell_followers_the_commit(&mut self) {
-        let term = self.current_term;
-        let commit = self.commit_index;
-        let Some(leader) = self.leader.as_ref() else {
-            return;
-        };
-        let farewells: Vec<(NodeId, LogId)> = leader
-            .matched
-            .iter()
-            .filter(|(peer, _)| **peer != self.id())
-            .filter_map(|(peer, matched)| {
-                let prev = LogId::new(self.log.term_at(*matched)?, *matched);
-                Some((*peer, prev))
-            })
-            .collect();
-        for (peer, prev) in farewells {
-            self.send(
-                peer,
-                Message::AppendEntries(crate::message::AppendEntries {
-                    term,
-                    prev_log_id: prev,
-                    entries: Vec::new(),
-                    leader_commit: commit.min(prev.index),
-                    request_id: 0,
-                }),
-            );
-        }
-    }
-
     fn append_as_leader(&mut self, payloads: Vec<EntryPayload>) -> Vec<LogId> {
         let term = self.current_term;
         let mut index = self.log.last_index();
@@ -287,7 +256,6 @@ impl Raft {
         self.log.append(&entries);
         self.note_configurations(&entries);
         self.ready.write.entries.extend(entries);
-        self.ready.appended = Some(index);
         ids
     }
 
@@ -307,13 +275,10 @@ impl Raft {
         self.record_match(me, last.index);
     }
 
-    /// A replicator of `term` heard from `peer`; `matched` is the entry the peer confirmed it holds
-    /// durably, if the answer was a success. Reports from an older term are dropped.
-    pub fn on_replication_report(&mut self, peer: NodeId, term: Term, matched: Option<LogId>) {
-        if self.role != Role::Leader
-            || term != self.current_term
-            || !self.membership().conf.contains(peer)
-        {
+    /// `peer` answered in this term; `matched` is the entry it confirmed it holds durably, if
+    /// the answer was a success. Only members of the configuration in force count.
+    pub(crate) fn on_contact(&mut self, peer: NodeId, matched: Option<LogId>) {
+        if self.role != Role::Leader || !self.membership().conf.contains(peer) {
             return;
         }
         let ticks = self.ticks;
@@ -327,17 +292,6 @@ impl Raft {
                 self.record_match(peer, matched.index);
                 self.send_timeout_now_if_caught_up(peer);
             }
-        }
-    }
-
-    /// A replicator of `term` found that `peer` lost its data (`Progress::take_data_loss`):
-    /// what it acknowledged before no longer counts toward any commit.
-    pub fn on_follower_data_loss(&mut self, peer: NodeId, term: Term) {
-        if self.role != Role::Leader || term != self.current_term {
-            return;
-        }
-        if let Some(leader) = self.leader.as_mut() {
-            leader.matched.remove(&peer);
         }
     }
 

@@ -5,7 +5,9 @@
 //! Ticks and a seeded random number generator are handed in, so every run can be replayed exactly.
 //!
 //! - [`Raft`]: one node's rules (elections, the follower's log, the leader's commit).
-//! - [`Progress`]: a leader's flow control toward one follower, owned by that follower's replicator.
+//! - [`Progress`]: a leader's flow control toward one follower; the leader's replication
+//!   (`replication/`) decides every message to its peers, and its driver carries out each
+//!   [`PeerSend`].
 
 mod append;
 mod config;
@@ -14,20 +16,19 @@ mod invariants;
 mod leader;
 mod log_terms;
 mod membership;
-mod progress;
 mod quorum;
 mod raft;
 mod read_index;
 mod ready;
 mod rejoin;
-mod rounds;
+mod replication;
 mod snapshot;
 mod storage_types;
 mod types;
 
 pub mod message;
 
-pub use config::{ConfigError, RaftConfig};
+pub use config::{ConfigError, RaftConfig, ReplicationConfig};
 pub use invariants::StateViolation;
 pub use leader::{ChangeError, NotLeader, Refusal, TransferError};
 pub use log_terms::LogTerms;
@@ -37,13 +38,15 @@ pub use message::{
     InstallSnapshotResponse, Message, RejoinAnswer, RejoinQuery, RequestVote, RequestVoteResponse,
     SnapshotMeta, SnapshotOutcome, TimeoutNow,
 };
-pub use progress::{Progress, ProgressState, ResponseEffect, SendRange};
 pub use quorum::{majority, quorum_matched_index, VoteResult};
 pub use raft::{Raft, Role};
 pub use read_index::{LeaseError, ReadState};
 pub use ready::{LeadershipChange, Ready};
 pub use rejoin::Standing;
-pub use rounds::PendingRounds;
+pub use replication::{
+    ChunkOrder, EntriesOrder, PeerSend, PendingRounds, Progress, ProgressState, ResponseEffect,
+    SendOutcome, SendRange,
+};
 pub use storage_types::{configuration_entries, LogWrite, RecoveredState};
 pub use types::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
 

@@ -104,7 +104,8 @@ pub struct AppendEntries {
     /// `leaderCommit`: the leader's commit index.
     pub leader_commit: LogIndex,
     /// Chosen by the sender and echoed in the answer, so the leader knows which message an answer
-    /// is for (a replicator numbers its messages; leadership confirmation for reads relies on it).
+    /// is for (the leader numbers its messages, `Raft::next_request_id`; leadership confirmation for reads
+    /// relies on it).
     pub request_id: u64,
 }
 

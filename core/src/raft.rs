@@ -11,6 +11,7 @@ use crate::message::{
 use crate::read_index::PendingRead;
 use crate::ready::{LeadershipChange, Ready};
 use crate::rejoin::{RejoinState, Standing};
+use crate::replication::PeerReplication;
 use crate::storage_types::RecoveredState;
 use crate::types::{HardState, LogId, LogIndex, NodeId, Term};
 use rand::rngs::SmallRng;
@@ -73,6 +74,16 @@ pub(crate) struct LeaderState {
     /// was abandoned): this leader serves no lease read for the rest of its term. Never unset
     /// within a term (the leader state is dropped with the term).
     pub(crate) timeout_now_sent: bool,
+    /// Replication toward each replication target (`Raft::replication_targets`), this node
+    /// excepted; brought in line with them while `peers_stale`.
+    pub(crate) peers: BTreeMap<NodeId, PeerReplication>,
+    /// The replication targets may have changed since `peers` was last brought in line.
+    pub(crate) peers_stale: bool,
+    /// A heartbeat period elapsed since the peers were last driven (§5.2).
+    pub(crate) heartbeat_due: bool,
+    /// A confirmation round issued since the peers were last driven: the messages numbered
+    /// from the next drive on answer for it.
+    pub(crate) round_due: Option<u64>,
 }
 
 /// A leadership transfer the leader is carrying out.
@@ -127,6 +138,9 @@ pub struct Raft {
     /// Answers received in the current (pre-)election; this node's own vote included.
     pub(crate) votes: BTreeMap<NodeId, bool>,
     pub(crate) leader: Option<LeaderState>,
+    /// The number of the next message a leader sends a peer (`request_id`): only grows, across
+    /// terms too, so a late report about an earlier term's message never matches a new one.
+    pub(crate) next_request_id: u64,
     pub(crate) rng: SmallRng,
     pub(crate) ready: Ready,
 }
@@ -204,6 +218,7 @@ impl Raft {
             elections_started: 0,
             votes: BTreeMap::new(),
             leader: None,
+            next_request_id: 1,
             rng: SmallRng::seed_from_u64(seed),
             ready: Ready::default(),
             config,
@@ -334,6 +349,7 @@ impl Raft {
     /// Term and vote changes always travel in `write`; a commit index change alone does not (it is
     /// only a hint for restarts) and rides along with the next write that carries entries.
     pub fn take_ready(&mut self) -> Ready {
+        self.drive_replication();
         let hard = self.hard_state();
         let term_or_vote_changed = hard.current_term != self.persisted.current_term
             || hard.voted_for != self.persisted.voted_for;
@@ -379,9 +395,12 @@ impl Raft {
             self.heartbeat_elapsed += 1;
             if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
                 self.heartbeat_elapsed = 0;
-                self.ready.heartbeat = true;
+                if let Some(leader) = self.leader.as_mut() {
+                    leader.heartbeat_due = true;
+                }
             }
-            if self.ready.heartbeat {
+            let heartbeat_due = self.leader.as_ref().is_some_and(|l| l.heartbeat_due);
+            if heartbeat_due {
                 // Every heartbeat doubles as a leadership-confirmation round: its answers keep
                 // the lease measured from when it was sent.
                 self.start_confirm_round();
@@ -392,7 +411,7 @@ impl Raft {
             }
             if self.role == Role::Leader {
                 self.abandon_late_transfer();
-                if self.ready.heartbeat {
+                if heartbeat_due {
                     self.promote_caught_up_learners();
                 }
             }
@@ -465,8 +484,10 @@ impl Raft {
             Message::AppendEntries(request) => self.handle_append_entries(from, request),
             Message::InstallSnapshot(chunk) => self.handle_install_snapshot(from, chunk),
             Message::TimeoutNow(_) => self.handle_timeout_now(from),
-            // Replication answers are the replicator's; the rules only needed their term (above).
-            Message::AppendEntriesResponse(_) | Message::InstallSnapshotResponse(_) => {}
+            Message::AppendEntriesResponse(response) => self.handle_append_response(from, response),
+            Message::InstallSnapshotResponse(response) => {
+                self.handle_snapshot_response(from, response)
+            }
             Message::RejoinQuery(_) | Message::RejoinAnswer(_) => {}
         }
     }
@@ -550,9 +571,6 @@ impl Raft {
         if self.role == Role::Leader {
             self.fail_pending_reads();
             self.ready.leadership = Some(LeadershipChange::Lost);
-            self.ready.heartbeat = false;
-            self.ready.confirm_round = None;
-            self.ready.appended = None;
         }
         self.role = Role::Follower;
         self.leader_id = leader;
@@ -567,6 +585,7 @@ impl Raft {
         for entry in entries {
             if let Some(membership) = entry.membership() {
                 self.membership.push(entry.index, membership.clone());
+                self.replication_targets_changed();
                 self.ready.membership = Some(membership.clone());
                 changed = true;
             }
@@ -593,6 +612,11 @@ impl Raft {
         let index = index.min(self.log.last_index());
         if index > self.commit_index {
             let first_of_term = self.role == Role::Leader && !self.committed_in_current_term();
+            let membership_index = self.membership_index();
+            if self.commit_index < membership_index && membership_index <= index {
+                // The previous configuration's members may no longer be targets.
+                self.replication_targets_changed();
+            }
             self.commit_index = index;
             self.ready.commit_index = Some(index);
             if first_of_term && self.committed_in_current_term() {

@@ -8,7 +8,7 @@
 
 use crate::leader::NotLeader;
 use crate::raft::{Raft, Role};
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogIndex, NodeId};
 
 /// How long the issue tick of a confirmation round is kept: well past any lease window (half a
 /// minimum election timeout), so an answer that could still extend the lease finds its round.
@@ -44,7 +44,7 @@ pub enum LeaseError {
 
 impl Raft {
     /// Ask for a linearizable read point. The answer arrives in a later [`crate::Ready`]'s `reads`,
-    /// with the same `id`; meanwhile `Ready::confirm_round` asks the replicators to confirm.
+    /// with the same `id`; meanwhile a confirmation round asks every peer.
     pub fn read_index(&mut self, id: u64) -> Result<(), NotLeader> {
         if self.role != Role::Leader {
             return Err(NotLeader {
@@ -59,10 +59,9 @@ impl Raft {
         Ok(())
     }
 
-    /// A replicator of `term` heard from `peer` in answer to a message sent for confirmation round
-    /// `round` or later.
-    pub fn on_leadership_confirmed(&mut self, peer: NodeId, term: Term, round: u64) {
-        if self.role != Role::Leader || term != self.current_term {
+    /// `peer` answered, in this term, a message sent for confirmation round `round` or later.
+    pub(crate) fn on_leadership_confirmed(&mut self, peer: NodeId, round: u64) {
+        if self.role != Role::Leader {
             return;
         }
         let me = self.id();
@@ -190,13 +189,12 @@ impl Raft {
         }
     }
 
-    /// Ask the replicators to confirm leadership with messages numbered from now on
-    /// (`Ready::confirm_round`), and note when. Reads and a heartbeat that come together share
-    /// one round. `None` unless leader.
+    /// Confirm leadership with messages numbered from now on (`LeaderState::round_due`), and
+    /// note when. Reads and a heartbeat that come together share one round. `None` unless leader.
     pub(crate) fn start_confirm_round(&mut self) -> Option<u64> {
         let ticks = self.ticks;
         let leader = self.leader.as_mut()?;
-        if let Some(round) = self.ready.confirm_round {
+        if let Some(round) = leader.round_due {
             return Some(round);
         }
         leader.read_round += 1;
@@ -213,7 +211,7 @@ impl Raft {
         {
             leader.round_issued_at.pop_front();
         }
-        self.ready.confirm_round = Some(round);
+        leader.round_due = Some(round);
         Some(round)
     }
 

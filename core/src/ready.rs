@@ -4,6 +4,7 @@
 use crate::membership::Membership;
 use crate::message::{Envelope, InstallSnapshot, SnapshotMeta};
 use crate::read_index::ReadState;
+use crate::replication::PeerSend;
 use crate::storage_types::LogWrite;
 use crate::types::{LogIndex, NodeId, Term};
 
@@ -18,15 +19,15 @@ pub struct Ready {
     /// For the applier: entries up to here are committed (§5.3) and may be applied. Only set when the
     /// commit index advanced; never lower than an earlier value.
     pub commit_index: Option<LogIndex>,
-    /// For the replicators: this node became leader, or stopped being one.
+    /// For the transport (leader only), at once: what to send each peer. They promise nothing
+    /// about this node's disk, so they need not wait for `write` (thesis §10.2.1). Carry each
+    /// out and report what the driver could not do as asked (`Raft::on_send_outcome`).
+    pub sends: Vec<PeerSend>,
+    /// This node became leader, or stopped being one.
     pub leadership: Option<LeadershipChange>,
-    /// For the replicators (leader only): a heartbeat period elapsed (§5.2).
-    pub heartbeat: bool,
-    /// For the replicators (leader only): the leader appended entries up to this index.
-    pub appended: Option<LogIndex>,
-    /// For the replicators (leader only): confirm leadership for reads with a message numbered
-    /// after this moment, and report the answer with this round.
-    pub confirm_round: Option<u64>,
+    /// Peers found to have lost their data (their logs are shorter than they acknowledged):
+    /// what they acknowledged no longer counts, and they are caught up from scratch.
+    pub peers_lost_data: Vec<NodeId>,
     /// For the readers: answers to `Raft::read_index` requests.
     pub reads: Vec<ReadState>,
     /// For the snapshot receiver (follower): chunks of InstallSnapshot accepted by term, with
@@ -35,7 +36,7 @@ pub struct Ready {
     /// For the applier: replace the state machine's state with this snapshot, which `write`
     /// installs in the log, before applying anything after it.
     pub restore: Option<SnapshotMeta>,
-    /// For the transport and the replicators: the configuration in force changed to this (an
+    /// For the transport: the configuration in force changed to this (an
     /// entry was appended or truncated, a snapshot installed; and once at start).
     pub membership: Option<Membership>,
 }

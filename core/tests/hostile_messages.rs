@@ -14,8 +14,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use raftor_core::{
     AppendEntries, AppendEntriesResponse, AppendOutcome, ConflictHint, Entry, EntryPayload,
-    HardState, LogId, LogIndex, LogTerms, Message, NodeId, Raft, RaftConfig, RecoveredState,
-    RequestVote, RequestVoteResponse, Role, Term,
+    HardState, LogId, LogIndex, LogTerms, Membership, Message, NodeId, Raft, RaftConfig,
+    RecoveredState, RequestVote, RequestVoteResponse, Role, SendOutcome, SnapshotMeta, Term,
 };
 
 /// Something that happens to the node.
@@ -28,8 +28,8 @@ enum Event {
     Flushed(LogId),
     /// A flush notice for the node's real last entry (what the log store would send).
     FlushLast,
-    Report(NodeId, Term, Option<LogId>),
-    Confirmed(NodeId, Term, u64),
+    /// What the driver says it did with an order: made up, so mostly about no order at all.
+    Outcome(SendOutcome),
 }
 
 fn term() -> impl Strategy<Value = Term> {
@@ -166,8 +166,30 @@ fn event() -> impl Strategy<Value = Event> {
         1 => any::<u64>().prop_map(Event::ReadIndex),
         1 => log_id().prop_map(Event::Flushed),
         2 => Just(Event::FlushLast),
-        1 => (sender(), term(), prop::option::of(log_id())).prop_map(|(p, t, m)| Event::Report(p, t, m)),
-        1 => (sender(), term(), any::<u64>()).prop_map(|(p, t, r)| Event::Confirmed(p, t, r)),
+        1 => (sender(), 0u64..64, index(), 0usize..(1 << 20)).prop_map(|(to, request_id, last_index, bytes)| {
+            Event::Outcome(SendOutcome::EntriesSent { to, request_id, last_index, bytes })
+        }),
+        1 => (sender(), 0u64..64).prop_map(|(to, request_id)| {
+            Event::Outcome(SendOutcome::EntriesUnavailable { to, request_id })
+        }),
+        1 => (sender(), 0u64..64, log_id(), any::<u64>()).prop_map(|(to, request_id, last_included, size)| {
+            Event::Outcome(SendOutcome::SnapshotOpened {
+                to,
+                request_id,
+                meta: SnapshotMeta {
+                    last_included,
+                    size,
+                    checksum: 0,
+                    membership: Box::new(Membership::bootstrap(
+                        &[NodeId(1), NodeId(2), NodeId(3)].into_iter().collect(),
+                        &Default::default(),
+                    )),
+                },
+            })
+        }),
+        1 => (sender(), 0u64..64).prop_map(|(to, request_id)| {
+            Event::Outcome(SendOutcome::SnapshotUnavailable { to, request_id })
+        }),
     ]
 }
 
@@ -252,8 +274,15 @@ impl Harness {
         assert_eq!(h.raft.role(), Role::Leader);
         let last = h.raft.last_log_id();
         h.raft.on_log_flushed(last);
-        h.raft
-            .on_replication_report(NodeId(2), h.raft.current_term(), Some(last));
+        let term = h.raft.current_term();
+        h.raft.step(
+            NodeId(2),
+            Message::AppendEntriesResponse(AppendEntriesResponse {
+                term,
+                request_id: 1,
+                outcome: AppendOutcome::Success { matched: last },
+            }),
+        );
         h.check("commit");
         assert_eq!(
             h.raft.commit_index(),
@@ -284,12 +313,7 @@ impl Harness {
                 let last = self.raft.last_log_id();
                 self.raft.on_log_flushed(last);
             }
-            Event::Report(peer, term, matched) => {
-                self.raft.on_replication_report(peer, term, matched)
-            }
-            Event::Confirmed(peer, term, round) => {
-                self.raft.on_leadership_confirmed(peer, term, round)
-            }
+            Event::Outcome(outcome) => self.raft.on_send_outcome(outcome),
         }
         self.check(&format!("{event:?}"));
     }

@@ -4,7 +4,7 @@
 //!
 //! Knobs (environment): `NOPV=1` (no pre-vote, no check-quorum), `PVONLY=1`, `CQONLY=1`,
 //! `MAXENT=n`, `MAXINF=n`, `PROP=ms`, `FAULT=ms`, `DOWN=ms`, `PART=ms`, `DROP=p`, `NOPART=1`,
-//! `CRASHSYNC=p`, `FLUSHDELAY=ms`, `SYNCDELAY=ms`, `LONG=ms`, `LONGRATE=p`, `DUP=p`, `LEASE=1`, `READS=ms`, `STEPS=n`, `LIVE=0`, `BUG=send|vote|apply|fig8|forget`,
+//! `CRASHSYNC=p`, `FLUSHDELAY=ms`, `SYNCDELAY=ms`, `LONG=ms`, `LONGRATE=p`, `DUP=p`, `LEASE=1`, `READS=ms`, `STEPS=n`, `LIVE=0`, `BUG=send|vote|apply|fig8|forget|nojoint`,
 //! `OFF=abc,lc,sms,es,lm` (disable checks), `EXPLAIN=1` (trace of the first failure),
 //! `TRACE=1` (full trace of the first seed).
 
@@ -30,6 +30,7 @@ fn main() {
         Ok("fig8") => config.bug = Some(raftor_sim::Bug::CommitOldTermByCounting),
         Ok("vote") => config.bug = Some(raftor_sim::Bug::VoteBeforeSync),
         Ok("forget") => config = config.with_planted_bug(raftor_sim::Bug::ForgetfulRejoin),
+        Ok("nojoint") => config = config.with_planted_bug(raftor_sim::Bug::NoJointConsensus),
         _ => {}
     }
     if let Ok(off) = std::env::var("OFF") {
@@ -39,6 +40,7 @@ fn main() {
                 "lc" => raftor_sim::Invariant::LeaderCompleteness,
                 "sms" => raftor_sim::Invariant::StateMachineSafety,
                 "es" => raftor_sim::Invariant::ElectionSafety,
+                "ms" => raftor_sim::Invariant::MembershipSafety,
                 "lm" => raftor_sim::Invariant::LogMatching,
                 _ => continue,
             };

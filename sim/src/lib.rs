@@ -3,14 +3,14 @@
 //! N nodes run the real rules of `raftor-core`; everything else is simulated and driven by *one*
 //! seeded [`rand::rngs::SmallRng`], so a seed replays exactly:
 //!
-//! - **Disk** (`node.rs`): a Ready's write goes into an unsynced queue (the rules' in-memory log
+//! - **Disk** (`node/`): a Ready's write goes into an unsynced queue (the rules' in-memory log
 //!   holds it at once); a random *sync* event makes a prefix of the queue durable, in order, and
 //!   only then are those writes' messages released — the production contract — and a flush
 //!   notice queued for the node (`on_log_flushed`, delivered a little later and in order, as the
 //!   log store's message would be). Messages of a Ready without a write wait behind earlier
 //!   unsynced writes too.
 //! - **Crash / restart**: a crash loses the unsynced queue with its held messages, and all
-//!   in-memory state (rules, replicators, applied entries); messages already on the wire stay
+//!   in-memory state (rules, open snapshots, applied entries); messages already on the wire stay
 //!   there. A restart rebuilds the rules from the durable hard state and log (term boundaries from
 //!   [`raftor_core::LogTerms`]) with a new seed from the RNG, and re-applies up to the persisted
 //!   commit index.
@@ -32,8 +32,8 @@
 //! commit index monotonic per incarnation, nothing applied beyond the commit index, and the Ready
 //! contract (writes extend the log; the written log equals the rules' log), and linearizable
 //! reads (a ReadIndex answer, or a lease read when enabled, is at least the highest index any node
-//! had applied when the read was asked; leaders confirm leadership as the replicator actor does: a
-//! heartbeat per peer, the first answer to it or a later message confirms). After `steps` events
+//! had applied when the read was asked; leaders confirm leadership with the rules' own rounds, as in
+//! production: a heartbeat per peer, the first answer to it or a later message confirms). After `steps` events
 //! faults stop: links heal, crashed nodes restart, nothing is lost; a leader must then appear, and
 //! a proposal be applied on every node, each within `liveness_timeouts` maximal election
 //! timeouts ([`Violation::Liveness`] otherwise).

@@ -8,7 +8,7 @@ use crate::node::{Effects, Knobs, SimNode};
 use crate::trace::{Trace, TraceEvent};
 use crate::{SimFailure, SimReport};
 use raftor_core::{
-    ConfChange, EntryPayload, Envelope, LogId, LogIndex, Membership, NodeId, Role, Term,
+    ConfChange, EntryPayload, Envelope, LogId, LogIndex, Membership, NodeId, RaftConfig, Role, Term,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -45,6 +45,12 @@ enum Event {
     },
     Membership,
     Snapshot,
+    /// A leader's read of entries for a peer (a cache miss) completes.
+    Fetch {
+        node: NodeId,
+        incarnation: u64,
+        order: raftor_core::EntriesOrder,
+    },
     /// Shut a node down for good: its removal is committed.
     Retire {
         node: NodeId,
@@ -101,6 +107,14 @@ pub(crate) struct Sim<'c> {
 }
 
 impl<'c> Sim<'c> {
+    /// The rules' configuration of node `id`, with this run's flow control.
+    fn raft_config(&self, id: NodeId, joining: bool) -> RaftConfig {
+        let mut config = self.config.raft_config(id, joining);
+        config.replication.max_entries_per_message = self.knobs.max_entries;
+        config.replication.max_inflight = self.knobs.max_inflight;
+        config
+    }
+
     pub(crate) fn new(seed: u64, config: &'c SimConfig, full_trace: bool) -> Sim<'c> {
         config.validate();
         let mut rng = SmallRng::seed_from_u64(seed);
@@ -109,6 +123,8 @@ impl<'c> Sim<'c> {
             max_entries: rng.gen_range(1..=config.max_entries.max(1)),
             max_inflight: rng.gen_range(1..=config.max_inflight.max(1)),
             chunk_bytes: rng.gen_range(8..=32),
+            message_bytes: rng.gen_range(4..=64),
+            cache_entries: rng.gen_range(1..=12),
         };
         let initial: BTreeSet<NodeId> = (1..=config.nodes).map(NodeId).collect();
         let bootstrap = Membership::bootstrap(&initial, &BTreeMap::new());
@@ -244,7 +260,7 @@ impl<'c> Sim<'c> {
             self.config.tick_period.max(1) + self.rng.gen_range(0..=self.config.tick_jitter);
         self.periods.insert(id, period);
         self.nodes
-            .insert(id, SimNode::new(self.config.raft_config(id, joining)));
+            .insert(id, SimNode::new(self.raft_config(id, joining)));
         self.start_node(id, fx);
     }
 
@@ -489,6 +505,16 @@ impl<'c> Sim<'c> {
                 let sim_node = self.node(node);
                 if sim_node.is_up() && sim_node.incarnation == incarnation {
                     sim_node.flushed(last, &knobs, fx);
+                }
+            }
+            Event::Fetch {
+                node,
+                incarnation,
+                order,
+            } => {
+                let sim_node = self.node(node);
+                if sim_node.is_up() && sim_node.incarnation == incarnation {
+                    sim_node.fetch(order, &knobs, fx);
                 }
             }
             Event::Propose => {
@@ -795,6 +821,7 @@ impl<'c> Sim<'c> {
             reads,
             stale_reads,
             snapshots_installed,
+            fetches,
         } = fx;
         self.report.snapshots_installed += snapshots_installed;
         for violation in stale_reads {
@@ -866,6 +893,18 @@ impl<'c> Sim<'c> {
         }
         for envelope in send {
             self.send(envelope);
+        }
+        for (node, order) in fetches {
+            let incarnation = self.nodes[&node].incarnation;
+            let delay = self.rng.gen_range(0..=self.config.max_sync_delay);
+            self.schedule(
+                delay,
+                Event::Fetch {
+                    node,
+                    incarnation,
+                    order,
+                },
+            );
         }
         let mut syncs = Vec::new();
         for node in self.nodes.values_mut() {
@@ -1032,7 +1071,11 @@ impl<'c> Sim<'c> {
                         .max()
                         .unwrap_or(0);
                     let round_trip = 2 * self.config.max_delay + self.config.max_sync_delay;
-                    let catch_up = lag * round_trip / self.knobs.max_entries.max(1);
+                    // Entries per message: the rules' bound, or fewer at the driver's byte
+                    // bound (commands are at most 8 bytes here).
+                    let per_message = (self.knobs.message_bytes as u64 / 8)
+                        .clamp(1, self.knobs.max_entries.max(1));
+                    let catch_up = lag * round_trip / per_message;
                     self.liveness = Liveness::WaitApplied {
                         deadline: self.now + self.liveness_bound() + catch_up,
                         target: None,

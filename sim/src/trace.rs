@@ -278,6 +278,19 @@ pub(crate) enum TraceEvent {
         from: NodeId,
         last: LogId,
     },
+    /// A leader's read of entries for `to` (ordered up to `last`, a cache miss) completed:
+    /// it sent them up to `sent`, or nothing.
+    Fetched {
+        node: NodeId,
+        to: NodeId,
+        last: LogIndex,
+        sent: Option<LogIndex>,
+    },
+    /// The leader's rules found that `peer`'s log is shorter than it acknowledged.
+    PeerLostData {
+        node: NodeId,
+        peer: NodeId,
+    },
     Restored {
         node: NodeId,
         last: LogId,
@@ -492,6 +505,23 @@ impl TraceEvent {
                 h.u64(node.0);
                 h.u64(from.0);
                 h.log_id(*last);
+            }
+            TraceEvent::Fetched {
+                node,
+                to,
+                last,
+                sent,
+            } => {
+                h.u64(31);
+                h.u64(node.0);
+                h.u64(to.0);
+                h.u64(last.0);
+                h.u64(sent.map_or(0, |s| s.0 + 1));
+            }
+            TraceEvent::PeerLostData { node, peer } => {
+                h.u64(30);
+                h.u64(node.0);
+                h.u64(peer.0);
             }
             TraceEvent::Restored { node, last } => {
                 h.u64(27);
@@ -867,6 +897,25 @@ impl fmt::Display for TraceEvent {
             TraceEvent::SnapshotReceived { node, from, last } => {
                 write!(f, "n{node} received snapshot {last} whole from n{from}")
             }
+            TraceEvent::Fetched {
+                node,
+                to,
+                last,
+                sent,
+            } => match sent {
+                Some(sent) => write!(
+                    f,
+                    "n{node} read entries up to {sent} (of {last}) from its log, sends them to n{to}"
+                ),
+                None => write!(
+                    f,
+                    "n{node} finds its log no longer holds what it ordered for n{to} (up to {last})"
+                ),
+            },
+            TraceEvent::PeerLostData { node, peer } => write!(
+                f,
+                "n{node} finds n{peer}'s log shorter than it acknowledged: n{peer} LOST ITS DATA"
+            ),
             TraceEvent::Restored { node, last } => {
                 write!(f, "n{node} state machine restored from snapshot {last}")
             }

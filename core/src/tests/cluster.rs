@@ -1,11 +1,11 @@
-//! A synchronous in-memory cluster of rules, with a replicator per peer built on `Progress`, a
-//! durable "disk" per node that a crash keeps, and a network that can be cut. Messages are
-//! delivered one at a time in FIFO order, so every scenario is exact.
+//! A synchronous in-memory cluster of rules, a durable "disk" per node that a crash keeps, and a
+//! network that can be cut. Messages are delivered one at a time in FIFO order, so every scenario
+//! is exact. The leader's sends are the rules' own (`Ready::sends`); the cluster only fetches the
+//! entries from the disk, as the node actor does from its cache.
 
 use crate::{
-    AppendEntries, Entry, Envelope, HardState, LeadershipChange, LogIndex, LogTerms, LogWrite,
-    Message, NodeId, PendingRounds, Progress, Raft, RaftConfig, RecoveredState, ResponseEffect,
-    Role, Standing, Term,
+    Entry, Envelope, HardState, LeadershipChange, LogTerms, LogWrite, NodeId, PeerSend, Raft,
+    RaftConfig, RecoveredState, Role, SendOutcome, Standing, Term,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -53,21 +53,8 @@ impl Disk {
 pub(crate) struct Node {
     pub(crate) raft: Raft,
     pub(crate) disk: Disk,
-    pub(crate) progress: BTreeMap<NodeId, Progress>,
     pub(crate) applied: Vec<Entry>,
     pub(crate) up: bool,
-    /// Per peer: leadership confirmation rounds waiting for an answer, with the first message
-    /// number that answers for each (as the replicators keep them).
-    pub(crate) confirming: BTreeMap<NodeId, PendingRounds>,
-    /// The number of the next AppendEntries this node sends.
-    pub(crate) next_request_id: u64,
-}
-
-impl Node {
-    fn take_request_id(&mut self) -> u64 {
-        self.next_request_id += 1;
-        self.next_request_id
-    }
 }
 
 pub(crate) struct Cluster {
@@ -127,11 +114,8 @@ impl Cluster {
             Node {
                 raft,
                 disk,
-                progress: BTreeMap::new(),
                 applied: Vec::new(),
                 up: true,
-                confirming: BTreeMap::new(),
-                next_request_id: 0,
             },
         );
         self.process(id);
@@ -253,31 +237,6 @@ impl Cluster {
             return;
         }
         let node = self.nodes.get_mut(&to).expect("known node");
-        if let Message::AppendEntriesResponse(response) = &message {
-            let term = node.raft.current_term();
-            if node.raft.role() == Role::Leader {
-                if response.term == term && response.vouches() {
-                    let rounds = node.confirming.entry(from).or_default();
-                    if let Some(round) = rounds.answered(response.request_id) {
-                        node.raft.on_leadership_confirmed(from, term, round);
-                    }
-                }
-                if let Some(progress) = node.progress.get_mut(&from) {
-                    let effect = progress.on_response(term, response);
-                    if progress.take_data_loss() {
-                        node.raft.on_follower_data_loss(from, term);
-                    }
-                    match effect {
-                        ResponseEffect::Contact { matched } => {
-                            node.raft.on_replication_report(from, term, matched)
-                        }
-                        ResponseEffect::Unvouched
-                        | ResponseEffect::HigherTerm(_)
-                        | ResponseEffect::Stale => {}
-                    }
-                }
-            }
-        }
         node.raft.step(from, message);
         self.process(to);
     }
@@ -296,123 +255,53 @@ impl Cluster {
                 node.raft.on_log_flushed(last);
             }
             self.queue.extend(ready.messages);
+            if let Some(LeadershipChange::Became { term, .. }) = ready.leadership {
+                let previous = self.leaders.insert(term, id);
+                assert!(
+                    previous.is_none() || previous == Some(id),
+                    "two leaders in term {term}: {previous:?} and {id}"
+                );
+            }
             let node = self.nodes.get_mut(&id).expect("known node");
-            match ready.leadership {
-                Some(LeadershipChange::Became { term, last_index }) => {
-                    let previous = self.leaders.insert(term, id);
-                    assert!(
-                        previous.is_none() || previous == Some(id),
-                        "two leaders in term {term}: {previous:?} and {id}"
-                    );
-                    node.progress = node
-                        .raft
-                        .replication_targets()
-                        .into_iter()
-                        .map(|p| (p, Progress::new(last_index, 4)))
-                        .collect();
-                }
-                Some(LeadershipChange::Lost) => {
-                    node.progress.clear();
-                    node.confirming.clear();
-                }
-                None => {}
-            }
-            if node.raft.role() == Role::Leader {
-                // Replicate to the targets the rules name (they change with the configuration
-                // and its commit), and to nobody else.
-                let targets = node.raft.replication_targets();
-                let last = node.raft.last_log_id().index;
-                node.progress.retain(|peer, _| targets.contains(peer));
-                for member in targets {
-                    node.progress
-                        .entry(member)
-                        .or_insert_with(|| Progress::new(last, 4));
-                }
-            }
             let applicable = node.raft.applicable_index().0 as usize;
             while node.applied.len() < applicable.min(node.disk.log.len()) {
                 let next = node.disk.log[node.applied.len()].clone();
                 node.applied.push(next);
             }
-            if let Some(round) = ready.confirm_round {
-                let first = node.next_request_id + 1;
-                for peer in node.progress.keys() {
-                    node.confirming.entry(*peer).or_default().note(round, first);
+            self.carry_out(id, ready.sends);
+        }
+    }
+
+    /// Send what the leader's rules ask for, fetching entries from its disk (which holds its whole
+    /// log: writes are durable at once). This cluster keeps no snapshots.
+    fn carry_out(&mut self, id: NodeId, sends: Vec<PeerSend>) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        for send in sends {
+            let outcome = match send {
+                PeerSend::Message(envelope) => {
+                    self.queue.push_back(envelope);
+                    continue;
                 }
-            }
-            if ready.heartbeat || ready.confirm_round.is_some() {
-                // A round between heartbeats (for reads) sends one to every peer.
-                self.send_heartbeats(id, !ready.heartbeat);
-            }
-            self.replicate(id);
+                PeerSend::Entries(order) => {
+                    let from = order.first_index().0 as usize - 1;
+                    let to = (order.last_index.0 as usize).min(node.disk.log.len());
+                    let entries = node.disk.log.get(from..to).map(<[Entry]>::to_vec);
+                    match entries.filter(|entries| !entries.is_empty()) {
+                        Some(entries) => {
+                            let outcome = order.sent(&entries);
+                            self.queue.push_back(order.message(id, entries));
+                            outcome
+                        }
+                        None => order.unavailable(),
+                    }
+                }
+                PeerSend::OpenSnapshot { to, request_id } => {
+                    SendOutcome::SnapshotUnavailable { to, request_id }
+                }
+                PeerSend::SnapshotChunk(order) => order.unavailable(),
+            };
+            node.raft.on_send_outcome(outcome);
         }
-    }
-
-    /// Heartbeats to the peers in Replicate state, or (`to_all`, for a confirmation round
-    /// between heartbeats) to every peer, without a heartbeat tick.
-    fn send_heartbeats(&mut self, id: NodeId, to_all: bool) {
-        let node = self.nodes.get_mut(&id).expect("known node");
-        let term = node.raft.current_term();
-        let commit = node.raft.commit_index();
-        let peers: Vec<NodeId> = node.progress.keys().copied().collect();
-        for peer in peers {
-            let progress = node.progress.get_mut(&peer).expect("listed");
-            if !to_all {
-                progress.on_heartbeat_tick();
-            }
-            if to_all || progress.state() == crate::ProgressState::Replicate {
-                let matched = progress.matched();
-                let request_id = node.take_request_id();
-                self.queue.push_back(Envelope {
-                    from: id,
-                    to: peer,
-                    message: Message::AppendEntries(AppendEntries {
-                        term,
-                        prev_log_id: matched,
-                        entries: vec![],
-                        leader_commit: commit.min(matched.index),
-                        request_id,
-                    }),
-                });
-            }
-        }
-    }
-
-    fn replicate(&mut self, id: NodeId) {
-        let node = self.nodes.get_mut(&id).expect("known node");
-        if node.raft.role() != Role::Leader {
-            return;
-        }
-        let term = node.raft.current_term();
-        let commit = node.raft.commit_index();
-        let last = node.raft.last_log_id().index;
-        let mut next_request_id = node.next_request_id;
-        for (peer, progress) in node.progress.iter_mut() {
-            while let Some(range) = progress.next_send(last, 3) {
-                let entries: Vec<Entry> = node.disk.log
-                    [range.prev_index.0 as usize..range.last_index.0 as usize]
-                    .to_vec();
-                let prev_term = if range.prev_index == LogIndex::ZERO {
-                    Term::ZERO
-                } else {
-                    node.disk.log[range.prev_index.0 as usize - 1].term
-                };
-                progress.on_sent(range);
-                next_request_id += 1;
-                self.queue.push_back(Envelope {
-                    from: id,
-                    to: *peer,
-                    message: Message::AppendEntries(AppendEntries {
-                        term,
-                        prev_log_id: crate::LogId::new(prev_term, range.prev_index),
-                        entries,
-                        leader_commit: commit,
-                        request_id: next_request_id,
-                    }),
-                });
-            }
-        }
-        node.next_request_id = next_request_id;
     }
 
     /// Every node that is up holds the same applied prefix, and logs agree wherever they overlap

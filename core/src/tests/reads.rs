@@ -1,6 +1,6 @@
 //! ReadIndex and lease reads (§8, thesis §6.4).
 
-use super::{config, ids};
+use super::{carry_out, config, ids, succeed};
 use crate::tests::cluster::Cluster;
 use crate::{LeaseError, NodeId, NotLeader, ReadState, Role};
 
@@ -19,14 +19,20 @@ fn a_read_is_answered_only_after_a_majority_confirms_leadership() {
     let commit = raft.commit_index();
     raft.read_index(7).expect("leader");
     let ready = raft.take_ready();
-    let round = ready.confirm_round.expect("a confirmation round");
     assert!(ready.reads.is_empty(), "not before confirmation");
-    let term = raft.current_term();
+    // The round asks every peer with a heartbeat.
+    let sent = carry_out(raft, ready.sends);
     let peers: Vec<NodeId> = ids(3).into_iter().filter(|p| *p != leader).collect();
-    // An answer to an older round does not count.
-    raft.on_leadership_confirmed(peers[0], term, round - 1);
+    assert_eq!(
+        sent.iter().map(|(to, ..)| *to).collect::<Vec<_>>(),
+        peers,
+        "a heartbeat to each peer"
+    );
+    let (_, request_id, matched) = sent[0];
+    // An answer to a message sent before the round does not count.
+    succeed(raft, peers[0], request_id - 2, matched);
     assert!(raft.take_ready().reads.is_empty());
-    raft.on_leadership_confirmed(peers[0], term, round);
+    succeed(raft, peers[0], request_id, matched);
     assert_eq!(
         raft.take_ready().reads,
         vec![ReadState {
@@ -85,22 +91,25 @@ fn a_new_leader_defers_reads_until_it_commits_in_its_term() {
     );
     assert_eq!(raft.role(), Role::Leader);
     let blank = raft.last_log_id();
-    let _ = raft.take_ready();
+    assert_eq!(blank.term, term);
+    let first = raft.take_ready().sends;
+    let probes = carry_out(&mut raft, first);
     raft.read_index(5).expect("leader");
     let ready = raft.take_ready();
     assert_eq!(
-        (ready.confirm_round, ready.reads.len()),
-        (None, 0),
-        "waits for a commit"
+        (ready.sends.len(), ready.reads.len()),
+        (0, 0),
+        "waits for a commit: no round yet"
     );
     raft.on_log_flushed(blank);
-    raft.on_replication_report(NodeId(2), term, Some(blank));
+    let (_, probe, _) = probes[0];
+    succeed(&mut raft, NodeId(2), probe, blank);
     assert_eq!(raft.commit_index(), blank.index);
     let ready = raft.take_ready();
-    let round = ready
-        .confirm_round
-        .expect("the deferred read gets its round");
-    raft.on_leadership_confirmed(NodeId(2), term, round);
+    let round = carry_out(&mut raft, ready.sends);
+    assert_eq!(round.len(), 2, "the deferred read gets its round");
+    let (_, request_id, matched) = round[0];
+    succeed(&mut raft, NodeId(2), request_id, matched);
     assert_eq!(
         raft.take_ready().reads,
         vec![ReadState {
@@ -180,19 +189,19 @@ fn the_lease_runs_from_when_the_answered_heartbeat_was_sent() {
     let (mut cluster, leader) = leader_cluster(3);
     let raft = cluster.raft(leader.0);
     let _ = raft.take_ready();
-    let term = raft.current_term();
     let peers: Vec<NodeId> = ids(3).into_iter().filter(|p| *p != leader).collect();
     // A round is issued now; its answers are held back.
     raft.read_index(11).expect("leader");
-    let round = raft.take_ready().confirm_round.expect("a round");
+    let ready = raft.take_ready();
+    let held = carry_out(raft, ready.sends);
     let window = u64::from(raft.config().election_ticks_min / 2);
     for _ in 0..window {
         raft.tick();
     }
     let _ = raft.take_ready();
     // Answers to the old round arrive now: they prove contact as of the round's issue.
-    for peer in &peers {
-        raft.on_leadership_confirmed(*peer, term, round);
+    for (peer, request_id, matched) in held {
+        succeed(raft, peer, request_id, matched);
     }
     assert_eq!(
         raft.lease_read_index(0),
@@ -201,8 +210,10 @@ fn the_lease_runs_from_when_the_answered_heartbeat_was_sent() {
     );
     // A fresh round answered at once gives a lease again.
     raft.read_index(12).expect("leader");
-    let fresh = raft.take_ready().confirm_round.expect("a round");
-    raft.on_leadership_confirmed(peers[0], term, fresh);
+    let ready = raft.take_ready();
+    let fresh = carry_out(raft, ready.sends);
+    let (_, request_id, matched) = fresh[0];
+    succeed(raft, peers[0], request_id, matched);
     assert!(raft.lease_read_index(0).is_ok());
     // A driver whose clock ran past the ticks it delivered (a stalled thread) gets no lease.
     assert_eq!(
@@ -225,10 +236,56 @@ fn check_quorum_counts_a_peer_that_only_answers_snapshot_chunks() {
     let raft = cluster.raft(leader.0);
     let term = raft.current_term();
     let timeout = raft.config().election_ticks_min;
+    // The leader compacts its log, then finds that `peer` lost its data (its log ends before
+    // what it acknowledged): only a snapshot can catch it up.
+    let commit = raft.commit_index();
+    assert!(raft.compact_log(commit).is_some());
+    let _ = raft.take_ready();
+    let mut heartbeat = Vec::new();
+    while heartbeat.is_empty() {
+        raft.tick();
+        let ready = raft.take_ready();
+        heartbeat = carry_out(raft, ready.sends);
+        heartbeat.retain(|(to, ..)| *to == peer);
+    }
+    let (_, request_id, matched) = heartbeat[0];
+    raft.step(
+        peer,
+        crate::Message::AppendEntriesResponse(crate::AppendEntriesResponse {
+            term,
+            request_id,
+            outcome: crate::AppendOutcome::Reject {
+                rejected_prev_index: matched.index,
+                hint: crate::ConflictHint {
+                    conflict_term: None,
+                    first_index: crate::LogIndex(1),
+                },
+            },
+        }),
+    );
+    let ready = raft.take_ready();
+    assert_eq!(ready.peers_lost_data, vec![peer]);
+    assert!(
+        ready
+            .sends
+            .iter()
+            .any(|send| matches!(send, crate::PeerSend::OpenSnapshot { to, .. } if *to == peer)),
+        "a snapshot for {peer}: {:?}",
+        ready.sends
+    );
+    // From now on `peer` answers only snapshot chunks.
     for tick in 0..4 * timeout {
         raft.tick();
+        let _ = raft.take_ready();
         if tick % 3 == 0 {
-            raft.on_replication_report(peer, term, None);
+            raft.step(
+                peer,
+                crate::Message::InstallSnapshotResponse(crate::InstallSnapshotResponse {
+                    term,
+                    request_id: 0,
+                    outcome: crate::SnapshotOutcome::NextOffset(0),
+                }),
+            );
         }
     }
     assert_eq!(

@@ -244,19 +244,26 @@ fn only_current_term_entries_commit_by_counting() {
     assert_eq!(leader.last_log_id(), id(3, 4));
     leader.on_log_flushed(id(3, 4));
     // Entry 2 (term 2) reaches a majority: 1 (via its flush), 2, 3. Not committed.
-    leader.on_replication_report(NodeId(2), Term(4), Some(id(2, 2)));
-    leader.on_replication_report(NodeId(3), Term(4), Some(id(2, 2)));
+    super::succeed(&mut leader, NodeId(2), 1, id(2, 2));
+    super::succeed(&mut leader, NodeId(3), 1, id(2, 2));
     assert_eq!(leader.commit_index(), LogIndex(1));
     assert_eq!(leader.take_ready().commit_index, None);
     // Entry 3 (term 4) reaches a majority: now 2 commits with it.
-    leader.on_replication_report(NodeId(2), Term(4), Some(id(3, 4)));
+    super::succeed(&mut leader, NodeId(2), 1, id(3, 4));
     assert_eq!(leader.commit_index(), LogIndex(1));
-    leader.on_replication_report(NodeId(3), Term(4), Some(id(3, 4)));
+    super::succeed(&mut leader, NodeId(3), 1, id(3, 4));
     assert_eq!(leader.commit_index(), LogIndex(3));
     assert_eq!(leader.take_ready().commit_index, Some(LogIndex(3)));
     // Reports from an older term, or of entries the leader does not hold, change nothing.
-    leader.on_replication_report(NodeId(4), Term(3), Some(id(3, 4)));
-    leader.on_replication_report(NodeId(4), Term(4), Some(id(3, 9)));
+    leader.step(
+        NodeId(4),
+        Message::AppendEntriesResponse(crate::AppendEntriesResponse {
+            term: Term(3),
+            request_id: 1,
+            outcome: AppendOutcome::Success { matched: id(3, 4) },
+        }),
+    );
+    super::succeed(&mut leader, NodeId(4), 1, id(3, 9));
     assert_eq!(leader.matched().expect("leader").get(&NodeId(4)), None);
 }
 

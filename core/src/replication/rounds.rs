@@ -1,8 +1,7 @@
-//! The leadership-confirmation rounds a leader's driver waits on for one peer (thesis §6.4): the
-//! rules issue a round with every heartbeat and for reads between heartbeats
-//! (`Ready::confirm_round`); the first answer from the peer to a message numbered from the round's
-//! start on confirms it (`Raft::on_leadership_confirmed`). Kept per peer by the replicator actor,
-//! the simulator and the rules' test cluster alike.
+//! The leadership-confirmation rounds a leader waits on for one peer (thesis §6.4): the rules
+//! issue a round with every heartbeat and for reads between heartbeats; the first answer from the
+//! peer to a message numbered from the round's start on confirms it. Kept per peer in the
+//! leader's replication state (`replication/peer.rs`).
 
 use std::collections::VecDeque;
 

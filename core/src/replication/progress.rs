@@ -1,6 +1,6 @@
 //! A leader's view of one follower's log (Figure 2 "nextIndex", "matchIndex"), and the flow control
 //! of sending to it: probing for the match point one message at a time, then pipelining a bounded
-//! number of messages. Owned by that follower's replicator; pure, like the rest of the rules.
+//! number of messages. One per peer in the leader's replication state (`replication/peer.rs`).
 
 use crate::message::{AppendEntriesResponse, AppendOutcome, ConflictHint};
 use crate::types::{LogId, LogIndex, Term};
@@ -27,7 +27,7 @@ pub struct SendRange {
     pub last_index: LogIndex,
 }
 
-/// What an AppendEntries answer means for the node that owns the replicator.
+/// What an AppendEntries answer means for the leader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResponseEffect {
     /// The follower answered in the leader's term: it is alive, and `matched` (when it accepted) is
@@ -116,6 +116,37 @@ impl Progress {
         self.inflight_bytes
     }
 
+    /// The invariants of the leader's view of the follower, whose log ends at `last_index`:
+    /// `matched` is in the leader's log and before `next_index`, which is at most one past the
+    /// end; what is in flight is ascending, within `next_index`, counted in `inflight_bytes`.
+    pub fn check(&self, last_index: LogIndex) -> Result<(), String> {
+        let bytes: usize = self
+            .inflight
+            .iter()
+            .fold(0usize, |sum, (_, b)| sum.saturating_add(*b));
+        let ascending = self
+            .inflight
+            .iter()
+            .zip(self.inflight.iter().skip(1))
+            .all(|(a, b)| a.0 < b.0);
+        let holds = self.matched.index < self.next_index
+            && self.matched.index <= last_index
+            && self.next_index <= last_index.next()
+            && ascending
+            && self
+                .inflight
+                .back()
+                .is_none_or(|(last, _)| *last < self.next_index)
+            && bytes == self.inflight_bytes
+            && self.inflight.len() <= self.max_inflight
+            && (self.state == ProgressState::Replicate || self.inflight.is_empty());
+        if holds {
+            Ok(())
+        } else {
+            Err(format!("{self:?} (log ends at {last_index})"))
+        }
+    }
+
     /// What to send next, given the leader's last index and the most entries one message may carry;
     /// `None` when flow control says wait.
     pub fn next_send(&self, last_log_index: LogIndex, max_entries: u64) -> Option<SendRange> {
@@ -191,8 +222,11 @@ impl Progress {
             ProgressState::Replicate => {
                 self.next_index = self.next_index.max(self.matched.index.next());
             }
-            // A late answer to a message from before the snapshot began: it only moves `matched`.
-            ProgressState::Snapshot => {}
+            // A late answer to a message from before the snapshot began: it only moves `matched`
+            // (and `next_index` past it).
+            ProgressState::Snapshot => {
+                self.next_index = self.next_index.max(self.matched.index.next());
+            }
         }
         advanced
     }
@@ -214,6 +248,13 @@ impl Progress {
         self.probe_sent = false;
         self.clear_inflight();
         self.stalled_heartbeats = 0;
+    }
+
+    /// The snapshot could not be sent (none to open, or unreadable): probe again from what the
+    /// follower is known to hold.
+    pub fn on_snapshot_abandoned(&mut self) {
+        self.next_index = self.matched.index.next();
+        self.become_probe();
     }
 
     /// The follower installed a snapshot ending at `last_included`: it holds the leader's log up
