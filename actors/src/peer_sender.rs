@@ -72,7 +72,6 @@ pub struct PeerSender {
 }
 
 impl PeerSender {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         leader_id: NodeId,
         peer: NodeId,

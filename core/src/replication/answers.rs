@@ -118,11 +118,7 @@ impl Raft {
             ChunkAnswer::Contact => self.on_contact(from, None),
             ChunkAnswer::Next => {
                 self.on_contact(from, None);
-                if let Some((mut out, leader, ..)) = self.sending_parts() {
-                    if let Some(peer) = leader.peers.get_mut(&from) {
-                        out.snapshot_chunk(from, peer);
-                    }
-                }
+                self.send_snapshot_chunk(from);
             }
             ChunkAnswer::Installed(matched) => self.on_contact(from, Some(matched)),
         }
@@ -204,11 +200,7 @@ impl Raft {
                 }
                 sending.meta = Some(meta);
                 sending.offset = 0;
-                if let Some((mut out, leader, ..)) = self.sending_parts() {
-                    if let Some(peer) = leader.peers.get_mut(&to) {
-                        out.snapshot_chunk(to, peer);
-                    }
-                }
+                self.send_snapshot_chunk(to);
             }
             SendOutcome::SnapshotUnavailable { to, request_id } => {
                 let Some(peer) = leader.peers.get_mut(&to) else {

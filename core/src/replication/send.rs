@@ -29,18 +29,6 @@ pub enum PeerSend {
     SnapshotChunk(ChunkOrder),
 }
 
-impl PeerSend {
-    /// The peer this goes to.
-    pub fn to(&self) -> NodeId {
-        match self {
-            PeerSend::Message(envelope) => envelope.to,
-            PeerSend::Entries(order) => order.to,
-            PeerSend::OpenSnapshot { to, .. } => *to,
-            PeerSend::SnapshotChunk(order) => order.to,
-        }
-    }
-}
-
 /// Send the entries after `prev_log_id` up to `last_index` to `to`, in one AppendEntries. The
 /// driver may stop earlier, at its bound on a message's bytes (but sends at least one entry);
 /// the rules order nothing else for this peer until it reports what it sent.

@@ -265,6 +265,15 @@ impl Raft {
         }
     }
 
+    /// Send `to` the chunk of its snapshot at the current offset.
+    pub(super) fn send_snapshot_chunk(&mut self, to: NodeId) {
+        if let Some((mut out, leader, ..)) = self.sending_parts() {
+            if let Some(peer) = leader.peers.get_mut(&to) {
+                out.snapshot_chunk(to, peer);
+            }
+        }
+    }
+
     /// What the leader's sends need, borrowed apart: the outbox, the leader's state, the log's
     /// terms and the configuration. `None` unless leader.
     pub(super) fn sending_parts(
