@@ -11,7 +11,7 @@
 //! It runs on a plain tokio runtime (no actix System): each node then runs its actors on a thread
 //! of its own.
 
-use raftor::{Consistency, Error, LogIndex, NodeId, Raft, RaftNode, StateMachine};
+use raftor::{Consistency, Error, LogIndex, NodeId, RaftNode, RaftNodeBuilder, StateMachine};
 use std::time::Duration;
 
 /// The replicated state: a running total.
@@ -82,7 +82,7 @@ async fn run() -> Result<i64, Box<dyn std::error::Error>> {
 
     let mut nodes = Vec::new();
     for (id, _) in &peers {
-        let node = Raft::builder()
+        let node = RaftNodeBuilder::new()
             .id(*id)
             .peers(peers.clone())
             .data_dir(dir.path().join(format!("node-{id}")))

@@ -22,7 +22,7 @@
 //! ```
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use raftor::{Consistency, Error, LogIndex, NodeId, Raft, RaftNode, StateMachine};
+use raftor::{Consistency, Error, LogIndex, NodeId, RaftNode, RaftNodeBuilder, StateMachine};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -160,7 +160,7 @@ impl Service {
         http: SocketAddr,
         data_dir: PathBuf,
     ) -> Result<Service, Box<dyn std::error::Error>> {
-        let node = Raft::builder()
+        let node = RaftNodeBuilder::new()
             .id(id)
             .peers(peers)
             .data_dir(data_dir)

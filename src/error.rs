@@ -1,10 +1,11 @@
-//! What can go wrong when starting a node, proposing a command or reading.
+//! What can go wrong: [`StartError`] when a node starts, [`Error`] when a running node is asked
+//! something (a proposal, a read, a membership change...).
 
 use raftor_core::{LogIndex, NodeId};
 use thiserror::Error;
 
-/// An error of [`RaftNode`](crate::RaftNode) or its builder. Each variant says whether a command
-/// may still take effect; see [`Error::may_have_applied`].
+/// Why a call on a running [`RaftNode`](crate::RaftNode) failed. Each variant says whether a
+/// command may still take effect; see [`Error::may_have_applied`].
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -37,33 +38,9 @@ pub enum Error {
     /// A command or query could not be encoded, or an answer decoded.
     #[error("encoding: {0}")]
     Codec(String),
-    /// The builder was given an incomplete or inconsistent configuration.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// The data directory could not be created.
-    #[error("data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: String,
-        /// Why it could not be created.
-        source: std::io::Error,
-    },
-    /// The log store could not be opened or recovered.
-    #[error(transparent)]
-    Storage(#[from] raftor_storage::StorageError),
-    /// The Raft listener could not be bound, or the endpoint configuration is invalid.
-    #[error(transparent)]
-    Network(#[from] raftor_actors::network::tcp::NetworkError),
-    /// The actors could not start (a Raft configuration the rules refuse, or storage).
-    #[error(transparent)]
-    Start(#[from] raftor_actors::StartError),
     /// A snapshot could not be taken (none configured, nothing applied yet, or an IO error).
     #[error("snapshot: {0}")]
     Snapshot(String),
-    /// The dedicated actix thread could not be started (see
-    /// [`RaftNodeBuilder::start`](crate::RaftNodeBuilder::start)).
-    #[error("cannot start the node's thread: {0}")]
-    Thread(std::io::Error),
     /// The leader is handing leadership to `to` and takes no proposals or membership changes
     /// meanwhile; nothing was done. Retry shortly (on `to`, once it leads).
     #[error("leadership is being transferred to node {to}; nothing was done, retry shortly")]
@@ -102,6 +79,38 @@ pub enum Error {
         /// The leader this node saw last.
         leader: Option<NodeId>,
     },
+}
+
+/// Why [`RaftNodeBuilder::start`](crate::RaftNodeBuilder::start) could not start a node: nothing
+/// runs, and the data directory holds what it held before (or was just created, empty).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The builder was given an incomplete or inconsistent configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The data directory could not be created.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why it could not be created.
+        source: std::io::Error,
+    },
+    /// The log store could not be opened or recovered.
+    #[error(transparent)]
+    Storage(#[from] raftor_storage::StorageError),
+    /// The Raft listener could not be bound, or the endpoint configuration is invalid.
+    #[error(transparent)]
+    Network(#[from] raftor_actors::network::tcp::NetworkError),
+    /// The actors could not start (a Raft configuration the rules refuse, or storage).
+    #[error(transparent)]
+    Actors(#[from] raftor_actors::StartError),
+    /// The dedicated actix thread could not be started (see
+    /// [`RaftNodeBuilder::start`](crate::RaftNodeBuilder::start)), or ended before the node
+    /// started.
+    #[error("cannot start the node's thread: {0}")]
+    Thread(std::io::Error),
 }
 
 impl Error {

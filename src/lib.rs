@@ -5,7 +5,7 @@
 //!
 //! 1. Implement [`StateMachine`] with your own serde types for commands, results, queries and
 //!    snapshots.
-//! 2. Configure a node with [`Raft::builder`] (id, members, storage, timing) and
+//! 2. Configure a node with [`RaftNodeBuilder::new`] (id, members, storage, timing) and
 //!    [`start`](RaftNodeBuilder::start) it with your machine, in an actix System or any tokio
 //!    runtime.
 //! 3. Use the [`RaftNode`] handle: [`propose`](RaftNode::propose) commands,
@@ -17,7 +17,7 @@
 //!    [`shutdown`](RaftNode::shutdown).
 //!
 //! ```
-//! use raftor::{Consistency, LogIndex, NodeId, Raft, StateMachine};
+//! use raftor::{Consistency, LogIndex, NodeId, RaftNodeBuilder, StateMachine};
 //!
 //! #[derive(Default)]
 //! struct Counter(u64);
@@ -44,9 +44,9 @@
 //! }
 //!
 //! # #[actix_rt::main]
-//! # async fn main() -> Result<(), raftor::Error> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // A cluster of one, on an in-memory log: it elects itself.
-//! let node = Raft::builder()
+//! let node = RaftNodeBuilder::new()
 //!     .id(NodeId(1))
 //!     .peers([(NodeId(1), "127.0.0.1:0")])
 //!     .storage(raftor::storage::MemStorage::new())
@@ -62,44 +62,31 @@
 //! # }
 //! ```
 //!
-//! The key-value service ([`kv`], the HTTP API, the native protocol and [`Client`], the `raftor`
-//! binary) is built on this same API. The Raft rules are in `raftor-core`, the actors in
-//! `raftor-actors`, the log stores in `raftor-storage` ([`storage`] re-exports what a custom store
-//! needs).
+//! This crate is the library alone: it depends on the actors, the log stores and tokio, and
+//! nothing of HTTP, the command line, metrics export, the benchmark or the simulator. The
+//! replicated key-value service (`raftor-kv`: its state machine, native protocol and client, HTTP
+//! API and metrics) is built on this same API, and the `raftor` command (`raftor-cli`) on that.
+//! The Raft rules are in `raftor-core`, the actors in `raftor-actors`, the log stores in
+//! `raftor-storage` ([`storage`] re-exports what a custom store needs).
 
+mod builder;
+mod consistency;
 mod error;
+mod link;
+mod membership;
+mod own_thread;
+mod panic_guard;
 mod raft_node;
+mod start;
 pub mod state_machine;
 
-pub mod client;
-pub mod kv;
-pub mod protocol;
-
-// The binary's and the tests' own modules: not part of the library's API.
-#[doc(hidden)]
-pub mod bench;
-#[doc(hidden)]
-pub mod commands;
-#[doc(hidden)]
-pub mod config;
-#[doc(hidden)]
-pub mod http;
-#[doc(hidden)]
-pub mod local_cluster;
-#[doc(hidden)]
-pub mod metrics;
-#[doc(hidden)]
-pub mod server;
-#[doc(hidden)]
-pub mod service;
-#[doc(hidden)]
-pub mod sim_command;
-
-pub use client::{Client, ClientError, ClientOptions, WriteResult};
-pub use error::Error;
-pub use protocol::Consistency;
-pub use raft_node::{ClientHandler, Leadership, Raft, RaftNode, RaftNodeBuilder};
+pub use builder::RaftNodeBuilder;
+pub use consistency::Consistency;
+pub use error::{Error, StartError};
+pub use link::ClientHandler;
+pub use raft_node::RaftNode;
 pub use raftor_actors::snapshot::SnapshotPolicy;
+pub use raftor_actors::Leadership;
 pub use raftor_actors::NodeStatus;
 pub use raftor_core::{
     ConfChange, ConfState, LogId, LogIndex, Membership, NodeId, RaftConfig, Role, SnapshotMeta,

@@ -1,7 +1,7 @@
 //! The application's state machine, with its own serde types for commands, results, queries and
 //! snapshots.
 //!
-//! Implement [`StateMachine`] and hand it to [`Raft::builder`](crate::Raft::builder); the
+//! Implement [`StateMachine`] and hand it to [`RaftNodeBuilder::new`](crate::RaftNodeBuilder::new); the
 //! node encodes commands and queries with bincode, replicates the commands through the Raft log and
 //! applies each committed one, in log order, on every node. [`Encoded`] is the adapter underneath:
 //! it turns a typed machine into the byte-level machine the actors drive.
@@ -131,9 +131,11 @@ fn frame<T: Serialize>(result: Result<&T, String>) -> Bytes {
     }
 }
 
-/// Decodes what [`frame`] encoded: `Ok(value)`, `Err(Rejected(reason))` when the machine refused,
-/// `Err(Undecodable(reason))` when the bytes are not a framed `T`.
-pub(crate) fn unframe<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Unframed> {
+/// Decodes an answer of the byte-level machine ([`Encoded`]): `Ok(value)`,
+/// `Err(Rejected(reason))` when the machine refused the command or query,
+/// `Err(Undecodable(reason))` when the bytes are not a framed `T`. For a service that carries the
+/// answers' bytes itself (the key-value service's native protocol does).
+pub fn unframe<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Unframed> {
     match bincode::deserialize::<Result<T, String>>(bytes) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(reason)) => Err(Unframed::Rejected(reason)),
@@ -143,7 +145,7 @@ pub(crate) fn unframe<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Unframed> 
 
 /// Why a framed answer holds no value.
 #[derive(Debug)]
-pub(crate) enum Unframed {
+pub enum Unframed {
     /// The state machine's side refused (the command or query did not decode there).
     Rejected(String),
     /// The answer itself did not decode (a different version of the types).

@@ -1,9 +1,11 @@
-//! The embedding API (`Raft::builder`, `RaftNode`) with a state machine of the test's own: three
+//! The embedding API (`RaftNodeBuilder`, `RaftNode`) with a state machine of the test's own: three
 //! nodes on an in-memory network and in-memory logs, in one actix System on tokio's paused clock.
 
 use raftor::storage::MemStorage;
 use raftor::testing::{MemoryNetwork, NetworkControl};
-use raftor::{Consistency, Error, LogIndex, NodeId, Raft, RaftNode, Role, StateMachine};
+use raftor::{
+    Consistency, Error, LogIndex, NodeId, RaftNode, RaftNodeBuilder, Role, StartError, StateMachine,
+};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
@@ -81,7 +83,7 @@ async fn start_cluster(network: &actix::Addr<MemoryNetwork>) -> Vec<RaftNode<Jou
     let members: Vec<(NodeId, String)> = (1..=3).map(|i| (NodeId(i), format!("mem-{i}"))).collect();
     let mut nodes = Vec::new();
     for (id, _) in &members {
-        let node = Raft::builder()
+        let node = RaftNodeBuilder::new()
             .id(*id)
             .peers(members.clone())
             .storage(MemStorage::new())
@@ -277,13 +279,13 @@ fn a_command_the_state_machine_cannot_decode_is_refused_on_every_node() {
 #[test]
 fn the_builder_refuses_bad_configurations() {
     run_paused(|| async {
-        let config_error = |result: Result<RaftNode<Journal>, Error>| match result {
-            Err(Error::Config(message)) => message,
+        let config_error = |result: Result<RaftNode<Journal>, StartError>| match result {
+            Err(StartError::Config(message)) => message,
             Err(other) => panic!("expected a configuration error, got {other}"),
             Ok(_) => panic!("expected a configuration error, got a node"),
         };
         let message = config_error(
-            Raft::builder()
+            RaftNodeBuilder::new()
                 .peers([(NodeId(1), "127.0.0.1:0")])
                 .storage(MemStorage::new())
                 .start(Journal::default())
@@ -291,7 +293,7 @@ fn the_builder_refuses_bad_configurations() {
         );
         assert!(message.contains("id"), "{message}");
         let message = config_error(
-            Raft::builder()
+            RaftNodeBuilder::new()
                 .id(NodeId(4))
                 .peers([(NodeId(1), "127.0.0.1:0")])
                 .storage(MemStorage::new())
@@ -300,7 +302,7 @@ fn the_builder_refuses_bad_configurations() {
         );
         assert!(message.contains("not among the peers"), "{message}");
         let message = config_error(
-            Raft::builder()
+            RaftNodeBuilder::new()
                 .id(NodeId(1))
                 .peers([(NodeId(1), "127.0.0.1:0")])
                 .start(Journal::default())
@@ -308,7 +310,7 @@ fn the_builder_refuses_bad_configurations() {
         );
         assert!(message.contains("storage"), "{message}");
         let message = config_error(
-            Raft::builder()
+            RaftNodeBuilder::new()
                 .id(NodeId(1))
                 .peers([(NodeId(1), "node1:7001")])
                 .storage(MemStorage::new())
@@ -317,7 +319,7 @@ fn the_builder_refuses_bad_configurations() {
         );
         assert!(message.contains("listen"), "{message}");
         let message = config_error(
-            Raft::builder()
+            RaftNodeBuilder::new()
                 .id(NodeId(1))
                 .peers([(NodeId(1), "127.0.0.1:0")])
                 .storage(MemStorage::new())

@@ -5,7 +5,7 @@
 //!
 //! One test in this binary, so that the process's thread count is the node's doing alone.
 
-use raftor::{Consistency, LogIndex, NodeId, Raft, RaftNode, StateMachine};
+use raftor::{Consistency, LogIndex, NodeId, RaftNode, RaftNodeBuilder, StateMachine};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -49,7 +49,7 @@ fn settle_to(baseline: usize) -> usize {
 
 /// A one-node cluster on `addr` (port 0 the first time) over `dir`.
 async fn start(addr: SocketAddr, dir: &Path) -> RaftNode<Sum> {
-    let node = Raft::builder()
+    let node = RaftNodeBuilder::new()
         .id(NodeId(1))
         .peers([(NodeId(1), addr.to_string())])
         .data_dir(dir)

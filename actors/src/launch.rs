@@ -11,7 +11,10 @@ use crate::error::{
 use crate::log_store::{LogStoreActor, SharedLog};
 use crate::messages::{LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown, TakeSnapshot};
 use crate::network::tcp::UpdatePeers;
-use crate::node::{ChangeMembership, GetStatus, NodeActor, NodeLinks, NodeStatus, TransferLeader};
+use crate::node::{
+    ChangeMembership, GetStatus, Leadership, NodeActor, NodeLinks, NodeStatus, TransferLeader,
+    Watchers,
+};
 use crate::peer_sender::ReplicationLimits;
 use crate::snapshot::SnapshotOptions;
 use crate::state_machine::StateMachine;
@@ -21,7 +24,7 @@ use bytes::Bytes;
 use raftor_core::{ConfChange, Membership, NodeId, Raft, RaftConfig, SnapshotMeta};
 use raftor_storage::LogStorage;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// Everything that shapes one node besides its storage, state machine and transport.
 #[derive(Clone)]
@@ -192,11 +195,12 @@ impl PendingNode {
             cache,
             snapshots: options.snapshots.clone(),
         };
-        let node = NodeActor::new(raft, options.tick, options.limits, links);
+        let (node, watchers) = NodeActor::new(raft, options.tick, options.limits, links);
         let node_addr = self.context.run(node);
         Ok(NodeHandle {
             id,
             node: node_addr,
+            watchers,
             applier,
             log_store: log_stopped,
             log_arbiter,
@@ -208,6 +212,8 @@ impl PendingNode {
 pub struct NodeHandle {
     id: NodeId,
     node: Addr<NodeActor>,
+    /// Leadership and configuration as the node pushes them.
+    watchers: Watchers,
     applier: Addr<Applier>,
     /// Only to see whether the log store is still running (see [`NodeHandle::stopped`]).
     log_store: Recipient<Shutdown>,
@@ -225,6 +231,18 @@ impl NodeHandle {
             .send(Propose { command })
             .await
             .unwrap_or(Err(ProposeError::Shutdown))
+    }
+
+    /// Who leads as this node sees it, updated as it changes; `changed()` fails once the node
+    /// has stopped.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.watchers.leadership.clone()
+    }
+
+    /// The configuration in force on this node, updated as it changes; `changed()` fails once
+    /// the node has stopped.
+    pub fn membership(&self) -> watch::Receiver<Membership> {
+        self.watchers.membership.clone()
     }
 
     /// The node's status, or `None` if it has stopped.

@@ -4,7 +4,7 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use raftor_actors::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
 use raftor_actors::network::tcp::{
-    self, EndpointConfig, GetStats, NetworkError, Shutdown, TcpEndpoint,
+    self, CloseEndpoint, EndpointConfig, GetStats, NetworkError, TcpEndpoint,
 };
 use raftor_actors::transport::{Inbound, Outbound};
 use raftor_core::{
@@ -333,7 +333,7 @@ async fn a_restarted_peer_is_reached_again() {
     let mut two = start_node(2, loopback(port_two), &[(1, "127.0.0.1:1".into())]).await;
     one.endpoint.do_send(Outbound(vote(1, 2, 1)));
     assert_eq!(two.next().await, vote(1, 2, 1));
-    two.endpoint.send(Shutdown).await.expect("shutdown");
+    two.endpoint.send(CloseEndpoint).await.expect("shutdown");
     drop(two);
 
     let mut two = start_node(2, loopback(port_two), &[(1, "127.0.0.1:1".into())]).await;
@@ -431,9 +431,9 @@ async fn invalid_config_is_reported() {
 async fn shutdown_frees_the_port() {
     let (one, two) = pair().await;
     one.endpoint.do_send(Outbound(vote(1, 2, 1)));
-    two.endpoint.send(Shutdown).await.expect("shutdown");
+    two.endpoint.send(CloseEndpoint).await.expect("shutdown");
     std::net::TcpListener::bind(two.addr).expect("the port is free again");
-    one.endpoint.send(Shutdown).await.expect("shutdown");
+    one.endpoint.send(CloseEndpoint).await.expect("shutdown");
     std::net::TcpListener::bind(one.addr).expect("the port is free again");
 }
 

@@ -122,7 +122,7 @@ pub enum NetworkError {
 /// connections and its writer tasks.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub struct CloseEndpoint;
 
 /// The members changed: send to `members` (this node aside) only, at the address given in
 /// `addresses`, or at the one already known for a member with none given. Ignored when `members`
@@ -409,10 +409,10 @@ impl Handler<UpdatePeers> for TcpEndpoint {
     }
 }
 
-impl Handler<Shutdown> for TcpEndpoint {
+impl Handler<CloseEndpoint> for TcpEndpoint {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> ResponseFuture<()> {
+    fn handle(&mut self, _: CloseEndpoint, ctx: &mut Context<Self>) -> ResponseFuture<()> {
         tracing::info!(node = %self.config.node_id, "tcp endpoint shutting down");
         self.cancel.cancel();
         self.writers.clear();

@@ -10,12 +10,15 @@
 //! - `status.rs`: what the node reports about itself.
 
 mod persist;
+mod published;
 mod reads;
 mod ready;
 mod sends;
 mod snapshot_in;
 mod status;
 
+pub use published::Leadership;
+pub(crate) use published::Watchers;
 pub use status::{GetStatus, NodeStatus};
 
 use crate::applier::Applier;
@@ -35,6 +38,7 @@ use actix::{
     ResponseFuture,
 };
 use bytes::Bytes;
+use published::Published;
 use raftor_core::{ConfChange, Envelope, LogIndex, LogWrite, NodeId, Raft, Standing};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -118,6 +122,8 @@ pub struct NodeActor {
     /// How many of the leader's latest writes in a row found nothing else in flight (every
     /// earlier entry committed): a client waiting for each write before the next.
     sequential_writes: u32,
+    /// Leadership and configuration for the node's watchers, updated with every `Ready`.
+    published: Published,
 }
 
 /// Carry out the rules' `Ready` (sent by the node to itself once its mailbox is empty).
@@ -131,8 +137,9 @@ impl NodeActor {
         tick: Duration,
         limits: ReplicationLimits,
         links: NodeLinks,
-    ) -> Self {
-        NodeActor {
+    ) -> (Self, Watchers) {
+        let (published, watchers) = Published::new(&raft);
+        let node = NodeActor {
             raft,
             tick,
             clock_start: Instant::now(),
@@ -154,7 +161,9 @@ impl NodeActor {
             ready_scheduled: false,
             deferred_write: None,
             sequential_writes: 0,
-        }
+            published,
+        };
+        (node, watchers)
     }
 
     /// Process the `Ready` once every message already in the mailbox has been handled (actix

@@ -14,6 +14,7 @@ impl NodeActor {
     /// messages once it is durable), then leadership changes, replication and application.
     pub(super) fn process_ready(&mut self, ctx: &mut Context<Self>) {
         let ready = self.raft.take_ready();
+        self.publish();
         if !self.waiters.is_empty() {
             // Ahead of any Commit that could cover their entries: the applier's mailbox keeps order.
             self.links

@@ -1,0 +1,139 @@
+//! The embedded cluster `raftor bench` drives when it is given no endpoints: real nodes (TCP on
+//! loopback, RocksDB with synced writes in a temporary directory), each on a thread with an actix
+//! System of its own, so they share no event loop, as separate processes would not.
+
+use super::Protocol;
+use raftor_kv::local_cluster::local_node_config;
+use raftor_kv::server::start_node;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// One node's thread, and how to stop it.
+struct NodeThread {
+    raft_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub(super) struct EmbeddedCluster {
+    nodes: Vec<NodeThread>,
+    /// Removed when the cluster is dropped (after the nodes stopped).
+    _dir: tempfile::TempDir,
+}
+
+/// `count` consecutive loopback ports that are free right now (briefly bound to check).
+fn free_port_base(count: u16) -> Result<u16, String> {
+    for _ in 0..50 {
+        let probe = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+        let base = probe.local_addr().map_err(|e| e.to_string())?.port();
+        drop(probe);
+        // Node i listens on base + i: check base + 1 ..= base + count.
+        let Some(last) = base.checked_add(count) else {
+            continue;
+        };
+        let all_free = (base + 1..=last).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if all_free {
+            return Ok(base);
+        }
+    }
+    Err("could not find free loopback ports for the embedded cluster".into())
+}
+
+impl EmbeddedCluster {
+    /// Start `count` nodes and return once each listens (a leader is elected shortly after).
+    pub(super) fn start(count: u64, protocol: Protocol) -> Result<EmbeddedCluster, String> {
+        // The free ports were only free when probed: another program may take one before a node
+        // binds it. Try again on other ports a few times before giving up.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            match EmbeddedCluster::start_once(count, protocol) {
+                Ok(cluster) => return Ok(cluster),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
+    }
+
+    fn start_once(count: u64, protocol: Protocol) -> Result<EmbeddedCluster, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("raftor-bench-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let width = u16::try_from(count).map_err(|_| "too many nodes".to_string())?;
+        let base = free_port_base(width)?;
+        let http_base = match protocol {
+            Protocol::Http => Some(free_port_base(width)?),
+            Protocol::Native => None,
+        };
+        let mut nodes = Vec::new();
+        for id in 1..=count {
+            let config = local_node_config(id, count, base, http_base, dir.path());
+            let (started_tx, started_rx) = mpsc::channel();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("raftor-node-{id}"))
+                .spawn(move || {
+                    let system = actix::System::new();
+                    system.block_on(async move {
+                        match start_node(&config).await {
+                            Ok(node) => {
+                                let _ = started_tx.send(Ok((node.raft_addr, node.http_addr)));
+                                let _ = stop_rx.await;
+                                node.shutdown().await;
+                            }
+                            Err(error) => {
+                                let _ = started_tx.send(Err(format!("node {id}: {error}")));
+                            }
+                        }
+                    });
+                })
+                .map_err(|e| format!("cannot start a thread: {e}"))?;
+            let started = started_rx
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| format!("node {id} did not start"))
+                .and_then(|started| started);
+            match started {
+                Ok((raft_addr, http_addr)) => nodes.push(NodeThread {
+                    raft_addr,
+                    http_addr,
+                    stop: Some(stop_tx),
+                    thread: Some(thread),
+                }),
+                Err(error) => {
+                    let cluster = EmbeddedCluster { nodes, _dir: dir };
+                    cluster.stop();
+                    return Err(error);
+                }
+            }
+        }
+        Ok(EmbeddedCluster { nodes, _dir: dir })
+    }
+
+    /// The addresses the load is sent to: Raft addresses (native) or HTTP addresses.
+    pub(super) fn endpoints(&self, protocol: Protocol) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| match (protocol, node.http_addr) {
+                (Protocol::Http, Some(http)) => http.to_string(),
+                _ => node.raft_addr.to_string(),
+            })
+            .collect()
+    }
+
+    /// Stop every node and wait for its thread.
+    pub(super) fn stop(mut self) {
+        for node in &mut self.nodes {
+            if let Some(stop) = node.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        for node in &mut self.nodes {
+            if let Some(thread) = node.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `raftor bench`: drive a cluster with a closed-loop load and report throughput, latency
+//! percentiles (HDR histogram) and the replication rate to the followers.
+//!
+//! With no `--endpoints` it starts an embedded 3-node cluster first (real TCP on loopback, RocksDB
+//! with synced writes in a temporary directory), each node on a thread and actix System of its own,
+//! as separate processes would be. With `--endpoints` it drives a running cluster (for instance the
+//! docker-compose one).
+
+mod embedded;
+mod http_load;
+mod load;
+mod report;
+
+use clap::{Args, ValueEnum};
+use raftor_kv::protocol::{Consistency, StatusReport};
+use report::{BenchReport, NodeFigures};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How the load reaches the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// The native protocol (length-prefixed bincode frames on the Raft port), via `raftor_kv::Client`.
+    Native,
+    /// The HTTP API (`PUT`/`GET /v1/kv/{key}`), one keep-alive connection per client.
+    Http,
+}
+
+/// `raftor bench` flags.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The cluster to drive: its members' Raft addresses (native) or HTTP addresses (http),
+    /// host:port,... Without it, an embedded 3-node cluster is started and driven.
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// How many clients run at once, each one request at a time (closed loop).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub clients: u64,
+    /// How long to run, in seconds (ignored when --requests is given).
+    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
+    pub duration: f64,
+    /// Stop after this many requests in all, instead of after --duration.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+    /// The size of each written value, in bytes.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(0..=64 * 1024 * 1024))]
+    pub value_size: u64,
+    /// How many distinct keys the load touches (chosen at random).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// The share of requests that are reads, from 0 (all writes) to 1 (all reads).
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    pub read_ratio: f64,
+    /// How fresh reads must be: linearizable, lease or local.
+    #[arg(long, default_value = "linearizable")]
+    pub consistency: Consistency,
+    /// native (default) or http.
+    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    pub protocol: Protocol,
+    /// Print one JSON record instead of the human-readable report.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait, in seconds, for the cluster to take a first write before the load starts.
+    #[arg(long, default_value_t = 20.0, value_parser = positive_seconds)]
+    pub wait: f64,
+    /// Seeds the choice of keys and of reads versus writes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(seconds),
+        _ => Err(format!(
+            "'{text}' is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("'{text}' is not a ratio between 0 and 1")),
+    }
+}
+
+/// Run the benchmark; exit 0 when it ran (even with failed requests, which it reports), 1 when it
+/// could not run at all.
+pub fn run_command(args: &BenchArgs) -> ExitCode {
+    match run(args) {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string(&report) {
+                    Ok(line) => println!("{line}"),
+                    Err(error) => {
+                        eprintln!("raftor bench: cannot encode the report: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", report.human());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("raftor bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &BenchArgs) -> Result<BenchReport, String> {
+    let cluster = if args.endpoints.is_empty() {
+        Some(embedded::EmbeddedCluster::start(3, args.protocol)?)
+    } else {
+        None
+    };
+    let endpoints = match &cluster {
+        Some(cluster) => cluster.endpoints(args.protocol),
+        None => args.endpoints.clone(),
+    };
+    let system = actix::System::new();
+    let result = system.block_on(drive(args, endpoints, cluster.is_some()));
+    if let Some(cluster) = cluster {
+        cluster.stop();
+    }
+    result
+}
+
+async fn drive(
+    args: &BenchArgs,
+    endpoints: Vec<String>,
+    embedded: bool,
+) -> Result<BenchReport, String> {
+    let mut target = load::Target::new(args.protocol, &endpoints)?;
+    target
+        .wait_until_writable(Duration::from_secs_f64(args.wait))
+        .await?;
+    let before = target.statuses().await;
+    let outcome = load::run(args, &target).await;
+    let after = target.statuses().await;
+    let elapsed = outcome.elapsed.as_secs_f64().max(f64::EPSILON);
+
+    let mut nodes = Vec::new();
+    for (endpoint, after) in endpoints.iter().zip(&after) {
+        let Some(after) = after else {
+            nodes.push(NodeFigures::unreachable(endpoint));
+            continue;
+        };
+        let before = before.iter().flatten().find(|status| status.id == after.id);
+        nodes.push(NodeFigures::between(endpoint, before, after, elapsed));
+    }
+    let leader = after.iter().flatten().find(|s| s.role == "leader");
+    Ok(BenchReport::new(
+        args,
+        embedded,
+        endpoints.len(),
+        leader.map(|status: &StatusReport| status.id),
+        outcome,
+        nodes,
+    ))
+}

@@ -1,0 +1,161 @@
+//! The `raftor` command: run a node, or a local cluster.
+
+mod bench;
+mod commands;
+mod sim;
+
+use crate::commands::ClientCommand;
+use clap::{Parser, Subcommand};
+use raftor_kv::config::ServeArgs;
+use raftor_kv::local_cluster::{start_local_cluster, watch_leader};
+use raftor_kv::server::start_node;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "raftor",
+    version,
+    about = "Raft consensus built from actors, durable in RocksDB"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one node of a cluster.
+    Serve(Box<ServeArgs>),
+    /// Run a local cluster in this process (loopback TCP, RocksDB under --data-dir) until Ctrl-C.
+    Cluster {
+        /// How many nodes.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+        nodes: u64,
+        /// Where the nodes keep their data (one directory per node inside).
+        #[arg(long, default_value = "./raftor-data")]
+        data_dir: PathBuf,
+        /// Node i listens for Raft traffic (and the native client protocol) on
+        /// 127.0.0.1:(base-port + i).
+        #[arg(long, default_value_t = 17100)]
+        base_port: u16,
+        /// Node i serves HTTP on 127.0.0.1:(http-base-port + i).
+        #[arg(long, default_value_t = 18100)]
+        http_base_port: u16,
+    },
+    /// Benchmark a cluster: an embedded 3-node one (the default) or a running one (--endpoints).
+    Bench(crate::bench::BenchArgs),
+    /// Run the deterministic simulator of the Raft rules over a range of seeds.
+    Sim(crate::sim::SimArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Client(command) => command,
+        Command::Sim(args) => return crate::sim::run_command(&args),
+        Command::Bench(args) => {
+            // The nodes' own logs would interleave with the report: warnings and errors only.
+            init_logging("warn");
+            return crate::bench::run_command(&args);
+        }
+        server => return run_server(server),
+    };
+    // Client commands print results, not logs: only warnings and errors are logged.
+    init_logging("warn");
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("raftor: cannot start a runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(crate::commands::run(command))
+}
+
+/// `serve` and `cluster`: run the actor system until a shutdown signal.
+fn run_server(command: Command) -> ExitCode {
+    init_logging("info");
+    let system = actix::System::new();
+    let result = system.block_on(run(command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("raftor: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ctrl-C, or SIGTERM (what `docker stop` sends).
+async fn wait_for_shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                biased;
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve(args) => {
+            let config = args.resolve().map_err(|e| e.to_string())?;
+            let node = start_node(&config).await.map_err(|e| e.to_string())?;
+            let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
+            tracing::info!(node = %config.id, raft = %node.raft_addr, http = %http, data_dir = %config.data_dir.display(), "serving; Ctrl-C to stop");
+            wait_for_shutdown_signal().await;
+            node.shutdown().await;
+            Ok(())
+        }
+        Command::Cluster {
+            nodes,
+            data_dir,
+            base_port,
+            http_base_port,
+        } => {
+            let running = start_local_cluster(nodes, base_port, Some(http_base_port), &data_dir)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(nodes, data_dir = %data_dir.display(), "local cluster started; Ctrl-C to stop");
+            for node in &running {
+                let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
+                tracing::info!(node = %node.handle.id(), raft = %node.raft_addr, http = %http, "node listening");
+            }
+            tokio::select! {
+                biased;
+                _ = wait_for_shutdown_signal() => {}
+                _ = watch_leader(&running) => {}
+            }
+            for node in &running {
+                node.shutdown().await;
+            }
+            Ok(())
+        }
+        Command::Client(_) | Command::Sim(_) | Command::Bench(_) => {
+            Err("client, sim and bench commands run without the serving actor system".into())
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! `raftor serve` configuration: flags, `RAFTOR_*` environment variables and a TOML file, resolved
+//! into one checked [`NodeConfig`]. Flags and variables win over the file; the file over defaults.
+
+use clap::Args;
+use raftor_core::NodeId;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The flags of `raftor serve` (each also read from a `RAFTOR_*` environment variable).
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// This node's id: a positive integer, one of the ids in --peers (or, with --join, an id the
+    /// cluster has never used).
+    #[arg(long, env = "RAFTOR_ID")]
+    pub id: Option<u64>,
+    /// Address to listen on for Raft traffic from peers, e.g. 0.0.0.0:7001.
+    #[arg(long, env = "RAFTOR_LISTEN")]
+    pub listen: Option<String>,
+    /// The founding members of a new cluster, this node included: id=host:port,... (host may be
+    /// a DNS name). Not with --join.
+    #[arg(long, env = "RAFTOR_PEERS")]
+    pub peers: Option<String>,
+    /// Join a running cluster instead: start with no members and ask the member whose HTTP API
+    /// is at this host:port to add this node as a learner, promoted once caught up (retried until
+    /// accepted). A node that restarts on its data directory is already a member and does not ask
+    /// again.
+    #[arg(long, env = "RAFTOR_JOIN", conflicts_with = "peers")]
+    pub join: Option<String>,
+    /// With --join: the Raft address the other members reach this node at (default: --listen,
+    /// which must then not be 0.0.0.0 or [::]).
+    #[arg(long, env = "RAFTOR_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Address for the HTTP API, e.g. 0.0.0.0:8080 (off when not given).
+    #[arg(long, env = "RAFTOR_HTTP")]
+    pub http: Option<String>,
+    /// Threads of their own serving HTTP (default 0: HTTP is served on the node's thread, so a
+    /// request reaches the node without crossing threads; give N >= 1 on a machine with cores to
+    /// spare).
+    #[arg(long, env = "RAFTOR_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+    /// The largest value accepted, in bytes (default 1048576); larger is refused with 413.
+    #[arg(long, env = "RAFTOR_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Directory for this node's RocksDB data.
+    #[arg(long, env = "RAFTOR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Name of the cluster; a node refuses peers and data directories of another cluster.
+    #[arg(long, env = "RAFTOR_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Length of one tick of the Raft clock in milliseconds (default 10).
+    #[arg(long, env = "RAFTOR_TICK_MS")]
+    pub tick_ms: Option<u64>,
+    /// Minimum election timeout in milliseconds (default 150).
+    #[arg(long, env = "RAFTOR_ELECTION_MIN_MS")]
+    pub election_min_ms: Option<u64>,
+    /// Maximum election timeout in milliseconds (default 300).
+    #[arg(long, env = "RAFTOR_ELECTION_MAX_MS")]
+    pub election_max_ms: Option<u64>,
+    /// Heartbeat interval in milliseconds (default 50).
+    #[arg(long, env = "RAFTOR_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Disable pre-vote (on by default).
+    #[arg(long, env = "RAFTOR_NO_PRE_VOTE")]
+    pub no_pre_vote: bool,
+    /// The leader promotes a node that joined (`--join`, or `members add --promote`) once its
+    /// log is within this many entries of the leader's (default 64).
+    #[arg(long, env = "RAFTOR_PROMOTE_LAG")]
+    pub promote_lag: Option<u64>,
+    /// Take a snapshot and compact the log every this many applied entries (default 100000;
+    /// 0: not by count).
+    #[arg(long, env = "RAFTOR_SNAPSHOT_ENTRIES")]
+    pub snapshot_entries: Option<u64>,
+    /// ...or every this many bytes of applied commands (default 536870912; 0: not by size).
+    #[arg(long, env = "RAFTOR_SNAPSHOT_BYTES")]
+    pub snapshot_bytes: Option<u64>,
+    /// Entries kept in the log behind the newest snapshot (default 10000).
+    #[arg(long, env = "RAFTOR_SNAPSHOT_TRAILING")]
+    pub snapshot_trailing: Option<u64>,
+    /// A TOML file with any of the settings above (snake_case keys, e.g. data_dir = "/data").
+    #[arg(long, env = "RAFTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The same settings, as a TOML file gives them.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    listen: Option<String>,
+    http: Option<String>,
+    http_workers: Option<usize>,
+    max_value_bytes: Option<usize>,
+    peers: Option<String>,
+    join: Option<String>,
+    advertise: Option<String>,
+    data_dir: Option<PathBuf>,
+    cluster_id: Option<String>,
+    tick_ms: Option<u64>,
+    election_min_ms: Option<u64>,
+    election_max_ms: Option<u64>,
+    heartbeat_ms: Option<u64>,
+    pre_vote: Option<bool>,
+    promote_lag: Option<u64>,
+    snapshot_entries: Option<u64>,
+    snapshot_bytes: Option<u64>,
+    snapshot_trailing: Option<u64>,
+}
+
+/// A node's resolved, checked configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    /// Where the HTTP API listens, if anywhere.
+    pub http: Option<SocketAddr>,
+    pub http_workers: usize,
+    pub max_value_bytes: usize,
+    /// The founding members' Raft addresses, this node included; empty for a node that joins.
+    pub peers: BTreeMap<NodeId, String>,
+    /// For a node that joins a running cluster (then `peers` is empty).
+    pub join: Option<JoinConfig>,
+    pub data_dir: PathBuf,
+    pub cluster_id: String,
+    pub tick_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    pub heartbeat_ms: u64,
+    pub pre_vote: bool,
+    /// How close to the leader's log a learner marked for promotion must be to be promoted.
+    pub promote_lag: u64,
+    /// When to snapshot and compact the log.
+    pub snapshots: raftor::SnapshotPolicy,
+}
+
+/// How a node joins a running cluster (`raftor serve --join`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinConfig {
+    /// The base URL of a member's HTTP API (`http://10.0.0.1:8080`) to ask to add this node, and
+    /// to learn the members' Raft addresses from; `None`: someone else adds it.
+    pub url: Option<String>,
+    /// The Raft address the members reach this node at.
+    pub advertise: String,
+    /// The members' Raft addresses, when known beforehand (else asked from `url` at the first
+    /// start).
+    pub members: BTreeMap<NodeId, String>,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("missing setting: --{0} (or RAFTOR_{1}, or `{0}` in the config file)")]
+    Missing(&'static str, &'static str),
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("bad config file {path}: {message}")]
+    ParseFile { path: String, message: String },
+    #[error("bad --listen address '{0}': expected host:port with an IP, e.g. 0.0.0.0:7001")]
+    Listen(String),
+    #[error("bad --http address '{0}': expected host:port with an IP, e.g. 0.0.0.0:8080")]
+    Http(String),
+    #[error("bad limit: {0}")]
+    Limit(String),
+    #[error("bad --peers entry '{0}': expected id=host:port, e.g. 1=10.0.0.1:7001")]
+    Peer(String),
+    #[error("node id {0} appears twice in --peers")]
+    DuplicatePeer(u64),
+    #[error("node id must be a positive integer")]
+    ZeroId,
+    #[error("node id {id} is not in --peers (members: {members})")]
+    NotAMember { id: u64, members: String },
+    #[error("bad timing: {0}")]
+    Timing(String),
+    #[error("--join and --peers exclude each other: a node that joins learns the members from the cluster")]
+    JoinWithPeers,
+    #[error(
+        "bad --join address '{0}': expected a member's HTTP address, host:port or http://host:port"
+    )]
+    Join(String),
+    #[error("bad --advertise address '{0}': {1}")]
+    Advertise(String, String),
+}
+
+/// Whether `text` is `host:port` with a non-empty host and a port number.
+fn is_host_port(text: &str) -> bool {
+    text.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+impl ServeArgs {
+    /// Resolve flags (and environment) over the config file over defaults, and check the result.
+    pub fn resolve(&self) -> Result<NodeConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let id = self
+            .id
+            .or(file.id)
+            .ok_or(ConfigError::Missing("id", "ID"))?;
+        if id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        let listen_text = self
+            .listen
+            .clone()
+            .or(file.listen)
+            .ok_or(ConfigError::Missing("listen", "LISTEN"))?;
+        let listen = listen_text
+            .parse()
+            .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
+        let peers_text = self.peers.clone().or(file.peers);
+        let join_text = self.join.clone().or(file.join);
+        let (peers, join) = match (peers_text, join_text) {
+            (Some(_), Some(_)) => return Err(ConfigError::JoinWithPeers),
+            (None, None) => return Err(ConfigError::Missing("peers", "PEERS")),
+            (Some(peers), None) => (parse_peers(&peers)?, None),
+            (None, Some(join)) => {
+                let host_port = join
+                    .strip_prefix("http://")
+                    .unwrap_or(&join)
+                    .trim_end_matches('/');
+                if !is_host_port(host_port) {
+                    return Err(ConfigError::Join(join));
+                }
+                let advertise = match self.advertise.clone().or(file.advertise) {
+                    Some(advertise) if is_host_port(&advertise) => advertise,
+                    Some(advertise) => {
+                        return Err(ConfigError::Advertise(
+                            advertise,
+                            "expected host:port, e.g. node4:7001".into(),
+                        ))
+                    }
+                    None => {
+                        let listen: SocketAddr = listen;
+                        if listen.ip().is_unspecified() || listen.port() == 0 {
+                            return Err(ConfigError::Advertise(
+                                listen_text.clone(),
+                                "--listen is not an address other nodes can reach; give --advertise host:port".into(),
+                            ));
+                        }
+                        listen_text.clone()
+                    }
+                };
+                let join = JoinConfig {
+                    url: Some(format!("http://{host_port}")),
+                    advertise,
+                    members: BTreeMap::new(),
+                };
+                (BTreeMap::new(), Some(join))
+            }
+        };
+        if join.is_none() && !peers.contains_key(&NodeId(id)) {
+            return Err(ConfigError::NotAMember {
+                id,
+                members: peers
+                    .keys()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            });
+        }
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .ok_or(ConfigError::Missing("data-dir", "DATA_DIR"))?;
+        let http = match self.http.clone().or(file.http) {
+            Some(text) => Some(text.parse().map_err(|_| ConfigError::Http(text.clone()))?),
+            None => None,
+        };
+        let max_value_bytes = self
+            .max_value_bytes
+            .or(file.max_value_bytes)
+            .unwrap_or(1024 * 1024);
+        if max_value_bytes == 0 || max_value_bytes > 32 * 1024 * 1024 {
+            return Err(ConfigError::Limit(format!(
+                "--max-value-bytes {max_value_bytes}: must be between 1 and 33554432 (32 MiB)"
+            )));
+        }
+        let config = NodeConfig {
+            id: NodeId(id),
+            listen,
+            http,
+            http_workers: self.http_workers.or(file.http_workers).unwrap_or(0).min(64),
+            max_value_bytes,
+            peers,
+            join,
+            data_dir,
+            cluster_id: self
+                .cluster_id
+                .clone()
+                .or(file.cluster_id)
+                .unwrap_or_else(|| "raftor".to_string()),
+            tick_ms: self.tick_ms.or(file.tick_ms).unwrap_or(10),
+            election_min_ms: self.election_min_ms.or(file.election_min_ms).unwrap_or(150),
+            election_max_ms: self.election_max_ms.or(file.election_max_ms).unwrap_or(300),
+            heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50),
+            pre_vote: !self.no_pre_vote && file.pre_vote.unwrap_or(true),
+            promote_lag: self.promote_lag.or(file.promote_lag).unwrap_or(64),
+            snapshots: {
+                let defaults = raftor::SnapshotPolicy::default();
+                raftor::SnapshotPolicy {
+                    every_entries: self
+                        .snapshot_entries
+                        .or(file.snapshot_entries)
+                        .unwrap_or(defaults.every_entries),
+                    every_bytes: self
+                        .snapshot_bytes
+                        .or(file.snapshot_bytes)
+                        .unwrap_or(defaults.every_bytes),
+                    trailing_entries: self
+                        .snapshot_trailing
+                        .or(file.snapshot_trailing)
+                        .unwrap_or(defaults.trailing_entries),
+                    ..defaults
+                }
+            },
+        };
+        config.check_timing()?;
+        Ok(config)
+    }
+}
+
+impl NodeConfig {
+    fn check_timing(&self) -> Result<(), ConfigError> {
+        if self.tick_ms == 0 {
+            return Err(ConfigError::Timing("tick must be at least 1 ms".into()));
+        }
+        if self.heartbeat_ms < self.tick_ms
+            || self.election_min_ms <= self.heartbeat_ms
+            || self.election_max_ms <= self.election_min_ms
+        {
+            return Err(ConfigError::Timing(format!(
+                "need tick ({}) <= heartbeat ({}) < election min ({}) < election max ({}), in ms",
+                self.tick_ms, self.heartbeat_ms, self.election_min_ms, self.election_max_ms
+            )));
+        }
+        Ok(())
+    }
+
+    /// The rules' configuration, with timeouts converted to ticks.
+    pub fn raft_config(&self) -> raftor_core::RaftConfig {
+        let ticks = |ms: u64| u32::try_from(ms.div_ceil(self.tick_ms)).unwrap_or(u32::MAX);
+        let mut raft = raftor_core::RaftConfig::new(self.id, self.peers.keys().copied());
+        raft.election_ticks_min = ticks(self.election_min_ms);
+        raft.election_ticks_max = ticks(self.election_max_ms).max(raft.election_ticks_min + 1);
+        raft.heartbeat_ticks = ticks(self.heartbeat_ms).max(1);
+        raft.pre_vote = self.pre_vote;
+        raft.promote_lag = self.promote_lag;
+        raft
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| ConfigError::ParseFile {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    })
+}
+
+/// Parses `id=host:port,...`.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut peers = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, address) = item
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Peer(item.to_string()))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::Peer(item.to_string()))?;
+        let address = address.trim();
+        let valid_address = address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if id == 0 || !valid_address {
+            return Err(ConfigError::Peer(item.to_string()));
+        }
+        if peers.insert(NodeId(id), address.to_string()).is_some() {
+            return Err(ConfigError::DuplicatePeer(id));
+        }
+    }
+    if peers.is_empty() {
+        return Err(ConfigError::Peer(text.to_string()));
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(id: u64, peers: &str) -> ServeArgs {
+        ServeArgs {
+            id: Some(id),
+            listen: Some("127.0.0.1:7001".into()),
+            peers: Some(peers.into()),
+            data_dir: Some("/tmp/x".into()),
+            ..ServeArgs::default()
+        }
+    }
+
+    #[test]
+    fn resolves_defaults_and_ticks() {
+        let config = args(1, "1=127.0.0.1:7001,2=node2:7002,3=node3:7003")
+            .resolve()
+            .expect("valid");
+        assert_eq!(config.peers.len(), 3);
+        assert_eq!(config.peers[&NodeId(2)], "node2:7002");
+        let raft = config.raft_config();
+        assert_eq!(
+            (
+                raft.election_ticks_min,
+                raft.election_ticks_max,
+                raft.heartbeat_ticks
+            ),
+            (15, 30, 5)
+        );
+        assert!(raft.pre_vote);
+    }
+
+    #[test]
+    fn clear_errors_for_bad_input() {
+        let cases: Vec<(ServeArgs, &str)> = vec![
+            (args(4, "1=a:1,2=b:2,3=c:3"), "not in --peers"),
+            (args(1, "1=a:1,1=b:2"), "appears twice"),
+            (args(1, "1=a"), "bad --peers entry"),
+            (args(1, "x=a:1"), "bad --peers entry"),
+            (args(0, "1=a:1"), "positive"),
+            (
+                ServeArgs {
+                    listen: Some("nonsense".into()),
+                    ..args(1, "1=a:1")
+                },
+                "bad --listen",
+            ),
+            (
+                ServeArgs {
+                    heartbeat_ms: Some(500),
+                    ..args(1, "1=a:1")
+                },
+                "bad timing",
+            ),
+            (
+                ServeArgs {
+                    id: None,
+                    ..args(1, "1=a:1")
+                },
+                "missing setting: --id",
+            ),
+        ];
+        for (args, expected) in cases {
+            let error = args.resolve().expect_err(expected).to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should say {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn join_instead_of_peers() {
+        let join = |join: &str, listen: &str, advertise: Option<&str>| ServeArgs {
+            id: Some(4),
+            listen: Some(listen.into()),
+            join: Some(join.into()),
+            advertise: advertise.map(str::to_owned),
+            data_dir: Some("/tmp/x".into()),
+            ..ServeArgs::default()
+        };
+        let config = join("10.0.0.1:8080", "10.0.0.4:7001", None)
+            .resolve()
+            .expect("valid");
+        assert!(config.peers.is_empty());
+        assert_eq!(
+            config.join,
+            Some(JoinConfig {
+                url: Some("http://10.0.0.1:8080".into()),
+                advertise: "10.0.0.4:7001".into(),
+                members: BTreeMap::new(),
+            })
+        );
+        let config = join("http://node1:8080/", "0.0.0.0:7001", Some("node4:7001"))
+            .resolve()
+            .expect("valid");
+        assert_eq!(config.join.expect("join").advertise, "node4:7001");
+        for (args, expected) in [
+            (join("node1:8080", "0.0.0.0:7001", None), "--advertise"),
+            (join("node1", "10.0.0.4:7001", None), "bad --join"),
+            (
+                ServeArgs {
+                    peers: Some("1=a:1".into()),
+                    ..join("node1:8080", "10.0.0.4:7001", None)
+                },
+                "exclude each other",
+            ),
+        ] {
+            let error = args.resolve().expect_err(expected).to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should say {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_settings_apply_below_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raftor.toml");
+        std::fs::write(
+            &path,
+            "id = 2\nlisten = \"127.0.0.1:7002\"\npeers = \"1=a:1,2=b:2,3=c:3\"\ndata_dir = \"/data\"\nheartbeat_ms = 40\npromote_lag = 500\n",
+        )
+        .expect("write");
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .expect("valid file");
+        assert_eq!(from_file.id, NodeId(2));
+        assert_eq!(from_file.heartbeat_ms, 40);
+        assert_eq!(from_file.raft_config().promote_lag, 500);
+        let overridden = ServeArgs {
+            config: Some(path.clone()),
+            id: Some(3),
+            promote_lag: Some(7),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .expect("valid");
+        assert_eq!(overridden.id, NodeId(3));
+        assert_eq!(overridden.promote_lag, 7);
+
+        std::fs::write(&path, "idd = 2\n").expect("write");
+        let error = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .expect_err("unknown key");
+        assert!(error.to_string().contains("unknown field"), "{error}");
+    }
+}

@@ -1,0 +1,625 @@
+//! The HTTP API (actix-web), served by every node: `/v1/kv/{key}` (PUT, GET, DELETE), CAS,
+//! `/v1/members` (GET, POST; `/{id}/promote`, DELETE `/{id}`), `/v1/leader/transfer`,
+//! `/v1/status`, `/health`, `/metrics`. Every request goes to the node's [`KvService`].
+
+use crate::metrics::ServiceMetrics;
+use crate::protocol::{
+    Consistency, ErrorKind, KvRequest, KvResponse, MemberChange, RequestEnvelope, ServiceError,
+};
+use crate::service::{KvService, ServiceCall};
+use crate::store::{KvOutcome, Session};
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct HttpState {
+    pub service: Addr<KvService>,
+    pub node: raftor::RaftNode<crate::store::KvStateMachine>,
+    pub metrics: Arc<ServiceMetrics>,
+    pub max_value_bytes: usize,
+}
+
+/// The API as an actix-web application.
+fn app(
+    state: HttpState,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .configure(routes)
+        .default_service(web::to(not_found))
+}
+
+/// A running HTTP API, to stop on shutdown.
+pub enum HttpServerHandle {
+    /// On worker threads of its own (`--http-workers N`, N ≥ 1).
+    Workers(actix_web::dev::ServerHandle),
+    /// On the node's own thread (`--http-workers 0`).
+    NodeThread(CancellationToken),
+}
+
+impl HttpServerHandle {
+    /// Stop accepting connections (and, for worker threads, finish the requests under way).
+    pub async fn stop(&self) {
+        match self {
+            HttpServerHandle::Workers(handle) => handle.stop(true).await,
+            HttpServerHandle::NodeThread(cancel) => cancel.cancel(),
+        }
+    }
+}
+
+/// Bind `addr` and serve the API until the returned handle is stopped: on `workers` threads of
+/// its own, or with `workers == 0` on the calling thread (the node's: each request then reaches
+/// the node without crossing threads, which is quicker when the node has a core to itself).
+/// Must run inside an actix System.
+pub fn serve(
+    state: HttpState,
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(HttpServerHandle, SocketAddr)> {
+    if workers == 0 {
+        return serve_on_this_thread(state, addr);
+    }
+    let server = HttpServer::new(move || app(state.clone()))
+        .workers(workers)
+        .disable_signals()
+        .bind(addr)?;
+    let bound = server.addrs().first().copied().unwrap_or(addr);
+    let running = server.run();
+    let handle = running.handle();
+    actix::spawn(async move {
+        if let Err(error) = running.await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
+    Ok((HttpServerHandle::Workers(handle), bound))
+}
+
+fn serve_on_this_thread(
+    state: HttpState,
+    addr: SocketAddr,
+) -> std::io::Result<(HttpServerHandle, SocketAddr)> {
+    use actix_service::{map_config, Service, ServiceFactory};
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let cancel = CancellationToken::new();
+    let stopped = cancel.clone();
+    actix::spawn(async move {
+        let factory = actix_http::HttpService::build()
+            .finish(map_config(app(state), |_| {
+                actix_web::dev::AppConfig::default()
+            }))
+            .tcp();
+        let service = match factory.new_service(()).await {
+            Ok(service) => std::rc::Rc::new(service),
+            Err(()) => {
+                tracing::error!("cannot build the HTTP service");
+                return;
+            }
+        };
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = stopped.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let service = service.clone();
+                    actix::spawn(async move {
+                        // A connection's errors (a client hanging up, a malformed request) end
+                        // that connection only; actix-http has answered what it could.
+                        let _ = service.call(stream).await;
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(%error, "cannot accept an HTTP connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    Ok((HttpServerHandle::NodeThread(cancel), bound))
+}
+
+/// The API's routes. A query string or path that cannot be extracted is a JSON 400 like every
+/// other bad request (actix-web's own answer would be plain text).
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .app_data(
+            web::QueryConfig::default().error_handler(|error, _request| {
+                let response = bad_request(format!("bad query string: {error}"));
+                actix_web::error::InternalError::from_response(error, response).into()
+            }),
+        )
+        .app_data(web::PathConfig::default().error_handler(|error, _request| {
+            let response = bad_request(format!("bad path: {error}"));
+            actix_web::error::InternalError::from_response(error, response).into()
+        }))
+        .service(
+            web::resource("/v1/kv/{key}")
+                .route(web::put().to(put))
+                .route(web::get().to(get))
+                .route(web::delete().to(delete))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/kv/{key}/cas")
+                .route(web::post().to(cas))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/admin/snapshot")
+                .route(web::post().to(snapshot))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/members")
+                .route(web::get().to(members))
+                .route(web::post().to(add_member))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/members/{id}")
+                .route(web::delete().to(remove_member))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/members/{id}/promote")
+                .route(web::post().to(promote_member))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/leader/transfer")
+                .route(web::post().to(transfer_leader))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/status")
+                .route(web::get().to(status))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/health")
+                .route(web::get().to(health))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(metrics))
+                .default_service(web::to(method_not_allowed)),
+        );
+}
+
+fn error_response(error: &ServiceError) -> HttpResponse {
+    let status =
+        StatusCode::from_u16(error.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).json(json!({ "error": error.message, "leader": error.leader }))
+}
+
+fn bad_request(message: impl Into<String>) -> HttpResponse {
+    error_response(&ServiceError::new(ErrorKind::BadRequest, message))
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({ "error": "no such route", "leader": null }))
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .json(json!({ "error": "method not allowed on this route", "leader": null }))
+}
+
+/// Reads the body, refusing (413) as soon as it grows past `limit`, so a huge body is never buffered.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, HttpResponse> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| bad_request(format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(error_response(&ServiceError::new(
+                ErrorKind::TooLarge,
+                format!("the body is over the limit of {limit} bytes"),
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The exactly-once session from `X-Raftor-Client` and `X-Raftor-Seq`: both or neither.
+fn session(request: &HttpRequest) -> Result<Option<Session>, ServiceError> {
+    let bad_request = |message: String| ServiceError::new(ErrorKind::BadRequest, message);
+    let header = |name: &str| -> Result<Option<u64>, ServiceError> {
+        match request.headers().get(name) {
+            None => Ok(None),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .map(Some)
+                .ok_or_else(|| bad_request(format!("{name} must be an unsigned integer"))),
+        }
+    };
+    match (header("X-Raftor-Client")?, header("X-Raftor-Seq")?) {
+        (Some(client_id), Some(sequence)) if sequence > 0 => Ok(Some(Session {
+            client_id,
+            sequence,
+        })),
+        (None, None) => Ok(None),
+        _ => Err(bad_request(
+            "X-Raftor-Client and X-Raftor-Seq go together, and the sequence starts at 1".into(),
+        )),
+    }
+}
+
+async fn call(state: &HttpState, request: KvRequest) -> KvResponse {
+    state
+        .service
+        .send(ServiceCall(RequestEnvelope {
+            forwarded_by: None,
+            request,
+        }))
+        .await
+        .unwrap_or_else(|_| {
+            KvResponse::Error(ServiceError::new(
+                ErrorKind::Unavailable,
+                "the node is shutting down",
+            ))
+        })
+}
+
+fn unexpected(response: KvResponse) -> HttpResponse {
+    match response {
+        KvResponse::Error(error) => error_response(&error),
+        other => error_response(&ServiceError::new(
+            ErrorKind::Unknown,
+            format!("unexpected answer: {other:?}"),
+        )),
+    }
+}
+
+async fn put(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    key: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let session = match session(&request) {
+        Ok(session) => session,
+        Err(error) => return error_response(&error),
+    };
+    let value = match read_body(payload, state.max_value_bytes).await {
+        Ok(value) => value,
+        Err(response) => return response,
+    };
+    match call(
+        &state,
+        KvRequest::Put {
+            key: key.into_inner(),
+            value,
+            session,
+        },
+    )
+    .await
+    {
+        KvResponse::Written {
+            outcome: KvOutcome::StaleSequence,
+            ..
+        } => stale_sequence(),
+        KvResponse::Written {
+            outcome: KvOutcome::SessionExpired,
+            ..
+        } => session_expired(),
+        KvResponse::Written { index, .. } => HttpResponse::Ok().json(json!({ "index": index })),
+        other => unexpected(other),
+    }
+}
+
+fn stale_sequence() -> HttpResponse {
+    HttpResponse::Conflict().json(json!({
+        "error": "X-Raftor-Seq is older than this client's latest write; nothing was applied",
+        "leader": null
+    }))
+}
+
+/// 410 Gone: the cluster forgot this client's session (it expired), so the write was refused
+/// rather than risk applying it twice. Nothing was applied by this request; whether an earlier
+/// attempt of it was is unknown. Retrying with the same `X-Raftor-Client` is refused again: start
+/// a new session (a new client id, `X-Raftor-Seq: 1`). Not 409, which means "nothing applied,
+/// the session is fine" (a stale sequence, a CAS mismatch): here the session itself is gone for
+/// good, which is what 410 says of a resource.
+fn session_expired() -> HttpResponse {
+    HttpResponse::Gone().json(json!({
+        "error": "session expired: the cluster no longer knows this X-Raftor-Client, so the write was refused (nothing was applied by this request; whether an earlier attempt was is unknown); start a new session with a new X-Raftor-Client and X-Raftor-Seq 1",
+        "leader": null
+    }))
+}
+
+#[derive(Deserialize)]
+struct ReadParams {
+    consistency: Option<String>,
+}
+
+async fn get(
+    state: web::Data<HttpState>,
+    key: web::Path<String>,
+    params: web::Query<ReadParams>,
+) -> HttpResponse {
+    let consistency = match params.consistency.as_deref().map(str::parse::<Consistency>) {
+        None => Consistency::Linearizable,
+        Some(Ok(consistency)) => consistency,
+        Some(Err(message)) => return bad_request(message),
+    };
+    match call(
+        &state,
+        KvRequest::Get {
+            key: key.into_inner(),
+            consistency,
+        },
+    )
+    .await
+    {
+        KvResponse::Value { value: Some(value) } => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(value),
+        KvResponse::Value { value: None } => {
+            HttpResponse::NotFound().json(json!({ "error": "no such key", "leader": null }))
+        }
+        other => unexpected(other),
+    }
+}
+
+async fn delete(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    key: web::Path<String>,
+) -> HttpResponse {
+    let session = match session(&request) {
+        Ok(session) => session,
+        Err(error) => return error_response(&error),
+    };
+    match call(
+        &state,
+        KvRequest::Delete {
+            key: key.into_inner(),
+            session,
+        },
+    )
+    .await
+    {
+        KvResponse::Written {
+            index,
+            outcome: KvOutcome::Deleted { existed },
+        } => HttpResponse::Ok().json(json!({ "index": index, "deleted": existed })),
+        KvResponse::Written {
+            outcome: KvOutcome::StaleSequence,
+            ..
+        } => stale_sequence(),
+        KvResponse::Written {
+            outcome: KvOutcome::SessionExpired,
+            ..
+        } => session_expired(),
+        other => unexpected(other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasBody {
+    expected: Option<String>,
+    value: String,
+}
+
+async fn cas(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    key: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let session = match session(&request) {
+        Ok(session) => session,
+        Err(error) => return error_response(&error),
+    };
+    // JSON doubles the size of a value at worst; the value itself is checked by the service.
+    let body = match read_body(
+        payload,
+        state.max_value_bytes.saturating_mul(2).saturating_add(1024),
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let body: CasBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(error) => {
+            return bad_request(format!(
+                "expected JSON {{\"expected\": \"old\" | null, \"value\": \"new\"}}: {error}"
+            ))
+        }
+    };
+    let request = KvRequest::Cas {
+        key: key.into_inner(),
+        expected: body.expected.map(Bytes::from),
+        value: Bytes::from(body.value),
+        session,
+    };
+    match call(&state, request).await {
+        KvResponse::Written {
+            index,
+            outcome: KvOutcome::Swapped,
+        } => HttpResponse::Ok().json(json!({ "index": index })),
+        KvResponse::Written {
+            outcome: KvOutcome::Mismatch { current },
+            ..
+        } => HttpResponse::Conflict()
+            .json(json!({ "current": current.map(|c| String::from_utf8_lossy(&c).into_owned()) })),
+        KvResponse::Written {
+            outcome: KvOutcome::StaleSequence,
+            ..
+        } => stale_sequence(),
+        KvResponse::Written {
+            outcome: KvOutcome::SessionExpired,
+            ..
+        } => session_expired(),
+        other => unexpected(other),
+    }
+}
+
+/// `POST /v1/admin/snapshot`: this node takes a snapshot now and compacts its log behind it.
+async fn snapshot(state: web::Data<HttpState>) -> HttpResponse {
+    match call(&state, KvRequest::Snapshot).await {
+        KvResponse::Snapshot(report) => HttpResponse::Ok().json(report),
+        other => unexpected(other),
+    }
+}
+
+/// The largest JSON body of a membership or leadership request.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// `GET /v1/members`: the membership as this node sees it.
+async fn members(state: web::Data<HttpState>) -> HttpResponse {
+    match call(&state, KvRequest::Members).await {
+        KvResponse::Members(report) => HttpResponse::Ok().json(report),
+        other => unexpected(other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMemberBody {
+    id: u64,
+    raft_address: String,
+    #[serde(default)]
+    promote: bool,
+}
+
+/// Reads a JSON body of type `T`, or answers 400 saying what was expected.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    payload: web::Payload,
+    expected: &str,
+) -> Result<T, HttpResponse> {
+    let body = read_body(payload, ADMIN_BODY_LIMIT).await?;
+    serde_json::from_slice(&body)
+        .map_err(|error| bad_request(format!("expected JSON {expected}: {error}")))
+}
+
+async fn change_member(state: &HttpState, change: MemberChange) -> HttpResponse {
+    match call(state, KvRequest::ChangeMember(change)).await {
+        KvResponse::Members(report) => HttpResponse::Ok().json(report),
+        other => unexpected(other),
+    }
+}
+
+/// `POST /v1/members` `{"id": N, "raft_address": "host:port", "promote": bool}`: add a learner.
+async fn add_member(state: web::Data<HttpState>, payload: web::Payload) -> HttpResponse {
+    let body: AddMemberBody = match json_body(
+        payload,
+        r#"{"id": N, "raft_address": "host:port", "promote": true | false}"#,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let change = MemberChange::Add {
+        id: body.id,
+        raft_address: body.raft_address,
+        promote: body.promote,
+    };
+    change_member(&state, change).await
+}
+
+/// `POST /v1/members/{id}/promote`: make a learner a voter.
+async fn promote_member(state: web::Data<HttpState>, id: web::Path<u64>) -> HttpResponse {
+    change_member(
+        &state,
+        MemberChange::Promote {
+            id: id.into_inner(),
+        },
+    )
+    .await
+}
+
+/// `DELETE /v1/members/{id}`: remove a member.
+async fn remove_member(state: web::Data<HttpState>, id: web::Path<u64>) -> HttpResponse {
+    change_member(
+        &state,
+        MemberChange::Remove {
+            id: id.into_inner(),
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    to: u64,
+}
+
+/// `POST /v1/leader/transfer` `{"to": N}`: answered once node N leads.
+async fn transfer_leader(state: web::Data<HttpState>, payload: web::Payload) -> HttpResponse {
+    let body: TransferBody = match json_body(payload, r#"{"to": N}"#).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    match call(&state, KvRequest::TransferLeader { to: body.to }).await {
+        KvResponse::Transferred { leader, term } => {
+            HttpResponse::Ok().json(json!({ "leader": leader, "term": term }))
+        }
+        other => unexpected(other),
+    }
+}
+
+async fn status(state: web::Data<HttpState>) -> HttpResponse {
+    match call(&state, KvRequest::Status).await {
+        KvResponse::Status(report) => HttpResponse::Ok().json(report),
+        other => unexpected(other),
+    }
+}
+
+/// How far the applied index may trail the commit index for the node to count as healthy.
+pub const HEALTHY_APPLY_LAG: u64 = 1000;
+
+async fn health(state: web::Data<HttpState>) -> HttpResponse {
+    match state.node.status().await.ok() {
+        Some(status) if status.leader.is_some() && status.commit_index.0.saturating_sub(status.applied_index.0) <= HEALTHY_APPLY_LAG => {
+            HttpResponse::Ok().json(json!({ "healthy": true, "leader": status.leader.map(|l| l.0), "term": status.term.0 }))
+        }
+        Some(status) => HttpResponse::ServiceUnavailable().json(json!({
+            "healthy": false,
+            "leader": status.leader.map(|l| l.0),
+            "commit_index": status.commit_index.0,
+            "applied_index": status.applied_index.0,
+        })),
+        None => HttpResponse::ServiceUnavailable().json(json!({ "healthy": false, "error": "shutting down" })),
+    }
+}
+
+async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    let status = state.node.status().await.ok();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(status.as_ref()))
+}

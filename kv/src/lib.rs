@@ -1,0 +1,25 @@
+//! raftor's replicated key-value service, built on the [`raftor`] library like any embedding
+//! application: what `raftor serve`, `raftor cluster` and the docker-compose cluster run.
+//!
+//! - [`store`]: the state machine (a key-value map with exactly-once client sessions);
+//! - [`protocol`]: the requests and answers, shared by the HTTP API, the native TCP protocol and
+//!   forwarding between nodes;
+//! - [`client`]: [`Client`], the native protocol's client, following the leader;
+//! - [`service`]: one node's request handling (forwarding to the leader, read consistency);
+//! - [`http`]: the HTTP API (`/v1/kv`, members, leadership, snapshots, health);
+//! - [`metrics`]: the Prometheus metrics served on `/metrics`;
+//! - [`config`]: a node's settings (flags, environment, config file);
+//! - [`server`]: one running node (Raft, the service and its HTTP API);
+//! - [`local_cluster`]: several nodes in one process on loopback (`raftor cluster`, the tests).
+
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod local_cluster;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use client::{Client, ClientError, ClientOptions, WriteResult};

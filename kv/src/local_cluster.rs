@@ -1,0 +1,98 @@
+//! `raftor cluster`: several nodes in one process, on loopback TCP with RocksDB, for trying raftor
+//! out and for benchmarks.
+
+use crate::config::NodeConfig;
+use crate::server::{start_node, RunningNode, ServeError};
+use raftor_core::{NodeId, Role, Term};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The configuration of node `id` of a local cluster of `nodes` on ports `base_port + id`.
+pub fn local_node_config(
+    id: u64,
+    nodes: u64,
+    base_port: u16,
+    http_base_port: Option<u16>,
+    data_dir: &Path,
+) -> NodeConfig {
+    let peers: BTreeMap<NodeId, String> = (1..=nodes)
+        .map(|i| (NodeId(i), format!("127.0.0.1:{}", u64::from(base_port) + i)))
+        .collect();
+    NodeConfig {
+        id: NodeId(id),
+        listen: format!("127.0.0.1:{}", u64::from(base_port) + id)
+            .parse()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        http: http_base_port.map(|base| {
+            std::net::SocketAddr::from(([127, 0, 0, 1], (u64::from(base) + id) as u16))
+        }),
+        http_workers: 0,
+        max_value_bytes: 1024 * 1024,
+        peers,
+        join: None,
+        data_dir: data_dir.join(format!("node-{id}")),
+        cluster_id: "raftor-local".to_string(),
+        tick_ms: 10,
+        election_min_ms: 150,
+        election_max_ms: 300,
+        heartbeat_ms: 50,
+        pre_vote: true,
+        promote_lag: 64,
+        snapshots: raftor::SnapshotPolicy::default(),
+    }
+}
+
+/// Start every node of a local cluster.
+pub async fn start_local_cluster(
+    nodes: u64,
+    base_port: u16,
+    http_base_port: Option<u16>,
+    data_dir: &Path,
+) -> Result<Vec<RunningNode>, ServeError> {
+    let mut running = Vec::new();
+    for id in 1..=nodes {
+        let config = local_node_config(id, nodes, base_port, http_base_port, data_dir);
+        match start_node(&config).await {
+            Ok(node) => running.push(node),
+            Err(error) => {
+                for node in &running {
+                    node.shutdown().await;
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(running)
+}
+
+/// The leader and its term, as the nodes report them (the leader of the highest term).
+pub async fn current_leader(nodes: &[RunningNode]) -> Option<(NodeId, Term)> {
+    let mut best = None;
+    for node in nodes {
+        if let Ok(status) = node.handle.status().await {
+            if status.role == Role::Leader && best.is_none_or(|(_, term)| status.term > term) {
+                best = Some((status.id, status.term));
+            }
+        }
+    }
+    best
+}
+
+/// Log every change of leader until the future is dropped.
+pub async fn watch_leader(nodes: &[RunningNode]) {
+    let mut last = None;
+    loop {
+        let leader = current_leader(nodes).await;
+        if leader != last {
+            match leader {
+                Some((id, term)) => {
+                    tracing::info!(leader = %id, term = %term, "node {id} leads term {term}")
+                }
+                None => tracing::info!("no leader"),
+            }
+            last = leader;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,235 @@
+//! Starting one key-value node for real: RocksDB storage, the TCP endpoint (Raft and the native
+//! client protocol), the actors, the key-value service and, when asked, the HTTP API; and, for a
+//! node started with `--join`, asking the cluster to add it.
+
+use crate::config::{JoinConfig, NodeConfig};
+use crate::http::{self, HttpState};
+use crate::metrics::ServiceMetrics;
+use crate::service::{KvService, ServiceConfig};
+use crate::store::KvStateMachine;
+use actix::Actor;
+use raftor::{RaftNode, RaftNodeBuilder};
+use raftor_core::NodeId;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Start(#[from] raftor::StartError),
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running node with its service and HTTP server.
+pub struct RunningNode {
+    /// The node, through the public API.
+    pub handle: RaftNode<KvStateMachine>,
+    pub service: actix::Addr<KvService>,
+    /// The address the Raft listener actually bound (useful with port 0).
+    pub raft_addr: SocketAddr,
+    /// The address the HTTP API bound, if it was asked for.
+    pub http_addr: Option<SocketAddr>,
+    http: Option<http::HttpServerHandle>,
+}
+
+impl RunningNode {
+    /// Stop accepting requests, stop the node (what is durable stays) and close its listeners.
+    pub async fn shutdown(&self) {
+        if let Some(http) = &self.http {
+            http.stop().await;
+        }
+        self.handle.shutdown().await;
+    }
+}
+
+/// Open (or create) the node's data directory and start it. Must run inside an actix System.
+pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> {
+    let metrics = Arc::new(ServiceMetrics::new(config.id.0));
+    let observer = metrics.clone();
+    let service_config = ServiceConfig {
+        max_value_bytes: config.max_value_bytes,
+        ..ServiceConfig::default()
+    };
+    let builder = match &config.join {
+        Some(join) => RaftNodeBuilder::new().join(contacts(config, join).await),
+        None => RaftNodeBuilder::new().peers(config.peers.clone()),
+    };
+    let handle = builder
+        .id(config.id)
+        .listen(config.listen)
+        .data_dir(&config.data_dir)
+        .cluster_id(config.cluster_id.clone())
+        .tick(Duration::from_millis(config.tick_ms))
+        .election_timeout(
+            Duration::from_millis(config.election_min_ms),
+            Duration::from_millis(config.election_max_ms),
+        )
+        .heartbeat(Duration::from_millis(config.heartbeat_ms))
+        .pre_vote(config.pre_vote)
+        .promote_lag(config.promote_lag)
+        .snapshots(config.snapshots)
+        .request_timeout(service_config.request_timeout)
+        .on_log_write(move |elapsed, entries| observer.observe_log_write(elapsed, entries))
+        .start(KvStateMachine::new())
+        .await?;
+    let raft_addr = handle.local_addr().unwrap_or(config.listen);
+
+    let service = KvService::new(
+        handle.clone(),
+        config.peers.clone(),
+        service_config,
+        metrics.clone(),
+    )
+    .start();
+    handle.set_client_handler(KvService::client_handler(service.clone()));
+
+    let (http, http_addr) = match config.http {
+        Some(addr) => {
+            let state = HttpState {
+                service: service.clone(),
+                node: handle.clone(),
+                metrics,
+                max_value_bytes: config.max_value_bytes,
+            };
+            let (server, bound) = match http::serve(state, addr, config.http_workers) {
+                Ok(served) => served,
+                Err(source) => {
+                    handle.shutdown().await;
+                    return Err(ServeError::Http { addr, source });
+                }
+            };
+            (Some(server), Some(bound))
+        }
+        None => (None, None),
+    };
+    if let Some(join) = &config.join {
+        if let Some(url) = &join.url {
+            actix::spawn(join_cluster(
+                handle.clone(),
+                url.clone(),
+                join.advertise.clone(),
+            ));
+        }
+    }
+    Ok(RunningNode {
+        handle,
+        service,
+        raft_addr,
+        http_addr,
+        http,
+    })
+}
+
+/// The members a joining node can reach before it holds the configuration: those configured, or
+/// at its first start (an empty data directory) those the member at `join.url` lists, asked until
+/// it answers. A node restarting on its data has the configuration in its log and needs none.
+async fn contacts(config: &NodeConfig, join: &JoinConfig) -> Vec<(NodeId, String)> {
+    let fresh = std::fs::read_dir(&config.data_dir).map_or(true, |mut dir| dir.next().is_none());
+    let (Some(url), true, true) = (&join.url, join.members.is_empty(), fresh) else {
+        return join.members.clone().into_iter().collect();
+    };
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .finish();
+    let url = format!("{url}/v1/members");
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let answer = async {
+            let mut response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("HTTP {}", response.status().as_u16()));
+            }
+            response
+                .json::<crate::protocol::MembersReport>()
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match answer.await {
+            Ok(report) if !report.addresses.is_empty() => {
+                return report
+                    .addresses
+                    .into_iter()
+                    .map(|(id, address)| (NodeId(id), address))
+                    .collect();
+            }
+            Ok(_) => {
+                tracing::warn!(node = %config.id, %url, "the node asked knows no members yet; asking again")
+            }
+            Err(error) => {
+                tracing::warn!(node = %config.id, %url, %error, "cannot learn the cluster's members yet; asking again")
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// `raftor serve --join`: unless the node's own log already makes it a member (it joined before
+/// and restarted), ask the member at `url` to add it (at Raft address `advertise`) as a learner
+/// that the leader promotes once caught up, until the cluster accepts (or refuses for good, or
+/// the node stops).
+pub async fn join_cluster(node: RaftNode<KvStateMachine>, url: String, advertise: String) {
+    let id = node.id();
+    match node.membership().await {
+        Err(_) => return,
+        Ok(membership) if membership.conf.contains(id) => {
+            tracing::info!(
+                node = %id,
+                role = crate::service::member_role(&membership.conf, id),
+                "already a member of the cluster (its configuration is in this node's log): not joining again"
+            );
+            return;
+        }
+        Ok(membership) if !membership.conf.members().is_empty() => {
+            tracing::error!(
+                node = %id,
+                "this node was removed from the cluster; it does not join again. Start a node with a new id and an empty data directory instead"
+            );
+            return;
+        }
+        Ok(_) => {}
+    }
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .finish();
+    let url = format!("{url}/v1/members");
+    let body = serde_json::json!({ "id": id.0, "raft_address": advertise, "promote": true });
+    let mut pause = Duration::from_millis(100);
+    tracing::info!(node = %id, %url, raft_address = %advertise, "asking the cluster to add this node");
+    loop {
+        if node.status().await.is_err() {
+            return; // stopped
+        }
+        match client.post(&url).send_json(&body).await {
+            Ok(mut response) => {
+                let status = response.status();
+                let text = response
+                    .body()
+                    .limit(1024 * 1024)
+                    .await
+                    .map(|body| String::from_utf8_lossy(&body).into_owned())
+                    .unwrap_or_default();
+                if status.is_success() {
+                    tracing::info!(node = %id, "joined the cluster as a learner; the leader promotes this node to voter once it has caught up");
+                    return;
+                }
+                if status.is_client_error() && status.as_u16() != 409 {
+                    tracing::error!(node = %id, status = status.as_u16(), answer = %text, "the cluster refused to add this node; not asking again");
+                    return;
+                }
+                tracing::warn!(node = %id, status = status.as_u16(), answer = %text, "the cluster did not add this node yet; asking again");
+            }
+            Err(error) => {
+                tracing::warn!(node = %id, %url, %error, "cannot ask the cluster to add this node yet; asking again");
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,359 @@
+//! The key-value service: one actor per node that runs every client request — from HTTP, from the
+//! native protocol, or forwarded by another node — against the node's public, typed handle
+//! ([`RaftNode`]), and forwards to the leader what only the leader can do.
+//!
+//! Here: the actor, validation, and what every node runs itself (writes, reads). Membership
+//! changes and leadership transfer are in [`membership`], forwarding in `forward.rs`, the status
+//! and snapshot reports in `report.rs`.
+
+use crate::metrics::ServiceMetrics;
+use crate::protocol::{
+    decode, encode, Consistency, ErrorKind, KvRequest, KvResponse, RequestEnvelope, ServiceError,
+};
+use crate::store::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine};
+use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
+use bytes::Bytes;
+use raftor::Error;
+use raftor::{ClientHandler, RaftNode};
+use raftor_actors::network::client::ClientConnection;
+use raftor_core::NodeId;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod forward;
+pub mod membership;
+mod report;
+
+pub use membership::member_role;
+
+/// Limits and timeouts of the service.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// The largest value accepted (default 1 MiB); larger is refused with 413.
+    pub max_value_bytes: usize,
+    /// The longest key accepted, in bytes.
+    pub max_key_bytes: usize,
+    /// How long a request may wait for its outcome before the answer is "unknown" (504). Give the
+    /// node the same [`request_timeout`](raftor::RaftNodeBuilder::request_timeout).
+    pub request_timeout: Duration,
+    /// How long a request waits for a leader to be elected before "unavailable" (503).
+    pub leader_wait: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            max_value_bytes: 1024 * 1024,
+            max_key_bytes: 4096,
+            request_timeout: Duration::from_secs(5),
+            leader_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Run one request; answered with the service's response.
+#[derive(Message, Debug)]
+#[rtype(result = "KvResponse")]
+pub struct ServiceCall(pub RequestEnvelope);
+
+pub struct KvService {
+    /// Shared by every request's future (built once, not per request).
+    runner: Rc<Runner>,
+}
+
+impl KvService {
+    pub fn new(
+        node: RaftNode<KvStateMachine>,
+        members: BTreeMap<NodeId, String>,
+        config: ServiceConfig,
+        metrics: Arc<ServiceMetrics>,
+    ) -> KvService {
+        KvService {
+            runner: Rc::new(Runner {
+                id: node.id(),
+                node,
+                members,
+                config,
+                metrics,
+                forward: Default::default(),
+            }),
+        }
+    }
+
+    /// The native-protocol handler that hands each request to the service at `addr`.
+    pub fn client_handler(addr: Addr<KvService>) -> ClientHandler {
+        Arc::new(
+            move |body: Bytes| -> futures::future::LocalBoxFuture<'static, Bytes> {
+                let addr = addr.clone();
+                Box::pin(async move {
+                    let response = match decode::<RequestEnvelope>(&body) {
+                        Ok(envelope) => addr
+                            .send(ServiceCall(envelope))
+                            .await
+                            .unwrap_or_else(|_| unavailable("the node is shutting down")),
+                        Err(message) => {
+                            KvResponse::Error(ServiceError::new(ErrorKind::BadRequest, message))
+                        }
+                    };
+                    encode(&response)
+                })
+            },
+        )
+    }
+}
+
+impl Actor for KvService {
+    type Context = Context<Self>;
+}
+
+fn unavailable(message: &str) -> KvResponse {
+    KvResponse::Error(ServiceError::new(ErrorKind::Unavailable, message))
+}
+
+/// Everything a request needs.
+struct Runner {
+    id: NodeId,
+    node: RaftNode<KvStateMachine>,
+    /// The bootstrap members' Raft addresses (the native protocol runs on them too); the
+    /// configuration in the log, as the node reports it, comes first.
+    members: BTreeMap<NodeId, String>,
+    config: ServiceConfig,
+    metrics: Arc<ServiceMetrics>,
+    /// One connection to each node requests were forwarded to, reused while it lives.
+    forward: std::cell::RefCell<BTreeMap<NodeId, Rc<ClientConnection>>>,
+}
+
+impl Handler<ServiceCall> for KvService {
+    type Result = ResponseFuture<KvResponse>;
+
+    fn handle(
+        &mut self,
+        ServiceCall(envelope): ServiceCall,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let runner = self.runner.clone();
+        Box::pin(async move { runner.run(envelope).await })
+    }
+}
+
+/// What running a request locally said.
+enum Local {
+    Done(KvResponse),
+    /// Only the leader can do this, and this node is not it.
+    NotLeader(Option<NodeId>),
+    /// The leader cannot do this right now (it is handing leadership over, or was just
+    /// elected), and nothing was done: try again shortly, or answer with this error once the
+    /// wait for a leader is over.
+    Wait(ServiceError),
+}
+
+impl Runner {
+    async fn run(&self, envelope: RequestEnvelope) -> KvResponse {
+        if let Err(error) = self.validate(&envelope.request) {
+            return KvResponse::Error(error);
+        }
+        let request = envelope.request;
+        let is_write = request.changes_state();
+        let started = Instant::now();
+        let deadline = started + self.config.leader_wait;
+        let response = loop {
+            match self.run_locally(&request).await {
+                Local::Done(response) => break response,
+                Local::NotLeader(Some(leader))
+                    if envelope.forwarded_by.is_none() && leader != self.id =>
+                {
+                    break self.forward_to(leader, request.clone(), is_write).await;
+                }
+                Local::NotLeader(leader) => {
+                    if envelope.forwarded_by.is_some() || Instant::now() >= deadline {
+                        let leader = leader.and_then(|id| self.leader_info(id));
+                        break KvResponse::Error(
+                            ServiceError::new(ErrorKind::Unavailable, "no leader is available")
+                                .with_leader(leader),
+                        );
+                    }
+                    // An election is under way: wait for it rather than fail at once.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Local::Wait(error) => {
+                    if Instant::now() >= deadline {
+                        break KvResponse::Error(error);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        if request.is_kv_write() {
+            self.metrics.observe_write(&response, started.elapsed());
+        }
+        response
+    }
+
+    fn validate(&self, request: &KvRequest) -> Result<(), ServiceError> {
+        let (key, value) = match request {
+            KvRequest::Put { key, value, .. } | KvRequest::Cas { key, value, .. } => {
+                (key, Some(value))
+            }
+            KvRequest::Delete { key, .. } | KvRequest::Get { key, .. } => (key, None),
+            KvRequest::Status | KvRequest::Snapshot | KvRequest::Members => return Ok(()),
+            KvRequest::TransferLeader { to } => {
+                return if *to == 0 {
+                    Err(ServiceError::new(
+                        ErrorKind::BadRequest,
+                        "node ids are positive integers",
+                    ))
+                } else {
+                    Ok(())
+                };
+            }
+            KvRequest::ChangeMember(change) => return membership::validate_change(change),
+        };
+        if key.is_empty() {
+            return Err(ServiceError::new(ErrorKind::BadRequest, "the key is empty"));
+        }
+        if key.len() > self.config.max_key_bytes {
+            return Err(ServiceError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "the key is {} bytes; the limit is {}",
+                    key.len(),
+                    self.config.max_key_bytes
+                ),
+            ));
+        }
+        let too_large = |what: &str, len: usize| {
+            ServiceError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the {what} is {len} bytes; the limit is {}",
+                    self.config.max_value_bytes
+                ),
+            )
+        };
+        if let Some(value) = value {
+            if value.len() > self.config.max_value_bytes {
+                return Err(too_large("value", value.len()));
+            }
+        }
+        if let KvRequest::Cas {
+            expected: Some(expected),
+            ..
+        } = request
+        {
+            if expected.len() > self.config.max_value_bytes {
+                return Err(too_large("expected value", expected.len()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_locally(&self, request: &KvRequest) -> Local {
+        match request {
+            KvRequest::Status => Local::Done(self.status().await),
+            KvRequest::Snapshot => Local::Done(self.snapshot().await),
+            KvRequest::Put {
+                key,
+                value,
+                session,
+            } => {
+                let op = KvOp::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                };
+                self.write(KvCommand {
+                    session: *session,
+                    op,
+                })
+                .await
+            }
+            KvRequest::Delete { key, session } => {
+                let op = KvOp::Delete { key: key.clone() };
+                self.write(KvCommand {
+                    session: *session,
+                    op,
+                })
+                .await
+            }
+            KvRequest::Cas {
+                key,
+                expected,
+                value,
+                session,
+            } => {
+                let op = KvOp::Cas {
+                    key: key.clone(),
+                    expected: expected.clone(),
+                    value: value.clone(),
+                };
+                self.write(KvCommand {
+                    session: *session,
+                    op,
+                })
+                .await
+            }
+            KvRequest::Get { key, consistency } => self.read(key, *consistency).await,
+            KvRequest::Members => match self.node.status().await {
+                Ok(status) => {
+                    Local::Done(KvResponse::Members(Box::new(self.members_report(&status))))
+                }
+                Err(_) => Local::Done(unavailable("the node is shutting down")),
+            },
+            KvRequest::ChangeMember(change) => self.change_member(change).await,
+            KvRequest::TransferLeader { to } => self.transfer_leader(NodeId(*to)).await,
+        }
+    }
+
+    async fn write(&self, command: KvCommand) -> Local {
+        match self.node.propose(command).await {
+            Ok(applied) => Local::Done(KvResponse::Written {
+                index: applied.index,
+                outcome: applied.outcome,
+            }),
+            Err(Error::NotLeader { leader }) => Local::NotLeader(leader),
+            Err(Error::Dropped) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unavailable,
+                "leadership changed before the write committed; it was not applied",
+            ))),
+            Err(Error::Shutdown { in_flight: false }) => {
+                Local::Done(unavailable("the node is shutting down"))
+            }
+            Err(Error::Shutdown { .. }) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unknown,
+                "the node stopped before the outcome was known",
+            ))),
+            Err(Error::Timeout(_)) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unknown,
+                "timed out waiting for the write to commit; it may or may not have been applied",
+            ))),
+            Err(error) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unknown,
+                format!("the state machine's answer: {error}"),
+            ))),
+        }
+    }
+
+    async fn read(&self, key: &str, consistency: Consistency) -> Local {
+        let query = KvQuery::Get {
+            key: key.to_owned(),
+        };
+        match self.node.read(query, consistency).await {
+            Ok(KvAnswer::Value(value)) => Local::Done(KvResponse::Value { value }),
+            Ok(other) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unknown,
+                format!("unexpected answer from the state machine: {other:?}"),
+            ))),
+            Err(Error::NotLeader { leader }) => Local::NotLeader(leader),
+            Err(Error::Timeout(_)) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unavailable,
+                "could not confirm leadership with a majority in time",
+            ))),
+            Err(Error::Shutdown { .. }) => Local::Done(unavailable("the node is shutting down")),
+            Err(error) => Local::Done(KvResponse::Error(ServiceError::new(
+                ErrorKind::Unavailable,
+                format!("the read failed: {error}"),
+            ))),
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! The replicated key-value map: raftor's first state machine, with exactly-once client sessions.
+
+use bytes::Bytes;
+use imbl::OrdMap;
+use raftor::state_machine::{unframe, StateMachine};
+use raftor_core::LogIndex;
+use serde::{Deserialize, Serialize};
+
+/// A client's identity and the number of one of its writes. A client numbers its writes 1, 2, 3...
+/// and retries a write with the same number; the map applies each number at most once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub client_id: u64,
+    pub sequence: u64,
+}
+
+/// A change to the map, proposed through Raft and applied on every node in log order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvCommand {
+    pub session: Option<Session>,
+    pub op: KvOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOp {
+    Put {
+        key: String,
+        value: Bytes,
+    },
+    Delete {
+        key: String,
+    },
+    /// Set `key` to `value` if it currently holds `expected` (`None`: if it is absent).
+    Cas {
+        key: String,
+        expected: Option<Bytes>,
+        value: Bytes,
+    },
+}
+
+/// A read of the map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvQuery {
+    Get { key: String },
+    Len,
+}
+
+/// What applying a [`KvCommand`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOutcome {
+    /// The key was written; `replaced` when it held a value before.
+    Put { replaced: bool },
+    /// The key was removed; `existed` when it held a value.
+    Deleted { existed: bool },
+    /// The compare-and-swap happened.
+    Swapped,
+    /// The compare-and-swap did not happen: the key holds `current`.
+    Mismatch { current: Option<Bytes> },
+    /// The write's sequence number is older than the client's latest: it was superseded (and
+    /// its own result is no longer kept). Nothing changed.
+    StaleSequence,
+    /// The command could not be decoded; nothing changed (every node decides the same). No longer
+    /// produced — the state machine refuses such a command with an error
+    /// ([`raftor::Error::BadCommand`]) — but kept so the native protocol's encoding is unchanged.
+    Invalid,
+    /// The write belongs to a session the map no longer holds: its client's session expired (see
+    /// [`SESSION_TTL_ENTRIES`]) and was forgotten, so the map cannot tell whether this write (or a
+    /// retry of it) was applied before. Rather than risk applying it twice, it is refused and
+    /// nothing changed (thesis §6.3: the client learns its session is gone). The client must start
+    /// a new session (a new client id, its sequence numbers again from 1); whether the refused
+    /// write was applied earlier stays unknown to it. See [`KvStateMachine`] for the rule.
+    ///
+    /// Added last, so the encoding of the other outcomes — in snapshots (each session keeps its
+    /// last result) and on the native protocol — is unchanged.
+    SessionExpired,
+}
+
+/// The result of applying a command: the index it was applied at and what it did. A retried write
+/// gets the original's result, index included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvApplied {
+    pub index: u64,
+    pub outcome: KvOutcome,
+}
+
+impl KvCommand {
+    /// The command as the log holds it (bincode), for code that drives the actors directly.
+    pub fn encode(&self) -> Bytes {
+        // Encoding strings, bytes and integers into a Vec cannot fail.
+        Bytes::from(bincode::serialize(self).unwrap_or_default())
+    }
+}
+
+impl KvQuery {
+    /// The query as the byte-level state machine takes it (bincode).
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(bincode::serialize(self).unwrap_or_default())
+    }
+}
+
+/// The answer to a [`KvQuery`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvAnswer {
+    /// The value of the key asked with [`KvQuery::Get`], `None` when absent.
+    Value(Option<Bytes>),
+    /// The number of keys ([`KvQuery::Len`]).
+    Len(u64),
+}
+
+impl KvApplied {
+    /// Decodes a result as the byte-level state machine answers it (see
+    /// [`Encoded`](raftor::state_machine::Encoded)); `None` for a refused command.
+    pub fn decode(bytes: &[u8]) -> Option<KvApplied> {
+        unframe(bytes).ok()
+    }
+}
+
+/// Decodes the byte-level answer to [`KvQuery::Get`].
+pub fn decode_get(bytes: &[u8]) -> Option<Bytes> {
+    match unframe(bytes) {
+        Ok(KvAnswer::Value(value)) => value,
+        _ => None,
+    }
+}
+
+/// Decodes the byte-level answer to [`KvQuery::Len`].
+pub fn decode_len(bytes: &[u8]) -> Option<u64> {
+    match unframe(bytes) {
+        Ok(KvAnswer::Len(len)) => Some(len),
+        _ => None,
+    }
+}
+
+/// A session is forgotten once this many entries were applied after its last write. The rule is
+/// by log index, not wall clock, so every node forgets the same sessions at the same entry. A
+/// later write of a forgotten session (other than its first) is refused with
+/// [`KvOutcome::SessionExpired`].
+pub const SESSION_TTL_ENTRIES: u64 = 1_000_000;
+/// How often (in entries) expired sessions are swept.
+const SESSION_SWEEP_EVERY: u64 = 4096;
+
+/// What the map remembers of a client: its latest write and that write's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SessionRecord {
+    last_sequence: u64,
+    last_result: KvApplied,
+    /// The index of the client's latest write; the session expires relative to it.
+    last_index: u64,
+}
+
+/// The map itself, with the clients' sessions.
+///
+/// # Exactly-once sessions (thesis §6.3)
+///
+/// A client numbers its writes 1, 2, 3... For each client the map keeps its latest sequence
+/// number and that write's result (a `SessionRecord`), and decides a write with a session so,
+/// the same on every node (the decision depends only on the log):
+///
+/// - the client is known and the sequence is its latest: a retry, answered with the original
+///   result (same index), nothing changes;
+/// - the client is known and the sequence is older: [`KvOutcome::StaleSequence`], nothing changes;
+/// - the client is known and the sequence is newer: applied, and becomes the latest;
+/// - the client is unknown and the sequence is 1 (or 0): a new session, applied;
+/// - the client is unknown and the sequence is above 1: [`KvOutcome::SessionExpired`], nothing
+///   changes and no session is created.
+///
+/// The last rule is what makes expiry safe. A client starts at 1, so a write numbered above 1
+/// from a client the map does not know means the map forgot the client's session (it expired), or
+/// never applied the client's earlier writes (they failed or are still in flight). Either way the
+/// map cannot know whether this very write was applied before its session was forgotten, so
+/// applying it could apply it twice; refusing it never does. The cost of the second case is a
+/// needless refusal: the client starts a new session, and when it knows that no earlier attempt
+/// of the write can have been applied it may send the write again under it, as
+/// [`crate::Client`] does.
+///
+/// No state is kept for this: the rule needs no list of expired client ids, which would have to
+/// grow without bound (keeping them is what expiry exists to avoid) or, bounded, forget some —
+/// and every expired session's later writes are caught without it. The one case the rule cannot
+/// tell apart is a retry of a client's *first* write arriving after its session expired: it
+/// looks like a new session and is applied again. That needs the retry to come more than
+/// [`SESSION_TTL_ENTRIES`] entries after the original was applied (a client retries for seconds;
+/// [`crate::Client`] for its operation timeout, 15 s by default); closing it entirely would need
+/// an explicit session registration entry (the thesis's RegisterClient), a change of the log
+/// format.
+#[derive(Debug, Default)]
+pub struct KvStateMachine {
+    /// Persistent maps (shared structure, copy on write): a snapshot is an O(1) copy, so taking one
+    /// never holds up the applier however large the map is.
+    map: OrdMap<String, Bytes>,
+    sessions: OrdMap<u64, SessionRecord>,
+    /// The index of the last entry applied; grows by log order.
+    applied: LogIndex,
+}
+
+impl KvStateMachine {
+    pub fn new() -> KvStateMachine {
+        KvStateMachine::default()
+    }
+
+    pub fn applied(&self) -> LogIndex {
+        self.applied
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn execute(&mut self, op: KvOp) -> KvOutcome {
+        match op {
+            KvOp::Put { key, value } => KvOutcome::Put {
+                replaced: self.map.insert(key, value).is_some(),
+            },
+            KvOp::Delete { key } => KvOutcome::Deleted {
+                existed: self.map.remove(&key).is_some(),
+            },
+            KvOp::Cas {
+                key,
+                expected,
+                value,
+            } => {
+                let current = self.map.get(&key);
+                if current == expected.as_ref() {
+                    self.map.insert(key, value);
+                    KvOutcome::Swapped
+                } else {
+                    KvOutcome::Mismatch {
+                        current: current.cloned(),
+                    }
+                }
+            }
+        }
+    }
+
+    fn sweep_sessions(&mut self, index: u64) {
+        if index.is_multiple_of(SESSION_SWEEP_EVERY) {
+            let expired: Vec<u64> = self
+                .sessions
+                .iter()
+                .filter(|(_, record)| record.last_index + SESSION_TTL_ENTRIES <= index)
+                .map(|(client, _)| *client)
+                .collect();
+            for client in expired {
+                self.sessions.remove(&client);
+            }
+        }
+    }
+}
+
+/// A snapshot of the map: everything [`KvStateMachine`] holds, as of `applied`. The sessions are
+/// part of it, so exactly-once answers survive compaction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KvSnapshot {
+    applied: LogIndex,
+    map: OrdMap<String, Bytes>,
+    sessions: OrdMap<u64, SessionRecord>,
+}
+
+impl StateMachine for KvStateMachine {
+    type Command = KvCommand;
+    type Response = KvApplied;
+    type Query = KvQuery;
+    type QueryResponse = KvAnswer;
+    type Snapshot = KvSnapshot;
+
+    fn apply(&mut self, index: LogIndex, command: KvCommand) -> KvApplied {
+        self.applied = index;
+        self.sweep_sessions(index.0);
+        if let Some(session) = command.session {
+            match self.sessions.get(&session.client_id) {
+                Some(record) => {
+                    if session.sequence == record.last_sequence {
+                        // A retry of the latest write: answer as the first time, change nothing.
+                        return record.last_result.clone();
+                    }
+                    if session.sequence < record.last_sequence {
+                        return KvApplied {
+                            index: index.0,
+                            outcome: KvOutcome::StaleSequence,
+                        };
+                    }
+                }
+                // An unknown client past its first write: its session was forgotten (see the
+                // rules on `KvStateMachine`). Refuse; record no session, so its retries are
+                // refused too.
+                None if session.sequence > 1 => {
+                    return KvApplied {
+                        index: index.0,
+                        outcome: KvOutcome::SessionExpired,
+                    };
+                }
+                // An unknown client's first write: a new session.
+                None => {}
+            }
+        }
+        let result = KvApplied {
+            index: index.0,
+            outcome: self.execute(command.op),
+        };
+        if let Some(session) = command.session {
+            self.sessions.insert(
+                session.client_id,
+                SessionRecord {
+                    last_sequence: session.sequence,
+                    last_result: result.clone(),
+                    last_index: index.0,
+                },
+            );
+        }
+        result
+    }
+
+    fn query(&self, query: &KvQuery) -> KvAnswer {
+        match query {
+            KvQuery::Get { key } => KvAnswer::Value(self.map.get(key).cloned()),
+            KvQuery::Len => KvAnswer::Len(self.map.len() as u64),
+        }
+    }
+
+    fn snapshot(&self) -> KvSnapshot {
+        // O(1): the persistent maps share their structure with the copy.
+        KvSnapshot {
+            applied: self.applied,
+            map: self.map.clone(),
+            sessions: self.sessions.clone(),
+        }
+    }
+
+    fn restore(&mut self, snapshot: KvSnapshot) {
+        self.applied = snapshot.applied;
+        self.map = snapshot.map;
+        self.sessions = snapshot.sessions;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    // The tests drive the machine as the actors do: through bytes.
+    use raftor::state_machine::Encoded;
+    use raftor_actors::StateMachine as Bytewise;
+
+    #[test]
+    fn a_snapshot_restores_the_map_and_the_sessions() {
+        let mut kv = Encoded(KvStateMachine::new());
+        let session = Session {
+            client_id: 7,
+            sequence: 1,
+        };
+        let first = Bytewise::apply(&mut kv, LogIndex(1), &put("a", "1", Some(session)));
+        Bytewise::apply(&mut kv, LogIndex(2), &put("b", "2", None));
+        let writer = Bytewise::snapshot(&kv);
+        // Applying goes on after the snapshot was taken: it must not show in the snapshot.
+        Bytewise::apply(&mut kv, LogIndex(3), &put("c", "3", None));
+        let mut bytes = Vec::new();
+        writer(&mut bytes).expect("written");
+
+        let mut restored = Encoded(KvStateMachine::new());
+        Bytewise::restore(&mut restored, &mut bytes.as_slice()).expect("restored");
+        assert_eq!(restored.0.applied(), LogIndex(2));
+        let get = |kv: &Encoded<KvStateMachine>, key: &str| {
+            decode_get(&Bytewise::query(
+                kv,
+                &KvQuery::Get { key: key.into() }.encode(),
+            ))
+        };
+        assert_eq!(get(&restored, "a"), Some(Bytes::from("1")));
+        assert_eq!(get(&restored, "b"), Some(Bytes::from("2")));
+        assert_eq!(get(&restored, "c"), None);
+        // The session came along: a retried write is answered as the first time.
+        assert_eq!(
+            Bytewise::apply(&mut restored, LogIndex(3), &put("a", "1", Some(session))),
+            first
+        );
+
+        // A damaged snapshot is refused and leaves the machine as it was.
+        let mut damaged = Encoded(KvStateMachine::new());
+        Bytewise::apply(&mut damaged, LogIndex(1), &put("keep", "me", None));
+        assert!(Bytewise::restore(&mut damaged, &mut &bytes[..bytes.len() / 2]).is_err());
+        assert_eq!(get(&damaged, "keep"), Some(Bytes::from("me")));
+    }
+
+    fn put(key: &str, value: &str, session: Option<Session>) -> Bytes {
+        KvCommand {
+            session,
+            op: KvOp::Put {
+                key: key.into(),
+                value: Bytes::copy_from_slice(value.as_bytes()),
+            },
+        }
+        .encode()
+    }
+
+    fn outcome(bytes: Bytes) -> KvOutcome {
+        KvApplied::decode(&bytes).expect("decodes").outcome
+    }
+
+    #[test]
+    fn put_get_delete_cas() {
+        let mut kv = Encoded(KvStateMachine::new());
+        assert_eq!(
+            outcome(Bytewise::apply(&mut kv, LogIndex(1), &put("a", "1", None))),
+            KvOutcome::Put { replaced: false }
+        );
+        assert_eq!(
+            outcome(Bytewise::apply(&mut kv, LogIndex(2), &put("a", "2", None))),
+            KvOutcome::Put { replaced: true }
+        );
+        let get = KvQuery::Get { key: "a".into() }.encode();
+        assert_eq!(
+            decode_get(&Bytewise::query(&kv, &get)),
+            Some(Bytes::from_static(b"2"))
+        );
+        let cas = |expected: Option<&'static str>, value: &'static str| {
+            KvCommand {
+                session: None,
+                op: KvOp::Cas {
+                    key: "a".into(),
+                    expected: expected.map(|e| Bytes::from_static(e.as_bytes())),
+                    value: Bytes::from_static(value.as_bytes()),
+                },
+            }
+            .encode()
+        };
+        assert_eq!(
+            outcome(Bytewise::apply(&mut kv, LogIndex(3), &cas(Some("1"), "3"))),
+            KvOutcome::Mismatch {
+                current: Some(Bytes::from_static(b"2"))
+            }
+        );
+        assert_eq!(
+            outcome(Bytewise::apply(&mut kv, LogIndex(4), &cas(Some("2"), "3"))),
+            KvOutcome::Swapped
+        );
+        assert_eq!(
+            outcome(Bytewise::apply(&mut kv, LogIndex(5), &cas(None, "4"))),
+            KvOutcome::Mismatch {
+                current: Some(Bytes::from_static(b"3"))
+            }
+        );
+        let delete = KvCommand {
+            session: None,
+            op: KvOp::Delete { key: "a".into() },
+        }
+        .encode();
+        assert_eq!(
+            outcome(Bytewise::apply(&mut kv, LogIndex(6), &delete)),
+            KvOutcome::Deleted { existed: true }
+        );
+        assert_eq!(decode_get(&Bytewise::query(&kv, &get)), None);
+        assert_eq!(
+            outcome(Bytewise::apply(&mut kv, LogIndex(7), &cas(None, "5"))),
+            KvOutcome::Swapped
+        );
+        // An undecodable command is refused (the same on every node) and changes nothing.
+        assert_eq!(
+            KvApplied::decode(&Bytewise::apply(&mut kv, LogIndex(8), b"garbage")),
+            None
+        );
+        assert_eq!(kv.0.applied(), LogIndex(7));
+        assert_eq!(
+            decode_len(&Bytewise::query(&kv, &KvQuery::Len.encode())),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_retried_write_is_applied_once_and_answered_as_the_first_time() {
+        let mut kv = Encoded(KvStateMachine::new());
+        let session = |sequence| {
+            Some(Session {
+                client_id: 9,
+                sequence,
+            })
+        };
+        let first = Bytewise::apply(&mut kv, LogIndex(1), &put("k", "v1", session(1)));
+        // Someone else writes the key in between.
+        Bytewise::apply(&mut kv, LogIndex(2), &put("k", "other", None));
+        let retry = Bytewise::apply(&mut kv, LogIndex(3), &put("k", "v1", session(1)));
+        assert_eq!(first, retry, "same result, same index");
+        assert_eq!(KvApplied::decode(&retry).expect("decodes").index, 1);
+        let get = KvQuery::Get { key: "k".into() }.encode();
+        assert_eq!(
+            decode_get(&Bytewise::query(&kv, &get)),
+            Some(Bytes::from_static(b"other"))
+        );
+        Bytewise::apply(&mut kv, LogIndex(4), &put("k", "v2", session(2)));
+        assert_eq!(
+            outcome(Bytewise::apply(
+                &mut kv,
+                LogIndex(5),
+                &put("k", "v1", session(1))
+            )),
+            KvOutcome::StaleSequence
+        );
+        assert_eq!(
+            decode_get(&Bytewise::query(&kv, &get)),
+            Some(Bytes::from_static(b"v2"))
+        );
+    }
+
+    /// The index of the first sweep that forgets a session whose last write was at index 1.
+    fn first_sweep_forgetting_index_1() -> u64 {
+        (SESSION_TTL_ENTRIES / SESSION_SWEEP_EVERY + 1) * SESSION_SWEEP_EVERY
+    }
+
+    #[test]
+    fn a_retry_from_an_expired_session_is_refused_and_changes_nothing() {
+        let mut kv = Encoded(KvStateMachine::new());
+        let session = |sequence| {
+            Some(Session {
+                client_id: 11,
+                sequence,
+            })
+        };
+        let get = KvQuery::Get { key: "k".into() }.encode();
+        Bytewise::apply(&mut kv, LogIndex(1), &put("k", "v1", session(1)));
+        let second = Bytewise::apply(&mut kv, LogIndex(2), &put("k", "v2", session(2)));
+        assert_eq!(outcome(second.clone()), KvOutcome::Put { replaced: true });
+        // Someone else overwrites the key; the client's answer to write 2 was lost.
+        Bytewise::apply(&mut kv, LogIndex(3), &put("k", "other", None));
+        // Before expiry a retry is answered as the first time.
+        assert_eq!(
+            Bytewise::apply(&mut kv, LogIndex(4), &put("k", "v2", session(2))),
+            second
+        );
+        // More than SESSION_TTL_ENTRIES entries later (expiry goes by log index, so the test
+        // jumps there instead of applying a million entries) the sweep forgets the session.
+        let sweep_at = first_sweep_forgetting_index_1();
+        Bytewise::apply(&mut kv, LogIndex(sweep_at), &put("x", "y", None));
+        assert_eq!(kv.0.sessions(), 0, "the session expired");
+
+        // The retry of write 2 now arrives: refused, not applied a second time.
+        let retry = Bytewise::apply(&mut kv, LogIndex(sweep_at + 1), &put("k", "v2", session(2)));
+        assert_eq!(
+            KvApplied::decode(&retry),
+            Some(KvApplied {
+                index: sweep_at + 1,
+                outcome: KvOutcome::SessionExpired
+            })
+        );
+        assert_eq!(
+            decode_get(&Bytewise::query(&kv, &get)),
+            Some(Bytes::from_static(b"other")),
+            "nothing changed"
+        );
+        assert_eq!(kv.0.sessions(), 0, "no session was started by the refusal");
+        assert_eq!(kv.0.applied(), LogIndex(sweep_at + 1));
+        // So is any later write of that session, and the same after a snapshot is restored
+        // (another node deciding from a snapshot decides alike).
+        let writer = Bytewise::snapshot(&kv);
+        let mut bytes = Vec::new();
+        writer(&mut bytes).expect("written");
+        let mut restored = Encoded(KvStateMachine::new());
+        Bytewise::restore(&mut restored, &mut bytes.as_slice()).expect("restored");
+        for machine in [&mut kv, &mut restored] {
+            assert_eq!(
+                outcome(Bytewise::apply(
+                    machine,
+                    LogIndex(sweep_at + 2),
+                    &put("k", "v3", session(3))
+                )),
+                KvOutcome::SessionExpired
+            );
+            assert_eq!(
+                decode_get(&Bytewise::query(machine, &get)),
+                Some(Bytes::from_static(b"other"))
+            );
+        }
+
+        // A new session (a new client id, from 1) is applied as usual.
+        let fresh = Some(Session {
+            client_id: 12,
+            sequence: 1,
+        });
+        assert_eq!(
+            outcome(Bytewise::apply(
+                &mut kv,
+                LogIndex(sweep_at + 3),
+                &put("k", "v4", fresh)
+            )),
+            KvOutcome::Put { replaced: true }
+        );
+        assert_eq!(kv.0.sessions(), 1);
+    }
+
+    #[test]
+    fn an_unknown_client_starts_a_session_only_with_its_first_write() {
+        let mut kv = Encoded(KvStateMachine::new());
+        let session = |sequence| {
+            Some(Session {
+                client_id: 5,
+                sequence,
+            })
+        };
+        // Write 3 of a client the map never saw: its session can only have been forgotten.
+        assert_eq!(
+            outcome(Bytewise::apply(
+                &mut kv,
+                LogIndex(1),
+                &put("k", "v3", session(3))
+            )),
+            KvOutcome::SessionExpired
+        );
+        assert_eq!(kv.0.sessions(), 0);
+        assert_eq!(
+            decode_len(&Bytewise::query(&kv, &KvQuery::Len.encode())),
+            Some(0)
+        );
+        // Write 1 starts the session; then write 2 follows as usual.
+        assert_eq!(
+            outcome(Bytewise::apply(
+                &mut kv,
+                LogIndex(2),
+                &put("k", "v1", session(1))
+            )),
+            KvOutcome::Put { replaced: false }
+        );
+        assert_eq!(
+            outcome(Bytewise::apply(
+                &mut kv,
+                LogIndex(3),
+                &put("k", "v2", session(2))
+            )),
+            KvOutcome::Put { replaced: true }
+        );
+        assert_eq!(kv.0.sessions(), 1);
+    }
+
+    #[test]
+    fn sessions_expire_by_log_index() {
+        let mut kv = Encoded(KvStateMachine::new());
+        let session = Some(Session {
+            client_id: 1,
+            sequence: 1,
+        });
+        Bytewise::apply(&mut kv, LogIndex(1), &put("k", "v", session));
+        assert_eq!(kv.0.sessions(), 1);
+        let sweep_at = first_sweep_forgetting_index_1();
+        Bytewise::apply(
+            &mut kv,
+            LogIndex(sweep_at - SESSION_SWEEP_EVERY),
+            &put("x", "y", None),
+        );
+        assert_eq!(kv.0.sessions(), 1, "not yet");
+        Bytewise::apply(&mut kv, LogIndex(sweep_at), &put("x", "y", None));
+        assert_eq!(
+            kv.0.sessions(),
+            0,
+            "forgotten by every node at the same entry"
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! Shared helpers for the tests that run real nodes: free ports, a local cluster, a tiny HTTP client.
+
+#![allow(dead_code)]
+
+use raftor::NodeId;
+use raftor_kv::local_cluster::{current_leader, start_local_cluster};
+use raftor_kv::server::RunningNode;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Start a node from `config`, retrying while a previous incarnation's RocksDB lock (same data
+/// directory) is being released.
+pub async fn start_node_retrying(config: &raftor_kv::config::NodeConfig) -> RunningNode {
+    for _ in 0..50 {
+        match raftor_kv::server::start_node(config).await {
+            Ok(node) => return node,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("node {} did not start", config.id);
+}
+
+/// A base port such that base+1..=base+n are free now.
+pub fn free_base_port(n: u16) -> u16 {
+    for _ in 0..100 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = probe
+            .local_addr()
+            .expect("addr")
+            .port()
+            .saturating_sub(n + 1);
+        drop(probe);
+        if base > 1024
+            && (1..=n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+pub struct Cluster {
+    pub nodes: Vec<RunningNode>,
+    pub base: u16,
+    pub http_base: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(n: u64) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = free_base_port(n as u16);
+        let http_base = free_base_port(n as u16);
+        let nodes = start_local_cluster(n, base, Some(http_base), dir.path())
+            .await
+            .expect("cluster starts");
+        let cluster = Cluster {
+            nodes,
+            base,
+            http_base,
+            dir,
+        };
+        cluster.leader().await;
+        cluster
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        (1..=self.nodes.len() as u16)
+            .map(|i| format!("127.0.0.1:{}", self.base + i))
+            .collect()
+    }
+
+    pub fn http(&self, id: NodeId) -> String {
+        format!("127.0.0.1:{}", self.http_base + id.0 as u16)
+    }
+
+    pub async fn leader(&self) -> NodeId {
+        for _ in 0..200 {
+            if let Some((leader, _)) = current_leader(&self.nodes).await {
+                return leader;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader within 10 s");
+    }
+
+    pub async fn follower(&self) -> NodeId {
+        let leader = self.leader().await;
+        self.nodes
+            .iter()
+            .map(|n| n.handle.id())
+            .find(|id| *id != leader)
+            .expect("a follower")
+    }
+
+    pub async fn shutdown(self) {
+        for node in &self.nodes {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// The answer to an HTTP request: status and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`, on a blocking socket in a blocking task.
+pub async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let addr = addr.to_owned();
+    let method = method.to_owned();
+    let path = path.to_owned();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let body = body.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(&addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in &headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        // The server may answer (413) and close before the whole body is sent: ignore write errors.
+        let _ = stream.write_all(request.as_bytes());
+        let _ = stream.write_all(&body);
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        parse(&raw)
+    })
+    .await
+    .expect("http task")
+}
+
+fn parse(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |p| p + 4);
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let mut body = raw[split..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Reply { status, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = end + 2;
+        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}

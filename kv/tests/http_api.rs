@@ -1,0 +1,325 @@
+//! The HTTP API against a real in-process 3-node cluster: every route and error code.
+
+mod common;
+
+use common::{http, Cluster};
+
+#[actix_rt::test]
+async fn every_route_and_error_code() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let (l, f) = (cluster.http(leader), cluster.http(follower));
+
+    // A write sent to a follower is forwarded to the leader, not an error for the client.
+    let put = http(&f, "PUT", "/v1/kv/color", &[], b"blue").await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let index = put.json()["index"].as_u64().expect("an index");
+    assert!(index > 0);
+
+    // A snapshot on demand, on whichever node is asked (here a follower), covering the write.
+    let snapshot = http(&f, "POST", "/v1/admin/snapshot", &[], b"").await;
+    assert_eq!(snapshot.status, 200, "{}", snapshot.text());
+    let report = snapshot.json();
+    assert_eq!(report["node"].as_u64(), Some(follower.0), "{report}");
+    assert!(report["bytes"].as_u64().expect("bytes") > 0, "{report}");
+    let wrong = http(&f, "GET", "/v1/admin/snapshot", &[], b"").await;
+    assert_eq!(wrong.status, 405, "{}", wrong.text());
+
+    // Reads at each consistency level, on the leader and on the follower.
+    for node in [&l, &f] {
+        for consistency in ["", "?consistency=linearizable", "?consistency=lease"] {
+            let get = http(node, "GET", &format!("/v1/kv/color{consistency}"), &[], b"").await;
+            assert_eq!(
+                (get.status, get.text().as_str()),
+                (200, "blue"),
+                "{node}{consistency}"
+            );
+        }
+    }
+    // A local read on the follower is eventually the same.
+    let mut local = None;
+    for _ in 0..100 {
+        let get = http(&f, "GET", "/v1/kv/color?consistency=local", &[], b"").await;
+        if get.status == 200 {
+            local = Some(get.text());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(local.as_deref(), Some("blue"));
+
+    let missing = http(&l, "GET", "/v1/kv/nothing", &[], b"").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"].is_string());
+    let bad = http(&l, "GET", "/v1/kv/color?consistency=eventual", &[], b"").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"]
+        .as_str()
+        .expect("message")
+        .contains("eventual"));
+
+    // DELETE says whether there was something to delete.
+    let deleted = http(&f, "DELETE", "/v1/kv/color", &[], b"").await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(deleted.json()["deleted"], true);
+    let again = http(&l, "DELETE", "/v1/kv/color", &[], b"").await;
+    assert_eq!(again.json()["deleted"], false);
+
+    // CAS: null expects absence; a mismatch is 409 with the current value.
+    let cas = |body: &'static str| http(&f, "POST", "/v1/kv/lock/cas", &[], body.as_bytes());
+    assert_eq!(cas(r#"{"expected": null, "value": "a"}"#).await.status, 200);
+    let conflict = cas(r#"{"expected": null, "value": "b"}"#).await;
+    assert_eq!(conflict.status, 409);
+    assert_eq!(conflict.json()["current"], "a");
+    assert_eq!(cas(r#"{"expected": "a", "value": "b"}"#).await.status, 200);
+    assert_eq!(
+        cas(r#"{"expected": "zzz"}"#).await.status,
+        400,
+        "missing value"
+    );
+    assert_eq!(cas("not json").await.status, 400);
+
+    // Sessions: a retried write answers with the original index; headers are checked.
+    let session = [("X-Raftor-Client", "77"), ("X-Raftor-Seq", "1")];
+    let first = http(&l, "PUT", "/v1/kv/s", &session, b"1").await;
+    let retry = http(&f, "PUT", "/v1/kv/s", &session, b"1").await;
+    assert_eq!(first.json()["index"], retry.json()["index"]);
+    let stale_session = [("X-Raftor-Client", "77"), ("X-Raftor-Seq", "0")];
+    assert_eq!(
+        http(&l, "PUT", "/v1/kv/s", &stale_session, b"1")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        http(&l, "PUT", "/v1/kv/s", &[("X-Raftor-Seq", "5")], b"1")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        http(
+            &l,
+            "PUT",
+            "/v1/kv/s",
+            &[("X-Raftor-Client", "x"), ("X-Raftor-Seq", "5")],
+            b"1"
+        )
+        .await
+        .status,
+        400
+    );
+
+    // Status, health, metrics.
+    let status = http(&f, "GET", "/v1/status", &[], b"").await;
+    assert_eq!(status.status, 200);
+    let status = status.json();
+    for field in [
+        "id",
+        "role",
+        "term",
+        "leader",
+        "commit_index",
+        "applied_index",
+        "last_log_index",
+        "members",
+    ] {
+        assert!(status.get(field).is_some(), "status has {field}: {status}");
+    }
+    assert_eq!(status["role"], "follower");
+    assert_eq!(status["leader"]["id"], leader.0);
+    let leader_status = http(&l, "GET", "/v1/status", &[], b"").await.json();
+    assert_eq!(leader_status["role"], "leader");
+    let peers = leader_status["peers"]
+        .as_object()
+        .expect("peers on the leader");
+    assert_eq!(peers.len(), 2);
+    for progress in peers.values() {
+        assert!(progress["match_index"].as_u64().is_some());
+        assert!(progress.get("next_index").is_some());
+        assert!(progress.get("since_contact_ms").is_some());
+    }
+    assert_eq!(http(&f, "GET", "/health", &[], b"").await.status, 200);
+    let metrics = http(&l, "GET", "/metrics", &[], b"").await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    for name in [
+        "raftor_term",
+        "raftor_role",
+        "raftor_commit_index",
+        "raftor_applied_index",
+        "raftor_proposals_total",
+        "raftor_write_seconds_bucket",
+        "raftor_log_append_fsync_seconds_bucket",
+        "raftor_replication_lag_entries",
+        "raftor_elections_started",
+        "raftor_log_writes{",
+    ] {
+        assert!(text.contains(name), "metrics lack {name}:\n{text}");
+    }
+    // One client at a time: the follower stored its small batches on its own thread.
+    let follower_metrics = http(&f, "GET", "/metrics", &[], b"").await.text();
+    let inline_writes: u64 = follower_metrics
+        .lines()
+        .find(|line| line.starts_with("raftor_log_writes{") && line.contains("thread=\"node\""))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no raftor_log_writes{{thread=\"node\"}}:\n{follower_metrics}"));
+    assert!(inline_writes > 0, "{follower_metrics}");
+    assert!(status["log_writes_inline"].as_u64().is_some(), "{status}");
+
+    // Wrong methods and routes.
+    assert_eq!(
+        http(&l, "POST", "/v1/kv/color", &[], b"x").await.status,
+        405
+    );
+    assert_eq!(
+        http(&l, "GET", "/v1/kv/lock/cas", &[], b"").await.status,
+        405
+    );
+    assert_eq!(http(&l, "GET", "/v2/nothing", &[], b"").await.status, 404);
+
+    // A 2 MiB body is refused with 413, and the node is unharmed.
+    let huge = vec![b'x'; 2 * 1024 * 1024];
+    let refused = http(&l, "PUT", "/v1/kv/big", &[], &huge).await;
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    let refused = http(&f, "PUT", "/v1/kv/big", &[], &huge).await;
+    assert_eq!(refused.status, 413);
+    assert_eq!(
+        http(&l, "GET", "/v1/kv/big", &[], b"").await.status,
+        404,
+        "nothing written"
+    );
+    assert_eq!(
+        http(&l, "PUT", "/v1/kv/after", &[], b"fine").await.status,
+        200
+    );
+    cluster.shutdown().await;
+}
+
+/// A write whose session the state machine does not hold (forgotten after
+/// `SESSION_TTL_ENTRIES`, which a client's write numbered above 1 from an unknown client can only
+/// mean) is refused with 410 on every write route, changes nothing and starts no session; a new
+/// session (new client id, sequence 1) works.
+#[actix_rt::test]
+async fn a_write_from_an_expired_session_is_410_and_changes_nothing() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let (l, f) = (cluster.http(leader), cluster.http(follower));
+    assert_eq!(
+        http(&l, "PUT", "/v1/kv/g", &[], b"before").await.status,
+        200
+    );
+
+    // Client 9001's write 2 (say, the retry of a write whose answer was lost) reaches a cluster
+    // that forgot the client: on the leader, and forwarded from a follower.
+    let expired = [("X-Raftor-Client", "9001"), ("X-Raftor-Seq", "2")];
+    for node in [&l, &f] {
+        let put = http(node, "PUT", "/v1/kv/g", &expired, b"again").await;
+        assert_eq!(put.status, 410, "{node}: {}", put.text());
+        let error = put.json()["error"].as_str().expect("message").to_owned();
+        assert!(error.contains("session expired"), "{error}");
+    }
+    let delete = http(&f, "DELETE", "/v1/kv/g", &expired, b"").await;
+    assert_eq!(delete.status, 410, "{}", delete.text());
+    let cas = http(
+        &l,
+        "POST",
+        "/v1/kv/g/cas",
+        &expired,
+        br#"{"expected": "before", "value": "again"}"#,
+    )
+    .await;
+    assert_eq!(cas.status, 410, "{}", cas.text());
+    let get = http(&l, "GET", "/v1/kv/g", &[], b"").await;
+    assert_eq!(
+        (get.status, get.text().as_str()),
+        (200, "before"),
+        "nothing was applied"
+    );
+    // The refusal started no session: the same client's next write is refused as well.
+    let later = [("X-Raftor-Client", "9001"), ("X-Raftor-Seq", "3")];
+    assert_eq!(
+        http(&l, "PUT", "/v1/kv/g", &later, b"later").await.status,
+        410
+    );
+
+    // A new session starts at 1 and goes on as usual.
+    let fresh = |seq: &'static str| [("X-Raftor-Client", "9002"), ("X-Raftor-Seq", seq)];
+    let first = http(&l, "PUT", "/v1/kv/g", &fresh("1"), b"new").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = http(&f, "PUT", "/v1/kv/g", &fresh("2"), b"newer").await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    let get = http(&l, "GET", "/v1/kv/g", &[], b"").await;
+    assert_eq!((get.status, get.text().as_str()), (200, "newer"));
+    cluster.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn two_clients_racing_on_cas_one_wins() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    for round in 0..10 {
+        let path = format!("/v1/kv/race{round}/cas");
+        let (to_leader, to_follower) = (cluster.http(leader), cluster.http(follower));
+        let (a, b) = tokio::join!(
+            http(
+                &to_leader,
+                "POST",
+                &path,
+                &[],
+                br#"{"expected": null, "value": "a"}"#
+            ),
+            http(
+                &to_follower,
+                "POST",
+                &path,
+                &[],
+                br#"{"expected": null, "value": "b"}"#
+            ),
+        );
+        let mut statuses = [a.status, b.status];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "round {round}: exactly one wins");
+        let winner = if a.status == 200 { "a" } else { "b" };
+        let loser = if a.status == 200 { &b } else { &a };
+        assert_eq!(loser.json()["current"], winner);
+    }
+    cluster.shutdown().await;
+}
+
+/// `--http-workers N`: the API served on threads of its own answers as on the node's thread, and
+/// stops with the node.
+#[actix_rt::test]
+async fn the_api_on_worker_threads_serves_and_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = common::free_base_port(1);
+    let http_base = common::free_base_port(1);
+    let mut config =
+        raftor_kv::local_cluster::local_node_config(1, 1, base, Some(http_base), dir.path());
+    config.http_workers = 2;
+    let node = raftor_kv::server::start_node(&config)
+        .await
+        .expect("starts");
+    let addr = node.http_addr.expect("http").to_string();
+    let mut put = http(&addr, "PUT", "/v1/kv/k", &[], b"v").await;
+    for _ in 0..50 {
+        // A single node elects itself within an election timeout.
+        if put.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        put = http(&addr, "PUT", "/v1/kv/k", &[], b"v").await;
+    }
+    assert_eq!(put.status, 200, "{}", put.text());
+    let get = http(&addr, "GET", "/v1/kv/k", &[], b"").await;
+    assert_eq!((get.status, get.text().as_str()), (200, "v"));
+    node.shutdown().await;
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the HTTP port is closed after shutdown"
+    );
+}
