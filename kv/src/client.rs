@@ -73,6 +73,10 @@ pub enum ClientError {
     /// The request names a node that is not a member: nothing was done.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The leader refused the write for back-pressure until the timeout (it had more writes in
+    /// flight than it commits promptly): the write did not happen.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 /// A write's result.
@@ -84,6 +88,12 @@ pub struct WriteResult {
 }
 
 /// A key-value client. Cheap to clone; clones share connections and the exactly-once session.
+///
+/// The session numbers the writes in the order they start, and the cluster applies a session's
+/// writes only in that order: a write that is retried (after a lost answer, an election, or
+/// back-pressure) while a later write of the same session was applied comes back
+/// [`ClientError::Superseded`]. Writers that run concurrently and each need every write applied
+/// should each have a `Client` of their own (as `raftor bench` gives each of its clients).
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -390,11 +400,25 @@ impl Client {
                     self.drop_connection().await;
                 }
             }
-            let backoff = Duration::from_millis(20 * u64::from(attempt.min(10)));
+            let step = if matches!(last_error, ClientError::Overloaded(_)) {
+                // The leader asked for room: wait longer before the next attempt.
+                100
+            } else {
+                20
+            };
+            // Jittered (half to one and a half of the step times the attempt), so that clients
+            // refused together do not all come back at the same instant.
+            let backoff_ms = step * u64::from(attempt.min(10));
+            let backoff = Duration::from_millis(rand::Rng::gen_range(
+                &mut rand::thread_rng(),
+                backoff_ms / 2..=backoff_ms * 3 / 2,
+            ));
             tokio::time::sleep(backoff).await;
         }
         Err(match last_error {
-            ClientError::Unavailable(message) if is_write && maybe_applied => {
+            ClientError::Unavailable(message) | ClientError::Overloaded(message)
+                if is_write && maybe_applied =>
+            {
                 ClientError::Unknown(message)
             }
             other => other,
@@ -537,5 +561,6 @@ fn classify(error: &ServiceError) -> ClientError {
         ErrorKind::Unknown => ClientError::Unknown(error.message.clone()),
         ErrorKind::Conflict => ClientError::Conflict(error.message.clone()),
         ErrorKind::NotFound => ClientError::NotFound(error.message.clone()),
+        ErrorKind::Overloaded => ClientError::Overloaded(error.message.clone()),
     }
 }

@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// The largest value accepted, in bytes (default 1048576); larger is refused with 413.
     #[arg(long, env = "RAFTOR_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<usize>,
+    /// Back-pressure: the payload bytes of writes this node may have proposed and not yet
+    /// answered (default 67108864, 64 MiB); a write past it is answered at once with 503 and
+    /// `Retry-After` ("overloaded") instead of waiting in a queue until it times out.
+    #[arg(long, env = "RAFTOR_MAX_PENDING_WRITE_BYTES")]
+    pub max_pending_write_bytes: Option<usize>,
     /// Directory for this node's RocksDB data.
     #[arg(long, env = "RAFTOR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -93,6 +98,7 @@ struct FileConfig {
     http: Option<String>,
     http_workers: Option<usize>,
     max_value_bytes: Option<usize>,
+    max_pending_write_bytes: Option<usize>,
     peers: Option<String>,
     join: Option<String>,
     advertise: Option<String>,
@@ -109,6 +115,10 @@ struct FileConfig {
     snapshot_trailing: Option<u64>,
 }
 
+/// The default back-pressure bound: 64 MiB of writes in flight, about two seconds of what three
+/// synced nodes on one machine replicate (BENCHMARKS.md), far under the 5 s request timeout.
+pub const DEFAULT_MAX_PENDING_WRITE_BYTES: usize = 64 * 1024 * 1024;
+
 /// A node's resolved, checked configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -118,6 +128,9 @@ pub struct NodeConfig {
     pub http: Option<SocketAddr>,
     pub http_workers: usize,
     pub max_value_bytes: usize,
+    /// Back-pressure: the payload bytes of writes in flight on this node before it answers
+    /// "overloaded" (see `ServiceConfig::max_pending_write_bytes`).
+    pub max_pending_write_bytes: usize,
     /// The founding members' Raft addresses, this node included; empty for a node that joins.
     pub peers: BTreeMap<NodeId, String>,
     /// For a node that joins a running cluster (then `peers` is empty).
@@ -282,12 +295,23 @@ impl ServeArgs {
                 "--max-value-bytes {max_value_bytes}: must be between 1 and 33554432 (32 MiB)"
             )));
         }
+        let max_pending_write_bytes = self
+            .max_pending_write_bytes
+            .or(file.max_pending_write_bytes)
+            .unwrap_or(DEFAULT_MAX_PENDING_WRITE_BYTES);
+        if max_pending_write_bytes == 0 {
+            return Err(ConfigError::Limit(
+                "--max-pending-write-bytes 0: must be at least 1 (one write is always admitted)"
+                    .into(),
+            ));
+        }
         let config = NodeConfig {
             id: NodeId(id),
             listen,
             http,
             http_workers: self.http_workers.or(file.http_workers).unwrap_or(0).min(64),
             max_value_bytes,
+            max_pending_write_bytes,
             peers,
             join,
             data_dir,
@@ -415,6 +439,10 @@ mod tests {
             .resolve()
             .expect("valid");
         assert_eq!(config.peers.len(), 3);
+        assert_eq!(
+            config.max_pending_write_bytes,
+            DEFAULT_MAX_PENDING_WRITE_BYTES
+        );
         assert_eq!(config.peers[&NodeId(2)], "node2:7002");
         let raft = config.raft_config();
         assert_eq!(
@@ -456,6 +484,13 @@ mod tests {
                     ..args(1, "1=a:1")
                 },
                 "missing setting: --id",
+            ),
+            (
+                ServeArgs {
+                    max_pending_write_bytes: Some(0),
+                    ..args(1, "1=a:1")
+                },
+                "--max-pending-write-bytes 0",
             ),
         ];
         for (args, expected) in cases {

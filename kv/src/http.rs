@@ -214,7 +214,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
 fn error_response(error: &ServiceError) -> HttpResponse {
     let status =
         StatusCode::from_u16(error.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).json(json!({ "error": error.message, "leader": error.leader }))
+    let mut response = HttpResponse::build(status);
+    if error.kind == ErrorKind::Overloaded {
+        // The writes in flight drain within about a second at the default bound.
+        response.insert_header(("Retry-After", "1"));
+    }
+    response.json(json!({ "error": error.message, "leader": error.leader, "overloaded": error.kind == ErrorKind::Overloaded }))
 }
 
 fn bad_request(message: impl Into<String>) -> HttpResponse {

@@ -29,6 +29,7 @@ pub fn local_node_config(
         }),
         http_workers: 0,
         max_value_bytes: 1024 * 1024,
+        max_pending_write_bytes: crate::config::DEFAULT_MAX_PENDING_WRITE_BYTES,
         peers,
         join: None,
         data_dir: data_dir.join(format!("node-{id}")),

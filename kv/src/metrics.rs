@@ -156,6 +156,7 @@ impl ServiceMetrics {
             KvResponse::Error(error) => match error.kind {
                 crate::protocol::ErrorKind::Unknown => "unknown",
                 crate::protocol::ErrorKind::Unavailable => "unavailable",
+                crate::protocol::ErrorKind::Overloaded => "overloaded",
                 _ => "rejected",
             },
             _ => "other",

@@ -198,6 +198,9 @@ pub enum ErrorKind {
     Conflict,
     /// 404: the request names a node that is not a member; nothing happened.
     NotFound,
+    /// 503 with `Retry-After`: the leader has more writes in flight than it commits promptly
+    /// (`--max-pending-write-bytes`); nothing happened. Retry after a short wait.
+    Overloaded,
 }
 
 impl ErrorKind {
@@ -209,6 +212,7 @@ impl ErrorKind {
             ErrorKind::Unknown => 504,
             ErrorKind::Conflict => 409,
             ErrorKind::NotFound => 404,
+            ErrorKind::Overloaded => 503,
         }
     }
 }

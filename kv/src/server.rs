@@ -54,6 +54,7 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
     let observer = metrics.clone();
     let service_config = ServiceConfig {
         max_value_bytes: config.max_value_bytes,
+        max_pending_write_bytes: config.max_pending_write_bytes,
         ..ServiceConfig::default()
     };
     let builder = match &config.join {

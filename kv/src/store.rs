@@ -38,6 +38,21 @@ pub enum KvOp {
     },
 }
 
+impl KvOp {
+    /// The bytes the operation carries (its key and values): what it costs to replicate.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            KvOp::Put { key, value } => key.len() + value.len(),
+            KvOp::Delete { key } => key.len(),
+            KvOp::Cas {
+                key,
+                expected,
+                value,
+            } => key.len() + expected.as_ref().map_or(0, Bytes::len) + value.len(),
+        }
+    }
+}
+
 /// A read of the map.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvQuery {

@@ -323,3 +323,81 @@ async fn the_api_on_worker_threads_serves_and_stops() {
         "the HTTP port is closed after shutdown"
     );
 }
+
+/// Back-pressure: with room for one write in flight, concurrent writes past it are refused at
+/// once with 503, `Retry-After` and "overloaded" (nothing happened, so nothing is unknown), and
+/// the native client retries them until each one is applied.
+#[actix_rt::test]
+async fn writes_past_the_pending_bound_are_refused_with_retry_after_and_the_client_retries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = common::free_base_port(1);
+    let http_base = common::free_base_port(1);
+    let mut config =
+        raftor_kv::local_cluster::local_node_config(1, 1, base, Some(http_base), dir.path());
+    let value = vec![b'v'; 64 * 1024];
+    // Room for one such write at a time (the key adds a few bytes: one is always admitted).
+    config.max_pending_write_bytes = value.len();
+    let node = raftor_kv::server::start_node(&config)
+        .await
+        .expect("starts");
+    let addr = node.http_addr.expect("http").to_string();
+    let mut put = http(&addr, "PUT", "/v1/kv/warm", &[], b"v").await;
+    for _ in 0..50 {
+        if put.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        put = http(&addr, "PUT", "/v1/kv/warm", &[], b"v").await;
+    }
+    assert_eq!(put.status, 200, "{}", put.text());
+
+    let replies = futures::future::join_all((0..32).map(|i| {
+        let addr = addr.clone();
+        let value = value.clone();
+        async move {
+            (
+                i,
+                http(&addr, "PUT", &format!("/v1/kv/k{i}"), &[], &value).await,
+            )
+        }
+    }))
+    .await;
+    let mut refused = 0;
+    for (i, reply) in &replies {
+        match reply.status {
+            200 => {
+                let get = http(&addr, "GET", &format!("/v1/kv/k{i}"), &[], b"").await;
+                assert_eq!(get.body.len(), value.len(), "k{i} was acknowledged");
+            }
+            503 => {
+                refused += 1;
+                assert!(reply.head.contains("retry-after: 1"), "{}", reply.head);
+                assert_eq!(reply.json()["overloaded"], true, "{}", reply.text());
+                let get = http(&addr, "GET", &format!("/v1/kv/k{i}"), &[], b"").await;
+                assert_eq!(get.status, 404, "a refused write did nothing: k{i}");
+            }
+            other => panic!("k{i}: {other} {}", reply.text()),
+        }
+    }
+    assert!(
+        refused > 0,
+        "32 concurrent writes with room for one: some are refused"
+    );
+
+    // The native client waits and retries an overloaded write: every one is applied (a client
+    // per concurrent writer, each with its own session).
+    let writes = futures::future::join_all((0..32).map(|i| {
+        let client = raftor_kv::Client::new(
+            vec![node.raft_addr.to_string()],
+            raftor_kv::ClientOptions::default(),
+        )
+        .expect("client");
+        let value = bytes::Bytes::from(value.clone());
+        async move { client.put(&format!("c{i}"), value).await }
+    }))
+    .await;
+    for (i, write) in writes.iter().enumerate() {
+        assert!(write.is_ok(), "c{i}: {write:?}");
+    }
+    node.shutdown().await;
+}

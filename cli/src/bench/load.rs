@@ -311,6 +311,7 @@ fn kind(error: ClientError) -> String {
         ClientError::SessionExpired => "session expired",
         ClientError::Conflict(_) => "conflict",
         ClientError::NotFound(_) => "not found",
+        ClientError::Overloaded(_) => "overloaded",
     }
     .to_string()
 }

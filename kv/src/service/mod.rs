@@ -17,6 +17,7 @@ use raftor::Error;
 use raftor::{ClientHandler, RaftNode};
 use raftor_actors::network::client::ClientConnection;
 use raftor_core::NodeId;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -40,6 +41,12 @@ pub struct ServiceConfig {
     pub request_timeout: Duration,
     /// How long a request waits for a leader to be elected before "unavailable" (503).
     pub leader_wait: Duration,
+    /// Back-pressure: the payload bytes (keys and values) of the writes this node has proposed
+    /// and not answered yet. A write that would pass it is refused at once with
+    /// [`ErrorKind::Overloaded`] (nothing happened; HTTP 503 with `Retry-After`) rather than
+    /// queue behind writes the cluster cannot commit within the request timeout. One write is
+    /// always admitted, however large.
+    pub max_pending_write_bytes: usize,
 }
 
 impl Default for ServiceConfig {
@@ -49,6 +56,7 @@ impl Default for ServiceConfig {
             max_key_bytes: 4096,
             request_timeout: Duration::from_secs(5),
             leader_wait: Duration::from_secs(3),
+            max_pending_write_bytes: crate::config::DEFAULT_MAX_PENDING_WRITE_BYTES,
         }
     }
 }
@@ -78,6 +86,7 @@ impl KvService {
                 config,
                 metrics,
                 forward: Default::default(),
+                pending_write_bytes: Default::default(),
             }),
         }
     }
@@ -123,6 +132,22 @@ struct Runner {
     metrics: Arc<ServiceMetrics>,
     /// One connection to each node requests were forwarded to, reused while it lives.
     forward: std::cell::RefCell<BTreeMap<NodeId, Rc<ClientConnection>>>,
+    /// The payload bytes of the writes proposed here and not answered yet (back-pressure).
+    pending_write_bytes: Rc<Cell<usize>>,
+}
+
+/// Holds a write's bytes in [`Runner::pending_write_bytes`] until its answer (or until the
+/// request is dropped).
+struct PendingWrite {
+    pending: Rc<Cell<usize>>,
+    bytes: usize,
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        self.pending
+            .set(self.pending.get().saturating_sub(self.bytes));
+    }
 }
 
 impl Handler<ServiceCall> for KvService {
@@ -305,7 +330,31 @@ impl Runner {
         }
     }
 
+    /// Count a write of `bytes` as in flight, or refuse it when the writes already in flight
+    /// leave no room (one write is always admitted).
+    fn admit_write(&self, bytes: usize) -> Result<PendingWrite, ServiceError> {
+        let pending = self.pending_write_bytes.get();
+        if pending > 0 && pending.saturating_add(bytes) > self.config.max_pending_write_bytes {
+            return Err(ServiceError::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "overloaded: {pending} bytes of writes are waiting to commit on this node (limit {}); nothing was done, retry shortly",
+                    self.config.max_pending_write_bytes
+                ),
+            ));
+        }
+        self.pending_write_bytes.set(pending.saturating_add(bytes));
+        Ok(PendingWrite {
+            pending: self.pending_write_bytes.clone(),
+            bytes,
+        })
+    }
+
     async fn write(&self, command: KvCommand) -> Local {
+        let _pending = match self.admit_write(command.op.payload_bytes()) {
+            Ok(pending) => pending,
+            Err(error) => return Local::Done(KvResponse::Error(error)),
+        };
         match self.node.propose(command).await {
             Ok(applied) => Local::Done(KvResponse::Written {
                 index: applied.index,

@@ -105,6 +105,8 @@ impl Cluster {
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
+    /// The status line and headers, lowercased.
+    pub head: String,
     pub body: Vec<u8>,
 }
 
@@ -174,7 +176,7 @@ fn parse(raw: &[u8]) -> Reply {
     if head.contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
-    Reply { status, body }
+    Reply { status, head, body }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
