@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Answers one request body of the native client protocol (see
-/// [`RaftNode::set_client_handler`]) with a response body. Runs on the endpoint's thread.
+/// [`RaftNode::set_client_handler`](crate::RaftNode::set_client_handler)) with a response body. Runs on the endpoint's thread.
 pub type ClientHandler = Arc<dyn Fn(Bytes) -> LocalBoxFuture<'static, Bytes> + Send + Sync>;
 
 /// How the node reaches its peers.

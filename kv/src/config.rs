@@ -30,7 +30,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTOR_JOIN", conflicts_with = "peers")]
     pub join: Option<String>,
     /// With --join: the Raft address the other members reach this node at (default: --listen,
-    /// which must then not be 0.0.0.0 or [::]).
+    /// which must then not be 0.0.0.0 or `[::]`).
     #[arg(long, env = "RAFTOR_ADVERTISE")]
     pub advertise: Option<String>,
     /// Address for the HTTP API, e.g. 0.0.0.0:8080 (off when not given).
