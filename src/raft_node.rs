@@ -59,9 +59,6 @@ pub(crate) struct Inner<M> {
     pub(crate) id: NodeId,
     pub(crate) node: Arc<NodeHandle>,
     pub(crate) link: Link,
-    pub(crate) leadership: watch::Receiver<Leadership>,
-    /// The configuration in force on this node, as the node pushes it.
-    pub(crate) membership: watch::Receiver<Membership>,
     /// The peers the node was started with (for a node that joined, the members it was given).
     pub(crate) bootstrap: BTreeMap<NodeId, String>,
     /// The longest election timeout: a leadership transfer is given two of them.
@@ -104,7 +101,7 @@ impl<M: StateMachine> std::fmt::Debug for RaftNode<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RaftNode")
             .field("id", &self.inner.id)
-            .field("leadership", &*self.inner.leadership.borrow())
+            .field("leadership", &*self.inner.node.leadership().borrow())
             .finish()
     }
 }
@@ -220,7 +217,7 @@ impl<M: StateMachine> RaftNode<M> {
     /// The node's role, term and leader, pushed by the node as they change. `changed()` on the
     /// receiver fails once the node has stopped.
     pub fn leadership(&self) -> watch::Receiver<Leadership> {
-        self.inner.leadership.clone()
+        self.inner.node.leadership().clone()
     }
 
     /// Take a snapshot of the state machine now, whatever the policy; resolves once it is durable
@@ -252,7 +249,8 @@ impl<M: StateMachine> RaftNode<M> {
     /// peers it was started with. `None` for a node it knows nothing of.
     pub fn address_of(&self, id: NodeId) -> Option<String> {
         self.inner
-            .membership
+            .node
+            .membership()
             .borrow()
             .addresses
             .get(&id)

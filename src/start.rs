@@ -92,8 +92,6 @@ impl RaftNodeBuilder {
         Ok(RaftNode {
             inner: Arc::new(Inner {
                 id,
-                leadership: handle.leadership(),
-                membership: handle.membership(),
                 node: handle,
                 link,
                 bootstrap: if self.join { self.contacts } else { self.peers },

@@ -233,16 +233,16 @@ impl NodeHandle {
             .unwrap_or(Err(ProposeError::Shutdown))
     }
 
-    /// Who leads as this node sees it, updated as it changes; `changed()` fails once the node
-    /// has stopped.
-    pub fn leadership(&self) -> watch::Receiver<Leadership> {
-        self.watchers.leadership.clone()
+    /// Who leads as this node sees it, updated as it changes (clone the receiver to wait for
+    /// changes; `changed()` fails once the node has stopped).
+    pub fn leadership(&self) -> &watch::Receiver<Leadership> {
+        &self.watchers.leadership
     }
 
-    /// The configuration in force on this node, updated as it changes; `changed()` fails once
-    /// the node has stopped.
-    pub fn membership(&self) -> watch::Receiver<Membership> {
-        self.watchers.membership.clone()
+    /// The configuration in force on this node, updated as it changes (clone the receiver to
+    /// wait for changes; `changed()` fails once the node has stopped).
+    pub fn membership(&self) -> &watch::Receiver<Membership> {
+        &self.watchers.membership
     }
 
     /// The node's status, or `None` if it has stopped.

@@ -1,6 +1,9 @@
 //! The `raftor` binary as a user runs it: clear errors for bad input, and a local cluster that
 //! elects a leader.
 
+#[path = "../../kv/tests/common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -216,28 +219,11 @@ impl Drop for LocalCluster {
     }
 }
 
-fn free_base(n: u16) -> u16 {
-    loop {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base = probe
-            .local_addr()
-            .expect("addr")
-            .port()
-            .saturating_sub(n + 1);
-        drop(probe);
-        if base > 1024
-            && (1..=n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        {
-            return base;
-        }
-    }
-}
-
 /// Start `raftor cluster` and wait until it reports a leader.
 fn local_cluster() -> LocalCluster {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base(3);
-    let http_base = free_base(3);
+    let base = common::free_base_port(3);
+    let http_base = common::free_base_port(3);
     let endpoints = (1..=3)
         .map(|i| format!("127.0.0.1:{}", base + i))
         .collect::<Vec<_>>()

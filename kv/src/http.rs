@@ -216,7 +216,8 @@ fn error_response(error: &ServiceError) -> HttpResponse {
         StatusCode::from_u16(error.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
     if error.kind == ErrorKind::Overloaded {
-        // The writes in flight drain within about a second at the default bound.
+        // The writes in flight drain in a few seconds at most at the default bound; the client
+        // comes back sooner and is refused again only while they do.
         response.insert_header(("Retry-After", "1"));
     }
     response.json(json!({ "error": error.message, "leader": error.leader, "overloaded": error.kind == ErrorKind::Overloaded }))

@@ -133,17 +133,17 @@ struct Runner {
     /// One connection to each node requests were forwarded to, reused while it lives.
     forward: std::cell::RefCell<BTreeMap<NodeId, Rc<ClientConnection>>>,
     /// The payload bytes of the writes proposed here and not answered yet (back-pressure).
-    pending_write_bytes: Rc<Cell<usize>>,
+    pending_write_bytes: Cell<usize>,
 }
 
 /// Holds a write's bytes in [`Runner::pending_write_bytes`] until its answer (or until the
 /// request is dropped).
-struct PendingWrite {
-    pending: Rc<Cell<usize>>,
+struct PendingWrite<'a> {
+    pending: &'a Cell<usize>,
     bytes: usize,
 }
 
-impl Drop for PendingWrite {
+impl Drop for PendingWrite<'_> {
     fn drop(&mut self) {
         self.pending
             .set(self.pending.get().saturating_sub(self.bytes));
@@ -332,7 +332,7 @@ impl Runner {
 
     /// Count a write of `bytes` as in flight, or refuse it when the writes already in flight
     /// leave no room (one write is always admitted).
-    fn admit_write(&self, bytes: usize) -> Result<PendingWrite, ServiceError> {
+    fn admit_write(&self, bytes: usize) -> Result<PendingWrite<'_>, ServiceError> {
         let pending = self.pending_write_bytes.get();
         if pending > 0 && pending.saturating_add(bytes) > self.config.max_pending_write_bytes {
             return Err(ServiceError::new(
@@ -345,7 +345,7 @@ impl Runner {
         }
         self.pending_write_bytes.set(pending.saturating_add(bytes));
         Ok(PendingWrite {
-            pending: self.pending_write_bytes.clone(),
+            pending: &self.pending_write_bytes,
             bytes,
         })
     }
