@@ -44,6 +44,7 @@ impl Raft {
             self.elections_started += 1;
             self.current_term = self.current_term.next();
             self.voted_for = Some(self.id());
+            self.check_caught_up();
             self.current_term
         };
         self.votes.insert(self.id(), true);

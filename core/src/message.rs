@@ -68,7 +68,8 @@ pub struct RejoinQuery {
     pub term: Term,
 }
 
-/// The answer to a [`RejoinQuery`]. Changes nothing on either side but the asker's floor.
+/// The answer to a [`RejoinQuery`]. Changes nothing on the asker's side but its floor; a leader
+/// that answers stops counting what the asker acknowledged before (`leader_commit`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejoinAnswer {
     /// The answerer's current term: at least any term in which it voted or acknowledged.
@@ -80,6 +81,11 @@ pub struct RejoinAnswer {
     /// The last entry of the answerer's durable log: a rejoining node votes only for a
     /// candidate whose log is at least as up to date as the most up to date answer.
     pub last_log_id: LogId,
+    /// `Some` when the answerer is the leader of `term`: its commit index when the question
+    /// arrived. The question proves the asker's store is new, so from then on the leader counts
+    /// only what the asker acknowledges afresh (answers to messages sent after it): every entry
+    /// it committed with the old store's help is at or before this index.
+    pub leader_commit: Option<LogIndex>,
 }
 
 /// The answer to a [`RequestVote`].

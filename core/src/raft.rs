@@ -567,6 +567,8 @@ impl Raft {
         if term > self.current_term {
             self.current_term = term;
             self.voted_for = None;
+            // Past the floor, a catching-up node may already hold all it must (rejoin.rs).
+            self.check_caught_up();
         }
         if self.role == Role::Leader {
             self.fail_pending_reads();

@@ -23,6 +23,15 @@
 //!    uncommitted tail may have been cut back since); the floor stays.
 //! 3. [`Standing::Member`] again once its own durable log holds an entry of a term after the
 //!    floor: that leader's log held every entry committed before its term, so this node's does.
+//!    Or, once its term is past the floor, when its durable log ends in an entry of the floor's
+//!    term at or past the commit index the leader of that term reported when it answered
+//!    (`RejoinAnswer::leader_commit`): that leader stopped counting the old self's
+//!    acknowledgements when the question arrived, so every entry committed with their help is
+//!    an entry of an earlier term (which that leader held before its own) or one it had committed
+//!    by then; a log ending in that leader's entry at or past that index holds them all. This
+//!    way does not depend on the answerer staying a member: a floor log taken from a node since
+//!    removed, whose uncommitted tail no remaining voter holds, would otherwise keep this node
+//!    from ever voting.
 //!
 //! A new cluster goes through the same steps: every store is new, every answer says term 0, and
 //! the floor 0 needs no catching up. Only founding voters rejoin (`Raft::new`'s
@@ -45,11 +54,18 @@ pub enum Standing {
     #[default]
     Rejoining,
     /// Every member of every live configuration answered; `floor` is the highest term they
-    /// reported and `floor_log` the most up to date of the durable logs voters reported. Answers
-    /// leaders; votes only in terms after `floor`, for candidates whose log is at least as up to
-    /// date as `floor_log` (itself included, once its own log is); a member once its durable log
-    /// holds an entry of a term after `floor`.
-    CatchingUp { floor: Term, floor_log: LogId },
+    /// reported and `floor_log` the most up to date of the durable logs voters reported;
+    /// `floor_leader_commit` the commit index the leader of term `floor` reported, if it
+    /// answered as leader. Answers leaders; votes only in terms after `floor`, for candidates
+    /// whose log is at least as up to date as `floor_log` or as its own once that holds
+    /// everything the old self helped commit (`holds_floor_leaders_commits`); a member once its
+    /// durable log holds an entry of a term after `floor`, or holds everything the old self
+    /// helped commit and its term is past `floor`.
+    CatchingUp {
+        floor: Term,
+        floor_log: LogId,
+        floor_leader_commit: Option<LogIndex>,
+    },
 }
 
 impl Standing {
@@ -75,8 +91,29 @@ impl Raft {
         match self.standing {
             Standing::Member => true,
             Standing::Rejoining => false,
-            Standing::CatchingUp { floor, floor_log } => term > floor && last_log_id >= floor_log,
+            Standing::CatchingUp {
+                floor, floor_log, ..
+            } => term > floor && (last_log_id >= floor_log || self.holds_floor_leaders_commits()),
         }
+    }
+
+    /// Whether this node's durable log holds every entry committed with its old self's
+    /// acknowledgement, by what the leader of the floor's term reported (step 3 in the module
+    /// docs): it ends in an entry of the floor's term (so it is that leader's log up to there,
+    /// its entries of earlier terms included) at or past the commit index that leader reported
+    /// when it stopped counting the old self. A vote then needs only the usual rule (a
+    /// candidate at least as up to date as this log holds them too, §5.4.3).
+    fn holds_floor_leaders_commits(&self) -> bool {
+        let Standing::CatchingUp {
+            floor,
+            floor_leader_commit: Some(commit),
+            ..
+        } = self.standing
+        else {
+            return false;
+        };
+        let durable_term = self.log.term_at(self.durable_index).unwrap_or(Term::ZERO);
+        durable_term == floor && self.durable_index >= commit
     }
 
     /// A message from `from` while rejoining: ask it too, once per round of queries (a node that
@@ -143,8 +180,17 @@ impl Raft {
     }
 
     /// Any node answers a rejoining peer with its current term and configuration, whatever its
-    /// own term or standing: the answer changes nothing here.
+    /// own term or standing. A leader also stops counting what the asker acknowledged before:
+    /// the question proves its store is new, so those acknowledgements are no longer backed by
+    /// a durable log. It says so, with its commit index, which covers every entry it committed
+    /// with their help.
     pub(crate) fn handle_rejoin_query(&mut self, from: NodeId) {
+        let leader_commit = if self.role == crate::raft::Role::Leader {
+            self.forget_acknowledgements_of(from);
+            Some(self.commit_index)
+        } else {
+            None
+        };
         let durable = LogId::new(
             self.log.term_at(self.durable_index).unwrap_or(Term::ZERO),
             self.durable_index,
@@ -159,6 +205,7 @@ impl Raft {
             term: self.current_term,
             configs,
             last_log_id: durable,
+            leader_commit,
         };
         self.send(from, Message::RejoinAnswer(answer));
     }
@@ -196,6 +243,22 @@ impl Raft {
         }
         if let Some((committed, _)) = answer.configs.first() {
             self.rejoin.committed_config_index = self.rejoin.committed_config_index.max(*committed);
+        }
+        if let Some(commit) = answer.leader_commit {
+            self.rejoin.leader_commits.insert(answer.term, commit);
+            // Catching up already: what the floor's leader says counts at once (it holds
+            // whichever round it arrives in; the leader of a term is one node).
+            if let Standing::CatchingUp {
+                floor,
+                floor_leader_commit: ref mut known @ None,
+                ..
+            } = self.standing
+            {
+                if answer.term == floor {
+                    *known = Some(commit);
+                    self.check_caught_up();
+                }
+            }
         }
         // Only a voter's log can hold an entry committed with this node's help (commits count
         // voters): a learner's log, possibly holding an uncommitted tail no voter will ever
@@ -258,32 +321,47 @@ impl Raft {
         // Fresh answers: the most up to date log among them (possibly behind an earlier round's,
         // whose uncommitted tail may have been cut back since).
         let floor_log = self.rejoin.floor_log;
+        let floor_leader_commit = match self.standing {
+            Standing::CatchingUp {
+                floor_leader_commit: Some(commit),
+                ..
+            } => Some(commit),
+            _ => self.rejoin.leader_commits.get(&floor).copied(),
+        };
         if floor > self.current_term {
             let elapsed = self.election_elapsed;
             self.become_follower(floor, None);
             self.election_elapsed = elapsed;
         }
         self.rejoin = RejoinState::default();
-        self.standing = Standing::CatchingUp { floor, floor_log };
+        self.standing = Standing::CatchingUp {
+            floor,
+            floor_log,
+            floor_leader_commit,
+        };
         self.check_caught_up();
     }
 
     /// Step 2 is done once the durable log holds an entry of a term after the floor (a
     /// snapshot's last entry counts: it covers the log before it). An entry of the floor's own
-    /// term would not do: entries of that term may have been committed, with the old self's
-    /// acknowledgement, after it. A floor of 0 means no election ever happened among the voters
-    /// that answered, so nothing was ever committed: nothing to catch up.
+    /// term would do only at or past the commit index the floor's leader reported when it
+    /// stopped counting the old self (`holds_floor_leaders_commits`); otherwise entries of that
+    /// term may have been committed, with the old self's acknowledgement, after it. And only
+    /// once this node's term is past the floor: as a member it would vote in its current term,
+    /// and the old self may have voted in the floor's. A floor of 0 means no election ever
+    /// happened among the voters that answered, so nothing was ever committed: nothing to
+    /// catch up.
     pub(crate) fn check_caught_up(&mut self) {
         let Standing::CatchingUp { floor, .. } = self.standing else {
             return;
         };
         let durable_term = self.log.term_at(self.durable_index).unwrap_or(Term::ZERO);
-        if floor == Term::ZERO || durable_term > floor {
+        if floor == Term::ZERO
+            || durable_term > floor
+            || (self.current_term > floor && self.holds_floor_leaders_commits())
+        {
             self.standing = Standing::Member;
         }
-        debug_assert!(
-            self.standing != Standing::Member || floor == Term::ZERO || durable_term > floor
-        );
     }
 }
 
@@ -298,6 +376,8 @@ pub(crate) struct RejoinState {
     pub(crate) committed_config_index: LogIndex,
     /// The most up to date durable log an answer reported.
     pub(crate) floor_log: LogId,
+    /// The commit index each answer from a leader reported, by its term.
+    pub(crate) leader_commits: std::collections::BTreeMap<Term, LogIndex>,
     /// Whom this round of queries went to (an answer may come from any of them).
     pub(crate) asked: BTreeSet<NodeId>,
     /// Ticks since the queries were last sent.

@@ -126,6 +126,20 @@ const REMOVED_VOTER_ONE_TERM_BEHIND: &str =
 const TERM_BEHIND_ITS_SNAPSHOT: &str =
     "a node restarted at a term below its snapshot's: the write adopting that term was lost";
 
+/// Seeds 4200023438 and 4200170803 (3 nodes, pre-vote off): no leader after the faults. Read
+/// from 4200023438: n1, a founding voter whose store was new, took its floor log (11@3) from
+/// n3, the leader of term 3, whose tail was uncommitted; it then caught up from n3 to 10@3, and n3
+/// committed its own removal (v{1,2}@7) with n1's and n2's acknowledgements and was shut down.
+/// Neither n1 nor n2 knew the removal committed, so n1's fresh rounds of questions waited for n3
+/// forever and its floor log stayed 11@3, which no remaining voter could reach (n2 held 7@3):
+/// n1 voted for nobody and n2 could not win without it. Fixed in `crate::rejoin`: the leader of
+/// the floor's term, asked, stops counting the asker's old acknowledgements and reports its
+/// commit index; a node whose durable log ends in that leader's entry at or past that index holds
+/// everything its old self helped commit, so past the floor it votes by the usual rule (the unit
+/// test `a_rejoined_voter_votes_once_it_holds_the_floor_leaders_commits_though_the_floor_log_left`).
+const FLOOR_LOG_FROM_A_REMOVED_LEADER: &str =
+    "a catching-up voter's floor log came from a leader since removed, and no voter could reach it";
+
 fn no_pre_vote_5() -> SimConfig {
     SimOptions {
         nodes: 5,
@@ -230,6 +244,16 @@ const REGRESSIONS: &[Regression] = &[
         seed: 2200247333,
         config: no_pre_vote_3,
         why: REMOVED_VOTER_ONE_TERM_BEHIND,
+    },
+    Regression {
+        seed: 4200023438,
+        config: no_pre_vote_3,
+        why: FLOOR_LOG_FROM_A_REMOVED_LEADER,
+    },
+    Regression {
+        seed: 4200170803,
+        config: no_pre_vote_3,
+        why: FLOOR_LOG_FROM_A_REMOVED_LEADER,
     },
     Regression {
         seed: 730012246,

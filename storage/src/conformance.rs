@@ -67,6 +67,7 @@ pub fn standing_round_trip<H: Harness>(harness: &mut H) {
     let floor = Standing::CatchingUp {
         floor: Term(4),
         floor_log: id(3, 4),
+        floor_leader_commit: Some(LogIndex(2)),
     };
     write_ok(
         &mut store,

@@ -33,6 +33,29 @@ const HARD_STATE_KEY: &[u8] = b"hard_state";
 /// The node's [`Standing`] (absent in a store written before standings existed: a member).
 const STANDING_KEY: &[u8] = b"standing";
 const IDENTITY_KEY: &[u8] = b"identity";
+
+/// A [`Standing`] as stores wrote it before a catching-up node kept the floor leader's commit
+/// index: read as catching up without it (it then waits for a term after the floor, as it did).
+#[derive(Deserialize)]
+enum LegacyStanding {
+    Member,
+    Rejoining,
+    CatchingUp { floor: Term, floor_log: LogId },
+}
+
+impl From<LegacyStanding> for Standing {
+    fn from(legacy: LegacyStanding) -> Standing {
+        match legacy {
+            LegacyStanding::Member => Standing::Member,
+            LegacyStanding::Rejoining => Standing::Rejoining,
+            LegacyStanding::CatchingUp { floor, floor_log } => Standing::CatchingUp {
+                floor,
+                floor_log,
+                floor_leader_commit: None,
+            },
+        }
+    }
+}
 const LOG_START_KEY: &[u8] = b"log_start";
 /// The key, in RocksDB's otherwise unused default column family, that [`RocksStorage::prime_wal`]
 /// overwrites and finally deletes.
@@ -299,6 +322,11 @@ impl RocksStorage {
         let meta = self.cf(META_CF)?;
         match self.db.get_pinned_cf(meta, STANDING_KEY)? {
             Some(bytes) => bincode::deserialize(&bytes)
+                .or_else(|e| {
+                    bincode::deserialize::<LegacyStanding>(&bytes)
+                        .map(Standing::from)
+                        .map_err(|_| e)
+                })
                 .map_err(|e| StorageError::Corrupt(format!("standing does not decode: {e}"))),
             None if self.db.get_pinned_cf(meta, HARD_STATE_KEY)?.is_some() => Ok(Standing::Member),
             None => Ok(Standing::Rejoining),
@@ -594,6 +622,47 @@ mod tests {
                 other => panic!("expected an Io error for {}, got {other:?}", path.display()),
             }
         }
+    }
+
+    /// A store written before catching-up standings kept the floor leader's commit index still
+    /// opens: its standing reads as catching up without one; garbage is still refused.
+    #[test]
+    fn a_standing_written_before_the_floor_leaders_commit_existed_still_reads() {
+        #[derive(Serialize)]
+        enum Written {
+            #[allow(dead_code)]
+            Member,
+            #[allow(dead_code)]
+            Rejoining,
+            CatchingUp {
+                floor: Term,
+                floor_log: LogId,
+            },
+        }
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("db");
+        let store = RocksStorage::open(&path, &identity()).unwrap();
+        let floor_log = LogId::new(Term(3), LogIndex(11));
+        let old = bincode::serialize(&Written::CatchingUp {
+            floor: Term(3),
+            floor_log,
+        })
+        .unwrap();
+        let meta = store.cf(META_CF).unwrap();
+        store.db.put_cf(meta, STANDING_KEY, old).unwrap();
+        assert_eq!(
+            store.read_standing().unwrap(),
+            Standing::CatchingUp {
+                floor: Term(3),
+                floor_log,
+                floor_leader_commit: None,
+            }
+        );
+        store.db.put_cf(meta, STANDING_KEY, [0xffu8; 5]).unwrap();
+        assert!(matches!(
+            store.read_standing(),
+            Err(StorageError::Corrupt(_))
+        ));
     }
 
     #[test]

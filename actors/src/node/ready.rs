@@ -41,8 +41,12 @@ impl NodeActor {
                 Standing::Member => {
                     tracing::info!(node = %self.id(), term = %term, "rejoined: this node's store holds what it promised; it votes again")
                 }
-                Standing::CatchingUp { floor, floor_log } => {
-                    tracing::info!(node = %self.id(), term = %term, %floor, %floor_log, "rejoining: the voters answered; votes only in terms after the floor, for logs at least as up to date as the floor log, until it holds an entry of a later term")
+                Standing::CatchingUp {
+                    floor,
+                    floor_log,
+                    floor_leader_commit,
+                } => {
+                    tracing::info!(node = %self.id(), term = %term, %floor, %floor_log, floor_leader_commit = ?floor_leader_commit.map(|c| c.0), "rejoining: the voters answered; votes only in terms after the floor, for logs at least as up to date as the floor log (or its own, once it holds the floor leader's log to its reported commit), until it holds an entry of a later term or that log")
                 }
                 Standing::Rejoining => {}
             }

@@ -50,6 +50,10 @@ impl Raft {
         let Some(peer) = leader.peers.get_mut(&from) else {
             return;
         };
+        if response.request_id < peer.answers_from {
+            // Answered by the peer's old store, before it asked to rejoin: vouches for nothing.
+            return;
+        }
         let confirmed = if response.vouches() {
             peer.rounds.answered(response.request_id)
         } else {
@@ -71,6 +75,35 @@ impl Raft {
         }
         if let Some(round) = confirmed {
             self.on_leadership_confirmed(from, round);
+        }
+    }
+
+    /// `peer` asked to rejoin (`crate::rejoin`): its store is new, so what it acknowledged
+    /// before no longer counts toward commits, and no answer to a message sent before now will.
+    /// Probe it afresh from this log's end. Every entry this leader committed with the old
+    /// store's help is at or before its commit index now, which it tells the peer.
+    pub(crate) fn forget_acknowledgements_of(&mut self, peer_id: NodeId) {
+        let end = self.log.last_index().next();
+        let next_request_id = self.next_request_id;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let Some(peer) = leader.peers.get_mut(&peer_id) else {
+            return;
+        };
+        peer.answers_from = next_request_id;
+        let counted = peer.progress.matched() > LogId::ZERO
+            || leader
+                .matched
+                .get(&peer_id)
+                .is_some_and(|index| *index > crate::types::LogIndex::ZERO);
+        // Nothing counted yet (a rejoining node asks again every round while a member is
+        // silent): keep what is under way, a snapshot above all, rather than restart it each time.
+        if counted {
+            peer.progress.on_follower_data_loss(end);
+            peer.snapshot = None;
+            peer.order = None;
+            leader.matched.remove(&peer_id);
         }
     }
 

@@ -29,6 +29,10 @@ pub(crate) struct PeerReplication {
     pub(crate) paused: bool,
     /// The snapshot being sent (`Progress` is in `Snapshot` state meanwhile).
     pub(crate) snapshot: Option<SnapshotSending>,
+    /// Answers to messages numbered below this are ignored: the peer asked to rejoin after they
+    /// left, so its store is new and what it said about them is not backed by a durable log
+    /// (`Raft::forget_acknowledgements_of`). At most the leader's `next_request_id`.
+    pub(crate) answers_from: u64,
 }
 
 /// An entries order the driver is carrying out.
@@ -66,6 +70,7 @@ impl PeerReplication {
             order: None,
             paused: false,
             snapshot: None,
+            answers_from: 0,
         }
     }
 
@@ -83,6 +88,12 @@ impl PeerReplication {
                 "progress in {:?} state, snapshot being sent: {:?}",
                 self.progress.state(),
                 self.snapshot
+            ));
+        }
+        if self.answers_from > next_request_id {
+            return Err(format!(
+                "answers counted from message {} but the next is {next_request_id}",
+                self.answers_from
             ));
         }
         if let Some(order) = &self.order {

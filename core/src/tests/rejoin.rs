@@ -2,9 +2,10 @@
 //! finding 1: a voter that lost its data came back at term 0 with no vote and voted again).
 
 use super::cluster::{Cluster, Disk};
-use super::{config, ids};
+use super::{config, entry, id, ids};
 use crate::{
-    HardState, LogId, Message, RejoinAnswer, RequestVote, RequestVoteResponse, Role, Standing, Term,
+    AppendEntries, AppendEntriesResponse, AppendOutcome, HardState, LogId, LogIndex, Message,
+    NodeId, RejoinAnswer, RejoinQuery, RequestVote, RequestVoteResponse, Role, Standing, Term,
 };
 
 fn vote_request(term: Term, last: LogId) -> Message {
@@ -73,6 +74,7 @@ fn a_voter_that_lost_its_data_does_not_vote_again_in_a_term_it_voted_in() {
                 term,
                 configs: vec![(crate::LogIndex::ZERO, conf)],
                 last_log_id: leader_log,
+                leader_commit: None,
             }),
         );
     }
@@ -81,6 +83,7 @@ fn a_voter_that_lost_its_data_does_not_vote_again_in_a_term_it_voted_in() {
         Standing::CatchingUp {
             floor: term,
             floor_log: leader_log,
+            floor_leader_commit: None,
         }
     );
     assert_eq!(c.raft(voter.0).current_term(), term);
@@ -198,6 +201,7 @@ fn a_rejoining_node_waits_for_every_member_not_a_quorum_of_them() {
             term: Term(term),
             configs: vec![(crate::LogIndex::ZERO, conf.clone())],
             last_log_id: LogId::ZERO,
+            leader_commit: None,
         })
     };
     for id in &ids(5)[..3] {
@@ -214,7 +218,8 @@ fn a_rejoining_node_waits_for_every_member_not_a_quorum_of_them() {
         c.raft(rejoiner.0).standing(),
         Standing::CatchingUp {
             floor: Term(5),
-            floor_log: LogId::ZERO
+            floor_log: LogId::ZERO,
+            floor_leader_commit: None,
         }
     );
     let _ = c.raft(rejoiner.0).take_ready();
@@ -232,4 +237,142 @@ fn a_rejoining_node_waits_for_every_member_not_a_quorum_of_them() {
         vec![true],
         "term 6 is after it"
     );
+}
+
+#[test]
+fn a_leader_asked_to_rejoin_stops_counting_what_the_asker_acknowledged_before() {
+    let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+    let leader = c.elect(200).expect("a leader");
+    for i in 0..3 {
+        assert!(c.propose(leader, &format!("entry {i}")));
+    }
+    c.tick_all(5);
+    let term = c.raft(leader.0).current_term();
+    let last = c.raft(leader.0).last_log_id();
+    let peer = ids(3)
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let matched = |c: &mut Cluster| {
+        c.raft(leader.0)
+            .matched()
+            .and_then(|m| m.get(&peer).copied())
+    };
+    assert_eq!(matched(&mut c), Some(last.index));
+    c.isolate(peer);
+
+    // The peer's store is new: it asks. The leader answers with its commit index and stops
+    // counting what the old store acknowledged.
+    c.raft(leader.0)
+        .step(peer, Message::RejoinQuery(RejoinQuery { term: Term::ZERO }));
+    let commit = c.raft(leader.0).commit_index();
+    let answers: Vec<Option<LogIndex>> = c
+        .raft(leader.0)
+        .take_ready()
+        .messages
+        .into_iter()
+        .filter(|m| m.to == peer)
+        .filter_map(|m| match m.message {
+            Message::RejoinAnswer(answer) => Some(answer.leader_commit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![Some(commit)]);
+    assert_eq!(
+        matched(&mut c),
+        None,
+        "the old acknowledgements no longer count"
+    );
+
+    // A late success from the old store, to a message sent before the question: ignored.
+    c.raft(leader.0).step(
+        peer,
+        Message::AppendEntriesResponse(AppendEntriesResponse {
+            term,
+            request_id: 1,
+            outcome: AppendOutcome::Success { matched: last },
+        }),
+    );
+    assert_eq!(
+        matched(&mut c),
+        None,
+        "a late answer of the old store vouches for nothing"
+    );
+}
+
+/// Seeds 4200023438 and 4200170803 (3 nodes, pre-vote off): the floor log came from the leader
+/// of the floor's term, whose tail no remaining voter held, and that leader was then removed and
+/// shut down; the rejoined voter, needed for any quorum, voted for nobody, for ever.
+#[test]
+fn a_rejoined_voter_votes_once_it_holds_the_floor_leaders_commits_though_the_floor_log_left() {
+    for leader_reported in [false, true] {
+        let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+        let lost = NodeId(1);
+        let conf = c.raft(lost.0).membership().conf.clone();
+        c.crash(lost);
+        c.replace_disk(
+            lost,
+            Disk {
+                hard_state: HardState::default(),
+                standing: Standing::default(),
+                log: Vec::new(),
+            },
+        );
+        // What it sends goes nowhere: n3 is gone after the messages below, n2 never answers
+        // again (the sharpest case: no fresh round of questions can complete).
+        c.isolate(lost);
+        let answer = |last_log_id: LogId, leader_commit: Option<LogIndex>| {
+            Message::RejoinAnswer(RejoinAnswer {
+                term: Term(3),
+                configs: vec![(LogIndex::ZERO, conf.clone())],
+                last_log_id,
+                leader_commit,
+            })
+        };
+        // n3 leads term 3 with an uncommitted tail up to 11, commit 5; n2 holds 7.
+        let reported = leader_reported.then_some(LogIndex(5));
+        c.raft(lost.0).step(NodeId(3), answer(id(11, 3), reported));
+        c.raft(lost.0).step(NodeId(2), answer(id(7, 3), None));
+        c.process(lost);
+        assert_eq!(
+            c.raft(lost.0).standing(),
+            Standing::CatchingUp {
+                floor: Term(3),
+                floor_log: id(11, 3),
+                floor_leader_commit: reported,
+            }
+        );
+        // n3 sends its log up to 10, then is removed and shut down.
+        c.raft(lost.0).step(
+            NodeId(3),
+            Message::AppendEntries(AppendEntries {
+                term: Term(3),
+                prev_log_id: LogId::ZERO,
+                entries: (1..=10).map(|i| entry(i, 3, "x")).collect(),
+                leader_commit: LogIndex(5),
+                request_id: 7,
+            }),
+        );
+        c.process(lost);
+        assert_eq!(c.raft(lost.0).last_log_id(), id(10, 3));
+        assert!(
+            matches!(c.raft(lost.0).standing(), Standing::CatchingUp { .. }),
+            "a member in the floor's term could vote a second time in it"
+        );
+        // No leader any more: it campaigns only if it knows its log holds what its old self
+        // helped commit (n2, at 7@3, could never win: its log is behind).
+        let mut campaigned = false;
+        for _ in 0..200 {
+            c.tick(lost);
+            if c.raft(lost.0).role() == Role::Candidate {
+                campaigned = true;
+                break;
+            }
+        }
+        assert_eq!(campaigned, leader_reported);
+        if leader_reported {
+            assert_eq!(c.raft(lost.0).standing(), Standing::Member);
+            assert_eq!(c.node(lost.0).disk.standing, Standing::Member, "persisted");
+        }
+    }
 }

@@ -80,9 +80,21 @@ impl Runner {
             log_writes_handed_off: status.log_writes_handed_off,
             resident_memory_bytes: crate::metrics::resident_memory_bytes(),
             standing: match status.standing {
-                Standing::CatchingUp { floor, floor_log } => format!(
-                    "catching-up: votes only after term {floor} for logs at least as up to date as {floor_log}, until it holds an entry of a later term"
-                ),
+                Standing::CatchingUp {
+                    floor,
+                    floor_log,
+                    floor_leader_commit,
+                } => {
+                    let or_leader = match floor_leader_commit {
+                        Some(commit) => format!(
+                            " or the term-{floor} leader's log up to its commit index {commit} reported"
+                        ),
+                        None => String::new(),
+                    };
+                    format!(
+                        "catching-up: votes only after term {floor} for logs at least as up to date as {floor_log}, until it holds an entry of a later term{or_leader}"
+                    )
+                }
                 other => other.as_str().to_owned(),
             },
         }
