@@ -81,6 +81,17 @@ impl Raft {
         };
         if !grant {
             self.reject_vote(from, request.pre_vote);
+            let outweighed = request.last_log_id > self.log.last_log_id();
+            if !request.pre_vote && self.role == Role::Candidate && outweighed {
+                // A rival of this term holds a more up to date log, so the voters that hold it
+                // will never elect this node: step aside and wait a whole election timeout, so
+                // that the rival, not this node, starts the next term. Else this node, its term
+                // always one timeout ahead, could vote for itself first in every term and refuse
+                // the one candidate that can win, for ever (seed 4600047959: a candidate whose
+                // configuration's other voter was gone). Its vote in this term stands.
+                let term = self.current_term;
+                self.become_follower(term, None);
+            }
             return;
         }
         if !request.pre_vote {

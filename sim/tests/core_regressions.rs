@@ -140,6 +140,16 @@ const TERM_BEHIND_ITS_SNAPSHOT: &str =
 const FLOOR_LOG_FROM_A_REMOVED_LEADER: &str =
     "a catching-up voter's floor log came from a leader since removed, and no voter could reach it";
 
+/// Seed 4600047959 (3 nodes, pre-vote off): no leader after the faults. Voters {1,5}; n5 (log
+/// 29@8) was the one that could win; n1 (15@7) still held v{1,3} and asked only n3, retired; n4,
+/// its removal pending, campaigned too. n1 timed out first in every term, voted for itself, and
+/// refused n5 arriving in that same term a little later; refusing reset nothing, so the race
+/// repeated term after term. Fixed in `Raft::handle_request_vote`: a candidate that refuses a
+/// rival of its term with a more up to date log steps aside and restarts its election timer (the
+/// unit test `a_candidate_outweighed_by_a_rival_of_its_term_steps_aside_and_waits`).
+const HOPELESS_CANDIDATE_ONE_TERM_AHEAD: &str =
+    "a candidate that could never win voted for itself first in every term";
+
 fn no_pre_vote_5() -> SimConfig {
     SimOptions {
         nodes: 5,
@@ -254,6 +264,11 @@ const REGRESSIONS: &[Regression] = &[
         seed: 4200170803,
         config: no_pre_vote_3,
         why: FLOOR_LOG_FROM_A_REMOVED_LEADER,
+    },
+    Regression {
+        seed: 4600047959,
+        config: no_pre_vote_3,
+        why: HOPELESS_CANDIDATE_ONE_TERM_AHEAD,
     },
     Regression {
         seed: 730012246,

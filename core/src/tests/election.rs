@@ -95,6 +95,44 @@ fn votes_only_for_an_up_to_date_log() {
     }
 }
 
+/// Seed 4600047959 (3 nodes, pre-vote off): n1, whose configuration's other voter was gone and
+/// whose log was behind, timed out first in every term, voted for itself, and so refused the
+/// one candidate that could win (n5, in the same term a little later), for ever.
+#[test]
+fn a_candidate_outweighed_by_a_rival_of_its_term_steps_aside_and_waits() {
+    for (rival_last, steps_aside) in [(id(1, 3), true), (id(2, 2), false)] {
+        let mut raft = follower(1, 3, 2, vec![id(1, 1), id(3, 2)]);
+        while raft.role() != Role::Candidate {
+            raft.tick();
+        }
+        let _ = raft.take_ready();
+        assert_eq!(raft.current_term(), Term(3));
+        raft.tick();
+        raft.step(NodeId(2), vote_request(3, rival_last));
+        let ready = raft.take_ready();
+        assert_eq!(
+            granted(&ready),
+            vec![(NodeId(2), false, Term(3))],
+            "voted already"
+        );
+        assert_eq!(raft.voted_for(), Some(NodeId(1)), "its vote stands");
+        if steps_aside {
+            assert_eq!(raft.role(), Role::Follower);
+            assert_eq!(
+                raft.election_elapsed, 0,
+                "a whole timeout before it campaigns again"
+            );
+        } else {
+            assert_eq!(
+                raft.role(),
+                Role::Candidate,
+                "a rival behind it changes nothing"
+            );
+            assert_eq!(raft.election_elapsed, 1);
+        }
+    }
+}
+
 #[test]
 fn higher_term_makes_a_leader_follow_and_lower_term_is_refused() {
     let mut cluster = Cluster::new(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
