@@ -25,7 +25,9 @@ pub(crate) enum StorageChoice {
 /// Required: [`id`](Self::id), [`peers`](Self::peers) (or [`join`](Self::join) for a node that
 /// joins a running cluster), and storage ([`data_dir`](Self::data_dir) or
 /// [`storage`](Self::storage)). Timing defaults: 10 ms ticks, elections after a random
-/// 150–300 ms without a leader, 50 ms heartbeats, pre-vote on; requests time out after 5 s.
+/// 1–2 s without a leader, 100 ms heartbeats (etcd's; the paper's 150–300 ms elections cost a
+/// live leader its term under saturating load, docs/design.md "Timing"), pre-vote on; requests
+/// time out after 5 s.
 pub struct RaftNodeBuilder {
     pub(crate) id: Option<NodeId>,
     pub(crate) peers: BTreeMap<NodeId, String>,
@@ -68,9 +70,9 @@ impl RaftNodeBuilder {
             network: None,
             cluster_id: "raftor".to_string(),
             tick: Duration::from_millis(10),
-            election_min: Duration::from_millis(150),
-            election_max: Duration::from_millis(300),
-            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(1000),
+            election_max: Duration::from_millis(2000),
+            heartbeat: Duration::from_millis(100),
             pre_vote: true,
             promote_lag: RaftConfig::new(NodeId(1), []).promote_lag,
             request_timeout: Duration::from_secs(5),
@@ -197,14 +199,14 @@ impl RaftNodeBuilder {
     }
 
     /// A follower that hears from no leader for a random time in `min..max` starts an election
-    /// (default 150–300 ms). Also the check-quorum period of a leader.
+    /// (default 1–2 s). Also the check-quorum period of a leader.
     pub fn election_timeout(mut self, min: Duration, max: Duration) -> Self {
         self.election_min = min;
         self.election_max = max;
         self
     }
 
-    /// How often a leader sends heartbeats (default 50 ms); well below the election timeout.
+    /// How often a leader sends heartbeats (default 100 ms); well below the election timeout.
     pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
         self.heartbeat = heartbeat;
         self

@@ -323,7 +323,7 @@ fn the_builder_refuses_bad_configurations() {
                 .id(NodeId(1))
                 .peers([(NodeId(1), "127.0.0.1:0")])
                 .storage(MemStorage::new())
-                .heartbeat(Duration::from_millis(500))
+                .heartbeat(Duration::from_millis(1000))
                 .start(Journal::default())
                 .await,
         );

@@ -7,7 +7,7 @@ mod common;
 
 use common::{free_base_port, http, Reply};
 use raftor::{Error, NodeId, Role};
-use raftor_kv::local_cluster::local_node_config;
+use raftor_kv::local_cluster::{local_node_config, quick_timing};
 use raftor_kv::protocol::Consistency;
 use raftor_kv::server::{start_node, RunningNode};
 use raftor_kv::store::{KvAnswer, KvQuery};
@@ -73,6 +73,7 @@ impl Nodes {
             Some(self.http_base),
             self.dir.path(),
         );
+        quick_timing(&mut config);
         if id > self.founders {
             // Joins: no configuration; it knows where the founders are, and waits to be added.
             config.join = Some(raftor_kv::config::JoinConfig {

@@ -58,13 +58,13 @@ pub struct ServeArgs {
     /// Length of one tick of the Raft clock in milliseconds (default 10).
     #[arg(long, env = "RAFTOR_TICK_MS")]
     pub tick_ms: Option<u64>,
-    /// Minimum election timeout in milliseconds (default 150).
+    /// Minimum election timeout in milliseconds (default 1000).
     #[arg(long, env = "RAFTOR_ELECTION_MIN_MS")]
     pub election_min_ms: Option<u64>,
-    /// Maximum election timeout in milliseconds (default 300).
+    /// Maximum election timeout in milliseconds (default twice the minimum: 2000).
     #[arg(long, env = "RAFTOR_ELECTION_MAX_MS")]
     pub election_max_ms: Option<u64>,
-    /// Heartbeat interval in milliseconds (default 50).
+    /// Heartbeat interval in milliseconds (default 100).
     #[arg(long, env = "RAFTOR_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
     /// Disable pre-vote (on by default).
@@ -114,6 +114,19 @@ struct FileConfig {
     snapshot_bytes: Option<u64>,
     snapshot_trailing: Option<u64>,
 }
+
+/// The default length of a tick of the Raft clock.
+pub const DEFAULT_TICK_MS: u64 = 10;
+/// The default heartbeat interval: etcd's. Ten heartbeats fit in the shortest election timeout,
+/// so a follower times out only after ten in a row were lost or late.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// The default minimum election timeout; each timeout is drawn from one to two minimums (etcd:
+/// 1 s, drawn from 1–2 s). The paper's 150–300 ms assumes a quiet network; on a loaded
+/// machine a heartbeat or its answer waits behind megabytes of appends, a follower's sync of a
+/// large batch, or a busy thread, for longer than that, and a live leader lost its term to load
+/// alone (docs/design.md, "Timing"; BENCHMARKS.md, issue 23). The price: a failover takes 1–2 s
+/// after a leader dies, and a lease lasts up to 1 s.
+pub const DEFAULT_ELECTION_MIN_MS: u64 = 1000;
 
 /// The default back-pressure bound: 128 MiB of writes in flight. Three synced nodes on one machine
 /// replicate 60–75 MB/s of large values (BENCHMARKS.md), so that drains in about two seconds, under
@@ -308,6 +321,10 @@ impl ServeArgs {
                     .into(),
             ));
         }
+        let election_min_ms = self
+            .election_min_ms
+            .or(file.election_min_ms)
+            .unwrap_or(DEFAULT_ELECTION_MIN_MS);
         let config = NodeConfig {
             id: NodeId(id),
             listen,
@@ -323,10 +340,19 @@ impl ServeArgs {
                 .clone()
                 .or(file.cluster_id)
                 .unwrap_or_else(|| "raftor".to_string()),
-            tick_ms: self.tick_ms.or(file.tick_ms).unwrap_or(10),
-            election_min_ms: self.election_min_ms.or(file.election_min_ms).unwrap_or(150),
-            election_max_ms: self.election_max_ms.or(file.election_max_ms).unwrap_or(300),
-            heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50),
+            tick_ms: self.tick_ms.or(file.tick_ms).unwrap_or(DEFAULT_TICK_MS),
+            election_min_ms,
+            election_max_ms: self
+                .election_max_ms
+                .or(file.election_max_ms)
+                .unwrap_or_else(|| {
+                    // Drawn from one to two minimums, as etcd does, unless given.
+                    election_min_ms.saturating_mul(2)
+                }),
+            heartbeat_ms: self
+                .heartbeat_ms
+                .or(file.heartbeat_ms)
+                .unwrap_or(DEFAULT_HEARTBEAT_MS),
             pre_vote: !self.no_pre_vote && file.pre_vote.unwrap_or(true),
             promote_lag: self.promote_lag.or(file.promote_lag).unwrap_or(64),
             snapshots: {
@@ -454,9 +480,21 @@ mod tests {
                 raft.election_ticks_max,
                 raft.heartbeat_ticks
             ),
-            (15, 30, 5)
+            (100, 200, 10),
+            "1–2 s elections and 100 ms heartbeats in 10 ms ticks"
         );
         assert!(raft.pre_vote);
+        // Given only the minimum, the maximum is twice it.
+        let config = ServeArgs {
+            election_min_ms: Some(3000),
+            ..args(1, "1=a:1")
+        }
+        .resolve()
+        .expect("valid");
+        assert_eq!(
+            (config.election_min_ms, config.election_max_ms),
+            (3000, 6000)
+        );
     }
 
     #[test]
@@ -476,7 +514,7 @@ mod tests {
             ),
             (
                 ServeArgs {
-                    heartbeat_ms: Some(500),
+                    heartbeat_ms: Some(1000),
                     ..args(1, "1=a:1")
                 },
                 "bad timing",

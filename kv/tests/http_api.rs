@@ -300,6 +300,7 @@ async fn the_api_on_worker_threads_serves_and_stops() {
     let http_base = common::free_base_port(1);
     let mut config =
         raftor_kv::local_cluster::local_node_config(1, 1, base, Some(http_base), dir.path());
+    raftor_kv::local_cluster::quick_timing(&mut config);
     config.http_workers = 2;
     let node = raftor_kv::server::start_node(&config)
         .await
@@ -334,6 +335,7 @@ async fn writes_past_the_pending_bound_are_refused_with_retry_after_and_the_clie
     let http_base = common::free_base_port(1);
     let mut config =
         raftor_kv::local_cluster::local_node_config(1, 1, base, Some(http_base), dir.path());
+    raftor_kv::local_cluster::quick_timing(&mut config);
     let value = vec![b'v'; 64 * 1024];
     // Room for one such write at a time (the key adds a few bytes: one is always admitted).
     config.max_pending_write_bytes = value.len();

@@ -6,7 +6,7 @@ mod common;
 
 use common::{free_base_port, start_node_retrying};
 use raftor::{NodeId, Standing};
-use raftor_kv::local_cluster::local_node_config;
+use raftor_kv::local_cluster::{local_node_config, quick_timing};
 use raftor_kv::protocol::Consistency;
 use raftor_kv::server::RunningNode;
 use raftor_kv::store::{KvAnswer, KvQuery};
@@ -15,7 +15,9 @@ use std::path::Path;
 use std::time::Duration;
 
 async fn start(id: u64, base: u16, dir: &Path) -> RunningNode {
-    start_node_retrying(&local_node_config(id, 3, base, None, dir)).await
+    let mut config = local_node_config(id, 3, base, None, dir);
+    quick_timing(&mut config);
+    start_node_retrying(&config).await
 }
 
 /// Shut node `id` down and drop it (its RocksDB lock goes with it).

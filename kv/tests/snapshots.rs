@@ -7,7 +7,7 @@ mod common;
 
 use common::{free_base_port, start_node_retrying};
 use raftor::{NodeId, SnapshotPolicy};
-use raftor_kv::local_cluster::local_node_config;
+use raftor_kv::local_cluster::{local_node_config, quick_timing};
 use raftor_kv::protocol::Consistency;
 use raftor_kv::server::RunningNode;
 use raftor_kv::store::{KvAnswer, KvQuery};
@@ -17,6 +17,7 @@ use std::time::Duration;
 
 fn config(id: u64, base: u16, dir: &Path) -> raftor_kv::config::NodeConfig {
     let mut config = local_node_config(id, 3, base, None, dir);
+    quick_timing(&mut config);
     config.snapshots = SnapshotPolicy {
         every_entries: 100,
         every_bytes: 0,

@@ -3,7 +3,7 @@
 mod common;
 
 use common::Cluster;
-use raftor_kv::local_cluster::local_node_config;
+use raftor_kv::local_cluster::{local_node_config, quick_timing};
 use raftor_kv::protocol::Consistency;
 use raftor_kv::server::start_node;
 use raftor_kv::{Client, ClientOptions};
@@ -62,7 +62,8 @@ async fn three_nodes_over_tcp_and_rocksdb_replicate_and_recover() {
             .await
             .expect("put");
     }
-    let config = local_node_config(follower_id.0, 3, cluster.base, None, cluster.dir.path());
+    let mut config = local_node_config(follower_id.0, 3, cluster.base, None, cluster.dir.path());
+    quick_timing(&mut config);
     let mut restarted = None;
     for _ in 0..50 {
         // The old node's RocksDB lock is released asynchronously; retry briefly.

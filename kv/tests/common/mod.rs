@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use raftor::NodeId;
-use raftor_kv::local_cluster::{current_leader, start_local_cluster};
+use raftor_kv::local_cluster::{current_leader, quick_timing, start_local_cluster_with};
 use raftor_kv::server::RunningNode;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -52,7 +52,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let base = free_base_port(n as u16);
         let http_base = free_base_port(n as u16);
-        let nodes = start_local_cluster(n, base, Some(http_base), dir.path())
+        let nodes = start_local_cluster_with(n, base, Some(http_base), dir.path(), quick_timing)
             .await
             .expect("cluster starts");
         let cluster = Cluster {
