@@ -48,7 +48,9 @@ pub use replication::{
     SendOutcome, SendRange,
 };
 pub use storage_types::{configuration_entries, LogWrite, RecoveredState};
-pub use types::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
+pub use types::{
+    Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term, TERM_CEILING, TERM_STEP,
+};
 
 #[cfg(test)]
 mod tests;

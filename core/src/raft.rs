@@ -440,14 +440,21 @@ impl Raft {
         if from == self.id() {
             return;
         }
-        // A rejoining node's question and its answer carry terms nobody adopts.
+        // A term no real cluster reaches is hostile or corrupt: adopted, it would leave no room
+        // for another election (`TERM_CEILING`). Ignore the whole message.
+        let term = message.term();
+        let adoptable = self.current_term.admits(term);
+        // A rejoining node's question and its answer carry terms nobody adopts (but the floor,
+        // which an answer raises, is adopted later).
         match message {
             Message::RejoinQuery(_) => return self.handle_rejoin_query(from),
-            Message::RejoinAnswer(answer) => return self.handle_rejoin_answer(from, answer),
+            Message::RejoinAnswer(answer) if adoptable => {
+                return self.handle_rejoin_answer(from, answer)
+            }
+            _ if !adoptable => return,
             _ => {}
         }
         self.ask_sender_while_rejoining(from);
-        let term = message.term();
         if term > self.current_term {
             match &message {
                 // A pre-vote changes nothing on the receiver, and a granted pre-vote answer is for a

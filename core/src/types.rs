@@ -143,3 +143,23 @@ pub struct HardState {
     /// node can re-apply its committed entries without waiting for a leader. Never decreases.
     pub commit_index: LogIndex,
 }
+
+/// Terms no real cluster reaches: a message may carry a term up to this ceiling, or up to
+/// [`TERM_STEP`] past the higher of the ceiling and the receiver's term; a message with a larger
+/// term is ignored whole (`Raft::step`). One hostile or corrupt message could otherwise move every
+/// node to the last term, `u64::MAX`, where no election can start again, for good (terms are
+/// durable). 2^62 elections would take a cluster electing every millisecond 146 million years,
+/// so a real term never meets the ceiling; past it (only after such a message) each message
+/// moves a term by at most 2^16, so climbing to the last term takes about 10^14 messages.
+pub const TERM_CEILING: Term = Term(1 << 62);
+
+/// How far past [`TERM_CEILING`] (or past its own term, if higher) a message may move a node's
+/// term.
+pub const TERM_STEP: u64 = 1 << 16;
+
+impl Term {
+    /// Whether a node at term `self` may adopt `term` from a message ([`TERM_CEILING`]).
+    pub fn admits(self, term: Term) -> bool {
+        term.0 <= self.0.max(TERM_CEILING.0).saturating_add(TERM_STEP)
+    }
+}

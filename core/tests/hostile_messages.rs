@@ -16,6 +16,7 @@ use raftor_core::{
     AppendEntries, AppendEntriesResponse, AppendOutcome, ConflictHint, Entry, EntryPayload,
     HardState, LogId, LogIndex, LogTerms, Membership, Message, NodeId, Raft, RaftConfig,
     RecoveredState, RequestVote, RequestVoteResponse, Role, SendOutcome, SnapshotMeta, Term,
+    TERM_CEILING, TERM_STEP,
 };
 
 /// Something that happens to the node.
@@ -215,6 +216,11 @@ fn entry(index: u64, term: u64) -> Entry {
 impl Harness {
     /// Node 1 of 3 restarting with entries 1..=5 (terms 1, 1, 2, 2, 2), 1..=3 committed.
     fn follower(pre_vote: bool) -> Harness {
+        Harness::follower_at(pre_vote, Term(2))
+    }
+
+    /// The same follower, its store at `term` (no vote in it unless `term` is 2).
+    fn follower_at(pre_vote: bool, term: Term) -> Harness {
         let log: Vec<Entry> = [(1, 1), (2, 1), (3, 2), (4, 2), (5, 2)]
             .into_iter()
             .map(|(i, t)| entry(i, t))
@@ -222,8 +228,8 @@ impl Harness {
         let mut terms = LogTerms::default();
         terms.append(&log);
         let hard = HardState {
-            current_term: Term(2),
-            voted_for: Some(NodeId(2)),
+            current_term: term,
+            voted_for: (term == Term(2)).then_some(NodeId(2)),
             commit_index: LogIndex(3),
         };
         let mut config = RaftConfig::new(NodeId(1), [1, 2, 3].map(NodeId));
@@ -487,42 +493,70 @@ fn a_prev_log_id_beyond_the_log_is_rejected() {
     assert!(rejected, "{:?}", ready.messages);
 }
 
-/// A node that adopted the last possible term (u64::MAX, sent by a hostile peer) and voted in it
-/// must not vote again in it when its election timer fires: the term cannot grow, so a new
-/// election would be a second vote in the same term.
+/// One message with a term no real cluster reaches (u64::MAX, from a hostile or broken peer)
+/// must not move a node there: every node would follow it to the last term, where no election
+/// can ever start again. It is ignored whole; a term up to the ceiling is followed, and past the
+/// ceiling a message moves a term by at most `TERM_STEP`, so elections go on after it.
 #[test]
-fn the_last_term_is_never_voted_in_twice() {
-    for pre_vote in [false, true] {
-        let mut h = Harness::follower(pre_vote);
-        h.apply(&Event::Step(
-            NodeId(2),
-            Message::RequestVote(RequestVote {
-                term: Term(u64::MAX),
-                last_log_id: LogId::new(Term(u64::MAX), LogIndex(u64::MAX)),
-                pre_vote: false,
-                leadership_transfer: false,
-            }),
-        ));
-        assert_eq!(h.hard.current_term, Term(u64::MAX));
-        assert_eq!(h.hard.voted_for, Some(NodeId(2)));
-        for _ in 0..10 {
-            h.apply(&Event::Tick(40));
-        }
-        assert_eq!(h.raft.voted_for(), Some(NodeId(2)));
-        assert_eq!(h.raft.role(), Role::Follower);
-    }
-    // A node that campaigned into the last term itself and lost: it does not campaign again.
-    let mut h = Harness::follower(false);
-    h.apply(&Event::Step(
-        NodeId(2),
+fn a_term_no_real_cluster_reaches_is_ignored() {
+    let vote = |term: u64| {
+        Message::RequestVote(RequestVote {
+            term: Term(term),
+            last_log_id: LogId::new(Term(term), LogIndex(u64::MAX)),
+            pre_vote: false,
+            leadership_transfer: false,
+        })
+    };
+    let heartbeat = |term: u64| {
         Message::AppendEntries(AppendEntries {
-            term: Term(u64::MAX - 1),
+            term: Term(term),
             prev_log_id: LogId::new(Term(2), LogIndex(5)),
             entries: vec![],
             leader_commit: LogIndex(3),
             request_id: 1,
-        }),
-    ));
+        })
+    };
+    for pre_vote in [false, true] {
+        let mut h = Harness::follower(pre_vote);
+        for message in [vote(u64::MAX), heartbeat(u64::MAX - 1)] {
+            h.apply(&Event::Step(NodeId(2), message));
+            assert_eq!(h.hard.current_term, Term(2), "pre-vote {pre_vote}");
+            assert_eq!(h.hard.voted_for, Some(NodeId(2)));
+            assert!(h.raft.take_ready().messages.is_empty(), "not even answered");
+        }
+        // Up to the ceiling, and a step past it, is followed...
+        let ceiling = TERM_CEILING.0;
+        h.apply(&Event::Step(NodeId(3), heartbeat(ceiling + TERM_STEP)));
+        assert_eq!(h.hard.current_term, Term(ceiling + TERM_STEP));
+        // ...but no further than a step past the node's own term.
+        h.apply(&Event::Step(
+            NodeId(3),
+            heartbeat(ceiling + 2 * TERM_STEP + 1),
+        ));
+        assert_eq!(h.hard.current_term, Term(ceiling + TERM_STEP));
+        // Elections go on: the node campaigns for the next term.
+        for _ in 0..40 {
+            if matches!(h.raft.role(), Role::Candidate | Role::PreCandidate) {
+                break;
+            }
+            h.apply(&Event::Tick(1));
+        }
+        let expected = if pre_vote {
+            (Role::PreCandidate, Term(ceiling + TERM_STEP))
+        } else {
+            (Role::Candidate, Term(ceiling + TERM_STEP + 1))
+        };
+        assert_eq!((h.raft.role(), h.raft.current_term()), expected);
+    }
+}
+
+/// A node at the last possible term (its store says so: reached by no message any more, but a
+/// store written before the ceiling may hold it) never votes in it twice when its election timer
+/// fires: the term cannot grow, so a new election would be a second vote in the same term.
+#[test]
+fn the_last_term_is_never_voted_in_twice() {
+    // Recovered at u64::MAX - 1: it campaigns into the last term, and loses.
+    let mut h = Harness::follower_at(false, Term(u64::MAX - 1));
     for _ in 0..40 {
         if h.raft.role() == Role::Candidate {
             break;
