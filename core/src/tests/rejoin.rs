@@ -32,6 +32,30 @@ fn granted(cluster: &mut Cluster, id: u64) -> Vec<bool> {
         .collect()
 }
 
+/// A 3-node cluster with a leader that committed `entries` commands.
+fn cluster_with_entries(entries: usize) -> (Cluster, NodeId) {
+    let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+    let leader = c.elect(200).expect("a leader");
+    for i in 0..entries {
+        assert!(c.propose(leader, &format!("entry {i}")));
+    }
+    c.tick_all(5);
+    (c, leader)
+}
+
+/// `id` crashes and restarts on a new, empty disk, under its old id.
+fn wipe(c: &mut Cluster, id: NodeId) {
+    c.crash(id);
+    c.replace_disk(
+        id,
+        Disk {
+            hard_state: HardState::default(),
+            standing: Standing::default(),
+            log: Vec::new(),
+        },
+    );
+}
+
 #[test]
 fn a_voter_that_lost_its_data_does_not_vote_again_in_a_term_it_voted_in() {
     let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
@@ -47,15 +71,7 @@ fn a_voter_that_lost_its_data_does_not_vote_again_in_a_term_it_voted_in() {
         .find(|id| *id != leader && *id != voter)
         .expect("a third node");
     // The voter's disk is replaced: it restarts empty, under its old id.
-    c.crash(voter);
-    c.replace_disk(
-        voter,
-        Disk {
-            hard_state: HardState::default(),
-            standing: Standing::default(),
-            log: Vec::new(),
-        },
-    );
+    wipe(&mut c, voter);
     assert_eq!(c.raft(voter.0).standing(), Standing::Rejoining);
     let _ = c.raft(voter.0).take_ready();
     // Another candidate asks it for a vote in the term it already voted in: refused (before the
@@ -102,25 +118,12 @@ fn a_voter_that_lost_its_data_does_not_vote_again_in_a_term_it_voted_in() {
 
 #[test]
 fn a_rejoined_node_catches_up_and_becomes_a_member_and_the_cluster_goes_on() {
-    let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
-    let leader = c.elect(200).expect("a leader");
-    for i in 0..5 {
-        assert!(c.propose(leader, &format!("before {i}")));
-    }
-    c.tick_all(5);
+    let (mut c, leader) = cluster_with_entries(5);
     let lost = ids(3)
         .into_iter()
         .find(|id| *id != leader)
         .expect("a follower");
-    c.crash(lost);
-    c.replace_disk(
-        lost,
-        Disk {
-            hard_state: HardState::default(),
-            standing: Standing::default(),
-            log: Vec::new(),
-        },
-    );
+    wipe(&mut c, lost);
     // It asks, catches up from the leader, and is a member once it holds an entry of a term
     // after the floor: the leader's term is the floor, so that takes a new leader.
     c.tick_all(40);
@@ -186,15 +189,7 @@ fn a_rejoining_node_waits_for_every_member_not_a_quorum_of_them() {
     let mut c = Cluster::new_members(ids(5).iter().map(|i| config(i.0, 5, false)).collect());
     let rejoiner = ids(5)[4];
     let conf = c.raft(1).membership().conf.clone();
-    c.crash(rejoiner);
-    c.replace_disk(
-        rejoiner,
-        Disk {
-            hard_state: HardState::default(),
-            standing: Standing::default(),
-            log: Vec::new(),
-        },
-    );
+    wipe(&mut c, rejoiner);
     let _ = c.raft(rejoiner.0).take_ready();
     let answer = |term: u64| {
         Message::RejoinAnswer(RejoinAnswer {
@@ -241,12 +236,7 @@ fn a_rejoining_node_waits_for_every_member_not_a_quorum_of_them() {
 
 #[test]
 fn a_leader_asked_to_rejoin_stops_counting_what_the_asker_acknowledged_before() {
-    let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
-    let leader = c.elect(200).expect("a leader");
-    for i in 0..3 {
-        assert!(c.propose(leader, &format!("entry {i}")));
-    }
-    c.tick_all(5);
+    let (mut c, leader) = cluster_with_entries(3);
     let term = c.raft(leader.0).current_term();
     let last = c.raft(leader.0).last_log_id();
     let peer = ids(3)
@@ -309,15 +299,7 @@ fn a_rejoined_voter_votes_once_it_holds_the_floor_leaders_commits_though_the_flo
         let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
         let lost = NodeId(1);
         let conf = c.raft(lost.0).membership().conf.clone();
-        c.crash(lost);
-        c.replace_disk(
-            lost,
-            Disk {
-                hard_state: HardState::default(),
-                standing: Standing::default(),
-                log: Vec::new(),
-            },
-        );
+        wipe(&mut c, lost);
         // What it sends goes nowhere: n3 is gone after the messages below, n2 never answers
         // again (the sharpest case: no fresh round of questions can complete).
         c.isolate(lost);
