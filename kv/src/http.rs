@@ -1,6 +1,6 @@
 //! The HTTP API (actix-web), served by every node: `/v1/kv/{key}` (PUT, GET, DELETE), CAS,
 //! `/v1/members` (GET, POST; `/{id}/promote`, DELETE `/{id}`), `/v1/leader/transfer`,
-//! `/v1/status`, `/health`, `/metrics`. Every request goes to the node's [`KvService`].
+//! `/v1/status`, `/health`, `/livez`, `/readyz`, `/metrics`. Every request goes to the node's [`KvService`].
 
 use crate::metrics::ServiceMetrics;
 use crate::protocol::{
@@ -202,6 +202,16 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/health")
                 .route(web::get().to(health))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/livez")
+                .route(web::get().to(livez))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/readyz")
+                .route(web::get().to(readyz))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -620,6 +630,70 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
             "applied_index": status.applied_index.0,
         })),
         None => HttpResponse::ServiceUnavailable().json(json!({ "healthy": false, "error": "shutting down" })),
+    }
+}
+
+/// Kubernetes' liveness probe: the process runs and its node's actors answer (restart it if
+/// not). Says nothing of the cluster: a node cut off from every peer is live.
+async fn livez(state: web::Data<HttpState>) -> HttpResponse {
+    match state.node.status().await {
+        Ok(status) => HttpResponse::Ok().json(json!({
+            "live": true,
+            "id": status.id.0,
+            "role": status.role.as_str(),
+            "term": status.term.0,
+        })),
+        Err(error) => HttpResponse::ServiceUnavailable()
+            .json(json!({ "live": false, "error": error.to_string() })),
+    }
+}
+
+/// How long `/readyz` waits for its linearizable read.
+pub const READYZ_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Kubernetes' readiness probe: send this node traffic only if it knows a leader, has applied
+/// to within [`HEALTHY_APPLY_LAG`] of its commit index, and a linearizable read through it (to
+/// the leader, forwarded from a follower) succeeds within [`READYZ_READ_TIMEOUT`]. Each check is
+/// named in the answer; the first to fail is `failed`.
+async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    let not_ready = |failed: &str, detail: serde_json::Value| {
+        HttpResponse::ServiceUnavailable()
+            .json(json!({ "ready": false, "failed": failed, "detail": detail }))
+    };
+    let status = match state.node.status().await {
+        Ok(status) => status,
+        Err(error) => return not_ready("live", json!(error.to_string())),
+    };
+    let Some(leader) = status.leader else {
+        return not_ready("leader", json!("no leader known"));
+    };
+    let lag = status.commit_index.0.saturating_sub(status.applied_index.0);
+    if lag > HEALTHY_APPLY_LAG {
+        return not_ready(
+            "applied",
+            json!({ "commit_index": status.commit_index.0, "applied_index": status.applied_index.0 }),
+        );
+    }
+    let read = call(
+        &state,
+        KvRequest::Get {
+            key: "readyz".into(),
+            consistency: Consistency::Linearizable,
+        },
+    );
+    match tokio::time::timeout(READYZ_READ_TIMEOUT, read).await {
+        Ok(KvResponse::Value { .. }) => HttpResponse::Ok().json(json!({
+            "ready": true,
+            "leader": leader.0,
+            "term": status.term.0,
+            "apply_lag": lag,
+        })),
+        Ok(KvResponse::Error(error)) => not_ready("linearizable_read", json!(error.message)),
+        Ok(other) => not_ready("linearizable_read", json!(format!("{other:?}"))),
+        Err(_) => not_ready(
+            "linearizable_read",
+            json!(format!("no answer within {READYZ_READ_TIMEOUT:?}")),
+        ),
     }
 }
 

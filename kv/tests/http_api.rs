@@ -202,6 +202,54 @@ async fn every_route_and_error_code() {
 /// `SESSION_TTL_ENTRIES`, which a client's write numbered above 1 from an unknown client can only
 /// mean) is refused with 410 on every write route, changes nothing and starts no session; a new
 /// session (new client id, sequence 1) works.
+/// The split probes Kubernetes expects: `/livez` while the process and its actors run,
+/// `/readyz` only while the node knows a leader, has applied what it committed and can serve a
+/// linearizable read.
+#[actix_rt::test]
+async fn livez_and_readyz_tell_a_live_node_from_a_ready_one() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    for id in [leader, follower] {
+        let url = cluster.http(id);
+        let live = http(&url, "GET", "/livez", &[], b"").await;
+        assert_eq!(live.status, 200, "{}", live.text());
+        assert_eq!(live.json()["live"], true);
+        let ready = http(&url, "GET", "/readyz", &[], b"").await;
+        assert_eq!(ready.status, 200, "{}", ready.text());
+        assert_eq!(ready.json()["leader"].as_u64(), Some(leader.0));
+    }
+    assert_eq!(
+        http(&cluster.http(leader), "POST", "/readyz", &[], b"")
+            .await
+            .status,
+        405
+    );
+
+    // The other two stop: the follower left alone is live, and not ready.
+    for node in cluster.nodes.iter().filter(|n| n.handle.id() != follower) {
+        node.shutdown().await;
+    }
+    let url = cluster.http(follower);
+    let mut answer = None;
+    for _ in 0..100 {
+        let ready = http(&url, "GET", "/readyz", &[], b"").await;
+        if ready.status == 503 {
+            answer = Some(ready.json());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let answer = answer.expect("not ready within 10 s of losing its peers");
+    assert_eq!(answer["ready"], false);
+    assert!(
+        ["leader", "linearizable_read"].contains(&answer["failed"].as_str().unwrap_or("")),
+        "{answer}"
+    );
+    assert_eq!(http(&url, "GET", "/livez", &[], b"").await.status, 200);
+    cluster.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn a_write_from_an_expired_session_is_410_and_changes_nothing() {
     let cluster = Cluster::start(3).await;
