@@ -33,6 +33,7 @@ pub struct ServiceMetrics {
     lag: IntGaugeVec,
     members: IntGaugeVec,
     membership_index: IntGauge,
+    log_start_index: IntGauge,
 }
 
 impl ServiceMetrics {
@@ -105,6 +106,11 @@ impl ServiceMetrics {
             &["role"],
         )
         .expect("valid metric");
+        let log_start_index = IntGauge::new(
+            "log_start_index",
+            "Index of the last entry compacted into a snapshot: the log starts after it (a snapshot taken or installed moves it)",
+        )
+        .expect("valid metric");
         let membership_index = IntGauge::new(
             "membership_index",
             "Log index of the configuration in force on this node (0: the bootstrap one)",
@@ -126,6 +132,7 @@ impl ServiceMetrics {
             lag,
             members,
             membership_index,
+            log_start_index,
         };
         for collector in [
             Box::new(metrics.writes.clone()) as Box<dyn prometheus::core::Collector>,
@@ -142,6 +149,7 @@ impl ServiceMetrics {
             Box::new(metrics.lag.clone()),
             Box::new(metrics.members.clone()),
             Box::new(metrics.membership_index.clone()),
+            Box::new(metrics.log_start_index.clone()),
         ] {
             // Names are distinct constants: registration cannot collide.
             let _ = metrics.registry.register(collector);
@@ -204,6 +212,7 @@ impl ServiceMetrics {
                 self.members.with_label_values(&[role]).set(count as i64);
             }
             self.membership_index.set(status.membership_index.0 as i64);
+            self.log_start_index.set(status.log_start.index.0 as i64);
             self.lag.reset();
             if status.role == Role::Leader {
                 for peer in conf.members().iter().filter(|p| **p != status.id) {

@@ -250,6 +250,52 @@ async fn livez_and_readyz_tell_a_live_node_from_a_ready_one() {
     cluster.shutdown().await;
 }
 
+/// Every metric the Grafana dashboard (`deploy/grafana/raftor.json`) queries is one a node
+/// serves at `/metrics`, so no panel of it stays empty for a misspelt or removed name.
+#[actix_rt::test]
+async fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/raftor.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard")).expect("JSON");
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("a query");
+            let mut rest = expr;
+            while let Some(at) = rest.find("raftor_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.http(cluster.leader().await);
+    // A write, so that every series has a sample (proposals by outcome, latencies).
+    assert_eq!(
+        http(&leader, "PUT", "/v1/kv/k", &[], b"v").await.status,
+        200
+    );
+    let metrics = http(&leader, "GET", "/metrics", &[], b"").await.text();
+    let served: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .collect();
+    for name in &queried {
+        assert!(
+            served.contains(name.as_str()),
+            "the dashboard queries {name}, which /metrics lacks"
+        );
+    }
+    cluster.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn a_write_from_an_expired_session_is_410_and_changes_nothing() {
     let cluster = Cluster::start(3).await;
