@@ -6,7 +6,7 @@ mod sim;
 
 use crate::commands::ClientCommand;
 use clap::{Parser, Subcommand};
-use raftor_kv::config::ServeArgs;
+use raftor_kv::config::{LogFormat, NodeConfig, ServeArgs};
 use raftor_kv::local_cluster::{start_local_cluster, watch_leader};
 use raftor_kv::server::start_node;
 use std::path::PathBuf;
@@ -42,6 +42,9 @@ enum Command {
         /// Node i serves HTTP on 127.0.0.1:(http-base-port + i).
         #[arg(long, default_value_t = 18100)]
         http_base_port: u16,
+        /// Log lines as text or as JSON objects, one per line.
+        #[arg(long, env = "RAFTOR_LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: LogFormat,
     },
     /// Benchmark a cluster: an embedded 3-node one (the default) or a running one (--endpoints).
     Bench(crate::bench::BenchArgs),
@@ -80,9 +83,22 @@ fn main() -> ExitCode {
 
 /// `serve` and `cluster`: run the actor system until a shutdown signal.
 fn run_server(command: Command) -> ExitCode {
-    init_logging("info");
+    // The log format is one of the node's settings, which the config file may give: resolve
+    // them all first (a bad one is an error before anything starts).
+    let (format, serve) = match &command {
+        Command::Serve(args) => match args.resolve() {
+            Ok(config) => (config.log_format, Some(config)),
+            Err(error) => {
+                eprintln!("raftor: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Cluster { log_format, .. } => (*log_format, None),
+        _ => (LogFormat::Text, None),
+    };
+    init_logging_as("info", format);
     let system = actix::System::new();
-    let result = system.block_on(run(command));
+    let result = system.block_on(run(command, serve));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -110,19 +126,30 @@ async fn wait_for_shutdown_signal() {
 }
 
 fn init_logging(default: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging_as(default, LogFormat::Text);
 }
 
-async fn run(command: Command) -> Result<(), String> {
+/// Log to stderr at `RUST_LOG`'s levels (else `default`), as text or JSON lines.
+fn init_logging_as(default: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Run `serve` (with its settings, resolved already) or `cluster`.
+async fn run(command: Command, serve: Option<NodeConfig>) -> Result<(), String> {
     match command {
         Command::Serve(args) => {
-            let config = args.resolve().map_err(|e| e.to_string())?;
+            let config = match serve {
+                Some(config) => config,
+                None => args.resolve().map_err(|e| e.to_string())?,
+            };
             let node = start_node(&config).await.map_err(|e| e.to_string())?;
             let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
             tracing::info!(node = %config.id, raft = %node.raft_addr, http = %http, data_dir = %config.data_dir.display(), "serving; Ctrl-C to stop");
@@ -135,6 +162,7 @@ async fn run(command: Command) -> Result<(), String> {
             data_dir,
             base_port,
             http_base_port,
+            ..
         } => {
             let running = start_local_cluster(nodes, base_port, Some(http_base_port), &data_dir)
                 .await

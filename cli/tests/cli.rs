@@ -205,6 +205,66 @@ fn a_data_directory_of_another_node_or_cluster_is_refused() {
     );
 }
 
+/// `--log-format json` (or `RAFTOR_LOG_FORMAT`, or `log_format` in the config file): every line a
+/// node logs is one JSON object, for log shippers; a value it does not know is a clear error.
+#[test]
+fn a_node_logs_json_lines_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    let data = data.to_str().expect("utf-8 path");
+    let port = common::free_base_port(1) + 1;
+    let raft = format!("127.0.0.1:{port}");
+    let peers = format!("1={raft}");
+    let args = [
+        "serve",
+        "--id",
+        "1",
+        "--listen",
+        &raft,
+        "--peers",
+        &peers,
+        "--data-dir",
+        data,
+    ];
+    fails_with(&args, &[("RAFTOR_LOG_FORMAT", "xml")], "invalid value");
+
+    let mut child = raftor()
+        .args(args)
+        .env("RAFTOR_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let mut serving = false;
+    while Instant::now() < deadline && !serving {
+        if let Ok(line) = receiver.recv_timeout(Duration::from_millis(200)) {
+            let parsed: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            assert!(
+                parsed["level"].is_string() && parsed["timestamp"].is_string(),
+                "{line}"
+            );
+            serving = parsed["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("serving"));
+            seen.push(line);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(serving, "no JSON line saying it serves: {seen:#?}");
+}
+
 /// A running `raftor cluster` child process, killed on drop.
 struct LocalCluster {
     child: std::process::Child,

@@ -84,9 +84,23 @@ pub struct ServeArgs {
     /// Entries kept in the log behind the newest snapshot (default 10000).
     #[arg(long, env = "RAFTOR_SNAPSHOT_TRAILING")]
     pub snapshot_trailing: Option<u64>,
+    /// Log lines as text (the default) or as JSON objects, one per line, for log shippers.
+    #[arg(long, env = "RAFTOR_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// A TOML file with any of the settings above (snake_case keys, e.g. data_dir = "/data").
     #[arg(long, env = "RAFTOR_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// How a node writes its log lines (to stderr).
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (`tracing`'s default format).
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, message and fields.
+    Json,
 }
 
 /// The same settings, as a TOML file gives them.
@@ -113,6 +127,7 @@ struct FileConfig {
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
     snapshot_trailing: Option<u64>,
+    log_format: Option<LogFormat>,
 }
 
 /// The default length of a tick of the Raft clock.
@@ -160,6 +175,8 @@ pub struct NodeConfig {
     pub pre_vote: bool,
     /// How close to the leader's log a learner marked for promotion must be to be promoted.
     pub promote_lag: u64,
+    /// How the node writes its log lines.
+    pub log_format: LogFormat,
     /// When to snapshot and compact the log.
     pub snapshots: raftor::SnapshotPolicy,
 }
@@ -355,6 +372,7 @@ impl ServeArgs {
                 .unwrap_or(DEFAULT_HEARTBEAT_MS),
             pre_vote: !self.no_pre_vote && file.pre_vote.unwrap_or(true),
             promote_lag: self.promote_lag.or(file.promote_lag).unwrap_or(64),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             snapshots: {
                 let defaults = raftor::SnapshotPolicy::default();
                 raftor::SnapshotPolicy {

@@ -41,6 +41,7 @@ pub fn local_node_config(
         heartbeat_ms: DEFAULT_HEARTBEAT_MS,
         pre_vote: true,
         promote_lag: 64,
+        log_format: crate::config::LogFormat::Text,
         snapshots: raftor::SnapshotPolicy::default(),
     }
 }
