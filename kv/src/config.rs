@@ -16,18 +16,23 @@ pub struct ServeArgs {
     /// cluster has never used).
     #[arg(long, env = "RAFTOR_ID")]
     pub id: Option<u64>,
+    /// Take the id from this host's name instead: its number after the last '-', plus one (a
+    /// Kubernetes StatefulSet's pod raftor-0 is node 1, raftor-1 node 2, ...).
+    #[arg(long, env = "RAFTOR_ID_FROM_HOSTNAME", conflicts_with = "id")]
+    pub id_from_hostname: bool,
     /// Address to listen on for Raft traffic from peers, e.g. 0.0.0.0:7001.
     #[arg(long, env = "RAFTOR_LISTEN")]
     pub listen: Option<String>,
     /// The founding members of a new cluster, this node included: id=host:port,... (host may be
-    /// a DNS name). Not with --join.
+    /// a DNS name). With --join too, a node whose id is not among them joins instead (one pod
+    /// template for founders and later members, as a Kubernetes StatefulSet has).
     #[arg(long, env = "RAFTOR_PEERS")]
     pub peers: Option<String>,
     /// Join a running cluster instead: start with no members and ask the member whose HTTP API
     /// is at this host:port to add this node as a learner, promoted once caught up (retried until
     /// accepted). A node that restarts on its data directory is already a member and does not ask
-    /// again.
-    #[arg(long, env = "RAFTOR_JOIN", conflicts_with = "peers")]
+    /// again. With --peers, only a node whose id is not among them joins.
+    #[arg(long, env = "RAFTOR_JOIN")]
     pub join: Option<String>,
     /// With --join: the Raft address the other members reach this node at (default: --listen,
     /// which must then not be 0.0.0.0 or `[::]`).
@@ -128,6 +133,29 @@ struct FileConfig {
     snapshot_bytes: Option<u64>,
     snapshot_trailing: Option<u64>,
     log_format: Option<LogFormat>,
+    id_from_hostname: Option<bool>,
+}
+
+/// The node id a host name gives (`--id-from-hostname`): its number after the last '-', plus
+/// one, as a Kubernetes StatefulSet names its pods from 0.
+pub fn id_from_hostname(hostname: &str) -> Result<u64, ConfigError> {
+    hostname
+        .rsplit_once('-')
+        .and_then(|(_, ordinal)| ordinal.parse::<u64>().ok())
+        .and_then(|ordinal| ordinal.checked_add(1))
+        .ok_or_else(|| ConfigError::HostnameId(hostname.to_owned()))
+}
+
+/// This host's name: `HOSTNAME` (set in containers), else the kernel's.
+fn hostname() -> Result<String, ConfigError> {
+    if let Ok(name) = std::env::var("HOSTNAME") {
+        if !name.is_empty() {
+            return Ok(name);
+        }
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .map_err(|e| ConfigError::Hostname(e.to_string()))
 }
 
 /// The default length of a tick of the Raft clock.
@@ -217,12 +245,14 @@ pub enum ConfigError {
     DuplicatePeer(u64),
     #[error("node id must be a positive integer")]
     ZeroId,
+    #[error("--id-from-hostname: host name '{0}' does not end in -N (a StatefulSet ordinal)")]
+    HostnameId(String),
+    #[error("--id-from-hostname: cannot read this host's name: {0}")]
+    Hostname(String),
     #[error("node id {id} is not in --peers (members: {members})")]
     NotAMember { id: u64, members: String },
     #[error("bad timing: {0}")]
     Timing(String),
-    #[error("--join and --peers exclude each other: a node that joins learns the members from the cluster")]
-    JoinWithPeers,
     #[error(
         "bad --join address '{0}': expected a member's HTTP address, host:port or http://host:port"
     )]
@@ -244,10 +274,13 @@ impl ServeArgs {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let id = self
-            .id
-            .or(file.id)
-            .ok_or(ConfigError::Missing("id", "ID"))?;
+        let id = match self.id.or(file.id) {
+            Some(id) => id,
+            None if self.id_from_hostname || file.id_from_hostname == Some(true) => {
+                id_from_hostname(&hostname()?)?
+            }
+            None => return Err(ConfigError::Missing("id", "ID")),
+        };
         if id == 0 {
             return Err(ConfigError::ZeroId);
         }
@@ -261,11 +294,16 @@ impl ServeArgs {
             .map_err(|_| ConfigError::Listen(listen_text.clone()))?;
         let peers_text = self.peers.clone().or(file.peers);
         let join_text = self.join.clone().or(file.join);
-        let (peers, join) = match (peers_text, join_text) {
-            (Some(_), Some(_)) => return Err(ConfigError::JoinWithPeers),
+        // Both given: a founder (its id among the peers) starts with them, any other node joins.
+        let founders = peers_text.as_deref().map(parse_peers).transpose()?;
+        let founder = founders
+            .as_ref()
+            .is_some_and(|founders| founders.contains_key(&NodeId(id)));
+        let (peers, join) = match (founders, join_text) {
             (None, None) => return Err(ConfigError::Missing("peers", "PEERS")),
-            (Some(peers), None) => (parse_peers(&peers)?, None),
-            (None, Some(join)) => {
+            (Some(founders), None) => (founders, None),
+            (Some(founders), Some(_)) if founder => (founders, None),
+            (_, Some(join)) => {
                 let host_port = join
                     .strip_prefix("http://")
                     .unwrap_or(&join)
@@ -562,6 +600,31 @@ mod tests {
     }
 
     #[test]
+    fn the_id_can_come_from_a_statefulset_host_name() {
+        assert_eq!(id_from_hostname("raftor-0").unwrap(), 1);
+        assert_eq!(id_from_hostname("my-raftor-12").unwrap(), 13);
+        for bad in ["raftor", "raftor-", "raftor-x", "-", ""] {
+            let error = id_from_hostname(bad).expect_err(bad).to_string();
+            assert!(error.contains("does not end in -N"), "{bad}: {error}");
+        }
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        use clap::Parser;
+        let both = Serve::try_parse_from(["serve", "--id", "1", "--id-from-hostname"]);
+        assert!(
+            both.is_err(),
+            "--id and --id-from-hostname exclude each other"
+        );
+        let resolved = Serve::try_parse_from(["serve", "--id-from-hostname"])
+            .expect("parses")
+            .args;
+        assert!(resolved.id_from_hostname);
+    }
+
+    #[test]
     fn join_instead_of_peers() {
         let join = |join: &str, listen: &str, advertise: Option<&str>| ServeArgs {
             id: Some(4),
@@ -587,16 +650,21 @@ mod tests {
             .resolve()
             .expect("valid");
         assert_eq!(config.join.expect("join").advertise, "node4:7001");
+        // With --peers too (one template for every pod): a founder starts with the peers, a
+        // node whose id is not among them joins.
+        let both = |id: u64| ServeArgs {
+            id: Some(id),
+            peers: Some("1=a:1,2=b:1,3=c:1".into()),
+            ..join("node1:8080", "10.0.0.4:7001", None)
+        };
+        let founder = both(2).resolve().expect("a founder");
+        assert_eq!((founder.peers.len(), founder.join), (3, None));
+        let joiner = both(4).resolve().expect("a joiner");
+        assert!(joiner.peers.is_empty());
+        assert_eq!(joiner.join.expect("joins").advertise, "10.0.0.4:7001");
         for (args, expected) in [
             (join("node1:8080", "0.0.0.0:7001", None), "--advertise"),
             (join("node1", "10.0.0.4:7001", None), "bad --join"),
-            (
-                ServeArgs {
-                    peers: Some("1=a:1".into()),
-                    ..join("node1:8080", "10.0.0.4:7001", None)
-                },
-                "exclude each other",
-            ),
         ] {
             let error = args.resolve().expect_err(expected).to_string();
             assert!(
