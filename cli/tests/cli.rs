@@ -12,6 +12,17 @@ fn raftor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_raftor"))
 }
 
+/// The lines a child writes to `stderr`, as they come (read on a thread of their own).
+fn lines_of(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    receiver
+}
+
 fn fails_with(args: &[&str], envs: &[(&str, &str)], expected: &str) {
     let output = raftor()
         .args(args)
@@ -237,12 +248,7 @@ fn a_node_logs_json_lines_when_asked() {
         .spawn()
         .expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
+    let receiver = lines_of(stderr);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     let mut serving = false;
@@ -313,12 +319,7 @@ fn local_cluster() -> LocalCluster {
         endpoints,
         dir,
     };
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
+    let receiver = lines_of(stderr);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     while Instant::now() < deadline {
