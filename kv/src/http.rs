@@ -205,6 +205,16 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
+            web::resource("/ui")
+                .route(web::get().to(crate::ui::page))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/cluster")
+                .route(web::get().to(crate::ui::cluster))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
             web::resource("/livez")
                 .route(web::get().to(livez))
                 .default_service(web::to(method_not_allowed)),

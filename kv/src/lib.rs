@@ -21,5 +21,6 @@ pub mod protocol;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod ui;
 
 pub use client::{Client, ClientError, ClientOptions, WriteResult};

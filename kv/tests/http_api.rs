@@ -250,6 +250,59 @@ async fn livez_and_readyz_tell_a_live_node_from_a_ready_one() {
     cluster.shutdown().await;
 }
 
+/// The live cluster page and the JSON it polls: every member's own status, the leader among them;
+/// a member that stopped answering is reported with the error, not waited for.
+#[actix_rt::test]
+async fn the_cluster_page_and_its_json_show_every_member() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let url = cluster.http(follower);
+    let page = http(&url, "GET", "/ui", &[], b"").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text().contains("/v1/cluster"),
+        "the page polls /v1/cluster"
+    );
+    let view = http(&url, "GET", "/v1/cluster", &[], b"").await.json();
+    assert_eq!(view["node"].as_u64(), Some(follower.0));
+    let members = view["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    let leaders: Vec<u64> = members
+        .iter()
+        .filter(|m| m["status"]["role"] == "leader")
+        .filter_map(|m| m["status"]["id"].as_u64())
+        .collect();
+    assert_eq!(leaders, vec![leader.0]);
+    let on_leader = members
+        .iter()
+        .find(|m| m["id"].as_u64() == Some(leader.0))
+        .expect("the leader");
+    assert_eq!(
+        on_leader["status"]["peers"].as_object().map(|p| p.len()),
+        Some(2)
+    );
+
+    let third = cluster
+        .nodes
+        .iter()
+        .find(|n| n.handle.id() != leader && n.handle.id() != follower)
+        .expect("a third node");
+    let third_id = third.handle.id().0;
+    third.shutdown().await;
+    let view = http(&url, "GET", "/v1/cluster", &[], b"").await.json();
+    let down = view["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["id"].as_u64() == Some(third_id))
+        .cloned()
+        .expect("the stopped node is still listed");
+    assert!(down["status"].is_null(), "{down}");
+    assert!(down["error"].is_string(), "{down}");
+    cluster.shutdown().await;
+}
+
 /// Every metric the Grafana dashboard (`deploy/grafana/raftor.json`) queries is one a node
 /// serves at `/metrics`, so no panel of it stays empty for a misspelt or removed name.
 #[actix_rt::test]
