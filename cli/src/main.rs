@@ -83,22 +83,31 @@ fn main() -> ExitCode {
 
 /// `serve` and `cluster`: run the actor system until a shutdown signal.
 fn run_server(command: Command) -> ExitCode {
-    // The log format is one of the node's settings, which the config file may give: resolve
-    // them all first (a bad one is an error before anything starts).
-    let (format, serve) = match &command {
-        Command::Serve(args) => match args.resolve() {
-            Ok(config) => (config.log_format, Some(config)),
-            Err(error) => {
-                eprintln!("raftor: {error}");
-                return ExitCode::FAILURE;
-            }
-        },
-        Command::Cluster { log_format, .. } => (*log_format, None),
-        _ => (LogFormat::Text, None),
-    };
-    init_logging_as("info", format);
     let system = actix::System::new();
-    let result = system.block_on(run(command, serve));
+    let result = match command {
+        // The log format is one of the node's settings, which the config file may give: resolve
+        // them all first (a bad one is an error before anything starts).
+        Command::Serve(args) => match args.resolve() {
+            Ok(config) => {
+                init_logging_as("info", config.log_format);
+                system.block_on(serve(config))
+            }
+            Err(error) => Err(error.to_string()),
+        },
+        Command::Cluster {
+            nodes,
+            data_dir,
+            base_port,
+            http_base_port,
+            log_format,
+        } => {
+            init_logging_as("info", log_format);
+            system.block_on(cluster(nodes, &data_dir, base_port, http_base_port))
+        }
+        Command::Client(_) | Command::Sim(_) | Command::Bench(_) => {
+            Err("client, sim and bench commands run without the serving actor system".into())
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -142,48 +151,38 @@ fn init_logging_as(default: &str, format: LogFormat) {
     }
 }
 
-/// Run `serve` (with its settings, resolved already) or `cluster`.
-async fn run(command: Command, serve: Option<NodeConfig>) -> Result<(), String> {
-    match command {
-        Command::Serve(args) => {
-            let config = match serve {
-                Some(config) => config,
-                None => args.resolve().map_err(|e| e.to_string())?,
-            };
-            let node = start_node(&config).await.map_err(|e| e.to_string())?;
-            let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
-            tracing::info!(node = %config.id, raft = %node.raft_addr, http = %http, data_dir = %config.data_dir.display(), "serving; Ctrl-C to stop");
-            wait_for_shutdown_signal().await;
-            node.shutdown().await;
-            Ok(())
-        }
-        Command::Cluster {
-            nodes,
-            data_dir,
-            base_port,
-            http_base_port,
-            ..
-        } => {
-            let running = start_local_cluster(nodes, base_port, Some(http_base_port), &data_dir)
-                .await
-                .map_err(|e| e.to_string())?;
-            tracing::info!(nodes, data_dir = %data_dir.display(), "local cluster started; Ctrl-C to stop");
-            for node in &running {
-                let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
-                tracing::info!(node = %node.handle.id(), raft = %node.raft_addr, http = %http, "node listening");
-            }
-            tokio::select! {
-                biased;
-                _ = wait_for_shutdown_signal() => {}
-                _ = watch_leader(&running) => {}
-            }
-            for node in &running {
-                node.shutdown().await;
-            }
-            Ok(())
-        }
-        Command::Client(_) | Command::Sim(_) | Command::Bench(_) => {
-            Err("client, sim and bench commands run without the serving actor system".into())
-        }
+/// `serve`: one node, with its settings resolved, until a shutdown signal.
+async fn serve(config: NodeConfig) -> Result<(), String> {
+    let node = start_node(&config).await.map_err(|e| e.to_string())?;
+    let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
+    tracing::info!(node = %config.id, raft = %node.raft_addr, http = %http, data_dir = %config.data_dir.display(), "serving; Ctrl-C to stop");
+    wait_for_shutdown_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// `cluster`: a local cluster in this process until a shutdown signal.
+async fn cluster(
+    nodes: u64,
+    data_dir: &std::path::Path,
+    base_port: u16,
+    http_base_port: u16,
+) -> Result<(), String> {
+    let running = start_local_cluster(nodes, base_port, Some(http_base_port), data_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(nodes, data_dir = %data_dir.display(), "local cluster started; Ctrl-C to stop");
+    for node in &running {
+        let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
+        tracing::info!(node = %node.handle.id(), raft = %node.raft_addr, http = %http, "node listening");
     }
+    tokio::select! {
+        biased;
+        _ = wait_for_shutdown_signal() => {}
+        _ = watch_leader(&running) => {}
+    }
+    for node in &running {
+        node.shutdown().await;
+    }
+    Ok(())
 }

@@ -298,7 +298,8 @@ fn session(request: &HttpRequest) -> Result<Option<Session>, ServiceError> {
     }
 }
 
-async fn call(state: &HttpState, request: KvRequest) -> KvResponse {
+/// Run `request` through the node's service (on any node; the service forwards to the leader).
+pub(crate) async fn call(state: &HttpState, request: KvRequest) -> KvResponse {
     state
         .service
         .send(ServiceCall(RequestEnvelope {
@@ -628,9 +629,14 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
 /// How far the applied index may trail the commit index for the node to count as healthy.
 pub const HEALTHY_APPLY_LAG: u64 = 1000;
 
+/// Entries the node has committed and not yet applied.
+fn apply_lag(status: &raftor_actors::NodeStatus) -> u64 {
+    status.commit_index.0.saturating_sub(status.applied_index.0)
+}
+
 async fn health(state: web::Data<HttpState>) -> HttpResponse {
     match state.node.status().await.ok() {
-        Some(status) if status.leader.is_some() && status.commit_index.0.saturating_sub(status.applied_index.0) <= HEALTHY_APPLY_LAG => {
+        Some(status) if status.leader.is_some() && apply_lag(&status) <= HEALTHY_APPLY_LAG => {
             HttpResponse::Ok().json(json!({ "healthy": true, "leader": status.leader.map(|l| l.0), "term": status.term.0 }))
         }
         Some(status) => HttpResponse::ServiceUnavailable().json(json!({
@@ -677,7 +683,7 @@ async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let Some(leader) = status.leader else {
         return not_ready("leader", json!("no leader known"));
     };
-    let lag = status.commit_index.0.saturating_sub(status.applied_index.0);
+    let lag = apply_lag(&status);
     if lag > HEALTHY_APPLY_LAG {
         return not_ready(
             "applied",

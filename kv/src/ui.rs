@@ -7,7 +7,6 @@
 use crate::client::{Client, ClientOptions};
 use crate::http::HttpState;
 use crate::protocol::{KvRequest, KvResponse, StatusReport};
-use crate::service::ServiceCall;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use std::time::Duration;
@@ -39,15 +38,8 @@ pub async fn page() -> HttpResponse {
 
 /// `GET /v1/cluster`: this node's status and every member's own.
 pub async fn cluster(state: web::Data<HttpState>) -> HttpResponse {
-    let own = match state
-        .service
-        .send(ServiceCall(crate::protocol::RequestEnvelope {
-            forwarded_by: None,
-            request: KvRequest::Status,
-        }))
-        .await
-    {
-        Ok(KvResponse::Status(report)) => *report,
+    let own = match crate::http::call(&state, KvRequest::Status).await {
+        KvResponse::Status(report) => *report,
         _ => {
             return HttpResponse::ServiceUnavailable()
                 .json(serde_json::json!({ "error": "the node is shutting down" }))

@@ -198,10 +198,6 @@ async fn every_route_and_error_code() {
     cluster.shutdown().await;
 }
 
-/// A write whose session the state machine does not hold (forgotten after
-/// `SESSION_TTL_ENTRIES`, which a client's write numbered above 1 from an unknown client can only
-/// mean) is refused with 410 on every write route, changes nothing and starts no session; a new
-/// session (new client id, sequence 1) works.
 /// The split probes Kubernetes expects: `/livez` while the process and its actors run,
 /// `/readyz` only while the node knows a leader, has applied what it committed and can serve a
 /// linearizable read.
@@ -349,6 +345,10 @@ async fn the_grafana_dashboard_queries_only_metrics_that_exist() {
     cluster.shutdown().await;
 }
 
+/// A write whose session the state machine does not hold (forgotten after
+/// `SESSION_TTL_ENTRIES`, which a client's write numbered above 1 from an unknown client can only
+/// mean) is refused with 410 on every write route, changes nothing and starts no session; a new
+/// session (new client id, sequence 1) works.
 #[actix_rt::test]
 async fn a_write_from_an_expired_session_is_410_and_changes_nothing() {
     let cluster = Cluster::start(3).await;
