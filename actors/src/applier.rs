@@ -54,6 +54,8 @@ struct Snapshotting {
     /// Entries and payload bytes applied since the last snapshot.
     entries_since: u64,
     bytes_since: u64,
+    /// The size of the newest snapshot (taken, restored from, or received); 0 if none.
+    last_size: u64,
     /// Whether a snapshot is being written.
     writing: bool,
     /// Who asked for a snapshot and waits for it.
@@ -107,6 +109,7 @@ impl Applier {
         taken_to: Recipient<SnapshotTaken>,
         failed_to: Recipient<StorageFailed>,
     ) -> Self {
+        let last_size = restored.as_ref().map_or(0, |meta| meta.size);
         if let Some(meta) = restored {
             self.applied = meta.last_included.index;
             self.applied_term = meta.last_included.term;
@@ -118,6 +121,7 @@ impl Applier {
             background,
             entries_since: 0,
             bytes_since: 0,
+            last_size,
             writing: false,
             waiting: Vec::new(),
             taken_to,
@@ -152,6 +156,7 @@ impl Applier {
             let spawned = std::thread::Builder::new()
                 .name("raftor-snapshot".into())
                 .spawn(move || {
+                    crate::snapshot::yield_to_serving();
                     let written = write_snapshot(&store, writer, last, membership);
                     done.do_send(SnapshotWritten(written))
                 });
@@ -169,11 +174,12 @@ impl Applier {
 
     /// Start a snapshot if enough was applied since the last one.
     fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
-        if self
-            .snapshots
-            .as_ref()
-            .is_some_and(|p| !p.writing && p.options.policy.due(p.entries_since, p.bytes_since))
-        {
+        if self.snapshots.as_ref().is_some_and(|p| {
+            !p.writing
+                && p.options
+                    .policy
+                    .due(p.entries_since, p.bytes_since, p.last_size)
+        }) {
             self.start_snapshot(ctx);
         }
     }
@@ -330,6 +336,7 @@ impl Handler<SnapshotWritten> for Applier {
         match &result {
             Ok(meta) => {
                 tracing::info!(node = %self.node_id, last = %meta.last_included, bytes = meta.size, "snapshot taken");
+                policy.last_size = meta.size;
                 policy
                     .taken_to
                     .do_send(SnapshotTaken { meta: meta.clone() });
@@ -372,6 +379,7 @@ impl Handler<RestoreSnapshot> for Applier {
         self.commit = self.commit.max(last.index);
         policy.entries_since = 0;
         policy.bytes_since = 0;
+        policy.last_size = restore.meta.size;
         // Proposals covered by the snapshot were decided by others: their outcome is unknown here.
         while let Some(entry) = self.waiters.first_entry() {
             if *entry.key() > self.applied {

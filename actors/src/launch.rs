@@ -45,6 +45,9 @@ pub struct NodeOptions {
     /// while one client at a time is writing, after its AppendEntries have left (see
     /// `NodeActor::persist`). Larger batches go to the log store.
     pub inline_write_max_entries: usize,
+    /// For tests on tokio's paused clock: a slow disk, every synced write of the log store
+    /// reported this much after the previous one (`None`, the default: as fast as the disk).
+    pub simulated_sync_latency: Option<Duration>,
     /// Told the duration and size of every synced log write.
     pub log_write_observer: Option<crate::log_store::LogWriteObserver>,
     /// How many bytes of the newest entries stay in memory for replication and applying
@@ -68,6 +71,7 @@ impl NodeOptions {
             limits: ReplicationLimits::default(),
             dedicated_log_thread: true,
             inline_write_max_entries: 8,
+            simulated_sync_latency: None,
             log_write_observer: None,
             entry_cache_bytes: 16 * 1024 * 1024,
             snapshots: None,
@@ -155,7 +159,8 @@ impl PendingNode {
             transport.clone(),
             node_addr.clone().recipient(),
             node_addr.clone().recipient(),
-        );
+        )
+        .with_sync_latency(options.simulated_sync_latency);
         let (log_addr, log_arbiter) = if options.dedicated_log_thread {
             let arbiter = Arbiter::new();
             let addr = LogStoreActor::start_in_arbiter(&arbiter.handle(), move |_| store);

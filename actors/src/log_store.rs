@@ -111,6 +111,12 @@ pub struct LogStoreActor<S: LogStorage + Unpin> {
     queued_count: usize,
     /// Whether a [`FlushQueued`] is on its way.
     flush_scheduled: bool,
+    /// For tests on tokio's paused clock, a slow disk: every synced write is reported (and its
+    /// messages leave) this long after it was stored. `None` in production.
+    sync_latency: Option<std::time::Duration>,
+    /// With `sync_latency`: a simulated sync is running. What arrives meanwhile is queued and
+    /// stored, as one batch, when it ends (as a store blocked in a sync would).
+    syncing: bool,
 }
 
 impl<S: LogStorage + Unpin> LogStoreActor<S> {
@@ -129,7 +135,18 @@ impl<S: LogStorage + Unpin> LogStoreActor<S> {
             queued_messages: Vec::new(),
             queued_count: 0,
             flush_scheduled: false,
+            sync_latency: None,
+            syncing: false,
         }
+    }
+
+    /// A simulated slow disk, for tests on tokio's paused clock (the delay runs on tokio's
+    /// clock, on the actor's own thread): each synced write is reported, and its messages leave,
+    /// `latency` after it was stored; writes arriving meanwhile are stored together once it is
+    /// reported (reads see only what is stored).
+    pub(crate) fn with_sync_latency(mut self, latency: Option<std::time::Duration>) -> Self {
+        self.sync_latency = latency;
+        self
     }
 }
 
@@ -140,7 +157,11 @@ impl<S: LogStorage + Unpin> Actor for LogStoreActor<S> {
 impl<S: LogStorage + Unpin> LogStoreActor<S> {
     /// Store everything queued as one synced write, then tell the node how far the log is
     /// durable, then let the queued messages leave, in the order they were queued.
-    fn flush(&mut self) {
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.syncing {
+            // Stored with the next batch, once the simulated sync in progress ends.
+            return;
+        }
         let write = std::mem::take(&mut self.queued);
         let messages = std::mem::take(&mut self.queued_messages);
         let count = std::mem::take(&mut self.queued_count);
@@ -153,17 +174,39 @@ impl<S: LogStorage + Unpin> LogStoreActor<S> {
         };
         match outcome {
             Ok(()) => {
-                if let Some(last) = write.last_log_id() {
-                    self.flushed.do_send(Flushed { last });
-                }
-                for envelope in messages {
-                    self.transport.do_send(Outbound(envelope));
+                let last = write.last_log_id();
+                match self.sync_latency.filter(|_| !write.is_empty()) {
+                    Some(latency) => {
+                        self.syncing = true;
+                        ctx.run_later(latency, move |store, ctx| {
+                            store.syncing = false;
+                            store.report(last, messages, count);
+                            if store.queued_count > 0 {
+                                store.flush(ctx);
+                            }
+                        });
+                    }
+                    None => self.report(last, messages, count),
                 }
             }
-            Err(Some(error)) => self.failed_to.do_send(StorageFailed {
-                error: error.to_string(),
-            }),
-            Err(None) => {}
+            Err(error) => {
+                if let Some(error) = error {
+                    self.failed_to.do_send(StorageFailed {
+                        error: error.to_string(),
+                    });
+                }
+                self.log.settled(count);
+            }
+        }
+    }
+
+    /// `count` writes are durable up to `last`: tell the node, then let their messages leave.
+    fn report(&mut self, last: Option<raftor_core::LogId>, messages: Vec<Envelope>, count: usize) {
+        if let Some(last) = last {
+            self.flushed.do_send(Flushed { last });
+        }
+        for envelope in messages {
+            self.transport.do_send(Outbound(envelope));
         }
         // Only now may the node write on its own thread: what it writes, and the messages that
         // follow, come after these.
@@ -197,18 +240,18 @@ impl<S: LogStorage + Unpin> Handler<Write> for LogStoreActor<S> {
 impl<S: LogStorage + Unpin> Handler<FlushQueued> for LogStoreActor<S> {
     type Result = ();
 
-    fn handle(&mut self, _: FlushQueued, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: FlushQueued, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
-        self.flush();
+        self.flush(ctx);
     }
 }
 
 impl<S: LogStorage + Unpin> Handler<ReadEntries> for LogStoreActor<S> {
     type Result = ();
 
-    fn handle(&mut self, request: ReadEntries, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, request: ReadEntries, ctx: &mut Context<Self>) {
         // A read sees every write queued before it.
-        self.flush();
+        self.flush(ctx);
         let mut compacted = false;
         let storage = self.log.storage();
         let prev_term = match request.prev_index {
@@ -251,7 +294,7 @@ impl<S: LogStorage + Unpin> Handler<crate::messages::Shutdown> for LogStoreActor
 
     fn handle(&mut self, _: crate::messages::Shutdown, ctx: &mut Context<Self>) {
         use actix::ActorContext;
-        self.flush();
+        self.flush(ctx);
         ctx.stop();
     }
 }

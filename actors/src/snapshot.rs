@@ -28,7 +28,8 @@ impl SnapshotOptions {
 pub struct SnapshotPolicy {
     /// Take a snapshot once this many entries were applied since the last one (0: not by count).
     pub every_entries: u64,
-    /// ...or once this many payload bytes were applied since the last one (0: not by size).
+    /// ...or once this many payload bytes were applied since the last one, and at least twice the
+    /// last snapshot's size ([`SNAPSHOT_AMORTIZATION`]) (0: not by size).
     pub every_bytes: u64,
     /// How many entries the log keeps behind the newest snapshot, so that a follower slightly
     /// behind still catches up from the log rather than with a whole snapshot.
@@ -50,11 +51,46 @@ impl Default for SnapshotPolicy {
     }
 }
 
+/// The size trigger waits, besides `every_bytes`, for at least this many times the last
+/// snapshot's size of payload: a snapshot writes the whole state, so snapshots taken for size
+/// then write at most half as many bytes as the log does, however large the state grows against
+/// `every_bytes` (with 1 MiB values over a thousand keys, a snapshot of the whole map every
+/// 512 MiB cost a fifth of the throughput and a third more p99 latency; BENCHMARKS.md, issue 23).
+pub const SNAPSHOT_AMORTIZATION: u64 = 2;
+
 impl SnapshotPolicy {
-    /// Whether what was applied since the last snapshot calls for a new one.
-    pub fn due(&self, entries: u64, bytes: u64) -> bool {
+    /// Whether what was applied since the last snapshot (`entries`, `bytes` of payload) calls for
+    /// a new one, the last being `last_snapshot_bytes` long (0 if none).
+    pub fn due(&self, entries: u64, bytes: u64, last_snapshot_bytes: u64) -> bool {
+        let size_trigger = self
+            .every_bytes
+            .max(last_snapshot_bytes.saturating_mul(SNAPSHOT_AMORTIZATION));
         (self.every_entries > 0 && entries >= self.every_entries)
-            || (self.every_bytes > 0 && bytes >= self.every_bytes)
+            || (self.every_bytes > 0 && bytes >= size_trigger)
+    }
+}
+
+/// The CPU priority (nice value) of the thread writing a snapshot in the background.
+pub const SNAPSHOT_THREAD_NICE: i32 = 10;
+
+/// Lower the calling thread's CPU priority to [`SNAPSHOT_THREAD_NICE`]: a snapshot is written
+/// from a copy of the state and nobody waits for it, so it takes the CPU the node's threads leave.
+/// Writing the whole state at full priority (hundreds of megabytes, on every node at about the
+/// same time, since they apply the same entries) doubled the slowest writes of a saturating load
+/// (BENCHMARKS.md, issue 23). At nice 10 it still gets about a tenth of a contended core, so it
+/// finishes under any load. Linux only; elsewhere, and if refused, the thread keeps its priority.
+pub fn yield_to_serving() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take and return plain integers; on Linux a thread id
+        // names one thread for PRIO_PROCESS.
+        let refused = unsafe {
+            let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, thread, SNAPSHOT_THREAD_NICE) != 0
+        };
+        if refused {
+            tracing::debug!("cannot lower the snapshot thread's priority");
+        }
     }
 }
 
@@ -191,6 +227,26 @@ mod tests {
             ChunkOutcome::Next(offset) => offset,
             ChunkOutcome::Complete(staged) => panic!("completed early: {:?}", staged.meta),
         }
+    }
+
+    #[test]
+    fn the_size_trigger_waits_for_twice_the_last_snapshot_and_the_count_trigger_does_not() {
+        let policy = SnapshotPolicy {
+            every_entries: 1000,
+            every_bytes: 100,
+            ..SnapshotPolicy::default()
+        };
+        assert!(!policy.due(10, 99, 0));
+        assert!(policy.due(10, 100, 0));
+        // The last snapshot held 300 bytes: another one for size only after 600 more.
+        assert!(!policy.due(10, 599, 300));
+        assert!(policy.due(10, 600, 300));
+        assert!(policy.due(1000, 1, 300), "by count, as before");
+        let by_count_only = SnapshotPolicy {
+            every_bytes: 0,
+            ..policy
+        };
+        assert!(!by_count_only.due(10, 10_000, 0));
     }
 
     #[test]

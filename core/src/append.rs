@@ -90,14 +90,19 @@ impl Raft {
             self.send_rejoining(from, &request, hint);
             return;
         }
-        self.send(
-            from,
-            Message::AppendEntriesResponse(AppendEntriesResponse {
-                term: self.current_term,
-                request_id: request.request_id,
-                outcome: AppendOutcome::Success { matched },
-            }),
-        );
+        let answer = Message::AppendEntriesResponse(AppendEntriesResponse {
+            term: self.current_term,
+            request_id: request.request_id,
+            outcome: AppendOutcome::Success { matched },
+        });
+        if new_entries.is_empty() && matched.index <= self.durable_index {
+            // A heartbeat (or a message whose entries this node holds already), vouching only
+            // for entries synced here: its answer need not wait behind a write in flight, which
+            // under load can take longer than the leader's check-quorum period.
+            self.send_promptly(from, answer);
+        } else {
+            self.send(from, answer);
+        }
     }
 
     /// Forget the log from `index` on, in memory and in the pending write.

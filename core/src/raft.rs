@@ -360,6 +360,11 @@ impl Raft {
             self.ready.write.hard_state = Some(hard);
             self.persisted = hard;
         }
+        if term_or_vote_changed {
+            // The first answers in a new term leave with the write that records it (Figure 2).
+            let prompt = std::mem::take(&mut self.ready.prompt_messages);
+            self.ready.messages.extend(prompt);
+        }
         if self.standing != self.persisted_standing {
             self.ready.write.standing = Some(self.standing);
             self.persisted_standing = self.standing;
@@ -538,6 +543,16 @@ impl Raft {
 
     pub(crate) fn send(&mut self, to: NodeId, message: Message) {
         self.ready.messages.push(Envelope {
+            from: self.id(),
+            to,
+            message,
+        });
+    }
+
+    /// Send `message` at once, not behind the writes in flight: only for a message that promises
+    /// nothing beyond what is already durable here (`Ready::prompt_messages`).
+    pub(crate) fn send_promptly(&mut self, to: NodeId, message: Message) {
+        self.ready.prompt_messages.push(Envelope {
             from: self.id(),
             to,
             message,

@@ -16,6 +16,11 @@ pub struct Ready {
     /// For the transport, strictly after `write` (and every earlier write) is durable: a vote is
     /// granted and an append acknowledged only once what it promises is on disk (Figure 2).
     pub messages: Vec<Envelope>,
+    /// For the transport, at once, ahead of `write` and of every earlier write still in flight:
+    /// a follower's answers that promise nothing its disk does not hold already (a heartbeat's
+    /// answer acknowledges only entries this node has synced, `Raft::durable_index`). So a
+    /// leader hears from a follower whose disk is busy with a large write, and keeps its term.
+    pub prompt_messages: Vec<Envelope>,
     /// For the applier: entries up to here are committed (§5.3) and may be applied. Only set when the
     /// commit index advanced; never lower than an earlier value.
     pub commit_index: Option<LogIndex>,

@@ -83,7 +83,8 @@ pub struct ServeArgs {
     /// 0: not by count).
     #[arg(long, env = "RAFTOR_SNAPSHOT_ENTRIES")]
     pub snapshot_entries: Option<u64>,
-    /// ...or every this many bytes of applied commands (default 536870912; 0: not by size).
+    /// ...or every this many bytes of applied commands, and no sooner than twice the last
+    /// snapshot's size (default 536870912; 0: not by size).
     #[arg(long, env = "RAFTOR_SNAPSHOT_BYTES")]
     pub snapshot_bytes: Option<u64>,
     /// Entries kept in the log behind the newest snapshot (default 10000).

@@ -31,6 +31,8 @@ pub struct ServiceMetrics {
     last_log_index: IntGauge,
     elections: IntGauge,
     lag: IntGaugeVec,
+    inflight_bytes: IntGaugeVec,
+    budget_bytes: IntGaugeVec,
     members: IntGaugeVec,
     membership_index: IntGauge,
     log_start_index: IntGauge,
@@ -98,6 +100,22 @@ impl ServiceMetrics {
             &["peer"],
         )
         .expect("valid metric");
+        let inflight_bytes = IntGaugeVec::new(
+            Opts::new(
+                "replication_inflight_bytes",
+                "On the leader: payload bytes sent to a peer and not yet acknowledged",
+            ),
+            &["peer"],
+        )
+        .expect("valid metric");
+        let budget_bytes = IntGaugeVec::new(
+            Opts::new(
+                "replication_budget_bytes",
+                "On the leader: the byte budget of what may be in flight to a peer (it adapts to how fast the peer acknowledges)",
+            ),
+            &["peer"],
+        )
+        .expect("valid metric");
         let members = IntGaugeVec::new(
             Opts::new(
                 "members",
@@ -130,6 +148,8 @@ impl ServiceMetrics {
             last_log_index,
             elections,
             lag,
+            inflight_bytes,
+            budget_bytes,
             members,
             membership_index,
             log_start_index,
@@ -147,6 +167,8 @@ impl ServiceMetrics {
             Box::new(metrics.last_log_index.clone()),
             Box::new(metrics.elections.clone()),
             Box::new(metrics.lag.clone()),
+            Box::new(metrics.inflight_bytes.clone()),
+            Box::new(metrics.budget_bytes.clone()),
             Box::new(metrics.members.clone()),
             Box::new(metrics.membership_index.clone()),
             Box::new(metrics.log_start_index.clone()),
@@ -214,12 +236,25 @@ impl ServiceMetrics {
             self.membership_index.set(status.membership_index.0 as i64);
             self.log_start_index.set(status.log_start.index.0 as i64);
             self.lag.reset();
+            self.inflight_bytes.reset();
+            self.budget_bytes.reset();
             if status.role == Role::Leader {
                 for peer in conf.members().iter().filter(|p| **p != status.id) {
                     let matched = status.matched.get(peer).map_or(0, |m| m.0);
                     let lag = status.last_log_id.index.0.saturating_sub(matched);
-                    let peer = peer.to_string();
-                    self.lag.with_label_values(&[peer.as_str()]).set(lag as i64);
+                    let label = peer.to_string();
+                    self.lag
+                        .with_label_values(&[label.as_str()])
+                        .set(lag as i64);
+                    if let Some(flow) = status.flow.get(peer) {
+                        let gauge = |bytes: usize| i64::try_from(bytes).unwrap_or(i64::MAX);
+                        self.inflight_bytes
+                            .with_label_values(&[label.as_str()])
+                            .set(gauge(flow.inflight_bytes));
+                        self.budget_bytes
+                            .with_label_values(&[label.as_str()])
+                            .set(gauge(flow.budget_bytes));
+                    }
                 }
             }
         }

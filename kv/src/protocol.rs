@@ -303,6 +303,16 @@ pub struct PeerProgress {
     pub next_index: Option<u64>,
     /// Milliseconds since the peer last answered the leader; `None` if not yet this term.
     pub since_contact_ms: Option<u64>,
+    /// Payload bytes sent to the peer and not yet acknowledged.
+    #[serde(default)]
+    pub inflight_bytes: u64,
+    /// The byte budget of what may be in flight to the peer; it adapts to how fast the peer
+    /// acknowledges (README, "Architecture", Replication).
+    #[serde(default)]
+    pub budget_bytes: u64,
+    /// How long the peer takes to acknowledge, smoothed; `None` if not measured yet this term.
+    #[serde(default)]
+    pub ack_latency_ms: Option<u64>,
 }
 
 /// Encodes a value for the native protocol (bincode; plain data cannot fail to encode).

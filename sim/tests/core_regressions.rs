@@ -150,6 +150,18 @@ const FLOOR_LOG_FROM_A_REMOVED_LEADER: &str =
 const HOPELESS_CANDIDATE_ONE_TERM_AHEAD: &str =
     "a candidate that could never win voted for itself first in every term";
 
+/// Seed 10100101590 (5 nodes, pre-vote on), found by the sweep of the first adaptive flow
+/// control (issue 23): a proposal not applied everywhere after the faults. n7, added during a
+/// partition that cut it off, was probed with entry 1; the probe was resent every heartbeat
+/// period until the partition healed, and the leader then took the first send's answer, 4,000
+/// ticks after it left, for the follower's acknowledgement latency. The patience before
+/// presuming messages lost (four smoothed latencies) grew past the run: the leader waited on a
+/// lost message instead of resending. Fixed in `Progress`: a resent probe measures nothing
+/// (Karn's algorithm), one acknowledgement counts for at most an election timeout, and so does
+/// the patience.
+const LATENCY_MEASURED_ACROSS_A_PARTITION: &str =
+    "a probe resent through a partition measured the partition as the follower's latency";
+
 fn no_pre_vote_5() -> SimConfig {
     SimOptions {
         nodes: 5,
@@ -269,6 +281,11 @@ const REGRESSIONS: &[Regression] = &[
         seed: 4600047959,
         config: no_pre_vote_3,
         why: HOPELESS_CANDIDATE_ONE_TERM_AHEAD,
+    },
+    Regression {
+        seed: 10100101590,
+        config: default_5,
+        why: LATENCY_MEASURED_ACROSS_A_PARTITION,
     },
     Regression {
         seed: 730012246,

@@ -205,6 +205,7 @@ impl SnapshotStore {
             path,
             hasher: crc32fast::Hasher::new(),
             size: 0,
+            unsynced: 0,
         })
     }
 
@@ -288,12 +289,20 @@ impl SnapshotStore {
     }
 }
 
+/// A snapshot file is synced every this many bytes as it is written (RocksDB's
+/// `bytes_per_sync`): written whole and synced at the end, a snapshot of hundreds of megabytes
+/// left that much for the disk to write back at once, and the log's syncs, on the same disk,
+/// waited behind it.
+const SYNC_EVERY_BYTES: u64 = 8 << 20;
+
 /// A snapshot being written: plain `io::Write`, checksummed as it goes.
 pub struct SnapshotFile {
     writer: BufWriter<File>,
     path: PathBuf,
     hasher: crc32fast::Hasher,
     size: u64,
+    /// Bytes written since the file was last synced; below [`SYNC_EVERY_BYTES`] after a write.
+    unsynced: u64,
 }
 
 impl Write for SnapshotFile {
@@ -301,6 +310,12 @@ impl Write for SnapshotFile {
         let written = self.writer.write(buf)?;
         self.hasher.update(&buf[..written]);
         self.size += written as u64;
+        self.unsynced += written as u64;
+        if self.unsynced >= SYNC_EVERY_BYTES {
+            self.writer.flush()?;
+            self.writer.get_ref().sync_data()?;
+            self.unsynced = 0;
+        }
         Ok(written)
     }
 

@@ -19,7 +19,7 @@ mod status;
 
 pub use published::Leadership;
 pub(crate) use published::Watchers;
-pub use status::{GetStatus, NodeStatus};
+pub use status::{GetStatus, NodeStatus, PeerFlow};
 
 use crate::applier::Applier;
 use crate::entry_cache::EntryCache;

@@ -12,6 +12,11 @@ use raftor_core::{Envelope, LogWrite, Role};
 /// pipeline drains now and then, and writing there then stalled it (11% fewer writes/s measured).
 const SEQUENTIAL_WRITES_TO_WRITE_HERE: u32 = 8;
 
+/// The most payload bytes written on the node's own thread: a larger write (a few large values)
+/// goes to the log store, so the node goes on answering heartbeats (`Ready::prompt_messages`)
+/// while it syncs.
+const INLINE_WRITE_MAX_BYTES: usize = 256 * 1024;
+
 impl NodeActor {
     /// Make `write` durable, then send `messages` (Figure 2: persist before responding).
     ///
@@ -19,7 +24,8 @@ impl NodeActor {
     /// store is still waiting (so nothing is overtaken): the two thread hand-offs (there and back)
     /// cost more than the write itself. What arrives meanwhile waits in the mailbox and joins the
     /// next batch.
-    /// - A follower or candidate writes at once: its answers wait for the write anyway.
+    /// - A follower or candidate writes at once: the answers that acknowledge entries wait for the
+    ///   write anyway, and a batch this small takes well under a heartbeat period.
     /// - A leader does so only after a run of writes that each found nothing else in flight (a
     ///   client waiting for each write before sending the next): with concurrent clients its
     ///   thread has their requests and the acknowledgements to serve while the log syncs. It
@@ -51,6 +57,12 @@ impl NodeActor {
         }
         let here = self.links.inline_write_max_entries > 0
             && write.entries.len() <= self.links.inline_write_max_entries
+            && write
+                .entries
+                .iter()
+                .map(|entry| entry.payload_len())
+                .sum::<usize>()
+                <= INLINE_WRITE_MAX_BYTES
             && (!leader || self.sequential_writes >= SEQUENTIAL_WRITES_TO_WRITE_HERE)
             && self.links.log_writer.may_write_here();
         if !here {

@@ -1,11 +1,12 @@
-//! Carrying out the rules' `Ready`, in order: the write first (the messages behind it leave once
-//! it is durable), then leadership and configuration, the leader's sends, a snapshot to install,
+//! Carrying out the rules' `Ready`, in order: the prompt answers, the write (the messages behind
+//! it leave once it is durable), then leadership and configuration, the leader's sends, a snapshot to install,
 //! what the applier may apply, and the answers to reads.
 
 use super::NodeActor;
 use crate::error::ReadError;
 use crate::messages::{AwaitApply, Commit, RestoreSnapshot};
 use crate::network::tcp::UpdatePeers;
+use crate::transport::Outbound;
 use actix::{ActorContext, Context};
 use raftor_core::{LeadershipChange, Membership, Standing};
 
@@ -64,6 +65,10 @@ impl NodeActor {
             .iter()
             .map(|entry| entry.payload_len() as u64)
             .sum::<u64>();
+        // Answers that promise nothing unsynced: at once, not behind the log store's queue.
+        for envelope in ready.prompt_messages {
+            self.links.transport.do_send(Outbound(envelope));
+        }
         if !ready.write.is_empty() || !ready.messages.is_empty() {
             self.persist(ctx, ready.write, ready.messages);
         }

@@ -33,6 +33,8 @@ pub struct NodeStatus {
     pub next_index: BTreeMap<NodeId, LogIndex>,
     /// On the leader: time since each peer last answered (`None`: not yet this term).
     pub since_contact: BTreeMap<NodeId, Option<Duration>>,
+    /// On the leader: the flow control toward each peer.
+    pub flow: BTreeMap<NodeId, PeerFlow>,
     /// Entries this node handed to its log store since it started (its own or a leader's).
     pub log_entries_appended: u64,
     /// Payload bytes of those entries.
@@ -47,6 +49,19 @@ pub struct NodeStatus {
     /// Whether this node's store holds every promise it made (`raftor_core::Standing`): a node
     /// whose store started empty (new, or one that lost its data) rejoins before it votes.
     pub standing: Standing,
+}
+
+/// The leader's flow control toward one peer (`raftor_core::Progress`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerFlow {
+    /// Payload bytes sent and not yet acknowledged.
+    pub inflight_bytes: usize,
+    /// The byte budget: no more is sent while this much is in flight. It adapts to how fast
+    /// the peer acknowledges.
+    pub budget_bytes: usize,
+    /// How long the peer takes to acknowledge what it is sent, smoothed (`None`: not measured
+    /// yet this term).
+    pub ack_latency: Option<Duration>,
 }
 
 /// Ask a node for its [`NodeStatus`].
@@ -76,6 +91,26 @@ impl NodeActor {
                 .map(|peers| {
                     peers
                         .map(|(peer, progress)| (peer, progress.next_index()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            flow: self
+                .raft
+                .replication_progress()
+                .map(|peers| {
+                    peers
+                        .map(|(peer, progress)| {
+                            let ack_latency = progress.smoothed_latency_ticks().map(|ticks| {
+                                self.tick
+                                    .saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX))
+                            });
+                            let flow = PeerFlow {
+                                inflight_bytes: progress.inflight_bytes(),
+                                budget_bytes: progress.budget(),
+                                ack_latency,
+                            };
+                            (peer, flow)
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),

@@ -98,6 +98,9 @@ pub struct TestCluster {
     /// Start nodes with their log store on a thread of its own, as in production (only outside
     /// the paused clock: another thread lets virtual time run ahead).
     pub dedicated_log_thread: bool,
+    /// Nodes whose disk is slow: each synced write takes this long, on tokio's clock (every
+    /// write then goes through the log store: the node's own writes would not be slowed).
+    pub slow_disks: BTreeMap<NodeId, Duration>,
 }
 
 impl TestCluster {
@@ -141,6 +144,7 @@ impl TestCluster {
             snapshot_dirs: BTreeMap::new(),
             joiners: Default::default(),
             dedicated_log_thread: false,
+            slow_disks: BTreeMap::new(),
         };
         cluster.start_all();
         cluster
@@ -188,6 +192,10 @@ impl TestCluster {
         let mut options = NodeOptions::new(raft);
         options.seed = self.seed.wrapping_mul(1_000_003).wrapping_add(id.0);
         options.dedicated_log_thread = self.dedicated_log_thread;
+        if let Some(latency) = self.slow_disks.get(&id) {
+            options.simulated_sync_latency = Some(*latency);
+            options.inline_write_max_entries = 0;
+        }
         if let Some((every, trailing, chunk)) = self.snapshots {
             let dir = self
                 .snapshot_dirs

@@ -32,6 +32,7 @@ impl Raft {
             return;
         }
         let term = self.current_term;
+        let now = self.ticks;
         // What a correct peer says is about the leader's own log: a success names an entry the
         // leader holds (Log Matching), a hint points at most just past its end. Anything else is
         // not believed (a late success about entries compacted since tells nothing either).
@@ -60,13 +61,13 @@ impl Raft {
             None
         };
         let effect = if believed {
-            peer.progress.on_response(term, &response)
+            peer.progress.on_response(term, &response, now)
         } else {
             super::progress::ResponseEffect::Contact { matched: None }
         };
         if peer.progress.take_data_loss() {
             // Probing again from its log's end: a snapshot on its way is started afresh if needed.
-            peer.snapshot = None;
+            peer.drop_under_way();
             leader.matched.remove(&from);
             self.ready.peers_lost_data.push(from);
         }
@@ -101,8 +102,7 @@ impl Raft {
         // silent): keep what is under way, a snapshot above all, rather than restart it each time.
         if counted {
             peer.progress.on_follower_data_loss(end);
-            peer.snapshot = None;
-            peer.order = None;
+            peer.drop_under_way();
             leader.matched.remove(&peer_id);
         }
     }
@@ -164,6 +164,7 @@ impl Raft {
             return;
         }
         let log_start = self.log.start();
+        let now = self.ticks;
         let compacted = |index| super::sending::term_in_log(&self.log, index).is_none();
         let Some(leader) = self.leader.as_mut() else {
             return;
@@ -193,6 +194,7 @@ impl Raft {
                             last_index: last_index.min(order.last_index),
                         },
                         bytes,
+                        now,
                     );
                 }
             }

@@ -117,6 +117,14 @@ impl PeerReplication {
         Ok(())
     }
 
+    /// The peer's store is new (it lost its data, or asked to rejoin): drop what was under way
+    /// for it, the order and the snapshot. (`Progress` probes it afresh; the caller forgets its
+    /// match.)
+    pub(crate) fn drop_under_way(&mut self) {
+        self.snapshot = None;
+        self.order = None;
+    }
+
     /// Whether an entries order may be issued now (flow control aside).
     pub(crate) fn may_order(&self) -> bool {
         self.order.is_none() && !self.paused && self.snapshot.is_none()

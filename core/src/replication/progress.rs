@@ -1,6 +1,7 @@
 //! A leader's view of one follower's log (Figure 2 "nextIndex", "matchIndex"), and the flow control
 //! of sending to it: probing for the match point one message at a time, then pipelining a bounded
-//! number of messages. One per peer in the leader's replication state (`replication/peer.rs`).
+//! number of messages within a byte budget that adapts to how fast the follower acknowledges.
+//! One per peer in the leader's replication state (`replication/peer.rs`).
 
 use crate::message::{AppendEntriesResponse, AppendOutcome, ConflictHint};
 use crate::types::{LogId, LogIndex, Term};
@@ -42,6 +43,21 @@ pub enum ResponseEffect {
     Stale,
 }
 
+/// The most doublings of the patience ([`Progress::on_heartbeat_tick`]); it never exceeds an
+/// election timeout anyway.
+const MAX_PATIENCE_BACKOFF: u32 = 8;
+
+/// One AppendEntries in flight in `Replicate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InFlight {
+    /// The last entry it carries.
+    last_index: LogIndex,
+    /// Its payload bytes, counted against the budget until acknowledged.
+    bytes: usize,
+    /// The tick it left.
+    sent_at: u64,
+}
+
 /// Replication progress of one follower.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress {
@@ -53,17 +69,49 @@ pub struct Progress {
     state: ProgressState,
     /// In `Probe`: whether the one probe is outstanding.
     probe_sent: bool,
-    /// In `Replicate`: the last index and payload bytes of each message in flight, ascending by
-    /// index; at most `max_inflight` of them.
-    inflight: VecDeque<(LogIndex, usize)>,
+    /// In `Probe`: the tick a probe carrying entries was sent, and the last entry it carried.
+    /// The success acknowledging them measures how long the follower takes to sync what it is
+    /// sent, before anything is pipelined. Not once the probe was resent (Karn's algorithm: an
+    /// answer to a resent message may answer either send, and after a partition the first
+    /// send's would measure the partition).
+    probe_since: Option<(u64, LogIndex)>,
+    /// In `Probe`: the probe was resent; it measures nothing until the next probe.
+    probe_resent: bool,
+    /// In `Replicate`: each message in flight, ascending by index; at most `max_inflight` of them.
+    inflight: VecDeque<InFlight>,
     max_inflight: usize,
     /// The payload bytes of the messages in `inflight`.
     inflight_bytes: usize,
-    /// No new message leaves while `inflight_bytes` is at or over this (one message always may).
+    /// The byte budget: no new message leaves while `inflight_bytes` is at or over it (one
+    /// message always may). Within `min_budget..=max_inflight_bytes`, adapted to the latency of
+    /// acknowledgements ([`Progress::on_acknowledged`]).
+    budget: usize,
+    /// The budget's floor, an eighth of its ceiling.
+    min_budget: usize,
+    /// The budget's ceiling (`ReplicationConfig::max_inflight_bytes`).
     max_inflight_bytes: usize,
-    /// Heartbeat periods since `matched` last advanced while messages were in flight: after two, the
-    /// messages are presumed lost and the leader probes again.
-    stalled_heartbeats: u32,
+    /// The budget was what held the pipeline back (it filled) since the budget last changed:
+    /// only then does a prompt acknowledgement say the follower could drain more.
+    budget_filled: bool,
+    /// Acknowledgement latency, in ticks, the budget keeps the pipeline under: a fraction of the
+    /// election timeout, so that a heartbeat queued behind the bytes in flight is never late.
+    latency_target: u64,
+    /// The budget was last halved at this tick: a message sent then or before was already in
+    /// flight, and its late acknowledgement halves it no further (one cut per window, as TCP).
+    budget_cut_at: Option<u64>,
+    /// The acknowledgement latency, smoothed (RFC 6298's SRTT, in eighths of a tick); `None`
+    /// until the first acknowledgement.
+    smoothed_latency: Option<u64>,
+    /// The least time, in ticks, a message stays unacknowledged before it is presumed lost
+    /// ([`Progress::on_heartbeat_tick`]): two heartbeat periods.
+    min_patience: u64,
+    /// The most: the minimum election timeout (at least `min_patience`). Also the most one
+    /// acknowledgement's latency counts for in the smoothed latency.
+    max_patience: u64,
+    /// Messages presumed lost since the last acknowledgement measured: each doubles the patience
+    /// (TCP's backoff of its retransmission timeout), so a follower slower than the patience so
+    /// far is waited for long enough to be measured. At most [`MAX_PATIENCE_BACKOFF`].
+    patience_backoff: u32,
     /// The `request_id` of the answer that last advanced `matched`: a later rejection saying the
     /// follower's log ends before `matched` means it lost its data (an earlier one is a late
     /// duplicate).
@@ -82,20 +130,44 @@ impl Progress {
             next_index: last_index.next(),
             state: ProgressState::Probe,
             probe_sent: false,
+            probe_since: None,
+            probe_resent: false,
             inflight: VecDeque::new(),
             max_inflight: max_inflight.max(1),
             inflight_bytes: 0,
+            budget: usize::MAX,
+            min_budget: usize::MAX,
             max_inflight_bytes: usize::MAX,
-            stalled_heartbeats: 0,
+            budget_filled: false,
+            latency_target: u64::MAX,
+            budget_cut_at: None,
+            smoothed_latency: None,
+            min_patience: 0,
+            max_patience: u64::MAX,
+            patience_backoff: 0,
             matched_request: 0,
             data_loss: false,
         }
     }
 
     /// Bounds the payload bytes in flight as well as the number of messages (a byte budget for
-    /// the pipeline, so large entries do not pile up unacknowledged).
+    /// the pipeline, so large entries do not pile up unacknowledged). The budget starts at
+    /// `max_bytes` and moves between an eighth of it and all of it.
     pub fn with_max_inflight_bytes(mut self, max_bytes: usize) -> Progress {
         self.max_inflight_bytes = max_bytes.max(1);
+        self.min_budget = (self.max_inflight_bytes / 8).max(1);
+        self.budget = self.max_inflight_bytes;
+        self
+    }
+
+    /// The leader's timing, in ticks: a message unacknowledged for two `heartbeat_ticks` (or
+    /// longer, when acknowledgements have been slow) is presumed lost; the byte budget keeps
+    /// acknowledgements within a quarter of `election_ticks_min`, so that heartbeats and their
+    /// answers, queued behind what is in flight, arrive well within an election timeout.
+    pub fn with_timing(mut self, heartbeat_ticks: u32, election_ticks_min: u32) -> Progress {
+        self.min_patience = 2 * u64::from(heartbeat_ticks.max(1));
+        self.max_patience = u64::from(election_ticks_min).max(self.min_patience);
+        self.latency_target = (u64::from(election_ticks_min) / 4).max(1);
         self
     }
 
@@ -115,6 +187,14 @@ impl Progress {
     pub fn inflight_bytes(&self) -> usize {
         self.inflight_bytes
     }
+    /// The byte budget now: no new message leaves while this much is in flight.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+    /// The smoothed acknowledgement latency in ticks, once anything was acknowledged.
+    pub fn smoothed_latency_ticks(&self) -> Option<u64> {
+        self.smoothed_latency.map(|eighths| eighths.div_ceil(8))
+    }
 
     /// The invariants of the leader's view of the follower, whose log ends at `last_index`:
     /// `matched` is in the leader's log and before `next_index`, which is at most one past the
@@ -123,12 +203,12 @@ impl Progress {
         let bytes: usize = self
             .inflight
             .iter()
-            .fold(0usize, |sum, (_, b)| sum.saturating_add(*b));
+            .fold(0usize, |sum, message| sum.saturating_add(message.bytes));
         let ascending = self
             .inflight
             .iter()
             .zip(self.inflight.iter().skip(1))
-            .all(|(a, b)| a.0 < b.0);
+            .all(|(a, b)| a.last_index < b.last_index && a.sent_at <= b.sent_at);
         let holds = self.matched.index < self.next_index
             && self.matched.index <= last_index
             && self.next_index <= last_index.next()
@@ -136,10 +216,16 @@ impl Progress {
             && self
                 .inflight
                 .back()
-                .is_none_or(|(last, _)| *last < self.next_index)
+                .is_none_or(|message| message.last_index < self.next_index)
             && bytes == self.inflight_bytes
+            && self.min_budget <= self.budget
+            && self.budget <= self.max_inflight_bytes
             && self.inflight.len() <= self.max_inflight
-            && (self.state == ProgressState::Replicate || self.inflight.is_empty());
+            && (self.state == ProgressState::Replicate || self.inflight.is_empty())
+            && (self.state == ProgressState::Probe
+                || (self.probe_since.is_none() && !self.probe_resent))
+            && self.min_patience <= self.max_patience
+            && self.patience_backoff <= MAX_PATIENCE_BACKOFF;
         if holds {
             Ok(())
         } else {
@@ -162,7 +248,7 @@ impl Progress {
             ProgressState::Snapshot => None,
             ProgressState::Replicate => {
                 if self.inflight.len() >= self.max_inflight
-                    || self.inflight_bytes >= self.max_inflight_bytes
+                    || self.inflight_bytes >= self.budget
                     || self.next_index > last_log_index
                 {
                     None
@@ -176,44 +262,70 @@ impl Progress {
         }
     }
 
-    /// A message carrying entries up to `last_index` left (what [`Progress::next_send`] proposed).
-    pub fn on_sent(&mut self, range: SendRange) {
-        self.on_sent_bytes(range, 0);
+    /// A message carrying entries up to `last_index` left at tick `now` (what
+    /// [`Progress::next_send`] proposed).
+    pub fn on_sent(&mut self, range: SendRange, now: u64) {
+        self.on_sent_bytes(range, 0, now);
     }
 
     /// As [`Progress::on_sent`], for a message carrying `bytes` of payload (counted against the
     /// byte budget until acknowledged).
-    pub fn on_sent_bytes(&mut self, range: SendRange, bytes: usize) {
+    pub fn on_sent_bytes(&mut self, range: SendRange, bytes: usize, now: u64) {
         match self.state {
-            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Probe => {
+                self.probe_sent = true;
+                if range.last_index > range.prev_index && !self.probe_resent {
+                    self.probe_since.get_or_insert((now, range.last_index));
+                }
+            }
             ProgressState::Snapshot => {}
             ProgressState::Replicate => {
-                self.inflight.push_back((range.last_index, bytes));
+                let sent_at = self
+                    .inflight
+                    .back()
+                    .map_or(now, |last| last.sent_at.max(now));
+                self.inflight.push_back(InFlight {
+                    last_index: range.last_index,
+                    bytes,
+                    sent_at,
+                });
                 self.inflight_bytes = self.inflight_bytes.saturating_add(bytes);
                 self.next_index = range.last_index.next();
+                if self.inflight_bytes >= self.budget {
+                    self.budget_filled = true;
+                }
             }
         }
     }
 
-    /// The follower holds the leader's log up to `matched`. Returns whether `matched` advanced.
-    pub fn on_success(&mut self, matched: LogId) -> bool {
+    /// The follower holds the leader's log up to `matched`, said at tick `now`. Returns whether
+    /// `matched` advanced.
+    pub fn on_success(&mut self, matched: LogId, now: u64) -> bool {
         let advanced = matched.index > self.matched.index;
         if advanced {
             self.matched = matched;
-            self.stalled_heartbeats = 0;
         }
-        while let Some(&(last, bytes)) = self.inflight.front() {
-            if last > matched.index {
+        while let Some(&message) = self.inflight.front() {
+            if message.last_index > matched.index {
                 break;
             }
             self.inflight.pop_front();
-            self.inflight_bytes = self.inflight_bytes.saturating_sub(bytes);
+            self.inflight_bytes = self.inflight_bytes.saturating_sub(message.bytes);
+            self.on_acknowledged(message.sent_at, now);
         }
         match self.state {
             // An answer that vouches for less than the probe asked about (a heartbeat's answer)
             // does not end the probe.
             ProgressState::Probe if matched.index < self.next_index.prev() => {}
             ProgressState::Probe => {
+                // Only an answer acknowledging the probe's entries waited for the follower's
+                // sync (a heartbeat's, answered at once, would understate it).
+                if let Some((since, last)) = self.probe_since.take() {
+                    if matched.index >= last {
+                        self.note_latency(now.saturating_sub(since));
+                    }
+                }
+                self.probe_resent = false;
                 self.state = ProgressState::Replicate;
                 self.probe_sent = false;
                 self.clear_inflight();
@@ -246,8 +358,9 @@ impl Progress {
     pub fn become_snapshot(&mut self) {
         self.state = ProgressState::Snapshot;
         self.probe_sent = false;
+        self.probe_since = None;
+        self.probe_resent = false;
         self.clear_inflight();
-        self.stalled_heartbeats = 0;
     }
 
     /// The snapshot could not be sent (none to open, or unreadable): probe again from what the
@@ -266,8 +379,9 @@ impl Progress {
         }
         self.state = ProgressState::Replicate;
         self.probe_sent = false;
+        self.probe_since = None;
+        self.probe_resent = false;
         self.clear_inflight();
-        self.stalled_heartbeats = 0;
         self.next_index = self.matched.index.next();
         advanced
     }
@@ -295,6 +409,7 @@ impl Progress {
         &mut self,
         leader_term: Term,
         response: &AppendEntriesResponse,
+        now: u64,
     ) -> ResponseEffect {
         if response.term > leader_term {
             return ResponseEffect::HigherTerm(response.term);
@@ -305,7 +420,7 @@ impl Progress {
         }
         match response.outcome {
             AppendOutcome::Success { matched } => {
-                if self.on_success(matched) {
+                if self.on_success(matched, now) {
                     self.matched_request = self.matched_request.max(response.request_id);
                 }
                 ResponseEffect::Contact {
@@ -372,26 +487,91 @@ impl Progress {
         self.become_probe();
     }
 
-    /// A heartbeat period passed: resend a lost probe; give up on messages that went unanswered.
-    pub fn on_heartbeat_tick(&mut self) {
+    /// A heartbeat period passed, at tick `now`: resend a lost probe; give up on messages that
+    /// went unanswered for longer than acknowledgements take ([`Progress::patience`]), and probe
+    /// again from the match point.
+    pub fn on_heartbeat_tick(&mut self, now: u64) {
         match self.state {
-            ProgressState::Probe => self.probe_sent = false,
-            ProgressState::Replicate if !self.inflight.is_empty() => {
-                self.stalled_heartbeats += 1;
-                if self.stalled_heartbeats >= 2 {
+            ProgressState::Probe => {
+                if self.probe_sent {
+                    // Resent at the next pump: what answers it measures nothing (Karn).
+                    self.probe_resent = true;
+                    self.probe_since = None;
+                }
+                self.probe_sent = false;
+            }
+            ProgressState::Replicate => {
+                let presumed_lost = self
+                    .inflight
+                    .front()
+                    .is_some_and(|oldest| now.saturating_sub(oldest.sent_at) >= self.patience());
+                if presumed_lost {
+                    self.patience_backoff = (self.patience_backoff + 1).min(MAX_PATIENCE_BACKOFF);
                     self.next_index = self.matched.index.next();
                     self.become_probe();
                 }
             }
-            ProgressState::Replicate | ProgressState::Snapshot => {}
+            ProgressState::Snapshot => {}
         }
+    }
+
+    /// How long, in ticks, a message may stay unacknowledged before it is presumed lost: two
+    /// heartbeat periods, or four times the smoothed acknowledgement latency when that is longer
+    /// (a follower whose disk is slow still holds what it was sent; resending it would only add
+    /// to its load), but never more than an election timeout.
+    fn patience(&self) -> u64 {
+        let slow = self
+            .smoothed_latency
+            .map_or(0, |eighths| eighths.div_ceil(8).saturating_mul(4));
+        (self.min_patience.max(slow))
+            .saturating_mul(1 << self.patience_backoff)
+            .min(self.max_patience)
+    }
+
+    /// A message sent at tick `sent_at` was acknowledged at `now`: adapt the byte budget to the
+    /// latency (a delay-based AIMD, as TCP's congestion control). Over `latency_target`, this
+    /// time and on average (a lone late answer is not a trend), the bytes in flight take too
+    /// long to drain: halve the budget, once per window. Well under it while the budget was what
+    /// held the pipeline back: the follower drains faster than it is fed, so grow the budget by
+    /// a quarter.
+    fn on_acknowledged(&mut self, sent_at: u64, now: u64) {
+        let latency = now.saturating_sub(sent_at);
+        self.note_latency(latency);
+        let smoothed = self.smoothed_latency_ticks().unwrap_or(latency);
+        if latency > self.latency_target && smoothed > self.latency_target {
+            if self.budget_cut_at.is_none_or(|cut| sent_at > cut) {
+                self.budget = (self.budget / 2).max(self.min_budget);
+                self.budget_cut_at = Some(now);
+                self.budget_filled = false;
+            }
+        } else if latency.saturating_mul(2) <= self.latency_target && self.budget_filled {
+            self.budget = self
+                .budget
+                .saturating_add((self.budget / 4).max(1))
+                .min(self.max_inflight_bytes);
+            self.budget_filled = false;
+        }
+    }
+
+    /// One more measure of how long the follower takes to acknowledge, in ticks; one counts for
+    /// at most an election timeout (a message held up by a partition says little about the
+    /// follower).
+    fn note_latency(&mut self, latency: u64) {
+        let latency = latency.min(self.max_patience);
+        self.patience_backoff = 0;
+        let eighths = latency.saturating_mul(8);
+        self.smoothed_latency = Some(match self.smoothed_latency {
+            None => eighths,
+            Some(smoothed) => smoothed - smoothed / 8 + latency,
+        });
     }
 
     fn become_probe(&mut self) {
         self.state = ProgressState::Probe;
         self.probe_sent = false;
+        self.probe_since = None;
+        self.probe_resent = false;
         self.clear_inflight();
-        self.stalled_heartbeats = 0;
     }
 
     fn clear_inflight(&mut self) {
@@ -418,8 +598,8 @@ mod tests {
     #[test]
     fn a_follower_that_lost_its_log_is_probed_from_its_end_again() {
         let mut progress = Progress::new(LogIndex(10), 4);
-        progress.on_sent(range(10, 10));
-        progress.on_success(id(10, 1));
+        progress.on_sent(range(10, 10), 0);
+        progress.on_success(id(10, 1), 0);
         assert_eq!(progress.matched(), id(10, 1));
         // It comes back empty and says so: its log ends before index 1.
         progress.on_follower_data_loss(LogIndex(1));
@@ -431,21 +611,21 @@ mod tests {
     #[test]
     fn the_byte_budget_holds_back_the_pipeline_until_acknowledged() {
         let mut progress = Progress::new(LogIndex(0), 100).with_max_inflight_bytes(1000);
-        progress.on_sent(range(0, 0));
-        progress.on_success(id(0, 0));
+        progress.on_sent(range(0, 0), 0);
+        progress.on_success(id(0, 0), 0);
         assert_eq!(progress.state(), ProgressState::Replicate);
         // One message may always leave, even one over the budget on its own.
         assert_eq!(progress.next_send(LogIndex(30), 10), Some(range(0, 10)));
-        progress.on_sent_bytes(range(0, 10), 600);
+        progress.on_sent_bytes(range(0, 10), 600, 0);
         assert_eq!(progress.next_send(LogIndex(30), 10), Some(range(10, 20)));
-        progress.on_sent_bytes(range(10, 20), 600);
+        progress.on_sent_bytes(range(10, 20), 600, 0);
         assert_eq!(progress.inflight_bytes(), 1200);
         assert_eq!(
             progress.next_send(LogIndex(30), 10),
             None,
             "1200 of 1000 bytes in flight"
         );
-        progress.on_success(id(10, 1));
+        progress.on_success(id(10, 1), 0);
         assert_eq!(progress.inflight_bytes(), 600);
         assert_eq!(progress.next_send(LogIndex(30), 10), Some(range(20, 30)));
         // Falling back to probing forgets what was in flight.
@@ -463,24 +643,24 @@ mod tests {
     fn probes_one_message_at_a_time_then_pipelines() {
         let mut progress = Progress::new(LogIndex(10), 2);
         assert_eq!(progress.next_send(LogIndex(10), 100), Some(range(10, 10)));
-        progress.on_sent(range(10, 10));
+        progress.on_sent(range(10, 10), 0);
         assert_eq!(
             progress.next_send(LogIndex(12), 100),
             None,
             "one probe in flight"
         );
-        assert!(progress.on_success(id(10, 1)));
+        assert!(progress.on_success(id(10, 1), 0));
         assert_eq!(progress.state(), ProgressState::Replicate);
         assert_eq!(progress.next_send(LogIndex(12), 1), Some(range(10, 11)));
-        progress.on_sent(range(10, 11));
+        progress.on_sent(range(10, 11), 0);
         assert_eq!(progress.next_send(LogIndex(12), 1), Some(range(11, 12)));
-        progress.on_sent(range(11, 12));
+        progress.on_sent(range(11, 12), 0);
         assert_eq!(
             progress.next_send(LogIndex(14), 1),
             None,
             "window of 2 is full"
         );
-        assert!(progress.on_success(id(11, 2)));
+        assert!(progress.on_success(id(11, 2), 0));
         assert_eq!(progress.inflight(), 1);
         assert_eq!(progress.next_send(LogIndex(14), 10), Some(range(12, 14)));
     }
@@ -488,7 +668,7 @@ mod tests {
     #[test]
     fn rejection_skips_back_a_term_and_never_below_the_match() {
         let mut progress = Progress::new(LogIndex(10), 4);
-        progress.on_sent(range(10, 10));
+        progress.on_sent(range(10, 10), 0);
         let hint = ConflictHint {
             conflict_term: Some(Term(3)),
             first_index: LogIndex(6),
@@ -504,7 +684,7 @@ mod tests {
     #[test]
     fn shorter_follower_log_jumps_to_its_end() {
         let mut progress = Progress::new(LogIndex(100), 4);
-        progress.on_sent(range(100, 100));
+        progress.on_sent(range(100, 100), 0);
         let hint = ConflictHint {
             conflict_term: None,
             first_index: LogIndex(4),
@@ -516,9 +696,9 @@ mod tests {
     #[test]
     fn stale_rejection_in_replicate_is_ignored() {
         let mut progress = Progress::new(LogIndex(5), 4);
-        progress.on_sent(range(5, 5));
-        progress.on_success(id(5, 1));
-        progress.on_sent(range(5, 8));
+        progress.on_sent(range(5, 5), 0);
+        progress.on_success(id(5, 1), 0);
+        progress.on_sent(range(5, 8), 0);
         let hint = ConflictHint {
             conflict_term: None,
             first_index: LogIndex(3),
@@ -530,34 +710,189 @@ mod tests {
 
     #[test]
     fn lost_messages_fall_back_to_probing_after_two_heartbeats() {
-        let mut progress = Progress::new(LogIndex(5), 4);
-        progress.on_sent(range(5, 5));
-        progress.on_success(id(5, 1));
-        progress.on_sent(range(5, 9));
-        progress.on_heartbeat_tick();
+        let mut progress = Progress::new(LogIndex(5), 4).with_timing(5, 20);
+        progress.on_sent(range(5, 5), 0);
+        progress.on_success(id(5, 1), 0);
+        progress.on_sent(range(5, 9), 0);
+        progress.on_heartbeat_tick(5);
         assert_eq!(progress.state(), ProgressState::Replicate);
-        progress.on_heartbeat_tick();
+        progress.on_heartbeat_tick(10);
         assert_eq!(progress.state(), ProgressState::Probe);
         assert_eq!(progress.next_index(), LogIndex(6));
     }
 
     #[test]
+    fn a_follower_that_acknowledges_slowly_is_given_longer_before_a_resend() {
+        let mut progress = Progress::new(LogIndex(1), 8).with_timing(5, 100);
+        // Its disk takes 20 ticks per write: every acknowledgement comes 20 ticks late, that of
+        // the probe's entry first (a heartbeat's answer, at once, measures nothing).
+        progress.on_sent(range(1, 2), 0);
+        progress.on_success(id(0, 0), 2);
+        assert_eq!(progress.smoothed_latency_ticks(), None);
+        progress.on_success(id(2, 1), 20);
+        assert_eq!(progress.smoothed_latency_ticks(), Some(20));
+        assert_eq!(progress.state(), ProgressState::Replicate);
+        for round in 1..8u64 {
+            progress.on_sent(range(round + 1, round + 2), round * 20);
+            progress.on_success(id(round + 2, 1), round * 20 + 20);
+        }
+        assert_eq!(progress.smoothed_latency_ticks(), Some(20));
+        // A message 30 ticks out is waiting for that disk, not lost: two heartbeats (10 ticks)
+        // would resend it, four smoothed latencies (80) do not yet.
+        progress.on_sent(range(9, 10), 200);
+        progress.on_heartbeat_tick(230);
+        assert_eq!(progress.state(), ProgressState::Replicate);
+        progress.on_heartbeat_tick(280);
+        assert_eq!(progress.state(), ProgressState::Probe);
+    }
+
+    #[test]
+    fn a_resent_probe_measures_nothing_and_a_partition_counts_for_an_election_timeout_at_most() {
+        // Heartbeats every 5 ticks, elections after 40 to 80.
+        let mut progress = Progress::new(LogIndex(1), 8).with_timing(5, 40);
+        progress.on_sent(range(1, 2), 0);
+        // A partition: the probe goes unanswered, and is resent every heartbeat period.
+        for tick in 1..=100u64 {
+            progress.on_heartbeat_tick(tick * 5);
+            if progress.next_send(LogIndex(2), 10).is_some() {
+                progress.on_sent(range(1, 2), tick * 5);
+            }
+        }
+        // It heals: the first send's answer arrives 500 ticks after it left (Karn: not measured).
+        progress.on_success(id(2, 1), 505);
+        assert_eq!(progress.state(), ProgressState::Replicate);
+        assert_eq!(progress.smoothed_latency_ticks(), None);
+        // A message held 300 ticks counts for one election timeout (40), no more.
+        progress.on_sent(range(2, 3), 510);
+        progress.on_success(id(3, 1), 810);
+        assert_eq!(progress.smoothed_latency_ticks(), Some(40));
+        progress.check(LogIndex(3)).expect("invariants");
+    }
+
+    #[test]
+    fn each_message_presumed_lost_doubles_the_patience_until_one_is_measured() {
+        let mut progress = Progress::new(LogIndex(0), 8).with_timing(5, 200);
+        progress.on_sent(range(0, 0), 0);
+        progress.on_success(id(0, 0), 0);
+        // Nothing measured yet: presumed lost after two heartbeats (10 ticks).
+        progress.on_sent(range(0, 1), 0);
+        progress.on_heartbeat_tick(10);
+        assert_eq!(progress.state(), ProgressState::Probe);
+        // The next one is given 20, then 40.
+        progress.on_success(id(0, 0), 12);
+        assert_eq!(progress.state(), ProgressState::Replicate);
+        progress.on_sent(range(0, 1), 12);
+        progress.on_heartbeat_tick(30);
+        assert_eq!(
+            progress.state(),
+            ProgressState::Replicate,
+            "20 ticks of patience"
+        );
+        progress.on_heartbeat_tick(32);
+        assert_eq!(progress.state(), ProgressState::Probe);
+        progress.on_success(id(0, 0), 33);
+        progress.on_sent(range(0, 1), 33);
+        progress.on_heartbeat_tick(70);
+        assert_eq!(
+            progress.state(),
+            ProgressState::Replicate,
+            "40 ticks of patience"
+        );
+        // Acknowledged after 38 ticks: measured, and the patience is four of those.
+        progress.on_success(id(1, 1), 71);
+        assert_eq!(progress.smoothed_latency_ticks(), Some(38));
+        progress.on_sent(range(1, 2), 71);
+        progress.on_heartbeat_tick(71 + 151);
+        assert_eq!(progress.state(), ProgressState::Replicate);
+        progress.on_heartbeat_tick(71 + 152);
+        assert_eq!(progress.state(), ProgressState::Probe);
+        // Never more than an election timeout (200), however slow.
+        progress.on_success(id(1, 1), 230);
+        for i in 0..40u64 {
+            progress.on_sent(range(1 + i, 2 + i), 300 + i * 1000);
+            progress.on_success(id(2 + i, 1), 300 + i * 1000 + 900);
+        }
+        assert_eq!(progress.smoothed_latency_ticks(), Some(200));
+        progress.on_sent(range(41, 42), 50_000);
+        progress.on_heartbeat_tick(50_199);
+        assert_eq!(progress.state(), ProgressState::Replicate);
+        progress.on_heartbeat_tick(50_200);
+        assert_eq!(progress.state(), ProgressState::Probe);
+    }
+
+    #[test]
+    fn one_late_acknowledgement_among_prompt_ones_leaves_the_budget_alone() {
+        let mut progress = Progress::new(LogIndex(0), 64)
+            .with_max_inflight_bytes(6400)
+            .with_timing(5, 40);
+        progress.on_sent(range(0, 0), 0);
+        progress.on_success(id(0, 0), 2);
+        for i in 0..8u64 {
+            progress.on_sent_bytes(range(i, i + 1), 100, i * 10);
+            progress.on_success(id(i + 1, 1), i * 10 + 2);
+        }
+        progress.on_sent_bytes(range(8, 9), 100, 100);
+        progress.on_success(id(9, 1), 130);
+        assert_eq!(progress.budget(), 6400);
+    }
+
+    #[test]
+    fn the_byte_budget_halves_when_acknowledgements_are_late_and_grows_when_prompt() {
+        // Target: a quarter of 40 ticks, 10 ticks. Budget 800..=6400 bytes.
+        let mut progress = Progress::new(LogIndex(0), 64)
+            .with_max_inflight_bytes(6400)
+            .with_timing(5, 40);
+        // The follower takes 15 ticks to acknowledge, the probe first: over the target.
+        progress.on_sent(range(0, 0), 0);
+        progress.on_success(id(0, 0), 15);
+        assert_eq!(progress.budget(), 6400);
+        // Four messages out at once, acknowledged 15 ticks later.
+        for i in 0..4u64 {
+            progress.on_sent_bytes(range(i, i + 1), 1000, 15);
+        }
+        progress.on_success(id(4, 1), 30);
+        assert_eq!(progress.budget(), 3200, "halved once for the whole window");
+        // Sent after the cut and late again: halved again, never under the floor.
+        for round in 0..4u64 {
+            progress.on_sent_bytes(range(4 + round, 5 + round), 1000, 35 + round * 20);
+            progress.on_success(id(5 + round, 1), 35 + round * 20 + 15);
+        }
+        assert_eq!(progress.budget(), 800);
+        // Prompt acknowledgements grow it only while it is what holds the pipeline back.
+        progress.on_sent_bytes(range(8, 9), 100, 200);
+        progress.on_success(id(9, 1), 201);
+        assert_eq!(progress.budget(), 800, "the budget did not fill");
+        let mut now = 300;
+        let mut index = 9;
+        for _ in 0..40 {
+            while progress.next_send(LogIndex(1000), 1).is_some() {
+                progress.on_sent_bytes(range(index, index + 1), 500, now);
+                index += 1;
+            }
+            progress.on_success(id(index, 1), now + 2);
+            now += 10;
+        }
+        assert_eq!(progress.budget(), 6400, "grown back to the ceiling");
+        progress.check(LogIndex(1000)).expect("invariants");
+    }
+
+    #[test]
     fn a_heartbeat_answer_below_the_probe_does_not_end_probing() {
         let mut progress = Progress::new(LogIndex(10), 4);
-        progress.on_sent(range(10, 10));
-        assert!(!progress.on_success(id(0, 0)));
+        progress.on_sent(range(10, 10), 0);
+        assert!(!progress.on_success(id(0, 0), 0));
         assert_eq!(progress.state(), ProgressState::Probe);
         assert_eq!(progress.next_index(), LogIndex(11));
-        progress.on_success(id(10, 2));
+        progress.on_success(id(10, 2), 0);
         assert_eq!(progress.state(), ProgressState::Replicate);
     }
 
     #[test]
     fn lost_probe_is_resent_on_heartbeat() {
         let mut progress = Progress::new(LogIndex(5), 4);
-        progress.on_sent(range(5, 5));
+        progress.on_sent(range(5, 5), 0);
         assert_eq!(progress.next_send(LogIndex(5), 10), None);
-        progress.on_heartbeat_tick();
+        progress.on_heartbeat_tick(5);
         assert_eq!(progress.next_send(LogIndex(5), 10), Some(range(5, 5)));
     }
 }

@@ -6,7 +6,7 @@
 
 use super::peer::{PeerReplication, SnapshotSending};
 use super::peer::{CHUNK_PATIENCE_HEARTBEATS, ORDER_PATIENCE_HEARTBEATS};
-use super::progress::{Progress, ProgressState};
+use super::progress::Progress;
 use super::send::{ChunkOrder, EntriesOrder, PeerSend};
 use crate::config::{RaftConfig, ReplicationConfig};
 use crate::log_terms::LogTerms;
@@ -19,6 +19,8 @@ pub(super) struct Outbox<'a> {
     pub(super) me: NodeId,
     pub(super) term: Term,
     pub(super) commit: LogIndex,
+    /// The leader's clock, in ticks.
+    pub(super) now: u64,
     /// The number of the next message; only grows.
     pub(super) next_request_id: &'a mut u64,
     pub(super) sends: &'a mut Vec<PeerSend>,
@@ -107,7 +109,7 @@ impl Outbox<'_> {
             let prev_log_id = crate::types::LogId::new(prev_term, range.prev_index);
             if range.last_index == range.prev_index {
                 // Nothing to carry (a probe at the end of the log): complete as it is.
-                peer.progress.on_sent(range);
+                peer.progress.on_sent(range, self.now);
                 self.sends.push(PeerSend::Message(Envelope {
                     from: self.me,
                     to,
@@ -193,8 +195,8 @@ impl Raft {
 
     /// A heartbeat period passed for `peer`: give up on a lost order, retry after a failed one,
     /// resend a snapshot request that went unanswered, resend a lost probe (next pump) or give up
-    /// on unanswered messages (`Progress::on_heartbeat_tick`), and send the heartbeat itself to a
-    /// peer whose match point is known.
+    /// on unanswered messages (`Progress::on_heartbeat_tick`), and send the heartbeat itself
+    /// (to a peer receiving a snapshot, the chunks stand in for it).
     fn heartbeat_period(out: &mut Outbox<'_>, to: NodeId, peer: &mut PeerReplication) {
         if let Some(order) = peer.order.as_mut() {
             order.heartbeats += 1;
@@ -210,10 +212,10 @@ impl Raft {
             }
             return;
         }
-        peer.progress.on_heartbeat_tick();
-        if peer.progress.state() == ProgressState::Replicate {
-            out.heartbeat(to, &peer.progress);
-        }
+        peer.progress.on_heartbeat_tick(out.now);
+        // While probing too: a probe carries entries, so a follower whose disk is busy answers
+        // it only once they are synced; the heartbeat it answers at once.
+        out.heartbeat(to, &peer.progress);
     }
 
     /// One peer per replication target, probing from the end of the log (§5.3), when the targets
@@ -245,7 +247,8 @@ impl Raft {
             leader.peers.entry(to).or_insert_with(|| {
                 PeerReplication::new(
                     Progress::new(last_index, limits.max_inflight)
-                        .with_max_inflight_bytes(limits.max_inflight_bytes),
+                        .with_max_inflight_bytes(limits.max_inflight_bytes)
+                        .with_timing(config.heartbeat_ticks, config.election_ticks_min),
                 )
             });
         }
@@ -288,6 +291,7 @@ impl Raft {
             current_term,
             commit_index,
             config,
+            ticks,
             ..
         } = self
         else {
@@ -297,6 +301,7 @@ impl Raft {
             me,
             term: *current_term,
             commit: *commit_index,
+            now: *ticks,
             next_request_id,
             sends: &mut ready.sends,
         };

@@ -250,6 +250,7 @@ impl Cluster {
             if ready.is_empty() {
                 return;
             }
+            self.queue.extend(ready.prompt_messages);
             node.disk.apply(&ready.write);
             if let Some(last) = ready.write.last_log_id() {
                 node.raft.on_log_flushed(last);

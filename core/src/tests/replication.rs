@@ -68,7 +68,7 @@ fn follower_converges_on_the_leaders_log() {
     // The leader knows its log up to 3 when it first probes (entry 4 came later).
     let send = progress.next_send(LogIndex(4), 10).expect("a probe");
     assert_eq!(send.prev_index, LogIndex(3));
-    progress.on_sent(send);
+    progress.on_sent(send, 0);
     follower.step(
         NodeId(1),
         append(2, id(3, 2), vec![leader_log[3].clone()], 0),
@@ -93,7 +93,7 @@ fn follower_converges_on_the_leaders_log() {
 
     // The leader skips back the follower's whole term 1 and resends from there.
     assert_eq!(
-        progress.on_response(Term(2), &response),
+        progress.on_response(Term(2), &response, 0),
         ResponseEffect::Contact { matched: None }
     );
     let send = progress.next_send(LogIndex(4), 10).expect("a second probe");
@@ -363,4 +363,66 @@ fn applicable_index_is_committed_and_locally_durable() {
     );
     follower.on_log_flushed(id(5, 2));
     assert_eq!(follower.applicable_index(), LogIndex(5));
+}
+
+/// Issue 23: a follower whose write is still syncing answers a heartbeat at once
+/// (`Ready::prompt_messages`), acknowledging only what it has synced; the answer that
+/// acknowledges the new entries waits for their write, and so does the first answer in a new
+/// term (the term is recorded with it).
+#[test]
+fn a_heartbeat_is_answered_at_once_while_a_write_syncs_and_vouches_only_for_synced_entries() {
+    let log = vec![entry(1, 1, "a"), entry(2, 1, "b")];
+    let mut follower = node_with_log(2, 3, 1, &log, 0);
+    // The first message of the leader of term 2: the answer waits for the term's write.
+    follower.step(NodeId(1), append(2, id(2, 1), vec![], 0));
+    let ready = follower.take_ready();
+    assert!(ready.write.hard_state.is_some());
+    assert!(
+        ready.prompt_messages.is_empty(),
+        "the new term is not yet durable"
+    );
+    assert_eq!(
+        only_response(&ready).outcome,
+        AppendOutcome::Success { matched: id(2, 1) }
+    );
+    // Two new entries: appended, their answer held behind their write, which is still syncing.
+    follower.step(
+        NodeId(1),
+        append(2, id(2, 1), vec![entry(3, 2, "c"), entry(4, 2, "d")], 0),
+    );
+    let ready = follower.take_ready();
+    assert_eq!(ready.write.entries.len(), 2);
+    assert!(ready.prompt_messages.is_empty());
+    assert_eq!(
+        only_response(&ready).outcome,
+        AppendOutcome::Success { matched: id(4, 2) }
+    );
+    // A heartbeat at the match point the leader knows (2): answered at once.
+    follower.step(NodeId(1), append(2, id(2, 1), vec![], 2));
+    let ready = follower.take_ready();
+    assert!(ready.messages.is_empty() && ready.write.is_empty());
+    let [prompt] = ready.prompt_messages.as_slice() else {
+        panic!("one prompt answer: {:?}", ready.prompt_messages);
+    };
+    assert!(matches!(
+        &prompt.message,
+        Message::AppendEntriesResponse(AppendEntriesResponse {
+            outcome: AppendOutcome::Success { matched },
+            ..
+        }) if *matched == id(2, 1)
+    ));
+    // Entries it holds but has not synced are not vouched for at once, even when resent.
+    follower.step(NodeId(1), append(2, id(2, 1), vec![entry(3, 2, "c")], 2));
+    let ready = follower.take_ready();
+    assert!(ready.prompt_messages.is_empty());
+    assert_eq!(
+        only_response(&ready).outcome,
+        AppendOutcome::Success { matched: id(3, 2) }
+    );
+    // Once synced, they are.
+    follower.on_log_flushed(id(4, 2));
+    let _ = follower.take_ready();
+    follower.step(NodeId(1), append(2, id(4, 2), vec![], 2));
+    let ready = follower.take_ready();
+    assert_eq!(ready.prompt_messages.len(), 1);
 }

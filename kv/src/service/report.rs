@@ -34,6 +34,7 @@ impl Runner {
                 .iter()
                 .filter(|id| **id != status.id)
                 .map(|id| {
+                    let flow = status.flow.get(id);
                     let progress = PeerProgress {
                         match_index: status.matched.get(id).map_or(0, |m| m.0),
                         next_index: status.next_index.get(id).map(|n| n.0),
@@ -42,6 +43,11 @@ impl Runner {
                             .get(id)
                             .copied()
                             .flatten()
+                            .map(|d| d.as_millis() as u64),
+                        inflight_bytes: flow.map_or(0, |f| f.inflight_bytes as u64),
+                        budget_bytes: flow.map_or(0, |f| f.budget_bytes as u64),
+                        ack_latency_ms: flow
+                            .and_then(|f| f.ack_latency)
                             .map(|d| d.as_millis() as u64),
                     };
                     (id.0, progress)

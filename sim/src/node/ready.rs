@@ -24,6 +24,7 @@ impl SimNode {
         let Ready {
             mut write,
             messages,
+            prompt_messages,
             sends,
             leadership,
             peers_lost_data,
@@ -49,6 +50,8 @@ impl SimNode {
             }
         }
 
+        // Answers that promise nothing unsynced leave at once, as the node actor sends them.
+        fx.send.extend(prompt_messages);
         // The write and the messages that must follow it.
         if !write.is_empty() || !messages.is_empty() {
             let send_now = knobs.bug == Some(Bug::SendBeforeSync)
