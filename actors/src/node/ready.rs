@@ -1,6 +1,6 @@
 //! Carrying out the rules' `Ready`, in order: the prompt answers, the write (the messages behind
-//! it leave once it is durable), then leadership and configuration, the leader's sends, a snapshot to install,
-//! what the applier may apply, and the answers to reads.
+//! it leave once it is durable), then leadership and configuration, the leader's sends, a
+//! snapshot to install, what the applier may apply, and the answers to reads.
 
 use super::NodeActor;
 use crate::error::ReadError;
