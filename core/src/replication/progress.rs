@@ -325,9 +325,8 @@ impl Progress {
                         self.note_latency(now.saturating_sub(since));
                     }
                 }
-                self.probe_resent = false;
                 self.state = ProgressState::Replicate;
-                self.probe_sent = false;
+                self.clear_probe();
                 self.clear_inflight();
                 self.next_index = self.matched.index.next();
             }
@@ -357,9 +356,7 @@ impl Progress {
     /// log start.
     pub fn become_snapshot(&mut self) {
         self.state = ProgressState::Snapshot;
-        self.probe_sent = false;
-        self.probe_since = None;
-        self.probe_resent = false;
+        self.clear_probe();
         self.clear_inflight();
     }
 
@@ -378,9 +375,7 @@ impl Progress {
             self.matched = last_included;
         }
         self.state = ProgressState::Replicate;
-        self.probe_sent = false;
-        self.probe_since = None;
-        self.probe_resent = false;
+        self.clear_probe();
         self.clear_inflight();
         self.next_index = self.matched.index.next();
         advanced
@@ -521,8 +516,8 @@ impl Progress {
     /// to its load), but never more than an election timeout.
     fn patience(&self) -> u64 {
         let slow = self
-            .smoothed_latency
-            .map_or(0, |eighths| eighths.div_ceil(8).saturating_mul(4));
+            .smoothed_latency_ticks()
+            .map_or(0, |ticks| ticks.saturating_mul(4));
         (self.min_patience.max(slow))
             .saturating_mul(1 << self.patience_backoff)
             .min(self.max_patience)
@@ -568,10 +563,15 @@ impl Progress {
 
     fn become_probe(&mut self) {
         self.state = ProgressState::Probe;
+        self.clear_probe();
+        self.clear_inflight();
+    }
+
+    /// A probe ended or begins afresh: none outstanding, nothing being measured.
+    fn clear_probe(&mut self) {
         self.probe_sent = false;
         self.probe_since = None;
         self.probe_resent = false;
-        self.clear_inflight();
     }
 
     fn clear_inflight(&mut self) {
