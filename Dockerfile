@@ -8,6 +8,9 @@ COPY docker/rootfs/ /
 # The RocksDB data directory, owned by the unprivileged user the node runs as. An empty named
 # volume mounted here takes this ownership on first use.
 COPY --chown=10001:10001 docker/data/ /data/
+# Where docker-compose.tls.yml's `certs` service writes the cluster's credentials (a named volume,
+# which takes this ownership on first use) and the nodes read them.
+COPY --chown=10001:10001 docker/data/ /certs/
 
 # NO_COLOR: plain log lines for `docker logs`.
 ENV RAFTOR_LISTEN=0.0.0.0:7001 \

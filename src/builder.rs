@@ -38,6 +38,7 @@ pub struct RaftNodeBuilder {
     pub(crate) storage: StorageChoice,
     pub(crate) network: Option<Addr<MemoryNetwork>>,
     pub(crate) cluster_id: String,
+    pub(crate) tls: Option<raftor_actors::network::tls::NodeTls>,
     pub(crate) tick: Duration,
     pub(crate) election_min: Duration,
     pub(crate) election_max: Duration,
@@ -69,6 +70,7 @@ impl RaftNodeBuilder {
             storage: StorageChoice::None,
             network: None,
             cluster_id: "raftor".to_string(),
+            tls: None,
             tick: Duration::from_millis(10),
             election_min: Duration::from_millis(1000),
             election_max: Duration::from_millis(2000),
@@ -189,6 +191,16 @@ impl RaftNodeBuilder {
     /// and a data directory of another cluster does not open.
     pub fn cluster_id(mut self, cluster_id: impl Into<String>) -> Self {
         self.cluster_id = cluster_id.into();
+        self
+    }
+
+    /// Mutual TLS between the members, and TLS for client sessions on the Raft port (default:
+    /// none, plain TCP, where anyone who can reach the port can claim to be any member and take
+    /// the cluster over). Every member needs a certificate from the cluster's CA naming it
+    /// ([`node_name`](raftor_actors::network::tls::node_name)); load it with
+    /// [`NodeTls::load`](raftor_actors::network::tls::NodeTls::load).
+    pub fn tls(mut self, tls: raftor_actors::network::tls::NodeTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -271,6 +271,21 @@ impl<M: StateMachine> RaftNode<M> {
         }
     }
 
+    /// [`set_client_handler`](Self::set_client_handler), with a handler chosen per session by who
+    /// opened it ([`ClientIdentity`]: the member whose certificate it presented, the token it
+    /// sent), so the handler can decide what the session may do.
+    ///
+    /// [`ClientIdentity`]: raftor_actors::network::client::ClientIdentity
+    pub fn set_client_sessions(
+        &self,
+        sessions: raftor_actors::network::client::ClientSessions,
+    ) -> bool {
+        match &self.inner.link {
+            Link::Tcp { clients, .. } => clients.set_sessions(sessions),
+            Link::Memory { .. } => false,
+        }
+    }
+
     /// Stop cleanly: stop taking peer messages and client connections (the port is free when this
     /// returns), stop the node (pending proposals fail with [`Error::Shutdown`]; the log store
     /// flushes what it had queued), and wait until every actor has stopped and the log storage is

@@ -159,7 +159,8 @@ impl RaftNodeBuilder {
             .filter(|(peer, _)| **peer != id)
             .map(|(peer, address)| (*peer, address.clone()))
             .collect();
-        let config = EndpointConfig::new(id, self.cluster_id.clone(), listen, others);
+        let mut config = EndpointConfig::new(id, self.cluster_id.clone(), listen, others);
+        config.tls = self.tls.clone();
         let clients = config.client_handler.clone();
         let (endpoint, local_addr) = tcp::start(config, inbound).await?;
         Ok((

@@ -121,8 +121,11 @@ fn frame() -> impl Strategy<Value = Frame> {
                 message,
             })
         }),
-        any::<u32>().prop_map(|v| Frame::ClientHello {
-            protocol_version: v
+        (any::<u32>(), proptest::option::of(".{0,40}")).prop_map(|(v, token)| {
+            Frame::ClientHello {
+                protocol_version: v,
+                token: token.map(raftor_actors::network::codec::Credential),
+            }
         }),
         (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..128)).prop_map(|(id, body)| {
             Frame::ClientRequest {

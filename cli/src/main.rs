@@ -2,12 +2,13 @@
 
 mod bench;
 mod commands;
+mod security;
 mod sim;
 
 use crate::commands::ClientCommand;
 use clap::{Parser, Subcommand};
 use raftor_kv::config::{LogFormat, NodeConfig, ServeArgs};
-use raftor_kv::local_cluster::{start_local_cluster, watch_leader};
+use raftor_kv::local_cluster::{local_credentials, secure, start_local_cluster_with, watch_leader};
 use raftor_kv::server::start_node;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,11 +46,20 @@ enum Command {
         /// Log lines as text or as JSON objects, one per line.
         #[arg(long, env = "RAFTOR_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Security on: mutual TLS between the nodes, HTTPS and TLS for clients, and tokens.
+        /// The credentials (`raftor certs`) are made in <data-dir>/certs if not there yet.
+        #[arg(long)]
+        tls: bool,
     },
     /// Benchmark a cluster: an embedded 3-node one (the default) or a running one (--endpoints).
     Bench(crate::bench::BenchArgs),
     /// Run the deterministic simulator of the Raft rules over a range of seeds.
     Sim(crate::sim::SimArgs),
+    /// Make a development cluster's credentials: a CA, node certificates and tokens.
+    Certs(crate::security::CertsArgs),
+    /// Create, list or revoke client tokens in a tokens file (nodes reload it on change).
+    #[command(subcommand)]
+    Token(crate::security::TokenCommand),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -59,6 +69,8 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Command::Client(command) => command,
         Command::Sim(args) => return crate::sim::run_command(&args),
+        Command::Certs(args) => return crate::security::certs(&args),
+        Command::Token(command) => return crate::security::token(&command),
         Command::Bench(args) => {
             // The nodes' own logs would interleave with the report: warnings and errors only.
             init_logging("warn");
@@ -100,11 +112,16 @@ fn run_server(command: Command) -> ExitCode {
             base_port,
             http_base_port,
             log_format,
+            tls,
         } => {
             init_logging_as("info", log_format);
-            system.block_on(cluster(nodes, &data_dir, base_port, http_base_port))
+            system.block_on(cluster(nodes, &data_dir, base_port, http_base_port, tls))
         }
-        Command::Client(_) | Command::Sim(_) | Command::Bench(_) => {
+        Command::Client(_)
+        | Command::Sim(_)
+        | Command::Bench(_)
+        | Command::Certs(_)
+        | Command::Token(_) => {
             Err("client, sim and bench commands run without the serving actor system".into())
         }
     };
@@ -167,11 +184,28 @@ async fn cluster(
     data_dir: &std::path::Path,
     base_port: u16,
     http_base_port: u16,
+    tls: bool,
 ) -> Result<(), String> {
-    let running = start_local_cluster(nodes, base_port, Some(http_base_port), data_dir)
+    let certs = data_dir.join("certs");
+    if tls {
+        local_credentials(&certs, nodes).map_err(|e| e.to_string())?;
+    }
+    let running =
+        start_local_cluster_with(nodes, base_port, Some(http_base_port), data_dir, |config| {
+            if tls {
+                secure(config, &certs);
+            }
+        })
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(nodes, data_dir = %data_dir.display(), "local cluster started; Ctrl-C to stop");
+    if tls {
+        let certs = certs.display();
+        tracing::info!(
+            "security on: talk to the cluster with --ca {certs}/ca.pem --token-file {certs}/admin.token (or read.token, readwrite.token); curl --cacert {certs}/ca.pem -H \"Authorization: Bearer $(cat {certs}/admin.token)\" https://127.0.0.1:{}/v1/status",
+            u64::from(http_base_port) + 1
+        );
+    }
     for node in &running {
         let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
         tracing::info!(node = %node.handle.id(), raft = %node.raft_addr, http = %http, "node listening");

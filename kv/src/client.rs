@@ -16,16 +16,23 @@ use crate::protocol::{
 };
 use crate::store::{KvOutcome, Session};
 use bytes::Bytes;
-use raftor_actors::network::client::ClientConnection;
+use raftor_actors::network::client::{ClientConnectOptions, ClientConnection};
+use raftor_actors::network::codec::Credential;
 use raftor_actors::network::codec::DEFAULT_MAX_FRAME_BYTES;
+pub use raftor_actors::network::tls::ClientTls;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
-/// Timeouts of a [`Client`].
+/// Timeouts and credentials of a [`Client`].
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
+    /// TLS, for a cluster that serves it ([`ClientTls::from_ca_file`] with the cluster's CA).
+    pub tls: Option<ClientTls>,
+    /// The bearer token to present, for a cluster that asks for one (`raftor certs` and `raftor
+    /// token create` make them); its role decides what the client may do.
+    pub token: Option<String>,
     /// How long one attempt may wait for its answer.
     pub request_timeout: Duration,
     /// How long an operation keeps retrying (other endpoints, a new leader) before giving up.
@@ -37,6 +44,8 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
+            tls: None,
+            token: None,
             request_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(2),
@@ -77,6 +86,13 @@ pub enum ClientError {
     /// flight than it commits promptly): the write did not happen.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// The cluster wants a valid token (none was given, or it is unknown or expired): nothing
+    /// was done.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The token's role does not allow this: nothing was done.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 /// A write's result.
@@ -112,6 +128,8 @@ const MAX_SESSION_RENEWALS: u32 = 3;
 struct Inner {
     endpoints: Vec<String>,
     options: ClientOptions,
+    /// How each connection is opened (from `options`).
+    connect: ClientConnectOptions,
     session: std::sync::Mutex<SessionState>,
     /// The endpoint in use (or that failed last) and its connection, if open.
     current: Mutex<Current>,
@@ -123,10 +141,16 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ClientError::Rejected("no endpoints given".into()));
         }
+        let connect = ClientConnectOptions {
+            tls: options.tls.clone(),
+            token: options.token.clone().map(Credential),
+            ..ClientConnectOptions::new(DEFAULT_MAX_FRAME_BYTES)
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints,
                 options,
+                connect,
                 session: std::sync::Mutex::new(SessionState {
                     client_id: fresh_client_id(0),
                     last_sequence: 0,
@@ -380,6 +404,8 @@ impl Client {
                             | ErrorKind::TooLarge
                             | ErrorKind::Conflict
                             | ErrorKind::NotFound
+                            | ErrorKind::Unauthenticated
+                            | ErrorKind::Forbidden
                     ) {
                         return Err(last_error);
                     }
@@ -484,7 +510,7 @@ impl Client {
     async fn connect(&self, addr: &str) -> Result<ClientConnection, String> {
         match tokio::time::timeout(
             self.inner.options.connect_timeout,
-            ClientConnection::connect(addr, DEFAULT_MAX_FRAME_BYTES),
+            ClientConnection::connect_with(addr, &self.inner.connect),
         )
         .await
         {
@@ -562,5 +588,7 @@ fn classify(error: &ServiceError) -> ClientError {
         ErrorKind::Conflict => ClientError::Conflict(error.message.clone()),
         ErrorKind::NotFound => ClientError::NotFound(error.message.clone()),
         ErrorKind::Overloaded => ClientError::Overloaded(error.message.clone()),
+        ErrorKind::Unauthenticated => ClientError::Unauthenticated(error.message.clone()),
+        ErrorKind::Forbidden => ClientError::Forbidden(error.message.clone()),
     }
 }

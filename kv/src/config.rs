@@ -93,6 +93,25 @@ pub struct ServeArgs {
     /// Log lines as text (the default) or as JSON objects, one per line, for log shippers.
     #[arg(long, env = "RAFTOR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// The cluster's CA certificate (PEM): with --tls-cert and --tls-key, turns TLS on for peers
+    /// (mutual: every member's certificate must come from this CA and name it), for native
+    /// clients and for HTTP (HTTPS). `raftor certs` makes a development set.
+    #[arg(long, env = "RAFTOR_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by --tls-ca and naming node-<id>.raftor.
+    #[arg(long, env = "RAFTOR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "RAFTOR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Clients must present a token from this file (SHA-256 digests with roles; `raftor certs`
+    /// and `raftor token create` write it). Read again when it changes, so tokens rotate without
+    /// a restart. Without it every client may do anything.
+    #[arg(long, env = "RAFTOR_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
+    /// With --join: the (admin) token this node presents when it asks the cluster to add it.
+    #[arg(long, env = "RAFTOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// A TOML file with any of the settings above (snake_case keys, e.g. data_dir = "/data").
     #[arg(long, env = "RAFTOR_CONFIG")]
     pub config: Option<PathBuf>,
@@ -135,6 +154,11 @@ struct FileConfig {
     snapshot_trailing: Option<u64>,
     log_format: Option<LogFormat>,
     id_from_hostname: Option<bool>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    auth_tokens: Option<PathBuf>,
+    token: Option<String>,
 }
 
 /// The node id a host name gives (`--id-from-hostname`): its number after the last '-', plus
@@ -208,6 +232,20 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// When to snapshot and compact the log.
     pub snapshots: raftor::SnapshotPolicy,
+    /// TLS and client authentication (both off by default).
+    pub security: Security,
+}
+
+/// A node's TLS and client authentication settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Security {
+    /// The CA, this node's certificate and its key: TLS for peers (mutual), native clients and
+    /// HTTP. `None`: plain TCP and HTTP, with a warning at start.
+    pub tls: Option<raftor_actors::network::tls::TlsFiles>,
+    /// The tokens file clients' tokens are checked against. `None`: no authentication.
+    pub auth_tokens: Option<PathBuf>,
+    /// The token this node presents when it asks to join.
+    pub token: Option<String>,
 }
 
 /// How a node joins a running cluster (`raftor serve --join`).
@@ -260,6 +298,8 @@ pub enum ConfigError {
     Join(String),
     #[error("bad --advertise address '{0}': {1}")]
     Advertise(String, String),
+    #[error("TLS needs all of --tls-ca, --tls-cert and --tls-key; missing: {0}")]
+    TlsIncomplete(String),
 }
 
 /// Whether `text` is `host:port` with a non-empty host and a port number.
@@ -275,6 +315,8 @@ impl ServeArgs {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let security = self.security(&file)?;
+        let tls_on = security.tls.is_some();
         let id = match self.id.or(file.id) {
             Some(id) => id,
             None if self.id_from_hostname || file.id_from_hostname == Some(true) => {
@@ -305,10 +347,14 @@ impl ServeArgs {
             (Some(founders), None) => (founders, None),
             (Some(founders), Some(_)) if founder => (founders, None),
             (_, Some(join)) => {
-                let host_port = join
-                    .strip_prefix("http://")
-                    .unwrap_or(&join)
-                    .trim_end_matches('/');
+                let (scheme, host_port) = match join.split_once("://") {
+                    Some((scheme @ ("http" | "https"), rest)) => (Some(scheme), rest),
+                    Some(_) => return Err(ConfigError::Join(join)),
+                    None => (None, join.as_str()),
+                };
+                let host_port = host_port.trim_end_matches('/');
+                // A member of a cluster running TLS serves HTTPS.
+                let scheme = scheme.unwrap_or(if tls_on { "https" } else { "http" });
                 if !is_host_port(host_port) {
                     return Err(ConfigError::Join(join));
                 }
@@ -332,7 +378,7 @@ impl ServeArgs {
                     }
                 };
                 let join = JoinConfig {
-                    url: Some(format!("http://{host_port}")),
+                    url: Some(format!("{scheme}://{host_port}")),
                     advertise,
                     members: BTreeMap::new(),
                 };
@@ -430,9 +476,41 @@ impl ServeArgs {
                     ..defaults
                 }
             },
+            security,
         };
         config.check_timing()?;
         Ok(config)
+    }
+}
+
+impl ServeArgs {
+    /// The TLS and authentication settings: TLS's three files all given, or none.
+    fn security(&self, file: &FileConfig) -> Result<Security, ConfigError> {
+        let ca = self.tls_ca.clone().or(file.tls_ca.clone());
+        let cert = self.tls_cert.clone().or(file.tls_cert.clone());
+        let key = self.tls_key.clone().or(file.tls_key.clone());
+        let tls = match (ca, cert, key) {
+            (None, None, None) => None,
+            (Some(ca), Some(cert), Some(key)) => {
+                Some(raftor_actors::network::tls::TlsFiles { ca, cert, key })
+            }
+            (ca, cert, key) => {
+                let missing: Vec<&str> = [
+                    ("--tls-ca", ca.is_none()),
+                    ("--tls-cert", cert.is_none()),
+                    ("--tls-key", key.is_none()),
+                ]
+                .into_iter()
+                .filter_map(|(flag, missing)| missing.then_some(flag))
+                .collect();
+                return Err(ConfigError::TlsIncomplete(missing.join(", ")));
+            }
+        };
+        Ok(Security {
+            tls,
+            auth_tokens: self.auth_tokens.clone().or(file.auth_tokens.clone()),
+            token: self.token.clone().or(file.token.clone()),
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! `/v1/members` (GET, POST; `/{id}/promote`, DELETE `/{id}`), `/v1/leader/transfer`,
 //! `/v1/status`, `/health`, `/livez`, `/readyz`, `/metrics`. Every request goes to the node's [`KvService`].
 
+use crate::auth::{authorize, Access, Refusal, Role};
 use crate::metrics::ServiceMetrics;
 use crate::protocol::{
     Consistency, ErrorKind, KvRequest, KvResponse, MemberChange, RequestEnvelope, ServiceError,
@@ -9,10 +10,14 @@ use crate::protocol::{
 use crate::service::{KvService, ServiceCall};
 use crate::store::{KvOutcome, Session};
 use actix::Addr;
-use actix_web::http::StatusCode;
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use raftor_actors::network::tls::NodeTls;
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -26,6 +31,11 @@ pub struct HttpState {
     pub node: raftor::RaftNode<crate::store::KvStateMachine>,
     pub metrics: Arc<ServiceMetrics>,
     pub max_value_bytes: usize,
+    /// Who may do what ([`crate::auth`]); checked before any route runs.
+    pub access: Access,
+    /// The node's TLS identity, when the cluster runs TLS: HTTPS is served with its certificate,
+    /// and `/v1/cluster` asks the other members over TLS with it.
+    pub tls: Option<NodeTls>,
 }
 
 /// The API as an actix-web application.
@@ -42,8 +52,66 @@ fn app(
 > {
     App::new()
         .app_data(web::Data::new(state))
+        .wrap(from_fn(authenticate))
         .configure(routes)
         .default_service(web::to(not_found))
+}
+
+/// The role a request needs, by its route: none for the probes, `/metrics` and the page itself
+/// (whose data, `/v1/cluster`, needs read); read for other reads; admin for anything that
+/// changes the membership, the leadership or a node (`/v1/members`, `/v1/leader`, `/v1/admin`);
+/// read-write for the other writes.
+fn required_role(method: &Method, path: &str) -> Option<Role> {
+    let read = method == Method::GET || method == Method::HEAD;
+    match path {
+        "/health" | "/livez" | "/readyz" | "/metrics" | "/ui" => None,
+        _ if path.starts_with("/v1/admin/") => Some(Role::Admin),
+        _ if read => Some(Role::Read),
+        _ if path.starts_with("/v1/members") || path.starts_with("/v1/leader/") => {
+            Some(Role::Admin)
+        }
+        _ => Some(Role::ReadWrite),
+    }
+}
+
+/// The bearer token of `Authorization: Bearer <token>`, if the request has one.
+fn bearer_token(request: &ServiceRequest) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Refuses a request its credential does not allow (401 without a valid token, 403 with a role
+/// too weak), before any route runs.
+async fn authenticate(
+    request: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let needed = required_role(request.method(), request.path());
+    let access = request
+        .app_data::<web::Data<HttpState>>()
+        .map(|state| state.access.clone())
+        .unwrap_or_default();
+    if let (Some(needed), true) = (needed, access.is_enforced()) {
+        let held = access.role_of_token(bearer_token(&request));
+        if let Err(refusal) = authorize(&held, needed) {
+            let mut response = error_response(&ServiceError::refused(&refusal));
+            if matches!(refusal, Refusal::Unauthenticated(_)) {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"raftor\""),
+                );
+            }
+            return Ok(request.into_response(response));
+        }
+    }
+    next.call(request).await
 }
 
 /// A running HTTP API, to stop on shutdown.
@@ -76,10 +144,14 @@ pub fn serve(
     if workers == 0 {
         return serve_on_this_thread(state, addr);
     }
+    let tls = state.tls.as_ref().map(NodeTls::https_config);
     let server = HttpServer::new(move || app(state.clone()))
         .workers(workers)
-        .disable_signals()
-        .bind(addr)?;
+        .disable_signals();
+    let server = match tls {
+        None => server.bind(addr)?,
+        Some(tls) => server.bind_rustls_0_23(addr, Arc::unwrap_or_clone(tls))?,
+    };
     let bound = server.addrs().first().copied().unwrap_or(addr);
     let running = server.run();
     let handle = running.handle();
@@ -95,51 +167,72 @@ fn serve_on_this_thread(
     state: HttpState,
     addr: SocketAddr,
 ) -> std::io::Result<(HttpServerHandle, SocketAddr)> {
-    use actix_service::{map_config, Service, ServiceFactory};
+    use actix_service::map_config;
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let cancel = CancellationToken::new();
     let stopped = cancel.clone();
-    actix::spawn(async move {
-        let factory = actix_http::HttpService::build()
-            .finish(map_config(app(state), |_| {
+    let tls = state.tls.as_ref().map(NodeTls::https_config);
+    // One service per transport: its stream type differs (TCP, or TLS over TCP).
+    macro_rules! service {
+        () => {
+            actix_http::HttpService::build().finish(map_config(app(state.clone()), |_| {
                 actix_web::dev::AppConfig::default()
             }))
-            .tcp();
-        let service = match factory.new_service(()).await {
-            Ok(service) => std::rc::Rc::new(service),
-            Err(()) => {
-                tracing::error!("cannot build the HTTP service");
-                return;
-            }
         };
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                _ = stopped.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let service = service.clone();
-                    actix::spawn(async move {
-                        // A connection's errors (a client hanging up, a malformed request) end
-                        // that connection only; actix-http has answered what it could.
-                        let _ = service.call(stream).await;
-                    });
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(%error, "cannot accept an HTTP connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+    }
+    match tls {
+        None => actix::spawn(accept_loop(service!().tcp(), listener, stopped)),
+        Some(tls) => {
+            let tls = Arc::unwrap_or_clone(tls);
+            actix::spawn(accept_loop(service!().rustls_0_23(tls), listener, stopped))
+        }
+    };
+    Ok((HttpServerHandle::NodeThread(cancel), bound))
+}
+
+/// Accepts connections on `listener` and serves each with a service of `factory` (plain HTTP or
+/// HTTPS), until `stopped`.
+async fn accept_loop<F>(factory: F, listener: tokio::net::TcpListener, stopped: CancellationToken)
+where
+    F: actix_service::ServiceFactory<tokio::net::TcpStream, Config = ()>,
+    F::Service: 'static,
+    F::InitError: std::fmt::Debug,
+{
+    use actix_service::Service;
+    let service = match factory.new_service(()).await {
+        Ok(service) => std::rc::Rc::new(service),
+        Err(error) => {
+            tracing::error!(?error, "cannot build the HTTP service");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stopped.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
+                let service = service.clone();
+                actix::spawn(async move {
+                    // A connection's errors (a client hanging up, a malformed request, a failed
+                    // TLS handshake) end that connection only; actix-http has answered what it
+                    // could.
+                    let _ = service.call(stream).await;
+                });
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(%error, "cannot accept an HTTP connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
-    });
-    Ok((HttpServerHandle::NodeThread(cancel), bound))
+    }
 }
 
 /// The API's routes. A query string or path that cannot be extracted is a JSON 400 like every

@@ -1,6 +1,8 @@
 //! raftor's replicated key-value service, built on the [`raftor`] library like any embedding
 //! application: what `raftor serve`, `raftor cluster` and the docker-compose cluster run.
 //!
+//! - [`auth`]: who may do what (bearer tokens with a role, members by their certificates);
+//! - [`certs`]: a development cluster's CA, node certificates and tokens (`raftor certs`);
 //! - [`store`]: the state machine (a key-value map with exactly-once client sessions);
 //! - [`protocol`]: the requests and answers, shared by the HTTP API, the native TCP protocol and
 //!   forwarding between nodes;
@@ -12,6 +14,8 @@
 //! - [`server`]: one running node (Raft, the service and its HTTP API);
 //! - [`local_cluster`]: several nodes in one process on loopback (`raftor cluster`, the tests).
 
+pub mod auth;
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod http;

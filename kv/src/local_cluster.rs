@@ -43,6 +43,7 @@ pub fn local_node_config(
         promote_lag: 64,
         log_format: crate::config::LogFormat::Text,
         snapshots: raftor::SnapshotPolicy::default(),
+        security: crate::config::Security::default(),
     }
 }
 
@@ -53,6 +54,30 @@ pub fn quick_timing(config: &mut NodeConfig) {
     config.election_min_ms = 150;
     config.election_max_ms = 300;
     config.heartbeat_ms = 50;
+}
+
+/// Turns on TLS (the node's certificate from `certs`, as `raftor certs` writes them) and token
+/// authentication (`certs`/tokens.toml) in `config`.
+pub fn secure(config: &mut NodeConfig, certs: &Path) {
+    let id = config.id.0;
+    config.security.tls = Some(raftor_actors::network::tls::TlsFiles {
+        ca: crate::certs::ca_cert_path(certs),
+        cert: crate::certs::node_cert_path(certs, id),
+        key: crate::certs::node_key_path(certs, id),
+    });
+    config.security.auth_tokens = Some(crate::certs::tokens_path(certs));
+}
+
+/// Makes (or keeps) a local cluster's credentials in `certs`: a CA, certificates for nodes
+/// 1..=`nodes`, and a token of each role.
+pub fn local_credentials(certs: &Path, nodes: u64) -> Result<(), crate::certs::CertsError> {
+    crate::certs::make(&crate::certs::CertsPlan {
+        out: certs.to_owned(),
+        nodes: (1..=nodes).map(|id| (id, Vec::new())).collect(),
+        days: 365,
+        tokens: true,
+    })
+    .map(|_| ())
 }
 
 /// Start every node of a local cluster.

@@ -1,6 +1,7 @@
 //! The key-value service's requests and answers, shared by the HTTP API, the native TCP protocol
 //! (bincode in `ClientRequest`/`ClientResponse` frames) and forwarding between nodes.
 
+use crate::auth::Role;
 use crate::store::{KvOutcome, Session};
 use bytes::Bytes;
 use raftor_core::NodeId;
@@ -42,6 +43,21 @@ pub enum KvRequest {
     TransferLeader {
         to: u64,
     },
+}
+
+impl KvRequest {
+    /// The role a client needs for this request.
+    pub fn required_role(&self) -> Role {
+        match self {
+            KvRequest::Get { .. } | KvRequest::Status | KvRequest::Members => Role::Read,
+            KvRequest::Put { .. } | KvRequest::Delete { .. } | KvRequest::Cas { .. } => {
+                Role::ReadWrite
+            }
+            KvRequest::Snapshot | KvRequest::ChangeMember(_) | KvRequest::TransferLeader { .. } => {
+                Role::Admin
+            }
+        }
+    }
 }
 
 /// One membership change, as `POST /v1/members`, `raftor members` and [`crate::Client`] ask for it.
@@ -201,6 +217,10 @@ pub enum ErrorKind {
     /// 503 with `Retry-After`: the leader has more writes in flight than it commits promptly
     /// (`--max-pending-write-bytes`); nothing happened. Retry after a short wait.
     Overloaded,
+    /// 401: no credential, or one that is not valid (unknown, malformed or expired token).
+    Unauthenticated,
+    /// 403: the credential's role does not allow this.
+    Forbidden,
 }
 
 impl ErrorKind {
@@ -213,11 +233,22 @@ impl ErrorKind {
             ErrorKind::Conflict => 409,
             ErrorKind::NotFound => 404,
             ErrorKind::Overloaded => 503,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden => 403,
         }
     }
 }
 
 impl ServiceError {
+    /// The answer to a request refused by [`crate::auth`].
+    pub fn refused(refusal: &crate::auth::Refusal) -> ServiceError {
+        let kind = match refusal {
+            crate::auth::Refusal::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            crate::auth::Refusal::Forbidden { .. } => ErrorKind::Forbidden,
+        };
+        ServiceError::new(kind, refusal.to_string())
+    }
+
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> ServiceError {
         ServiceError {
             kind,

@@ -2,6 +2,7 @@
 //! client protocol), the actors, the key-value service and, when asked, the HTTP API; and, for a
 //! node started with `--join`, asking the cluster to add it.
 
+use crate::auth::{Access, TokenAuth};
 use crate::config::{JoinConfig, NodeConfig};
 use crate::http::{self, HttpState};
 use crate::metrics::ServiceMetrics;
@@ -9,6 +10,7 @@ use crate::service::{KvService, ServiceConfig};
 use crate::store::KvStateMachine;
 use actix::Actor;
 use raftor::{RaftNode, RaftNodeBuilder};
+use raftor_actors::network::tls::NodeTls;
 use raftor_core::NodeId;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +21,14 @@ use thiserror::Error;
 pub enum ServeError {
     #[error(transparent)]
     Start(#[from] raftor::StartError),
+    #[error("TLS: {0}")]
+    Tls(#[from] raftor_actors::network::tls::TlsError),
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::TokensError),
+    /// Members prove themselves to each other by their certificates (a follower forwarding a
+    /// client's request to the leader, `/v1/cluster` asking the members): tokens need TLS.
+    #[error("--auth-tokens needs TLS (--tls-ca, --tls-cert, --tls-key): the members prove themselves to each other with their certificates, and tokens must not travel in clear text")]
+    TokensWithoutTls,
     #[error("cannot serve HTTP on {addr}: {source}")]
     Http {
         addr: SocketAddr,
@@ -50,17 +60,35 @@ impl RunningNode {
 
 /// Open (or create) the node's data directory and start it. Must run inside an actix System.
 pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> {
+    let tls = match &config.security.tls {
+        Some(files) => Some(NodeTls::load(config.id, files)?),
+        None => None,
+    };
+    let access = match &config.security.auth_tokens {
+        Some(_) if tls.is_none() => return Err(ServeError::TokensWithoutTls),
+        Some(path) => {
+            let tokens = Arc::new(TokenAuth::load(path)?);
+            actix::spawn(reload_tokens(tokens.clone()));
+            Access::with_tokens(tokens)
+        }
+        None => Access::open(),
+    };
+    warn_if_insecure(config, &access);
     let metrics = Arc::new(ServiceMetrics::new(config.id.0));
     let observer = metrics.clone();
     let service_config = ServiceConfig {
         max_value_bytes: config.max_value_bytes,
         max_pending_write_bytes: config.max_pending_write_bytes,
+        tls: tls.clone(),
         ..ServiceConfig::default()
     };
-    let builder = match &config.join {
-        Some(join) => RaftNodeBuilder::new().join(contacts(config, join).await),
+    let mut builder = match &config.join {
+        Some(join) => RaftNodeBuilder::new().join(contacts(config, join, tls.as_ref()).await),
         None => RaftNodeBuilder::new().peers(config.peers.clone()),
     };
+    if let Some(tls) = &tls {
+        builder = builder.tls(tls.clone());
+    }
     let handle = builder
         .id(config.id)
         .listen(config.listen)
@@ -88,7 +116,7 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
         metrics.clone(),
     )
     .start();
-    handle.set_client_handler(KvService::client_handler(service.clone()));
+    handle.set_client_sessions(KvService::client_sessions(service.clone(), access.clone()));
 
     let (http, http_addr) = match config.http {
         Some(addr) => {
@@ -97,6 +125,8 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
                 node: handle.clone(),
                 metrics,
                 max_value_bytes: config.max_value_bytes,
+                access,
+                tls: tls.clone(),
             };
             let (server, bound) = match http::serve(state, addr, config.http_workers) {
                 Ok(served) => served,
@@ -111,10 +141,14 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
     };
     if let Some(join) = &config.join {
         if let Some(url) = &join.url {
+            let client = http_client(tls.as_ref());
+            let token = config.security.token.clone();
             actix::spawn(join_cluster(
                 handle.clone(),
                 url.clone(),
                 join.advertise.clone(),
+                client,
+                token,
             ));
         }
     }
@@ -130,19 +164,25 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
 /// The members a joining node can reach before it holds the configuration: those configured, or
 /// at its first start (an empty data directory) those the member at `join.url` lists, asked until
 /// it answers. A node restarting on its data has the configuration in its log and needs none.
-async fn contacts(config: &NodeConfig, join: &JoinConfig) -> Vec<(NodeId, String)> {
+async fn contacts(
+    config: &NodeConfig,
+    join: &JoinConfig,
+    tls: Option<&NodeTls>,
+) -> Vec<(NodeId, String)> {
     let fresh = std::fs::read_dir(&config.data_dir).map_or(true, |mut dir| dir.next().is_none());
     let (Some(url), true, true) = (&join.url, join.members.is_empty(), fresh) else {
         return join.members.clone().into_iter().collect();
     };
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .finish();
+    let client = http_client(tls);
     let url = format!("{url}/v1/members");
     let mut pause = Duration::from_millis(100);
     loop {
         let answer = async {
-            let mut response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+            let mut request = client.get(&url);
+            if let Some(token) = &config.security.token {
+                request = request.bearer_auth(token);
+            }
+            let mut response = request.send().await.map_err(|e| e.to_string())?;
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status().as_u16()));
             }
@@ -175,7 +215,13 @@ async fn contacts(config: &NodeConfig, join: &JoinConfig) -> Vec<(NodeId, String
 /// and restarted), ask the member at `url` to add it (at Raft address `advertise`) as a learner
 /// that the leader promotes once caught up, until the cluster accepts (or refuses for good, or
 /// the node stops).
-pub async fn join_cluster(node: RaftNode<KvStateMachine>, url: String, advertise: String) {
+pub async fn join_cluster(
+    node: RaftNode<KvStateMachine>,
+    url: String,
+    advertise: String,
+    client: awc::Client,
+    token: Option<String>,
+) {
     let id = node.id();
     match node.membership().await {
         Err(_) => return,
@@ -196,9 +242,6 @@ pub async fn join_cluster(node: RaftNode<KvStateMachine>, url: String, advertise
         }
         Ok(_) => {}
     }
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .finish();
     let url = format!("{url}/v1/members");
     let body = serde_json::json!({ "id": id.0, "raft_address": advertise, "promote": true });
     let mut pause = Duration::from_millis(100);
@@ -207,7 +250,11 @@ pub async fn join_cluster(node: RaftNode<KvStateMachine>, url: String, advertise
         if node.status().await.is_err() {
             return; // stopped
         }
-        match client.post(&url).send_json(&body).await {
+        let mut request = client.post(&url);
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        match request.send_json(&body).await {
             Ok(mut response) => {
                 let status = response.status();
                 let text = response
@@ -221,6 +268,9 @@ pub async fn join_cluster(node: RaftNode<KvStateMachine>, url: String, advertise
                     return;
                 }
                 if status.is_client_error() && status.as_u16() != 409 {
+                    if matches!(status.as_u16(), 401 | 403) {
+                        tracing::error!(node = %id, "joining needs an admin token: give --token (or RAFTOR_TOKEN)");
+                    }
                     tracing::error!(node = %id, status = status.as_u16(), answer = %text, "the cluster refused to add this node; not asking again");
                     return;
                 }
@@ -232,5 +282,56 @@ pub async fn join_cluster(node: RaftNode<KvStateMachine>, url: String, advertise
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// An HTTP client for asking a member's API (to join): HTTPS trusting the cluster's CA when the
+/// cluster runs TLS.
+fn http_client(tls: Option<&NodeTls>) -> awc::Client {
+    let builder = awc::Client::builder().timeout(Duration::from_secs(15));
+    match tls {
+        None => builder.finish(),
+        Some(tls) => {
+            let config = tls.https_client_config();
+            builder
+                .connector(awc::Connector::new().rustls_0_23(Arc::new(config)))
+                .finish()
+        }
+    }
+}
+
+/// Reads the tokens file again whenever it changes, for as long as the node runs (the task ends
+/// with the node's System).
+async fn reload_tokens(tokens: Arc<TokenAuth>) {
+    loop {
+        tokio::time::sleep(crate::auth::RELOAD_PERIOD).await;
+        match tokens.reload_if_changed() {
+            Ok(false) => {}
+            Ok(true) => tracing::info!(
+                tokens = tokens.len(),
+                "tokens file changed: tokens reloaded"
+            ),
+            Err(error) => {
+                tracing::error!(%error, "cannot reload the tokens file; the tokens loaded before stay in force")
+            }
+        }
+    }
+}
+
+/// Says at start what a node without TLS or tokens exposes (as etcd does).
+fn warn_if_insecure(config: &NodeConfig, access: &Access) {
+    if config.security.tls.is_none() {
+        tracing::warn!(
+            node = %config.id,
+            listen = %config.listen,
+            http = ?config.http,
+            "TLS is off: peer and client traffic is unencrypted and unauthenticated, and anyone who can reach these ports can read and change data or take over the cluster (give --tls-ca, --tls-cert and --tls-key; `raftor certs` makes them)"
+        );
+    }
+    if !access.is_enforced() {
+        tracing::warn!(
+            node = %config.id,
+            "client authentication is off: every client may read, write and change the membership (give --auth-tokens; `raftor certs` makes a tokens file)"
+        );
     }
 }

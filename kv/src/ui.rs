@@ -4,10 +4,11 @@
 //! last contact), asked in parallel with a short timeout, so an unreachable member shows as such
 //! instead of holding the page up.
 
-use crate::client::{Client, ClientOptions};
+use crate::client::{Client, ClientOptions, ClientTls};
 use crate::http::HttpState;
 use crate::protocol::{KvRequest, KvResponse, StatusReport};
 use actix_web::{web, HttpResponse};
+use raftor_core::NodeId;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -48,11 +49,15 @@ pub async fn cluster(state: web::Data<HttpState>) -> HttpResponse {
     let asks = own.members.iter().map(|member| {
         let own = own.clone();
         let member = member.clone();
+        let tls = state
+            .tls
+            .as_ref()
+            .map(|tls| tls.member_client(NodeId(member.id)));
         async move {
             let (status, error) = if member.id == own.id {
                 (Some(own), None)
             } else {
-                match member_status(&member.raft_addr).await {
+                match member_status(&member.raft_addr, tls).await {
                     Ok(status) => (Some(status), None),
                     Err(error) => (None, Some(error)),
                 }
@@ -74,8 +79,11 @@ pub async fn cluster(state: web::Data<HttpState>) -> HttpResponse {
 }
 
 /// A member's own status over the native protocol, within [`MEMBER_STATUS_TIMEOUT`].
-async fn member_status(raft_addr: &str) -> Result<StatusReport, String> {
+/// With TLS, it presents this node's certificate (a member may ask any member).
+async fn member_status(raft_addr: &str, tls: Option<ClientTls>) -> Result<StatusReport, String> {
     let options = ClientOptions {
+        tls,
+        token: None,
         request_timeout: MEMBER_STATUS_TIMEOUT,
         operation_timeout: MEMBER_STATUS_TIMEOUT,
         connect_timeout: MEMBER_STATUS_TIMEOUT,

@@ -209,9 +209,9 @@ impl SnapshotStore {
         })
     }
 
-    /// Makes a fully written snapshot the store's newest: sync its data, rename it into place,
-    /// write its metadata the same way, and remove the snapshots older than the one it replaces
-    /// (which stays as a fallback, should the new one be damaged later).
+    /// Adds a fully written snapshot to the store: sync its data, rename it into place, write its
+    /// metadata the same way, and remove all but the newest two snapshots (the one before the
+    /// newest stays as a fallback, should the newest be damaged later).
     fn install(
         &self,
         file: SnapshotFile,
@@ -227,11 +227,6 @@ impl SnapshotStore {
         path: &Path,
         meta: SnapshotMeta,
     ) -> Result<SnapshotMeta, StorageError> {
-        let previous = self
-            .complete()?
-            .into_iter()
-            .map(|m| m.last_included)
-            .find(|last| last.index < meta.last_included.index);
         let data_path = self.data_path(meta.last_included);
         fs::rename(path, &data_path).map_err(|e| io_error(&data_path, e))?;
 
@@ -253,7 +248,12 @@ impl SnapshotStore {
         if let Ok(mut verified) = self.verified.lock() {
             verified.insert((meta.last_included, meta.checksum));
         }
-        self.remove_older_than(previous.unwrap_or(meta.last_included))?;
+        // The newest two stay. A snapshot this node wrote of its own state may finish after a
+        // newer one received from the leader was installed: it is then the older of the two.
+        let complete = self.complete()?;
+        if let Some(keep) = complete.get(1).or(complete.first()) {
+            self.remove_older_than(keep.last_included)?;
+        }
         Ok(meta)
     }
 
@@ -417,6 +417,20 @@ mod tests {
         let voters = [1, 2, 3].map(raftor_core::NodeId).into_iter().collect();
         let membership = Membership::bootstrap(&voters, &Default::default());
         file.finish(store, last, membership).expect("finish")
+    }
+
+    /// A snapshot a node wrote of its own state can finish after a newer one from the leader was
+    /// installed: the newest stays the newest, and only two are kept.
+    #[test]
+    fn a_snapshot_finished_after_a_newer_one_keeps_two() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("open");
+        let oldest = write(&store, id(100, 1), b"at 100");
+        let newest = write(&store, id(600, 1), b"at 600");
+        write(&store, id(201, 1), b"at 201");
+        assert_eq!(store.latest().expect("latest"), Some(newest));
+        assert!(!store.data_path(oldest.last_included).exists());
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 4);
     }
 
     #[test]

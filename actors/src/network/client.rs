@@ -5,14 +5,16 @@
 //!
 //! The bodies are opaque here: the service that installs the [`ClientHandler`] gives them meaning.
 
-use crate::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
+use crate::network::codec::{Credential, Frame, FrameCodec, PROTOCOL_VERSION};
+use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
+use crate::network::tls::ClientTls;
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use futures::{SinkExt, StreamExt};
+use raftor_core::NodeId;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -21,19 +23,41 @@ use tokio_util::sync::CancellationToken;
 /// Answers one request body with a response body.
 pub type ClientHandler = Arc<dyn Fn(Bytes) -> LocalBoxFuture<'static, Bytes> + Send + Sync>;
 
-/// Where the endpoint finds the client handler. Empty until the service installs it; a client that
-/// connects before then is disconnected and retries.
+/// Who opened a client session, as far as the endpoint knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The member whose certificate the client presented, verified against the cluster's CA (a
+    /// node forwarding a request to the leader). Always `None` without TLS.
+    pub member: Option<NodeId>,
+    /// The bearer token sent in the client's hello, if any (not checked here).
+    pub token: Option<Credential>,
+}
+
+/// Opens a session: the handler answering the requests of a client of this identity (which
+/// decides what it may do).
+pub type ClientSessions = Arc<dyn Fn(&ClientIdentity) -> ClientHandler + Send + Sync>;
+
+/// Where the endpoint finds how to answer client sessions. Empty until the service installs it; a
+/// client that connects before then is disconnected and retries.
 #[derive(Clone, Default)]
-pub struct ClientHandlerSlot(Arc<OnceLock<ClientHandler>>);
+pub struct ClientHandlerSlot(Arc<OnceLock<ClientSessions>>);
 
 impl ClientHandlerSlot {
-    /// Install the handler; a second call is ignored (returns false).
+    /// Install one handler for every session, whoever opens it; a second installation is
+    /// ignored (returns false).
     pub fn set(&self, handler: ClientHandler) -> bool {
-        self.0.set(handler).is_ok()
+        self.set_sessions(Arc::new(move |_: &ClientIdentity| handler.clone()))
     }
 
-    pub fn get(&self) -> Option<ClientHandler> {
-        self.0.get().cloned()
+    /// Install a handler chosen per session by who opens it; a second installation is ignored
+    /// (returns false).
+    pub fn set_sessions(&self, sessions: ClientSessions) -> bool {
+        self.0.set(sessions).is_ok()
+    }
+
+    /// The handler for a session opened by `identity`, once one is installed.
+    pub fn open(&self, identity: &ClientIdentity) -> Option<ClientHandler> {
+        self.0.get().map(|sessions| sessions(identity))
     }
 }
 
@@ -50,8 +74,8 @@ impl fmt::Debug for ClientHandlerSlot {
 
 /// Serve one client session until the client closes it, breaks the protocol, or `cancel` fires.
 pub(crate) async fn serve_session(
-    mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
-    write: OwnedWriteHalf,
+    mut frames: FramedRead<ReadHalf, FrameCodec>,
+    write: WriteHalf,
     handler: ClientHandler,
     max_frame_bytes: usize,
     cancel: CancellationToken,
@@ -112,6 +136,28 @@ pub enum ClientConnectionError {
     Closed,
 }
 
+/// How a [`ClientConnection`] connects.
+#[derive(Clone, Debug)]
+pub struct ClientConnectOptions {
+    /// The largest frame sent or accepted.
+    pub max_frame_bytes: usize,
+    /// TLS, when the node serves it (it then serves nothing else).
+    pub tls: Option<ClientTls>,
+    /// The bearer token to present, when the service asks for one.
+    pub token: Option<Credential>,
+}
+
+impl ClientConnectOptions {
+    /// Plain TCP, no token.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        ClientConnectOptions {
+            max_frame_bytes,
+            tls: None,
+            token: None,
+        }
+    }
+}
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>;
 
 /// A client's connection to one node: requests are pipelined and matched to answers by id.
@@ -125,21 +171,46 @@ pub struct ClientConnection {
 }
 
 impl ClientConnection {
-    /// Connect to `addr` (host:port) and open a client session. Runs on any tokio runtime.
+    /// Connect to `addr` (host:port) and open a client session, in plain TCP and without a
+    /// token. Runs on any tokio runtime.
     pub async fn connect(
         addr: &str,
         max_frame_bytes: usize,
     ) -> Result<ClientConnection, ClientConnectionError> {
+        Self::connect_with(addr, &ClientConnectOptions::new(max_frame_bytes)).await
+    }
+
+    /// Connect to `addr` (host:port) and open a client session as `options` say (TLS, token).
+    /// Runs on any tokio runtime.
+    pub async fn connect_with(
+        addr: &str,
+        options: &ClientConnectOptions,
+    ) -> Result<ClientConnection, ClientConnectionError> {
+        let max_frame_bytes = options.max_frame_bytes;
         let connect_error = |source| ClientConnectionError::Connect {
             addr: addr.to_owned(),
             source,
         };
         let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+        let (read, write) = match &options.tls {
+            None => split_plain(stream),
+            Some(tls) => {
+                let name = tls
+                    .server_name_for(addr)
+                    .map_err(|e| connect_error(std::io::Error::other(e.to_string())))?;
+                let stream = tls
+                    .connector()
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| connect_error(std::io::Error::other(format!("TLS: {e}"))))?;
+                split_tls(stream)
+            }
+        };
         let mut sink = FramedWrite::new(write, FrameCodec::new(max_frame_bytes));
         sink.send(Frame::ClientHello {
             protocol_version: PROTOCOL_VERSION,
+            token: options.token.clone(),
         })
         .await
         .map_err(|e| connect_error(std::io::Error::other(e.to_string())))?;

@@ -17,7 +17,7 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedC
 
 /// The version of this wire format. Bumped on any incompatible change; peers with another version
 /// are refused at [`Frame::Hello`].
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame (excluding its 4-byte length prefix) a [`FrameCodec::default`] accepts.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
@@ -34,13 +34,33 @@ pub enum Frame {
     },
     /// A Raft message; `from` must be the node named in the connection's `Hello`.
     Raft(Envelope),
-    /// The first frame of a client session (see [`super::client`]).
-    ClientHello { protocol_version: u32 },
+    /// The first frame of a client session (see [`super::client`]), with the client's bearer
+    /// token if it has one (the service decides what the token allows).
+    ClientHello {
+        protocol_version: u32,
+        token: Option<Credential>,
+    },
     /// A client's request; `id` is echoed in the answer.
     ClientRequest { id: u64, body: Bytes },
     /// The node's answer to the request with the same `id`.
     ClientResponse { id: u64, body: Bytes },
 }
+
+/// A secret a client presents (a bearer token): kept out of `Debug` output, so no log line or
+/// panic message can show it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Credential(pub String);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
+}
+
+/// The largest first frame (`Hello` or `ClientHello`) a connection may open with: until a peer or
+/// client has said who it is, it cannot make the node buffer more than this.
+pub const MAX_HELLO_BYTES: usize = 64 * 1024;
 
 /// Why a frame could not be encoded or decoded. Every variant ends the connection it came from.
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +306,16 @@ mod tests {
             Err(CodecError::FrameTooLarge { max: 1024 })
         ));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn client_hello_round_trips_and_hides_its_token() {
+        let hello = Frame::ClientHello {
+            protocol_version: PROTOCOL_VERSION,
+            token: Some(Credential("rft_abc_secret".into())),
+        };
+        round_trip(hello.clone());
+        assert!(!format!("{hello:?}").contains("secret"));
     }
 
     #[test]

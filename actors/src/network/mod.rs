@@ -1,4 +1,6 @@
 pub mod client;
 pub mod codec;
+pub(crate) mod stream;
 pub mod tcp;
+pub mod tls;
 pub use tcp::UpdatePeers;

@@ -29,7 +29,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub struct EndpointConfig {
     /// This node's id: the `from` of every envelope sent, the `to` of every envelope accepted.
     pub node_id: NodeId,
-    /// Peers must present the same cluster id in their `Hello`, or their connection is closed.
+    /// Peers must present the same cluster id in their `Hello`, or their connection is closed (a
+    /// guard against mistakes, not against attackers: that is [`EndpointConfig::tls`]'s job).
     pub cluster_id: String,
     /// The address to listen on; port 0 picks a free port (see [`start`]).
     pub listen: SocketAddr,
@@ -52,6 +53,9 @@ pub struct EndpointConfig {
     pub peer_queue_len: usize,
     /// Answers client sessions (see [`super::client`]); until it is set, clients are turned away.
     pub client_handler: super::client::ClientHandlerSlot,
+    /// Mutual TLS between members, and TLS for clients ([`super::tls`]); `None`: plain TCP, where
+    /// anyone who reaches the port can claim to be any member.
+    pub tls: Option<super::tls::NodeTls>,
 }
 
 impl EndpointConfig {
@@ -79,6 +83,7 @@ impl EndpointConfig {
             connect_backoff_max: Self::DEFAULT_CONNECT_BACKOFF_MAX,
             peer_queue_len: Self::DEFAULT_PEER_QUEUE_LEN,
             client_handler: super::client::ClientHandlerSlot::default(),
+            tls: None,
         }
     }
 
@@ -98,6 +103,11 @@ impl EndpointConfig {
         }
         if self.peer_queue_len == 0 {
             return invalid("peer_queue_len must be positive");
+        }
+        if let Some(tls) = &self.tls {
+            if tls.id() != self.node_id {
+                return invalid("the TLS certificate is another node's");
+            }
         }
         Ok(())
     }

@@ -3,8 +3,12 @@
 //! System of its own, so they share no event loop, as separate processes would not.
 
 use super::Protocol;
-use raftor_kv::local_cluster::local_node_config;
+use raftor_kv::auth::Role;
+use raftor_kv::certs;
+use raftor_kv::client::ClientTls;
+use raftor_kv::local_cluster::{local_credentials, local_node_config, secure};
 use raftor_kv::server::start_node;
+use raftor_kv::ClientOptions;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -20,6 +24,8 @@ struct NodeThread {
 
 pub(super) struct EmbeddedCluster {
     nodes: Vec<NodeThread>,
+    /// Where the credentials are, when security is on.
+    certs: Option<std::path::PathBuf>,
     /// Removed when the cluster is dropped (after the nodes stopped).
     _dir: tempfile::TempDir,
 }
@@ -44,12 +50,16 @@ fn free_port_base(count: u16) -> Result<u16, String> {
 
 impl EmbeddedCluster {
     /// Start `count` nodes and return once each listens (a leader is elected shortly after).
-    pub(super) fn start(count: u64, protocol: Protocol) -> Result<EmbeddedCluster, String> {
+    pub(super) fn start(
+        count: u64,
+        protocol: Protocol,
+        tls: bool,
+    ) -> Result<EmbeddedCluster, String> {
         // The free ports were only free when probed: another program may take one before a node
         // binds it. Try again on other ports a few times before giving up.
         let mut last_error = String::new();
         for _ in 0..5 {
-            match EmbeddedCluster::start_once(count, protocol) {
+            match EmbeddedCluster::start_once(count, protocol, tls) {
                 Ok(cluster) => return Ok(cluster),
                 Err(error) => last_error = error,
             }
@@ -57,7 +67,7 @@ impl EmbeddedCluster {
         Err(last_error)
     }
 
-    fn start_once(count: u64, protocol: Protocol) -> Result<EmbeddedCluster, String> {
+    fn start_once(count: u64, protocol: Protocol, tls: bool) -> Result<EmbeddedCluster, String> {
         let dir = tempfile::Builder::new()
             .prefix("raftor-bench-")
             .tempdir()
@@ -68,9 +78,16 @@ impl EmbeddedCluster {
             Protocol::Http => Some(free_port_base(width)?),
             Protocol::Native => None,
         };
+        let certs = tls.then(|| dir.path().join("certs"));
+        if let Some(certs) = &certs {
+            local_credentials(certs, count).map_err(|e| e.to_string())?;
+        }
         let mut nodes = Vec::new();
         for id in 1..=count {
-            let config = local_node_config(id, count, base, http_base, dir.path());
+            let mut config = local_node_config(id, count, base, http_base, dir.path());
+            if let Some(certs) = &certs {
+                secure(&mut config, certs);
+            }
             let (started_tx, started_rx) = mpsc::channel();
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let thread = std::thread::Builder::new()
@@ -103,13 +120,37 @@ impl EmbeddedCluster {
                     thread: Some(thread),
                 }),
                 Err(error) => {
-                    let cluster = EmbeddedCluster { nodes, _dir: dir };
+                    let cluster = EmbeddedCluster {
+                        nodes,
+                        certs,
+                        _dir: dir,
+                    };
                     cluster.stop();
                     return Err(error);
                 }
             }
         }
-        Ok(EmbeddedCluster { nodes, _dir: dir })
+        Ok(EmbeddedCluster {
+            nodes,
+            certs,
+            _dir: dir,
+        })
+    }
+
+    /// The TLS set-up and token (admin) of the load's clients: none unless security is on.
+    pub(super) fn credentials(&self) -> Result<ClientOptions, String> {
+        let Some(certs) = &self.certs else {
+            return Ok(ClientOptions::default());
+        };
+        let tls =
+            ClientTls::from_ca_file(&certs::ca_cert_path(certs)).map_err(|e| e.to_string())?;
+        let token = std::fs::read_to_string(certs::token_path(certs, Role::Admin))
+            .map_err(|e| format!("cannot read the bench's token: {e}"))?;
+        Ok(ClientOptions {
+            tls: Some(tls),
+            token: Some(token.trim().to_owned()),
+            ..ClientOptions::default()
+        })
     }
 
     /// The addresses the load is sent to: Raft addresses (native) or HTTP addresses.

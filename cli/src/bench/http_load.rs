@@ -3,24 +3,58 @@
 
 use bytes::Bytes;
 use raftor_kv::protocol::{Consistency, StatusReport};
+use raftor_kv::ClientOptions;
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long one HTTP request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How every request reaches the cluster: `http` or `https` (trusting the cluster's CA), with a
+/// bearer token or none.
+#[derive(Clone)]
+struct Transport {
+    scheme: &'static str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    authorization: Option<String>,
+}
+
+impl Transport {
+    /// A client that keeps one connection open and reuses it, sending the token with every
+    /// request.
+    fn client(&self) -> awc::Client {
+        let mut connector = awc::Connector::new().limit(1);
+        if let Some(tls) = &self.tls {
+            connector = connector.rustls_0_23(tls.clone());
+        }
+        let mut builder = awc::Client::builder()
+            .connector(connector)
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(authorization) = &self.authorization {
+            builder = builder.add_default_header(("Authorization", authorization.clone()));
+        }
+        builder.finish()
+    }
+}
 
 /// The cluster's HTTP addresses and which of them leads.
 pub(super) struct HttpTarget {
     endpoints: Vec<String>,
     /// The position in `endpoints` of the node the load goes to.
     leader: Rc<Cell<usize>>,
+    transport: Transport,
     /// For status and the readiness probe.
     client: awc::Client,
 }
 
 impl HttpTarget {
-    pub(super) fn new(endpoints: &[String]) -> Result<HttpTarget, String> {
+    /// `credentials`: the TLS set-up (HTTPS) and token of every request.
+    pub(super) fn new(
+        endpoints: &[String],
+        credentials: &ClientOptions,
+    ) -> Result<HttpTarget, String> {
         for endpoint in endpoints {
             if endpoint.contains('/') || !endpoint.contains(':') {
                 return Err(format!(
@@ -28,10 +62,24 @@ impl HttpTarget {
                 ));
             }
         }
+        let tls = credentials.tls.as_ref().map(|tls| {
+            let mut config = (*tls.config()).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        });
+        let transport = Transport {
+            scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
+            authorization: credentials
+                .token
+                .as_ref()
+                .map(|token| format!("Bearer {token}")),
+        };
         Ok(HttpTarget {
             endpoints: endpoints.to_vec(),
             leader: Rc::new(Cell::new(0)),
-            client: client(),
+            client: transport.client(),
+            transport,
         })
     }
 
@@ -50,15 +98,15 @@ impl HttpTarget {
     /// A worker with a connection of its own to the leader.
     pub(super) fn worker(&self) -> HttpWorker {
         HttpWorker {
-            base: format!("http://{}/v1/kv/", self.leader()),
-            client: client(),
+            base: format!("{}://{}/v1/kv/", self.transport.scheme, self.leader()),
+            client: self.transport.client(),
         }
     }
 
     pub(super) async fn put(&self, endpoint: &str, key: &str, value: Bytes) -> Result<(), String> {
         put(
             &self.client,
-            &format!("http://{endpoint}/v1/kv/{key}"),
+            &format!("{}://{endpoint}/v1/kv/{key}", self.transport.scheme),
             value,
         )
         .await
@@ -67,7 +115,7 @@ impl HttpTarget {
     pub(super) async fn status(&self, endpoint: &str) -> Result<StatusReport, String> {
         let mut response = self
             .client
-            .get(format!("http://{endpoint}/v1/status"))
+            .get(format!("{}://{endpoint}/v1/status", self.transport.scheme))
             .send()
             .await
             .map_err(|_| "connection".to_string())?;
@@ -121,14 +169,6 @@ fn consistency_name(consistency: Consistency) -> &'static str {
         Consistency::Lease => "lease",
         Consistency::Local => "local",
     }
-}
-
-/// A client that keeps one connection open and reuses it.
-fn client() -> awc::Client {
-    awc::Client::builder()
-        .connector(awc::Connector::new().limit(1))
-        .timeout(REQUEST_TIMEOUT)
-        .finish()
 }
 
 async fn put(client: &awc::Client, url: &str, value: Bytes) -> Result<(), String> {

@@ -39,6 +39,8 @@ pub(super) enum Target {
     Native {
         endpoints: Vec<String>,
         leader_first: Vec<String>,
+        /// TLS and the token every client uses (the rest: defaults).
+        credentials: ClientOptions,
     },
     Http(HttpTarget),
 }
@@ -48,7 +50,12 @@ type RequestResult = Result<(), String>;
 
 impl Target {
     /// The load's view of the cluster at `endpoints` (any members; the leader is found later).
-    pub(super) fn new(protocol: Protocol, endpoints: &[String]) -> Result<Target, String> {
+    /// `credentials`: the TLS set-up and token of every client (in [`ClientOptions`]).
+    pub(super) fn new(
+        protocol: Protocol,
+        endpoints: &[String],
+        credentials: ClientOptions,
+    ) -> Result<Target, String> {
         if endpoints.is_empty() {
             return Err("no endpoints".into());
         }
@@ -56,8 +63,9 @@ impl Target {
             Protocol::Native => Ok(Target::Native {
                 endpoints: endpoints.to_vec(),
                 leader_first: endpoints.to_vec(),
+                credentials,
             }),
-            Protocol::Http => Ok(Target::Http(HttpTarget::new(endpoints)?)),
+            Protocol::Http => Ok(Target::Http(HttpTarget::new(endpoints, &credentials)?)),
         }
     }
 
@@ -84,10 +92,14 @@ impl Target {
 
     async fn ready_probe(&self) -> RequestResult {
         match self {
-            Target::Native { endpoints, .. } => {
+            Target::Native {
+                endpoints,
+                credentials,
+                ..
+            } => {
                 let options = ClientOptions {
                     operation_timeout: Duration::from_secs(2),
-                    ..ClientOptions::default()
+                    ..credentials.clone()
                 };
                 let client = Client::new(endpoints.clone(), options).map_err(|e| e.to_string())?;
                 client
@@ -116,6 +128,7 @@ impl Target {
             Target::Native {
                 endpoints,
                 leader_first,
+                ..
             } => {
                 let leader = endpoints[position].clone();
                 *leader_first = std::iter::once(leader.clone())
@@ -129,12 +142,16 @@ impl Target {
     pub(super) async fn statuses(&self) -> Vec<Option<StatusReport>> {
         let mut statuses = Vec::new();
         match self {
-            Target::Native { endpoints, .. } => {
+            Target::Native {
+                endpoints,
+                credentials,
+                ..
+            } => {
                 for endpoint in endpoints {
                     let options = ClientOptions {
                         operation_timeout: Duration::from_secs(2),
                         request_timeout: Duration::from_secs(2),
-                        ..ClientOptions::default()
+                        ..credentials.clone()
                     };
                     let status = match Client::new(vec![endpoint.clone()], options) {
                         Ok(client) => client.status().await.ok(),
@@ -197,9 +214,11 @@ pub(super) async fn run(args: &BenchArgs, target: &Target) -> Outcome {
     for worker in 0..args.clients {
         let shared = shared.clone();
         let client = match target {
-            Target::Native { leader_first, .. } => {
-                Worker::Native(Client::new(leader_first.clone(), ClientOptions::default()).ok())
-            }
+            Target::Native {
+                leader_first,
+                credentials,
+                ..
+            } => Worker::Native(Client::new(leader_first.clone(), credentials.clone()).ok()),
             Target::Http(http) => Worker::Http(http.worker()),
         };
         workers.push(actix::spawn(
@@ -312,6 +331,8 @@ fn kind(error: ClientError) -> String {
         ClientError::Conflict(_) => "conflict",
         ClientError::NotFound(_) => "not found",
         ClientError::Overloaded(_) => "overloaded",
+        ClientError::Unauthenticated(_) => "unauthenticated",
+        ClientError::Forbidden(_) => "forbidden",
     }
     .to_string()
 }

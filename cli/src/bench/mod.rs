@@ -13,6 +13,7 @@ mod report;
 
 use clap::{Args, ValueEnum};
 use raftor_kv::protocol::{Consistency, StatusReport};
+use raftor_kv::ClientOptions;
 use report::{BenchReport, NodeFigures};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -67,6 +68,12 @@ pub struct BenchArgs {
     /// Seeds the choice of keys and of reads versus writes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The embedded cluster runs with security on (mutual TLS between nodes, TLS for clients,
+    /// tokens), to measure what it costs. With --endpoints, give --ca and a token instead.
+    #[arg(long, conflicts_with = "endpoints")]
+    pub tls: bool,
+    #[command(flatten)]
+    pub credentials: crate::commands::Credentials,
 }
 
 fn positive_seconds(text: &str) -> Result<f64, String> {
@@ -112,7 +119,11 @@ pub fn run_command(args: &BenchArgs) -> ExitCode {
 
 fn run(args: &BenchArgs) -> Result<BenchReport, String> {
     let cluster = if args.endpoints.is_empty() {
-        Some(embedded::EmbeddedCluster::start(3, args.protocol)?)
+        Some(embedded::EmbeddedCluster::start(
+            3,
+            args.protocol,
+            args.tls,
+        )?)
     } else {
         None
     };
@@ -120,8 +131,12 @@ fn run(args: &BenchArgs) -> Result<BenchReport, String> {
         Some(cluster) => cluster.endpoints(args.protocol),
         None => args.endpoints.clone(),
     };
+    let credentials = match &cluster {
+        Some(cluster) => cluster.credentials()?,
+        None => args.credentials.apply(ClientOptions::default())?,
+    };
     let system = actix::System::new();
-    let result = system.block_on(drive(args, endpoints, cluster.is_some()));
+    let result = system.block_on(drive(args, endpoints, cluster.is_some(), credentials));
     if let Some(cluster) = cluster {
         cluster.stop();
     }
@@ -132,8 +147,9 @@ async fn drive(
     args: &BenchArgs,
     endpoints: Vec<String>,
     embedded: bool,
+    credentials: ClientOptions,
 ) -> Result<BenchReport, String> {
-    let mut target = load::Target::new(args.protocol, &endpoints)?;
+    let mut target = load::Target::new(args.protocol, &endpoints, credentials)?;
     target
         .wait_until_writable(Duration::from_secs_f64(args.wait))
         .await?;

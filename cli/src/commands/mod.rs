@@ -11,6 +11,7 @@ mod kv;
 mod members;
 mod status;
 
+pub use args::Credentials;
 use args::{AdminArgs, EndpointArgs};
 use clap::Subcommand;
 use raftor_kv::protocol::Consistency;
@@ -68,6 +69,8 @@ pub enum ClientCommand {
         /// Print one JSON object instead of human-readable text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        credentials: Credentials,
     },
     /// Show or change the cluster's members (one change at a time).
     Members {
@@ -85,6 +88,8 @@ pub enum ClientCommand {
         /// The node's Raft address (host:port).
         #[arg(long, default_value = "127.0.0.1:7001")]
         endpoint: String,
+        #[command(flatten)]
+        credentials: Credentials,
     },
 }
 
@@ -101,26 +106,36 @@ impl ClientCommand {
                 endpoint,
                 timeout,
                 json,
+                credentials,
             } => EndpointArgs {
                 endpoints: vec![endpoint.clone()],
                 timeout: *timeout,
                 json: *json,
+                credentials: credentials.clone(),
             },
             ClientCommand::Members { command } => command.admin().endpoints(),
             ClientCommand::TransferLeader { admin, .. } => admin.endpoints(),
-            ClientCommand::Health { endpoint } => EndpointArgs {
+            ClientCommand::Health {
+                endpoint,
+                credentials,
+            } => EndpointArgs {
                 endpoints: vec![endpoint.clone()],
                 timeout: 3,
                 json: false,
+                credentials: credentials.clone(),
             },
         }
     }
 }
 
 pub async fn run(command: ClientCommand) -> ExitCode {
-    if let ClientCommand::Health { endpoint } = command {
+    if let ClientCommand::Health {
+        endpoint,
+        credentials,
+    } = command
+    {
         // A probe: a client with short timeouts of its own.
-        return status::health(endpoint).await;
+        return status::health(endpoint, &credentials).await;
     }
     let endpoints = command.endpoints();
     match args::client(&endpoints) {
@@ -148,6 +163,9 @@ async fn run_with(client: &Client, endpoints: &EndpointArgs, command: ClientComm
         ClientCommand::TransferLeader { id, admin } => {
             members::transfer_leader(client, &admin, id).await
         }
-        ClientCommand::Health { endpoint } => status::health(endpoint).await,
+        ClientCommand::Health {
+            endpoint,
+            credentials,
+        } => status::health(endpoint, &credentials).await,
     }
 }

@@ -1,6 +1,6 @@
 //! status, health and snapshot: one node's view of the cluster, and a snapshot taken on it.
 
-use super::args::{fail, EndpointArgs, EXIT_FAILED};
+use super::args::{fail, Credentials, EndpointArgs, EXIT_FAILED};
 use raftor_kv::http::HEALTHY_APPLY_LAG;
 use raftor_kv::{Client, ClientOptions};
 use std::process::ExitCode;
@@ -64,11 +64,19 @@ pub async fn snapshot(client: &Client, endpoints: &EndpointArgs) -> ExitCode {
 
 /// Exit 0 if the node at `endpoint` knows a leader and has applied what it committed (a probe:
 /// short timeouts of its own, and one line on stdout either way).
-pub async fn health(endpoint: String) -> ExitCode {
+pub async fn health(endpoint: String, credentials: &Credentials) -> ExitCode {
     let options = ClientOptions {
         operation_timeout: Duration::from_secs(3),
         request_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
+        ..ClientOptions::default()
+    };
+    let options = match credentials.apply(options) {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("raftor: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
     };
     let client = match Client::new(vec![endpoint], options) {
         Ok(client) => client,

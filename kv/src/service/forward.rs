@@ -1,10 +1,14 @@
-//! Forwarding to the leader what only the leader can do, over the native protocol.
+//! Forwarding to the leader what only the leader can do, over the native protocol (over TLS with
+//! this node's certificate when the cluster runs TLS: the leader trusts a member's session, and
+//! the node that forwards has already checked the client's role).
 
 use super::{unavailable, Runner};
 use crate::protocol::{
     decode, encode, ErrorKind, KvRequest, KvResponse, LeaderInfo, RequestEnvelope, ServiceError,
 };
-use raftor_actors::network::client::{ClientConnection, ClientConnectionError};
+use raftor_actors::network::client::{
+    ClientConnectOptions, ClientConnection, ClientConnectionError,
+};
 use raftor_core::NodeId;
 use std::rc::Rc;
 
@@ -28,10 +32,17 @@ impl Runner {
         let connection = match existing {
             Some(connection) => connection,
             None => {
-                let connect = ClientConnection::connect(
-                    &addr,
-                    raftor_actors::network::codec::DEFAULT_MAX_FRAME_BYTES,
-                );
+                let options = ClientConnectOptions {
+                    tls: self
+                        .config
+                        .tls
+                        .as_ref()
+                        .map(|tls| tls.member_client(leader)),
+                    ..ClientConnectOptions::new(
+                        raftor_actors::network::codec::DEFAULT_MAX_FRAME_BYTES,
+                    )
+                };
+                let connect = ClientConnection::connect_with(&addr, &options);
                 match tokio::time::timeout(self.config.request_timeout, connect).await {
                     Ok(Ok(connection)) => {
                         let connection = Rc::new(connection);

@@ -6,6 +6,7 @@
 //! changes and leadership transfer are in [`membership`], forwarding in `forward.rs`, the status
 //! and snapshot reports in `report.rs`.
 
+use crate::auth::{authorize, Access};
 use crate::metrics::ServiceMetrics;
 use crate::protocol::{
     decode, encode, Consistency, ErrorKind, KvRequest, KvResponse, RequestEnvelope, ServiceError,
@@ -15,7 +16,7 @@ use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 use bytes::Bytes;
 use raftor::Error;
 use raftor::{ClientHandler, RaftNode};
-use raftor_actors::network::client::ClientConnection;
+use raftor_actors::network::client::{ClientConnection, ClientIdentity, ClientSessions};
 use raftor_core::NodeId;
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -47,6 +48,10 @@ pub struct ServiceConfig {
     /// queue behind writes the cluster cannot commit within the request timeout. One write is
     /// always admitted, however large.
     pub max_pending_write_bytes: usize,
+    /// The node's TLS identity, when the cluster runs TLS: requests forwarded to the leader go
+    /// over TLS, presenting this node's certificate (the leader then trusts the session as a
+    /// member's).
+    pub tls: Option<raftor_actors::network::tls::NodeTls>,
 }
 
 impl Default for ServiceConfig {
@@ -57,6 +62,7 @@ impl Default for ServiceConfig {
             request_timeout: Duration::from_secs(5),
             leader_wait: Duration::from_secs(3),
             max_pending_write_bytes: crate::config::DEFAULT_MAX_PENDING_WRITE_BYTES,
+            tls: None,
         }
     }
 }
@@ -91,17 +97,29 @@ impl KvService {
         }
     }
 
-    /// The native-protocol handler that hands each request to the service at `addr`.
-    pub fn client_handler(addr: Addr<KvService>) -> ClientHandler {
+    /// The native-protocol handler that hands each request to the service at `addr`, for a
+    /// session opened by `identity`: each request is answered 401 or 403
+    /// ([`ErrorKind::Unauthenticated`], [`ErrorKind::Forbidden`]) unless `access` allows it.
+    /// The session's credential is checked again at every request (a digest and a lookup), so a
+    /// token revoked or expired stops working on connections already open too.
+    pub fn client_handler(
+        addr: Addr<KvService>,
+        access: Access,
+        identity: ClientIdentity,
+    ) -> ClientHandler {
         Arc::new(
             move |body: Bytes| -> futures::future::LocalBoxFuture<'static, Bytes> {
                 let addr = addr.clone();
+                let held = access.role_of_session(&identity);
                 Box::pin(async move {
                     let response = match decode::<RequestEnvelope>(&body) {
-                        Ok(envelope) => addr
-                            .send(ServiceCall(envelope))
-                            .await
-                            .unwrap_or_else(|_| unavailable("the node is shutting down")),
+                        Ok(envelope) => match authorize(&held, envelope.request.required_role()) {
+                            Err(refusal) => KvResponse::Error(ServiceError::refused(&refusal)),
+                            Ok(()) => addr
+                                .send(ServiceCall(envelope))
+                                .await
+                                .unwrap_or_else(|_| unavailable("the node is shutting down")),
+                        },
                         Err(message) => {
                             KvResponse::Error(ServiceError::new(ErrorKind::BadRequest, message))
                         }
@@ -110,6 +128,13 @@ impl KvService {
                 })
             },
         )
+    }
+
+    /// Native sessions as `access` allows them ([`Access::role_of_session`]).
+    pub fn client_sessions(addr: Addr<KvService>, access: Access) -> ClientSessions {
+        Arc::new(move |identity: &ClientIdentity| {
+            Self::client_handler(addr.clone(), access.clone(), identity.clone())
+        })
     }
 }
 

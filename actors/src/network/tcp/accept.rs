@@ -1,15 +1,20 @@
 //! The accepting side: the listener loop and one reader task per inbound connection.
 //!
-//! A connection must open with a valid `Hello` from a known peer, then carry only envelopes from
-//! that peer to this node. Anything else closes that connection, and only that one.
+//! A connection must open (after the TLS handshake, when TLS is on) with a valid `Hello` from a
+//! peer, whose certificate names it when TLS is on, then carry only envelopes from that peer to
+//! this node; or with a `ClientHello`, then carry a client session. Anything else closes that
+//! connection, and only that one, before any frame of it reaches the rules.
 
 use super::{Counters, EndpointConfig, PeerLink, Wakers};
 use crate::network::client;
-use crate::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
+use crate::network::codec::{Frame, FrameCodec, MAX_HELLO_BYTES, PROTOCOL_VERSION};
+use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
+use crate::network::tls;
 use crate::transport::Inbound;
 use actix::Recipient;
 use futures::StreamExt;
 use raftor_core::NodeId;
+use rustls_pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-/// How long a new connection may take to send its `Hello`.
+/// How long a new connection may take to finish its TLS handshake and send its `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause after a failed `accept` (e.g. out of file descriptors), to avoid a hot loop.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -56,8 +61,13 @@ impl Acceptor {
         Counters::bump(&self.counters.rejected_connections);
     }
 
-    /// Checks a `Hello`; the peer's id if it is acceptable, else the reason it is not.
-    fn check_hello(&self, frame: Frame) -> Result<NodeId, String> {
+    /// Checks a `Hello` (and, with TLS, that the peer's certificate names the node it claims to
+    /// be); the peer's id if it is acceptable, else the reason it is not.
+    fn check_hello(
+        &self,
+        frame: Frame,
+        certificate: Option<&CertificateDer<'static>>,
+    ) -> Result<NodeId, String> {
         match frame {
             Frame::Hello {
                 protocol_version,
@@ -75,38 +85,96 @@ impl Acceptor {
                     ))
                 } else if node_id == self.config.node_id {
                     Err(format!("node {node_id} is this node's own id"))
-                } else {
+                } else if self.config.tls.is_none() {
                     Ok(node_id)
+                } else {
+                    match certificate {
+                        None => Err(format!(
+                            "a hello from node {node_id} without a certificate"
+                        )),
+                        Some(certificate) if !tls::certificate_names_node(certificate, node_id) => {
+                            Err(format!(
+                                "a hello from node {node_id} with a certificate that does not name it (it names {:?})",
+                                tls::member_named_by(certificate)
+                            ))
+                        }
+                        Some(_) => Ok(node_id),
+                    }
                 }
             }
             _ => Err("a frame other than hello came first".to_owned()),
         }
     }
 
+    /// The connection's halves after the TLS handshake (when TLS is on), with the certificate
+    /// the other side presented (verified against the cluster's CA by the handshake); `Err`
+    /// with the reason the connection is refused.
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+    ) -> Result<(ReadHalf, WriteHalf, Option<CertificateDer<'static>>), String> {
+        let Some(tls) = &self.config.tls else {
+            let (read, write) = split_plain(stream);
+            return Ok((read, write, None));
+        };
+        let stream = tls
+            .acceptor()
+            .accept(stream)
+            .await
+            .map_err(|error| format!("TLS handshake failed: {error}"))?;
+        let certificate = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|certificate| certificate.clone().into_owned());
+        let (read, write) = split_tls(stream);
+        Ok((read, write, certificate))
+    }
+
     /// Reads one inbound connection until it closes, breaks the protocol or the endpoint stops.
     async fn serve(self, stream: TcpStream, remote: SocketAddr, cancel: CancellationToken) {
         let node = self.node();
         let _ = stream.set_nodelay(true);
-        // Peer connections only read; client sessions answer on the write half.
-        let (read_half, write_half) = stream.into_split();
-        let mut frames = FramedRead::new(read_half, FrameCodec::new(self.config.max_frame_bytes));
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return,
-            first = tokio::time::timeout(HELLO_TIMEOUT, frames.next()) => first,
+        // The TLS handshake and the hello together must come within HELLO_TIMEOUT, and the hello
+        // is read with a small frame limit: until it has said who it is, a connection cannot
+        // make this node buffer more than MAX_HELLO_BYTES.
+        let opening = async {
+            let (read_half, write_half, certificate) = self.handshake(stream).await?;
+            let max_hello = MAX_HELLO_BYTES.min(self.config.max_frame_bytes);
+            let mut frames = FramedRead::new(read_half, FrameCodec::new(max_hello));
+            let first = frames.next().await;
+            Ok::<_, String>((frames, write_half, certificate, first))
         };
-        let peer = match first {
+        let opened = tokio::select! {
+            _ = cancel.cancelled() => return,
+            opened = tokio::time::timeout(HELLO_TIMEOUT, opening) => opened,
+        };
+        let (mut frames, write_half, certificate, first) = match opened {
             Err(_elapsed) => return self.reject(remote, "no hello in time"),
-            Ok(None) => {
+            Ok(Err(reason)) => return self.reject(remote, &reason),
+            Ok(Ok(opened)) => opened,
+        };
+        *frames.decoder_mut() = FrameCodec::new(self.config.max_frame_bytes);
+        let peer = match first {
+            None => {
                 tracing::debug!(node = %node, %remote, "connection closed before hello");
                 return;
             }
-            Ok(Some(Err(error))) => return self.reject(remote, &error.to_string()),
-            Ok(Some(Ok(Frame::ClientHello { protocol_version }))) => {
+            Some(Err(error)) => return self.reject(remote, &error.to_string()),
+            Some(Ok(Frame::ClientHello {
+                protocol_version,
+                token,
+            })) => {
                 if protocol_version != PROTOCOL_VERSION {
                     let reason = format!("client protocol version {protocol_version}");
                     return self.reject(remote, &reason);
                 }
-                let Some(handler) = self.config.client_handler.get() else {
+                let identity = client::ClientIdentity {
+                    member: certificate.as_ref().and_then(tls::member_named_by),
+                    token,
+                };
+                let Some(handler) = self.config.client_handler.open(&identity) else {
                     return self.reject(remote, "client before the service is ready");
                 };
                 let max = self.config.max_frame_bytes;
@@ -117,7 +185,7 @@ impl Acceptor {
                 }
                 return;
             }
-            Ok(Some(Ok(frame))) => match self.check_hello(frame) {
+            Some(Ok(frame)) => match self.check_hello(frame, certificate.as_ref()) {
                 Ok(peer) => peer,
                 Err(reason) => return self.reject(remote, &reason),
             },

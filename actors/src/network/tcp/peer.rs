@@ -11,16 +11,18 @@
 
 use super::{Counters, EndpointConfig, PeerLink};
 use crate::network::codec::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
+use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
+use crate::network::tls::node_name;
 use futures::future::BoxFuture;
 use futures::SinkExt;
 use raftor_core::{Envelope, NodeId};
+use rustls_pki_types::ServerName;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -217,10 +219,30 @@ impl Writer {
         }
     }
 
+    /// The connection's halves, after the TLS handshake when TLS is on: the peer's certificate
+    /// must be signed by the cluster's CA and name the peer we mean to reach.
+    async fn secure(&self, stream: TcpStream) -> Result<(ReadHalf, WriteHalf), CodecError> {
+        let Some(tls) = &self.config.tls else {
+            return Ok(split_plain(stream));
+        };
+        let name = ServerName::try_from(node_name(self.peer))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let handshake = tls.connector().connect(name, stream);
+        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(Ok(stream)) => Ok(split_tls(stream)),
+            Ok(Err(error)) => {
+                Err(io::Error::new(error.kind(), format!("TLS handshake failed: {error}")).into())
+            }
+            Err(_) => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out").into())
+            }
+        }
+    }
+
     /// Says hello and writes the queue to `stream` until it fails (`Err`) or the task must stop.
     async fn write(&mut self, stream: TcpStream) -> Result<Stop, CodecError> {
         configure(&stream)?;
-        let (mut reader, writer) = stream.into_split();
+        let (mut reader, writer) = self.secure(stream).await?;
         let mut sink = FramedWrite::new(writer, FrameCodec::new(self.config.max_frame_bytes));
         let hello = Frame::Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -261,7 +283,7 @@ impl Writer {
     /// Feeds `first` and whatever else is queued right now (up to [`MAX_BATCH`]), then flushes.
     async fn write_batch(
         &mut self,
-        sink: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+        sink: &mut FramedWrite<WriteHalf, FrameCodec>,
         first: Envelope,
     ) -> Result<(), CodecError> {
         self.feed(sink, first).await?;
@@ -278,7 +300,7 @@ impl Writer {
     /// (the codec refuses it before writing anything).
     async fn feed(
         &self,
-        sink: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+        sink: &mut FramedWrite<WriteHalf, FrameCodec>,
         envelope: Envelope,
     ) -> Result<(), CodecError> {
         match sink.feed(Frame::Raft(envelope)).await {

@@ -1,0 +1,270 @@
+//! `raftor certs`: the credentials of a development cluster in one step — a CA, a certificate for
+//! every node (naming it `node-<id>.raftor`, with the host names and addresses clients reach it
+//! at), and a token of each role with the tokens file the nodes check them against.
+//!
+//! Certificates are ECDSA P-256 (rcgen, ring). A directory that already holds a CA keeps it: only
+//! the files missing are written, so nodes can be added to a cluster later, and nothing is ever
+//! overwritten.
+
+use crate::auth::{new_token, write_private, Role, TokensFile};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use time::{Duration as TimeSpan, OffsetDateTime};
+
+/// The CA's subject: fixed, so a CA kept in a directory signs new certificates as it did the first.
+const CA_NAME: &str = "raftor cluster CA";
+
+#[derive(Debug, Error)]
+pub enum CertsError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Certificate(String),
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::TokensError),
+}
+
+fn certificate_error(error: impl std::fmt::Display) -> CertsError {
+    CertsError::Certificate(error.to_string())
+}
+
+/// What to make.
+#[derive(Clone, Debug)]
+pub struct CertsPlan {
+    /// Where the files go (created if missing).
+    pub out: PathBuf,
+    /// The nodes, with the extra names (host names, addresses) each one's certificate carries
+    /// besides `node-<id>.raftor`, `localhost`, `127.0.0.1` and `::1`.
+    pub nodes: BTreeMap<u64, Vec<String>>,
+    /// How long the certificates are valid, in days.
+    pub days: u32,
+    /// Whether to make a token of each role (and the tokens file) when the directory has none.
+    pub tokens: bool,
+}
+
+/// What was written (paths), for the summary.
+#[derive(Debug, Default)]
+pub struct CertsWritten {
+    pub written: Vec<PathBuf>,
+    pub kept: Vec<PathBuf>,
+}
+
+/// The file names in a credentials directory.
+pub fn ca_cert_path(dir: &Path) -> PathBuf {
+    dir.join("ca.pem")
+}
+pub fn ca_key_path(dir: &Path) -> PathBuf {
+    dir.join("ca-key.pem")
+}
+pub fn node_cert_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("node-{id}.pem"))
+}
+pub fn node_key_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("node-{id}-key.pem"))
+}
+pub fn tokens_path(dir: &Path) -> PathBuf {
+    dir.join("tokens.toml")
+}
+pub fn token_path(dir: &Path, role: Role) -> PathBuf {
+    dir.join(format!("{role}.token"))
+}
+
+fn write_public(path: &Path, text: &str, written: &mut CertsWritten) -> Result<(), CertsError> {
+    std::fs::write(path, text).map_err(|source| CertsError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    written.written.push(path.to_owned());
+    Ok(())
+}
+
+fn write_secret(path: &Path, text: &str, written: &mut CertsWritten) -> Result<(), CertsError> {
+    write_private(path, text.as_bytes()).map_err(|source| CertsError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    written.written.push(path.to_owned());
+    Ok(())
+}
+
+fn validity(params: &mut CertificateParams, days: u32) {
+    let now = OffsetDateTime::now_utc();
+    // A little slack for clocks a few minutes apart.
+    params.not_before = now - TimeSpan::hours(1);
+    params.not_after = now + TimeSpan::days(i64::from(days.max(1)));
+}
+
+fn ca_params(days: u32) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut params, days);
+    params
+}
+
+/// A CA able to sign node certificates.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+}
+
+impl Ca {
+    /// A new CA valid for `days`.
+    pub fn generate(days: u32) -> Result<Ca, CertsError> {
+        let key = KeyPair::generate().map_err(certificate_error)?;
+        let params = ca_params(days);
+        let cert = params.self_signed(&key).map_err(certificate_error)?;
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA kept in `dir` (its certificate and key, as [`make`] wrote them).
+    pub fn read(dir: &Path) -> Result<Ca, CertsError> {
+        let read = |path: PathBuf| {
+            std::fs::read_to_string(&path).map_err(|source| CertsError::Read { path, source })
+        };
+        let cert_pem = read(ca_cert_path(dir))?;
+        let key = KeyPair::from_pem(&read(ca_key_path(dir))?).map_err(certificate_error)?;
+        Ok(Ca {
+            cert_pem,
+            issuer: Issuer::new(ca_params(1), key),
+        })
+    }
+
+    /// The CA's private key, PEM.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// A certificate for node `id` valid for `days`, naming `node-<id>.raftor` and `names`
+    /// (DNS names or IP addresses), for both serving and dialling: (certificate, key), PEM.
+    pub fn issue_node(
+        &self,
+        id: u64,
+        names: &[String],
+        days: u32,
+    ) -> Result<(String, String), CertsError> {
+        let mut all = vec![
+            raftor_actors::network::tls::node_name(raftor_core::NodeId(id)),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        for name in names {
+            if !all.contains(name) {
+                all.push(name.clone());
+            }
+        }
+        self.issue(&format!("raftor node {id}"), all, days)
+    }
+
+    /// A certificate naming `names`, signed by this CA, valid from an hour ago for `days`:
+    /// (certificate, key), PEM.
+    pub fn issue(
+        &self,
+        common_name: &str,
+        names: Vec<String>,
+        days: u32,
+    ) -> Result<(String, String), CertsError> {
+        let now = OffsetDateTime::now_utc();
+        let until = now + TimeSpan::days(i64::from(days.max(1)));
+        self.issue_valid(common_name, names, now - TimeSpan::hours(1), until)
+    }
+
+    /// A certificate naming `names`, signed by this CA, valid from `not_before` to `not_after`
+    /// (an expired one, for tests): (certificate, key), PEM.
+    pub fn issue_valid(
+        &self,
+        common_name: &str,
+        names: Vec<String>,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<(String, String), CertsError> {
+        let key = KeyPair::generate().map_err(certificate_error)?;
+        let mut params = CertificateParams::new(names).map_err(certificate_error)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(certificate_error)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// Writes what `plan` asks for that `plan.out` does not hold yet.
+pub fn make(plan: &CertsPlan) -> Result<CertsWritten, CertsError> {
+    let dir = &plan.out;
+    std::fs::create_dir_all(dir).map_err(|source| CertsError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut written = CertsWritten::default();
+    let ca = if ca_cert_path(dir).exists() && ca_key_path(dir).exists() {
+        written.kept.push(ca_cert_path(dir));
+        Ca::read(dir)?
+    } else {
+        let ca = Ca::generate(plan.days.max(1).saturating_mul(10))?;
+        write_public(&ca_cert_path(dir), &ca.cert_pem, &mut written)?;
+        write_secret(&ca_key_path(dir), &ca.key_pem(), &mut written)?;
+        ca
+    };
+    for (id, names) in &plan.nodes {
+        let (cert_path, key_path) = (node_cert_path(dir, *id), node_key_path(dir, *id));
+        if cert_path.exists() {
+            written.kept.push(cert_path);
+            continue;
+        }
+        let (cert, key) = ca.issue_node(*id, names, plan.days)?;
+        write_public(&cert_path, &cert, &mut written)?;
+        write_secret(&key_path, &key, &mut written)?;
+    }
+    if plan.tokens {
+        if tokens_path(dir).exists() {
+            written.kept.push(tokens_path(dir));
+        } else {
+            let mut file = TokensFile::default();
+            for role in [Role::Admin, Role::ReadWrite, Role::Read] {
+                let (token, record) = new_token(&format!("{role} (raftor certs)"), role, None);
+                write_secret(&token_path(dir, role), &format!("{token}\n"), &mut written)?;
+                file.tokens.push(record);
+            }
+            file.write(&tokens_path(dir))?;
+            written.written.push(tokens_path(dir));
+        }
+    }
+    Ok(written)
+}
