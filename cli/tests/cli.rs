@@ -287,6 +287,11 @@ impl Drop for LocalCluster {
 
 /// Start `raftor cluster` and wait until it reports a leader.
 fn local_cluster() -> LocalCluster {
+    local_cluster_with(&[])
+}
+
+/// [`local_cluster`] with more flags (`--tls`).
+fn local_cluster_with(extra: &[&str]) -> LocalCluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = common::free_base_port(3);
     let http_base = common::free_base_port(3);
@@ -306,6 +311,7 @@ fn local_cluster() -> LocalCluster {
             "--data-dir",
         ])
         .arg(dir.path())
+        .args(extra)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -577,5 +583,152 @@ fn bench_refuses_bad_flags() {
         ],
         &[],
         "the cluster took no write",
+    );
+}
+
+/// `raftor cluster --tls`: the CLI needs the CA and a token with the role of each command, from
+/// a flag, a variable or the client config file; without them it is refused with a clear error.
+#[test]
+fn a_secure_local_cluster_takes_credentials_from_flags_variables_and_a_file() {
+    let cluster = local_cluster_with(&["--tls"]);
+    let certs = cluster.dir.path().join("certs");
+    let path = |name: &str| certs.join(name).to_str().expect("utf-8").to_owned();
+    let ca = path("ca.pem");
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let output = raftor()
+            .args(args)
+            .args(["--endpoints", &cluster.endpoints, "--timeout", "3"])
+            .envs(envs.iter().copied())
+            .output()
+            .expect("runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let writer = path("readwrite.token");
+    let (code, out) = run(
+        &["put", "k", "v", "--ca", &ca, "--token-file", &writer],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(
+        &["get", "k"],
+        &[
+            ("RAFTOR_CA", &ca),
+            ("RAFTOR_TOKEN_FILE", &path("read.token")),
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "v\n"));
+    let config = cluster.dir.path().join("client.toml");
+    std::fs::write(
+        &config,
+        format!("ca = {ca:?}\ntoken_file = {:?}\n", path("read.token")),
+    )
+    .expect("write");
+    let config = config.to_str().expect("utf-8");
+    let (code, out) = run(&["get", "k", "--client-config", config], &[]);
+    assert_eq!((code, out.as_str()), (0, "v\n"));
+    // Refused: no token, a read token on a write, and no CA (plain TCP to a TLS port).
+    let (code, out) = run(&["get", "k", "--ca", &ca], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("unauthenticated"), "{out}");
+    let (code, out) = run(&["put", "k", "w", "--client-config", config], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("forbidden"), "{out}");
+    // Plain TCP to a TLS port: the node closes it at the failed handshake.
+    let (code, out) = run(&["get", "k", "--token-file", &writer], &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+    // The bench against it, natively, with the admin token.
+    let record = bench_json(&[
+        "--endpoints",
+        &cluster.endpoints,
+        "--requests",
+        "100",
+        "--clients",
+        "4",
+        "--ca",
+        &ca,
+        "--token-file",
+        &path("admin.token"),
+    ]);
+    assert_sound_record(&record, 100);
+}
+
+#[test]
+fn certs_and_tokens_are_made_kept_and_revoked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("certs");
+    let out_arg = out.to_str().expect("utf-8");
+    let made = raftor()
+        .args(["certs", "--out", out_arg, "--nodes", "2", "--host", "2=db2"])
+        .output()
+        .expect("runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    for file in [
+        "ca.pem",
+        "ca-key.pem",
+        "node-1.pem",
+        "node-2-key.pem",
+        "tokens.toml",
+        "admin.token",
+        "read.token",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let ca = std::fs::read(out.join("ca.pem")).expect("ca");
+    // Again, with a third node: the CA and the first two stay, node 3 is added.
+    let again = raftor()
+        .args(["certs", "--out", out_arg, "--nodes", "3"])
+        .output()
+        .expect("runs");
+    assert!(again.status.success());
+    assert_eq!(std::fs::read(out.join("ca.pem")).expect("ca"), ca);
+    assert!(out.join("node-3.pem").is_file());
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        stdout.contains("kept") && stdout.contains("node-3.pem"),
+        "{stdout}"
+    );
+    fails_with(&["certs", "--out", out_arg, "--nodes", "0"], &[], "--nodes");
+    fails_with(
+        &["certs", "--out", out_arg, "--host", "9=x"],
+        &[],
+        "node 9 is not in --nodes",
+    );
+    // A token made, listed (no secret), and revoked.
+    let tokens = out.join("tokens.toml");
+    let tokens_arg = tokens.to_str().expect("utf-8");
+    let created = raftor()
+        .args([
+            "token", "create", "--tokens", tokens_arg, "--role", "read", "--name", "ci",
+        ])
+        .output()
+        .expect("runs");
+    assert!(created.status.success());
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    let id = token.split('_').nth(1).expect("an id").to_owned();
+    let listed = raftor()
+        .args(["token", "list", "--tokens", tokens_arg])
+        .output()
+        .expect("runs");
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(listing.contains(&id) && listing.contains("ci"), "{listing}");
+    assert!(!listing.contains(token.rsplit('_').next().expect("secret")));
+    let revoked = raftor()
+        .args(["token", "revoke", "--tokens", tokens_arg, &id])
+        .output()
+        .expect("runs");
+    assert!(revoked.status.success());
+    fails_with(
+        &["token", "revoke", "--tokens", tokens_arg, &id],
+        &[],
+        "no token",
     );
 }

@@ -1,6 +1,7 @@
 //! The dialling side: one writer task per peer, owning that peer's queue and connection.
 //!
-//! The task connects (resolving the peer's `host:port` afresh each attempt), says `Hello`, then
+//! The task connects (resolving the peer's `host:port` afresh each attempt; with TLS, it then
+//! completes a handshake expecting the peer's certificate to name it), says `Hello`, then
 //! writes queued envelopes in batches: it feeds every envelope already queued and flushes once.
 //! On any failure it drops the connection and reconnects after an exponential backoff, cut short
 //! when the peer is heard from (it connects to us or sends on its connection: it is reachable
