@@ -16,7 +16,9 @@ use crate::protocol::{
 };
 use crate::store::{KvOutcome, Session};
 use bytes::Bytes;
-use raftor_actors::network::client::{ClientConnectOptions, ClientConnection};
+use raftor_actors::network::client::{
+    ClientConnectOptions, ClientConnection, ClientConnectionError,
+};
 use raftor_actors::network::codec::Credential;
 use raftor_actors::network::codec::DEFAULT_MAX_FRAME_BYTES;
 pub use raftor_actors::network::tls::ClientTls;
@@ -464,6 +466,10 @@ impl Client {
         .await;
         match answer {
             Ok(Ok(body)) => decode::<KvResponse>(&body).map_err(AttemptError::Lost),
+            // Refused before any request was read: nothing ran.
+            Ok(Err(error @ ClientConnectionError::Refused(_))) => {
+                Err(AttemptError::NotSent(error.to_string()))
+            }
             Ok(Err(error)) => Err(AttemptError::Lost(error.to_string())),
             Err(_) => Err(AttemptError::Lost(
                 "timed out waiting for the answer".into(),

@@ -134,6 +134,15 @@ pub enum ClientConnectionError {
     /// The connection closed before the answer came: the request may or may not have run.
     #[error("connection closed before the answer arrived")]
     Closed,
+    /// The node refused the connection before reading any request (nothing ran): the reason.
+    #[error("the node refused the connection: {0}")]
+    Refused(String),
+}
+
+/// Whether a node's first bytes are a TLS record (an alert or a handshake, TLS 1.0–1.3): what a
+/// node running TLS answers a client that speaks plain TCP to it.
+fn looks_like_tls(first: &[u8]) -> bool {
+    matches!(first, [0x15 | 0x16, 0x03, 0x01..=0x04, ..])
 }
 
 /// How a [`ClientConnection`] connects.
@@ -165,6 +174,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>;
 pub struct ClientConnection {
     requests: mpsc::Sender<(u64, Bytes)>,
     pending: Pending,
+    /// Why the node refused the connection, when it said so before answering anything.
+    refused: Arc<OnceLock<String>>,
     next_id: std::sync::atomic::AtomicU64,
     closed: CancellationToken,
     _close_on_drop: tokio_util::sync::DropGuard,
@@ -199,11 +210,11 @@ impl ClientConnection {
                 let name = tls
                     .server_name_for(addr)
                     .map_err(|e| connect_error(std::io::Error::other(e.to_string())))?;
-                let stream = tls
-                    .connector()
-                    .connect(name, stream)
-                    .await
-                    .map_err(|e| connect_error(std::io::Error::other(format!("TLS: {e}"))))?;
+                let stream = tls.connector().connect(name, stream).await.map_err(|e| {
+                    connect_error(std::io::Error::other(format!(
+                        "TLS handshake failed ({e}): does the node run TLS, and is the CA given the cluster's?"
+                    )))
+                })?;
                 split_tls(stream)
             }
         };
@@ -243,15 +254,26 @@ impl ClientConnection {
 
         let reader_pending = pending.clone();
         let reader_closed = closed.clone();
+        let refused: Arc<OnceLock<String>> = Arc::default();
+        let reader_refused = refused.clone();
         tokio::spawn(async move {
             let mut frames = FramedRead::new(read, FrameCodec::new(max_frame_bytes));
+            let mut answered = false;
             loop {
                 let next = tokio::select! {
                     _ = reader_closed.cancelled() => break,
                     next = frames.next() => next,
                 };
                 match next {
+                    Some(Err(_)) if !answered && looks_like_tls(frames.read_buffer()) => {
+                        let _ = reader_refused.set(
+                            "it speaks TLS: connect with the cluster's CA (--ca, RAFTOR_CA)"
+                                .to_owned(),
+                        );
+                        break;
+                    }
                     Some(Ok(Frame::ClientResponse { id, body })) => {
+                        answered = true;
                         let waiter = reader_pending
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -274,6 +296,7 @@ impl ClientConnection {
         Ok(ClientConnection {
             requests,
             pending,
+            refused,
             next_id: std::sync::atomic::AtomicU64::new(1),
             _close_on_drop: closed.clone().drop_guard(),
             closed,
@@ -283,7 +306,7 @@ impl ClientConnection {
     /// Send one request and wait for its answer.
     pub async fn request(&self, body: Bytes) -> Result<Bytes, ClientConnectionError> {
         if self.is_closed() {
-            return Err(ClientConnectionError::Closed);
+            return Err(self.closed_error());
         }
         let id = self
             .next_id
@@ -300,11 +323,33 @@ impl ClientConnection {
                 .remove(&id);
             return Err(ClientConnectionError::Closed);
         }
-        answer.await.map_err(|_| ClientConnectionError::Closed)
+        answer.await.map_err(|_| self.closed_error())
+    }
+
+    /// Why a request has no answer: the node's refusal, if it refused the connection.
+    fn closed_error(&self) -> ClientConnectionError {
+        match self.refused.get() {
+            Some(reason) => ClientConnectionError::Refused(reason.clone()),
+            None => ClientConnectionError::Closed,
+        }
     }
 
     /// Whether the connection is known to be broken.
     pub fn is_closed(&self) -> bool {
         self.closed.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_tls;
+
+    #[test]
+    fn a_tls_record_is_told_from_a_frame() {
+        assert!(looks_like_tls(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]));
+        assert!(looks_like_tls(&[0x16, 0x03, 0x01]));
+        // A frame's length prefix (a small frame), and too few bytes to tell.
+        assert!(!looks_like_tls(&[0x00, 0x00, 0x01, 0x20]));
+        assert!(!looks_like_tls(&[0x15]));
     }
 }

@@ -77,7 +77,7 @@ impl Runner {
                     format!("the leader's answer: {message}"),
                 ))
             }),
-            Ok(Err(ClientConnectionError::Connect { .. })) => {
+            Ok(Err(ClientConnectionError::Connect { .. } | ClientConnectionError::Refused(_))) => {
                 unavailable("cannot reach the leader")
             }
             Ok(Err(ClientConnectionError::Closed)) | Err(_) => {
