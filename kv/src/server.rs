@@ -183,8 +183,14 @@ async fn contacts(
                 request = request.bearer_auth(token);
             }
             let mut response = request.send().await.map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            if matches!(status, 401 | 403) {
+                return Err(format!(
+                    "HTTP {status}: the cluster asks for a token with the read role or above (give --token or RAFTOR_TOKEN: joining needs admin)"
+                ));
+            }
             if !response.status().is_success() {
-                return Err(format!("HTTP {}", response.status().as_u16()));
+                return Err(format!("HTTP {status}"));
             }
             response
                 .json::<crate::protocol::MembersReport>()

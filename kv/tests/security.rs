@@ -33,7 +33,8 @@ impl SecureCluster {
     async fn start() -> SecureCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = dir.path().join("certs");
-        local_credentials(&certs, 3).expect("credentials");
+        // A fourth certificate, for a node that joins later.
+        local_credentials(&certs, 4).expect("credentials");
         let base = free_base_port(3);
         let http_base = free_base_port(3);
         let nodes = start_local_cluster_with(3, base, Some(http_base), dir.path(), |config| {
@@ -494,4 +495,57 @@ async fn tokens_without_tls_are_refused_at_start() {
         Err(error) => error.to_string(),
     };
     assert!(error.contains("--auth-tokens needs TLS"), "{error}");
+}
+
+/// A node joins a secure cluster: it asks a member's HTTPS API with an admin token, is added and
+/// promoted, and talks mutual TLS with the others; without a token it is refused and says why.
+#[actix_rt::test]
+async fn a_node_joins_a_secure_cluster_with_an_admin_token() {
+    let cluster = SecureCluster::start().await;
+    let certs = cluster.certs();
+    let base4 = free_base_port(1);
+    let mut config =
+        raftor_kv::local_cluster::local_node_config(4, 4, base4 - 3, None, cluster.dir.path());
+    quick_timing(&mut config);
+    secure(&mut config, &certs);
+    config.peers.clear();
+    config.join = Some(raftor_kv::config::JoinConfig {
+        url: Some(cluster.https(1)),
+        advertise: format!("127.0.0.1:{}", base4 + 1),
+        members: Default::default(),
+    });
+    config.security.token = Some(cluster.token(Role::Admin));
+    let joiner = raftor_kv::server::start_node(&config)
+        .await
+        .expect("node 4 starts");
+    let mut promoted = false;
+    for _ in 0..200 {
+        let voters = cluster.nodes[0]
+            .handle
+            .status()
+            .await
+            .map(|s| s.voters)
+            .unwrap_or_default();
+        if voters.contains(&NodeId(4)) {
+            promoted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(promoted, "node 4 was added and promoted");
+    let writer = cluster.client(Some(cluster.token(Role::ReadWrite)));
+    writer.put("after-join", "yes").await.expect("put");
+    let mut applied = false;
+    for _ in 0..100 {
+        let status = joiner.handle.status().await.expect("status");
+        let leader = cluster.nodes[0].handle.status().await.expect("status");
+        if status.applied_index >= leader.commit_index {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(applied, "node 4 replicates over mutual TLS");
+    joiner.shutdown().await;
+    cluster.shutdown().await;
 }
