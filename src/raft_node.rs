@@ -64,6 +64,8 @@ pub(crate) struct Inner<M> {
     /// The longest election timeout: a leadership transfer is given two of them.
     pub(crate) election_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    /// Where the node keeps its snapshots, if it keeps any.
+    pub(crate) snapshots: Option<Arc<raftor_storage::SnapshotStore>>,
     pub(crate) closing: AtomicBool,
     pub(crate) own_system: Mutex<Option<OwnSystem>>,
     pub(crate) machine: PhantomData<fn() -> M>,
@@ -224,6 +226,21 @@ impl<M: StateMachine> RaftNode<M> {
     /// (the log is then compacted behind it, less the trailing margin).
     pub async fn snapshot(&self) -> Result<SnapshotMeta, Error> {
         self.inner.node.snapshot().await.map_err(Error::Snapshot)
+    }
+
+    /// A consistent copy of the state machine, for a backup: a snapshot taken now (at an applied,
+    /// so committed, index; its metadata gives the index, term, size and CRC-32 of the data), and
+    /// its data opened for reading — the open file stays readable even if newer snapshots replace
+    /// it, so it can be streamed for as long as it takes, in constant memory.
+    pub async fn backup(&self) -> Result<(SnapshotMeta, std::fs::File), Error> {
+        let Some(store) = &self.inner.snapshots else {
+            return Err(Error::Snapshot("this node keeps no snapshots".into()));
+        };
+        let meta = self.snapshot().await?;
+        let data = store
+            .open_data(&meta)
+            .map_err(|error| Error::Snapshot(error.to_string()))?;
+        Ok((meta, data))
     }
 
     /// The node's status and counters: role, term, leader, commit and applied index, the log, the

@@ -66,15 +66,17 @@ impl RaftNodeBuilder {
         // On the paused clock every actor must stay on one thread.
         options.dedicated_log_thread = self.network.is_none();
         options.log_write_observer = self.log_write_observer.clone();
+        let mut snapshot_store = None;
         if let Some(dir) = snapshot_dir {
             let store = match SnapshotStore::open(&dir) {
-                Ok(store) => store,
+                Ok(store) => Arc::new(store),
                 Err(error) => {
                     link.close(id).await;
                     return Err(error.into());
                 }
             };
-            options.snapshots = Some(SnapshotOptions::new(Arc::new(store), self.snapshots));
+            snapshot_store = Some(store.clone());
+            options.snapshots = Some(SnapshotOptions::new(store, self.snapshots));
         }
         let stop_on_panic = StopOnPanic::default();
         let machine = Guarded {
@@ -97,6 +99,7 @@ impl RaftNodeBuilder {
                 bootstrap: if self.join { self.contacts } else { self.peers },
                 election_timeout: self.election_max.max(self.tick),
                 request_timeout: self.request_timeout,
+                snapshots: snapshot_store,
                 closing: AtomicBool::new(false),
                 own_system: Mutex::new(None),
                 machine: PhantomData,

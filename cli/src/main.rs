@@ -1,5 +1,6 @@
 //! The `raftor` command: run a node, or a local cluster.
 
+mod backup;
 mod bench;
 mod commands;
 mod security;
@@ -55,6 +56,8 @@ enum Command {
     Bench(crate::bench::BenchArgs),
     /// Run the deterministic simulator of the Raft rules over a range of seeds.
     Sim(crate::sim::SimArgs),
+    /// Save a consistent backup of the state machine from a member's HTTP API.
+    Backup(crate::backup::BackupArgs),
     /// Make a development cluster's credentials: a CA, node certificates and tokens.
     Certs(crate::security::CertsArgs),
     /// Create, list or revoke client tokens in a tokens file (nodes reload it on change).
@@ -70,6 +73,10 @@ fn main() -> ExitCode {
         Command::Client(command) => command,
         Command::Sim(args) => return crate::sim::run_command(&args),
         Command::Certs(args) => return crate::security::certs(&args),
+        Command::Backup(args) => {
+            init_logging("warn");
+            return crate::backup::run(&args);
+        }
         Command::Token(command) => return crate::security::token(&command),
         Command::Bench(args) => {
             // The nodes' own logs would interleave with the report: warnings and errors only.
@@ -121,6 +128,7 @@ fn run_server(command: Command) -> ExitCode {
         | Command::Sim(_)
         | Command::Bench(_)
         | Command::Certs(_)
+        | Command::Backup(_)
         | Command::Token(_) => {
             Err("client, sim and bench commands run without the serving actor system".into())
         }

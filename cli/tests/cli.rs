@@ -275,6 +275,8 @@ fn a_node_logs_json_lines_when_asked() {
 struct LocalCluster {
     child: std::process::Child,
     endpoints: String,
+    /// Node 1's HTTP address.
+    http: String,
     dir: tempfile::TempDir,
 }
 
@@ -323,6 +325,7 @@ fn local_cluster_with(extra: &[&str]) -> LocalCluster {
     let cluster = LocalCluster {
         child,
         endpoints,
+        http: format!("127.0.0.1:{}", http_base + 1),
         dir,
     };
     let receiver = lines_of(stderr);
@@ -641,6 +644,34 @@ fn a_secure_local_cluster_takes_credentials_from_flags_variables_and_a_file() {
     let (code, out) = run(&["get", "k", "--token-file", &writer], &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("speaks TLS"), "{out}");
+    // A backup over HTTPS needs the admin token.
+    let out = cluster.dir.path().join("backup.raftor");
+    let out_arg = out.to_str().expect("utf-8");
+    let backup = |token: &str| {
+        raftor()
+            .args(["backup", "--endpoint", &cluster.http, "--out", out_arg])
+            .args(["--ca", &ca, "--token-file", token])
+            .output()
+            .expect("runs")
+    };
+    let refused = backup(&writer);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
+    assert!(!out.exists(), "nothing is left behind");
+    let saved = backup(&path("admin.token"));
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    let header = raftor_kv::backup::verify(&mut std::fs::File::open(&out).expect("backup"))
+        .expect("the backup checks out");
+    assert!(header.index > 0, "{header:?}");
+    let again = backup(&path("admin.token"));
+    assert!(
+        !again.status.success(),
+        "an existing file is not overwritten"
+    );
     // The bench against it, natively, with the admin token.
     let record = bench_json(&[
         "--endpoints",

@@ -1,5 +1,6 @@
 //! The HTTP API (actix-web), served by every node: `/v1/kv/{key}` (PUT, GET, DELETE), CAS,
 //! `/v1/members` (GET, POST; `/{id}/promote`, DELETE `/{id}`), `/v1/leader/transfer`,
+//! `/v1/admin/snapshot`, `/v1/admin/backup` (streamed; [`crate::backup`]),
 //! `/v1/status`, `/health`, `/livez`, `/readyz`, `/metrics`. Every request goes to the node's [`KvService`].
 
 use crate::auth::{authorize, Access, Refusal, Role};
@@ -36,6 +37,8 @@ pub struct HttpState {
     /// The node's TLS identity, when the cluster runs TLS: HTTPS is served with its certificate,
     /// and `/v1/cluster` asks the other members over TLS with it.
     pub tls: Option<NodeTls>,
+    /// The cluster's id (named in backups).
+    pub cluster_id: String,
 }
 
 /// The API as an actix-web application.
@@ -259,6 +262,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/kv/{key}/cas")
                 .route(web::post().to(cas))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/admin/backup")
+                .route(web::get().to(crate::backup::serve))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -2,6 +2,7 @@
 //! application: what `raftor serve`, `raftor cluster` and the docker-compose cluster run.
 //!
 //! - [`auth`]: who may do what (bearer tokens with a role, members by their certificates);
+//! - [`backup`]: consistent backups of the state machine, streamed (`GET /v1/admin/backup`);
 //! - [`certs`]: a development cluster's CA, node certificates and tokens (`raftor certs`);
 //! - [`store`]: the state machine (a key-value map with exactly-once client sessions);
 //! - [`protocol`]: the requests and answers, shared by the HTTP API, the native TCP protocol and
@@ -15,6 +16,7 @@
 //! - [`local_cluster`]: several nodes in one process on loopback (`raftor cluster`, the tests).
 
 pub mod auth;
+pub mod backup;
 pub mod certs;
 pub mod client;
 pub mod config;

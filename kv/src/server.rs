@@ -127,6 +127,7 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
                 max_value_bytes: config.max_value_bytes,
                 access,
                 tls: tls.clone(),
+                cluster_id: config.cluster_id.clone(),
             };
             let (server, bound) = match http::serve(state, addr, config.http_workers) {
                 Ok(served) => served,

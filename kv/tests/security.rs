@@ -35,14 +35,24 @@ impl SecureCluster {
         let certs = dir.path().join("certs");
         // A fourth certificate, for a node that joins later.
         local_credentials(&certs, 4).expect("credentials");
-        let base = free_base_port(3);
-        let http_base = free_base_port(3);
-        let nodes = start_local_cluster_with(3, base, Some(http_base), dir.path(), |config| {
-            quick_timing(config);
-            secure(config, &certs);
-        })
-        .await
-        .expect("a TLS cluster starts");
+        // Ports free when probed can be taken before a node binds them: then try others.
+        let mut attempt = 0;
+        let (nodes, base, http_base) = loop {
+            attempt += 1;
+            let base = free_base_port(3);
+            let http_base = free_base_port(3);
+            let started =
+                start_local_cluster_with(3, base, Some(http_base), dir.path(), |config| {
+                    quick_timing(config);
+                    secure(config, &certs);
+                })
+                .await;
+            match started {
+                Ok(nodes) => break (nodes, base, http_base),
+                Err(error) if attempt < 5 => eprintln!("cluster did not start ({error})"),
+                Err(error) => panic!("a TLS cluster starts: {error}"),
+            }
+        };
         SecureCluster {
             nodes,
             base,

@@ -50,11 +50,23 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start(n: u64) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let base = free_base_port(n as u16);
-        let http_base = free_base_port(n as u16);
-        let nodes = start_local_cluster_with(n, base, Some(http_base), dir.path(), quick_timing)
-            .await
-            .expect("cluster starts");
+        // Ports free when probed can be taken before a node binds them (by another test's
+        // outgoing connection, from the same ephemeral range): then try others.
+        let mut attempt = 0;
+        let (nodes, base, http_base) = loop {
+            attempt += 1;
+            let base = free_base_port(n as u16);
+            let http_base = free_base_port(n as u16);
+            match start_local_cluster_with(n, base, Some(http_base), dir.path(), quick_timing).await
+            {
+                Ok(nodes) => break (nodes, base, http_base),
+                Err(error) if attempt < 5 => {
+                    eprintln!("cluster did not start ({error}); other ports");
+                    let _ = std::fs::remove_dir_all(dir.path());
+                }
+                Err(error) => panic!("cluster starts: {error}"),
+            }
+        };
         let cluster = Cluster {
             nodes,
             base,
