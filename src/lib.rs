@@ -77,6 +77,7 @@ mod membership;
 mod own_thread;
 mod panic_guard;
 mod raft_node;
+pub mod restore;
 mod start;
 pub mod state_machine;
 

@@ -149,3 +149,60 @@ where
     file.sync_all().map_err(write_error)?;
     Ok(header)
 }
+
+/// `raftor restore` flags.
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The backup file (`raftor backup`).
+    pub backup: PathBuf,
+    /// The new node's data directory (must not exist, or be empty).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// This node's id in the new cluster (one of --peers).
+    #[arg(long)]
+    pub id: u64,
+    /// The new cluster's founding members: id=host:port,... (start each with the same list).
+    #[arg(long)]
+    pub peers: String,
+    /// The new cluster's id (a restored cluster is a new cluster: give it a new name, and start
+    /// its nodes with it).
+    #[arg(long)]
+    pub cluster_id: String,
+}
+
+/// `raftor restore`: seeds one node of a new cluster; run it for each founding member.
+pub fn restore(args: &RestoreArgs) -> ExitCode {
+    let result = raftor_kv::config::parse_peers(&args.peers)
+        .map_err(|e| e.to_string())
+        .and_then(|founders| {
+            raftor_kv::backup::restore(
+                &args.backup,
+                &args.data_dir,
+                &args.cluster_id,
+                raftor::NodeId(args.id),
+                &founders,
+            )
+        });
+    match result {
+        Ok(header) => {
+            println!(
+                "node {} of cluster {:?} seeded in {} from the backup of node {} at index {} (term {}); start it with: raftor serve --id {} --cluster-id {} --peers {} --data-dir {} ...",
+                args.id,
+                args.cluster_id,
+                args.data_dir.display(),
+                header.node,
+                header.index,
+                header.term,
+                args.id,
+                args.cluster_id,
+                args.peers,
+                args.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("raftor restore: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -58,6 +58,8 @@ enum Command {
     Sim(crate::sim::SimArgs),
     /// Save a consistent backup of the state machine from a member's HTTP API.
     Backup(crate::backup::BackupArgs),
+    /// Seed a node of a new cluster from a backup (run it for every founding member).
+    Restore(crate::backup::RestoreArgs),
     /// Make a development cluster's credentials: a CA, node certificates and tokens.
     Certs(crate::security::CertsArgs),
     /// Create, list or revoke client tokens in a tokens file (nodes reload it on change).
@@ -76,6 +78,10 @@ fn main() -> ExitCode {
         Command::Backup(args) => {
             init_logging("warn");
             return crate::backup::run(&args);
+        }
+        Command::Restore(args) => {
+            init_logging("warn");
+            return crate::backup::restore(&args);
         }
         Command::Token(command) => return crate::security::token(&command),
         Command::Bench(args) => {
@@ -129,6 +135,7 @@ fn run_server(command: Command) -> ExitCode {
         | Command::Bench(_)
         | Command::Certs(_)
         | Command::Backup(_)
+        | Command::Restore(_)
         | Command::Token(_) => {
             Err("client, sim and bench commands run without the serving actor system".into())
         }

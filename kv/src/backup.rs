@@ -147,6 +147,41 @@ pub fn load_state(
     Ok((header, machine))
 }
 
+/// Seeds node `id`'s new data directory from the backup at `path`, for a new cluster
+/// `cluster_id` founded by `founders` ([`raftor::restore::seed_data_dir`]): the backup is checked
+/// whole first, then copied (constant memory both times). Returns its header.
+pub fn restore(
+    path: &std::path::Path,
+    data_dir: &std::path::Path,
+    cluster_id: &str,
+    id: raftor_core::NodeId,
+    founders: &std::collections::BTreeMap<raftor_core::NodeId, String>,
+) -> Result<BackupHeader, String> {
+    let open = || {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let header = verify(&mut open()?).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut reader = open()?;
+    read_header(&mut reader).map_err(|e| e.to_string())?;
+    let last = raftor_core::LogId::new(
+        raftor_core::Term(header.term),
+        raftor_core::LogIndex(header.index),
+    );
+    let meta = raftor::restore::seed_data_dir(
+        data_dir,
+        cluster_id,
+        id,
+        founders,
+        last,
+        &mut reader.take(header.size),
+    )
+    .map_err(|e| e.to_string())?;
+    check(&header, meta.size, meta.checksum).map_err(|e| e.to_string())?;
+    Ok(header)
+}
+
 /// `GET /v1/admin/backup`: takes a snapshot now and streams the backup of it.
 pub async fn serve(state: web::Data<HttpState>) -> HttpResponse {
     let (meta, data) = match state.node.backup().await {

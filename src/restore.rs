@@ -1,0 +1,60 @@
+//! Seeding a new node's data directory from a snapshot: how a cluster is restored from a backup
+//! (`raftor restore`), as etcd's `snapshot restore` does.
+//!
+//! Every founding member of the new cluster gets the same snapshot, with the new founders as its
+//! configuration and the new cluster's id in its store. Started on it, a node restores its state
+//! machine from the snapshot, starts its log right after it (its term is the snapshot's), and the
+//! founders elect a leader of the next term: the new cluster goes on from the backup's index.
+
+use crate::error::StartError;
+use raftor_core::{LogId, Membership, NodeId, SnapshotMeta};
+use raftor_storage::{RocksStorage, SnapshotStore, StoreIdentity};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+
+/// Creates node `id`'s data directory `data_dir` (which must not exist, or be empty) for a new
+/// cluster `cluster_id` whose founding members are `founders` (this node included, with their
+/// Raft addresses), holding as its only snapshot the state in `data` (the state machine's
+/// snapshot bytes, as a backup holds them) taken at `last_included`. Returns the snapshot's
+/// metadata (its size and CRC-32 let the caller check the copy).
+pub fn seed_data_dir(
+    data_dir: &Path,
+    cluster_id: &str,
+    id: NodeId,
+    founders: &BTreeMap<NodeId, String>,
+    last_included: LogId,
+    data: &mut dyn Read,
+) -> Result<SnapshotMeta, StartError> {
+    if !founders.contains_key(&id) {
+        return Err(StartError::Config(format!(
+            "node {id} is not among the founding members"
+        )));
+    }
+    let occupied = std::fs::read_dir(data_dir).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied || data_dir.is_file() {
+        return Err(StartError::Config(format!(
+            "{} is not empty: a restore seeds a new node's data directory",
+            data_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let identity = StoreIdentity {
+        cluster_id: cluster_id.to_owned(),
+        node_id: id.0,
+    };
+    // Records the store's identity; the log stays empty (the node starts it after the snapshot).
+    drop(RocksStorage::open(data_dir, &identity)?);
+    let store = SnapshotStore::open(&data_dir.join("snapshots"))?;
+    let mut file = store.create("restore")?;
+    std::io::copy(data, &mut file).map_err(|source| StartError::DataDir {
+        path: data_dir.join("snapshots").display().to_string(),
+        source,
+    })?;
+    let voters: BTreeSet<NodeId> = founders.keys().copied().collect();
+    let membership = Membership::bootstrap(&voters, founders);
+    Ok(file.finish(&store, last_included, membership)?)
+}
