@@ -195,6 +195,16 @@ impl ServiceMetrics {
         self.write_seconds.observe(elapsed.as_secs_f64());
     }
 
+    /// Client writes answered since the node started (every outcome).
+    pub fn writes_answered(&self) -> u64 {
+        self.write_seconds.get_sample_count()
+    }
+
+    /// The sum of those writes' latencies, in seconds.
+    pub fn write_seconds_sum(&self) -> f64 {
+        self.write_seconds.get_sample_sum()
+    }
+
     /// Record one synced write of the log store.
     pub fn observe_log_write(&self, elapsed: Duration, entries: usize) {
         self.log_write_seconds.observe(elapsed.as_secs_f64());

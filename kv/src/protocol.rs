@@ -316,6 +316,26 @@ pub struct StatusReport {
     /// data").
     #[serde(default)]
     pub standing: String,
+    /// The last compacted entry's index: the log holds the entries after it.
+    #[serde(default)]
+    pub log_start_index: u64,
+    /// The newest snapshot on disk, if any: its index and size in bytes.
+    #[serde(default)]
+    pub snapshot: Option<SnapshotOnDisk>,
+    /// Client writes this node answered since it started, and the sum of their latencies in
+    /// microseconds (received to answered): the mean over an interval is the difference of sums
+    /// over the difference of counts.
+    #[serde(default)]
+    pub writes_answered: u64,
+    #[serde(default)]
+    pub write_micros_sum: u64,
+}
+
+/// A snapshot on a node's disk, as its status reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotOnDisk {
+    pub index: u64,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

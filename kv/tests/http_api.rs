@@ -260,7 +260,45 @@ async fn the_cluster_page_and_its_json_show_every_member() {
         page.text().contains("/v1/cluster"),
         "the page polls /v1/cluster"
     );
+    // Writes through the follower, and a snapshot on the leader: the page's figures for write
+    // latency, log and snapshot sizes come from each member's status.
+    for i in 0..5 {
+        let put = http(&url, "PUT", &format!("/v1/kv/page{i}"), &[], b"v").await;
+        assert_eq!(put.status, 200);
+    }
+    let snapshot = http(
+        &cluster.http(leader),
+        "POST",
+        "/v1/admin/snapshot",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(snapshot.status, 200, "{}", snapshot.text());
     let view = http(&url, "GET", "/v1/cluster", &[], b"").await.json();
+    let status_of = |id: u64| {
+        view["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["id"].as_u64() == Some(id))
+            .map(|m| m["status"].clone())
+            .expect("the member")
+    };
+    let answering = status_of(follower.0);
+    assert_eq!(
+        answering["writes_answered"].as_u64(),
+        Some(5),
+        "{answering}"
+    );
+    assert!(answering["write_micros_sum"].as_u64().expect("micros") > 0);
+    let leading = status_of(leader.0);
+    assert!(
+        leading["snapshot"]["index"].as_u64().expect("a snapshot") >= 5,
+        "{leading}"
+    );
+    assert!(leading["snapshot"]["bytes"].as_u64().expect("its size") > 0);
+    assert!(leading["log_start_index"].as_u64().is_some());
     assert_eq!(view["node"].as_u64(), Some(follower.0));
     let members = view["members"].as_array().expect("members");
     assert_eq!(members.len(), 3);

@@ -1,7 +1,9 @@
 //! The node's status and snapshot reports, as the protocol carries them.
 
 use super::{member_role, unavailable, Runner};
-use crate::protocol::{KvResponse, Member, PeerProgress, SnapshotReport, StatusReport};
+use crate::protocol::{
+    KvResponse, Member, PeerProgress, SnapshotOnDisk, SnapshotReport, StatusReport,
+};
 use raftor_core::{Role, Standing};
 use std::collections::BTreeMap;
 
@@ -103,6 +105,13 @@ impl Runner {
                 }
                 other => other.as_str().to_owned(),
             },
+            log_start_index: status.log_start.index.0,
+            snapshot: self.node.latest_snapshot().map(|meta| SnapshotOnDisk {
+                index: meta.last_included.index.0,
+                bytes: meta.size,
+            }),
+            writes_answered: self.metrics.writes_answered(),
+            write_micros_sum: (self.metrics.write_seconds_sum() * 1e6) as u64,
         }
     }
 }
