@@ -243,12 +243,6 @@ impl<M: StateMachine> RaftNode<M> {
         Ok((meta, data))
     }
 
-    /// The newest snapshot on this node's disk, if it keeps snapshots and has one (reads the
-    /// snapshot directory's metadata).
-    pub fn latest_snapshot(&self) -> Option<SnapshotMeta> {
-        self.inner.snapshots.as_ref()?.latest().ok().flatten()
-    }
-
     /// The node's status and counters: role, term, leader, commit and applied index, the log, the
     /// membership in force here (and the index of its configuration entry), and on the leader
     /// each member's progress and any leadership transfer under way.

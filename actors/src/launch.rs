@@ -11,6 +11,7 @@ use crate::error::{
 use crate::log_store::{LogStoreActor, SharedLog};
 use crate::messages::{LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown, TakeSnapshot};
 use crate::network::tcp::UpdatePeers;
+use crate::node::SnapshotSummary;
 use crate::node::{
     ChangeMembership, GetStatus, Leadership, NodeActor, NodeLinks, NodeStatus, TransferLeader,
     Watchers,
@@ -177,6 +178,7 @@ impl PendingNode {
             log_addr.clone().recipient(),
             node_addr.clone().recipient(),
         );
+        let newest_snapshot = restored.as_ref().map(SnapshotSummary::of);
         if let Some(snapshots) = &options.snapshots {
             applier = applier.with_snapshots(
                 snapshots.clone(),
@@ -200,7 +202,8 @@ impl PendingNode {
             cache,
             snapshots: options.snapshots.clone(),
         };
-        let (node, watchers) = NodeActor::new(raft, options.tick, options.limits, links);
+        let (node, watchers) =
+            NodeActor::new(raft, options.tick, options.limits, links, newest_snapshot);
         let node_addr = self.context.run(node);
         Ok(NodeHandle {
             id,

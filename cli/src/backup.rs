@@ -8,7 +8,6 @@ use raftor_kv::backup::{check, parse_header, BackupHeader, MAX_HEADER_BYTES};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// `raftor backup` flags.
@@ -60,9 +59,7 @@ async fn save(args: &BackupArgs) -> Result<BackupHeader, String> {
     let (scheme, client) = match &tls {
         None => ("http", awc::Client::builder().timeout(timeout).finish()),
         Some(tls) => {
-            let mut config = (*tls.config()).clone();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let connector = awc::Connector::new().rustls_0_23(Arc::new(config));
+            let connector = awc::Connector::new().rustls_0_23(tls.https_config());
             let client = awc::Client::builder()
                 .connector(connector)
                 .timeout(timeout)

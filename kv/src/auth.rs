@@ -123,14 +123,7 @@ pub struct TokensFile {
 impl TokensFile {
     /// Reads and checks a tokens file.
     pub fn read(path: &Path) -> Result<TokensFile, TokensError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|reason| TokensError::Invalid {
-            path: path.to_owned(),
-            reason,
-        })
+        parse_bytes(path, &read_bytes(path)?)
     }
 
     /// Parses and checks a tokens file's text: every digest is 64 hex digits, every id 16 and
@@ -261,10 +254,7 @@ pub struct TokenAuth {
 impl TokenAuth {
     /// Loads the tokens file (an error if it cannot be read or is invalid).
     pub fn load(path: &Path) -> Result<TokenAuth, TokensError> {
-        let text = std::fs::read(path).map_err(|source| TokensError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read_bytes(path)?;
         let file = parse_bytes(path, &text)?;
         Ok(TokenAuth {
             path: path.to_owned(),
@@ -285,10 +275,7 @@ impl TokenAuth {
     /// Reads the file again if it changed: `Ok(true)` if the tokens were replaced. On an error
     /// the tokens already loaded stay in force.
     pub fn reload_if_changed(&self) -> Result<bool, TokensError> {
-        let text = std::fs::read(&self.path).map_err(|source| TokensError::Read {
-            path: self.path.clone(),
-            source,
-        })?;
+        let text = read_bytes(&self.path)?;
         if self.loaded.read().is_ok_and(|loaded| loaded.text == text) {
             return Ok(false);
         }
@@ -315,6 +302,13 @@ impl TokenAuth {
         }
         Ok(record.role)
     }
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, TokensError> {
+    std::fs::read(path).map_err(|source| TokensError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn parse_bytes(path: &Path, text: &[u8]) -> Result<TokensFile, TokensError> {

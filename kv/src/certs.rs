@@ -102,11 +102,13 @@ fn write_secret(path: &Path, text: &str, written: &mut CertsWritten) -> Result<(
     Ok(())
 }
 
-fn validity(params: &mut CertificateParams, days: u32) {
+/// From an hour ago (slack for clocks a few minutes apart) for `days`.
+fn validity(days: u32) -> (OffsetDateTime, OffsetDateTime) {
     let now = OffsetDateTime::now_utc();
-    // A little slack for clocks a few minutes apart.
-    params.not_before = now - TimeSpan::hours(1);
-    params.not_after = now + TimeSpan::days(i64::from(days.max(1)));
+    (
+        now - TimeSpan::hours(1),
+        now + TimeSpan::days(i64::from(days.max(1))),
+    )
 }
 
 fn ca_params(days: u32) -> CertificateParams {
@@ -118,7 +120,7 @@ fn ca_params(days: u32) -> CertificateParams {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    validity(&mut params, days);
+    (params.not_before, params.not_after) = validity(days);
     params
 }
 
@@ -189,9 +191,8 @@ impl Ca {
         names: Vec<String>,
         days: u32,
     ) -> Result<(String, String), CertsError> {
-        let now = OffsetDateTime::now_utc();
-        let until = now + TimeSpan::days(i64::from(days.max(1)));
-        self.issue_valid(common_name, names, now - TimeSpan::hours(1), until)
+        let (not_before, not_after) = validity(days);
+        self.issue_valid(common_name, names, not_before, not_after)
     }
 
     /// A certificate naming `names`, signed by this CA, valid from `not_before` to `not_after`

@@ -298,12 +298,9 @@ fn http_client(tls: Option<&NodeTls>) -> awc::Client {
     let builder = awc::Client::builder().timeout(Duration::from_secs(15));
     match tls {
         None => builder.finish(),
-        Some(tls) => {
-            let config = tls.https_client_config();
-            builder
-                .connector(awc::Connector::new().rustls_0_23(Arc::new(config)))
-                .finish()
-        }
+        Some(tls) => builder
+            .connector(awc::Connector::new().rustls_0_23(tls.https_client_config()))
+            .finish(),
     }
 }
 

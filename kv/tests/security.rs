@@ -12,7 +12,7 @@ use raftor_actors::network::tls::{node_name, ClientTls};
 use raftor_core::{AppendEntries, Envelope, LogId, LogIndex, Message, NodeId, Term};
 use raftor_kv::auth::{new_token, Role, TokensFile};
 use raftor_kv::certs::{self, Ca};
-use raftor_kv::local_cluster::{local_credentials, quick_timing, secure, start_local_cluster_with};
+use raftor_kv::local_cluster::{local_credentials, quick_timing, secure};
 use raftor_kv::protocol::Consistency;
 use raftor_kv::server::RunningNode;
 use raftor_kv::{Client, ClientError, ClientOptions};
@@ -35,24 +35,11 @@ impl SecureCluster {
         let certs = dir.path().join("certs");
         // A fourth certificate, for a node that joins later.
         local_credentials(&certs, 4).expect("credentials");
-        // Ports free when probed can be taken before a node binds them: then try others.
-        let mut attempt = 0;
-        let (nodes, base, http_base) = loop {
-            attempt += 1;
-            let base = free_base_port(3);
-            let http_base = free_base_port(3);
-            let started =
-                start_local_cluster_with(3, base, Some(http_base), dir.path(), |config| {
-                    quick_timing(config);
-                    secure(config, &certs);
-                })
-                .await;
-            match started {
-                Ok(nodes) => break (nodes, base, http_base),
-                Err(error) if attempt < 5 => eprintln!("cluster did not start ({error})"),
-                Err(error) => panic!("a TLS cluster starts: {error}"),
-            }
-        };
+        let (nodes, base, http_base) = common::start_on_free_ports(3, dir.path(), |config| {
+            quick_timing(config);
+            secure(config, &certs);
+        })
+        .await;
         SecureCluster {
             nodes,
             base,

@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
 
+/// The ALPN name of HTTP/1.1, which raftor's HTTPS clients and server speak.
+const HTTP_1_1: &[u8] = b"http/1.1";
+
 /// The DNS name a member's certificate carries: `node-<id>.raftor`.
 pub fn node_name(id: NodeId) -> String {
     format!("node-{}.raftor", id.0)
@@ -177,12 +180,13 @@ impl NodeTls {
             .with_no_client_auth()
             .with_single_cert(chain.clone(), key.clone_key())
             .map_err(|e| invalid("node certificate", e))?;
-        https.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let https_client = ClientConfig::builder_with_provider(provider.clone())
+        https.alpn_protocols = vec![HTTP_1_1.to_vec()];
+        let mut https_client = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("TLS", e))?
             .with_root_certificates(roots.clone())
             .with_no_client_auth();
+        https_client.alpn_protocols = vec![HTTP_1_1.to_vec()];
         let client = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("TLS", e))?
@@ -223,10 +227,8 @@ impl NodeTls {
 
     /// A client configuration trusting the cluster's CA, presenting no certificate, speaking
     /// HTTP/1.1: for asking another member's HTTPS API (to join).
-    pub fn https_client_config(&self) -> ClientConfig {
-        let mut config = (*self.https_client).clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        config
+    pub fn https_client_config(&self) -> Arc<ClientConfig> {
+        self.https_client.clone()
     }
 
     /// The configuration for serving HTTPS with this node's certificate.
@@ -301,9 +303,16 @@ impl ClientTls {
         self
     }
 
-    /// The rustls configuration (for an HTTPS client, say).
+    /// The rustls configuration.
     pub fn config(&self) -> Arc<ClientConfig> {
         self.config.clone()
+    }
+
+    /// The same configuration for an HTTPS client (HTTP/1.1 asked for by ALPN).
+    pub fn https_config(&self) -> Arc<ClientConfig> {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![HTTP_1_1.to_vec()];
+        Arc::new(config)
     }
 
     /// The name to check the node's certificate against when dialling `addr` (`host:port`).

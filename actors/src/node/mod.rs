@@ -19,7 +19,7 @@ mod status;
 
 pub use published::Leadership;
 pub(crate) use published::Watchers;
-pub use status::{GetStatus, NodeStatus, PeerFlow};
+pub use status::{GetStatus, NodeStatus, PeerFlow, SnapshotSummary};
 
 use crate::applier::Applier;
 use crate::entry_cache::EntryCache;
@@ -124,6 +124,8 @@ pub struct NodeActor {
     sequential_writes: u32,
     /// Leadership and configuration for the node's watchers, updated with every `Ready`.
     published: Published,
+    /// The newest snapshot in the store: restored at start, then each one taken or installed.
+    newest_snapshot: Option<SnapshotSummary>,
 }
 
 /// Carry out the rules' `Ready` (sent by the node to itself once its mailbox is empty).
@@ -137,6 +139,7 @@ impl NodeActor {
         tick: Duration,
         limits: ReplicationLimits,
         links: NodeLinks,
+        newest_snapshot: Option<SnapshotSummary>,
     ) -> (Self, Watchers) {
         let (published, watchers) = Published::new(&raft);
         let node = NodeActor {
@@ -162,6 +165,7 @@ impl NodeActor {
             deferred_write: None,
             sequential_writes: 0,
             published,
+            newest_snapshot,
         };
         (node, watchers)
     }
@@ -344,6 +348,13 @@ impl Handler<SnapshotTaken> for NodeActor {
 
     /// A snapshot is durable: forget the log behind it, but for the trailing margin.
     fn handle(&mut self, taken: SnapshotTaken, ctx: &mut Context<Self>) {
+        // One taken here may finish after a newer one was installed from the leader.
+        if self
+            .newest_snapshot
+            .is_none_or(|newest| newest.last_included.index < taken.meta.last_included.index)
+        {
+            self.newest_snapshot = Some(SnapshotSummary::of(&taken.meta));
+        }
         let trailing = self
             .links
             .snapshots

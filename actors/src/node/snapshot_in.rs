@@ -57,10 +57,8 @@ impl NodeActor {
                 staged.meta.last_included, meta.last_included
             ));
         }
-        options
-            .store
-            .promote(staged)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        options.store.promote(staged).map_err(|e| e.to_string())?;
+        self.newest_snapshot = Some(super::status::SnapshotSummary::of(meta));
+        Ok(())
     }
 }

@@ -46,9 +46,29 @@ pub struct NodeStatus {
     pub log_writes_handed_off: u64,
     /// The last compacted entry (the log holds what follows it); `LogId::ZERO` if none was.
     pub log_start: LogId,
+    /// The newest snapshot in this node's store (taken here or installed from a leader), if any.
+    pub snapshot: Option<SnapshotSummary>,
     /// Whether this node's store holds every promise it made (`raftor_core::Standing`): a node
     /// whose store started empty (new, or one that lost its data) rejoins before it votes.
     pub standing: Standing,
+}
+
+/// A snapshot in a node's store, as its status reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// The last entry the snapshot covers.
+    pub last_included: LogId,
+    /// The size of its data, in bytes.
+    pub bytes: u64,
+}
+
+impl SnapshotSummary {
+    pub(crate) fn of(meta: &raftor_core::SnapshotMeta) -> SnapshotSummary {
+        SnapshotSummary {
+            last_included: meta.last_included,
+            bytes: meta.size,
+        }
+    }
 }
 
 /// The leader's flow control toward one peer (`raftor_core::Progress`).
@@ -129,6 +149,7 @@ impl NodeActor {
             log_writes_inline: self.log_writes_inline,
             log_writes_handed_off: self.log_writes_handed_off,
             log_start: self.raft.log_start(),
+            snapshot: self.newest_snapshot,
             standing: self.raft.standing(),
         }
     }

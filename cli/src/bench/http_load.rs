@@ -62,11 +62,7 @@ impl HttpTarget {
                 ));
             }
         }
-        let tls = credentials.tls.as_ref().map(|tls| {
-            let mut config = (*tls.config()).clone();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Arc::new(config)
-        });
+        let tls = credentials.tls.as_ref().map(|tls| tls.https_config());
         let transport = Transport {
             scheme: if tls.is_some() { "https" } else { "http" },
             tls,

@@ -106,9 +106,9 @@ impl Runner {
                 other => other.as_str().to_owned(),
             },
             log_start_index: status.log_start.index.0,
-            snapshot: self.node.latest_snapshot().map(|meta| SnapshotOnDisk {
-                index: meta.last_included.index.0,
-                bytes: meta.size,
+            snapshot: status.snapshot.map(|snapshot| SnapshotOnDisk {
+                index: snapshot.last_included.index.0,
+                bytes: snapshot.bytes,
             }),
             writes_answered: self.metrics.writes_answered(),
             write_micros_sum: (self.metrics.write_seconds_sum() * 1e6) as u64,

@@ -40,6 +40,33 @@ pub fn free_base_port(n: u16) -> u16 {
     panic!("no free ports");
 }
 
+/// Starts a local cluster of `n` nodes with data under `dir`, each configuration adjusted by
+/// `adjust`, on ports free when probed; returns the nodes and the Raft and HTTP base ports. A port
+/// free at the probe can be taken before a node binds it (by another test's outgoing connection,
+/// from the same ephemeral range): then the nodes' data is cleared and other ports are tried.
+pub async fn start_on_free_ports(
+    n: u64,
+    dir: &std::path::Path,
+    adjust: impl Fn(&mut raftor_kv::config::NodeConfig),
+) -> (Vec<RunningNode>, u16, u16) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let base = free_base_port(n as u16);
+        let http_base = free_base_port(n as u16);
+        match start_local_cluster_with(n, base, Some(http_base), dir, &adjust).await {
+            Ok(nodes) => return (nodes, base, http_base),
+            Err(error) if attempt < 5 => {
+                eprintln!("cluster did not start ({error}); other ports");
+                for id in 1..=n {
+                    let _ = std::fs::remove_dir_all(dir.join(format!("node-{id}")));
+                }
+            }
+            Err(error) => panic!("cluster starts: {error}"),
+        }
+    }
+}
+
 pub struct Cluster {
     pub nodes: Vec<RunningNode>,
     pub base: u16,
@@ -50,23 +77,7 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start(n: u64) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        // Ports free when probed can be taken before a node binds them (by another test's
-        // outgoing connection, from the same ephemeral range): then try others.
-        let mut attempt = 0;
-        let (nodes, base, http_base) = loop {
-            attempt += 1;
-            let base = free_base_port(n as u16);
-            let http_base = free_base_port(n as u16);
-            match start_local_cluster_with(n, base, Some(http_base), dir.path(), quick_timing).await
-            {
-                Ok(nodes) => break (nodes, base, http_base),
-                Err(error) if attempt < 5 => {
-                    eprintln!("cluster did not start ({error}); other ports");
-                    let _ = std::fs::remove_dir_all(dir.path());
-                }
-                Err(error) => panic!("cluster starts: {error}"),
-            }
-        };
+        let (nodes, base, http_base) = start_on_free_ports(n, dir.path(), quick_timing).await;
         let cluster = Cluster {
             nodes,
             base,
