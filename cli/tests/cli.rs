@@ -763,3 +763,141 @@ fn certs_and_tokens_are_made_kept_and_revoked() {
         "no token",
     );
 }
+
+#[test]
+fn ranges_transactions_watches_and_leases_from_the_cli() {
+    let cluster = local_cluster();
+    for (key, value) in [("app/a", "1"), ("app/b", "2"), ("app/c", "3"), ("zz", "x")] {
+        let (code, out, err) = client(&cluster, &["put", key, value]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    // get --json carries the revisions.
+    let (code, out, _) = client(&cluster, &["get", "app/a", "--json"]);
+    assert_eq!(code, 0);
+    let entry: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (entry["value"].as_str(), entry["version"].as_u64()),
+        (Some("1"), Some(1))
+    );
+    // A watch from the index after the last write sees what comes next (in the background).
+    let (_, out, _) = client(&cluster, &["get", "zz", "--json"]);
+    let last: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let from = last["mod_index"].as_u64().expect("index") + 1;
+    let watcher = raftor()
+        .args([
+            "watch",
+            "--prefix",
+            "app/",
+            "--from-index",
+            &from.to_string(),
+            "--count",
+            "4",
+            "--json",
+        ])
+        .args(["--endpoints", &cluster.endpoints])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("watch runs");
+
+    let (code, out, _) = client(&cluster, &["range", "--prefix", "app/"]);
+    assert_eq!((code, out.as_str()), (0, "app/a\t1\napp/b\t2\napp/c\t3\n"));
+    let (code, out, _) = client(
+        &cluster,
+        &["range", "--start", "app/b", "--end", "zz", "--keys-only"],
+    );
+    assert_eq!((code, out.as_str()), (0, "app/b\napp/c\n"));
+    let (code, out, _) = client(&cluster, &["range", "--prefix", "", "--count"]);
+    assert_eq!((code, out.trim()), (0, "4"));
+    let (code, out, _) = client(
+        &cluster,
+        &["range", "--prefix", "app/", "--limit", "2", "--json"],
+    );
+    assert_eq!(code, 0);
+    let page: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (page["count"].as_u64(), page["more"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let (code, _, err) = client(&cluster, &["range", "--start", "b", "--end", "a"]);
+    assert_eq!(code, 2, "an inverted range is a usage error: {err}");
+    assert!(err.contains("inverted"), "{err}");
+
+    // A transaction from a file: holds once, then not (exit 3).
+    let txn = cluster.dir.path().join("txn.json");
+    std::fs::write(
+        &txn,
+        r#"{"compare": [{"key": "app/lock", "version": 0}],
+            "success": [{"put": {"key": "app/lock", "value": "me"}}],
+            "failure": [{"get": {"key": "app/lock"}}]}"#,
+    )
+    .expect("written");
+    let txn = txn.to_str().expect("utf-8");
+    let (code, out, err) = client(&cluster, &["txn", txn]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("compare succeeded"), "{out}");
+    let (code, out, _) = client(&cluster, &["txn", txn, "--json"]);
+    assert_eq!(code, 3, "{out}");
+    let answer: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(answer["results"][0]["get"]["value"], "me");
+
+    // A lease: keys attached to it go with it.
+    let (code, out, err) = client(&cluster, &["lease", "grant", "30"]);
+    assert_eq!(code, 0, "{err}");
+    let lease = out.trim().to_owned();
+    let (code, _, err) = client(&cluster, &["put", "app/svc", "up", "--lease", &lease]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = client(&cluster, &["lease", "show", &lease]);
+    assert_eq!(code, 0);
+    assert!(out.contains("1 keys") && out.contains("app/svc"), "{out}");
+    let (code, out, _) = client(&cluster, &["lease", "keep-alive", &lease, "--once"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = client(&cluster, &["lease", "revoke", &lease]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("lease {lease} revoked; 1 keys deleted").as_str())
+    );
+    let (code, _, _) = client(&cluster, &["lease", "keep-alive", &lease, "--once"]);
+    assert_eq!(code, 3, "a revoked lease is not found");
+    let (code, _, err) = client(&cluster, &["lease", "grant", "0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("TTL"), "{err}");
+
+    // Range deletes, guarded against deleting everything.
+    let (code, _, err) = client(&cluster, &["del", "--prefix", ""]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, _) = client(&cluster, &["del", "--prefix", "app/"]);
+    assert_eq!(
+        (code, out.starts_with("deleted 4 keys")),
+        (0, true),
+        "{out}"
+    );
+
+    // The watcher saw the four changes after it started, in order: the transaction's put, the
+    // leased put, and the two deletes (the lease's, then the range's first key).
+    let output = watcher
+        .wait_with_output()
+        .expect("the watch ends after 4 events");
+    assert!(output.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json line"))
+        .collect();
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_owned(),
+                e["key"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("put".into(), "app/lock".into()),
+            ("put".into(), "app/svc".into()),
+            ("delete".into(), "app/svc".into()),
+            ("delete".into(), "app/a".into()),
+        ]
+    );
+}

@@ -4,7 +4,11 @@
 //! - [`auth`]: who may do what (bearer tokens with a role, members by their certificates);
 //! - [`backup`]: consistent backups of the state machine, streamed (`GET /v1/admin/backup`);
 //! - [`certs`]: a development cluster's CA, node certificates and tokens (`raftor certs`);
-//! - [`store`]: the state machine (a key-value map with exactly-once client sessions);
+//! - [`store`]: the state machine (a key-value map with revisions, exactly-once client sessions,
+//!   transactions, leases and the recent history that watches replay);
+//! - [`watch`]: watches of a key, a range or a prefix, replayed from history then live;
+//! - [`lessor`]: the leader's lease deadlines, and the expiry it proposes;
+//! - [`lock`]: a distributed lock on a lease and a transaction, with a fencing token;
 //! - [`protocol`]: the requests and answers, shared by the HTTP API, the native TCP protocol and
 //!   forwarding between nodes;
 //! - [`client`]: [`Client`], the native protocol's client, following the leader;
@@ -21,12 +25,15 @@ pub mod certs;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod lessor;
 pub mod local_cluster;
+pub mod lock;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod service;
 pub mod store;
 pub mod ui;
+pub mod watch;
 
 pub use client::{Client, ClientError, ClientOptions, WriteResult};

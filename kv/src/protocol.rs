@@ -2,7 +2,8 @@
 //! (bincode in `ClientRequest`/`ClientResponse` frames) and forwarding between nodes.
 
 use crate::auth::Role;
-use crate::store::{KvOutcome, Session};
+use crate::store::{KeySet, KvOutcome, LeaseView, RangePage, RangeQuery, Session, Txn};
+use crate::watch::{WatchBatch, WatchEnd};
 use bytes::Bytes;
 use raftor_core::NodeId;
 use serde::{Deserialize, Serialize};
@@ -43,16 +44,88 @@ pub enum KvRequest {
     TransferLeader {
         to: u64,
     },
+    /// A page of the keys of a set, with their revisions.
+    Range {
+        query: RangeQuery,
+        consistency: Consistency,
+    },
+    /// A transaction (answered [`KvResponse::Written`] with [`KvOutcome::Txn`]).
+    Txn {
+        txn: Txn,
+        session: Option<Session>,
+    },
+    /// Delete every key of a set (answered with [`KvOutcome::Txn`]: one `Deleted { count }`).
+    DeleteRange {
+        keys: KeySet,
+        session: Option<Session>,
+    },
+    /// One long poll of a watch, on the node that receives it (never forwarded).
+    Watch(WatchRequest),
+    /// Grant a lease ([`KvOutcome::LeaseGranted`]).
+    LeaseGrant {
+        ttl_ms: u64,
+        session: Option<Session>,
+    },
+    /// End a lease and delete its keys ([`KvOutcome::LeaseRevoked`]).
+    LeaseRevoke {
+        id: u64,
+        session: Option<Session>,
+    },
+    /// Restart a lease's TTL (on the leader).
+    LeaseKeepAlive {
+        id: u64,
+    },
+    /// One lease, with the time it has left (on the leader).
+    LeaseInfo {
+        id: u64,
+    },
+    /// Every lease (on the leader).
+    Leases,
+}
+
+/// One long poll of a watch: the changes of `keys` from index `start` (inclusive; `None`: from
+/// the next change), answered as soon as there are some, or after `wait_ms` with none (which
+/// tells the index the watcher is current to). The next poll starts at the answer's `through`
+/// plus one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchRequest {
+    pub keys: KeySet,
+    pub start: Option<u64>,
+    pub wait_ms: u64,
+}
+
+/// The longest a watch poll may wait.
+pub const MAX_WATCH_WAIT_MS: u64 = 60_000;
+/// The most compares, and the most operations in each branch, of one transaction.
+pub const MAX_TXN_OPS: usize = 128;
+
+/// The answer to a watch poll.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchAnswer {
+    Batch(WatchBatch),
+    /// The watch cannot go on from where it asked ([`WatchEnd`] says why and what to do).
+    Ended(WatchEnd),
 }
 
 impl KvRequest {
     /// The role a client needs for this request.
     pub fn required_role(&self) -> Role {
         match self {
-            KvRequest::Get { .. } | KvRequest::Status | KvRequest::Members => Role::Read,
-            KvRequest::Put { .. } | KvRequest::Delete { .. } | KvRequest::Cas { .. } => {
-                Role::ReadWrite
-            }
+            KvRequest::Get { .. }
+            | KvRequest::Status
+            | KvRequest::Members
+            | KvRequest::Range { .. }
+            | KvRequest::Watch(_)
+            | KvRequest::LeaseInfo { .. }
+            | KvRequest::Leases => Role::Read,
+            KvRequest::Put { .. }
+            | KvRequest::Delete { .. }
+            | KvRequest::Cas { .. }
+            | KvRequest::Txn { .. }
+            | KvRequest::DeleteRange { .. }
+            | KvRequest::LeaseGrant { .. }
+            | KvRequest::LeaseRevoke { .. }
+            | KvRequest::LeaseKeepAlive { .. } => Role::ReadWrite,
             KvRequest::Snapshot | KvRequest::ChangeMember(_) | KvRequest::TransferLeader { .. } => {
                 Role::Admin
             }
@@ -93,23 +166,67 @@ impl KvRequest {
     /// on the leader.
     pub fn needs_leader(&self) -> bool {
         match self {
-            KvRequest::Get { consistency, .. } => *consistency != Consistency::Local,
-            KvRequest::Status | KvRequest::Snapshot | KvRequest::Members => false,
+            KvRequest::Get { consistency, .. } | KvRequest::Range { consistency, .. } => {
+                *consistency != Consistency::Local
+            }
+            KvRequest::Status | KvRequest::Snapshot | KvRequest::Members | KvRequest::Watch(_) => {
+                false
+            }
             _ => true,
         }
     }
 
     /// Whether the request may change something (so a lost answer leaves its outcome unknown).
     pub fn changes_state(&self) -> bool {
-        self.needs_leader() && !matches!(self, KvRequest::Get { .. })
+        self.needs_leader()
+            && !matches!(
+                self,
+                KvRequest::Get { .. }
+                    | KvRequest::Range { .. }
+                    | KvRequest::LeaseKeepAlive { .. }
+                    | KvRequest::LeaseInfo { .. }
+                    | KvRequest::Leases
+            )
     }
 
     /// Whether this is a key-value write (counted in the write metrics).
     pub fn is_kv_write(&self) -> bool {
         matches!(
             self,
-            KvRequest::Put { .. } | KvRequest::Delete { .. } | KvRequest::Cas { .. }
+            KvRequest::Put { .. }
+                | KvRequest::Delete { .. }
+                | KvRequest::Cas { .. }
+                | KvRequest::Txn { .. }
+                | KvRequest::DeleteRange { .. }
         )
+    }
+
+    /// The exactly-once session a write carries, if any.
+    pub fn session(&self) -> Option<Session> {
+        match self {
+            KvRequest::Put { session, .. }
+            | KvRequest::Delete { session, .. }
+            | KvRequest::Cas { session, .. }
+            | KvRequest::Txn { session, .. }
+            | KvRequest::DeleteRange { session, .. }
+            | KvRequest::LeaseGrant { session, .. }
+            | KvRequest::LeaseRevoke { session, .. } => *session,
+            _ => None,
+        }
+    }
+
+    /// Give a write another session (a request without one is left as it is).
+    pub fn set_session(&mut self, new: Session) {
+        match self {
+            KvRequest::Put { session, .. }
+            | KvRequest::Delete { session, .. }
+            | KvRequest::Cas { session, .. }
+            | KvRequest::Txn { session, .. }
+            | KvRequest::DeleteRange { session, .. }
+            | KvRequest::LeaseGrant { session, .. }
+            | KvRequest::LeaseRevoke { session, .. } => *session = Some(new),
+            _ => {}
+        }
     }
 }
 
@@ -147,6 +264,14 @@ pub enum KvResponse {
         leader: u64,
         term: u64,
     },
+    /// A page of a range read.
+    Range(RangePage),
+    /// A watch poll's answer.
+    Watch(WatchAnswer),
+    /// One lease (after a keep-alive, its new time left).
+    Lease(LeaseView),
+    /// Every lease (without their keys).
+    Leases(Vec<LeaseView>),
 }
 
 /// The membership as one node sees it (`GET /v1/members`, `raftor members list`).
@@ -329,6 +454,9 @@ pub struct StatusReport {
     pub writes_answered: u64,
     #[serde(default)]
     pub write_micros_sum: u64,
+    /// Watchers following live changes on this node (HTTP streams, and native polls under way).
+    #[serde(default)]
+    pub watchers: u64,
 }
 
 /// A snapshot on a node's disk, as its status reports it.

@@ -8,6 +8,7 @@ use crate::http::{self, HttpState};
 use crate::metrics::ServiceMetrics;
 use crate::service::{KvService, ServiceConfig};
 use crate::store::KvStateMachine;
+use crate::watch::{WatchHub, WatchLimits};
 use actix::Actor;
 use raftor::{RaftNode, RaftNodeBuilder};
 use raftor_actors::network::tls::NodeTls;
@@ -82,6 +83,7 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
         tls: tls.clone(),
         ..ServiceConfig::default()
     };
+    let hub = WatchHub::new(WatchLimits::default());
     let mut builder = match &config.join {
         Some(join) => RaftNodeBuilder::new().join(contacts(config, join, tls.as_ref()).await),
         None => RaftNodeBuilder::new().peers(config.peers.clone()),
@@ -105,7 +107,7 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
         .snapshots(config.snapshots)
         .request_timeout(service_config.request_timeout)
         .on_log_write(move |elapsed, entries| observer.observe_log_write(elapsed, entries))
-        .start(KvStateMachine::new())
+        .start(KvStateMachine::with_hub(hub.clone()))
         .await?;
     let raft_addr = handle.local_addr().unwrap_or(config.listen);
 
@@ -114,6 +116,7 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
         config.peers.clone(),
         service_config,
         metrics.clone(),
+        hub.clone(),
     )
     .start();
     handle.set_client_sessions(KvService::client_sessions(service.clone(), access.clone()));
@@ -128,6 +131,7 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
                 access,
                 tls: tls.clone(),
                 cluster_id: config.cluster_id.clone(),
+                hub,
             };
             let (server, bound) = match http::serve(state, addr, config.http_workers) {
                 Ok(served) => served,

@@ -2,8 +2,11 @@
 //! the key-value state machine under partitions, one-way cuts, loss, duplication, delays and
 //! crashes, leadership transfers (to nodes cut off too, repeated, retried, cancelled) and
 //! membership changes (new nodes join as learners and are promoted, voters are removed, leaders
-//! too), with concurrent clients doing put / get / cas and reads by ReadIndex or by the leader's
-//! lease; every history goes through the WGL linearizability checker. A violation saves the
+//! too), with concurrent clients doing put / get / cas (as a transaction), two-key transactions,
+//! single-key and range reads (a range read checked as a read of each key) by ReadIndex or by the
+//! leader's lease; every history goes through the WGL linearizability checker; and a watcher of
+//! every key that moves from node to node must see exactly the cluster's history (every change
+//! once, in log order). A violation saves the
 //! history (JSON) and the per-key timeline under the target directory and prints both paths.
 //!
 //! By default seeds 0..2 run, each on 3 and 5 nodes (seconds); more with `RAFTOR_CHAOS_SEEDS=<n>`
@@ -61,6 +64,23 @@ fn assert_linearizable(run: &ChaosRun) {
         text.display(),
         run.config.seed,
         run.violations()
+    );
+}
+
+/// The watcher, moved from node to node through the faults, saw every change exactly once and in
+/// log order: what it collected is the cluster's history.
+fn assert_watched(run: &ChaosRun) {
+    if let Some(problem) = &run.watch.problem {
+        panic!(
+            "seed {} ({} nodes): the watch went wrong: {problem}
+replay: RAFTOR_CHAOS_SEED={} cargo test --test chaos -- --nocapture",
+            run.config.seed, run.config.nodes, run.config.seed
+        );
+    }
+    assert!(
+        run.watch.events > 0,
+        "the watcher saw nothing: {:?}",
+        run.watch
     );
 }
 
@@ -145,12 +165,14 @@ fn the_real_actors_stay_linearizable_under_chaos() {
     for (seed, nodes) in &runs {
         let run = run(&ChaosConfig::new(*seed, *nodes));
         println!(
-            "seed {seed}, {nodes} nodes: {} operations in the history; {:?}",
+            "seed {seed}, {nodes} nodes: {} operations in the history; {:?}; watch {:?}",
             run.history.len(),
-            run.stats
+            run.stats,
+            run.watch
         );
         assert_linearizable(&run);
         assert_eventful(&run);
+        assert_watched(&run);
         ops += run.history.len();
         unknown += run.stats.unknown;
         leaders += run.stats.leaders;
@@ -181,6 +203,7 @@ fn a_calm_run_completes_every_operation() {
     config.calm = Duration::from_secs(3);
     let run = run(&config);
     assert_linearizable(&run);
+    assert_watched(&run);
     let stats = &run.stats;
     assert_eq!((stats.unknown, stats.failed), (0, 0), "{stats:?}");
     assert_eq!(stats.ok, stats.ops, "{stats:?}");

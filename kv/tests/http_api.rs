@@ -175,8 +175,13 @@ async fn every_route_and_error_code() {
         405
     );
     assert_eq!(
-        http(&l, "GET", "/v1/kv/lock/cas", &[], b"").await.status,
+        http(&l, "PATCH", "/v1/kv/color", &[], b"x").await.status,
         405
+    );
+    // Keys may hold slashes: this reads the key "lock/cas" (absent).
+    assert_eq!(
+        http(&l, "GET", "/v1/kv/lock/cas", &[], b"").await.status,
+        404
     );
     assert_eq!(http(&l, "GET", "/v2/nothing", &[], b"").await.status, 404);
 

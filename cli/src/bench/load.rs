@@ -333,6 +333,7 @@ fn kind(error: ClientError) -> String {
         ClientError::Overloaded(_) => "overloaded",
         ClientError::Unauthenticated(_) => "unauthenticated",
         ClientError::Forbidden(_) => "forbidden",
+        ClientError::Compacted { .. } => "compacted",
     }
     .to_string()
 }

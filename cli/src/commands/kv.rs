@@ -9,8 +9,23 @@ use serde_json::json;
 use std::io::Write;
 use std::process::ExitCode;
 
-pub async fn put(client: &Client, endpoints: &EndpointArgs, key: &str, value: String) -> ExitCode {
-    let result = client.put(key, Bytes::from(value)).await;
+pub async fn put(
+    client: &Client,
+    endpoints: &EndpointArgs,
+    key: &str,
+    value: String,
+    lease: Option<u64>,
+) -> ExitCode {
+    let result = match lease {
+        None => client.put(key, Bytes::from(value)).await,
+        Some(lease) => client
+            .put_with_lease(key, Bytes::from(value), lease)
+            .await
+            .map(|index| WriteResult {
+                index,
+                outcome: KvOutcome::Put { replaced: false },
+            }),
+    };
     report_write(endpoints, key, result)
 }
 
@@ -38,13 +53,11 @@ pub async fn get(
     key: &str,
     consistency: Consistency,
 ) -> ExitCode {
-    match client.get(key, consistency).await {
-        Ok(Some(value)) => {
+    match client.get_entry(key, consistency).await {
+        Ok(Some(kv)) => {
+            let value = kv.value.clone().unwrap_or_default();
             if endpoints.json {
-                println!(
-                    "{}",
-                    json!({ "key": key, "value": String::from_utf8_lossy(&value) })
-                );
+                println!("{}", raftor_kv::http::json::key_value(&kv));
             } else {
                 let mut stdout = std::io::stdout();
                 let _ = stdout.write_all(&value);
@@ -88,9 +101,7 @@ fn report_write(
                         ))
                     ),
                 ),
-                KvOutcome::StaleSequence | KvOutcome::Invalid | KvOutcome::SessionExpired => {
-                    (false, format!("{outcome:?}"))
-                }
+                other => (false, format!("{other:?}")),
             };
             if endpoints.json {
                 let current = match &outcome {

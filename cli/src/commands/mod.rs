@@ -7,7 +7,9 @@
 //! outcome of a write is unknown.
 
 mod args;
+mod keys;
 mod kv;
+mod leases;
 mod members;
 mod status;
 
@@ -24,6 +26,9 @@ pub enum ClientCommand {
     Put {
         key: String,
         value: String,
+        /// Attach the key to this lease: it is deleted when the lease ends.
+        #[arg(long)]
+        lease: Option<u64>,
         #[command(flatten)]
         endpoints: EndpointArgs,
     },
@@ -36,11 +41,62 @@ pub enum ClientCommand {
         #[command(flatten)]
         endpoints: EndpointArgs,
     },
-    /// Delete a key.
+    /// Delete a key, or every key under --prefix or in --start..--end.
     Del {
-        key: String,
+        #[command(flatten)]
+        keys: keys::KeySelection,
+        /// Allow deleting every key (an empty --prefix, or --start "" with no --end).
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         endpoints: EndpointArgs,
+    },
+    /// List keys (and values) under --prefix, in --start..--end, or one KEY, in key order.
+    Range {
+        #[command(flatten)]
+        keys: keys::KeySelection,
+        /// At most this many keys (default: all, fetched a page at a time).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Keys without values.
+        #[arg(long)]
+        keys_only: bool,
+        /// Only count the keys.
+        #[arg(long, conflicts_with_all = ["keys_only", "limit"])]
+        count: bool,
+        /// linearizable (default), lease or local.
+        #[arg(long, default_value = "linearizable")]
+        consistency: Consistency,
+        #[command(flatten)]
+        endpoints: EndpointArgs,
+    },
+    /// Run a transaction: JSON {"compare": [...], "success": [...], "failure": [...]} from FILE
+    /// (or stdin), as `POST /v1/txn` takes it. Exit 3 when the compares did not hold.
+    Txn {
+        file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        endpoints: EndpointArgs,
+    },
+    /// Print the changes of KEY, --prefix or --start..--end as they happen (Ctrl-C to stop).
+    Watch {
+        #[command(flatten)]
+        keys: keys::KeySelection,
+        /// Start with the changes from this log index (default: from the next change).
+        #[arg(long)]
+        from_index: Option<u64>,
+        /// Also print progress notifications (the index every change up to which was seen).
+        #[arg(long)]
+        progress: bool,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        endpoints: EndpointArgs,
+    },
+    /// Grant, keep alive, revoke, show and list leases.
+    Lease {
+        #[command(subcommand)]
+        command: leases::LeaseCommand,
     },
     /// Compare and swap: set KEY to VALUE if it holds --expected (or is absent, with --absent).
     Cas {
@@ -100,8 +156,12 @@ impl ClientCommand {
             ClientCommand::Put { endpoints, .. }
             | ClientCommand::Get { endpoints, .. }
             | ClientCommand::Del { endpoints, .. }
+            | ClientCommand::Range { endpoints, .. }
+            | ClientCommand::Txn { endpoints, .. }
+            | ClientCommand::Watch { endpoints, .. }
             | ClientCommand::Cas { endpoints, .. }
             | ClientCommand::Status { endpoints } => endpoints.clone(),
+            ClientCommand::Lease { command } => command.endpoints().clone(),
             ClientCommand::Snapshot {
                 endpoint,
                 timeout,
@@ -146,8 +206,60 @@ pub async fn run(command: ClientCommand) -> ExitCode {
 
 async fn run_with(client: &Client, endpoints: &EndpointArgs, command: ClientCommand) -> ExitCode {
     match command {
-        ClientCommand::Put { key, value, .. } => kv::put(client, endpoints, &key, value).await,
-        ClientCommand::Del { key, .. } => kv::delete(client, endpoints, &key).await,
+        ClientCommand::Put {
+            key, value, lease, ..
+        } => kv::put(client, endpoints, &key, value, lease).await,
+        ClientCommand::Del { keys, all, .. } => {
+            match (&keys.key, keys.key_set()) {
+                (Some(key), Ok(_)) => kv::delete(client, endpoints, key).await,
+                (None, Ok(set)) => {
+                    let everything = match &set {
+                        raftor_kv::store::KeySet::Prefix(p) => p.is_empty(),
+                        raftor_kv::store::KeySet::Range { start, end } => {
+                            start.is_empty() && end.is_none()
+                        }
+                        raftor_kv::store::KeySet::Key(_) => false,
+                    };
+                    if everything && !all {
+                        eprintln!("raftor: this would delete every key; add --all if that is what you want");
+                        return ExitCode::from(2);
+                    }
+                    keys::delete_range(client, endpoints, set).await
+                }
+                (_, Err(message)) => {
+                    eprintln!("raftor: {message}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        ClientCommand::Range {
+            keys,
+            limit,
+            keys_only,
+            count,
+            consistency,
+            ..
+        } => {
+            keys::range(
+                client,
+                endpoints,
+                &keys,
+                limit,
+                keys_only,
+                count,
+                consistency,
+            )
+            .await
+        }
+        ClientCommand::Txn { file, .. } => keys::txn(client, endpoints, file).await,
+        ClientCommand::Watch {
+            keys,
+            from_index,
+            progress,
+            count,
+            ..
+        } => keys::watch(client, endpoints, &keys, from_index, progress, count).await,
+        ClientCommand::Lease { command } => leases::lease(client, command).await,
         ClientCommand::Cas {
             key,
             value,

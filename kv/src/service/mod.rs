@@ -7,26 +7,30 @@
 //! and snapshot reports in `report.rs`.
 
 use crate::auth::{authorize, Access};
+use crate::lessor::Lessor;
 use crate::metrics::ServiceMetrics;
 use crate::protocol::{
     decode, encode, Consistency, ErrorKind, KvRequest, KvResponse, RequestEnvelope, ServiceError,
 };
 use crate::store::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine};
-use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
+use crate::watch::WatchHub;
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture};
 use bytes::Bytes;
 use raftor::Error;
 use raftor::{ClientHandler, RaftNode};
 use raftor_actors::network::client::{ClientConnection, ClientIdentity, ClientSessions};
 use raftor_core::NodeId;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod forward;
+mod leases;
 pub mod membership;
 mod report;
+mod requests;
 
 pub use membership::member_role;
 
@@ -83,6 +87,7 @@ impl KvService {
         members: BTreeMap<NodeId, String>,
         config: ServiceConfig,
         metrics: Arc<ServiceMetrics>,
+        hub: Arc<WatchHub>,
     ) -> KvService {
         KvService {
             runner: Rc::new(Runner {
@@ -93,6 +98,8 @@ impl KvService {
                 metrics,
                 forward: Default::default(),
                 pending_write_bytes: Default::default(),
+                hub,
+                lessor: Lessor::new(),
             }),
         }
     }
@@ -140,6 +147,12 @@ impl KvService {
 
 impl Actor for KvService {
     type Context = Context<Self>;
+
+    /// Starts the lessor: while this node leads, it keeps the leases' deadlines and expires them.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let lessor = crate::lessor::run(self.runner.node.clone(), self.runner.lessor.clone());
+        ctx.spawn(actix::fut::wrap_future(lessor));
+    }
 }
 
 fn unavailable(message: &str) -> KvResponse {
@@ -159,6 +172,10 @@ struct Runner {
     forward: std::cell::RefCell<BTreeMap<NodeId, Rc<ClientConnection>>>,
     /// The payload bytes of the writes proposed here and not answered yet (back-pressure).
     pending_write_bytes: Cell<usize>,
+    /// This node's watchers (watch polls run here).
+    hub: Arc<WatchHub>,
+    /// The leases' deadlines while this node leads.
+    lessor: Rc<RefCell<Lessor>>,
 }
 
 /// Holds a write's bytes in [`Runner::pending_write_bytes`] until its answer (or until the
@@ -259,6 +276,7 @@ impl Runner {
                 };
             }
             KvRequest::ChangeMember(change) => return membership::validate_change(change),
+            other => return self.validate_extended(other),
         };
         if key.is_empty() {
             return Err(ServiceError::new(ErrorKind::BadRequest, "the key is empty"));
@@ -331,18 +349,7 @@ impl Runner {
                 expected,
                 value,
                 session,
-            } => {
-                let op = KvOp::Cas {
-                    key: key.clone(),
-                    expected: expected.clone(),
-                    value: value.clone(),
-                };
-                self.write(KvCommand {
-                    session: *session,
-                    op,
-                })
-                .await
-            }
+            } => self.cas(key, expected, value, *session).await,
             KvRequest::Get { key, consistency } => self.read(key, *consistency).await,
             KvRequest::Members => match self.node.status().await {
                 Ok(status) => {
@@ -352,6 +359,50 @@ impl Runner {
             },
             KvRequest::ChangeMember(change) => self.change_member(change).await,
             KvRequest::TransferLeader { to } => self.transfer_leader(NodeId(*to)).await,
+            KvRequest::Range { query, consistency } => {
+                self.query(
+                    KvQuery::Range(query.clone()),
+                    *consistency,
+                    |answer| match answer {
+                        KvAnswer::Range(page) => Some(KvResponse::Range(page)),
+                        _ => None,
+                    },
+                )
+                .await
+            }
+            KvRequest::Txn { txn, session } => {
+                self.write(KvCommand {
+                    session: *session,
+                    op: KvOp::Txn(txn.clone()),
+                })
+                .await
+            }
+            KvRequest::DeleteRange { keys, session } => {
+                let txn = crate::store::Txn {
+                    success: vec![crate::store::TxnOp::Delete(keys.clone())],
+                    ..Default::default()
+                };
+                self.write(KvCommand {
+                    session: *session,
+                    op: KvOp::Txn(txn),
+                })
+                .await
+            }
+            KvRequest::Watch(watch) => Local::Done(self.watch_poll(watch).await),
+            KvRequest::LeaseGrant { ttl_ms, session } => self.grant_lease(*ttl_ms, *session).await,
+            KvRequest::LeaseRevoke { id, session } => {
+                self.write(KvCommand {
+                    session: *session,
+                    op: KvOp::LeaseRevoke {
+                        id: *id,
+                        expired: false,
+                    },
+                })
+                .await
+            }
+            KvRequest::LeaseKeepAlive { id } => self.keep_alive(*id).await,
+            KvRequest::LeaseInfo { id } => self.lease_info(*id).await,
+            KvRequest::Leases => self.leases().await,
         }
     }
 
@@ -412,22 +463,50 @@ impl Runner {
         let query = KvQuery::Get {
             key: key.to_owned(),
         };
-        match self.node.read(query, consistency).await {
-            Ok(KvAnswer::Value(value)) => Local::Done(KvResponse::Value { value }),
-            Ok(other) => Local::Done(KvResponse::Error(ServiceError::new(
-                ErrorKind::Unknown,
-                format!("unexpected answer from the state machine: {other:?}"),
-            ))),
-            Err(Error::NotLeader { leader }) => Local::NotLeader(leader),
-            Err(Error::Timeout(_)) => Local::Done(KvResponse::Error(ServiceError::new(
-                ErrorKind::Unavailable,
-                "could not confirm leadership with a majority in time",
-            ))),
-            Err(Error::Shutdown { .. }) => Local::Done(unavailable("the node is shutting down")),
-            Err(error) => Local::Done(KvResponse::Error(ServiceError::new(
-                ErrorKind::Unavailable,
-                format!("the read failed: {error}"),
-            ))),
+        self.query(query, consistency, |answer| match answer {
+            KvAnswer::Value(value) => Some(KvResponse::Value { value }),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Answer `query` at `consistency`, the answer turned into a response by `respond` (`None`:
+    /// not the answer expected).
+    async fn query(
+        &self,
+        query: KvQuery,
+        consistency: Consistency,
+        respond: impl FnOnce(KvAnswer) -> Option<KvResponse>,
+    ) -> Local {
+        match self.answer(query, consistency).await {
+            Ok(answer) => Local::Done(respond(answer).unwrap_or_else(unexpected_answer)),
+            Err(local) => local,
         }
     }
+
+    /// The state machine's answer to `query` at `consistency`, or what to answer instead.
+    async fn answer(&self, query: KvQuery, consistency: Consistency) -> Result<KvAnswer, Local> {
+        self.node
+            .read(query, consistency)
+            .await
+            .map_err(|error| match error {
+                Error::NotLeader { leader } => Local::NotLeader(leader),
+                Error::Timeout(_) => Local::Done(KvResponse::Error(ServiceError::new(
+                    ErrorKind::Unavailable,
+                    "could not confirm leadership with a majority in time",
+                ))),
+                Error::Shutdown { .. } => Local::Done(unavailable("the node is shutting down")),
+                error => Local::Done(KvResponse::Error(ServiceError::new(
+                    ErrorKind::Unavailable,
+                    format!("the read failed: {error}"),
+                ))),
+            })
+    }
+}
+
+fn unexpected_answer() -> KvResponse {
+    KvResponse::Error(ServiceError::new(
+        ErrorKind::Unknown,
+        "unexpected answer from the state machine",
+    ))
 }

@@ -112,6 +112,7 @@ impl Runner {
             }),
             writes_answered: self.metrics.writes_answered(),
             write_micros_sum: (self.metrics.write_seconds_sum() * 1e6) as u64,
+            watchers: self.hub.active() as u64,
         }
     }
 }

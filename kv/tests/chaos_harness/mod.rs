@@ -15,6 +15,7 @@
 
 use actix::{Actor, Addr};
 use bytes::Bytes;
+use raftor::state_machine::unframe;
 use raftor::state_machine::Encoded;
 use raftor_actors::{
     MembershipChangeError, MemoryNetwork, NetworkControl, NodeHandle, NodeOptions, NodeStatus,
@@ -22,7 +23,10 @@ use raftor_actors::{
 };
 use raftor_core::{ConfChange, LogIndex, Membership, NodeId, RaftConfig, Role};
 use raftor_kv::store::KvStateMachine;
-use raftor_kv::store::{decode_get, KvApplied, KvCommand, KvOp, KvOutcome, KvQuery, Session};
+use raftor_kv::store::{
+    decode_get, Compare, CompareOp, CompareTarget, KeySet, KvAnswer, KvApplied, KvCommand, KvOp,
+    KvOutcome, KvQuery, RangeQuery, Session, Txn, TxnOp, TxnOpResult,
+};
 use raftor_sim::linearizability::{
     check_kv, render, render_violations, to_json, KvCheck, KvInput, KvOperation, KvOutput,
 };
@@ -34,8 +38,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+mod watcher;
+
+use raftor_kv::watch::{WatchHub, WatchLimits};
+pub use watcher::WatchCheck;
 
 /// How reads are served. Everything but `Linearizable` and `Lease` is a planted bug.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +153,8 @@ pub struct ChaosRun {
     pub history: Vec<KvOperation>,
     pub check: KvCheck,
     pub stats: ChaosStats,
+    /// What the watcher saw, checked against the cluster's history.
+    pub watch: WatchCheck,
 }
 
 impl ChaosRun {
@@ -197,6 +209,8 @@ struct Cluster {
     size: u64,
     seed: u64,
     handles: BTreeMap<NodeId, Rc<NodeHandle>>,
+    /// Each running node's watchers (a new hub for each start, like its state machine).
+    hubs: BTreeMap<NodeId, Arc<WatchHub>>,
     storage: BTreeMap<NodeId, MemStorage>,
     starts: u64,
     /// Nodes added during the run (size+1, ...): they start empty, with no configuration, and
@@ -219,6 +233,7 @@ impl Cluster {
             size,
             seed,
             handles: BTreeMap::new(),
+            hubs: BTreeMap::new(),
             storage: (1..=size)
                 .map(|id| (NodeId(id), MemStorage::new()))
                 .collect(),
@@ -262,11 +277,13 @@ impl Cluster {
             .wrapping_mul(1_000_003)
             .wrapping_add(self.starts * 101 + id.0);
         options.dedicated_log_thread = false;
+        let hub = WatchHub::new(WatchLimits::default());
+        self.hubs.insert(id, hub.clone());
         let handle = pending
             .start(
                 options,
                 self.storage[&id].clone(),
-                Box::new(Encoded(KvStateMachine::new())),
+                Box::new(Encoded(KvStateMachine::with_hub(hub))),
                 self.network.clone().recipient(),
             )
             .expect("node starts");
@@ -310,6 +327,11 @@ impl Cluster {
 
     fn handle(&self, id: NodeId) -> Option<Rc<NodeHandle>> {
         self.handles.get(&id).cloned()
+    }
+
+    /// Node `id`'s handle and watch hub, if it runs.
+    fn watchable(&self, id: NodeId) -> Option<(Rc<NodeHandle>, Arc<WatchHub>)> {
+        Some((self.handles.get(&id)?.clone(), self.hubs.get(&id)?.clone()))
     }
 
     fn running(&self) -> Vec<NodeId> {
@@ -371,9 +393,22 @@ impl Recorder {
     }
 }
 
+/// What a client sends: a query, or a write (proposed with the client's session).
+enum Request {
+    Read(KvQuery),
+    Write(KvOp),
+}
+
+/// What a request got: the encoded answer of a read, or what a write did.
+#[derive(Clone)]
+enum Answer {
+    Read(Bytes),
+    Written(KvOutcome),
+}
+
 /// How one attempt at an operation ended.
 enum Attempt {
-    Done(KvOutput),
+    Done(Answer),
     /// Try again, at this node if known: this attempt certainly had no effect.
     Retry(Option<NodeId>),
     /// Try again: this attempt may have taken effect (its retry carries the same session, so
@@ -417,27 +452,73 @@ impl Client {
         while Instant::now() < until {
             let key = format!("k{}", self.rng.gen_range(0..self.config.keys));
             let roll = self.rng.gen_range(0..10);
-            let input = if roll < 4 {
-                KvInput::Get
-            } else if roll < 7 {
-                self.written += 1;
-                KvInput::Put(format!("c{}-{}", self.id, self.written))
+            if roll == 0 {
+                self.range_read(faults_end).await;
             } else {
-                self.written += 1;
-                let expected = self.seen.get(&key).cloned().flatten();
-                KvInput::Cas {
-                    expected,
-                    value: format!("c{}-{}", self.id, self.written),
+                let input = if roll < 4 {
+                    KvInput::Get
+                } else if roll < 7 {
+                    self.written += 1;
+                    KvInput::Put(format!("c{}-{}", self.id, self.written))
+                } else {
+                    self.written += 1;
+                    let expected = self.seen.get(&key).cloned().flatten();
+                    KvInput::Cas {
+                        expected,
+                        value: format!("c{}-{}", self.id, self.written),
+                    }
+                };
+                // A third of the puts write a second key in the same transaction (one entry):
+                // each key's history holds the put.
+                let other = (self.config.keys > 1
+                    && matches!(input, KvInput::Put(_))
+                    && self.rng.gen_range(0..3) == 0)
+                    .then(|| {
+                        format!(
+                            "k{}",
+                            (key[1..].parse::<u64>().unwrap_or(0) + 1) % self.config.keys
+                        )
+                    });
+                let keys: Vec<String> = std::iter::once(key.clone()).chain(other).collect();
+                let ops: Vec<usize> = keys
+                    .iter()
+                    .map(|key| {
+                        self.recorder
+                            .borrow_mut()
+                            .invoke(self.id, key, input.clone())
+                    })
+                    .collect();
+                let outcome = self.execute(&keys, &input).await;
+                for (op, key) in ops.into_iter().zip(&keys) {
+                    self.record(op, key, &input, outcome.clone(), faults_end);
                 }
-            };
-            let op = self
-                .recorder
-                .borrow_mut()
-                .invoke(self.id, &key, input.clone());
-            let outcome = self.execute(&key, &input).await;
-            self.record(op, &key, &input, outcome, faults_end);
+            }
             let pause = self.rng.gen_range(0..20);
             tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+    }
+
+    /// One read of every key by a range read (one index for all), recorded as a read of each.
+    async fn range_read(&mut self, faults_end: Instant) {
+        let keys: Vec<String> = (0..self.config.keys).map(|k| format!("k{k}")).collect();
+        let ops: Vec<usize> = keys
+            .iter()
+            .map(|key| {
+                self.recorder
+                    .borrow_mut()
+                    .invoke(self.id, key, KvInput::Get)
+            })
+            .collect();
+        let query = KvQuery::Range(RangeQuery::new(KeySet::Prefix("k".into())));
+        let answer = self.perform(Request::Read(query)).await;
+        for (op, key) in ops.into_iter().zip(&keys) {
+            let output = match &answer {
+                Some(Some(Answer::Read(bytes))) => {
+                    Some(Some(KvOutput::Value(value_of(range_value(bytes, key)))))
+                }
+                _ => None,
+            };
+            self.record(op, key, &KvInput::Get, output, faults_end);
         }
     }
 
@@ -478,15 +559,74 @@ impl Client {
         }
     }
 
-    /// `Some(Some(output))`: done; `Some(None)`: a write with an unknown outcome; `None`:
-    /// certainly no effect.
-    async fn execute(&mut self, key: &str, input: &KvInput) -> Option<Option<KvOutput>> {
-        let deadline = Instant::now() + self.config.op_timeout;
-        // Only writes are numbered: a session's first write must be its number 1.
-        let mut session = match input {
-            KvInput::Get => None,
-            _ => self.next_session(),
+    /// `input` on `keys` (a put may name two: one transaction writes both); `Some(Some(output))`:
+    /// done; `Some(None)`: a write with an unknown outcome; `None`: certainly no effect.
+    async fn execute(&mut self, keys: &[String], input: &KvInput) -> Option<Option<KvOutput>> {
+        let key = keys[0].clone();
+        let request = match input.clone() {
+            // Half the reads as a range read of the one key.
+            KvInput::Get if self.rng.gen_bool(0.5) => Request::Read(KvQuery::Get { key }),
+            KvInput::Get => Request::Read(KvQuery::Range(RangeQuery::new(KeySet::Key(key)))),
+            KvInput::Put(value) if keys.len() > 1 => Request::Write(KvOp::Txn(Txn {
+                success: keys
+                    .iter()
+                    .map(|key| TxnOp::Put {
+                        key: key.clone(),
+                        value: Bytes::from(value.clone()),
+                        lease: None,
+                    })
+                    .collect(),
+                ..Txn::default()
+            })),
+            KvInput::Put(value) => Request::Write(KvOp::Put {
+                key,
+                value: Bytes::from(value),
+            }),
+            // A compare-and-swap as the service sends it: a transaction.
+            KvInput::Cas { expected, value } => Request::Write(KvOp::Txn(Txn {
+                compare: vec![Compare {
+                    key: key.clone(),
+                    op: CompareOp::Equal,
+                    target: match expected {
+                        Some(expected) => CompareTarget::Value(Bytes::from(expected)),
+                        None => CompareTarget::Version(0),
+                    },
+                }],
+                success: vec![TxnOp::Put {
+                    key: key.clone(),
+                    value: Bytes::from(value),
+                    lease: None,
+                }],
+                failure: vec![TxnOp::Get { key }],
+            })),
+            KvInput::Delete => Request::Write(KvOp::Delete { key }),
         };
+        let answer = self.perform(request).await?;
+        Some(answer.map(|answer| match answer {
+            Answer::Read(bytes) => KvOutput::Value(value_of(match unframe::<KvAnswer>(&bytes) {
+                Ok(KvAnswer::Range(_)) => range_value(&bytes, &keys[0]),
+                _ => decode_get(&bytes),
+            })),
+            Answer::Written(KvOutcome::Txn(outcome)) => match (input, outcome.results.first()) {
+                (KvInput::Cas { .. }, Some(TxnOpResult::Got(current))) if !outcome.succeeded => {
+                    KvOutput::Mismatch {
+                        current: value_of(current.as_ref().and_then(|kv| kv.value.clone())),
+                    }
+                }
+                (KvInput::Cas { .. }, _) => KvOutput::Swapped,
+                _ => KvOutput::Written,
+            },
+            Answer::Written(_) => KvOutput::Written,
+        }))
+    }
+
+    /// Send `request` until it is done or the operation times out: `Some(Some(answer))`: done;
+    /// `Some(None)`: a write with an unknown outcome; `None`: certainly no effect.
+    async fn perform(&mut self, request: Request) -> Option<Option<Answer>> {
+        let deadline = Instant::now() + self.config.op_timeout;
+        let is_read = matches!(request, Request::Read(_));
+        // Only writes are numbered: a session's first write must be its number 1.
+        let mut session = if is_read { None } else { self.next_session() };
         let mut maybe_applied = false;
         let lease = matches!(self.config.reads, ReadMode::Mixed) && self.rng.gen_bool(0.5);
         loop {
@@ -502,30 +642,19 @@ impl Client {
                 continue;
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = match input {
-                KvInput::Get => self.read(&handle, key, lease, remaining).await,
-                write => {
-                    let op = match write.clone() {
-                        KvInput::Put(value) => KvOp::Put {
-                            key: key.to_owned(),
-                            value: Bytes::from(value),
-                        },
-                        KvInput::Cas { expected, value } => KvOp::Cas {
-                            key: key.to_owned(),
-                            expected: expected.map(Bytes::from),
-                            value: Bytes::from(value),
-                        },
-                        KvInput::Delete => KvOp::Delete {
-                            key: key.to_owned(),
-                        },
-                        KvInput::Get => unreachable!("handled above"),
-                    };
-                    let command = KvCommand { session, op }.encode();
+            let attempt = match &request {
+                Request::Read(query) => self.read(&handle, query.encode(), lease, remaining).await,
+                Request::Write(op) => {
+                    let command = KvCommand {
+                        session,
+                        op: op.clone(),
+                    }
+                    .encode();
                     write_attempt(&handle, command, remaining).await
                 }
             };
             match attempt {
-                Attempt::Done(output) => return Some(Some(output)),
+                Attempt::Done(answer) => return Some(Some(answer)),
                 Attempt::Retry(leader) => {
                     self.target = match leader {
                         Some(leader) if leader != node => leader,
@@ -553,7 +682,7 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if matches!(input, KvInput::Get) || !maybe_applied {
+        if is_read || !maybe_applied {
             None
         } else {
             Some(None)
@@ -571,14 +700,10 @@ impl Client {
     async fn read(
         &mut self,
         handle: &NodeHandle,
-        key: &str,
+        query: Bytes,
         lease: bool,
         remaining: Duration,
     ) -> Attempt {
-        let query = KvQuery::Get {
-            key: key.to_owned(),
-        }
-        .encode();
         if self.config.reads == ReadMode::FollowerLocalRead {
             // The planted bug: read some node other than the leader we know of, locally.
             let leader = self.target;
@@ -599,7 +724,7 @@ impl Client {
                 return Attempt::Retry(None);
             };
             return match follower.query_local(query).await {
-                Some(bytes) => Attempt::Done(KvOutput::Value(value_of(decode_get(&bytes)))),
+                Some(bytes) => Attempt::Done(Answer::Read(bytes)),
                 None => Attempt::Retry(None),
             };
         }
@@ -625,7 +750,7 @@ impl Client {
                         stats.lease_reads_at_once += 1;
                     }
                 }
-                Attempt::Done(KvOutput::Value(value_of(decode_get(&bytes))))
+                Attempt::Done(Answer::Read(bytes))
             }
             Ok(Err(ReadError::NotLeader { leader })) => Attempt::Retry(leader),
             Ok(Err(ReadError::Shutdown)) | Err(_) => Attempt::Retry(None),
@@ -640,19 +765,13 @@ fn value_of(bytes: Option<Bytes>) -> Option<String> {
 async fn write_attempt(handle: &NodeHandle, command: Bytes, remaining: Duration) -> Attempt {
     match tokio::time::timeout(remaining, handle.propose(command)).await {
         Ok(Ok(result)) => match KvApplied::decode(&result).map(|applied| applied.outcome) {
-            Some(KvOutcome::Put { .. }) | Some(KvOutcome::Deleted { .. }) => {
-                Attempt::Done(KvOutput::Written)
-            }
-            Some(KvOutcome::Swapped) => Attempt::Done(KvOutput::Swapped),
-            Some(KvOutcome::Mismatch { current }) => Attempt::Done(KvOutput::Mismatch {
-                current: value_of(current),
-            }),
             Some(KvOutcome::SessionExpired) => Attempt::SessionExpired,
             // A retry of an older sequence, or an answer that does not decode: nothing the
             // client can interpret; the write may have happened.
             Some(KvOutcome::StaleSequence) | Some(KvOutcome::Invalid) | None => {
                 Attempt::RetryMaybeApplied
             }
+            Some(outcome) => Attempt::Done(Answer::Written(outcome)),
         },
         Ok(Err(ProposeError::NotLeader { leader })) => Attempt::Retry(leader),
         // Not appended: leadership is moving (the operator hands it over).
@@ -660,6 +779,18 @@ async fn write_attempt(handle: &NodeHandle, command: Bytes, remaining: Duration)
             Attempt::Retry(None)
         }
         Ok(Err(ProposeError::Shutdown)) | Err(_) => Attempt::RetryMaybeApplied,
+    }
+}
+
+/// The value of `key` in an encoded answer to a range read (`None`: absent).
+fn range_value(bytes: &[u8], key: &str) -> Option<Bytes> {
+    match unframe::<KvAnswer>(bytes) {
+        Ok(KvAnswer::Range(page)) => page
+            .kvs
+            .into_iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value),
+        _ => None,
     }
 }
 
@@ -1126,7 +1257,7 @@ impl Operator {
 /// Runs one chaos run to the end and checks its history.
 pub fn run(config: &ChaosConfig) -> ChaosRun {
     let config = config.clone();
-    let (history, stats) = run_paused(|| {
+    let result = run_paused(|| {
         let config = config.clone();
         async move {
             let start = Instant::now();
@@ -1170,6 +1301,9 @@ pub fn run(config: &ChaosConfig) -> ChaosRun {
                 stats.clone(),
                 end,
             )));
+            let watcher = tokio::task::spawn_local(
+                watcher::Watcher::new(cluster.clone(), config.seed).run(end),
+            );
             for id in 1..=config.clients {
                 let client = Client {
                     id,
@@ -1190,6 +1324,8 @@ pub fn run(config: &ChaosConfig) -> ChaosRun {
             for task in tasks {
                 task.await.expect("a chaos task panicked");
             }
+            let watcher = watcher.await.expect("the watcher panicked");
+            let watch = watcher.check_against_the_history().await;
             let cluster = cluster.borrow();
             for handle in cluster.handles.values() {
                 handle.shutdown();
@@ -1197,14 +1333,16 @@ pub fn run(config: &ChaosConfig) -> ChaosRun {
             let mut history = std::mem::take(&mut recorder.borrow_mut().history);
             history.retain(|op| op.call != u64::MAX);
             let stats = stats.borrow().clone();
-            (history, stats)
+            (history, stats, watch)
         }
     });
+    let (history, stats, watch) = result;
     let check = check_kv(&history);
     ChaosRun {
         config,
         history,
         check,
         stats,
+        watch,
     }
 }

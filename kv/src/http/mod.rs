@@ -1,7 +1,15 @@
 //! The HTTP API (actix-web), served by every node: `/v1/kv/{key}` (PUT, GET, DELETE), CAS,
-//! `/v1/members` (GET, POST; `/{id}/promote`, DELETE `/{id}`), `/v1/leader/transfer`,
+//! `/v1/kv?prefix=` (range reads and deletes), `/v1/txn`, `/v1/watch` (Server-Sent Events),
+//! `/v1/leases`, `/v1/members` (GET, POST; `/{id}/promote`, DELETE `/{id}`), `/v1/leader/transfer`,
 //! `/v1/admin/snapshot`, `/v1/admin/backup` (streamed; [`crate::backup`]),
 //! `/v1/status`, `/health`, `/livez`, `/readyz`, `/metrics`. Every request goes to the node's [`KvService`].
+
+pub mod json;
+mod leases;
+mod range;
+mod watch;
+
+pub use range::continue_token;
 
 use crate::auth::{authorize, Access, Refusal, Role};
 use crate::metrics::ServiceMetrics;
@@ -9,7 +17,7 @@ use crate::protocol::{
     Consistency, ErrorKind, KvRequest, KvResponse, MemberChange, RequestEnvelope, ServiceError,
 };
 use crate::service::{KvService, ServiceCall};
-use crate::store::{KvOutcome, Session};
+use crate::store::{KeySet, KvOutcome, RangeQuery, Session, Txn, TxnOp};
 use actix::Addr;
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -39,6 +47,8 @@ pub struct HttpState {
     pub tls: Option<NodeTls>,
     /// The cluster's id (named in backups).
     pub cluster_id: String,
+    /// This node's watchers (`/v1/watch` streams run here).
+    pub hub: Arc<crate::watch::WatchHub>,
 }
 
 /// The API as an actix-web application.
@@ -252,13 +262,33 @@ pub fn routes(config: &mut web::ServiceConfig) {
             let response = bad_request(format!("bad path: {error}"));
             actix_web::error::InternalError::from_response(error, response).into()
         }))
+        // Keys may hold slashes ("app/a"); a compare-and-swap is a POST to the key's path plus
+        // "/cas".
         .service(
-            web::resource("/v1/kv/{key}")
+            resource("/v1/kv/{key:.+}")
                 .route(web::put().to(put))
                 .route(web::get().to(get))
                 .route(web::delete().to(delete))
-                .default_service(web::to(method_not_allowed)),
+                .route(web::post().to(cas)),
         )
+        .service(
+            resource("/v1/kv")
+                .route(web::get().to(range::range))
+                .route(web::delete().to(range::delete_range)),
+        )
+        .service(resource("/v1/txn").route(web::post().to(range::txn)))
+        .service(resource("/v1/watch").route(web::get().to(watch::watch)))
+        .service(
+            resource("/v1/leases")
+                .route(web::post().to(leases::grant))
+                .route(web::get().to(leases::list)),
+        )
+        .service(
+            resource("/v1/leases/{id}")
+                .route(web::get().to(leases::show))
+                .route(web::delete().to(leases::revoke)),
+        )
+        .service(resource("/v1/leases/{id}/keepalive").route(web::post().to(leases::keep_alive)))
         .service(
             web::resource("/v1/kv/{key}/cas")
                 .route(web::post().to(cas))
@@ -330,6 +360,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::get().to(metrics))
                 .default_service(web::to(method_not_allowed)),
         );
+}
+
+/// A resource answering 405 to the methods it has no route for.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
 }
 
 fn error_response(error: &ServiceError) -> HttpResponse {
@@ -426,10 +461,18 @@ fn unexpected(response: KvResponse) -> HttpResponse {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutParams {
+    /// Attach the key to this lease (it goes when the lease does).
+    lease: Option<u64>,
+}
+
 async fn put(
     state: web::Data<HttpState>,
     request: HttpRequest,
     key: web::Path<String>,
+    params: web::Query<PutParams>,
     payload: web::Payload,
 ) -> HttpResponse {
     let session = match session(&request) {
@@ -440,27 +483,55 @@ async fn put(
         Ok(value) => value,
         Err(response) => return response,
     };
-    match call(
-        &state,
-        KvRequest::Put {
-            key: key.into_inner(),
+    let key = key.into_inner();
+    let request = match params.lease {
+        None => KvRequest::Put {
+            key,
             value,
             session,
         },
-    )
-    .await
-    {
+        Some(0) => return bad_request("lease ids are positive integers"),
+        Some(lease) => KvRequest::Txn {
+            txn: Txn {
+                success: vec![TxnOp::Put {
+                    key,
+                    value,
+                    lease: Some(lease),
+                }],
+                ..Txn::default()
+            },
+            session,
+        },
+    };
+    match call(&state, request).await {
         KvResponse::Written {
-            outcome: KvOutcome::StaleSequence,
-            ..
-        } => stale_sequence(),
-        KvResponse::Written {
-            outcome: KvOutcome::SessionExpired,
-            ..
-        } => session_expired(),
-        KvResponse::Written { index, .. } => HttpResponse::Ok().json(json!({ "index": index })),
+            index,
+            outcome: KvOutcome::Put { .. } | KvOutcome::Txn(_),
+        } => HttpResponse::Ok().json(json!({ "index": index })),
+        KvResponse::Written { outcome, .. } => written_refusal(&outcome),
         other => unexpected(other),
     }
+}
+
+/// The answer to a write the state machine refused (nothing changed).
+fn written_refusal(outcome: &KvOutcome) -> HttpResponse {
+    match outcome {
+        KvOutcome::StaleSequence => stale_sequence(),
+        KvOutcome::SessionExpired => session_expired(),
+        KvOutcome::LeaseNotFound { id } => HttpResponse::NotFound().json(json!({
+            "error": format!("lease {id} does not exist (it expired, was revoked, or was never granted); nothing was written"),
+            "leader": null
+        })),
+        other => error_response(&ServiceError::new(
+            ErrorKind::Unknown,
+            format!("unexpected outcome: {other:?}"),
+        )),
+    }
+}
+
+/// `consistency=` as given, linearizable when absent.
+fn parse_consistency(text: Option<&str>) -> Result<Consistency, String> {
+    text.map_or(Ok(Consistency::Linearizable), str::parse::<Consistency>)
 }
 
 fn stale_sequence() -> HttpResponse {
@@ -484,37 +555,51 @@ fn session_expired() -> HttpResponse {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReadParams {
     consistency: Option<String>,
+    /// Answer JSON with the key's revisions instead of the raw value.
+    #[serde(default)]
+    meta: bool,
 }
 
+/// The value, raw, with the key's revisions in `X-Raftor-*` headers (or all of it as JSON with
+/// `meta=true`).
 async fn get(
     state: web::Data<HttpState>,
     key: web::Path<String>,
     params: web::Query<ReadParams>,
 ) -> HttpResponse {
-    let consistency = match params.consistency.as_deref().map(str::parse::<Consistency>) {
-        None => Consistency::Linearizable,
-        Some(Ok(consistency)) => consistency,
-        Some(Err(message)) => return bad_request(message),
+    let consistency = match parse_consistency(params.consistency.as_deref()) {
+        Ok(consistency) => consistency,
+        Err(message) => return bad_request(message),
     };
-    match call(
-        &state,
-        KvRequest::Get {
-            key: key.into_inner(),
-            consistency,
-        },
-    )
-    .await
-    {
-        KvResponse::Value { value: Some(value) } => HttpResponse::Ok()
-            .content_type("application/octet-stream")
-            .body(value),
-        KvResponse::Value { value: None } => {
-            HttpResponse::NotFound().json(json!({ "error": "no such key", "leader": null }))
-        }
-        other => unexpected(other),
+    let query = RangeQuery::new(KeySet::Key(key.into_inner()));
+    let page = match call(&state, KvRequest::Range { query, consistency }).await {
+        KvResponse::Range(page) => page,
+        other => return unexpected(other),
+    };
+    let Some(kv) = page.kvs.first() else {
+        return HttpResponse::NotFound()
+            .insert_header(("X-Raftor-Index", page.index.to_string()))
+            .json(json!({ "error": "no such key", "leader": null, "index": page.index }));
+    };
+    if params.meta {
+        let mut body = json::key_value(kv);
+        body["index"] = json!(page.index);
+        return HttpResponse::Ok().json(body);
     }
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type("application/octet-stream")
+        .insert_header(("X-Raftor-Index", page.index.to_string()))
+        .insert_header(("X-Raftor-Create-Index", kv.create_index.to_string()))
+        .insert_header(("X-Raftor-Mod-Index", kv.mod_index.to_string()))
+        .insert_header(("X-Raftor-Version", kv.version.to_string()));
+    if let Some(lease) = kv.lease {
+        response.insert_header(("X-Raftor-Lease", lease.to_string()));
+    }
+    response.body(kv.value.clone().unwrap_or_default())
 }
 
 async fn delete(
@@ -564,6 +649,9 @@ async fn cas(
     key: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
+    let Some(key) = key.strip_suffix("/cas").map(str::to_owned) else {
+        return method_not_allowed().await;
+    };
     let session = match session(&request) {
         Ok(session) => session,
         Err(error) => return error_response(&error),
@@ -587,7 +675,7 @@ async fn cas(
         }
     };
     let request = KvRequest::Cas {
-        key: key.into_inner(),
+        key,
         expected: body.expected.map(Bytes::from),
         value: Bytes::from(body.value),
         session,

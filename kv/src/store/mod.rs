@@ -1,10 +1,38 @@
-//! The replicated key-value map: raftor's first state machine, with exactly-once client sessions.
+//! The replicated key-value map: raftor's first state machine, with exactly-once client sessions,
+//! revisions, transactions, leases and the recent history that watches replay.
+//!
+//! Everything here is decided by the log alone: applying the same entries gives every node the
+//! same map, the same leases and the same history (no clock, no randomness).
 
+mod history;
+mod keys;
+mod lease;
+mod range;
+mod snapshot;
+mod txn;
+
+#[cfg(test)]
+mod feature_tests;
+
+pub use history::{Event, EventKind, History, HISTORY_MAX_BYTES, HISTORY_MAX_EVENTS};
+pub use keys::{KeySet, KeyValue};
+pub use lease::{check_ttl, LeaseView, LEASE_VIEW_MAX_KEYS, MAX_LEASE_TTL, MIN_LEASE_TTL};
+pub use range::{
+    RangePage, RangeQuery, DEFAULT_RANGE_BYTES, DEFAULT_RANGE_LIMIT, MAX_RANGE_BYTES,
+    MAX_RANGE_LIMIT,
+};
+pub use snapshot::KvSnapshot;
+pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResult, TxnOutcome};
+
+use crate::watch::{WatchHub, WatchPageAnswer, WatchPageQuery};
 use bytes::Bytes;
 use imbl::OrdMap;
+use keys::Stored;
+use lease::LeaseRecord;
 use raftor::state_machine::{unframe, StateMachine};
 use raftor_core::LogIndex;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// A client's identity and the number of one of its writes. A client numbers its writes 1, 2, 3...
 /// and retries a write with the same number; the map applies each number at most once.
@@ -21,6 +49,7 @@ pub struct KvCommand {
     pub op: KvOp,
 }
 
+/// The operations. The log holds them encoded, so variants are only ever added at the end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvOp {
     Put {
@@ -30,11 +59,24 @@ pub enum KvOp {
     Delete {
         key: String,
     },
-    /// Set `key` to `value` if it currently holds `expected` (`None`: if it is absent).
+    /// Set `key` to `value` if it currently holds `expected` (`None`: if it is absent). Kept for
+    /// the entries already in logs; the service now proposes a compare-and-swap as a [`Txn`].
     Cas {
         key: String,
         expected: Option<Bytes>,
         value: Bytes,
+    },
+    /// A transaction ([`Txn`]); also how a put with a lease and a range delete are proposed.
+    Txn(Txn),
+    /// Grant a lease of this TTL; its id is the entry's index.
+    LeaseGrant {
+        ttl_ms: u64,
+    },
+    /// End lease `id` and delete its keys: revoked by a client, or (`expired`) by the leader's
+    /// lessor when its TTL ran out without a keep-alive.
+    LeaseRevoke {
+        id: u64,
+        expired: bool,
     },
 }
 
@@ -49,18 +91,33 @@ impl KvOp {
                 expected,
                 value,
             } => key.len() + expected.as_ref().map_or(0, Bytes::len) + value.len(),
+            KvOp::Txn(txn) => txn.payload_bytes(),
+            KvOp::LeaseGrant { .. } | KvOp::LeaseRevoke { .. } => 16,
         }
     }
 }
 
-/// A read of the map.
+/// A read of the map. Variants are only ever added at the end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvQuery {
-    Get { key: String },
+    Get {
+        key: String,
+    },
     Len,
+    /// A page of keys with their revisions.
+    Range(RangeQuery),
+    /// Replay history for a watch and activate its slot ([`crate::watch`]).
+    WatchPage(WatchPageQuery),
+    /// One lease.
+    Lease {
+        id: u64,
+    },
+    /// Every lease, without its keys' names.
+    Leases,
 }
 
-/// What applying a [`KvCommand`] did.
+/// What applying a [`KvCommand`] did. Variants are only ever added at the end (snapshots and the
+/// native protocol hold them encoded).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvOutcome {
     /// The key was written; `replaced` when it held a value before.
@@ -84,10 +141,15 @@ pub enum KvOutcome {
     /// nothing changed (thesis §6.3: the client learns its session is gone). The client must start
     /// a new session (a new client id, its sequence numbers again from 1); whether the refused
     /// write was applied earlier stays unknown to it. See [`KvStateMachine`] for the rule.
-    ///
-    /// Added last, so the encoding of the other outcomes — in snapshots (each session keeps its
-    /// last result) and on the native protocol — is unchanged.
     SessionExpired,
+    /// The transaction ran (one branch or the other).
+    Txn(TxnOutcome),
+    /// A lease was granted: its id (the entry's index) and TTL.
+    LeaseGranted { id: u64, ttl_ms: u64 },
+    /// A lease ended (`existed`: it was there) and its keys were deleted.
+    LeaseRevoked { existed: bool, deleted: u64 },
+    /// A write named a lease that does not exist (it never did, or it ended): nothing changed.
+    LeaseNotFound { id: u64 },
 }
 
 /// The result of applying a command: the index it was applied at and what it did. A retried write
@@ -113,13 +175,19 @@ impl KvQuery {
     }
 }
 
-/// The answer to a [`KvQuery`].
+/// The answer to a [`KvQuery`]. Variants are only ever added at the end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvAnswer {
     /// The value of the key asked with [`KvQuery::Get`], `None` when absent.
     Value(Option<Bytes>),
     /// The number of keys ([`KvQuery::Len`]).
     Len(u64),
+    Range(RangePage),
+    WatchPage(WatchPageAnswer),
+    /// The lease, if it exists.
+    Lease(Option<LeaseView>),
+    /// Every lease, by id (without its keys' names; `keys_total` counts them).
+    Leases(Vec<LeaseView>),
 }
 
 impl KvApplied {
@@ -162,7 +230,6 @@ struct SessionRecord {
     /// The index of the client's latest write; the session expires relative to it.
     last_index: u64,
 }
-
 /// The map itself, with the clients' sessions.
 ///
 /// # Exactly-once sessions (thesis §6.3)
@@ -196,20 +263,54 @@ struct SessionRecord {
 /// [`SESSION_TTL_ENTRIES`] entries after the original was applied (a client retries for seconds;
 /// [`crate::Client`] for its operation timeout, 15 s by default); closing it entirely would need
 /// an explicit session registration entry (the thesis's RegisterClient), a change of the log
-/// format.
-#[derive(Debug, Default)]
+///
+/// # Revisions, leases, history
+///
+/// Each key keeps the index that created it, the index of its latest write and a version count
+/// (etcd's create/mod revision and version, with log indexes as revisions). A lease's id is the
+/// index of the entry that granted it; a key attached to a lease is deleted with it. Every change
+/// is also an [`Event`] in a bounded [`History`], which watches replay; the same events go to
+/// the [`WatchHub`] as they are applied.
+#[derive(Default)]
 pub struct KvStateMachine {
     /// Persistent maps (shared structure, copy on write): a snapshot is an O(1) copy, so taking one
     /// never holds up the applier however large the map is.
-    map: OrdMap<String, Bytes>,
+    map: OrdMap<String, Stored>,
     sessions: OrdMap<u64, SessionRecord>,
+    /// The leases; every key whose `lease` is non-zero is in its lease's `keys`, and only those.
+    leases: OrdMap<u64, LeaseRecord>,
+    history: History,
     /// The index of the last entry applied; grows by log order.
     applied: LogIndex,
+    /// Where live watchers are served (none in a machine made without one).
+    hub: Option<Arc<WatchHub>>,
+    /// The events of the entry being applied (kept to reuse its allocation).
+    events: Vec<Event>,
+}
+
+impl std::fmt::Debug for KvStateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStateMachine")
+            .field("keys", &self.map.len())
+            .field("sessions", &self.sessions.len())
+            .field("leases", &self.leases.len())
+            .field("history", &self.history.len())
+            .field("applied", &self.applied)
+            .finish()
+    }
 }
 
 impl KvStateMachine {
     pub fn new() -> KvStateMachine {
         KvStateMachine::default()
+    }
+
+    /// A machine whose changes are also handed to `hub`'s live watchers.
+    pub fn with_hub(hub: Arc<WatchHub>) -> KvStateMachine {
+        KvStateMachine {
+            hub: Some(hub),
+            ..KvStateMachine::default()
+        }
     }
 
     pub fn applied(&self) -> LogIndex {
@@ -220,22 +321,80 @@ impl KvStateMachine {
         self.sessions.len()
     }
 
-    fn execute(&mut self, op: KvOp) -> KvOutcome {
+    /// Write `key` at `index` (its lease already checked to exist), recording the event.
+    fn put(&mut self, index: u64, key: String, value: Bytes, lease: u64) -> bool {
+        let previous = self.map.get(&key);
+        let replaced = previous.is_some();
+        let (create_index, version, old_lease) = match previous {
+            Some(stored) => (stored.create_index, stored.version + 1, stored.lease),
+            None => (index, 1, 0),
+        };
+        if old_lease != lease {
+            if let Some(record) = self.leases.get_mut(&old_lease) {
+                record.keys.remove(&key);
+            }
+            if let Some(record) = self.leases.get_mut(&lease) {
+                record.keys.insert(key.clone());
+            }
+        }
+        let stored = Stored {
+            value,
+            create_index,
+            mod_index: index,
+            version,
+            lease,
+        };
+        self.events.push(Event {
+            kind: EventKind::Put,
+            kv: stored.key_value(&key, true),
+        });
+        self.map.insert(key, stored);
+        replaced
+    }
+
+    /// Delete `key` at `index`, recording the event; whether it existed.
+    fn delete(&mut self, index: u64, key: &str) -> bool {
+        let Some(stored) = self.map.remove(key) else {
+            return false;
+        };
+        if let Some(record) = self.leases.get_mut(&stored.lease) {
+            record.keys.remove(key);
+        }
+        self.events.push(Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: key.to_owned(),
+                value: None,
+                create_index: 0,
+                mod_index: index,
+                version: 0,
+                lease: None,
+            },
+        });
+        true
+    }
+
+    fn delete_set(&mut self, index: u64, keys: &KeySet) -> u64 {
+        let doomed: Vec<String> = keys.iter(&self.map, None).map(|(k, _)| k.clone()).collect();
+        doomed.iter().filter(|key| self.delete(index, key)).count() as u64
+    }
+
+    fn execute(&mut self, index: u64, op: KvOp) -> KvOutcome {
         match op {
             KvOp::Put { key, value } => KvOutcome::Put {
-                replaced: self.map.insert(key, value).is_some(),
+                replaced: self.put(index, key, value, 0),
             },
             KvOp::Delete { key } => KvOutcome::Deleted {
-                existed: self.map.remove(&key).is_some(),
+                existed: self.delete(index, &key),
             },
             KvOp::Cas {
                 key,
                 expected,
                 value,
             } => {
-                let current = self.map.get(&key);
+                let current = self.map.get(&key).map(|stored| &stored.value);
                 if current == expected.as_ref() {
-                    self.map.insert(key, value);
+                    self.put(index, key, value, 0);
                     KvOutcome::Swapped
                 } else {
                     KvOutcome::Mismatch {
@@ -243,7 +402,70 @@ impl KvStateMachine {
                     }
                 }
             }
+            KvOp::Txn(txn) => self.transact(index, txn),
+            KvOp::LeaseGrant { ttl_ms } => {
+                self.leases.insert(
+                    index,
+                    LeaseRecord {
+                        ttl_ms,
+                        keys: Default::default(),
+                    },
+                );
+                KvOutcome::LeaseGranted { id: index, ttl_ms }
+            }
+            KvOp::LeaseRevoke { id, .. } => match self.leases.remove(&id) {
+                None => KvOutcome::LeaseRevoked {
+                    existed: false,
+                    deleted: 0,
+                },
+                Some(record) => {
+                    let deleted = record
+                        .keys
+                        .iter()
+                        .filter(|key| self.delete(index, key))
+                        .count() as u64;
+                    KvOutcome::LeaseRevoked {
+                        existed: true,
+                        deleted,
+                    }
+                }
+            },
         }
+    }
+
+    /// Run a transaction: its compares against the map as it is, then one branch, all at `index`.
+    fn transact(&mut self, index: u64, txn: Txn) -> KvOutcome {
+        let succeeded = txn
+            .compare
+            .iter()
+            .all(|compare| txn::holds(compare, self.map.get(&compare.key)));
+        let ops = if succeeded { txn.success } else { txn.failure };
+        // Every lease the branch attaches keys to must exist, or nothing is done.
+        for op in &ops {
+            if let TxnOp::Put {
+                lease: Some(id), ..
+            } = op
+            {
+                if !self.leases.contains_key(id) {
+                    return KvOutcome::LeaseNotFound { id: *id };
+                }
+            }
+        }
+        let results = ops
+            .into_iter()
+            .map(|op| match op {
+                TxnOp::Put { key, value, lease } => TxnOpResult::Put {
+                    replaced: self.put(index, key, value, lease.unwrap_or(0)),
+                },
+                TxnOp::Delete(keys) => TxnOpResult::Deleted {
+                    count: self.delete_set(index, &keys),
+                },
+                TxnOp::Get { key } => {
+                    TxnOpResult::Got(self.map.get(&key).map(|s| s.key_value(&key, true)))
+                }
+            })
+            .collect();
+        KvOutcome::Txn(TxnOutcome { succeeded, results })
     }
 
     fn sweep_sessions(&mut self, index: u64) {
@@ -259,15 +481,59 @@ impl KvStateMachine {
             }
         }
     }
-}
 
-/// A snapshot of the map: everything [`KvStateMachine`] holds, as of `applied`. The sessions are
-/// part of it, so exactly-once answers survive compaction.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct KvSnapshot {
-    applied: LogIndex,
-    map: OrdMap<String, Bytes>,
-    sessions: OrdMap<u64, SessionRecord>,
+    /// The entry at `index` is applied: its events go to the history and the live watchers.
+    fn record_events(&mut self, index: u64) {
+        if !self.events.is_empty() {
+            self.history.append(&self.events);
+        }
+        if let Some(hub) = &self.hub {
+            hub.publish(index, &self.events);
+        }
+        self.events.clear();
+    }
+
+    fn watch_page(&self, query: &WatchPageQuery) -> WatchPageAnswer {
+        let applied = self.applied.0;
+        let Some(after) = query.after else {
+            self.activate(query, applied);
+            return WatchPageAnswer::Page {
+                events: Vec::new(),
+                through: applied,
+                live: true,
+            };
+        };
+        if after < self.history.compacted_through() {
+            return WatchPageAnswer::Compacted {
+                compacted_through: self.history.compacted_through(),
+                index: applied,
+            };
+        }
+        let max_bytes = usize::try_from(query.max_bytes).unwrap_or(usize::MAX);
+        match self.history.scan(&query.keys, after, max_bytes) {
+            (events, Some(covered)) => WatchPageAnswer::Page {
+                events,
+                through: covered,
+                live: false,
+            },
+            (events, None) => {
+                // The replay reached the end: every later entry goes to the slot.
+                let through = after.max(applied);
+                self.activate(query, through);
+                WatchPageAnswer::Page {
+                    events,
+                    through,
+                    live: true,
+                }
+            }
+        }
+    }
+
+    fn activate(&self, query: &WatchPageQuery, after: u64) {
+        if let Some(hub) = &self.hub {
+            hub.activate(query.slot, query.keys.clone(), after);
+        }
+    }
 }
 
 impl StateMachine for KvStateMachine {
@@ -278,8 +544,59 @@ impl StateMachine for KvStateMachine {
     type Snapshot = KvSnapshot;
 
     fn apply(&mut self, index: LogIndex, command: KvCommand) -> KvApplied {
+        debug_assert!(
+            index > self.applied,
+            "entries are applied in log order, once"
+        );
         self.applied = index;
         self.sweep_sessions(index.0);
+        let result = self.apply_command(index.0, command);
+        self.record_events(index.0);
+        result
+    }
+
+    fn query(&self, query: &KvQuery) -> KvAnswer {
+        match query {
+            KvQuery::Get { key } => KvAnswer::Value(self.map.get(key).map(|s| s.value.clone())),
+            KvQuery::Len => KvAnswer::Len(self.map.len() as u64),
+            KvQuery::Range(range) => KvAnswer::Range(range::read(&self.map, range, self.applied.0)),
+            KvQuery::WatchPage(page) => KvAnswer::WatchPage(self.watch_page(page)),
+            KvQuery::Lease { id } => KvAnswer::Lease(self.leases.get(id).map(|r| r.view(*id))),
+            KvQuery::Leases => KvAnswer::Leases(
+                self.leases
+                    .iter()
+                    .map(|(id, record)| record.view_without_keys(*id))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn snapshot(&self) -> KvSnapshot {
+        // O(1): the persistent maps and the history share their structure with the copy.
+        KvSnapshot {
+            applied: self.applied,
+            map: self.map.clone(),
+            sessions: self.sessions.clone(),
+            leases: self.leases.clone(),
+            history: self.history.clone(),
+        }
+    }
+
+    fn restore(&mut self, snapshot: KvSnapshot) {
+        self.applied = snapshot.applied;
+        self.map = snapshot.map;
+        self.sessions = snapshot.sessions;
+        self.leases = snapshot.leases;
+        self.history = snapshot.history;
+        if let Some(hub) = &self.hub {
+            hub.restored(self.applied.0, &self.history);
+        }
+    }
+}
+
+impl KvStateMachine {
+    /// Apply `command` at `index` under its session's exactly-once rules.
+    fn apply_command(&mut self, index: u64, command: KvCommand) -> KvApplied {
         if let Some(session) = command.session {
             match self.sessions.get(&session.client_id) {
                 Some(record) => {
@@ -289,7 +606,7 @@ impl StateMachine for KvStateMachine {
                     }
                     if session.sequence < record.last_sequence {
                         return KvApplied {
-                            index: index.0,
+                            index,
                             outcome: KvOutcome::StaleSequence,
                         };
                     }
@@ -299,7 +616,7 @@ impl StateMachine for KvStateMachine {
                 // refused too.
                 None if session.sequence > 1 => {
                     return KvApplied {
-                        index: index.0,
+                        index,
                         outcome: KvOutcome::SessionExpired,
                     };
                 }
@@ -308,8 +625,8 @@ impl StateMachine for KvStateMachine {
             }
         }
         let result = KvApplied {
-            index: index.0,
-            outcome: self.execute(command.op),
+            index,
+            outcome: self.execute(index, command.op),
         };
         if let Some(session) = command.session {
             self.sessions.insert(
@@ -317,33 +634,11 @@ impl StateMachine for KvStateMachine {
                 SessionRecord {
                     last_sequence: session.sequence,
                     last_result: result.clone(),
-                    last_index: index.0,
+                    last_index: index,
                 },
             );
         }
         result
-    }
-
-    fn query(&self, query: &KvQuery) -> KvAnswer {
-        match query {
-            KvQuery::Get { key } => KvAnswer::Value(self.map.get(key).cloned()),
-            KvQuery::Len => KvAnswer::Len(self.map.len() as u64),
-        }
-    }
-
-    fn snapshot(&self) -> KvSnapshot {
-        // O(1): the persistent maps share their structure with the copy.
-        KvSnapshot {
-            applied: self.applied,
-            map: self.map.clone(),
-            sessions: self.sessions.clone(),
-        }
-    }
-
-    fn restore(&mut self, snapshot: KvSnapshot) {
-        self.applied = snapshot.applied;
-        self.map = snapshot.map;
-        self.sessions = snapshot.sessions;
     }
 }
 

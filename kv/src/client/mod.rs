@@ -10,6 +10,14 @@
 //! again under the new session; otherwise it returns [`ClientError::SessionExpired`] and does not
 //! resend it, since whether the write was applied is unknown.
 
+mod leases;
+mod ranges;
+mod watch;
+
+pub use leases::Lease;
+pub use ranges::TxnResult;
+pub use watch::Watch;
+
 use crate::protocol::{
     decode, encode, Consistency, ErrorKind, KvRequest, KvResponse, MemberChange, MembersReport,
     RequestEnvelope, ServiceError, SnapshotReport, StatusReport,
@@ -95,6 +103,11 @@ pub enum ClientError {
     /// The token's role does not allow this: nothing was done.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// A watch asked for changes the cluster no longer keeps (everything at or below
+    /// `compacted_through`): read the keys again (the node was at `index`) and watch from after
+    /// that read.
+    #[error("compacted: the changes up to index {compacted_through} are no longer kept (the node is at {index}); read again and watch from after the read's index")]
+    Compacted { compacted_through: u64, index: u64 },
 }
 
 /// A write's result.
@@ -176,7 +189,7 @@ impl Client {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn next_session(&self) -> Session {
+    pub(crate) fn next_session(&self) -> Session {
         let mut state = self.session();
         state.last_sequence += 1;
         Session {
@@ -326,7 +339,7 @@ impl Client {
         }
     }
 
-    async fn write(&self, mut request: KvRequest) -> Result<WriteResult, ClientError> {
+    pub(crate) async fn write(&self, mut request: KvRequest) -> Result<WriteResult, ClientError> {
         let deadline = tokio::time::Instant::now() + self.inner.options.operation_timeout;
         let mut renewals = 0;
         loop {
@@ -342,7 +355,7 @@ impl Client {
                 } => {
                     // The cluster forgot this session: this attempt changed nothing, and every
                     // later write needs a new session.
-                    let Some(expired) = request_session(&request) else {
+                    let Some(expired) = request.session() else {
                         return Err(ClientError::SessionExpired);
                     };
                     self.renew_session(expired.client_id);
@@ -357,7 +370,7 @@ impl Client {
                     // never saw this session's first write (it failed, or the session expired
                     // between writes). Sending it under the new session applies it once.
                     renewals += 1;
-                    set_request_session(&mut request, self.next_session());
+                    request.set_session(self.next_session());
                 }
                 KvResponse::Written { index, outcome } => {
                     return Ok(WriteResult { index, outcome })
@@ -373,7 +386,11 @@ impl Client {
 
     /// Send `request`, retrying on other endpoints and after leader changes until the operation
     /// timeout. A write keeps its session, so a retry is never applied twice.
-    async fn call(&self, request: KvRequest, is_write: bool) -> Result<KvResponse, ClientError> {
+    pub(crate) async fn call(
+        &self,
+        request: KvRequest,
+        is_write: bool,
+    ) -> Result<KvResponse, ClientError> {
         let deadline = tokio::time::Instant::now() + self.inner.options.operation_timeout;
         let (response, _) = self.call_until(&request, is_write, deadline).await?;
         Ok(response)
@@ -563,26 +580,6 @@ fn fresh_client_id(not: u64) -> u64 {
         if id != not {
             return id;
         }
-    }
-}
-
-/// The session a write carries.
-fn request_session(request: &KvRequest) -> Option<Session> {
-    match request {
-        KvRequest::Put { session, .. }
-        | KvRequest::Delete { session, .. }
-        | KvRequest::Cas { session, .. } => *session,
-        _ => None,
-    }
-}
-
-/// Give a write another session.
-fn set_request_session(request: &mut KvRequest, new: Session) {
-    if let KvRequest::Put { session, .. }
-    | KvRequest::Delete { session, .. }
-    | KvRequest::Cas { session, .. } = request
-    {
-        *session = Some(new);
     }
 }
 

@@ -1,0 +1,256 @@
+//! The lessor: on the leader, each lease's deadline, and the expiry it proposes when one passes.
+//!
+//! Time never enters the replicated map: a lease ends by an entry in the log
+//! ([`KvOp::LeaseRevoke`] with `expired`), proposed here by the leader, so every node deletes the
+//! lease's keys at the same index. Deadlines live only in the leader's memory:
+//!
+//! - a grant or a keep-alive sets the lease's deadline to one TTL after the request arrived;
+//! - a keep-alive is answered only after the leader confirmed its leadership with a majority
+//!   (a linearizable read of the lease), so no leader elected before it arrived can have
+//!   expired the lease on an older deadline;
+//! - a node that becomes leader does not know the deadlines its predecessor kept, so it gives
+//!   every lease a full TTL from the moment it sees itself leader. Any deadline the old leader
+//!   promised was at most one TTL after a keep-alive that arrived before this election, so the
+//!   new deadline is never earlier: a lease never expires before its holder was told it would.
+//!   The price is that a lease whose holder died may live up to one TTL (plus the election)
+//!   longer than it would have.
+//!
+//! Clocks are only compared on one machine (the leader's monotonic clock); like lease reads, the
+//! rule assumes the leader's and the client's clocks advance at about the same rate.
+
+use crate::store::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine, LeaseView};
+use raftor::{Consistency, RaftNode};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often the lessor looks for leases past their deadline.
+pub const LESSOR_TICK: Duration = Duration::from_millis(200);
+
+/// A lease the leader keeps time for.
+#[derive(Clone, Copy, Debug)]
+struct Tracked {
+    deadline: Instant,
+    /// An expiry was proposed and has not failed: a keep-alive can no longer save it.
+    expiring: bool,
+}
+
+/// Deadlines of the leases, kept by the leader (empty elsewhere).
+#[derive(Debug, Default)]
+pub struct Lessor {
+    /// The term the deadlines were set in; `None` while not leading.
+    term: Option<u64>,
+    leases: BTreeMap<u64, Tracked>,
+}
+
+impl Lessor {
+    pub fn new() -> Rc<RefCell<Lessor>> {
+        Rc::new(RefCell::new(Lessor::default()))
+    }
+
+    /// Lease `id` was granted by this leader at `now`.
+    pub fn granted(&mut self, id: u64, ttl_ms: u64, now: Instant) {
+        let ttl = Duration::from_millis(ttl_ms);
+        self.leases.insert(
+            id,
+            Tracked {
+                deadline: now + ttl,
+                expiring: false,
+            },
+        );
+    }
+
+    /// A keep-alive of lease `id` (whose TTL is `ttl_ms`) that arrived at `received`, confirmed
+    /// since by a majority: its new time left, or `None` if the lease is already being expired.
+    pub fn keep_alive(
+        &mut self,
+        id: u64,
+        ttl_ms: u64,
+        received: Instant,
+        now: Instant,
+    ) -> Option<Duration> {
+        let ttl = Duration::from_millis(ttl_ms);
+        let tracked = self.leases.entry(id).or_insert(Tracked {
+            deadline: received + ttl,
+            expiring: false,
+        });
+        if tracked.expiring {
+            return None;
+        }
+        tracked.deadline = tracked.deadline.max(received + ttl);
+        Some(tracked.deadline.saturating_duration_since(now))
+    }
+
+    /// Lease `id`'s time left, as this leader keeps it.
+    pub fn remaining(&self, id: u64, now: Instant) -> Option<Duration> {
+        self.leases
+            .get(&id)
+            .filter(|t| !t.expiring)
+            .map(|t| t.deadline.saturating_duration_since(now))
+    }
+
+    /// Whether an expiry of lease `id` is under way.
+    pub fn is_expiring(&self, id: u64) -> bool {
+        self.leases.get(&id).is_some_and(|t| t.expiring)
+    }
+
+    /// Match the deadlines to the leases the map holds, as leader of `term` at `now`: a new term
+    /// gives every lease a full TTL from now (see the module's rule); a lease not seen before
+    /// gets one too; a lease the map no longer holds is forgotten.
+    fn sync(&mut self, term: u64, leases: &[LeaseView], now: Instant) {
+        if self.term != Some(term) {
+            self.term = Some(term);
+            self.leases.clear();
+        }
+        let mut kept = BTreeMap::new();
+        for lease in leases {
+            let ttl = Duration::from_millis(lease.ttl_ms);
+            let tracked = self.leases.get(&lease.id).copied().unwrap_or(Tracked {
+                deadline: now + ttl,
+                expiring: false,
+            });
+            kept.insert(lease.id, tracked);
+        }
+        self.leases = kept;
+    }
+
+    /// The leases past their deadline at `now`, marked as expiring.
+    fn due(&mut self, now: Instant) -> Vec<u64> {
+        let mut due = Vec::new();
+        for (id, tracked) in &mut self.leases {
+            if !tracked.expiring && tracked.deadline <= now {
+                tracked.expiring = true;
+                due.push(*id);
+            }
+        }
+        due
+    }
+
+    /// The expiry of `id` failed (leadership lost, a timeout): it may be proposed again.
+    fn expiry_failed(&mut self, id: u64) {
+        if let Some(tracked) = self.leases.get_mut(&id) {
+            tracked.expiring = false;
+        }
+    }
+
+    /// Not the leader (any more): forget every deadline.
+    fn step_down(&mut self) {
+        self.term = None;
+        self.leases.clear();
+    }
+}
+
+/// Keep the deadlines while this node leads, and propose the expiry of each lease past its
+/// deadline; returns once the node has stopped.
+pub async fn run(node: RaftNode<KvStateMachine>, lessor: Rc<RefCell<Lessor>>) {
+    let mut leadership = node.leadership();
+    let mut tick = tokio::time::interval(LESSOR_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            changed = leadership.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        let current = *leadership.borrow_and_update();
+        if !current.is_leader() {
+            lessor.borrow_mut().step_down();
+            continue;
+        }
+        let leases = match node.read(KvQuery::Leases, Consistency::Local).await {
+            Ok(KvAnswer::Leases(leases)) => leases,
+            Ok(_) | Err(_) => continue,
+        };
+        let now = Instant::now();
+        let due = {
+            let mut lessor = lessor.borrow_mut();
+            lessor.sync(current.term.0, &leases, now);
+            lessor.due(now)
+        };
+        for id in due {
+            let node = node.clone();
+            let lessor = lessor.clone();
+            actix::spawn(async move {
+                let command = KvCommand {
+                    session: None,
+                    op: KvOp::LeaseRevoke { id, expired: true },
+                };
+                match node.propose(command).await {
+                    Ok(_) => tracing::debug!(lease = id, "lease expired"),
+                    Err(error) => {
+                        tracing::debug!(lease = id, %error, "lease expiry not committed; will retry");
+                        lessor.borrow_mut().expiry_failed(id);
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(id: u64, ttl_ms: u64) -> LeaseView {
+        LeaseView {
+            id,
+            ttl_ms,
+            remaining_ms: None,
+            keys: Vec::new(),
+            keys_total: 0,
+        }
+    }
+
+    #[test]
+    fn a_new_term_gives_every_lease_a_full_ttl_from_now() {
+        let start = Instant::now();
+        let mut lessor = Lessor::default();
+        lessor.sync(3, &[lease(10, 1_000)], start);
+        let later = start + Duration::from_millis(900);
+        assert_eq!(
+            lessor.remaining(10, later),
+            Some(Duration::from_millis(100))
+        );
+        // Leadership moves to a node (here: the same table, a new term) at `later`: the lease
+        // gets a full TTL from then, never less than its holder was promised.
+        lessor.sync(4, &[lease(10, 1_000)], later);
+        assert_eq!(
+            lessor.remaining(10, later),
+            Some(Duration::from_millis(1_000))
+        );
+        assert!(lessor.due(later + Duration::from_millis(999)).is_empty());
+        assert_eq!(lessor.due(later + Duration::from_millis(1_000)), [10]);
+        // Being expired, a keep-alive cannot save it; a failed expiry can be retried.
+        assert_eq!(lessor.keep_alive(10, 1_000, later, later), None);
+        lessor.expiry_failed(10);
+        assert_eq!(lessor.due(later + Duration::from_millis(1_000)), [10]);
+    }
+
+    #[test]
+    fn keep_alives_push_the_deadline_from_when_they_arrived() {
+        let start = Instant::now();
+        let mut lessor = Lessor::default();
+        lessor.sync(1, &[], start);
+        lessor.granted(5, 2_000, start);
+        let arrived = start + Duration::from_millis(1_500);
+        let answered = arrived + Duration::from_millis(50);
+        assert_eq!(
+            lessor.keep_alive(5, 2_000, arrived, answered),
+            Some(Duration::from_millis(1_950))
+        );
+        assert!(lessor
+            .due(arrived + Duration::from_millis(1_999))
+            .is_empty());
+        // A lease the map no longer holds (revoked) is forgotten at the next sync.
+        lessor.sync(1, &[], answered);
+        assert_eq!(lessor.remaining(5, answered), None);
+        lessor.step_down();
+        assert_eq!(lessor.term, None);
+    }
+}

@@ -1,0 +1,311 @@
+//! The map's revisions, transactions, range reads, leases and history, driven as the actors
+//! drive it (through [`StateMachine`]'s typed calls).
+
+use super::*;
+use crate::watch::{WatchEnd, WatchHub, WatchLimits};
+
+fn put(key: &str, value: &str) -> KvCommand {
+    KvCommand {
+        session: None,
+        op: KvOp::Put {
+            key: key.into(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        },
+    }
+}
+
+fn txn(txn: Txn) -> KvCommand {
+    KvCommand {
+        session: None,
+        op: KvOp::Txn(txn),
+    }
+}
+
+fn entry(kv: &KvStateMachine, key: &str) -> Option<KeyValue> {
+    match kv.query(&KvQuery::Range(RangeQuery::new(KeySet::Key(key.into())))) {
+        KvAnswer::Range(page) => page.kvs.into_iter().next(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn range(kv: &KvStateMachine, query: RangeQuery) -> RangePage {
+    match kv.query(&KvQuery::Range(query)) {
+        KvAnswer::Range(page) => page,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn keys_carry_their_creation_modification_and_version() {
+    let mut kv = KvStateMachine::new();
+    kv.apply(LogIndex(3), put("a", "1"));
+    kv.apply(LogIndex(5), put("a", "2"));
+    let a = entry(&kv, "a").expect("present");
+    assert_eq!((a.create_index, a.mod_index, a.version), (3, 5, 2));
+    kv.apply(
+        LogIndex(6),
+        KvCommand {
+            session: None,
+            op: KvOp::Delete { key: "a".into() },
+        },
+    );
+    kv.apply(LogIndex(8), put("a", "3"));
+    let a = entry(&kv, "a").expect("present");
+    assert_eq!(
+        (a.create_index, a.mod_index, a.version),
+        (8, 8, 1),
+        "created anew"
+    );
+}
+
+#[test]
+fn transactions_compare_then_run_one_branch_atomically() {
+    let mut kv = KvStateMachine::new();
+    kv.apply(LogIndex(1), put("x", "1"));
+    let swap = |expected: u64| Txn {
+        compare: vec![Compare {
+            key: "x".into(),
+            op: CompareOp::Equal,
+            target: CompareTarget::ModIndex(expected),
+        }],
+        success: vec![
+            TxnOp::Put {
+                key: "x".into(),
+                value: Bytes::from_static(b"2"),
+                lease: None,
+            },
+            TxnOp::Put {
+                key: "y".into(),
+                value: Bytes::from_static(b"2"),
+                lease: None,
+            },
+        ],
+        failure: vec![TxnOp::Get { key: "x".into() }],
+    };
+    let applied = kv.apply(LogIndex(2), txn(swap(7)));
+    let KvOutcome::Txn(outcome) = applied.outcome else {
+        panic!("{applied:?}")
+    };
+    assert!(!outcome.succeeded);
+    assert!(matches!(&outcome.results[0], TxnOpResult::Got(Some(kv)) if kv.mod_index == 1));
+    assert!(
+        entry(&kv, "y").is_none(),
+        "the failed branch's puts did not run"
+    );
+
+    let applied = kv.apply(LogIndex(3), txn(swap(1)));
+    assert!(matches!(
+        applied.outcome,
+        KvOutcome::Txn(TxnOutcome {
+            succeeded: true,
+            ..
+        })
+    ));
+    // Both keys at the transaction's one index.
+    assert_eq!(entry(&kv, "x").map(|kv| kv.mod_index), Some(3));
+    assert_eq!(entry(&kv, "y").map(|kv| kv.mod_index), Some(3));
+
+    // Absent keys: version 0 holds, any value compare fails.
+    let absent = |target| Txn {
+        compare: vec![Compare {
+            key: "nope".into(),
+            op: CompareOp::Equal,
+            target,
+        }],
+        ..Txn::default()
+    };
+    let outcome = |applied: KvApplied| match applied.outcome {
+        KvOutcome::Txn(outcome) => outcome.succeeded,
+        other => panic!("{other:?}"),
+    };
+    assert!(outcome(
+        kv.apply(LogIndex(4), txn(absent(CompareTarget::Version(0))))
+    ));
+    assert!(!outcome(kv.apply(
+        LogIndex(5),
+        txn(absent(CompareTarget::Value(Bytes::new())))
+    )));
+}
+
+#[test]
+fn ranges_page_in_key_order_within_their_caps() {
+    let mut kv = KvStateMachine::new();
+    for (i, key) in ["b/1", "a", "b/2", "b/3", "c"].iter().enumerate() {
+        kv.apply(LogIndex(i as u64 + 1), put(key, "vvvv"));
+    }
+    let mut query = RangeQuery {
+        limit: 2,
+        ..RangeQuery::new(KeySet::Prefix("b/".into()))
+    };
+    let first = range(&kv, query.clone());
+    assert_eq!(first.index, 5);
+    assert_eq!(
+        first
+            .kvs
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect::<Vec<_>>(),
+        ["b/1", "b/2"]
+    );
+    assert!(first.more);
+    query.after = first.next_after().map(str::to_owned);
+    let second = range(&kv, query.clone());
+    assert_eq!(second.kvs.len(), 1);
+    assert!(!second.more && second.next_after().is_none());
+
+    // A byte cap smaller than one key still returns one key per page.
+    let tiny = range(
+        &kv,
+        RangeQuery {
+            max_bytes: 1,
+            ..RangeQuery::new(KeySet::Prefix(String::new()))
+        },
+    );
+    assert_eq!((tiny.kvs.len(), tiny.more), (1, true));
+    let keys_only = range(
+        &kv,
+        RangeQuery {
+            keys_only: true,
+            ..RangeQuery::new(KeySet::Prefix(String::new()))
+        },
+    );
+    assert!(keys_only.kvs.iter().all(|kv| kv.value.is_none()));
+    let count = range(
+        &kv,
+        RangeQuery {
+            count_only: true,
+            ..RangeQuery::new(KeySet::Range {
+                start: "a".into(),
+                end: Some("c".into()),
+            })
+        },
+    );
+    assert_eq!((count.count, count.kvs.len()), (4, 0));
+    assert!(RangeQuery {
+        limit: 0,
+        ..RangeQuery::new(KeySet::Key("a".into()))
+    }
+    .check(100)
+    .is_err());
+}
+
+#[test]
+fn a_lease_takes_its_keys_with_it_and_survives_a_snapshot() {
+    let mut kv = KvStateMachine::new();
+    let granted = kv.apply(
+        LogIndex(1),
+        KvCommand {
+            session: None,
+            op: KvOp::LeaseGrant { ttl_ms: 5_000 },
+        },
+    );
+    assert_eq!(
+        granted.outcome,
+        KvOutcome::LeaseGranted {
+            id: 1,
+            ttl_ms: 5_000
+        }
+    );
+    let attach = |key: &str, lease| {
+        txn(Txn {
+            success: vec![TxnOp::Put {
+                key: key.into(),
+                value: Bytes::from_static(b"v"),
+                lease,
+            }],
+            ..Txn::default()
+        })
+    };
+    kv.apply(LogIndex(2), attach("held/a", Some(1)));
+    kv.apply(LogIndex(3), attach("held/b", Some(1)));
+    kv.apply(LogIndex(4), attach("free", None));
+    // A put naming a lease that does not exist changes nothing.
+    assert_eq!(
+        kv.apply(LogIndex(5), attach("free", Some(99))).outcome,
+        KvOutcome::LeaseNotFound { id: 99 }
+    );
+    // Rewriting held/b without a lease detaches it.
+    kv.apply(LogIndex(6), put("held/b", "kept"));
+    assert_eq!(entry(&kv, "held/a").and_then(|kv| kv.lease), Some(1));
+
+    let mut restored = KvStateMachine::new();
+    restored.restore(
+        bincode::deserialize(&bincode::serialize(&kv.snapshot()).expect("encodes"))
+            .expect("decodes"),
+    );
+    for machine in [&mut kv, &mut restored] {
+        let revoked = machine.apply(
+            LogIndex(7),
+            KvCommand {
+                session: None,
+                op: KvOp::LeaseRevoke {
+                    id: 1,
+                    expired: true,
+                },
+            },
+        );
+        assert_eq!(
+            revoked.outcome,
+            KvOutcome::LeaseRevoked {
+                existed: true,
+                deleted: 1
+            }
+        );
+        assert!(entry(machine, "held/a").is_none());
+        assert!(entry(machine, "held/b").is_some());
+        assert!(entry(machine, "free").is_some());
+        assert_eq!(
+            machine.query(&KvQuery::Lease { id: 1 }),
+            KvAnswer::Lease(None)
+        );
+    }
+}
+
+#[test]
+fn the_hub_delivers_live_changes_after_the_replay_and_cuts_off_a_slow_watcher() {
+    let hub = WatchHub::new(WatchLimits {
+        max_queued_bytes: usize::MAX,
+        max_queued_events: 3,
+    });
+    let mut kv = KvStateMachine::with_hub(hub.clone());
+    kv.apply(LogIndex(1), put("w/a", "1"));
+    kv.apply(LogIndex(2), put("other", "1"));
+    let slot = hub.open();
+    let page = kv.query(&KvQuery::WatchPage(crate::watch::WatchPageQuery {
+        keys: KeySet::Prefix("w/".into()),
+        after: Some(0),
+        max_bytes: 1 << 20,
+        slot: slot.id(),
+    }));
+    let KvAnswer::WatchPage(crate::watch::WatchPageAnswer::Page {
+        events,
+        through,
+        live: true,
+    }) = page
+    else {
+        panic!("{page:?}")
+    };
+    assert_eq!((events.len(), through), (1, 2), "the replay, then live");
+    kv.apply(LogIndex(3), put("w/b", "1"));
+    kv.apply(LogIndex(4), put("other", "2"));
+    match slot.take(usize::MAX) {
+        crate::watch::hub_taken::Events { events, through } => {
+            assert_eq!(events.iter().map(Event::index).collect::<Vec<_>>(), [3]);
+            assert_eq!(through, 4, "everything applied was looked at");
+        }
+        crate::watch::hub_taken::Ended(end) => panic!("{end:?}"),
+    }
+    // A watcher that takes nothing is ended once its queue passes the limit, and told where
+    // to resume.
+    for index in 5..=8 {
+        kv.apply(LogIndex(index), put("w/c", "x"));
+    }
+    match slot.take(usize::MAX) {
+        crate::watch::hub_taken::Ended(end) => {
+            assert_eq!(end, WatchEnd::TooSlow { resume_from: 5 })
+        }
+        crate::watch::hub_taken::Events { .. } => panic!("not cut off"),
+    }
+    drop(slot);
+    assert_eq!(hub.active(), 0);
+}

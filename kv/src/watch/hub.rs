@@ -1,0 +1,300 @@
+//! The watch hub: where the state machine hands each applied entry's events to the watchers
+//! following live changes, each into a bounded queue of its own.
+//!
+//! A watcher's slot is opened by the service ([`WatchHub::open`]) and activated by a query that
+//! runs on the applier between two entries ([`WatchHub::activate`]): the query replays the
+//! history up to the applied index and the hub delivers every entry applied after it, so a
+//! watcher misses nothing and sees nothing twice. A watcher that does not take its events falls
+//! behind; once its queue holds more than [`WatchLimits`] allow it is ended with
+//! [`WatchEnd::TooSlow`] (and its queue freed), naming the index to resume from — a slow reader
+//! never grows the node's memory without bound.
+
+use crate::store::{Event, History, KeySet};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// How much one watcher may have waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchLimits {
+    /// The most bytes of events ([`crate::store::KeyValue::cost`]) a watcher may have queued.
+    pub max_queued_bytes: usize,
+    /// The most events a watcher may have queued.
+    pub max_queued_events: usize,
+}
+
+impl Default for WatchLimits {
+    fn default() -> Self {
+        WatchLimits {
+            max_queued_bytes: 8 * 1024 * 1024,
+            max_queued_events: 100_000,
+        }
+    }
+}
+
+/// Why a watcher's stream ended.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum WatchEnd {
+    /// The watcher did not take its events quickly enough: its queue passed the limits. Every
+    /// event below `resume_from` was delivered; watch again from it.
+    TooSlow { resume_from: u64 },
+    /// The events after the watcher's position were compacted away (a snapshot installed on a
+    /// node that was far behind): read the keys again, then watch from after `index`.
+    Compacted { compacted_through: u64, index: u64 },
+}
+
+struct Slot {
+    /// Set when a query activated the slot, until it ends; only then it receives events.
+    keys: Option<KeySet>,
+    /// Events at or below this index are not delivered (the replay covered them, or the
+    /// watcher asked to start later).
+    after: u64,
+    queue: VecDeque<Event>,
+    queued_bytes: usize,
+    ended: Option<WatchEnd>,
+    notify: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    slots: BTreeMap<u64, Slot>,
+}
+
+/// Every watcher of one node.
+pub struct WatchHub {
+    inner: Mutex<Inner>,
+    /// How many slots are active (publishing takes the lock only when some are).
+    active: AtomicUsize,
+    /// The state machine's applied index, as last published.
+    applied: AtomicU64,
+    limits: WatchLimits,
+}
+
+impl WatchHub {
+    pub fn new(limits: WatchLimits) -> Arc<WatchHub> {
+        Arc::new(WatchHub {
+            inner: Mutex::default(),
+            active: AtomicUsize::new(0),
+            applied: AtomicU64::new(0),
+            limits,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every update leaves the slots consistent before it can panic, so a poisoned lock
+        // still guards a usable state.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The applied index last published.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// How many watchers are following live changes.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// A new, inactive slot; dropping the handle closes it.
+    pub fn open(self: &Arc<Self>) -> SlotHandle {
+        let notify = Arc::new(Notify::new());
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.slots.insert(
+            id,
+            Slot {
+                keys: None,
+                after: 0,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                ended: None,
+                notify: notify.clone(),
+            },
+        );
+        SlotHandle {
+            hub: self.clone(),
+            id,
+            notify,
+        }
+    }
+
+    /// Start delivering to slot `id` the events of `keys` with indexes above `after` (on the
+    /// applier, between two entries). Returns false if the slot was closed meanwhile.
+    pub(crate) fn activate(&self, id: u64, keys: KeySet, after: u64) -> bool {
+        let mut inner = self.lock();
+        let Some(slot) = inner.slots.get_mut(&id) else {
+            return false;
+        };
+        if slot.ended.is_some() {
+            return false;
+        }
+        if slot.keys.is_none() {
+            self.active.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.keys = Some(keys);
+        slot.after = after;
+        true
+    }
+
+    /// The events of the entry at `index` (on the applier, as it is applied).
+    pub(crate) fn publish(&self, index: u64, events: &[Event]) {
+        if self.active() == 0 || events.is_empty() {
+            self.applied.store(index, Ordering::Release);
+            return;
+        }
+        let mut inner = self.lock();
+        self.applied.store(index, Ordering::Release);
+        for slot in inner.slots.values_mut() {
+            self.deliver(slot, events.iter());
+        }
+    }
+
+    /// The state machine was replaced by a snapshot at `index` whose history is `history`:
+    /// deliver the events each active watcher has not seen, or end it if they are gone.
+    pub(crate) fn restored(&self, index: u64, history: &History) {
+        let mut inner = self.lock();
+        let before = self.applied.swap(index, Ordering::AcqRel);
+        for slot in inner.slots.values_mut() {
+            if slot.keys.is_none() || slot.ended.is_some() {
+                continue;
+            }
+            let from = slot.after.max(before);
+            if history.compacted_through() > from {
+                self.end(
+                    slot,
+                    WatchEnd::Compacted {
+                        compacted_through: history.compacted_through(),
+                        index,
+                    },
+                );
+                continue;
+            }
+            self.deliver(slot, history.between(from, index));
+        }
+    }
+
+    fn deliver<'a>(&self, slot: &mut Slot, events: impl Iterator<Item = &'a Event>) {
+        let Some(keys) = &slot.keys else {
+            return;
+        };
+        if slot.ended.is_some() {
+            return;
+        }
+        let mut added = false;
+        for event in events {
+            if event.index() <= slot.after || !keys.contains(&event.kv.key) {
+                continue;
+            }
+            if slot.queue.len() >= self.limits.max_queued_events
+                || slot.queued_bytes + event.kv.cost() > self.limits.max_queued_bytes
+            {
+                let resume_from = slot.queue.front().map_or(event.index(), Event::index);
+                self.end(slot, WatchEnd::TooSlow { resume_from });
+                return;
+            }
+            slot.queued_bytes += event.kv.cost();
+            slot.queue.push_back(event.clone());
+            added = true;
+        }
+        if added {
+            slot.notify.notify_one();
+        }
+    }
+
+    /// End the slot's watch: it receives nothing more and counts as active no longer.
+    fn end(&self, slot: &mut Slot, reason: WatchEnd) {
+        if slot.keys.take().is_some() {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        slot.queue = VecDeque::new();
+        slot.queued_bytes = 0;
+        slot.ended = Some(reason);
+        slot.notify.notify_one();
+    }
+
+    /// Take the slot's queued events (whole entries, about `max_bytes`), with the index they
+    /// cover: every event of the slot's keys at or below it has now been taken.
+    fn take(&self, id: u64, max_bytes: usize) -> Taken {
+        let mut inner = self.lock();
+        let Some(slot) = inner.slots.get_mut(&id) else {
+            return Taken::Ended(WatchEnd::TooSlow { resume_from: 0 });
+        };
+        if let Some(reason) = &slot.ended {
+            return Taken::Ended(reason.clone());
+        }
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        while let Some(front) = slot.queue.front() {
+            let index = front.index();
+            if bytes >= max_bytes && !events.is_empty() {
+                // The rest waits for the next take; this batch covers up to the entry before.
+                return Taken::Events {
+                    events,
+                    through: index - 1,
+                };
+            }
+            while slot.queue.front().is_some_and(|e| e.index() == index) {
+                if let Some(event) = slot.queue.pop_front() {
+                    slot.queued_bytes -= event.kv.cost();
+                    bytes += event.kv.cost();
+                    events.push(event);
+                }
+            }
+        }
+        // The queue is empty: everything applied so far was delivered.
+        let through = self.applied().max(slot.after);
+        Taken::Events { events, through }
+    }
+
+    fn close(&self, id: u64) {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.slots.remove(&id) {
+            if slot.keys.is_some() {
+                self.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What a take found.
+pub(crate) enum Taken {
+    Events { events: Vec<Event>, through: u64 },
+    Ended(WatchEnd),
+}
+
+/// A watcher's slot in the hub; closed when dropped.
+pub struct SlotHandle {
+    hub: Arc<WatchHub>,
+    id: u64,
+    notify: Arc<Notify>,
+}
+
+impl SlotHandle {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn take(&self, max_bytes: usize) -> Taken {
+        self.hub.take(self.id, max_bytes)
+    }
+
+    /// Resolves when events arrive or the slot ends (or at once if that happened since the last
+    /// take).
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    pub fn hub(&self) -> &Arc<WatchHub> {
+        &self.hub
+    }
+}
+
+impl Drop for SlotHandle {
+    fn drop(&mut self) {
+        self.hub.close(self.id);
+    }
+}
