@@ -140,7 +140,7 @@ pub fn load_state(
         .take(header.size.saturating_add(1))
         .read_to_end(&mut data)?;
     check(&header, data.len() as u64, crc32fast::hash(&data))?;
-    let snapshot: crate::store::KvSnapshot = bincode::deserialize(&data)
+    let snapshot = crate::store::KvSnapshot::decode_any(&data)
         .map_err(|e| BackupError::Damaged(format!("the state does not decode: {e}")))?;
     let mut machine = crate::store::KvStateMachine::new();
     raftor::StateMachine::restore(&mut machine, snapshot);
@@ -169,6 +169,32 @@ pub fn restore(
         raftor_core::Term(header.term),
         raftor_core::LogIndex(header.index),
     );
+    let mut first = [0u8; 8];
+    let mut peek = open()?;
+    read_header(&mut peek).map_err(|e| e.to_string())?;
+    let version_1 =
+        peek.read_exact(&mut first).is_ok() && crate::store::KvSnapshot::is_version_1(&first);
+    if version_1 {
+        // Written before revisions: converted once here, so that every founder starts from the
+        // same converted state (see `store::snapshot`). Checked whole by `verify` above.
+        let mut data = Vec::new();
+        reader
+            .take(header.size)
+            .read_to_end(&mut data)
+            .map_err(|e| e.to_string())?;
+        let snapshot = crate::store::KvSnapshot::decode_any(&data)?;
+        let converted = bincode::serialize(&snapshot).map_err(|e| e.to_string())?;
+        raftor::restore::seed_data_dir(
+            data_dir,
+            cluster_id,
+            id,
+            founders,
+            last,
+            &mut converted.as_slice(),
+        )
+        .map_err(|e| e.to_string())?;
+        return Ok(header);
+    }
     let meta = raftor::restore::seed_data_dir(
         data_dir,
         cluster_id,

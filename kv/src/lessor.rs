@@ -18,7 +18,7 @@
 //! Clocks are only compared on one machine (the leader's monotonic clock); like lease reads, the
 //! rule assumes the leader's and the client's clocks advance at about the same rate.
 
-use crate::store::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine, LeaseView};
+use crate::store::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine, LeaseView, MAX_LEASE_TTL};
 use raftor::{Consistency, RaftNode};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -28,6 +28,14 @@ use tokio::time::Instant;
 
 /// How often the lessor looks for leases past their deadline.
 pub const LESSOR_TICK: Duration = Duration::from_millis(200);
+/// At most this many expiries are proposed per tick (the rest wait for the next ones).
+const MAX_EXPIRIES_PER_TICK: usize = 64;
+
+/// A lease's TTL as a duration, never longer than [`MAX_LEASE_TTL`] (a lease proposed by other
+/// means than the service, with an absurd TTL, must not overflow the clock arithmetic).
+fn ttl_of(ttl_ms: u64) -> Duration {
+    Duration::from_millis(ttl_ms).min(MAX_LEASE_TTL)
+}
 
 /// A lease the leader keeps time for.
 #[derive(Clone, Copy, Debug)]
@@ -52,7 +60,7 @@ impl Lessor {
 
     /// Lease `id` was granted by this leader at `now`.
     pub fn granted(&mut self, id: u64, ttl_ms: u64, now: Instant) {
-        let ttl = Duration::from_millis(ttl_ms);
+        let ttl = ttl_of(ttl_ms);
         self.leases.insert(
             id,
             Tracked {
@@ -71,7 +79,7 @@ impl Lessor {
         received: Instant,
         now: Instant,
     ) -> Option<Duration> {
-        let ttl = Duration::from_millis(ttl_ms);
+        let ttl = ttl_of(ttl_ms);
         let tracked = self.leases.entry(id).or_insert(Tracked {
             deadline: received + ttl,
             expiring: false,
@@ -106,7 +114,7 @@ impl Lessor {
         }
         let mut kept = BTreeMap::new();
         for lease in leases {
-            let ttl = Duration::from_millis(lease.ttl_ms);
+            let ttl = ttl_of(lease.ttl_ms);
             let tracked = self.leases.get(&lease.id).copied().unwrap_or(Tracked {
                 deadline: now + ttl,
                 expiring: false,
@@ -116,10 +124,14 @@ impl Lessor {
         self.leases = kept;
     }
 
-    /// The leases past their deadline at `now`, marked as expiring.
+    /// The leases past their deadline at `now` (at most [`MAX_EXPIRIES_PER_TICK`]), marked as
+    /// expiring.
     fn due(&mut self, now: Instant) -> Vec<u64> {
         let mut due = Vec::new();
         for (id, tracked) in &mut self.leases {
+            if due.len() == MAX_EXPIRIES_PER_TICK {
+                break;
+            }
             if !tracked.expiring && tracked.deadline <= now {
                 tracked.expiring = true;
                 due.push(*id);
@@ -128,7 +140,10 @@ impl Lessor {
         due
     }
 
-    /// The expiry of `id` failed (leadership lost, a timeout): it may be proposed again.
+    /// The expiry of `id` was certainly not appended (this node no longer leads, or is handing
+    /// leadership over): it may be proposed again. After any other failure (a timeout...) the
+    /// entry may still commit, so the lease stays marked as expiring — a keep-alive must not be
+    /// answered for it — until it leaves the map or the term ends.
     fn expiry_failed(&mut self, id: u64) {
         if let Some(tracked) = self.leases.get_mut(&id) {
             tracked.expiring = false;
@@ -183,9 +198,15 @@ pub async fn run(node: RaftNode<KvStateMachine>, lessor: Rc<RefCell<Lessor>>) {
                 };
                 match node.propose(command).await {
                     Ok(_) => tracing::debug!(lease = id, "lease expired"),
-                    Err(error) => {
-                        tracing::debug!(lease = id, %error, "lease expiry not committed; will retry");
+                    Err(
+                        error @ (raftor::Error::NotLeader { .. }
+                        | raftor::Error::Transferring { .. }),
+                    ) => {
+                        tracing::debug!(lease = id, %error, "lease expiry not appended; will retry");
                         lessor.borrow_mut().expiry_failed(id);
+                    }
+                    Err(error) => {
+                        tracing::warn!(lease = id, %error, "lease expiry's outcome unknown; the lease stays expiring");
                     }
                 }
             });

@@ -98,6 +98,9 @@ pub struct WatchRequest {
 pub const MAX_WATCH_WAIT_MS: u64 = 60_000;
 /// The most compares, and the most operations in each branch, of one transaction.
 pub const MAX_TXN_OPS: usize = 128;
+/// The most `get`s in each branch of a transaction: its answer (values included) is kept in the
+/// client's session for retries, and goes in snapshots.
+pub const MAX_TXN_GETS: usize = 8;
 
 /// The answer to a watch poll.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -130,3 +130,117 @@ async fn a_backup_under_write_load_restores_every_write_acknowledged_before_its_
         node.shutdown().await;
     }
 }
+
+/// A backup as raftor wrote it before key revisions (snapshot format version 1): the bincode of
+/// (applied index, key → value, sessions).
+fn version_1_backup(index: u64, keys: &[(&str, &str)]) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Version1 {
+        applied: u64,
+        map: std::collections::BTreeMap<String, bytes::Bytes>,
+        sessions: std::collections::BTreeMap<u64, ()>,
+    }
+    let data = bincode::serialize(&Version1 {
+        applied: index,
+        map: keys
+            .iter()
+            .map(|(k, v)| (k.to_string(), bytes::Bytes::from(v.to_string())))
+            .collect(),
+        sessions: Default::default(),
+    })
+    .expect("encodes");
+    let header = serde_json::json!({
+        "format": raftor_kv::backup::FORMAT,
+        "version": raftor_kv::backup::VERSION,
+        "cluster_id": "old",
+        "node": 1,
+        "index": index,
+        "term": 2,
+        "size": data.len(),
+        "crc32": crc32fast::hash(&data),
+        "taken_at": 0,
+    });
+    let mut file = format!("{header}\n").into_bytes();
+    file.extend_from_slice(&data);
+    file
+}
+
+#[actix_rt::test]
+async fn an_old_backup_restores_with_revisions_and_an_old_snapshot_is_refused_with_the_way_to_upgrade(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("old.backup");
+    std::fs::write(
+        &file,
+        version_1_backup(40, &[("app/a", "1"), ("app/b", "2")]),
+    )
+    .expect("written");
+    let base = free_base_port(3);
+    let configs: Vec<_> = (1..=3)
+        .map(|id| {
+            let mut config = local_node_config(id, 3, base, None, dir.path());
+            quick_timing(&mut config);
+            config.cluster_id = "upgraded".into();
+            config
+        })
+        .collect();
+    for config in &configs {
+        raftor_kv::backup::restore(
+            &file,
+            &config.data_dir,
+            "upgraded",
+            config.id,
+            &config.peers,
+        )
+        .expect("an old backup restores");
+    }
+    let mut nodes = Vec::new();
+    for config in &configs {
+        nodes.push(common::start_node_retrying(config).await);
+    }
+    let endpoints = (1..=3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
+    let client = Client::new(endpoints, ClientOptions::default()).expect("client");
+    let entry = client
+        .get_entry("app/a", raftor_kv::protocol::Consistency::Linearizable)
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(entry.value.as_deref(), Some(&b"1"[..]));
+    // The same revisions on every founder: the backup's index.
+    assert_eq!(
+        (entry.create_index, entry.mod_index, entry.version),
+        (40, 40, 1)
+    );
+    let written = client.put("app/a", "3").await.expect("put");
+    let entry = client
+        .get_entry("app/a", raftor_kv::protocol::Consistency::Linearizable)
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!((entry.mod_index, entry.version), (written.index, 2));
+    for node in &nodes {
+        node.shutdown().await;
+    }
+
+    // A data directory holding an old snapshot (as an upgrade in place would leave it): the node
+    // refuses to start, says how to upgrade, and changes nothing.
+    let old_dir = tempfile::tempdir().expect("tempdir");
+    let mut config = local_node_config(1, 1, free_base_port(1), None, old_dir.path());
+    quick_timing(&mut config);
+    let backup = version_1_backup(7, &[("k", "v")]);
+    let data = &backup[backup.iter().position(|b| *b == b'\n').expect("a header") + 1..];
+    raftor::restore::seed_data_dir(
+        &config.data_dir,
+        &config.cluster_id,
+        config.id,
+        &config.peers,
+        raftor_core::LogId::new(raftor_core::Term(2), raftor_core::LogIndex(7)),
+        &mut &data[..],
+    )
+    .expect("seeded");
+    let refused = raftor_kv::server::start_node(&config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("raftor restore"), "{refused}");
+}

@@ -263,7 +263,7 @@ async fn server_sent_events_resume_after_the_last_event_id_and_report_progress()
         let (status, mut sse) = Sse::open(&node_for_thread, "/v1/watch?prefix=s/&from=1", &[]);
         assert_eq!(status, 200);
         let created = sse.next();
-        assert_eq!(created.name, "created");
+        assert_eq!((created.name.as_str(), created.id), ("created", Some(0)));
         let first: Vec<SseEvent> = (0..6).map(|_| sse.next()).collect();
         drop(sse);
         let last_id = first
@@ -272,9 +272,10 @@ async fn server_sent_events_resume_after_the_last_event_id_and_report_progress()
             .max()
             .expect("ids")
             .to_string();
+        // As a browser reconnects: the same URL (its `from` included) and the last id seen.
         let (_, mut again) = Sse::open(
             &node_for_thread,
-            "/v1/watch?prefix=s/&progress_ms=200",
+            "/v1/watch?prefix=s/&from=1&progress_ms=200",
             &[("Last-Event-ID", &last_id)],
         );
         again.next(); // created

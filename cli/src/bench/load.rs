@@ -275,7 +275,7 @@ impl Worker {
             failed: BTreeMap::new(),
         };
         while shared.claim() {
-            let key = format!("k{}", rng.gen_range(0..args.keys));
+            let key = format!("{}{}", args.key_prefix, rng.gen_range(0..args.keys));
             let read = args.read_ratio > 0.0 && rng.gen_bool(args.read_ratio);
             let sent = Instant::now();
             let answer = if read {

@@ -50,6 +50,9 @@ pub struct BenchArgs {
     /// How many distinct keys the load touches (chosen at random).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub keys: u64,
+    /// The keys are this prefix followed by a number.
+    #[arg(long, default_value = "k")]
+    pub key_prefix: String,
     /// The share of requests that are reads, from 0 (all writes) to 1 (all reads).
     #[arg(long, default_value_t = 0.0, value_parser = ratio)]
     pub read_ratio: f64,

@@ -99,18 +99,15 @@ fn value_of(
 #[serde(deny_unknown_fields)]
 struct CompareJson {
     key: String,
-    #[serde(default = "equal")]
-    op: String,
+    op: Option<String>,
+    /// Whether the key exists: `version != 0` / `version = 0`.
+    exists: Option<bool>,
     value: Option<String>,
     value_base64: Option<String>,
     version: Option<u64>,
     create_index: Option<u64>,
     mod_index: Option<u64>,
     lease: Option<u64>,
-}
-
-fn equal() -> String {
-    "=".into()
 }
 
 #[derive(Deserialize)]
@@ -171,7 +168,28 @@ impl TxnJson {
 }
 
 fn compare(c: CompareJson) -> Result<Compare, String> {
-    let op = match c.op.as_str() {
+    if let Some(exists) = c.exists {
+        let others = c.value.is_some()
+            || c.value_base64.is_some()
+            || c.version.is_some()
+            || c.create_index.is_some()
+            || c.mod_index.is_some()
+            || c.lease.is_some()
+            || c.op.is_some();
+        if others {
+            return Err("exists stands alone: no op and no other target with it".into());
+        }
+        return Ok(Compare {
+            key: c.key,
+            op: if exists {
+                CompareOp::NotEqual
+            } else {
+                CompareOp::Equal
+            },
+            target: CompareTarget::Version(0),
+        });
+    }
+    let op = match c.op.as_deref().unwrap_or("=") {
         "=" | "==" => CompareOp::Equal,
         "!=" => CompareOp::NotEqual,
         ">" => CompareOp::Greater,
@@ -194,7 +212,7 @@ fn compare(c: CompareJson) -> Result<Compare, String> {
         match targets.len() {
             1 => targets.remove(0),
             _ => return Err(
-                "give exactly one of value, value_base64, version, create_index, mod_index, lease"
+                "give exactly one of value, value_base64, version, create_index, mod_index, lease, exists"
                     .into(),
             ),
         };
@@ -251,6 +269,18 @@ mod tests {
         assert_eq!(txn.compare[1].op, CompareOp::NotEqual);
         assert_eq!(txn.success[1], TxnOp::Delete(KeySet::Prefix("tmp/".into())));
         assert_eq!(txn.failure[0], TxnOp::Get { key: "lock".into() });
+
+        let exists =
+            r#"{"compare": [{"key": "a", "exists": true}, {"key": "b", "exists": false}]}"#;
+        let txn = serde_json::from_str::<TxnJson>(exists)
+            .expect("parses")
+            .into_txn()
+            .expect("valid");
+        assert_eq!(
+            (txn.compare[0].op, txn.compare[1].op),
+            (CompareOp::NotEqual, CompareOp::Equal)
+        );
+        assert_eq!(txn.compare[0].target, CompareTarget::Version(0));
 
         let two_targets = r#"{"compare": [{"key": "a", "version": 1, "mod_index": 2}]}"#;
         let error = serde_json::from_str::<TxnJson>(two_targets)

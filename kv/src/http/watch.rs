@@ -6,8 +6,10 @@
 //! key), `progress` (every `progress_ms` while nothing changed: every change up to its index was
 //! sent), and a final `cancelled` if the node ends the watch (it fell behind, or the history it
 //! needs was compacted). An event's SSE `id` is its index, set once an entry's events are all
-//! sent, so a client that reconnects with `Last-Event-ID` (as browsers do) resumes without a gap
-//! or a repeat. A start that is already compacted is refused with 410 before the stream begins.
+//! sent (and `created`'s is the index the watch starts after), so a client that reconnects with
+//! `Last-Event-ID` (as browsers do, to the same URL) resumes after it, without a gap or a repeat,
+//! whatever `from` says. A start that is already compacted is refused with 410 before the stream
+//! begins; too many watchers on the node, with 503.
 
 use super::json::{self, Selector};
 use super::{bad_request, HttpState};
@@ -68,12 +70,13 @@ pub async fn watch(
         end: params.end,
     })
     .key_set()
-    .and_then(|keys| keys.check(4096).map(|()| keys))
+    .and_then(|keys| keys.check(crate::service::MAX_KEY_BYTES).map(|()| keys))
     {
         Ok(keys) => keys,
         Err(message) => return bad_request(message),
     };
-    // `from`, else after the last event the client saw (an SSE reconnection), else from now.
+    // After the last event the client saw (an SSE reconnection: `EventSource` sends the same URL
+    // again, `from` included), else `from`, else from now.
     let last_seen = request
         .headers()
         .get("Last-Event-ID")
@@ -81,8 +84,8 @@ pub async fn watch(
         .and_then(|text| text.trim().parse::<u64>().ok());
     let start = match (params.from, last_seen) {
         (Some(0), _) => return bad_request("from: log indexes start at 1"),
-        (Some(from), _) => Some(from),
-        (None, Some(seen)) => Some(seen.saturating_add(1)),
+        (from, Some(seen)) => Some(seen.saturating_add(1).max(from.unwrap_or(0))),
+        (Some(from), None) => Some(from),
         (None, None) => None,
     };
     let (subscription, first) =
@@ -91,14 +94,18 @@ pub async fn watch(
             Err(WatchError::Ended(end)) => return ended_response(&end),
             Err(WatchError::Unavailable(message)) => {
                 return HttpResponse::ServiceUnavailable()
+                    .insert_header(("Retry-After", "1"))
                     .json(json!({ "error": message, "leader": null }))
             }
         };
+    // Its id is the index the watch starts after: a reconnection before any other event resumes
+    // from there, not from a later "now".
+    let after = start.map_or(subscription.position(), |s| s - 1);
     let created = render(
         format,
         "created",
-        None,
-        json!({ "type": "created", "after": start.map_or(subscription.position(), |s| s - 1) }),
+        Some(after),
+        json!({ "type": "created", "after": after }),
     );
     let stream = Stream {
         subscription,

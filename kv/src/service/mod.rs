@@ -34,6 +34,9 @@ mod requests;
 
 pub use membership::member_role;
 
+/// The longest key accepted by default, in bytes.
+pub const MAX_KEY_BYTES: usize = 4096;
+
 /// Limits and timeouts of the service.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
@@ -62,7 +65,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             max_value_bytes: 1024 * 1024,
-            max_key_bytes: 4096,
+            max_key_bytes: MAX_KEY_BYTES,
             request_timeout: Duration::from_secs(5),
             leader_wait: Duration::from_secs(3),
             max_pending_write_bytes: crate::config::DEFAULT_MAX_PENDING_WRITE_BYTES,

@@ -3,8 +3,8 @@
 
 use super::{Local, Runner};
 use crate::protocol::{
-    ErrorKind, KvRequest, KvResponse, ServiceError, WatchAnswer, WatchRequest, MAX_TXN_OPS,
-    MAX_WATCH_WAIT_MS,
+    ErrorKind, KvRequest, KvResponse, ServiceError, WatchAnswer, WatchRequest, MAX_TXN_GETS,
+    MAX_TXN_OPS, MAX_WATCH_WAIT_MS,
 };
 use crate::store::{
     check_ttl, Compare, CompareOp, CompareTarget, KvCommand, KvOp, KvOutcome, Session, Txn, TxnOp,
@@ -59,6 +59,16 @@ impl Runner {
         {
             return Err(bad_request(format!(
                 "a transaction has at most {MAX_TXN_OPS} compares and {MAX_TXN_OPS} operations in each branch"
+            )));
+        }
+        let gets = |ops: &[TxnOp]| {
+            ops.iter()
+                .filter(|op| matches!(op, TxnOp::Get { .. }))
+                .count()
+        };
+        if gets(&txn.success) > MAX_TXN_GETS || gets(&txn.failure) > MAX_TXN_GETS {
+            return Err(bad_request(format!(
+                "a transaction reads at most {MAX_TXN_GETS} keys in each branch (its answer is kept for retries); read more with a range read"
             )));
         }
         for keys in txn.key_sets() {

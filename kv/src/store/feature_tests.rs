@@ -266,11 +266,14 @@ fn the_hub_delivers_live_changes_after_the_replay_and_cuts_off_a_slow_watcher() 
     let hub = WatchHub::new(WatchLimits {
         max_queued_bytes: usize::MAX,
         max_queued_events: 3,
+        max_watchers: 1,
+        ..WatchLimits::default()
     });
     let mut kv = KvStateMachine::with_hub(hub.clone());
     kv.apply(LogIndex(1), put("w/a", "1"));
     kv.apply(LogIndex(2), put("other", "1"));
-    let slot = hub.open();
+    let slot = hub.open().expect("a slot");
+    assert!(hub.open().is_none(), "one watcher at most");
     let page = kv.query(&KvQuery::WatchPage(crate::watch::WatchPageQuery {
         keys: KeySet::Prefix("w/".into()),
         after: Some(0),

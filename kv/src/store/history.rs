@@ -77,6 +77,15 @@ impl History {
     /// Append the events of one entry, then drop the oldest entries' events while over a bound.
     /// Events of one entry are dropped together, so a watch never sees half of an entry.
     pub fn append(&mut self, events: &[Event]) {
+        let cost: usize = events.iter().map(|e| e.kv.cost()).sum();
+        if events.len() > HISTORY_MAX_EVENTS || cost > HISTORY_MAX_BYTES {
+            // One entry larger than the whole history (a range delete of very many keys): keep
+            // nothing rather than copy it all and drop it; a watch must start after it.
+            if let Some(last) = events.last() {
+                *self = History::starting_after(last.index());
+            }
+            return;
+        }
         for event in events {
             debug_assert!(self
                 .events
@@ -208,5 +217,13 @@ mod tests {
         let (events, _) = history.scan(&KeySet::Key("k".into()), 0, usize::MAX);
         assert_eq!(events.first().map(Event::index), Some(7));
         assert_eq!(history.between(7, 8).count(), 1);
+
+        // One entry bigger than the whole history leaves nothing but its index.
+        let huge: Vec<Event> = (0..=HISTORY_MAX_EVENTS)
+            .map(|i| put(&format!("k{i}"), 10, 0))
+            .collect();
+        history.append(&huge);
+        assert!(history.is_empty());
+        assert_eq!(history.compacted_through(), 10);
     }
 }

@@ -491,6 +491,10 @@ impl KvStateMachine {
             hub.publish(index, &self.events);
         }
         self.events.clear();
+        if self.events.capacity() > 1024 {
+            // After an entry that changed very many keys: do not keep its buffer for good.
+            self.events = Vec::new();
+        }
     }
 
     fn watch_page(&self, query: &WatchPageQuery) -> WatchPageAnswer {

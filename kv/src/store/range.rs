@@ -15,7 +15,8 @@ pub const MAX_RANGE_LIMIT: u32 = 10_000;
 /// The keys per page when the request does not say.
 pub const DEFAULT_RANGE_LIMIT: u32 = 1_000;
 /// The largest byte cap a page may ask for.
-pub const MAX_RANGE_BYTES: u64 = 64 * 1024 * 1024;
+/// (Half the native protocol's largest frame, so a full page always fits in one.)
+pub const MAX_RANGE_BYTES: u64 = 32 * 1024 * 1024;
 /// The byte cap when the request does not say.
 pub const DEFAULT_RANGE_BYTES: u64 = 4 * 1024 * 1024;
 

@@ -1,11 +1,17 @@
-//! A snapshot of the map, and reading the snapshots earlier versions wrote.
+//! A snapshot of the map, and the snapshots earlier versions wrote.
 //!
 //! Version 1 (before revisions) was the bincode of `(applied, map of key to value, sessions)`. The
 //! current version starts with [`MAGIC_V2`] in place of `applied` — a number no log index can
-//! reach (indexes stay far below 2^62) — then `(applied, map, sessions, leases, history)`. A
-//! version 1 snapshot (on disk, in a backup, or sent by a node not yet upgraded) is read with each
-//! key's revisions set to the snapshot's index (every key was last written at or before it) and
-//! version 1, no leases, and an empty history that starts after the snapshot.
+//! reach (indexes stay far below 2^62) — then `(applied, map, sessions, leases, history)`.
+//!
+//! A node does not load a version 1 snapshot: it would have to invent its keys' revisions, and
+//! each node took its snapshots at its own indexes while a node without one replays the log, so
+//! the nodes would disagree on revisions — and a transaction comparing them would take different
+//! branches on different nodes. Instead a version 1 snapshot is refused with a message saying how
+//! to upgrade: back up with the old version and `raftor restore` the backup into a new cluster.
+//! Restoring converts it ([`KvSnapshot::decode_any`]): every founder then starts from the same
+//! snapshot, each key's revisions set to its index (every key was last written at or before it)
+//! and version 1, no leases, and a history that starts after it — the same on every node.
 
 use super::history::History;
 use super::keys::Stored;
@@ -14,12 +20,15 @@ use super::SessionRecord;
 use bytes::Bytes;
 use imbl::OrdMap;
 use raftor_core::LogIndex;
-use serde::de::{SeqAccess, Visitor};
+use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The first eight bytes of a version 2 snapshot, where version 1 had its applied index.
 const MAGIC_V2: u64 = 0x5246_544B_5632_0000 | (1 << 63); // "RFTKV2", top bit set
+
+/// Why a node refuses a version 1 snapshot.
+pub const VERSION_1_REFUSED: &str = "this snapshot was written by a raftor version before key revisions (issue 20); a node cannot load it without disagreeing with the others on revisions. To upgrade: `raftor backup` the cluster with the old version, then `raftor restore` the backup into a new cluster's data directories with this version (nothing in this data directory was changed)";
 
 /// A snapshot of the map: everything [`super::KvStateMachine`] holds, as of `applied`. The
 /// sessions are part of it, so exactly-once answers survive compaction; the leases and the
@@ -33,7 +42,58 @@ pub struct KvSnapshot {
     pub(super) history: History,
 }
 
+/// The layout of version 1.
+#[derive(Serialize, Deserialize)]
+struct Version1 {
+    applied: LogIndex,
+    map: OrdMap<String, Bytes>,
+    sessions: OrdMap<u64, SessionRecord>,
+}
+
 impl KvSnapshot {
+    /// Decodes a snapshot of either version (a version 1 one converted as the module says): for
+    /// seeding every founder of a new cluster from the same backup.
+    pub fn decode_any(bytes: &[u8]) -> Result<KvSnapshot, String> {
+        let current = bincode::deserialize::<KvSnapshot>(bytes).map_err(|e| e.to_string());
+        match current {
+            Err(error) if error.contains(VERSION_1_REFUSED) => {
+                let old: Version1 = bincode::deserialize(bytes)
+                    .map_err(|e| format!("a version 1 snapshot that does not decode: {e}"))?;
+                Ok(KvSnapshot::from_version_1(old))
+            }
+            other => other,
+        }
+    }
+
+    fn from_version_1(old: Version1) -> KvSnapshot {
+        let index = old.applied.0;
+        KvSnapshot {
+            applied: old.applied,
+            map: old
+                .map
+                .into_iter()
+                .map(|(key, value)| {
+                    let stored = Stored {
+                        value,
+                        create_index: index,
+                        mod_index: index,
+                        version: 1,
+                        lease: 0,
+                    };
+                    (key, stored)
+                })
+                .collect(),
+            sessions: old.sessions,
+            leases: OrdMap::new(),
+            history: History::starting_after(index),
+        }
+    }
+
+    /// Whether `bytes` begin a version 1 snapshot.
+    pub fn is_version_1(bytes: &[u8]) -> bool {
+        bytes.len() >= 8 && bytes[..8] != MAGIC_V2.to_le_bytes()
+    }
+
     /// The last entry it includes.
     pub fn applied(&self) -> LogIndex {
         self.applied
@@ -80,28 +140,7 @@ impl<'de> Visitor<'de> for SnapshotVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<KvSnapshot, A::Error> {
         let first: u64 = need::<_, A::Error>(seq.next_element()?, "header")?;
         if first != MAGIC_V2 {
-            // Version 1: `first` was the applied index.
-            let map: OrdMap<String, Bytes> = need::<_, A::Error>(seq.next_element()?, "map")?;
-            let sessions = need::<_, A::Error>(seq.next_element()?, "sessions")?;
-            return Ok(KvSnapshot {
-                applied: LogIndex(first),
-                map: map
-                    .into_iter()
-                    .map(|(key, value)| {
-                        let stored = Stored {
-                            value,
-                            create_index: first,
-                            mod_index: first,
-                            version: 1,
-                            lease: 0,
-                        };
-                        (key, stored)
-                    })
-                    .collect(),
-                sessions,
-                leases: OrdMap::new(),
-                history: History::starting_after(first),
-            });
+            return Err(A::Error::custom(VERSION_1_REFUSED));
         }
         Ok(KvSnapshot {
             applied: need::<_, A::Error>(seq.next_element()?, "applied index")?,
@@ -118,14 +157,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_version_1_snapshot_is_read_with_revisions_at_its_index() {
-        #[derive(Serialize)]
-        struct V1 {
-            applied: LogIndex,
-            map: OrdMap<String, Bytes>,
-            sessions: OrdMap<u64, SessionRecord>,
-        }
-        let old = V1 {
+    fn a_version_1_snapshot_is_refused_by_a_node_and_converted_by_a_restore() {
+        let old = Version1 {
             applied: LogIndex(42),
             map: [("a".to_owned(), Bytes::from_static(b"1"))]
                 .into_iter()
@@ -133,7 +166,11 @@ mod tests {
             sessions: OrdMap::new(),
         };
         let bytes = bincode::serialize(&old).expect("encodes");
-        let read: KvSnapshot = bincode::deserialize(&bytes).expect("decodes");
+        assert!(KvSnapshot::is_version_1(&bytes));
+        let refused = bincode::deserialize::<KvSnapshot>(&bytes).expect_err("refused");
+        assert!(refused.to_string().contains("raftor restore"), "{refused}");
+
+        let read = KvSnapshot::decode_any(&bytes).expect("converted");
         assert_eq!(read.applied, LogIndex(42));
         let stored = read.map.get("a").expect("kept");
         assert_eq!(stored.value, Bytes::from_static(b"1"));
@@ -143,11 +180,16 @@ mod tests {
         );
         assert_eq!(read.history.compacted_through(), 42);
 
-        // And the current version reads back as written.
-        let again: KvSnapshot =
-            bincode::deserialize(&bincode::serialize(&read).expect("encodes")).expect("decodes");
+        // The current version reads back as written, by a node and by a restore.
+        let current = bincode::serialize(&read).expect("encodes");
+        assert!(!KvSnapshot::is_version_1(&current));
+        let again: KvSnapshot = bincode::deserialize(&current).expect("decodes");
         assert_eq!(again.applied, LogIndex(42));
         assert_eq!(again.map, read.map);
         assert_eq!(again.history, read.history);
+        assert_eq!(
+            KvSnapshot::decode_any(&current).expect("decodes").map,
+            read.map
+        );
     }
 }

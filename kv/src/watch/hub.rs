@@ -5,9 +5,10 @@
 //! runs on the applier between two entries ([`WatchHub::activate`]): the query replays the
 //! history up to the applied index and the hub delivers every entry applied after it, so a
 //! watcher misses nothing and sees nothing twice. A watcher that does not take its events falls
-//! behind; once its queue holds more than [`WatchLimits`] allow it is ended with
-//! [`WatchEnd::TooSlow`] (and its queue freed), naming the index to resume from — a slow reader
-//! never grows the node's memory without bound.
+//! behind; once its queue holds more than [`WatchLimits`] allow (or all queues together do) it
+//! is ended with [`WatchEnd::TooSlow`] (and its queue freed), naming the index to resume from —
+//! slow readers never grow the node's memory without bound. A node serves at most
+//! [`WatchLimits::max_watchers`] watchers at once.
 
 use crate::store::{Event, History, KeySet};
 use std::collections::{BTreeMap, VecDeque};
@@ -22,6 +23,11 @@ pub struct WatchLimits {
     pub max_queued_bytes: usize,
     /// The most events a watcher may have queued.
     pub max_queued_events: usize,
+    /// The most bytes of events all watchers together may have queued: past it, the watcher
+    /// being delivered to is ended as too slow.
+    pub max_total_queued_bytes: usize,
+    /// The most watchers a node serves at once; more are refused (HTTP 503).
+    pub max_watchers: usize,
 }
 
 impl Default for WatchLimits {
@@ -29,6 +35,8 @@ impl Default for WatchLimits {
         WatchLimits {
             max_queued_bytes: 8 * 1024 * 1024,
             max_queued_events: 100_000,
+            max_total_queued_bytes: 256 * 1024 * 1024,
+            max_watchers: 10_000,
         }
     }
 }
@@ -60,6 +68,8 @@ struct Slot {
 struct Inner {
     next_id: u64,
     slots: BTreeMap<u64, Slot>,
+    /// The sum of the slots' `queued_bytes`.
+    queued_bytes: usize,
 }
 
 /// Every watcher of one node.
@@ -98,10 +108,14 @@ impl WatchHub {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// A new, inactive slot; dropping the handle closes it.
-    pub fn open(self: &Arc<Self>) -> SlotHandle {
+    /// A new, inactive slot (dropping the handle closes it), or `None` when the node already
+    /// serves [`WatchLimits::max_watchers`].
+    pub fn open(self: &Arc<Self>) -> Option<SlotHandle> {
         let notify = Arc::new(Notify::new());
         let mut inner = self.lock();
+        if inner.slots.len() >= self.limits.max_watchers {
+            return None;
+        }
         inner.next_id += 1;
         let id = inner.next_id;
         inner.slots.insert(
@@ -115,11 +129,11 @@ impl WatchHub {
                 notify: notify.clone(),
             },
         );
-        SlotHandle {
+        Some(SlotHandle {
             hub: self.clone(),
             id,
             notify,
-        }
+        })
     }
 
     /// Start delivering to slot `id` the events of `keys` with indexes above `after` (on the
@@ -148,8 +162,13 @@ impl WatchHub {
         }
         let mut inner = self.lock();
         self.applied.store(index, Ordering::Release);
-        for slot in inner.slots.values_mut() {
-            self.deliver(slot, events.iter());
+        let Inner {
+            slots,
+            queued_bytes,
+            ..
+        } = &mut *inner;
+        for slot in slots.values_mut() {
+            self.deliver(slot, queued_bytes, events.iter());
         }
     }
 
@@ -158,7 +177,12 @@ impl WatchHub {
     pub(crate) fn restored(&self, index: u64, history: &History) {
         let mut inner = self.lock();
         let before = self.applied.swap(index, Ordering::AcqRel);
-        for slot in inner.slots.values_mut() {
+        let Inner {
+            slots,
+            queued_bytes,
+            ..
+        } = &mut *inner;
+        for slot in slots.values_mut() {
             if slot.keys.is_none() || slot.ended.is_some() {
                 continue;
             }
@@ -166,6 +190,7 @@ impl WatchHub {
             if history.compacted_through() > from {
                 self.end(
                     slot,
+                    queued_bytes,
                     WatchEnd::Compacted {
                         compacted_through: history.compacted_through(),
                         index,
@@ -173,11 +198,17 @@ impl WatchHub {
                 );
                 continue;
             }
-            self.deliver(slot, history.between(from, index));
+            self.deliver(slot, queued_bytes, history.between(from, index));
         }
     }
 
-    fn deliver<'a>(&self, slot: &mut Slot, events: impl Iterator<Item = &'a Event>) {
+    /// Queue the events of `slot`'s keys past its position; `total` is every slot's queued bytes.
+    fn deliver<'a>(
+        &self,
+        slot: &mut Slot,
+        total: &mut usize,
+        events: impl Iterator<Item = &'a Event>,
+    ) {
         let Some(keys) = &slot.keys else {
             return;
         };
@@ -191,12 +222,14 @@ impl WatchHub {
             }
             if slot.queue.len() >= self.limits.max_queued_events
                 || slot.queued_bytes + event.kv.cost() > self.limits.max_queued_bytes
+                || *total + event.kv.cost() > self.limits.max_total_queued_bytes
             {
                 let resume_from = slot.queue.front().map_or(event.index(), Event::index);
-                self.end(slot, WatchEnd::TooSlow { resume_from });
+                self.end(slot, total, WatchEnd::TooSlow { resume_from });
                 return;
             }
             slot.queued_bytes += event.kv.cost();
+            *total += event.kv.cost();
             slot.queue.push_back(event.clone());
             added = true;
         }
@@ -206,10 +239,11 @@ impl WatchHub {
     }
 
     /// End the slot's watch: it receives nothing more and counts as active no longer.
-    fn end(&self, slot: &mut Slot, reason: WatchEnd) {
+    fn end(&self, slot: &mut Slot, total: &mut usize, reason: WatchEnd) {
         if slot.keys.take().is_some() {
             self.active.fetch_sub(1, Ordering::Relaxed);
         }
+        *total -= slot.queued_bytes;
         slot.queue = VecDeque::new();
         slot.queued_bytes = 0;
         slot.ended = Some(reason);
@@ -220,7 +254,12 @@ impl WatchHub {
     /// cover: every event of the slot's keys at or below it has now been taken.
     fn take(&self, id: u64, max_bytes: usize) -> Taken {
         let mut inner = self.lock();
-        let Some(slot) = inner.slots.get_mut(&id) else {
+        let Inner {
+            slots,
+            queued_bytes: total,
+            ..
+        } = &mut *inner;
+        let Some(slot) = slots.get_mut(&id) else {
             return Taken::Ended(WatchEnd::TooSlow { resume_from: 0 });
         };
         if let Some(reason) = &slot.ended {
@@ -240,6 +279,7 @@ impl WatchHub {
             while slot.queue.front().is_some_and(|e| e.index() == index) {
                 if let Some(event) = slot.queue.pop_front() {
                     slot.queued_bytes -= event.kv.cost();
+                    *total -= event.kv.cost();
                     bytes += event.kv.cost();
                     events.push(event);
                 }
@@ -253,6 +293,7 @@ impl WatchHub {
     fn close(&self, id: u64) {
         let mut inner = self.lock();
         if let Some(slot) = inner.slots.remove(&id) {
+            inner.queued_bytes -= slot.queued_bytes;
             if slot.keys.is_some() {
                 self.active.fetch_sub(1, Ordering::Relaxed);
             }

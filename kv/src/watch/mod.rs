@@ -123,9 +123,14 @@ impl<R: LocalReader> Subscription<R> {
         keys: KeySet,
         start: Option<u64>,
     ) -> Result<(Subscription<R>, Option<WatchBatch>), WatchError> {
+        let slot = hub.open().ok_or_else(|| {
+            WatchError::Unavailable(
+                "this node serves as many watchers as it may; try another node, or later".into(),
+            )
+        })?;
         let mut subscription = Subscription {
             node,
-            slot: hub.open(),
+            slot,
             keys,
             position: start.map_or(0, |s| s.saturating_sub(1)),
             live: false,
