@@ -74,9 +74,10 @@ impl History {
         self.events.is_empty()
     }
 
-    /// Append the events of one entry, then drop the oldest entries' events while over a bound.
-    /// Events of one entry are dropped together, so a watch never sees half of an entry.
-    pub fn append(&mut self, events: &[Event]) {
+    /// Append the events of one entry (moved out of `events`, which is left empty), then drop the
+    /// oldest entries' events while over a bound. Events of one entry are dropped together, so a
+    /// watch never sees half of an entry.
+    pub fn append(&mut self, events: &mut Vec<Event>) {
         let cost: usize = events.iter().map(|e| e.kv.cost()).sum();
         if events.len() > HISTORY_MAX_EVENTS || cost > HISTORY_MAX_BYTES {
             // One entry larger than the whole history (a range delete of very many keys): keep
@@ -84,15 +85,16 @@ impl History {
             if let Some(last) = events.last() {
                 *self = History::starting_after(last.index());
             }
+            events.clear();
             return;
         }
-        for event in events {
+        for event in events.drain(..) {
             debug_assert!(self
                 .events
                 .back()
                 .is_none_or(|last| last.index() <= event.index()));
             self.bytes += event.kv.cost();
-            self.events.push_back(event.clone());
+            self.events.push_back(event);
         }
         while self.events.len() > HISTORY_MAX_EVENTS || self.bytes > HISTORY_MAX_BYTES {
             let Some(index) = self.events.front().map(Event::index) else {
@@ -179,7 +181,7 @@ mod tests {
         let mut history = History::default();
         for index in 1..=10 {
             // Two events per entry: one of "a", one of "b".
-            history.append(&[put("a", index, 10), put("b", index, 10)]);
+            history.append(&mut vec![put("a", index, 10), put("b", index, 10)]);
         }
         let all = KeySet::Prefix(String::new());
         let mut seen = Vec::new();
@@ -209,7 +211,7 @@ mod tests {
         assert_eq!(history.compacted_through(), 4);
         let big = HISTORY_MAX_BYTES / 4;
         for index in 5..=9 {
-            history.append(&[put("k", index, big)]);
+            history.append(&mut vec![put("k", index, big)]);
         }
         // Five events of a quarter of the budget each: the oldest two went.
         assert_eq!(history.len(), 3);
@@ -219,10 +221,10 @@ mod tests {
         assert_eq!(history.between(7, 8).count(), 1);
 
         // One entry bigger than the whole history leaves nothing but its index.
-        let huge: Vec<Event> = (0..=HISTORY_MAX_EVENTS)
+        let mut huge: Vec<Event> = (0..=HISTORY_MAX_EVENTS)
             .map(|i| put(&format!("k{i}"), 10, 0))
             .collect();
-        history.append(&huge);
+        history.append(&mut huge);
         assert!(history.is_empty());
         assert_eq!(history.compacted_through(), 10);
     }

@@ -321,27 +321,46 @@ impl KvStateMachine {
         self.sessions.len()
     }
 
-    /// Write `key` at `index` (its lease already checked to exist), recording the event.
+    /// Write `key` at `index` (its lease already checked to exist), recording the event; whether
+    /// the key held a value. One walk of the map for a key that exists (the common case), and the
+    /// key's string moves into the event rather than being copied.
     fn put(&mut self, index: u64, key: String, value: Bytes, lease: u64) -> bool {
-        let previous = self.map.get(&key);
-        let replaced = previous.is_some();
-        let (create_index, version, old_lease) = match previous {
-            Some(stored) => (stored.create_index, stored.version + 1, stored.lease),
-            None => (index, 1, 0),
-        };
-        if old_lease != lease {
-            if let Some(record) = self.leases.get_mut(&old_lease) {
-                record.keys.remove(&key);
+        if let Some(stored) = self.map.get_mut(&key) {
+            let old_lease = stored.lease;
+            stored.value = value;
+            stored.mod_index = index;
+            stored.version += 1;
+            stored.lease = lease;
+            let kv = KeyValue {
+                key,
+                value: Some(stored.value.clone()),
+                create_index: stored.create_index,
+                mod_index: index,
+                version: stored.version,
+                lease: (lease != 0).then_some(lease),
+            };
+            if old_lease != lease {
+                if let Some(record) = self.leases.get_mut(&old_lease) {
+                    record.keys.remove(&kv.key);
+                }
+                if let Some(record) = self.leases.get_mut(&lease) {
+                    record.keys.insert(kv.key.clone());
+                }
             }
-            if let Some(record) = self.leases.get_mut(&lease) {
-                record.keys.insert(key.clone());
-            }
+            self.events.push(Event {
+                kind: EventKind::Put,
+                kv,
+            });
+            return true;
+        }
+        if let Some(record) = self.leases.get_mut(&lease) {
+            record.keys.insert(key.clone());
         }
         let stored = Stored {
             value,
-            create_index,
+            create_index: index,
             mod_index: index,
-            version,
+            version: 1,
             lease,
         };
         self.events.push(Event {
@@ -349,7 +368,7 @@ impl KvStateMachine {
             kv: stored.key_value(&key, true),
         });
         self.map.insert(key, stored);
-        replaced
+        false
     }
 
     /// Delete `key` at `index`, recording the event; whether it existed.
@@ -484,13 +503,12 @@ impl KvStateMachine {
 
     /// The entry at `index` is applied: its events go to the history and the live watchers.
     fn record_events(&mut self, index: u64) {
-        if !self.events.is_empty() {
-            self.history.append(&self.events);
-        }
         if let Some(hub) = &self.hub {
             hub.publish(index, &self.events);
         }
-        self.events.clear();
+        if !self.events.is_empty() {
+            self.history.append(&mut self.events);
+        }
         if self.events.capacity() > 1024 {
             // After an entry that changed very many keys: do not keep its buffer for good.
             self.events = Vec::new();
