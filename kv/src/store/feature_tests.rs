@@ -312,3 +312,39 @@ fn the_hub_delivers_live_changes_after_the_replay_and_cuts_off_a_slow_watcher() 
     drop(slot);
     assert_eq!(hub.active(), 0);
 }
+
+#[test]
+fn each_watcher_gets_only_its_keys_whether_it_watches_a_key_or_a_prefix() {
+    let hub = WatchHub::new(WatchLimits::default());
+    let mut kv = KvStateMachine::with_hub(hub.clone());
+    let watch = |kv: &KvStateMachine, keys: KeySet| {
+        let slot = hub.open().expect("a slot");
+        kv.query(&KvQuery::WatchPage(crate::watch::WatchPageQuery {
+            keys,
+            after: None,
+            max_bytes: 1 << 20,
+            slot: slot.id(),
+        }));
+        slot
+    };
+    let a = watch(&kv, KeySet::Key("a".into()));
+    let a_again = watch(&kv, KeySet::Key("a".into()));
+    let b = watch(&kv, KeySet::Key("b".into()));
+    let prefix = watch(&kv, KeySet::Prefix("a".into()));
+    for (index, key) in [(1, "a"), (2, "b"), (3, "ab"), (4, "c")] {
+        kv.apply(LogIndex(index), put(key, "v"));
+    }
+    let keys = |slot: &crate::watch::SlotHandle| match slot.take(usize::MAX) {
+        crate::watch::hub_taken::Events { events, through } => {
+            assert_eq!(through, 4);
+            events.into_iter().map(|e| e.kv.key).collect::<Vec<_>>()
+        }
+        crate::watch::hub_taken::Ended(end) => panic!("{end:?}"),
+    };
+    assert_eq!(keys(&a), ["a"]);
+    assert_eq!(keys(&a_again), ["a"]);
+    assert_eq!(keys(&b), ["b"]);
+    assert_eq!(keys(&prefix), ["a", "ab"]);
+    drop((a, a_again, b, prefix));
+    assert_eq!(hub.active(), 0);
+}

@@ -11,7 +11,7 @@
 //! [`WatchLimits::max_watchers`] watchers at once.
 
 use crate::store::{Event, History, KeySet};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -55,6 +55,8 @@ pub enum WatchEnd {
 struct Slot {
     /// Set when a query activated the slot, until it ends; only then it receives events.
     keys: Option<KeySet>,
+    /// The keys under which the slot is in the hub's index (from activation to close).
+    indexed: Option<KeySet>,
     /// Events at or below this index are not delivered (the replay covered them, or the
     /// watcher asked to start later).
     after: u64,
@@ -70,6 +72,41 @@ struct Inner {
     slots: BTreeMap<u64, Slot>,
     /// The sum of the slots' `queued_bytes`.
     queued_bytes: usize,
+    /// The activated slots watching one key, by that key: an entry's events are offered to
+    /// these by a lookup, not a scan (a thousand watchers of a thousand keys cost a write one
+    /// lookup per key it changes).
+    by_key: BTreeMap<String, BTreeSet<u64>>,
+    /// The activated slots watching a range or a prefix: offered every event.
+    scanned: BTreeSet<u64>,
+}
+
+impl Inner {
+    fn index(&mut self, id: u64, keys: &KeySet) {
+        match keys {
+            KeySet::Key(key) => {
+                self.by_key.entry(key.clone()).or_default().insert(id);
+            }
+            _ => {
+                self.scanned.insert(id);
+            }
+        }
+    }
+
+    fn unindex(&mut self, id: u64, keys: &KeySet) {
+        match keys {
+            KeySet::Key(key) => {
+                if let Some(ids) = self.by_key.get_mut(key) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        self.by_key.remove(key);
+                    }
+                }
+            }
+            _ => {
+                self.scanned.remove(&id);
+            }
+        }
+    }
 }
 
 /// Every watcher of one node.
@@ -122,6 +159,7 @@ impl WatchHub {
             id,
             Slot {
                 keys: None,
+                indexed: None,
                 after: 0,
                 queue: VecDeque::new(),
                 queued_bytes: 0,
@@ -149,8 +187,13 @@ impl WatchHub {
         if slot.keys.is_none() {
             self.active.fetch_add(1, Ordering::Relaxed);
         }
-        slot.keys = Some(keys);
+        let previous = slot.indexed.replace(keys.clone());
+        slot.keys = Some(keys.clone());
         slot.after = after;
+        if let Some(previous) = previous {
+            inner.unindex(id, &previous);
+        }
+        inner.index(id, &keys);
         true
     }
 
@@ -165,10 +208,17 @@ impl WatchHub {
         let Inner {
             slots,
             queued_bytes,
+            by_key,
+            scanned,
             ..
         } = &mut *inner;
-        for slot in slots.values_mut() {
-            self.deliver(slot, queued_bytes, events.iter());
+        for event in events {
+            let exact = by_key.get(&event.kv.key).into_iter().flatten();
+            for id in exact.chain(scanned.iter()) {
+                if let Some(slot) = slots.get_mut(id) {
+                    self.deliver(slot, queued_bytes, std::iter::once(event));
+                }
+            }
         }
     }
 
@@ -294,6 +344,9 @@ impl WatchHub {
         let mut inner = self.lock();
         if let Some(slot) = inner.slots.remove(&id) {
             inner.queued_bytes -= slot.queued_bytes;
+            if let Some(keys) = &slot.indexed {
+                inner.unindex(id, keys);
+            }
             if slot.keys.is_some() {
                 self.active.fetch_sub(1, Ordering::Relaxed);
             }
