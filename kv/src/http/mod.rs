@@ -289,77 +289,23 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(leases::revoke)),
         )
         .service(resource("/v1/leases/{id}/keepalive").route(web::post().to(leases::keep_alive)))
+        .service(resource("/v1/admin/backup").route(web::get().to(crate::backup::serve)))
+        .service(resource("/v1/admin/snapshot").route(web::post().to(snapshot)))
         .service(
-            web::resource("/v1/kv/{key}/cas")
-                .route(web::post().to(cas))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/admin/backup")
-                .route(web::get().to(crate::backup::serve))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/admin/snapshot")
-                .route(web::post().to(snapshot))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/members")
+            resource("/v1/members")
                 .route(web::get().to(members))
-                .route(web::post().to(add_member))
-                .default_service(web::to(method_not_allowed)),
+                .route(web::post().to(add_member)),
         )
-        .service(
-            web::resource("/v1/members/{id}")
-                .route(web::delete().to(remove_member))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/members/{id}/promote")
-                .route(web::post().to(promote_member))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/leader/transfer")
-                .route(web::post().to(transfer_leader))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/status")
-                .route(web::get().to(status))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/health")
-                .route(web::get().to(health))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/ui")
-                .route(web::get().to(crate::ui::page))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/v1/cluster")
-                .route(web::get().to(crate::ui::cluster))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/livez")
-                .route(web::get().to(livez))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/readyz")
-                .route(web::get().to(readyz))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/metrics")
-                .route(web::get().to(metrics))
-                .default_service(web::to(method_not_allowed)),
-        );
+        .service(resource("/v1/members/{id}").route(web::delete().to(remove_member)))
+        .service(resource("/v1/members/{id}/promote").route(web::post().to(promote_member)))
+        .service(resource("/v1/leader/transfer").route(web::post().to(transfer_leader)))
+        .service(resource("/v1/status").route(web::get().to(status)))
+        .service(resource("/health").route(web::get().to(health)))
+        .service(resource("/ui").route(web::get().to(crate::ui::page)))
+        .service(resource("/v1/cluster").route(web::get().to(crate::ui::cluster)))
+        .service(resource("/livez").route(web::get().to(livez)))
+        .service(resource("/readyz").route(web::get().to(readyz)))
+        .service(resource("/metrics").route(web::get().to(metrics)));
 }
 
 /// A resource answering 405 to the methods it has no route for.
