@@ -484,6 +484,13 @@ fn assert_sound_record(record: &serde_json::Value, requests: u64) {
     let max = latency["max_ms"].as_f64().expect("max");
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
     assert!(record["leader"].as_u64().is_some(), "{record}");
+    // The machine is recorded with the figures.
+    let machine = &record["machine"];
+    assert!(machine["cores"].as_u64() >= Some(1), "{machine}");
+    assert!(
+        machine["fdatasync_p50_us"].as_f64() > Some(0.0),
+        "{machine}"
+    );
 }
 
 #[test]

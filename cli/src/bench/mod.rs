@@ -9,6 +9,7 @@
 mod embedded;
 mod http_load;
 mod load;
+mod machine;
 mod report;
 
 use clap::{Args, ValueEnum};
@@ -75,6 +76,11 @@ pub struct BenchArgs {
     /// tokens), to measure what it costs. With --endpoints, give --ca and a token instead.
     #[arg(long, conflicts_with = "endpoints")]
     pub tls: bool,
+    /// Where to time fdatasync before the load (recorded with the figures): default the system's
+    /// temporary directory, where the embedded cluster keeps its data. For a running cluster give
+    /// a directory on its disk.
+    #[arg(long)]
+    pub fsync_probe_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub credentials: crate::commands::Credentials,
 }
@@ -121,6 +127,12 @@ pub fn run_command(args: &BenchArgs) -> ExitCode {
 }
 
 fn run(args: &BenchArgs) -> Result<BenchReport, String> {
+    // Before anything else runs, so the disk is as quiet as the machine allows.
+    let probe_dir = args
+        .fsync_probe_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let machine = machine::Machine::measure(&probe_dir)?;
     let cluster = if args.endpoints.is_empty() {
         Some(embedded::EmbeddedCluster::start(
             3,
@@ -143,7 +155,10 @@ fn run(args: &BenchArgs) -> Result<BenchReport, String> {
     if let Some(cluster) = cluster {
         cluster.stop();
     }
-    result
+    result.map(|report| BenchReport {
+        machine: Some(machine),
+        ..report
+    })
 }
 
 async fn drive(

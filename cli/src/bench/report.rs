@@ -134,6 +134,8 @@ pub(super) struct BenchReport {
     /// Payload MB appended by the followers, summed over them, per second.
     pub replicated_mb_per_sec: f64,
     pub per_node: Vec<NodeFigures>,
+    /// The machine the benchmark ran on (cores, CPU, memory, kernel, fdatasync latency).
+    pub machine: Option<super::machine::Machine>,
 }
 
 impl BenchReport {
@@ -171,6 +173,7 @@ impl BenchReport {
             replicated_entries_per_sec: entries,
             replicated_mb_per_sec: mb,
             per_node,
+            machine: None,
         }
     }
 
@@ -192,6 +195,9 @@ impl BenchReport {
             self.read_ratio * 100.0,
             self.consistency,
         );
+        if let Some(machine) = &self.machine {
+            let _ = writeln!(out, "{}", machine.describe());
+        }
         let _ = writeln!(
             out,
             "  requests    {} ok, {} failed in {:.2} s: {:.0} req/s",
