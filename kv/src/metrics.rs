@@ -36,6 +36,7 @@ pub struct ServiceMetrics {
     members: IntGaugeVec,
     membership_index: IntGauge,
     log_start_index: IntGauge,
+    watchers: IntGauge,
 }
 
 impl ServiceMetrics {
@@ -134,7 +135,13 @@ impl ServiceMetrics {
             "Log index of the configuration in force on this node (0: the bootstrap one)",
         )
         .expect("valid metric");
+        let watchers = IntGauge::new(
+            "watchers",
+            "Watchers following live changes on this node (HTTP streams, native polls under way)",
+        )
+        .expect("valid metric");
         let metrics = ServiceMetrics {
+            watchers,
             registry,
             writes,
             write_seconds,
@@ -172,6 +179,7 @@ impl ServiceMetrics {
             Box::new(metrics.members.clone()),
             Box::new(metrics.membership_index.clone()),
             Box::new(metrics.log_start_index.clone()),
+            Box::new(metrics.watchers.clone()),
         ] {
             // Names are distinct constants: registration cannot collide.
             let _ = metrics.registry.register(collector);
@@ -212,6 +220,11 @@ impl ServiceMetrics {
     }
 
     /// The Prometheus text exposition, with gauges taken from `status`.
+    /// How many watchers the node serves now (set before each render).
+    pub fn set_watchers(&self, count: usize) {
+        self.watchers.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     pub fn render(&self, status: Option<&NodeStatus>) -> String {
         if let Some(status) = status {
             self.term.set(status.term.0 as i64);

@@ -850,6 +850,7 @@ async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
 
 async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
     let status = state.node.status().await.ok();
+    state.metrics.set_watchers(state.hub.active());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render(status.as_ref()))
