@@ -169,11 +169,14 @@ pub fn restore(
         raftor_core::Term(header.term),
         raftor_core::LogIndex(header.index),
     );
-    let mut first = [0u8; 8];
-    let mut peek = open()?;
-    read_header(&mut peek).map_err(|e| e.to_string())?;
-    let version_1 =
-        peek.read_exact(&mut first).is_ok() && crate::store::KvSnapshot::is_version_1(&first);
+    // The data's first eight bytes tell its snapshot format; they are read back in front of the rest.
+    let mut first = Vec::with_capacity(8);
+    (&mut reader)
+        .take(8)
+        .read_to_end(&mut first)
+        .map_err(|e| e.to_string())?;
+    let version_1 = crate::store::KvSnapshot::is_version_1(&first);
+    let reader = first.as_slice().chain(reader);
     if version_1 {
         // Written before revisions: converted once here, so that every founder starts from the
         // same converted state (see `store::snapshot`). Checked whole by `verify` above.

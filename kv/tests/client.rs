@@ -21,14 +21,7 @@ async fn a_counter_incremented_by_cas_across_a_leader_failover_counts_exactly() 
     for i in 0..40u32 {
         if i == 20 {
             // Kill the leader in the middle of the run.
-            let leader = cluster.leader().await;
-            let position = cluster
-                .nodes
-                .iter()
-                .position(|n| n.handle.id() == leader)
-                .expect("present");
-            let node = cluster.nodes.remove(position);
-            node.shutdown().await;
+            cluster.stop_leader().await;
         }
         let current = client
             .get("counter", Consistency::Linearizable)
@@ -69,13 +62,7 @@ async fn a_write_retried_after_failover_is_applied_once() {
     let index = first.json()["index"].clone();
 
     // The leader dies; the client, unsure whether its write landed, retries elsewhere.
-    let position = cluster
-        .nodes
-        .iter()
-        .position(|n| n.handle.id() == leader)
-        .expect("present");
-    let node = cluster.nodes.remove(position);
-    node.shutdown().await;
+    cluster.stop(leader).await;
     let survivor = cluster.nodes[0].handle.id();
     // Until the survivors notice and elect a new leader, they answer 503 (not applied): retry.
     let mut retry = http(

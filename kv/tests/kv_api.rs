@@ -274,13 +274,7 @@ async fn a_lease_keeps_its_keys_while_kept_alive_across_a_leader_kill_then_they_
     // Kept alive for three TTLs, the leader killed in the middle: the key stays.
     for round in 0..12 {
         if round == 4 {
-            let leader = cluster.leader().await;
-            let position = cluster
-                .nodes
-                .iter()
-                .position(|n| n.handle.id() == leader)
-                .expect("present");
-            cluster.nodes.remove(position).shutdown().await;
+            cluster.stop_leader().await;
         }
         client.keep_alive(lease.id).await.expect("kept alive");
         tokio::time::sleep(Duration::from_millis(500)).await;

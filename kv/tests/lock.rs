@@ -61,13 +61,7 @@ async fn a_lock_serialises_increments_across_a_leader_kill() {
     while fences.borrow().len() < 13 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let leader = cluster.leader().await;
-    let position = cluster
-        .nodes
-        .iter()
-        .position(|n| n.handle.id() == leader)
-        .expect("running");
-    cluster.nodes.remove(position).shutdown().await;
+    cluster.stop_leader().await;
     for worker in workers {
         tokio::time::timeout(Duration::from_secs(60), worker)
             .await

@@ -48,14 +48,7 @@ async fn three_nodes_over_tcp_and_rocksdb_replicate_and_recover() {
 
     // Stop a follower, write more, restart it from its RocksDB directory: it catches up.
     let follower_id = cluster.follower().await;
-    let position = cluster
-        .nodes
-        .iter()
-        .position(|n| n.handle.id() == follower_id)
-        .expect("present");
-    let follower = cluster.nodes.remove(position);
-    follower.shutdown().await;
-    drop(follower);
+    cluster.stop(follower_id).await;
     for i in 100..150 {
         client
             .put(&format!("k{i}"), format!("v{i}"))

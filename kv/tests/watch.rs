@@ -6,8 +6,7 @@
 
 mod common;
 
-use common::{http, start_node_retrying, Cluster};
-use raftor_kv::local_cluster::{local_node_config, quick_timing};
+use common::{http, Cluster};
 use raftor_kv::store::{Event, EventKind, KeySet, KvOutcome};
 use raftor_kv::{Client, ClientOptions};
 use std::cell::RefCell;
@@ -80,43 +79,19 @@ async fn a_watch_delivers_every_change_once_across_a_leader_kill_and_node_restar
         until.clone(),
     ));
 
-    let restart = |cluster: &mut Cluster, id: raftor::NodeId| {
-        let position = cluster
-            .nodes
-            .iter()
-            .position(|n| n.handle.id() == id)
-            .expect("running");
-        cluster.nodes.remove(position)
-    };
     let mut acked: Vec<Acked> = Vec::new();
     for i in 0..300u64 {
         let key = format!("w/{}", i % 7);
-        if i == 100 {
-            let leader = cluster.leader().await;
-            restart(&mut cluster, leader).shutdown().await;
+        // The leader is killed and restarted, then the watched node.
+        let down = match i {
+            100 => Some(cluster.leader().await),
+            200 => Some(watched),
+            _ => None,
+        };
+        if let Some(node) = down {
+            cluster.stop(node).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let mut config = local_node_config(
-                leader.0,
-                3,
-                cluster.base,
-                Some(cluster.http_base),
-                cluster.dir.path(),
-            );
-            quick_timing(&mut config);
-            cluster.nodes.push(start_node_retrying(&config).await);
-        }
-        if i == 200 {
-            restart(&mut cluster, watched).shutdown().await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let mut config = local_node_config(
-                watched.0,
-                3,
-                cluster.base,
-                Some(cluster.http_base),
-                cluster.dir.path(),
-            );
-            quick_timing(&mut config);
-            cluster.nodes.push(start_node_retrying(&config).await);
+            cluster.start_again(node).await;
         }
         if i % 25 == 24 {
             let written = writer.delete(&key).await.expect("delete");

@@ -570,14 +570,7 @@ async fn delete(
             index,
             outcome: KvOutcome::Deleted { existed },
         } => HttpResponse::Ok().json(json!({ "index": index, "deleted": existed })),
-        KvResponse::Written {
-            outcome: KvOutcome::StaleSequence,
-            ..
-        } => stale_sequence(),
-        KvResponse::Written {
-            outcome: KvOutcome::SessionExpired,
-            ..
-        } => session_expired(),
+        KvResponse::Written { outcome, .. } => written_refusal(&outcome),
         other => unexpected(other),
     }
 }
@@ -636,14 +629,7 @@ async fn cas(
             ..
         } => HttpResponse::Conflict()
             .json(json!({ "current": current.map(|c| String::from_utf8_lossy(&c).into_owned()) })),
-        KvResponse::Written {
-            outcome: KvOutcome::StaleSequence,
-            ..
-        } => stale_sequence(),
-        KvResponse::Written {
-            outcome: KvOutcome::SessionExpired,
-            ..
-        } => session_expired(),
+        KvResponse::Written { outcome, .. } => written_refusal(&outcome),
         other => unexpected(other),
     }
 }

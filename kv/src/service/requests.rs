@@ -6,10 +6,7 @@ use crate::protocol::{
     ErrorKind, KvRequest, KvResponse, ServiceError, WatchAnswer, WatchRequest, MAX_TXN_GETS,
     MAX_TXN_OPS, MAX_WATCH_WAIT_MS,
 };
-use crate::store::{
-    check_ttl, Compare, CompareOp, CompareTarget, KvCommand, KvOp, KvOutcome, Session, Txn, TxnOp,
-    TxnOpResult, TxnOutcome,
-};
+use crate::store::{cas_outcome, check_ttl, KvCommand, KvOp, KvOutcome, Session, Txn, TxnOp};
 use crate::watch::{Subscription, WatchError};
 use bytes::Bytes;
 use std::time::Duration;
@@ -106,8 +103,8 @@ impl Runner {
         Ok(())
     }
 
-    /// A compare-and-swap, as the transaction "`key` holds `expected` (or is absent), then put
-    /// `value`, else read `key`", answered as a compare-and-swap.
+    /// A compare-and-swap, proposed as its transaction ([`Txn::cas`]) and answered as a
+    /// compare-and-swap.
     pub(super) async fn cas(
         &self,
         key: &str,
@@ -115,32 +112,9 @@ impl Runner {
         value: &Bytes,
         session: Option<Session>,
     ) -> Local {
-        let condition = match expected {
-            Some(expected) => Compare {
-                key: key.to_owned(),
-                op: CompareOp::Equal,
-                target: CompareTarget::Value(expected.clone()),
-            },
-            None => Compare {
-                key: key.to_owned(),
-                op: CompareOp::Equal,
-                target: CompareTarget::Version(0),
-            },
-        };
-        let txn = Txn {
-            compare: vec![condition],
-            success: vec![TxnOp::Put {
-                key: key.to_owned(),
-                value: value.clone(),
-                lease: None,
-            }],
-            failure: vec![TxnOp::Get {
-                key: key.to_owned(),
-            }],
-        };
         let command = KvCommand {
             session,
-            op: KvOp::Txn(txn),
+            op: KvOp::Txn(Txn::cas(key, expected.clone(), value.clone())),
         };
         match self.write(command).await {
             Local::Done(KvResponse::Written {
@@ -181,16 +155,4 @@ impl Runner {
             }
         }
     }
-}
-
-/// A transaction's outcome as the compare-and-swap it stands for.
-fn cas_outcome(outcome: TxnOutcome) -> KvOutcome {
-    if outcome.succeeded {
-        return KvOutcome::Swapped;
-    }
-    let current = match outcome.results.into_iter().next() {
-        Some(TxnOpResult::Got(kv)) => kv.and_then(|kv| kv.value),
-        _ => None,
-    };
-    KvOutcome::Mismatch { current }
 }

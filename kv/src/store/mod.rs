@@ -22,7 +22,9 @@ pub use range::{
     MAX_RANGE_LIMIT,
 };
 pub use snapshot::KvSnapshot;
-pub use txn::{Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResult, TxnOutcome};
+pub use txn::{
+    cas_outcome, Compare, CompareOp, CompareTarget, Txn, TxnOp, TxnOpResult, TxnOutcome,
+};
 
 use crate::watch::{WatchHub, WatchPageAnswer, WatchPageQuery};
 use bytes::Bytes;
@@ -406,21 +408,15 @@ impl KvStateMachine {
             KvOp::Delete { key } => KvOutcome::Deleted {
                 existed: self.delete(index, &key),
             },
+            // Entries written before CAS was proposed as a transaction: run as one.
             KvOp::Cas {
                 key,
                 expected,
                 value,
-            } => {
-                let current = self.map.get(&key).map(|stored| &stored.value);
-                if current == expected.as_ref() {
-                    self.put(index, key, value, 0);
-                    KvOutcome::Swapped
-                } else {
-                    KvOutcome::Mismatch {
-                        current: current.cloned(),
-                    }
-                }
-            }
+            } => match self.transact(index, Txn::cas(&key, expected, value)) {
+                KvOutcome::Txn(outcome) => txn::cas_outcome(outcome),
+                other => other,
+            },
             KvOp::Txn(txn) => self.transact(index, txn),
             KvOp::LeaseGrant { ttl_ms } => {
                 self.leases.insert(

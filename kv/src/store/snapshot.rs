@@ -54,15 +54,12 @@ impl KvSnapshot {
     /// Decodes a snapshot of either version (a version 1 one converted as the module says): for
     /// seeding every founder of a new cluster from the same backup.
     pub fn decode_any(bytes: &[u8]) -> Result<KvSnapshot, String> {
-        let current = bincode::deserialize::<KvSnapshot>(bytes).map_err(|e| e.to_string());
-        match current {
-            Err(error) if error.contains(VERSION_1_REFUSED) => {
-                let old: Version1 = bincode::deserialize(bytes)
-                    .map_err(|e| format!("a version 1 snapshot that does not decode: {e}"))?;
-                Ok(KvSnapshot::from_version_1(old))
-            }
-            other => other,
+        if KvSnapshot::is_version_1(bytes) {
+            let old: Version1 = bincode::deserialize(bytes)
+                .map_err(|e| format!("a version 1 snapshot that does not decode: {e}"))?;
+            return Ok(KvSnapshot::from_version_1(old));
         }
+        bincode::deserialize(bytes).map_err(|e| e.to_string())
     }
 
     fn from_version_1(old: Version1) -> KvSnapshot {

@@ -136,6 +136,44 @@ pub struct TxnOutcome {
     pub results: Vec<TxnOpResult>,
 }
 
+impl Txn {
+    /// The compare-and-swap "`key` holds `expected` (`None`: is absent), then put `value`, else
+    /// read `key`": a CAS is this transaction (its outcome read back by [`cas_outcome`]).
+    pub fn cas(key: &str, expected: Option<Bytes>, value: Bytes) -> Txn {
+        let target = match expected {
+            Some(expected) => CompareTarget::Value(expected),
+            None => CompareTarget::Version(0),
+        };
+        Txn {
+            compare: vec![Compare {
+                key: key.to_owned(),
+                op: CompareOp::Equal,
+                target,
+            }],
+            success: vec![TxnOp::Put {
+                key: key.to_owned(),
+                value,
+                lease: None,
+            }],
+            failure: vec![TxnOp::Get {
+                key: key.to_owned(),
+            }],
+        }
+    }
+}
+
+/// A [`Txn::cas`] transaction's outcome as the compare-and-swap it stands for.
+pub fn cas_outcome(outcome: TxnOutcome) -> super::KvOutcome {
+    if outcome.succeeded {
+        return super::KvOutcome::Swapped;
+    }
+    let current = match outcome.results.into_iter().next() {
+        Some(TxnOpResult::Got(kv)) => kv.and_then(|kv| kv.value),
+        _ => None,
+    };
+    super::KvOutcome::Mismatch { current }
+}
+
 /// Whether `compare` holds for the key's current state (`None`: absent).
 pub(crate) fn holds(compare: &Compare, current: Option<&Stored>) -> bool {
     use std::cmp::Ordering;

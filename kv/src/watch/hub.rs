@@ -53,10 +53,10 @@ pub enum WatchEnd {
 }
 
 struct Slot {
-    /// Set when a query activated the slot, until it ends; only then it receives events.
+    /// Set when a query activated the slot (and it is in the hub's index under them until it
+    /// closes). The slot receives events, and counts as active, while it has keys and has not
+    /// ended.
     keys: Option<KeySet>,
-    /// The keys under which the slot is in the hub's index (from activation to close).
-    indexed: Option<KeySet>,
     /// Events at or below this index are not delivered (the replay covered them, or the
     /// watcher asked to start later).
     after: u64,
@@ -159,7 +159,6 @@ impl WatchHub {
             id,
             Slot {
                 keys: None,
-                indexed: None,
                 after: 0,
                 queue: VecDeque::new(),
                 queued_bytes: 0,
@@ -184,11 +183,10 @@ impl WatchHub {
         if slot.ended.is_some() {
             return false;
         }
-        if slot.keys.is_none() {
+        let previous = slot.keys.replace(keys.clone());
+        if previous.is_none() {
             self.active.fetch_add(1, Ordering::Relaxed);
         }
-        let previous = slot.indexed.replace(keys.clone());
-        slot.keys = Some(keys.clone());
         slot.after = after;
         if let Some(previous) = previous {
             inner.unindex(id, &previous);
@@ -290,7 +288,7 @@ impl WatchHub {
 
     /// End the slot's watch: it receives nothing more and counts as active no longer.
     fn end(&self, slot: &mut Slot, total: &mut usize, reason: WatchEnd) {
-        if slot.keys.take().is_some() {
+        if slot.keys.is_some() && slot.ended.is_none() {
             self.active.fetch_sub(1, Ordering::Relaxed);
         }
         *total -= slot.queued_bytes;
@@ -344,11 +342,11 @@ impl WatchHub {
         let mut inner = self.lock();
         if let Some(slot) = inner.slots.remove(&id) {
             inner.queued_bytes -= slot.queued_bytes;
-            if let Some(keys) = &slot.indexed {
+            if let Some(keys) = &slot.keys {
                 inner.unindex(id, keys);
-            }
-            if slot.keys.is_some() {
-                self.active.fetch_sub(1, Ordering::Relaxed);
+                if slot.ended.is_none() {
+                    self.active.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
     }

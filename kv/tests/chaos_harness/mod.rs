@@ -24,8 +24,8 @@ use raftor_actors::{
 use raftor_core::{ConfChange, LogIndex, Membership, NodeId, RaftConfig, Role};
 use raftor_kv::store::KvStateMachine;
 use raftor_kv::store::{
-    decode_get, Compare, CompareOp, CompareTarget, KeySet, KvAnswer, KvApplied, KvCommand, KvOp,
-    KvOutcome, KvQuery, RangeQuery, Session, Txn, TxnOp, TxnOpResult,
+    cas_outcome, decode_get, KeySet, KvAnswer, KvApplied, KvCommand, KvOp, KvOutcome, KvQuery,
+    RangeQuery, Session, Txn, TxnOp,
 };
 use raftor_sim::linearizability::{
     check_kv, render, render_violations, to_json, KvCheck, KvInput, KvOperation, KvOutput,
@@ -583,22 +583,11 @@ impl Client {
                 value: Bytes::from(value),
             }),
             // A compare-and-swap as the service sends it: a transaction.
-            KvInput::Cas { expected, value } => Request::Write(KvOp::Txn(Txn {
-                compare: vec![Compare {
-                    key: key.clone(),
-                    op: CompareOp::Equal,
-                    target: match expected {
-                        Some(expected) => CompareTarget::Value(Bytes::from(expected)),
-                        None => CompareTarget::Version(0),
-                    },
-                }],
-                success: vec![TxnOp::Put {
-                    key: key.clone(),
-                    value: Bytes::from(value),
-                    lease: None,
-                }],
-                failure: vec![TxnOp::Get { key }],
-            })),
+            KvInput::Cas { expected, value } => Request::Write(KvOp::Txn(Txn::cas(
+                &key,
+                expected.map(Bytes::from),
+                Bytes::from(value),
+            ))),
             KvInput::Delete => Request::Write(KvOp::Delete { key }),
         };
         let answer = self.perform(request).await?;
@@ -607,15 +596,14 @@ impl Client {
                 Ok(KvAnswer::Range(_)) => range_value(&bytes, &keys[0]),
                 _ => decode_get(&bytes),
             })),
-            Answer::Written(KvOutcome::Txn(outcome)) => match (input, outcome.results.first()) {
-                (KvInput::Cas { .. }, Some(TxnOpResult::Got(current))) if !outcome.succeeded => {
-                    KvOutput::Mismatch {
-                        current: value_of(current.as_ref().and_then(|kv| kv.value.clone())),
-                    }
+            Answer::Written(KvOutcome::Txn(outcome)) if matches!(input, KvInput::Cas { .. }) => {
+                match cas_outcome(outcome) {
+                    KvOutcome::Mismatch { current } => KvOutput::Mismatch {
+                        current: value_of(current),
+                    },
+                    _ => KvOutput::Swapped,
                 }
-                (KvInput::Cas { .. }, _) => KvOutput::Swapped,
-                _ => KvOutput::Written,
-            },
+            }
             Answer::Written(_) => KvOutput::Written,
         }))
     }

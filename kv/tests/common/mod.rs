@@ -68,6 +68,8 @@ pub async fn start_on_free_ports(
 }
 
 pub struct Cluster {
+    /// The founding members: nodes 1 to `size`.
+    pub size: u64,
     pub nodes: Vec<RunningNode>,
     pub base: u16,
     pub http_base: u16,
@@ -79,6 +81,7 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let (nodes, base, http_base) = start_on_free_ports(n, dir.path(), quick_timing).await;
         let cluster = Cluster {
+            size: n,
             nodes,
             base,
             http_base,
@@ -115,6 +118,36 @@ impl Cluster {
             .map(|n| n.handle.id())
             .find(|id| *id != leader)
             .expect("a follower")
+    }
+
+    /// Shut node `id` down and drop it (its RocksDB lock goes with it).
+    pub async fn stop(&mut self, id: NodeId) {
+        let position = self
+            .nodes
+            .iter()
+            .position(|n| n.handle.id() == id)
+            .expect("running");
+        self.nodes.remove(position).shutdown().await;
+    }
+
+    /// Stop the leader; returns which node it was.
+    pub async fn stop_leader(&mut self) -> NodeId {
+        let leader = self.leader().await;
+        self.stop(leader).await;
+        leader
+    }
+
+    /// Start the stopped node `id` again on its data directory.
+    pub async fn start_again(&mut self, id: NodeId) {
+        let mut config = raftor_kv::local_cluster::local_node_config(
+            id.0,
+            self.size,
+            self.base,
+            Some(self.http_base),
+            self.dir.path(),
+        );
+        quick_timing(&mut config);
+        self.nodes.push(start_node_retrying(&config).await);
     }
 
     pub async fn shutdown(self) {
