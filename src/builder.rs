@@ -37,6 +37,10 @@ pub struct RaftNodeBuilder {
     pub(crate) listen: Option<SocketAddr>,
     pub(crate) storage: StorageChoice,
     pub(crate) network: Option<Addr<MemoryNetwork>>,
+    /// Whether the log store runs on a thread of its own (`None`: unless on an in-memory network).
+    pub(crate) log_thread: Option<bool>,
+    /// Whether snapshots are written on a thread of their own (`None`: as `log_thread`'s default).
+    pub(crate) snapshot_thread: Option<bool>,
     pub(crate) cluster_id: String,
     pub(crate) tls: Option<raftor_actors::network::tls::NodeTls>,
     pub(crate) tick: Duration,
@@ -69,6 +73,8 @@ impl RaftNodeBuilder {
             listen: None,
             storage: StorageChoice::None,
             network: None,
+            log_thread: None,
+            snapshot_thread: None,
             cluster_id: "raftor".to_string(),
             tls: None,
             tick: Duration::from_millis(10),
@@ -266,6 +272,24 @@ impl RaftNodeBuilder {
     /// that a whole cluster runs on tokio's paused clock. See [`crate::testing`].
     pub fn in_memory_network(mut self, network: Addr<MemoryNetwork>) -> Self {
         self.network = Some(network);
+        self
+    }
+
+    /// Whether the log store runs on a thread of its own, so that a disk sync blocks no other
+    /// actor (default: yes, except on an [in-memory network](Self::in_memory_network), where
+    /// every actor stays on the current thread for tokio's paused clock). Set it on an in-memory
+    /// network running on the real clock to keep the thread layout of a real node (as
+    /// `raftor bench --network memory` does).
+    pub fn log_thread(mut self, own_thread: bool) -> Self {
+        self.log_thread = Some(own_thread);
+        self
+    }
+
+    /// Whether each snapshot is written on a thread of its own, so that encoding a large state
+    /// holds up no actor (default: yes, except on an [in-memory network](Self::in_memory_network),
+    /// for tokio's paused clock).
+    pub fn snapshot_thread(mut self, own_thread: bool) -> Self {
+        self.snapshot_thread = Some(own_thread);
         self
     }
 

@@ -64,7 +64,8 @@ impl RaftNodeBuilder {
             options.seed = seed;
         }
         // On the paused clock every actor must stay on one thread.
-        options.dedicated_log_thread = self.network.is_none();
+        options.dedicated_log_thread = self.log_thread.unwrap_or(self.network.is_none());
+        options.background_snapshots = self.snapshot_thread.unwrap_or(self.network.is_none());
         options.log_write_observer = self.log_write_observer.clone();
         let mut snapshot_store = None;
         if let Some(dir) = snapshot_dir {

@@ -39,6 +39,9 @@ pub struct NodeOptions {
     /// Run the log store on an arbiter (thread) of its own, so a disk sync blocks no other actor.
     /// Off for tests on tokio's paused clock, which must keep every actor on one thread.
     pub dedicated_log_thread: bool,
+    /// Write each snapshot on a thread of its own, so that encoding a large state holds up no
+    /// actor. Off for tests on tokio's paused clock, like `dedicated_log_thread`.
+    pub background_snapshots: bool,
     /// A node writes a batch of at most this many entries on its own thread when nothing handed to
     /// the log store is still waiting, instead of handing it to the log store's thread: that saves
     /// two thread hand-offs per write (default 8; 0: every write goes to the log store). A
@@ -71,6 +74,7 @@ impl NodeOptions {
             seed,
             limits: ReplicationLimits::default(),
             dedicated_log_thread: true,
+            background_snapshots: true,
             inline_write_max_entries: 8,
             simulated_sync_latency: None,
             log_write_observer: None,
@@ -183,7 +187,7 @@ impl PendingNode {
             applier = applier.with_snapshots(
                 snapshots.clone(),
                 restored,
-                options.dedicated_log_thread,
+                options.background_snapshots,
                 node_addr.clone().recipient(),
                 node_addr.clone().recipient(),
             );

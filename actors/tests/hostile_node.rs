@@ -77,6 +77,7 @@ impl Cluster {
             let mut options = NodeOptions::new(RaftConfig::new(id, (1..=3).map(NodeId)));
             options.seed = seed * 10 + id.0;
             options.dedicated_log_thread = false;
+            options.background_snapshots = false;
             let store = MemStorage::new();
             let handle = pending
                 .start(

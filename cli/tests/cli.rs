@@ -525,6 +525,58 @@ fn bench_drives_an_embedded_cluster() {
     assert!(record["write_latency"]["count"].as_u64().expect("writes") > 0);
 }
 
+/// `--storage memory` and `--network memory`: the same load, with the disk, then the sockets and
+/// the client protocol, left out; the writes still reach the followers' logs.
+#[test]
+fn bench_runs_without_disk_and_without_network() {
+    let cases: [(&[&str], &str, &str, &str); 3] = [
+        (&["--storage", "memory"], "memory", "tcp", "native"),
+        (&["--network", "memory"], "rocksdb", "memory", "in-process"),
+        (
+            &[
+                "--storage",
+                "memory",
+                "--network",
+                "memory",
+                "--read-ratio",
+                "0.5",
+            ],
+            "memory",
+            "memory",
+            "in-process",
+        ),
+    ];
+    for (flags, storage, network, protocol) in cases {
+        let mut args = vec!["--requests", "300", "--clients", "4"];
+        args.extend_from_slice(flags);
+        let record = bench_json(&args);
+        assert_sound_record(&record, 300);
+        assert_eq!(record["requests_failed"], 0, "{record}");
+        assert_eq!(record["storage"], storage, "{record}");
+        assert_eq!(record["network"], network, "{record}");
+        assert_eq!(record["protocol"], protocol, "{record}");
+        let followers: Vec<_> = record["per_node"]
+            .as_array()
+            .expect("per node")
+            .iter()
+            .filter(|node| node["role"] == "follower")
+            .collect();
+        assert_eq!(followers.len(), 2, "{record}");
+        // A write is acknowledged once the leader and one follower hold it: between them, the
+        // followers appended every acknowledged write.
+        let writes = record["write_latency"]["count"].as_u64().expect("writes");
+        let seconds = record["seconds"].as_f64().expect("seconds");
+        let appended: f64 = followers
+            .iter()
+            .map(|node| node["entries_per_sec"].as_f64().expect("rate") * seconds)
+            .sum();
+        assert!(
+            writes > 0 && appended >= writes as f64 - 0.5,
+            "{appended} entries for {writes} writes: {record}"
+        );
+    }
+}
+
 #[test]
 fn bench_drives_a_running_cluster() {
     let cluster = local_cluster();
@@ -581,6 +633,17 @@ fn bench_refuses_bad_flags() {
         &[],
         "is not host:port",
     );
+    fails_with(
+        &["bench", "--network", "memory", "--protocol", "http"],
+        &[],
+        "--protocol does not apply",
+    );
+    fails_with(
+        &["bench", "--network", "memory", "--endpoints", "127.0.0.1:1"],
+        &[],
+        "cannot be used with",
+    );
+    fails_with(&["bench", "--storage", "floppy"], &[], "--storage");
     fails_with(
         &[
             "bench",

@@ -59,8 +59,26 @@ impl RunningNode {
     }
 }
 
+/// Where a node keeps its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeLog {
+    /// RocksDB in the configuration's data directory, synced: what `raftor serve` does.
+    DataDir,
+    /// In memory, gone when the process ends: for benchmarks that leave the disk out
+    /// (`raftor bench --storage memory`). Snapshots still go to `<data dir>/snapshots`.
+    Memory,
+}
+
 /// Open (or create) the node's data directory and start it. Must run inside an actix System.
 pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> {
+    start_node_with_log(config, NodeLog::DataDir).await
+}
+
+/// [`start_node`] with the log kept where `log` says.
+pub async fn start_node_with_log(
+    config: &NodeConfig,
+    log: NodeLog,
+) -> Result<RunningNode, ServeError> {
     let tls = match &config.security.tls {
         Some(files) => Some(NodeTls::load(config.id, files)?),
         None => None,
@@ -91,10 +109,15 @@ pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> 
     if let Some(tls) = &tls {
         builder = builder.tls(tls.clone());
     }
+    builder = match log {
+        NodeLog::DataDir => builder.data_dir(&config.data_dir),
+        NodeLog::Memory => builder
+            .storage(raftor::storage::MemStorage::new())
+            .snapshot_dir(config.data_dir.join("snapshots")),
+    };
     let handle = builder
         .id(config.id)
         .listen(config.listen)
-        .data_dir(&config.data_dir)
         .cluster_id(config.cluster_id.clone())
         .tick(Duration::from_millis(config.tick_ms))
         .election_timeout(

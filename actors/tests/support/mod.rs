@@ -192,6 +192,7 @@ impl TestCluster {
         let mut options = NodeOptions::new(raft);
         options.seed = self.seed.wrapping_mul(1_000_003).wrapping_add(id.0);
         options.dedicated_log_thread = self.dedicated_log_thread;
+        options.background_snapshots = self.dedicated_log_thread;
         if let Some(latency) = self.slow_disks.get(&id) {
             options.simulated_sync_latency = Some(*latency);
             options.inline_write_max_entries = 0;

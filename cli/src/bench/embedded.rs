@@ -1,13 +1,14 @@
 //! The embedded cluster `raftor bench` drives when it is given no endpoints: real nodes (TCP on
-//! loopback, RocksDB with synced writes in a temporary directory), each on a thread with an actix
-//! System of its own, so they share no event loop, as separate processes would not.
+//! loopback, RocksDB with synced writes in a temporary directory, or the log in memory with
+//! `--storage memory`), each on a thread with an actix System of its own, so they share no event
+//! loop, as separate processes would not.
 
-use super::Protocol;
+use super::{Protocol, Storage};
 use raftor_kv::auth::Role;
 use raftor_kv::certs;
 use raftor_kv::client::ClientTls;
 use raftor_kv::local_cluster::{local_credentials, local_node_config, secure};
-use raftor_kv::server::start_node;
+use raftor_kv::server::{start_node_with_log, NodeLog};
 use raftor_kv::ClientOptions;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
@@ -28,6 +29,26 @@ pub(super) struct EmbeddedCluster {
     certs: Option<std::path::PathBuf>,
     /// Removed when the cluster is dropped (after the nodes stopped).
     _dir: tempfile::TempDir,
+}
+
+/// The temporary directory of an embedded cluster's data: in `/dev/shm` (memory) where there is
+/// one and the logs are kept in memory, so that snapshots stay off the disk too; else in the
+/// system's temporary directory.
+pub(super) fn bench_dir(storage: Storage) -> Result<tempfile::TempDir, String> {
+    let shm = std::path::Path::new("/dev/shm");
+    let parent = match storage {
+        Storage::Memory if shm.is_dir() => shm.to_path_buf(),
+        _ => std::env::temp_dir(),
+    };
+    tempfile::Builder::new()
+        .prefix("raftor-bench-")
+        .tempdir_in(&parent)
+        .map_err(|e| {
+            format!(
+                "cannot create a temporary directory in {}: {e}",
+                parent.display()
+            )
+        })
 }
 
 /// `count` consecutive loopback ports that are free right now (briefly bound to check).
@@ -54,12 +75,13 @@ impl EmbeddedCluster {
         count: u64,
         protocol: Protocol,
         tls: bool,
+        storage: Storage,
     ) -> Result<EmbeddedCluster, String> {
         // The free ports were only free when probed: another program may take one before a node
         // binds it. Try again on other ports a few times before giving up.
         let mut last_error = String::new();
         for _ in 0..5 {
-            match EmbeddedCluster::start_once(count, protocol, tls) {
+            match EmbeddedCluster::start_once(count, protocol, tls, storage) {
                 Ok(cluster) => return Ok(cluster),
                 Err(error) => last_error = error,
             }
@@ -67,11 +89,17 @@ impl EmbeddedCluster {
         Err(last_error)
     }
 
-    fn start_once(count: u64, protocol: Protocol, tls: bool) -> Result<EmbeddedCluster, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("raftor-bench-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    fn start_once(
+        count: u64,
+        protocol: Protocol,
+        tls: bool,
+        storage: Storage,
+    ) -> Result<EmbeddedCluster, String> {
+        let dir = bench_dir(storage)?;
+        let log = match storage {
+            Storage::Rocksdb => NodeLog::DataDir,
+            Storage::Memory => NodeLog::Memory,
+        };
         let width = u16::try_from(count).map_err(|_| "too many nodes".to_string())?;
         let base = free_port_base(width)?;
         let http_base = match protocol {
@@ -95,7 +123,7 @@ impl EmbeddedCluster {
                 .spawn(move || {
                     let system = actix::System::new();
                     system.block_on(async move {
-                        match start_node(&config).await {
+                        match start_node_with_log(&config, log).await {
                             Ok(node) => {
                                 let _ = started_tx.send(Ok((node.raft_addr, node.http_addr)));
                                 let _ = stop_rx.await;

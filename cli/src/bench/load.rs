@@ -2,13 +2,15 @@
 //! or the request budget is used up, recording every latency in an HDR histogram.
 
 use super::http_load::HttpTarget;
+use super::in_process::InProcessNode;
+use super::report::NodeSample;
 use super::{BenchArgs, Protocol};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use raftor_kv::client::{Client, ClientError, ClientOptions};
-use raftor_kv::protocol::StatusReport;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +45,10 @@ pub(super) enum Target {
         credentials: ClientOptions,
     },
     Http(HttpTarget),
+    /// In this process (`--network memory`): the nodes' handles, the leader's first once known.
+    InProcess {
+        nodes: Vec<InProcessNode>,
+    },
 }
 
 /// One request's result: `Ok` for an answer (a missing key is an answer), or the failure's kind.
@@ -67,6 +73,11 @@ impl Target {
             }),
             Protocol::Http => Ok(Target::Http(HttpTarget::new(endpoints, &credentials)?)),
         }
+    }
+
+    /// The in-process cluster of `nodes`.
+    pub(super) fn in_process(nodes: Vec<InProcessNode>) -> Target {
+        Target::InProcess { nodes }
     }
 
     /// Wait until a write goes through (a leader is elected and has committed its first entry),
@@ -112,6 +123,19 @@ impl Target {
                 http.put(http.leader(), "raftor-bench-ready", Bytes::new())
                     .await
             }
+            Target::InProcess { nodes } => {
+                let mut last = Err("no node".to_string());
+                for node in nodes {
+                    last = node
+                        .put("raftor-bench-ready".into(), Bytes::new())
+                        .await
+                        .map_err(node_error_kind);
+                    if last.is_ok() {
+                        break;
+                    }
+                }
+                last
+            }
         }
     }
 
@@ -125,6 +149,11 @@ impl Target {
         };
         match self {
             Target::Http(http) => http.set_leader(position),
+            Target::InProcess { nodes } => {
+                if let Some(leader) = statuses[position].as_ref().map(|status| status.id) {
+                    nodes.sort_by_key(|node| node.id().0 != leader);
+                }
+            }
             Target::Native {
                 endpoints,
                 leader_first,
@@ -139,7 +168,7 @@ impl Target {
     }
 
     /// Each endpoint's status, in the order of the endpoints (`None` where it did not answer).
-    pub(super) async fn statuses(&self) -> Vec<Option<StatusReport>> {
+    pub(super) async fn statuses(&self) -> Vec<Option<NodeSample>> {
         let mut statuses = Vec::new();
         match self {
             Target::Native {
@@ -157,12 +186,22 @@ impl Target {
                         Ok(client) => client.status().await.ok(),
                         Err(_) => None,
                     };
-                    statuses.push(status);
+                    statuses.push(status.map(|status| NodeSample::of_report(&status)));
                 }
             }
             Target::Http(http) => {
                 for endpoint in http.endpoints() {
-                    statuses.push(http.status(endpoint).await.ok());
+                    let status = http.status(endpoint).await.ok();
+                    statuses.push(status.map(|status| NodeSample::of_report(&status)));
+                }
+            }
+            Target::InProcess { nodes } => {
+                // In the order of the node ids, as the endpoints are named.
+                let mut by_id = nodes.clone();
+                by_id.sort_by_key(|node| node.id());
+                for node in by_id {
+                    let status = node.status().await;
+                    statuses.push(status.map(|status| NodeSample::of_status(&status)));
                 }
             }
         }
@@ -170,30 +209,43 @@ impl Target {
     }
 }
 
-/// What every worker shares.
+/// What every worker shares. The workers all run on the current thread, so they record into one
+/// set of histograms: per-worker ones cost 270 KiB each (a quarter of a gigabyte at 1,000
+/// clients, and a cache miss per request) and merging them took time from the run.
 struct Shared {
     args: BenchArgs,
     value: Bytes,
     deadline: Option<Instant>,
     issued: AtomicU64,
     done: AtomicU64,
+    writes: RefCell<Histogram<u64>>,
+    reads: RefCell<Histogram<u64>>,
+    /// Failed requests by kind of failure.
+    failed: RefCell<BTreeMap<String, u64>>,
 }
 
 impl Shared {
-    /// Whether the worker may send one more request.
-    fn claim(&self) -> bool {
+    /// Whether the worker may send one more request, `now`.
+    fn claim(&self, now: Instant) -> bool {
         if let Some(limit) = self.args.requests {
             return self.issued.fetch_add(1, Ordering::Relaxed) < limit;
         }
-        self.deadline
-            .is_none_or(|deadline| Instant::now() < deadline)
+        self.deadline.is_none_or(|deadline| now < deadline)
     }
-}
 
-struct WorkerResult {
-    writes: Histogram<u64>,
-    reads: Histogram<u64>,
-    failed: BTreeMap<String, u64>,
+    /// Count one finished request: its latency if it was answered, else its kind of failure.
+    fn record(&self, read: bool, micros: u64, answer: RequestResult) {
+        match answer {
+            Ok(()) => {
+                let histogram = if read { &self.reads } else { &self.writes };
+                histogram
+                    .borrow_mut()
+                    .saturating_record(micros.clamp(1, MAX_LATENCY_US));
+            }
+            Err(kind) => *self.failed.borrow_mut().entry(kind).or_default() += 1,
+        }
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Run the load against `target` and collect what it found.
@@ -208,6 +260,9 @@ pub(super) async fn run(args: &BenchArgs, target: &Target) -> Outcome {
         },
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
+        writes: RefCell::new(latency_histogram()),
+        reads: RefCell::new(latency_histogram()),
+        failed: RefCell::new(BTreeMap::new()),
     });
     let progress = super::report::Progress::start(args, shared_done(&shared));
     let mut workers = Vec::new();
@@ -220,35 +275,35 @@ pub(super) async fn run(args: &BenchArgs, target: &Target) -> Outcome {
                 ..
             } => Worker::Native(Client::new(leader_first.clone(), credentials.clone()).ok()),
             Target::Http(http) => Worker::Http(http.worker()),
+            Target::InProcess { nodes } => Worker::InProcess(nodes[0].clone()),
         };
         workers.push(actix::spawn(
             async move { client.run(worker, &shared).await },
         ));
     }
-    let mut outcome = Outcome {
-        elapsed: Duration::ZERO,
-        all: latency_histogram(),
-        writes: latency_histogram(),
-        reads: latency_histogram(),
-        failed: BTreeMap::new(),
-    };
+    let mut crashed = 0;
     for worker in workers {
-        match worker.await {
-            Ok(result) => {
-                let _ = outcome.writes.add(&result.writes);
-                let _ = outcome.reads.add(&result.reads);
-                for (kind, count) in result.failed {
-                    *outcome.failed.entry(kind).or_default() += count;
-                }
-            }
-            Err(_) => *outcome.failed.entry("worker crashed".into()).or_default() += 1,
+        if worker.await.is_err() {
+            crashed += 1;
         }
     }
-    outcome.elapsed = started.elapsed();
-    let _ = outcome.all.add(&outcome.writes);
-    let _ = outcome.all.add(&outcome.reads);
+    let elapsed = started.elapsed();
     progress.finish();
-    outcome
+    let mut failed = shared.failed.take();
+    if crashed > 0 {
+        *failed.entry("worker crashed".into()).or_default() += crashed;
+    }
+    let writes = shared.writes.replace(latency_histogram());
+    let reads = shared.reads.replace(latency_histogram());
+    let mut all = writes.clone();
+    let _ = all.add(&reads);
+    Outcome {
+        elapsed,
+        all,
+        writes,
+        reads,
+        failed,
+    }
 }
 
 /// A reader of the shared count of finished requests, for the progress bar.
@@ -262,42 +317,30 @@ enum Worker {
     /// `None` if the client could not be built (it then fails every request).
     Native(Option<Client>),
     Http(super::http_load::HttpWorker),
+    /// The leader's handle.
+    InProcess(InProcessNode),
 }
 
 impl Worker {
-    async fn run(self, worker: u64, shared: &Shared) -> WorkerResult {
+    async fn run(self, worker: u64, shared: &Shared) {
         let args = &shared.args;
         let mut rng =
             SmallRng::seed_from_u64(args.seed ^ worker.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut result = WorkerResult {
-            writes: latency_histogram(),
-            reads: latency_histogram(),
-            failed: BTreeMap::new(),
-        };
-        while shared.claim() {
+        loop {
+            let sent = Instant::now();
+            if !shared.claim(sent) {
+                break;
+            }
             let key = format!("{}{}", args.key_prefix, rng.gen_range(0..args.keys));
             let read = args.read_ratio > 0.0 && rng.gen_bool(args.read_ratio);
-            let sent = Instant::now();
             let answer = if read {
                 self.get(&key, args).await
             } else {
                 self.put(&key, shared.value.clone()).await
             };
             let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-            match answer {
-                Ok(()) => {
-                    let histogram = if read {
-                        &mut result.reads
-                    } else {
-                        &mut result.writes
-                    };
-                    histogram.saturating_record(micros.clamp(1, MAX_LATENCY_US));
-                }
-                Err(kind) => *result.failed.entry(kind).or_default() += 1,
-            }
-            shared.done.fetch_add(1, Ordering::Relaxed);
+            shared.record(read, micros, answer);
         }
-        result
     }
 
     async fn put(&self, key: &str, value: Bytes) -> RequestResult {
@@ -305,6 +348,10 @@ impl Worker {
             Worker::Native(Some(client)) => client.put(key, value).await.map(|_| ()).map_err(kind),
             Worker::Native(None) => Err("no client".into()),
             Worker::Http(http) => http.put(key, value).await,
+            Worker::InProcess(node) => node
+                .put(key.to_owned(), value)
+                .await
+                .map_err(node_error_kind),
         }
     }
 
@@ -317,7 +364,22 @@ impl Worker {
                 .map_err(kind),
             Worker::Native(None) => Err("no client".into()),
             Worker::Http(http) => http.get(key, args.consistency).await,
+            Worker::InProcess(node) => node
+                .get(key.to_owned(), args.consistency)
+                .await
+                .map_err(node_error_kind),
         }
+    }
+}
+
+fn node_error_kind(error: raftor::Error) -> String {
+    match error {
+        raftor::Error::NotLeader { .. } => "not leader".into(),
+        raftor::Error::Transferring { .. } => "transferring".into(),
+        raftor::Error::Timeout(_) => "timeout".into(),
+        raftor::Error::Dropped => "dropped".into(),
+        raftor::Error::Shutdown { .. } => "shut down".into(),
+        other => other.to_string(),
     }
 }
 

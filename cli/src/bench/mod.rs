@@ -4,16 +4,20 @@
 //! With no `--endpoints` it starts an embedded 3-node cluster first (real TCP on loopback, RocksDB
 //! with synced writes in a temporary directory), each node on a thread and actix System of its own,
 //! as separate processes would be. With `--endpoints` it drives a running cluster (for instance the
-//! docker-compose one).
+//! docker-compose one). `--storage memory` keeps the embedded nodes' logs in memory, and
+//! `--network memory` runs them in-process on an in-memory network, the load calling the
+//! leader's `RaftNode` directly: together they measure what Raft itself costs, without disk,
+//! sockets or a client protocol.
 
 mod embedded;
 mod http_load;
+mod in_process;
 mod load;
 mod machine;
 mod report;
 
 use clap::{Args, ValueEnum};
-use raftor_kv::protocol::{Consistency, StatusReport};
+use raftor_kv::protocol::Consistency;
 use raftor_kv::ClientOptions;
 use report::{BenchReport, NodeFigures};
 use std::process::ExitCode;
@@ -27,6 +31,38 @@ pub enum Protocol {
     Native,
     /// The HTTP API (`PUT`/`GET /v1/kv/{key}`), one keep-alive connection per client.
     Http,
+}
+
+/// Where the embedded cluster keeps its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// RocksDB in a temporary directory, every write synced, as `raftor serve` does.
+    Rocksdb,
+    /// In memory (snapshots in /dev/shm where there is one): no disk.
+    Memory,
+}
+
+/// How the embedded cluster's nodes, and the load, reach each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// TCP on loopback: the nodes on threads of their own, the load through `--protocol`.
+    Tcp,
+    /// In this process: the nodes on one thread, messages handed over as values (no socket, no
+    /// encoding), the load calling the leader's `RaftNode::propose` and `read` directly (no
+    /// client protocol): the set-up of openraft's benchmark.
+    Memory,
+}
+
+/// What the in-process cluster's nodes apply the writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateMachineChoice {
+    /// The key-value store, as `raftor serve` runs it.
+    Kv,
+    /// A state machine that only counts the commands: what is left is the Raft library's cost.
+    Count,
 }
 
 /// `raftor bench` flags.
@@ -76,6 +112,17 @@ pub struct BenchArgs {
     /// tokens), to measure what it costs. With --endpoints, give --ca and a token instead.
     #[arg(long, conflicts_with = "endpoints")]
     pub tls: bool,
+    /// Where the embedded cluster keeps its logs: rocksdb (synced) or memory.
+    #[arg(long, value_enum, default_value_t = Storage::Rocksdb, conflicts_with = "endpoints")]
+    pub storage: Storage,
+    /// How the embedded cluster's nodes and the load talk: tcp, or memory (in-process, the load
+    /// calling the leader's RaftNode directly; --protocol does not apply).
+    #[arg(long, value_enum, default_value_t = Network::Tcp, conflicts_with_all = ["endpoints", "tls"])]
+    pub network: Network,
+    /// What the nodes apply the writes to: kv (the key-value store) or count (a state machine
+    /// that only counts them, to measure the Raft library alone). count needs --network memory.
+    #[arg(long, value_enum, default_value_t = StateMachineChoice::Kv)]
+    pub state_machine: StateMachineChoice,
     /// Where to time fdatasync before the load (recorded with the figures): default the system's
     /// temporary directory, where the embedded cluster keeps its data. For a running cluster give
     /// a directory on its disk.
@@ -132,12 +179,31 @@ fn run(args: &BenchArgs) -> Result<BenchReport, String> {
         .fsync_probe_dir
         .clone()
         .unwrap_or_else(std::env::temp_dir);
+    if args.state_machine == StateMachineChoice::Count && args.network != Network::Memory {
+        return Err(
+            "--state-machine count needs --network memory (a cluster over TCP serves the key-value store)"
+                .into(),
+        );
+    }
+    if args.network == Network::Memory && args.protocol != Protocol::Native {
+        return Err(
+            "--network memory calls the leader's RaftNode directly: --protocol does not apply"
+                .into(),
+        );
+    }
     let machine = machine::Machine::measure(&probe_dir)?;
+    if args.network == Network::Memory {
+        return run_in_process(args).map(|report| BenchReport {
+            machine: Some(machine),
+            ..report
+        });
+    }
     let cluster = if args.endpoints.is_empty() {
         Some(embedded::EmbeddedCluster::start(
             3,
             args.protocol,
             args.tls,
+            args.storage,
         )?)
     } else {
         None
@@ -150,8 +216,9 @@ fn run(args: &BenchArgs) -> Result<BenchReport, String> {
         Some(cluster) => cluster.credentials()?,
         None => args.credentials.apply(ClientOptions::default())?,
     };
+    let target = load::Target::new(args.protocol, &endpoints, credentials)?;
     let system = actix::System::new();
-    let result = system.block_on(drive(args, endpoints, cluster.is_some(), credentials));
+    let result = system.block_on(drive(args, endpoints, target));
     if let Some(cluster) = cluster {
         cluster.stop();
     }
@@ -161,13 +228,22 @@ fn run(args: &BenchArgs) -> Result<BenchReport, String> {
     })
 }
 
+/// `--network memory`: the in-process cluster, driven through the leader's `RaftNode`.
+fn run_in_process(args: &BenchArgs) -> Result<BenchReport, String> {
+    let cluster = in_process::InProcessCluster::start(3, args.storage, args.state_machine)?;
+    let endpoints = (1..=3).map(|id| format!("node-{id}")).collect();
+    let target = load::Target::in_process(cluster.nodes());
+    let system = actix::System::new();
+    let result = system.block_on(drive(args, endpoints, target));
+    cluster.stop();
+    result
+}
+
 async fn drive(
     args: &BenchArgs,
     endpoints: Vec<String>,
-    embedded: bool,
-    credentials: ClientOptions,
+    mut target: load::Target,
 ) -> Result<BenchReport, String> {
-    let mut target = load::Target::new(args.protocol, &endpoints, credentials)?;
     target
         .wait_until_writable(Duration::from_secs_f64(args.wait))
         .await?;
@@ -188,9 +264,8 @@ async fn drive(
     let leader = after.iter().flatten().find(|s| s.role == "leader");
     Ok(BenchReport::new(
         args,
-        embedded,
         endpoints.len(),
-        leader.map(|status: &StatusReport| status.id),
+        leader.map(|status| status.id),
         outcome,
         nodes,
     ))

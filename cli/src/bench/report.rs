@@ -2,10 +2,45 @@
 //! the replication rate and each node's memory — as text, or as one JSON record with `--json`.
 
 use super::load::Outcome;
-use super::{BenchArgs, Protocol};
+use super::{BenchArgs, Network, Protocol, StateMachineChoice, Storage};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use raftor_kv::protocol::{Consistency, StatusReport};
+
+/// What the bench reads from one node's status, before and after the load.
+#[derive(Clone, Debug)]
+pub(super) struct NodeSample {
+    pub id: u64,
+    pub role: String,
+    /// Log entries the node appended since it started, and their payload bytes.
+    pub entries_appended: u64,
+    pub bytes_appended: u64,
+    pub resident_memory_bytes: Option<u64>,
+}
+
+impl NodeSample {
+    /// From a status report (native protocol or HTTP).
+    pub(super) fn of_report(report: &StatusReport) -> NodeSample {
+        NodeSample {
+            id: report.id,
+            role: report.role.clone(),
+            entries_appended: report.log_entries_appended,
+            bytes_appended: report.log_bytes_appended,
+            resident_memory_bytes: report.resident_memory_bytes,
+        }
+    }
+
+    /// From a node in this process (`--network memory`).
+    pub(super) fn of_status(status: &raftor::NodeStatus) -> NodeSample {
+        NodeSample {
+            id: status.id.0,
+            role: status.role.as_str().to_owned(),
+            entries_appended: status.log_entries_appended,
+            bytes_appended: status.log_bytes_appended,
+            resident_memory_bytes: raftor_kv::metrics::resident_memory_bytes(),
+        }
+    }
+}
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -78,13 +113,13 @@ impl NodeFigures {
     /// between counts from zero).
     pub(super) fn between(
         endpoint: &str,
-        before: Option<&StatusReport>,
-        after: &StatusReport,
+        before: Option<&NodeSample>,
+        after: &NodeSample,
         seconds: f64,
     ) -> NodeFigures {
         let (entries_before, bytes_before) = match before {
-            Some(b) if b.log_entries_appended <= after.log_entries_appended => {
-                (b.log_entries_appended, b.log_bytes_appended)
+            Some(b) if b.entries_appended <= after.entries_appended => {
+                (b.entries_appended, b.bytes_appended)
             }
             _ => (0, 0),
         };
@@ -92,10 +127,8 @@ impl NodeFigures {
             endpoint: endpoint.to_string(),
             id: Some(after.id),
             role: Some(after.role.clone()),
-            entries_per_sec: (after.log_entries_appended - entries_before) as f64 / seconds,
-            mb_per_sec: after.log_bytes_appended.saturating_sub(bytes_before) as f64
-                / seconds
-                / 1e6,
+            entries_per_sec: (after.entries_appended - entries_before) as f64 / seconds,
+            mb_per_sec: after.bytes_appended.saturating_sub(bytes_before) as f64 / seconds / 1e6,
             resident_memory_bytes: after.resident_memory_bytes,
         }
     }
@@ -115,7 +148,13 @@ pub(super) struct BenchReport {
     pub cluster: &'static str,
     pub nodes: usize,
     pub leader: Option<u64>,
-    pub protocol: Protocol,
+    /// `native`, `http`, or `in-process` (`--network memory`: the leader's `RaftNode` called).
+    pub protocol: &'static str,
+    /// Where the embedded cluster kept its logs, and how its nodes talked (`None`: external).
+    pub storage: Option<Storage>,
+    pub network: Option<Network>,
+    /// What the embedded cluster applied the writes to (`None`: external, the key-value store).
+    pub state_machine: Option<StateMachineChoice>,
     pub clients: u64,
     pub value_bytes: u64,
     pub keys: u64,
@@ -141,7 +180,6 @@ pub(super) struct BenchReport {
 impl BenchReport {
     pub(super) fn new(
         args: &BenchArgs,
-        embedded: bool,
         nodes: usize,
         leader: Option<u64>,
         outcome: Outcome,
@@ -152,11 +190,19 @@ impl BenchReport {
         let (entries, mb) = followers(&per_node).fold((0.0, 0.0), |(entries, mb), node| {
             (entries + node.entries_per_sec, mb + node.mb_per_sec)
         });
+        let embedded = args.endpoints.is_empty();
         BenchReport {
             cluster: if embedded { "embedded" } else { "external" },
             nodes,
             leader,
-            protocol: args.protocol,
+            protocol: match (args.network, args.protocol) {
+                (Network::Memory, _) => "in-process",
+                (Network::Tcp, Protocol::Native) => "native",
+                (Network::Tcp, Protocol::Http) => "http",
+            },
+            storage: embedded.then_some(args.storage),
+            network: embedded.then_some(args.network),
+            state_machine: embedded.then_some(args.state_machine),
             clients: args.clients,
             value_bytes: args.value_size,
             keys: args.keys,
@@ -181,12 +227,31 @@ impl BenchReport {
     pub(super) fn human(&self) -> String {
         let mut out = String::new();
         let protocol = match self.protocol {
-            Protocol::Native => "native protocol",
-            Protocol::Http => "HTTP",
+            "native" => "native protocol",
+            "http" => "HTTP",
+            _ => "RaftNode calls in-process",
+        };
+        let setup = match (self.storage, self.network) {
+            (Some(storage), Some(network)) => format!(
+                " ({} log, {} network{})",
+                match storage {
+                    Storage::Rocksdb => "RocksDB",
+                    Storage::Memory => "in-memory",
+                },
+                match network {
+                    Network::Tcp => "TCP",
+                    Network::Memory => "in-memory",
+                },
+                match self.state_machine {
+                    Some(StateMachineChoice::Count) => ", a counting state machine",
+                    _ => "",
+                }
+            ),
+            _ => String::new(),
         };
         let _ = writeln!(
             out,
-            "raftor bench: {} cluster of {} nodes, {protocol}, {} clients, {}-byte values, {} keys, {:.0}% reads ({:?})",
+            "raftor bench: {} cluster of {} nodes{setup}, {protocol}, {} clients, {}-byte values, {} keys, {:.0}% reads ({:?})",
             self.cluster,
             self.nodes,
             self.clients,

@@ -60,9 +60,9 @@ impl KeySet {
     /// the start of the set).
     pub fn iter<'a, V: Clone>(
         &'a self,
-        map: &'a OrdMap<String, V>,
+        map: &'a OrdMap<MapKey, V>,
         after: Option<&'a str>,
-    ) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+    ) -> impl Iterator<Item = (&'a MapKey, &'a V)> + 'a {
         let low: &str = match self {
             KeySet::Key(key) => key,
             KeySet::Range { start, .. } => start,
@@ -88,6 +88,12 @@ impl KeySet {
         }
     }
 }
+
+/// A key as the map holds it: up to 24 bytes inline (keys are usually short), so that the
+/// comparisons of a lookup read the map's own nodes instead of following a pointer per key, a
+/// cache miss each in a large map; that made lookups a fifth of all the CPU of an in-memory
+/// benchmark (BENCHMARKS.md, "The Raft overhead, against openraft"). Serialized as a string.
+pub type MapKey = compact_str::CompactString;
 
 /// A key with its value and revisions, as reads, transactions and watches return it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,12 +148,12 @@ impl Stored {
 mod tests {
     use super::*;
 
-    fn map(keys: &[&str]) -> OrdMap<String, ()> {
-        keys.iter().map(|k| (k.to_string(), ())).collect()
+    fn map(keys: &[&str]) -> OrdMap<MapKey, ()> {
+        keys.iter().map(|k| (MapKey::from(*k), ())).collect()
     }
 
-    fn keys(set: &KeySet, map: &OrdMap<String, ()>, after: Option<&str>) -> Vec<String> {
-        set.iter(map, after).map(|(k, _)| k.clone()).collect()
+    fn keys(set: &KeySet, map: &OrdMap<MapKey, ()>, after: Option<&str>) -> Vec<String> {
+        set.iter(map, after).map(|(k, _)| k.to_string()).collect()
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use txn::{
 use crate::watch::{WatchHub, WatchPageAnswer, WatchPageQuery};
 use bytes::Bytes;
 use imbl::OrdMap;
-use keys::Stored;
+use keys::{MapKey, Stored};
 use lease::LeaseRecord;
 use raftor::state_machine::{unframe, StateMachine};
 use raftor_core::LogIndex;
@@ -277,7 +277,7 @@ struct SessionRecord {
 pub struct KvStateMachine {
     /// Persistent maps (shared structure, copy on write): a snapshot is an O(1) copy, so taking one
     /// never holds up the applier however large the map is.
-    map: OrdMap<String, Stored>,
+    map: OrdMap<MapKey, Stored>,
     sessions: OrdMap<u64, SessionRecord>,
     /// The leases; every key whose `lease` is non-zero is in its lease's `keys`, and only those.
     leases: OrdMap<u64, LeaseRecord>,
@@ -327,7 +327,7 @@ impl KvStateMachine {
     /// the key held a value. One walk of the map for a key that exists (the common case), and the
     /// key's string moves into the event rather than being copied.
     fn put(&mut self, index: u64, key: String, value: Bytes, lease: u64) -> bool {
-        if let Some(stored) = self.map.get_mut(&key) {
+        if let Some(stored) = self.map.get_mut(key.as_str()) {
             let old_lease = stored.lease;
             stored.value = value;
             stored.mod_index = index;
@@ -369,7 +369,7 @@ impl KvStateMachine {
             kind: EventKind::Put,
             kv: stored.key_value(&key, true),
         });
-        self.map.insert(key, stored);
+        self.map.insert(MapKey::from(key), stored);
         false
     }
 
@@ -396,7 +396,10 @@ impl KvStateMachine {
     }
 
     fn delete_set(&mut self, index: u64, keys: &KeySet) -> u64 {
-        let doomed: Vec<String> = keys.iter(&self.map, None).map(|(k, _)| k.clone()).collect();
+        let doomed: Vec<String> = keys
+            .iter(&self.map, None)
+            .map(|(k, _)| k.to_string())
+            .collect();
         doomed.iter().filter(|key| self.delete(index, key)).count() as u64
     }
 
@@ -453,7 +456,7 @@ impl KvStateMachine {
         let succeeded = txn
             .compare
             .iter()
-            .all(|compare| txn::holds(compare, self.map.get(&compare.key)));
+            .all(|compare| txn::holds(compare, self.map.get(compare.key.as_str())));
         let ops = if succeeded { txn.success } else { txn.failure };
         // Every lease the branch attaches keys to must exist, or nothing is done.
         for op in &ops {
@@ -476,7 +479,7 @@ impl KvStateMachine {
                     count: self.delete_set(index, &keys),
                 },
                 TxnOp::Get { key } => {
-                    TxnOpResult::Got(self.map.get(&key).map(|s| s.key_value(&key, true)))
+                    TxnOpResult::Got(self.map.get(key.as_str()).map(|s| s.key_value(&key, true)))
                 }
             })
             .collect();
@@ -575,7 +578,9 @@ impl StateMachine for KvStateMachine {
 
     fn query(&self, query: &KvQuery) -> KvAnswer {
         match query {
-            KvQuery::Get { key } => KvAnswer::Value(self.map.get(key).map(|s| s.value.clone())),
+            KvQuery::Get { key } => {
+                KvAnswer::Value(self.map.get(key.as_str()).map(|s| s.value.clone()))
+            }
             KvQuery::Len => KvAnswer::Len(self.map.len() as u64),
             KvQuery::Range(range) => KvAnswer::Range(range::read(&self.map, range, self.applied.0)),
             KvQuery::WatchPage(page) => KvAnswer::WatchPage(self.watch_page(page)),

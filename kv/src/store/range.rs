@@ -6,7 +6,7 @@
 //! key. Each page is read at one index ([`RangePage::index`]); pages of one range may be read at
 //! different indexes.
 
-use super::keys::{KeySet, KeyValue, Stored};
+use super::keys::{KeySet, KeyValue, MapKey, Stored};
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +99,7 @@ impl RangePage {
 }
 
 /// Read one page of `query` from `map`, as of `index`.
-pub(crate) fn read(map: &OrdMap<String, Stored>, query: &RangeQuery, index: u64) -> RangePage {
+pub(crate) fn read(map: &OrdMap<MapKey, Stored>, query: &RangeQuery, index: u64) -> RangePage {
     let mut keys = query.keys.iter(map, query.after.as_deref());
     if query.count_only {
         return RangePage {

@@ -14,7 +14,7 @@
 //! and version 1, no leases, and a history that starts after it — the same on every node.
 
 use super::history::History;
-use super::keys::Stored;
+use super::keys::{MapKey, Stored};
 use super::lease::LeaseRecord;
 use super::SessionRecord;
 use bytes::Bytes;
@@ -36,7 +36,7 @@ pub const VERSION_1_REFUSED: &str = "this snapshot was written by a raftor versi
 #[derive(Clone, Debug)]
 pub struct KvSnapshot {
     pub(super) applied: LogIndex,
-    pub(super) map: OrdMap<String, Stored>,
+    pub(super) map: OrdMap<MapKey, Stored>,
     pub(super) sessions: OrdMap<u64, SessionRecord>,
     pub(super) leases: OrdMap<u64, LeaseRecord>,
     pub(super) history: History,
@@ -77,7 +77,7 @@ impl KvSnapshot {
                         version: 1,
                         lease: 0,
                     };
-                    (key, stored)
+                    (MapKey::from(key), stored)
                 })
                 .collect(),
             sessions: old.sessions,
@@ -188,5 +188,35 @@ mod tests {
             KvSnapshot::decode_any(&current).expect("decodes").map,
             read.map
         );
+    }
+
+    /// The map's keys became inline strings: snapshots written when they were `String`s read
+    /// back the same, and new ones are byte for byte what the old code wrote.
+    #[test]
+    fn map_keys_are_encoded_as_strings_were() {
+        let stored = Stored {
+            value: Bytes::from_static(b"v"),
+            create_index: 3,
+            mod_index: 5,
+            version: 2,
+            lease: 0,
+        };
+        let long_key = "a key longer than the twenty-four bytes kept inline".to_owned();
+        let as_strings: OrdMap<String, Stored> = [
+            ("k1".to_owned(), stored.clone()),
+            (long_key.clone(), stored.clone()),
+        ]
+        .into_iter()
+        .collect();
+        let as_map_keys: OrdMap<MapKey, Stored> = [
+            (MapKey::from("k1"), stored.clone()),
+            (MapKey::from(long_key.as_str()), stored),
+        ]
+        .into_iter()
+        .collect();
+        let old = bincode::serialize(&as_strings).expect("encodes");
+        assert_eq!(bincode::serialize(&as_map_keys).expect("encodes"), old);
+        let read: OrdMap<MapKey, Stored> = bincode::deserialize(&old).expect("decodes");
+        assert_eq!(read, as_map_keys);
     }
 }

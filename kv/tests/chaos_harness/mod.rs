@@ -277,6 +277,7 @@ impl Cluster {
             .wrapping_mul(1_000_003)
             .wrapping_add(self.starts * 101 + id.0);
         options.dedicated_log_thread = false;
+        options.background_snapshots = false;
         let hub = WatchHub::new(WatchLimits::default());
         self.hubs.insert(id, hub.clone());
         let handle = pending
