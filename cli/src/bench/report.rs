@@ -6,6 +6,10 @@ use super::{BenchArgs, Network, Protocol, StateMachineChoice, Storage};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use raftor_kv::protocol::{Consistency, StatusReport};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
 
 /// What the bench reads from one node's status, before and after the load.
 #[derive(Clone, Debug)]
@@ -41,10 +45,6 @@ impl NodeSample {
         }
     }
 }
-use serde::Serialize;
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::time::Duration;
 
 /// Latency percentiles of one kind of request, in milliseconds.
 #[derive(Debug, Serialize)]
