@@ -219,12 +219,12 @@ impl ServiceMetrics {
         self.log_entries_written.inc_by(entries as u64);
     }
 
-    /// The Prometheus text exposition, with gauges taken from `status`.
     /// How many watchers the node serves now (set before each render).
     pub fn set_watchers(&self, count: usize) {
         self.watchers.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
+    /// The Prometheus text exposition, with gauges taken from `status`.
     pub fn render(&self, status: Option<&NodeStatus>) -> String {
         if let Some(status) = status {
             self.term.set(status.term.0 as i64);

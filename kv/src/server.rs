@@ -69,6 +69,18 @@ pub enum NodeLog {
     Memory,
 }
 
+impl NodeLog {
+    /// `builder` with its log kept where this says, `dir` being the node's data directory.
+    pub fn configure(self, builder: RaftNodeBuilder, dir: &std::path::Path) -> RaftNodeBuilder {
+        match self {
+            NodeLog::DataDir => builder.data_dir(dir),
+            NodeLog::Memory => builder
+                .storage(raftor::storage::MemStorage::new())
+                .snapshot_dir(dir.join("snapshots")),
+        }
+    }
+}
+
 /// Open (or create) the node's data directory and start it. Must run inside an actix System.
 pub async fn start_node(config: &NodeConfig) -> Result<RunningNode, ServeError> {
     start_node_with_log(config, NodeLog::DataDir).await
@@ -109,13 +121,8 @@ pub async fn start_node_with_log(
     if let Some(tls) = &tls {
         builder = builder.tls(tls.clone());
     }
-    builder = match log {
-        NodeLog::DataDir => builder.data_dir(&config.data_dir),
-        NodeLog::Memory => builder
-            .storage(raftor::storage::MemStorage::new())
-            .snapshot_dir(config.data_dir.join("snapshots")),
-    };
-    let handle = builder
+    let handle = log
+        .configure(builder, &config.data_dir)
         .id(config.id)
         .listen(config.listen)
         .cluster_id(config.cluster_id.clone())

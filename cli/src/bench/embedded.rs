@@ -3,24 +3,21 @@
 //! `--storage memory`), each on a thread with an actix System of its own, so they share no event
 //! loop, as separate processes would not.
 
+use super::system_thread::SystemThread;
 use super::{Protocol, Storage};
 use raftor_kv::auth::Role;
 use raftor_kv::certs;
 use raftor_kv::client::ClientTls;
 use raftor_kv::local_cluster::{local_credentials, local_node_config, secure};
-use raftor_kv::server::{start_node_with_log, NodeLog};
+use raftor_kv::server::{start_node_with_log, RunningNode};
 use raftor_kv::ClientOptions;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-/// One node's thread, and how to stop it.
+/// One node's thread, and where it listens.
 struct NodeThread {
     raft_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: SystemThread,
 }
 
 pub(super) struct EmbeddedCluster {
@@ -96,10 +93,7 @@ impl EmbeddedCluster {
         storage: Storage,
     ) -> Result<EmbeddedCluster, String> {
         let dir = bench_dir(storage)?;
-        let log = match storage {
-            Storage::Rocksdb => NodeLog::DataDir,
-            Storage::Memory => NodeLog::Memory,
-        };
+        let log = storage.node_log();
         let width = u16::try_from(count).map_err(|_| "too many nodes".to_string())?;
         let base = free_port_base(width)?;
         let http_base = match protocol {
@@ -116,36 +110,22 @@ impl EmbeddedCluster {
             if let Some(certs) = &certs {
                 secure(&mut config, certs);
             }
-            let (started_tx, started_rx) = mpsc::channel();
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let thread = std::thread::Builder::new()
-                .name(format!("raftor-node-{id}"))
-                .spawn(move || {
-                    let system = actix::System::new();
-                    system.block_on(async move {
-                        match start_node_with_log(&config, log).await {
-                            Ok(node) => {
-                                let _ = started_tx.send(Ok((node.raft_addr, node.http_addr)));
-                                let _ = stop_rx.await;
-                                node.shutdown().await;
-                            }
-                            Err(error) => {
-                                let _ = started_tx.send(Err(format!("node {id}: {error}")));
-                            }
-                        }
-                    });
-                })
-                .map_err(|e| format!("cannot start a thread: {e}"))?;
-            let started = started_rx
-                .recv_timeout(Duration::from_secs(30))
-                .map_err(|_| format!("node {id} did not start"))
-                .and_then(|started| started);
+            let started = SystemThread::spawn(
+                format!("raftor-node-{id}"),
+                &format!("node {id}"),
+                move || async move {
+                    let node = start_node_with_log(&config, log)
+                        .await
+                        .map_err(|error| format!("node {id}: {error}"))?;
+                    Ok(((node.raft_addr, node.http_addr), node))
+                },
+                |node: RunningNode| Box::pin(async move { node.shutdown().await }),
+            );
             match started {
-                Ok((raft_addr, http_addr)) => nodes.push(NodeThread {
+                Ok((thread, (raft_addr, http_addr))) => nodes.push(NodeThread {
                     raft_addr,
                     http_addr,
-                    stop: Some(stop_tx),
-                    thread: Some(thread),
+                    thread,
                 }),
                 Err(error) => {
                     let cluster = EmbeddedCluster {
@@ -194,15 +174,12 @@ impl EmbeddedCluster {
 
     /// Stop every node and wait for its thread.
     pub(super) fn stop(mut self) {
+        // All at once: each node's shutdown then runs beside the others'.
         for node in &mut self.nodes {
-            if let Some(stop) = node.stop.take() {
-                let _ = stop.send(());
-            }
+            node.thread.request_stop();
         }
         for node in &mut self.nodes {
-            if let Some(thread) = node.thread.take() {
-                let _ = thread.join();
-            }
+            node.thread.stop();
         }
     }
 }

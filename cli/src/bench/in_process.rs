@@ -9,15 +9,12 @@
 //! count`, a state machine that only counts the commands it applies, the set-up of openraft's
 //! benchmark (BENCHMARKS.md, "The Raft overhead, against openraft").
 
+use super::system_thread::SystemThread;
 use super::{StateMachineChoice, Storage};
 use bytes::Bytes;
-use raftor::storage::MemStorage;
 use raftor::testing::MemoryNetwork;
 use raftor::{Consistency, LogIndex, NodeId, NodeStatus, RaftNode, RaftNodeBuilder, StateMachine};
 use raftor_kv::store::{KvCommand, KvOp, KvQuery, KvStateMachine};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// A state machine that decodes each command and counts it, keeping nothing else: what is left
 /// of a benchmark's cost with it is the Raft library's (openraft's benchmark applies to an empty
@@ -113,8 +110,7 @@ impl InProcessNode {
 pub(super) struct InProcessCluster {
     /// The nodes' handles, usable from any thread; node `i + 1` at `i`.
     nodes: Vec<InProcessNode>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: SystemThread,
     /// Logs (RocksDB) and snapshots; removed when the cluster is dropped, after the nodes stopped.
     _dir: tempfile::TempDir,
 }
@@ -128,48 +124,26 @@ impl InProcessCluster {
     ) -> Result<InProcessCluster, String> {
         let dir = super::embedded::bench_dir(storage)?;
         let root = dir.path().to_path_buf();
-        let (started_tx, started_rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("raftor-bench-cluster".into())
-            .spawn(move || {
-                let system = actix::System::new();
-                system.block_on(async move {
-                    let nodes = match start_nodes(count, storage, machine, &root).await {
-                        Ok(nodes) => nodes,
-                        Err(error) => {
-                            let _ = started_tx.send(Err(error));
-                            return;
-                        }
-                    };
-                    let _ = started_tx.send(Ok(nodes.clone()));
-                    let _ = stop_rx.await;
+        let (thread, nodes) = SystemThread::spawn(
+            "raftor-bench-cluster".into(),
+            "the in-process cluster",
+            move || async move {
+                let nodes = start_nodes(count, storage, machine, &root).await?;
+                Ok((nodes.clone(), nodes))
+            },
+            |nodes: Vec<InProcessNode>| {
+                Box::pin(async move {
                     for node in &nodes {
                         node.shutdown().await;
                     }
-                });
-            })
-            .map_err(|e| format!("cannot start a thread: {e}"))?;
-        let started = started_rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| "the in-process cluster did not start".to_string())
-            .and_then(|started| started);
-        let mut cluster = InProcessCluster {
-            nodes: Vec::new(),
-            stop: Some(stop_tx),
-            thread: Some(thread),
+                })
+            },
+        )?;
+        Ok(InProcessCluster {
+            nodes,
+            thread,
             _dir: dir,
-        };
-        match started {
-            Ok(nodes) => {
-                cluster.nodes = nodes;
-                Ok(cluster)
-            }
-            Err(error) => {
-                cluster.stop();
-                Err(error)
-            }
-        }
+        })
     }
 
     pub(super) fn nodes(&self) -> Vec<InProcessNode> {
@@ -178,12 +152,7 @@ impl InProcessCluster {
 
     /// Stop every node and wait for the cluster's thread.
     pub(super) fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.thread.stop();
     }
 }
 
@@ -213,12 +182,7 @@ async fn start_nodes(
             .in_memory_network(network.clone())
             .log_thread(storage == Storage::Rocksdb)
             .snapshot_thread(true);
-        let builder = match storage {
-            Storage::Rocksdb => builder.data_dir(node_dir),
-            Storage::Memory => builder
-                .storage(MemStorage::new())
-                .snapshot_dir(node_dir.join("snapshots")),
-        };
+        let builder = storage.node_log().configure(builder, &node_dir);
         let started = match machine {
             StateMachineChoice::Kv => builder
                 .start(KvStateMachine::new())

@@ -75,11 +75,6 @@ impl Target {
         }
     }
 
-    /// The in-process cluster of `nodes`.
-    pub(super) fn in_process(nodes: Vec<InProcessNode>) -> Target {
-        Target::InProcess { nodes }
-    }
-
     /// Wait until a write goes through (a leader is elected and has committed its first entry),
     /// then aim at the leader, so the load goes straight to it instead of being forwarded.
     pub(super) async fn wait_until_writable(&mut self, timeout: Duration) -> Result<(), String> {

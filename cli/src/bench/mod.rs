@@ -15,6 +15,7 @@ mod in_process;
 mod load;
 mod machine;
 mod report;
+mod system_thread;
 
 use clap::{Args, ValueEnum};
 use raftor_kv::protocol::Consistency;
@@ -41,6 +42,16 @@ pub enum Storage {
     Rocksdb,
     /// In memory (snapshots in /dev/shm where there is one): no disk.
     Memory,
+}
+
+impl Storage {
+    /// How the nodes are told.
+    fn node_log(self) -> raftor_kv::server::NodeLog {
+        match self {
+            Storage::Rocksdb => raftor_kv::server::NodeLog::DataDir,
+            Storage::Memory => raftor_kv::server::NodeLog::Memory,
+        }
+    }
 }
 
 /// How the embedded cluster's nodes, and the load, reach each other.
@@ -173,12 +184,15 @@ pub fn run_command(args: &BenchArgs) -> ExitCode {
     }
 }
 
+/// The cluster the bench started, if any, to stop once the load is done.
+enum Started {
+    Embedded(embedded::EmbeddedCluster),
+    InProcess(in_process::InProcessCluster),
+    /// `--endpoints`: a running cluster, not the bench's.
+    Nothing,
+}
+
 fn run(args: &BenchArgs) -> Result<BenchReport, String> {
-    // Before anything else runs, so the disk is as quiet as the machine allows.
-    let probe_dir = args
-        .fsync_probe_dir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir);
     if args.state_machine == StateMachineChoice::Count && args.network != Network::Memory {
         return Err(
             "--state-machine count needs --network memory (a cluster over TCP serves the key-value store)"
@@ -191,52 +205,63 @@ fn run(args: &BenchArgs) -> Result<BenchReport, String> {
                 .into(),
         );
     }
+    // Before anything else runs, so the disk is as quiet as the machine allows.
+    let probe_dir = args
+        .fsync_probe_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
     let machine = machine::Machine::measure(&probe_dir)?;
-    if args.network == Network::Memory {
-        return run_in_process(args).map(|report| BenchReport {
-            machine: Some(machine),
-            ..report
-        });
-    }
-    let cluster = if args.endpoints.is_empty() {
-        Some(embedded::EmbeddedCluster::start(
-            3,
-            args.protocol,
-            args.tls,
-            args.storage,
-        )?)
+    let (started, endpoints, target) = if args.network == Network::Memory {
+        // In-process: the load calls the leader's `RaftNode`.
+        let cluster = in_process::InProcessCluster::start(3, args.storage, args.state_machine)?;
+        let nodes = cluster.nodes();
+        let endpoints = nodes
+            .iter()
+            .map(|node| format!("node-{}", node.id()))
+            .collect();
+        (
+            Started::InProcess(cluster),
+            endpoints,
+            load::Target::InProcess { nodes },
+        )
     } else {
-        None
+        let (started, endpoints, credentials) = if args.endpoints.is_empty() {
+            let cluster =
+                embedded::EmbeddedCluster::start(3, args.protocol, args.tls, args.storage)?;
+            let endpoints = cluster.endpoints(args.protocol);
+            let credentials = cluster.credentials();
+            (Started::Embedded(cluster), endpoints, credentials)
+        } else {
+            let credentials = args.credentials.apply(ClientOptions::default());
+            (Started::Nothing, args.endpoints.clone(), credentials)
+        };
+        let target = credentials
+            .and_then(|credentials| load::Target::new(args.protocol, &endpoints, credentials));
+        match target {
+            Ok(target) => (started, endpoints, target),
+            Err(error) => {
+                started.stop();
+                return Err(error);
+            }
+        }
     };
-    let endpoints = match &cluster {
-        Some(cluster) => cluster.endpoints(args.protocol),
-        None => args.endpoints.clone(),
-    };
-    let credentials = match &cluster {
-        Some(cluster) => cluster.credentials()?,
-        None => args.credentials.apply(ClientOptions::default())?,
-    };
-    let target = load::Target::new(args.protocol, &endpoints, credentials)?;
     let system = actix::System::new();
     let result = system.block_on(drive(args, endpoints, target));
-    if let Some(cluster) = cluster {
-        cluster.stop();
-    }
+    started.stop();
     result.map(|report| BenchReport {
         machine: Some(machine),
         ..report
     })
 }
 
-/// `--network memory`: the in-process cluster, driven through the leader's `RaftNode`.
-fn run_in_process(args: &BenchArgs) -> Result<BenchReport, String> {
-    let cluster = in_process::InProcessCluster::start(3, args.storage, args.state_machine)?;
-    let endpoints = (1..=3).map(|id| format!("node-{id}")).collect();
-    let target = load::Target::in_process(cluster.nodes());
-    let system = actix::System::new();
-    let result = system.block_on(drive(args, endpoints, target));
-    cluster.stop();
-    result
+impl Started {
+    fn stop(self) {
+        match self {
+            Started::Embedded(cluster) => cluster.stop(),
+            Started::InProcess(cluster) => cluster.stop(),
+            Started::Nothing => {}
+        }
+    }
 }
 
 async fn drive(
