@@ -257,6 +257,8 @@ impl Applier {
                 let _ = reply.send(self.state_machine.query(&query));
             }
         }
+        // What was applied is no longer needed in the cache for applying.
+        self.cache.applied_through(self.applied);
         tracing::trace!(node = %self.node_id, applied = %self.applied, "applied");
         self.applied_to.do_send(Applied {
             index: self.applied,

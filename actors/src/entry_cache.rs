@@ -8,6 +8,13 @@
 //! once flushed). The applier reads only up to what is both committed and locally durable, which
 //! the node tells it; committed entries are never truncated, so what it reads is final.
 //!
+//! What stays: the newest `recent_bytes` always, and beyond them every entry this node still
+//! needs — not yet applied here, or not yet sent to a follower the leader is streaming to — up to
+//! `needed_bytes` in all. A window of the newest bytes alone was smaller than the pipeline under a
+//! load of large values (64 writes of 1 MiB in flight against 16 MiB): the leader evicted entries
+//! before their turn to be sent and before it applied them, then read them back from the log
+//! store, between that store's synced writes (BENCHMARKS.md, issue 23).
+//!
 //! A miss (evicted, or never cached, such as entries from before a restart) is not an error: the
 //! reader falls back to the log store.
 
@@ -28,9 +35,16 @@ struct Window {
     /// The id of the entry just before `entries[0]`, when known (so the first cached entry can be
     /// sent with its `prevLogTerm`, §5.3).
     before_first: Option<LogId>,
-    /// Payload bytes held; kept at or under `max_bytes` except for the newest single write.
+    /// Payload bytes held (with [`ENTRY_OVERHEAD`] each); over `recent_bytes` only while what is
+    /// over is still needed, and never over `needed_bytes` but for the newest single entry.
     bytes: usize,
-    max_bytes: usize,
+    recent_bytes: usize,
+    needed_bytes: usize,
+    /// The applier's progress: entries after it are still needed (to be applied).
+    applied: LogIndex,
+    /// The lowest index the leader has yet to send to a follower it streams to (in
+    /// `Replicate`): entries from it on are still needed. `None`: no such follower.
+    unsent_from: Option<LogIndex>,
 }
 
 /// What a read from the cache found.
@@ -50,14 +64,18 @@ fn cost(entry: &Entry) -> usize {
 }
 
 impl EntryCache {
-    /// An empty cache holding at most about `max_bytes` of entries.
-    pub fn new(max_bytes: usize) -> EntryCache {
+    /// An empty cache keeping the newest `recent_bytes` of entries, and older ones while they are
+    /// still needed up to `needed_bytes` in all (at least `recent_bytes`).
+    pub fn new(recent_bytes: usize, needed_bytes: usize) -> EntryCache {
         EntryCache {
             inner: Arc::new(Mutex::new(Window {
                 entries: VecDeque::new(),
                 before_first: None,
                 bytes: 0,
-                max_bytes,
+                recent_bytes,
+                needed_bytes: needed_bytes.max(recent_bytes),
+                applied: LogIndex::ZERO,
+                unsent_from: None,
             })),
         }
     }
@@ -83,6 +101,26 @@ impl EntryCache {
             window.push(entry.clone());
         }
         window.evict();
+    }
+
+    /// The applier has applied everything up to `applied`: those entries are no longer needed
+    /// for applying.
+    pub fn applied_through(&self, applied: LogIndex) {
+        let mut window = self.window();
+        if applied > window.applied {
+            window.applied = applied;
+            window.evict();
+        }
+    }
+
+    /// The lowest index the leader has yet to send to a follower it streams to, `None` when there
+    /// is none (not leader, or every follower probing or taking a snapshot).
+    pub fn unsent_from(&self, index: Option<LogIndex>) {
+        let mut window = self.window();
+        if window.unsent_from != index {
+            window.unsent_from = index;
+            window.evict();
+        }
     }
 
     /// Entries `from..=to` (stopping before `max_bytes` of payload, but at least one), with the
@@ -198,8 +236,22 @@ impl Window {
         self.entries.push_back(entry);
     }
 
+    /// Whether the entry at `index` is still to be applied or sent.
+    fn needed(&self, index: LogIndex) -> bool {
+        index > self.applied || self.unsent_from.is_some_and(|unsent| index >= unsent)
+    }
+
+    /// Drop the oldest entries while over `recent_bytes`, but not those still needed while
+    /// within `needed_bytes`. What is needed is a suffix of the window (every entry after the
+    /// applied index, every one from the lowest unsent index), so the first needed entry stops it.
     fn evict(&mut self) {
-        while self.bytes > self.max_bytes && self.entries.len() > 1 {
+        while self.bytes > self.recent_bytes && self.entries.len() > 1 {
+            let Some(oldest) = self.entries.front() else {
+                break;
+            };
+            if self.bytes <= self.needed_bytes && self.needed(oldest.index) {
+                break;
+            }
             if let Some(oldest) = self.entries.pop_front() {
                 self.bytes = self.bytes.saturating_sub(cost(&oldest));
                 self.before_first = Some(oldest.log_id());
@@ -235,7 +287,7 @@ mod tests {
 
     #[test]
     fn reads_what_was_appended_with_the_previous_term() {
-        let cache = EntryCache::new(1 << 20);
+        let cache = EntryCache::new(1 << 20, 1 << 20);
         cache.apply(&append((1..=5).map(|i| entry(i, 1 + i / 3, 10)).collect()));
         let range = cache.read(LogIndex(1), LogIndex(5), usize::MAX).unwrap();
         assert_eq!(range.prev_term, Term::ZERO);
@@ -248,7 +300,7 @@ mod tests {
 
     #[test]
     fn stops_at_the_byte_limit_but_returns_at_least_one_entry() {
-        let cache = EntryCache::new(1 << 20);
+        let cache = EntryCache::new(1 << 20, 1 << 20);
         cache.apply(&append((1..=4).map(|i| entry(i, 1, 100)).collect()));
         let range = cache.read(LogIndex(1), LogIndex(4), 250).unwrap();
         assert_eq!(indexes(&range), vec![1, 2]);
@@ -258,7 +310,7 @@ mod tests {
 
     #[test]
     fn truncation_replaces_the_conflicting_suffix() {
-        let cache = EntryCache::new(1 << 20);
+        let cache = EntryCache::new(1 << 20, 1 << 20);
         cache.apply(&append((1..=5).map(|i| entry(i, 1, 1)).collect()));
         cache.apply(&LogWrite {
             truncate_from: Some(LogIndex(3)),
@@ -272,7 +324,7 @@ mod tests {
 
     #[test]
     fn eviction_keeps_the_newest_and_remembers_the_term_before_them() {
-        let cache = EntryCache::new(3 * (100 + ENTRY_OVERHEAD));
+        let cache = EntryCache::new(3 * (100 + ENTRY_OVERHEAD), 0);
         cache.apply(&append((1..=10).map(|i| entry(i, i, 100)).collect()));
         assert_eq!(cache.first_index(), Some(LogIndex(8)));
         let range = cache.read(LogIndex(8), LogIndex(10), usize::MAX).unwrap();
@@ -286,7 +338,7 @@ mod tests {
 
     #[test]
     fn compaction_drops_the_prefix_and_a_snapshot_becomes_the_boundary() {
-        let cache = EntryCache::new(1 << 20);
+        let cache = EntryCache::new(1 << 20, 1 << 20);
         cache.apply(&append((1..=5).map(|i| entry(i, 1, 1)).collect()));
         cache.apply(&LogWrite {
             compact_to: Some(LogId::new(Term(1), LogIndex(3))),
@@ -308,7 +360,7 @@ mod tests {
 
     #[test]
     fn a_gap_starts_the_window_over() {
-        let cache = EntryCache::new(1 << 20);
+        let cache = EntryCache::new(1 << 20, 1 << 20);
         cache.apply(&append(vec![entry(1, 1, 1), entry(2, 1, 1)]));
         cache.apply(&append(vec![entry(7, 2, 1)]));
         assert_eq!(cache.first_index(), Some(LogIndex(7)));
@@ -324,7 +376,7 @@ mod tests {
 
     #[test]
     fn truncating_below_the_window_forgets_the_boundary() {
-        let cache = EntryCache::new(2 * (1 + ENTRY_OVERHEAD));
+        let cache = EntryCache::new(2 * (1 + ENTRY_OVERHEAD), 0);
         cache.apply(&append((1..=4).map(|i| entry(i, 1, 1)).collect()));
         assert_eq!(cache.first_index(), Some(LogIndex(3)));
         cache.apply(&LogWrite {
@@ -342,5 +394,81 @@ mod tests {
                 .prev_term,
             Term(5)
         );
+    }
+
+    /// The indexes the cache holds.
+    fn held(cache: &EntryCache) -> Vec<u64> {
+        let first = cache.first_index().map_or(0, |index| index.0);
+        cache
+            .read(LogIndex(first), LogIndex(u64::MAX), usize::MAX)
+            .map(|range| indexes(&range))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn entries_not_yet_applied_stay_past_the_recent_bytes_until_applied() {
+        let each = 100 + ENTRY_OVERHEAD;
+        let cache = EntryCache::new(2 * each, 100 * each);
+        cache.apply(&append((1..=6).map(|i| entry(i, 1, 100)).collect()));
+        assert_eq!(held(&cache), vec![1, 2, 3, 4, 5, 6], "none applied yet");
+        cache.applied_through(LogIndex(3));
+        assert_eq!(held(&cache), vec![4, 5, 6], "4 is still to be applied");
+        cache.applied_through(LogIndex(6));
+        assert_eq!(
+            held(&cache),
+            vec![5, 6],
+            "only the newest bytes once applied"
+        );
+        cache.applied_through(LogIndex(2));
+        assert_eq!(
+            held(&cache),
+            vec![5, 6],
+            "the applied index never goes back"
+        );
+    }
+
+    #[test]
+    fn entries_a_follower_has_yet_to_be_sent_stay_until_sent() {
+        let each = 100 + ENTRY_OVERHEAD;
+        let cache = EntryCache::new(2 * each, 100 * each);
+        cache.apply(&append((1..=6).map(|i| entry(i, 1, 100)).collect()));
+        cache.unsent_from(Some(LogIndex(2)));
+        cache.applied_through(LogIndex(6));
+        assert_eq!(held(&cache), vec![2, 3, 4, 5, 6], "2 is not sent yet");
+        assert_eq!(
+            cache
+                .read(LogIndex(2), LogIndex(6), usize::MAX)
+                .unwrap()
+                .prev_term,
+            Term(1),
+            "the term before the first held entry is known"
+        );
+        cache.unsent_from(Some(LogIndex(5)));
+        assert_eq!(held(&cache), vec![5, 6]);
+        cache.unsent_from(Some(LogIndex(1)));
+        cache.apply(&append(vec![entry(7, 1, 100)]));
+        assert_eq!(held(&cache), vec![5, 6, 7], "what went is not brought back");
+        cache.unsent_from(Some(LogIndex(7)));
+        assert_eq!(held(&cache), vec![6, 7]);
+        cache.unsent_from(None);
+        assert_eq!(
+            held(&cache),
+            vec![6, 7],
+            "no follower to send to: the newest stay"
+        );
+    }
+
+    #[test]
+    fn what_is_needed_is_kept_only_up_to_the_needed_bytes() {
+        let each = 100 + ENTRY_OVERHEAD;
+        let cache = EntryCache::new(2 * each, 4 * each);
+        cache.apply(&append((1..=10).map(|i| entry(i, 1, 100)).collect()));
+        assert_eq!(
+            held(&cache),
+            vec![7, 8, 9, 10],
+            "a lagging applier holds no more"
+        );
+        cache.applied_through(LogIndex(10));
+        assert_eq!(held(&cache), vec![9, 10]);
     }
 }

@@ -55,9 +55,12 @@ pub struct NodeOptions {
     /// Told the duration and size of every synced log write.
     pub log_write_observer: Option<crate::log_store::LogWriteObserver>,
     /// How many bytes of the newest entries stay in memory for replication and applying
-    /// (default 16 MiB: seconds of writes at full speed); older entries are read back from the
-    /// log store.
+    /// (default 16 MiB: seconds of writes of small values at full speed).
     pub entry_cache_bytes: usize,
+    /// Older entries stay while this node still needs them — not yet applied, or not yet sent to
+    /// a follower the leader streams to — up to this many bytes in all (default 128 MiB: the key-
+    /// value service's bound on writes in flight); the others are read back from the log store.
+    pub entry_cache_needed_bytes: usize,
     /// Snapshots and log compaction (§7); `None`: the log is kept whole and none is sent.
     pub snapshots: Option<SnapshotOptions>,
     /// Told the members and their addresses whenever the configuration changes (the TCP endpoint,
@@ -79,6 +82,7 @@ impl NodeOptions {
             simulated_sync_latency: None,
             log_write_observer: None,
             entry_cache_bytes: 16 * 1024 * 1024,
+            entry_cache_needed_bytes: 128 * 1024 * 1024,
             snapshots: None,
             peer_addresses: None,
         }
@@ -173,7 +177,7 @@ impl PendingNode {
         } else {
             (store.start(), None)
         };
-        let cache = EntryCache::new(options.entry_cache_bytes);
+        let cache = EntryCache::new(options.entry_cache_bytes, options.entry_cache_needed_bytes);
         let mut applier = Applier::new(
             id,
             state_machine,

@@ -70,15 +70,29 @@ impl SnapshotPolicy {
     }
 }
 
+/// `ioprio_set` (linux/ioprio.h): the target is one thread; the idle class, whose requests the
+/// disk's scheduler serves only when no other class has any waiting.
+#[cfg(target_os = "linux")]
+const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+#[cfg(target_os = "linux")]
+const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+#[cfg(target_os = "linux")]
+const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+
 /// The CPU priority (nice value) of the thread writing a snapshot in the background.
 pub const SNAPSHOT_THREAD_NICE: i32 = 10;
 
-/// Lower the calling thread's CPU priority to [`SNAPSHOT_THREAD_NICE`]: a snapshot is written
-/// from a copy of the state and nobody waits for it, so it takes the CPU the node's threads leave.
-/// Writing the whole state at full priority (hundreds of megabytes, on every node at about the
-/// same time, since they apply the same entries) doubled the slowest writes of a saturating load
-/// (BENCHMARKS.md, issue 23). At nice 10 it still gets about a tenth of a contended core, so it
-/// finishes under any load. Linux only; elsewhere, and if refused, the thread keeps its priority.
+/// Lower the calling thread's CPU priority to [`SNAPSHOT_THREAD_NICE`], and its disk priority to
+/// the idle class: a snapshot is written from a copy of the state and nobody waits for it, so it
+/// takes the CPU and the disk time the node's threads leave. Writing the whole state at full
+/// priority (hundreds of megabytes, on every node at about the same time, since they apply the
+/// same entries) doubled the slowest writes of a saturating load; written past the page cache
+/// (`raftor_storage::direct_io`) at the disk's full speed, it held the log's synced writes up for
+/// a second (BENCHMARKS.md, issue 23). At nice 10 it still gets about a tenth of a contended
+/// core; the idle class is served whenever the disk has nothing else queued, and by
+/// `mq-deadline` and BFQ after at most seconds even when it always has (schedulers without
+/// priorities, such as `none`, ignore it). Linux only; elsewhere, and if refused, the thread keeps
+/// its priorities.
 pub fn yield_to_serving() {
     #[cfg(target_os = "linux")]
     {
@@ -90,6 +104,19 @@ pub fn yield_to_serving() {
         };
         if refused {
             tracing::debug!("cannot lower the snapshot thread's priority");
+        }
+        // SAFETY: as above; ioprio_set takes plain integers.
+        let refused = unsafe {
+            let thread = libc::syscall(libc::SYS_gettid);
+            libc::syscall(
+                libc::SYS_ioprio_set,
+                IOPRIO_WHO_PROCESS,
+                thread,
+                IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+            ) != 0
+        };
+        if refused {
+            tracing::debug!("cannot lower the snapshot thread's disk priority");
         }
     }
 }

@@ -3,10 +3,11 @@
 //! renamed, so a crash leaves either the old snapshot or the new one, never half of one; leftovers
 //! of an interrupted write or transfer are removed when the store is opened.
 
+use crate::direct_io::{direct_writes_supported, BlockWriter};
 use crate::StorageError;
 use raftor_core::{LogId, Membership, SnapshotMeta};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const TEMP_SUFFIX: &str = ".tmp";
@@ -21,6 +22,9 @@ const CORRUPT_SUFFIX: &str = ".corrupt";
 #[derive(Debug)]
 pub struct SnapshotStore {
     dir: PathBuf,
+    /// Whether the directory takes direct writes ([`crate::direct_io`]): snapshots are then
+    /// written past the page cache.
+    direct_writes: bool,
     /// Snapshots whose data this process has checked against their checksum (or written
     /// itself): each is verified once, not on every use.
     verified: std::sync::Mutex<std::collections::BTreeSet<(LogId, u32)>>,
@@ -65,17 +69,17 @@ impl SnapshotStore {
     /// write or transfer left behind.
     pub fn open(dir: &Path) -> Result<SnapshotStore, StorageError> {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        let store = SnapshotStore {
-            dir: dir.to_path_buf(),
-            verified: Default::default(),
-        };
         for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
             let path = entry.map_err(|e| io_error(dir, e))?.path();
             if path.to_string_lossy().ends_with(TEMP_SUFFIX) {
                 fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
             }
         }
-        Ok(store)
+        Ok(SnapshotStore {
+            dir: dir.to_path_buf(),
+            direct_writes: direct_writes_supported(dir),
+            verified: Default::default(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -194,14 +198,10 @@ impl SnapshotStore {
     /// A new snapshot being written, under a temporary name (`name` tells writers apart).
     pub fn create(&self, name: &str) -> Result<SnapshotFile, StorageError> {
         let path = self.dir.join(format!("{name}{TEMP_SUFFIX}"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| io_error(&path, e))?;
+        let writer =
+            BlockWriter::create(&path, self.direct_writes).map_err(|e| io_error(&path, e))?;
         Ok(SnapshotFile {
-            writer: BufWriter::with_capacity(1 << 20, file),
+            writer,
             path,
             hasher: crc32fast::Hasher::new(),
             size: 0,
@@ -289,19 +289,21 @@ impl SnapshotStore {
     }
 }
 
-/// A snapshot file is synced every this many bytes as it is written (RocksDB's
-/// `bytes_per_sync`): written whole and synced at the end, a snapshot of hundreds of megabytes
-/// left that much for the disk to write back at once, and the log's syncs, on the same disk,
-/// waited behind it.
+/// A snapshot file written through the page cache is synced every this many bytes as it is
+/// written (RocksDB's `bytes_per_sync`): written whole and synced at the end, a snapshot of
+/// hundreds of megabytes left that much for the disk to write back at once, and the log's syncs,
+/// on the same disk, waited behind it. A direct writer leaves nothing to write back.
 const SYNC_EVERY_BYTES: u64 = 8 << 20;
 
-/// A snapshot being written: plain `io::Write`, checksummed as it goes.
+/// A snapshot being written: plain `io::Write`, checksummed as it goes; past the page cache
+/// where the directory allows it.
 pub struct SnapshotFile {
-    writer: BufWriter<File>,
+    writer: BlockWriter,
     path: PathBuf,
     hasher: crc32fast::Hasher,
     size: u64,
-    /// Bytes written since the file was last synced; below [`SYNC_EVERY_BYTES`] after a write.
+    /// Bytes written since the file was last synced, when written through the page cache; below
+    /// [`SYNC_EVERY_BYTES`] after a write.
     unsynced: u64,
 }
 
@@ -310,11 +312,12 @@ impl Write for SnapshotFile {
         let written = self.writer.write(buf)?;
         self.hasher.update(&buf[..written]);
         self.size += written as u64;
-        self.unsynced += written as u64;
-        if self.unsynced >= SYNC_EVERY_BYTES {
-            self.writer.flush()?;
-            self.writer.get_ref().sync_data()?;
-            self.unsynced = 0;
+        if !self.writer.direct() {
+            self.unsynced += written as u64;
+            if self.unsynced >= SYNC_EVERY_BYTES {
+                self.writer.sync_written()?;
+                self.unsynced = 0;
+            }
         }
         Ok(written)
     }
@@ -347,13 +350,10 @@ impl SnapshotFile {
         store.install(self, meta)
     }
 
-    /// Flushes and syncs the data; returns where it is.
+    /// Writes the rest and syncs the data; returns where it is.
     fn sync(self) -> Result<PathBuf, StorageError> {
         let SnapshotFile { writer, path, .. } = self;
-        let data = writer
-            .into_inner()
-            .map_err(|e| io_error(&path, e.into_error()))?;
-        data.sync_all().map_err(|e| io_error(&path, e))?;
+        writer.finish().map_err(|e| io_error(&path, e))?;
         Ok(path)
     }
 

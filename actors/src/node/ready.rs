@@ -90,6 +90,7 @@ impl NodeActor {
             self.on_membership(membership);
         }
         self.carry_out(ctx, ready.sends);
+        self.links.cache.unsent_from(self.lowest_unsent_index());
         if let Some(meta) = ready.restore {
             // Ahead of the Commit that covers it: the applier restores, then applies what follows.
             self.links.applier.do_send(RestoreSnapshot { meta });

@@ -6,7 +6,7 @@ use crate::messages::{FetchEntries, OpenSnapshot, SendChunk};
 use crate::peer_sender::PeerSender;
 use crate::transport::Outbound;
 use actix::{Actor, Addr, AsyncContext, Context};
-use raftor_core::{EntriesOrder, NodeId, PeerSend};
+use raftor_core::{EntriesOrder, LogIndex, NodeId, PeerSend, ProgressState};
 
 impl NodeActor {
     /// Carry out the leader's sends (`Ready::sends`): a complete message goes to the transport;
@@ -45,6 +45,16 @@ impl NodeActor {
             }
             sends = self.raft.take_sends();
         }
+    }
+
+    /// The lowest index the leader has yet to send to a follower it streams to (the entry cache
+    /// keeps entries from it), `None` when not leader or no follower is in `Replicate`.
+    pub(super) fn lowest_unsent_index(&self) -> Option<LogIndex> {
+        self.raft
+            .replication_progress()?
+            .filter(|(_, progress)| progress.state() == ProgressState::Replicate)
+            .map(|(_, progress)| progress.next_index())
+            .min()
     }
 
     /// The entries `order` asks for, if the cache holds them (a prefix of them, at the byte bound).
