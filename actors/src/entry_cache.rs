@@ -45,6 +45,8 @@ struct Window {
     /// The lowest index the leader has yet to send to a follower it streams to (in
     /// `Replicate`): entries from it on are still needed. `None`: no such follower.
     unsent_from: Option<LogIndex>,
+    /// Reads the window could not serve (the reader went to the log store instead).
+    misses: u64,
 }
 
 /// What a read from the cache found.
@@ -76,6 +78,7 @@ impl EntryCache {
                 needed_bytes: needed_bytes.max(recent_bytes),
                 applied: LogIndex::ZERO,
                 unsent_from: None,
+                misses: 0,
             })),
         }
     }
@@ -126,16 +129,42 @@ impl EntryCache {
     /// Entries `from..=to` (stopping before `max_bytes` of payload, but at least one), with the
     /// term of the entry before `from`; `None` unless the cache holds `from` and knows that term.
     pub fn read(&self, from: LogIndex, to: LogIndex, max_bytes: usize) -> Option<CachedRange> {
-        let window = self.window();
-        let first = window.entries.front()?.index;
+        let mut window = self.window();
+        let found = window.read(from, to, max_bytes);
+        if found.is_none() {
+            window.misses += 1;
+        }
+        found
+    }
+
+    /// How many reads the cache could not serve since it was made: each went to the log store.
+    pub fn misses(&self) -> u64 {
+        self.window().misses
+    }
+
+    /// The term of the entry at `index`, if the cache knows it (index 0 has term 0).
+    pub fn term(&self, index: LogIndex) -> Option<Term> {
+        self.window().term(index)
+    }
+
+    /// The index of the oldest entry held, if any.
+    pub fn first_index(&self) -> Option<LogIndex> {
+        self.window().entries.front().map(|entry| entry.index)
+    }
+}
+
+impl Window {
+    /// See [`EntryCache::read`].
+    fn read(&self, from: LogIndex, to: LogIndex, max_bytes: usize) -> Option<CachedRange> {
+        let first = self.entries.front()?.index;
         if from < first || from > to {
             return None;
         }
-        let prev_term = window.term(from.prev())?;
+        let prev_term = self.term(from.prev())?;
         let skip = usize::try_from(from.0 - first.0).ok()?;
         let mut bytes = 0usize;
         let mut entries = Vec::new();
-        for entry in window.entries.iter().skip(skip) {
+        for entry in self.entries.iter().skip(skip) {
             if entry.index > to {
                 break;
             }
@@ -151,18 +180,6 @@ impl EntryCache {
         Some(CachedRange { prev_term, entries })
     }
 
-    /// The term of the entry at `index`, if the cache knows it (index 0 has term 0).
-    pub fn term(&self, index: LogIndex) -> Option<Term> {
-        self.window().term(index)
-    }
-
-    /// The index of the oldest entry held, if any.
-    pub fn first_index(&self) -> Option<LogIndex> {
-        self.window().entries.front().map(|entry| entry.index)
-    }
-}
-
-impl Window {
     fn term(&self, index: LogIndex) -> Option<Term> {
         if index == LogIndex::ZERO {
             return Some(Term::ZERO);

@@ -126,6 +126,58 @@ fn concurrent_proposals_are_batched_into_few_synced_writes() {
     });
 }
 
+/// Issue 23: more bytes of entries in flight than the entry cache's window of newest bytes. The
+/// leader sends every entry to its followers and applies it from the cache, and the followers
+/// apply from theirs: nothing is read back from a log store. With the window alone (needed
+/// bytes no more than it, the cache before issue 23), the same load reads back from the store.
+#[test]
+fn entries_still_to_send_or_apply_stay_in_the_cache_beyond_its_newest_bytes() {
+    for (needed, reads_back) in [(64 << 20, false), (0, true)] {
+        run_paused(move || async move {
+            let mut cluster = TestCluster::new(3, 23);
+            cluster.entry_cache = Some((64 << 10, needed));
+            for id in 1..=3 {
+                cluster.crash(NodeId(id)).await;
+                cluster.start(NodeId(id));
+            }
+            let (leader, _) = cluster
+                .wait_for_leader(Duration::from_secs(5))
+                .await
+                .expect("leader");
+            // 64 writes of 16 KiB at once: 1 MiB in flight against a 64 KiB window.
+            let value = "v".repeat(16 << 10);
+            let commands: Vec<String> = (0..64).map(|i| format!("{i}:{value}")).collect();
+            let handle = &cluster.handles[&leader];
+            let proposals = commands
+                .iter()
+                .map(|command| handle.propose(bytes::Bytes::from(command.clone())));
+            for result in futures::future::join_all(proposals).await {
+                assert!(result.is_ok(), "{result:?}");
+            }
+            cluster.wait_applied(64, Duration::from_secs(10)).await;
+            let misses: BTreeMap<NodeId, u64> = cluster
+                .statuses()
+                .await
+                .into_iter()
+                .map(|status| (status.id, status.entry_cache_misses))
+                .collect();
+            if reads_back {
+                assert!(
+                    misses[&leader] > 0,
+                    "a 64 KiB window cannot hold 1 MiB in flight: {misses:?}"
+                );
+            } else {
+                assert!(
+                    misses.values().all(|&m| m == 0),
+                    "entries still to send or apply were read back: {misses:?}"
+                );
+            }
+            cluster.assert_same_order();
+            cluster.shutdown();
+        });
+    }
+}
+
 /// A lone client's writes are made on each node's own thread, a burst's are handed to the log
 /// store's, and back again; no write overtakes another on the way, on the leader or a follower,
 /// and a follower restarted from its storage holds every entry in order.

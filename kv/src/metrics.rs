@@ -24,6 +24,7 @@ pub struct ServiceMetrics {
     log_write_seconds: Histogram,
     log_entries_written: IntCounter,
     log_writes: IntGaugeVec,
+    entry_cache_misses: IntGauge,
     term: IntGauge,
     role: IntGaugeVec,
     commit_index: IntGauge,
@@ -75,6 +76,11 @@ impl ServiceMetrics {
                 "Synced log writes since start, by the thread that made them (node: small batches while lightly loaded; log_store: the rest)",
             ),
             &["thread"],
+        )
+        .expect("valid metric");
+        let entry_cache_misses = IntGauge::new(
+            "entry_cache_misses",
+            "Reads of log entries since start (the leader's sends, the applier's) that the entry cache could not serve and the log store did",
         )
         .expect("valid metric");
         let term = IntGauge::new("term", "Current term").expect("valid metric");
@@ -148,6 +154,7 @@ impl ServiceMetrics {
             log_write_seconds,
             log_entries_written,
             log_writes,
+            entry_cache_misses,
             term,
             role,
             commit_index,
@@ -167,6 +174,7 @@ impl ServiceMetrics {
             Box::new(metrics.log_write_seconds.clone()),
             Box::new(metrics.log_entries_written.clone()),
             Box::new(metrics.log_writes.clone()),
+            Box::new(metrics.entry_cache_misses.clone()),
             Box::new(metrics.term.clone()),
             Box::new(metrics.role.clone()),
             Box::new(metrics.commit_index.clone()),
@@ -248,6 +256,8 @@ impl ServiceMetrics {
             self.log_writes
                 .with_label_values(&["log_store"])
                 .set(status.log_writes_handed_off as i64);
+            self.entry_cache_misses
+                .set(status.entry_cache_misses as i64);
             let conf = &status.membership.conf;
             for (role, count) in [
                 ("voter", conf.voters.len()),

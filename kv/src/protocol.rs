@@ -435,6 +435,10 @@ pub struct StatusReport {
     /// Synced log writes handed to the log store's thread.
     #[serde(default)]
     pub log_writes_handed_off: u64,
+    /// Reads of log entries (to send or to apply) the entry cache could not serve: each went to
+    /// the log store.
+    #[serde(default)]
+    pub entry_cache_misses: u64,
     /// The node process's resident memory, where the platform tells it (Linux `/proc`).
     #[serde(default)]
     pub resident_memory_bytes: Option<u64>,

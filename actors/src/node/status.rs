@@ -44,6 +44,9 @@ pub struct NodeStatus {
     pub log_writes_inline: u64,
     /// Writes it handed to the log store's thread (larger batches, and a loaded leader's).
     pub log_writes_handed_off: u64,
+    /// Reads of entries (the leader's sends, the applier's) the entry cache could not serve,
+    /// which went to the log store instead, since the node started.
+    pub entry_cache_misses: u64,
     /// The last compacted entry (the log holds what follows it); `LogId::ZERO` if none was.
     pub log_start: LogId,
     /// The newest snapshot in this node's store (taken here or installed from a leader), if any.
@@ -147,6 +150,7 @@ impl NodeActor {
             log_entries_appended: self.log_entries_appended,
             log_bytes_appended: self.log_bytes_appended,
             log_writes_inline: self.log_writes_inline,
+            entry_cache_misses: self.links.cache.misses(),
             log_writes_handed_off: self.log_writes_handed_off,
             log_start: self.raft.log_start(),
             snapshot: self.newest_snapshot,

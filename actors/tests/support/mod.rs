@@ -101,6 +101,9 @@ pub struct TestCluster {
     /// Nodes whose disk is slow: each synced write takes this long, on tokio's clock (every
     /// write then goes through the log store: the node's own writes would not be slowed).
     pub slow_disks: BTreeMap<NodeId, Duration>,
+    /// The entry cache's bounds (newest bytes, needed bytes) for nodes started from now on;
+    /// `None`: the defaults.
+    pub entry_cache: Option<(usize, usize)>,
 }
 
 impl TestCluster {
@@ -145,6 +148,7 @@ impl TestCluster {
             joiners: Default::default(),
             dedicated_log_thread: false,
             slow_disks: BTreeMap::new(),
+            entry_cache: None,
         };
         cluster.start_all();
         cluster
@@ -193,6 +197,10 @@ impl TestCluster {
         options.seed = self.seed.wrapping_mul(1_000_003).wrapping_add(id.0);
         options.dedicated_log_thread = self.dedicated_log_thread;
         options.background_snapshots = self.dedicated_log_thread;
+        if let Some((recent, needed)) = self.entry_cache {
+            options.entry_cache_bytes = recent;
+            options.entry_cache_needed_bytes = needed;
+        }
         if let Some(latency) = self.slow_disks.get(&id) {
             options.simulated_sync_latency = Some(*latency);
             options.inline_write_max_entries = 0;

@@ -85,6 +85,7 @@ impl Runner {
             log_entries_appended: status.log_entries_appended,
             log_bytes_appended: status.log_bytes_appended,
             log_writes_inline: status.log_writes_inline,
+            entry_cache_misses: status.entry_cache_misses,
             log_writes_handed_off: status.log_writes_handed_off,
             resident_memory_bytes: crate::metrics::resident_memory_bytes(),
             standing: match status.standing {
