@@ -8,7 +8,7 @@ use raftor_core::{LogIndex, NodeId, Role, Term};
 use raftor_storage::{LogStorage, RocksStorage, StoreIdentity};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::{run_paused, TestCluster, ELECTION_MAX};
+use support::{propose_burst, run_paused, TestCluster, ELECTION_MAX};
 
 /// Poll every node's role for `duration` of virtual time and fail on two leaders in one term.
 async fn watch_election_safety(
@@ -103,11 +103,8 @@ fn concurrent_proposals_are_batched_into_few_synced_writes() {
             .iter()
             .map(|(id, writes)| (*id, writes.lock().expect("lock").len()))
             .collect();
-        let handle = &cluster.handles[&leader];
-        let proposals = (0..2000).map(|i| handle.propose(bytes::Bytes::from(format!("cmd-{i}"))));
-        for result in futures::future::join_all(proposals).await {
-            assert!(result.is_ok(), "{result:?}");
-        }
+        let commands: Vec<String> = (0..2000).map(|i| format!("cmd-{i}")).collect();
+        propose_burst(&cluster.handles[&leader], &commands).await;
         cluster.wait_applied(2000, Duration::from_secs(10)).await;
         for (id, writes) in &cluster.log_writes {
             let writes = writes.lock().expect("lock");
@@ -147,13 +144,7 @@ fn entries_still_to_send_or_apply_stay_in_the_cache_beyond_its_newest_bytes() {
             // 64 writes of 16 KiB at once: 1 MiB in flight against a 64 KiB window.
             let value = "v".repeat(16 << 10);
             let commands: Vec<String> = (0..64).map(|i| format!("{i}:{value}")).collect();
-            let handle = &cluster.handles[&leader];
-            let proposals = commands
-                .iter()
-                .map(|command| handle.propose(bytes::Bytes::from(command.clone())));
-            for result in futures::future::join_all(proposals).await {
-                assert!(result.is_ok(), "{result:?}");
-            }
+            propose_burst(&cluster.handles[&leader], &commands).await;
             cluster.wait_applied(64, Duration::from_secs(10)).await;
             let misses: BTreeMap<NodeId, u64> = cluster
                 .statuses()
@@ -208,13 +199,7 @@ fn writes_move_between_the_node_thread_and_the_log_store_without_reordering() {
             // A burst: batches of more than a few entries, handed to the log store.
             let burst: Vec<String> = (0..400).map(|i| format!("burst-{round}-{i}")).collect();
             round += 1;
-            let handle = &cluster.handles[&leader];
-            let proposals = burst
-                .iter()
-                .map(|command| handle.propose(bytes::Bytes::from(command.clone())));
-            for result in futures::future::join_all(proposals).await {
-                assert!(result.is_ok(), "{result:?}");
-            }
+            propose_burst(&cluster.handles[&leader], &burst).await;
             expected.extend(burst);
         }
         cluster
@@ -400,12 +385,7 @@ fn with_the_log_store_on_its_own_thread_no_write_overtakes_a_slower_one() {
                     let commands: Vec<String> = (0..30)
                         .map(|i| format!("burst-{round}-{burst}-{i}"))
                         .collect();
-                    let proposals = commands
-                        .iter()
-                        .map(|command| handle.propose(bytes::Bytes::from(command.clone())));
-                    for result in futures::future::join_all(proposals).await {
-                        assert!(result.is_ok(), "{result:?}");
-                    }
+                    propose_burst(&handle, &commands).await;
                 }
             };
             let lone = (0..4).map(|client| {

@@ -23,6 +23,12 @@ pub const BLOCK_BYTES: usize = 4096;
 /// so it is made in large pieces.
 const BUFFER_BYTES: usize = 4 << 20;
 
+/// A file written through the page cache is synced every this many bytes as it is written
+/// (RocksDB's `bytes_per_sync`): written whole and synced at the end, a snapshot of hundreds of
+/// megabytes left that much for the disk to write back at once, and the log's syncs, on the same
+/// disk, waited behind it. A direct writer leaves nothing to write back.
+const SYNC_EVERY_BYTES: u64 = 8 << 20;
+
 /// The name of the file [`direct_writes_supported`] writes and removes.
 const PROBE_NAME: &str = ".direct-io-probe";
 
@@ -112,14 +118,17 @@ impl AlignedBuffer {
 }
 
 /// A file written from start to end through a block-aligned buffer: past the page cache when
-/// direct, through it otherwise. Whatever the mode, [`BlockWriter::finish`] leaves the file
-/// exactly as long as what was written, and synced.
+/// direct, through it otherwise (synced every [`SYNC_EVERY_BYTES`] then). Whatever the mode,
+/// [`BlockWriter::finish`] leaves the file exactly as long as what was written, and synced.
 pub struct BlockWriter {
     file: File,
     buffer: AlignedBuffer,
     direct: bool,
     /// Bytes handed to [`Write::write`] so far (what the file holds once finished).
     len: u64,
+    /// Bytes written out through the page cache since the file was last synced; below
+    /// [`SYNC_EVERY_BYTES`] after each write out. Always 0 when direct.
+    unsynced: u64,
 }
 
 impl BlockWriter {
@@ -136,6 +145,7 @@ impl BlockWriter {
             buffer: AlignedBuffer::new(BUFFER_BYTES),
             direct: direct && cfg!(target_os = "linux"),
             len: 0,
+            unsynced: 0,
         })
     }
 
@@ -144,7 +154,8 @@ impl BlockWriter {
         self.direct
     }
 
-    /// Writes out the buffer's whole blocks (all of it when not direct), keeping the rest.
+    /// Writes out the buffer's whole blocks (all of it when not direct), keeping the rest; through
+    /// the page cache, syncs once [`SYNC_EVERY_BYTES`] are unsynced.
     fn write_out(&mut self) -> io::Result<()> {
         let whole = if self.direct {
             self.buffer.filled / BLOCK_BYTES * BLOCK_BYTES
@@ -154,6 +165,13 @@ impl BlockWriter {
         if whole > 0 {
             self.file.write_all(&self.buffer.filled()[..whole])?;
             self.buffer.consume(whole);
+        }
+        if !self.direct {
+            self.unsynced += whole as u64;
+            if self.unsynced >= SYNC_EVERY_BYTES {
+                self.file.sync_data()?;
+                self.unsynced = 0;
+            }
         }
         Ok(())
     }
@@ -172,11 +190,12 @@ impl BlockWriter {
         Ok(self.file)
     }
 
-    /// Syncs what was written out so far (for writers through the page cache, which must not
-    /// leave hundreds of megabytes for the disk to write back at once).
+    /// Writes out what it can (see [`Write::flush`]) and syncs what was written so far.
     pub fn sync_written(&mut self) -> io::Result<()> {
         self.write_out()?;
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.unsynced = 0;
+        Ok(())
     }
 }
 

@@ -205,7 +205,6 @@ impl SnapshotStore {
             path,
             hasher: crc32fast::Hasher::new(),
             size: 0,
-            unsynced: 0,
         })
     }
 
@@ -289,22 +288,13 @@ impl SnapshotStore {
     }
 }
 
-/// A snapshot file written through the page cache is synced every this many bytes as it is
-/// written (RocksDB's `bytes_per_sync`): written whole and synced at the end, a snapshot of
-/// hundreds of megabytes left that much for the disk to write back at once, and the log's syncs,
-/// on the same disk, waited behind it. A direct writer leaves nothing to write back.
-const SYNC_EVERY_BYTES: u64 = 8 << 20;
-
 /// A snapshot being written: plain `io::Write`, checksummed as it goes; past the page cache
-/// where the directory allows it.
+/// where the directory allows it, otherwise synced as it goes ([`BlockWriter`]).
 pub struct SnapshotFile {
     writer: BlockWriter,
     path: PathBuf,
     hasher: crc32fast::Hasher,
     size: u64,
-    /// Bytes written since the file was last synced, when written through the page cache; below
-    /// [`SYNC_EVERY_BYTES`] after a write.
-    unsynced: u64,
 }
 
 impl Write for SnapshotFile {
@@ -312,13 +302,6 @@ impl Write for SnapshotFile {
         let written = self.writer.write(buf)?;
         self.hasher.update(&buf[..written]);
         self.size += written as u64;
-        if !self.writer.direct() {
-            self.unsynced += written as u64;
-            if self.unsynced >= SYNC_EVERY_BYTES {
-                self.writer.sync_written()?;
-                self.unsynced = 0;
-            }
-        }
         Ok(written)
     }
 

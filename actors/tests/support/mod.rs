@@ -79,6 +79,17 @@ pub fn run_paused<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
     local.block_on(&runtime, test());
 }
 
+/// Propose every one of `commands` to `handle` at once (one burst, as many clients would) and
+/// wait for all of them; each must commit.
+pub async fn propose_burst(handle: &NodeHandle, commands: &[String]) {
+    let proposals = commands
+        .iter()
+        .map(|command| handle.propose(Bytes::from(command.clone())));
+    for result in futures::future::join_all(proposals).await {
+        assert!(result.is_ok(), "{result:?}");
+    }
+}
+
 pub struct TestCluster {
     pub network: Addr<MemoryNetwork>,
     pub size: u64,
