@@ -95,7 +95,21 @@ pub struct RocksStorage {
     last_index: u64,
     /// The last compacted entry: the `log` column family holds the entries after it.
     start: LogId,
+    /// Where each entry is encoded before RocksDB copies it into the write batch: reused, so that
+    /// a large entry is not encoded into newly allocated memory every time (its capacity is at
+    /// most [`SCRATCH_KEPT_BYTES`] between writes).
+    scratch: Vec<u8>,
 }
+
+/// The most encoding space [`RocksStorage`] keeps between writes (larger entries are encoded
+/// into space allocated for that write only).
+const SCRATCH_KEPT_BYTES: usize = 4 * 1024 * 1024;
+
+/// A write batch's bytes besides its records' keys and values, at most: RocksDB's 12-byte header,
+/// and for each record a type tag, a column family id and two length prefixes (varints of at most
+/// 5 bytes each).
+const BATCH_HEADER_BYTES: usize = 12;
+const BATCH_RECORD_OVERHEAD_BYTES: usize = 1 + 5 + 5 + 5;
 
 impl std::fmt::Debug for RocksStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -194,6 +208,7 @@ impl RocksStorage {
             path: path.to_path_buf(),
             last_index: 0,
             start: LogId::ZERO,
+            scratch: Vec::new(),
         };
         let created = store.check_identity(identity)?;
         store.start = store.read_log_start()?;
@@ -403,7 +418,19 @@ impl LogStorage for RocksStorage {
         let (new_start, new_last_index) =
             crate::validate_write(write, self.start, LogIndex(self.last_index))?;
 
-        let mut batch = WriteBatch::default();
+        // Sized up front for the entries: grown by doubling instead, RocksDB copied a batch of
+        // large entries over and over into new memory, a fifth of a node's CPU under 1 MiB writes
+        // (BENCHMARKS.md, issue 23). Too small an estimate only costs a reallocation.
+        let mut capacity = BATCH_HEADER_BYTES + 4 * (BATCH_RECORD_OVERHEAD_BYTES + 64);
+        for entry in &write.entries {
+            let encoded = bincode::serialized_size(entry).unwrap_or(0) as usize;
+            capacity = capacity
+                .saturating_add(BATCH_RECORD_OVERHEAD_BYTES + 8)
+                .saturating_add(encoded);
+        }
+        let mut batch = WriteBatch::with_capacity_bytes(capacity);
+        // Taken for the write (the column family handles borrow `self`), given back after it.
+        let mut scratch = std::mem::take(&mut self.scratch);
         let log = self.cf(LOG_CF)?;
         if after_truncation < self.last_index {
             // Delete [after_truncation + 1, last_index + 1): every entry from the truncation point.
@@ -425,7 +452,11 @@ impl LogStorage for RocksStorage {
             batch.put_cf(meta, LOG_START_KEY, encode(&new_start, "the log start")?);
         }
         for entry in &write.entries {
-            batch.put_cf(log, index_key(entry.index.0), encode(entry, "a log entry")?);
+            scratch.clear();
+            bincode::serialize_into(&mut scratch, entry).map_err(|e| {
+                StorageError::InvalidWrite(format!("cannot encode a log entry: {e}"))
+            })?;
+            batch.put_cf(log, index_key(entry.index.0), &scratch);
         }
         if let Some(hard_state) = &write.hard_state {
             batch.put_cf(meta, HARD_STATE_KEY, encode(hard_state, "the hard state")?);
@@ -434,6 +465,9 @@ impl LogStorage for RocksStorage {
             batch.put_cf(meta, STANDING_KEY, encode(standing, "the standing")?);
         }
         self.db.write_opt(batch, &Self::sync_writes())?;
+        if scratch.capacity() <= SCRATCH_KEPT_BYTES {
+            self.scratch = scratch;
+        }
         self.last_index = new_last_index.0;
         self.start = new_start;
         Ok(())
