@@ -9,7 +9,7 @@
 //! hostile length (of the frame, or of a vector inside it) can never make a reader allocate more.
 
 use bincode::Options;
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use raftor_core::{Envelope, NodeId};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -137,19 +137,33 @@ impl Default for FrameCodec {
 impl Encoder<&Frame> for FrameCodec {
     type Error = CodecError;
 
+    /// The frame is encoded in place, behind its length prefix: each byte is copied once (encoded
+    /// apart and then copied behind the prefix, the entries of a 1 MiB write were copied twice on
+    /// the way to each follower; BENCHMARKS.md, issue 23).
     fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
-        let payload = self.options().serialize(frame).map_err(|error| {
+        let max = self.max_frame_bytes;
+        let refused = |error: bincode::Error| {
             if matches!(*error, bincode::ErrorKind::SizeLimit) {
-                CodecError::FrameTooLarge {
-                    max: self.max_frame_bytes,
-                }
+                CodecError::FrameTooLarge { max }
             } else {
                 CodecError::Encode(error)
             }
-        })?;
-        self.framing
-            .encode(Bytes::from(payload), dst)
-            .map_err(|error| self.map_framing_error(error))
+        };
+        // The limit makes this fail for a frame over `max_frame_bytes`, itself at most u32::MAX.
+        let length = self.options().serialized_size(frame).map_err(refused)?;
+        let length = u32::try_from(length).map_err(|_| CodecError::FrameTooLarge { max })?;
+        let start = dst.len();
+        dst.reserve(4 + length as usize);
+        dst.put_u32(length);
+        if let Err(error) = self
+            .options()
+            .serialize_into(BufMut::writer(&mut *dst), frame)
+        {
+            dst.truncate(start);
+            return Err(refused(error));
+        }
+        debug_assert_eq!(dst.len() - start, 4 + length as usize);
+        Ok(())
     }
 }
 
