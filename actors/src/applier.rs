@@ -8,7 +8,7 @@ use crate::messages::{
     Applied, AwaitApply, Commit, EntriesRead, QueryAt, QueryLocal, ReadEntries, RestoreSnapshot,
     Shutdown, SnapshotTaken, StorageFailed, TakeSnapshot,
 };
-use crate::snapshot::{write_snapshot, SnapshotOptions};
+use crate::snapshot::{write_snapshot, SnapshotOptions, Stagger};
 use crate::state_machine::StateMachine;
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, Recipient};
 use bytes::Bytes;
@@ -56,6 +56,9 @@ struct Snapshotting {
     bytes_since: u64,
     /// The size of the newest snapshot (taken, restored from, or received); 0 if none.
     last_size: u64,
+    /// Whether the next snapshot waits longer by this node's rank among the members ([`Stagger`]):
+    /// from the start and from a restored snapshot until this node takes one of its own.
+    staggered: bool,
     /// Whether a snapshot is being written.
     writing: bool,
     /// Who asked for a snapshot and waits for it.
@@ -122,6 +125,7 @@ impl Applier {
             entries_since: 0,
             bytes_since: 0,
             last_size,
+            staggered: true,
             writing: false,
             waiting: Vec::new(),
             taken_to,
@@ -174,12 +178,23 @@ impl Applier {
 
     /// Start a snapshot if enough was applied since the last one.
     fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
-        if self.snapshots.as_ref().is_some_and(|p| {
-            !p.writing
-                && p.options
-                    .policy
-                    .due(p.entries_since, p.bytes_since, p.last_size)
-        }) {
+        let Some(policy) = self.snapshots.as_ref() else {
+            return;
+        };
+        if policy.writing {
+            return;
+        }
+        let stagger = if policy.staggered {
+            Stagger::of(self.node_id, &self.membership.conf)
+        } else {
+            Stagger::NONE
+        };
+        if policy.options.policy.due(
+            policy.entries_since,
+            policy.bytes_since,
+            policy.last_size,
+            stagger,
+        ) {
             self.start_snapshot(ctx);
         }
     }
@@ -339,6 +354,7 @@ impl Handler<SnapshotWritten> for Applier {
             Ok(meta) => {
                 tracing::info!(node = %self.node_id, last = %meta.last_included, bytes = meta.size, "snapshot taken");
                 policy.last_size = meta.size;
+                policy.staggered = false;
                 policy
                     .taken_to
                     .do_send(SnapshotTaken { meta: meta.clone() });
@@ -382,6 +398,8 @@ impl Handler<RestoreSnapshot> for Applier {
         policy.entries_since = 0;
         policy.bytes_since = 0;
         policy.last_size = restore.meta.size;
+        // In step with the node that took this snapshot now: the next one is staggered again.
+        policy.staggered = true;
         // Proposals covered by the snapshot were decided by others: their outcome is unknown here.
         while let Some(entry) = self.waiters.first_entry() {
             if *entry.key() > self.applied {

@@ -223,3 +223,65 @@ fn a_snapshot_kept_without_its_compaction_starts_the_log() {
         cluster.shutdown();
     });
 }
+
+/// The nodes apply the same entries but do not snapshot at the same moment: the node of rank `r`
+/// among three takes its first snapshot `r` thirds of a period later, and then one every period,
+/// so their snapshots stay a third of a period apart.
+#[test]
+fn the_nodes_snapshots_stay_a_third_of_a_period_apart() {
+    run_paused(|| async {
+        let cluster = TestCluster::with_snapshots(3, 24, 30, 10, 1024);
+        cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("leader");
+        // Every snapshot index each node reports, polled after each write.
+        let mut taken: std::collections::BTreeMap<NodeId, Vec<LogIndex>> = Default::default();
+        for i in 0..200 {
+            cluster.propose_on_leader(&format!("k-{i}")).await;
+            for (id, handle) in &cluster.handles {
+                let status = handle.status().await.expect("running");
+                if let Some(snapshot) = status.snapshot {
+                    let seen = taken.entry(*id).or_default();
+                    if seen.last() != Some(&snapshot.last_included.index) {
+                        seen.push(snapshot.last_included.index);
+                    }
+                }
+            }
+        }
+        let periods: Vec<u64> = [1, 2, 3].map(|id| taken[&NodeId(id)][0].0).to_vec();
+        // Ranked by id: the first snapshot after 30, 40 and 50 applied entries (entries arrive
+        // in small batches, so a node may pass its threshold by a few).
+        for (rank, first) in periods.iter().enumerate() {
+            let due = 30 + 10 * rank as u64;
+            assert!(
+                (due..due + 5).contains(first),
+                "rank {rank}: first snapshot at {first}, due at {due}: {taken:?}"
+            );
+        }
+        for (id, indexes) in &taken {
+            assert!(indexes.len() >= 4, "node {id}: {indexes:?}");
+            for pair in indexes.windows(2) {
+                assert!(
+                    (30..36).contains(&(pair[1].0 - pair[0].0)),
+                    "node {id}: one period between snapshots: {indexes:?}"
+                );
+            }
+        }
+        // No two nodes ever snapshot at (nearly) the same index.
+        for (id, indexes) in &taken {
+            for (other, others) in &taken {
+                if other <= id {
+                    continue;
+                }
+                for index in indexes {
+                    assert!(
+                        others.iter().all(|o| o.0.abs_diff(index.0) >= 5),
+                        "nodes {id} and {other} both snapshot near {index}: {taken:?}"
+                    );
+                }
+            }
+        }
+        cluster.shutdown();
+    });
+}
