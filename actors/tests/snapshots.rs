@@ -249,10 +249,10 @@ fn the_nodes_snapshots_stay_a_third_of_a_period_apart() {
                 }
             }
         }
-        let periods: Vec<u64> = [1, 2, 3].map(|id| taken[&NodeId(id)][0].0).to_vec();
+        let firsts = [1, 2, 3].map(|id| taken[&NodeId(id)][0].0);
         // Ranked by id: the first snapshot after 30, 40 and 50 applied entries (entries arrive
         // in small batches, so a node may pass its threshold by a few).
-        for (rank, first) in periods.iter().enumerate() {
+        for (rank, first) in firsts.iter().enumerate() {
             let due = 30 + 10 * rank as u64;
             assert!(
                 (due..due + 5).contains(first),

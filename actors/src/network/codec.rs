@@ -79,6 +79,10 @@ pub enum CodecError {
     Io(#[from] io::Error),
 }
 
+/// The length prefix of every frame: a big-endian `u32` (decoded by `LengthDelimitedCodec`,
+/// written by `encode` itself with `put_u32`).
+const LENGTH_PREFIX_BYTES: usize = 4;
+
 /// Length-delimited bincode framing of [`Frame`]s.
 ///
 /// Invariant: a frame accepted by `encode` is at most `max_frame_bytes` long, and `decode` accepts
@@ -95,7 +99,7 @@ impl FrameCodec {
     pub fn new(max_frame_bytes: usize) -> Self {
         let max_frame_bytes = max_frame_bytes.min(u32::MAX as usize);
         let framing = LengthDelimitedCodec::builder()
-            .length_field_length(4)
+            .length_field_length(LENGTH_PREFIX_BYTES)
             .big_endian()
             .max_frame_length(max_frame_bytes)
             .new_codec();
@@ -153,7 +157,7 @@ impl Encoder<&Frame> for FrameCodec {
         let length = self.options().serialized_size(frame).map_err(refused)?;
         let length = u32::try_from(length).map_err(|_| CodecError::FrameTooLarge { max })?;
         let start = dst.len();
-        dst.reserve(4 + length as usize);
+        dst.reserve(LENGTH_PREFIX_BYTES + length as usize);
         dst.put_u32(length);
         if let Err(error) = self
             .options()
@@ -162,7 +166,7 @@ impl Encoder<&Frame> for FrameCodec {
             dst.truncate(start);
             return Err(refused(error));
         }
-        debug_assert_eq!(dst.len() - start, 4 + length as usize);
+        debug_assert_eq!(dst.len() - start, LENGTH_PREFIX_BYTES + length as usize);
         Ok(())
     }
 }
