@@ -48,6 +48,7 @@ use raftor_core::{Membership, NodeId, SnapshotMeta};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,17 +155,25 @@ impl<M: StateMachine> RaftNode<M> {
     /// Propose `command` on this node, which must be the leader. Resolves once the command is
     /// committed (durable on a majority) and applied here, with what [`StateMachine::apply`]
     /// answered. See [`Error`] for what each failure means for the command.
-    pub async fn propose(&self, command: M::Command) -> Result<M::Response, Error> {
-        self.check_running()?;
-        let command = encode(&command)?;
-        let timeout = self.inner.request_timeout;
-        match tokio::time::timeout(timeout, self.inner.node.propose(command)).await {
-            Err(_) => Err(Error::Timeout(timeout)),
-            Ok(Err(ProposeError::NotLeader { leader })) => Err(Error::NotLeader { leader }),
-            Ok(Err(ProposeError::Transferring { to })) => Err(Error::Transferring { to }),
-            Ok(Err(ProposeError::Dropped)) => Err(Error::Dropped),
-            Ok(Err(ProposeError::Shutdown)) => Err(Error::Shutdown { in_flight: true }),
-            Ok(Ok(result)) => decode(&result),
+    ///
+    /// The command is encoded when this is called, so the future holds its bytes, not the
+    /// command (a server allocates a future per request; a small one is cheap to allocate).
+    pub fn propose(
+        &self,
+        command: M::Command,
+    ) -> impl Future<Output = Result<M::Response, Error>> + '_ {
+        let command = self.check_running().and_then(|()| encode(&command));
+        async move {
+            let command = command?;
+            let timeout = self.inner.request_timeout;
+            match tokio::time::timeout(timeout, self.inner.node.propose(command)).await {
+                Err(_) => Err(Error::Timeout(timeout)),
+                Ok(Err(ProposeError::NotLeader { leader })) => Err(Error::NotLeader { leader }),
+                Ok(Err(ProposeError::Transferring { to })) => Err(Error::Transferring { to }),
+                Ok(Err(ProposeError::Dropped)) => Err(Error::Dropped),
+                Ok(Err(ProposeError::Shutdown)) => Err(Error::Shutdown { in_flight: true }),
+                Ok(Ok(result)) => decode(&result),
+            }
         }
     }
 
@@ -179,13 +188,23 @@ impl<M: StateMachine> RaftNode<M> {
     ///   never uncommitted.
     ///
     /// Not on the leader, the first two fail with [`Error::NotLeader`].
-    pub async fn read(
+    ///
+    /// Like [`RaftNode::propose`], the query is encoded when this is called.
+    pub fn read(
         &self,
         query: M::Query,
         consistency: Consistency,
+    ) -> impl Future<Output = Result<M::QueryResponse, Error>> + '_ {
+        let query = self.check_running().and_then(|()| encode(&query));
+        self.read_encoded(query, consistency)
+    }
+
+    async fn read_encoded(
+        &self,
+        query: Result<Bytes, Error>,
+        consistency: Consistency,
     ) -> Result<M::QueryResponse, Error> {
-        self.check_running()?;
-        let query = encode(&query)?;
+        let query = query?;
         let node = &self.inner.node;
         let timeout = self.inner.request_timeout;
         let answer = match consistency {

@@ -184,6 +184,25 @@ async fn every_route_and_error_code() {
         404
     );
     assert_eq!(http(&l, "GET", "/v2/nothing", &[], b"").await.status, 404);
+    // The key is the rest of the path, percent-escapes decoded (`%2F` too); no key is no route;
+    // a query string the route does not take is a 400 like any bad request.
+    let escaped = http(&l, "PUT", "/v1/kv/app/a%20b%2Fc", &[], b"v").await;
+    assert_eq!(escaped.status, 200, "{}", escaped.text());
+    let listed = http(&l, "GET", "/v1/kv?prefix=app/", &[], b"").await.json();
+    assert_eq!(listed["kvs"][0]["key"], "app/a b/c", "{listed}");
+    assert_eq!(
+        http(&l, "GET", "/v1/kv/app/a%20b/c", &[], b"").await.text(),
+        "v"
+    );
+    assert_eq!(http(&l, "GET", "/v1/kv/", &[], b"").await.status, 404);
+    assert_eq!(http(&l, "HEAD", "/v1/kv/color", &[], b"").await.status, 405);
+    let unknown = http(&l, "PUT", "/v1/kv/color?ttl=5", &[], b"x").await;
+    assert_eq!(unknown.status, 400, "{}", unknown.text());
+    assert!(
+        unknown.text().contains("bad query string"),
+        "{}",
+        unknown.text()
+    );
 
     // A 2 MiB body is refused with 413, and the node is unharmed.
     let huge = vec![b'x'; 2 * 1024 * 1024];

@@ -5,6 +5,7 @@
 //! `/v1/status`, `/health`, `/livez`, `/readyz`, `/metrics`. Every request goes to the node's [`KvService`].
 
 pub mod json;
+mod keys;
 mod leases;
 mod range;
 mod watch;
@@ -17,7 +18,7 @@ use crate::protocol::{
     Consistency, ErrorKind, KvRequest, KvResponse, MemberChange, RequestEnvelope, ServiceError,
 };
 use crate::service::{KvService, ServiceCall};
-use crate::store::{KeySet, KvOutcome, RangeQuery, Session, Txn, TxnOp};
+use crate::store::{KvOutcome, Session};
 use actix::Addr;
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -262,19 +263,16 @@ pub fn routes(config: &mut web::ServiceConfig) {
             let response = bad_request(format!("bad path: {error}"));
             actix_web::error::InternalError::from_response(error, response).into()
         }))
-        // Keys may hold slashes ("app/a"); a compare-and-swap is a POST to the key's path plus
-        // "/cas".
+        // `/v1/kv` itself is the range API; every path below it names a key ([`keys`]), routed
+        // by prefix, without a regular expression.
         .service(
-            resource("/v1/kv/{key:.+}")
-                .route(web::put().to(put))
-                .route(web::get().to(get))
-                .route(web::delete().to(delete))
-                .route(web::post().to(cas)),
-        )
-        .service(
-            resource("/v1/kv")
-                .route(web::get().to(range::range))
-                .route(web::delete().to(range::delete_range)),
+            web::scope("/v1/kv")
+                .service(
+                    resource("")
+                        .route(web::get().to(range::range))
+                        .route(web::delete().to(range::delete_range)),
+                )
+                .default_service(web::to(keys::route)),
         )
         .service(resource("/v1/txn").route(web::post().to(range::txn)))
         .service(resource("/v1/watch").route(web::get().to(watch::watch)))
@@ -407,58 +405,6 @@ fn unexpected(response: KvResponse) -> HttpResponse {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutParams {
-    /// Attach the key to this lease (it goes when the lease does).
-    lease: Option<u64>,
-}
-
-async fn put(
-    state: web::Data<HttpState>,
-    request: HttpRequest,
-    key: web::Path<String>,
-    params: web::Query<PutParams>,
-    payload: web::Payload,
-) -> HttpResponse {
-    let session = match session(&request) {
-        Ok(session) => session,
-        Err(error) => return error_response(&error),
-    };
-    let value = match read_body(payload, state.max_value_bytes).await {
-        Ok(value) => value,
-        Err(response) => return response,
-    };
-    let key = key.into_inner();
-    let request = match params.lease {
-        None => KvRequest::Put {
-            key,
-            value,
-            session,
-        },
-        Some(0) => return bad_request("lease ids are positive integers"),
-        Some(lease) => KvRequest::Txn {
-            txn: Txn {
-                success: vec![TxnOp::Put {
-                    key,
-                    value,
-                    lease: Some(lease),
-                }],
-                ..Txn::default()
-            },
-            session,
-        },
-    };
-    match call(&state, request).await {
-        KvResponse::Written {
-            index,
-            outcome: KvOutcome::Put { .. } | KvOutcome::Txn(_),
-        } => HttpResponse::Ok().json(json!({ "index": index })),
-        KvResponse::Written { outcome, .. } => written_refusal(&outcome),
-        other => unexpected(other),
-    }
-}
-
 /// The answer to a write the state machine refused (nothing changed).
 fn written_refusal(outcome: &KvOutcome) -> HttpResponse {
     match outcome {
@@ -498,140 +444,6 @@ fn session_expired() -> HttpResponse {
         "error": "session expired: the cluster no longer knows this X-Raftor-Client, so the write was refused (nothing was applied by this request; whether an earlier attempt was is unknown); start a new session with a new X-Raftor-Client and X-Raftor-Seq 1",
         "leader": null
     }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadParams {
-    consistency: Option<String>,
-    /// Answer JSON with the key's revisions instead of the raw value.
-    #[serde(default)]
-    meta: bool,
-}
-
-/// The value, raw, with the key's revisions in `X-Raftor-*` headers (or all of it as JSON with
-/// `meta=true`).
-async fn get(
-    state: web::Data<HttpState>,
-    key: web::Path<String>,
-    params: web::Query<ReadParams>,
-) -> HttpResponse {
-    let consistency = match parse_consistency(params.consistency.as_deref()) {
-        Ok(consistency) => consistency,
-        Err(message) => return bad_request(message),
-    };
-    let query = RangeQuery::new(KeySet::Key(key.into_inner()));
-    let page = match call(&state, KvRequest::Range { query, consistency }).await {
-        KvResponse::Range(page) => page,
-        other => return unexpected(other),
-    };
-    let Some(kv) = page.kvs.first() else {
-        return HttpResponse::NotFound()
-            .insert_header(("X-Raftor-Index", page.index.to_string()))
-            .json(json!({ "error": "no such key", "leader": null, "index": page.index }));
-    };
-    if params.meta {
-        let mut body = json::key_value(kv);
-        body["index"] = json!(page.index);
-        return HttpResponse::Ok().json(body);
-    }
-    let mut response = HttpResponse::Ok();
-    response
-        .content_type("application/octet-stream")
-        .insert_header(("X-Raftor-Index", page.index.to_string()))
-        .insert_header(("X-Raftor-Create-Index", kv.create_index.to_string()))
-        .insert_header(("X-Raftor-Mod-Index", kv.mod_index.to_string()))
-        .insert_header(("X-Raftor-Version", kv.version.to_string()));
-    if let Some(lease) = kv.lease {
-        response.insert_header(("X-Raftor-Lease", lease.to_string()));
-    }
-    response.body(kv.value.clone().unwrap_or_default())
-}
-
-async fn delete(
-    state: web::Data<HttpState>,
-    request: HttpRequest,
-    key: web::Path<String>,
-) -> HttpResponse {
-    let session = match session(&request) {
-        Ok(session) => session,
-        Err(error) => return error_response(&error),
-    };
-    match call(
-        &state,
-        KvRequest::Delete {
-            key: key.into_inner(),
-            session,
-        },
-    )
-    .await
-    {
-        KvResponse::Written {
-            index,
-            outcome: KvOutcome::Deleted { existed },
-        } => HttpResponse::Ok().json(json!({ "index": index, "deleted": existed })),
-        KvResponse::Written { outcome, .. } => written_refusal(&outcome),
-        other => unexpected(other),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CasBody {
-    expected: Option<String>,
-    value: String,
-}
-
-async fn cas(
-    state: web::Data<HttpState>,
-    request: HttpRequest,
-    key: web::Path<String>,
-    payload: web::Payload,
-) -> HttpResponse {
-    let Some(key) = key.strip_suffix("/cas").map(str::to_owned) else {
-        return method_not_allowed().await;
-    };
-    let session = match session(&request) {
-        Ok(session) => session,
-        Err(error) => return error_response(&error),
-    };
-    // JSON doubles the size of a value at worst; the value itself is checked by the service.
-    let body = match read_body(
-        payload,
-        state.max_value_bytes.saturating_mul(2).saturating_add(1024),
-    )
-    .await
-    {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let body: CasBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(error) => {
-            return bad_request(format!(
-                "expected JSON {{\"expected\": \"old\" | null, \"value\": \"new\"}}: {error}"
-            ))
-        }
-    };
-    let request = KvRequest::Cas {
-        key,
-        expected: body.expected.map(Bytes::from),
-        value: Bytes::from(body.value),
-        session,
-    };
-    match call(&state, request).await {
-        KvResponse::Written {
-            index,
-            outcome: KvOutcome::Swapped,
-        } => HttpResponse::Ok().json(json!({ "index": index })),
-        KvResponse::Written {
-            outcome: KvOutcome::Mismatch { current },
-            ..
-        } => HttpResponse::Conflict()
-            .json(json!({ "current": current.map(|c| String::from_utf8_lossy(&c).into_owned()) })),
-        KvResponse::Written { outcome, .. } => written_refusal(&outcome),
-        other => unexpected(other),
-    }
 }
 
 /// `POST /v1/admin/snapshot`: this node takes a snapshot now and compacts its log behind it.
