@@ -224,8 +224,9 @@ impl Runner {
     /// Runs one request: here, or at the leader, or waits for one. Its future is allocated per
     /// request, so every rare path in it is boxed and the request is held once: kept under
     /// 1 KiB, it comes from the allocator's per-thread cache (glibc serves larger ones from the
-    /// shared heap, and first merges every freed small chunk: 2.4% of a leader's CPU under 64
-    /// writing clients, BENCHMARKS.md, issue 22). `future_size` checks the bound.
+    /// shared heap, after merging every freed small chunk: allocating the 2,328-byte future this
+    /// was took 1.1% of a leader's CPU under 64 writing clients, BENCHMARKS.md, issue 22).
+    /// `future_size` checks the bound.
     async fn run(self: Rc<Self>, envelope: RequestEnvelope) -> KvResponse {
         if let Err(error) = self.validate(&envelope.request) {
             return KvResponse::Error(error);
