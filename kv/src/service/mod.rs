@@ -362,6 +362,7 @@ impl Runner {
 
     async fn run_other(&self, request: &KvRequest) -> Local {
         match request {
+            // Not reached (`run_locally` runs these inline); run the same way if they were.
             KvRequest::Put { .. } | KvRequest::Delete { .. } | KvRequest::Get { .. } => {
                 self.run_locally(request).await
             }
