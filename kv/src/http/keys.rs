@@ -8,12 +8,13 @@
 //! writing clients, BENCHMARKS.md, issue 22).
 
 use super::{
-    bad_request, call, error_response, method_not_allowed, not_found, parse_consistency, read_body,
-    session, unexpected, written_refusal, HttpState,
+    bad_query_string, bad_request, call, error_response, method_not_allowed, not_found,
+    parse_consistency, read_body, session, unexpected, written_refusal, HttpState,
 };
 use crate::protocol::{KvRequest, KvResponse};
 use crate::store::{KeySet, KvOutcome, RangeQuery, Txn, TxnOp};
 use actix_router::Quoter;
+use actix_web::error::QueryPayloadError;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -56,12 +57,9 @@ fn key_of(rest: &str) -> Option<String> {
     )
 }
 
-/// The query string as `T`, or what is wrong with it (answered with a JSON 400, as every bad
-/// query string is).
-fn query<T: serde::de::DeserializeOwned>(request: &HttpRequest) -> Result<T, String> {
-    web::Query::<T>::from_query(request.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|error| format!("bad query string: {error}"))
+/// The query string as `T`, or the 400 the routes' `Query` extractor answers for it.
+fn query<T: serde::de::DeserializeOwned>(request: &HttpRequest) -> Result<T, QueryPayloadError> {
+    web::Query::<T>::from_query(request.query_string()).map(web::Query::into_inner)
 }
 
 /// The answer to a write that was applied: `{"index": N}`.
@@ -85,7 +83,7 @@ async fn put(
 ) -> HttpResponse {
     let params: PutParams = match query(request) {
         Ok(params) => params,
-        Err(message) => return bad_request(message),
+        Err(error) => return bad_query_string(&error),
     };
     let session = match session(request) {
         Ok(session) => session,
@@ -138,7 +136,7 @@ struct ReadParams {
 async fn get(state: &HttpState, request: &HttpRequest, key: String) -> HttpResponse {
     let params: ReadParams = match query(request) {
         Ok(params) => params,
-        Err(message) => return bad_request(message),
+        Err(error) => return bad_query_string(&error),
     };
     let consistency = match parse_consistency(params.consistency.as_deref()) {
         Ok(consistency) => consistency,

@@ -255,7 +255,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .app_data(
             web::QueryConfig::default().error_handler(|error, _request| {
-                let response = bad_request(format!("bad query string: {error}"));
+                let response = bad_query_string(&error);
                 actix_web::error::InternalError::from_response(error, response).into()
             }),
         )
@@ -321,6 +321,11 @@ fn error_response(error: &ServiceError) -> HttpResponse {
         response.insert_header(("Retry-After", "1"));
     }
     response.json(json!({ "error": error.message, "leader": error.leader, "overloaded": error.kind == ErrorKind::Overloaded }))
+}
+
+/// The 400 of a query string that does not fit its route, extracted or parsed by hand.
+fn bad_query_string(error: &actix_web::error::QueryPayloadError) -> HttpResponse {
+    bad_request(format!("bad query string: {error}"))
 }
 
 fn bad_request(message: impl Into<String>) -> HttpResponse {
