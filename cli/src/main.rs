@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 /// The binary's allocator: jemalloc. Under load each request allocates and frees many small
 /// objects across the node's threads (futures, envelopes, entries, frames); glibc's malloc
-/// consolidated and searched its free lists for them, a sixth of the leader's CPU at 64 clients.
+/// consolidated and searched its free lists for them: 15% of the leader's samples at 64 clients.
 /// The library leaves the choice to whoever embeds it. (BENCHMARKS.md: "jemalloc in the raftor
 /// binary".)
 #[cfg(not(target_env = "msvc"))]
