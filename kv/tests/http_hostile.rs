@@ -282,3 +282,62 @@ async fn every_hostile_request_gets_a_clean_json_4xx() {
     }
     cluster.shutdown().await;
 }
+
+/// A request answered before its body was read (a value over the limit: 413 after the first MiB)
+/// still gets its answer, and the client may finish sending: the node reads and discards the
+/// rest of the body before it closes. Closing with the client's bytes unread made the kernel
+/// reset the connection, and the client then saw a failed write or "connection reset" instead
+/// of the 413 (it made a token-refused write in the TLS compose test flaky).
+#[actix_rt::test]
+async fn a_request_refused_before_its_body_was_read_still_gets_its_answer() {
+    use std::io::{Read, Write};
+    let cluster = Cluster::start(1).await;
+    let addr = cluster.http(cluster.leader().await);
+    let (status, tail) = tokio::task::spawn_blocking(move || {
+        // More than the kernel buffers on both ends: the client is still sending when the node
+        // answers, as a client uploading a large value is.
+        let body = vec![b'x'; 64 * 1024 * 1024];
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        let head = format!(
+            "PUT /v1/kv/big HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("send the head");
+        stream
+            .write_all(&body)
+            .expect("the whole body is taken, though refused after its first MiB");
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("end the request");
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .expect("the answer, then the node's close: no reset");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        (status, text)
+    })
+    .await
+    .expect("client task");
+    assert_eq!(status, "413", "{tail}");
+    assert_eq!(
+        common::http(
+            &cluster.http(cluster.leader().await),
+            "GET",
+            "/v1/kv/big",
+            &[],
+            b""
+        )
+        .await
+        .status,
+        404,
+        "nothing was written"
+    );
+}

@@ -177,6 +177,14 @@ pub fn serve(
     Ok((HttpServerHandle::Workers(handle), bound))
 }
 
+/// How long a connection answered before its request body was read (a write refused by its
+/// token, a value over the limit) goes on reading and discarding that body before it closes:
+/// closing with the client's bytes unread makes the kernel reset the connection, and the reset
+/// can throw away the answer before the client reads it, so the client saw "connection reset"
+/// instead of 403 or 413. actix-web's `HttpServer` (the worker-thread mode) lingers this long by
+/// default; actix-http's builder, used on the node's thread, does not linger unless told.
+const LINGER_FOR_UNREAD_BODY: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn serve_on_this_thread(
     state: HttpState,
     addr: SocketAddr,
@@ -192,9 +200,11 @@ fn serve_on_this_thread(
     // One service per transport: its stream type differs (TCP, or TLS over TCP).
     macro_rules! service {
         () => {
-            actix_http::HttpService::build().finish(map_config(app(state.clone()), |_| {
-                actix_web::dev::AppConfig::default()
-            }))
+            actix_http::HttpService::build()
+                .client_disconnect_timeout(LINGER_FOR_UNREAD_BODY)
+                .finish(map_config(app(state.clone()), |_| {
+                    actix_web::dev::AppConfig::default()
+                }))
         };
     }
     match tls {
