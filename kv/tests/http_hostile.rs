@@ -296,7 +296,7 @@ async fn a_request_refused_before_its_body_was_read_still_gets_its_answer() {
     let (status, tail) = tokio::task::spawn_blocking(move || {
         // More than the kernel buffers on both ends: the client is still sending when the node
         // answers, as a client uploading a large value is.
-        let body = vec![b'x'; 64 * 1024 * 1024];
+        let body = vec![b'x'; 32 * 1024 * 1024];
         let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
         stream
             .set_read_timeout(Some(std::time::Duration::from_secs(20)))
@@ -340,4 +340,5 @@ async fn a_request_refused_before_its_body_was_read_still_gets_its_answer() {
         404,
         "nothing was written"
     );
+    cluster.shutdown().await;
 }
