@@ -161,6 +161,7 @@ pub fn serve(
     let tls = state.tls.as_ref().map(NodeTls::https_config);
     let server = HttpServer::new(move || app(state.clone()))
         .workers(workers)
+        .client_disconnect_timeout(LINGER_FOR_UNREAD_BODY)
         .disable_signals();
     let server = match tls {
         None => server.bind(addr)?,
@@ -181,8 +182,8 @@ pub fn serve(
 /// token, a value over the limit) goes on reading and discarding that body before it closes:
 /// closing with the client's bytes unread makes the kernel reset the connection, and the reset
 /// can throw away the answer before the client reads it, so the client saw "connection reset"
-/// instead of 403 or 413. actix-web's `HttpServer` (the worker-thread mode) lingers this long by
-/// default; actix-http's builder, used on the node's thread, does not linger unless told.
+/// instead of 403 or 413. Set on both modes: actix-web's `HttpServer` (worker threads) lingers
+/// this long by default, actix-http's builder (the node's thread) not at all unless told.
 const LINGER_FOR_UNREAD_BODY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn serve_on_this_thread(

@@ -216,7 +216,8 @@ pub async fn http(
     .expect("http task")
 }
 
-fn parse(raw: &[u8]) -> Reply {
+/// A raw HTTP/1.1 answer as a [`Reply`] (panics without a status line).
+pub fn parse(raw: &[u8]) -> Reply {
     let text = String::from_utf8_lossy(raw);
     let status = text
         .split_whitespace()
