@@ -25,6 +25,10 @@ pub struct ReplicationLimits {
     pub max_inflight: usize,
     /// The most payload bytes in flight to one peer (one message may always leave).
     pub max_inflight_bytes: usize,
+    /// While a message smaller than this is in flight to a peer, the next waits until it is
+    /// full or the answer comes (Nagle's algorithm; see
+    /// `raftor_core::ReplicationConfig::coalesce_below_bytes`). 0: every message pipelines.
+    pub coalesce_below_bytes: usize,
 }
 
 impl Default for ReplicationLimits {
@@ -35,6 +39,7 @@ impl Default for ReplicationLimits {
             max_bytes_per_message: 4 * 1024 * 1024,
             max_inflight: rules.max_inflight,
             max_inflight_bytes: rules.max_inflight_bytes,
+            coalesce_below_bytes: rules.coalesce_below_bytes,
         }
     }
 }
@@ -46,6 +51,7 @@ impl ReplicationLimits {
             max_entries_per_message: self.max_entries_per_message.max(1),
             max_inflight: self.max_inflight.max(1),
             max_inflight_bytes: self.max_inflight_bytes.max(1),
+            coalesce_below_bytes: self.coalesce_below_bytes,
         }
     }
 }

@@ -112,16 +112,25 @@ impl<'c> Sim<'c> {
         let mut config = self.config.raft_config(id, joining);
         config.replication.max_entries_per_message = self.knobs.max_entries;
         config.replication.max_inflight = self.knobs.max_inflight;
+        config.replication.coalesce_below_bytes = self.knobs.coalesce_below_bytes;
         config
     }
 
     pub(crate) fn new(seed: u64, config: &'c SimConfig, full_trace: bool) -> Sim<'c> {
         config.validate();
         let mut rng = SmallRng::seed_from_u64(seed);
+        // Drawn apart from `rng`, so that adding it changed no other draw of a seed's run.
+        let mut nagle = SmallRng::seed_from_u64(seed ^ 0x6e61_676c_655f_7273);
+        let coalesce_below_bytes = match nagle.gen_range(0..3) {
+            0 => 0,
+            1 => nagle.gen_range(1..=64),
+            _ => usize::MAX,
+        };
         let knobs = Knobs {
             bug: config.bug,
             max_entries: rng.gen_range(1..=config.max_entries.max(1)),
             max_inflight: rng.gen_range(1..=config.max_inflight.max(1)),
+            coalesce_below_bytes,
             chunk_bytes: rng.gen_range(8..=32),
             message_bytes: rng.gen_range(4..=64),
             cache_entries: rng.gen_range(1..=12),

@@ -188,12 +188,13 @@ impl Raft {
                 let still_current = peer.progress.state() != super::ProgressState::Snapshot
                     && peer.progress.next_index().prev() == order.prev_index;
                 if still_current && last_index > order.prev_index {
-                    peer.progress.on_sent_bytes(
+                    peer.progress.on_sent_message(
                         super::SendRange {
                             prev_index: order.prev_index,
                             last_index: last_index.min(order.last_index),
                         },
                         bytes,
+                        last_index < order.last_index,
                         now,
                     );
                 }

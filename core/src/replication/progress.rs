@@ -56,6 +56,8 @@ struct InFlight {
     bytes: usize,
     /// The tick it left.
     sent_at: u64,
+    /// The driver cut it short at its bound on a message's bytes: it was full.
+    cut_short: bool,
 }
 
 /// Replication progress of one follower.
@@ -90,6 +92,10 @@ pub struct Progress {
     min_budget: usize,
     /// The budget's ceiling (`ReplicationConfig::max_inflight_bytes`).
     max_inflight_bytes: usize,
+    /// Nagle's algorithm (`ReplicationConfig::coalesce_below_bytes`): while the newest message
+    /// in flight carries fewer payload bytes than this, a message that is not full waits for
+    /// the answer. 0: never.
+    coalesce_below_bytes: usize,
     /// The budget was what held the pipeline back (it filled) since the budget last changed:
     /// only then does a prompt acknowledgement say the follower could drain more.
     budget_filled: bool,
@@ -138,6 +144,7 @@ impl Progress {
             budget: usize::MAX,
             min_budget: usize::MAX,
             max_inflight_bytes: usize::MAX,
+            coalesce_below_bytes: 0,
             budget_filled: false,
             latency_target: u64::MAX,
             budget_cut_at: None,
@@ -157,6 +164,13 @@ impl Progress {
         self.max_inflight_bytes = max_bytes.max(1);
         self.min_budget = (self.max_inflight_bytes / 8).max(1);
         self.budget = self.max_inflight_bytes;
+        self
+    }
+
+    /// Small messages wait while one smaller than `bytes` is in flight, unless full (Nagle's
+    /// algorithm; see [`Progress::next_send`]). 0: every message pipelines.
+    pub fn with_coalescing(mut self, bytes: usize) -> Progress {
+        self.coalesce_below_bytes = bytes;
         self
     }
 
@@ -250,6 +264,7 @@ impl Progress {
                 if self.inflight.len() >= self.max_inflight
                     || self.inflight_bytes >= self.budget
                     || self.next_index > last_log_index
+                    || self.coalesces(prev_index, last_index, max_entries)
                 {
                     None
                 } else {
@@ -262,6 +277,20 @@ impl Progress {
         }
     }
 
+    /// Whether the message `prev_index..=last_index` waits to grow (Nagle's algorithm, RFC 896):
+    /// it is not full (`max_entries`), and the newest message in flight is small and was not cut
+    /// short by the driver's byte bound, so its answer comes soon and everything proposed
+    /// meanwhile leaves in one message instead of many (the follower syncs each message; one
+    /// that arrives while it syncs waits for that sync anyway). Full messages (catching up) and
+    /// bulky ones (large entries) pipeline.
+    fn coalesces(&self, prev_index: LogIndex, last_index: LogIndex, max_entries: u64) -> bool {
+        last_index.0.saturating_sub(prev_index.0) < max_entries.max(1)
+            && self
+                .inflight
+                .back()
+                .is_some_and(|newest| newest.bytes < self.coalesce_below_bytes && !newest.cut_short)
+    }
+
     /// A message carrying entries up to `last_index` left at tick `now` (what
     /// [`Progress::next_send`] proposed).
     pub fn on_sent(&mut self, range: SendRange, now: u64) {
@@ -271,6 +300,12 @@ impl Progress {
     /// As [`Progress::on_sent`], for a message carrying `bytes` of payload (counted against the
     /// byte budget until acknowledged).
     pub fn on_sent_bytes(&mut self, range: SendRange, bytes: usize, now: u64) {
+        self.on_sent_message(range, bytes, false, now);
+    }
+
+    /// As [`Progress::on_sent_bytes`], for a message the driver may have `cut_short` of what was
+    /// ordered, at its bound on a message's bytes (a full message: what follows it pipelines).
+    pub fn on_sent_message(&mut self, range: SendRange, bytes: usize, cut_short: bool, now: u64) {
         match self.state {
             ProgressState::Probe => {
                 self.probe_sent = true;
@@ -288,6 +323,7 @@ impl Progress {
                     last_index: range.last_index,
                     bytes,
                     sent_at,
+                    cut_short,
                 });
                 self.inflight_bytes = self.inflight_bytes.saturating_add(bytes);
                 self.next_index = range.last_index.next();
@@ -637,6 +673,54 @@ mod tests {
             },
         );
         assert_eq!(progress.inflight_bytes(), 0);
+    }
+
+    #[test]
+    fn small_messages_wait_for_the_answer_while_full_and_bulky_ones_pipeline() {
+        let mut progress = Progress::new(LogIndex(0), 8).with_coalescing(1000);
+        progress.on_sent(range(0, 0), 0);
+        progress.on_success(id(0, 0), 0);
+        assert_eq!(progress.state(), ProgressState::Replicate);
+        // Nothing in flight: whatever there is leaves at once.
+        assert_eq!(progress.next_send(LogIndex(2), 10), Some(range(0, 2)));
+        progress.on_sent_bytes(range(0, 2), 200, 0);
+        // A small message in flight: what was proposed meanwhile waits while it is not full...
+        assert_eq!(progress.next_send(LogIndex(5), 10), None, "3 of 10 entries");
+        assert_eq!(
+            progress.next_send(LogIndex(11), 10),
+            None,
+            "9 of 10 entries"
+        );
+        // ...and leaves whole once the answer comes.
+        progress.on_success(id(2, 1), 0);
+        assert_eq!(progress.next_send(LogIndex(11), 10), Some(range(2, 11)));
+        progress.on_sent_bytes(range(2, 11), 900, 0);
+        // A full message does not wait (a follower catching up is streamed to).
+        assert_eq!(progress.next_send(LogIndex(25), 10), Some(range(11, 21)));
+        progress.on_sent_bytes(range(11, 21), 1000, 0);
+        // The newest in flight is bulky (large entries): the rest pipelines too.
+        assert_eq!(progress.next_send(LogIndex(25), 10), Some(range(21, 25)));
+        progress.on_sent_bytes(range(21, 25), 400, 0);
+        assert_eq!(progress.next_send(LogIndex(26), 10), None, "small again");
+        // A message the driver cut short at its byte bound was full: the rest follows at once.
+        let mut cut = progress.clone();
+        cut.on_success(id(25, 1), 0);
+        assert_eq!(cut.next_send(LogIndex(30), 10), Some(range(25, 30)));
+        cut.on_sent_message(range(25, 26), 100, true, 0);
+        assert_eq!(cut.next_send(LogIndex(30), 10), Some(range(26, 30)));
+        // Presumed lost: the patience runs out, what was in flight is forgotten, and the waiting
+        // entries leave from the last acknowledged one.
+        let mut lost = progress.clone().with_timing(1, 10);
+        lost.on_heartbeat_tick(2);
+        assert_eq!(lost.state(), ProgressState::Probe);
+        assert_eq!(lost.inflight(), 0);
+        assert!(lost.next_send(LogIndex(26), 10).is_some());
+        // Without coalescing every message pipelines.
+        let mut eager = Progress::new(LogIndex(0), 8);
+        eager.on_sent(range(0, 0), 0);
+        eager.on_success(id(0, 0), 0);
+        eager.on_sent_bytes(range(0, 2), 200, 0);
+        assert_eq!(eager.next_send(LogIndex(5), 10), Some(range(2, 5)));
     }
 
     #[test]

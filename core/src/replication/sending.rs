@@ -248,6 +248,7 @@ impl Raft {
                 PeerReplication::new(
                     Progress::new(last_index, limits.max_inflight)
                         .with_max_inflight_bytes(limits.max_inflight_bytes)
+                        .with_coalescing(limits.coalesce_below_bytes)
                         .with_timing(config.heartbeat_ticks, config.election_ticks_min),
                 )
             });

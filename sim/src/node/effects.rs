@@ -12,6 +12,9 @@ pub(crate) struct Knobs {
     /// flight per peer.
     pub(crate) max_entries: u64,
     pub(crate) max_inflight: usize,
+    /// The rules' Nagle threshold (`ReplicationConfig::coalesce_below_bytes`): 0 (every message
+    /// pipelines), a few bytes (the driver's cuts decide), or no bound (only full messages do).
+    pub(crate) coalesce_below_bytes: usize,
     /// Bytes per InstallSnapshot chunk.
     pub(crate) chunk_bytes: usize,
     /// The driver's bound on an AppendEntries' payload bytes (one entry always goes): orders
