@@ -95,10 +95,14 @@ impl Raft {
             request_id: request.request_id,
             outcome: AppendOutcome::Success { matched },
         });
-        if new_entries.is_empty() && matched.index <= self.durable_index {
+        if new_entries.is_empty()
+            && matched.index <= self.durable_index
+            && self.standing_in_flight_after.is_none()
+        {
             // A heartbeat (or a message whose entries this node holds already), vouching only
-            // for entries synced here: its answer need not wait behind a write in flight, which
-            // under load can take longer than the leader's check-quorum period.
+            // for entries synced here, by a node whose standing is synced too: its answer need
+            // not wait behind a write in flight, which under load can take longer than the
+            // leader's check-quorum period.
             self.send_promptly(from, answer);
         } else {
             self.send(from, answer);

@@ -266,6 +266,15 @@ impl Raft {
         if !self.log.matches(last) {
             return;
         }
+        // An entry appended after the standing was handed out is durable, so the standing is
+        // too (writes become durable in order; an entry past the log's end then is in a later
+        // write).
+        if self
+            .standing_in_flight_after
+            .is_some_and(|after| last.index > after)
+        {
+            self.standing_in_flight_after = None;
+        }
         self.durable_index = self.durable_index.max(last.index);
         self.check_caught_up();
         if self.role != Role::Leader {

@@ -113,6 +113,13 @@ pub struct Raft {
     pub(crate) standing: Standing,
     /// The standing last handed out for persistence.
     pub(crate) persisted_standing: Standing,
+    /// The standing last handed out is on its way to disk, behind the log's entries up to this
+    /// index: until an entry after it is reported durable, no answer that vouches for this node
+    /// leaves promptly (`Ready::prompt_messages`). Such an answer would overtake the write, and a
+    /// crash meanwhile would bring the node back `Rejoining` after a leader counted it (and,
+    /// say, let a removed voter retire whose answer its rejoining then waits for). `None`: the
+    /// standing is durable.
+    pub(crate) standing_in_flight_after: Option<LogIndex>,
     /// What a rejoining node has heard.
     pub(crate) rejoin: RejoinState,
     /// The id of every entry in the log (durable or on its way to disk).
@@ -205,6 +212,7 @@ impl Raft {
             persisted: hard,
             standing: initial_standing(&config, &recovered),
             persisted_standing: recovered.standing,
+            standing_in_flight_after: None,
             rejoin: RejoinState::default(),
             durable_index: log.last_index(),
             log,
@@ -368,6 +376,10 @@ impl Raft {
         if self.standing != self.persisted_standing {
             self.ready.write.standing = Some(self.standing);
             self.persisted_standing = self.standing;
+            // Answers that vouch for this node leave after the write that records its standing.
+            let prompt = std::mem::take(&mut self.ready.prompt_messages);
+            self.ready.messages.extend(prompt);
+            self.standing_in_flight_after = Some(self.log.last_index());
         }
         debug_assert_eq!(self.check_invariants(), Ok(()));
         std::mem::take(&mut self.ready)

@@ -55,6 +55,18 @@ fn default_3() -> SimConfig {
 /// n5 needed n1's vote, which n1 refused them because its log (14@1) was longer: no leader for the
 /// rest of the run. Fixed: a node whose removal is uncommitted and that votes in the
 /// configuration before it still campaigns (`Raft::removal_pending`).
+/// Seed 21000687693 (3 nodes, pre-vote and check-quorum off; found when Nagle's algorithm
+/// changed the leader's sends): n3, rejoining after its store started empty, heard n1's answer at
+/// t=1177 and became `CatchingUp`; its answer to n2's next message (t=1178), vouching for
+/// entries it had synced, left at once as a prompt answer, ahead of the write recording that
+/// standing. n2 counted it and committed v{2,3} (the removal of n1), n1 retired, and n3 crashed
+/// before its standing was durable: back `Rejoining`, it waited for n1's answer for ever, and n2
+/// never got its vote. Fixed: an answer vouching for a node leaves after the write recording
+/// its standing, until an entry appended after that write is durable
+/// (`Raft::standing_in_flight_after`).
+const VOUCHED_AHEAD_OF_ITS_STANDING: &str =
+    "a rejoining node vouched before its standing was durable, then forgot it in a crash";
+
 const REMOVED_LEADER_NEVER_CAMPAIGNS: &str =
     "a leader that stepped down before committing its own removal never campaigned again";
 
@@ -311,6 +323,11 @@ const REGRESSIONS: &[Regression] = &[
         seed: 1812,
         config: lease_reads_without_check_quorum,
         why: LEASE_WITHOUT_CHECK_QUORUM,
+    },
+    Regression {
+        seed: 21000687693,
+        config: no_pre_vote_3,
+        why: VOUCHED_AHEAD_OF_ITS_STANDING,
     },
 ];
 

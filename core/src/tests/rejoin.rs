@@ -358,3 +358,97 @@ fn a_rejoined_voter_votes_once_it_holds_the_floor_leaders_commits_though_the_flo
         }
     }
 }
+
+/// Seed 21000687693 (3 nodes, pre-vote off): a rejoining node's answers made it `CatchingUp`,
+/// and its answer to the leader's next message, vouching for entries it had synced, left at once,
+/// ahead of the write recording that standing. The leader counted it and committed the removal
+/// of the third voter, which retired; the node crashed before its standing was durable and came
+/// back `Rejoining`, waiting for the retired voter's answer for ever. Now a vouching answer
+/// leaves after the standing's write, until an entry appended after it is durable.
+#[test]
+fn an_answer_vouching_for_a_rejoined_node_waits_for_its_standing_to_be_durable() {
+    let (mut c, leader) = cluster_with_entries(3);
+    let term = c.raft(leader.0).current_term();
+    let last = c.raft(leader.0).last_log_id();
+    let conf = c.raft(leader.0).membership().conf.clone();
+    let commit = c.raft(leader.0).commit_index();
+    let rejoiner = ids(3)
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let other = ids(3)
+        .into_iter()
+        .find(|id| *id != leader && *id != rejoiner)
+        .expect("the other follower");
+    wipe(&mut c, rejoiner);
+    let node = c.raft(rejoiner.0);
+    let _ = node.take_ready();
+    let entries: Vec<_> = (1..=last.index.0).map(|i| entry(i, term.0, "x")).collect();
+    let append = |entries: Vec<crate::Entry>, prev: LogId, request_id: u64| {
+        Message::AppendEntries(AppendEntries {
+            term,
+            prev_log_id: prev,
+            entries,
+            leader_commit: commit,
+            request_id,
+        })
+    };
+    // It takes the leader's log while rejoining (vouching for nothing) and syncs it.
+    node.step(leader, append(entries, LogId::ZERO, 1));
+    let ready = node.take_ready();
+    assert_eq!(ready.write.entries.len(), last.index.0 as usize);
+    node.on_log_flushed(LogId::new(term, last.index));
+    // Every other member answers: it catches up from here, its standing on its way to disk.
+    for from in [leader, other] {
+        node.step(
+            from,
+            Message::RejoinAnswer(RejoinAnswer {
+                term,
+                configs: vec![(LogIndex::ZERO, conf.clone())],
+                last_log_id: LogId::new(term, last.index),
+                leader_commit: Some(commit),
+            }),
+        );
+    }
+    let ready = node.take_ready();
+    assert!(
+        matches!(
+            ready.write.standing,
+            Some(Standing::CatchingUp { .. } | Standing::Member)
+        ),
+        "{:?}",
+        ready.write.standing
+    );
+    // A heartbeat: the entries it vouches for are synced, its standing is not.
+    let vouches = |messages: &[crate::Envelope]| {
+        messages.iter().any(|m| {
+            matches!(
+                m.message,
+                Message::AppendEntriesResponse(AppendEntriesResponse {
+                    outcome: AppendOutcome::Success { .. },
+                    ..
+                })
+            )
+        })
+    };
+    let node = c.raft(rejoiner.0);
+    node.step(leader, append(Vec::new(), last, 2));
+    let ready = node.take_ready();
+    assert!(
+        !vouches(&ready.prompt_messages),
+        "not ahead of the standing"
+    );
+    assert!(vouches(&ready.messages), "after the writes in flight");
+    // An entry appended after the standing is durable: so is the standing, and heartbeats are
+    // answered at once again.
+    let next = LogId::new(term, last.index.next());
+    node.step(
+        leader,
+        append(vec![entry(next.index.0, term.0, "y")], last, 3),
+    );
+    let _ = node.take_ready();
+    node.on_log_flushed(next);
+    node.step(leader, append(Vec::new(), next, 4));
+    let ready = node.take_ready();
+    assert!(vouches(&ready.prompt_messages), "promptly again");
+}
