@@ -51,9 +51,9 @@ pub struct ReplicationConfig {
     /// (`max_entries_per_message` entries); small entries proposed meanwhile wait and leave
     /// together when the answer comes. A follower syncs each message it is sent, so a burst of
     /// small messages costs a sync, a wake-up and an answer apiece: under 64 clients this cut the
-    /// followers' CPU per write by a quarter (BENCHMARKS.md, issue 22). A bulk transfer (a message
-    /// in flight at least this large, or full messages) still pipelines. 0: every message
-    /// pipelines.
+    /// messages to a third and the followers' CPU per write by 15–20% (BENCHMARKS.md, issue 22).
+    /// A bulk transfer (a message in flight at least this large or cut short at the driver's
+    /// byte bound, or full messages) still pipelines. 0: every message pipelines.
     pub coalesce_below_bytes: usize,
 }
 

@@ -118,7 +118,8 @@ pub struct Raft {
     /// leaves promptly (`Ready::prompt_messages`). Such an answer would overtake the write, and a
     /// crash meanwhile would bring the node back `Rejoining` after a leader counted it (and,
     /// say, let a removed voter retire whose answer its rejoining then waits for). `None`: the
-    /// standing is durable.
+    /// standing is durable. (A node whose log then advances only by snapshots keeps answering
+    /// behind its writes until it appends an entry: later, never lost.)
     pub(crate) standing_in_flight_after: Option<LogIndex>,
     /// What a rejoining node has heard.
     pub(crate) rejoin: RejoinState,
