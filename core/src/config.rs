@@ -46,8 +46,8 @@ pub struct ReplicationConfig {
     pub max_inflight: usize,
     /// The most payload bytes in flight to one peer; one message may always leave (at least 1).
     pub max_inflight_bytes: usize,
-    /// Nagle's algorithm (RFC 896) for AppendEntries: while a message of fewer payload bytes than
-    /// this is in flight to a peer, the next leaves only once it is full
+    /// Nagle's algorithm (RFC 896) for AppendEntries: while the newest message in flight to a
+    /// peer carries fewer payload bytes than this, the next leaves only once it is full
     /// (`max_entries_per_message` entries); small entries proposed meanwhile wait and leave
     /// together when the answer comes. A follower syncs each message it is sent, so a burst of
     /// small messages costs a sync, a wake-up and an answer apiece: under 64 clients this cut the
