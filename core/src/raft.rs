@@ -369,18 +369,17 @@ impl Raft {
             self.ready.write.hard_state = Some(hard);
             self.persisted = hard;
         }
-        if term_or_vote_changed {
-            // The first answers in a new term leave with the write that records it (Figure 2).
-            let prompt = std::mem::take(&mut self.ready.prompt_messages);
-            self.ready.messages.extend(prompt);
-        }
-        if self.standing != self.persisted_standing {
+        let standing_changed = self.standing != self.persisted_standing;
+        if standing_changed {
             self.ready.write.standing = Some(self.standing);
             self.persisted_standing = self.standing;
-            // Answers that vouch for this node leave after the write that records its standing.
+            self.standing_in_flight_after = Some(self.log.last_index());
+        }
+        if term_or_vote_changed || standing_changed {
+            // The first answers in a new term (Figure 2), or vouching for a new standing, leave
+            // with the write that records it.
             let prompt = std::mem::take(&mut self.ready.prompt_messages);
             self.ready.messages.extend(prompt);
-            self.standing_in_flight_after = Some(self.log.last_index());
         }
         debug_assert_eq!(self.check_invariants(), Ok(()));
         std::mem::take(&mut self.ready)

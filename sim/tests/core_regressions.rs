@@ -48,13 +48,6 @@ fn default_3() -> SimConfig {
     SimConfig::default_for(3)
 }
 
-/// A leader of term 1 (n1) in the joint configuration {3,5}+{1,3} committed it and appended the
-/// configuration that leaves it, v{3,5} (13@1), which removes n1; it lost check-quorum before
-/// committing it. From then on n1, no voter of its latest configuration, never campaigned
-/// (`Raft::tick`: only `is_promotable` nodes do), yet the joint configuration in force on n3 and
-/// n5 needed n1's vote, which n1 refused them because its log (14@1) was longer: no leader for the
-/// rest of the run. Fixed: a node whose removal is uncommitted and that votes in the
-/// configuration before it still campaigns (`Raft::removal_pending`).
 /// Seed 21000687693 (3 nodes, pre-vote and check-quorum off; found when Nagle's algorithm
 /// changed the leader's sends): n3, rejoining after its store started empty, heard n1's answer at
 /// t=1177 and became `CatchingUp`; its answer to n2's next message (t=1178), vouching for
@@ -67,6 +60,13 @@ fn default_3() -> SimConfig {
 const VOUCHED_AHEAD_OF_ITS_STANDING: &str =
     "a rejoining node vouched before its standing was durable, then forgot it in a crash";
 
+/// A leader of term 1 (n1) in the joint configuration {3,5}+{1,3} committed it and appended the
+/// configuration that leaves it, v{3,5} (13@1), which removes n1; it lost check-quorum before
+/// committing it. From then on n1, no voter of its latest configuration, never campaigned
+/// (`Raft::tick`: only `is_promotable` nodes do), yet the joint configuration in force on n3 and
+/// n5 needed n1's vote, which n1 refused them because its log (14@1) was longer: no leader for the
+/// rest of the run. Fixed: a node whose removal is uncommitted and that votes in the
+/// configuration before it still campaigns (`Raft::removal_pending`).
 const REMOVED_LEADER_NEVER_CAMPAIGNS: &str =
     "a leader that stepped down before committing its own removal never campaigned again";
 
