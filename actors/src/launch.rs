@@ -42,12 +42,15 @@ pub struct NodeOptions {
     /// Write each snapshot on a thread of its own, so that encoding a large state holds up no
     /// actor. Off for tests on tokio's paused clock, like `dedicated_log_thread`.
     pub background_snapshots: bool,
-    /// A node writes a batch of at most this many entries on its own thread when nothing handed to
-    /// the log store is still waiting, instead of handing it to the log store's thread: that saves
-    /// two thread hand-offs per write (default 8; 0: every write goes to the log store). A
-    /// follower does so whenever it can (its answer waits for the write anyway); a leader only
-    /// while one client at a time is writing, after its AppendEntries have left (see
-    /// `NodeActor::persist`). Larger batches go to the log store.
+    /// A node writes a batch of at most this many entries (and 256 KiB of payload) on its own
+    /// thread when nothing handed to the log store is still waiting, instead of handing it to the
+    /// log store's thread: that saves two thread hand-offs per write (default 1024, a full
+    /// AppendEntries; 0: every write goes to the log store). A follower does so whenever it can
+    /// (its answer waits for the write anyway); a leader only while one client at a time is
+    /// writing, after its AppendEntries have left (see `NodeActor::persist`). Larger batches go
+    /// to the log store. The default was 8 until Nagle's algorithm made a follower's batches
+    /// larger (about 32 entries under 64 clients): handing those off cost each AppendEntries
+    /// about 300 µs of wake-ups before its answer (BENCHMARKS.md, issue 22).
     pub inline_write_max_entries: usize,
     /// For tests on tokio's paused clock: a slow disk, every synced write of the log store
     /// reported this much after the previous one (`None`, the default: as fast as the disk).
@@ -78,7 +81,7 @@ impl NodeOptions {
             limits: ReplicationLimits::default(),
             dedicated_log_thread: true,
             background_snapshots: true,
-            inline_write_max_entries: 8,
+            inline_write_max_entries: 1024,
             simulated_sync_latency: None,
             log_write_observer: None,
             entry_cache_bytes: 16 * 1024 * 1024,

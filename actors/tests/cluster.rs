@@ -169,23 +169,29 @@ fn entries_still_to_send_or_apply_stay_in_the_cache_beyond_its_newest_bytes() {
     }
 }
 
+/// Each node's count of writes made on its own thread and handed to the log store.
+async fn write_paths(cluster: &TestCluster) -> BTreeMap<NodeId, (u64, u64)> {
+    cluster
+        .statuses()
+        .await
+        .into_iter()
+        .map(|s| (s.id, (s.log_writes_inline, s.log_writes_handed_off)))
+        .collect()
+}
+
 /// A lone client's writes are made on each node's own thread, a burst's are handed to the log
 /// store's, and back again; no write overtakes another on the way, on the leader or a follower,
-/// and a follower restarted from its storage holds every entry in order.
+/// and a follower restarted from its storage holds every entry in order. (Batches of more than 8
+/// entries are handed off here, so that small bursts take both paths.)
 #[test]
 fn writes_move_between_the_node_thread_and_the_log_store_without_reordering() {
     run_paused(|| async move {
-        let mut cluster = TestCluster::new(3, 11);
+        let mut cluster = TestCluster::with_inline_write_max_entries(3, 11, 8);
         let (leader, _) = cluster
             .wait_for_leader(Duration::from_secs(5))
             .await
             .expect("leader");
-        let before: BTreeMap<NodeId, (u64, u64)> = cluster
-            .statuses()
-            .await
-            .into_iter()
-            .map(|s| (s.id, (s.log_writes_inline, s.log_writes_handed_off)))
-            .collect();
+        let before = write_paths(&cluster).await;
         let mut expected = Vec::new();
         let mut round = 0;
         for _ in 0..2 {
@@ -343,6 +349,58 @@ async fn commit_soon(cluster: &TestCluster, command: &str) {
         .unwrap_or_else(|_| panic!("{command} was not committed within 5 s"));
 }
 
+/// With the default bound, a follower writes a burst's batches (Nagle's algorithm makes them tens
+/// of entries under load) on its own thread: none goes to the log store's, which would cost each
+/// AppendEntries two thread hand-offs before its answer. The leader, with many writes in flight,
+/// hands its batches off.
+#[test]
+fn a_follower_writes_a_burst_on_its_own_thread() {
+    run_paused(|| async move {
+        let cluster = TestCluster::new(3, 17);
+        let (leader, _) = cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("leader");
+        let before = write_paths(&cluster).await;
+        let burst: Vec<String> = (0..400).map(|i| format!("burst-{i}")).collect();
+        propose_burst(&cluster.handles[&leader], &burst).await;
+        cluster
+            .wait_applied(burst.len(), Duration::from_secs(10))
+            .await;
+        for status in cluster.statuses().await {
+            let (inline, handed_off) = before[&status.id];
+            if status.id == leader {
+                assert!(
+                    status.log_writes_handed_off > handed_off,
+                    "the leader handed no write of the burst off"
+                );
+                continue;
+            }
+            assert_eq!(
+                status.log_writes_handed_off, handed_off,
+                "follower {} handed a write off",
+                status.id
+            );
+            assert!(status.log_writes_inline > inline);
+            let largest = cluster.log_writes[&status.id]
+                .lock()
+                .expect("writes lock")
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(0);
+            assert!(
+                largest > 8,
+                "follower {}: its largest write held {largest} entries; the burst should have \
+                 reached it in batches larger than the old bound of 8",
+                status.id
+            );
+        }
+        cluster.assert_same_order();
+        cluster.shutdown();
+    });
+}
+
 /// The same as above with the log store on a thread of its own and a disk that takes 2 ms per
 /// write, so a write handed to that thread is still running when the next small one comes: the
 /// node must not write around it (the store would refuse the gap, and the node stop). Real time:
@@ -352,6 +410,8 @@ fn with_the_log_store_on_its_own_thread_no_write_overtakes_a_slower_one() {
     actix::System::new().block_on(async {
         let mut cluster = TestCluster::new(3, 13);
         cluster.dedicated_log_thread = true;
+        // Bursts of more than 8 entries go to the log store's thread.
+        cluster.inline_write_max_entries = Some(8);
         for id in (1..=3).map(NodeId) {
             cluster.crash(id).await;
             let open = cluster.storage.remove(&id).expect("storage");

@@ -1,5 +1,5 @@
-//! Where a write is made: on the node's own thread for a small batch at low load, on the log
-//! store's thread otherwise (`NodeActor::persist`).
+//! Where a write is made: on the node's own thread for a follower's batch or a leader's at low
+//! load, on the log store's thread otherwise (`NodeActor::persist`).
 
 use super::NodeActor;
 use crate::messages::Write;
@@ -20,12 +20,12 @@ const INLINE_WRITE_MAX_BYTES: usize = 256 * 1024;
 impl NodeActor {
     /// Make `write` durable, then send `messages` (Figure 2: persist before responding).
     ///
-    /// A small batch is written here, on the node's own thread, when nothing handed to the log
-    /// store is still waiting (so nothing is overtaken): the two thread hand-offs (there and back)
-    /// cost more than the write itself. What arrives meanwhile waits in the mailbox and joins the
-    /// next batch.
+    /// A batch of up to `inline_write_max_entries` entries and [`INLINE_WRITE_MAX_BYTES`] is
+    /// written here, on the node's own thread, when nothing handed to the log store is still
+    /// waiting (so nothing is overtaken): the two thread hand-offs (there and back) cost more
+    /// than the write itself. What arrives meanwhile waits in the mailbox and joins the next batch.
     /// - A follower or candidate writes at once: the answers that acknowledge entries wait for the
-    ///   write anyway, and a batch this small takes well under a heartbeat period.
+    ///   write anyway, and a batch this size takes well under a heartbeat period.
     /// - A leader does so only after a run of writes that each found nothing else in flight (a
     ///   client waiting for each write before sending the next): with concurrent clients its
     ///   thread has their requests and the acknowledgements to serve while the log syncs. It

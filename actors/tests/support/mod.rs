@@ -115,6 +115,8 @@ pub struct TestCluster {
     /// The entry cache's bounds (newest bytes, needed bytes) for nodes started from now on;
     /// `None`: the defaults.
     pub entry_cache: Option<(usize, usize)>,
+    /// `NodeOptions::inline_write_max_entries` for nodes started from now on; `None`: the default.
+    pub inline_write_max_entries: Option<usize>,
 }
 
 impl TestCluster {
@@ -124,7 +126,13 @@ impl TestCluster {
     }
 
     pub fn with_config(size: u64, seed: u64, configure: fn(&mut RaftConfig)) -> TestCluster {
-        TestCluster::build(size, seed, configure, None)
+        TestCluster::build(size, seed, configure, None, None)
+    }
+
+    /// A cluster whose nodes write batches of at most `max_entries` entries on their own thread
+    /// and hand larger ones to the log store (`NodeOptions::inline_write_max_entries`).
+    pub fn with_inline_write_max_entries(size: u64, seed: u64, max_entries: usize) -> TestCluster {
+        TestCluster::build(size, seed, |_| {}, None, Some(max_entries))
     }
 
     /// A cluster that takes a snapshot every `every` entries, keeps `trailing` entries behind it
@@ -136,7 +144,7 @@ impl TestCluster {
         trailing: u64,
         chunk: usize,
     ) -> TestCluster {
-        TestCluster::build(size, seed, |_| {}, Some((every, trailing, chunk)))
+        TestCluster::build(size, seed, |_| {}, Some((every, trailing, chunk)), None)
     }
 
     fn build(
@@ -144,6 +152,7 @@ impl TestCluster {
         seed: u64,
         configure: fn(&mut RaftConfig),
         snapshots: Option<(u64, u64, usize)>,
+        inline_write_max_entries: Option<usize>,
     ) -> TestCluster {
         let mut cluster = TestCluster {
             network: MemoryNetwork::new(seed).start(),
@@ -160,6 +169,7 @@ impl TestCluster {
             dedicated_log_thread: false,
             slow_disks: BTreeMap::new(),
             entry_cache: None,
+            inline_write_max_entries,
         };
         cluster.start_all();
         cluster
@@ -211,6 +221,9 @@ impl TestCluster {
         if let Some((recent, needed)) = self.entry_cache {
             options.entry_cache_bytes = recent;
             options.entry_cache_needed_bytes = needed;
+        }
+        if let Some(max_entries) = self.inline_write_max_entries {
+            options.inline_write_max_entries = max_entries;
         }
         if let Some(latency) = self.slow_disks.get(&id) {
             options.simulated_sync_latency = Some(*latency);
