@@ -534,6 +534,61 @@ async fn the_api_on_worker_threads_serves_and_stops() {
     );
 }
 
+/// On the node's thread (the default) a request runs in the caller's own task, not through the
+/// service's mailbox; another thread (the API on worker threads) goes through the mailbox, and
+/// both are answered.
+#[actix_rt::test]
+async fn a_request_on_the_services_thread_runs_in_the_callers_task() {
+    use raftor_kv::protocol::{KvRequest, KvResponse, RequestEnvelope};
+    use raftor_kv::service::KvService;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = common::free_base_port(1);
+    let mut config = raftor_kv::local_cluster::local_node_config(1, 1, base, None, dir.path());
+    raftor_kv::local_cluster::quick_timing(&mut config);
+    let node = raftor_kv::server::start_node(&config)
+        .await
+        .expect("starts");
+    // The service registers with its thread when it starts.
+    for _ in 0..50 {
+        if KvService::runs_on_this_thread(&node.service) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(KvService::runs_on_this_thread(&node.service));
+    let service = node.service.clone();
+    let elsewhere = std::thread::spawn(move || KvService::runs_on_this_thread(&service))
+        .join()
+        .expect("thread");
+    assert!(!elsewhere, "another thread must go through the mailbox");
+    let put = || RequestEnvelope {
+        forwarded_by: None,
+        request: KvRequest::Put {
+            key: "k".into(),
+            value: bytes::Bytes::from_static(b"v"),
+            session: None,
+        },
+    };
+    // A single node elects itself within an election timeout (the call waits for a leader).
+    let here = KvService::call(&node.service, put()).await;
+    assert!(!matches!(here, KvResponse::Error(_)), "{here:?}");
+    // From another thread, awaited here without blocking this one (the service runs on it).
+    let service = node.service.clone();
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let caller = std::thread::spawn(move || {
+        let response =
+            actix_rt::System::new().block_on(async move { KvService::call(&service, put()).await });
+        let _ = answer.send(response);
+    });
+    let through_mailbox = answered.await.expect("answered");
+    caller.join().expect("thread");
+    assert!(
+        !matches!(through_mailbox, KvResponse::Error(_)),
+        "{through_mailbox:?}"
+    );
+    node.shutdown().await;
+}
+
 /// Back-pressure: with room for one write in flight, concurrent writes past it are refused at
 /// once with 503, `Retry-After` and "overloaded" (nothing happened, so nothing is unknown), and
 /// the native client retries them until each one is applied.

@@ -17,7 +17,7 @@ use crate::metrics::ServiceMetrics;
 use crate::protocol::{
     Consistency, ErrorKind, KvRequest, KvResponse, MemberChange, RequestEnvelope, ServiceError,
 };
-use crate::service::{KvService, ServiceCall};
+use crate::service::KvService;
 use crate::store::{KvOutcome, Session};
 use actix::Addr;
 use actix_web::body::BoxBody;
@@ -396,19 +396,14 @@ fn session(request: &HttpRequest) -> Result<Option<Session>, ServiceError> {
 
 /// Run `request` through the node's service (on any node; the service forwards to the leader).
 pub(crate) async fn call(state: &HttpState, request: KvRequest) -> KvResponse {
-    state
-        .service
-        .send(ServiceCall(RequestEnvelope {
+    KvService::call(
+        &state.service,
+        RequestEnvelope {
             forwarded_by: None,
             request,
-        }))
-        .await
-        .unwrap_or_else(|_| {
-            KvResponse::Error(ServiceError::new(
-                ErrorKind::Unavailable,
-                "the node is shutting down",
-            ))
-        })
+        },
+    )
+    .await
 }
 
 fn unexpected(response: KvResponse) -> HttpResponse {

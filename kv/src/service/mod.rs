@@ -14,7 +14,7 @@ use crate::protocol::{
 };
 use crate::store::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine};
 use crate::watch::WatchHub;
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture, WeakAddr};
 use bytes::Bytes;
 use futures::future::{ready, Either, FutureExt};
 use raftor::Error;
@@ -24,7 +24,7 @@ use raftor_core::NodeId;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,13 @@ pub struct KvService {
     runner: Rc<Runner>,
 }
 
+thread_local! {
+    /// The services running on this thread, each with its runner: a request made on the
+    /// service's own thread runs in the caller's task ([`KvService::call`]).
+    static SERVICES_HERE: RefCell<Vec<(WeakAddr<KvService>, Weak<Runner>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
 impl KvService {
     pub fn new(
         node: RaftNode<KvStateMachine>,
@@ -109,6 +116,44 @@ impl KvService {
         }
     }
 
+    /// Run `envelope` on the service at `addr`. On the service's own thread (HTTP and native
+    /// sessions are served there by default) the request runs in the caller's task; elsewhere
+    /// (HTTP worker threads) it goes through the service's mailbox. The direct way saves each
+    /// request a mailbox hop, a spawned task and a reply channel, and keeps the thread's run
+    /// queue, which the Raft messages share, shorter (BENCHMARKS.md, issue 22).
+    pub async fn call(addr: &Addr<KvService>, envelope: RequestEnvelope) -> KvResponse {
+        match Self::runner_here(addr) {
+            // Boxed: the request's future is allocated once, as the spawned task was.
+            Some(runner) => Box::pin(Runner::run(runner, envelope)).await,
+            None => addr
+                .send(ServiceCall(envelope))
+                .await
+                .unwrap_or_else(|_| unavailable("the node is shutting down")),
+        }
+    }
+
+    /// Whether a request to the service at `addr` made on this thread runs in the caller's task
+    /// ([`KvService::call`]): the service runs here and has not stopped.
+    pub fn runs_on_this_thread(addr: &Addr<KvService>) -> bool {
+        Self::runner_here(addr).is_some()
+    }
+
+    /// The runner of the service at `addr`, if that service runs on this thread and has not
+    /// stopped.
+    fn runner_here(addr: &Addr<KvService>) -> Option<Rc<Runner>> {
+        SERVICES_HERE.with(|services| {
+            let services = services.borrow();
+            if services.is_empty() {
+                return None;
+            }
+            let wanted = addr.downgrade();
+            services
+                .iter()
+                .find(|(service, _)| *service == wanted)
+                .and_then(|(_, runner)| runner.upgrade())
+        })
+    }
+
     /// The native-protocol handler that hands each request to the service at `addr`, for a
     /// session opened by `identity`: each request is answered 401 or 403
     /// ([`ErrorKind::Unauthenticated`], [`ErrorKind::Forbidden`]) unless `access` allows it.
@@ -127,10 +172,7 @@ impl KvService {
                     let response = match decode::<RequestEnvelope>(&body) {
                         Ok(envelope) => match authorize(&held, envelope.request.required_role()) {
                             Err(refusal) => KvResponse::Error(ServiceError::refused(&refusal)),
-                            Ok(()) => addr
-                                .send(ServiceCall(envelope))
-                                .await
-                                .unwrap_or_else(|_| unavailable("the node is shutting down")),
+                            Ok(()) => KvService::call(&addr, envelope).await,
                         },
                         Err(message) => {
                             KvResponse::Error(ServiceError::new(ErrorKind::BadRequest, message))
@@ -154,9 +196,23 @@ impl Actor for KvService {
     type Context = Context<Self>;
 
     /// Starts the lessor: while this node leads, it keeps the leases' deadlines and expires them.
+    /// Registers the service with its thread, for [`KvService::call`].
     fn started(&mut self, ctx: &mut Context<Self>) {
         let lessor = crate::lessor::run(self.runner.node.clone(), self.runner.lessor.clone());
         ctx.spawn(actix::fut::wrap_future(lessor));
+        let service = ctx.address().downgrade();
+        let runner = Rc::downgrade(&self.runner);
+        SERVICES_HERE.with(|services| services.borrow_mut().push((service, runner)));
+    }
+
+    /// From now on requests go through the mailbox, which answers that the node is shutting down.
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let mine = Rc::as_ptr(&self.runner);
+        SERVICES_HERE.with(|services| {
+            services
+                .borrow_mut()
+                .retain(|(_, runner)| runner.strong_count() > 0 && runner.as_ptr() != mine)
+        });
     }
 }
 
