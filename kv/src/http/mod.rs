@@ -4,6 +4,7 @@
 //! `/v1/admin/snapshot`, `/v1/admin/backup` (streamed; [`crate::backup`]),
 //! `/v1/status`, `/health`, `/livez`, `/readyz`, `/metrics`. Every request goes to the node's [`KvService`].
 
+mod early;
 pub mod json;
 mod keys;
 mod leases;
@@ -122,6 +123,9 @@ async fn authenticate(
                     header::HeaderValue::from_static("Bearer realm=\"raftor\""),
                 );
             }
+            let mut request = request;
+            let unread = actix_web::HttpMessage::take_payload(&mut request);
+            let response = early::answer_before_body(response, unread).await;
             return Ok(request.into_response(response));
         }
     }
@@ -358,10 +362,11 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, Htt
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| bad_request(format!("cannot read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
-            return Err(error_response(&ServiceError::new(
+            let refusal = error_response(&ServiceError::new(
                 ErrorKind::TooLarge,
                 format!("the body is over the limit of {limit} bytes"),
-            )));
+            ));
+            return Err(early::answer_before_body(refusal, payload).await);
         }
         body.extend_from_slice(&chunk);
     }
