@@ -10,7 +10,9 @@ mod replication;
 mod sends;
 mod snapshots;
 
-use crate::{Entry, EntryPayload, LogId, LogIndex, NodeId, RaftConfig, Term};
+use crate::{
+    AppendEntries, Entry, EntryPayload, LogId, LogIndex, Message, NodeId, RaftConfig, Term,
+};
 use bytes::Bytes;
 
 pub(crate) fn ids(n: u64) -> Vec<NodeId> {
@@ -38,6 +40,17 @@ pub(crate) fn entry(index: u64, term: u64, command: &str) -> Entry {
 
 pub(crate) fn id(index: u64, term: u64) -> LogId {
     LogId::new(Term(term), LogIndex(index))
+}
+
+/// An AppendEntries of `term` after `prev`, carrying `entries`, with the leader's `commit`.
+pub(crate) fn append(term: u64, prev: LogId, entries: Vec<Entry>, commit: u64) -> Message {
+    Message::AppendEntries(AppendEntries {
+        term: Term(term),
+        prev_log_id: prev,
+        entries,
+        leader_commit: LogIndex(commit),
+        request_id: 0,
+    })
 }
 
 /// Carry out the leader's sends as a driver would, every order sent whole; returns each

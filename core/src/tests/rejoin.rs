@@ -2,7 +2,7 @@
 //! finding 1: a voter that lost its data came back at term 0 with no vote and voted again).
 
 use super::cluster::{Cluster, Disk};
-use super::{config, entry, id, ids};
+use super::{append, config, entry, id, ids};
 use crate::{
     AppendEntries, AppendEntriesResponse, AppendOutcome, HardState, LogId, LogIndex, Message,
     NodeId, RejoinAnswer, RejoinQuery, RequestVote, RequestVoteResponse, Role, Standing, Term,
@@ -384,17 +384,8 @@ fn an_answer_vouching_for_a_rejoined_node_waits_for_its_standing_to_be_durable()
     let node = c.raft(rejoiner.0);
     let _ = node.take_ready();
     let entries: Vec<_> = (1..=last.index.0).map(|i| entry(i, term.0, "x")).collect();
-    let append = |entries: Vec<crate::Entry>, prev: LogId, request_id: u64| {
-        Message::AppendEntries(AppendEntries {
-            term,
-            prev_log_id: prev,
-            entries,
-            leader_commit: commit,
-            request_id,
-        })
-    };
     // It takes the leader's log while rejoining (vouching for nothing) and syncs it.
-    node.step(leader, append(entries, LogId::ZERO, 1));
+    node.step(leader, append(term.0, LogId::ZERO, entries, commit.0));
     let ready = node.take_ready();
     assert_eq!(ready.write.entries.len(), last.index.0 as usize);
     node.on_log_flushed(LogId::new(term, last.index));
@@ -432,7 +423,7 @@ fn an_answer_vouching_for_a_rejoined_node_waits_for_its_standing_to_be_durable()
         })
     };
     let node = c.raft(rejoiner.0);
-    node.step(leader, append(Vec::new(), last, 2));
+    node.step(leader, append(term.0, last, Vec::new(), commit.0));
     let ready = node.take_ready();
     assert!(
         !vouches(&ready.prompt_messages),
@@ -444,11 +435,16 @@ fn an_answer_vouching_for_a_rejoined_node_waits_for_its_standing_to_be_durable()
     let next = LogId::new(term, last.index.next());
     node.step(
         leader,
-        append(vec![entry(next.index.0, term.0, "y")], last, 3),
+        append(
+            term.0,
+            last,
+            vec![entry(next.index.0, term.0, "y")],
+            commit.0,
+        ),
     );
     let _ = node.take_ready();
     node.on_log_flushed(next);
-    node.step(leader, append(Vec::new(), next, 4));
+    node.step(leader, append(term.0, next, Vec::new(), commit.0));
     let ready = node.take_ready();
     assert!(vouches(&ready.prompt_messages), "promptly again");
 }

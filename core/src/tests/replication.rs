@@ -1,10 +1,10 @@
 //! Log replication (§5.3) and the commit rule (§5.4.2), one rule per test.
 
 use super::cluster::Cluster;
-use super::{config, entry, id, ids};
+use super::{append, config, entry, id, ids};
 use crate::{
-    AppendEntries, AppendEntriesResponse, AppendOutcome, ConflictHint, Entry, HardState, LogIndex,
-    LogTerms, Message, NodeId, Progress, Raft, RecoveredState, ResponseEffect, Role, Term,
+    AppendEntriesResponse, AppendOutcome, ConflictHint, Entry, HardState, LogIndex, LogTerms,
+    Message, NodeId, Progress, Raft, RecoveredState, ResponseEffect, Role, Term,
 };
 
 pub(super) fn node_with_log(id: u64, n: u64, term: u64, log: &[Entry], commit: u64) -> Raft {
@@ -24,16 +24,6 @@ pub(super) fn node_with_log(id: u64, n: u64, term: u64, log: &[Entry], commit: u
     let mut raft = Raft::new(config(id, n, false), recovered, id).expect("valid config");
     let _ = raft.take_ready();
     raft
-}
-
-fn append(term: u64, prev: crate::LogId, entries: Vec<Entry>, commit: u64) -> Message {
-    Message::AppendEntries(AppendEntries {
-        term: Term(term),
-        prev_log_id: prev,
-        entries,
-        leader_commit: LogIndex(commit),
-        request_id: 0,
-    })
 }
 
 fn only_response(ready: &crate::Ready) -> AppendEntriesResponse {
