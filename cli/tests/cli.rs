@@ -518,11 +518,18 @@ fn bench_drives_an_embedded_cluster() {
         "0.5",
         "--value-size",
         "1024",
+        "--watch-disk",
     ]);
     assert_sound_record(&record, 200);
     assert_eq!(record["protocol"], "http");
     assert!(record["read_latency"]["count"].as_u64().expect("reads") > 0);
     assert!(record["write_latency"]["count"].as_u64().expect("writes") > 0);
+    // `--watch-disk`: the disk was synced while the load ran, its stalls counted.
+    let disk = &record["disk_during_load"];
+    assert!(disk["syncs"].as_u64() >= Some(1), "{disk}");
+    assert_eq!(disk["stall_threshold_ms"], 20.0, "{disk}");
+    assert!(disk["stalls_total"].as_u64().is_some(), "{disk}");
+    assert!(disk["stalls"].is_array(), "{disk}");
 }
 
 /// `--storage memory` and `--network memory`: the same load, with the disk, then the sockets and
@@ -555,6 +562,10 @@ fn bench_runs_without_disk_and_without_network() {
         assert_eq!(record["storage"], storage, "{record}");
         assert_eq!(record["network"], network, "{record}");
         assert_eq!(record["protocol"], protocol, "{record}");
+        assert!(
+            record["disk_during_load"].is_null(),
+            "watched only when asked: {record}"
+        );
         let followers: Vec<_> = record["per_node"]
             .as_array()
             .expect("per node")

@@ -9,6 +9,7 @@
 //! leader's `RaftNode` directly: together they measure what Raft itself costs, without disk,
 //! sockets or a client protocol.
 
+mod disk_watch;
 mod embedded;
 mod http_load;
 mod in_process;
@@ -134,11 +135,16 @@ pub struct BenchArgs {
     /// that only counts them, to measure the Raft library alone). count needs --network memory.
     #[arg(long, value_enum, default_value_t = StateMachineChoice::Kv)]
     pub state_machine: StateMachineChoice,
-    /// Where to time fdatasync before the load (recorded with the figures): default the system's
-    /// temporary directory, where the embedded cluster keeps its data. For a running cluster give
-    /// a directory on its disk.
+    /// Where to time fdatasync before the load (recorded with the figures) and, with
+    /// --watch-disk, during it: default the system's temporary directory, where the embedded
+    /// cluster keeps its data. For a running cluster give a directory on its disk.
     #[arg(long)]
     pub fsync_probe_dir: Option<std::path::PathBuf>,
+    /// While the load runs, sync a small overwrite in the probe directory every 10 ms and report
+    /// the disk's stalls (syncs over 20 ms) with when they ended, to tell a latency tail from the
+    /// disk's.
+    #[arg(long)]
+    pub watch_disk: bool,
     #[command(flatten)]
     pub credentials: crate::commands::Credentials,
 }
@@ -206,10 +212,7 @@ fn run(args: &BenchArgs) -> Result<BenchReport, String> {
         );
     }
     // Before anything else runs, so the disk is as quiet as the machine allows.
-    let probe_dir = args
-        .fsync_probe_dir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir);
+    let probe_dir = probe_dir(args);
     let machine = machine::Machine::measure(&probe_dir)?;
     let (started, endpoints, target) = if args.network == Network::Memory {
         // In-process: the load calls the leader's `RaftNode`.
@@ -254,6 +257,13 @@ fn run(args: &BenchArgs) -> Result<BenchReport, String> {
     })
 }
 
+/// Where the disk is timed: `--fsync-probe-dir`, else the system's temporary directory.
+fn probe_dir(args: &BenchArgs) -> std::path::PathBuf {
+    args.fsync_probe_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+}
+
 impl Started {
     fn stop(self) {
         match self {
@@ -273,7 +283,17 @@ async fn drive(
         .wait_until_writable(Duration::from_secs_f64(args.wait))
         .await?;
     let before = target.statuses().await;
+    let watch = if args.watch_disk {
+        Some(disk_watch::DiskWatch::start(
+            &probe_dir(args),
+            disk_watch::INTERVAL,
+            disk_watch::STALL,
+        )?)
+    } else {
+        None
+    };
     let outcome = load::run(args, &target).await;
+    let disk_during_load = watch.map(disk_watch::DiskWatch::finish).transpose()?;
     let after = target.statuses().await;
     let elapsed = outcome.elapsed.as_secs_f64().max(f64::EPSILON);
 
@@ -287,11 +307,14 @@ async fn drive(
         nodes.push(NodeFigures::between(endpoint, before, after, elapsed));
     }
     let leader = after.iter().flatten().find(|s| s.role == "leader");
-    Ok(BenchReport::new(
-        args,
-        endpoints.len(),
-        leader.map(|status| status.id),
-        outcome,
-        nodes,
-    ))
+    Ok(BenchReport {
+        disk_during_load,
+        ..BenchReport::new(
+            args,
+            endpoints.len(),
+            leader.map(|status| status.id),
+            outcome,
+            nodes,
+        )
+    })
 }

@@ -175,6 +175,8 @@ pub(super) struct BenchReport {
     pub per_node: Vec<NodeFigures>,
     /// The machine the benchmark ran on (cores, CPU, memory, kernel, fdatasync latency).
     pub machine: Option<super::machine::Machine>,
+    /// What the disk did while the load ran (`--watch-disk`).
+    pub disk_during_load: Option<super::disk_watch::DiskDuringLoad>,
 }
 
 impl BenchReport {
@@ -220,6 +222,7 @@ impl BenchReport {
             replicated_mb_per_sec: mb,
             per_node,
             machine: None,
+            disk_during_load: None,
         }
     }
 
@@ -281,6 +284,9 @@ impl BenchReport {
                 let _ = writeln!(out, "  latency     {}", all.line());
             }
             _ => {}
+        }
+        if let Some(disk) = &self.disk_during_load {
+            let _ = writeln!(out, "{}", disk.describe());
         }
         let followers = followers(&self.per_node).count();
         let _ = writeln!(
