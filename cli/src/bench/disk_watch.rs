@@ -30,7 +30,7 @@ const BLOCK: u64 = 4096;
 const RECORD: [u8; 400] = [b'r'; 400];
 
 /// One stall: when it ended, in seconds since the watch started, and how long the sync took.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize)]
 pub(super) struct Stall {
     pub at_s: f64,
     pub ms: f64,
@@ -52,6 +52,8 @@ pub(super) struct DiskDuringLoad {
     pub stalls_total: u64,
     /// The first stalls, at most 100.
     pub stalls: Vec<Stall>,
+    /// Why the watch stopped before the load ended (a sync failed), if it did.
+    pub error: Option<String>,
 }
 
 impl DiskDuringLoad {
@@ -74,6 +76,9 @@ impl DiskDuringLoad {
         if self.stalls_total > 10 {
             line.push_str(", ...");
         }
+        if let Some(error) = &self.error {
+            line.push_str(&format!("; the watch stopped early: {error}"));
+        }
         line
     }
 }
@@ -81,7 +86,7 @@ impl DiskDuringLoad {
 /// The watching thread, until [`DiskWatch::finish`].
 pub(super) struct DiskWatch {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<DiskDuringLoad, String>>,
+    thread: JoinHandle<DiskDuringLoad>,
 }
 
 impl DiskWatch {
@@ -108,22 +113,20 @@ impl DiskWatch {
             .name("disk-watch".into())
             .spawn(move || {
                 // The file is removed when `file` drops, at the end of the thread.
-                watch(file.as_file(), &watching, interval, stall).map(
-                    |(histogram, stalls_total, stalls)| {
-                        let us = |quantile: f64| histogram.value_at_quantile(quantile) as f64;
-                        DiskDuringLoad {
-                            dir,
-                            interval_ms: interval.as_secs_f64() * 1000.0,
-                            syncs: histogram.len(),
-                            p50_us: us(0.5),
-                            p99_us: us(0.99),
-                            max_ms: histogram.max() as f64 / 1000.0,
-                            stall_threshold_ms: stall.as_secs_f64() * 1000.0,
-                            stalls_total,
-                            stalls,
-                        }
-                    },
-                )
+                let watched = watch(file.as_file(), &watching, interval, stall);
+                let us = |quantile: f64| watched.histogram.value_at_quantile(quantile) as f64;
+                DiskDuringLoad {
+                    dir,
+                    interval_ms: interval.as_secs_f64() * 1000.0,
+                    syncs: watched.histogram.len(),
+                    p50_us: us(0.5),
+                    p99_us: us(0.99),
+                    max_ms: watched.histogram.max() as f64 / 1000.0,
+                    stall_threshold_ms: stall.as_secs_f64() * 1000.0,
+                    stalls_total: watched.stalls_total,
+                    stalls: watched.stalls,
+                    error: watched.error,
+                }
             })
             .map_err(failed)?;
         Ok(DiskWatch { stop, thread })
@@ -134,38 +137,51 @@ impl DiskWatch {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .join()
-            .map_err(|_| "the disk watch's thread panicked".to_string())?
+            .map_err(|_| "the disk watch's thread panicked".to_string())
     }
 }
 
 /// Sync times in microseconds, from 1 µs to an hour (a longer one is recorded as an hour).
-fn sync_histogram() -> Result<Histogram<u64>, String> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())
+fn sync_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
 }
 
-/// Sync `file` until `stop`; at least once.
-fn watch(
-    file: &File,
-    stop: &AtomicBool,
-    interval: Duration,
-    stall: Duration,
-) -> Result<(Histogram<u64>, u64, Vec<Stall>), String> {
-    let mut histogram = sync_histogram()?;
-    let mut stalls = Vec::new();
-    let mut stalls_total = 0;
+/// What [`watch`] saw.
+struct Watched {
+    histogram: Histogram<u64>,
+    stalls_total: u64,
+    stalls: Vec<Stall>,
+    error: Option<String>,
+}
+
+/// Sync `file` until `stop` (at least once), or until a sync fails: what was timed until then
+/// is kept with the error, so the benchmark's own figures are not lost to the watch.
+fn watch(file: &File, stop: &AtomicBool, interval: Duration, stall: Duration) -> Watched {
+    let mut watched = Watched {
+        histogram: sync_histogram(),
+        stalls_total: 0,
+        stalls: Vec::new(),
+        error: None,
+    };
     let started = Instant::now();
     let mut block = 0;
     loop {
         let began = Instant::now();
-        file.write_all_at(&RECORD, block * BLOCK)
+        if let Err(error) = file
+            .write_all_at(&RECORD, block * BLOCK)
             .and_then(|()| file.sync_data())
-            .map_err(|e| format!("the disk watch's sync failed: {e}"))?;
+        {
+            watched.error = Some(format!("a sync failed: {error}"));
+            return watched;
+        }
         let took = began.elapsed();
-        histogram.saturating_record(took.as_micros().try_into().unwrap_or(u64::MAX));
+        watched
+            .histogram
+            .saturating_record(took.as_micros().try_into().unwrap_or(u64::MAX));
         if took > stall {
-            stalls_total += 1;
-            if stalls.len() < MAX_LISTED {
-                stalls.push(Stall {
+            watched.stalls_total += 1;
+            if watched.stalls.len() < MAX_LISTED {
+                watched.stalls.push(Stall {
                     at_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
                     ms: (took.as_secs_f64() * 10_000.0).round() / 10.0,
                 });
@@ -173,7 +189,7 @@ fn watch(
         }
         block = (block + 1) % BLOCKS;
         if stop.load(Ordering::Relaxed) {
-            return Ok((histogram, stalls_total, stalls));
+            return watched;
         }
         std::thread::sleep(interval);
     }
@@ -213,13 +229,25 @@ mod tests {
 
     #[test]
     fn a_long_sync_is_recorded_whole() {
-        let mut histogram = sync_histogram().expect("histogram");
+        let mut histogram = sync_histogram();
         histogram.saturating_record(200);
         histogram.saturating_record(110_000);
         histogram.saturating_record(u64::MAX);
         assert!(histogram.max() >= 3_600_000_000, "{}", histogram.max());
         assert!(histogram.value_at_quantile(0.6) >= 110_000);
         assert!(histogram.value_at_quantile(0.3) < 1_000);
+    }
+
+    #[test]
+    fn a_failed_sync_ends_the_watch_and_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("read-only");
+        std::fs::write(&path, [0; 4096]).expect("written");
+        let read_only = File::open(&path).expect("opened");
+        let watched = watch(&read_only, &AtomicBool::new(false), INTERVAL, STALL);
+        assert_eq!(watched.histogram.len(), 0);
+        let error = watched.error.expect("the failed write is reported");
+        assert!(error.starts_with("a sync failed: "), "{error}");
     }
 
     #[test]
@@ -233,6 +261,7 @@ mod tests {
             "at least one sync, the stop seen after it: {disk:?}"
         );
         assert_eq!((disk.stalls_total, disk.stalls.len()), (0, 0));
+        assert!(disk.error.is_none(), "{disk:?}");
         assert!(
             disk.describe().ends_with("0 over 3600000 ms"),
             "{}",
