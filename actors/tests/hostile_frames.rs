@@ -399,3 +399,199 @@ async fn an_endpoint_fed_garbage_keeps_serving() {
     let stats = endpoint.send(GetStats).await.expect("stats");
     assert!(stats.rejected_connections >= 20, "{stats:?}");
 }
+
+/// A client that pipelines requests and never reads its answers is held back: its session
+/// stops reading once `MAX_REQUESTS_IN_FLIGHT` requests are unanswered on the wire or
+/// `MAX_UNWRITTEN_ANSWER_BYTES` of answers wait, so the node answers (and holds in memory) a
+/// bounded number of them, not every request the client sends; once the client reads, every
+/// answer arrives.
+#[actix_rt::test]
+async fn a_client_that_never_reads_its_answers_is_held_back_and_loses_nothing() {
+    use futures::StreamExt;
+    use raftor_actors::network::client::{MAX_REQUESTS_IN_FLIGHT, MAX_UNWRITTEN_ANSWER_BYTES};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const ANSWER: usize = 1 << 20;
+    const SENT: u64 = 600;
+    let (tx, _received) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut config = EndpointConfig::new(NodeId(2), "hostile", listen, BTreeMap::new());
+    config.max_frame_bytes = 2 * ANSWER;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    config.client_handler.set(Arc::new(move |_body: Bytes| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Bytes::from(vec![7u8; ANSWER]) })
+            as futures::future::LocalBoxFuture<'static, Bytes>
+    }));
+    let (_endpoint, addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+
+    let (read, mut write) = TcpStream::connect(addr)
+        .await
+        .expect("connect")
+        .into_split();
+    let mut requests = encode(&[Frame::ClientHello {
+        protocol_version: PROTOCOL_VERSION,
+        token: None,
+    }]);
+    let mut codec = FrameCodec::new(2 * ANSWER);
+    for id in 0..SENT {
+        let request = Frame::ClientRequest {
+            id,
+            body: Bytes::from_static(b"get"),
+        };
+        codec.encode(request, &mut requests).expect("encodes");
+    }
+    // The node stops reading, so the writes may wait: write from a task of their own.
+    let writing = actix_rt::spawn(async move {
+        write.write_all(&requests).await.expect("requests written");
+        write
+    });
+    // Let the node answer all it will while nothing is read.
+    let mut answered = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = calls.load(Ordering::SeqCst);
+        if now == answered && now > 0 {
+            break;
+        }
+        answered = now;
+    }
+    // The requests in flight, the answers within the budget, and what the kernel's socket
+    // buffers hold (a few MiB on loopback).
+    let bound = MAX_REQUESTS_IN_FLIGHT + MAX_UNWRITTEN_ANSWER_BYTES / ANSWER + 32;
+    assert!(
+        answered > 0 && answered <= bound,
+        "{answered} requests answered while the client read nothing (bound {bound})"
+    );
+
+    let mut answers = tokio_util::codec::FramedRead::new(read, FrameCodec::new(2 * ANSWER));
+    let mut ids = std::collections::BTreeSet::new();
+    while ids.len() < SENT as usize {
+        let frame = tokio::time::timeout(Duration::from_secs(20), answers.next())
+            .await
+            .expect("answers keep coming")
+            .expect("the session stays open")
+            .expect("a frame");
+        match frame {
+            Frame::ClientResponse { id, body } => {
+                assert_eq!(body.len(), ANSWER);
+                assert!(ids.insert(id), "answer {id} twice");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), SENT as usize);
+    drop(writing.await.expect("writer"));
+}
+
+/// Client sessions past `max_client_sessions` are turned away, and a session that ends frees
+/// its place.
+#[actix_rt::test]
+async fn client_sessions_past_the_limit_are_turned_away() {
+    use futures::{SinkExt, StreamExt};
+    use std::sync::Arc;
+    use tokio_util::codec::Framed;
+
+    let (tx, _received) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut config = EndpointConfig::new(NodeId(2), "hostile", listen, BTreeMap::new());
+    config.max_frame_bytes = MAX;
+    config.max_client_sessions = 2;
+    config.client_handler.set(Arc::new(|body: Bytes| {
+        Box::pin(async move { body }) as futures::future::LocalBoxFuture<'static, Bytes>
+    }));
+    let (_endpoint, addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+    // A session: hello, then one request; `Some(answer)`, or `None` when the node closed it.
+    let session = || async move {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut framed = Framed::new(stream, FrameCodec::new(MAX));
+        framed
+            .send(Frame::ClientHello {
+                protocol_version: PROTOCOL_VERSION,
+                token: None,
+            })
+            .await
+            .expect("hello");
+        let _ = framed
+            .send(Frame::ClientRequest {
+                id: 1,
+                body: Bytes::from_static(b"ping"),
+            })
+            .await;
+        let answer = tokio::time::timeout(Duration::from_secs(10), framed.next())
+            .await
+            .expect("an answer or a close in time");
+        let answered = matches!(answer, Some(Ok(Frame::ClientResponse { id: 1, .. })));
+        (framed, answered)
+    };
+    let (first, answered) = session().await;
+    assert!(answered, "the first session is served");
+    let (_second, answered) = session().await;
+    assert!(answered, "the second session is served");
+    let (_third, answered) = session().await;
+    assert!(!answered, "a third session is turned away");
+    drop(first);
+    // The first session's end frees its place (once the node has seen the close).
+    let mut served = false;
+    for _ in 0..50 {
+        let (_again, answered) = session().await;
+        if answered {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "a session is served again once one ended");
+}
+
+/// An AppendEntries of more than `MAX_ENTRIES_PER_MESSAGE` entries is refused by the decoder (a
+/// blank entry takes 3 bytes on the wire and over a hundred in memory: a 64 MiB frame of them
+/// decoded to gigabytes); one of exactly that many decodes.
+#[test]
+fn an_append_entries_over_the_entry_bound_is_refused() {
+    use raftor_core::message::MAX_ENTRIES_PER_MESSAGE;
+    let append = |count: u64| {
+        Frame::Raft(Envelope {
+            from: NodeId(1),
+            to: NodeId(2),
+            message: Message::AppendEntries(AppendEntries {
+                term: Term(1),
+                prev_log_id: LogId::ZERO,
+                entries: (1..=count)
+                    .map(|index| Entry {
+                        term: Term(1),
+                        index: LogIndex(index),
+                        payload: EntryPayload::Blank,
+                    })
+                    .collect(),
+                leader_commit: LogIndex::ZERO,
+                request_id: 1,
+            }),
+        })
+    };
+    let max = 4 << 20;
+    let mut codec = FrameCodec::new(max);
+    let mut at_bound = BytesMut::new();
+    codec
+        .encode(append(MAX_ENTRIES_PER_MESSAGE), &mut at_bound)
+        .expect("encodes");
+    assert_eq!(
+        codec.decode(&mut at_bound).expect("decodes"),
+        Some(append(MAX_ENTRIES_PER_MESSAGE))
+    );
+    let mut over = BytesMut::new();
+    codec
+        .encode(append(MAX_ENTRIES_PER_MESSAGE + 1), &mut over)
+        .expect("encodes");
+    assert!(over.len() < max / 2, "a small frame: {} bytes", over.len());
+    let refused = codec.decode(&mut over);
+    assert!(matches!(refused, Err(CodecError::Decode(_))), "{refused:?}");
+}

@@ -39,8 +39,9 @@ pub struct RaftConfig {
 /// How much a leader sends one peer at a time (§5.3's pipelining, bounded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplicationConfig {
-    /// The most entries one AppendEntries carries (at least 1). The driver may carry fewer, at
-    /// its own bound on a message's bytes.
+    /// The most entries one AppendEntries carries (at least 1, at most
+    /// [`crate::message::MAX_ENTRIES_PER_MESSAGE`]). The driver may carry fewer, at its own
+    /// bound on a message's bytes.
     pub max_entries_per_message: u64,
     /// The most AppendEntries in flight to one peer once its match point is known (at least 1).
     pub max_inflight: usize,
@@ -104,6 +105,7 @@ impl RaftConfig {
         }
         let replication = &self.replication;
         if replication.max_entries_per_message == 0
+            || replication.max_entries_per_message > crate::message::MAX_ENTRIES_PER_MESSAGE
             || replication.max_inflight == 0
             || replication.max_inflight_bytes == 0
         {
@@ -119,6 +121,29 @@ pub enum ConfigError {
     NotAVoter(NodeId),
     #[error("bad timing: {0}")]
     Timing(String),
-    #[error("bad replication limits (each must be at least 1): {0}")]
+    #[error("bad replication limits (each must be at least 1, and at most 65536 entries per message): {0}")]
     Replication(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message may not be ordered to carry more entries than a peer's decoder accepts.
+    #[test]
+    fn entries_per_message_are_bounded_by_what_a_peer_decodes() {
+        let mut config = RaftConfig::new(NodeId(1), [NodeId(1)]);
+        config.replication.max_entries_per_message = crate::message::MAX_ENTRIES_PER_MESSAGE;
+        assert_eq!(config.validate(), Ok(()));
+        config.replication.max_entries_per_message += 1;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Replication(_))
+        ));
+        config.replication.max_entries_per_message = 0;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Replication(_))
+        ));
+    }
 }

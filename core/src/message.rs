@@ -98,6 +98,49 @@ pub struct RequestVoteResponse {
     pub pre_vote: bool,
 }
 
+/// The most entries one AppendEntries may carry; [`crate::ReplicationConfig`]'s
+/// `max_entries_per_message` may not exceed it.
+pub const MAX_ENTRIES_PER_MESSAGE: u64 = 65_536;
+
+/// Decodes an AppendEntries' entries, refusing more than [`MAX_ENTRIES_PER_MESSAGE`] as soon as
+/// the sequence says so or its elements run past it.
+fn entries_within_bound<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Entry>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<Entry>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "at most {MAX_ENTRIES_PER_MESSAGE} entries")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Entry>, A::Error> {
+            let too_many = || {
+                serde::de::Error::custom(format!(
+                    "more than {MAX_ENTRIES_PER_MESSAGE} entries in one AppendEntries"
+                ))
+            };
+            let hint = seq.size_hint().unwrap_or(0);
+            if hint as u64 > MAX_ENTRIES_PER_MESSAGE {
+                return Err(too_many());
+            }
+            let mut entries = Vec::with_capacity(hint.min(1024));
+            while let Some(entry) = seq.next_element()? {
+                if entries.len() as u64 == MAX_ENTRIES_PER_MESSAGE {
+                    return Err(too_many());
+                }
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+    deserializer.deserialize_seq(Bounded)
+}
+
 /// AppendEntries RPC (§5.3): replicates entries and doubles as the heartbeat (§5.2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendEntries {
@@ -105,7 +148,10 @@ pub struct AppendEntries {
     pub term: Term,
     /// `prevLogIndex`/`prevLogTerm`: the entry immediately preceding `entries`.
     pub prev_log_id: LogId,
-    /// Consecutive entries starting at `prev_log_id.index + 1`; empty for a heartbeat.
+    /// Consecutive entries starting at `prev_log_id.index + 1`; empty for a heartbeat. At most
+    /// [`MAX_ENTRIES_PER_MESSAGE`]: a decoder refuses more (an entry of a few bytes on the wire
+    /// takes a hundred or more in memory, so a frame's byte bound alone does not bound it).
+    #[serde(deserialize_with = "entries_within_bound")]
     pub entries: Vec<Entry>,
     /// `leaderCommit`: the leader's commit index.
     pub leader_commit: LogIndex,

@@ -68,6 +68,11 @@ pub enum Standing {
     },
 }
 
+/// The most configurations a [`RejoinAnswer`] may list (those from the answerer's commit index
+/// on): a member's log holds a handful past its commit, since a leader proposes a change only once
+/// the one before is committed; an answer listing more is ignored.
+pub(crate) const MAX_CONFIGS_PER_REJOIN_ANSWER: usize = 1024;
+
 impl Standing {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -239,6 +244,12 @@ impl Raft {
 
     pub(crate) fn handle_rejoin_answer(&mut self, from: NodeId, answer: RejoinAnswer) {
         if self.standing == Standing::Member || from == self.id() {
+            return;
+        }
+        if answer.configs.len() > MAX_CONFIGS_PER_REJOIN_ANSWER {
+            // No member's log holds that many configurations past its commit (one change is
+            // in progress at a time): not an answer to count, and merging it would cost time
+            // quadratic in its length on this node's thread.
             return;
         }
         if let Some((committed, _)) = answer.configs.first() {

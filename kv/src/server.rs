@@ -91,6 +91,10 @@ pub async fn start_node_with_log(
     config: &NodeConfig,
     log: NodeLog,
 ) -> Result<RunningNode, ServeError> {
+    // Client connections are capped at a quarter of the limit in force (see
+    // `default_client_connection_limit`): raise it first, as far as this process may.
+    let open_files = raftor_actors::network::client::raise_open_files_limit();
+    tracing::debug!(?open_files, "open files limit");
     let tls = match &config.security.tls {
         Some(files) => Some(NodeTls::load(config.id, files)?),
         None => None,

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +72,84 @@ impl fmt::Debug for ClientHandlerSlot {
     }
 }
 
+/// The most client connections a node serves at once by default, for each protocol (native
+/// sessions on the Raft port; HTTP connections): 10,000, or a quarter of the process's limit on
+/// open files when that is lower (at least 16), so clients cannot take the descriptors the log
+/// store and the peers' connections need. A connection past it is closed at once (native) or
+/// waits to be accepted (HTTP).
+pub fn default_client_connection_limit() -> usize {
+    const MOST: usize = 10_000;
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only the struct it is handed.
+        let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+        if known && limit.rlim_cur != libc::RLIM_INFINITY {
+            return usize::try_from(limit.rlim_cur / 4)
+                .unwrap_or(MOST)
+                .clamp(16, MOST);
+        }
+    }
+    MOST
+}
+
+/// Raise this process's soft limit on open files to its hard limit (Go's runtime does so for
+/// etcd): a node holds a descriptor per client connection, peer connection and RocksDB file.
+/// Returns the soft limit in force afterwards, `None` where it cannot be read.
+pub fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read and write only the struct they are handed.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every unix
+        Some(limit.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// How many of a session's requests may be read and not yet answered on the wire: past it, the
+/// session reads no more until an answer is written (TCP then holds the client back). A node
+/// forwarding its clients' requests to the leader uses one session for all of them.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 128;
+
+/// How many bytes of answers a session may hold for a client that does not read them: past it,
+/// the session reads no more requests until they are written. So a client that pipelines
+/// requests and never reads costs the node at most this plus the answers of the requests in
+/// flight, not without bound.
+pub const MAX_UNWRITTEN_ANSWER_BYTES: usize = 64 << 20;
+
+/// What an answer holds on its way to the client: its place among the requests in flight and its
+/// bytes in the budget, both given back once it is written.
+struct Unwritten {
+    frame: Frame,
+    request: OwnedSemaphorePermit,
+    bytes: Option<OwnedSemaphorePermit>,
+}
+
 /// Serve one client session until the client closes it, breaks the protocol, or `cancel` fires.
+/// Requests are answered concurrently, up to [`MAX_REQUESTS_IN_FLIGHT`] at a time and within
+/// [`MAX_UNWRITTEN_ANSWER_BYTES`] of answers not yet written.
 pub(crate) async fn serve_session(
     mut frames: FramedRead<ReadHalf, FrameCodec>,
     write: WriteHalf,
@@ -80,24 +157,46 @@ pub(crate) async fn serve_session(
     max_frame_bytes: usize,
     cancel: CancellationToken,
 ) -> Result<(), String> {
-    let (answers, mut to_write) = mpsc::channel::<Frame>(1024);
+    let in_flight = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT));
+    let unwritten_bytes = Arc::new(Semaphore::new(MAX_UNWRITTEN_ANSWER_BYTES));
+    // Never full: every answer in it holds one of the permits in flight.
+    let (answers, mut to_write) = mpsc::channel::<Unwritten>(MAX_REQUESTS_IN_FLIGHT);
     let writer = actix_rt::spawn(async move {
         let mut sink = FramedWrite::new(write, FrameCodec::new(max_frame_bytes));
-        while let Some(frame) = to_write.recv().await {
-            if sink.feed(frame).await.is_err() {
+        let mut written = Vec::new();
+        while let Some(answer) = to_write.recv().await {
+            if sink.feed(answer.frame).await.is_err() {
                 return;
             }
-            while let Ok(frame) = to_write.try_recv() {
-                if sink.feed(frame).await.is_err() {
+            written.push((answer.request, answer.bytes));
+            while let Ok(answer) = to_write.try_recv() {
+                if sink.feed(answer.frame).await.is_err() {
                     return;
                 }
+                written.push((answer.request, answer.bytes));
             }
             if SinkExt::<Frame>::flush(&mut sink).await.is_err() {
                 return;
             }
+            // On the wire (in the socket's buffer): the session may read more.
+            written.clear();
         }
     });
     let result = loop {
+        // Wait for room before reading: a request in flight, and answer bytes under the budget
+        // (a client that stops reading its answers stops being read).
+        let admitted = async {
+            let request = in_flight.clone().acquire_owned().await;
+            let _room = unwritten_bytes.acquire().await;
+            request
+        };
+        let request = tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            request = admitted => match request {
+                Ok(request) => request,
+                Err(_closed) => break Ok(()),
+            },
+        };
         let next = tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
             next = frames.next() => next,
@@ -108,9 +207,22 @@ pub(crate) async fn serve_session(
             Some(Ok(Frame::ClientRequest { id, body })) => {
                 let handler = handler.clone();
                 let answers = answers.clone();
+                let unwritten_bytes = unwritten_bytes.clone();
                 actix_rt::spawn(async move {
                     let body = handler(body).await;
-                    let _ = answers.send(Frame::ClientResponse { id, body }).await;
+                    let cost = body.len().clamp(1, MAX_UNWRITTEN_ANSWER_BYTES);
+                    let bytes = unwritten_bytes
+                        .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
+                        .await
+                        .ok();
+                    let frame = Frame::ClientResponse { id, body };
+                    let _ = answers
+                        .send(Unwritten {
+                            frame,
+                            request,
+                            bytes,
+                        })
+                        .await;
                 });
             }
             Some(Ok(_)) => break Err("unexpected frame in a client session".to_owned()),

@@ -53,6 +53,10 @@ pub struct EndpointConfig {
     pub peer_queue_len: usize,
     /// Answers client sessions (see [`super::client`]); until it is set, clients are turned away.
     pub client_handler: super::client::ClientHandlerSlot,
+    /// The most client sessions served at once; a client connecting past it is turned away (its
+    /// connection closed after its hello). Default:
+    /// [`super::client::default_client_connection_limit`].
+    pub max_client_sessions: usize,
     /// Mutual TLS between members, and TLS for clients ([`super::tls`]); `None`: plain TCP, where
     /// anyone who reaches the port can claim to be any member.
     pub tls: Option<super::tls::NodeTls>,
@@ -83,6 +87,7 @@ impl EndpointConfig {
             connect_backoff_max: Self::DEFAULT_CONNECT_BACKOFF_MAX,
             peer_queue_len: Self::DEFAULT_PEER_QUEUE_LEN,
             client_handler: super::client::ClientHandlerSlot::default(),
+            max_client_sessions: super::client::default_client_connection_limit(),
             tls: None,
         }
     }
@@ -103,6 +108,9 @@ impl EndpointConfig {
         }
         if self.peer_queue_len == 0 {
             return invalid("peer_queue_len must be positive");
+        }
+        if self.max_client_sessions == 0 {
+            return invalid("max_client_sessions must be positive");
         }
         if let Some(tls) = &self.tls {
             if tls.id() != self.node_id {

@@ -448,3 +448,44 @@ fn an_answer_vouching_for_a_rejoined_node_waits_for_its_standing_to_be_durable()
     let ready = node.take_ready();
     assert!(vouches(&ready.prompt_messages), "promptly again");
 }
+
+/// An answer listing more configurations than any member's log holds past its commit is not
+/// counted (merging it would take time quadratic in its length on the node's thread): with it,
+/// the last member has still not answered; its real answer then completes the round.
+#[test]
+fn an_answer_listing_too_many_configurations_is_ignored() {
+    let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+    let rejoiner = ids(3)[2];
+    let conf = c.raft(1).membership().conf.clone();
+    wipe(&mut c, rejoiner);
+    let _ = c.raft(rejoiner.0).take_ready();
+    let answer = |configs: Vec<(LogIndex, crate::membership::ConfState)>| {
+        Message::RejoinAnswer(RejoinAnswer {
+            term: Term(4),
+            configs,
+            last_log_id: LogId::ZERO,
+            leader_commit: None,
+        })
+    };
+    c.raft(rejoiner.0)
+        .step(ids(3)[0], answer(vec![(LogIndex::ZERO, conf.clone())]));
+    let flood: Vec<_> = (0..=crate::rejoin::MAX_CONFIGS_PER_REJOIN_ANSWER as u64)
+        .map(|i| {
+            let mut other = conf.clone();
+            other.learners.insert(NodeId(100 + i));
+            (LogIndex(i), other)
+        })
+        .collect();
+    c.raft(rejoiner.0).step(ids(3)[1], answer(flood));
+    assert_eq!(c.raft(rejoiner.0).standing(), Standing::Rejoining);
+    c.raft(rejoiner.0)
+        .step(ids(3)[1], answer(vec![(LogIndex::ZERO, conf.clone())]));
+    assert!(
+        matches!(
+            c.raft(rejoiner.0).standing(),
+            Standing::CatchingUp { floor: Term(4), .. }
+        ),
+        "{:?}",
+        c.raft(rejoiner.0).standing()
+    );
+}

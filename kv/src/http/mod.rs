@@ -28,6 +28,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use raftor_actors::network::client::default_client_connection_limit;
 use raftor_actors::network::tls::NodeTls;
 use serde::Deserialize;
 use serde_json::json;
@@ -163,8 +164,11 @@ pub fn serve(
         return serve_on_this_thread(state, addr);
     }
     let tls = state.tls.as_ref().map(NodeTls::https_config);
+    // actix-web counts connections per worker.
+    let per_worker = default_client_connection_limit().div_ceil(workers);
     let server = HttpServer::new(move || app(state.clone()))
         .workers(workers)
+        .max_connections(per_worker)
         .client_disconnect_timeout(LINGER_FOR_UNREAD_BODY)
         .disable_signals();
     let server = match tls {
@@ -223,7 +227,9 @@ fn serve_on_this_thread(
 }
 
 /// Accepts connections on `listener` and serves each with a service of `factory` (plain HTTP or
-/// HTTPS), until `stopped`.
+/// HTTPS), until `stopped`; at most [`default_client_connection_limit`] at once (as actix-web's
+/// workers, it accepts no more until one closes, so clients cannot take every file descriptor
+/// the node needs).
 async fn accept_loop<F>(factory: F, listener: tokio::net::TcpListener, stopped: CancellationToken)
 where
     F: actix_service::ServiceFactory<tokio::net::TcpStream, Config = ()>,
@@ -238,14 +244,20 @@ where
             return;
         }
     };
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        default_client_connection_limit(),
+    ));
     loop {
         let accepted = tokio::select! {
             biased;
             _ = stopped.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                let slot = open.clone().acquire_owned().await;
+                (slot, listener.accept().await)
+            } => accepted,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            (Ok(slot), Ok((stream, _peer))) => {
                 let _ = stream.set_nodelay(true);
                 let service = service.clone();
                 actix::spawn(async move {
@@ -253,9 +265,11 @@ where
                     // TLS handshake) end that connection only; actix-http has answered what it
                     // could.
                     let _ = service.call(stream).await;
+                    drop(slot);
                 });
             }
-            Err(error) => {
+            (Err(_closed), _) => return,
+            (_, Err(error)) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
                 tracing::warn!(%error, "cannot accept an HTTP connection");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;

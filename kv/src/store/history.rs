@@ -102,7 +102,7 @@ impl History {
             };
             while self.events.front().is_some_and(|e| e.index() == index) {
                 if let Some(event) = self.events.pop_front() {
-                    self.bytes -= event.kv.cost();
+                    self.bytes = self.bytes.saturating_sub(event.kv.cost());
                 }
             }
             self.compacted_through = index;

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use raftor_core::NodeId;
 use rustls_pki_types::CertificateDer;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -34,6 +35,29 @@ pub(super) struct Acceptor {
     inbound: Recipient<Inbound>,
     counters: Arc<Counters>,
     wakers: Wakers,
+    /// The client sessions being served (at most `config.max_client_sessions`).
+    client_sessions: Arc<AtomicUsize>,
+}
+
+/// One client session counted in [`Acceptor::client_sessions`] while it lives.
+struct SessionSlot(Arc<AtomicUsize>);
+
+impl SessionSlot {
+    /// A slot, if fewer than `max` sessions are being served.
+    fn take(sessions: &Arc<AtomicUsize>, max: usize) -> Option<SessionSlot> {
+        sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SessionSlot(sessions.clone()))
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Acceptor {
@@ -48,6 +72,7 @@ impl Acceptor {
             inbound,
             counters,
             wakers,
+            client_sessions: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -176,6 +201,11 @@ impl Acceptor {
                 };
                 let Some(handler) = self.config.client_handler.open(&identity) else {
                     return self.reject(remote, "client before the service is ready");
+                };
+                let max = self.config.max_client_sessions;
+                let Some(_slot) = SessionSlot::take(&self.client_sessions, max) else {
+                    let reason = format!("{max} client sessions already (max_client_sessions)");
+                    return self.reject(remote, &reason);
                 };
                 let max = self.config.max_frame_bytes;
                 if let Err(reason) =
