@@ -130,13 +130,14 @@ pub fn raise_open_files_limit() -> Option<u64> {
 
 /// How many of a session's requests may be read and not yet answered on the wire: past it, the
 /// session reads no more until an answer is written (TCP then holds the client back). A node
-/// forwarding its clients' requests to the leader uses one session for all of them.
-pub const MAX_REQUESTS_IN_FLIGHT: usize = 128;
+/// forwarding its clients' requests to the leader uses one session for all of them, and a
+/// client's watches each hold a request open for up to 10 s (a long poll) on its session.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 1024;
 
 /// How many bytes of answers a session may hold for a client that does not read them: past it,
 /// the session reads no more requests until they are written. So a client that pipelines
 /// requests and never reads costs the node at most this plus the answers of the requests in
-/// flight, not without bound.
+/// flight (as many answers as that many HTTP connections could hold), not without bound.
 pub const MAX_UNWRITTEN_ANSWER_BYTES: usize = 64 << 20;
 
 /// What an answer holds on its way to the client: its place among the requests in flight and its
