@@ -84,9 +84,10 @@ replay: RAFTOR_CHAOS_SEED={} cargo test --test chaos -- --nocapture",
     );
 }
 
-/// The run did what a chaos run should: faults happened, leadership was handed over, the
-/// membership changed, reads were answered both ways, operations completed, also after the faults
-/// stopped (the cluster recovered), and some node led.
+/// The run did what a chaos run should: faults happened, operations completed, also after the
+/// faults stopped (the cluster recovered), and some node led. (What the operator managed to do
+/// under the faults is checked over all runs, `assert_every_kind_of_event`: one seed may have
+/// every membership change refused, as seed 2044 on 3 nodes did, with nothing wrong.)
 fn assert_eventful(run: &ChaosRun) {
     let stats = &run.stats;
     assert!(stats.crashes > 0 && stats.partitions > 0, "{stats:?}");
@@ -96,22 +97,17 @@ fn assert_eventful(run: &ChaosRun) {
         "nothing completed after the faults stopped: {stats:?}"
     );
     assert!(stats.leaders >= 1, "{stats:?}");
-    assert!(stats.transfers > 0, "no leadership transfer: {stats:?}");
-    assert!(
-        stats.learners_added + stats.promotions + stats.removals > 0,
-        "no membership change was committed: {stats:?}"
-    );
-    assert!(
-        stats.lease_reads > 0 && stats.read_index_reads > 0,
-        "reads were not answered both ways: {stats:?}"
-    );
 }
 
-/// Over all runs, every kind of operator event happened: nodes added, promoted, removed, leaders
-/// among them; transfers toward a node cut off, abandoned by the leader and asked again, repeated,
-/// cancelled; and lease reads served from the lease itself.
+/// Over all runs, every kind of operator event happened: transfers, nodes added, promoted,
+/// removed, leaders among them; transfers toward a node cut off, abandoned by the leader and asked
+/// again, repeated, cancelled; and reads answered both ways, lease reads also from the lease
+/// itself.
 fn assert_every_kind_of_event(total: &ChaosStats) {
     let kinds = [
+        ("leadership transfers", total.transfers),
+        ("lease reads", total.lease_reads),
+        ("ReadIndex reads", total.read_index_reads),
         ("transfers completed", total.transfers_completed),
         ("learners added", total.learners_added),
         ("learners promoted", total.promotions),
