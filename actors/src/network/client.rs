@@ -80,20 +80,23 @@ impl fmt::Debug for ClientHandlerSlot {
 pub fn default_client_connection_limit() -> usize {
     const MOST: usize = 10_000;
     #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes only the struct it is handed.
-        let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-        if known && limit.rlim_cur != libc::RLIM_INFINITY {
-            return usize::try_from(limit.rlim_cur / 4)
-                .unwrap_or(MOST)
-                .clamp(16, MOST);
-        }
+    if let Some(limit) = open_files_limit().filter(|l| l.rlim_cur != libc::RLIM_INFINITY) {
+        return usize::try_from(limit.rlim_cur / 4)
+            .unwrap_or(MOST)
+            .clamp(16, MOST);
     }
     MOST
+}
+
+/// This process's limit on open files (soft and hard), if it can be read.
+#[cfg(unix)]
+fn open_files_limit() -> Option<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct it is handed.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit)
 }
 
 /// Raise this process's soft limit on open files to its hard limit (Go's runtime does so for
@@ -102,23 +105,15 @@ pub fn default_client_connection_limit() -> usize {
 pub fn raise_open_files_limit() -> Option<u64> {
     #[cfg(unix)]
     {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit and setrlimit read and write only the struct they are handed.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-                return None;
-            }
-            if limit.rlim_cur < limit.rlim_max {
-                let raised = libc::rlimit {
-                    rlim_cur: limit.rlim_max,
-                    rlim_max: limit.rlim_max,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                    limit = raised;
-                }
+        let mut limit = open_files_limit()?;
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            // SAFETY: setrlimit reads only the struct it is handed.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit = raised;
             }
         }
         #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every unix

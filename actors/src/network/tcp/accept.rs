@@ -16,10 +16,10 @@ use futures::StreamExt;
 use raftor_core::NodeId;
 use rustls_pki_types::CertificateDer;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -35,29 +35,8 @@ pub(super) struct Acceptor {
     inbound: Recipient<Inbound>,
     counters: Arc<Counters>,
     wakers: Wakers,
-    /// The client sessions being served (at most `config.max_client_sessions`).
-    client_sessions: Arc<AtomicUsize>,
-}
-
-/// One client session counted in [`Acceptor::client_sessions`] while it lives.
-struct SessionSlot(Arc<AtomicUsize>);
-
-impl SessionSlot {
-    /// A slot, if fewer than `max` sessions are being served.
-    fn take(sessions: &Arc<AtomicUsize>, max: usize) -> Option<SessionSlot> {
-        sessions
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| SessionSlot(sessions.clone()))
-    }
-}
-
-impl Drop for SessionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    /// A permit per client session being served (`config.max_client_sessions` in all).
+    client_sessions: Arc<Semaphore>,
 }
 
 impl Acceptor {
@@ -67,12 +46,15 @@ impl Acceptor {
         counters: Arc<Counters>,
         wakers: Wakers,
     ) -> Self {
+        // (A semaphore holds at most `MAX_PERMITS`: past that, as good as no limit.)
+        let sessions = config.max_client_sessions.min(Semaphore::MAX_PERMITS);
+        let client_sessions = Arc::new(Semaphore::new(sessions));
         Acceptor {
             config,
             inbound,
             counters,
             wakers,
-            client_sessions: Arc::new(AtomicUsize::new(0)),
+            client_sessions,
         }
     }
 
@@ -202,8 +184,8 @@ impl Acceptor {
                 let Some(handler) = self.config.client_handler.open(&identity) else {
                     return self.reject(remote, "client before the service is ready");
                 };
-                let max = self.config.max_client_sessions;
-                let Some(_slot) = SessionSlot::take(&self.client_sessions, max) else {
+                let Ok(_session) = self.client_sessions.clone().try_acquire_owned() else {
+                    let max = self.config.max_client_sessions;
                     let reason = format!("{max} client sessions already (max_client_sessions)");
                     return self.reject(remote, &reason);
                 };
