@@ -78,6 +78,7 @@ mod own_thread;
 mod panic_guard;
 mod raft_node;
 pub mod restore;
+mod snapshot_reader;
 mod start;
 pub mod state_machine;
 

@@ -40,6 +40,7 @@
 //! assert_eq!(counter.query(&()), 5);
 //! ```
 
+use crate::snapshot_reader::GrowingReader;
 use bytes::Bytes;
 use raftor_actors::state_machine::SnapshotWriter;
 use raftor_core::LogIndex;
@@ -189,9 +190,12 @@ pub(crate) fn restore_encoded<M: StateMachine>(
     input: &mut dyn io::Read,
 ) -> io::Result<()> {
     // Decoded completely before the machine is touched: a damaged snapshot leaves it as it was.
-    let snapshot: M::Snapshot = bincode::deserialize_from(input).map_err(|error| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("bad snapshot: {error}"))
-    })?;
+    // Its buffers grow with the bytes read, not from the lengths written in it
+    // (`snapshot_reader`): a damaged length is an error, not an abort.
+    let snapshot: M::Snapshot = bincode::deserialize_from_custom(GrowingReader::new(input))
+        .map_err(|error| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("bad snapshot: {error}"))
+        })?;
     machine.restore(snapshot);
     Ok(())
 }

@@ -45,6 +45,7 @@ impl Event {
 pub struct History {
     /// Invariant: indexes never decrease along the vector, and all are above
     /// `compacted_through`.
+    #[serde(deserialize_with = "super::cautious::vector")]
     events: Vector<Event>,
     /// The sum of the events' costs; at most [`HISTORY_MAX_BYTES`] after every append.
     bytes: usize,

@@ -32,6 +32,7 @@ pub fn check_ttl(ttl_ms: u64) -> Result<(), String> {
 pub(crate) struct LeaseRecord {
     pub ttl_ms: u64,
     /// The keys attached to it; each such key's `lease` names this lease.
+    #[serde(deserialize_with = "super::cautious::ord_set")]
     pub keys: OrdSet<String>,
 }
 

@@ -4,6 +4,7 @@
 //! Everything here is decided by the log alone: applying the same entries gives every node the
 //! same map, the same leases and the same history (no clock, no randomness).
 
+mod cautious;
 mod history;
 mod keys;
 mod lease;

@@ -13,6 +13,7 @@
 //! snapshot, each key's revisions set to its index (every key was last written at or before it)
 //! and version 1, no leases, and a history that starts after it — the same on every node.
 
+use super::cautious::{self, CautiousOrdMap};
 use super::history::History;
 use super::keys::{MapKey, Stored};
 use super::lease::LeaseRecord;
@@ -46,7 +47,9 @@ pub struct KvSnapshot {
 #[derive(Serialize, Deserialize)]
 struct Version1 {
     applied: LogIndex,
+    #[serde(deserialize_with = "cautious::ord_map")]
     map: OrdMap<String, Bytes>,
+    #[serde(deserialize_with = "cautious::ord_map")]
     sessions: OrdMap<u64, SessionRecord>,
 }
 
@@ -141,9 +144,10 @@ impl<'de> Visitor<'de> for SnapshotVisitor {
         }
         Ok(KvSnapshot {
             applied: need::<_, A::Error>(seq.next_element()?, "applied index")?,
-            map: need::<_, A::Error>(seq.next_element()?, "map")?,
-            sessions: need::<_, A::Error>(seq.next_element()?, "sessions")?,
-            leases: need::<_, A::Error>(seq.next_element()?, "leases")?,
+            map: need::<_, A::Error>(seq.next_element::<CautiousOrdMap<_, _>>()?, "map")?.0,
+            sessions: need::<_, A::Error>(seq.next_element::<CautiousOrdMap<_, _>>()?, "sessions")?
+                .0,
+            leases: need::<_, A::Error>(seq.next_element::<CautiousOrdMap<_, _>>()?, "leases")?.0,
             history: need::<_, A::Error>(seq.next_element()?, "history")?,
         })
     }
@@ -218,5 +222,50 @@ mod tests {
         assert_eq!(bincode::serialize(&as_map_keys).expect("encodes"), old);
         let read: OrdMap<MapKey, Stored> = bincode::deserialize(&old).expect("decodes");
         assert_eq!(read, as_map_keys);
+    }
+
+    /// A snapshot whose checksum matched but whose lengths are damaged (another build's file, a
+    /// buggy writer) fails to restore with an error, from a file or a backup, instead of asking
+    /// the allocator for terabytes and aborting the node; the machine keeps its state.
+    #[test]
+    fn damaged_lengths_fail_the_restore_cleanly() {
+        let snapshot = KvSnapshot {
+            applied: LogIndex(9),
+            map: [(MapKey::from("key"), stored_value())]
+                .into_iter()
+                .collect(),
+            sessions: OrdMap::new(),
+            leases: OrdMap::new(),
+            history: History::starting_after(9),
+        };
+        let bytes = bincode::serialize(&snapshot).expect("encodes");
+        // The magic, the applied index, then the map's length, then its first key's length.
+        let huge = (1u64 << 40).to_le_bytes();
+        let mut long_map = bytes.clone();
+        long_map[16..24].copy_from_slice(&huge);
+        let mut long_key = bytes.clone();
+        long_key[24..32].copy_from_slice(&huge);
+
+        let mut machine = raftor::state_machine::Encoded(super::super::KvStateMachine::new());
+        for damaged in [&long_map, &long_key] {
+            assert!(KvSnapshot::decode_any(damaged).is_err());
+            let restored =
+                raftor_actors::StateMachine::restore(&mut machine, &mut damaged.as_slice());
+            let error = restored.expect_err("damaged");
+            assert!(error.to_string().contains("bad snapshot"), "{error}");
+            assert_eq!(machine.0.applied(), LogIndex(0), "untouched");
+        }
+        raftor_actors::StateMachine::restore(&mut machine, &mut bytes.as_slice()).expect("whole");
+        assert_eq!(machine.0.applied(), LogIndex(9));
+    }
+
+    fn stored_value() -> Stored {
+        Stored {
+            value: Bytes::from_static(b"value"),
+            create_index: 9,
+            mod_index: 9,
+            version: 1,
+            lease: 0,
+        }
     }
 }
