@@ -70,7 +70,11 @@ pub trait StateMachine: 'static {
     type Query: Serialize + DeserializeOwned + Send + 'static;
     /// The answer to a query.
     type QueryResponse: Serialize + DeserializeOwned + Send + 'static;
-    /// A point-in-time copy of the whole state (see [`StateMachine::snapshot`]).
+    /// A point-in-time copy of the whole state (see [`StateMachine::snapshot`]). It is decoded
+    /// with bincode, strings and byte buffers growing as their bytes are read; a collection type
+    /// whose `Deserialize` reserves room for a length before reading its elements (`imbl`'s do;
+    /// std's and serde's reserve at most about 1 MiB) can make a damaged snapshot abort the
+    /// process: decode such a collection with a bounded reservation (`deserialize_with`).
     type Snapshot: Serialize + DeserializeOwned + Send + 'static;
 
     /// Apply `command`, committed at `index`, and say what it did. Runs once per committed entry
