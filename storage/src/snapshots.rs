@@ -28,6 +28,14 @@ pub struct SnapshotStore {
     /// Snapshots whose data this process has checked against their checksum (or written
     /// itself): each is verified once, not on every use.
     verified: std::sync::Mutex<std::collections::BTreeSet<(LogId, u32)>>,
+    /// Held while a snapshot is added and older ones removed: the snapshot thread (a snapshot of
+    /// this node's state) and the node (one received from the leader) may add one at the same
+    /// time, and two removals of the same old files must not fail each other.
+    installing: std::sync::Mutex<()>,
+    /// Numbers received snapshots staged in this process, so that each has a file of its own:
+    /// the same snapshot received twice is staged twice, and dropping the first (which removes
+    /// its file) must not remove the second's.
+    next_staged: std::sync::atomic::AtomicU64,
 }
 
 /// A snapshot received whole from the leader, checked and durable under a temporary name, that
@@ -79,6 +87,8 @@ impl SnapshotStore {
             dir: dir.to_path_buf(),
             direct_writes: direct_writes_supported(dir),
             verified: Default::default(),
+            installing: Default::default(),
+            next_staged: Default::default(),
         })
     }
 
@@ -164,7 +174,12 @@ impl SnapshotStore {
             if path.extension().is_none_or(|ext| ext != "meta") {
                 continue;
             }
-            let bytes = fs::read(&path).map_err(|e| io_error(&path, e))?;
+            let bytes = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                // Removed since the listing (an older snapshot, by an install).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&path, e)),
+            };
             let Ok(meta) = bincode::deserialize::<SnapshotMeta>(&bytes) else {
                 tracing::warn!(path = %path.display(), "ignoring a snapshot whose metadata does not decode");
                 continue;
@@ -226,6 +241,12 @@ impl SnapshotStore {
         path: &Path,
         meta: SnapshotMeta,
     ) -> Result<SnapshotMeta, StorageError> {
+        // A poisoned lock guards nothing that could be half done: every step below is a rename,
+        // a synced write or a removal that tolerates its file being gone.
+        let _installing = self
+            .installing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let data_path = self.data_path(meta.last_included);
         fs::rename(path, &data_path).map_err(|e| io_error(&data_path, e))?;
 
@@ -282,7 +303,11 @@ impl SnapshotStore {
         // Metadata (false) sorts before data (true).
         older.sort();
         for (_, path) in older {
-            fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&path, e)),
+            }
         }
         Ok(())
     }
@@ -360,10 +385,14 @@ impl SnapshotFile {
             )));
         }
         let received = self.sync()?;
-        // A name of its own (not the one the next transfer writes to), still temporary: removed
+        // A name of its own (not the one the next transfer writes to, nor that of the same
+        // snapshot staged before and not yet dropped), still temporary: removed
         // when the store is opened again if it was never promoted.
+        let staged = store
+            .next_staged
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = store.dir.join(format!(
-            "received-{}{TEMP_SUFFIX}",
+            "received-{}-{staged}{TEMP_SUFFIX}",
             base_name(expected.last_included)
         ));
         fs::rename(&received, &path).map_err(|e| io_error(&path, e))?;
@@ -536,5 +565,58 @@ mod tests {
         fs::write(&path, b"newer statX").expect("write");
         let store = SnapshotStore::open(dir.path()).expect("reopen");
         assert_eq!(store.latest().expect("latest"), None);
+    }
+
+    fn stage(store: &SnapshotStore, meta: &SnapshotMeta, bytes: &[u8]) -> StagedSnapshot {
+        let mut file = store.create("receive").expect("create");
+        file.write_all(bytes).expect("write");
+        file.finish_received(store, meta.clone()).expect("staged")
+    }
+
+    /// A leader that resends a snapshot (its answer lost or late) can have the same snapshot
+    /// staged twice before the rules install it: replacing the first staging (which removes its
+    /// file) must leave the second's file, which is then promoted. (With one name per snapshot,
+    /// dropping the first removed the second's file, the promotion failed and the node stopped:
+    /// found by `scripts/nemesis` with frequent snapshots.)
+    #[test]
+    fn the_same_snapshot_staged_twice_keeps_the_later_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("open");
+        let meta = received_meta(id(5504, 2), b"the state");
+        let first = stage(&store, &meta, b"the state");
+        let second = stage(&store, &meta, b"the state");
+        drop(first);
+        assert_eq!(store.promote(second).expect("promoted"), meta);
+        assert_eq!(store.latest().expect("latest"), Some(meta));
+    }
+
+    /// The snapshot thread adds snapshots of the node's own state while the node promotes ones
+    /// received from the leader: each addition removes the older snapshots, and neither may fail
+    /// because the other removed a file first.
+    #[test]
+    fn snapshots_added_from_two_threads_at_once_all_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = std::sync::Arc::new(SnapshotStore::open(dir.path()).expect("open"));
+        let own = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..150u64 {
+                    let mut file = store.create("take").expect("create");
+                    file.write_all(b"own state").expect("write");
+                    file.finish(&store, id(2 * i + 2, 1), Membership::default())
+                        .expect("own snapshot added");
+                }
+            })
+        };
+        for i in 0..150u64 {
+            let meta = received_meta(id(2 * i + 1, 1), b"received");
+            store
+                .promote(stage(&store, &meta, b"received"))
+                .expect("received snapshot added");
+        }
+        own.join().expect("the snapshot thread succeeded");
+        let newest = store.latest().expect("latest").expect("one");
+        assert_eq!(newest.last_included, id(300, 1));
+        assert!(store.complete().expect("listed").len() <= 3);
     }
 }
