@@ -90,6 +90,7 @@ pub use raft_node::RaftNode;
 pub use raftor_actors::snapshot::SnapshotPolicy;
 pub use raftor_actors::Leadership;
 pub use raftor_actors::NodeStatus;
+pub use raftor_actors::StopCause;
 pub use raftor_core::{
     ConfChange, ConfState, LogId, LogIndex, Membership, NodeId, RaftConfig, Role, SnapshotMeta,
     Standing, Term,

@@ -18,14 +18,27 @@ pub(crate) struct Guarded<M> {
     pub(crate) node: StopOnPanic,
 }
 
+/// What a panic said, when it said it with a string (as `panic!` and `expect` do).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "(not a string)"
+    }
+}
+
 /// Runs `f`; if it panics, stops the node and lets the panic go on (it stops the applier).
 fn guard<T>(node: &StopOnPanic, f: impl FnOnce() -> T) -> T {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(value) => value,
         Err(panic) => {
             if let Some(node) = node.get().and_then(Weak::upgrade) {
-                tracing::error!(node = %node.id(), "the state machine panicked: stopping this node");
-                node.shutdown();
+                node.fail(format!(
+                    "the state machine panicked: {}",
+                    panic_message(panic.as_ref())
+                ));
             }
             std::panic::resume_unwind(panic)
         }

@@ -43,7 +43,7 @@ use crate::state_machine::{unframe, StateMachine, Unframed};
 use crate::Consistency;
 use bytes::Bytes;
 use raftor_actors::network::tcp;
-use raftor_actors::{Leadership, NodeHandle, NodeStatus, ProposeError, ReadError};
+use raftor_actors::{Leadership, NodeHandle, NodeStatus, ProposeError, ReadError, StopCause};
 use raftor_core::{Membership, NodeId, SnapshotMeta};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -320,6 +320,16 @@ impl<M: StateMachine> RaftNode<M> {
             Link::Tcp { clients, .. } => clients.set_sessions(sessions),
             Link::Memory { .. } => false,
         }
+    }
+
+    /// Resolves once the node has stopped, with why: [`StopCause::Shutdown`] after
+    /// [`Self::shutdown`], or [`StopCause::Failed`] when it stopped itself because going on could
+    /// break a promise (a log or snapshot write failed, the state machine panicked). A service
+    /// waits on this next to its shutdown signal and exits on a failure, so that its supervisor
+    /// restarts it: a restart recovers from what is durable. Call [`Self::shutdown`] afterwards
+    /// to close the ports and wait for every actor.
+    pub async fn stopped(&self) -> StopCause {
+        self.inner.node.stop_cause().await
     }
 
     /// Stop cleanly: stop taking peer messages and client connections (the port is free when this

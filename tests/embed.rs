@@ -1,13 +1,16 @@
 //! The embedding API (`RaftNodeBuilder`, `RaftNode`) with a state machine of the test's own: three
 //! nodes on an in-memory network and in-memory logs, in one actix System on tokio's paused clock.
 
-use raftor::storage::MemStorage;
+use raftor::storage::{Entry, LogStorage, LogWrite, MemStorage, RecoveredState, StorageError};
 use raftor::testing::{MemoryNetwork, NetworkControl};
 use raftor::{
-    Consistency, Error, LogIndex, NodeId, RaftNode, RaftNodeBuilder, Role, StartError, StateMachine,
+    Consistency, Error, LogIndex, NodeId, RaftNode, RaftNodeBuilder, Role, StartError,
+    StateMachine, StopCause, Term,
 };
 use serde::{Deserialize, Serialize};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs `test` in an actix System whose tokio runtime has its clock paused: time moves only when
@@ -80,13 +83,21 @@ impl StateMachine for Journal {
 }
 
 async fn start_cluster(network: &actix::Addr<MemoryNetwork>) -> Vec<RaftNode<Journal>> {
+    start_cluster_on(network, |_| MemStorage::new()).await
+}
+
+/// Three nodes, each with the store `storage` makes for its id.
+async fn start_cluster_on<S: LogStorage>(
+    network: &actix::Addr<MemoryNetwork>,
+    storage: impl Fn(NodeId) -> S,
+) -> Vec<RaftNode<Journal>> {
     let members: Vec<(NodeId, String)> = (1..=3).map(|i| (NodeId(i), format!("mem-{i}"))).collect();
     let mut nodes = Vec::new();
     for (id, _) in &members {
         let node = RaftNodeBuilder::new()
             .id(*id)
             .peers(members.clone())
-            .storage(MemStorage::new())
+            .storage(storage(*id))
             .in_memory_network(network.clone())
             .request_timeout(Duration::from_secs(2))
             .start(Journal::default())
@@ -365,6 +376,104 @@ fn a_state_machine_that_panics_stops_every_node_that_applies_the_entry() {
         }
         assert!(stopped >= 2, "only {stopped} nodes stopped");
         assert!(nodes[l].status().await.is_err(), "the leader stopped");
+        // The leader says why, so that a service can exit and be restarted.
+        match nodes[l].stopped().await {
+            StopCause::Failed { reason } => assert!(
+                reason.contains("the state machine panicked")
+                    && reason.contains("planted by the test"),
+                "{reason}"
+            ),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        for node in &nodes {
+            node.shutdown().await;
+        }
+    });
+}
+
+/// A store in memory whose writes fail once `broken` is set (a full or failing disk).
+struct Breakable {
+    store: MemStorage,
+    broken: Arc<AtomicBool>,
+}
+
+impl LogStorage for Breakable {
+    fn recover(&mut self) -> Result<RecoveredState, StorageError> {
+        self.store.recover()
+    }
+    fn write(&mut self, write: &LogWrite) -> Result<(), StorageError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(StorageError::Io {
+                path: "the test's disk".into(),
+                source: std::io::Error::other("no space left (planted by the test)"),
+            });
+        }
+        self.store.write(write)
+    }
+    fn entries(
+        &self,
+        from: LogIndex,
+        to: LogIndex,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.store.entries(from, to, max_bytes)
+    }
+    fn term(&self, index: LogIndex) -> Result<Option<Term>, StorageError> {
+        self.store.term(index)
+    }
+    fn last_index(&self) -> Result<LogIndex, StorageError> {
+        self.store.last_index()
+    }
+}
+
+#[test]
+fn a_node_whose_log_write_fails_stops_and_says_why_and_the_others_go_on() {
+    run_paused(|| async {
+        let network = actix::Actor::start(MemoryNetwork::new(11));
+        let broken: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::default()).collect();
+        let nodes = start_cluster_on(&network, |id| Breakable {
+            store: MemStorage::new(),
+            broken: broken[id.0 as usize - 1].clone(),
+        })
+        .await;
+        let l = leader(&nodes).await;
+        nodes[l]
+            .propose(Op::Append("before".into()))
+            .await
+            .expect("applied");
+
+        // The leader's disk fails: its next write fails, and it stops rather than go on without
+        // what it could not make durable; the proposal's outcome is unknown to its client.
+        broken[l].store(true, Ordering::SeqCst);
+        let outcome = nodes[l].propose(Op::Append("lost?".into())).await;
+        assert!(
+            matches!(outcome, Err(Error::Shutdown { .. })),
+            "{outcome:?}"
+        );
+        match nodes[l].stopped().await {
+            StopCause::Failed { reason } => assert!(
+                reason.contains("storage failed") && reason.contains("planted by the test"),
+                "{reason}"
+            ),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert!(nodes[l].status().await.is_err(), "the leader stopped");
+
+        // The two others elect one of them and go on; one told to stop says so.
+        let others: Vec<RaftNode<Journal>> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != l)
+            .map(|(_, node)| node.clone())
+            .collect();
+        let next = leader(&others).await;
+        others[next]
+            .propose(Op::Append("after".into()))
+            .await
+            .expect("the two others commit");
+        let follower = &others[1 - next];
+        follower.shutdown().await;
+        assert_eq!(follower.stopped().await, StopCause::Shutdown);
         for node in &nodes {
             node.shutdown().await;
         }

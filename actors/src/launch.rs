@@ -9,13 +9,15 @@ use crate::error::{
     MembershipChangeError, ProposeError, ReadError, StartError, TransferLeaderError,
 };
 use crate::log_store::{LogStoreActor, SharedLog};
-use crate::messages::{LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown, TakeSnapshot};
+use crate::messages::{
+    Fail, LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown, TakeSnapshot,
+};
 use crate::network::tcp::UpdatePeers;
-use crate::node::SnapshotSummary;
 use crate::node::{
     ChangeMembership, GetStatus, Leadership, NodeActor, NodeLinks, NodeStatus, TransferLeader,
     Watchers,
 };
+use crate::node::{SnapshotSummary, StopCause};
 use crate::peer_sender::ReplicationLimits;
 use crate::snapshot::SnapshotOptions;
 use crate::state_machine::StateMachine;
@@ -262,6 +264,24 @@ impl NodeHandle {
     /// wait for changes; `changed()` fails once the node has stopped).
     pub fn membership(&self) -> &watch::Receiver<Membership> {
         &self.watchers.membership
+    }
+
+    /// Resolves once the node has stopped, with why: told to, or stopped itself on a failure
+    /// (see [`Self::stopped`] to wait for its applier and log store as well).
+    pub async fn stop_cause(&self) -> StopCause {
+        let mut cause = self.watchers.stop_cause.clone();
+        let seen = match cause.wait_for(Option::is_some).await {
+            Ok(seen) => seen.clone(),
+            // The node was dropped without stopping (its actor system ended).
+            Err(_) => None,
+        };
+        seen.unwrap_or(StopCause::Shutdown)
+    }
+
+    /// Stop the node because something it depends on failed (its state machine): its watchers
+    /// see [`StopCause::Failed`] with `reason`.
+    pub fn fail(&self, reason: String) {
+        self.node.do_send(Fail { reason });
     }
 
     /// The node's status, or `None` if it has stopped.

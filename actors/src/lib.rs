@@ -29,6 +29,6 @@ pub mod transport;
 pub use error::{MembershipChangeError, ProposeError, ReadError, StartError, TransferLeaderError};
 pub use launch::{NodeHandle, NodeOptions, PendingNode};
 pub use memory_network::{MemoryNetwork, NetworkControl};
-pub use node::{GetStatus, Leadership, NodeStatus, PeerFlow, SnapshotSummary};
+pub use node::{GetStatus, Leadership, NodeStatus, PeerFlow, SnapshotSummary, StopCause};
 pub use peer_sender::ReplicationLimits;
 pub use state_machine::StateMachine;

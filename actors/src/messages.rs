@@ -49,6 +49,13 @@ pub struct StorageFailed {
     pub error: String,
 }
 
+/// Something the node depends on failed (its state machine): it stops, telling its watchers why.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Fail {
+    pub reason: String,
+}
+
 /// Propose a command; answered once it is applied, with the state machine's result.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Bytes, ProposeError>")]

@@ -8,6 +8,7 @@ mod sim;
 
 use crate::commands::ClientCommand;
 use clap::{Parser, Subcommand};
+use raftor::StopCause;
 use raftor_kv::config::{LogFormat, NodeConfig, ServeArgs};
 use raftor_kv::local_cluster::{local_credentials, secure, start_local_cluster_with, watch_leader};
 use raftor_kv::server::start_node;
@@ -192,14 +193,30 @@ fn init_logging_as(default: &str, format: LogFormat) {
     }
 }
 
-/// `serve`: one node, with its settings resolved, until a shutdown signal.
+/// `serve`: one node, with its settings resolved, until a shutdown signal, or until the node
+/// stops itself on a failure: the process then exits with an error, so that a supervisor
+/// (Docker's restart policy, systemd, Kubernetes) restarts it and it recovers from what is
+/// durable, rather than leaving a process that answers every request 503.
 async fn serve(config: NodeConfig) -> Result<(), String> {
     let node = start_node(&config).await.map_err(|e| e.to_string())?;
     let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
     tracing::info!(node = %config.id, raft = %node.raft_addr, http = %http, data_dir = %config.data_dir.display(), "serving; Ctrl-C to stop");
-    wait_for_shutdown_signal().await;
+    let failed = tokio::select! {
+        biased;
+        _ = wait_for_shutdown_signal() => None,
+        cause = node.handle.stopped() => match cause {
+            StopCause::Failed { reason } => Some(reason),
+            StopCause::Shutdown => None,
+        },
+    };
     node.shutdown().await;
-    Ok(())
+    match failed {
+        Some(reason) => Err(format!(
+            "node {} stopped itself: {reason} (what it made durable stays; restart it to recover)",
+            config.id
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `cluster`: a local cluster in this process until a shutdown signal.

@@ -271,6 +271,139 @@ fn a_node_logs_json_lines_when_asked() {
     assert!(serving, "no JSON line saying it serves: {seen:#?}");
 }
 
+/// `raftor serve` as one node of a cluster of one, on `data`, its Raft port `raft`.
+fn serve_alone(raft: &str, data: &std::path::Path) -> Command {
+    let mut command = raftor();
+    command
+        .args(["serve", "--id", "1", "--listen", raft, "--peers"])
+        .arg(format!("1={raft}"))
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null());
+    command
+}
+
+/// `raftor put key value` against `raft`, retried for `patience` (while the node has no
+/// leader yet); whether it was acknowledged.
+fn put_alone(raft: &str, key: &str, value: &str, patience: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    loop {
+        let output = raftor()
+            .args(["put", key, value, "--endpoints", raft])
+            .output()
+            .expect("runs");
+        if output.status.success() || Instant::now() >= deadline {
+            return output.status.success();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_node_whose_disk_fails_exits_with_the_reason_and_restarts_on_what_it_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("node");
+    let raft = format!("127.0.0.1:{}", common::free_base_port(1) + 1);
+    // A first run creates the store (its write-ahead log files are made full-size then).
+    let mut first = serve_alone(&raft, &data)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        put_alone(&raft, "first", "1", Duration::from_secs(10)),
+        "the first run takes a write"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+
+    // Run again where no file may grow past 2 MB (RLIMIT_FSIZE, as a full disk would refuse):
+    // appending to the log fails once its file is that long.
+    let mut limited = serve_alone(&raft, &data);
+    // SAFETY: between fork and exec this only calls signal and setrlimit, which are
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut limited, || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 2_000_000,
+                rlim_max: 2_000_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = limited.stderr(Stdio::piped()).spawn().expect("spawn");
+    let lines = lines_of(child.stderr.take().expect("stderr"));
+    let value = "v".repeat(60_000);
+    let mut acknowledged = Vec::new();
+    let mut status = None;
+    for i in 0..200 {
+        let key = format!("k{i}");
+        let patience = if i == 0 { 10 } else { 0 };
+        if !put_alone(&raft, &key, &value, Duration::from_secs(patience)) {
+            break;
+        }
+        acknowledged.push(key);
+        status = child.try_wait().expect("try_wait");
+        if status.is_some() {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        status = child.try_wait().expect("try_wait");
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the node did not exit; {} writes acknowledged",
+            acknowledged.len()
+        );
+    };
+    // Its stderr ends with the process.
+    let stderr: Vec<String> = lines.iter().collect();
+    assert_eq!(status.code(), Some(1), "{stderr:#?}");
+    let last = stderr.last().cloned().unwrap_or_default();
+    assert!(
+        last.contains("node 1 stopped itself: storage failed") && last.contains("File too large"),
+        "{last}"
+    );
+    assert!(
+        !stderr.iter().any(|l| l.contains("panicked")),
+        "{stderr:#?}"
+    );
+    assert!(
+        acknowledged.len() >= 2,
+        "writes went through first: {acknowledged:?}"
+    );
+
+    // Restarted without the limit, it serves every write it acknowledged.
+    let mut restarted = serve_alone(&raft, &data)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        put_alone(&raft, "after", "1", Duration::from_secs(10)),
+        "the restarted node takes writes"
+    );
+    for key in &acknowledged {
+        let output = raftor()
+            .args(["get", key, "--endpoints", &raft])
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{key} is readable");
+        assert_eq!(output.stdout.len(), value.len() + 1, "{key}'s value");
+    }
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+}
+
 /// A running `raftor cluster` child process, killed on drop.
 struct LocalCluster {
     child: std::process::Child,

@@ -17,8 +17,8 @@ mod sends;
 mod snapshot_in;
 mod status;
 
-pub use published::Leadership;
 pub(crate) use published::Watchers;
+pub use published::{Leadership, StopCause};
 pub use status::{GetStatus, NodeStatus, PeerFlow, SnapshotSummary};
 
 use crate::applier::Applier;
@@ -26,8 +26,8 @@ use crate::entry_cache::EntryCache;
 use crate::error::{MembershipChangeError, ProposeError, ReadError, TransferLeaderError};
 use crate::log_store::LogWriter;
 use crate::messages::{
-    Applied, Flushed, Propose, ReadEntries, SendReport, Shutdown, SnapshotTaken, StorageFailed,
-    Waiter, Write,
+    Applied, Fail, Flushed, Propose, ReadEntries, SendReport, Shutdown, SnapshotTaken,
+    StorageFailed, Waiter, Write,
 };
 use crate::network::tcp::UpdatePeers;
 use crate::peer_sender::{PeerSender, ReplicationLimits};
@@ -183,6 +183,15 @@ impl NodeActor {
         self.raft.id()
     }
 
+    /// Stop this node because going on could break a promise: `reason` says what failed (a
+    /// write whose outcome is unknown; what follows might depend on what was lost). The node's
+    /// watchers learn why ([`StopCause::Failed`]).
+    fn stop_failing(&mut self, ctx: &mut Context<Self>, reason: String) {
+        tracing::error!(node = %self.id(), term = %self.raft.current_term(), %reason, "stopping this node");
+        self.published.stopped_because(StopCause::Failed { reason });
+        ctx.stop();
+    }
+
     /// Ticks the clock has run past those handed to the rules: 0 while the timer keeps up, more
     /// after the thread stalled (the rules then count them against a lease).
     fn ticks_owed(&self) -> u64 {
@@ -231,6 +240,8 @@ impl Actor for NodeActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // Unless it stopped itself (`stop_failing` recorded why), it was told to.
+        self.published.stopped_because(StopCause::Shutdown);
         self.senders.clear();
         // Dropping the readers' senders answers them with ReadError::Shutdown.
         self.pending_reads.clear();
@@ -286,8 +297,15 @@ impl Handler<StorageFailed> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, failed: StorageFailed, ctx: &mut Context<Self>) {
-        tracing::error!(node = %self.id(), term = %self.raft.current_term(), error = %failed.error, "storage failed: stopping this node");
-        ctx.stop();
+        self.stop_failing(ctx, format!("storage failed: {}", failed.error));
+    }
+}
+
+impl Handler<Fail> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, Fail { reason }: Fail, ctx: &mut Context<Self>) {
+        self.stop_failing(ctx, reason);
     }
 }
 

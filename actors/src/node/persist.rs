@@ -4,7 +4,7 @@
 use super::NodeActor;
 use crate::messages::Write;
 use crate::transport::Outbound;
-use actix::{ActorContext, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use actix::{ActorFutureExt, AsyncContext, Context, WrapFuture};
 use raftor_core::{Envelope, LogWrite, Role};
 
 /// A leader writes on its own thread only after this many sequential writes in a row
@@ -100,8 +100,7 @@ impl NodeActor {
         if !write.is_empty() {
             self.log_writes_inline += 1;
             if let Err(error) = self.links.log_writer.write(&write) {
-                tracing::error!(node = %self.id(), term = %self.raft.current_term(), %error, "storage failed: stopping this node");
-                ctx.stop();
+                self.stop_failing(ctx, format!("storage failed: {error}"));
                 return;
             }
             if let Some(last) = write.last_log_id() {

@@ -1,6 +1,7 @@
 //! Who leads and the configuration in force, pushed to watchers as they change
 //! ([`NodeHandle::leadership`](crate::NodeHandle::leadership),
-//! [`NodeHandle::membership`](crate::NodeHandle::membership)): no one polls the node's status.
+//! [`NodeHandle::membership`](crate::NodeHandle::membership)), and why the node stopped
+//! ([`NodeHandle::stop_cause`](crate::NodeHandle::stop_cause)): no one polls the node's status.
 
 use super::NodeActor;
 use raftor_core::{Membership, NodeId, Raft, Role, Term};
@@ -32,33 +33,65 @@ impl Leadership {
     }
 }
 
+/// Why a node stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopCause {
+    /// It was told to stop ([`NodeHandle::shutdown`](crate::NodeHandle::shutdown)), or its actor
+    /// system ended.
+    Shutdown,
+    /// It stopped itself because going on could break a promise: a write to its log or its
+    /// snapshots failed, or its state machine failed. What it had made durable stays durable; a
+    /// restart recovers from it (a supervisor restarting the process does exactly that).
+    Failed {
+        /// What failed, for the operator.
+        reason: String,
+    },
+}
+
 /// The senders the node updates; the receivers' `changed()` ends when the node stops (the
 /// senders are dropped with it).
 pub(crate) struct Published {
     leadership: watch::Sender<Leadership>,
     membership: watch::Sender<Membership>,
+    /// `None` while the node runs; set once, when it stops.
+    stop_cause: watch::Sender<Option<StopCause>>,
 }
 
 /// The receivers, for the node's handle.
 pub(crate) struct Watchers {
     pub(crate) leadership: watch::Receiver<Leadership>,
     pub(crate) membership: watch::Receiver<Membership>,
+    pub(crate) stop_cause: watch::Receiver<Option<StopCause>>,
 }
 
 impl Published {
     pub(crate) fn new(raft: &Raft) -> (Published, Watchers) {
         let (leadership, leadership_rx) = watch::channel(Leadership::of(raft));
         let (membership, membership_rx) = watch::channel(raft.membership().clone());
+        let (stop_cause, stop_cause_rx) = watch::channel(None);
         (
             Published {
                 leadership,
                 membership,
+                stop_cause,
             },
             Watchers {
                 leadership: leadership_rx,
                 membership: membership_rx,
+                stop_cause: stop_cause_rx,
             },
         )
+    }
+
+    /// Record why the node stopped; the first cause recorded stands.
+    pub(crate) fn stopped_because(&self, cause: StopCause) {
+        self.stop_cause.send_if_modified(|seen| {
+            let first = seen.is_none();
+            if first {
+                *seen = Some(cause);
+            }
+            first
+        });
     }
 }
 

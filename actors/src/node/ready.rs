@@ -7,7 +7,7 @@ use crate::error::ReadError;
 use crate::messages::{AwaitApply, Commit, RestoreSnapshot};
 use crate::network::tcp::UpdatePeers;
 use crate::transport::Outbound;
-use actix::{ActorContext, Context};
+use actix::Context;
 use raftor_core::{LeadershipChange, Membership, Standing};
 
 impl NodeActor {
@@ -30,8 +30,7 @@ impl NodeActor {
             // The rules installed a received snapshot: it becomes the store's newest before the
             // log is compacted or cut behind it.
             if let Err(error) = self.promote_staged(meta) {
-                tracing::error!(node = %self.id(), term = %self.raft.current_term(), %error, "cannot keep the received snapshot: stopping this node");
-                ctx.stop();
+                self.stop_failing(ctx, format!("cannot keep the received snapshot: {error}"));
                 return;
             }
         }
