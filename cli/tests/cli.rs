@@ -301,20 +301,27 @@ fn put_alone(raft: &str, key: &str, value: &str, patience: Duration) -> bool {
     }
 }
 
+/// [`serve_alone`] started, once it has acknowledged a write of `key`.
+fn serving_alone(raft: &str, data: &std::path::Path, key: &str) -> std::process::Child {
+    let mut child = serve_alone(raft, data)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    if !put_alone(raft, key, "1", Duration::from_secs(10)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the node took no write of {key}");
+    }
+    child
+}
+
 #[test]
 fn a_node_whose_disk_fails_exits_with_the_reason_and_restarts_on_what_it_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("node");
     let raft = format!("127.0.0.1:{}", common::free_base_port(1) + 1);
     // A first run creates the store (its write-ahead log files are made full-size then).
-    let mut first = serve_alone(&raft, &data)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    assert!(
-        put_alone(&raft, "first", "1", Duration::from_secs(10)),
-        "the first run takes a write"
-    );
+    let mut first = serving_alone(&raft, &data, "first");
     let _ = first.kill();
     let _ = first.wait();
 
@@ -384,14 +391,7 @@ fn a_node_whose_disk_fails_exits_with_the_reason_and_restarts_on_what_it_acknowl
     );
 
     // Restarted without the limit, it serves every write it acknowledged.
-    let mut restarted = serve_alone(&raft, &data)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    assert!(
-        put_alone(&raft, "after", "1", Duration::from_secs(10)),
-        "the restarted node takes writes"
-    );
+    let mut restarted = serving_alone(&raft, &data, "after");
     for key in &acknowledged {
         let output = raftor()
             .args(["get", key, "--endpoints", &raft])
