@@ -12,7 +12,9 @@ mod snapshots;
 
 pub use error::StorageError;
 pub use memory::MemStorage;
-pub use rocks::{RocksStorage, StoreIdentity, RECYCLED_WAL_FILES, WRITE_BUFFER_BYTES};
+pub use rocks::{
+    write_buffer_bytes, RocksStorage, StoreIdentity, RECYCLED_WAL_FILES, WRITE_BUFFER_BYTES,
+};
 pub use snapshots::{SnapshotFile, SnapshotStore, StagedSnapshot};
 
 use raftor_core::{Entry, LogId, LogIndex, LogWrite, RecoveredState, Term};

@@ -62,15 +62,33 @@ const LOG_START_KEY: &[u8] = b"log_start";
 /// overwrites and finally deletes.
 const WAL_FILLER_KEY: &[u8] = b"wal-filler";
 
-/// The size of each column family's memtable. RocksDB starts a new WAL file when a memtable fills,
-/// so this is also about the size a WAL file reaches, and the size of file a reused WAL lets the
-/// log be overwritten in. Small enough that priming a new store's WAL is cheap (two of these).
+/// The size of each column family's memtable on the node with the lowest id (see
+/// [`write_buffer_bytes`]). RocksDB starts a new WAL file when a memtable fills, so this is also
+/// about the size a WAL file reaches, and the size of file a reused WAL lets the log be
+/// overwritten in. Small enough that priming a new store's WAL is cheap (two of these).
 pub const WRITE_BUFFER_BYTES: usize = 4 << 20;
+/// How much larger one node's memtables are than the node's with the id before it.
+const WRITE_BUFFER_STAGGER_BYTES: usize = 1 << 20;
+/// How many memtable sizes the nodes' ids cycle through: one each for up to five voters.
+const WRITE_BUFFER_STAGGER_STEPS: u64 = 5;
 /// How many obsolete WAL files RocksDB keeps to reuse instead of deleting them.
 pub const RECYCLED_WAL_FILES: usize = 4;
-/// RocksDB flushes the column families that hold the oldest WAL once the live WAL files exceed
-/// this, so a rarely written column family (`meta`) cannot keep old WAL files alive.
-const MAX_TOTAL_WAL_BYTES: u64 = 2 * WRITE_BUFFER_BYTES as u64;
+
+/// The size of each column family's memtable in node `node_id`'s store: [`WRITE_BUFFER_BYTES`]
+/// for node 1, a MiB more for each id after it, up to 8 MiB for node 5, then again from 4 MiB.
+///
+/// The nodes append the same entries, so memtables of one size would fill, and be flushed, at the
+/// same moment on every node. A flush writes a few MiB of table file, and syncs on the same disk
+/// wait behind it: with three nodes on one slow disk (a sync of about 170 µs), most syncs over
+/// 20 ms fell in flushes, which all three nodes made within 30 ms of each other. With sizes that
+/// differ, the nodes flush at different moments, and a disk they share takes one node's flush at a
+/// time: the p99 at 64 connections there fell from 123 to 65 ms (BENCHMARKS.md, "One sitting on a
+/// slower disk"). Nodes on disks of their own gain less: a leader answers a write only once its
+/// own copy is durable, so its own flush delays its answers either way.
+pub fn write_buffer_bytes(node_id: u64) -> usize {
+    let step = node_id.wrapping_sub(1) % WRITE_BUFFER_STAGGER_STEPS;
+    WRITE_BUFFER_BYTES + step as usize * WRITE_BUFFER_STAGGER_BYTES
+}
 
 /// Which node of which cluster a data directory belongs to.
 ///
@@ -154,7 +172,8 @@ fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StorageError> 
         .map_err(|e| StorageError::InvalidWrite(format!("cannot encode {what}: {e}")))
 }
 
-fn store_options(direct_writes: bool) -> Options {
+/// Options for the store and each column family, with memtables of `write_buffer` bytes.
+fn store_options(direct_writes: bool, write_buffer: usize) -> Options {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
@@ -165,8 +184,10 @@ fn store_options(direct_writes: bool) -> Options {
     // This is RocksDB's default; it is named because reusing WAL files relies on it.
     opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
     opts.set_recycle_log_file_num(RECYCLED_WAL_FILES);
-    opts.set_write_buffer_size(WRITE_BUFFER_BYTES);
-    opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+    opts.set_write_buffer_size(write_buffer);
+    // RocksDB flushes the column families that hold the oldest WAL once the live WAL files exceed
+    // this, so a rarely written column family (`meta`) cannot keep old WAL files alive.
+    opts.set_max_total_wal_size(2 * write_buffer as u64);
     // Table files (memtable flushes, compactions) past the page cache where the directory takes
     // direct writes: the log is read back only to catch a follower up or after a restart, and
     // copying every flushed entry into newly allocated cache pages was a quarter of all CPU under
@@ -190,16 +211,17 @@ impl RocksStorage {
         })?;
 
         let direct_writes = direct_writes_supported(path);
-        let opts = store_options(direct_writes);
+        let write_buffer = write_buffer_bytes(identity.node_id);
+        let opts = store_options(direct_writes, write_buffer);
         // The default column family holds only `prime_wal`'s filler: its memtable is made large
         // enough that the filler never fills it, so RocksDB never switches WAL files on its own
         // in the middle of priming.
-        let mut filler_opts = store_options(direct_writes);
-        filler_opts.set_write_buffer_size(4 * WRITE_BUFFER_BYTES);
+        let mut filler_opts = store_options(direct_writes, write_buffer);
+        filler_opts.set_write_buffer_size(4 * write_buffer);
         let cfs = [
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, filler_opts),
-            ColumnFamilyDescriptor::new(META_CF, store_options(direct_writes)),
-            ColumnFamilyDescriptor::new(LOG_CF, store_options(direct_writes)),
+            ColumnFamilyDescriptor::new(META_CF, store_options(direct_writes, write_buffer)),
+            ColumnFamilyDescriptor::new(LOG_CF, store_options(direct_writes, write_buffer)),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
 
@@ -214,7 +236,7 @@ impl RocksStorage {
         store.start = store.read_log_start()?;
         store.last_index = store.read_last_index()?.max(store.start.index.0);
         if created {
-            store.prime_wal()?;
+            store.prime_wal(write_buffer)?;
         }
         Ok(store)
     }
@@ -227,18 +249,19 @@ impl RocksStorage {
     /// (unsynced, into the default column family, which holds nothing else) of a little more than
     /// a memtable into each of two WAL files, deleting it and switching to the next file by
     /// flushing every column family. The live file is then the first one reused, and the second
-    /// waits to be reused next. It writes about 10 MiB, which RocksDB syncs as it switches files,
+    /// waits to be reused next. It writes two and a half memtables (10 to 20 MiB), which RocksDB syncs as it switches files,
     /// and leaves no data. A reopened store is not primed: that burst of writes on a disk its
     /// peers share would delay their syncs, and with them their answers to the leader, just as a
-    /// node rejoins. It reuses WAL files again once its first two have filled.
-    fn prime_wal(&self) -> Result<(), StorageError> {
+    /// node rejoins. It reuses WAL files again once its first two have filled. `write_buffer` is
+    /// the store's memtable size ([`write_buffer_bytes`]).
+    fn prime_wal(&self, write_buffer: usize) -> Result<(), StorageError> {
         const FILLER_CHUNK: usize = 64 << 10;
         // A little more than a WAL file grows to before the log's memtable fills (its records
         // also carry the hard state), so that the whole of the next use overwrites. RocksDB does
         // not switch files on its own meanwhile: the default column family's memtable holds four
         // times this, and each round's file is obsolete before the next round writes, so the live
-        // WAL stays under `MAX_TOTAL_WAL_BYTES`.
-        const CHUNKS_PER_FILE: usize = WRITE_BUFFER_BYTES * 5 / 4 / FILLER_CHUNK;
+        // WAL stays under the store's `max_total_wal_size`.
+        let chunks_per_file = write_buffer * 5 / 4 / FILLER_CHUNK;
         let filler = vec![0u8; FILLER_CHUNK];
         let mut unsynced = WriteOptions::default();
         unsynced.set_sync(false);
@@ -247,7 +270,7 @@ impl RocksStorage {
         let mut wait = FlushOptions::default();
         wait.set_wait(true);
         for _round in 0..2 {
-            for _ in 0..CHUNKS_PER_FILE {
+            for _ in 0..chunks_per_file {
                 self.db
                     .put_cf_opt(default, WAL_FILLER_KEY, &filler, &unsynced)?;
             }
@@ -608,6 +631,16 @@ mod tests {
                 ..LogWrite::default()
             })
             .expect("append");
+    }
+
+    #[test]
+    fn the_first_five_nodes_have_memtables_of_five_sizes() {
+        let sizes: Vec<usize> = (1..=5).map(write_buffer_bytes).collect();
+        assert_eq!(sizes[0], WRITE_BUFFER_BYTES);
+        assert!(sizes.windows(2).all(|pair| pair[0] < pair[1]), "{sizes:?}");
+        assert_eq!(write_buffer_bytes(6), WRITE_BUFFER_BYTES);
+        assert!(sizes.contains(&write_buffer_bytes(0)));
+        assert!(sizes[4] <= 2 * WRITE_BUFFER_BYTES);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use raftor_core::{Entry, EntryPayload, HardState, LogIndex, LogWrite, RecoveredState, Term};
-use raftor_storage::{LogStorage, RocksStorage, StoreIdentity, WRITE_BUFFER_BYTES};
+use raftor_storage::{write_buffer_bytes, LogStorage, RocksStorage, StoreIdentity};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,9 +15,13 @@ use tempfile::TempDir;
 const CHILD_DIR_ENV: &str = "RAFTOR_WAL_REUSE_CHILD_DIR";
 
 fn identity() -> StoreIdentity {
+    identity_of(1)
+}
+
+fn identity_of(node_id: u64) -> StoreIdentity {
     StoreIdentity {
         cluster_id: "wal-reuse".to_string(),
-        node_id: 1,
+        node_id,
     }
 }
 
@@ -94,28 +98,32 @@ fn check_log(store: &mut RocksStorage, last: u64, term_of: impl Fn(u64) -> u64) 
 
 #[test]
 fn a_new_store_appends_to_a_reused_wal_file_from_its_first_write() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("db");
-    let mut store = RocksStorage::open(&path, &identity()).unwrap();
-    // The live WAL is the newest file; the other waits to be reused. A file created for this open
-    // would hold a few bytes, and RocksDB cuts a file it switches away from to what its last use
-    // wrote: each must have the size of a full earlier use, so that appends to it overwrite
-    // written blocks.
-    let files = wal_files(&path);
-    assert!(files.len() >= 2, "{files:?}");
-    for (number, size) in &files {
-        assert!(
-            *size >= WRITE_BUFFER_BYTES as u64,
-            "WAL {number}.log has {size} bytes, so it was not fully used: {files:?}"
-        );
+    // Nodes 1 and 3 have memtables, and so WAL files, of different sizes (`write_buffer_bytes`).
+    for node_id in [1, 3] {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("db");
+        let mut store = RocksStorage::open(&path, &identity_of(node_id)).unwrap();
+        // The live WAL is the newest file; the other waits to be reused. A file created for this
+        // open would hold a few bytes, and RocksDB cuts a file it switches away from to what its
+        // last use wrote: each must have the size of a full earlier use of this store's
+        // memtable, so that appends to it overwrite written blocks.
+        let files = wal_files(&path);
+        assert!(files.len() >= 2, "{files:?}");
+        for (number, size) in &files {
+            assert!(
+                *size >= write_buffer_bytes(node_id) as u64,
+                "node {node_id}: WAL {number}.log has {size} bytes, so it was not fully used: \
+                 {files:?}"
+            );
+        }
+        append(&mut store, 1, 10, 1);
+        check_log(&mut store, 10, |_| 1);
+        // A reopened store is not primed (see `prime_wal`), and reads what it had.
+        drop(store);
+        let mut store = RocksStorage::open(&path, &identity_of(node_id)).unwrap();
+        append(&mut store, 11, 10, 1);
+        check_log(&mut store, 20, |_| 1);
     }
-    append(&mut store, 1, 10, 1);
-    check_log(&mut store, 10, |_| 1);
-    // A reopened store is not primed (see `prime_wal`), and reads what it had.
-    drop(store);
-    let mut store = RocksStorage::open(&path, &identity()).unwrap();
-    append(&mut store, 11, 10, 1);
-    check_log(&mut store, 20, |_| 1);
 }
 
 #[test]
@@ -127,7 +135,7 @@ fn the_log_survives_reopens_across_many_reused_wal_files() {
     let mut terms: Vec<u64> = Vec::new();
     // About 5 memtables' worth of entries (4 KiB on average) between reopens, 4 times over, so
     // that every reopen replays WAL files that were reused, some more than once.
-    let per_open = 5 * WRITE_BUFFER_BYTES / 4_000;
+    let per_open = 5 * write_buffer_bytes(1) / 4_000;
     for round in 0..4u64 {
         for _ in 0..per_open / 16 {
             append(&mut store, terms.len() as u64 + 1, 16, 1);
