@@ -12,6 +12,7 @@ use raftor::StopCause;
 use raftor_kv::config::{LogFormat, NodeConfig, ServeArgs};
 use raftor_kv::local_cluster::{local_credentials, secure, start_local_cluster_with, watch_leader};
 use raftor_kv::server::start_node;
+use raftor_kv::server::RunningNode;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -219,7 +220,9 @@ async fn serve(config: NodeConfig) -> Result<(), String> {
     }
 }
 
-/// `cluster`: a local cluster in this process until a shutdown signal.
+/// `cluster`: a local cluster in this process until a shutdown signal, or until one of its nodes
+/// stops itself on a failure: then the others are shut down and the process exits with an error
+/// naming the node and why, as `serve` does for its one node.
 async fn cluster(
     nodes: u64,
     data_dir: &std::path::Path,
@@ -251,13 +254,37 @@ async fn cluster(
         let http = node.http_addr.map_or("off".to_owned(), |a| a.to_string());
         tracing::info!(node = %node.handle.id(), raft = %node.raft_addr, http = %http, "node listening");
     }
-    tokio::select! {
+    let failed = tokio::select! {
         biased;
-        _ = wait_for_shutdown_signal() => {}
-        _ = watch_leader(&running) => {}
-    }
+        _ = wait_for_shutdown_signal() => None,
+        failure = first_failure(&running) => Some(failure),
+        _ = watch_leader(&running) => None,
+    };
     for node in &running {
         node.shutdown().await;
     }
-    Ok(())
+    match failed {
+        Some((id, reason)) => Err(format!(
+            "node {id} stopped itself: {reason}; the cluster was shut down (what each node made \
+             durable stays: run the same command again to recover)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The first node of `nodes` to stop itself on a failure, and why. A node that stopped because it
+/// was told to is not a failure: the others are waited on.
+async fn first_failure(nodes: &[RunningNode]) -> (u64, String) {
+    let mut stops: Vec<_> = nodes
+        .iter()
+        .map(|node| Box::pin(async move { (node.handle.id(), node.handle.stopped().await) }))
+        .collect();
+    while !stops.is_empty() {
+        let ((id, cause), _, others) = futures::future::select_all(stops).await;
+        if let StopCause::Failed { reason } = cause {
+            return (id.0, reason);
+        }
+        stops = others;
+    }
+    std::future::pending().await
 }

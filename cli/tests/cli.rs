@@ -315,6 +315,27 @@ fn serving_alone(raft: &str, data: &std::path::Path, key: &str) -> std::process:
     child
 }
 
+/// `command` set to run where no file may grow past `bytes` (`RLIMIT_FSIZE`, with `SIGXFSZ`
+/// ignored, so a write past it fails as a full disk's would).
+fn limit_file_size(command: &mut Command, bytes: u64) -> &mut Command {
+    // SAFETY: between fork and exec this only calls signal and setrlimit, which are
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
 #[test]
 fn a_node_whose_disk_fails_exits_with_the_reason_and_restarts_on_what_it_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -328,22 +349,10 @@ fn a_node_whose_disk_fails_exits_with_the_reason_and_restarts_on_what_it_acknowl
     // Run again where no file may grow past 2 MB (RLIMIT_FSIZE, as a full disk would refuse):
     // appending to the log fails once its file is that long.
     let mut limited = serve_alone(&raft, &data);
-    // SAFETY: between fork and exec this only calls signal and setrlimit, which are
-    // async-signal-safe, and allocates nothing.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut limited, || {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let limit = libc::rlimit {
-                rlim_cur: 2_000_000,
-                rlim_max: 2_000_000,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = limited.stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = limit_file_size(&mut limited, 2_000_000)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let lines = lines_of(child.stderr.take().expect("stderr"));
     let value = "v".repeat(60_000);
     let mut acknowledged = Vec::new();
@@ -410,6 +419,9 @@ struct LocalCluster {
     endpoints: String,
     /// Node 1's HTTP address.
     http: String,
+    /// The ports node 0 would have (node i listens on base + i).
+    base: u16,
+    http_base: u16,
     dir: tempfile::TempDir,
 }
 
@@ -425,16 +437,11 @@ fn local_cluster() -> LocalCluster {
     local_cluster_with(&[])
 }
 
-/// [`local_cluster`] with more flags (`--tls`).
-fn local_cluster_with(extra: &[&str]) -> LocalCluster {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let base = common::free_base_port(3);
-    let http_base = common::free_base_port(3);
-    let endpoints = (1..=3)
-        .map(|i| format!("127.0.0.1:{}", base + i))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut child = raftor()
+/// `raftor cluster` of three nodes in `dir`, node i listening on `base + i` and `http_base + i`,
+/// logging to a piped stderr.
+fn cluster_command(dir: &std::path::Path, base: u16, http_base: u16) -> Command {
+    let mut command = raftor();
+    command
         .args([
             "cluster",
             "--nodes",
@@ -445,12 +452,42 @@ fn local_cluster_with(extra: &[&str]) -> LocalCluster {
             &http_base.to_string(),
             "--data-dir",
         ])
-        .arg(dir.path())
-        .args(extra)
+        .arg(dir)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Waits until a `raftor cluster`'s stderr reports a leader; what it logged until then, or
+/// everything it logged in 30 s as the error.
+fn wait_for_leader(stderr: &std::sync::mpsc::Receiver<String>) -> Result<Vec<String>, Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = stderr.recv_timeout(Duration::from_millis(200)) {
+            let found = line.contains("leads term");
+            seen.push(line);
+            if found {
+                return Ok(seen);
+            }
+        }
+    }
+    Err(seen)
+}
+
+/// [`local_cluster`] with more flags (`--tls`).
+fn local_cluster_with(extra: &[&str]) -> LocalCluster {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = common::free_base_port(3);
+    let http_base = common::free_base_port(3);
+    let endpoints = (1..=3)
+        .map(|i| format!("127.0.0.1:{}", base + i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut child = cluster_command(dir.path(), base, http_base)
+        .args(extra)
         .spawn()
         .expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
@@ -459,28 +496,25 @@ fn local_cluster_with(extra: &[&str]) -> LocalCluster {
         child,
         endpoints,
         http: format!("127.0.0.1:{}", http_base + 1),
+        base,
+        http_base,
         dir,
     };
-    let receiver = lines_of(stderr);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        if let Ok(line) = receiver.recv_timeout(Duration::from_millis(200)) {
-            let found = line.contains("leads term");
-            seen.push(line);
-            if found {
-                for node in 1..=3 {
-                    assert!(
-                        cluster.dir.path().join(format!("node-{node}")).is_dir(),
-                        "node {node} has its data directory"
-                    );
-                }
-                return cluster;
+    match wait_for_leader(&lines_of(stderr)) {
+        Ok(_) => {
+            for node in 1..=3 {
+                assert!(
+                    cluster.dir.path().join(format!("node-{node}")).is_dir(),
+                    "node {node} has its data directory"
+                );
             }
+            cluster
+        }
+        Err(seen) => {
+            drop(cluster);
+            panic!("no leader reported; output: {seen:#?}");
         }
     }
-    drop(cluster);
-    panic!("no leader reported; output: {seen:#?}");
 }
 
 fn client(cluster: &LocalCluster, args: &[&str]) -> (i32, String, String) {
@@ -494,6 +528,87 @@ fn client(cluster: &LocalCluster, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+#[test]
+fn a_local_cluster_whose_node_fails_exits_with_the_reason_and_restarts_on_what_it_acknowledged() {
+    // A first run creates the three stores (their write-ahead log files are made full-size then).
+    let mut cluster = local_cluster();
+    let (code, _, stderr) = client(&cluster, &["put", "first", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    let _ = cluster.child.kill();
+    let _ = cluster.child.wait();
+
+    // Again where no file may grow past 2 MB: a node's log append fails once its file is that
+    // long (the nodes' files differ, so one fails first).
+    let mut limited = cluster_command(cluster.dir.path(), cluster.base, cluster.http_base);
+    cluster.child = limit_file_size(&mut limited, 2_000_000)
+        .spawn()
+        .expect("spawn");
+    let lines = lines_of(cluster.child.stderr.take().expect("stderr"));
+    if let Err(seen) = wait_for_leader(&lines) {
+        panic!("no leader under the limit: {seen:#?}");
+    }
+    let value = "v".repeat(60_000);
+    let mut acknowledged = Vec::new();
+    let mut status = None;
+    for i in 0..300 {
+        let key = format!("k{i}");
+        let patience = if i == 0 { 10 } else { 0 };
+        if !put_alone(
+            &cluster.endpoints,
+            &key,
+            &value,
+            Duration::from_secs(patience),
+        ) {
+            break;
+        }
+        acknowledged.push(key);
+        status = cluster.child.try_wait().expect("try_wait");
+        if status.is_some() {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        status = cluster.child.try_wait().expect("try_wait");
+    }
+    let Some(status) = status else {
+        panic!(
+            "the cluster did not exit; {} writes acknowledged",
+            acknowledged.len()
+        );
+    };
+    let stderr: Vec<String> = lines.iter().collect();
+    assert_eq!(status.code(), Some(1), "{stderr:#?}");
+    let last = stderr.last().cloned().unwrap_or_default();
+    assert!(
+        last.contains("stopped itself: storage failed")
+            && last.contains("the cluster was shut down"),
+        "{last}"
+    );
+    assert!(
+        !stderr.iter().any(|l| l.contains("panicked")),
+        "{stderr:#?}"
+    );
+    assert!(
+        acknowledged.len() >= 2,
+        "writes went through first: {acknowledged:?}"
+    );
+
+    // Run again without the limit, the cluster serves every write it acknowledged.
+    cluster.child = cluster_command(cluster.dir.path(), cluster.base, cluster.http_base)
+        .spawn()
+        .expect("spawn");
+    if let Err(seen) = wait_for_leader(&lines_of(cluster.child.stderr.take().expect("stderr"))) {
+        panic!("no leader after the restart: {seen:#?}");
+    }
+    for key in &acknowledged {
+        let (code, stdout, stderr) = client(&cluster, &["get", key]);
+        assert_eq!(code, 0, "{key}: {stderr}");
+        assert_eq!(stdout.len(), value.len() + 1, "{key}'s value");
+    }
 }
 
 #[test]
