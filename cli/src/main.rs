@@ -11,8 +11,7 @@ use clap::{Parser, Subcommand};
 use raftor::StopCause;
 use raftor_kv::config::{LogFormat, NodeConfig, ServeArgs};
 use raftor_kv::local_cluster::{local_credentials, secure, start_local_cluster_with, watch_leader};
-use raftor_kv::server::start_node;
-use raftor_kv::server::RunningNode;
+use raftor_kv::server::{start_node, RunningNode};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -336,6 +336,54 @@ fn limit_file_size(command: &mut Command, bytes: u64) -> &mut Command {
     command
 }
 
+/// Writes `value` under keys `k0`, `k1`, ... through `endpoints` (patient for the first write
+/// only) until a write fails or `child` exits, then waits up to 30 s for it to exit, and checks
+/// that it exited with status 1 and no panic. Returns the keys acknowledged and the last line
+/// `child` wrote to `stderr`.
+fn write_until_failed_exit(
+    child: &mut std::process::Child,
+    stderr: &std::sync::mpsc::Receiver<String>,
+    endpoints: &str,
+    value: &str,
+) -> (Vec<String>, String) {
+    let mut acknowledged = Vec::new();
+    let mut status = None;
+    for i in 0..300 {
+        let key = format!("k{i}");
+        let patience = if i == 0 { 10 } else { 0 };
+        if !put_alone(endpoints, &key, value, Duration::from_secs(patience)) {
+            break;
+        }
+        acknowledged.push(key);
+        status = child.try_wait().expect("try_wait");
+        if status.is_some() {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        status = child.try_wait().expect("try_wait");
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the process did not exit; {} writes acknowledged",
+            acknowledged.len()
+        );
+    };
+    // Its stderr ends with the process.
+    let lines: Vec<String> = stderr.iter().collect();
+    assert_eq!(status.code(), Some(1), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("panicked")), "{lines:#?}");
+    assert!(
+        acknowledged.len() >= 2,
+        "writes went through first: {acknowledged:?}"
+    );
+    (acknowledged, lines.last().cloned().unwrap_or_default())
+}
+
 #[test]
 fn a_node_whose_disk_fails_exits_with_the_reason_and_restarts_on_what_it_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -355,48 +403,10 @@ fn a_node_whose_disk_fails_exits_with_the_reason_and_restarts_on_what_it_acknowl
         .expect("spawn");
     let lines = lines_of(child.stderr.take().expect("stderr"));
     let value = "v".repeat(60_000);
-    let mut acknowledged = Vec::new();
-    let mut status = None;
-    for i in 0..200 {
-        let key = format!("k{i}");
-        let patience = if i == 0 { 10 } else { 0 };
-        if !put_alone(&raft, &key, &value, Duration::from_secs(patience)) {
-            break;
-        }
-        acknowledged.push(key);
-        status = child.try_wait().expect("try_wait");
-        if status.is_some() {
-            break;
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status.is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        status = child.try_wait().expect("try_wait");
-    }
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "the node did not exit; {} writes acknowledged",
-            acknowledged.len()
-        );
-    };
-    // Its stderr ends with the process.
-    let stderr: Vec<String> = lines.iter().collect();
-    assert_eq!(status.code(), Some(1), "{stderr:#?}");
-    let last = stderr.last().cloned().unwrap_or_default();
+    let (acknowledged, last) = write_until_failed_exit(&mut child, &lines, &raft, &value);
     assert!(
         last.contains("node 1 stopped itself: storage failed") && last.contains("File too large"),
         "{last}"
-    );
-    assert!(
-        !stderr.iter().any(|l| l.contains("panicked")),
-        "{stderr:#?}"
-    );
-    assert!(
-        acknowledged.len() >= 2,
-        "writes went through first: {acknowledged:?}"
     );
 
     // Restarted without the limit, it serves every write it acknowledged.
@@ -550,51 +560,12 @@ fn a_local_cluster_whose_node_fails_exits_with_the_reason_and_restarts_on_what_i
         panic!("no leader under the limit: {seen:#?}");
     }
     let value = "v".repeat(60_000);
-    let mut acknowledged = Vec::new();
-    let mut status = None;
-    for i in 0..300 {
-        let key = format!("k{i}");
-        let patience = if i == 0 { 10 } else { 0 };
-        if !put_alone(
-            &cluster.endpoints,
-            &key,
-            &value,
-            Duration::from_secs(patience),
-        ) {
-            break;
-        }
-        acknowledged.push(key);
-        status = cluster.child.try_wait().expect("try_wait");
-        if status.is_some() {
-            break;
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status.is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        status = cluster.child.try_wait().expect("try_wait");
-    }
-    let Some(status) = status else {
-        panic!(
-            "the cluster did not exit; {} writes acknowledged",
-            acknowledged.len()
-        );
-    };
-    let stderr: Vec<String> = lines.iter().collect();
-    assert_eq!(status.code(), Some(1), "{stderr:#?}");
-    let last = stderr.last().cloned().unwrap_or_default();
+    let (acknowledged, last) =
+        write_until_failed_exit(&mut cluster.child, &lines, &cluster.endpoints, &value);
     assert!(
         last.contains("stopped itself: storage failed")
             && last.contains("the cluster was shut down"),
         "{last}"
-    );
-    assert!(
-        !stderr.iter().any(|l| l.contains("panicked")),
-        "{stderr:#?}"
-    );
-    assert!(
-        acknowledged.len() >= 2,
-        "writes went through first: {acknowledged:?}"
     );
 
     // Run again without the limit, the cluster serves every write it acknowledged.

@@ -249,11 +249,11 @@ impl RocksStorage {
     /// (unsynced, into the default column family, which holds nothing else) of a little more than
     /// a memtable into each of two WAL files, deleting it and switching to the next file by
     /// flushing every column family. The live file is then the first one reused, and the second
-    /// waits to be reused next. It writes two and a half memtables (10 to 20 MiB), which RocksDB syncs as it switches files,
-    /// and leaves no data. A reopened store is not primed: that burst of writes on a disk its
-    /// peers share would delay their syncs, and with them their answers to the leader, just as a
-    /// node rejoins. It reuses WAL files again once its first two have filled. `write_buffer` is
-    /// the store's memtable size ([`write_buffer_bytes`]).
+    /// waits to be reused next. It writes two and a half memtables (10 to 20 MiB), which RocksDB
+    /// syncs as it switches files, and leaves no data. A reopened store is not primed: that burst
+    /// of writes on a disk its peers share would delay their syncs, and with them their answers
+    /// to the leader, just as a node rejoins. It reuses WAL files again once its first two have
+    /// filled. `write_buffer` is the store's memtable size ([`write_buffer_bytes`]).
     fn prime_wal(&self, write_buffer: usize) -> Result<(), StorageError> {
         const FILLER_CHUNK: usize = 64 << 10;
         // A little more than a WAL file grows to before the log's memtable fills (its records
