@@ -470,9 +470,9 @@ fn cluster_command(dir: &std::path::Path, base: u16, http_base: u16) -> Command 
     command
 }
 
-/// Waits until a `raftor cluster`'s stderr reports a leader; what it logged until then, or
-/// everything it logged in 30 s as the error.
-fn wait_for_leader(stderr: &std::sync::mpsc::Receiver<String>) -> Result<Vec<String>, Vec<String>> {
+/// Waits until a `raftor cluster`'s stderr reports a leader; if none does in 30 s, everything it
+/// logged meanwhile is the error.
+fn wait_for_leader(stderr: &std::sync::mpsc::Receiver<String>) -> Result<(), Vec<String>> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     while Instant::now() < deadline {
@@ -480,7 +480,7 @@ fn wait_for_leader(stderr: &std::sync::mpsc::Receiver<String>) -> Result<Vec<Str
             let found = line.contains("leads term");
             seen.push(line);
             if found {
-                return Ok(seen);
+                return Ok(());
             }
         }
     }
@@ -511,7 +511,7 @@ fn local_cluster_with(extra: &[&str]) -> LocalCluster {
         dir,
     };
     match wait_for_leader(&lines_of(stderr)) {
-        Ok(_) => {
+        Ok(()) => {
             for node in 1..=3 {
                 assert!(
                     cluster.dir.path().join(format!("node-{node}")).is_dir(),
