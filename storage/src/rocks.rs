@@ -73,6 +73,15 @@ const WRITE_BUFFER_STAGGER_BYTES: usize = 1 << 20;
 const WRITE_BUFFER_STAGGER_STEPS: u64 = 5;
 /// How many obsolete WAL files RocksDB keeps to reuse instead of deleting them.
 pub const RECYCLED_WAL_FILES: usize = 4;
+/// The size at which RocksDB's own diagnostic log (`LOG` in the store's directory: its flushes,
+/// compactions and statistics) is closed and a new one begun. Left to RocksDB it grows until the
+/// store is reopened: about a MiB a minute under a saturating write load (a memtable flush every
+/// few seconds, each logged in a few lines), over a GiB a day.
+pub const INFO_LOG_MAX_BYTES: usize = 4 << 20;
+/// How many closed diagnostic logs (`LOG.old.*`) RocksDB keeps beside the current one: with
+/// [`INFO_LOG_MAX_BYTES`], at most 20 MiB of diagnostic log per store with the current one, the
+/// last 20 minutes or so of a saturating load.
+pub const INFO_LOGS_KEPT: usize = 4;
 
 /// The size of each column family's memtable in node `node_id`'s store: [`WRITE_BUFFER_BYTES`]
 /// for node 1, a MiB more for each id after it, up to 8 MiB for node 5, then again from 4 MiB.
@@ -184,6 +193,8 @@ fn store_options(direct_writes: bool, write_buffer: usize) -> Options {
     // This is RocksDB's default; it is named because reusing WAL files relies on it.
     opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
     opts.set_recycle_log_file_num(RECYCLED_WAL_FILES);
+    opts.set_max_log_file_size(INFO_LOG_MAX_BYTES);
+    opts.set_keep_log_file_num(INFO_LOGS_KEPT);
     opts.set_write_buffer_size(write_buffer);
     // RocksDB flushes the column families that hold the oldest WAL once the live WAL files exceed
     // this, so a rarely written column family (`meta`) cannot keep old WAL files alive.
@@ -641,6 +652,42 @@ mod tests {
         assert_eq!(write_buffer_bytes(6), WRITE_BUFFER_BYTES);
         assert!(sizes.contains(&write_buffer_bytes(0)));
         assert!(sizes[4] <= 2 * WRITE_BUFFER_BYTES);
+    }
+
+    /// RocksDB records the options a store runs with in its `OPTIONS-*` files: the newest one's
+    /// value of `name` in section `[DBOptions]`.
+    fn recorded_db_option(dir: &Path, name: &str) -> Option<String> {
+        let newest = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                let file = path.file_name().unwrap().to_string_lossy().into_owned();
+                file.starts_with("OPTIONS-") && !file.ends_with(".dbtmp")
+            })
+            .max()?;
+        let text = std::fs::read_to_string(newest).unwrap();
+        let section = text.split("\n[").find(|s| s.starts_with("DBOptions]"))?;
+        section.lines().find_map(|line| {
+            let (key, value) = line.trim().split_once('=')?;
+            (key == name).then(|| value.to_string())
+        })
+    }
+
+    /// RocksDB's diagnostic log is bounded: it rolls at a size and only a few old ones are kept
+    /// (left to RocksDB, one log grows until the store is reopened, and a thousand are kept).
+    #[test]
+    fn the_diagnostic_log_rolls_and_few_are_kept() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("db");
+        drop(RocksStorage::open(&path, &identity()).unwrap());
+        assert_eq!(
+            recorded_db_option(&path, "max_log_file_size").as_deref(),
+            Some(INFO_LOG_MAX_BYTES.to_string().as_str())
+        );
+        assert_eq!(
+            recorded_db_option(&path, "keep_log_file_num").as_deref(),
+            Some(INFO_LOGS_KEPT.to_string().as_str())
+        );
     }
 
     #[test]
