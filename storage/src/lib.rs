@@ -13,7 +13,8 @@ mod snapshots;
 pub use error::StorageError;
 pub use memory::MemStorage;
 pub use rocks::{
-    write_buffer_bytes, RocksStorage, StoreIdentity, RECYCLED_WAL_FILES, WRITE_BUFFER_BYTES,
+    write_buffer_bytes, RocksStorage, StoreIdentity, INFO_LOGS_KEPT, INFO_LOG_MAX_BYTES,
+    RECYCLED_WAL_FILES, WRITE_BUFFER_BYTES,
 };
 pub use snapshots::{SnapshotFile, SnapshotStore, StagedSnapshot};
 
