@@ -24,6 +24,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, Encoder};
 
+#[cfg(target_os = "linux")]
+#[path = "support/accepted_socket.rs"]
+mod accepted_socket;
+#[cfg(target_os = "linux")]
+use accepted_socket::assert_probed;
+
 const MAX: usize = 4096;
 
 fn log_id() -> impl Strategy<Value = LogId> {
@@ -551,6 +557,63 @@ async fn client_sessions_past_the_limit_are_turned_away() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(served, "a session is served again once one ended");
+}
+
+/// Every connection the endpoint accepts, a client session's or a peer's, is probed with TCP
+/// keepalive and bounds unacknowledged data (`network::keepalive`): a client or peer whose
+/// machine vanished does not hold its session, descriptor and task for good.
+#[cfg(target_os = "linux")]
+#[actix_rt::test]
+async fn accepted_connections_find_out_when_the_other_end_is_gone() {
+    use std::sync::Arc;
+
+    let (tx, mut received) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let peers: BTreeMap<NodeId, String> = [(NodeId(1), "127.0.0.1:1".to_owned())].into();
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut config = EndpointConfig::new(NodeId(2), "hostile", listen, peers);
+    config.max_frame_bytes = MAX;
+    config.client_handler.set(Arc::new(|body: Bytes| {
+        Box::pin(async move { body }) as futures::future::LocalBoxFuture<'static, Bytes>
+    }));
+    let (_endpoint, addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+
+    // A client session, answered once (so the endpoint has accepted and opened it).
+    let mut client = TcpStream::connect(addr).await.expect("connect");
+    let mut opening = encode(&[Frame::ClientHello {
+        protocol_version: PROTOCOL_VERSION,
+        token: None,
+    }]);
+    FrameCodec::new(MAX)
+        .encode(
+            Frame::ClientRequest {
+                id: 1,
+                body: Bytes::from_static(b"ping"),
+            },
+            &mut opening,
+        )
+        .expect("encodes");
+    client.write_all(&opening).await.expect("write");
+    let mut answer = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    // A peer's connection, which delivered a message.
+    let mut peer = TcpStream::connect(addr).await.expect("connect");
+    let mut hello_and_vote = hello(PROTOCOL_VERSION, 1);
+    hello_and_vote.extend(encode(&[Frame::Raft(vote(3))]).to_vec());
+    peer.write_all(&hello_and_vote).await.expect("write");
+    tokio::time::timeout(Duration::from_secs(10), received.recv())
+        .await
+        .expect("delivered in time")
+        .expect("collector alive");
+
+    for (what, stream) in [("client session", &client), ("peer", &peer)] {
+        assert_probed(addr, stream.local_addr().expect("address"), what);
+    }
 }
 
 /// An AppendEntries of more than `MAX_ENTRIES_PER_MESSAGE` entries is refused by the decoder (a

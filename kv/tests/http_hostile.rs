@@ -2,6 +2,9 @@
 //! wrong methods, unknown routes, huge bodies. Every answer is a 4xx with a JSON body
 //! `{"error": "..."}`, nothing is written, and the node keeps serving.
 
+#[cfg(target_os = "linux")]
+#[path = "../../actors/tests/support/accepted_socket.rs"]
+mod accepted_socket;
 mod common;
 
 use common::{http, Cluster};
@@ -335,4 +338,41 @@ async fn a_request_refused_before_its_body_was_read_still_gets_its_answer() {
         "nothing was written"
     );
     cluster.shutdown().await;
+}
+
+/// Every HTTP connection a node accepts, served on the node's thread (the default) or by
+/// actix-web's worker threads, is probed with TCP keepalive and bounds unacknowledged data
+/// (`raftor_actors::network::keepalive`), as the Raft port's connections are.
+#[cfg(target_os = "linux")]
+#[actix_rt::test]
+async fn accepted_http_connections_find_out_when_the_client_is_gone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for workers in [0, 2] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (nodes, _, _) = common::start_on_free_ports(1, dir.path(), |config| {
+            raftor_kv::local_cluster::quick_timing(config);
+            config.http_workers = workers;
+        })
+        .await;
+        let server = nodes[0].http_addr.expect("HTTP is served");
+        let mut client = tokio::net::TcpStream::connect(server)
+            .await
+            .expect("connect");
+        client
+            .write_all(b"GET /v1/status HTTP/1.1\r\nHost: node\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = [0u8; 12];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_exact(&mut answer),
+        )
+        .await
+        .expect("answered in time")
+        .expect("answered");
+        assert_eq!(&answer[..9], b"HTTP/1.1 ");
+        let what = format!("HTTP with {workers} workers");
+        accepted_socket::assert_probed(server, client.local_addr().expect("address"), &what);
+        nodes[0].shutdown().await;
+    }
 }

@@ -1,5 +1,6 @@
 pub mod client;
 pub mod codec;
+pub mod keepalive;
 pub(crate) mod stream;
 pub mod tcp;
 pub mod tls;

@@ -29,6 +29,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use raftor_actors::network::client::default_client_connection_limit;
+use raftor_actors::network::keepalive::configure_accepted;
 use raftor_actors::network::tls::NodeTls;
 use serde::Deserialize;
 use serde_json::json;
@@ -170,6 +171,7 @@ pub fn serve(
         .workers(workers)
         .max_connections(per_worker)
         .client_disconnect_timeout(LINGER_FOR_UNREAD_BODY)
+        .on_connect(|connection, _| configure_worker_connection(connection))
         .disable_signals();
     let server = match tls {
         None => server.bind(addr)?,
@@ -184,6 +186,17 @@ pub fn serve(
         }
     });
     Ok((HttpServerHandle::Workers(handle), bound))
+}
+
+/// A connection accepted by actix-web's workers, plain or TLS: set up as every accepted
+/// connection is (`configure_accepted`: keepalive probes, a bound on unacknowledged data).
+fn configure_worker_connection(connection: &dyn std::any::Any) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<tokio::net::TcpStream>;
+    if let Some(stream) = connection.downcast_ref::<tokio::net::TcpStream>() {
+        configure_accepted(stream);
+    } else if let Some(stream) = connection.downcast_ref::<Tls>() {
+        configure_accepted(stream.get_ref().0);
+    }
 }
 
 /// How long a connection answered before its request body was read (a write refused by its
@@ -258,7 +271,7 @@ where
         };
         match accepted {
             (Ok(slot), Ok((stream, _peer))) => {
-                let _ = stream.set_nodelay(true);
+                configure_accepted(&stream);
                 let service = service.clone();
                 actix::spawn(async move {
                     // A connection's errors (a client hanging up, a malformed request, a failed

@@ -6,10 +6,10 @@
 //! connection, and only that one, before any frame of it reaches the rules.
 
 use super::{Counters, EndpointConfig, PeerLink, Wakers};
-use crate::network::client;
 use crate::network::codec::{Frame, FrameCodec, MAX_HELLO_BYTES, PROTOCOL_VERSION};
 use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
 use crate::network::tls;
+use crate::network::{client, keepalive};
 use crate::transport::Inbound;
 use actix::Recipient;
 use futures::StreamExt;
@@ -142,7 +142,7 @@ impl Acceptor {
     /// Reads one inbound connection until it closes, breaks the protocol or the endpoint stops.
     async fn serve(self, stream: TcpStream, remote: SocketAddr, cancel: CancellationToken) {
         let node = self.node();
-        let _ = stream.set_nodelay(true);
+        keepalive::configure_accepted(&stream);
         // The TLS handshake and the hello together must come within HELLO_TIMEOUT, and the hello
         // is read with a small frame limit: until it has said who it is, a connection cannot
         // make this node buffer more than MAX_HELLO_BYTES.
