@@ -3,6 +3,9 @@
 //! reaches the rules), HTTPS and native TLS for clients, bearer tokens with roles (401 without a
 //! valid token, 403 with a role too weak), and token rotation without a restart.
 
+#[cfg(target_os = "linux")]
+#[path = "../../actors/tests/support/accepted_socket.rs"]
+mod accepted_socket;
 mod common;
 
 use common::free_base_port;
@@ -600,4 +603,48 @@ async fn a_node_joins_a_secure_cluster_with_an_admin_token() {
     assert!(applied, "node 4 replicates over mutual TLS");
     joiner.shutdown().await;
     cluster.shutdown().await;
+}
+
+/// An HTTPS connection accepted by actix-web's worker threads (`http_workers`; it reaches the
+/// service as a TLS stream, not a TCP one) is probed with keepalive and bounds unacknowledged
+/// data, as every accepted connection is.
+#[cfg(target_os = "linux")]
+#[actix_rt::test]
+async fn https_connections_on_worker_threads_find_out_when_the_client_is_gone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    local_credentials(&certs, 1).expect("credentials");
+    let (nodes, _, _) = common::start_on_free_ports(1, dir.path(), |config| {
+        quick_timing(config);
+        secure(config, &certs);
+        config.http_workers = 2;
+    })
+    .await;
+    let server = nodes[0].http_addr.expect("HTTPS is served");
+    let tcp = tokio::net::TcpStream::connect(server)
+        .await
+        .expect("connect");
+    let client = tcp.local_addr().expect("address");
+    let config = tls_client(
+        &std::fs::read(certs::ca_cert_path(&certs)).expect("CA"),
+        None,
+    );
+    let name = ServerName::try_from(node_name(NodeId(1))).expect("name");
+    let mut stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    stream
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: node\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(&answer, b"HTTP/1.1 ");
+    accepted_socket::assert_probed(server, client, "HTTPS on worker threads");
+    nodes[0].shutdown().await;
 }
