@@ -311,6 +311,29 @@ impl Handler<Inbound> for Collector {
     }
 }
 
+/// Node 2's endpoint, on a free loopback port, reading frames of at most [`MAX`] bytes; with
+/// `peer_1`, node 1 is its one peer.
+fn node_2_config(peer_1: bool) -> EndpointConfig {
+    let peers: BTreeMap<NodeId, String> = if peer_1 {
+        [(NodeId(1), "127.0.0.1:1".to_owned())].into()
+    } else {
+        BTreeMap::new()
+    };
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut config = EndpointConfig::new(NodeId(2), "hostile", listen, peers);
+    config.max_frame_bytes = MAX;
+    config
+}
+
+/// Client sessions on `config`'s endpoint answer every request with its own body.
+fn echo_client_requests(config: &EndpointConfig) {
+    config
+        .client_handler
+        .set(std::sync::Arc::new(|body: Bytes| {
+            Box::pin(async move { body }) as futures::future::LocalBoxFuture<'static, Bytes>
+        }));
+}
+
 fn hello(version: u32, node: u64) -> Vec<u8> {
     encode(&[Frame::Hello {
         protocol_version: version,
@@ -350,11 +373,7 @@ async fn send_raw(addr: SocketAddr, bytes: &[u8]) {
 async fn an_endpoint_fed_garbage_keeps_serving() {
     let (tx, mut received) = mpsc::unbounded_channel();
     let collector = Collector(tx).start();
-    let peers: BTreeMap<NodeId, String> = [(NodeId(1), "127.0.0.1:1".to_owned())].into();
-    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut config = EndpointConfig::new(NodeId(2), "hostile", listen, peers);
-    config.max_frame_bytes = MAX;
-    let (endpoint, addr) = tcp::start(config, collector.recipient())
+    let (endpoint, addr) = tcp::start(node_2_config(true), collector.recipient())
         .await
         .expect("endpoint starts");
 
@@ -422,8 +441,7 @@ async fn a_client_that_never_reads_its_answers_is_held_back_and_loses_nothing() 
     const SENT: u64 = 4_000;
     let (tx, _received) = mpsc::unbounded_channel();
     let collector = Collector(tx).start();
-    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut config = EndpointConfig::new(NodeId(2), "hostile", listen, BTreeMap::new());
+    let mut config = node_2_config(false);
     config.max_frame_bytes = 2 * ANSWER;
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
@@ -501,18 +519,13 @@ async fn a_client_that_never_reads_its_answers_is_held_back_and_loses_nothing() 
 #[actix_rt::test]
 async fn client_sessions_past_the_limit_are_turned_away() {
     use futures::{SinkExt, StreamExt};
-    use std::sync::Arc;
     use tokio_util::codec::Framed;
 
     let (tx, _received) = mpsc::unbounded_channel();
     let collector = Collector(tx).start();
-    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut config = EndpointConfig::new(NodeId(2), "hostile", listen, BTreeMap::new());
-    config.max_frame_bytes = MAX;
+    let mut config = node_2_config(false);
     config.max_client_sessions = 2;
-    config.client_handler.set(Arc::new(|body: Bytes| {
-        Box::pin(async move { body }) as futures::future::LocalBoxFuture<'static, Bytes>
-    }));
+    echo_client_requests(&config);
     let (_endpoint, addr) = tcp::start(config, collector.recipient())
         .await
         .expect("endpoint starts");
@@ -565,17 +578,10 @@ async fn client_sessions_past_the_limit_are_turned_away() {
 #[cfg(target_os = "linux")]
 #[actix_rt::test]
 async fn accepted_connections_find_out_when_the_other_end_is_gone() {
-    use std::sync::Arc;
-
     let (tx, mut received) = mpsc::unbounded_channel();
     let collector = Collector(tx).start();
-    let peers: BTreeMap<NodeId, String> = [(NodeId(1), "127.0.0.1:1".to_owned())].into();
-    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut config = EndpointConfig::new(NodeId(2), "hostile", listen, peers);
-    config.max_frame_bytes = MAX;
-    config.client_handler.set(Arc::new(|body: Bytes| {
-        Box::pin(async move { body }) as futures::future::LocalBoxFuture<'static, Bytes>
-    }));
+    let config = node_2_config(true);
+    echo_client_requests(&config);
     let (_endpoint, addr) = tcp::start(config, collector.recipient())
         .await
         .expect("endpoint starts");

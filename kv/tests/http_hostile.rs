@@ -346,7 +346,6 @@ async fn a_request_refused_before_its_body_was_read_still_gets_its_answer() {
 #[cfg(target_os = "linux")]
 #[actix_rt::test]
 async fn accepted_http_connections_find_out_when_the_client_is_gone() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for workers in [0, 2] {
         let dir = tempfile::tempdir().expect("tempdir");
         let (nodes, _, _) = common::start_on_free_ports(1, dir.path(), |config| {
@@ -358,19 +357,7 @@ async fn accepted_http_connections_find_out_when_the_client_is_gone() {
         let mut client = tokio::net::TcpStream::connect(server)
             .await
             .expect("connect");
-        client
-            .write_all(b"GET /v1/status HTTP/1.1\r\nHost: node\r\n\r\n")
-            .await
-            .expect("write");
-        let mut answer = [0u8; 12];
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            client.read_exact(&mut answer),
-        )
-        .await
-        .expect("answered in time")
-        .expect("answered");
-        assert_eq!(&answer[..9], b"HTTP/1.1 ");
+        common::status_answered(&mut client).await;
         let what = format!("HTTP with {workers} workers");
         accepted_socket::assert_probed(server, client.local_addr().expect("address"), &what);
         nodes[0].shutdown().await;

@@ -611,7 +611,6 @@ async fn a_node_joins_a_secure_cluster_with_an_admin_token() {
 #[cfg(target_os = "linux")]
 #[actix_rt::test]
 async fn https_connections_on_worker_threads_find_out_when_the_client_is_gone() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certs");
     local_credentials(&certs, 1).expect("credentials");
@@ -635,16 +634,7 @@ async fn https_connections_on_worker_threads_find_out_when_the_client_is_gone() 
         .connect(name, tcp)
         .await
         .expect("TLS handshake");
-    stream
-        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: node\r\n\r\n")
-        .await
-        .expect("write");
-    let mut answer = [0u8; 9];
-    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut answer))
-        .await
-        .expect("answered in time")
-        .expect("answered");
-    assert_eq!(&answer, b"HTTP/1.1 ");
+    common::status_answered(&mut stream).await;
     accepted_socket::assert_probed(server, client, "HTTPS on worker threads");
     nodes[0].shutdown().await;
 }

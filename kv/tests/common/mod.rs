@@ -250,3 +250,22 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// Asks for `/v1/status` over `stream` (HTTP/1.1, plain or TLS) and checks that an HTTP answer
+/// begins to arrive: the node accepted and is serving the connection.
+pub async fn status_answered<S>(stream: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: node\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(&answer, b"HTTP/1.1 ");
+}
