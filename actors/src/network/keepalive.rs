@@ -16,8 +16,8 @@
 //!   the kernel's retransmissions alone would keep it for about a quarter of an hour.
 //!
 //! A client that is alive but stops reading its answers acknowledges the kernel's window probes,
-//! so neither closes its connection; what such a session may hold is bounded instead
-//! (`client::MAX_UNWRITTEN_ANSWER_BYTES`).
+//! so neither closes its connection; what such a session may hold is bounded instead, by
+//! `client::MAX_REQUESTS_IN_FLIGHT` and `client::MAX_UNWRITTEN_ANSWER_BYTES`.
 
 use std::time::Duration;
 use tokio::net::TcpStream;
