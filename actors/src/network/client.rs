@@ -132,9 +132,9 @@ pub const MAX_REQUESTS_IN_FLIGHT: usize = 1024;
 /// How many bytes of answers a session may hold for a client that does not read them: past it,
 /// the session reads no more requests until they are written. So a client that pipelines
 /// requests and never reads costs the node at most this plus the answers of the requests in
-/// flight (as many answers as that many HTTP connections could hold), not without bound. With
-/// large answers that second part dominates: answers are charged only once computed, and a burst
-/// is admitted before any is, so 1,024 answers of 1 MiB (1 GiB) can wait at once (a known limit).
+/// flight (as many answers as that many HTTP connections could hold), not without bound. The
+/// bound is per session: nothing bounds the sum over a node's sessions (a known limit; measured
+/// with 1 MB answers, a session that never reads costs its node about 180 MiB).
 pub const MAX_UNWRITTEN_ANSWER_BYTES: usize = 64 << 20;
 
 /// What an answer holds on its way to the client: its place among the requests in flight and its
