@@ -15,6 +15,7 @@ use raftor_actors::network::tls::{node_name, ClientTls};
 use raftor_core::{AppendEntries, Envelope, LogId, LogIndex, Message, NodeId, Term};
 use raftor_kv::auth::{new_token, Role, TokensFile};
 use raftor_kv::certs::{self, Ca};
+use raftor_kv::config::NodeConfig;
 use raftor_kv::local_cluster::{local_credentials, quick_timing, secure};
 use raftor_kv::protocol::Consistency;
 use raftor_kv::server::RunningNode;
@@ -34,13 +35,19 @@ struct SecureCluster {
 
 impl SecureCluster {
     async fn start() -> SecureCluster {
+        Self::start_with(3, |_| {}).await
+    }
+
+    /// `size` founding members with TLS and tokens, each configuration then adjusted by
+    /// `adjust`; certificates for one node more, which may join later.
+    async fn start_with(size: u64, adjust: impl Fn(&mut NodeConfig)) -> SecureCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = dir.path().join("certs");
-        // A fourth certificate, for a node that joins later.
-        local_credentials(&certs, 4).expect("credentials");
-        let (nodes, base, http_base) = common::start_on_free_ports(3, dir.path(), |config| {
+        local_credentials(&certs, size + 1).expect("credentials");
+        let (nodes, base, http_base) = common::start_on_free_ports(size, dir.path(), |config| {
             quick_timing(config);
             secure(config, &certs);
+            adjust(config);
         })
         .await;
         SecureCluster {
@@ -611,22 +618,14 @@ async fn a_node_joins_a_secure_cluster_with_an_admin_token() {
 #[cfg(target_os = "linux")]
 #[actix_rt::test]
 async fn https_connections_on_worker_threads_find_out_when_the_client_is_gone() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dir.path().join("certs");
-    local_credentials(&certs, 1).expect("credentials");
-    let (nodes, _, _) = common::start_on_free_ports(1, dir.path(), |config| {
-        quick_timing(config);
-        secure(config, &certs);
-        config.http_workers = 2;
-    })
-    .await;
-    let server = nodes[0].http_addr.expect("HTTPS is served");
+    let cluster = SecureCluster::start_with(1, |config| config.http_workers = 2).await;
+    let server = cluster.nodes[0].http_addr.expect("HTTPS is served");
     let tcp = tokio::net::TcpStream::connect(server)
         .await
         .expect("connect");
     let client = tcp.local_addr().expect("address");
     let config = tls_client(
-        &std::fs::read(certs::ca_cert_path(&certs)).expect("CA"),
+        &std::fs::read(certs::ca_cert_path(&cluster.certs())).expect("CA"),
         None,
     );
     let name = ServerName::try_from(node_name(NodeId(1))).expect("name");
@@ -636,5 +635,5 @@ async fn https_connections_on_worker_threads_find_out_when_the_client_is_gone() 
         .expect("TLS handshake");
     common::status_answered(&mut stream).await;
     accepted_socket::assert_probed(server, client, "HTTPS on worker threads");
-    nodes[0].shutdown().await;
+    cluster.shutdown().await;
 }

@@ -53,8 +53,19 @@ pub fn configure_accepted(stream: &TcpStream) {
     if let Err(error) = socket.set_tcp_keepalive(&keepalive) {
         tracing::debug!(%error, "cannot turn on TCP keepalive on an accepted connection");
     }
+    bound_unacknowledged_data(stream, UNACKED_DATA_TIMEOUT);
+}
+
+/// Closes `stream` once data written on it stays unacknowledged for `timeout`
+/// (`TCP_USER_TIMEOUT`, on Linux). Elsewhere, or if the kernel refuses (logged), the kernel's
+/// retransmissions decide, and the connection works as before. Accepted connections use
+/// [`UNACKED_DATA_TIMEOUT`]; a node's own connections to its peers a shorter bound, so a
+/// partition fails them promptly (`tcp::peer`).
+pub(crate) fn bound_unacknowledged_data(stream: &TcpStream, timeout: Duration) {
     #[cfg(target_os = "linux")]
-    if let Err(error) = socket.set_tcp_user_timeout(Some(UNACKED_DATA_TIMEOUT)) {
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
         tracing::debug!(%error, "cannot bound unacknowledged data (TCP_USER_TIMEOUT)");
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (stream, timeout);
 }

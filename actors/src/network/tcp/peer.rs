@@ -12,6 +12,7 @@
 
 use super::{Counters, EndpointConfig, PeerLink};
 use crate::network::codec::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
+use crate::network::keepalive;
 use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
 use crate::network::tls::node_name;
 use futures::future::BoxFuture;
@@ -320,10 +321,7 @@ impl Writer {
 /// still works, as before).
 fn configure(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    #[cfg(target_os = "linux")]
-    if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(UNACKED_TIMEOUT)) {
-        tracing::debug!(%error, "cannot bound unacknowledged data (TCP_USER_TIMEOUT)");
-    }
+    keepalive::bound_unacknowledged_data(stream, UNACKED_TIMEOUT);
     Ok(())
 }
 
