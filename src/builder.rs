@@ -43,6 +43,7 @@ pub struct RaftNodeBuilder {
     pub(crate) snapshot_thread: Option<bool>,
     pub(crate) cluster_id: String,
     pub(crate) tls: Option<raftor_actors::network::tls::NodeTls>,
+    pub(crate) max_client_answer_bytes: usize,
     pub(crate) tick: Duration,
     pub(crate) election_min: Duration,
     pub(crate) election_max: Duration,
@@ -77,6 +78,8 @@ impl RaftNodeBuilder {
             snapshot_thread: None,
             cluster_id: "raftor".to_string(),
             tls: None,
+            max_client_answer_bytes:
+                raftor_actors::network::answer_budget::DEFAULT_NODE_ANSWER_BYTES,
             tick: Duration::from_millis(10),
             election_min: Duration::from_millis(1000),
             election_max: Duration::from_millis(2000),
@@ -207,6 +210,15 @@ impl RaftNodeBuilder {
     /// [`NodeTls::load`](raftor_actors::network::tls::NodeTls::load).
     pub fn tls(mut self, tls: raftor_actors::network::tls::NodeTls) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// The most bytes the node's native client sessions together may hold in requests being
+    /// answered and answers not yet written (default 1 GiB; see
+    /// [`EndpointConfig::max_unwritten_answer_bytes`](raftor_actors::network::tcp::EndpointConfig)).
+    /// Only with the TCP endpoint.
+    pub fn max_client_answer_bytes(mut self, bytes: usize) -> Self {
+        self.max_client_answer_bytes = bytes;
         self
     }
 

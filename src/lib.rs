@@ -85,7 +85,7 @@ pub mod state_machine;
 pub use builder::RaftNodeBuilder;
 pub use consistency::Consistency;
 pub use error::{Error, StartError};
-pub use link::ClientHandler;
+pub use link::{ClientHandler, PreparedAnswer};
 pub use raft_node::RaftNode;
 pub use raftor_actors::snapshot::SnapshotPolicy;
 pub use raftor_actors::Leadership;

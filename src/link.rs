@@ -2,18 +2,15 @@
 //! or, for tests, an in-memory network.
 
 use actix::Addr;
-use bytes::Bytes;
-use futures::future::LocalBoxFuture;
 use raftor_actors::network::client::ClientHandlerSlot;
 use raftor_actors::network::tcp::{self, TcpEndpoint};
 use raftor_actors::{MemoryNetwork, NetworkControl};
 use raftor_core::NodeId;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-/// Answers one request body of the native client protocol (see
-/// [`RaftNode::set_client_handler`](crate::RaftNode::set_client_handler)) with a response body. Runs on the endpoint's thread.
-pub type ClientHandler = Arc<dyn Fn(Bytes) -> LocalBoxFuture<'static, Bytes> + Send + Sync>;
+// What answers the native client protocol's requests (see `RaftNode::set_client_handler`); it runs
+// on the endpoint's thread.
+pub use raftor_actors::network::client::{ClientHandler, PreparedAnswer};
 
 /// How the node reaches its peers.
 pub(crate) enum Link {

@@ -165,6 +165,7 @@ impl RaftNodeBuilder {
             .collect();
         let mut config = EndpointConfig::new(id, self.cluster_id.clone(), listen, others);
         config.tls = self.tls.clone();
+        config.max_unwritten_answer_bytes = self.max_client_answer_bytes;
         let clients = config.client_handler.clone();
         let (endpoint, local_addr) = tcp::start(config, inbound).await?;
         Ok((

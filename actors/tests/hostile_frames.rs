@@ -7,6 +7,7 @@
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
+use raftor_actors::network::client::{ClientHandler, PreparedAnswer};
 use raftor_actors::network::codec::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
 use raftor_actors::network::tcp::{self, EndpointConfig, GetStats};
 use raftor_actors::transport::Inbound;
@@ -18,6 +19,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -327,11 +330,9 @@ fn node_2_config(peer_1: bool) -> EndpointConfig {
 
 /// Client sessions on `config`'s endpoint answer every request with its own body.
 fn echo_client_requests(config: &EndpointConfig) {
-    config
-        .client_handler
-        .set(std::sync::Arc::new(|body: Bytes| {
-            Box::pin(async move { body }) as futures::future::LocalBoxFuture<'static, Bytes>
-        }));
+    config.client_handler.set(ClientHandler::new(|body: Bytes| {
+        Box::pin(async move { body })
+    }));
 }
 
 fn hello(version: u32, node: u64) -> Vec<u8> {
@@ -425,35 +426,50 @@ async fn an_endpoint_fed_garbage_keeps_serving() {
     assert!(stats.rejected_connections >= 20, "{stats:?}");
 }
 
-/// A client that pipelines requests and never reads its answers is held back: its session
-/// stops reading once `MAX_REQUESTS_IN_FLIGHT` requests are unanswered on the wire or
-/// `MAX_UNWRITTEN_ANSWER_BYTES` of answers wait, so the node answers (and holds in memory) a
-/// bounded number of them, not every request the client sends; once the client reads, every
-/// answer arrives.
-#[actix_rt::test]
-async fn a_client_that_never_reads_its_answers_is_held_back_and_loses_nothing() {
-    use futures::StreamExt;
-    use raftor_actors::network::client::{MAX_REQUESTS_IN_FLIGHT, MAX_UNWRITTEN_ANSWER_BYTES};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+/// How a test's handler answers: every answer is `answer` bytes, built after a short wait (as a
+/// read waits for the state machine), with or without stating that size beforehand.
+struct Answers {
+    answer: usize,
+    stated: bool,
+}
 
-    const ANSWER: usize = 64 << 10;
-    const SENT: u64 = 4_000;
-    let (tx, _received) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
-    let mut config = node_2_config(false);
-    config.max_frame_bytes = 2 * ANSWER;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    config.client_handler.set(Arc::new(move |_body: Bytes| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Bytes::from(vec![7u8; ANSWER]) })
-            as futures::future::LocalBoxFuture<'static, Bytes>
-    }));
-    let (_endpoint, addr) = tcp::start(config, collector.recipient())
-        .await
-        .expect("endpoint starts");
+impl Answers {
+    /// The handler, and how many answers it has built.
+    fn handler(&self) -> (ClientHandler, Arc<AtomicUsize>) {
+        let built = Arc::new(AtomicUsize::new(0));
+        let counted = built.clone();
+        let answer = self.answer;
+        let bound = if self.stated {
+            answer
+        } else {
+            ClientHandler::DEFAULT_ANSWER_BOUND
+        };
+        let handler = ClientHandler::bounded(move |_body: Bytes| {
+            let counted = counted.clone();
+            PreparedAnswer {
+                bound,
+                answer: Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    Bytes::from(vec![7u8; answer])
+                }),
+            }
+        });
+        (handler, built)
+    }
+}
 
+/// Open a client session on `addr` and send `sent` requests without reading anything (from a
+/// task of its own: the node stops reading, so the writes may wait). Returns the socket's read
+/// half and the writing task.
+async fn pipeline_without_reading(
+    addr: SocketAddr,
+    sent: u64,
+    max_frame: usize,
+) -> (
+    tokio::net::tcp::OwnedReadHalf,
+    actix_rt::task::JoinHandle<tokio::net::tcp::OwnedWriteHalf>,
+) {
     let (read, mut write) = TcpStream::connect(addr)
         .await
         .expect("connect")
@@ -462,41 +478,42 @@ async fn a_client_that_never_reads_its_answers_is_held_back_and_loses_nothing() 
         protocol_version: PROTOCOL_VERSION,
         token: None,
     }]);
-    let mut codec = FrameCodec::new(2 * ANSWER);
-    for id in 0..SENT {
+    let mut codec = FrameCodec::new(max_frame);
+    for id in 0..sent {
         let request = Frame::ClientRequest {
             id,
             body: Bytes::from_static(b"get"),
         };
         codec.encode(request, &mut requests).expect("encodes");
     }
-    // The node stops reading, so the writes may wait: write from a task of their own.
     let writing = actix_rt::spawn(async move {
-        write.write_all(&requests).await.expect("requests written");
+        // The node may close the session before it has read them all (the last test).
+        let _ = write.write_all(&requests).await;
         write
     });
-    // Let the node answer all it will while nothing is read.
-    let mut answered = 0;
+    (read, writing)
+}
+
+/// Wait until `built` stops growing (the node has built all it will while nothing is read).
+async fn settled(built: &AtomicUsize) -> usize {
+    let mut seen = 0;
     for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = calls.load(Ordering::SeqCst);
-        if now == answered && now > 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = built.load(Ordering::SeqCst);
+        if now == seen && now > 0 {
             break;
         }
-        answered = now;
+        seen = now;
     }
-    // The requests in flight, the answers within the budget, and what the kernel's socket
-    // buffers hold (a few MiB on loopback).
-    let bound = MAX_REQUESTS_IN_FLIGHT + MAX_UNWRITTEN_ANSWER_BYTES / ANSWER + 256;
-    assert!(bound < SENT as usize);
-    assert!(
-        answered > 0 && answered <= bound,
-        "{answered} requests answered while the client read nothing (bound {bound})"
-    );
+    seen
+}
 
-    let mut answers = tokio_util::codec::FramedRead::new(read, FrameCodec::new(2 * ANSWER));
+/// Read answers from `read` until `sent` distinct ones have come, each `answer` bytes.
+async fn read_every_answer(read: tokio::net::tcp::OwnedReadHalf, sent: u64, answer: usize) {
+    use futures::StreamExt;
+    let mut answers = tokio_util::codec::FramedRead::new(read, FrameCodec::new(2 * answer));
     let mut ids = std::collections::BTreeSet::new();
-    while ids.len() < SENT as usize {
+    while ids.len() < sent as usize {
         let frame = tokio::time::timeout(Duration::from_secs(20), answers.next())
             .await
             .expect("answers keep coming")
@@ -504,13 +521,159 @@ async fn a_client_that_never_reads_its_answers_is_held_back_and_loses_nothing() 
             .expect("a frame");
         match frame {
             Frame::ClientResponse { id, body } => {
-                assert_eq!(body.len(), ANSWER);
+                assert_eq!(body.len(), answer);
                 assert!(ids.insert(id), "answer {id} twice");
             }
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(calls.load(Ordering::SeqCst), SENT as usize);
+}
+
+/// What the kernel's socket buffers on loopback may hold of a session's answers (a few MiB each
+/// way), in bytes.
+const SOCKET_BUFFERS: usize = 16 << 20;
+
+/// A client that pipelines requests and never reads its answers is held back: its session
+/// stops reading once `MAX_REQUESTS_IN_FLIGHT` requests are unanswered on the wire or its budget
+/// (`SESSION_ANSWER_BYTES`) is held, so the node answers (and holds in memory) a bounded number
+/// of them, not every request the client sends; once the client reads, every answer arrives.
+/// Here the handler states no bound: each answer is charged in full once built.
+#[actix_rt::test]
+async fn a_client_that_never_reads_its_answers_is_held_back_and_loses_nothing() {
+    use raftor_actors::network::answer_budget::SESSION_ANSWER_BYTES;
+    use raftor_actors::network::client::MAX_REQUESTS_IN_FLIGHT;
+
+    const ANSWER: usize = 64 << 10;
+    const SENT: u64 = 4_000;
+    let (tx, _received) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let mut config = node_2_config(false);
+    config.max_frame_bytes = 2 * ANSWER;
+    let (handler, built) = Answers {
+        answer: ANSWER,
+        stated: false,
+    }
+    .handler();
+    config.client_handler.set(handler);
+    let (_endpoint, addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+
+    let (read, writing) = pipeline_without_reading(addr, SENT, 2 * ANSWER).await;
+    let answered = settled(&built).await;
+    // The requests in flight, the answers within the budget, and the socket buffers.
+    let bound = MAX_REQUESTS_IN_FLIGHT + (SESSION_ANSWER_BYTES + SOCKET_BUFFERS) / ANSWER;
+    assert!(bound < SENT as usize);
+    assert!(
+        answered > 0 && answered <= bound,
+        "{answered} requests answered while the client read nothing (bound {bound})"
+    );
+    read_every_answer(read, SENT, ANSWER).await;
+    assert_eq!(built.load(Ordering::SeqCst), SENT as usize);
+    drop(writing.await.expect("writer"));
+}
+
+/// When the handler states how large its answers may be, the session reserves that room before
+/// it runs a request: a client pipelining large reads and never taking the answers makes the
+/// node build no more of them than its budget holds (before, every request admitted, up to
+/// `MAX_REQUESTS_IN_FLIGHT`, built its answer and then waited with it for room).
+#[actix_rt::test]
+async fn answers_are_not_built_past_the_session_budget_when_their_size_is_stated() {
+    use raftor_actors::network::answer_budget::SESSION_ANSWER_BYTES;
+
+    const ANSWER: usize = 1 << 20;
+    const SENT: u64 = 400;
+    let (tx, _received) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let mut config = node_2_config(false);
+    config.max_frame_bytes = 2 * ANSWER;
+    let (handler, built) = Answers {
+        answer: ANSWER,
+        stated: true,
+    }
+    .handler();
+    config.client_handler.set(handler);
+    let (_endpoint, addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+
+    let (read, writing) = pipeline_without_reading(addr, SENT, 2 * ANSWER).await;
+    let answered = settled(&built).await;
+    let bound = (SESSION_ANSWER_BYTES + SOCKET_BUFFERS) / ANSWER;
+    assert!(
+        answered > 0 && answered <= bound,
+        "{answered} answers of 1 MiB built while the client read nothing (bound {bound})"
+    );
+    read_every_answer(read, SENT, ANSWER).await;
+    assert_eq!(built.load(Ordering::SeqCst), SENT as usize);
+    drop(writing.await.expect("writer"));
+}
+
+/// Clients that never read cannot take a node's memory between them: sessions share the node's
+/// budget (`max_unwritten_answer_bytes`), and while another session waits for room in it, a
+/// session whose client has taken no answer for `STALLED_ANSWER_LIMIT` is closed. So a client
+/// that reads gets its answer after at most about that long, and the silent one loses its
+/// session.
+#[actix_rt::test]
+async fn a_session_that_takes_no_answers_while_others_wait_for_room_is_closed() {
+    use raftor_actors::network::client::{ClientConnection, STALLED_ANSWER_LIMIT};
+
+    const ANSWER: usize = 1 << 20;
+    const SENT: u64 = 400;
+    let (tx, _received) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let mut config = node_2_config(false);
+    config.max_frame_bytes = 2 * ANSWER;
+    config.max_unwritten_answer_bytes = 8 * ANSWER;
+    let (handler, built) = Answers {
+        answer: ANSWER,
+        stated: true,
+    }
+    .handler();
+    config.client_handler.set(handler);
+    let (_endpoint, addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+
+    let (read, writing) = pipeline_without_reading(addr, SENT, 2 * ANSWER).await;
+    let held_back = settled(&built).await;
+    assert!(
+        held_back < SENT as usize / 2,
+        "{held_back} answers built while the client read nothing"
+    );
+
+    let reader = ClientConnection::connect(&addr.to_string(), 2 * ANSWER)
+        .await
+        .expect("a second client connects");
+    let asked = tokio::time::Instant::now();
+    let answer = tokio::time::timeout(
+        STALLED_ANSWER_LIMIT * 4,
+        reader.request(Bytes::from_static(b"get")),
+    )
+    .await
+    .expect("the reading client is answered once the silent session is closed")
+    .expect("an answer");
+    assert_eq!(answer.len(), ANSWER);
+    assert!(
+        asked.elapsed() >= STALLED_ANSWER_LIMIT / 2,
+        "answered at once: the node's budget never ran short"
+    );
+
+    // The silent client finds its session closed: some answers, then the end, never all 400.
+    use futures::StreamExt;
+    let mut answers = tokio_util::codec::FramedRead::new(read, FrameCodec::new(2 * ANSWER));
+    let mut received = 0;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(20), answers.next())
+            .await
+            .expect("the stream ends");
+        match next {
+            Some(Ok(Frame::ClientResponse { .. })) => received += 1,
+            Some(Ok(other)) => panic!("unexpected {other:?}"),
+            None | Some(Err(_)) => break,
+        }
+    }
+    assert!(received < SENT, "the silent session was never closed");
     drop(writing.await.expect("writer"));
 }
 

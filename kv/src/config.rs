@@ -2,6 +2,7 @@
 //! into one checked [`NodeConfig`]. Flags and variables win over the file; the file over defaults.
 
 use clap::Args;
+use raftor_actors::network::answer_budget::DEFAULT_NODE_ANSWER_BYTES;
 use raftor_core::NodeId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -54,6 +55,12 @@ pub struct ServeArgs {
     /// `Retry-After` ("overloaded") instead of waiting in a queue until it times out.
     #[arg(long, env = "RAFTOR_MAX_PENDING_WRITE_BYTES")]
     pub max_pending_write_bytes: Option<usize>,
+    /// The most bytes this node's native client sessions together may hold in requests being
+    /// answered and answers not yet written (default 1073741824, 1 GiB; each session also holds at
+    /// most 64 MiB); past it sessions wait, and one whose client has taken no answer for 5 s is
+    /// closed.
+    #[arg(long, env = "RAFTOR_MAX_CLIENT_ANSWER_BYTES")]
+    pub max_client_answer_bytes: Option<usize>,
     /// Directory for this node's RocksDB data.
     #[arg(long, env = "RAFTOR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -138,6 +145,7 @@ struct FileConfig {
     http_workers: Option<usize>,
     max_value_bytes: Option<usize>,
     max_pending_write_bytes: Option<usize>,
+    max_client_answer_bytes: Option<usize>,
     peers: Option<String>,
     join: Option<String>,
     advertise: Option<String>,
@@ -203,6 +211,9 @@ pub const DEFAULT_ELECTION_MIN_MS: u64 = 1000;
 /// is never refused.
 pub const DEFAULT_MAX_PENDING_WRITE_BYTES: usize = 128 * 1024 * 1024;
 
+/// The smallest `--max-client-answer-bytes` (one default-sized value and then some).
+pub const MIN_CLIENT_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// A node's resolved, checked configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -215,6 +226,8 @@ pub struct NodeConfig {
     /// Back-pressure: the payload bytes of writes in flight on this node before it answers
     /// "overloaded" (see `ServiceConfig::max_pending_write_bytes`).
     pub max_pending_write_bytes: usize,
+    /// What the node's native client sessions may hold together (`--max-client-answer-bytes`).
+    pub max_client_answer_bytes: usize,
     /// The founding members' Raft addresses, this node included; empty for a node that joins.
     pub peers: BTreeMap<NodeId, String>,
     /// For a node that joins a running cluster (then `peers` is empty).
@@ -423,6 +436,16 @@ impl ServeArgs {
                     .into(),
             ));
         }
+        let max_client_answer_bytes = self
+            .max_client_answer_bytes
+            .or(file.max_client_answer_bytes)
+            .unwrap_or(DEFAULT_NODE_ANSWER_BYTES);
+        if max_client_answer_bytes < MIN_CLIENT_ANSWER_BYTES {
+            return Err(ConfigError::Limit(format!(
+                "--max-client-answer-bytes {max_client_answer_bytes}: must be at least \
+                 {MIN_CLIENT_ANSWER_BYTES} (1 MiB)"
+            )));
+        }
         let election_min_ms = self
             .election_min_ms
             .or(file.election_min_ms)
@@ -434,6 +457,7 @@ impl ServeArgs {
             http_workers: self.http_workers.or(file.http_workers).unwrap_or(0).min(64),
             max_value_bytes,
             max_pending_write_bytes,
+            max_client_answer_bytes,
             peers,
             join,
             data_dir,
@@ -607,6 +631,7 @@ mod tests {
             config.max_pending_write_bytes,
             DEFAULT_MAX_PENDING_WRITE_BYTES
         );
+        assert_eq!(config.max_client_answer_bytes, DEFAULT_NODE_ANSWER_BYTES);
         assert_eq!(config.peers[&NodeId(2)], "node2:7002");
         let raft = config.raft_config();
         assert_eq!(
@@ -667,6 +692,13 @@ mod tests {
                     ..args(1, "1=a:1")
                 },
                 "--max-pending-write-bytes 0",
+            ),
+            (
+                ServeArgs {
+                    max_client_answer_bytes: Some(4096),
+                    ..args(1, "1=a:1")
+                },
+                "--max-client-answer-bytes 4096: must be at least 1048576",
             ),
         ];
         for (args, expected) in cases {

@@ -31,6 +31,7 @@ pub fn local_node_config(
         http_workers: 0,
         max_value_bytes: 1024 * 1024,
         max_pending_write_bytes: crate::config::DEFAULT_MAX_PENDING_WRITE_BYTES,
+        max_client_answer_bytes: raftor_actors::network::answer_budget::DEFAULT_NODE_ANSWER_BYTES,
         peers,
         join: None,
         data_dir: data_dir.join(format!("node-{id}")),

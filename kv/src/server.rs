@@ -6,7 +6,7 @@ use crate::auth::{Access, TokenAuth};
 use crate::config::{JoinConfig, NodeConfig};
 use crate::http::{self, HttpState};
 use crate::metrics::ServiceMetrics;
-use crate::service::{KvService, ServiceConfig};
+use crate::service::{AnswerLimits, KvService, ServiceConfig};
 use crate::store::KvStateMachine;
 use crate::watch::{WatchHub, WatchLimits};
 use actix::Actor;
@@ -140,11 +140,16 @@ pub async fn start_node_with_log(
         .promote_lag(config.promote_lag)
         .snapshots(config.snapshots)
         .request_timeout(service_config.request_timeout)
+        .max_client_answer_bytes(config.max_client_answer_bytes)
         .on_log_write(move |elapsed, entries| observer.observe_log_write(elapsed, entries))
         .start(KvStateMachine::with_hub(hub.clone()))
         .await?;
     let raft_addr = handle.local_addr().unwrap_or(config.listen);
 
+    let answer_limits = AnswerLimits {
+        max_value_bytes: service_config.max_value_bytes,
+        max_key_bytes: service_config.max_key_bytes,
+    };
     let service = KvService::new(
         handle.clone(),
         config.peers.clone(),
@@ -153,7 +158,11 @@ pub async fn start_node_with_log(
         hub.clone(),
     )
     .start();
-    handle.set_client_sessions(KvService::client_sessions(service.clone(), access.clone()));
+    handle.set_client_sessions(KvService::client_sessions(
+        service.clone(),
+        access.clone(),
+        answer_limits,
+    ));
 
     let (http, http_addr) = match config.http {
         Some(addr) => {

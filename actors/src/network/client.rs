@@ -5,6 +5,7 @@
 //!
 //! The bodies are opaque here: the service that installs the [`ClientHandler`] gives them meaning.
 
+use crate::network::answer_budget::{Held, NodeAnswerBudget, SessionBudget};
 use crate::network::codec::{Credential, Frame, FrameCodec, PROTOCOL_VERSION};
 use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
 use crate::network::tls::ClientTls;
@@ -12,16 +13,70 @@ use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use futures::{SinkExt, StreamExt};
 use raftor_core::NodeId;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-/// Answers one request body with a response body.
-pub type ClientHandler = Arc<dyn Fn(Bytes) -> LocalBoxFuture<'static, Bytes> + Send + Sync>;
+/// Answers one request body with a response body, and says beforehand how large that answer may
+/// be, so the session can hold room for it before it is computed ([`super::answer_budget`]).
+#[derive(Clone)]
+pub struct ClientHandler {
+    prepare: Arc<dyn Fn(Bytes) -> PreparedAnswer + Send + Sync>,
+}
+
+/// The answer to one request, not computed yet (nothing runs until it is polled), and the most
+/// bytes it may take.
+pub struct PreparedAnswer {
+    /// The largest answer `answer` may give: the session reserves this much (with the request's
+    /// body) before it polls `answer`, and reads no further request while its budget has no room
+    /// for it. A bound too small lets the rest be charged only once the answer is built; one too
+    /// large limits how many requests a session runs at once.
+    pub bound: usize,
+    pub answer: LocalBoxFuture<'static, Bytes>,
+}
+
+impl ClientHandler {
+    /// The room reserved for an answer when the handler states no bound ([`ClientHandler::new`]):
+    /// an answer larger than this is charged the rest once computed.
+    pub const DEFAULT_ANSWER_BOUND: usize = 4096;
+
+    /// A handler answering with `answer`, whose answers' sizes are not known beforehand (each is
+    /// reserved [`Self::DEFAULT_ANSWER_BOUND`] and charged the rest once computed).
+    pub fn new(
+        answer: impl Fn(Bytes) -> LocalBoxFuture<'static, Bytes> + Send + Sync + 'static,
+    ) -> ClientHandler {
+        ClientHandler::bounded(move |body| PreparedAnswer {
+            bound: Self::DEFAULT_ANSWER_BOUND,
+            answer: answer(body),
+        })
+    }
+
+    /// A handler that states, for each request, the largest answer it may give
+    /// ([`PreparedAnswer::bound`]) before the answer is computed.
+    pub fn bounded(prepare: impl Fn(Bytes) -> PreparedAnswer + Send + Sync + 'static) -> Self {
+        ClientHandler {
+            prepare: Arc::new(prepare),
+        }
+    }
+
+    /// The answer to `body`, with its bound; nothing runs until the answer is polled.
+    pub fn prepare(&self, body: Bytes) -> PreparedAnswer {
+        (self.prepare)(body)
+    }
+}
+
+impl fmt::Debug for ClientHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientHandler")
+    }
+}
 
 /// Who opened a client session, as far as the endpoint knows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -129,107 +184,230 @@ pub fn raise_open_files_limit() -> Option<u64> {
 /// client's watches each hold a request open for up to 10 s (a long poll) on its session.
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 1024;
 
-/// How many bytes of answers a session may hold for a client that does not read them: past it,
-/// the session reads no more requests until they are written. So a client that pipelines
-/// requests and never reads costs the node at most this plus the answers of the requests in
-/// flight (as many answers as that many HTTP connections could hold), not without bound. The
-/// bound is per session: nothing bounds the sum over a node's sessions (a known limit; measured
-/// with 1 MB answers, a session that never reads costs its node about 180 MiB).
-pub const MAX_UNWRITTEN_ANSWER_BYTES: usize = 64 << 20;
+/// How long a session's answer may wait for its client to take it, while other sessions wait
+/// for room in the node's budget, before the session is closed to free its share (as Redis
+/// disconnects a client whose output buffer stays over its soft limit).
+pub const STALLED_ANSWER_LIMIT: Duration = Duration::from_secs(5);
 
 /// What an answer holds on its way to the client: its place among the requests in flight and its
-/// bytes in the budget, both given back once it is written.
+/// bytes in the budgets, both given back once it is written.
 struct Unwritten {
     frame: Frame,
     request: OwnedSemaphorePermit,
-    bytes: Option<OwnedSemaphorePermit>,
+    bytes: Held,
 }
 
-/// Serve one client session until the client closes it, breaks the protocol, or `cancel` fires.
-/// Requests are answered concurrently, up to [`MAX_REQUESTS_IN_FLIGHT`] at a time and within
-/// [`MAX_UNWRITTEN_ANSWER_BYTES`] of answers not yet written.
+/// Serve one client session until the client closes it, breaks the protocol, stops taking its
+/// answers while the node is short of room for others' ([`STALLED_ANSWER_LIMIT`]), or `cancel`
+/// fires. Requests are answered concurrently, up to [`MAX_REQUESTS_IN_FLIGHT`] at a time; each
+/// is admitted once the session's and the node's budgets ([`super::answer_budget`]) have room for
+/// its body and the largest answer its handler may give.
 pub(crate) async fn serve_session(
     mut frames: FramedRead<ReadHalf, FrameCodec>,
     write: WriteHalf,
     handler: ClientHandler,
     max_frame_bytes: usize,
+    node_budget: Arc<NodeAnswerBudget>,
     cancel: CancellationToken,
 ) -> Result<(), String> {
     let in_flight = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT));
-    let unwritten_bytes = Arc::new(Semaphore::new(MAX_UNWRITTEN_ANSWER_BYTES));
+    let budget = Rc::new(SessionBudget::new(node_budget));
+    let writing = Rc::new(WriterProgress::default());
     // Never full: every answer in it holds one of the permits in flight.
-    let (answers, mut to_write) = mpsc::channel::<Unwritten>(MAX_REQUESTS_IN_FLIGHT);
-    let writer = actix_rt::spawn(async move {
-        let mut sink = FramedWrite::new(write, FrameCodec::new(max_frame_bytes));
-        let mut written = Vec::new();
-        while let Some(answer) = to_write.recv().await {
-            if sink.feed(answer.frame).await.is_err() {
-                return;
+    let (answers, to_write) = mpsc::channel::<Unwritten>(MAX_REQUESTS_IN_FLIGHT);
+    // Ends the session early: `cancel`, or the writer finding the client stalled (`stalled`).
+    let ended = cancel.child_token();
+    let stalled = Rc::new(Cell::new(false));
+    let why_ended = {
+        let stalled = stalled.clone();
+        move || {
+            if stalled.get() {
+                Err(stalled_reason())
+            } else {
+                Ok(())
             }
-            written.push((answer.request, answer.bytes));
-            while let Ok(answer) = to_write.try_recv() {
-                if sink.feed(answer.frame).await.is_err() {
-                    return;
-                }
-                written.push((answer.request, answer.bytes));
-            }
-            if SinkExt::<Frame>::flush(&mut sink).await.is_err() {
-                return;
-            }
-            // On the wire (in the socket's buffer): the session may read more.
-            written.clear();
         }
-    });
+    };
+    let writer = {
+        let budget = budget.clone();
+        let ended = ended.clone();
+        let writing = writing.clone();
+        let sink = FramedWrite::new(write, FrameCodec::new(max_frame_bytes));
+        actix_rt::spawn(async move {
+            let written = write_answers(sink, to_write, &budget, &writing).await;
+            if let Err(WriteEnd::Stalled) = written {
+                stalled.set(true);
+                ended.cancel();
+            }
+        })
+    };
     let result = loop {
-        // Wait for room before reading: a request in flight, and answer bytes under the budget
-        // (a client that stops reading its answers stops being read).
-        let admitted = async {
-            let request = in_flight.clone().acquire_owned().await;
-            let _room = unwritten_bytes.acquire().await;
-            request
-        };
-        let request = tokio::select! {
-            _ = cancel.cancelled() => break Ok(()),
-            request = admitted => match request {
-                Ok(request) => request,
-                Err(_closed) => break Ok(()),
+        // (Each wait tries without waiting first: the common case sets up no wake-ups.)
+        let request = match in_flight.clone().try_acquire_owned() {
+            Ok(request) => request,
+            Err(_) => tokio::select! {
+                _ = ended.cancelled() => break why_ended(),
+                request = in_flight.clone().acquire_owned() => match request {
+                    Ok(request) => request,
+                    Err(_closed) => break Ok(()),
+                },
             },
         };
         let next = tokio::select! {
-            _ = cancel.cancelled() => break Ok(()),
+            _ = ended.cancelled() => break why_ended(),
             next = frames.next() => next,
         };
-        match next {
+        let (id, body) = match next {
             None => break Ok(()),
             Some(Err(error)) => break Err(error.to_string()),
-            Some(Ok(Frame::ClientRequest { id, body })) => {
-                let handler = handler.clone();
-                let answers = answers.clone();
-                let unwritten_bytes = unwritten_bytes.clone();
-                actix_rt::spawn(async move {
-                    let body = handler(body).await;
-                    let cost = body.len().clamp(1, MAX_UNWRITTEN_ANSWER_BYTES);
-                    let bytes = unwritten_bytes
-                        .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
-                        .await
-                        .ok();
-                    let frame = Frame::ClientResponse { id, body };
-                    let _ = answers
-                        .send(Unwritten {
-                            frame,
-                            request,
-                            bytes,
-                        })
-                        .await;
-                });
-            }
+            Some(Ok(Frame::ClientRequest { id, body })) => (id, body),
             Some(Ok(_)) => break Err("unexpected frame in a client session".to_owned()),
-        }
+        };
+        // Room for the request and the largest answer it may get, before it runs (a client that
+        // stops reading its answers stops being read).
+        let body_bytes = body.len();
+        let PreparedAnswer { bound, answer } = handler.prepare(body);
+        let cost = body_bytes.saturating_add(bound);
+        // With no room now, first wait until the client takes what it was sent: a session whose
+        // client reads nothing does not queue for the node's room ahead of those that read.
+        let mut bytes = match budget.try_reserve(cost) {
+            Some(bytes) => bytes,
+            None => tokio::select! {
+                _ = ended.cancelled() => break why_ended(),
+                bytes = async {
+                    writing.unblocked().await;
+                    budget.reserve(cost).await
+                } => bytes,
+            },
+        };
+        let answers = answers.clone();
+        let budget = budget.clone();
+        actix_rt::spawn(async move {
+            let body = answer.await;
+            if !budget.shrink(&mut bytes, body.len()) {
+                tokio::select! {
+                    _ = budget.resize(&mut bytes, body.len()) => {}
+                    // The session ended (its client stopped taking answers): nothing waits for it.
+                    _ = answers.closed() => return,
+                }
+            }
+            let frame = Frame::ClientResponse { id, body };
+            let _ = answers
+                .send(Unwritten {
+                    frame,
+                    request,
+                    bytes,
+                })
+                .await;
+        });
     };
     drop(answers);
     // Answers still being computed finish and are written before the writer ends.
     let _ = writer.await;
     result
+}
+
+/// Write the session's answers as they come, a batch at a time, until the session ends or a write
+/// fails or stalls ([`unless_stalled`]). Each answer's budget and place in flight are given back
+/// once it is in the socket's buffer.
+async fn write_answers(
+    mut sink: FramedWrite<WriteHalf, FrameCodec>,
+    mut to_write: mpsc::Receiver<Unwritten>,
+    budget: &SessionBudget,
+    writing: &WriterProgress,
+) -> Result<(), WriteEnd> {
+    let mut written = Vec::new();
+    while let Some(first) = to_write.recv().await {
+        let mut next = Some(first);
+        while let Some(answer) = next.take().or_else(|| to_write.try_recv().ok()) {
+            written.push((answer.request, answer.bytes));
+            unless_stalled(sink.feed(answer.frame), budget, writing).await?;
+        }
+        unless_stalled(SinkExt::<Frame>::flush(&mut sink), budget, writing).await?;
+        // On the wire (in the socket's buffer): the session may read more.
+        written.clear();
+    }
+    Ok(())
+}
+
+fn stalled_reason() -> String {
+    format!(
+        "the client took no answer for {} s while the node was short of room for answers",
+        STALLED_ANSWER_LIMIT.as_secs()
+    )
+}
+
+/// Whether a session's writer waits for its client to take answers (the socket's buffer is
+/// full), and a wake-up when it stops waiting.
+#[derive(Default)]
+struct WriterProgress {
+    blocked: Cell<bool>,
+    moved: tokio::sync::Notify,
+}
+
+/// Marks the writer blocked while it lives.
+struct Blocked<'a>(&'a WriterProgress);
+
+impl WriterProgress {
+    fn block(&self) -> Blocked<'_> {
+        self.blocked.set(true);
+        Blocked(self)
+    }
+
+    /// Returns once the writer is not blocked.
+    async fn unblocked(&self) {
+        loop {
+            let moved = self.moved.notified();
+            if !self.blocked.get() {
+                return;
+            }
+            moved.await;
+        }
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.blocked.set(false);
+        self.0.moved.notify_waiters();
+    }
+}
+
+/// Why the writer stopped.
+enum WriteEnd {
+    /// The connection failed.
+    Failed,
+    /// The client has not taken an answer for [`STALLED_ANSWER_LIMIT`], and other sessions wait
+    /// for the node's room.
+    Stalled,
+}
+
+/// Run `write` (one answer fed to the connection, or a flush: each waits for at most about one
+/// answer's bytes to leave), giving up once it has waited [`STALLED_ANSWER_LIMIT`] or longer while
+/// another session waits for room in the node's budget. A write that is done at once (the usual
+/// case) sets no timer.
+async fn unless_stalled<E>(
+    write: impl std::future::Future<Output = Result<(), E>>,
+    budget: &SessionBudget,
+    writing: &WriterProgress,
+) -> Result<(), WriteEnd> {
+    tokio::pin!(write);
+    if let std::task::Poll::Ready(done) = futures::poll!(write.as_mut()) {
+        return done.map_err(|_| WriteEnd::Failed);
+    }
+    let _blocked = writing.block();
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut write => return done.map_err(|_| WriteEnd::Failed),
+            _ = tokio::time::sleep(STALLED_ANSWER_LIMIT / 5) => {
+                if started.elapsed() >= STALLED_ANSWER_LIMIT && budget.node_is_short() {
+                    return Err(WriteEnd::Stalled);
+                }
+            }
+        }
+    }
 }
 
 /// Why a request on a [`ClientConnection`] has no answer.

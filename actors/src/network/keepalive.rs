@@ -17,7 +17,8 @@
 //!
 //! A client that is alive but stops reading its answers acknowledges the kernel's window probes,
 //! so neither closes its connection; what such a session may hold is bounded instead, by
-//! `client::MAX_REQUESTS_IN_FLIGHT` and `client::MAX_UNWRITTEN_ANSWER_BYTES`.
+//! `client::MAX_REQUESTS_IN_FLIGHT` and the session's and node's budgets of `answer_budget`
+//! (a session that stops taking answers while others wait for the node's room is closed).
 
 use std::time::Duration;
 use tokio::net::TcpStream;

@@ -1,3 +1,4 @@
+pub mod answer_budget;
 pub mod client;
 pub mod codec;
 pub mod keepalive;

@@ -57,6 +57,12 @@ pub struct EndpointConfig {
     /// connection closed after its hello). Default:
     /// [`super::client::default_client_connection_limit`].
     pub max_client_sessions: usize,
+    /// The most bytes all client sessions together may hold in request bodies being answered and
+    /// answers not yet written ([`super::answer_budget`]; each session also holds at most
+    /// [`super::answer_budget::SESSION_ANSWER_BYTES`]). A session waits for room before it reads
+    /// another request; while one waits, sessions whose clients take no answers are closed.
+    /// Default: [`super::answer_budget::DEFAULT_NODE_ANSWER_BYTES`].
+    pub max_unwritten_answer_bytes: usize,
     /// Mutual TLS between members, and TLS for clients ([`super::tls`]); `None`: plain TCP, where
     /// anyone who reaches the port can claim to be any member.
     pub tls: Option<super::tls::NodeTls>,
@@ -88,6 +94,7 @@ impl EndpointConfig {
             peer_queue_len: Self::DEFAULT_PEER_QUEUE_LEN,
             client_handler: super::client::ClientHandlerSlot::default(),
             max_client_sessions: super::client::default_client_connection_limit(),
+            max_unwritten_answer_bytes: super::answer_budget::DEFAULT_NODE_ANSWER_BYTES,
             tls: None,
         }
     }
@@ -111,6 +118,9 @@ impl EndpointConfig {
         }
         if self.max_client_sessions == 0 {
             return invalid("max_client_sessions must be positive");
+        }
+        if self.max_unwritten_answer_bytes == 0 {
+            return invalid("max_unwritten_answer_bytes must be positive");
         }
         if let Some(tls) = &self.tls {
             if tls.id() != self.node_id {

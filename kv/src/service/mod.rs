@@ -19,7 +19,9 @@ use bytes::Bytes;
 use futures::future::{ready, Either, FutureExt};
 use raftor::Error;
 use raftor::{ClientHandler, RaftNode};
-use raftor_actors::network::client::{ClientConnection, ClientIdentity, ClientSessions};
+use raftor_actors::network::client::{
+    ClientConnection, ClientIdentity, ClientSessions, PreparedAnswer,
+};
 use raftor_core::NodeId;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -28,9 +30,11 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod answer_bound;
 mod forward;
 mod leases;
 pub mod membership;
+pub use answer_bound::AnswerLimits;
 mod report;
 mod requests;
 
@@ -158,36 +162,48 @@ impl KvService {
     /// session opened by `identity`: each request is answered 401 or 403
     /// ([`ErrorKind::Unauthenticated`], [`ErrorKind::Forbidden`]) unless `access` allows it.
     /// The session's credential is checked again at every request (a digest and a lookup), so a
-    /// token revoked or expired stops working on connections already open too.
+    /// token revoked or expired stops working on connections already open too. Each request
+    /// states the largest answer it may get under `limits` ([`AnswerLimits::bound`]), reserved
+    /// in the session's budget before it runs.
     pub fn client_handler(
         addr: Addr<KvService>,
         access: Access,
         identity: ClientIdentity,
+        limits: AnswerLimits,
     ) -> ClientHandler {
-        Arc::new(
-            move |body: Bytes| -> futures::future::LocalBoxFuture<'static, Bytes> {
-                let addr = addr.clone();
-                let held = access.role_of_session(&identity);
-                Box::pin(async move {
-                    let response = match decode::<RequestEnvelope>(&body) {
-                        Ok(envelope) => match authorize(&held, envelope.request.required_role()) {
-                            Err(refusal) => KvResponse::Error(ServiceError::refused(&refusal)),
-                            Ok(()) => KvService::call(&addr, envelope).await,
-                        },
-                        Err(message) => {
-                            KvResponse::Error(ServiceError::new(ErrorKind::BadRequest, message))
-                        }
-                    };
-                    encode(&response)
-                })
-            },
-        )
+        ClientHandler::bounded(move |body: Bytes| {
+            let addr = addr.clone();
+            let held = access.role_of_session(&identity);
+            let decoded = decode::<RequestEnvelope>(&body);
+            let bound = match &decoded {
+                Ok(envelope) => limits.bound(&envelope.request),
+                Err(_) => limits.bound(&KvRequest::Status),
+            };
+            let answer = Box::pin(async move {
+                let response = match decoded {
+                    Ok(envelope) => match authorize(&held, envelope.request.required_role()) {
+                        Err(refusal) => KvResponse::Error(ServiceError::refused(&refusal)),
+                        Ok(()) => KvService::call(&addr, envelope).await,
+                    },
+                    Err(message) => {
+                        KvResponse::Error(ServiceError::new(ErrorKind::BadRequest, message))
+                    }
+                };
+                encode(&response)
+            });
+            PreparedAnswer { bound, answer }
+        })
     }
 
-    /// Native sessions as `access` allows them ([`Access::role_of_session`]).
-    pub fn client_sessions(addr: Addr<KvService>, access: Access) -> ClientSessions {
+    /// Native sessions as `access` allows them ([`Access::role_of_session`]), their answers
+    /// bounded by `limits`.
+    pub fn client_sessions(
+        addr: Addr<KvService>,
+        access: Access,
+        limits: AnswerLimits,
+    ) -> ClientSessions {
         Arc::new(move |identity: &ClientIdentity| {
-            Self::client_handler(addr.clone(), access.clone(), identity.clone())
+            Self::client_handler(addr.clone(), access.clone(), identity.clone(), limits)
         })
     }
 }

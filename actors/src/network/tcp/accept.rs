@@ -6,6 +6,7 @@
 //! connection, and only that one, before any frame of it reaches the rules.
 
 use super::{Counters, EndpointConfig, PeerLink, Wakers};
+use crate::network::answer_budget::NodeAnswerBudget;
 use crate::network::codec::{Frame, FrameCodec, MAX_HELLO_BYTES, PROTOCOL_VERSION};
 use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
 use crate::network::tls;
@@ -37,6 +38,8 @@ pub(super) struct Acceptor {
     wakers: Wakers,
     /// A permit per client session being served (`config.max_client_sessions` in all).
     client_sessions: Arc<Semaphore>,
+    /// What all client sessions together may hold (`config.max_unwritten_answer_bytes`).
+    answer_budget: Arc<NodeAnswerBudget>,
 }
 
 impl Acceptor {
@@ -49,12 +52,14 @@ impl Acceptor {
         // (A semaphore holds at most `MAX_PERMITS`: past that, as good as no limit.)
         let sessions = config.max_client_sessions.min(Semaphore::MAX_PERMITS);
         let client_sessions = Arc::new(Semaphore::new(sessions));
+        let answer_budget = NodeAnswerBudget::new(config.max_unwritten_answer_bytes);
         Acceptor {
             config,
             inbound,
             counters,
             wakers,
             client_sessions,
+            answer_budget,
         }
     }
 
@@ -190,8 +195,9 @@ impl Acceptor {
                     return self.reject(remote, &reason);
                 };
                 let max = self.config.max_frame_bytes;
+                let budget = self.answer_budget.clone();
                 if let Err(reason) =
-                    client::serve_session(frames, write_half, handler, max, cancel).await
+                    client::serve_session(frames, write_half, handler, max, budget, cancel).await
                 {
                     self.reject(remote, &reason);
                 }

@@ -1,0 +1,93 @@
+//! How large the native protocol's answer to a request may be, known before the request runs: a
+//! session reserves that much of its budget and its node's first
+//! ([`raftor_actors::network::answer_budget`]), so clients that pipeline large reads and never
+//! take the answers cannot make the node build them past its budgets.
+
+use crate::protocol::{KvRequest, MAX_TXN_GETS, MAX_TXN_OPS};
+use crate::store::MAX_RANGE_BYTES;
+
+/// Room for an answer that carries no value: an outcome, an error with the leader's address, a
+/// status report, a small membership.
+const SMALL_ANSWER: usize = 16 * 1024;
+
+/// What each key or result in a page or a transaction's answer adds besides its key and value
+/// (revisions, lengths, enum tags).
+const PER_ITEM: usize = 64;
+
+/// Reserved for a watch poll, whose answer is not known until events arrive (up to
+/// [`crate::watch::WATCH_BATCH_BYTES`] and one event): its rest is charged when the batch is built,
+/// so a session can keep many watches open without each holding a batch's room for a minute.
+const WATCH_POLL: usize = 64 * 1024;
+
+/// The limits the answers' sizes follow from.
+#[derive(Clone, Copy, Debug)]
+pub struct AnswerLimits {
+    pub max_value_bytes: usize,
+    pub max_key_bytes: usize,
+}
+
+impl AnswerLimits {
+    /// The largest answer `request` may get (an upper bound for every request but a watch poll
+    /// and the rare answers listing everything, such as every lease, which are charged the rest
+    /// once built).
+    pub fn bound(&self, request: &KvRequest) -> usize {
+        let one_value = self.max_value_bytes + self.max_key_bytes + PER_ITEM;
+        SMALL_ANSWER
+            + match request {
+                KvRequest::Get { .. } | KvRequest::Cas { .. } => one_value,
+                KvRequest::Range { query, .. } if query.count_only => 0,
+                KvRequest::Range { query, .. } => {
+                    // A page stops once it holds `max_bytes`: it may pass it by one key and value.
+                    let page =
+                        usize::try_from(query.max_bytes.min(MAX_RANGE_BYTES)).unwrap_or(usize::MAX);
+                    let items = usize::try_from(query.limit).unwrap_or(usize::MAX);
+                    page.saturating_add(one_value)
+                        .saturating_add(items.saturating_mul(PER_ITEM))
+                }
+                KvRequest::Txn { .. } => MAX_TXN_GETS * one_value + MAX_TXN_OPS * PER_ITEM,
+                KvRequest::Watch(_) => WATCH_POLL,
+                _ => 0,
+            }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Consistency;
+    use crate::store::{KeySet, RangeQuery};
+
+    const LIMITS: AnswerLimits = AnswerLimits {
+        max_value_bytes: 1 << 20,
+        max_key_bytes: 4096,
+    };
+
+    #[test]
+    fn a_read_reserves_room_for_the_largest_value_and_a_write_for_an_outcome() {
+        let get = KvRequest::Get {
+            key: "k".into(),
+            consistency: Consistency::Linearizable,
+        };
+        assert!(LIMITS.bound(&get) > LIMITS.max_value_bytes);
+        let delete = KvRequest::Delete {
+            key: "k".into(),
+            session: None,
+        };
+        assert_eq!(LIMITS.bound(&delete), SMALL_ANSWER);
+    }
+
+    #[test]
+    fn a_page_reserves_its_byte_limit_and_one_value_more() {
+        let mut query = RangeQuery::new(KeySet::Prefix("a".into()));
+        query.max_bytes = 8 << 20;
+        query.limit = 100;
+        let range = |query: RangeQuery| KvRequest::Range {
+            query,
+            consistency: Consistency::Linearizable,
+        };
+        let bound = LIMITS.bound(&range(query.clone()));
+        assert!(bound >= (8 << 20) + LIMITS.max_value_bytes + 100 * PER_ITEM);
+        query.count_only = true;
+        assert_eq!(LIMITS.bound(&range(query)), SMALL_ANSWER);
+    }
+}
