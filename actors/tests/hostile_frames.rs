@@ -457,6 +457,27 @@ impl Answers {
         });
         (handler, built)
     }
+
+    /// Node 2's endpoint answering client sessions so, its sessions sharing at most `node_budget`
+    /// bytes when given: the endpoint (keep it), its address, and how many answers it has built.
+    async fn serve(
+        &self,
+        node_budget: Option<usize>,
+    ) -> (Addr<tcp::TcpEndpoint>, SocketAddr, Arc<AtomicUsize>) {
+        let (tx, _received) = mpsc::unbounded_channel();
+        let collector = Collector(tx).start();
+        let mut config = node_2_config(false);
+        config.max_frame_bytes = 2 * self.answer;
+        if let Some(bytes) = node_budget {
+            config.max_unwritten_answer_bytes = bytes;
+        }
+        let (handler, built) = self.handler();
+        config.client_handler.set(handler);
+        let (endpoint, addr) = tcp::start(config, collector.recipient())
+            .await
+            .expect("endpoint starts");
+        (endpoint, addr, built)
+    }
 }
 
 /// Open a client session on `addr` and send `sent` requests without reading anything (from a
@@ -529,6 +550,27 @@ async fn read_every_answer(read: tokio::net::tcp::OwnedReadHalf, sent: u64, answ
     }
 }
 
+/// A client pipelines `sent` requests to `addr` and reads nothing: the node builds at most `bound`
+/// answers meanwhile (counted by `built`); then the client reads, and every answer arrives.
+async fn held_back_then_all_answered(
+    addr: SocketAddr,
+    built: &AtomicUsize,
+    sent: u64,
+    answer: usize,
+    bound: usize,
+) {
+    assert!(bound < sent as usize);
+    let (read, writing) = pipeline_without_reading(addr, sent, 2 * answer).await;
+    let answered = settled(built).await;
+    assert!(
+        answered > 0 && answered <= bound,
+        "{answered} answers of {answer} bytes built while the client read nothing (bound {bound})"
+    );
+    read_every_answer(read, sent, answer).await;
+    assert_eq!(built.load(Ordering::SeqCst), sent as usize);
+    drop(writing.await.expect("writer"));
+}
+
 /// What the kernel's socket buffers on loopback may hold of a session's answers (a few MiB each
 /// way), in bytes.
 const SOCKET_BUFFERS: usize = 16 << 20;
@@ -544,33 +586,14 @@ async fn a_client_that_never_reads_its_answers_is_held_back_and_loses_nothing() 
     use raftor_actors::network::client::MAX_REQUESTS_IN_FLIGHT;
 
     const ANSWER: usize = 64 << 10;
-    const SENT: u64 = 4_000;
-    let (tx, _received) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
-    let mut config = node_2_config(false);
-    config.max_frame_bytes = 2 * ANSWER;
-    let (handler, built) = Answers {
+    let answers = Answers {
         answer: ANSWER,
         stated: false,
-    }
-    .handler();
-    config.client_handler.set(handler);
-    let (_endpoint, addr) = tcp::start(config, collector.recipient())
-        .await
-        .expect("endpoint starts");
-
-    let (read, writing) = pipeline_without_reading(addr, SENT, 2 * ANSWER).await;
-    let answered = settled(&built).await;
+    };
+    let (_endpoint, addr, built) = answers.serve(None).await;
     // The requests in flight, the answers within the budget, and the socket buffers.
     let bound = MAX_REQUESTS_IN_FLIGHT + (SESSION_ANSWER_BYTES + SOCKET_BUFFERS) / ANSWER;
-    assert!(bound < SENT as usize);
-    assert!(
-        answered > 0 && answered <= bound,
-        "{answered} requests answered while the client read nothing (bound {bound})"
-    );
-    read_every_answer(read, SENT, ANSWER).await;
-    assert_eq!(built.load(Ordering::SeqCst), SENT as usize);
-    drop(writing.await.expect("writer"));
+    held_back_then_all_answered(addr, &built, 4_000, ANSWER, bound).await;
 }
 
 /// When the handler states how large its answers may be, the session reserves that room before
@@ -582,31 +605,13 @@ async fn answers_are_not_built_past_the_session_budget_when_their_size_is_stated
     use raftor_actors::network::answer_budget::SESSION_ANSWER_BYTES;
 
     const ANSWER: usize = 1 << 20;
-    const SENT: u64 = 400;
-    let (tx, _received) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
-    let mut config = node_2_config(false);
-    config.max_frame_bytes = 2 * ANSWER;
-    let (handler, built) = Answers {
+    let answers = Answers {
         answer: ANSWER,
         stated: true,
-    }
-    .handler();
-    config.client_handler.set(handler);
-    let (_endpoint, addr) = tcp::start(config, collector.recipient())
-        .await
-        .expect("endpoint starts");
-
-    let (read, writing) = pipeline_without_reading(addr, SENT, 2 * ANSWER).await;
-    let answered = settled(&built).await;
+    };
+    let (_endpoint, addr, built) = answers.serve(None).await;
     let bound = (SESSION_ANSWER_BYTES + SOCKET_BUFFERS) / ANSWER;
-    assert!(
-        answered > 0 && answered <= bound,
-        "{answered} answers of 1 MiB built while the client read nothing (bound {bound})"
-    );
-    read_every_answer(read, SENT, ANSWER).await;
-    assert_eq!(built.load(Ordering::SeqCst), SENT as usize);
-    drop(writing.await.expect("writer"));
+    held_back_then_all_answered(addr, &built, 400, ANSWER, bound).await;
 }
 
 /// Clients that never read cannot take a node's memory between them: sessions share the node's
@@ -620,20 +625,11 @@ async fn a_session_that_takes_no_answers_while_others_wait_for_room_is_closed() 
 
     const ANSWER: usize = 1 << 20;
     const SENT: u64 = 400;
-    let (tx, _received) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
-    let mut config = node_2_config(false);
-    config.max_frame_bytes = 2 * ANSWER;
-    config.max_unwritten_answer_bytes = 8 * ANSWER;
-    let (handler, built) = Answers {
+    let answers = Answers {
         answer: ANSWER,
         stated: true,
-    }
-    .handler();
-    config.client_handler.set(handler);
-    let (_endpoint, addr) = tcp::start(config, collector.recipient())
-        .await
-        .expect("endpoint starts");
+    };
+    let (_endpoint, addr, built) = answers.serve(Some(8 * ANSWER)).await;
 
     let (read, writing) = pipeline_without_reading(addr, SENT, 2 * ANSWER).await;
     let held_back = settled(&built).await;
