@@ -6,9 +6,9 @@
 use crate::protocol::{KvRequest, MAX_TXN_GETS, MAX_TXN_OPS};
 use crate::store::MAX_RANGE_BYTES;
 
-/// Room for an answer that carries no value: an outcome, an error with the leader's address, a
-/// status report, a small membership.
-const SMALL_ANSWER: usize = 16 * 1024;
+/// Room for an answer that carries no value: an outcome, an error with the leader's address (the
+/// answer to a request that does not decode), a status report, a small membership.
+pub const SMALL_ANSWER: usize = 16 * 1024;
 
 /// What each key or result in a page or a transaction's answer adds besides its key and value
 /// (revisions, lengths, enum tags).

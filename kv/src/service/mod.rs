@@ -177,7 +177,7 @@ impl KvService {
             let decoded = decode::<RequestEnvelope>(&body);
             let bound = match &decoded {
                 Ok(envelope) => limits.bound(&envelope.request),
-                Err(_) => limits.bound(&KvRequest::Status),
+                Err(_) => answer_bound::SMALL_ANSWER,
             };
             let answer = Box::pin(async move {
                 let response = match decoded {
