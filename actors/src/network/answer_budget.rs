@@ -96,8 +96,8 @@ impl SessionBudget {
     }
 
     /// Room for `bytes`: waits for the session's budget, then for the node's (first come, first
-    /// served). Only the session's own loop reserves, one request at a time, so a reservation
-    /// never waits while holding another.
+    /// served), counted as waiting for the node's meanwhile. Called by the session's loop, one
+    /// request at a time, and by an answer that outgrew its bound, which holds nothing then.
     pub(crate) async fn reserve(&self, bytes: usize) -> Held {
         let session = self
             .room
