@@ -95,17 +95,25 @@ impl SessionBudget {
         }
     }
 
+    /// `bytes` as permits of the session's budget and of the node's.
+    fn shares(&self, bytes: usize) -> (u32, u32) {
+        (
+            permits(bytes, SESSION_ANSWER_BYTES),
+            permits(bytes, self.node.total),
+        )
+    }
+
     /// Room for `bytes`: waits for the session's budget, then for the node's (first come, first
     /// served), counted as waiting for the node's meanwhile. Called by the session's loop, one
     /// request at a time, and by an answer that outgrew its bound, which holds nothing then.
     pub(crate) async fn reserve(&self, bytes: usize) -> Held {
+        let (session_wanted, wanted) = self.shares(bytes);
         let session = self
             .room
             .clone()
-            .acquire_many_owned(permits(bytes, SESSION_ANSWER_BYTES))
+            .acquire_many_owned(session_wanted)
             .await
             .ok();
-        let wanted = permits(bytes, self.node.total);
         let node = match self.node.room.clone().try_acquire_many_owned(wanted) {
             Ok(permit) => Some(permit),
             Err(_) => {
@@ -118,12 +126,12 @@ impl SessionBudget {
 
     /// Room for `bytes` if both budgets have it now, without waiting.
     pub(crate) fn try_reserve(&self, bytes: usize) -> Option<Held> {
+        let (session_wanted, wanted) = self.shares(bytes);
         let session = self
             .room
             .clone()
-            .try_acquire_many_owned(permits(bytes, SESSION_ANSWER_BYTES))
+            .try_acquire_many_owned(session_wanted)
             .ok()?;
-        let wanted = permits(bytes, self.node.total);
         let node = self.node.room.clone().try_acquire_many_owned(wanted).ok()?;
         Some(Held {
             session: Some(session),
@@ -132,10 +140,10 @@ impl SessionBudget {
     }
 
     /// Make `held` hold `bytes` if that is no more than it holds (the excess is given back at
-    /// once); false, holding what it held, when it needs more ([`Self::resize`]).
+    /// once); false, holding what it held, when it needs more ([`Self::grow`]).
     pub(crate) fn shrink(&self, held: &mut Held, bytes: usize) -> bool {
-        let session_target = permits(bytes, SESSION_ANSWER_BYTES) as usize;
-        let node_target = permits(bytes, self.node.total) as usize;
+        let (session_target, node_target) = self.shares(bytes);
+        let (session_target, node_target) = (session_target as usize, node_target as usize);
         let session_now = held.session.as_ref().map_or(0, |p| p.num_permits());
         let node_now = held.node.as_ref().map_or(0, |p| p.num_permits());
         if session_target > session_now || node_target > node_now {
@@ -154,18 +162,16 @@ impl SessionBudget {
         true
     }
 
-    /// Make `held` hold `bytes`: excess is given back at once; for more, `held` is given back and
-    /// the whole of `bytes` waited for as a new reservation (nothing is held while waiting, so
-    /// answers larger than their bound cannot deadlock a session or the node by each holding
-    /// part of the room the others wait for).
-    pub(crate) async fn resize(&self, held: &mut Held, bytes: usize) {
-        if !self.shrink(held, bytes) {
-            *held = Held {
-                session: None,
-                node: None,
-            };
-            *held = self.reserve(bytes).await;
-        }
+    /// Make `held` hold `bytes`, more than it holds (where [`Self::shrink`] said no): `held` is
+    /// given back and the whole of `bytes` waited for as a new reservation (nothing is held while
+    /// waiting, so answers larger than their bound cannot deadlock a session or the node by each
+    /// holding part of the room the others wait for).
+    pub(crate) async fn grow(&self, held: &mut Held, bytes: usize) {
+        *held = Held {
+            session: None,
+            node: None,
+        };
+        *held = self.reserve(bytes).await;
     }
 
     /// Whether another session waits for room in the node's budget: then a session whose client
@@ -190,9 +196,10 @@ mod tests {
             session.room.available_permits(),
             SESSION_ANSWER_BYTES - 4_000
         );
-        session.resize(&mut held, 100).await;
+        assert!(session.shrink(&mut held, 100));
         assert_eq!(node.held(), 100);
-        session.resize(&mut held, 3_000).await;
+        assert!(!session.shrink(&mut held, 3_000));
+        session.grow(&mut held, 3_000).await;
         assert_eq!(node.held(), 3_000);
         drop(held);
         assert_eq!(node.held(), 0);
@@ -226,11 +233,11 @@ mod tests {
         // Each grows to 700: holding its 500 while waiting for 200 more, neither would ever
         // get them. Each gives its share back and waits for the whole (first come, first served).
         let grow_first = async {
-            session.resize(&mut first, 700).await;
+            session.grow(&mut first, 700).await;
             first
         };
         let grow_second = async {
-            session.resize(&mut second, 700).await;
+            session.grow(&mut second, 700).await;
             second
         };
         tokio::pin!(grow_first, grow_second);

@@ -215,17 +215,14 @@ pub(crate) async fn serve_session(
     let writing = Rc::new(WriterProgress::default());
     // Never full: every answer in it holds one of the permits in flight.
     let (answers, to_write) = mpsc::channel::<Unwritten>(MAX_REQUESTS_IN_FLIGHT);
-    // Ends the session early: `cancel`, or the writer finding the client stalled (`stalled`).
+    // Ends the session early: `cancel`, or the writer finding the client stalled (then `ended`
+    // alone is cancelled).
     let ended = cancel.child_token();
-    let stalled = Rc::new(Cell::new(false));
-    let why_ended = {
-        let stalled = stalled.clone();
-        move || {
-            if stalled.get() {
-                Err(stalled_reason())
-            } else {
-                Ok(())
-            }
+    let why_ended = || {
+        if cancel.is_cancelled() {
+            Ok(())
+        } else {
+            Err(stalled_reason())
         }
     };
     let writer = {
@@ -236,7 +233,6 @@ pub(crate) async fn serve_session(
         actix_rt::spawn(async move {
             let written = write_answers(sink, to_write, &budget, &writing).await;
             if let Err(WriteEnd::Stalled) = written {
-                stalled.set(true);
                 ended.cancel();
             }
         })
@@ -286,7 +282,7 @@ pub(crate) async fn serve_session(
             let body = answer.await;
             if !budget.shrink(&mut bytes, body.len()) {
                 tokio::select! {
-                    _ = budget.resize(&mut bytes, body.len()) => {}
+                    _ = budget.grow(&mut bytes, body.len()) => {}
                     // The session ended (its client stopped taking answers): nothing waits for it.
                     _ = answers.closed() => return,
                 }
