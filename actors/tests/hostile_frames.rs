@@ -299,6 +299,17 @@ fn wrong_versions_decode_and_are_left_to_the_endpoint() {
     }
 }
 
+/// Run `test` on a current-thread runtime with the clock paused, inside a LocalSet (actix actors
+/// spawn with `spawn_local`): timers wait no real time, sockets are real.
+fn run_paused<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    tokio::task::LocalSet::new().block_on(&runtime, test());
+}
+
 /// Forwards every inbound envelope to the test.
 struct Collector(mpsc::UnboundedSender<Envelope>);
 
@@ -671,6 +682,100 @@ async fn a_session_that_takes_no_answers_while_others_wait_for_room_is_closed() 
     }
     assert!(received < SENT, "the silent session was never closed");
     drop(writing.await.expect("writer"));
+}
+
+/// A client that sends the start of a large request and stops cannot hold the node's memory:
+/// a session reads the rest of a large request only once the node's budget has room for the
+/// length its header declares, and a request that stops arriving while other sessions wait for
+/// room loses its session after `STALLED_REQUEST_LIMIT`. Here one client sends 1 MiB of a 3 MiB
+/// request and stops, on a node whose budget for arriving requests is 4 MiB: a small request
+/// from another client is answered at once (small requests need no room); a third client's
+/// 2 MiB request waits for room (it is not read into memory beside the first) and is answered
+/// once the first session is closed, which the first client finds closed. On tokio's paused
+/// clock.
+#[test]
+fn a_request_that_stops_arriving_holds_its_room_only_while_no_one_waits_for_it() {
+    use raftor_actors::network::client::ClientConnection;
+    use raftor_actors::network::incoming::{SMALL_REQUEST_BYTES, STALLED_REQUEST_LIMIT};
+
+    const STALLED: usize = 3 << 20;
+    const WAITING: usize = 2 << 20;
+    run_paused(|| async {
+        let (tx, _received) = mpsc::unbounded_channel();
+        let collector = Collector(tx).start();
+        let mut config = node_2_config(false);
+        config.max_frame_bytes = 8 << 20;
+        config.max_unwritten_answer_bytes = 4 << 20;
+        config.client_handler.set(ClientHandler::new(|body: Bytes| {
+            Box::pin(async move { Bytes::from(body.len().to_string()) })
+        }));
+        let (_endpoint, addr) = tcp::start(config, collector.recipient())
+            .await
+            .expect("endpoint starts");
+
+        let mut stalled = TcpStream::connect(addr).await.expect("connect");
+        let mut start = encode(&[Frame::ClientHello {
+            protocol_version: PROTOCOL_VERSION,
+            token: None,
+        }]);
+        let mut request = BytesMut::new();
+        FrameCodec::new(8 << 20)
+            .encode(
+                Frame::ClientRequest {
+                    id: 1,
+                    body: Bytes::from(vec![1u8; STALLED]),
+                },
+                &mut request,
+            )
+            .expect("encodes");
+        start.extend_from_slice(&request[..1 << 20]);
+        stalled
+            .write_all(&start)
+            .await
+            .expect("the start of the request");
+        // The node has read the header and reserved room for the whole request.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let small = ClientConnection::connect(&addr.to_string(), 8 << 20)
+            .await
+            .expect("a second client connects");
+        let asked = tokio::time::Instant::now();
+        let answer = small
+            .request(Bytes::from(vec![3u8; SMALL_REQUEST_BYTES / 2]))
+            .await
+            .expect("an answer");
+        assert_eq!(answer, Bytes::from((SMALL_REQUEST_BYTES / 2).to_string()));
+        assert!(
+            asked.elapsed() < Duration::from_millis(100),
+            "small requests need no room"
+        );
+
+        let waiting = ClientConnection::connect(&addr.to_string(), 8 << 20)
+            .await
+            .expect("a third client connects");
+        let began = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(
+            STALLED_REQUEST_LIMIT * 4,
+            waiting.request(Bytes::from(vec![2u8; WAITING])),
+        )
+        .await
+        .expect("answered once the slow request's session is closed")
+        .expect("an answer");
+        assert_eq!(answer, Bytes::from(WAITING.to_string()));
+        let waited = began.elapsed();
+        assert!(
+            waited >= STALLED_REQUEST_LIMIT - Duration::from_secs(1)
+                && waited <= STALLED_REQUEST_LIMIT + Duration::from_secs(2),
+            "answered after {waited:?}: room for both requests at once, or the slow one held its \
+             room while another waited for it"
+        );
+
+        let mut rest = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(1), stalled.read(&mut rest))
+            .await
+            .expect("the slow session is closed");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    });
 }
 
 /// Client sessions past `max_client_sessions` are turned away, and a session that ends frees

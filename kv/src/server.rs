@@ -175,6 +175,7 @@ pub async fn start_node_with_log(
                 tls: tls.clone(),
                 cluster_id: config.cluster_id.clone(),
                 hub,
+                arriving: http::ArrivingBodies::new(config.max_client_answer_bytes),
             };
             let (server, bound) = match http::serve(state, addr, config.http_workers) {
                 Ok(served) => served,

@@ -363,3 +363,80 @@ async fn accepted_http_connections_find_out_when_the_client_is_gone() {
         nodes[0].shutdown().await;
     }
 }
+
+/// A client that sends the start of a large body and stops: the body held room for its stated
+/// length (`max_client_answer_bytes` bounds what bodies being read hold together; here its least,
+/// 1 MiB, as much as this body states), so another client's large write waits instead of adding
+/// to the node's memory, while a small write goes through at once. Since one waits, the stalled
+/// body is refused (408) once no byte of it has come for `STALLED_REQUEST_LIMIT`, nothing of it is
+/// written, its connection is closed, and the waiting write is done.
+#[actix_rt::test]
+async fn a_body_that_stops_arriving_is_answered_408_and_holds_its_room_only_until_then() {
+    use raftor_actors::network::incoming::STALLED_REQUEST_LIMIT;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, _, _) = common::start_on_free_ports(1, dir.path(), |config| {
+        raftor_kv::local_cluster::quick_timing(config);
+        config.max_client_answer_bytes = 1 << 20;
+    })
+    .await;
+    let server = nodes[0].http_addr.expect("HTTP is served");
+    let addr = server.to_string();
+    let mut led = false;
+    for _ in 0..100 {
+        if http(&addr, "PUT", "/v1/kv/first", &[], b"1").await.status == 200 {
+            led = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(led, "a leader is elected");
+
+    let mut slow = tokio::net::TcpStream::connect(server)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT /v1/kv/stalled HTTP/1.1\r\nHost: node\r\nContent-Length: {}\r\n\r\n",
+        1 << 20
+    );
+    slow.write_all(head.as_bytes()).await.expect("head");
+    slow.write_all(&[b's'; 1000])
+        .await
+        .expect("the start of the body");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let small = http(&addr, "PUT", "/v1/kv/small", &[], b"v").await;
+    assert_eq!(small.status, 200, "{}", small.text());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "a small write waits for no room"
+    );
+
+    let started = std::time::Instant::now();
+    let large = http(&addr, "PUT", "/v1/kv/large", &[], &[b'l'; 100_000]).await;
+    let waited = started.elapsed();
+    assert_eq!(large.status, 200, "{}", large.text());
+    assert!(
+        waited >= STALLED_REQUEST_LIMIT - std::time::Duration::from_secs(1)
+            && waited <= STALLED_REQUEST_LIMIT + std::time::Duration::from_secs(3),
+        "written after {waited:?}: the slow body held no room, or kept it while the write waited"
+    );
+
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        slow.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the slow client's connection is closed");
+    assert!(read.is_ok() || !answer.is_empty(), "{read:?}");
+    let reply = common::parse(&answer);
+    assert_eq!(reply.status, 408, "{}", reply.text());
+    assert!(reply.json()["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("nothing was done")));
+    let written = http(&addr, "GET", "/v1/kv/stalled", &[], b"").await;
+    assert_eq!(written.status, 404, "nothing of the slow write was done");
+    nodes[0].shutdown().await;
+}

@@ -1,5 +1,5 @@
-//! The memory a node's native client sessions may hold: the bodies of requests being answered and
-//! the answers not yet written. Each session has a budget of its own
+//! The memory a node's native client sessions may hold: requests still arriving, the bodies of
+//! requests being answered and the answers not yet written. Each session has a budget of its own
 //! ([`SESSION_ANSWER_BYTES`]) and all of a node's sessions share the node's
 //! ([`EndpointConfig::max_unwritten_answer_bytes`](super::tcp::EndpointConfig)), so a client that
 //! never reads its answers, or many of them, cannot take the node's memory.
@@ -8,6 +8,13 @@
 //! it may give ([`PreparedAnswer::bound`](super::client::PreparedAnswer)). Once the
 //! answer is computed the charge becomes the answer's size, and it is given back once the answer
 //! is on the wire.
+//!
+//! Before that, while its bytes arrive, a request holds room of a second kind, as large as the
+//! first: its frame's length, reserved once the frame's header has come and before the rest is
+//! read ([`super::incoming`]), and given back once the request has its room of the first kind. So
+//! clients that send part of a large request and stop, or send large requests that wait for
+//! room, cannot take the node's memory either. The two kinds are separate so that a request
+//! holding room of the second kind while it waits for the first never holds what others wait for.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,11 +31,15 @@ pub const DEFAULT_NODE_ANSWER_BYTES: usize = 1 << 30;
 /// The budget all of a node's client sessions share.
 #[derive(Debug)]
 pub struct NodeAnswerBudget {
-    /// One permit per byte. Invariant: `room.available_permits() <= total`.
+    /// One permit per byte, for the bodies of requests being answered and their answers.
+    /// Invariant: `room.available_permits() <= total`.
     room: Arc<Semaphore>,
-    /// The budget in bytes (at least 1).
+    /// One permit per byte, for requests still arriving (a frame's length, from its header until
+    /// the request holds room in `room`). Invariant: `arriving.available_permits() <= total`.
+    arriving: Arc<Semaphore>,
+    /// The budget in bytes, of each kind (at least 1).
     total: usize,
-    /// How many sessions wait for room now: while any does, sessions whose client has stopped
+    /// How many sessions wait for room of either kind now: while any does, sessions whose client has stopped
     /// reading are closed ([`SessionBudget::node_is_short`]).
     waiting: AtomicUsize,
 }
@@ -39,14 +50,20 @@ impl NodeAnswerBudget {
         let total = total.clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(NodeAnswerBudget {
             room: Arc::new(Semaphore::new(total)),
+            arriving: Arc::new(Semaphore::new(total)),
             total,
             waiting: AtomicUsize::new(0),
         })
     }
 
-    /// The bytes held now by every session's requests and answers.
+    /// The bytes held now by every session's requests being answered and their answers.
     pub fn held(&self) -> usize {
         self.total - self.room.available_permits()
+    }
+
+    /// The bytes held now by requests still arriving.
+    pub fn arriving(&self) -> usize {
+        self.total - self.arriving.available_permits()
     }
 }
 
@@ -172,6 +189,42 @@ impl SessionBudget {
             node: None,
         };
         *held = self.reserve(bytes).await;
+    }
+
+    /// Room in the node's budget for a request of `bytes` still arriving (its frame's length,
+    /// known from its header before the rest is read), waiting for it counted as waiting for the
+    /// node's room. Held until the request holds room for being answered ([`Self::reserve`]);
+    /// a session holds no other room of this kind meanwhile.
+    pub(crate) async fn reserve_arriving(&self, bytes: usize) -> Held {
+        let wanted = permits(bytes, self.node.total);
+        let _waiting = Waiting::new(&self.node.waiting);
+        let node = self
+            .node
+            .arriving
+            .clone()
+            .acquire_many_owned(wanted)
+            .await
+            .ok();
+        Held {
+            session: None,
+            node,
+        }
+    }
+
+    /// Room for a request of `bytes` still arriving if the node has it now, without waiting
+    /// ([`Self::reserve_arriving`]).
+    pub(crate) fn try_reserve_arriving(&self, bytes: usize) -> Option<Held> {
+        let wanted = permits(bytes, self.node.total);
+        let node = self
+            .node
+            .arriving
+            .clone()
+            .try_acquire_many_owned(wanted)
+            .ok()?;
+        Some(Held {
+            session: None,
+            node: Some(node),
+        })
     }
 
     /// Whether another session waits for room in the node's budget: then a session whose client

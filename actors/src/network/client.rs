@@ -7,6 +7,7 @@
 
 use crate::network::answer_budget::{Held, NodeAnswerBudget, SessionBudget};
 use crate::network::codec::{Credential, Frame, FrameCodec, PROTOCOL_VERSION};
+use crate::network::incoming::{IncomingFrames, SMALL_REQUEST_BYTES};
 use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
 use crate::network::tls::ClientTls;
 use bytes::Bytes;
@@ -198,12 +199,14 @@ struct Unwritten {
 }
 
 /// Serve one client session until the client closes it, breaks the protocol, stops taking its
-/// answers while the node is short of room for others' ([`STALLED_ANSWER_LIMIT`]), or `cancel`
-/// fires. Requests are answered concurrently, up to [`MAX_REQUESTS_IN_FLIGHT`] at a time; each
-/// is admitted once the session's and the node's budgets ([`super::answer_budget`]) have room for
-/// its body and the largest answer its handler may give.
+/// answers while the node is short of room for others' ([`STALLED_ANSWER_LIMIT`]), takes too long
+/// to send a request it has begun ([`super::incoming::arrival_limit`]), or `cancel` fires.
+/// Requests are answered concurrently, up to [`MAX_REQUESTS_IN_FLIGHT`] at a time. Each request
+/// is read once the node's budget ([`super::answer_budget`]) has room for it as it arrives, and
+/// admitted once the session's and the node's budgets have room for its body and the largest
+/// answer its handler may give.
 pub(crate) async fn serve_session(
-    mut frames: FramedRead<ReadHalf, FrameCodec>,
+    frames: FramedRead<ReadHalf, FrameCodec>,
     write: WriteHalf,
     handler: ClientHandler,
     max_frame_bytes: usize,
@@ -237,7 +240,11 @@ pub(crate) async fn serve_session(
             }
         })
     };
+    let mut incoming = IncomingFrames::new(frames);
     let result = loop {
+        if ended.is_cancelled() {
+            break why_ended();
+        }
         // (Each wait tries without waiting first: the common case sets up no wake-ups.)
         let request = match in_flight.clone().try_acquire_owned() {
             Ok(request) => request,
@@ -249,15 +256,33 @@ pub(crate) async fn serve_session(
                 },
             },
         };
-        let next = tokio::select! {
-            _ = ended.cancelled() => break why_ended(),
-            next = frames.next() => next,
+        // The request's length from its header, room for it, then the rest of it.
+        let Some(length) = unless_ended(&ended, incoming.next_length()).await else {
+            break why_ended();
+        };
+        let length = match length {
+            Ok(Some(length)) => length,
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error.to_string()),
+        };
+        let arriving = if length <= SMALL_REQUEST_BYTES {
+            None
+        } else if let Some(arriving) = budget.try_reserve_arriving(length) {
+            Some(arriving)
+        } else {
+            match unless_ended(&ended, budget.reserve_arriving(length)).await {
+                Some(arriving) => Some(arriving),
+                None => break why_ended(),
+            }
+        };
+        let others_wait = || budget.node_is_short();
+        let Some(next) = unless_ended(&ended, incoming.frame(length, others_wait)).await else {
+            break why_ended();
         };
         let (id, body) = match next {
-            None => break Ok(()),
-            Some(Err(error)) => break Err(error.to_string()),
-            Some(Ok(Frame::ClientRequest { id, body })) => (id, body),
-            Some(Ok(_)) => break Err("unexpected frame in a client session".to_owned()),
+            Ok(Frame::ClientRequest { id, body }) => (id, body),
+            Ok(_) => break Err("unexpected frame in a client session".to_owned()),
+            Err(error) => break Err(error.to_string()),
         };
         // Room for the request and the largest answer it may get, before it runs (a client that
         // stops reading its answers stops being read).
@@ -276,6 +301,8 @@ pub(crate) async fn serve_session(
                 } => bytes,
             },
         };
+        // Charged as a request being answered now.
+        drop(arriving);
         let answers = answers.clone();
         let budget = budget.clone();
         actix_rt::spawn(async move {
@@ -324,6 +351,22 @@ async fn write_answers(
         written.clear();
     }
     Ok(())
+}
+
+/// `work`'s output, or `None` if `ended` fires first. `work` is tried once before the wake-up for
+/// `ended` is set up: the usual case, work done at once, sets up none.
+async fn unless_ended<T>(
+    ended: &CancellationToken,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    if let std::task::Poll::Ready(done) = futures::poll!(work.as_mut()) {
+        return Some(done);
+    }
+    tokio::select! {
+        _ = ended.cancelled() => None,
+        done = work => Some(done),
+    }
 }
 
 fn stalled_reason() -> String {

@@ -81,7 +81,7 @@ pub enum CodecError {
 
 /// The length prefix of every frame: a big-endian `u32` (decoded by `LengthDelimitedCodec`,
 /// written by `encode` itself with `put_u32`).
-const LENGTH_PREFIX_BYTES: usize = 4;
+pub(crate) const LENGTH_PREFIX_BYTES: usize = 4;
 
 /// Length-delimited bincode framing of [`Frame`]s.
 ///
@@ -112,6 +112,22 @@ impl FrameCodec {
     /// The largest frame this codec encodes or decodes, in bytes.
     pub fn max_frame_bytes(&self) -> usize {
         self.max_frame_bytes
+    }
+
+    /// The payload length the frame at the front of `src` declares, once its length prefix is
+    /// there (`None` before): read before the payload, so a reader can make room for it first.
+    /// An error for a length over the maximum, as [`Decoder::decode`] gives.
+    pub fn declared_length(&self, src: &[u8]) -> Result<Option<usize>, CodecError> {
+        let Some(prefix) = src.first_chunk::<LENGTH_PREFIX_BYTES>() else {
+            return Ok(None);
+        };
+        let length = u32::from_be_bytes(*prefix) as usize;
+        if length > self.max_frame_bytes {
+            return Err(CodecError::FrameTooLarge {
+                max: self.max_frame_bytes,
+            });
+        }
+        Ok(Some(length))
     }
 
     fn options(&self) -> impl Options {

@@ -1,6 +1,7 @@
 pub mod answer_budget;
 pub mod client;
 pub mod codec;
+pub mod incoming;
 pub mod keepalive;
 pub(crate) mod stream;
 pub mod tcp;

@@ -59,9 +59,10 @@ pub struct EndpointConfig {
     pub max_client_sessions: usize,
     /// The most bytes all client sessions together may hold in request bodies being answered and
     /// answers not yet written ([`super::answer_budget`]; each session also holds at most
-    /// [`super::answer_budget::SESSION_ANSWER_BYTES`]). A session waits for room before it reads
-    /// another request; while one waits, sessions whose clients take no answers are closed.
-    /// Default: [`super::answer_budget::DEFAULT_NODE_ANSWER_BYTES`].
+    /// [`super::answer_budget::SESSION_ANSWER_BYTES`]), and as much again in requests still
+    /// arriving ([`super::incoming`]). A session waits for room before it reads the rest of a
+    /// request and before it runs it; while one waits, sessions whose clients take no answers are
+    /// closed. Default: [`super::answer_budget::DEFAULT_NODE_ANSWER_BYTES`].
     pub max_unwritten_answer_bytes: usize,
     /// Mutual TLS between members, and TLS for clients ([`super::tls`]); `None`: plain TCP, where
     /// anyone who reaches the port can claim to be any member.

@@ -89,7 +89,7 @@ async fn put(
         Ok(session) => session,
         Err(error) => return error_response(&error),
     };
-    let value = match read_body(payload, state.max_value_bytes).await {
+    let value = match read_body(&state.arriving, request, payload, state.max_value_bytes).await {
         Ok(value) => value,
         Err(response) => return response,
     };
@@ -215,6 +215,8 @@ async fn cas(
     };
     // JSON doubles the size of a value at worst; the value itself is checked by the service.
     let body = match read_body(
+        &state.arriving,
+        request,
         payload,
         state.max_value_bytes.saturating_mul(2).saturating_add(1024),
     )

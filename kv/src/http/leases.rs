@@ -41,7 +41,7 @@ pub async fn grant(
         Ok(session) => session,
         Err(error) => return error_response(&error),
     };
-    let body: GrantBody = match json_body(payload, "{\"ttl\": seconds}").await {
+    let body: GrantBody = match json_body(&state, &request, payload, "{\"ttl\": seconds}").await {
         Ok(body) => body,
         Err(response) => return response,
     };

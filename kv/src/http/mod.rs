@@ -4,6 +4,7 @@
 //! `/v1/admin/snapshot`, `/v1/admin/backup` (streamed; [`crate::backup`]),
 //! `/v1/status`, `/health`, `/livez`, `/readyz`, `/metrics`. Every request goes to the node's [`KvService`].
 
+mod body;
 mod early;
 pub mod json;
 mod keys;
@@ -11,6 +12,8 @@ mod leases;
 mod range;
 mod watch;
 
+use body::read_body;
+pub use body::ArrivingBodies;
 pub use range::continue_token;
 
 use crate::auth::{authorize, Access, Refusal, Role};
@@ -26,8 +29,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use raftor_actors::network::client::default_client_connection_limit;
 use raftor_actors::network::keepalive::configure_accepted;
 use raftor_actors::network::tls::NodeTls;
@@ -53,6 +54,8 @@ pub struct HttpState {
     pub cluster_id: String,
     /// This node's watchers (`/v1/watch` streams run here).
     pub hub: Arc<crate::watch::WatchHub>,
+    /// The room all request bodies being read share ([`body`]).
+    pub arriving: Arc<ArrivingBodies>,
 }
 
 /// The API as an actix-web application.
@@ -383,23 +386,6 @@ async fn method_not_allowed() -> HttpResponse {
         .json(json!({ "error": "method not allowed on this route", "leader": null }))
 }
 
-/// Reads the body, refusing (413) as soon as it grows past `limit`, so a huge body is never buffered.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, HttpResponse> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| bad_request(format!("cannot read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            let refusal = error_response(&ServiceError::new(
-                ErrorKind::TooLarge,
-                format!("the body is over the limit of {limit} bytes"),
-            ));
-            return Err(early::answer_before_body(refusal, payload).await);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
 /// The exactly-once session from `X-Raftor-Client` and `X-Raftor-Seq`: both or neither.
 fn session(request: &HttpRequest) -> Result<Option<Session>, ServiceError> {
     let bad_request = |message: String| ServiceError::new(ErrorKind::BadRequest, message);
@@ -519,10 +505,12 @@ struct AddMemberBody {
 
 /// Reads a JSON body of type `T`, or answers 400 saying what was expected.
 async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &HttpState,
+    request: &HttpRequest,
     payload: web::Payload,
     expected: &str,
 ) -> Result<T, HttpResponse> {
-    let body = read_body(payload, ADMIN_BODY_LIMIT).await?;
+    let body = read_body(&state.arriving, request, payload, ADMIN_BODY_LIMIT).await?;
     serde_json::from_slice(&body)
         .map_err(|error| bad_request(format!("expected JSON {expected}: {error}")))
 }
@@ -535,8 +523,14 @@ async fn change_member(state: &HttpState, change: MemberChange) -> HttpResponse 
 }
 
 /// `POST /v1/members` `{"id": N, "raft_address": "host:port", "promote": bool}`: add a learner.
-async fn add_member(state: web::Data<HttpState>, payload: web::Payload) -> HttpResponse {
+async fn add_member(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
     let body: AddMemberBody = match json_body(
+        &state,
+        &request,
         payload,
         r#"{"id": N, "raft_address": "host:port", "promote": true | false}"#,
     )
@@ -582,8 +576,12 @@ struct TransferBody {
 }
 
 /// `POST /v1/leader/transfer` `{"to": N}`: answered once node N leads.
-async fn transfer_leader(state: web::Data<HttpState>, payload: web::Payload) -> HttpResponse {
-    let body: TransferBody = match json_body(payload, r#"{"to": N}"#).await {
+async fn transfer_leader(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let body: TransferBody = match json_body(&state, &request, payload, r#"{"to": N}"#).await {
         Ok(body) => body,
         Err(response) => return response,
     };

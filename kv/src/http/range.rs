@@ -170,7 +170,7 @@ pub async fn txn(
         .max_value_bytes
         .saturating_mul(2)
         .saturating_add(256 * 1024);
-    let body = match read_body(payload, limit).await {
+    let body = match read_body(&state.arriving, &request, payload, limit).await {
         Ok(body) => body,
         Err(response) => return response,
     };
