@@ -440,3 +440,97 @@ async fn a_body_that_stops_arriving_is_answered_408_and_holds_its_room_only_unti
     assert_eq!(written.status, 404, "nothing of the slow write was done");
     nodes[0].shutdown().await;
 }
+
+/// HTTP/1 connections are read at the pace their requests are answered (`http/paced.rs`: a
+/// connection reads no further requests while one is answered, and between answers only a
+/// little at a time), so a client that pipelines thousands of requests cannot make the node
+/// decode them all at once. Pipelining still works: requests with long heads and bodies larger
+/// than one read, sent in one write, are all answered, in order.
+#[actix_rt::test]
+async fn pipelined_requests_with_long_heads_and_large_bodies_are_all_answered_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, _, _) = common::start_on_free_ports(1, dir.path(), |config| {
+        raftor_kv::local_cluster::quick_timing(config);
+    })
+    .await;
+    let server = nodes[0].http_addr.expect("HTTP is served");
+    let addr = server.to_string();
+    let mut led = false;
+    for _ in 0..100 {
+        if http(&addr, "PUT", "/v1/kv/first", &[], b"1").await.status == 200 {
+            led = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(led, "a leader is elected");
+
+    let long_header = "x".repeat(3000);
+    let mut pipelined = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let value = vec![b'a' + (i % 26) as u8; 1000 + i * 10_000];
+        pipelined.extend_from_slice(
+            format!(
+                "PUT /v1/kv/p{i} HTTP/1.1\r\nHost: node\r\nX-Long: {long_header}\r\nContent-Length: {}\r\n\r\n",
+                value.len()
+            )
+            .as_bytes(),
+        );
+        pipelined.extend_from_slice(&value);
+        pipelined.extend_from_slice(
+            format!("GET /v1/kv/p{i} HTTP/1.1\r\nHost: node\r\n\r\n").as_bytes(),
+        );
+        expected.push(None);
+        expected.push(Some(value));
+    }
+    let mut client = tokio::net::TcpStream::connect(server)
+        .await
+        .expect("connect");
+    let (mut read, mut write) = client.split();
+    let writing = async {
+        write
+            .write_all(&pipelined)
+            .await
+            .expect("the pipelined requests");
+    };
+    let reading = async {
+        let mut raw = Vec::new();
+        let mut answers = Vec::new();
+        let mut at = 0;
+        while answers.len() < expected.len() {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(20), read.read(&mut chunk))
+                .await
+                .expect("answers keep coming")
+                .expect("read");
+            assert!(n > 0, "closed after {} answers", answers.len());
+            raw.extend_from_slice(&chunk[..n]);
+            while let Some(head_end) = raw[at..].windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[at..at + head_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0);
+                let end = at + head_end + 4 + length;
+                if raw.len() < end {
+                    break;
+                }
+                answers.push(common::parse(&raw[at..end]));
+                at = end;
+            }
+        }
+        answers
+    };
+    let ((), answers) = futures::join!(writing, reading);
+    for (i, (answer, value)) in answers.iter().zip(&expected).enumerate() {
+        assert_eq!(answer.status, 200, "answer {i}: {}", answer.text());
+        if let Some(value) = value {
+            assert_eq!(&answer.body, value, "answer {i} is its GET's value");
+        }
+    }
+    drop(client);
+    nodes[0].shutdown().await;
+}

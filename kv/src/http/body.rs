@@ -69,8 +69,18 @@ impl ArrivingBodies {
     }
 }
 
+/// How many bytes of a body its connection may read for a handler that has `received` of it
+/// and waits for more: the rest of its stated length, or, when it states none (chunked), a
+/// little at a time.
+pub(super) fn body_left(declared: Option<usize>, received: usize) -> usize {
+    match declared {
+        Some(length) => length.saturating_sub(received).max(1),
+        None => super::paced::IDLE_READ_BYTES,
+    }
+}
+
 /// The request's `Content-Length`, when it states one that parses.
-fn content_length(request: &HttpRequest) -> Option<usize> {
+pub(super) fn content_length(request: &HttpRequest) -> Option<usize> {
     request
         .headers()
         .get(header::CONTENT_LENGTH)?
@@ -97,7 +107,7 @@ pub(super) async fn read_body(
     };
     let declared = content_length(request);
     if declared.is_some_and(|length| length > limit) {
-        return Err(early::answer_before_body(too_large(), payload).await);
+        return Err(early::answer_before_body(too_large(), payload, request).await);
     }
     let expected = declared.unwrap_or(limit);
     let _room = match expected {
@@ -112,23 +122,27 @@ pub(super) async fn read_body(
         // (Tried once first: a body already here sets up no timers.)
         let chunk = match payload.next().now_or_never() {
             Some(chunk) => chunk,
-            None => tokio::select! {
-            biased;
-            chunk = payload.next() => chunk,
-            _ = tokio::time::sleep_until(deadline) => break Stopped::TooSlow(format!(
-                "the body ({expected} bytes) did not arrive within {} s of the node making room for it",
-                time.as_secs()
-            )),
-            _ = tokio::time::sleep(STALLED_REQUEST_LIMIT / 5) => {
-                if moved.elapsed() >= STALLED_REQUEST_LIMIT && room.others_wait() {
-                    break Stopped::TooSlow(format!(
-                        "no byte of the body came for {} s while the node was short of room for bodies",
-                        STALLED_REQUEST_LIMIT.as_secs()
-                    ));
+            None => {
+                let _reading =
+                    super::paced::wait_for_body(request, body_left(declared, body.len()));
+                tokio::select! {
+                biased;
+                chunk = payload.next() => chunk,
+                _ = tokio::time::sleep_until(deadline) => break Stopped::TooSlow(format!(
+                    "the body ({expected} bytes) did not arrive within {} s of the node making room for it",
+                    time.as_secs()
+                )),
+                _ = tokio::time::sleep(STALLED_REQUEST_LIMIT / 5) => {
+                    if moved.elapsed() >= STALLED_REQUEST_LIMIT && room.others_wait() {
+                        break Stopped::TooSlow(format!(
+                            "no byte of the body came for {} s while the node was short of room for bodies",
+                            STALLED_REQUEST_LIMIT.as_secs()
+                        ));
+                    }
+                    continue;
                 }
-                continue;
+                    }
             }
-            },
         };
         match chunk {
             None => return Ok(body.freeze()),
@@ -143,7 +157,7 @@ pub(super) async fn read_body(
         }
     };
     match stopped {
-        Stopped::TooLarge => Err(early::answer_before_body(too_large(), payload).await),
+        Stopped::TooLarge => Err(early::answer_before_body(too_large(), payload, request).await),
         Stopped::TooSlow(why) => Err(HttpResponse::RequestTimeout()
             .insert_header((header::CONNECTION, "close"))
             .json(serde_json::json!({

@@ -15,9 +15,9 @@
 use super::LINGER_FOR_UNREAD_BODY;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::error::PayloadError;
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use std::any::Any;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -27,13 +27,28 @@ const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// Answer with `response` a request whose body is `unread` (the rest of it): read and discard the
 /// rest first, within the bounds above, else hold it until the answer has gone.
-pub(super) async fn answer_before_body<S>(response: HttpResponse, mut unread: S) -> HttpResponse
+pub(super) async fn answer_before_body<S>(
+    response: HttpResponse,
+    mut unread: S,
+    request: &HttpRequest,
+) -> HttpResponse
 where
     S: Stream<Item = Result<Bytes, PayloadError>> + Unpin + 'static,
 {
+    let declared = super::body::content_length(request);
     let drain = async {
         let mut read = 0usize;
-        while let Some(chunk) = unread.next().await {
+        loop {
+            // What the connection has already read first; then only what the body still owes.
+            let chunk = match unread.next().now_or_never() {
+                Some(chunk) => chunk,
+                None => {
+                    let left = super::body::body_left(declared, read);
+                    let _reading = super::paced::wait_for_body(request, left);
+                    unread.next().await
+                }
+            };
+            let Some(chunk) = chunk else { break };
             match chunk {
                 Ok(chunk) => {
                     read += chunk.len();

@@ -9,6 +9,7 @@ mod early;
 pub mod json;
 mod keys;
 mod leases;
+mod paced;
 mod range;
 mod watch;
 
@@ -73,6 +74,7 @@ fn app(
     App::new()
         .app_data(web::Data::new(state))
         .wrap(from_fn(authenticate))
+        .wrap(from_fn(paced::answer_at_pace))
         .configure(routes)
         .default_service(web::to(not_found))
 }
@@ -130,7 +132,7 @@ async fn authenticate(
             }
             let mut request = request;
             let unread = actix_web::HttpMessage::take_payload(&mut request);
-            let response = early::answer_before_body(response, unread).await;
+            let response = early::answer_before_body(response, unread, request.request()).await;
             return Ok(request.into_response(response));
         }
     }
@@ -214,7 +216,8 @@ fn serve_on_this_thread(
     state: HttpState,
     addr: SocketAddr,
 ) -> std::io::Result<(HttpServerHandle, SocketAddr)> {
-    use actix_service::map_config;
+    use actix_service::{fn_service, map_config, ServiceFactoryExt};
+    use paced::Paced;
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
@@ -222,21 +225,34 @@ fn serve_on_this_thread(
     let cancel = CancellationToken::new();
     let stopped = cancel.clone();
     let tls = state.tls.as_ref().map(NodeTls::https_config);
-    // One service per transport: its stream type differs (TCP, or TLS over TCP).
+    // One service per transport: its stream type differs (TCP, or TLS over TCP). Each HTTP/1
+    // connection's stream is paced ([`paced`]); the service finds the pace in its connection's
+    // data.
     macro_rules! service {
         () => {
             actix_http::HttpService::build()
                 .client_disconnect_timeout(LINGER_FOR_UNREAD_BODY)
+                .on_connect_ext(|io: &Paced<_>, data: &mut actix_http::Extensions| {
+                    if let Some(pace) = io.pace() {
+                        data.insert(pace.clone());
+                    }
+                })
                 .finish(map_config(app(state.clone()), |_| {
                     actix_web::dev::AppConfig::default()
                 }))
         };
     }
     match tls {
-        None => actix::spawn(accept_loop(service!().tcp(), listener, stopped)),
+        None => {
+            let paced = fn_service(|io: tokio::net::TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok((Paced::new(io), actix_http::Protocol::Http1, peer))
+            });
+            actix::spawn(accept_loop(paced.and_then(service!()), listener, stopped))
+        }
         Some(tls) => {
-            let tls = Arc::unwrap_or_clone(tls);
-            actix::spawn(accept_loop(service!().rustls_0_23(tls), listener, stopped))
+            let tls = paced::https_paced(Arc::unwrap_or_clone(tls));
+            actix::spawn(accept_loop(tls.and_then(service!()), listener, stopped))
         }
     };
     Ok((HttpServerHandle::NodeThread(cancel), bound))

@@ -1,0 +1,421 @@
+//! HTTP/1 connections read at the pace their requests are answered.
+//!
+//! actix-http decodes every request in a connection's read buffer at once (up to 32 KiB of them)
+//! and keeps each, about 6.5 KiB, until its turn; it reads the next requests while one is being
+//! answered. A client that pipelined 32 KiB of GETs of a large value and never read the answers
+//! so held about 6.7 MiB of the node's memory per connection (300 such connections: 2 GiB,
+//! BENCHMARKS.md, issue 22), until the kernel closed them, 30–40 s later. Served on the node's
+//! thread (the default), each HTTP/1 connection's stream is wrapped in [`Paced`], which lets
+//! bytes through only
+//! - while no request is being answered (between answers, or before the first), at most
+//!   [`IDLE_READ_BYTES`] before a request begins (a larger head gets another allowance once the
+//!   connection has tried to decode what it has), and
+//! - while a request's handler waits for its body, at most the bytes it still waits for
+//!   ([`wait_for_body`]),
+//!
+//! so a connection holds at most that allowance's worth of decoded requests, and pipelined
+//! requests are read as the ones before them are answered. A request is being answered from when
+//! its handler starts until its answer has been given to the connection whole
+//! ([`answer_at_pace`]). HTTP/2 (over TLS) multiplexes its streams and bounds them itself: its
+//! connections are not paced.
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::HttpRequest;
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What a connection may read, while no request is being answered, before a request begins.
+pub const IDLE_READ_BYTES: usize = 512;
+
+/// The most read at once of a body a handler waits for.
+const BODY_READ_BYTES: usize = 64 << 10;
+
+/// One connection's pace, shared by its stream and its requests' handlers.
+#[derive(Default, Debug)]
+pub struct Pace {
+    /// Requests whose handler has started and whose answer is not yet the connection's whole.
+    answering: Cell<usize>,
+    /// Bytes a handler waits for, of the body it reads (0: none waits).
+    wanted: Cell<usize>,
+    /// Bytes let through since a request last began or the allowance was renewed.
+    idle_read: Cell<usize>,
+    /// The allowance ran out and the connection was woken to decode what it has: if no request
+    /// has begun by its next read, the head is longer than the allowance, and it is renewed.
+    renewing: Cell<bool>,
+    /// The connection's reader, while it is held back.
+    reader: RefCell<Option<Waker>>,
+    /// Bytes may wait to be read while the reader is held back: it is woken when the answer
+    /// ends (else the stream's own readiness wakes it when bytes come, and waking it at every
+    /// answer's end would cost each request a turn of its connection for nothing).
+    bytes_wait: Cell<bool>,
+}
+
+impl Pace {
+    fn wake_reader(&self) {
+        if let Some(reader) = self.reader.borrow_mut().take() {
+            reader.wake();
+        }
+    }
+
+    fn begin(&self) {
+        self.answering.set(self.answering.get() + 1);
+        self.idle_read.set(0);
+        self.renewing.set(false);
+    }
+
+    fn end(&self) {
+        self.answering.set(self.answering.get().saturating_sub(1));
+        if self.answering.get() == 0 && self.bytes_wait.replace(false) {
+            self.wake_reader();
+        }
+    }
+
+    /// How much a read may take now, or `None` to hold the reader back (its waker kept, or
+    /// woken at once to decode what it has). `bytes_wait`: whether the stream has bytes to read.
+    fn allowance(
+        &self,
+        cx: &mut Context<'_>,
+        bytes_wait: impl FnOnce(&mut Context<'_>) -> bool,
+    ) -> Option<usize> {
+        if self.answering.get() > 0 {
+            return match self.wanted.get() {
+                0 => {
+                    *self.reader.borrow_mut() = Some(cx.waker().clone());
+                    if bytes_wait(cx) {
+                        self.bytes_wait.set(true);
+                    }
+                    None
+                }
+                wanted => Some(wanted.min(BODY_READ_BYTES)),
+            };
+        }
+        if self.idle_read.get() >= IDLE_READ_BYTES {
+            if !self.renewing.replace(true) {
+                cx.waker().wake_by_ref();
+                return None;
+            }
+            self.renewing.set(false);
+            self.idle_read.set(0);
+        }
+        Some(IDLE_READ_BYTES - self.idle_read.get())
+    }
+
+    fn read(&self, bytes: usize) {
+        if self.answering.get() == 0 {
+            self.idle_read.set(self.idle_read.get() + bytes);
+        } else {
+            self.wanted.set(self.wanted.get().saturating_sub(bytes));
+        }
+    }
+}
+
+/// A connection's stream, read at its requests' pace (`pace: None`: as it comes).
+pub struct Paced<S> {
+    stream: S,
+    pace: Option<Rc<Pace>>,
+}
+
+impl<S> Paced<S> {
+    /// `stream`, paced.
+    pub fn new(stream: S) -> Self {
+        Paced {
+            stream,
+            pace: Some(Rc::default()),
+        }
+    }
+
+    /// `stream`, not paced (an HTTP/2 connection).
+    pub fn unpaced(stream: S) -> Self {
+        Paced { stream, pace: None }
+    }
+
+    /// The pace, for the connection's requests to find ([`actix_http::HttpServiceBuilder::on_connect_ext`]).
+    pub fn pace(&self) -> Option<&Rc<Pace>> {
+        self.pace.as_ref()
+    }
+}
+
+/// A stream that can tell whether it has bytes to read without reading them (and, when it has
+/// none, wakes its reader once it has).
+pub trait ReadReady {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for tokio::net::TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+/// TLS may hold decrypted bytes the socket does not show: taken to have bytes always.
+impl ReadReady for TlsStream {
+    fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + ReadReady + Unpin> AsyncRead for Paced<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let Some(pace) = &this.pace else {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        };
+        let stream = &this.stream;
+        let Some(allowed) = pace.allowance(cx, |cx| stream.poll_read_ready(cx).is_ready()) else {
+            return Poll::Pending;
+        };
+        let most = allowed.min(buf.remaining());
+        let mut part = ReadBuf::new(buf.initialize_unfilled_to(most));
+        let polled = Pin::new(&mut this.stream).poll_read(cx, &mut part);
+        let got = part.filled().len();
+        buf.advance(got);
+        pace.read(got);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Paced<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// HTTPS connections for the node's thread: the TLS handshake (offering HTTP/2 and HTTP/1.1, as
+/// actix-http's own acceptor does), then the stream paced for HTTP/1, not for HTTP/2.
+pub(super) fn https_paced(
+    mut config: rustls::ServerConfig,
+) -> impl actix_service::ServiceFactory<
+    tokio::net::TcpStream,
+    Config = (),
+    Response = (
+        Paced<TlsStream>,
+        actix_http::Protocol,
+        Option<std::net::SocketAddr>,
+    ),
+    Error = actix_http::error::DispatchError,
+    InitError = (),
+> {
+    use actix_service::ServiceFactoryExt;
+    use actix_tls::accept::TlsError;
+    let mut protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    protocols.append(&mut config.alpn_protocols);
+    config.alpn_protocols = protocols;
+    actix_tls::accept::rustls_0_23::Acceptor::new(config)
+        .map_init_err(|_| ())
+        .map_err(|error| {
+            actix_http::error::DispatchError::Io(match error {
+                TlsError::Timeout => io::Error::from(io::ErrorKind::TimedOut),
+                TlsError::Tls(error) => error,
+                TlsError::Service(never) => match never {},
+            })
+        })
+        .and_then(actix_service::fn_service(|io: TlsStream| async move {
+            let peer = io.get_ref().0.peer_addr().ok();
+            let h2 = io
+                .get_ref()
+                .1
+                .alpn_protocol()
+                .is_some_and(|protocol| protocol == b"h2");
+            Ok(if h2 {
+                (Paced::unpaced(io), actix_http::Protocol::Http2, peer)
+            } else {
+                (Paced::new(io), actix_http::Protocol::Http1, peer)
+            })
+        }))
+}
+
+/// A TLS connection accepted by actix-tls.
+type TlsStream = actix_tls::accept::rustls_0_23::TlsStream<tokio::net::TcpStream>;
+
+/// A request being answered, until dropped.
+struct Answering(Rc<Pace>);
+
+impl Answering {
+    fn begin(pace: Rc<Pace>) -> Self {
+        pace.begin();
+        Answering(pace)
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// An answer's body, counted as being answered until it has all been given to the connection.
+struct AnswerBody {
+    body: BoxBody,
+    _answering: Answering,
+}
+
+impl MessageBody for AnswerBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.body).poll_next(cx)
+    }
+}
+
+/// Middleware: a request on a paced connection is being answered from when it starts until its
+/// answer's body has been given to the connection whole (dropped by it).
+pub(super) async fn answer_at_pace(
+    request: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(pace) = request.conn_data::<Rc<Pace>>().cloned() else {
+        return next.call(request).await;
+    };
+    let answering = Answering::begin(pace);
+    let response = next.call(request).await?;
+    Ok(response.map_body(|_, body| {
+        BoxBody::new(AnswerBody {
+            body,
+            _answering: answering,
+        })
+    }))
+}
+
+/// Lets `request`'s connection read up to `bytes` more of its body while it lives: a handler
+/// that is about to wait for its body holds one.
+pub(super) struct WaitingForBody(Option<Rc<Pace>>);
+
+/// The handler of `request` waits for `bytes` more of its body (on a paced connection, that
+/// much may be read, and no more).
+pub(super) fn wait_for_body(request: &HttpRequest, bytes: usize) -> WaitingForBody {
+    let pace = request.conn_data::<Rc<Pace>>().cloned();
+    if let Some(pace) = &pace {
+        pace.wanted.set(bytes);
+        pace.wake_reader();
+    }
+    WaitingForBody(pace)
+}
+
+impl Drop for WaitingForBody {
+    fn drop(&mut self) {
+        if let Some(pace) = &self.0 {
+            pace.wanted.set(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    impl ReadReady for tokio::io::DuplexStream {
+        fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A paced stream over a pipe the test writes `sent` to.
+    async fn paced(sent: &[u8]) -> (Paced<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        theirs.write_all(sent).await.expect("write");
+        (Paced::new(ours), theirs)
+    }
+
+    fn pace(stream: &Paced<tokio::io::DuplexStream>) -> Rc<Pace> {
+        stream.pace().expect("paced").clone()
+    }
+
+    /// Reads what the stream lets through now (without waiting).
+    async fn read_now(stream: &mut Paced<tokio::io::DuplexStream>) -> usize {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0;
+        loop {
+            match futures::poll!(std::pin::pin!(stream.read(&mut buf))) {
+                Poll::Ready(Ok(0)) | Poll::Pending => return total,
+                Poll::Ready(Ok(n)) => total += n,
+                Poll::Ready(Err(error)) => panic!("{error}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn between_answers_a_connection_reads_a_small_allowance_and_renews_it_only_for_a_long_head(
+    ) {
+        let (mut stream, _client) = paced(&[b'g'; 10_000]).await;
+        assert_eq!(read_now(&mut stream).await, IDLE_READ_BYTES);
+        // No request began (the head is longer): the next turn gets another allowance.
+        assert_eq!(read_now(&mut stream).await, IDLE_READ_BYTES);
+        let pace = pace(&stream);
+        let answering = Answering::begin(pace.clone());
+        assert_eq!(
+            read_now(&mut stream).await,
+            0,
+            "nothing while a request is answered"
+        );
+        {
+            let _body = {
+                pace.wanted.set(1_000);
+                WaitingForBody(Some(pace.clone()))
+            };
+            assert_eq!(
+                read_now(&mut stream).await,
+                1_000,
+                "exactly the body waited for"
+            );
+        }
+        assert_eq!(read_now(&mut stream).await, 0);
+        drop(answering);
+        assert_eq!(
+            read_now(&mut stream).await,
+            IDLE_READ_BYTES,
+            "read again once answered"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unpaced_stream_reads_as_it_comes() {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        theirs.write_all(&[1u8; 10_000]).await.expect("write");
+        let mut stream = Paced::unpaced(ours);
+        let mut buf = vec![0u8; 20_000];
+        assert_eq!(stream.read(&mut buf).await.expect("read"), 10_000);
+    }
+}
