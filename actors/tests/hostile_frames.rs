@@ -30,6 +30,7 @@ use tokio_util::codec::{Decoder, Encoder};
 #[cfg(target_os = "linux")]
 #[path = "support/accepted_socket.rs"]
 mod accepted_socket;
+mod support;
 #[cfg(target_os = "linux")]
 use accepted_socket::assert_probed;
 
@@ -297,17 +298,6 @@ fn wrong_versions_decode_and_are_left_to_the_endpoint() {
             Some(hello)
         );
     }
-}
-
-/// Run `test` on a current-thread runtime with the clock paused, inside a LocalSet (actix actors
-/// spawn with `spawn_local`): timers wait no real time, sockets are real.
-fn run_paused<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
-    tokio::task::LocalSet::new().block_on(&runtime, test());
 }
 
 /// Forwards every inbound envelope to the test.
@@ -700,7 +690,8 @@ fn a_request_that_stops_arriving_holds_its_room_only_while_no_one_waits_for_it()
 
     const STALLED: usize = 3 << 20;
     const WAITING: usize = 2 << 20;
-    run_paused(|| async {
+    // Timers wait no real time; the sockets are real.
+    support::run_paused(|| async {
         let (tx, _received) = mpsc::unbounded_channel();
         let collector = Collector(tx).start();
         let mut config = node_2_config(false);

@@ -364,6 +364,36 @@ async fn accepted_http_connections_find_out_when_the_client_is_gone() {
     }
 }
 
+/// One node on free ports, adjusted by `adjust`, once it has a leader (a write succeeded): the
+/// node (shut it down), its data directory (keep it) and its HTTP address.
+async fn one_node_leading(
+    adjust: impl Fn(&mut raftor_kv::config::NodeConfig),
+) -> (
+    raftor_kv::server::RunningNode,
+    tempfile::TempDir,
+    std::net::SocketAddr,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut nodes, _, _) = common::start_on_free_ports(1, dir.path(), |config| {
+        raftor_kv::local_cluster::quick_timing(config);
+        adjust(config);
+    })
+    .await;
+    let node = nodes.remove(0);
+    let server = node.http_addr.expect("HTTP is served");
+    for _ in 0..100 {
+        if http(&server.to_string(), "PUT", "/v1/kv/first", &[], b"1")
+            .await
+            .status
+            == 200
+        {
+            return (node, dir, server);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no leader elected");
+}
+
 /// A client that sends the start of a large body and stops: the body held room for its stated
 /// length (`max_client_answer_bytes` bounds what bodies being read hold together; here its least,
 /// 1 MiB, as much as this body states), so another client's large write waits instead of adding
@@ -374,23 +404,9 @@ async fn accepted_http_connections_find_out_when_the_client_is_gone() {
 async fn a_body_that_stops_arriving_is_answered_408_and_holds_its_room_only_until_then() {
     use raftor_actors::network::incoming::STALLED_REQUEST_LIMIT;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (nodes, _, _) = common::start_on_free_ports(1, dir.path(), |config| {
-        raftor_kv::local_cluster::quick_timing(config);
-        config.max_client_answer_bytes = 1 << 20;
-    })
-    .await;
-    let server = nodes[0].http_addr.expect("HTTP is served");
+    let (node, _dir, server) =
+        one_node_leading(|config| config.max_client_answer_bytes = 1 << 20).await;
     let addr = server.to_string();
-    let mut led = false;
-    for _ in 0..100 {
-        if http(&addr, "PUT", "/v1/kv/first", &[], b"1").await.status == 200 {
-            led = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(led, "a leader is elected");
 
     let mut slow = tokio::net::TcpStream::connect(server)
         .await
@@ -438,7 +454,7 @@ async fn a_body_that_stops_arriving_is_answered_408_and_holds_its_room_only_unti
         .is_some_and(|e| e.contains("nothing was done")));
     let written = http(&addr, "GET", "/v1/kv/stalled", &[], b"").await;
     assert_eq!(written.status, 404, "nothing of the slow write was done");
-    nodes[0].shutdown().await;
+    node.shutdown().await;
 }
 
 /// HTTP/1 connections are read at the pace their requests are answered (`http/paced.rs`: a
@@ -449,22 +465,7 @@ async fn a_body_that_stops_arriving_is_answered_408_and_holds_its_room_only_unti
 #[actix_rt::test]
 async fn pipelined_requests_with_long_heads_and_large_bodies_are_all_answered_in_order() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (nodes, _, _) = common::start_on_free_ports(1, dir.path(), |config| {
-        raftor_kv::local_cluster::quick_timing(config);
-    })
-    .await;
-    let server = nodes[0].http_addr.expect("HTTP is served");
-    let addr = server.to_string();
-    let mut led = false;
-    for _ in 0..100 {
-        if http(&addr, "PUT", "/v1/kv/first", &[], b"1").await.status == 200 {
-            led = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(led, "a leader is elected");
+    let (node, _dir, server) = one_node_leading(|_| {}).await;
 
     let long_header = "x".repeat(3000);
     let mut pipelined = Vec::new();
@@ -532,5 +533,5 @@ async fn pipelined_requests_with_long_heads_and_large_bodies_are_all_answered_in
         }
     }
     drop(client);
-    nodes[0].shutdown().await;
+    node.shutdown().await;
 }

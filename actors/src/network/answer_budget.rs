@@ -39,8 +39,9 @@ pub struct NodeAnswerBudget {
     arriving: Arc<Semaphore>,
     /// The budget in bytes, of each kind (at least 1).
     total: usize,
-    /// How many sessions wait for room of either kind now: while any does, sessions whose client has stopped
-    /// reading are closed ([`SessionBudget::node_is_short`]).
+    /// How many sessions wait for room of either kind now: while any does, sessions whose client
+    /// has stopped reading, or stopped sending a request it began, are closed
+    /// ([`SessionBudget::node_is_short`]).
     waiting: AtomicUsize,
 }
 

@@ -204,8 +204,9 @@ mod tests {
         assert!(matches!(incoming.next_length().await, Ok(None)));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_frame_that_stops_arriving_is_an_error_once_its_time_is_up() {
+    /// A session reading a request of 500,000 bytes of which 300,000 came: its reader, the
+    /// client's end (keep it, or the rest is cut short) and the frame's length.
+    async fn stopped_part_way() -> (IncomingFrames, tokio::io::DuplexStream, usize) {
         let bytes = encoded(&[request(1, 500_000)]);
         let (mut incoming, mut client) = reading(&[]);
         client.write_all(&bytes[..300_000]).await.expect("write");
@@ -214,6 +215,12 @@ mod tests {
             .await
             .expect("header")
             .expect("length");
+        (incoming, client, length)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_that_stops_arriving_is_an_error_once_its_time_is_up() {
+        let (mut incoming, client, length) = stopped_part_way().await;
         let started = tokio::time::Instant::now();
         let error = incoming
             .frame(length, || false)
@@ -235,14 +242,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_frame_that_pauses_while_others_wait_for_room_is_an_error_after_the_stall_limit() {
-        let bytes = encoded(&[request(1, 500_000)]);
-        let (mut incoming, mut client) = reading(&[]);
-        client.write_all(&bytes[..300_000]).await.expect("write");
-        let length = incoming
-            .next_length()
-            .await
-            .expect("header")
-            .expect("length");
+        let (mut incoming, client, length) = stopped_part_way().await;
         let started = tokio::time::Instant::now();
         let error = incoming
             .frame(length, || true)

@@ -12,6 +12,7 @@
 
 use super::{bad_request, early, error_response};
 use crate::protocol::{ErrorKind, ServiceError};
+use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
@@ -125,23 +126,22 @@ pub(super) async fn read_body(
             None => {
                 let _reading =
                     super::paced::wait_for_body(request, body_left(declared, body.len()));
-                tokio::select! {
-                biased;
-                chunk = payload.next() => chunk,
-                _ = tokio::time::sleep_until(deadline) => break Stopped::TooSlow(format!(
-                    "the body ({expected} bytes) did not arrive within {} s of the node making room for it",
-                    time.as_secs()
-                )),
-                _ = tokio::time::sleep(STALLED_REQUEST_LIMIT / 5) => {
-                    if moved.elapsed() >= STALLED_REQUEST_LIMIT && room.others_wait() {
-                        break Stopped::TooSlow(format!(
-                            "no byte of the body came for {} s while the node was short of room for bodies",
-                            STALLED_REQUEST_LIMIT.as_secs()
-                        ));
-                    }
-                    continue;
+                let waiting = Waiting {
+                    room,
+                    deadline,
+                    moved,
+                };
+                match waiting.next_chunk(&mut payload).await {
+                    Ok(chunk) => chunk,
+                    Err(Late::Deadline) => break Stopped::TooSlow(format!(
+                        "the body ({expected} bytes) did not arrive within {} s of the node making room for it",
+                        time.as_secs()
+                    )),
+                    Err(Late::Stalled) => break Stopped::TooSlow(format!(
+                        "no byte of the body came for {} s while the node was short of room for bodies",
+                        STALLED_REQUEST_LIMIT.as_secs()
+                    )),
                 }
-                    }
             }
         };
         match chunk {
@@ -164,6 +164,44 @@ pub(super) async fn read_body(
                 "error": format!("{why}; nothing was done"),
                 "leader": null,
             }))),
+    }
+}
+
+/// A handler waiting for the next piece of its body.
+struct Waiting<'a> {
+    room: &'a ArrivingBodies,
+    /// When the whole body must have come.
+    deadline: tokio::time::Instant,
+    /// When the last piece came (or the reading began).
+    moved: tokio::time::Instant,
+}
+
+/// Why the next piece of a body did not come in time.
+enum Late {
+    /// Past the body's deadline.
+    Deadline,
+    /// Nothing for [`STALLED_REQUEST_LIMIT`] while other bodies wait for room.
+    Stalled,
+}
+
+impl Waiting<'_> {
+    /// The body's next piece (`None` at its end), or why it came too late.
+    async fn next_chunk(
+        &self,
+        payload: &mut web::Payload,
+    ) -> Result<Option<Result<Bytes, PayloadError>>, Late> {
+        loop {
+            tokio::select! {
+                biased;
+                chunk = payload.next() => return Ok(chunk),
+                _ = tokio::time::sleep_until(self.deadline) => return Err(Late::Deadline),
+                _ = tokio::time::sleep(STALLED_REQUEST_LIMIT / 5) => {
+                    if self.moved.elapsed() >= STALLED_REQUEST_LIMIT && self.room.others_wait() {
+                        return Err(Late::Stalled);
+                    }
+                }
+            }
+        }
     }
 }
 

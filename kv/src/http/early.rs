@@ -18,7 +18,6 @@ use actix_web::error::PayloadError;
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
-use std::any::Any;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -74,24 +73,23 @@ where
 
 /// `response`, holding `unread` (the request's body, or what reads it) until the response's
 /// body has been sent in full.
-fn holding_unread_body(response: HttpResponse, unread: impl Any) -> HttpResponse {
-    let unread: Box<dyn Any> = Box::new(unread);
+fn holding_unread_body<T: Unpin + 'static>(response: HttpResponse, unread: T) -> HttpResponse {
     response.map_body(|_, body| {
         BoxBody::new(HoldUntilSent {
             body,
-            _unread: unread,
+            _held: unread,
         })
     })
 }
 
-/// A response body that keeps `_unread` alive for as long as the body is (the dispatcher drops
-/// it after the body's end of stream).
-struct HoldUntilSent {
-    body: BoxBody,
-    _unread: Box<dyn Any>,
+/// A response body that keeps `_held` alive for as long as the body is (the dispatcher drops it
+/// once the body has been given to the connection whole).
+pub(super) struct HoldUntilSent<T> {
+    pub(super) body: BoxBody,
+    pub(super) _held: T,
 }
 
-impl MessageBody for HoldUntilSent {
+impl<T: Unpin> MessageBody for HoldUntilSent<T> {
     type Error = Box<dyn std::error::Error>;
 
     fn size(&self) -> BodySize {

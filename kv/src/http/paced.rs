@@ -19,11 +19,11 @@
 //! ([`answer_at_pace`]). HTTP/2 (over TLS) multiplexes its streams and bounds them itself: its
 //! connections are not paced.
 
-use actix_web::body::{BodySize, BoxBody, MessageBody};
+use super::early::HoldUntilSent;
+use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::HttpRequest;
-use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::pin::Pin;
@@ -278,27 +278,6 @@ impl Drop for Answering {
     }
 }
 
-/// An answer's body, counted as being answered until it has all been given to the connection.
-struct AnswerBody {
-    body: BoxBody,
-    _answering: Answering,
-}
-
-impl MessageBody for AnswerBody {
-    type Error = Box<dyn std::error::Error>;
-
-    fn size(&self) -> BodySize {
-        self.body.size()
-    }
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        Pin::new(&mut self.body).poll_next(cx)
-    }
-}
-
 /// Middleware: a request on a paced connection is being answered from when it starts until its
 /// answer's body has been given to the connection whole (dropped by it).
 pub(super) async fn answer_at_pace(
@@ -310,10 +289,11 @@ pub(super) async fn answer_at_pace(
     };
     let answering = Answering::begin(pace);
     let response = next.call(request).await?;
+    // Counted as being answered until its body has all been given to the connection.
     Ok(response.map_body(|_, body| {
-        BoxBody::new(AnswerBody {
+        BoxBody::new(HoldUntilSent {
             body,
-            _answering: answering,
+            _held: answering,
         })
     }))
 }
