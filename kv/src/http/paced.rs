@@ -14,7 +14,8 @@
 //!   ([`wait_for_body`]),
 //!
 //! so a connection holds at most that allowance's worth of decoded requests, and pipelined
-//! requests are read as the ones before them are answered. A request is being answered from when
+//! requests are read as the ones before them are answered. (A client that closes its connection
+//! while a request is answered is still noticed at once: its end is let through.) A request is being answered from when
 //! its handler starts until its answer has been given to the connection whole
 //! ([`answer_at_pace`]). HTTP/2 (over TLS) multiplexes its streams and bounds them itself: its
 //! connections are not paced.
@@ -78,18 +79,21 @@ impl Pace {
     }
 
     /// How much a read may take now, or `None` to hold the reader back (its waker kept, or
-    /// woken at once to decode what it has). `bytes_wait`: whether the stream has bytes to read.
+    /// woken at once to decode what it has). `waiting`: what the stream has to read.
     fn allowance(
         &self,
         cx: &mut Context<'_>,
-        bytes_wait: impl FnOnce(&mut Context<'_>) -> bool,
+        waiting: impl FnOnce(&mut Context<'_>) -> Waiting,
     ) -> Option<usize> {
         if self.answering.get() > 0 {
             return match self.wanted.get() {
                 0 => {
                     *self.reader.borrow_mut() = Some(cx.waker().clone());
-                    if bytes_wait(cx) {
-                        self.bytes_wait.set(true);
+                    match waiting(cx) {
+                        // The client has gone: let the connection find out now, as unpaced.
+                        Waiting::End => return Some(1),
+                        Waiting::Bytes => self.bytes_wait.set(true),
+                        Waiting::Nothing => {}
                     }
                     None
                 }
@@ -142,22 +146,37 @@ impl<S> Paced<S> {
     }
 }
 
-/// A stream that can tell whether it has bytes to read without reading them (and, when it has
-/// none, wakes its reader once it has).
+/// What a stream has to read, told without reading it.
+pub enum Waiting {
+    /// Nothing yet (its reader is woken when something comes).
+    Nothing,
+    /// Bytes.
+    Bytes,
+    /// Its end, or an error: the client has gone.
+    End,
+}
+
+/// A stream that can tell what it has to read without reading it.
 pub trait ReadReady {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_waiting(&self, cx: &mut Context<'_>) -> Waiting;
 }
 
 impl ReadReady for tokio::net::TcpStream {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        tokio::net::TcpStream::poll_read_ready(self, cx)
+    fn poll_waiting(&self, cx: &mut Context<'_>) -> Waiting {
+        let mut first = [0u8; 1];
+        match self.poll_peek(cx, &mut ReadBuf::new(&mut first)) {
+            Poll::Pending => Waiting::Nothing,
+            Poll::Ready(Ok(0) | Err(_)) => Waiting::End,
+            Poll::Ready(Ok(_)) => Waiting::Bytes,
+        }
     }
 }
 
-/// TLS may hold decrypted bytes the socket does not show: taken to have bytes always.
+/// TLS may hold decrypted bytes the socket does not show, and its end is a record to decrypt:
+/// taken to have bytes always.
 impl ReadReady for TlsStream {
-    fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_waiting(&self, _: &mut Context<'_>) -> Waiting {
+        Waiting::Bytes
     }
 }
 
@@ -172,7 +191,7 @@ impl<S: AsyncRead + ReadReady + Unpin> AsyncRead for Paced<S> {
             return Pin::new(&mut this.stream).poll_read(cx, buf);
         };
         let stream = &this.stream;
-        let Some(allowed) = pace.allowance(cx, |cx| stream.poll_read_ready(cx).is_ready()) else {
+        let Some(allowed) = pace.allowance(cx, |cx| stream.poll_waiting(cx)) else {
             return Poll::Pending;
         };
         let most = allowed.min(buf.remaining());
@@ -327,8 +346,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     impl ReadReady for tokio::io::DuplexStream {
-        fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
+        fn poll_waiting(&self, _: &mut Context<'_>) -> Waiting {
+            Waiting::Bytes
         }
     }
 
@@ -344,7 +363,7 @@ mod tests {
     }
 
     /// Reads what the stream lets through now (without waiting).
-    async fn read_now(stream: &mut Paced<tokio::io::DuplexStream>) -> usize {
+    async fn read_now<S: AsyncRead + ReadReady + Unpin>(stream: &mut Paced<S>) -> usize {
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0;
         loop {
@@ -397,5 +416,41 @@ mod tests {
         let mut stream = Paced::unpaced(ours);
         let mut buf = vec![0u8; 20_000];
         assert_eq!(stream.read(&mut buf).await.expect("read"), 10_000);
+    }
+
+    /// A client that closes its connection while its request is answered is noticed at once
+    /// (the connection reads its end), not at the answer's next write; one that sends more is
+    /// held back.
+    #[tokio::test]
+    async fn a_client_gone_while_answered_is_noticed_and_one_that_sends_more_is_held_back() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        for closes in [true, false] {
+            let mut client = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            let (accepted, _) = listener.accept().await.expect("accept");
+            let mut stream = Paced::new(accepted);
+            let _answering = Answering::begin(stream.pace().expect("paced").clone());
+            if closes {
+                drop(client);
+                let mut buf = [0u8; 16];
+                let read =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+                        .await
+                        .expect("the end is read, not held back");
+                assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+            } else {
+                client
+                    .write_all(b"GET / HTTP/1.1\r\n\r\n")
+                    .await
+                    .expect("write");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                assert_eq!(read_now(&mut stream).await, 0, "held back while answered");
+                assert!(stream.pace().expect("paced").bytes_wait.get());
+            }
+        }
     }
 }
