@@ -11,6 +11,7 @@ use crate::store::KvStateMachine;
 use crate::watch::{WatchHub, WatchLimits};
 use actix::Actor;
 use raftor::{RaftNode, RaftNodeBuilder};
+use raftor_actors::network::answer_budget::SharedRoom;
 use raftor_actors::network::tls::NodeTls;
 use raftor_core::NodeId;
 use std::net::SocketAddr;
@@ -175,7 +176,7 @@ pub async fn start_node_with_log(
                 tls: tls.clone(),
                 cluster_id: config.cluster_id.clone(),
                 hub,
-                arriving: http::ArrivingBodies::new(config.max_client_answer_bytes),
+                arriving: Arc::new(SharedRoom::new(config.max_client_answer_bytes)),
             };
             let (server, bound) = match http::serve(state, addr, config.http_workers) {
                 Ok(served) => served,

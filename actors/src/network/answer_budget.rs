@@ -28,43 +28,82 @@ pub const SESSION_ANSWER_BYTES: usize = 64 << 20;
 /// budget).
 pub const DEFAULT_NODE_ANSWER_BYTES: usize = 1 << 30;
 
-/// The budget all of a node's client sessions share.
+/// Bytes of room that many share, one permit per byte, and how many wait for it now: a pool of
+/// the node's budget, and the room a node's HTTP request bodies share while they are read.
 #[derive(Debug)]
-pub struct NodeAnswerBudget {
-    /// One permit per byte, for the bodies of requests being answered and their answers.
+pub struct SharedRoom {
     /// Invariant: `room.available_permits() <= total`.
     room: Arc<Semaphore>,
-    /// One permit per byte, for requests still arriving (a frame's length, from its header until
-    /// the request holds room in `room`). Invariant: `arriving.available_permits() <= total`.
-    arriving: Arc<Semaphore>,
-    /// The budget in bytes, of each kind (at least 1).
+    /// The room in bytes (at least 1).
     total: usize,
-    /// How many sessions wait for room of either kind now: while any does, sessions whose client
-    /// has stopped reading, or stopped sending a request it began, are closed
-    /// ([`SessionBudget::node_is_short`]).
+    /// How many wait for room now (each wait counted while it lasts, also one abandoned).
     waiting: AtomicUsize,
 }
 
-impl NodeAnswerBudget {
-    /// A budget of `total` bytes (at least one byte, at most [`Semaphore::MAX_PERMITS`]).
-    pub fn new(total: usize) -> Arc<NodeAnswerBudget> {
+impl SharedRoom {
+    /// Room for `total` bytes (at least one byte, at most [`Semaphore::MAX_PERMITS`]).
+    pub fn new(total: usize) -> SharedRoom {
         let total = total.clamp(1, Semaphore::MAX_PERMITS);
-        Arc::new(NodeAnswerBudget {
+        SharedRoom {
             room: Arc::new(Semaphore::new(total)),
-            arriving: Arc::new(Semaphore::new(total)),
             total,
             waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// The bytes held now.
+    pub fn held(&self) -> usize {
+        self.total - self.room.available_permits()
+    }
+
+    /// Whether anyone waits for room now.
+    pub fn others_wait(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
+    /// `bytes` of room (all of it, for more than it holds), at once or waited for in turn,
+    /// counted as waiting meanwhile.
+    pub async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        if let Some(permit) = self.try_take(bytes) {
+            return Some(permit);
+        }
+        let _waiting = Waiting::new(&self.waiting);
+        let wanted = permits(bytes, self.total);
+        self.room.clone().acquire_many_owned(wanted).await.ok()
+    }
+
+    /// `bytes` of room if it is free now.
+    pub fn try_take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let wanted = permits(bytes, self.total);
+        self.room.clone().try_acquire_many_owned(wanted).ok()
+    }
+}
+
+/// The budget all of a node's client sessions share.
+#[derive(Debug)]
+pub struct NodeAnswerBudget {
+    /// For the bodies of requests being answered and their answers.
+    room: SharedRoom,
+    /// As large as `room`, for requests still arriving (a frame's length, from its header until
+    /// the request holds room in `room`). While anyone waits for either, sessions whose client
+    /// has stopped reading, or stopped sending a request it began, are closed
+    /// ([`SessionBudget::node_is_short`]).
+    arriving: SharedRoom,
+}
+
+impl NodeAnswerBudget {
+    /// A budget of `total` bytes of each kind (at least one byte, at most
+    /// [`Semaphore::MAX_PERMITS`]).
+    pub fn new(total: usize) -> Arc<NodeAnswerBudget> {
+        Arc::new(NodeAnswerBudget {
+            room: SharedRoom::new(total),
+            arriving: SharedRoom::new(total),
         })
     }
 
     /// The bytes held now by every session's requests being answered and their answers.
     pub fn held(&self) -> usize {
-        self.total - self.room.available_permits()
-    }
-
-    /// The bytes held now by requests still arriving.
-    pub fn arriving(&self) -> usize {
-        self.total - self.arriving.available_permits()
+        self.room.held()
     }
 }
 
@@ -82,8 +121,7 @@ pub(crate) struct Held {
     node: Option<OwnedSemaphorePermit>,
 }
 
-/// Marks a session as waiting for the node's room while it lives (also when the wait is
-/// abandoned).
+/// Counts one wait for a [`SharedRoom`] while it lives (also when the wait is abandoned).
 struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
@@ -117,7 +155,7 @@ impl SessionBudget {
     fn shares(&self, bytes: usize) -> (u32, u32) {
         (
             permits(bytes, SESSION_ANSWER_BYTES),
-            permits(bytes, self.node.total),
+            permits(bytes, self.node.room.total),
         )
     }
 
@@ -125,32 +163,26 @@ impl SessionBudget {
     /// served), counted as waiting for the node's meanwhile. Called by the session's loop, one
     /// request at a time, and by an answer that outgrew its bound, which holds nothing then.
     pub(crate) async fn reserve(&self, bytes: usize) -> Held {
-        let (session_wanted, wanted) = self.shares(bytes);
+        let session_wanted = permits(bytes, SESSION_ANSWER_BYTES);
         let session = self
             .room
             .clone()
             .acquire_many_owned(session_wanted)
             .await
             .ok();
-        let node = match self.node.room.clone().try_acquire_many_owned(wanted) {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                let _waiting = Waiting::new(&self.node.waiting);
-                self.node.room.clone().acquire_many_owned(wanted).await.ok()
-            }
-        };
+        let node = self.node.room.take(bytes).await;
         Held { session, node }
     }
 
     /// Room for `bytes` if both budgets have it now, without waiting.
     pub(crate) fn try_reserve(&self, bytes: usize) -> Option<Held> {
-        let (session_wanted, wanted) = self.shares(bytes);
+        let session_wanted = permits(bytes, SESSION_ANSWER_BYTES);
         let session = self
             .room
             .clone()
             .try_acquire_many_owned(session_wanted)
             .ok()?;
-        let node = self.node.room.clone().try_acquire_many_owned(wanted).ok()?;
+        let node = self.node.room.try_take(bytes)?;
         Some(Held {
             session: Some(session),
             node: Some(node),
@@ -193,45 +225,20 @@ impl SessionBudget {
     }
 
     /// Room in the node's budget for a request of `bytes` still arriving (its frame's length,
-    /// known from its header before the rest is read), waiting for it counted as waiting for the
-    /// node's room. Held until the request holds room for being answered ([`Self::reserve`]);
-    /// a session holds no other room of this kind meanwhile.
+    /// known from its header before the rest is read): at once if there is room, else waited for
+    /// and counted as waiting for the node's room. Held until the request holds room for being
+    /// answered ([`Self::reserve`]); a session holds no other room of this kind meanwhile.
     pub(crate) async fn reserve_arriving(&self, bytes: usize) -> Held {
-        let wanted = permits(bytes, self.node.total);
-        let _waiting = Waiting::new(&self.node.waiting);
-        let node = self
-            .node
-            .arriving
-            .clone()
-            .acquire_many_owned(wanted)
-            .await
-            .ok();
         Held {
             session: None,
-            node,
+            node: self.node.arriving.take(bytes).await,
         }
-    }
-
-    /// Room for a request of `bytes` still arriving if the node has it now, without waiting
-    /// ([`Self::reserve_arriving`]).
-    pub(crate) fn try_reserve_arriving(&self, bytes: usize) -> Option<Held> {
-        let wanted = permits(bytes, self.node.total);
-        let node = self
-            .node
-            .arriving
-            .clone()
-            .try_acquire_many_owned(wanted)
-            .ok()?;
-        Some(Held {
-            session: None,
-            node: Some(node),
-        })
     }
 
     /// Whether another session waits for room in the node's budget: then a session whose client
     /// has not taken an answer for a while is closed, to free its share.
     pub(crate) fn node_is_short(&self) -> bool {
-        self.node.waiting.load(Ordering::Relaxed) > 0
+        self.node.room.others_wait() || self.node.arriving.others_wait()
     }
 }
 
@@ -239,6 +246,29 @@ impl SessionBudget {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_wait_for_shared_room_counts_while_it_lasts_even_when_abandoned() {
+        let room = SharedRoom::new(100);
+        let all = room.take(100).await.expect("free room");
+        assert!(!room.others_wait());
+        {
+            let waiting = room.take(10);
+            tokio::pin!(waiting);
+            assert!(futures::poll!(waiting.as_mut()).is_pending());
+            assert!(room.others_wait(), "a wait is counted");
+        }
+        assert!(
+            !room.others_wait(),
+            "an abandoned wait is not counted any more"
+        );
+        drop(all);
+        assert_eq!(room.held(), 0);
+        assert!(
+            room.try_take(1_000).is_some(),
+            "more than the room takes all of it"
+        );
+    }
 
     #[tokio::test]
     async fn a_reservation_is_charged_to_both_budgets_and_resized_to_the_answer() {

@@ -246,15 +246,10 @@ pub(crate) async fn serve_session(
             break why_ended();
         }
         // (Each wait tries without waiting first: the common case sets up no wake-ups.)
-        let request = match in_flight.clone().try_acquire_owned() {
-            Ok(request) => request,
-            Err(_) => tokio::select! {
-                _ = ended.cancelled() => break why_ended(),
-                request = in_flight.clone().acquire_owned() => match request {
-                    Ok(request) => request,
-                    Err(_closed) => break Ok(()),
-                },
-            },
+        let request = match unless_ended(&ended, in_flight.clone().acquire_owned()).await {
+            Some(Ok(request)) => request,
+            Some(Err(_closed)) => break Ok(()),
+            None => break why_ended(),
         };
         // The request's length from its header, room for it, then the rest of it.
         let Some(length) = unless_ended(&ended, incoming.next_length()).await else {
@@ -267,8 +262,6 @@ pub(crate) async fn serve_session(
         };
         let arriving = if length <= SMALL_REQUEST_BYTES {
             None
-        } else if let Some(arriving) = budget.try_reserve_arriving(length) {
-            Some(arriving)
         } else {
             match unless_ended(&ended, budget.reserve_arriving(length)).await {
                 Some(arriving) => Some(arriving),

@@ -1,7 +1,7 @@
 //! Reading a request's body, so that clients cannot take the node's memory by sending bodies:
 //! a body over its route's limit is refused (413) as soon as that is known; a body larger than
-//! [`SMALL_REQUEST_BYTES`] is read only once it has room among [`ArrivingBodies`], which all of a
-//! node's HTTP requests share (room for its `Content-Length`, or for the whole limit when it does
+//! [`SMALL_REQUEST_BYTES`] is read only once it has room in the [`SharedRoom`] all of a node's
+//! HTTP requests share (room for its `Content-Length`, or for the whole limit when it does
 //! not say; TCP holds the client back while it waits); and every body must arrive within
 //! [`arrival_limit`], and without a pause of [`STALLED_REQUEST_LIMIT`] while other bodies wait
 //! for room (408 otherwise, and the connection is closed): the rules the native protocol sets a
@@ -18,57 +18,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
 
+use raftor_actors::network::answer_budget::SharedRoom;
 use raftor_actors::network::incoming::{arrival_limit, SMALL_REQUEST_BYTES, STALLED_REQUEST_LIMIT};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// The room all of a node's HTTP requests share for their bodies while they are read.
-#[derive(Debug)]
-pub struct ArrivingBodies {
-    /// One permit per byte. Invariant: `room.available_permits() <= total`.
-    room: Arc<Semaphore>,
-    /// The room in bytes (at least 1).
-    total: usize,
-    /// How many bodies wait for room now: while any does, a body that has not moved for
-    /// [`STALLED_REQUEST_LIMIT`] is refused, to give its room back.
-    waiting: AtomicUsize,
-}
-
-impl ArrivingBodies {
-    /// Room for `total` bytes of bodies being read at once (at least one byte, at most
-    /// [`Semaphore::MAX_PERMITS`]).
-    pub fn new(total: usize) -> Arc<ArrivingBodies> {
-        let total = total.clamp(1, Semaphore::MAX_PERMITS);
-        Arc::new(ArrivingBodies {
-            room: Arc::new(Semaphore::new(total)),
-            total,
-            waiting: AtomicUsize::new(0),
-        })
-    }
-
-    /// The bytes of room held now by bodies being read.
-    pub fn held(&self) -> usize {
-        self.total - self.room.available_permits()
-    }
-
-    /// Room for a body of `bytes` (all of the room, for a body larger than it), waited for in
-    /// turn.
-    async fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let wanted = u32::try_from(bytes.min(self.total)).unwrap_or(u32::MAX);
-        if let Ok(permit) = self.room.clone().try_acquire_many_owned(wanted) {
-            return Some(permit);
-        }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = self.room.clone().acquire_many_owned(wanted).await.ok();
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        permit
-    }
-
-    fn others_wait(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) > 0
-    }
-}
 
 /// How many bytes of a body its connection may read for a handler that has `received` of it
 /// and waits for more: the rest of its stated length, or, when it states none (chunked), a
@@ -95,7 +46,7 @@ pub(super) fn content_length(request: &HttpRequest) -> Option<usize> {
 /// The body of `request`, at most `limit` bytes, read within the room and the time above; or the
 /// answer to give instead (413, 408, or 400 for a body that broke off).
 pub(super) async fn read_body(
-    room: &ArrivingBodies,
+    room: &SharedRoom,
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
@@ -113,7 +64,7 @@ pub(super) async fn read_body(
     let expected = declared.unwrap_or(limit);
     let _room = match expected {
         0..=SMALL_REQUEST_BYTES => None,
-        _ => room.reserve(expected).await,
+        _ => room.take(expected).await,
     };
     let time = arrival_limit(expected);
     let deadline = tokio::time::Instant::now() + time;
@@ -169,7 +120,7 @@ pub(super) async fn read_body(
 
 /// A handler waiting for the next piece of its body.
 struct Waiting<'a> {
-    room: &'a ArrivingBodies,
+    room: &'a SharedRoom,
     /// When the whole body must have come.
     deadline: tokio::time::Instant,
     /// When the last piece came (or the reading began).
@@ -255,7 +206,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_body_that_stops_arriving_holds_its_room_until_its_time_is_up_then_is_answered_408() {
         tokio::time::pause();
-        let room = ArrivingBodies::new(1 << 20);
+        let room = SharedRoom::new(1 << 20);
         let (request, payload) = stalled(600_000, 1_000).await;
         let started = tokio::time::Instant::now();
         let reading = read_body(&room, &request, payload, 1 << 20);
@@ -284,7 +235,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_body_waits_for_room_held_by_others_and_is_read_once_they_give_it_back() {
         tokio::time::pause();
-        let room = ArrivingBodies::new(1 << 20);
+        let room = SharedRoom::new(1 << 20);
         let (first, first_payload) = stalled(900_000, 10).await;
         let (second, second_payload) = whole(200_000).await;
         let started = tokio::time::Instant::now();
@@ -309,7 +260,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_small_body_is_read_at_once_while_large_ones_hold_all_the_room() {
         tokio::time::pause();
-        let room = ArrivingBodies::new(1 << 20);
+        let room = SharedRoom::new(1 << 20);
         let (holder, holder_payload) = stalled(1 << 20, 10).await;
         let holding = read_body(&room, &holder, holder_payload, 1 << 20);
         let small = async {
@@ -328,7 +279,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_body_over_the_limit_is_refused_by_its_stated_length_without_waiting_for_room() {
         tokio::time::pause();
-        let room = ArrivingBodies::new(1 << 20);
+        let room = SharedRoom::new(1 << 20);
         let (holder, holder_payload) = stalled(1 << 20, 10).await;
         let holding = read_body(&room, &holder, holder_payload, 1 << 20);
         let refusing = async {

@@ -14,7 +14,6 @@ mod range;
 mod watch;
 
 use body::read_body;
-pub use body::ArrivingBodies;
 pub use range::continue_token;
 
 use crate::auth::{authorize, Access, Refusal, Role};
@@ -56,7 +55,7 @@ pub struct HttpState {
     /// This node's watchers (`/v1/watch` streams run here).
     pub hub: Arc<crate::watch::WatchHub>,
     /// The room all request bodies being read share ([`body`]).
-    pub arriving: Arc<ArrivingBodies>,
+    pub arriving: Arc<raftor_actors::network::answer_budget::SharedRoom>,
 }
 
 /// The API as an actix-web application.
