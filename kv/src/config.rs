@@ -58,8 +58,10 @@ pub struct ServeArgs {
     /// The most bytes this node's native client sessions together may hold in requests being
     /// answered and answers not yet written (default 1073741824, 1 GiB; each session also holds at
     /// most 64 MiB); past it sessions wait, and one whose client has taken no answer for 5 s is
-    /// closed. As much again bounds the native requests still arriving, and as much the HTTP
-    /// request bodies being read.
+    /// closed. As much again bounds the native requests still arriving, as much the HTTP
+    /// request bodies being read, and as much the HTTP answers that may carry values, from
+    /// before they are built until they are written (an HTTP/1 connection that has written none
+    /// of its for 5 s while others wait is closed).
     #[arg(long, env = "RAFTOR_MAX_CLIENT_ANSWER_BYTES")]
     pub max_client_answer_bytes: Option<usize>,
     /// Directory for this node's RocksDB data.

@@ -171,12 +171,13 @@ pub async fn start_node_with_log(
                 service: service.clone(),
                 node: handle.clone(),
                 metrics,
-                max_value_bytes: config.max_value_bytes,
+                limits: answer_limits,
                 access,
                 tls: tls.clone(),
                 cluster_id: config.cluster_id.clone(),
                 hub,
                 arriving: Arc::new(SharedRoom::new(config.max_client_answer_bytes)),
+                answers: Arc::new(SharedRoom::new(config.max_client_answer_bytes)),
             };
             let (server, bound) = match http::serve(state, addr, config.http_workers) {
                 Ok(served) => served,

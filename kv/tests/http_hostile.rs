@@ -457,6 +457,65 @@ async fn a_body_that_stops_arriving_is_answered_408_and_holds_its_room_only_unti
     node.shutdown().await;
 }
 
+/// A client that pipelines GETs of a large value and never reads the answers: each large answer
+/// holds room for its size until its bytes are written (`http/answer_room.rs`; the room is
+/// `max_client_answer_bytes`, here its least, 1 MiB), so another client's GET of the value waits
+/// instead of adding to the node's memory. Since one waits, the stalled connection, which has
+/// written nothing of its answer for `STALLED_ANSWER_LIMIT`, is closed, and the waiting GET is
+/// answered in full. A small write and a GET of a small value need no room and go through at
+/// once meanwhile.
+#[actix_rt::test]
+async fn answers_a_client_never_reads_hold_their_room_only_until_others_need_it() {
+    use raftor_actors::network::client::STALLED_ANSWER_LIMIT;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (node, _dir, server) =
+        one_node_leading(|config| config.max_client_answer_bytes = 1 << 20).await;
+    let addr = server.to_string();
+    let value = vec![b'v'; 900_000];
+    let put = http(&addr, "PUT", "/v1/kv/large", &[], &value).await;
+    assert_eq!(put.status, 200, "{}", put.text());
+
+    // A small receive buffer: the kernel takes little of an answer the client does not read.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    let mut slow = socket.connect(server).await.expect("connect");
+    let gets = "GET /v1/kv/large HTTP/1.1\r\nHost: node\r\n\r\n".repeat(20);
+    slow.write_all(gets.as_bytes()).await.expect("the GETs");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = Instant::now();
+    let small = http(&addr, "PUT", "/v1/kv/small", &[], b"s").await;
+    assert_eq!(small.status, 200, "{}", small.text());
+    let small = http(&addr, "GET", "/v1/kv/small", &[], b"").await;
+    assert_eq!((small.status, small.body.as_slice()), (200, &b"s"[..]));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a small write and a GET of a small value wait for no room"
+    );
+
+    let started = Instant::now();
+    let read = http(&addr, "GET", "/v1/kv/large", &[], b"").await;
+    let waited = started.elapsed();
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert!(read.body == value, "the whole value");
+    assert!(
+        waited >= STALLED_ANSWER_LIMIT - Duration::from_millis(1500)
+            && waited <= STALLED_ANSWER_LIMIT + Duration::from_secs(3),
+        "answered after {waited:?}: the unread answer held no room, or kept it while the GET waited"
+    );
+
+    let mut taken = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut taken)).await;
+    assert!(closed.is_ok(), "the stalled connection is closed");
+    assert!(
+        taken.len() < 2 * value.len(),
+        "it was closed with its first answer unread ({} bytes taken)",
+        taken.len()
+    );
+    node.shutdown().await;
+}
+
 /// HTTP/1 connections are read at the pace their requests are answered (`http/paced.rs`: a
 /// connection reads no further requests while one is answered, and between answers only a
 /// little at a time), so a client that pipelines thousands of requests cannot make the node

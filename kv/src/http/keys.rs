@@ -8,8 +8,8 @@
 //! writing clients, BENCHMARKS.md, issue 22).
 
 use super::{
-    bad_query_string, bad_request, call, error_response, method_not_allowed, not_found,
-    parse_consistency, read_body, session, unexpected, written_refusal, HttpState,
+    bad_query_string, bad_request, call, call_answered, error_response, method_not_allowed,
+    not_found, parse_consistency, read_body, session, unexpected, written_refusal, HttpState,
 };
 use crate::protocol::{KvRequest, KvResponse};
 use crate::store::{KeySet, KvOutcome, RangeQuery, Txn, TxnOp};
@@ -89,7 +89,14 @@ async fn put(
         Ok(session) => session,
         Err(error) => return error_response(&error),
     };
-    let value = match read_body(&state.arriving, request, payload, state.max_value_bytes).await {
+    let value = match read_body(
+        &state.arriving,
+        request,
+        payload,
+        state.limits.max_value_bytes,
+    )
+    .await
+    {
         Ok(value) => value,
         Err(response) => return response,
     };
@@ -143,8 +150,9 @@ async fn get(state: &HttpState, request: &HttpRequest, key: String) -> HttpRespo
         Err(message) => return bad_request(message),
     };
     let range = RangeQuery::new(KeySet::Key(key));
-    let page = match call(
+    let page = match call_answered(
         state,
+        request,
         KvRequest::Range {
             query: range,
             consistency,
@@ -218,7 +226,11 @@ async fn cas(
         &state.arriving,
         request,
         payload,
-        state.max_value_bytes.saturating_mul(2).saturating_add(1024),
+        state
+            .limits
+            .max_value_bytes
+            .saturating_mul(2)
+            .saturating_add(1024),
     )
     .await
     {
@@ -233,13 +245,13 @@ async fn cas(
             ))
         }
     };
-    let request = KvRequest::Cas {
+    let swap = KvRequest::Cas {
         key,
         expected: body.expected.map(Bytes::from),
         value: Bytes::from(body.value),
         session,
     };
-    match call(state, request).await {
+    match call_answered(state, request, swap).await {
         KvResponse::Written {
             index,
             outcome: KvOutcome::Swapped,

@@ -4,6 +4,7 @@
 //! `/v1/admin/snapshot`, `/v1/admin/backup` (streamed; [`crate::backup`]),
 //! `/v1/status`, `/health`, `/livez`, `/readyz`, `/metrics`. Every request goes to the node's [`KvService`].
 
+mod answer_room;
 mod body;
 mod early;
 pub mod json;
@@ -13,6 +14,7 @@ mod paced;
 mod range;
 mod watch;
 
+use answer_room::call_answered;
 use body::read_body;
 pub use range::continue_token;
 
@@ -44,7 +46,8 @@ pub struct HttpState {
     pub service: Addr<KvService>,
     pub node: raftor::RaftNode<crate::store::KvStateMachine>,
     pub metrics: Arc<ServiceMetrics>,
-    pub max_value_bytes: usize,
+    /// The largest value and key, and so the largest answer each request may get.
+    pub limits: crate::service::AnswerLimits,
     /// Who may do what ([`crate::auth`]); checked before any route runs.
     pub access: Access,
     /// The node's TLS identity, when the cluster runs TLS: HTTPS is served with its certificate,
@@ -56,6 +59,9 @@ pub struct HttpState {
     pub hub: Arc<crate::watch::WatchHub>,
     /// The room all request bodies being read share ([`body`]).
     pub arriving: Arc<raftor_actors::network::answer_budget::SharedRoom>,
+    /// The room all answers that may carry values share, from before they are built until they
+    /// are written ([`answer_room`]).
+    pub answers: Arc<raftor_actors::network::answer_budget::SharedRoom>,
 }
 
 /// The API as an actix-web application.

@@ -19,13 +19,20 @@
 //! its handler starts until its answer has been given to the connection whole
 //! ([`answer_at_pace`]). HTTP/2 (over TLS) multiplexes its streams and bounds them itself: its
 //! connections are not paced.
+//!
+//! A paced connection also gives back its answers' room ([`super::answer_room`]) as it writes
+//! their bytes, and fails its writes, closing itself, once it has written none of what it holds
+//! for [`STALLED_ANSWER_LIMIT`] while other requests wait for room.
 
+use super::answer_room::{self, Unwritten};
 use super::early::HoldUntilSent;
-use actix_web::body::BoxBody;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::HttpRequest;
+use raftor_actors::network::client::STALLED_ANSWER_LIMIT;
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -37,6 +44,10 @@ pub const IDLE_READ_BYTES: usize = 512;
 
 /// The most read at once of a body a handler waits for.
 const BODY_READ_BYTES: usize = 64 << 10;
+
+/// How often a connection whose writes wait while it holds answers' room looks whether it has
+/// stalled ([`Unwritten::stalled`]).
+const STALL_CHECK: std::time::Duration = STALLED_ANSWER_LIMIT.checked_div(5).expect("nonzero");
 
 /// One connection's pace, shared by its stream and its requests' handlers.
 #[derive(Default, Debug)]
@@ -56,6 +67,8 @@ pub struct Pace {
     /// ends (else the stream's own readiness wakes it when bytes come, and waking it at every
     /// answer's end would cost each request a turn of its connection for nothing).
     bytes_wait: Cell<bool>,
+    /// The answers' room the connection holds until it has written them.
+    unwritten: Unwritten,
 }
 
 impl Pace {
@@ -124,6 +137,9 @@ impl Pace {
 pub struct Paced<S> {
     stream: S,
     pace: Option<Rc<Pace>>,
+    /// Wakes the connection now and then while its writes wait and it holds answers' room, to
+    /// look whether it has stalled.
+    stall_check: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> Paced<S> {
@@ -132,12 +148,57 @@ impl<S> Paced<S> {
         Paced {
             stream,
             pace: Some(Rc::default()),
+            stall_check: None,
         }
     }
 
     /// `stream`, not paced (an HTTP/2 connection).
     pub fn unpaced(stream: S) -> Self {
-        Paced { stream, pace: None }
+        Paced {
+            stream,
+            pace: None,
+            stall_check: None,
+        }
+    }
+
+    /// What a write `polled` means for the answers' room the connection holds: written bytes
+    /// give it back; a write that waits while the connection has stalled fails instead, and one
+    /// that waits otherwise has the connection woken again to look.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let Some(pace) = &self.pace else {
+            return polled;
+        };
+        match &polled {
+            Poll::Ready(Ok(bytes)) => {
+                pace.unwritten.wrote(*bytes);
+                self.stall_check = None;
+            }
+            Poll::Pending if pace.unwritten.holds_room() => {
+                if pace.unwritten.stalled() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client took no answer for {} s while others waited for room",
+                            STALLED_ANSWER_LIMIT.as_secs()
+                        ),
+                    )));
+                }
+                let check = self
+                    .stall_check
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(STALL_CHECK)));
+                while check.as_mut().poll(cx).is_ready() {
+                    check
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + STALL_CHECK);
+                }
+            }
+            _ => {}
+        }
+        polled
     }
 
     /// The pace, for the connection's requests to find ([`actix_http::HttpServiceBuilder::on_connect_ext`]).
@@ -210,7 +271,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Paced<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.wrote(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -218,7 +281,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Paced<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.wrote(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -298,23 +363,41 @@ impl Drop for Answering {
 }
 
 /// Middleware: a request on a paced connection is being answered from when it starts until its
-/// answer's body has been given to the connection whole (dropped by it).
+/// answer's body has been given to the connection whole (dropped by it). The room its answer
+/// holds ([`answer_room`]) is given back as the connection writes the answer's bytes (on a
+/// paced connection, for an answer of known size), else once the body has been given whole.
 pub(super) async fn answer_at_pace(
     request: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let Some(pace) = request.conn_data::<Rc<Pace>>().cloned() else {
-        return next.call(request).await;
+        let response = next.call(request).await?;
+        return Ok(match answer_room::taken_from(response.request()) {
+            Some(room) => hold_until_sent(response, room),
+            None => response,
+        });
     };
-    let answering = Answering::begin(pace);
+    let answering = Answering::begin(pace.clone());
     let response = next.call(request).await?;
+    let room = answer_room::taken_from(response.request());
+    let room = match (room, response.response().body().size()) {
+        (Some(room), BodySize::Sized(bytes)) => {
+            let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+            pace.unwritten.hold(room.fit(bytes), bytes);
+            None
+        }
+        (room, _) => room,
+    };
     // Counted as being answered until its body has all been given to the connection.
-    Ok(response.map_body(|_, body| {
-        BoxBody::new(HoldUntilSent {
-            body,
-            _held: answering,
-        })
-    }))
+    Ok(hold_until_sent(response, (answering, room)))
+}
+
+/// `response`, holding `held` until its body has been given to the connection whole.
+fn hold_until_sent<T: Unpin + 'static>(
+    response: ServiceResponse<BoxBody>,
+    held: T,
+) -> ServiceResponse<BoxBody> {
+    response.map_body(|_, body| BoxBody::new(HoldUntilSent { body, _held: held }))
 }
 
 /// Lets `request`'s connection read up to `bytes` more of its body while it lives: a handler

@@ -3,8 +3,8 @@
 
 use super::json::{self, Selector, TxnJson};
 use super::{
-    bad_request, call, error_response, parse_consistency, read_body, session, unexpected,
-    written_refusal, HttpState,
+    bad_request, call, call_answered, error_response, parse_consistency, read_body, session,
+    unexpected, written_refusal, HttpState,
 };
 use crate::protocol::KvRequest;
 use crate::protocol::KvResponse;
@@ -52,7 +52,11 @@ fn decode_token(token: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| bad())
 }
 
-pub async fn range(state: web::Data<HttpState>, params: web::Query<RangeParams>) -> HttpResponse {
+pub async fn range(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    params: web::Query<RangeParams>,
+) -> HttpResponse {
     let params = params.into_inner();
     let consistency = match parse_consistency(params.consistency.as_deref()) {
         Ok(consistency) => consistency,
@@ -82,7 +86,7 @@ pub async fn range(state: web::Data<HttpState>, params: web::Query<RangeParams>)
         keys_only: params.keys_only,
         count_only: params.count_only,
     };
-    match call(&state, KvRequest::Range { query, consistency }).await {
+    match call_answered(&state, &request, KvRequest::Range { query, consistency }).await {
         KvResponse::Range(page) => {
             let kvs: Vec<_> = page.kvs.iter().map(json::key_value).collect();
             let next = page.next_after().map(continue_token);
@@ -167,6 +171,7 @@ pub async fn txn(
     };
     // JSON doubles the size of a value at worst; the values themselves are checked by the service.
     let limit = state
+        .limits
         .max_value_bytes
         .saturating_mul(2)
         .saturating_add(256 * 1024);
@@ -181,7 +186,7 @@ pub async fn txn(
         Ok(txn) => txn,
         Err(message) => return bad_request(message),
     };
-    match call(&state, KvRequest::Txn { txn, session }).await {
+    match call_answered(&state, &request, KvRequest::Txn { txn, session }).await {
         KvResponse::Written {
             index,
             outcome: KvOutcome::Txn(outcome),

@@ -12,7 +12,7 @@ pub const SMALL_ANSWER: usize = 16 * 1024;
 
 /// What each key or result in a page or a transaction's answer adds besides its key and value
 /// (revisions, lengths, enum tags).
-const PER_ITEM: usize = 64;
+pub(crate) const PER_ITEM: usize = 64;
 
 /// Reserved for a watch poll, whose answer is not known until events arrive (up to
 /// [`crate::watch::WATCH_BATCH_BYTES`] and one event): its rest is charged when the batch is built,

@@ -34,7 +34,8 @@ mod answer_bound;
 mod forward;
 mod leases;
 pub mod membership;
-pub use answer_bound::AnswerLimits;
+pub(crate) use answer_bound::PER_ITEM;
+pub use answer_bound::{AnswerLimits, SMALL_ANSWER};
 mod report;
 mod requests;
 
