@@ -7,9 +7,10 @@
 //! (BENCHMARKS.md, issue 22). As a native session's answers do ([`raftor_actors::network::answer_budget`]),
 //! an answer that may carry values (to a GET, a range, a transaction, a compare-and-swap) now
 //! holds its size in a room all HTTP answers share (`--max-client-answer-bytes`, as large as the
-//! native sessions' own), waited for in turn before it is built ([`call_answered`]). On a paced connection (HTTP/1
-//! on the node's thread, [`super::paced`]) that is given back as the connection writes the
-//! answer's bytes ([`Unwritten`]), and a connection that has written none of what it holds for
+//! native sessions' own), taken once a read is built if there is room and else waited for in
+//! turn, before a write runs ([`call_answered`]). On a paced connection (HTTP/1 on the node's
+//! thread, [`super::paced`]) that is given back as the connection writes the answer's bytes
+//! ([`Unwritten`]), and a connection that has written none of what it holds for
 //! [`STALLED_ANSWER_LIMIT`] while other requests wait for room is closed, freeing it. Elsewhere
 //! (HTTP/2, `--http-workers N`) it is given back once the answer has been given to the
 //! connection whole.
@@ -33,12 +34,18 @@ pub(super) struct AnswerRoom {
 }
 
 impl AnswerRoom {
-    /// Hold `bytes` (at least one), giving back the rest; an answer larger than the bound it
-    /// reserved keeps what it has (it was built already).
+    /// Hold `bytes` (at least one), giving back the rest; an answer larger than what it holds
+    /// (a JSON body escapes its values) takes the rest if the room has it now, else keeps what it
+    /// has (it was built already).
     pub(super) fn fit(mut self, bytes: usize) -> Self {
         let bytes = bytes.max(1);
-        if let Some(rest) = self.held.num_permits().checked_sub(bytes) {
-            drop(self.held.split(rest));
+        match self.held.num_permits().checked_sub(bytes) {
+            Some(rest) => drop(self.held.split(rest)),
+            None => {
+                if let Some(more) = self.room.try_take(bytes - self.held.num_permits()) {
+                    self.held.merge(more);
+                }
+            }
         }
         self
     }
@@ -199,13 +206,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_answer_keeps_its_size_of_the_bound_it_reserved() {
+    async fn an_answer_holds_its_own_size_of_the_room() {
         let room = Arc::new(SharedRoom::new(10_000));
         let fitted = answer(&room, 5_000).fit(1_200);
         assert_eq!((fitted.held.num_permits(), room.held()), (1_200, 1_200));
         let larger = answer(&room, 100).fit(3_000);
         assert_eq!(
             larger.held.num_permits(),
+            3_000,
+            "the rest, which the room has"
+        );
+        let past_the_room = answer(&room, 100).fit(9_000);
+        assert_eq!(
+            past_the_room.held.num_permits(),
             100,
             "built already: it keeps what it has"
         );
