@@ -343,7 +343,9 @@ pub enum ErrorKind {
     /// 404: the request names a node that is not a member; nothing happened.
     NotFound,
     /// 503 with `Retry-After`: the leader has more writes in flight than it commits promptly
-    /// (`--max-pending-write-bytes`); nothing happened. Retry after a short wait.
+    /// (`--max-pending-write-bytes`), or an HTTP answer found no room within its wait (the node
+    /// holds as many answers as it may for clients that do not read them); nothing happened.
+    /// Retry after a short wait.
     Overloaded,
     /// 401: no credential, or one that is not valid (unknown, malformed or expired token).
     Unauthenticated,

@@ -16,7 +16,7 @@
 //! connection whole.
 
 use super::HttpState;
-use crate::protocol::{KvRequest, KvResponse};
+use crate::protocol::{ErrorKind, KvRequest, KvResponse, ServiceError};
 use crate::service::{PER_ITEM, SMALL_ANSWER};
 use actix_web::{HttpMessage, HttpRequest};
 use raftor_actors::network::answer_budget::SharedRoom;
@@ -24,8 +24,17 @@ use raftor_actors::network::client::STALLED_ANSWER_LIMIT;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+
+/// How long a request waits for room for its answer before it is answered 503 with
+/// `Retry-After` (overloaded), with nothing done: two stall limits, within which paced
+/// connections whose clients stopped reading are closed and their room passed on. Connections
+/// that are not paced (HTTP/2, `--http-workers N`) are not closed for stalling, so answers their
+/// clients do not read may hold the room longer; a request does not wait for them for good.
+pub(super) const ROOM_WAIT_LIMIT: Duration =
+    Duration::from_secs(2 * STALLED_ANSWER_LIMIT.as_secs());
 
 /// Room held for one request's answer.
 pub(super) struct AnswerRoom {
@@ -59,6 +68,7 @@ impl AnswerRoom {
 /// it is dropped, its size waited for in turn while nothing is held, and the read run again (a
 /// read served later is still linearizable). A write cannot be run again: the largest answer it
 /// may get ([`AnswerLimits::bound`](crate::service::AnswerLimits::bound)) is reserved first.
+/// Room not had within [`ROOM_WAIT_LIMIT`] is answered overloaded (503), nothing done.
 pub(crate) async fn call_answered(
     state: &HttpState,
     http: &HttpRequest,
@@ -69,7 +79,10 @@ pub(crate) async fn call_answered(
         return super::call(state, request).await;
     }
     if !matches!(request, KvRequest::Range { .. }) {
-        let held = state.answers.take(bound).await;
+        let held = match room_for(&state.answers, bound).await {
+            Ok(held) => held,
+            Err(overloaded) => return overloaded,
+        };
         let answer = super::call(state, request).await;
         keep_with_answer(state, http, held);
         return answer;
@@ -84,10 +97,34 @@ pub(crate) async fn call_answered(
         return answer;
     }
     drop(answer);
-    let held = state.answers.take(bytes).await;
+    let held = match room_for(&state.answers, bytes).await {
+        Ok(held) => held,
+        Err(overloaded) => return overloaded,
+    };
     let answer = super::call(state, request).await;
     keep_with_answer(state, http, held);
     answer
+}
+
+/// `bytes` of `room`, waited for in turn up to [`ROOM_WAIT_LIMIT`]; past it, the answer that the
+/// node is overloaded.
+async fn room_for(
+    room: &SharedRoom,
+    bytes: usize,
+) -> Result<Option<OwnedSemaphorePermit>, KvResponse> {
+    tokio::time::timeout(ROOM_WAIT_LIMIT, room.take(bytes))
+        .await
+        .map_err(|_| {
+            KvResponse::Error(ServiceError::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "no room for the answer within {} s: this node holds as many answers as it \
+                     may (--max-client-answer-bytes) for clients that do not read them; nothing \
+                     was done",
+                    ROOM_WAIT_LIMIT.as_secs()
+                ),
+            ))
+        })
 }
 
 /// The bytes of values and keys `answer` carries (what it holds of the node's memory, and about
@@ -242,6 +279,36 @@ mod tests {
         unwritten.wrote(500);
         assert_eq!(room.held(), 0);
         assert!(!unwritten.holds_room());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_for_room_up_to_the_limit_then_is_answered_overloaded() {
+        let room = Arc::new(SharedRoom::new(1_000));
+        let holder = answer(&room, 1_000);
+        let started = Instant::now();
+        match room_for(&room, 500).await {
+            Err(KvResponse::Error(error)) => assert_eq!(error.kind, ErrorKind::Overloaded),
+            other => panic!("{:?}", other.map(|held| held.map(|h| h.num_permits()))),
+        }
+        assert_eq!(started.elapsed(), ROOM_WAIT_LIMIT);
+        assert!(!room.others_wait(), "the abandoned wait is not counted");
+        let waiting = tokio::spawn({
+            let room = room.clone();
+            async move {
+                room_for(&room, 500)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|h| h.num_permits())
+            }
+        });
+        tokio::time::sleep(ROOM_WAIT_LIMIT / 2).await;
+        drop(holder);
+        assert_eq!(
+            waiting.await.expect("join"),
+            Some(500),
+            "room freed in time"
+        );
     }
 
     #[tokio::test(start_paused = true)]
