@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod answer_bound;
+mod follower_read;
 mod forward;
 mod leases;
 pub mod membership;
@@ -314,6 +315,9 @@ impl Runner {
                 Local::NotLeader(Some(leader))
                     if envelope.forwarded_by.is_none() && leader != self.id =>
                 {
+                    if follower_read::follower_serves(request) {
+                        break Box::pin(self.read_through(leader, request)).await;
+                    }
                     break Box::pin(self.forward_to(leader, request.clone(), is_write)).await;
                 }
                 Local::NotLeader(leader) => {

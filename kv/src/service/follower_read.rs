@@ -1,0 +1,97 @@
+//! Linearizable reads on a follower without carrying values from the leader (ReadIndex from a
+//! follower, thesis §6.4, as etcd's followers read).
+//!
+//! The follower asks the leader only for a read index: it forwards the same read at the same
+//! consistency, cut to one key name (keys only, at most one), which the leader serves as any
+//! read, after confirming its leadership (or within its lease), and answers with the index its
+//! state reflected. Every write acknowledged before the read began is at or below that index.
+//! The follower then serves the read from its own state machine once that has applied as far:
+//! its state then holds every such write, and nothing uncommitted. Before, a follower forwarded
+//! the whole read, and the value crossed to the leader and back over the one session a follower
+//! forwards on: reads of large values filled that session ahead of small ones (BENCHMARKS.md,
+//! issue 22). A follower that has not applied as far within [`APPLY_WAIT_LIMIT`] (far behind:
+//! catching up, or restoring a snapshot) forwards the whole read, as before.
+
+use super::Runner;
+use crate::protocol::{Consistency, KvRequest, KvResponse};
+use crate::store::{KeySet, KvAnswer, KvQuery, RangePage, RangeQuery};
+use raftor_core::NodeId;
+use std::time::Duration;
+
+/// How long a follower waits to apply as far as the leader's read index before it forwards the
+/// whole read instead.
+pub(super) const APPLY_WAIT_LIMIT: Duration = Duration::from_millis(500);
+
+/// How often a follower looks whether it has applied as far.
+const APPLY_POLL: Duration = Duration::from_millis(1);
+
+/// Whether `request` is a read a follower serves itself ([`Runner::read_through`]).
+pub(super) fn follower_serves(request: &KvRequest) -> bool {
+    let consistency = match request {
+        KvRequest::Get { consistency, .. } | KvRequest::Range { consistency, .. } => consistency,
+        _ => return false,
+    };
+    matches!(consistency, Consistency::Linearizable | Consistency::Lease)
+}
+
+impl Runner {
+    /// Serve `request` (a read [`follower_serves`]) on this follower, at the read index of
+    /// `leader`; any error the leader answers is the answer.
+    pub(super) async fn read_through(&self, leader: NodeId, request: &KvRequest) -> KvResponse {
+        let (keys, consistency) = match request {
+            KvRequest::Get { key, consistency } => (KeySet::Key(key.clone()), *consistency),
+            KvRequest::Range { query, consistency } => (query.keys.clone(), *consistency),
+            other => return self.forward_to(leader, other.clone(), false).await,
+        };
+        let probe = KvRequest::Range {
+            query: RangeQuery {
+                limit: 1,
+                keys_only: true,
+                ..RangeQuery::new(keys)
+            },
+            consistency,
+        };
+        let read_index = match self.forward_to(leader, probe, false).await {
+            KvResponse::Range(page) => page.index,
+            other => return other,
+        };
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT_LIMIT;
+        loop {
+            match self.read_here(request).await {
+                Ok(page) if page.index >= read_index => return answer(page, request),
+                Ok(_behind) => {}
+                Err(response) => return response,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return self.forward_to(leader, request.clone(), false).await;
+            }
+            tokio::time::sleep(APPLY_POLL).await;
+        }
+    }
+
+    /// `request` (a GET or a range) read from this node's state machine as it is now: the page,
+    /// with the index it reflects.
+    async fn read_here(&self, request: &KvRequest) -> Result<RangePage, KvResponse> {
+        let query = match request {
+            KvRequest::Get { key, .. } => RangeQuery::new(KeySet::Key(key.clone())),
+            KvRequest::Range { query, .. } => query.clone(),
+            _ => return Err(super::unexpected_answer()),
+        };
+        match self.answer(KvQuery::Range(query), Consistency::Local).await {
+            Ok(KvAnswer::Range(page)) => Ok(page),
+            Ok(_) => Err(super::unexpected_answer()),
+            Err(super::Local::Done(response)) => Err(response),
+            Err(_) => Err(super::unavailable("the node is shutting down")),
+        }
+    }
+}
+
+/// `page` as the answer to `request`: a GET's value, or the page.
+fn answer(page: RangePage, request: &KvRequest) -> KvResponse {
+    match request {
+        KvRequest::Get { .. } => KvResponse::Value {
+            value: page.kvs.into_iter().next().and_then(|kv| kv.value),
+        },
+        _ => KvResponse::Range(page),
+    }
+}
