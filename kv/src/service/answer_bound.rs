@@ -37,11 +37,17 @@ impl AnswerLimits {
                 KvRequest::Get { .. } | KvRequest::Cas { .. } => one_value,
                 KvRequest::Range { query, .. } if query.count_only => 0,
                 KvRequest::Range { query, .. } => {
-                    // A page stops once it holds `max_bytes`: it may pass it by one key and value.
+                    // A page stops once it holds `max_bytes`: it may pass it by one key and value
+                    // (by one key, keys only).
                     let page =
                         usize::try_from(query.max_bytes.min(MAX_RANGE_BYTES)).unwrap_or(usize::MAX);
                     let items = usize::try_from(query.limit).unwrap_or(usize::MAX);
-                    page.saturating_add(one_value)
+                    let one = if query.keys_only {
+                        self.max_key_bytes + PER_ITEM
+                    } else {
+                        one_value
+                    };
+                    page.saturating_add(one)
                         .saturating_add(items.saturating_mul(PER_ITEM))
                 }
                 KvRequest::Txn { .. } => MAX_TXN_GETS * one_value + MAX_TXN_OPS * PER_ITEM,
@@ -88,6 +94,13 @@ mod tests {
         let bound = LIMITS.bound(&range(query.clone()));
         assert!(bound >= (8 << 20) + LIMITS.max_value_bytes + 100 * PER_ITEM);
         query.count_only = true;
-        assert_eq!(LIMITS.bound(&range(query)), SMALL_ANSWER);
+        assert_eq!(LIMITS.bound(&range(query.clone())), SMALL_ANSWER);
+        query.count_only = false;
+        query.keys_only = true;
+        let keys_only = LIMITS.bound(&range(query));
+        assert!(
+            keys_only < (8 << 20) + LIMITS.max_value_bytes,
+            "a page of keys only reserves no value: {keys_only}"
+        );
     }
 }

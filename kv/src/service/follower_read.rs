@@ -2,7 +2,8 @@
 //! follower, thesis §6.4, as etcd's followers read).
 //!
 //! The follower asks the leader only for a read index: it forwards the same read at the same
-//! consistency, cut to one key name (keys only, at most one), which the leader serves as any
+//! consistency, cut to one key name (keys only, at most one, so the leader reserves no room for
+//! a value to answer it), which the leader serves as any
 //! read, after confirming its leadership (or within its lease), and answers with the index its
 //! state reflected. Every write acknowledged before the read began is at or below that index.
 //! The follower then serves the read from its own state machine once that has applied as far:
@@ -44,8 +45,10 @@ impl Runner {
             other => return self.forward_to(leader, other.clone(), false).await,
         };
         let probe = KvRequest::Range {
+            // Its answer, and the room the leader reserves for it, carry no value.
             query: RangeQuery {
                 limit: 1,
+                max_bytes: 1,
                 keys_only: true,
                 ..RangeQuery::new(keys)
             },
