@@ -74,19 +74,21 @@ where
 /// `response`, holding `unread` (the request's body, or what reads it) until the response's
 /// body has been sent in full.
 fn holding_unread_body<T: Unpin + 'static>(response: HttpResponse, unread: T) -> HttpResponse {
-    response.map_body(|_, body| {
-        BoxBody::new(HoldUntilSent {
-            body,
-            _held: unread,
-        })
-    })
+    response.map_body(|_, body| HoldUntilSent::boxed(body, unread))
 }
 
 /// A response body that keeps `_held` alive for as long as the body is (the dispatcher drops it
 /// once the body has been given to the connection whole).
 pub(super) struct HoldUntilSent<T> {
-    pub(super) body: BoxBody,
-    pub(super) _held: T,
+    body: BoxBody,
+    _held: T,
+}
+
+impl<T: Unpin + 'static> HoldUntilSent<T> {
+    /// `body`, holding `held` until it has been given to the connection whole.
+    pub(super) fn boxed(body: BoxBody, held: T) -> BoxBody {
+        BoxBody::new(HoldUntilSent { body, _held: held })
+    }
 }
 
 impl<T: Unpin> MessageBody for HoldUntilSent<T> {

@@ -373,7 +373,7 @@ pub(super) async fn answer_at_pace(
     let Some(pace) = request.conn_data::<Rc<Pace>>().cloned() else {
         let response = next.call(request).await?;
         return Ok(match answer_room::taken_from(response.request()) {
-            Some(room) => hold_until_sent(response, room),
+            Some(room) => response.map_body(|_, body| HoldUntilSent::boxed(body, room)),
             None => response,
         });
     };
@@ -389,15 +389,7 @@ pub(super) async fn answer_at_pace(
         (room, _) => room,
     };
     // Counted as being answered until its body has all been given to the connection.
-    Ok(hold_until_sent(response, (answering, room)))
-}
-
-/// `response`, holding `held` until its body has been given to the connection whole.
-fn hold_until_sent<T: Unpin + 'static>(
-    response: ServiceResponse<BoxBody>,
-    held: T,
-) -> ServiceResponse<BoxBody> {
-    response.map_body(|_, body| BoxBody::new(HoldUntilSent { body, _held: held }))
+    Ok(response.map_body(|_, body| HoldUntilSent::boxed(body, (answering, room))))
 }
 
 /// Lets `request`'s connection read up to `bytes` more of its body while it lives: a handler

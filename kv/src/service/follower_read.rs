@@ -26,31 +26,38 @@ pub(super) const APPLY_WAIT_LIMIT: Duration = Duration::from_millis(500);
 /// How often a follower looks whether it has applied as far.
 const APPLY_POLL: Duration = Duration::from_millis(1);
 
-/// Whether `request` is a read a follower serves itself ([`Runner::read_through`]).
-pub(super) fn follower_serves(request: &KvRequest) -> bool {
-    let consistency = match request {
-        KvRequest::Get { consistency, .. } | KvRequest::Range { consistency, .. } => consistency,
-        _ => return false,
+/// The query and consistency of `request` when it is a read a follower serves itself
+/// ([`Runner::read_through`]): a linearizable or lease GET or range.
+pub(super) fn served_here(request: &KvRequest) -> Option<(RangeQuery, Consistency)> {
+    let (query, consistency) = match request {
+        KvRequest::Get { key, consistency } => {
+            (RangeQuery::new(KeySet::Key(key.clone())), consistency)
+        }
+        KvRequest::Range { query, consistency } => (query.clone(), consistency),
+        _ => return None,
     };
     matches!(consistency, Consistency::Linearizable | Consistency::Lease)
+        .then_some((query, *consistency))
 }
 
 impl Runner {
-    /// Serve `request` (a read [`follower_serves`]) on this follower, at the read index of
-    /// `leader`; any error the leader answers is the answer.
-    pub(super) async fn read_through(&self, leader: NodeId, request: &KvRequest) -> KvResponse {
-        let (keys, consistency) = match request {
-            KvRequest::Get { key, consistency } => (KeySet::Key(key.clone()), *consistency),
-            KvRequest::Range { query, consistency } => (query.keys.clone(), *consistency),
-            other => return self.forward_to(leader, other.clone(), false).await,
-        };
+    /// Serve `request` on this follower at the read index of `leader`, `query` and
+    /// `consistency` being what [`served_here`] found in it; any error the leader answers is the
+    /// answer.
+    pub(super) async fn read_through(
+        &self,
+        leader: NodeId,
+        request: &KvRequest,
+        query: RangeQuery,
+        consistency: Consistency,
+    ) -> KvResponse {
         let probe = KvRequest::Range {
             // Its answer, and the room the leader reserves for it, carry no value.
             query: RangeQuery {
                 limit: 1,
                 max_bytes: 1,
                 keys_only: true,
-                ..RangeQuery::new(keys)
+                ..RangeQuery::new(query.keys.clone())
             },
             consistency,
         };
@@ -60,7 +67,7 @@ impl Runner {
         };
         let deadline = tokio::time::Instant::now() + APPLY_WAIT_LIMIT;
         loop {
-            match self.read_here(request).await {
+            match self.read_here(query.clone()).await {
                 Ok(page) if page.index >= read_index => return answer(page, request),
                 Ok(_behind) => {}
                 Err(response) => return response,
@@ -72,14 +79,9 @@ impl Runner {
         }
     }
 
-    /// `request` (a GET or a range) read from this node's state machine as it is now: the page,
-    /// with the index it reflects.
-    async fn read_here(&self, request: &KvRequest) -> Result<RangePage, KvResponse> {
-        let query = match request {
-            KvRequest::Get { key, .. } => RangeQuery::new(KeySet::Key(key.clone())),
-            KvRequest::Range { query, .. } => query.clone(),
-            _ => return Err(super::unexpected_answer()),
-        };
+    /// `query` read from this node's state machine as it is now: the page, with the index it
+    /// reflects.
+    async fn read_here(&self, query: RangeQuery) -> Result<RangePage, KvResponse> {
         match self.answer(KvQuery::Range(query), Consistency::Local).await {
             Ok(KvAnswer::Range(page)) => Ok(page),
             Ok(_) => Err(super::unexpected_answer()),

@@ -315,8 +315,9 @@ impl Runner {
                 Local::NotLeader(Some(leader))
                     if envelope.forwarded_by.is_none() && leader != self.id =>
                 {
-                    if follower_read::follower_serves(request) {
-                        break Box::pin(self.read_through(leader, request)).await;
+                    if let Some((query, consistency)) = follower_read::served_here(request) {
+                        break Box::pin(self.read_through(leader, request, query, consistency))
+                            .await;
                     }
                     break Box::pin(self.forward_to(leader, request.clone(), is_write)).await;
                 }
