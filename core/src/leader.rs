@@ -55,13 +55,16 @@ pub enum TransferError {
 
 impl Raft {
     pub(crate) fn become_leader(&mut self) {
+        let me = self.id();
+        let term_durable = self.votes.keys().any(|voter| *voter != me);
         self.role = Role::Leader;
-        self.leader_id = Some(self.id());
+        self.leader_id = Some(me);
         self.votes.clear();
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         self.leader = Some(LeaderState {
             peers_stale: true,
+            term_durable,
             ..LeaderState::default()
         });
         self.ready.leadership = Some(LeadershipChange::Became {
@@ -279,6 +282,11 @@ impl Raft {
         self.check_caught_up();
         if self.role != Role::Leader {
             return;
+        }
+        if last.term == self.current_term {
+            if let Some(leader) = self.leader.as_mut() {
+                leader.term_durable = true;
+            }
         }
         let me = self.id();
         self.record_match(me, last.index);

@@ -84,6 +84,16 @@ pub(crate) struct LeaderState {
     /// A confirmation round issued since the peers were last driven: the messages numbered
     /// from the next drive on answer for it.
     pub(crate) round_due: Option<u64>,
+    /// This node's `currentTerm` is known durable on its own disk, so messages of the term may
+    /// leave. Until then the leader sends nothing (`Raft::sending_parts`): a leader whose term
+    /// could be lost to a power failure could win the same term again after restarting and
+    /// append different entries at the same indexes, and a peer that kept the first ones would
+    /// break Log Matching (§5.3). Set at once by a win that counted another voter's vote (its
+    /// RequestVote left only after the write that recorded the term, `Ready::messages`); a
+    /// lone voter's win counts only itself, so it waits for an entry of its term to be durable
+    /// (`Raft::on_log_flushed`: writes become durable in order, the term's before the entry).
+    /// Never unset within a term.
+    pub(crate) term_durable: bool,
 }
 
 /// A leadership transfer the leader is carrying out.

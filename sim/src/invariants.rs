@@ -467,7 +467,12 @@ impl Checker {
         Ok(())
     }
 
-    /// `node` took office in `term` (seen in a Ready, even if it lost office in the same event).
+    /// `node` took office in `term` (seen in a Ready, even if it lost office in the same event)
+    /// and its disk holds the term, or it sent something as leader of `term`. Election Safety
+    /// counts only those leaders: a lone voter wins in the step that adopts the term, and a
+    /// crash before that write is synced takes the win back, unseen; its term is then won
+    /// again, by it or by a node it voted for. A leader that sent anything before its term was
+    /// durable is counted, and one that wins the term again breaks Election Safety.
     pub(crate) fn on_became_leader(&mut self, node: NodeId, term: Term) -> Result<(), Violation> {
         let first = *self.leaders.entry(term).or_insert(node);
         if first != node {
@@ -485,7 +490,12 @@ impl Checker {
     fn check_leader(&mut self, node: &SimNode) -> Result<(), Violation> {
         let raft = node.raft().expect("running");
         let term = raft.current_term();
-        let first = *self.leaders.entry(term).or_insert(node.id);
+        let durable = node.disk.hard_state.current_term >= term;
+        let first = if durable {
+            *self.leaders.entry(term).or_insert(node.id)
+        } else {
+            self.leaders.get(&term).copied().unwrap_or(node.id)
+        };
         if first != node.id {
             self.report(Violation::ElectionSafety {
                 term,

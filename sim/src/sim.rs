@@ -823,6 +823,7 @@ impl<'c> Sim<'c> {
             applied,
             restored,
             became_leader,
+            led,
             contract,
             elections,
             lost_writes,
@@ -887,6 +888,15 @@ impl<'c> Sim<'c> {
                 .report(Violation::ReadyContract { node, detail })?;
         }
         for (node, term) in became_leader {
+            let durable_term = self
+                .nodes
+                .get(&node)
+                .map(|n| n.disk.hard_state.current_term);
+            if durable_term >= Some(term) {
+                self.checker.on_became_leader(node, term)?;
+            }
+        }
+        for (node, term) in led {
             self.checker.on_became_leader(node, term)?;
         }
         for (node, last, hash, membership) in restored {

@@ -189,6 +189,26 @@ fn default_5() -> SimConfig {
     SimConfig::default_for(5)
 }
 
+fn default_1() -> SimConfig {
+    SimOptions {
+        nodes: 1,
+        events: 2000,
+        no_pre_vote: false,
+        bug: None,
+        disk_loss: false,
+    }
+    .config()
+}
+
+/// `LeaderState::term_durable` (core/src/raft.rs), `Raft::sending_parts`.
+const LONE_VOTER_SENT_BEFORE_ITS_TERM_WAS_DURABLE: &str =
+    "seed 31007003229 (1 node grown through learners): n4, the only voter (v{4} l{3}), wins term 3 \
+     by its own vote in the step that adopts it and sends AppendEntries of term 3 at once; it \
+     crashes before the write recording the term is synced, comes back in term 2 and votes for \
+     n2, which wins term 3 again: two leaders of term 3, and entries of one term at one index \
+     could differ. A leader now sends nothing until its term is durable \
+     (`a_lone_voter_sends_nothing_of_a_new_term_until_the_term_is_durable`)";
+
 // The seeds of issue 24 replay other runs now than the ones that failed: the fixes, and the
 // fault model widened with them (clock stalls, a confirmation round with every heartbeat), change
 // what each seed draws. They stay here as runs that must pass; the mechanisms themselves are held
@@ -328,6 +348,16 @@ const REGRESSIONS: &[Regression] = &[
         seed: 21000687693,
         config: no_pre_vote_3,
         why: VOUCHED_AHEAD_OF_ITS_STANDING,
+    },
+    Regression {
+        seed: 31007003229,
+        config: default_1,
+        why: LONE_VOTER_SENT_BEFORE_ITS_TERM_WAS_DURABLE,
+    },
+    Regression {
+        seed: 31007001869,
+        config: default_1,
+        why: LONE_VOTER_SENT_BEFORE_ITS_TERM_WAS_DURABLE,
     },
 ];
 

@@ -56,6 +56,24 @@ fn three_nodes_without_membership_changes_or_snapshots() {
     assert_eq!(result.total.configs_committed, 0);
 }
 
+/// A cluster started from one voter and grown through learners (the way `raftor join` grows a
+/// one-node cluster): a lone voter wins in the step that adopts its term, so nothing of the term
+/// may leave before that write is synced. When its first entries did, a crash before the sync
+/// let it win the term again with other entries at the same indexes (seeds 31007001869,
+/// 31007001943, 31007002731 and 31007003229 failed, 4 in 5,000).
+#[test]
+fn one_voter_grown_through_learners() {
+    let result = check("1 node", 0..400, &SimConfig::default_for(1));
+    let t = &result.total;
+    assert!(t.leaders > result.runs, "{}", result.summary());
+    assert!(t.crashes > 0 && t.lost_writes > 0, "{}", result.summary());
+    assert!(
+        t.joined > 0 && t.configs_committed > result.runs,
+        "{}",
+        result.summary()
+    );
+}
+
 #[test]
 fn five_nodes_with_every_fault() {
     let result = check("5 nodes", 0..250, &SimConfig::default_for(5));

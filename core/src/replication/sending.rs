@@ -279,13 +279,19 @@ impl Raft {
     }
 
     /// What the leader's sends need, borrowed apart: the outbox, the leader's state, the log's
-    /// terms and the configuration. `None` unless leader.
+    /// terms and the configuration. `None` unless leader, and until its term is durable
+    /// (`LeaderState::term_durable`): nothing of the term leaves before that.
     pub(super) fn sending_parts(
         &mut self,
     ) -> Option<(Outbox<'_>, &mut LeaderState, &LogTerms, &RaftConfig)> {
         let me = self.id();
         let Raft {
-            leader: Some(leader),
+            leader:
+                Some(
+                    leader @ LeaderState {
+                        term_durable: true, ..
+                    },
+                ),
             log,
             ready,
             next_request_id,

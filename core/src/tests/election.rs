@@ -289,3 +289,97 @@ fn a_restart_reaches_the_term_of_its_log() {
         "stored before anything depends on it"
     );
 }
+
+/// A lone voter wins an election by its own vote, in the same step that adopts the term: no
+/// RequestVote waited for the term to be durable. Its learners hear nothing of the term until it
+/// is: had they received the term's first entries and had the leader then lost the unsynced term
+/// to a power failure, it would have won the same term again after restarting and appended other
+/// entries at the same indexes, and the learners, keeping theirs, would apply what it never
+/// committed (Log Matching, §5.3).
+#[test]
+fn a_lone_voter_sends_nothing_of_a_new_term_until_the_term_is_durable() {
+    use crate::{ConfChange, Entry, Envelope, PeerSend, Ready};
+    fn run_until_leader(raft: &mut Raft) -> Ready {
+        for _ in 0..100 {
+            raft.tick();
+            if raft.role() == Role::Leader {
+                return raft.take_ready();
+            }
+        }
+        panic!("a lone voter wins its election");
+    }
+    fn heard_by_learner(sends: &[PeerSend]) -> bool {
+        sends.iter().any(|send| match send {
+            PeerSend::Message(Envelope { to, .. }) => *to == NodeId(2),
+            PeerSend::Entries(order) => order.to == NodeId(2),
+            _ => true,
+        })
+    }
+    let recovered = RecoveredState {
+        standing: crate::Standing::Member,
+        ..Default::default()
+    };
+    let mut raft = Raft::new(config(1, 1, false), recovered, 1).expect("valid config");
+    let mut disk: Vec<Entry> = Vec::new();
+    let mut hard_state = HardState::default();
+    let mut store = |raft: &mut Raft, ready: Ready| {
+        disk.extend(ready.write.entries.iter().cloned());
+        if let Some(written) = ready.write.hard_state {
+            hard_state = written;
+        }
+        if let Some(last) = ready.write.last_log_id() {
+            raft.on_log_flushed(last);
+        }
+        (disk.clone(), hard_state)
+    };
+    let won = run_until_leader(&mut raft);
+    store(&mut raft, won);
+    raft.take_ready();
+    raft.propose_membership(&[ConfChange::add_learner(NodeId(2), "n2:7000", false)])
+        .expect("a leader with a commit in its term takes a change");
+    let ready = raft.take_ready();
+    assert!(
+        heard_by_learner(&ready.sends),
+        "a leader whose term is durable replicates to its learner at once"
+    );
+    let (log, hard_state) = store(&mut raft, ready);
+    assert_eq!(hard_state.current_term, Term(1));
+
+    // Restarted, it campaigns in term 2 and wins at once.
+    let mut terms = crate::LogTerms::default();
+    terms.append(&log);
+    let recovered = RecoveredState {
+        hard_state,
+        standing: crate::Standing::Member,
+        term_boundaries: terms.boundaries(),
+        memberships: crate::configuration_entries(&log),
+        ..Default::default()
+    };
+    let mut raft = Raft::new(config(1, 1, false), recovered, 1).expect("valid config");
+    raft.take_ready();
+    let won = run_until_leader(&mut raft);
+    assert_eq!(raft.current_term(), Term(2));
+    assert_eq!(
+        won.write.hard_state.map(|h| h.current_term),
+        Some(Term(2)),
+        "the new term is being written"
+    );
+    assert!(
+        !heard_by_learner(&won.sends) && won.messages.is_empty(),
+        "nothing of term 2 leaves before term 2 is durable: {:?}",
+        won.sends
+    );
+    raft.tick();
+    raft.tick();
+    assert!(
+        !heard_by_learner(&raft.take_ready().sends),
+        "not even a heartbeat"
+    );
+    let last = won.write.last_log_id().expect("the term's blank entry");
+    raft.on_log_flushed(last);
+    let sends = raft.take_ready().sends;
+    assert!(
+        heard_by_learner(&sends),
+        "once it is durable, the learner hears of the term: {sends:?}"
+    );
+}

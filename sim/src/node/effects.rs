@@ -37,6 +37,9 @@ pub(crate) struct Effects {
     pub(crate) restored: Vec<(NodeId, LogId, u64, Membership)>,
     /// Terms in which the node took office.
     pub(crate) became_leader: Vec<(NodeId, Term)>,
+    /// Terms in which the node, leading, sent something: it acted in office, whether or not its
+    /// term was durable yet.
+    pub(crate) led: Vec<(NodeId, Term)>,
     /// Breaches of the Ready contract by the rules.
     pub(crate) contract: Vec<(NodeId, String)>,
     /// Elections started (the node voted for itself in a new term).
@@ -65,6 +68,7 @@ impl Effects {
             applied,
             restored,
             became_leader,
+            led,
             contract,
             elections,
             lost_writes,
@@ -79,6 +83,7 @@ impl Effects {
         self.applied.extend(applied);
         self.restored.extend(restored);
         self.became_leader.extend(became_leader);
+        self.led.extend(led);
         self.contract.extend(contract);
         self.elections += elections;
         self.lost_writes += lost_writes;

@@ -64,6 +64,10 @@ impl SimNode {
     /// not), cut short at the byte bound; snapshots from the disk. Each outcome goes back to
     /// the rules, and what they send next is carried out too (the next message of a pipeline).
     pub(super) fn carry_out(&mut self, mut sends: Vec<PeerSend>, knobs: &Knobs, fx: &mut Effects) {
+        if !sends.is_empty() {
+            let term = self.raft.as_ref().expect("running").current_term();
+            fx.led.push((self.id, term));
+        }
         while !sends.is_empty() {
             for send in sends {
                 let outcome = match send {
