@@ -260,6 +260,16 @@ impl Receiving {
         if chunk.offset != current.next_offset {
             return Ok(ChunkOutcome::Next(current.next_offset));
         }
+        let end = current.next_offset.saturating_add(chunk.data.len() as u64);
+        if end > current.meta.size {
+            // More than the snapshot holds: not from a correct leader, whose chunks end at its
+            // size. Written, it would fill the disk; the transfer starts over.
+            *receiving = None;
+            return Err(StorageError::Corrupt(format!(
+                "a chunk of snapshot {} ends at byte {end}, past its {} bytes",
+                chunk.meta.last_included, chunk.meta.size
+            )));
+        }
         let io = |e: std::io::Error| StorageError::Io {
             path: store.dir().display().to_string(),
             source: e,
@@ -519,6 +529,35 @@ mod tests {
             ..chunk(meta.clone(), 4, b"ef", true)
         };
         match accept(&mut receiving, &rest) {
+            ChunkOutcome::Complete(staged) => assert_eq!(staged.meta, meta),
+            ChunkOutcome::Next(offset) => panic!("not complete, next {offset}"),
+        }
+    }
+
+    #[test]
+    fn chunks_past_the_snapshots_size_are_refused_and_the_transfer_starts_over() {
+        // A sender that streams chunks past the size its metadata gives would fill the disk if
+        // they were written until one said `done`.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("store");
+        let meta = abcdef_at_9();
+        let leader = NodeId(1);
+        let mut receiving = None;
+        let first = chunk(meta.clone(), 0, b"abcd", false);
+        let outcome = Receiving::accept(&mut receiving, &store, leader, &first).expect("accepted");
+        assert_eq!(next(outcome), 4);
+        let past = chunk(meta.clone(), 4, b"efgh", false);
+        let refused = Receiving::accept(&mut receiving, &store, leader, &past);
+        assert!(
+            matches!(&refused, Err(StorageError::Corrupt(reason)) if reason.contains("past its 6 bytes")),
+            "{:?}",
+            refused.map(next)
+        );
+        assert!(receiving.is_none(), "the transfer starts over");
+        let again = Receiving::accept(&mut receiving, &store, leader, &first).expect("accepted");
+        assert_eq!(next(again), 4);
+        let rest = chunk(meta.clone(), 4, b"ef", true);
+        match Receiving::accept(&mut receiving, &store, leader, &rest).expect("accepted") {
             ChunkOutcome::Complete(staged) => assert_eq!(staged.meta, meta),
             ChunkOutcome::Next(offset) => panic!("not complete, next {offset}"),
         }

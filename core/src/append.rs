@@ -27,6 +27,15 @@ impl Raft {
             // it matches the leader's log (Leader Completeness): check from the snapshot on.
             request.entries.retain(|entry| entry.index > start.index);
             request.prev_log_id = start;
+            if request
+                .entries
+                .first()
+                .is_some_and(|entry| entry.term < start.term)
+            {
+                // A leader's entries after the snapshot's last one are of its term or later: these
+                // are not a leader's, and appended they would put a term after a later one.
+                return;
+            }
         }
         let prev = request.prev_log_id;
         match self.log.term_at(prev.index) {

@@ -42,6 +42,9 @@ impl Raft {
 
     /// A chunk from the leader of the current term (the caller handled older and newer terms).
     pub(crate) fn handle_install_snapshot(&mut self, from: NodeId, chunk: InstallSnapshot) {
+        if !snapshot_is_well_formed(chunk.term, &chunk.meta) {
+            return;
+        }
         match self.role {
             // Two leaders in one term cannot happen; a sender claiming it is ignored.
             Role::Leader => return,
@@ -66,6 +69,9 @@ impl Raft {
         if term != self.current_term || self.role != Role::Follower || self.leader_id != Some(from)
         {
             // The transfer belongs to an earlier term or leader: nothing to install or answer.
+            return;
+        }
+        if !snapshot_is_well_formed(term, &meta) {
             return;
         }
         let last = meta.last_included;
@@ -109,4 +115,14 @@ impl Raft {
             }),
         );
     }
+}
+
+/// A snapshot sent in `term` covers entries of that term at most (a leader holds none of a later
+/// one), and its configuration is one a leader could have committed. Anything else is not from a
+/// correct leader, and installing it would put a later term in the log than the node's own, or
+/// leave it with a configuration nobody can run: it is dropped.
+fn snapshot_is_well_formed(term: Term, meta: &SnapshotMeta) -> bool {
+    meta.last_included.term <= term
+        && meta.last_included.index != LogIndex::ZERO
+        && meta.membership.conf.validate().is_ok()
 }

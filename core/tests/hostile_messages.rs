@@ -572,3 +572,98 @@ fn the_last_term_is_never_voted_in_twice() {
     assert_eq!(h.raft.role(), Role::Follower);
     assert_eq!(h.raft.voted_for(), Some(NodeId(1)));
 }
+
+/// A follower whose log starts at a snapshot, at (term 5, index 100).
+fn follower_after_snapshot() -> Raft {
+    let recovered = RecoveredState {
+        hard_state: HardState {
+            current_term: Term(5),
+            voted_for: None,
+            commit_index: LogIndex(100),
+        },
+        log_start: LogId::new(Term(5), LogIndex(100)),
+        standing: raftor_core::Standing::Member,
+        ..Default::default()
+    };
+    let config = RaftConfig::new(NodeId(1), [1, 2, 3].map(NodeId));
+    let mut raft = Raft::new(config, recovered, 7).expect("valid");
+    raft.take_ready();
+    raft
+}
+
+/// An AppendEntries reaching below the snapshot, whose entries past it are of an older term than
+/// the snapshot's last: the part the snapshot covers is cut off, and what is left would put term
+/// 1 after term 5. Refused; the log keeps its terms in order.
+#[test]
+fn entries_past_a_snapshot_of_an_older_term_than_it_are_refused() {
+    let mut raft = follower_after_snapshot();
+    raft.step(
+        NodeId(2),
+        Message::AppendEntries(AppendEntries {
+            term: Term(5),
+            prev_log_id: LogId::new(Term(1), LogIndex(98)),
+            entries: vec![entry(99, 1), entry(100, 1), entry(101, 1)],
+            leader_commit: LogIndex(101),
+            request_id: 1,
+        }),
+    );
+    let ready = raft.take_ready();
+    assert!(ready.write.entries.is_empty(), "{:?}", ready.write.entries);
+    assert_eq!(raft.last_log_id(), LogId::new(Term(5), LogIndex(100)));
+    assert_eq!(raft.commit_index(), LogIndex(100));
+    assert_eq!(raft.check_invariants(), Ok(()));
+}
+
+/// A snapshot sent in term 5 whose last entry is of term 9 (no leader of term 5 holds one), or
+/// whose configuration has no voter: its chunks are not taken, and a driver that reports it
+/// received whole installs nothing.
+#[test]
+fn a_snapshot_no_leader_could_send_is_not_installed() {
+    let mut voters = Membership::default();
+    voters.conf.voters = [1, 2, 3].map(NodeId).into();
+    let future = SnapshotMeta {
+        last_included: LogId::new(Term(9), LogIndex(200)),
+        size: 1,
+        checksum: 0,
+        membership: Box::new(voters),
+    };
+    let no_voters = SnapshotMeta {
+        last_included: LogId::new(Term(5), LogIndex(200)),
+        membership: Box::default(),
+        ..future.clone()
+    };
+    for meta in [future, no_voters] {
+        let mut raft = follower_after_snapshot();
+        // Node 2 leads term 5 as far as this follower knows.
+        raft.step(
+            NodeId(2),
+            Message::AppendEntries(AppendEntries {
+                term: Term(5),
+                prev_log_id: LogId::new(Term(5), LogIndex(100)),
+                entries: Vec::new(),
+                leader_commit: LogIndex(100),
+                request_id: 0,
+            }),
+        );
+        assert_eq!(raft.leader_id(), Some(NodeId(2)));
+        raft.take_ready();
+        raft.step(
+            NodeId(2),
+            Message::InstallSnapshot(raftor_core::InstallSnapshot {
+                term: Term(5),
+                request_id: 1,
+                meta: meta.clone(),
+                offset: 0,
+                data: Bytes::from_static(b"x"),
+                done: true,
+            }),
+        );
+        assert!(raft.take_ready().snapshot_chunks.is_empty(), "{meta:?}");
+        raft.on_snapshot_received(NodeId(2), Term(5), 1, meta.clone());
+        let ready = raft.take_ready();
+        assert_eq!(ready.restore, None, "{meta:?}");
+        assert_eq!(raft.last_log_id(), LogId::new(Term(5), LogIndex(100)));
+        assert_eq!(raft.commit_index(), LogIndex(100));
+        assert_eq!(raft.check_invariants(), Ok(()));
+    }
+}
