@@ -124,8 +124,8 @@ pub use state_machine::StateMachine;
 pub mod storage {
     pub use raftor_core::{Entry, EntryPayload, HardState, LogWrite, RecoveredState};
     pub use raftor_storage::{
-        conformance, term_boundaries, validate_write, LogStorage, MemStorage, RocksStorage,
-        StorageError, StoreIdentity,
+        conformance, durable, term_boundaries, validate_write, LogStorage, MemStorage,
+        RocksStorage, StorageError, StoreIdentity,
     };
 }
 

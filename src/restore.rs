@@ -38,9 +38,11 @@ pub fn seed_data_dir(
             data_dir.display()
         )));
     }
-    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
-        path: data_dir.display().to_string(),
-        source,
+    raftor_storage::durable::create_dir_durable(data_dir).map_err(|source| {
+        StartError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        }
     })?;
     let identity = StoreIdentity {
         cluster_id: cluster_id.to_owned(),

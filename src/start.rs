@@ -181,7 +181,7 @@ impl RaftNodeBuilder {
 }
 
 fn create_data_dir(dir: &Path) -> Result<(), StartError> {
-    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+    raftor_storage::durable::create_dir_durable(dir).map_err(|source| StartError::DataDir {
         path: dir.display().to_string(),
         source,
     })

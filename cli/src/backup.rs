@@ -97,6 +97,13 @@ async fn save(args: &BackupArgs) -> Result<BackupHeader, String> {
             args.out.display()
         )
     })?;
+    // The backup's name is durable once its directory is.
+    let dir = match args.out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    raftor::storage::durable::sync_dir(dir)
+        .map_err(|e| format!("cannot sync directory {}: {e}", dir.display()))?;
     Ok(header)
 }
 

@@ -165,16 +165,11 @@ impl TokensFile {
     }
 }
 
-/// Writes `contents` to `path`, readable by its owner only (on Unix).
+/// Replaces the file at `path` with `contents`, readable by its owner only (on Unix), whole or
+/// not at all (a node reloading the tokens never reads half a file, nor does one after a power
+/// failure).
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
+    raftor_storage::durable::replace_file(path, contents, true)
 }
 
 const ID_HEX: usize = 16;

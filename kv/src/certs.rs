@@ -85,9 +85,11 @@ pub fn token_path(dir: &Path, role: Role) -> PathBuf {
 }
 
 fn write_public(path: &Path, text: &str, written: &mut CertsWritten) -> Result<(), CertsError> {
-    std::fs::write(path, text).map_err(|source| CertsError::Write {
-        path: path.to_owned(),
-        source,
+    raftor_storage::durable::replace_file(path, text.as_bytes(), false).map_err(|source| {
+        CertsError::Write {
+            path: path.to_owned(),
+            source,
+        }
     })?;
     written.written.push(path.to_owned());
     Ok(())
@@ -229,7 +231,7 @@ impl Ca {
 /// Writes what `plan` asks for that `plan.out` does not hold yet.
 pub fn make(plan: &CertsPlan) -> Result<CertsWritten, CertsError> {
     let dir = &plan.out;
-    std::fs::create_dir_all(dir).map_err(|source| CertsError::Write {
+    raftor_storage::durable::create_dir_durable(dir).map_err(|source| CertsError::Write {
         path: dir.clone(),
         source,
     })?;

@@ -5,6 +5,7 @@
 
 pub mod conformance;
 pub mod direct_io;
+pub mod durable;
 mod error;
 mod memory;
 mod rocks;

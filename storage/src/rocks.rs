@@ -216,7 +216,7 @@ impl RocksStorage {
     /// [`StorageError::Io`].
     pub fn open(path: &Path, identity: &StoreIdentity) -> Result<RocksStorage, StorageError> {
         let path_str = || path.display().to_string();
-        std::fs::create_dir_all(path).map_err(|source| StorageError::Io {
+        crate::durable::create_dir_durable(path).map_err(|source| StorageError::Io {
             path: path_str(),
             source,
         })?;

@@ -67,16 +67,14 @@ fn base_name(last: LogId) -> String {
 
 /// Syncs a directory, so that a rename in it is durable.
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error(dir, e))
+    crate::durable::sync_dir(dir).map_err(|e| io_error(dir, e))
 }
 
 impl SnapshotStore {
     /// Opens (creating it if needed) the snapshot directory `dir`, removing what an interrupted
     /// write or transfer left behind.
     pub fn open(dir: &Path) -> Result<SnapshotStore, StorageError> {
-        fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        crate::durable::create_dir_durable(dir).map_err(|e| io_error(dir, e))?;
         for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
             let path = entry.map_err(|e| io_error(dir, e))?.path();
             if path.to_string_lossy().ends_with(TEMP_SUFFIX) {
