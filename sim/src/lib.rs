@@ -26,9 +26,10 @@
 //!
 //! After every event the checker (`invariants.rs`) verifies: Election Safety (one leader per term,
 //! over the whole run, counting a leader once its term is durable or it has sent anything: a lone
-//! voter's win, lost unseen in a crash before its write is synced, is won again), Log Matching (pairwise on the running nodes' in-memory logs), Leader
-//! Completeness (every applied entry is in the log of every leader of a later term than the one
-//! it was applied in, checked when a leader appears and whenever an entry is newly committed),
+//! voter's win, lost unseen in a crash before its write is synced, is won again), Log Matching
+//! (pairwise on the running nodes' in-memory logs), Leader Completeness (every applied entry is
+//! in the log of every leader of a later term than the one it was applied in, checked when a
+//! leader appears and whenever an entry is newly committed),
 //! State Machine Safety (no two applications differ at an index, across nodes and incarnations),
 //! commit index monotonic per incarnation, nothing applied beyond the commit index, and the Ready
 //! contract (writes extend the log; the written log equals the rules' log), and linearizable

@@ -50,7 +50,8 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
 /// are written to a temporary file beside it and synced, which is then renamed over `path`, and
 /// the directory synced. Rewritten in place, a file read meanwhile (a node reloading its tokens)
 /// would be seen empty or cut short, and a power failure could leave it so. `private` files are
-/// readable by their owner only (on Unix).
+/// readable by their owner only (on Unix). A file that cannot be renamed over (a single file
+/// bind-mounted into a container) is rewritten in place and synced.
 pub fn replace_file(path: &Path, contents: &[u8], private: bool) -> io::Result<()> {
     let Some(name) = path.file_name() else {
         return Err(io::Error::new(
@@ -70,16 +71,23 @@ pub fn replace_file(path: &Path, contents: &[u8], private: bool) -> io::Result<(
     }
     #[cfg(not(unix))]
     let _ = private;
-    let written = options.open(&temporary).and_then(|mut file| {
+    let write = |options: &OpenOptions, to: &Path| {
+        let mut file = options.open(to)?;
         file.write_all(contents)?;
         file.sync_all()
-    });
-    let replaced = written.and_then(|()| fs::rename(&temporary, path));
-    if let Err(error) = replaced {
-        let _ = fs::remove_file(&temporary);
-        return Err(error);
+    };
+    let replaced = write(&options, &temporary).and_then(|()| fs::rename(&temporary, path));
+    match replaced {
+        Ok(()) => sync_dir(parent_of(path)),
+        Err(error) => {
+            let _ = fs::remove_file(&temporary);
+            if error.kind() == io::ErrorKind::ResourceBusy {
+                write(&options, path)
+            } else {
+                Err(error)
+            }
+        }
     }
-    sync_dir(parent_of(path))
 }
 
 #[cfg(test)]
