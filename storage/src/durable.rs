@@ -8,9 +8,24 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Syncs the directory `dir`, making the entries created, renamed or removed in it durable.
+/// Syncs the directory `dir`, making the entries created, renamed or removed in it durable. A
+/// filesystem that syncs no directories (some FUSE, 9p and SMB mounts answer `EINVAL`) is left
+/// as it is: nothing more can be done there. Elsewhere than Unix, a no-op.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    if !cfg!(unix) {
+        return Ok(());
+    }
+    match File::open(dir)?.sync_all() {
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+            ) =>
+        {
+            Ok(())
+        }
+        synced => synced,
+    }
 }
 
 /// `path`'s parent directory, `.` for a bare name.
@@ -47,11 +62,13 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
 }
 
 /// Replaces the file at `path` with `contents`, all or nothing even across a power failure: they
-/// are written to a temporary file beside it and synced, which is then renamed over `path`, and
-/// the directory synced. Rewritten in place, a file read meanwhile (a node reloading its tokens)
-/// would be seen empty or cut short, and a power failure could leave it so. `private` files are
-/// readable by their owner only (on Unix). A file that cannot be renamed over (a single file
-/// bind-mounted into a container) is rewritten in place and synced.
+/// are written to a new file beside it (with the old file's permissions and, where allowed, its
+/// owner; `private`: readable by its owner only, for a file that did not exist) and synced, which
+/// is then renamed over `path`, and the directory synced. Rewritten in place, a file read
+/// meanwhile (a node reloading its tokens) would be seen empty or cut short, and a power failure
+/// could leave it so. What cannot be replaced so is written in place and synced, as before: a
+/// symbolic link (written through), something not a regular file (`/dev/stdout`, a pipe), a
+/// file in a directory that takes no new file, a single file bind-mounted into a container.
 pub fn replace_file(path: &Path, contents: &[u8], private: bool) -> io::Result<()> {
     let Some(name) = path.file_name() else {
         return Err(io::Error::new(
@@ -59,10 +76,94 @@ pub fn replace_file(path: &Path, contents: &[u8], private: bool) -> io::Result<(
             "a file path must end in a file name",
         ));
     };
-    let mut temporary_name = std::ffi::OsString::from(".");
-    temporary_name.push(name);
-    temporary_name.push(format!(".{}.tmp", std::process::id()));
-    let temporary = path.with_file_name(temporary_name);
+    let existing = match fs::symlink_metadata(path) {
+        Ok(metadata) => Some(metadata),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error),
+    };
+    if existing.as_ref().is_some_and(|m| !m.file_type().is_file()) {
+        return write_in_place(path, contents, private);
+    }
+    let temporary = path.with_file_name(temporary_name(name));
+    let mut file = match create_beside(&temporary, existing.as_ref(), private) {
+        Ok(file) => file,
+        Err(error)
+            if existing.is_some()
+                && matches!(
+                    error.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+        {
+            return write_in_place(path, contents, private);
+        }
+        Err(error) => return Err(error),
+    };
+    let replaced = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&temporary, path));
+    drop(file);
+    match replaced {
+        Ok(()) => sync_dir(parent_of(path)),
+        Err(error) => {
+            let _ = fs::remove_file(&temporary);
+            if error.kind() == io::ErrorKind::ResourceBusy {
+                write_in_place(path, contents, private)
+            } else {
+                Err(error)
+            }
+        }
+    }
+}
+
+/// A name for a new file beside `name`, hidden, and never that of another one this process
+/// makes.
+fn temporary_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut temporary = std::ffi::OsString::from(".");
+    temporary.push(name);
+    temporary.push(format!(".{}-{made}.tmp", std::process::id()));
+    temporary
+}
+
+/// Creates the new file `temporary` (never opening one already there, nor following a link: a
+/// leftover of a process that had the same id is removed first), with `existing`'s permissions
+/// and owner where it has them.
+fn create_beside(
+    temporary: &Path,
+    existing: Option<&fs::Metadata>,
+    private: bool,
+) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if private && existing.is_none() {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let file = match options.open(temporary) {
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(temporary)?;
+            options.open(temporary)?
+        }
+        opened => opened?,
+    };
+    if let Some(existing) = existing {
+        file.set_permissions(existing.permissions())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            // Only root may give a file away; anyone else keeps the new file as theirs.
+            let _ = std::os::unix::fs::fchown(&file, Some(existing.uid()), Some(existing.gid()));
+        }
+    }
+    Ok(file)
+}
+
+/// Writes `contents` over what `path` holds (through a link), and syncs it.
+fn write_in_place(path: &Path, contents: &[u8], private: bool) -> io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -71,22 +172,12 @@ pub fn replace_file(path: &Path, contents: &[u8], private: bool) -> io::Result<(
     }
     #[cfg(not(unix))]
     let _ = private;
-    let write = |options: &OpenOptions, to: &Path| {
-        let mut file = options.open(to)?;
-        file.write_all(contents)?;
-        file.sync_all()
-    };
-    let replaced = write(&options, &temporary).and_then(|()| fs::rename(&temporary, path));
-    match replaced {
-        Ok(()) => sync_dir(parent_of(path)),
-        Err(error) => {
-            let _ = fs::remove_file(&temporary);
-            if error.kind() == io::ErrorKind::ResourceBusy {
-                write(&options, path)
-            } else {
-                Err(error)
-            }
-        }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    match file.sync_all() {
+        // A pipe or a terminal keeps nothing to sync.
+        Err(error) if error.kind() == io::ErrorKind::InvalidInput => Ok(()),
+        synced => synced,
     }
 }
 
@@ -116,6 +207,23 @@ mod tests {
             .map(|entry| entry.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["tokens.toml"], "no temporary file left");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // The old file's permissions are kept, and a link is written through.
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).expect("chmod");
+            replace_file(&file, b"third", true).expect("replaced");
+            let mode = fs::metadata(&file).expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o777, 0o640, "kept");
+            let link = root.path().join("link.toml");
+            std::os::unix::fs::symlink(&file, &link).expect("symlink");
+            replace_file(&link, b"fourth", true).expect("written through");
+            assert!(fs::symlink_metadata(&link)
+                .expect("link")
+                .file_type()
+                .is_symlink());
+            assert_eq!(fs::read(&file).expect("read"), b"fourth");
+        }
         assert!(
             create_dir_durable(&file.join("below")).is_err(),
             "a file is in the way"
