@@ -52,7 +52,18 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
     }
     for path in missing.into_iter().rev() {
         match fs::create_dir(path) {
-            Ok(()) => sync_dir(parent_of(path))?,
+            Ok(()) => match sync_dir(parent_of(path)) {
+                // A parent this process may enter but not read (mode 711) cannot be opened to be
+                // synced: the directory is made as `create_dir_all` made it, and said so.
+                Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                    tracing::warn!(
+                        directory = %path.display(),
+                        %error,
+                        "created, but its parent cannot be synced: a power failure may lose it"
+                    );
+                }
+                synced => synced?,
+            },
             // Made meanwhile by someone else, who syncs it.
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
             Err(error) => return Err(error),
