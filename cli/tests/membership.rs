@@ -931,5 +931,33 @@ async fn serve_join_adds_the_node_and_a_restart_does_not_join_again() {
         "no new configuration"
     );
     drop(child);
+
+    // Its data directory lost, started again with the same flags: the cluster lists it as a
+    // voter, so it lost the votes it gave; it does not start (before, it was "added" again and
+    // voted as if it never had).
+    std::fs::remove_dir_all(&data).expect("data directory removed");
+    let (mut child, lines) = serve_join(&serve_args);
+    let status = wait_until_exit(&mut child).await;
+    assert!(!status.success(), "{status:?}");
+    let seen = wait_for_line(
+        &lines,
+        "node 4 is a voter of the cluster, but its data directory",
+    )
+    .await;
+    assert!(
+        !seen.iter().any(|line| line.contains("asking the cluster")),
+        "{seen:#?}"
+    );
     nodes.shutdown().await;
+}
+
+/// Waits (bounded) for `child` to exit by itself.
+async fn wait_until_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..300 {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the node did not stop by itself");
 }

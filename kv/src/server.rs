@@ -36,6 +36,11 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// A node that joined and became a voter, started again with an empty data directory: the
+    /// votes it gave and the entries it acknowledged are gone, and a node that joined cannot
+    /// rejoin by itself (README, "A node that lost its data").
+    #[error("node {id} is a voter of the cluster, but its data directory {data_dir} is empty: it lost the votes it gave and the entries it acknowledged, and would vote again as if it never had. Remove it (`raftor members remove {id}`) and start it with a new id, or start it on its old data directory")]
+    LostVoterData { id: NodeId, data_dir: String },
 }
 
 /// A running node with its service and HTTP server.
@@ -120,7 +125,7 @@ pub async fn start_node_with_log(
     };
     let hub = WatchHub::new(WatchLimits::default());
     let mut builder = match &config.join {
-        Some(join) => RaftNodeBuilder::new().join(contacts(config, join, tls.as_ref()).await),
+        Some(join) => RaftNodeBuilder::new().join(contacts(config, join, tls.as_ref()).await?),
         None => RaftNodeBuilder::new().peers(config.peers.clone()),
     };
     if let Some(tls) = &tls {
@@ -215,14 +220,18 @@ pub async fn start_node_with_log(
 /// The members a joining node can reach before it holds the configuration: those configured, or
 /// at its first start (an empty data directory) those the member at `join.url` lists, asked until
 /// it answers. A node restarting on its data has the configuration in its log and needs none.
+/// A node with an empty data directory that the cluster lists as a voter lost its data: it is
+/// refused ([`ServeError::LostVoterData`]) before it can vote again in a term it voted in. (A
+/// node joins as a learner and is promoted only once its log has caught up, so a voter's data
+/// directory is never empty unless it was lost.)
 async fn contacts(
     config: &NodeConfig,
     join: &JoinConfig,
     tls: Option<&NodeTls>,
-) -> Vec<(NodeId, String)> {
+) -> Result<Vec<(NodeId, String)>, ServeError> {
     let fresh = std::fs::read_dir(&config.data_dir).map_or(true, |mut dir| dir.next().is_none());
     let (Some(url), true, true) = (&join.url, join.members.is_empty(), fresh) else {
-        return join.members.clone().into_iter().collect();
+        return Ok(join.members.clone().into_iter().collect());
     };
     let client = http_client(tls);
     let url = format!("{url}/v1/members");
@@ -250,11 +259,18 @@ async fn contacts(
         };
         match answer.await {
             Ok(report) if !report.addresses.is_empty() => {
-                return report
+                let id = config.id.0;
+                if report.voters.contains(&id) || report.voters_outgoing.contains(&id) {
+                    return Err(ServeError::LostVoterData {
+                        id: config.id,
+                        data_dir: config.data_dir.display().to_string(),
+                    });
+                }
+                return Ok(report
                     .addresses
                     .into_iter()
                     .map(|(id, address)| (NodeId(id), address))
-                    .collect();
+                    .collect());
             }
             Ok(_) => {
                 tracing::warn!(node = %config.id, %url, "the node asked knows no members yet; asking again")
