@@ -98,12 +98,12 @@ async fn save(args: &BackupArgs) -> Result<BackupHeader, String> {
         )
     })?;
     // The backup's name is durable once its directory is.
-    let dir = match args.out.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => std::path::Path::new("."),
-    };
-    raftor::storage::durable::sync_dir(dir)
-        .map_err(|e| format!("cannot sync directory {}: {e}", dir.display()))?;
+    raftor::storage::durable::sync_parent(&args.out).map_err(|e| {
+        format!(
+            "cannot sync the directory holding {}: {e}",
+            args.out.display()
+        )
+    })?;
     Ok(header)
 }
 

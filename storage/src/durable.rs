@@ -28,11 +28,12 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// `path`'s parent directory, `.` for a bare name.
-fn parent_of(path: &Path) -> &Path {
+/// Syncs the directory holding `path` ([`sync_dir`]; `.` for a bare name), making `path`'s name
+/// durable once it was created or renamed there.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => sync_dir(Path::new(".")),
     }
 }
 
@@ -52,7 +53,7 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
     }
     for path in missing.into_iter().rev() {
         match fs::create_dir(path) {
-            Ok(()) => match sync_dir(parent_of(path)) {
+            Ok(()) => match sync_parent(path) {
                 // A parent this process may enter but not read (mode 711) cannot be opened to be
                 // synced: the directory is made as `create_dir_all` made it, and said so.
                 Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
@@ -115,7 +116,7 @@ pub fn replace_file(path: &Path, contents: &[u8], private: bool) -> io::Result<(
         .and_then(|()| fs::rename(&temporary, path));
     drop(file);
     match replaced {
-        Ok(()) => sync_dir(parent_of(path)),
+        Ok(()) => sync_parent(path),
         Err(error) => {
             let _ = fs::remove_file(&temporary);
             if error.kind() == io::ErrorKind::ResourceBusy {
