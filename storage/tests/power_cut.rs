@@ -16,22 +16,18 @@
 //! (shared writable mappings, stdio streams, hard links, ...) abort the writer: the test fails
 //! rather than miss a write.
 
+#[path = "support/power_cut.rs"]
+mod support;
+
 use bytes::Bytes;
 use raftor_core::{Entry, EntryPayload, HardState, LogIndex, LogWrite, Term};
 use raftor_storage::{LogStorage, RocksStorage, StoreIdentity};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use support::{build_shim, rebuild, DIR_ENV, IMAGE_ENV, UNSYNCED_ENV};
 use tempfile::TempDir;
 
-/// The shim's source, written out and compiled by each test.
-const SHIM_SOURCE: &str = include_str!("support/power_cut_shim.c");
-/// The directory the shim watches (and the child writes its store in).
-const DIR_ENV: &str = "RAFTOR_POWER_CUT_DIR";
-/// Where the shim keeps the durable image.
-const IMAGE_ENV: &str = "RAFTOR_POWER_CUT_IMAGE";
-/// A file name suffix whose files' syncs the shim skips (makes no-ops that report success).
-const UNSYNCED_ENV: &str = "RAFTOR_POWER_CUT_UNSYNCED";
 /// The child stops writing, and waits to be killed, once it has acknowledged this index.
 const STOP_AT_ENV: &str = "RAFTOR_POWER_CUT_STOP_AT";
 
@@ -85,35 +81,6 @@ fn recovered_last_index(dir: &Path) -> u64 {
     let last = store.last_index().unwrap().0;
     check_log(&mut store, last);
     last
-}
-
-/// Compiles the shim into `dir`; `None` (with the reason printed) if there is no C compiler.
-fn build_shim(dir: &Path) -> Option<PathBuf> {
-    let source = dir.join("power_cut_shim.c");
-    let library = dir.join("power_cut_shim.so");
-    std::fs::write(&source, SHIM_SOURCE).unwrap();
-    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-    let output = Command::new(&cc)
-        .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .args(["-ldl", "-lpthread"])
-        .output();
-    match output {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("skipped: no C compiler ({cc:?}) to build the power-cut shim with");
-            None
-        }
-        Err(e) => panic!("cannot run {cc:?}: {e}"),
-        Ok(output) => {
-            assert!(
-                output.status.success(),
-                "the power-cut shim does not compile:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            Some(library)
-        }
-    }
 }
 
 /// A child process, killed (SIGKILL) and reaped when dropped.
@@ -194,23 +161,6 @@ fn power_cut(shim: &Path, dir: &Path, work: &Path, n: usize, round: &Round) -> C
         acked,
         after_kill: dir.to_path_buf(),
         after_power_cut,
-    }
-}
-
-/// Rebuilds, in `into`, the directory the shim's durable image at `image` describes: each durable
-/// name with its file's durable bytes (none if the file was never synced).
-fn rebuild(image: &Path, into: &Path) {
-    let names = std::fs::read_to_string(image.join("names"))
-        .expect("the durable image has no names: did the shim run?");
-    std::fs::create_dir_all(into).unwrap();
-    for line in names.lines() {
-        let (file, name) = line.split_once(' ').expect("a `<file> <name>` line");
-        let bytes = image.join("files").join(file);
-        if bytes.exists() {
-            std::fs::copy(&bytes, into.join(name)).unwrap();
-        } else {
-            std::fs::File::create(into.join(name)).unwrap();
-        }
     }
 }
 

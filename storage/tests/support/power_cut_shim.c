@@ -1,7 +1,8 @@
 /*
  * An LD_PRELOAD library that keeps, beside a directory, a "durable image" of it: what the
- * directory would hold after a power cut. `storage/tests/power_cut.rs` compiles it, runs a writer
- * process under it, kills that process and rebuilds the directory from the image.
+ * directory (with everything below it) would hold after a power cut. `storage/tests/power_cut.rs`
+ * and `cli/tests/power_cut.rs` compile it, run a writer process (or whole nodes) under it, kill
+ * the process and rebuild the directory from the image (`support/power_cut.rs`).
  *
  * Environment (the library does nothing without the first two):
  *   RAFTOR_POWER_CUT_DIR       the watched directory; it must exist when the process starts
@@ -14,21 +15,26 @@
  *  - a file's bytes and length as of its last fsync or fdatasync, on any descriptor. Writes,
  *    truncations and allocations since are lost. close, sync_file_range and the death of the
  *    process make nothing durable. A file opened with O_SYNC or O_DSYNC is synced by each write.
- *  - the directory's entries (the names, and which file each names) as of its last fsync.
- *    Creating, renaming or unlinking a file is lost until the directory is synced; a name that
- *    is durable but whose file never was synced is an empty file.
- *  - the files in the directory when the process starts are durable.
+ *  - each directory's entries (the names, and which file or directory each names) as of that
+ *    directory's last fsync. Creating, renaming or unlinking a file or a directory is lost until
+ *    the directory holding the name is synced; a name that is durable but whose file never was
+ *    synced is an empty file, and one whose directory never was synced an empty directory.
+ *  - what the directory holds when the process starts (files and directories) is durable.
  *  - an fsync in flight at the cut may have reached the image in part (a prefix of what it
  *    copies): such a sync never returned, so nothing it covers was acknowledged.
- * Only regular files directly in the directory are modelled, each followed from its creation in
- * the directory (or from the start). Ways of changing them that the model does not follow
- * (writable shared mappings, stdio streams, hard links, copy_file_range, sendfile, sync(),
- * subdirectories) abort the process with a message, so that nothing is missed silently.
+ * Regular files and directories below the directory are modelled, each followed from its
+ * creation (or from the start). Ways of changing them that the model does not follow (writable
+ * shared mappings, stdio streams, hard links, copy_file_range, sendfile, sync(), other kinds of
+ * files, RENAME_EXCHANGE) abort the process with a message, so that nothing is missed silently.
  *
  * The image: IMAGE/files/<n> holds the durable bytes of file number n (numbers are never reused,
- * unlike inode numbers), and IMAGE/names the durable entries, one "<n> <name>" per line, replaced
- * atomically. A file is numbered when it is created (or at the start); files[] keeps, for each,
- * which bytes changed since its last sync. A sync copies those bytes from the file into the image.
+ * unlike inode numbers), and IMAGE/dirs/<n> the durable entries of directory number n, one
+ * "f <file> <name>" or "d <directory> <name>" per line, replaced atomically; the watched directory
+ * is number 1; IMAGE/taken exists once the image of the start is whole (a process killed before
+ * that had not run, and left the directory as it was). A file or directory is numbered when it
+ * is first seen; files[] keeps, for each
+ * file, which bytes changed since its last sync. A sync copies those bytes from the file into the
+ * image, or, of a directory, lists its entries there.
  */
 #undef _FORTIFY_SOURCE
 #define _GNU_SOURCE
@@ -60,16 +66,18 @@ int __openat64_2(int dirfd, const char *path, int flags);
 #define MAX_FDS 65536
 #define MAX_FILES 65536
 
-/* A file's life in the directory: the inode it is, and what changed since its last sync. */
+/* A file's or directory's life below the directory: the inode it is, and what changed since its
+ * last sync. */
 struct file {
     dev_t dev;
     ino_t ino;
     int linked; /* found by its inode: not yet unlinked for good (inode numbers are reused) */
+    int is_dir;
     off_t lo, hi; /* every byte that may differ from the image is in [lo, hi) (none if lo >= hi) */
     off_t cut; /* the shortest length it was truncated to since its last sync, or -1 */
 };
 
-/* What a descriptor refers to: file number `id` (0 if none, -1 for the watched directory). */
+/* What a descriptor refers to: file or directory number `id` (0 if none). */
 struct fd_entry {
     int id;
     int sync_writes; /* opened O_SYNC or O_DSYNC */
@@ -147,6 +155,7 @@ DECLARE_REAL(renameat)
 DECLARE_REAL(renameat2)
 DECLARE_REAL(unlink)
 DECLARE_REAL(unlinkat)
+DECLARE_REAL(rmdir)
 DECLARE_REAL(link)
 DECLARE_REAL(linkat)
 DECLARE_REAL(mmap)
@@ -169,14 +178,18 @@ static void die(const char *what, const char *detail) {
 static void lock(void) { pthread_mutex_lock(&mu); }
 static void unlock(void) { pthread_mutex_unlock(&mu); }
 
-/* Under mu: the number of the file that is inode (dev, ino) now, numbering it if it has none. */
-static int file_of(dev_t dev, ino_t ino) {
+/* Under mu: the number of the file (or directory) that is inode (dev, ino) now, numbering it if
+ * it has none. An inode of the other kind was unlinked unseen and its number reused: forgotten. */
+static int file_of(dev_t dev, ino_t ino, int is_dir) {
     for (int i = file_count; i-- > 0;)
-        if (files[i].linked && files[i].ino == ino && files[i].dev == dev)
-            return i + 1;
+        if (files[i].linked && files[i].ino == ino && files[i].dev == dev) {
+            if (files[i].is_dir == is_dir)
+                return i + 1;
+            files[i].linked = 0;
+        }
     if (file_count == MAX_FILES)
         die("too many files", "");
-    files[file_count] = (struct file){dev, ino, 1, 0, 0, -1};
+    files[file_count] = (struct file){dev, ino, 1, is_dir, 0, 0, -1};
     return ++file_count;
 }
 
@@ -196,7 +209,7 @@ static int is_known_inode(const struct stat *st) {
     return known;
 }
 
-/* The file number `fd` refers to: 0 if none, -1 for the watched directory. */
+/* The file or directory number `fd` refers to: 0 if none. */
 static int watched(int fd) {
     if (!active || fd < 0 || fd >= MAX_FDS || fds[fd].id == 0)
         return 0;
@@ -219,15 +232,15 @@ static ssize_t fd_path(int fd, char *path) {
     return n;
 }
 
-/* 1 if `fd` refers to the watched directory, 2 if to something in it, else 0. */
+/* Whether `fd` refers to the watched directory or to something below it (its path in `path`). */
 static int in_dir(int fd, char *path) {
     ssize_t n = fd_path(fd, path);
     if (n < 0 || (size_t)n < dir_len || memcmp(path, dir, dir_len) != 0)
         return 0;
-    if ((size_t)n == dir_len)
-        return 1;
-    return path[dir_len] == '/' ? 2 : 0;
+    return (size_t)n == dir_len || path[dir_len] == '/';
 }
+
+static int is_file(int id) { return id > 0 && !files[id - 1].is_dir; }
 
 static void opened(int fd, int flags) {
     if (!active || fd < 0 || fd >= MAX_FDS)
@@ -236,20 +249,15 @@ static void opened(int fd, int flags) {
     int saved = errno;
     char path[PATH_MAX];
     struct stat st;
-    int where = in_dir(fd, path);
-    if (where && fstat(fd, &st) == 0) {
-        if (where == 1 && S_ISDIR(st.st_mode)) {
-            fds[fd] = (struct fd_entry){-1, 0, st.st_dev, st.st_ino};
-        } else if (where == 2) {
-            if (!S_ISREG(st.st_mode) || strchr(path + dir_len + 1, '/'))
-                die("unmodelled: not a regular file directly in the directory:", path);
-            lock();
-            int id = file_of(st.st_dev, st.st_ino);
-            if (flags & O_TRUNC)
-                files[id - 1].cut = 0;
-            unlock();
-            fds[fd] = (struct fd_entry){id, (flags & O_DSYNC) != 0, st.st_dev, st.st_ino};
-        }
+    if (in_dir(fd, path) && fstat(fd, &st) == 0) {
+        if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+            die("unmodelled: neither a regular file nor a directory:", path);
+        lock();
+        int id = file_of(st.st_dev, st.st_ino, S_ISDIR(st.st_mode));
+        if ((flags & O_TRUNC) && S_ISREG(st.st_mode))
+            files[id - 1].cut = 0;
+        unlock();
+        fds[fd] = (struct fd_entry){id, (flags & O_DSYNC) != 0, st.st_dev, st.st_ino};
     }
     errno = saved;
 }
@@ -324,15 +332,15 @@ static void write_all(int fd, const char *buf, size_t len, const char *what) {
     }
 }
 
-/* The sync of the directory: its entries now become the durable ones. */
-static void publish_names(void) {
+/* The sync of directory number `id`, at `path`: its entries now become the durable ones. */
+static void publish_names(const char *path, int id) {
     char tmp[PATH_MAX + 32], names[PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s/names.tmp", image);
-    snprintf(names, sizeof names, "%s/names", image);
+    snprintf(tmp, sizeof tmp, "%s/dirs/%d.tmp", image, id);
+    snprintf(names, sizeof names, "%s/dirs/%d", image, id);
     lock();
-    DIR *d = opendir(dir);
+    DIR *d = opendir(path);
     if (!d)
-        die("cannot list", dir);
+        die("cannot list", path);
     size_t len = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
@@ -341,12 +349,13 @@ static void publish_names(void) {
         struct stat st;
         if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
             continue; /* unlinked meanwhile */
-        if (!S_ISREG(st.st_mode) || strchr(e->d_name, '\n') || strchr(e->d_name, ' '))
-            die("unmodelled: not a regular file with a plain name:", e->d_name);
-        int n = snprintf(names_buf + len, sizeof names_buf - len, "%d %s\n",
-                         file_of(st.st_dev, st.st_ino), e->d_name);
+        int is_dir = S_ISDIR(st.st_mode);
+        if ((!S_ISREG(st.st_mode) && !is_dir) || strchr(e->d_name, '\n'))
+            die("unmodelled: not a regular file or directory with a plain name:", e->d_name);
+        int n = snprintf(names_buf + len, sizeof names_buf - len, "%c %d %s\n", is_dir ? 'd' : 'f',
+                         file_of(st.st_dev, st.st_ino, is_dir), e->d_name);
         if (n < 0 || (size_t)n >= sizeof names_buf - len)
-            die("too many names in", dir);
+            die("too many names in", path);
         len += (size_t)n;
     }
     closedir(d);
@@ -375,9 +384,12 @@ static int syncing(int fd) {
     if (!id)
         return 0;
     int saved = errno, skip = 0;
-    if (id == -1)
-        publish_names();
-    else if (skips_sync(fd))
+    char path[PATH_MAX];
+    if (!is_file(id)) {
+        if (fd_path(fd, path) < 0)
+            die("cannot find the directory synced", "");
+        publish_names(path, id);
+    } else if (skips_sync(fd))
         skip = 1;
     else
         publish_file(fd, id);
@@ -390,7 +402,7 @@ static void wrote(int fd, off_t at, ssize_t n, int sync) {
     if (n <= 0)
         return;
     int id = watched(fd);
-    if (id <= 0)
+    if (!is_file(id))
         return;
     int saved = errno;
     if (at < 0)
@@ -402,10 +414,10 @@ static void wrote(int fd, off_t at, ssize_t n, int sync) {
 }
 
 /* Before `path` (at `dirfd`) is unlinked or replaced: the inode it names, if that is its last
- * name. */
+ * name (a directory has only one). */
 static int last_name(int dirfd, const char *path, struct stat *st) {
-    return active && fstatat(dirfd, path, st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st->st_mode) &&
-           st->st_nlink == 1;
+    return active && fstatat(dirfd, path, st, AT_SYMLINK_NOFOLLOW) == 0 &&
+           (S_ISDIR(st->st_mode) || (S_ISREG(st->st_mode) && st->st_nlink == 1));
 }
 
 static void unlinked(int done, int last, const struct stat *st) {
@@ -427,6 +439,42 @@ static void copy_file(const char *from, const char *to) {
     REAL(close)(out);
 }
 
+/* At the start: what the directory at `path` holds, below it too, is durable. */
+static void take_as_durable(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0)
+        die("cannot stat", path);
+    lock();
+    int id = file_of(st.st_dev, st.st_ino, 1);
+    unlock();
+    publish_names(path, id);
+    DIR *d = opendir(path);
+    if (!d)
+        die("cannot list", path);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char from[PATH_MAX], to[PATH_MAX + 32];
+        if (snprintf(from, sizeof from, "%s/%s", path, e->d_name) >= (int)sizeof from)
+            die("a path too long below", path);
+        if (lstat(from, &st) != 0)
+            die("cannot stat", from);
+        if (S_ISDIR(st.st_mode)) {
+            take_as_durable(from);
+            continue;
+        }
+        if (!S_ISREG(st.st_mode))
+            die("unmodelled: neither a regular file nor a directory:", from);
+        lock();
+        int file = file_of(st.st_dev, st.st_ino, 0);
+        unlock();
+        snprintf(to, sizeof to, "%s/files/%d", image, file);
+        copy_file(from, to);
+    }
+    closedir(d);
+}
+
 __attribute__((constructor)) static void init(void) {
     const char *d = getenv("RAFTOR_POWER_CUT_DIR"), *img = getenv("RAFTOR_POWER_CUT_IMAGE");
     if (!d || !img)
@@ -438,33 +486,30 @@ __attribute__((constructor)) static void init(void) {
         die("the image path is too long:", img);
     const char *suffix = getenv("RAFTOR_POWER_CUT_UNSYNCED");
     unsynced_suffix = suffix && *suffix ? suffix : NULL;
-    char files_dir[PATH_MAX + 32];
+    char files_dir[PATH_MAX + 32], dirs_dir[PATH_MAX + 32];
     snprintf(files_dir, sizeof files_dir, "%s/files", image);
+    snprintf(dirs_dir, sizeof dirs_dir, "%s/dirs", image);
     if ((mkdir(image, 0755) != 0 && errno != EEXIST) ||
-        (mkdir(files_dir, 0755) != 0 && errno != EEXIST))
+        (mkdir(files_dir, 0755) != 0 && errno != EEXIST) ||
+        (mkdir(dirs_dir, 0755) != 0 && errno != EEXIST))
         die("cannot create the image in", image);
-    /* What the directory holds now is durable. */
-    DIR *dd = opendir(dir);
-    if (!dd)
-        die("cannot list", dir);
-    struct dirent *e;
-    while ((e = readdir(dd))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        struct stat st;
-        char from[PATH_MAX + 256], to[PATH_MAX + 32];
-        if (fstatat(dirfd(dd), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
-            die("unmodelled: not a regular file:", e->d_name);
-        snprintf(from, sizeof from, "%s/%s", dir, e->d_name);
-        lock();
-        int id = file_of(st.st_dev, st.st_ino);
-        unlock();
-        snprintf(to, sizeof to, "%s/files/%d", image, id);
-        copy_file(from, to);
-    }
-    closedir(dd);
+    /* What the directory holds now is durable; it is number 1. */
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        die("the watched directory is not a directory:", dir);
+    lock();
+    file_of(st.st_dev, st.st_ino, 1);
+    unlock();
     active = 1;
-    publish_names();
+    take_as_durable(dir);
+    /* The image is whole: a process killed before this (its constructor still copying) had not
+     * changed the directory, and the image is to be ignored. */
+    char taken[PATH_MAX + 32];
+    snprintf(taken, sizeof taken, "%s/taken", image);
+    int fd = REAL(open)(taken, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        die("cannot create", taken);
+    REAL(close)(fd);
 }
 
 /* Opening. */
@@ -630,7 +675,7 @@ ssize_t pwritev64v2(int fd, const struct iovec *iov, int count, off64_t at, int 
 
 static void truncated(int fd, int r, off_t len) {
     int id = r == 0 ? watched(fd) : 0;
-    if (id > 0)
+    if (is_file(id))
         note_cut(id, len);
 }
 
@@ -651,7 +696,7 @@ static void path_truncated(const char *path, int r, off_t len) {
     if (r != 0 || !active || stat(path, &st) != 0 || !is_known_inode(&st))
         return;
     lock();
-    int id = file_of(st.st_dev, st.st_ino);
+    int id = file_of(st.st_dev, st.st_ino, 0);
     unlock();
     note_cut(id, len);
 }
@@ -671,7 +716,7 @@ int truncate64(const char *path, off64_t len) {
 /* fallocate zeroes or keeps bytes, and may extend the file: [at, at + len) may differ. */
 static void allocated(int fd, int r, int mode, off_t at, off_t len) {
     int id = r == 0 ? watched(fd) : 0;
-    if (id <= 0)
+    if (!is_file(id))
         return;
     if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE))
         die("unmodelled: fallocate that moves bytes", "");
@@ -766,8 +811,16 @@ int unlink(const char *path) {
 
 int unlinkat(int dirfd, const char *path, int flags) {
     struct stat st;
-    int last = !(flags & AT_REMOVEDIR) && last_name(dirfd, path, &st);
+    int last = last_name(dirfd, path, &st);
     int r = REAL(unlinkat)(dirfd, path, flags);
+    unlinked(r, last, &st);
+    return r;
+}
+
+int rmdir(const char *path) {
+    struct stat st;
+    int last = last_name(AT_FDCWD, path, &st);
+    int r = REAL(rmdir)(path);
     unlinked(r, last, &st);
     return r;
 }
@@ -792,7 +845,7 @@ int linkat(int from_dir, const char *from, int to_dir, const char *to, int flags
 /* Ways to change a file that the model does not follow. */
 
 static void writable_mapping(int prot, int flags, int fd) {
-    if ((prot & PROT_WRITE) && (flags & MAP_SHARED) && watched(fd) > 0)
+    if ((prot & PROT_WRITE) && (flags & MAP_SHARED) && is_file(watched(fd)))
         die("unmodelled: a writable shared mapping of a file in", dir);
 }
 
@@ -808,19 +861,19 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t at) {
 
 ssize_t copy_file_range(int in, off64_t *in_at, int out, off64_t *out_at, size_t len,
                         unsigned int flags) {
-    if (watched(out) > 0)
+    if (is_file(watched(out)))
         die("unmodelled: copy_file_range into a file in", dir);
     return REAL(copy_file_range)(in, in_at, out, out_at, len, flags);
 }
 
 ssize_t sendfile(int out, int in, off_t *at, size_t count) {
-    if (watched(out) > 0)
+    if (is_file(watched(out)))
         die("unmodelled: sendfile into a file in", dir);
     return REAL(sendfile)(out, in, at, count);
 }
 
 ssize_t sendfile64(int out, int in, off64_t *at, size_t count) {
-    if (watched(out) > 0)
+    if (is_file(watched(out)))
         die("unmodelled: sendfile into a file in", dir);
     return REAL(sendfile64)(out, in, at, count);
 }
@@ -828,7 +881,7 @@ ssize_t sendfile64(int out, int in, off64_t *at, size_t count) {
 /* A stdio stream writes with libc's internal write, which this library does not see. */
 static FILE *stream(FILE *f, const char *mode) {
     char path[PATH_MAX];
-    if (f && active && strpbrk(mode, "wa+") && in_dir(fileno(f), path) == 2)
+    if (f && active && strpbrk(mode, "wa+") && in_dir(fileno(f), path))
         die("unmodelled: a stdio stream writing", path);
     return f;
 }
