@@ -242,7 +242,9 @@ impl<M: StateMachine> RaftNode<M> {
     }
 
     /// Take a snapshot of the state machine now, whatever the policy; resolves once it is durable
-    /// (the log is then compacted behind it, less the trailing margin).
+    /// (the log is then compacted behind it, less the trailing margin). It holds everything this
+    /// node had applied when asked: asked while another snapshot is being written, it is the next
+    /// one, started as soon as that one is done.
     pub async fn snapshot(&self) -> Result<SnapshotMeta, Error> {
         self.inner.node.snapshot().await.map_err(Error::Snapshot)
     }

@@ -61,8 +61,12 @@ struct Snapshotting {
     staggered: bool,
     /// Whether a snapshot is being written.
     writing: bool,
-    /// Who asked for a snapshot and waits for it.
+    /// Who asked for a snapshot and waits for the one being written (asked before it started).
     waiting: Vec<oneshot::Sender<Result<SnapshotMeta, String>>>,
+    /// Who asked for a snapshot while one was being written, and waits for the next: the one
+    /// being written holds only what was applied when it started, maybe not all that was
+    /// applied when they asked (a backup taken after a write must hold the write).
+    waiting_next: Vec<oneshot::Sender<Result<SnapshotMeta, String>>>,
     /// Told of every durable snapshot (the node, which compacts the log).
     taken_to: Recipient<SnapshotTaken>,
     /// Told when a snapshot cannot be restored (the node, which stops).
@@ -128,6 +132,7 @@ impl Applier {
             staggered: true,
             writing: false,
             waiting: Vec::new(),
+            waiting_next: Vec::new(),
             taken_to,
             failed_to,
         });
@@ -337,6 +342,10 @@ impl Handler<TakeSnapshot> for Applier {
             ));
             return;
         }
+        if policy.writing {
+            policy.waiting_next.push(take.reply);
+            return;
+        }
         policy.waiting.push(take.reply);
         self.start_snapshot(ctx);
     }
@@ -363,6 +372,17 @@ impl Handler<SnapshotWritten> for Applier {
         }
         for waiting in policy.waiting.drain(..) {
             let _ = waiting.send(result.clone());
+        }
+        if !policy.waiting_next.is_empty() {
+            // Asked for while it was written: a snapshot of the state now.
+            policy.waiting = std::mem::take(&mut policy.waiting_next);
+            self.start_snapshot(ctx);
+            if let Some(policy) = self.snapshots.as_mut().filter(|policy| !policy.writing) {
+                for waiting in policy.waiting.drain(..) {
+                    let _ = waiting.send(Err("cannot take a snapshot now".into()));
+                }
+            }
+            return;
         }
         // Entries applied while it was written may already call for the next one.
         self.maybe_snapshot(ctx);

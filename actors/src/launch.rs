@@ -307,7 +307,8 @@ impl NodeHandle {
     }
 
     /// Take a snapshot of the state machine now; resolves once it is durable (the log is then
-    /// compacted behind it, less the trailing margin).
+    /// compacted behind it, less the trailing margin). It holds everything applied when asked
+    /// (asked while another is being written, it is the next one).
     pub async fn snapshot(&self) -> Result<SnapshotMeta, String> {
         let (reply, answer) = oneshot::channel();
         self.applier

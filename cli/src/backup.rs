@@ -13,9 +13,14 @@ use std::time::Duration;
 /// `raftor backup` flags.
 #[derive(Args, Debug, Clone)]
 pub struct BackupArgs {
-    /// A member's HTTP address (host:port): any member will do, it backs up what it has applied.
+    /// A member's HTTP address (host:port): any member will do.
     #[arg(long, default_value = "127.0.0.1:18101")]
     pub endpoint: String,
+    /// `linearizable`: the member first applies every write acknowledged before the backup
+    /// began (it asks the leader how far that is); `local`: what the member has applied, asking
+    /// no one (a member cut off from a quorum).
+    #[arg(long, default_value = "linearizable", value_parser = ["linearizable", "lease", "local"])]
+    pub consistency: String,
     /// The file to write (refused if it exists).
     #[arg(long)]
     pub out: PathBuf,
@@ -67,7 +72,10 @@ async fn save(args: &BackupArgs) -> Result<BackupHeader, String> {
             ("https", client)
         }
     };
-    let url = format!("{scheme}://{}/v1/admin/backup", args.endpoint);
+    let url = format!(
+        "{scheme}://{}/v1/admin/backup?consistency={}",
+        args.endpoint, args.consistency
+    );
     let mut request = client.get(&url);
     if let Some(token) = &token {
         request = request.bearer_auth(token);

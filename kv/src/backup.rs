@@ -1,5 +1,8 @@
 //! Backups: `GET /v1/admin/backup` streams a consistent snapshot of the state machine, taken on
-//! the node asked at an index it has applied (so committed), and `raftor backup` saves it.
+//! the node asked at an index it has applied (so committed), and `raftor backup` saves it. By
+//! default the node first applies every write acknowledged before the request arrived (a read
+//! barrier, [`crate::http::read_barrier`]), so a backup taken from any member after a write holds
+//! it; `?consistency=local` backs up what the node has applied, asking no one.
 //!
 //! A backup file is one JSON line, the [`BackupHeader`] (what the data is, where it was taken, its
 //! size and CRC-32), then the snapshot's data as the state machine wrote it. The node streams the
@@ -7,7 +10,7 @@
 //! sides; the reader checks the size and the checksum as it goes.
 
 use crate::http::HttpState;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -211,8 +214,15 @@ pub fn restore(
     Ok(header)
 }
 
-/// `GET /v1/admin/backup`: takes a snapshot now and streams the backup of it.
-pub async fn serve(state: web::Data<HttpState>) -> HttpResponse {
+/// `GET /v1/admin/backup[?consistency=linearizable|lease|local]`: once this node has applied
+/// every write acknowledged before the request (unless `local`), takes a snapshot and streams the
+/// backup of it.
+pub async fn serve(state: web::Data<HttpState>, request: HttpRequest) -> HttpResponse {
+    if let Err(answer) =
+        crate::http::read_barrier::applied_through_read_index(&state, &request).await
+    {
+        return answer;
+    }
     let (meta, data) = match state.node.backup().await {
         Ok(taken) => taken,
         Err(error) => {

@@ -1,5 +1,6 @@
 //! Backups over HTTP from a live cluster and restores from them: taken under write load from a
-//! follower, the file holds every write acknowledged at or before its index, with the value
+//! follower, the file holds every write acknowledged before the backup was asked for (its index
+//! is at least theirs) and every write acknowledged at or before its index, with the value
 //! written, and checks out; restored into a fresh 3-node cluster under a new cluster id, every
 //! such write is there and the new cluster goes on from the backup's index.
 
@@ -36,6 +37,7 @@ async fn a_backup_under_write_load_restores_every_write_acknowledged_before_its_
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let follower = cluster.follower().await;
+    let acknowledged_before = acknowledged.borrow().iter().map(|w| w.2).max().unwrap();
     let reply = http(&cluster.http(follower), "GET", "/v1/admin/backup", &[], b"").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     for writer in writers {
@@ -43,6 +45,13 @@ async fn a_backup_under_write_load_restores_every_write_acknowledged_before_its_
     }
     let header = verify(&mut &reply.body[..]).expect("the backup checks out");
     assert_eq!(header.node, follower.0);
+    // The follower applied, before its snapshot, every write acknowledged before it was asked
+    // (before, it backed up what it had applied then, which could miss the newest of them).
+    assert!(
+        header.index >= acknowledged_before,
+        "a backup asked for after a write acknowledged at {acknowledged_before} is at {}",
+        header.index
+    );
     let (_, machine) = load_state(&mut &reply.body[..]).expect("the state loads");
     let acknowledged = acknowledged.borrow().clone();
     let before: Vec<_> = acknowledged
@@ -243,4 +252,97 @@ async fn an_old_backup_restores_with_revisions_and_an_old_snapshot_is_refused_wi
         .err()
         .expect("refused");
     assert!(refused.to_string().contains("raftor restore"), "{refused}");
+}
+
+/// A backup asked for while the node is writing a snapshot waits for a snapshot of its own, taken
+/// after it was asked for: it holds a write acknowledged just before (before, it was given the
+/// snapshot being written, from before the write). A follower asked right after a write first
+/// applies it (before, it backed up what it had applied, without the write).
+/// `consistency=local` backs up what the node asked has applied, and a consistency that does
+/// not exist is refused.
+#[actix_rt::test]
+async fn a_backup_asked_for_while_a_snapshot_is_written_holds_the_writes_before_it() {
+    let cluster = Cluster::start(3).await;
+    let client = Client::new(cluster.endpoints(), ClientOptions::default()).expect("client");
+    // Enough state that writing a snapshot of it takes a while.
+    let value = "v".repeat(64 * 1024);
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let (client, value) = (client.clone(), value.clone());
+        writers.push(actix_rt::spawn(async move {
+            for i in 0..40 {
+                client
+                    .put(&format!("big-{writer}-{i}"), value.clone())
+                    .await
+                    .expect("put");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let leader = cluster.leader().await;
+    let address = cluster.http(leader);
+    for round in 0..3 {
+        let snapshot = {
+            let address = address.clone();
+            actix_rt::spawn(
+                async move { http(&address, "POST", "/v1/admin/snapshot", &[], b"").await },
+            )
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let written = client
+            .put(&format!("last-{round}"), "x")
+            .await
+            .expect("put");
+        let reply = http(&address, "GET", "/v1/admin/backup", &[], b"").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let header = verify(&mut &reply.body[..]).expect("the backup checks out");
+        assert!(
+            header.index >= written.index,
+            "round {round}: a backup asked for after a write acknowledged at {} is at {}",
+            written.index,
+            header.index
+        );
+        assert_eq!(snapshot.await.expect("snapshot").status, 200);
+    }
+    // From a follower, right after a write: it learns the write committed only from the
+    // leader's next message; the backup waits until it has applied the write.
+    let follower = cluster.follower().await;
+    for round in 0..3 {
+        let written = client
+            .put(&format!("then-{round}"), "x")
+            .await
+            .expect("put");
+        let reply = http(&cluster.http(follower), "GET", "/v1/admin/backup", &[], b"").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let header = verify(&mut &reply.body[..]).expect("the backup checks out");
+        assert!(
+            header.index >= written.index,
+            "a follower's backup asked for after a write acknowledged at {} is at {}",
+            written.index,
+            header.index
+        );
+    }
+    let local = http(
+        &address,
+        "GET",
+        "/v1/admin/backup?consistency=local",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(local.status, 200, "{}", local.text());
+    verify(&mut &local.body[..]).expect("the local backup checks out");
+    let bad = http(
+        &address,
+        "GET",
+        "/v1/admin/backup?consistency=eventual",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("unknown consistency"), "{}", bad.text());
+    cluster.shutdown().await;
 }

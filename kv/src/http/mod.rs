@@ -12,6 +12,7 @@ mod keys;
 mod leases;
 mod paced;
 mod range;
+pub(crate) mod read_barrier;
 mod watch;
 
 use answer_room::call_answered;
