@@ -29,6 +29,15 @@ use tempfile::TempDir;
 const NODES: u64 = 3;
 const WRITERS: usize = 4;
 
+/// The tests run one at a time: each runs three or four nodes.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Whose power a round cuts.
 #[derive(Clone, Copy, Debug)]
 enum Cut {
@@ -60,18 +69,23 @@ struct Cluster {
     nodes: Vec<Node>,
     /// How many directories and images have been made (each cut makes new ones).
     generation: u32,
+    cluster_id: String,
 }
 
 impl Cluster {
     /// `NODES` founders, not started, on free ports with room for one more node.
     fn new(work: &Path, shim: PathBuf) -> Cluster {
+        // One range for both kinds of port: two probes could return overlapping ranges.
+        let room = NODES as u16 + 1;
+        let base = common::free_base_port(2 * room);
         let mut cluster = Cluster {
             work: work.to_path_buf(),
             shim,
-            raft_base: common::free_base_port(NODES as u16 + 1),
-            http_base: common::free_base_port(NODES as u16 + 1),
+            raft_base: base,
+            http_base: base + room,
             nodes: Vec::new(),
             generation: 0,
+            cluster_id: "power-cut".into(),
         };
         for _ in 0..NODES {
             cluster.add(false);
@@ -126,7 +140,7 @@ impl Cluster {
             .args(["--listen", &listen, "--http", &http])
             .arg("--data-dir")
             .arg(node.root.join("data"))
-            .args(["--cluster-id", "power-cut"])
+            .args(["--cluster-id", &self.cluster_id])
             .env("LD_PRELOAD", &self.shim)
             .env(DIR_ENV, &node.root)
             .env(IMAGE_ENV, &image)
@@ -349,6 +363,7 @@ fn no_panics(cluster: &Cluster) {
 /// compacted throughout; afterwards the nodes converge.
 #[test]
 fn acknowledged_writes_survive_power_cuts_of_the_cluster_the_leader_and_a_follower() {
+    let _serial = one_at_a_time();
     let work = TempDir::new().unwrap();
     let Some(shim) = build_shim(work.path()) else {
         return;
@@ -412,6 +427,7 @@ fn acknowledged_writes_survive_power_cuts_of_the_cluster_the_leader_and_a_follow
 /// refuse to start, `ServeError::LostVoterData`), and every acknowledged write reads back.
 #[test]
 fn a_joined_node_keeps_its_data_through_power_cuts_while_joining_and_as_a_voter() {
+    let _serial = one_at_a_time();
     let work = TempDir::new().unwrap();
     let Some(shim) = build_shim(work.path()) else {
         return;
@@ -446,6 +462,77 @@ fn a_joined_node_keeps_its_data_through_power_cuts_while_joining_and_as_a_voter(
     wait_for_voter(&mut cluster, joiner);
     cluster.stop_all();
     no_panics(&cluster);
+}
+
+/// A backup taken from a follower right after the last write holds every acknowledged write;
+/// restored with `raftor restore` into three new data directories, each cut off by a power cut
+/// as soon as the command has returned, it starts a new cluster that holds them all.
+#[test]
+fn a_backup_restored_and_cut_off_by_a_power_cut_holds_every_acknowledged_write() {
+    let _serial = one_at_a_time();
+    let work = TempDir::new().unwrap();
+    let Some(shim) = build_shim(work.path()) else {
+        return;
+    };
+    let mut cluster = Cluster::new(work.path(), shim.clone());
+    for id in cluster.ids() {
+        cluster.start(id);
+    }
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&cluster, 0, &acked, &stop);
+    wait_for_acks(&cluster, &acked, 300);
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let leader = leader(&cluster);
+    let follower = cluster.ids().find(|&id| id != leader).unwrap();
+    let backup = work.path().join("cluster.backup");
+    let saved = Command::new(env!("CARGO_BIN_EXE_raftor"))
+        .args(["backup", "--endpoint", &cluster.http(follower), "--out"])
+        .arg(&backup)
+        .output()
+        .expect("raftor backup");
+    assert!(saved.status.success(), "{saved:?}");
+    cluster.stop_all();
+    let acked = acked.lock().unwrap().clone();
+
+    let restored_work = work.path().join("restored");
+    std::fs::create_dir(&restored_work).unwrap();
+    let mut restored = Cluster::new(&restored_work, shim);
+    restored.cluster_id = "restored".into();
+    let peers: Vec<String> = restored
+        .ids()
+        .map(|j| format!("{j}=127.0.0.1:{}", restored.raft_base + j as u16))
+        .collect();
+    for id in restored.ids() {
+        let node = &restored.nodes[id as usize - 1];
+        let image = restored_work.join(format!("restore-image-{id}"));
+        let output = Command::new(env!("CARGO_BIN_EXE_raftor"))
+            .arg("restore")
+            .arg(&backup)
+            .arg("--data-dir")
+            .arg(node.root.join("data"))
+            .args(["--id", &id.to_string(), "--peers", &peers.join(",")])
+            .args(["--cluster-id", "restored"])
+            .env("LD_PRELOAD", &restored.shim)
+            .env(DIR_ENV, &node.root)
+            .env(IMAGE_ENV, &image)
+            .output()
+            .expect("raftor restore");
+        assert!(output.status.success(), "{output:?}");
+        let into = restored_work.join(format!("node-{id}-cut"));
+        rebuild(&image, &into);
+        restored.nodes[id as usize - 1].root = into;
+    }
+    for id in restored.ids() {
+        restored.start(id);
+    }
+    check_acked(&mut restored, &acked, "a restore cut off by a power cut");
+    check_converged(&mut restored, acked.len());
+    restored.stop_all();
+    no_panics(&restored);
 }
 
 /// Waits (bounded) until node 1 lists node `id` as a voter.
