@@ -201,6 +201,25 @@ impl Drop for Cluster {
     }
 }
 
+/// Polls `check` until it gives an answer, for at most a minute; fails, with the nodes' logs, if
+/// a node exits meanwhile or the time runs out (`what` says what was awaited, and how far it got).
+fn wait_for<T>(cluster: &mut Cluster, mut check: impl FnMut(&Cluster) -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting = match check(cluster) {
+            Ok(answer) => return answer,
+            Err(waiting) => waiting,
+        };
+        cluster.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "{waiting}\n{}",
+            log_tails(cluster)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One HTTP/1.1 request; `None` if the node cannot be reached or does not answer in time.
 fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<common::Reply> {
     let mut stream =
@@ -256,53 +275,39 @@ fn start_writers(
 }
 
 /// Waits until `count` keys have been acknowledged in all (bounded).
-fn wait_for_acks(cluster: &Cluster, acked: &Mutex<BTreeSet<String>>, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "the cluster took too few writes\n{}",
-            log_tails(cluster)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for_acks(cluster: &mut Cluster, acked: &Mutex<BTreeSet<String>>, count: usize) {
+    wait_for(cluster, |_| {
+        let taken = acked.lock().unwrap().len();
+        if taken >= count {
+            return Ok(());
+        }
+        Err(format!("the cluster took {taken} writes of {count}"))
+    })
 }
 
 /// Checks (bounded) that every acknowledged key reads back, linearizably, with its value.
 fn check_acked(cluster: &mut Cluster, acked: &BTreeSet<String>, after: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
     let mut target = 0;
     for key in acked {
-        loop {
+        let value = wait_for(cluster, |cluster| {
+            target += 1;
             let addr = cluster.http(1 + target % cluster.nodes.len() as u64);
             match request(&addr, "GET", &format!("/v1/kv/{key}"), b"") {
-                Some(reply) if reply.status == 200 => {
-                    assert_eq!(reply.body, value_of(key), "{key} after {after}");
-                    break;
-                }
+                Some(reply) if reply.status == 200 => Ok(reply.body),
                 Some(reply) if reply.status == 404 => {
                     panic!("{key} was acknowledged and is lost after {after}")
                 }
-                _ => {
-                    cluster.assert_running();
-                    assert!(
-                        Instant::now() < deadline,
-                        "no node answers reads after {after}\n{}",
-                        log_tails(cluster)
-                    );
-                    target += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                _ => Err(format!("no node answers reads after {after}")),
             }
-        }
+        });
+        assert_eq!(value, value_of(key), "{key} after {after}");
     }
 }
 
 /// Waits (bounded) until every node has applied the same index and holds `count` keys or more
 /// (read locally): the nodes converged.
 fn check_converged(cluster: &mut Cluster, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_for(cluster, |cluster| {
         let applied: Vec<Option<u64>> = cluster
             .ids()
             .map(|id| {
@@ -324,16 +329,12 @@ fn check_converged(cluster: &mut Cluster, count: usize) {
             .collect();
         let same = applied.iter().all(|a| a.is_some() && *a == applied[0]);
         if same && counts.iter().all(|c| c.is_some_and(|c| c >= count as u64)) {
-            return;
+            return Ok(());
         }
-        cluster.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "the nodes did not converge: applied {applied:?}, keys {counts:?}\n{}",
-            log_tails(cluster)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        Err(format!(
+            "the nodes did not converge: applied {applied:?}, keys {counts:?}"
+        ))
+    })
 }
 
 /// The last lines each node logged, for a failure's message.
@@ -385,17 +386,17 @@ fn acknowledged_writes_survive_power_cuts_of_the_cluster_the_leader_and_a_follow
         let stop = Arc::new(AtomicBool::new(false));
         let before = acked.lock().unwrap().len();
         let writers = start_writers(&cluster, round, &acked, &stop);
-        wait_for_acks(&cluster, &acked, before + 400);
+        wait_for_acks(&mut cluster, &acked, before + 400);
         let victims: Vec<u64> = match cut {
             Cut::Cluster => cluster.ids().collect(),
-            Cut::Leader => vec![leader(&cluster)],
+            Cut::Leader => vec![leader(&mut cluster)],
             Cut::FollowerCatchingUp => {
                 // Down while the leader takes snapshots and compacts its log past it, then cut
                 // again while it catches up (by a snapshot, and entries after it).
-                let leader = leader(&cluster);
+                let leader = leader(&mut cluster);
                 let follower = cluster.ids().find(|&id| id != leader).unwrap();
                 cluster.cut(follower);
-                wait_for_acks(&cluster, &acked, before + 1_000);
+                wait_for_acks(&mut cluster, &acked, before + 1_000);
                 cluster.start(follower);
                 std::thread::sleep(Duration::from_millis(100 + 150 * u64::from(round)));
                 vec![follower]
@@ -439,7 +440,7 @@ fn a_joined_node_keeps_its_data_through_power_cuts_while_joining_and_as_a_voter(
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let writers = start_writers(&cluster, 0, &acked, &stop);
-    wait_for_acks(&cluster, &acked, 300);
+    wait_for_acks(&mut cluster, &acked, 300);
     let joiner = cluster.add(true);
     cluster.start(joiner);
     std::thread::sleep(Duration::from_millis(700));
@@ -449,7 +450,7 @@ fn a_joined_node_keeps_its_data_through_power_cuts_while_joining_and_as_a_voter(
     cluster.cut(joiner);
     cluster.start(joiner);
     let before = acked.lock().unwrap().len();
-    wait_for_acks(&cluster, &acked, before + 300);
+    wait_for_acks(&mut cluster, &acked, before + 300);
     cluster.cut(joiner);
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
@@ -481,12 +482,12 @@ fn a_backup_restored_and_cut_off_by_a_power_cut_holds_every_acknowledged_write()
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let writers = start_writers(&cluster, 0, &acked, &stop);
-    wait_for_acks(&cluster, &acked, 300);
+    wait_for_acks(&mut cluster, &acked, 300);
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.join().unwrap();
     }
-    let leader = leader(&cluster);
+    let leader = leader(&mut cluster);
     let follower = cluster.ids().find(|&id| id != leader).unwrap();
     let backup = work.path().join("cluster.backup");
     let saved = Command::new(env!("CARGO_BIN_EXE_raftor"))
@@ -537,37 +538,27 @@ fn a_backup_restored_and_cut_off_by_a_power_cut_holds_every_acknowledged_write()
 
 /// Waits (bounded) until node 1 lists node `id` as a voter.
 fn wait_for_voter(cluster: &mut Cluster, id: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_for(cluster, |cluster| {
         let voters = request(&cluster.http(1), "GET", "/v1/members", b"")
             .filter(|reply| reply.status == 200)
             .map(|reply| reply.json()["voters"].clone());
-        if voters.is_some_and(|voters| voters.as_array().unwrap().contains(&id.into())) {
-            return;
+        match voters {
+            Some(voters) if voters.as_array().unwrap().contains(&id.into()) => Ok(()),
+            _ => Err(format!("node {id} was not promoted (voters: {voters:?})")),
         }
-        cluster.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "node {id} was not promoted\n{}",
-            log_tails(cluster)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// The leader's id, asked of any node (bounded).
-fn leader(cluster: &Cluster) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        for id in cluster.ids() {
-            let leader = request(&cluster.http(id), "GET", "/health", b"")
-                .and_then(|reply| serde_json::from_slice::<serde_json::Value>(&reply.body).ok())
-                .and_then(|health| health["leader"].as_u64());
-            if let Some(leader) = leader {
-                return leader;
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn leader(cluster: &mut Cluster) -> u64 {
+    wait_for(cluster, |cluster| {
+        cluster
+            .ids()
+            .find_map(|id| {
+                request(&cluster.http(id), "GET", "/health", b"")
+                    .and_then(|reply| serde_json::from_slice::<serde_json::Value>(&reply.body).ok())
+                    .and_then(|health| health["leader"].as_u64())
+            })
+            .ok_or_else(|| "no leader".to_string())
+    })
 }
