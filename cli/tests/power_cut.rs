@@ -38,6 +38,20 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A cluster of `NODES` founders under the shim, started in a new directory that it owns, holding
+/// the lock that runs these tests one at a time; `None` without a C compiler.
+fn started() -> Option<Cluster> {
+    let serial = one_at_a_time();
+    let work = TempDir::new().unwrap();
+    let shim = build_shim(work.path())?;
+    let mut cluster = Cluster::new(work.path(), shim);
+    cluster.owned = Some((work, serial));
+    for id in cluster.ids() {
+        cluster.start(id);
+    }
+    Some(cluster)
+}
+
 /// Whose power a round cuts.
 #[derive(Clone, Copy, Debug)]
 enum Cut {
@@ -70,6 +84,9 @@ struct Cluster {
     /// How many directories and images have been made (each cut makes new ones).
     generation: u32,
     cluster_id: String,
+    /// The directory, removed, and the lock, released, once the nodes have stopped (fields drop
+    /// after `Drop::drop`).
+    owned: Option<(TempDir, std::sync::MutexGuard<'static, ()>)>,
 }
 
 impl Cluster {
@@ -86,6 +103,7 @@ impl Cluster {
             nodes: Vec::new(),
             generation: 0,
             cluster_id: "power-cut".into(),
+            owned: None,
         };
         for _ in 0..NODES {
             cluster.add(false);
@@ -240,14 +258,26 @@ fn value_of(key: &str) -> Vec<u8> {
     format!("{key}:{}", "v".repeat(200)).into_bytes()
 }
 
-/// Writers putting new keys at any node until `stop`; the keys answered `200` go to `acked`.
-fn start_writers(
-    cluster: &Cluster,
-    round: u32,
-    acked: &Arc<Mutex<BTreeSet<String>>>,
-    stop: &Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    (0..WRITERS)
+/// Writers putting new keys at any node, on threads of their own, until stopped.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// Stops the writers, once each has its answer (or none) to the write it is making.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+    }
+}
+
+/// Starts [`WRITERS`] writers; the keys answered `200` go to `acked`.
+fn start_writers(cluster: &Cluster, round: u32, acked: &Arc<Mutex<BTreeSet<String>>>) -> Writers {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = (0..WRITERS)
         .map(|writer| {
             let addrs: Vec<String> = cluster.ids().map(|id| cluster.http(id)).collect();
             let (acked, stop) = (acked.clone(), stop.clone());
@@ -271,7 +301,8 @@ fn start_writers(
                 }
             })
         })
-        .collect()
+        .collect();
+    Writers { stop, threads }
 }
 
 /// Waits until `count` keys have been acknowledged in all (bounded).
@@ -364,15 +395,9 @@ fn no_panics(cluster: &Cluster) {
 /// compacted throughout; afterwards the nodes converge.
 #[test]
 fn acknowledged_writes_survive_power_cuts_of_the_cluster_the_leader_and_a_follower() {
-    let _serial = one_at_a_time();
-    let work = TempDir::new().unwrap();
-    let Some(shim) = build_shim(work.path()) else {
+    let Some(mut cluster) = started() else {
         return;
     };
-    let mut cluster = Cluster::new(work.path(), shim);
-    for id in cluster.ids() {
-        cluster.start(id);
-    }
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let rounds = [
         Cut::Cluster,
@@ -383,9 +408,8 @@ fn acknowledged_writes_survive_power_cuts_of_the_cluster_the_leader_and_a_follow
     ];
     for (round, cut) in rounds.into_iter().enumerate() {
         let round = round as u32;
-        let stop = Arc::new(AtomicBool::new(false));
         let before = acked.lock().unwrap().len();
-        let writers = start_writers(&cluster, round, &acked, &stop);
+        let writers = start_writers(&cluster, round, &acked);
         wait_for_acks(&mut cluster, &acked, before + 400);
         let victims: Vec<u64> = match cut {
             Cut::Cluster => cluster.ids().collect(),
@@ -405,10 +429,7 @@ fn acknowledged_writes_survive_power_cuts_of_the_cluster_the_leader_and_a_follow
         for &id in &victims {
             cluster.cut(id);
         }
-        stop.store(true, Ordering::Relaxed);
-        for writer in writers {
-            writer.join().unwrap();
-        }
+        writers.stop();
         for &id in &victims {
             cluster.start(id);
         }
@@ -428,18 +449,11 @@ fn acknowledged_writes_survive_power_cuts_of_the_cluster_the_leader_and_a_follow
 /// refuse to start, `ServeError::LostVoterData`), and every acknowledged write reads back.
 #[test]
 fn a_joined_node_keeps_its_data_through_power_cuts_while_joining_and_as_a_voter() {
-    let _serial = one_at_a_time();
-    let work = TempDir::new().unwrap();
-    let Some(shim) = build_shim(work.path()) else {
+    let Some(mut cluster) = started() else {
         return;
     };
-    let mut cluster = Cluster::new(work.path(), shim);
-    for id in cluster.ids() {
-        cluster.start(id);
-    }
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = start_writers(&cluster, 0, &acked, &stop);
+    let writers = start_writers(&cluster, 0, &acked);
     wait_for_acks(&mut cluster, &acked, 300);
     let joiner = cluster.add(true);
     cluster.start(joiner);
@@ -452,10 +466,7 @@ fn a_joined_node_keeps_its_data_through_power_cuts_while_joining_and_as_a_voter(
     let before = acked.lock().unwrap().len();
     wait_for_acks(&mut cluster, &acked, before + 300);
     cluster.cut(joiner);
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.join().unwrap();
-    }
+    writers.stop();
     cluster.start(joiner);
     let acked_now = acked.lock().unwrap().clone();
     check_acked(&mut cluster, &acked_now, "the joined node's power cuts");
@@ -470,26 +481,16 @@ fn a_joined_node_keeps_its_data_through_power_cuts_while_joining_and_as_a_voter(
 /// as soon as the command has returned, it starts a new cluster that holds them all.
 #[test]
 fn a_backup_restored_and_cut_off_by_a_power_cut_holds_every_acknowledged_write() {
-    let _serial = one_at_a_time();
-    let work = TempDir::new().unwrap();
-    let Some(shim) = build_shim(work.path()) else {
+    let Some(mut cluster) = started() else {
         return;
     };
-    let mut cluster = Cluster::new(work.path(), shim.clone());
-    for id in cluster.ids() {
-        cluster.start(id);
-    }
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = start_writers(&cluster, 0, &acked, &stop);
+    let writers = start_writers(&cluster, 0, &acked);
     wait_for_acks(&mut cluster, &acked, 300);
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.join().unwrap();
-    }
+    writers.stop();
     let leader = leader(&mut cluster);
     let follower = cluster.ids().find(|&id| id != leader).unwrap();
-    let backup = work.path().join("cluster.backup");
+    let backup = cluster.work.join("cluster.backup");
     let saved = Command::new(env!("CARGO_BIN_EXE_raftor"))
         .args(["backup", "--endpoint", &cluster.http(follower), "--out"])
         .arg(&backup)
@@ -499,9 +500,9 @@ fn a_backup_restored_and_cut_off_by_a_power_cut_holds_every_acknowledged_write()
     cluster.stop_all();
     let acked = acked.lock().unwrap().clone();
 
-    let restored_work = work.path().join("restored");
+    let restored_work = cluster.work.join("restored");
     std::fs::create_dir(&restored_work).unwrap();
-    let mut restored = Cluster::new(&restored_work, shim);
+    let mut restored = Cluster::new(&restored_work, cluster.shim.clone());
     restored.cluster_id = "restored".into();
     let peers: Vec<String> = restored
         .ids()
