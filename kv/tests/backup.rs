@@ -258,11 +258,12 @@ async fn an_old_backup_restores_with_revisions_and_an_old_snapshot_is_refused_wi
 /// after it was asked for: it holds a write acknowledged just before (before, it was given the
 /// snapshot being written, from before the write). A follower asked right after a write first
 /// applies it (before, it backed up what it had applied, without the write).
-/// `consistency=local` backs up what the node asked has applied, and a consistency that does
-/// not exist is refused.
+/// `consistency=local` backs up what the node asked has applied, also when it is cut off from a
+/// quorum (then the default answers 503 and says so), and a consistency that does not exist is
+/// refused.
 #[actix_rt::test]
 async fn a_backup_asked_for_while_a_snapshot_is_written_holds_the_writes_before_it() {
-    let cluster = Cluster::start(3).await;
+    let mut cluster = Cluster::start(3).await;
     let client = Client::new(cluster.endpoints(), ClientOptions::default()).expect("client");
     // Enough state that writing a snapshot of it takes a while.
     let value = "v".repeat(64 * 1024);
@@ -344,5 +345,30 @@ async fn a_backup_asked_for_while_a_snapshot_is_written_holds_the_writes_before_
     .await;
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert!(bad.text().contains("unknown consistency"), "{}", bad.text());
+    // A member cut off from a quorum says how to back up what it has, and does so when asked.
+    let leader = cluster.stop_leader().await;
+    let other = (1..=3)
+        .map(raftor::NodeId)
+        .find(|&id| id != leader && id != follower)
+        .unwrap();
+    cluster.stop(other).await;
+    let cut_off = http(&cluster.http(follower), "GET", "/v1/admin/backup", &[], b"").await;
+    assert_eq!(cut_off.status, 503, "{}", cut_off.text());
+    assert!(
+        cut_off.text().contains("consistency=local"),
+        "{}",
+        cut_off.text()
+    );
+    let local = http(
+        &cluster.http(follower),
+        "GET",
+        "/v1/admin/backup?consistency=local",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(local.status, 200, "{}", local.text());
+    let header = verify(&mut &local.body[..]).expect("the local backup checks out");
+    assert_eq!(header.node, follower.0);
     cluster.shutdown().await;
 }

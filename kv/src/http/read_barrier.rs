@@ -48,6 +48,14 @@ pub(crate) async fn applied_through_read_index(
     };
     let read_index = match call(state, probe).await {
         KvResponse::Range(page) => page.index,
+        KvResponse::Error(mut error) => {
+            // A member cut off from a quorum (the case a backup may matter most) says what to do.
+            error.message = format!(
+                "cannot learn from the leader how far to apply first: {}; consistency=local (raftor backup --consistency local) uses what this node has applied, asking no one",
+                error.message
+            );
+            return Err(unexpected(KvResponse::Error(error)));
+        }
         other => return Err(unexpected(other)),
     };
     let deadline = tokio::time::Instant::now() + APPLY_WAIT_LIMIT;
