@@ -92,7 +92,7 @@ struct Cluster {
 impl Cluster {
     /// `NODES` founders, not started, on free ports with room for one more node.
     fn new(work: &Path, shim: PathBuf) -> Cluster {
-        // One range for both kinds of port: two probes could return overlapping ranges.
+        // One range for both kinds of port, room for one more node.
         let room = NODES as u16 + 1;
         let base = common::free_base_port(2 * room);
         let mut cluster = Cluster {

@@ -21,19 +21,42 @@ pub async fn start_node_retrying(config: &raftor_kv::config::NodeConfig) -> Runn
     panic!("node {} did not start", config.id);
 }
 
-/// A base port such that base+1..=base+n are free now.
+/// A base port such that base+1..=base+n are free now, below the kernel's ephemeral range: a
+/// port from that range, free at the probe, can be taken before a node binds it (or while a
+/// cluster restarts on its ports) by any outgoing connection, another test's included. Within
+/// one test binary no two calls give overlapping ranges.
 pub fn free_base_port(n: u16) -> u16 {
-    for _ in 0..100 {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base = probe
-            .local_addr()
-            .expect("addr")
-            .port()
-            .saturating_sub(n + 1);
-        drop(probe);
-        if base > 1024
+    use std::hash::{BuildHasher, Hasher};
+    static GIVEN: std::sync::Mutex<Vec<(u16, u16)>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_low > 12_000 {
+        (10_000, ephemeral_low)
+    } else {
+        (61_000, 65_535) // an unusual range: above the usual one's end
+    };
+    let span = u64::from(high - low - n - 1);
+    let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+    random.write_u32(std::process::id());
+    let mut seed = random.finish();
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..1000 {
+        // xorshift64
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let base = low + (seed % span) as u16;
+        let overlaps = given
+            .iter()
+            .any(|&(other, m)| base < other + m + 1 && other < base + n + 1);
+        if !overlaps
             && (1..=n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
         {
+            given.push((base, n));
             return base;
         }
     }
