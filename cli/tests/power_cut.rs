@@ -16,8 +16,6 @@ mod common;
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -240,18 +238,7 @@ fn wait_for<T>(cluster: &mut Cluster, mut check: impl FnMut(&Cluster) -> Result<
 
 /// One HTTP/1.1 request; `None` if the node cannot be reached or does not answer in time.
 fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<common::Reply> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).ok()?;
-    stream.write_all(body).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    (!raw.is_empty()).then(|| common::parse(&raw))
+    common::try_http(addr, method, path, &[], body, Duration::from_secs(5)).ok()
 }
 
 fn value_of(key: &str) -> Vec<u8> {

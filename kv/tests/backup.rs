@@ -8,12 +8,28 @@ mod common;
 
 use common::{free_base_port, http, Cluster};
 use raftor::StateMachine;
-use raftor_kv::backup::{load_state, verify};
+use raftor_kv::backup::{load_state, verify, BackupHeader};
 use raftor_kv::local_cluster::{local_node_config, quick_timing};
 use raftor_kv::store::{KvAnswer, KvQuery};
 use raftor_kv::{Client, ClientOptions};
 use std::cell::RefCell;
 use std::rc::Rc;
+
+/// The backup the member at `address` answers `GET /v1/admin/backup{query}` with, checked (size and
+/// checksum): its header, and the whole file.
+async fn backup_from(address: &str, query: &str) -> (BackupHeader, Vec<u8>) {
+    let reply = http(
+        address,
+        "GET",
+        &format!("/v1/admin/backup{query}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let header = verify(&mut &reply.body[..]).expect("the backup checks out");
+    (header, reply.body)
+}
 
 #[actix_rt::test]
 async fn a_backup_under_write_load_restores_every_write_acknowledged_before_its_index() {
@@ -38,12 +54,10 @@ async fn a_backup_under_write_load_restores_every_write_acknowledged_before_its_
     }
     let follower = cluster.follower().await;
     let acknowledged_before = acknowledged.borrow().iter().map(|w| w.2).max().unwrap();
-    let reply = http(&cluster.http(follower), "GET", "/v1/admin/backup", &[], b"").await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (header, backup) = backup_from(&cluster.http(follower), "").await;
     for writer in writers {
         writer.await.expect("writer");
     }
-    let header = verify(&mut &reply.body[..]).expect("the backup checks out");
     assert_eq!(header.node, follower.0);
     // The follower applied, before its snapshot, every write acknowledged before it was asked
     // (before, it backed up what it had applied then, which could miss the newest of them).
@@ -52,7 +66,7 @@ async fn a_backup_under_write_load_restores_every_write_acknowledged_before_its_
         "a backup asked for after a write acknowledged at {acknowledged_before} is at {}",
         header.index
     );
-    let (_, machine) = load_state(&mut &reply.body[..]).expect("the state loads");
+    let (_, machine) = load_state(&mut &backup[..]).expect("the state loads");
     let acknowledged = acknowledged.borrow().clone();
     let before: Vec<_> = acknowledged
         .iter()
@@ -73,7 +87,7 @@ async fn a_backup_under_write_load_restores_every_write_acknowledged_before_its_
         );
     }
     // Damaged in transit: refused.
-    let mut damaged = reply.body.clone();
+    let mut damaged = backup.clone();
     let last = damaged.len() - 1;
     damaged[last] ^= 0xff;
     assert!(verify(&mut &damaged[..]).is_err());
@@ -83,7 +97,7 @@ async fn a_backup_under_write_load_restores_every_write_acknowledged_before_its_
     // before the backup's index is there, and the new cluster takes writes.
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("cluster.backup");
-    std::fs::write(&file, &reply.body).expect("write the backup");
+    std::fs::write(&file, &backup).expect("write the backup");
     let base = free_base_port(3);
     let configs: Vec<_> = (1..=3)
         .map(|id| {
@@ -296,9 +310,7 @@ async fn a_backup_asked_for_while_a_snapshot_is_written_holds_the_writes_before_
             .put(&format!("last-{round}"), "x")
             .await
             .expect("put");
-        let reply = http(&address, "GET", "/v1/admin/backup", &[], b"").await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        let header = verify(&mut &reply.body[..]).expect("the backup checks out");
+        let (header, _) = backup_from(&address, "").await;
         assert!(
             header.index >= written.index,
             "round {round}: a backup asked for after a write acknowledged at {} is at {}",
@@ -315,9 +327,7 @@ async fn a_backup_asked_for_while_a_snapshot_is_written_holds_the_writes_before_
             .put(&format!("then-{round}"), "x")
             .await
             .expect("put");
-        let reply = http(&cluster.http(follower), "GET", "/v1/admin/backup", &[], b"").await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        let header = verify(&mut &reply.body[..]).expect("the backup checks out");
+        let (header, _) = backup_from(&cluster.http(follower), "").await;
         assert!(
             header.index >= written.index,
             "a follower's backup asked for after a write acknowledged at {} is at {}",
@@ -325,16 +335,7 @@ async fn a_backup_asked_for_while_a_snapshot_is_written_holds_the_writes_before_
             header.index
         );
     }
-    let local = http(
-        &address,
-        "GET",
-        "/v1/admin/backup?consistency=local",
-        &[],
-        b"",
-    )
-    .await;
-    assert_eq!(local.status, 200, "{}", local.text());
-    verify(&mut &local.body[..]).expect("the local backup checks out");
+    backup_from(&address, "?consistency=local").await;
     let bad = http(
         &address,
         "GET",
@@ -359,16 +360,7 @@ async fn a_backup_asked_for_while_a_snapshot_is_written_holds_the_writes_before_
         "{}",
         cut_off.text()
     );
-    let local = http(
-        &cluster.http(follower),
-        "GET",
-        "/v1/admin/backup?consistency=local",
-        &[],
-        b"",
-    )
-    .await;
-    assert_eq!(local.status, 200, "{}", local.text());
-    let header = verify(&mut &local.body[..]).expect("the local backup checks out");
+    let (header, _) = backup_from(&cluster.http(follower), "?consistency=local").await;
     assert_eq!(header.node, follower.0);
     cluster.shutdown().await;
 }

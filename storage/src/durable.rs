@@ -149,12 +149,9 @@ fn create_beside(
 ) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
-    #[cfg(unix)]
     if private && existing.is_none() {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        owner_only(&mut options);
     }
-    #[cfg(not(unix))]
-    let _ = private;
     let file = match options.open(temporary) {
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
             fs::remove_file(temporary)?;
@@ -174,16 +171,22 @@ fn create_beside(
     Ok(file)
 }
 
+/// Makes `options` create a file readable and writable by its owner only (on Unix; elsewhere it
+/// changes nothing).
+fn owner_only(options: &mut OpenOptions) {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    #[cfg(not(unix))]
+    let _ = options;
+}
+
 /// Writes `contents` over what `path` holds (through a link), and syncs it.
 fn write_in_place(path: &Path, contents: &[u8], private: bool) -> io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
     if private {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        owner_only(&mut options);
     }
-    #[cfg(not(unix))]
-    let _ = private;
     let mut file = options.open(path)?;
     file.write_all(contents)?;
     match file.sync_all() {

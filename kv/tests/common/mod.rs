@@ -28,14 +28,24 @@ pub async fn start_node_retrying(config: &raftor_kv::config::NodeConfig) -> Runn
 pub fn free_base_port(n: u16) -> u16 {
     use std::hash::{BuildHasher, Hasher};
     static GIVEN: std::sync::Mutex<Vec<(u16, u16)>> = std::sync::Mutex::new(Vec::new());
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
+    let ephemeral: Vec<u16> = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .map(|range| {
+            range
+                .split_whitespace()
+                .filter_map(|port| port.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (ephemeral_low, ephemeral_high) = match ephemeral[..] {
+        [low, high] => (low, high),
+        _ => (32768, 60999), // Linux's default
+    };
     let (low, high) = if ephemeral_low > 12_000 {
         (10_000, ephemeral_low)
+    } else if ephemeral_high < 63_000 {
+        (ephemeral_high + 1, 65_535)
     } else {
-        (61_000, 65_535) // an unusual range: above the usual one's end
+        (10_000, 65_535) // the whole range is ephemeral: nowhere is safe
     };
     let span = u64::from(high - low - n - 1);
     let mut random = std::collections::hash_map::RandomState::new().build_hasher();
@@ -216,37 +226,62 @@ pub async fn http(
         .collect();
     let body = body.to_vec();
     tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect(&addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in &headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let timeout = Duration::from_secs(20);
+        match try_http(&addr, &method, &path, &headers, &body, timeout) {
+            Ok(reply) => reply,
+            Err(error) => panic!("{method} {path} at {addr}: {error}"),
         }
-        request.push_str("\r\n");
-        // The server may answer (413) and close before the whole body is sent: ignore write errors.
-        let _ = stream.write_all(request.as_bytes());
-        let _ = stream.write_all(&body);
-        let mut raw = Vec::new();
-        let _ = stream.read_to_end(&mut raw);
-        parse(&raw)
     })
     .await
     .expect("http task")
 }
 
+/// One HTTP/1.1 request with `Connection: close`, on a blocking socket (this thread waits): the
+/// answer, or an error if the node cannot be reached or gives no status line within `timeout`.
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Reply> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    // The server may answer (413) and close before the whole body is sent: ignore write errors.
+    let _ = stream.write_all(request.as_bytes());
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    try_parse(&raw).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("no status line in {:?}", String::from_utf8_lossy(&raw)),
+        )
+    })
+}
+
 /// A raw HTTP/1.1 answer as a [`Reply`] (panics without a status line).
 pub fn parse(raw: &[u8]) -> Reply {
+    try_parse(raw).unwrap_or_else(|| panic!("no status line in {:?}", String::from_utf8_lossy(raw)))
+}
+
+/// A raw HTTP/1.1 answer as a [`Reply`]; `None` without a status line.
+fn try_parse(raw: &[u8]) -> Option<Reply> {
     let text = String::from_utf8_lossy(raw);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -256,7 +291,7 @@ pub fn parse(raw: &[u8]) -> Reply {
     if head.contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
-    Reply { status, head, body }
+    Some(Reply { status, head, body })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
