@@ -133,7 +133,10 @@ impl RaftNodeBuilder {
     /// [`RaftNode::add_learner`] or [`RaftNode::add_learner_promoting`], at the address it
     /// [`listen`](Self::listen)s on, which is then required). It learns the members from the
     /// leader's log. On a restart its data directory holds the configuration, so `join` changes
-    /// nothing then.
+    /// nothing then. A new store starts `rejoining` (it may be one a voter lost): the node asks
+    /// the leader that contacts it, and is a member at once if no configuration names it a voter;
+    /// named one, it lost a voter's data and rejoins in full before it votes (README, "A node
+    /// that lost its data").
     ///
     /// `members` are the current members this node can reach at first (their Raft addresses; the
     /// leader's at least, best all of them, as [`RaftNode::membership`] on a member lists them):

@@ -11,7 +11,7 @@ mod support;
 
 use bytes::Bytes;
 use raftor_actors::{MembershipChangeError, NetworkControl, NodeHandle, ProposeError};
-use raftor_core::{ConfChange, Membership, NodeId, Role, Term};
+use raftor_core::{ConfChange, Membership, NodeId, Role, Standing, Term};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -514,5 +514,83 @@ fn a_transfer_that_cannot_finish_is_abandoned_and_proposals_resume() {
         ));
         let _ = Term::ZERO;
         cluster.shutdown();
+    });
+}
+
+/// A node that joined and was promoted loses its store (a new, empty one under its old id, still
+/// with no bootstrap voters, as `RaftNodeBuilder::join` starts it): the configuration names it a
+/// voter, so it rejoins in full before it votes, while the cluster goes on; once a leader of a
+/// later term is elected it is a member again and holds every write. A new learner, by contrast,
+/// is a member as soon as the leader answers it.
+#[test]
+fn a_joined_voter_that_lost_its_store_rejoins_before_it_votes() {
+    run_paused(|| async move {
+        let cluster = Rc::new(RefCell::new(TestCluster::new(3, 31)));
+        for i in 0..10 {
+            cluster
+                .borrow()
+                .propose_on_leader(&format!("before-{i}"))
+                .await;
+        }
+        cluster.borrow_mut().add_empty(NodeId(4));
+        change(&cluster, vec![learner(4)]).await;
+        let standing = |statuses: &[raftor_actors::NodeStatus]| {
+            statuses
+                .iter()
+                .find(|s| s.id == NodeId(4))
+                .map(|s| s.standing)
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while standing(&cluster.borrow().statuses().await) != Some(Standing::Member) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the new learner is a member"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        change(&cluster, vec![promote(4)]).await;
+        wait_for_configuration(&cluster, &ids(&[1, 2, 3, 4])).await;
+
+        cluster.borrow_mut().crash(NodeId(4)).await;
+        let fresh = raftor_storage::MemStorage::new();
+        cluster
+            .borrow_mut()
+            .set_storage(NodeId(4), Box::new(move || Box::new(fresh.clone())));
+        cluster.borrow_mut().start(NodeId(4));
+        cluster.borrow().propose_on_leader("while-rejoining").await;
+        // Named a voter by every configuration it hears of: never a member before a later term.
+        let (_, term) = cluster.borrow().leader().await.expect("leader");
+        for _ in 0..100 {
+            let statuses = cluster.borrow().statuses().await;
+            let node = statuses.iter().find(|s| s.id == NodeId(4)).expect("node 4");
+            assert!(
+                node.standing != Standing::Member || node.term > term,
+                "a member again in the term it may have voted in: {node:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A leader of a later term makes it a member; it holds every write.
+        let (leader, _) = cluster.borrow().leader().await.expect("leader");
+        cluster.borrow_mut().crash(leader).await;
+        cluster
+            .borrow()
+            .wait_for_leader(Duration::from_secs(10))
+            .await
+            .expect("a new leader");
+        cluster.borrow().propose_on_leader("after").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while standing(&cluster.borrow().statuses().await) != Some(Standing::Member) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node 4 rejoined after a leader change"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cluster
+            .borrow()
+            .wait_applied(12, Duration::from_secs(10))
+            .await;
+        cluster.borrow().assert_same_order();
+        cluster.borrow().shutdown();
     });
 }

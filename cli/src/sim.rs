@@ -91,6 +91,11 @@ pub struct SimArgs {
     /// before it votes (with a fixed set of voters).
     #[arg(long)]
     pub disk_loss: bool,
+    /// Lose disks among the faults while the configuration changes (nodes added later lose
+    /// theirs too): safety is checked, liveness is not (a node that lost its data may wait for a
+    /// voter removed meanwhile).
+    #[arg(long, conflicts_with = "disk_loss")]
+    pub disk_loss_with_changes: bool,
     /// Print every event of every seed (meant for replaying one seed).
     #[arg(long)]
     pub trace: bool,
@@ -111,6 +116,7 @@ impl SimArgs {
             no_pre_vote: self.no_pre_vote,
             bug: self.bug,
             disk_loss: self.disk_loss,
+            disk_loss_with_changes: self.disk_loss_with_changes,
         }
     }
 }
@@ -149,6 +155,8 @@ pub fn run_and_print(args: &SimArgs, out: &mut impl Write) -> std::io::Result<bo
         },
         if options.disk_loss {
             ", lost disks (fixed voters)"
+        } else if options.disk_loss_with_changes {
+            ", lost disks (any node, membership changing)"
         } else {
             ""
         },
@@ -336,7 +344,8 @@ mod tests {
         assert!(
             text.contains(&format!(
                 "Regression {{ seed: {seed}, config: || SimOptions {{ nodes: 3, events: 2000, \
-                 no_pre_vote: false, bug: None, disk_loss: false }}.config(), why: \"...\" }},"
+                 no_pre_vote: false, bug: None, disk_loss: false, \
+                 disk_loss_with_changes: false }}.config(), why: \"...\" }},"
             )),
             "{text}"
         );

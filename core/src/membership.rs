@@ -252,8 +252,9 @@ impl Membership {
         }
     }
 
-    /// The membership after `changes`. A change of at most one voter is made directly; any larger
-    /// change enters a joint configuration of the old and new voters that the leader leaves by
+    /// The membership after `changes`. A change of at most one voter is made directly (a removal,
+    /// or a learner's promotion); any larger change, or a voter added that was not a learner,
+    /// enters a joint configuration of the old and new voters that the leader leaves by
     /// itself once it is committed (thesis §4.3, §6 of the paper).
     pub fn apply(&self, changes: &[ConfChange]) -> Result<Membership, MembershipError> {
         if self.conf.is_joint() {
@@ -322,7 +323,15 @@ impl Membership {
             return Err(MembershipError::NoVoters);
         }
         let voters_changed = voters.symmetric_difference(&self.conf.voters).count();
-        let conf = if voters_changed <= 1 {
+        // A voter that was not a member (no learner first) joins through a joint configuration
+        // even alone: directly, it and the leader could be a quorum of the new configuration
+        // while no node of the old one knows of it, and a leader that then lost its data could
+        // not find, by asking the members, the only other node holding what they committed
+        // (`rejoin.rs`; a learner, being a member, is asked).
+        let voter_from_outside = voters
+            .difference(&self.conf.voters)
+            .any(|id| !self.conf.learners.contains(id));
+        let conf = if voters_changed <= 1 && !voter_from_outside {
             ConfState {
                 voters,
                 learners,
@@ -493,6 +502,22 @@ mod tests {
         let removed = promoted.apply(&[remove(1)]).unwrap();
         assert_eq!(removed.conf.voters, set(&[2, 3, 4]));
         assert!(!removed.addresses.contains_key(&NodeId(1)));
+    }
+
+    #[test]
+    fn a_voter_added_without_being_a_learner_first_goes_through_a_joint_configuration() {
+        let two = three().apply(&[remove(3)]).unwrap();
+        assert!(!two.conf.is_joint());
+        let added = two
+            .apply(&[ConfChange::AddVoter {
+                id: NodeId(4),
+                address: Some("n4:7000".into()),
+            }])
+            .unwrap();
+        assert!(added.conf.is_joint());
+        assert_eq!(added.conf.voters, set(&[1, 2, 4]));
+        assert_eq!(added.conf.voters_outgoing, set(&[1, 2]));
+        assert_eq!(added.addresses[&NodeId(4)], "n4:7000");
     }
 
     #[test]

@@ -163,20 +163,6 @@ pub struct Raft {
     pub(crate) ready: Ready,
 }
 
-/// The standing a node starts with: the stored one, except that a new store of a node that
-/// joins an existing cluster (no bootstrap voters) starts as a member, as before standings
-/// existed. Such a node is a learner until the leader promotes it, and rejoining it would need
-/// the answers of voters that configurations since committed may have removed, which a node that
-/// lags cannot tell (see docs/design.md): a node added later that loses its data is to be
-/// removed and added back under a new id.
-fn initial_standing(config: &RaftConfig, recovered: &RecoveredState) -> Standing {
-    if recovered.standing == Standing::Rejoining && config.voters.is_empty() {
-        Standing::Member
-    } else {
-        recovered.standing
-    }
-}
-
 impl Raft {
     /// Rules for a node restarting from `recovered` (empty for a new node). `seed` drives the
     /// randomised election timeouts: the same seed and events give the same run.
@@ -221,7 +207,7 @@ impl Raft {
                 .max(recovered.log_start.index)
                 .min(log.last_index()),
             persisted: hard,
-            standing: initial_standing(&config, &recovered),
+            standing: recovered.standing,
             persisted_standing: recovered.standing,
             standing_in_flight_after: None,
             rejoin: RejoinState::default(),

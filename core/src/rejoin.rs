@@ -34,8 +34,14 @@
 //!    from ever voting.
 //!
 //! A new cluster goes through the same steps: every store is new, every answer says term 0, and
-//! the floor 0 needs no catching up. Only founding voters rejoin (`Raft::new`'s
-//! `initial_standing`): a node added later starts as a member, as before.
+//! the floor 0 needs no catching up. A node that joins a running cluster (no bootstrap voters:
+//! `raftor serve --join`, `RaftNodeBuilder::join`) starts `Rejoining` too, since its store may be
+//! one a voter lost; it asks whoever contacts it (the leader that added it). If the leader's
+//! answer, and every other answer so far, names it a voter in no configuration, it was at most
+//! a learner there: nothing it promised was counted toward a commit or an election, and the
+//! leader, asked, stops counting what it acknowledged (its catch-up toward promotion starts
+//! afresh). So it is a member at once (`joined_as_learner`), a round trip after the leader's
+//! first message. Named a voter, it lost a voter's data: it rejoins in full, as above.
 
 use crate::message::{Message, RejoinAnswer, RejoinQuery};
 use crate::raft::Raft;
@@ -54,7 +60,7 @@ pub enum Standing {
     #[default]
     Rejoining,
     /// Every member of every live configuration answered; `floor` is the highest term they
-    /// reported and `floor_log` the most up to date of the durable logs voters reported;
+    /// reported and `floor_log` the most up to date of the durable logs reported (learners' too);
     /// `floor_leader_commit` the commit index the leader of term `floor` reported, if it
     /// answered as leader. Answers leaders; votes only in terms after `floor`, for candidates
     /// whose log is at least as up to date as `floor_log` or as its own once that holds
@@ -246,6 +252,7 @@ impl Raft {
         if self.standing == Standing::Member || from == self.id() {
             return;
         }
+        let from_leader = answer.leader_commit.is_some();
         if answer.configs.len() > MAX_CONFIGS_PER_REJOIN_ANSWER {
             // No member's log holds that many configurations past its commit (one change is
             // in progress at a time): not an answer to count, and merging it would cost time
@@ -271,25 +278,47 @@ impl Raft {
                 }
             }
         }
-        // Only a voter's log can hold an entry committed with this node's help (commits count
-        // voters): a learner's log, possibly holding an uncommitted tail no voter will ever
-        // have, must not raise the floor log past every candidate.
-        let answered_as_voter = answer.configs.iter().any(|(_, conf)| conf.is_voter(from));
-        if answered_as_voter {
-            self.rejoin.floor_log = self.rejoin.floor_log.max(answer.last_log_id);
-        }
+        // Every answer's log counts, a learner's too: a leader counts acknowledgements by the
+        // newest configuration in its own log (§6), so a learner whose promotion that leader
+        // had appended but not yet sent counted as a voter. From two voters to three, the
+        // leader and that learner are a quorum: with the leader's store lost, the learner may be
+        // the only node holding an entry committed with the old self's help.
+        self.rejoin.floor_log = self.rejoin.floor_log.max(answer.last_log_id);
         for config in answer.configs {
             if !self.rejoin.configs.contains(&config) {
                 self.rejoin.configs.push(config);
             }
         }
         self.rejoin.answers.insert(from, answer.term);
+        if from_leader && self.joined_as_learner() {
+            self.rejoin = RejoinState::default();
+            self.standing = Standing::Member;
+            return;
+        }
         if self.rejoin_answers_suffice() {
             self.finish_rejoin_queries();
         } else if self.standing == Standing::Rejoining {
             // A newer configuration may name voters not asked yet.
             self.send_rejoin_queries();
         }
+    }
+
+    /// Whether a rejoining node that joined a running cluster (started with no bootstrap voters)
+    /// may be a member at once, asked once a leader answered: no configuration it knows of (its
+    /// own log's from its commit on, and every one an answer this round reported) names it a
+    /// voter. Its old self, if it had one, was then at most a learner in every configuration that
+    /// may still decide: no commit counted its acknowledgements and no candidate its vote, and the
+    /// leader that answered stopped counting what it acknowledged (`handle_rejoin_query`), so its
+    /// catch-up toward a promotion starts afresh. A founding voter always rejoins in full.
+    fn joined_as_learner(&self) -> bool {
+        let me = self.id();
+        self.standing == Standing::Rejoining
+            && self.config.voters.is_empty()
+            && !self
+                .live_configurations()
+                .iter()
+                .chain(self.rejoin.configs.iter().map(|(_, conf)| conf))
+                .any(|conf| conf.is_voter(me))
     }
 
     /// Every other member (voter or learner) of each configuration that may still decide

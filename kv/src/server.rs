@@ -37,8 +37,9 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// A node that joined and became a voter, started again with an empty data directory: the
-    /// votes it gave and the entries it acknowledged are gone, and a node that joined cannot
-    /// rejoin by itself (README, "A node that lost its data").
+    /// votes it gave and the entries it acknowledged are gone. The rules would rejoin it (as an
+    /// embedded node is), but `serve --join` refuses it, as etcd does: an empty directory where a
+    /// voter's should be is as likely a wrong `--data-dir` (README, "A node that lost its data").
     #[error("node {id} is a voter of the cluster, but its data directory {data_dir} is empty: it lost the votes it gave and the entries it acknowledged, and would vote again as if it never had. Remove it (`raftor members remove {id}`) and start it with a new id, or start it on its old data directory")]
     LostVoterData { id: NodeId, data_dir: String },
 }

@@ -86,6 +86,9 @@ pub struct SimOptions {
     pub bug: Option<Bug>,
     /// Lost disks among the faults, with a fixed set of voters ([`SimConfig::with_disk_loss`]).
     pub disk_loss: bool,
+    /// Lost disks among the faults while the configuration changes: nodes added later lose
+    /// theirs too; safety only ([`SimConfig::with_disk_loss_and_membership_changes`]).
+    pub disk_loss_with_changes: bool,
 }
 
 impl SimOptions {
@@ -97,6 +100,7 @@ impl SimOptions {
             no_pre_vote: false,
             bug: None,
             disk_loss: false,
+            disk_loss_with_changes: false,
         }
     }
 
@@ -108,6 +112,9 @@ impl SimOptions {
         }
         if self.disk_loss {
             config = config.with_disk_loss();
+        }
+        if self.disk_loss_with_changes {
+            config = config.with_disk_loss_and_membership_changes();
         }
         if let Some(bug) = self.bug {
             config = config.with_planted_bug(bug);
@@ -127,6 +134,9 @@ impl SimOptions {
         if self.disk_loss {
             line.push_str(" --disk-loss");
         }
+        if self.disk_loss_with_changes {
+            line.push_str(" --disk-loss-with-changes");
+        }
         if let Some(bug) = self.bug {
             line.push_str(" --bug ");
             line.push_str(bug.name());
@@ -138,13 +148,15 @@ impl SimOptions {
     /// The Rust expression of these options, for a regression test.
     pub fn rust_expression(&self) -> String {
         format!(
-            "SimOptions {{ nodes: {}, events: {}, no_pre_vote: {}, bug: {}, disk_loss: {} }}",
+            "SimOptions {{ nodes: {}, events: {}, no_pre_vote: {}, bug: {}, disk_loss: {}, \
+             disk_loss_with_changes: {} }}",
             self.nodes,
             self.events,
             self.no_pre_vote,
             self.bug
                 .map_or("None".to_owned(), |bug| format!("Some(Bug::{bug:?})")),
-            self.disk_loss
+            self.disk_loss,
+            self.disk_loss_with_changes
         )
     }
 }
@@ -299,6 +311,15 @@ impl SimConfig {
     pub fn with_disk_loss(mut self) -> SimConfig {
         self.disk_loss = true;
         self.membership_interval = 0;
+        self
+    }
+
+    /// The same configuration with lost disks among the faults while the configuration changes
+    /// (any node's, one added later too): safety only, since a node that lost its data may wait
+    /// for the answer of a voter removed meanwhile (docs/design.md, "A node that lost its data").
+    pub fn with_disk_loss_and_membership_changes(mut self) -> SimConfig {
+        self.disk_loss = true;
+        self.liveness = false;
         self
     }
 

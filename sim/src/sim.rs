@@ -307,7 +307,7 @@ impl<'c> Sim<'c> {
             && self.next_id <= nodes + self.config.max_added_nodes;
         let can_remove_voter = voters.len() > nodes.div_ceil(2) as usize;
         // 0 add a learner, 1 promote, 2 remove a voter, 3 remove a learner, 4 replace, 5 transfer,
-        // 6 add a new voter directly and remove one (joint).
+        // 6 add a new voter directly and remove one (joint), 7 add a new voter directly.
         let mut kinds = vec![5];
         if can_add {
             kinds.extend([0, 0, 0]);
@@ -319,7 +319,7 @@ impl<'c> Sim<'c> {
             kinds.extend([2, 2]);
         }
         if can_add && !voters.is_empty() {
-            kinds.push(6);
+            kinds.extend([6, 7]);
         }
         let kind = kinds[self.rng.gen_range(0..kinds.len())];
         let pick = |rng: &mut SmallRng, ids: &[NodeId]| ids[rng.gen_range(0..ids.len())];
@@ -361,6 +361,10 @@ impl<'c> Sim<'c> {
                     },
                 ]
             }
+            7 => {
+                let (id, address) = new_node(self.next_id);
+                vec![ConfChange::AddVoter { id, address }]
+            }
             _ => {
                 let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != target).collect();
                 if others.is_empty() {
@@ -381,7 +385,7 @@ impl<'c> Sim<'c> {
         );
         if accepted {
             self.report.membership_changes_accepted += 1;
-            if matches!(kind, 0 | 6) {
+            if matches!(kind, 0 | 6 | 7) {
                 // The new node starts empty, knowing no voters; the leader brings it in.
                 let id = NodeId(self.next_id);
                 self.next_id += 1;
@@ -780,16 +784,12 @@ impl<'c> Sim<'c> {
         if ids.iter().any(|id| !self.nodes[id].is_member()) {
             return;
         }
-        // Founding voters only: a node added later that loses its data is removed and added back
-        // under a new id (`raftor_core::Standing`); the rules do not cover it.
-        let founders: Vec<NodeId> = ids
-            .into_iter()
-            .filter(|id| id.0 <= self.config.nodes)
-            .collect();
-        if founders.is_empty() {
+        // Any node: a founding voter, or one added later (which restarts knowing no voters, as
+        // one started with `--join` does).
+        if ids.is_empty() {
             return;
         }
-        let node = founders[self.rng.gen_range(0..founders.len())];
+        let node = ids[self.rng.gen_range(0..ids.len())];
         let was_up = self.nodes[&node].is_up();
         let forgetful = self.config.bug == Some(crate::Bug::ForgetfulRejoin);
         self.node(node).lose_disk(forgetful, fx);

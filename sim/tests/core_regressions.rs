@@ -23,6 +23,7 @@ fn lease_reads_without_check_quorum() -> SimConfig {
         no_pre_vote: true,
         bug: None,
         disk_loss: false,
+        disk_loss_with_changes: false,
     }
     .config();
     config.lease_reads = true;
@@ -77,6 +78,7 @@ fn no_pre_vote_3() -> SimConfig {
         no_pre_vote: true,
         bug: None,
         disk_loss: false,
+        disk_loss_with_changes: false,
     }
     .config()
 }
@@ -181,6 +183,7 @@ fn no_pre_vote_5() -> SimConfig {
         no_pre_vote: true,
         bug: None,
         disk_loss: false,
+        disk_loss_with_changes: false,
     }
     .config()
 }
@@ -196,6 +199,7 @@ fn default_1() -> SimConfig {
         no_pre_vote: false,
         bug: None,
         disk_loss: false,
+        disk_loss_with_changes: false,
     }
     .config()
 }

@@ -108,7 +108,7 @@ fn granting_a_vote_without_persisting_it_is_caught_by_election_safety() {
     }
     // Without the chain check, the disjoint majorities elect two leaders in one term.
     let config = planted(3, Bug::NoJointConsensus).without(Invariant::MembershipSafety);
-    caught(&config, 0..1000, &[Invariant::ElectionSafety]);
+    caught(&config, 0..3000, &[Invariant::ElectionSafety]);
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn changing_two_voters_without_joint_consensus_is_caught() {
     }
     // Without the chain check, the disjoint majorities elect two leaders in one term.
     let config = planted(3, Bug::NoJointConsensus).without(Invariant::MembershipSafety);
-    caught(&config, 0..1000, &[Invariant::ElectionSafety]);
+    caught(&config, 0..3000, &[Invariant::ElectionSafety]);
 }
 
 #[test]

@@ -160,14 +160,12 @@ fn lost_disks_rejoin_before_they_vote() {
     }
 }
 
-/// Lost disks while the configuration changes: safety holds (the liveness check is off: a node
-/// that lost its data may wait for the answer of a voter that was removed meanwhile, see
-/// docs/design.md, "A node that lost its data").
+/// Lost disks while the configuration changes, nodes added later losing theirs too: safety
+/// holds (the liveness check is off: a node that lost its data may wait for the answer of a
+/// voter that was removed meanwhile, see docs/design.md, "A node that lost its data").
 #[test]
 fn lost_disks_with_membership_changes_stay_safe() {
-    let mut config = SimConfig::default_for(3);
-    config.disk_loss = true;
-    config.liveness = false;
+    let config = SimConfig::default_for(3).with_disk_loss_and_membership_changes();
     let result = check(
         "3 nodes, lost disks and membership changes",
         31_000..31_300,

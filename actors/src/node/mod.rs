@@ -219,7 +219,7 @@ impl Actor for NodeActor {
             tracing::warn!(
                 node = %self.id(),
                 standing = self.raft.standing().as_str(),
-                "this node's store is new (a new cluster or member, or a node that lost its data): it votes only once it has rejoined (asked a majority of the other voters for their terms, then caught up past them; see README, \"A node that lost its data\")"
+                "this node's store is new (a new cluster or member, or a node that lost its data): it votes only once it has rejoined (asked every other member for its term, then caught up past them; a node that joined is a member once the leader answers that no configuration names it a voter; see README, \"A node that lost its data\")"
             );
         }
         self.clock_start = Instant::now();

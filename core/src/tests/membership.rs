@@ -943,10 +943,10 @@ fn a_joining_node_learns_its_configuration_from_a_snapshot() {
     assert_eq!(ready.membership.as_ref(), Some(&membership));
     assert_eq!(raft.membership(), &membership);
     assert_eq!(raft.membership_index(), LogIndex(20));
-    // A node that joins with a new store is trusted as a member (`initial_standing`): only
-    // founding voters rejoin.
-    assert_eq!(raft.standing(), crate::Standing::Member);
-    assert!(raft.is_promotable());
+    // A node that joins with a new store rejoins (its store may be one a voter lost), and one
+    // that a configuration names a voter rejoins in full: no shortcut from the leader's answer.
+    assert_eq!(raft.standing(), crate::Standing::Rejoining);
+    assert!(!raft.is_promotable(), "not before it has rejoined");
 
     // And a restart from that snapshot keeps it (the log after it holds no configuration).
     let recovered = RecoveredState {
@@ -1185,4 +1185,92 @@ fn a_candidate_tells_the_voter_a_pending_change_removes_its_term() {
     c.crash(new_leader);
     let asked = campaign_and_see_whom_it_asks(&mut c, follower);
     assert_eq!(asked, BTreeSet::from([new_leader]));
+}
+
+/// A node that joins (no bootstrap voters) starts `Rejoining`: its store may be one a voter
+/// lost. The leader that adds it contacts it, it asks the leader, and the leader's answer names
+/// it no voter: a member at once, caught up and promoted as before.
+#[test]
+fn a_joining_node_is_a_member_once_the_leader_answers_that_it_is_no_voter() {
+    let mut c = cluster(3);
+    let leader = stable_leader(&mut c);
+    c.add_node(NodeId(4), leader);
+    assert_eq!(c.raft(4).standing(), crate::Standing::Rejoining);
+    add_learner(&mut c, leader, 4);
+    assert_eq!(c.raft(4).standing(), crate::Standing::Member);
+    let index = change(&mut c, leader, &[voter(4)]).expect("accepted");
+    c.tick_all(20);
+    assert!(c.raft(4).commit_index() >= index);
+    assert_eq!(conf(&c, NodeId(4)).voters, set(&[1, 2, 3, 4]));
+}
+
+/// A node that joined, was promoted, and then lost its data comes back under its old id with no
+/// bootstrap voters (`raftor serve --join`, `RaftNodeBuilder::join`): the leader's answer names
+/// it a voter, so it rejoins in full (every member asked, then caught up past the floor) and
+/// grants no vote meanwhile in the term it may have voted in.
+#[test]
+fn a_joined_voter_that_lost_its_data_rejoins_before_it_votes() {
+    let mut c = cluster(3);
+    let leader = stable_leader(&mut c);
+    add_learner(&mut c, leader, 4);
+    change(&mut c, leader, &[voter(4)]).expect("accepted");
+    c.tick_all(20);
+    assert_eq!(conf(&c, leader).voters, set(&[1, 2, 3, 4]));
+    let term = c.raft(leader.0).current_term();
+
+    c.crash(NodeId(4));
+    c.replace_disk(
+        NodeId(4),
+        super::cluster::Disk {
+            hard_state: crate::HardState::default(),
+            standing: crate::Standing::default(),
+            log: Vec::new(),
+        },
+    );
+    assert_eq!(c.raft(4).standing(), crate::Standing::Rejoining);
+    // The leader contacts it; it asks the leader, whose answer names it a voter: no shortcut.
+    c.tick(leader);
+    c.deliver_all();
+    assert_ne!(c.raft(4).standing(), crate::Standing::Member);
+    let _ = c.raft(4).take_ready();
+    let candidate = others(&c, &[leader, NodeId(4)])[0];
+    c.raft(4).step(
+        candidate,
+        Message::RequestVote(RequestVote {
+            term,
+            last_log_id: crate::LogId::ZERO,
+            pre_vote: false,
+            leadership_transfer: false,
+        }),
+    );
+    let granted: Vec<bool> = c
+        .raft(4)
+        .take_ready()
+        .messages
+        .into_iter()
+        .filter_map(|m| match m.message {
+            Message::RequestVoteResponse(RequestVoteResponse { vote_granted, .. }) => {
+                Some(vote_granted)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        granted,
+        vec![false],
+        "no vote in a term it may have voted in"
+    );
+    // Every member answers; it catches up from the leader and, after a leader of a later term,
+    // is a member again.
+    c.tick_all(30);
+    assert!(matches!(
+        c.raft(4).standing(),
+        crate::Standing::CatchingUp { floor, .. } if floor >= term
+    ));
+    c.crash(leader);
+    c.tick_all(300);
+    c.restart(leader);
+    c.tick_all(50);
+    assert_eq!(c.raft(4).standing(), crate::Standing::Member);
+    c.assert_consistent();
 }

@@ -489,3 +489,41 @@ fn an_answer_listing_too_many_configurations_is_ignored() {
         c.raft(rejoiner.0).standing()
     );
 }
+
+/// Simulator seed 14851 (3 nodes, lost disks while members change): a two-voter configuration
+/// {1, 2} with learner 3; leader 1 appended 3's promotion and counted 3's acknowledgement by it,
+/// committing an entry only 1 and 3 held; then 1 lost its data. The learner's log must set the
+/// floor log, or 1 votes for 2, whose log lacks the committed entry.
+#[test]
+fn a_learners_log_counts_toward_the_floor_log() {
+    let mut c = Cluster::new_members(vec![config(1, 2, false), config(2, 2, false)]);
+    wipe(&mut c, NodeId(1));
+    let _ = c.raft(1).take_ready();
+    let conf = crate::ConfState {
+        voters: [NodeId(1), NodeId(2)].into(),
+        learners: [NodeId(3)].into(),
+        ..crate::ConfState::default()
+    };
+    let answer = |term: u64, last: LogId| {
+        Message::RejoinAnswer(RejoinAnswer {
+            term: Term(term),
+            configs: vec![(LogIndex(8), conf.clone())],
+            last_log_id: last,
+            leader_commit: None,
+        })
+    };
+    c.raft(1).step(NodeId(2), answer(3, id(11, 2)));
+    assert_eq!(c.raft(1).standing(), Standing::Rejoining, "3 not asked yet");
+    c.raft(1).step(NodeId(3), answer(2, id(13, 2)));
+    assert_eq!(
+        c.raft(1).standing(),
+        Standing::CatchingUp {
+            floor: Term(3),
+            floor_log: id(13, 2),
+            floor_leader_commit: None,
+        }
+    );
+    let _ = c.raft(1).take_ready();
+    c.raft(1).step(NodeId(2), vote_request(Term(4), id(11, 2)));
+    assert_eq!(granted(&mut c, 1), vec![false], "2 lacks what 3 holds");
+}
