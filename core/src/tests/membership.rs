@@ -1218,15 +1218,7 @@ fn a_joined_voter_that_lost_its_data_rejoins_before_it_votes() {
     assert_eq!(conf(&c, leader).voters, set(&[1, 2, 3, 4]));
     let term = c.raft(leader.0).current_term();
 
-    c.crash(NodeId(4));
-    c.replace_disk(
-        NodeId(4),
-        super::cluster::Disk {
-            hard_state: crate::HardState::default(),
-            standing: crate::Standing::default(),
-            log: Vec::new(),
-        },
-    );
+    super::rejoin::wipe(&mut c, NodeId(4));
     assert_eq!(c.raft(4).standing(), crate::Standing::Rejoining);
     // The leader contacts it; it asks the leader, whose answer names it a voter: no shortcut.
     c.tick(leader);
@@ -1236,27 +1228,10 @@ fn a_joined_voter_that_lost_its_data_rejoins_before_it_votes() {
     let candidate = others(&c, &[leader, NodeId(4)])[0];
     c.raft(4).step(
         candidate,
-        Message::RequestVote(RequestVote {
-            term,
-            last_log_id: crate::LogId::ZERO,
-            pre_vote: false,
-            leadership_transfer: false,
-        }),
+        super::rejoin::vote_request(term, crate::LogId::ZERO),
     );
-    let granted: Vec<bool> = c
-        .raft(4)
-        .take_ready()
-        .messages
-        .into_iter()
-        .filter_map(|m| match m.message {
-            Message::RequestVoteResponse(RequestVoteResponse { vote_granted, .. }) => {
-                Some(vote_granted)
-            }
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        granted,
+        super::rejoin::granted(&mut c, 4),
         vec![false],
         "no vote in a term it may have voted in"
     );

@@ -8,7 +8,7 @@ use crate::{
     NodeId, RejoinAnswer, RejoinQuery, RequestVote, RequestVoteResponse, Role, Standing, Term,
 };
 
-fn vote_request(term: Term, last: LogId) -> Message {
+pub(super) fn vote_request(term: Term, last: LogId) -> Message {
     Message::RequestVote(RequestVote {
         term,
         last_log_id: last,
@@ -17,7 +17,7 @@ fn vote_request(term: Term, last: LogId) -> Message {
     })
 }
 
-fn granted(cluster: &mut Cluster, id: u64) -> Vec<bool> {
+pub(super) fn granted(cluster: &mut Cluster, id: u64) -> Vec<bool> {
     cluster
         .raft(id)
         .take_ready()
@@ -44,7 +44,7 @@ fn cluster_with_entries(entries: usize) -> (Cluster, NodeId) {
 }
 
 /// `id` crashes and restarts on a new, empty disk, under its old id.
-fn wipe(c: &mut Cluster, id: NodeId) {
+pub(super) fn wipe(c: &mut Cluster, id: NodeId) {
     c.crash(id);
     c.replace_disk(
         id,
