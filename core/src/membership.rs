@@ -252,9 +252,9 @@ impl Membership {
         }
     }
 
-    /// The membership after `changes`. A change of at most one voter is made directly (a removal,
-    /// or a learner's promotion); any larger change, or a voter added that was not a learner,
-    /// enters a joint configuration of the old and new voters that the leader leaves by
+    /// The membership after `changes`. A change of at most one voter is made directly; any larger
+    /// change, or a voter added to a configuration of fewer than three, enters a joint
+    /// configuration of the old and new voters that the leader leaves by
     /// itself once it is committed (thesis §4.3, §6 of the paper).
     pub fn apply(&self, changes: &[ConfChange]) -> Result<Membership, MembershipError> {
         if self.conf.is_joint() {
@@ -323,15 +323,14 @@ impl Membership {
             return Err(MembershipError::NoVoters);
         }
         let voters_changed = voters.symmetric_difference(&self.conf.voters).count();
-        // A voter that was not a member (no learner first) joins through a joint configuration
-        // even alone: directly, it and the leader could be a quorum of the new configuration
-        // while no node of the old one knows of it, and a leader that then lost its data could
-        // not find, by asking the members, the only other node holding what they committed
-        // (`rejoin.rs`; a learner, being a member, is asked).
-        let voter_from_outside = voters
-            .difference(&self.conf.voters)
-            .any(|id| !self.conf.learners.contains(id));
-        let conf = if voters_changed <= 1 && !voter_from_outside {
+        // A voter added to a configuration of fewer than three goes through a joint one, though
+        // only one voter changes: directly, the leader and the new voter alone would be a
+        // quorum of the new configuration (2 of 3, 2 of 2) before the new voter holds the entry
+        // naming it one, and if that leader then lost its data, no voter's answer to its rejoin
+        // would show what the two of them committed (`rejoin.rs`). With three voters or more,
+        // every quorum of the new configuration holds an old voter besides the leader.
+        let adds_voter = voters.difference(&self.conf.voters).next().is_some();
+        let conf = if voters_changed <= 1 && !(adds_voter && self.conf.voters.len() < 3) {
             ConfState {
                 voters,
                 learners,
@@ -505,7 +504,7 @@ mod tests {
     }
 
     #[test]
-    fn a_voter_added_without_being_a_learner_first_goes_through_a_joint_configuration() {
+    fn a_voter_added_to_fewer_than_three_goes_through_a_joint_configuration() {
         let two = three().apply(&[remove(3)]).unwrap();
         assert!(!two.conf.is_joint());
         let added = two
@@ -518,6 +517,21 @@ mod tests {
         assert_eq!(added.conf.voters, set(&[1, 2, 4]));
         assert_eq!(added.conf.voters_outgoing, set(&[1, 2]));
         assert_eq!(added.addresses[&NodeId(4)], "n4:7000");
+        let promoted = two
+            .apply(&[add_learner(4)])
+            .unwrap()
+            .apply(&[promote(4)])
+            .unwrap();
+        assert!(promoted.conf.is_joint());
+        assert_eq!(promoted.conf.voters, set(&[1, 2, 4]));
+        // From three on, one voter added is direct: every quorum of four holds two of the three.
+        let direct = three()
+            .apply(&[ConfChange::AddVoter {
+                id: NodeId(4),
+                address: Some("n4:7000".into()),
+            }])
+            .unwrap();
+        assert!(!direct.conf.is_joint());
     }
 
     #[test]

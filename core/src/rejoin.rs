@@ -60,7 +60,7 @@ pub enum Standing {
     #[default]
     Rejoining,
     /// Every member of every live configuration answered; `floor` is the highest term they
-    /// reported and `floor_log` the most up to date of the durable logs reported (learners' too);
+    /// reported and `floor_log` the most up to date of the durable logs voters reported;
     /// `floor_leader_commit` the commit index the leader of term `floor` reported, if it
     /// answered as leader. Answers leaders; votes only in terms after `floor`, for candidates
     /// whose log is at least as up to date as `floor_log` or as its own once that holds
@@ -278,12 +278,16 @@ impl Raft {
                 }
             }
         }
-        // Every answer's log counts, a learner's too: a leader counts acknowledgements by the
-        // newest configuration in its own log (§6), so a learner whose promotion that leader
-        // had appended but not yet sent counted as a voter. From two voters to three, the
-        // leader and that learner are a quorum: with the leader's store lost, the learner may be
-        // the only node holding an entry committed with the old self's help.
-        self.rejoin.floor_log = self.rejoin.floor_log.max(answer.last_log_id);
+        // Only a voter's log can hold an entry committed with this node's help (commits count
+        // voters): a learner's log, possibly holding an uncommitted tail no voter will ever
+        // have, must not raise the floor log past every candidate. A learner whose promotion
+        // only a leader held is counted by that leader, but every quorum it is part of holds
+        // another voter of the configuration before (`Membership::apply` adds a voter to a
+        // configuration of fewer than three through a joint one), which answers as a voter.
+        let answered_as_voter = answer.configs.iter().any(|(_, conf)| conf.is_voter(from));
+        if answered_as_voter {
+            self.rejoin.floor_log = self.rejoin.floor_log.max(answer.last_log_id);
+        }
         for config in answer.configs {
             if !self.rejoin.configs.contains(&config) {
                 self.rejoin.configs.push(config);
