@@ -517,6 +517,23 @@ fn a_transfer_that_cannot_finish_is_abandoned_and_proposals_resume() {
     });
 }
 
+/// Wait until node `id` runs with the standing of a member, or panic after `limit`.
+async fn wait_until_member(cluster: &RefCell<TestCluster>, id: NodeId, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let statuses = cluster.borrow().statuses().await;
+        let standing = statuses.iter().find(|s| s.id == id).map(|s| s.standing);
+        if standing == Some(Standing::Member) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {id} is not a member after {limit:?}: {standing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A node that joined and was promoted loses its store (a new, empty one under its old id, still
 /// with no bootstrap voters, as `RaftNodeBuilder::join` starts it): the configuration names it a
 /// voter, so it rejoins in full before it votes, while the cluster goes on; once a leader of a
@@ -534,20 +551,7 @@ fn a_joined_voter_that_lost_its_store_rejoins_before_it_votes() {
         }
         cluster.borrow_mut().add_empty(NodeId(4));
         change(&cluster, vec![learner(4)]).await;
-        let standing = |statuses: &[raftor_actors::NodeStatus]| {
-            statuses
-                .iter()
-                .find(|s| s.id == NodeId(4))
-                .map(|s| s.standing)
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while standing(&cluster.borrow().statuses().await) != Some(Standing::Member) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the new learner is a member"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until_member(&cluster, NodeId(4), Duration::from_secs(5)).await;
         change(&cluster, vec![promote(4)]).await;
         wait_for_configuration(&cluster, &ids(&[1, 2, 3, 4])).await;
 
@@ -578,14 +582,7 @@ fn a_joined_voter_that_lost_its_store_rejoins_before_it_votes() {
             .await
             .expect("a new leader");
         cluster.borrow().propose_on_leader("after").await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while standing(&cluster.borrow().statuses().await) != Some(Standing::Member) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "node 4 rejoined after a leader change"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until_member(&cluster, NodeId(4), Duration::from_secs(10)).await;
         cluster
             .borrow()
             .wait_applied(12, Duration::from_secs(10))
