@@ -36,12 +36,14 @@
 //! A new cluster goes through the same steps: every store is new, every answer says term 0, and
 //! the floor 0 needs no catching up. A node that joins a running cluster (no bootstrap voters:
 //! `raftor serve --join`, `RaftNodeBuilder::join`) starts `Rejoining` too, since its store may be
-//! one a voter lost; it asks whoever contacts it (the leader that added it). If the leader's
-//! answer, and every other answer so far, names it a voter in no configuration, it was at most
+//! one a voter lost; it asks whoever contacts it (the leader that added it), then the members
+//! the leader's answer names. If no answer names it a voter in any configuration, it was at most
 //! a learner there: nothing it promised was counted toward a commit or an election, and the
 //! leader, asked, stops counting what it acknowledged (its catch-up toward promotion starts
-//! afresh). So it is a member at once (`joined_as_learner`), a round trip after the leader's
-//! first message. Named a voter, it lost a voter's data: it rejoins in full, as above.
+//! afresh). So it is a member as soon as the leader and a majority of the voters answered in a
+//! term no later than the leader's (`joined_as_learner`): a round trip or two after the
+//! leader's first message. Named a voter, or with no such majority (the leader may be deposed,
+//! and a newer one may have made it a voter), it rejoins in full, as above.
 
 use crate::message::{Message, RejoinAnswer, RejoinQuery};
 use crate::raft::Raft;
@@ -252,7 +254,6 @@ impl Raft {
         if self.standing == Standing::Member || from == self.id() {
             return;
         }
-        let from_leader = answer.leader_commit.is_some();
         if answer.configs.len() > MAX_CONFIGS_PER_REJOIN_ANSWER {
             // No member's log holds that many configurations past its commit (one change is
             // in progress at a time): not an answer to count, and merging it would cost time
@@ -294,7 +295,7 @@ impl Raft {
             }
         }
         self.rejoin.answers.insert(from, answer.term);
-        if from_leader && self.joined_as_learner() {
+        if self.joined_as_learner() {
             self.rejoin = RejoinState::default();
             self.standing = Standing::Member;
             return;
@@ -308,21 +309,43 @@ impl Raft {
     }
 
     /// Whether a rejoining node that joined a running cluster (started with no bootstrap voters)
-    /// may be a member at once, asked once a leader answered: no configuration it knows of (its
+    /// may be a member without rejoining in full: a leader answered this round, no configuration it knows of (its
     /// own log's from its commit on, and every one an answer this round reported) names it a
-    /// voter. Its old self, if it had one, was then at most a learner in every configuration that
-    /// may still decide: no commit counted its acknowledgements and no candidate its vote, and the
-    /// leader that answered stopped counting what it acknowledged (`handle_rejoin_query`), so its
-    /// catch-up toward a promotion starts afresh. A founding voter always rejoins in full.
+    /// voter, and a majority of the voters of each configuration that may still decide answered
+    /// in a term no later than the leader's. Its old self, if it had one, was then at most a
+    /// learner in every configuration that may still decide: no commit counted its
+    /// acknowledgements and no candidate its vote, and the leader that answered stopped counting
+    /// what it acknowledged (`handle_rejoin_query`), so its catch-up toward a promotion starts
+    /// afresh. The majority keeps a leader deposed without knowing it from being believed
+    /// alone: a leader of a later term, which may have made this node a voter in a configuration
+    /// the deposed one never saw, was elected before the question by a majority that overlaps
+    /// this one, and terms only grow, so no such majority answers; the node then rejoins in full
+    /// once every member answered. A founding voter always rejoins in full.
     fn joined_as_learner(&self) -> bool {
         let me = self.id();
-        self.standing == Standing::Rejoining
-            && self.config.voters.is_empty()
-            && !self
-                .live_configurations()
+        let Some(leader_term) = self.rejoin.leader_commits.keys().next_back().copied() else {
+            return false;
+        };
+        if self.standing != Standing::Rejoining || !self.config.voters.is_empty() {
+            return false;
+        }
+        let live = self.live_configurations();
+        let answered_by_then = |voter: NodeId| {
+            self.rejoin
+                .answers
+                .get(&voter)
+                .is_some_and(|term| *term <= leader_term)
+        };
+        !live
+            .iter()
+            .chain(self.rejoin.configs.iter().map(|(_, conf)| conf))
+            .any(|conf| conf.is_voter(me))
+            && live
                 .iter()
-                .chain(self.rejoin.configs.iter().map(|(_, conf)| conf))
-                .any(|conf| conf.is_voter(me))
+                // A configuration with no voters (the joiner's own, before it learns one)
+                // decides nothing.
+                .filter(|conf| !conf.all_voters().is_empty())
+                .all(|conf| conf.has_quorum(answered_by_then))
     }
 
     /// Every other member (voter or learner) of each configuration that may still decide

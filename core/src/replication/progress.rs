@@ -502,6 +502,11 @@ impl Progress {
 
     /// A rejoining follower's answer: go on from where it says, forward past what it appended or
     /// back to where its log diverges, probing; it vouched for nothing.
+    ///
+    /// An answer that leaves the probe where it was (a rejoining node that holds the leader's
+    /// whole log, refusing each probe the same way) does not end it: the next one leaves at the
+    /// next heartbeat, not at once, or the two would trade probes and refusals for as long as
+    /// the node rejoins, as fast as the network carries them.
     pub fn on_rejoining(&mut self, rejected_prev_index: LogIndex, hint: ConflictHint) {
         match self.state {
             ProgressState::Snapshot => return,
@@ -514,7 +519,11 @@ impl Progress {
         } else {
             rejected_prev_index.min(hint.first_index)
         };
-        self.next_index = target.max(self.matched.index.next()).max(LogIndex(1));
+        let next_index = target.max(self.matched.index.next()).max(LogIndex(1));
+        if self.state == ProgressState::Probe && next_index == self.next_index {
+            return;
+        }
+        self.next_index = next_index;
         self.become_probe();
     }
 

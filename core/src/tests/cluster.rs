@@ -231,7 +231,7 @@ impl Cluster {
         }
     }
 
-    fn deliver(&mut self, envelope: Envelope) {
+    pub(crate) fn deliver(&mut self, envelope: Envelope) {
         let Envelope { from, to, message } = envelope;
         if self.cut.contains(&(from, to)) || !self.nodes.get(&to).is_some_and(|n| n.up) {
             return;

@@ -1204,6 +1204,147 @@ fn a_joining_node_is_a_member_once_the_leader_answers_that_it_is_no_voter() {
     assert_eq!(conf(&c, NodeId(4)).voters, set(&[1, 2, 3, 4]));
 }
 
+/// A paused leader, deposed meanwhile, does not vouch alone for a joined node that lost its data:
+/// the new leader made the node a voter in a configuration the old one never saw. Asked by the
+/// old leader's heartbeat, the node waits for a majority of the voters as well, and their later
+/// term sends it through the full rejoin (before, the old leader's word made it a member at
+/// once, with no memory of the entries it had helped commit as a voter).
+#[test]
+fn a_joined_node_does_not_take_a_deposed_leaders_word_that_it_is_no_voter() {
+    let mut c = cluster(3);
+    let old_leader = stable_leader(&mut c);
+    add_learner(&mut c, old_leader, 4);
+    let old_term = c.raft(old_leader.0).current_term();
+    // The old leader pauses (no ticks, nothing in or out); the rest elect a new leader, which
+    // makes 4 a voter and commits with it.
+    c.isolate(old_leader);
+    let mut new_leader = None;
+    for _ in 0..400 {
+        for id in others(&c, &[old_leader]) {
+            c.tick(id);
+        }
+        c.deliver_all();
+        new_leader = others(&c, &[old_leader, NodeId(4)])
+            .into_iter()
+            .find(|id| c.raft(id.0).role() == crate::Role::Leader);
+        if new_leader.is_some() {
+            break;
+        }
+    }
+    let new_leader = new_leader.expect("the others elect a leader");
+    let new_term = c.raft(new_leader.0).current_term();
+    assert!(new_term > old_term);
+    for _ in 0..5 {
+        for id in others(&c, &[old_leader]) {
+            c.tick(id);
+        }
+        c.deliver_all();
+    }
+    let index = change(&mut c, new_leader, &[voter(4)]).expect("accepted");
+    for _ in 0..30 {
+        for id in others(&c, &[old_leader]) {
+            c.tick(id);
+        }
+        c.deliver_all();
+    }
+    assert!(c.raft(4).commit_index() >= index);
+    assert_eq!(conf(&c, new_leader).voters, set(&[1, 2, 3, 4]));
+
+    // 4 loses its data; only the old leader, resuming, reaches it at first.
+    super::rejoin::wipe(&mut c, NodeId(4));
+    c.heal();
+    for peer in others(&c, &[old_leader, NodeId(4)]) {
+        cut_both(&mut c, old_leader, peer);
+        cut_both(&mut c, NodeId(4), peer);
+    }
+    for _ in 0..6 {
+        c.tick(old_leader);
+        c.deliver_all();
+        if c.raft(4).rejoin.leader_commits.contains_key(&old_term) {
+            break;
+        }
+    }
+    assert_eq!(c.raft(old_leader.0).role(), crate::Role::Leader);
+    assert_eq!(c.raft(old_leader.0).current_term(), old_term);
+    assert!(
+        c.raft(4).rejoin.leader_commits.contains_key(&old_term),
+        "the old leader answered"
+    );
+    assert_eq!(
+        c.raft(4).standing(),
+        crate::Standing::Rejoining,
+        "one leader's word, with no majority behind it, does not make a member"
+    );
+
+    // The voters reach it: their later term and configuration send it through the full rejoin,
+    // and it grants no vote in the new leader's term (its old self may have voted there).
+    for peer in others(&c, &[old_leader, NodeId(4)]) {
+        c.cut.remove(&(NodeId(4), peer));
+        c.cut.remove(&(peer, NodeId(4)));
+    }
+    for _ in 0..60 {
+        for id in others(&c, &[old_leader]) {
+            c.tick(id);
+        }
+        c.deliver_all();
+    }
+    assert!(
+        matches!(
+            c.raft(4).standing(),
+            crate::Standing::CatchingUp { floor, .. } if floor >= new_term
+        ),
+        "{:?}",
+        c.raft(4).standing()
+    );
+    let _ = c.raft(4).take_ready();
+    let candidate = others(&c, &[old_leader, NodeId(4), new_leader])[0];
+    let candidate_log = c.raft(candidate.0).last_log_id();
+    c.raft(4).step(
+        candidate,
+        super::rejoin::vote_request(new_term, candidate_log),
+    );
+    assert_eq!(super::rejoin::granted(&mut c, 4), vec![false]);
+    c.assert_consistent();
+}
+
+/// The majority a joined node waits for counts the answers in terms no later than the leader's;
+/// a voter answering from a later term (one that campaigned alone, cut off) is left out rather
+/// than holding the node back, and the node is a member once enough others answered.
+#[test]
+fn a_joined_node_counts_the_answers_no_later_than_the_leaders_term() {
+    use crate::{message::RejoinAnswer, LogId};
+    let mut c = cluster(3);
+    let leader = stable_leader(&mut c);
+    let (a, b) = (others(&c, &[leader])[0], others(&c, &[leader])[1]);
+    let term = c.raft(leader.0).current_term();
+    let mut conf = conf(&c, leader).clone();
+    conf.learners.insert(NodeId(4));
+    c.add_node(NodeId(4), leader);
+    let _ = c.raft(4).take_ready();
+    let answer = |term: Term, leader_commit: Option<LogIndex>| {
+        Message::RejoinAnswer(RejoinAnswer {
+            term,
+            configs: vec![(LogIndex(2), conf.clone())],
+            last_log_id: LogId::ZERO,
+            leader_commit,
+        })
+    };
+    c.raft(4).step(leader, answer(term, Some(LogIndex(2))));
+    assert_eq!(
+        c.raft(4).standing(),
+        crate::Standing::Rejoining,
+        "the leader alone"
+    );
+    c.raft(4).step(a, answer(term.next().next(), None));
+    assert_eq!(
+        c.raft(4).standing(),
+        crate::Standing::Rejoining,
+        "a later term is no answer for the leader's majority"
+    );
+    c.raft(4).step(b, answer(term, None));
+    assert_eq!(c.raft(4).standing(), crate::Standing::Member);
+}
+
 /// A node that joined, was promoted, and then lost its data comes back under its old id with no
 /// bootstrap voters (`raftor serve --join`, `RaftNodeBuilder::join`): the leader's answer names
 /// it a voter, so it rejoins in full (every member asked, then caught up past the floor) and

@@ -489,3 +489,51 @@ fn an_answer_listing_too_many_configurations_is_ignored() {
         c.raft(rejoiner.0).standing()
     );
 }
+
+/// A rejoining node that holds the leader's whole log refuses each probe the same way while it
+/// waits for a member that is down; the leader probes it again at its heartbeats, not at once
+/// (it and the leader traded probes and refusals as fast as messages went, for as long as it
+/// waited).
+#[test]
+fn a_caught_up_rejoining_node_is_probed_at_heartbeats_not_at_once() {
+    let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+    let leader = c.elect(200).expect("a leader");
+    c.tick_all(5);
+    let rest: Vec<NodeId> = ids(3).into_iter().filter(|id| *id != leader).collect();
+    let (rejoiner, down) = (rest[0], rest[1]);
+    c.crash(down);
+    wipe(&mut c, rejoiner);
+    let heartbeats = 10;
+    let heartbeat_ticks = c.raft(leader.0).config().heartbeat_ticks;
+    let mut probes = 0;
+    for _ in 0..heartbeats * heartbeat_ticks {
+        c.tick(leader);
+        c.tick(rejoiner);
+        let mut budget = 10_000;
+        while let Some(envelope) = c.queue.pop_front() {
+            budget -= 1;
+            assert!(budget > 0, "message storm");
+            if envelope.from == leader
+                && envelope.to == rejoiner
+                && matches!(envelope.message, Message::AppendEntries(_))
+            {
+                probes += 1;
+            }
+            c.deliver(envelope);
+        }
+    }
+    assert_eq!(
+        c.raft(rejoiner.0).standing(),
+        Standing::Rejoining,
+        "waits for {down}"
+    );
+    assert_eq!(
+        c.raft(rejoiner.0).last_log_id(),
+        c.raft(leader.0).last_log_id(),
+        "it holds the leader's log"
+    );
+    assert!(
+        probes <= 3 * heartbeats as usize,
+        "{probes} AppendEntries in {heartbeats} heartbeats"
+    );
+}
