@@ -54,7 +54,8 @@ pub fn run(args: &BackupArgs) -> ExitCode {
     }
 }
 
-/// Streams the backup into `<out>.partial`, checks it, then renames it to `out`.
+/// Streams the backup into `<out>.partial` (`open_partial`), checks it, then names it `out`
+/// (`finish`).
 async fn save(args: &BackupArgs) -> Result<BackupHeader, String> {
     if args.out.exists() {
         return Err(format!("{} exists already", args.out.display()));
@@ -92,40 +93,147 @@ async fn save(args: &BackupArgs) -> Result<BackupHeader, String> {
             String::from_utf8_lossy(&body)
         ));
     }
-    let partial = args.out.with_extension("partial");
-    let written = write_checked(&mut response, &partial).await;
-    if written.is_err() {
+    let partial = partial_path(&args.out);
+    let file = open_partial(&partial)?;
+    let written = write_checked(&mut response, file, &partial).await;
+    let header = written.and_then(|header| finish(&partial, &args.out).map(|()| header));
+    if header.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
-    let header = written?;
-    std::fs::rename(&partial, &args.out).map_err(|e| {
-        format!(
-            "cannot rename {} to {}: {e}",
-            partial.display(),
-            args.out.display()
-        )
-    })?;
-    // The backup's name is durable once its directory is.
-    raftor::storage::durable::sync_parent(&args.out).map_err(|e| {
-        format!(
-            "cannot sync the directory holding {}: {e}",
-            args.out.display()
-        )
-    })?;
-    Ok(header)
+    header
 }
 
-/// Writes the stream to `path` as it comes, checking the header, the size and the checksum.
-async fn write_checked<S, E>(stream: &mut S, path: &Path) -> Result<BackupHeader, String>
+/// `<out>.partial`: where a backup is written until its size and checksum hold.
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Opens `path` (`<out>.partial`) for this backup alone, locked (`flock`) until the process
+/// ends. A file there that no process holds was left by a backup that was interrupted (killed,
+/// or its machine lost power): it is incomplete by construction, so it is replaced. One that a
+/// running backup holds is refused.
+fn open_partial(path: &Path) -> Result<std::fs::File, String> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    match try_lock(&file) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(format!(
+                "{} is being written by another backup to the same file",
+                path.display()
+            ))
+        }
+        Err(e) => return Err(format!("cannot lock {}: {e}", path.display())),
+    }
+    // The backup that held it may have finished (and removed the name) between the open and
+    // the lock: then this lock is on a file nobody will look for.
+    let held = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let named = std::fs::metadata(path).ok();
+    if !named.is_some_and(|named| same_file(&held, &named)) {
+        return Err(format!(
+            "{} was being written by another backup to the same file; try again",
+            path.display()
+        ));
+    }
+    if held.len() > 0 {
+        eprintln!(
+            "raftor backup: replacing {} ({} bytes), left by an interrupted backup",
+            path.display(),
+            held.len()
+        );
+        file.set_len(0)
+            .map_err(|e| format!("cannot truncate {}: {e}", path.display()))?;
+    }
+    Ok(file)
+}
+
+/// Takes an exclusive `flock` on `file` without waiting: `false` if another open file holds one.
+/// It lasts until the file is closed (the process ends, killed or not).
+#[cfg(unix)]
+fn try_lock(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `flock` on a descriptor this function borrows, open for its whole call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(error)
+    }
+}
+
+#[cfg(not(unix))]
+fn try_lock(_: &std::fs::File) -> std::io::Result<bool> {
+    Ok(true)
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    true
+}
+
+/// Gives the checked backup at `partial` its name `out`, never replacing a file that appeared
+/// there meanwhile (a hard link fails if the name exists; a rename would replace it), and makes
+/// the name durable.
+fn finish(partial: &Path, out: &Path) -> Result<(), String> {
+    match std::fs::hard_link(partial, out) {
+        Ok(()) => {
+            std::fs::remove_file(partial)
+                .map_err(|e| format!("cannot remove {}: {e}", partial.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(format!(
+                "{} exists already (written meanwhile)",
+                out.display()
+            ));
+        }
+        // A filesystem without hard links: rename, having checked the name is free.
+        Err(_) if !out.exists() => std::fs::rename(partial, out).map_err(|e| {
+            format!(
+                "cannot rename {} to {}: {e}",
+                partial.display(),
+                out.display()
+            )
+        })?,
+        Err(_) => {
+            return Err(format!(
+                "{} exists already (written meanwhile)",
+                out.display()
+            ))
+        }
+    }
+    // The backup's name is durable once its directory is.
+    raftor::storage::durable::sync_parent(out)
+        .map_err(|e| format!("cannot sync the directory holding {}: {e}", out.display()))
+}
+
+/// Writes the stream to `file` (at `path`) as it comes, checking the header, the size and the
+/// checksum, and syncs it.
+async fn write_checked<S, E>(
+    stream: &mut S,
+    mut file: std::fs::File,
+    path: &Path,
+) -> Result<BackupHeader, String>
 where
     S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let write_error = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
     let mut header: Option<BackupHeader> = None;
     let mut line = Vec::new();
@@ -216,5 +324,55 @@ pub fn restore(args: &RestoreArgs) -> ExitCode {
             eprintln!("raftor restore: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partial_file_is_named_after_the_whole_output_name() {
+        assert_eq!(
+            partial_path(Path::new("/b/raftor-2026-12-03.backup")),
+            Path::new("/b/raftor-2026-12-03.backup.partial")
+        );
+    }
+
+    #[test]
+    fn a_partial_file_left_by_an_interrupted_backup_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partial = dir.path().join("b.partial");
+        std::fs::write(&partial, b"half a backup").expect("write");
+        let file = open_partial(&partial).expect("nobody holds it: replaced");
+        assert_eq!(file.metadata().expect("metadata").len(), 0);
+    }
+
+    #[test]
+    fn a_partial_file_a_running_backup_holds_is_refused_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partial = dir.path().join("b.partial");
+        let running = open_partial(&partial).expect("the first backup");
+        std::fs::write(&partial, b"being written").expect("write");
+        let error = open_partial(&partial).expect_err("held by the first");
+        assert!(error.contains("another backup"), "{error}");
+        assert_eq!(std::fs::read(&partial).expect("read"), b"being written");
+        drop(running);
+        open_partial(&partial).expect("free once the first is done");
+    }
+
+    #[test]
+    fn finishing_never_replaces_a_file_that_appeared_meanwhile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (partial, out) = (dir.path().join("b.partial"), dir.path().join("b"));
+        std::fs::write(&partial, b"new").expect("write");
+        std::fs::write(&out, b"old").expect("write");
+        let error = finish(&partial, &out).expect_err("out exists");
+        assert!(error.contains("exists already"), "{error}");
+        assert_eq!(std::fs::read(&out).expect("read"), b"old");
+        std::fs::remove_file(&out).expect("remove");
+        finish(&partial, &out).expect("named");
+        assert_eq!(std::fs::read(&out).expect("read"), b"new");
+        assert!(!partial.exists(), "the partial name is gone");
     }
 }

@@ -958,6 +958,9 @@ fn a_secure_local_cluster_takes_credentials_from_flags_variables_and_a_file() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
     assert!(!out.exists(), "nothing is left behind");
+    // What a backup killed midway leaves behind is replaced, not in the way.
+    let partial = cluster.dir.path().join("backup.raftor.partial");
+    std::fs::write(&partial, b"{\"format\":\"raftor-kv-backup\"").expect("write");
     let saved = backup(&path("admin.token"));
     assert!(
         saved.status.success(),
@@ -967,6 +970,12 @@ fn a_secure_local_cluster_takes_credentials_from_flags_variables_and_a_file() {
     let header = raftor_kv::backup::verify(&mut std::fs::File::open(&out).expect("backup"))
         .expect("the backup checks out");
     assert!(header.index > 0, "{header:?}");
+    assert!(!partial.exists(), "the partial file became the backup");
+    assert!(
+        String::from_utf8_lossy(&saved.stderr).contains("left by an interrupted backup"),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
     let again = backup(&path("admin.token"));
     assert!(
         !again.status.success(),
