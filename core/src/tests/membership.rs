@@ -1204,6 +1204,16 @@ fn a_joining_node_is_a_member_once_the_leader_answers_that_it_is_no_voter() {
     assert_eq!(conf(&c, NodeId(4)).voters, set(&[1, 2, 3, 4]));
 }
 
+/// `rounds` rounds of ticks for every node but `paused`, delivering after each.
+fn tick_all_but(c: &mut Cluster, paused: NodeId, rounds: u32) {
+    for _ in 0..rounds {
+        for id in others(c, &[paused]) {
+            c.tick(id);
+        }
+        c.deliver_all();
+    }
+}
+
 /// A paused leader, deposed meanwhile, does not vouch alone for a joined node that lost its data:
 /// the new leader made the node a voter in a configuration the old one never saw. Asked by the
 /// old leader's heartbeat, the node waits for a majority of the voters as well, and their later
@@ -1220,10 +1230,7 @@ fn a_joined_node_does_not_take_a_deposed_leaders_word_that_it_is_no_voter() {
     c.isolate(old_leader);
     let mut new_leader = None;
     for _ in 0..400 {
-        for id in others(&c, &[old_leader]) {
-            c.tick(id);
-        }
-        c.deliver_all();
+        tick_all_but(&mut c, old_leader, 1);
         new_leader = others(&c, &[old_leader, NodeId(4)])
             .into_iter()
             .find(|id| c.raft(id.0).role() == crate::Role::Leader);
@@ -1234,19 +1241,9 @@ fn a_joined_node_does_not_take_a_deposed_leaders_word_that_it_is_no_voter() {
     let new_leader = new_leader.expect("the others elect a leader");
     let new_term = c.raft(new_leader.0).current_term();
     assert!(new_term > old_term);
-    for _ in 0..5 {
-        for id in others(&c, &[old_leader]) {
-            c.tick(id);
-        }
-        c.deliver_all();
-    }
+    tick_all_but(&mut c, old_leader, 5);
     let index = change(&mut c, new_leader, &[voter(4)]).expect("accepted");
-    for _ in 0..30 {
-        for id in others(&c, &[old_leader]) {
-            c.tick(id);
-        }
-        c.deliver_all();
-    }
+    tick_all_but(&mut c, old_leader, 30);
     assert!(c.raft(4).commit_index() >= index);
     assert_eq!(conf(&c, new_leader).voters, set(&[1, 2, 3, 4]));
 
@@ -1282,12 +1279,7 @@ fn a_joined_node_does_not_take_a_deposed_leaders_word_that_it_is_no_voter() {
         c.cut.remove(&(NodeId(4), peer));
         c.cut.remove(&(peer, NodeId(4)));
     }
-    for _ in 0..60 {
-        for id in others(&c, &[old_leader]) {
-            c.tick(id);
-        }
-        c.deliver_all();
-    }
+    tick_all_but(&mut c, old_leader, 60);
     assert!(
         matches!(
             c.raft(4).standing(),
