@@ -197,26 +197,22 @@ fn finish(partial: &Path, out: &Path) -> Result<(), String> {
             std::fs::remove_file(partial)
                 .map_err(|e| format!("cannot remove {}: {e}", partial.display()))?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+        // The name exists: it appeared meanwhile (or a filesystem without hard links cannot
+        // tell, and the name is taken).
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists || out.exists() => {
             return Err(format!(
                 "{} exists already (written meanwhile)",
                 out.display()
             ));
         }
-        // A filesystem without hard links: rename, having checked the name is free.
-        Err(_) if !out.exists() => std::fs::rename(partial, out).map_err(|e| {
+        // A filesystem without hard links, the name free: rename.
+        Err(_) => std::fs::rename(partial, out).map_err(|e| {
             format!(
                 "cannot rename {} to {}: {e}",
                 partial.display(),
                 out.display()
             )
         })?,
-        Err(_) => {
-            return Err(format!(
-                "{} exists already (written meanwhile)",
-                out.display()
-            ))
-        }
     }
     // The backup's name is durable once its directory is.
     raftor::storage::durable::sync_parent(out)
