@@ -4,7 +4,7 @@
 mod support;
 
 use raftor_actors::{NetworkControl, ProposeError};
-use raftor_core::{LogIndex, NodeId, Role, Term};
+use raftor_core::{LogIndex, NodeId, Role, Standing, Term};
 use raftor_storage::{LogStorage, RocksStorage, StoreIdentity};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -562,6 +562,84 @@ fn a_follower_restarted_from_its_rocksdb_directory_catches_up() {
         );
         assert!(status.term >= Term(1), "recovered its term");
         cluster.wait_applied(200, Duration::from_secs(10)).await;
+        cluster.assert_same_order();
+        cluster.shutdown();
+    });
+}
+
+/// A node whose data was lost starts on a new RocksDB store and hears the leader's term before
+/// it can finish rejoining (a member it must hear from is out of reach); it restarts. It must
+/// come back rejoining, not as a member that votes: the store records a new store's standing
+/// with its identity, so a hard state written alone does not read as an old member's store.
+#[test]
+fn a_node_restarted_while_rejoining_on_rocksdb_still_rejoins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node-3");
+    run_paused(|| async move {
+        let mut cluster = TestCluster::new(3, 7);
+        for i in 0..20 {
+            cluster.propose_on_leader(&format!("a-{i}")).await;
+        }
+        cluster.wait_applied(20, Duration::from_secs(5)).await;
+        if cluster.leader().await.map(|l| l.0) == Some(NodeId(3)) {
+            cluster.crash(NodeId(3)).await;
+            cluster.start(NodeId(3));
+            cluster.wait_for_leader(Duration::from_secs(5)).await;
+        }
+        // Node 3's store is lost: it comes back on a new RocksDB store, cut off from the member
+        // that is not the leader, so it cannot hear from every member.
+        cluster.crash(NodeId(3)).await;
+        let (leader, _) = cluster
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("a leader without node 3");
+        let other = NodeId(3 - leader.0);
+        cluster.control(NetworkControl::CutOneWay(NodeId(3), other));
+        cluster.control(NetworkControl::CutOneWay(other, NodeId(3)));
+        let open_rocks = {
+            let path = path.clone();
+            move || -> Box<dyn LogStorage> {
+                let identity = StoreIdentity {
+                    cluster_id: "test".into(),
+                    node_id: 3,
+                };
+                Box::new(RocksStorage::open(&path, &identity).expect("open rocksdb"))
+            }
+        };
+        cluster.set_storage(NodeId(3), Box::new(open_rocks));
+        cluster.start(NodeId(3));
+        let (_, term) = cluster.leader().await.expect("leader");
+        let mut heard = None;
+        for _ in 0..200 {
+            let status = cluster.handles[&NodeId(3)].status().await.expect("running");
+            if status.term >= term {
+                heard = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let heard = heard.expect("node 3 heard the leader's term");
+        assert_eq!(
+            heard.standing,
+            Standing::Rejoining,
+            "without every member's answer it is still rejoining: {heard:?}"
+        );
+
+        // It restarts on the store it wrote that term to.
+        cluster.crash(NodeId(3)).await;
+        cluster.start(NodeId(3));
+        let restarted = cluster.handles[&NodeId(3)].status().await.expect("running");
+        assert!(restarted.term >= term, "its term is durable: {restarted:?}");
+        assert_eq!(
+            restarted.standing,
+            Standing::Rejoining,
+            "restarted mid-rejoin, it must not be a member that votes: {restarted:?}"
+        );
+
+        // Once it hears from every member it rejoins and catches up.
+        cluster.control(NetworkControl::Heal);
+        cluster.propose_on_leader("after").await;
+        cluster.wait_applied(21, Duration::from_secs(10)).await;
         cluster.assert_same_order();
         cluster.shutdown();
     });

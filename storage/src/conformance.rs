@@ -56,7 +56,7 @@ pub fn run_all<H: Harness>(harness: &mut H) {
 }
 
 /// A new store is rejoining (`raftor_core::Standing`); a written standing survives a reopen,
-/// and a write without one leaves it as it was.
+/// and a write without one leaves it as it was, also a new store's first hard state.
 pub fn standing_round_trip<H: Harness>(harness: &mut H) {
     let mut store = harness.fresh();
     assert_eq!(
@@ -88,6 +88,30 @@ pub fn standing_round_trip<H: Harness>(harness: &mut H) {
     );
     let mut store = harness.reopen(store);
     assert_eq!(store.recover().expect("recover").standing, Standing::Member);
+
+    // A rejoining node adopts the terms it hears of: the rules write its hard state, and no
+    // standing while it stays the same.
+    let mut store = harness.fresh();
+    write_ok(
+        &mut store,
+        &LogWrite {
+            hard_state: Some(HardState {
+                current_term: Term(7),
+                voted_for: None,
+                commit_index: LogIndex(0),
+            }),
+            ..LogWrite::default()
+        },
+    );
+    let mut store = harness.reopen(store);
+    let recovered = store.recover().expect("recover");
+    assert_eq!(recovered.hard_state.current_term, Term(7));
+    assert_eq!(
+        recovered.standing,
+        Standing::Rejoining,
+        "a new store that wrote only a hard state, reopened, must still be rejoining: it would \
+         otherwise vote with the promises it lost"
+    );
 }
 
 /// An entry with a command payload, `payload` being its bytes.

@@ -31,7 +31,8 @@ use std::path::{Path, PathBuf};
 const META_CF: &str = "meta";
 const LOG_CF: &str = "log";
 const HARD_STATE_KEY: &[u8] = b"hard_state";
-/// The node's [`Standing`] (absent in a store written before standings existed: a member).
+/// The node's [`Standing`], written with a new store's identity (absent only in a store written
+/// before standings existed: a member).
 const STANDING_KEY: &[u8] = b"standing";
 const IDENTITY_KEY: &[u8] = b"identity";
 
@@ -338,8 +339,17 @@ impl RocksStorage {
                 Ok(false)
             }
             None => {
+                // A new store records that it is rejoining with its identity: the rules write a
+                // standing only when it changes, and a hard state without one reads as a store
+                // older than standings, a member. A node that adopted a term while rejoining,
+                // then restarted, would come back voting with its promises forgotten.
                 let mut batch = WriteBatch::default();
                 batch.put_cf(meta, IDENTITY_KEY, encode(expected, "the store identity")?);
+                batch.put_cf(
+                    meta,
+                    STANDING_KEY,
+                    encode(&Standing::Rejoining, "the standing")?,
+                );
                 self.db.write_opt(batch, &Self::sync_writes())?;
                 Ok(true)
             }
@@ -374,7 +384,8 @@ impl RocksStorage {
     }
 
     /// The stored standing; a store with a hard state but no standing predates standings and
-    /// is a member; a store with neither is new.
+    /// is a member; a store with neither is new. (A store created since records its standing
+    /// with its identity, [`Self::check_identity`].)
     fn read_standing(&self) -> Result<Standing, StorageError> {
         let meta = self.cf(META_CF)?;
         match self.db.get_pinned_cf(meta, STANDING_KEY)? {
