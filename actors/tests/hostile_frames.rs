@@ -428,10 +428,41 @@ async fn an_endpoint_fed_garbage_keeps_serving() {
 }
 
 /// How a test's handler answers: every answer is `answer` bytes, built after a short wait (as a
-/// read waits for the state machine), with or without stating that size beforehand.
+/// read waits for the state machine), with or without stating that size beforehand, and saying
+/// whether a request may be run again ([`PreparedAnswer::may_run_again`]).
+#[derive(Default)]
 struct Answers {
     answer: usize,
     stated: bool,
+    may_run_again: bool,
+    /// How many answers are in memory now, and the most at once.
+    live: Arc<(AtomicUsize, AtomicUsize)>,
+}
+
+/// Counts an answer's bytes as live until the last copy of them is dropped.
+struct LiveAnswer {
+    bytes: Vec<u8>,
+    live: Arc<(AtomicUsize, AtomicUsize)>,
+}
+
+impl LiveAnswer {
+    fn counted(bytes: Vec<u8>, live: Arc<(AtomicUsize, AtomicUsize)>) -> Bytes {
+        let now = live.0.fetch_add(1, Ordering::SeqCst) + 1;
+        live.1.fetch_max(now, Ordering::SeqCst);
+        Bytes::from_owner(LiveAnswer { bytes, live })
+    }
+}
+
+impl AsRef<[u8]> for LiveAnswer {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for LiveAnswer {
+    fn drop(&mut self) {
+        self.live.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Answers {
@@ -445,15 +476,19 @@ impl Answers {
         } else {
             ClientHandler::DEFAULT_ANSWER_BOUND
         };
+        let may_run_again = self.may_run_again;
+        let live = self.live.clone();
         let handler = ClientHandler::bounded(move |_body: Bytes| {
             let counted = counted.clone();
+            let live = live.clone();
             PreparedAnswer {
                 bound,
                 answer: Box::pin(async move {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     counted.fetch_add(1, Ordering::SeqCst);
-                    Bytes::from(vec![7u8; answer])
+                    LiveAnswer::counted(vec![7u8; answer], live)
                 }),
+                may_run_again,
             }
         });
         (handler, built)
@@ -590,6 +625,7 @@ async fn a_client_that_never_reads_its_answers_is_held_back_and_loses_nothing() 
     let answers = Answers {
         answer: ANSWER,
         stated: false,
+        ..Answers::default()
     };
     let (_endpoint, addr, built) = answers.serve(None).await;
     // The requests in flight, the answers within the budget, and the socket buffers.
@@ -609,10 +645,44 @@ async fn answers_are_not_built_past_the_session_budget_when_their_size_is_stated
     let answers = Answers {
         answer: ANSWER,
         stated: true,
+        ..Answers::default()
     };
     let (_endpoint, addr, built) = answers.serve(None).await;
     let bound = (SESSION_ANSWER_BYTES + SOCKET_BUFFERS) / ANSWER;
     held_back_then_all_answered(addr, &built, 400, ANSWER, bound).await;
+}
+
+/// Answers that outgrow the room their requests stated (a watch poll's batch, every lease, a
+/// retried write's recorded result) are not all built and held at once, uncharged, while they
+/// wait for room: a request that may be run again has an answer it finds no room for dropped,
+/// and is run again once its size is free. Before, a client pipelining such requests and reading
+/// nothing had every request in flight (`MAX_REQUESTS_IN_FLIGHT`) build its answer and hold it.
+#[actix_rt::test]
+async fn answers_larger_than_their_stated_bound_are_not_held_uncharged() {
+    use raftor_actors::network::client::MAX_REQUESTS_IN_FLIGHT;
+
+    const ANSWER: usize = 256 << 10;
+    const NODE_BUDGET: usize = 8 << 20;
+    let answers = Answers {
+        answer: ANSWER,
+        stated: false,
+        may_run_again: true,
+        ..Answers::default()
+    };
+    let (_endpoint, addr, built) = answers.serve(Some(NODE_BUDGET)).await;
+    let sent = MAX_REQUESTS_IN_FLIGHT as u64;
+    let (read, writing) = pipeline_without_reading(addr, sent, 2 * ANSWER).await;
+    settled(&built).await;
+    // What the node's budget holds, what the socket buffers took, and a few being dropped.
+    let bound = (NODE_BUDGET + SOCKET_BUFFERS) / ANSWER + 16;
+    let most = answers.live.1.load(Ordering::SeqCst);
+    assert!(
+        most <= bound,
+        "{most} answers of {ANSWER} bytes in memory at once while the client read nothing \
+         (bound {bound}, {sent} requests)"
+    );
+    read_every_answer(read, sent, ANSWER).await;
+    drop(writing.await.expect("writer"));
 }
 
 /// Clients that never read cannot take a node's memory between them: sessions share the node's
@@ -629,6 +699,7 @@ async fn a_session_that_takes_no_answers_while_others_wait_for_room_is_closed() 
     let answers = Answers {
         answer: ANSWER,
         stated: true,
+        ..Answers::default()
     };
     let (_endpoint, addr, built) = answers.serve(Some(8 * ANSWER)).await;
 
@@ -825,6 +896,61 @@ async fn client_sessions_past_the_limit_are_turned_away() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(served, "a session is served again once one ended");
+}
+
+/// Connections that have not said hello hold at most `max_opening_connections` places: one
+/// accepted past them is closed at once (not after the 10 s a hello may take), and a place is
+/// free again once a connection said hello or went away. Before, connections that never said
+/// hello were not counted, and enough of them took every descriptor the node had.
+#[actix_rt::test]
+async fn connections_past_the_opening_limit_are_closed_at_once() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_util::codec::Framed;
+
+    let (tx, _received) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let mut config = node_2_config(false);
+    config.max_opening_connections = 2;
+    echo_client_requests(&config);
+    let (_endpoint, addr) = tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts");
+    let silent = TcpStream::connect(addr).await.expect("connect");
+    let _silent_too = TcpStream::connect(addr).await.expect("connect");
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), third.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "a third connection without a hello is closed at once: {closed:?}"
+    );
+    // One gone, a client that says hello is served.
+    drop(silent);
+    let mut served = false;
+    for _ in 0..50 {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut framed = Framed::new(stream, FrameCodec::new(MAX));
+        let hello = framed.send(Frame::ClientHello {
+            protocol_version: PROTOCOL_VERSION,
+            token: None,
+        });
+        let request = Frame::ClientRequest {
+            id: 1,
+            body: Bytes::from_static(b"ping"),
+        };
+        if hello.await.is_ok() && framed.send(request).await.is_ok() {
+            let answer = tokio::time::timeout(Duration::from_secs(5), framed.next()).await;
+            if matches!(answer, Ok(Some(Ok(Frame::ClientResponse { id: 1, .. })))) {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        served,
+        "a place is free again once a silent connection went away"
+    );
 }
 
 /// Every connection the endpoint accepts, a client session's or a peer's, is probed with TCP

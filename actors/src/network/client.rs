@@ -41,6 +41,12 @@ pub struct PreparedAnswer {
     /// large limits how many requests a session runs at once.
     pub bound: usize,
     pub answer: LocalBoxFuture<'static, Bytes>,
+    /// The request may be run again with the same outcome (a read, or a write its client's
+    /// session makes exactly-once). An answer of it larger than `bound` that finds no room at
+    /// once is then dropped, its size waited for with nothing held, and the request run again:
+    /// built answers are never held uncharged while they wait, however many a client asks for.
+    /// Otherwise such an answer waits for room as it is, charged nothing meanwhile.
+    pub may_run_again: bool,
 }
 
 impl ClientHandler {
@@ -56,6 +62,7 @@ impl ClientHandler {
         ClientHandler::bounded(move |body| PreparedAnswer {
             bound: Self::DEFAULT_ANSWER_BOUND,
             answer: answer(body),
+            may_run_again: false,
         })
     }
 
@@ -280,7 +287,13 @@ pub(crate) async fn serve_session(
         // Room for the request and the largest answer it may get, before it runs (a client that
         // stops reading its answers stops being read).
         let body_bytes = body.len();
-        let PreparedAnswer { bound, answer } = handler.prepare(body);
+        let request_body = body.clone();
+        let PreparedAnswer {
+            bound,
+            answer,
+            may_run_again,
+        } = handler.prepare(body);
+        let again = may_run_again.then(|| (handler.clone(), request_body));
         let cost = body_bytes.saturating_add(bound);
         // With no room now, first wait until the client takes what it was sent: a session whose
         // client reads nothing does not queue for the node's room ahead of those that read.
@@ -299,12 +312,34 @@ pub(crate) async fn serve_session(
         let answers = answers.clone();
         let budget = budget.clone();
         actix_rt::spawn(async move {
-            let body = answer.await;
+            let mut body = answer.await;
             if !budget.shrink(&mut bytes, body.len()) {
-                tokio::select! {
-                    _ = budget.grow(&mut bytes, body.len()) => {}
-                    // The session ended (its client stopped taking answers): nothing waits for it.
-                    _ = answers.closed() => return,
+                if let Some(more) = budget.try_reserve(body.len()) {
+                    bytes = more;
+                } else if let Some((handler, request_body)) = again {
+                    // No room for what it outgrew: dropped rather than held uncharged (a client
+                    // pipelining requests whose answers outgrow their bounds would otherwise
+                    // have them all built and held at once), and run again once there is room.
+                    let wanted = body.len();
+                    drop(body);
+                    tokio::select! {
+                        _ = budget.grow(&mut bytes, wanted) => {}
+                        _ = answers.closed() => return,
+                    }
+                    body = handler.prepare(request_body).answer.await;
+                    // Larger again only by what changed while it waited: kept with what it
+                    // holds, and that many bytes more if there is room.
+                    if !budget.shrink(&mut bytes, body.len()) {
+                        if let Some(more) = budget.try_reserve(body.len()) {
+                            bytes = more;
+                        }
+                    }
+                } else {
+                    tokio::select! {
+                        _ = budget.grow(&mut bytes, body.len()) => {}
+                        // The session ended (its client stopped taking answers): nothing waits.
+                        _ = answers.closed() => return,
+                    }
                 }
             }
             let frame = Frame::ClientResponse { id, body };

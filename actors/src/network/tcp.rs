@@ -57,6 +57,12 @@ pub struct EndpointConfig {
     /// connection closed after its hello). Default:
     /// [`super::client::default_client_connection_limit`].
     pub max_client_sessions: usize,
+    /// The most connections accepted at once that have not yet said who they are (a TLS
+    /// handshake and a `Hello` or `ClientHello`, within 10 s); one accepted past it is closed at
+    /// once. So connections that never say hello cannot take the descriptors that the log store,
+    /// the peers and the sessions need. Default: [`Self::DEFAULT_MAX_OPENING_CONNECTIONS`], or
+    /// [`super::client::default_client_connection_limit`] when that is lower.
+    pub max_opening_connections: usize,
     /// The most bytes all client sessions together may hold in request bodies being answered and
     /// answers not yet written ([`super::answer_budget`]; each session also holds at most
     /// [`super::answer_budget::SESSION_ANSWER_BYTES`]), and as much again in requests still
@@ -76,6 +82,8 @@ impl EndpointConfig {
     pub const DEFAULT_CONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
     /// The default [`EndpointConfig::peer_queue_len`].
     pub const DEFAULT_PEER_QUEUE_LEN: usize = 4096;
+    /// The default [`EndpointConfig::max_opening_connections`], where descriptors allow it.
+    pub const DEFAULT_MAX_OPENING_CONNECTIONS: usize = 1024;
 
     /// A configuration with the default frame limit, backoff and queue length.
     pub fn new(
@@ -95,6 +103,8 @@ impl EndpointConfig {
             peer_queue_len: Self::DEFAULT_PEER_QUEUE_LEN,
             client_handler: super::client::ClientHandlerSlot::default(),
             max_client_sessions: super::client::default_client_connection_limit(),
+            max_opening_connections: super::client::default_client_connection_limit()
+                .min(Self::DEFAULT_MAX_OPENING_CONNECTIONS),
             max_unwritten_answer_bytes: super::answer_budget::DEFAULT_NODE_ANSWER_BYTES,
             tls: None,
         }

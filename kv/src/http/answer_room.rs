@@ -63,7 +63,8 @@ impl AnswerRoom {
 /// [`super::call`], for a request whose answer may carry values; what its answer holds of the
 /// answers' room is kept with `http`'s answer ([`taken_from`]).
 ///
-/// A read is run first: an answer of at most [`SMALL_ANSWER`] holds no room (so a GET of a small
+/// A read whose answer's size only running it tells (a page, a lease with its keys, every
+/// lease) is run first: an answer of at most [`SMALL_ANSWER`] holds no room (so a GET of a small
 /// value never waits behind large ones), a larger one holds its size if the room has it now; else
 /// it is dropped, its size waited for in turn while nothing is held, and the read run again (a
 /// read served later is still linearizable). A write cannot be run again: the largest answer it
@@ -74,11 +75,15 @@ pub(crate) async fn call_answered(
     http: &HttpRequest,
     request: KvRequest,
 ) -> KvResponse {
-    let bound = state.limits.bound(&request);
-    if bound <= SMALL_ANSWER {
-        return super::call(state, request).await;
-    }
-    if !matches!(request, KvRequest::Range { .. }) {
+    let runs_first = matches!(
+        request,
+        KvRequest::Range { .. } | KvRequest::LeaseInfo { .. } | KvRequest::Leases
+    );
+    if !runs_first {
+        let bound = state.limits.bound(&request);
+        if bound <= SMALL_ANSWER {
+            return super::call(state, request).await;
+        }
         let held = match room_for(&state.answers, bound).await {
             Ok(held) => held,
             Err(overloaded) => return overloaded,
@@ -136,6 +141,9 @@ fn answer_bytes(answer: &KvResponse) -> usize {
             .iter()
             .map(|kv| kv.key.len() + kv.value.as_ref().map_or(0, |value| value.len()) + PER_ITEM)
             .sum(),
+        KvResponse::Lease(lease) => lease.keys.iter().map(|key| key.len() + PER_ITEM).sum(),
+        // Each lease a JSON object of four numbers.
+        KvResponse::Leases(leases) => leases.len().saturating_mul(2 * PER_ITEM),
         _ => 0,
     }
 }

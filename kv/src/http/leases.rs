@@ -4,7 +4,9 @@
 //! `PUT /v1/kv/{key}?lease={id}` or a transaction's put.
 
 use super::written_refusal;
-use super::{bad_request, call, error_response, json_body, session, unexpected, HttpState};
+use super::{
+    bad_request, call, call_answered, error_response, json_body, session, unexpected, HttpState,
+};
 use crate::protocol::{KvRequest, KvResponse};
 use crate::store::{KvOutcome, LeaseView};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -60,8 +62,8 @@ pub async fn grant(
     }
 }
 
-pub async fn list(state: web::Data<HttpState>) -> HttpResponse {
-    match call(&state, KvRequest::Leases).await {
+pub async fn list(state: web::Data<HttpState>, request: HttpRequest) -> HttpResponse {
+    match call_answered(&state, &request, KvRequest::Leases).await {
         KvResponse::Leases(leases) => {
             let leases: Vec<Value> = leases.iter().map(|l| lease_json(l, false)).collect();
             HttpResponse::Ok().json(json!({ "leases": leases }))
@@ -70,8 +72,12 @@ pub async fn list(state: web::Data<HttpState>) -> HttpResponse {
     }
 }
 
-pub async fn show(state: web::Data<HttpState>, id: web::Path<u64>) -> HttpResponse {
-    match call(&state, KvRequest::LeaseInfo { id: *id }).await {
+pub async fn show(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    id: web::Path<u64>,
+) -> HttpResponse {
+    match call_answered(&state, &request, KvRequest::LeaseInfo { id: *id }).await {
         KvResponse::Lease(lease) => HttpResponse::Ok().json(lease_json(&lease, true)),
         other => unexpected(other),
     }

@@ -4,7 +4,7 @@
 //! take the answers cannot make the node build them past its budgets.
 
 use crate::protocol::{KvRequest, MAX_TXN_GETS, MAX_TXN_OPS};
-use crate::store::MAX_RANGE_BYTES;
+use crate::store::{LEASE_VIEW_MAX_KEYS, MAX_RANGE_BYTES};
 
 /// Room for an answer that carries no value: an outcome, an error with the leader's address (the
 /// answer to a request that does not decode), a status report, a small membership.
@@ -27,9 +27,10 @@ pub struct AnswerLimits {
 }
 
 impl AnswerLimits {
-    /// The largest answer `request` may get (an upper bound for every request but a watch poll
-    /// and the rare answers listing everything, such as every lease, which are charged the rest
-    /// once built).
+    /// The largest answer `request` may get: an upper bound for every request but a watch poll,
+    /// the list of every lease and a retried write (whose answer is what its session recorded),
+    /// which are charged the rest once built, or run again once there is room
+    /// ([`raftor::PreparedAnswer::may_run_again`]).
     pub fn bound(&self, request: &KvRequest) -> usize {
         let one_value = self.max_value_bytes + self.max_key_bytes + PER_ITEM;
         SMALL_ANSWER
@@ -52,6 +53,9 @@ impl AnswerLimits {
                 }
                 KvRequest::Txn { .. } => MAX_TXN_GETS * one_value + MAX_TXN_OPS * PER_ITEM,
                 KvRequest::Watch(_) => WATCH_POLL,
+                KvRequest::LeaseInfo { .. } => {
+                    LEASE_VIEW_MAX_KEYS * (self.max_key_bytes + PER_ITEM)
+                }
                 _ => 0,
             }
     }
@@ -80,6 +84,15 @@ mod tests {
             session: None,
         };
         assert_eq!(LIMITS.bound(&delete), SMALL_ANSWER);
+    }
+
+    #[test]
+    fn reading_a_lease_reserves_room_for_every_key_it_may_list() {
+        let bound = LIMITS.bound(&KvRequest::LeaseInfo { id: 7 });
+        assert!(
+            bound >= LEASE_VIEW_MAX_KEYS * LIMITS.max_key_bytes,
+            "{bound}"
+        );
     }
 
     #[test]

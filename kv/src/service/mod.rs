@@ -6,7 +6,7 @@
 //! changes and leadership transfer are in [`membership`], forwarding in `forward.rs`, the status
 //! and snapshot reports in `report.rs`.
 
-use crate::auth::{authorize, Access};
+use crate::auth::{authorize, Access, Role};
 use crate::lessor::Lessor;
 use crate::metrics::ServiceMetrics;
 use crate::protocol::{
@@ -181,6 +181,13 @@ impl KvService {
                 Ok(envelope) => limits.bound(&envelope.request),
                 Err(_) => answer_bound::SMALL_ANSWER,
             };
+            // Reads, and writes made exactly-once by their session (run again, one answers as
+            // the first did: a retried write's answer is the only one that can outgrow its
+            // bound, carrying what the session recorded for that sequence number).
+            let may_run_again = decoded.as_ref().is_ok_and(|envelope| {
+                envelope.request.required_role() == Role::Read
+                    || envelope.request.session().is_some()
+            });
             let answer = Box::pin(async move {
                 let response = match decoded {
                     Ok(envelope) => match authorize(&held, envelope.request.required_role()) {
@@ -193,7 +200,11 @@ impl KvService {
                 };
                 encode(&response)
             });
-            PreparedAnswer { bound, answer }
+            PreparedAnswer {
+                bound,
+                answer,
+                may_run_again,
+            }
         })
     }
 

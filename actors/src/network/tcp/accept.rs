@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,9 @@ pub(super) struct Acceptor {
     wakers: Wakers,
     /// A permit per client session being served (`config.max_client_sessions` in all).
     client_sessions: Arc<Semaphore>,
+    /// A permit per connection accepted that has not said hello yet
+    /// (`config.max_opening_connections` in all).
+    opening: Arc<Semaphore>,
     /// What all client sessions together may hold (`config.max_unwritten_answer_bytes`).
     answer_budget: Arc<NodeAnswerBudget>,
 }
@@ -52,6 +55,8 @@ impl Acceptor {
         // (A semaphore holds at most `MAX_PERMITS`: past that, as good as no limit.)
         let sessions = config.max_client_sessions.min(Semaphore::MAX_PERMITS);
         let client_sessions = Arc::new(Semaphore::new(sessions));
+        let opening = config.max_opening_connections.min(Semaphore::MAX_PERMITS);
+        let opening = Arc::new(Semaphore::new(opening));
         let answer_budget = NodeAnswerBudget::new(config.max_unwritten_answer_bytes);
         Acceptor {
             config,
@@ -59,6 +64,7 @@ impl Acceptor {
             counters,
             wakers,
             client_sessions,
+            opening,
             answer_budget,
         }
     }
@@ -144,8 +150,15 @@ impl Acceptor {
         Ok((read, write, certificate))
     }
 
-    /// Reads one inbound connection until it closes, breaks the protocol or the endpoint stops.
-    async fn serve(self, stream: TcpStream, remote: SocketAddr, cancel: CancellationToken) {
+    /// Reads one inbound connection until it closes, breaks the protocol or the endpoint stops;
+    /// `place` is its place among the connections that have not said hello yet.
+    async fn serve(
+        self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        place: OwnedSemaphorePermit,
+        cancel: CancellationToken,
+    ) {
         let node = self.node();
         keepalive::configure_accepted(&stream);
         // The TLS handshake and the hello together must come within HELLO_TIMEOUT, and the hello
@@ -162,6 +175,7 @@ impl Acceptor {
             _ = cancel.cancelled() => return,
             opened = tokio::time::timeout(HELLO_TIMEOUT, opening) => opened,
         };
+        drop(place);
         let (mut frames, write_half, certificate, first) = match opened {
             Err(_elapsed) => return self.reject(remote, "no hello in time"),
             Ok(Err(reason)) => return self.reject(remote, &reason),
@@ -270,7 +284,19 @@ pub(super) async fn run(listener: TcpListener, acceptor: Acceptor, cancel: Cance
         };
         match accepted {
             Ok((stream, remote)) => {
-                actix_rt::spawn(acceptor.clone().serve(stream, remote, cancel.clone()));
+                let Ok(place) = acceptor.opening.clone().try_acquire_owned() else {
+                    drop(stream);
+                    let max = acceptor.config.max_opening_connections;
+                    let reason = format!(
+                        "{max} connections already wait to say hello (max_opening_connections)"
+                    );
+                    acceptor.reject(remote, &reason);
+                    continue;
+                };
+                let serving = acceptor
+                    .clone()
+                    .serve(stream, remote, place, cancel.clone());
+                actix_rt::spawn(serving);
             }
             Err(error) => {
                 tracing::warn!(node = %node, %error, "accept failed");
