@@ -38,12 +38,18 @@ pub fn seed_data_dir(
             data_dir.display()
         )));
     }
-    raftor_storage::durable::create_dir_durable(data_dir).map_err(|source| {
-        StartError::DataDir {
-            path: data_dir.display().to_string(),
-            source,
-        }
-    })?;
+    let data_dir_error = |source| StartError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    };
+    raftor_storage::durable::create_dir_durable(data_dir).map_err(data_dir_error)?;
+    // Until the snapshot is in, the directory says it is not a node's yet: a restore cut short
+    // (killed, power lost, disk full) must not leave a store a node would start on, empty.
+    let marker = data_dir.join(RESTORE_MARKER);
+    std::fs::File::create(&marker)
+        .and_then(|file| file.sync_all())
+        .and_then(|()| raftor_storage::durable::sync_dir(data_dir))
+        .map_err(data_dir_error)?;
     let identity = StoreIdentity {
         cluster_id: cluster_id.to_owned(),
         node_id: id.0,
@@ -58,5 +64,25 @@ pub fn seed_data_dir(
     })?;
     let voters: BTreeSet<NodeId> = founders.keys().copied().collect();
     let membership = Membership::bootstrap(&voters, founders);
-    Ok(file.finish(&store, last_included, membership)?)
+    let meta = file.finish(&store, last_included, membership)?;
+    std::fs::remove_file(&marker)
+        .and_then(|()| raftor_storage::durable::sync_dir(data_dir))
+        .map_err(data_dir_error)?;
+    Ok(meta)
+}
+
+/// The file [`seed_data_dir`] keeps in a data directory while it seeds it.
+pub const RESTORE_MARKER: &str = "RESTORE-INCOMPLETE";
+
+/// Refuses a data directory that a restore began to seed and did not finish ([`RESTORE_MARKER`]):
+/// started on it, a node would found a cluster on an empty store and no snapshot.
+pub fn check_restore_finished(data_dir: &Path) -> Result<(), StartError> {
+    if data_dir.join(RESTORE_MARKER).exists() {
+        return Err(StartError::Config(format!(
+            "{} was being seeded by `raftor restore`, which did not finish (killed, out of disk \
+             space or power): delete the directory and run the restore again",
+            data_dir.display()
+        )));
+    }
+    Ok(())
 }

@@ -117,6 +117,7 @@ impl RaftNodeBuilder {
             StorageChoice::Custom(storage) => Ok(storage),
             StorageChoice::Dir(dir) => {
                 create_data_dir(&dir)?;
+                crate::restore::check_restore_finished(&dir)?;
                 let identity = StoreIdentity {
                     cluster_id: self.cluster_id.clone(),
                     node_id: id.0,

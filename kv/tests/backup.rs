@@ -266,6 +266,38 @@ async fn an_old_backup_restores_with_revisions_and_an_old_snapshot_is_refused_wi
         .err()
         .expect("refused");
     assert!(refused.to_string().contains("raftor restore"), "{refused}");
+
+    // A restore cut short (here its data stops coming part-way) leaves a directory no node
+    // starts on: before, a node started on it founded a cluster on an empty store.
+    struct CutShort<'a>(&'a [u8]);
+    impl std::io::Read for CutShort<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(std::io::Error::other("the backup's disk went away"));
+            }
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let cut_dir = tempfile::tempdir().expect("tempdir");
+    let mut config = local_node_config(1, 1, free_base_port(1), None, cut_dir.path());
+    quick_timing(&mut config);
+    let seeded = raftor::restore::seed_data_dir(
+        &config.data_dir,
+        &config.cluster_id,
+        config.id,
+        &config.peers,
+        raftor_core::LogId::new(raftor_core::Term(2), raftor_core::LogIndex(7)),
+        &mut CutShort(&data[..data.len() / 2]),
+    );
+    assert!(seeded.is_err(), "the copy failed");
+    let refused = raftor_kv::server::start_node(&config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("did not finish"), "{refused}");
 }
 
 /// A backup asked for while the node is writing a snapshot waits for a snapshot of its own, taken

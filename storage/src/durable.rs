@@ -40,8 +40,17 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
 /// Creates `dir` and whichever of its parents are missing, as `fs::create_dir_all` does, and
 /// makes each one created durable by syncing the directory that holds it. A data directory
 /// created and filled, then lost with its contents to a power failure, would leave a node that
-/// forgot what it promised; one that already exists is left as it is.
+/// forgot what it promised. A `dir` that exists already has its parent synced too: it may have
+/// been made by someone who never synced it (an operator's `mkdir`, a volume's setup) or by a
+/// process killed before it could.
 pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return match sync_parent(dir) {
+            // A parent this process may enter but not read: nothing it could do, as below.
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+            synced => synced,
+        };
+    }
     let mut missing = Vec::new();
     let mut at = Some(dir);
     while let Some(path) = at {

@@ -152,6 +152,34 @@ impl SnapshotStore {
         Ok(())
     }
 
+    /// The snapshot of `last` if one is here whole: its metadata decodes and names `last`, and
+    /// its data matches it ([`Self::verify`]); one that does not match is renamed aside.
+    fn intact_at(&self, last: LogId) -> Result<Option<SnapshotMeta>, StorageError> {
+        let path = self.meta_path(last);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(&path, e)),
+        };
+        let Ok(meta) = bincode::deserialize::<SnapshotMeta>(&bytes) else {
+            return Ok(None);
+        };
+        if meta.last_included != last {
+            return Ok(None);
+        }
+        match self.verify(&meta) {
+            Ok(()) => Ok(Some(meta)),
+            Err(StorageError::Corrupt(why)) => {
+                tracing::error!(dir = %self.dir.display(), %last, %why, "snapshot is corrupt: moved aside; a new one of the same index replaces it");
+                self.quarantine(&meta)?;
+                Ok(None)
+            }
+            // Its data file is missing: nothing to keep.
+            Err(StorageError::Io { .. }) if !self.data_path(last).exists() => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
     /// Renames a corrupt snapshot's files aside, metadata first.
     fn quarantine(&self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         for path in [
@@ -245,6 +273,14 @@ impl SnapshotStore {
             .installing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A snapshot of this index is here already (one asked for again with nothing applied
+        // since, or one received that this node had taken): it is kept. Renamed over it, the new
+        // data would sit beside metadata with the old checksum until the new metadata followed,
+        // and a power cut between would leave neither usable.
+        if let Some(existing) = self.intact_at(meta.last_included)? {
+            let _ = fs::remove_file(path);
+            return Ok(existing);
+        }
         let data_path = self.data_path(meta.last_included);
         fs::rename(path, &data_path).map_err(|e| io_error(&data_path, e))?;
 
@@ -586,6 +622,50 @@ mod tests {
         drop(first);
         assert_eq!(store.promote(second).expect("promoted"), meta);
         assert_eq!(store.latest().expect("latest"), Some(meta));
+    }
+
+    /// Two snapshots of one index (a backup asked for twice with nothing applied between; a
+    /// state whose encoding varies between runs): the first is kept whole, the second's file
+    /// removed, so no moment has metadata naming data with another checksum.
+    #[test]
+    fn a_snapshot_of_an_index_already_kept_leaves_the_first_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("open");
+        let first = write(&store, id(10, 1), b"the state, once");
+        let second = write(&store, id(10, 1), b"the state, again");
+        assert_eq!(second, first, "the snapshot already there answers");
+        assert_eq!(store.latest().expect("latest"), Some(first.clone()));
+        let mut data = String::new();
+        store
+            .open_data(&first)
+            .expect("open")
+            .read_to_string(&mut data)
+            .expect("read");
+        assert!(data.starts_with("the state, once"), "{data:?}");
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .expect("listed")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names.len(),
+            2,
+            "one snapshot's data and metadata, nothing else: {names:?}"
+        );
+
+        // A damaged one of that index is replaced instead.
+        fs::write(store.data_path(id(10, 1)), vec![0u8; first.size as usize]).expect("damaged");
+        store.verified.lock().expect("lock").clear();
+        let third = write(&store, id(10, 1), b"the state, third");
+        assert_ne!(third.checksum, first.checksum);
+        assert_eq!(store.latest().expect("latest"), Some(third));
     }
 
     /// The snapshot thread adds snapshots of the node's own state while the node promotes ones
