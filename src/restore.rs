@@ -17,7 +17,8 @@ use std::path::Path;
 /// cluster `cluster_id` whose founding members are `founders` (this node included, with their
 /// Raft addresses), holding as its only snapshot the state in `data` (the state machine's
 /// snapshot bytes, as a backup holds them) taken at `last_included`. Returns the snapshot's
-/// metadata (its size and CRC-32 let the caller check the copy).
+/// metadata (its size and CRC-32 let the caller check the copy); the directory is a node's only
+/// once the caller has checked it and called [`finish_seeding`].
 pub fn seed_data_dir(
     data_dir: &Path,
     cluster_id: &str,
@@ -64,14 +65,21 @@ pub fn seed_data_dir(
     })?;
     let voters: BTreeSet<NodeId> = founders.keys().copied().collect();
     let membership = Membership::bootstrap(&voters, founders);
-    let meta = file.finish(&store, last_included, membership)?;
-    std::fs::remove_file(&marker)
-        .and_then(|()| raftor_storage::durable::sync_dir(data_dir))
-        .map_err(data_dir_error)?;
-    Ok(meta)
+    Ok(file.finish(&store, last_included, membership)?)
 }
 
-/// The file [`seed_data_dir`] keeps in a data directory while it seeds it.
+/// Marks `data_dir`, seeded by [`seed_data_dir`], as whole once the caller has checked the copy
+/// against the backup (its size and CRC-32): until then a node refuses to start on it.
+pub fn finish_seeding(data_dir: &Path) -> Result<(), StartError> {
+    std::fs::remove_file(data_dir.join(RESTORE_MARKER))
+        .and_then(|()| raftor_storage::durable::sync_dir(data_dir))
+        .map_err(|source| StartError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })
+}
+
+/// The file [`seed_data_dir`] leaves in a data directory until [`finish_seeding`].
 pub const RESTORE_MARKER: &str = "RESTORE-INCOMPLETE";
 
 /// Refuses a data directory that a restore began to seed and did not finish ([`RESTORE_MARKER`]):

@@ -899,11 +899,11 @@ async fn client_sessions_past_the_limit_are_turned_away() {
 }
 
 /// Connections that have not said hello hold at most `max_opening_connections` places: one
-/// accepted past them is closed at once (not after the 10 s a hello may take), and a place is
-/// free again once a connection said hello or went away. Before, connections that never said
-/// hello were not counted, and enough of them took every descriptor the node had.
+/// accepted past them closes the oldest of them, so connections that never say hello neither
+/// take every descriptor (before, they were not counted) nor shut out a client or a peer that
+/// connects after them.
 #[actix_rt::test]
-async fn connections_past_the_opening_limit_are_closed_at_once() {
+async fn a_connection_past_the_opening_limit_closes_the_oldest_silent_one() {
     use futures::{SinkExt, StreamExt};
     use tokio_util::codec::Framed;
 
@@ -915,42 +915,44 @@ async fn connections_past_the_opening_limit_are_closed_at_once() {
     let (_endpoint, addr) = tcp::start(config, collector.recipient())
         .await
         .expect("endpoint starts");
-    let silent = TcpStream::connect(addr).await.expect("connect");
-    let _silent_too = TcpStream::connect(addr).await.expect("connect");
-    let mut third = TcpStream::connect(addr).await.expect("connect");
-    let mut byte = [0u8; 1];
-    let closed = tokio::time::timeout(Duration::from_secs(5), third.read(&mut byte)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0) | Err(_))),
-        "a third connection without a hello is closed at once: {closed:?}"
-    );
-    // One gone, a client that says hello is served.
-    drop(silent);
-    let mut served = false;
-    for _ in 0..50 {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let mut framed = Framed::new(stream, FrameCodec::new(MAX));
-        let hello = framed.send(Frame::ClientHello {
+    let mut oldest = TcpStream::connect(addr).await.expect("connect");
+    // (Accepted in order: the second's place is taken after the oldest's.)
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut second = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // A client past the limit says hello and is served.
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let mut framed = Framed::new(stream, FrameCodec::new(MAX));
+    framed
+        .send(Frame::ClientHello {
             protocol_version: PROTOCOL_VERSION,
             token: None,
-        });
-        let request = Frame::ClientRequest {
+        })
+        .await
+        .expect("hello");
+    framed
+        .send(Frame::ClientRequest {
             id: 1,
             body: Bytes::from_static(b"ping"),
-        };
-        if hello.await.is_ok() && framed.send(request).await.is_ok() {
-            let answer = tokio::time::timeout(Duration::from_secs(5), framed.next()).await;
-            if matches!(answer, Ok(Some(Ok(Frame::ClientResponse { id: 1, .. })))) {
-                served = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        })
+        .await
+        .expect("request");
+    let answer = tokio::time::timeout(Duration::from_secs(5), framed.next()).await;
     assert!(
-        served,
-        "a place is free again once a silent connection went away"
+        matches!(answer, Ok(Some(Ok(Frame::ClientResponse { id: 1, .. })))),
+        "served: {answer:?}"
     );
+    // The oldest silent connection made room, at once (not after the 10 s a hello may take); the
+    // other still waits.
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), oldest.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the oldest is closed: {closed:?}"
+    );
+    let waiting = tokio::time::timeout(Duration::from_millis(300), second.read(&mut byte)).await;
+    assert!(waiting.is_err(), "the second still waits: {waiting:?}");
 }
 
 /// Every connection the endpoint accepts, a client session's or a peer's, is probed with TCP

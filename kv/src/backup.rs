@@ -199,6 +199,7 @@ pub fn restore(
             &mut converted.as_slice(),
         )
         .map_err(|e| e.to_string())?;
+        raftor::restore::finish_seeding(data_dir).map_err(|e| e.to_string())?;
         return Ok(header);
     }
     let meta = raftor::restore::seed_data_dir(
@@ -210,7 +211,10 @@ pub fn restore(
         &mut reader.take(header.size),
     )
     .map_err(|e| e.to_string())?;
+    // Checked before the directory counts as seeded: a backup cut short or changed since it was
+    // verified leaves a directory no node starts on.
     check(&header, meta.size, meta.checksum).map_err(|e| e.to_string())?;
+    raftor::restore::finish_seeding(data_dir).map_err(|e| e.to_string())?;
     Ok(header)
 }
 

@@ -261,6 +261,7 @@ async fn an_old_backup_restores_with_revisions_and_an_old_snapshot_is_refused_wi
         &mut &data[..],
     )
     .expect("seeded");
+    raftor::restore::finish_seeding(&config.data_dir).expect("seeded whole");
     let refused = raftor_kv::server::start_node(&config)
         .await
         .err()

@@ -348,3 +348,38 @@ async fn a_compacted_start_is_410_and_a_watcher_that_never_reads_is_cut_off() {
     drop(stalled);
     cluster.shutdown().await;
 }
+
+/// A watch from the next change whose first batch is larger than the room a poll reserves (a
+/// value of 200 KiB): the poll answers that nothing changed before it, and the next poll, which
+/// starts there, delivers it (a poll from "now" cannot be run again once dropped for want of
+/// room, since it would start later; one that names its start can).
+#[actix_rt::test]
+async fn a_watch_from_now_gets_a_change_larger_than_a_polls_room() {
+    let cluster = Cluster::start(3).await;
+    let client = Client::new(cluster.endpoints(), ClientOptions::default()).expect("client");
+    let mut watch = client
+        .watch(KeySet::Prefix("big/".into()), None)
+        .with_progress_every(Duration::from_secs(2));
+    let writer = client.clone();
+    let value = "v".repeat(200 << 10);
+    let written = value.clone();
+    let put = actix_rt::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        writer.put("big/one", written).await.expect("put")
+    });
+    let mut seen = None;
+    for _ in 0..10 {
+        let batch = watch.next().await.expect("a batch");
+        if let Some(event) = batch.events.first() {
+            seen = Some(event.clone());
+            break;
+        }
+    }
+    let index = put.await.expect("writer").index;
+    let event = seen.expect("the change was delivered");
+    assert_eq!(event.kind, EventKind::Put);
+    assert_eq!(event.kv.key, "big/one");
+    assert_eq!(event.kv.mod_index, index);
+    assert_eq!(event.kv.value.as_deref(), Some(value.as_bytes()));
+    cluster.shutdown().await;
+}

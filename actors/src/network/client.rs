@@ -41,11 +41,13 @@ pub struct PreparedAnswer {
     /// large limits how many requests a session runs at once.
     pub bound: usize,
     pub answer: LocalBoxFuture<'static, Bytes>,
-    /// The request may be run again with the same outcome (a read, or a write its client's
-    /// session makes exactly-once). An answer of it larger than `bound` that finds no room at
-    /// once is then dropped, its size waited for with nothing held, and the request run again:
-    /// built answers are never held uncharged while they wait, however many a client asks for.
-    /// Otherwise such an answer waits for room as it is, charged nothing meanwhile.
+    /// The request may be run again with the same outcome (a read that names where it starts, a
+    /// write its client's session makes exactly-once). An answer of it larger than `bound` that
+    /// finds no room at once is then dropped, its size waited for with nothing held, and the
+    /// request run again until an answer fits: built answers are never held uncharged while they
+    /// wait, however many a client asks for. The request is kept meanwhile, and charged twice its
+    /// size (the handler holds a decoded copy). Otherwise such an answer waits for room as it is,
+    /// charged nothing meanwhile.
     pub may_run_again: bool,
 }
 
@@ -293,8 +295,11 @@ pub(crate) async fn serve_session(
             answer,
             may_run_again,
         } = handler.prepare(body);
+        // A request that may be run again is kept until its answer fits: charged twice, since the
+        // handler holds a decoded copy of it meanwhile.
         let again = may_run_again.then(|| (handler.clone(), request_body));
-        let cost = body_bytes.saturating_add(bound);
+        let kept = if again.is_some() { body_bytes } else { 0 };
+        let cost = body_bytes.saturating_add(kept).saturating_add(bound);
         // With no room now, first wait until the client takes what it was sent: a session whose
         // client reads nothing does not queue for the node's room ahead of those that read.
         let mut bytes = match budget.try_reserve(cost) {
@@ -313,35 +318,35 @@ pub(crate) async fn serve_session(
         let budget = budget.clone();
         actix_rt::spawn(async move {
             let mut body = answer.await;
-            if !budget.shrink(&mut bytes, body.len()) {
+            // Until the answer holds room for its size: an answer past its bound takes the rest
+            // if there is room now; else one that may be had again is dropped rather than held
+            // uncharged (a client pipelining requests whose answers outgrow their bounds would
+            // have them all built and held at once), its size (and the kept request) waited for
+            // with nothing held, and the request run again, until an answer fits.
+            loop {
+                if budget.shrink(&mut bytes, body.len()) {
+                    break;
+                }
                 if let Some(more) = budget.try_reserve(body.len()) {
                     bytes = more;
-                } else if let Some((handler, request_body)) = again {
-                    // No room for what it outgrew: dropped rather than held uncharged (a client
-                    // pipelining requests whose answers outgrow their bounds would otherwise
-                    // have them all built and held at once), and run again once there is room.
-                    let wanted = body.len();
-                    drop(body);
+                    break;
+                }
+                let Some((handler, request_body)) = &again else {
                     tokio::select! {
-                        _ = budget.grow(&mut bytes, wanted) => {}
-                        _ = answers.closed() => return,
-                    }
-                    body = handler.prepare(request_body).answer.await;
-                    // Larger again only by what changed while it waited: kept with what it
-                    // holds, and that many bytes more if there is room.
-                    if !budget.shrink(&mut bytes, body.len()) {
-                        if let Some(more) = budget.try_reserve(body.len()) {
-                            bytes = more;
-                        }
-                    }
-                } else {
-                    tokio::select! {
-                        _ = budget.grow(&mut bytes, body.len()) => {}
+                        _ = budget.grow(&mut bytes, body.len()) => break,
                         // The session ended (its client stopped taking answers): nothing waits.
                         _ = answers.closed() => return,
                     }
+                };
+                let wanted = body.len().saturating_add(request_body.len());
+                drop(body);
+                tokio::select! {
+                    _ = budget.grow(&mut bytes, wanted) => {}
+                    _ = answers.closed() => return,
                 }
+                body = handler.prepare(request_body.clone()).answer.await;
             }
+            drop(again);
             let frame = Frame::ClientResponse { id, body };
             let _ = answers
                 .send(Unwritten {

@@ -58,9 +58,10 @@ pub struct EndpointConfig {
     /// [`super::client::default_client_connection_limit`].
     pub max_client_sessions: usize,
     /// The most connections accepted at once that have not yet said who they are (a TLS
-    /// handshake and a `Hello` or `ClientHello`, within 10 s); one accepted past it is closed at
-    /// once. So connections that never say hello cannot take the descriptors that the log store,
-    /// the peers and the sessions need. Default: [`Self::DEFAULT_MAX_OPENING_CONNECTIONS`], or
+    /// handshake and a `Hello` or `ClientHello`, within 10 s); past it, the oldest of them is
+    /// closed to make room. So connections that never say hello cannot take the descriptors that
+    /// the log store, the peers and the sessions need, nor shut out a peer that redials. Default:
+    /// [`Self::DEFAULT_MAX_OPENING_CONNECTIONS`], or
     /// [`super::client::default_client_connection_limit`] when that is lower.
     pub max_opening_connections: usize,
     /// The most bytes all client sessions together may hold in request bodies being answered and

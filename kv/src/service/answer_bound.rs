@@ -17,7 +17,7 @@ pub(crate) const PER_ITEM: usize = 64;
 /// Reserved for a watch poll, whose answer is not known until events arrive (up to
 /// [`crate::watch::WATCH_BATCH_BYTES`] and one event): its rest is charged when the batch is built,
 /// so a session can keep many watches open without each holding a batch's room for a minute.
-const WATCH_POLL: usize = 64 * 1024;
+pub(crate) const WATCH_POLL: usize = 64 * 1024;
 
 /// The limits the answers' sizes follow from.
 #[derive(Clone, Copy, Debug)]

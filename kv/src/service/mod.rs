@@ -183,11 +183,14 @@ impl KvService {
             };
             // Reads, and writes made exactly-once by their session (run again, one answers as
             // the first did: a retried write's answer is the only one that can outgrow its
-            // bound, carrying what the session recorded for that sequence number).
-            let may_run_again = decoded.as_ref().is_ok_and(|envelope| {
-                envelope.request.required_role() == Role::Read
-                    || envelope.request.session().is_some()
-            });
+            // bound, carrying what the session recorded for that sequence number). Not a watch
+            // poll from "now": run again, it would start later and miss what the first saw.
+            let may_run_again = decoded
+                .as_ref()
+                .is_ok_and(|envelope| match &envelope.request {
+                    KvRequest::Watch(watch) => watch.start.is_some(),
+                    request => request.required_role() == Role::Read || request.session().is_some(),
+                });
             let answer = Box::pin(async move {
                 let response = match decoded {
                     Ok(envelope) => match authorize(&held, envelope.request.required_role()) {

@@ -7,7 +7,7 @@ use crate::protocol::{
     MAX_TXN_OPS, MAX_WATCH_WAIT_MS,
 };
 use crate::store::{cas_outcome, check_ttl, KvCommand, KvOp, KvOutcome, Session, Txn, TxnOp};
-use crate::watch::{Subscription, WatchError};
+use crate::watch::{Subscription, WatchBatch, WatchError};
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -148,6 +148,20 @@ impl Runner {
             Err(error) => Err(error),
         };
         match batch {
+            Ok(batch) if watch.start.is_none() && !fits_a_poll(&batch) => {
+                // A poll from "now" cannot be run again (it would start later): rather than an
+                // answer past the room it reserved, it says nothing changed before the first
+                // event, and the client's next poll, which starts there, replays them (and may
+                // be run again until its answer has room).
+                let through = batch
+                    .events
+                    .first()
+                    .map_or(batch.through, |event| event.index().saturating_sub(1));
+                KvResponse::Watch(WatchAnswer::Batch(WatchBatch {
+                    events: Vec::new(),
+                    through,
+                }))
+            }
             Ok(batch) => KvResponse::Watch(WatchAnswer::Batch(batch)),
             Err(WatchError::Ended(end)) => KvResponse::Watch(WatchAnswer::Ended(end)),
             Err(WatchError::Unavailable(message)) => {
@@ -155,4 +169,14 @@ impl Runner {
             }
         }
     }
+}
+
+/// Whether `batch` fits the room a watch poll reserves ([`super::answer_bound::WATCH_POLL`]).
+fn fits_a_poll(batch: &WatchBatch) -> bool {
+    let bytes: usize = batch
+        .events
+        .iter()
+        .map(|event| event.kv.cost() + super::answer_bound::PER_ITEM)
+        .sum();
+    bytes <= super::answer_bound::WATCH_POLL
 }

@@ -16,11 +16,12 @@ use actix::Recipient;
 use futures::StreamExt;
 use raftor_core::NodeId;
 use rustls_pki_types::CertificateDer;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,39 @@ use tokio_util::sync::CancellationToken;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause after a failed `accept` (e.g. out of file descriptors), to avoid a hot loop.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// The connections accepted that have not said hello yet, oldest first, each with the token that
+/// closes it. Past `max_opening_connections` the oldest is closed to make room, so connections
+/// that never say hello shut out neither a peer redialling nor a client connecting, unless they
+/// come faster than a hello takes (before, they were not counted, and enough of them took every
+/// descriptor the node had).
+#[derive(Default)]
+struct Opening {
+    /// The id given to the last place.
+    next: u64,
+    /// Invariant: at most `max_opening_connections` entries, ids increasing.
+    waiting: VecDeque<(u64, CancellationToken)>,
+}
+
+/// One connection's place among those that have not said hello yet, given up when dropped.
+struct Place {
+    id: u64,
+    /// Cancelled when the place is taken for a newer connection.
+    closed: CancellationToken,
+    opening: Arc<Mutex<Opening>>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut opening = self
+            .opening
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = opening.waiting.iter().position(|(id, _)| *id == self.id) {
+            opening.waiting.remove(at);
+        }
+    }
+}
 
 /// What every inbound connection needs: who we are, whom we accept, where envelopes go.
 #[derive(Clone)]
@@ -38,9 +72,9 @@ pub(super) struct Acceptor {
     wakers: Wakers,
     /// A permit per client session being served (`config.max_client_sessions` in all).
     client_sessions: Arc<Semaphore>,
-    /// A permit per connection accepted that has not said hello yet
-    /// (`config.max_opening_connections` in all).
-    opening: Arc<Semaphore>,
+    /// The connections accepted that have not said hello yet (`config.max_opening_connections`
+    /// at most).
+    opening: Arc<Mutex<Opening>>,
     /// What all client sessions together may hold (`config.max_unwritten_answer_bytes`).
     answer_budget: Arc<NodeAnswerBudget>,
 }
@@ -55,8 +89,7 @@ impl Acceptor {
         // (A semaphore holds at most `MAX_PERMITS`: past that, as good as no limit.)
         let sessions = config.max_client_sessions.min(Semaphore::MAX_PERMITS);
         let client_sessions = Arc::new(Semaphore::new(sessions));
-        let opening = config.max_opening_connections.min(Semaphore::MAX_PERMITS);
-        let opening = Arc::new(Semaphore::new(opening));
+        let opening = Arc::default();
         let answer_budget = NodeAnswerBudget::new(config.max_unwritten_answer_bytes);
         Acceptor {
             config,
@@ -71,6 +104,30 @@ impl Acceptor {
 
     fn node(&self) -> NodeId {
         self.config.node_id
+    }
+
+    /// A place for a connection just accepted among those that have not said hello yet; with
+    /// none free, the oldest of them is closed to make room.
+    fn place(&self) -> Place {
+        let mut opening = self
+            .opening
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while opening.waiting.len() >= self.config.max_opening_connections.max(1) {
+            match opening.waiting.pop_front() {
+                Some((_, oldest)) => oldest.cancel(),
+                None => break,
+            }
+        }
+        opening.next += 1;
+        let id = opening.next;
+        let closed = CancellationToken::new();
+        opening.waiting.push_back((id, closed.clone()));
+        Place {
+            id,
+            closed,
+            opening: self.opening.clone(),
+        }
     }
 
     /// Logs why the connection from `remote` is being closed and counts it.
@@ -156,7 +213,7 @@ impl Acceptor {
         self,
         stream: TcpStream,
         remote: SocketAddr,
-        place: OwnedSemaphorePermit,
+        place: Place,
         cancel: CancellationToken,
     ) {
         let node = self.node();
@@ -173,6 +230,13 @@ impl Acceptor {
         };
         let opened = tokio::select! {
             _ = cancel.cancelled() => return,
+            _ = place.closed.cancelled() => {
+                let max = self.config.max_opening_connections;
+                let reason = format!(
+                    "closed for a newer connection: {max} wait to say hello (max_opening_connections)"
+                );
+                return self.reject(remote, &reason);
+            }
             opened = tokio::time::timeout(HELLO_TIMEOUT, opening) => opened,
         };
         drop(place);
@@ -284,15 +348,7 @@ pub(super) async fn run(listener: TcpListener, acceptor: Acceptor, cancel: Cance
         };
         match accepted {
             Ok((stream, remote)) => {
-                let Ok(place) = acceptor.opening.clone().try_acquire_owned() else {
-                    drop(stream);
-                    let max = acceptor.config.max_opening_connections;
-                    let reason = format!(
-                        "{max} connections already wait to say hello (max_opening_connections)"
-                    );
-                    acceptor.reject(remote, &reason);
-                    continue;
-                };
+                let place = acceptor.place();
                 let serving = acceptor
                     .clone()
                     .serve(stream, remote, place, cancel.clone());
