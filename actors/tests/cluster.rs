@@ -520,25 +520,27 @@ fn leader_crash_elects_a_new_leader_within_two_election_timeouts_and_loses_nothi
     });
 }
 
+/// Opens node `node`'s RocksDB store at `path` each time the node starts.
+fn rocks_store(path: &std::path::Path, node: u64) -> Box<dyn Fn() -> Box<dyn LogStorage>> {
+    let path = path.to_path_buf();
+    Box::new(move || -> Box<dyn LogStorage> {
+        let identity = StoreIdentity {
+            cluster_id: "test".into(),
+            node_id: node,
+        };
+        Box::new(RocksStorage::open(&path, &identity).expect("open rocksdb"))
+    })
+}
+
 #[test]
 fn a_follower_restarted_from_its_rocksdb_directory_catches_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("node-3");
     run_paused(|| async move {
         let mut cluster = TestCluster::new(3, 5);
-        let open_rocks = {
-            let path = path.clone();
-            move || -> Box<dyn LogStorage> {
-                let identity = StoreIdentity {
-                    cluster_id: "test".into(),
-                    node_id: 3,
-                };
-                Box::new(RocksStorage::open(&path, &identity).expect("open rocksdb"))
-            }
-        };
         // Node 3 runs on RocksDB from the start.
         cluster.crash(NodeId(3)).await;
-        cluster.set_storage(NodeId(3), Box::new(open_rocks));
+        cluster.set_storage(NodeId(3), rocks_store(&path, 3));
         cluster.start(NodeId(3));
         for i in 0..100 {
             cluster.propose_on_leader(&format!("a-{i}")).await;
@@ -596,17 +598,7 @@ fn a_node_restarted_while_rejoining_on_rocksdb_still_rejoins() {
         let other = NodeId(3 - leader.0);
         cluster.control(NetworkControl::CutOneWay(NodeId(3), other));
         cluster.control(NetworkControl::CutOneWay(other, NodeId(3)));
-        let open_rocks = {
-            let path = path.clone();
-            move || -> Box<dyn LogStorage> {
-                let identity = StoreIdentity {
-                    cluster_id: "test".into(),
-                    node_id: 3,
-                };
-                Box::new(RocksStorage::open(&path, &identity).expect("open rocksdb"))
-            }
-        };
-        cluster.set_storage(NodeId(3), Box::new(open_rocks));
+        cluster.set_storage(NodeId(3), rocks_store(&path, 3));
         cluster.start(NodeId(3));
         let (_, term) = cluster.leader().await.expect("leader");
         let mut heard = None;

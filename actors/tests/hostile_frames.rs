@@ -336,6 +336,49 @@ fn echo_client_requests(config: &EndpointConfig) {
     }));
 }
 
+/// Node 2's endpoint, `configure`d, its client sessions echoing their requests: the endpoint
+/// (keep it) and its address.
+async fn echo_endpoint(
+    configure: impl FnOnce(&mut EndpointConfig),
+) -> (Addr<tcp::TcpEndpoint>, SocketAddr) {
+    let (tx, _received) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let mut config = node_2_config(false);
+    configure(&mut config);
+    echo_client_requests(&config);
+    tcp::start(config, collector.recipient())
+        .await
+        .expect("endpoint starts")
+}
+
+/// A client session on `addr`: hello, then one request; the connection, and whether the request
+/// was answered (not when the node closed it).
+async fn ping_session(
+    addr: SocketAddr,
+) -> (tokio_util::codec::Framed<TcpStream, FrameCodec>, bool) {
+    use futures::{SinkExt, StreamExt};
+
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let mut framed = tokio_util::codec::Framed::new(stream, FrameCodec::new(MAX));
+    let _ = framed
+        .send(Frame::ClientHello {
+            protocol_version: PROTOCOL_VERSION,
+            token: None,
+        })
+        .await;
+    let _ = framed
+        .send(Frame::ClientRequest {
+            id: 1,
+            body: Bytes::from_static(b"ping"),
+        })
+        .await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), framed.next())
+        .await
+        .expect("an answer or a close in time");
+    let answered = matches!(answer, Some(Ok(Frame::ClientResponse { id: 1, .. })));
+    (framed, answered)
+}
+
 fn hello(version: u32, node: u64) -> Vec<u8> {
     encode(&[Frame::Hello {
         protocol_version: version,
@@ -844,40 +887,8 @@ fn a_request_that_stops_arriving_holds_its_room_only_while_no_one_waits_for_it()
 /// its place.
 #[actix_rt::test]
 async fn client_sessions_past_the_limit_are_turned_away() {
-    use futures::{SinkExt, StreamExt};
-    use tokio_util::codec::Framed;
-
-    let (tx, _received) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
-    let mut config = node_2_config(false);
-    config.max_client_sessions = 2;
-    echo_client_requests(&config);
-    let (_endpoint, addr) = tcp::start(config, collector.recipient())
-        .await
-        .expect("endpoint starts");
-    // A session: hello, then one request; `Some(answer)`, or `None` when the node closed it.
-    let session = || async move {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let mut framed = Framed::new(stream, FrameCodec::new(MAX));
-        framed
-            .send(Frame::ClientHello {
-                protocol_version: PROTOCOL_VERSION,
-                token: None,
-            })
-            .await
-            .expect("hello");
-        let _ = framed
-            .send(Frame::ClientRequest {
-                id: 1,
-                body: Bytes::from_static(b"ping"),
-            })
-            .await;
-        let answer = tokio::time::timeout(Duration::from_secs(10), framed.next())
-            .await
-            .expect("an answer or a close in time");
-        let answered = matches!(answer, Some(Ok(Frame::ClientResponse { id: 1, .. })));
-        (framed, answered)
-    };
+    let (_endpoint, addr) = echo_endpoint(|config| config.max_client_sessions = 2).await;
+    let session = || ping_session(addr);
     let (first, answered) = session().await;
     assert!(answered, "the first session is served");
     let (_second, answered) = session().await;
@@ -904,17 +915,7 @@ async fn client_sessions_past_the_limit_are_turned_away() {
 /// connects after them.
 #[actix_rt::test]
 async fn a_connection_past_the_opening_limit_closes_the_oldest_silent_one() {
-    use futures::{SinkExt, StreamExt};
-    use tokio_util::codec::Framed;
-
-    let (tx, _received) = mpsc::unbounded_channel();
-    let collector = Collector(tx).start();
-    let mut config = node_2_config(false);
-    config.max_opening_connections = 2;
-    echo_client_requests(&config);
-    let (_endpoint, addr) = tcp::start(config, collector.recipient())
-        .await
-        .expect("endpoint starts");
+    let (_endpoint, addr) = echo_endpoint(|config| config.max_opening_connections = 2).await;
     let mut oldest = TcpStream::connect(addr).await.expect("connect");
     // (Accepted in order: the second's place is taken after the oldest's.)
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -922,27 +923,8 @@ async fn a_connection_past_the_opening_limit_closes_the_oldest_silent_one() {
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     // A client past the limit says hello and is served.
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let mut framed = Framed::new(stream, FrameCodec::new(MAX));
-    framed
-        .send(Frame::ClientHello {
-            protocol_version: PROTOCOL_VERSION,
-            token: None,
-        })
-        .await
-        .expect("hello");
-    framed
-        .send(Frame::ClientRequest {
-            id: 1,
-            body: Bytes::from_static(b"ping"),
-        })
-        .await
-        .expect("request");
-    let answer = tokio::time::timeout(Duration::from_secs(5), framed.next()).await;
-    assert!(
-        matches!(answer, Ok(Some(Ok(Frame::ClientResponse { id: 1, .. })))),
-        "served: {answer:?}"
-    );
+    let (_client, answered) = ping_session(addr).await;
+    assert!(answered, "a client past the limit is served");
     // The oldest silent connection made room, at once (not after the 10 s a hello may take); the
     // other still waits.
     let mut byte = [0u8; 1];
