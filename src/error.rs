@@ -113,6 +113,14 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
+impl StartError {
+    /// [`StartError::DataDir`] for `path`, as a `map_err` takes it.
+    pub(crate) fn data_dir(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError {
+        let path = path.display().to_string();
+        move |source| StartError::DataDir { path, source }
+    }
+}
+
 impl Error {
     /// Whether a proposal that failed with this error may still have been (or yet be) committed
     /// and applied: `true` for [`Error::Timeout`] and an in-flight [`Error::Shutdown`]. Retry such a

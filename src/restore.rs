@@ -39,18 +39,13 @@ pub fn seed_data_dir(
             data_dir.display()
         )));
     }
-    let data_dir_error = |source| StartError::DataDir {
-        path: data_dir.display().to_string(),
-        source,
-    };
-    raftor_storage::durable::create_dir_durable(data_dir).map_err(data_dir_error)?;
+    raftor_storage::durable::create_dir_durable(data_dir)
+        .map_err(StartError::data_dir(data_dir))?;
     // Until the snapshot is in, the directory says it is not a node's yet: a restore cut short
     // (killed, power lost, disk full) must not leave a store a node would start on, empty.
     let marker = data_dir.join(RESTORE_MARKER);
-    std::fs::File::create(&marker)
-        .and_then(|file| file.sync_all())
-        .and_then(|()| raftor_storage::durable::sync_dir(data_dir))
-        .map_err(data_dir_error)?;
+    raftor_storage::durable::replace_file(&marker, b"", false)
+        .map_err(StartError::data_dir(data_dir))?;
     let identity = StoreIdentity {
         cluster_id: cluster_id.to_owned(),
         node_id: id.0,
@@ -59,10 +54,7 @@ pub fn seed_data_dir(
     drop(RocksStorage::open(data_dir, &identity)?);
     let store = SnapshotStore::open(&data_dir.join("snapshots"))?;
     let mut file = store.create("restore")?;
-    std::io::copy(data, &mut file).map_err(|source| StartError::DataDir {
-        path: data_dir.join("snapshots").display().to_string(),
-        source,
-    })?;
+    std::io::copy(data, &mut file).map_err(StartError::data_dir(&data_dir.join("snapshots")))?;
     let voters: BTreeSet<NodeId> = founders.keys().copied().collect();
     let membership = Membership::bootstrap(&voters, founders);
     Ok(file.finish(&store, last_included, membership)?)
@@ -73,10 +65,7 @@ pub fn seed_data_dir(
 pub fn finish_seeding(data_dir: &Path) -> Result<(), StartError> {
     std::fs::remove_file(data_dir.join(RESTORE_MARKER))
         .and_then(|()| raftor_storage::durable::sync_dir(data_dir))
-        .map_err(|source| StartError::DataDir {
-            path: data_dir.display().to_string(),
-            source,
-        })
+        .map_err(StartError::data_dir(data_dir))
 }
 
 /// The file [`seed_data_dir`] leaves in a data directory until [`finish_seeding`].

@@ -182,8 +182,5 @@ impl RaftNodeBuilder {
 }
 
 fn create_data_dir(dir: &Path) -> Result<(), StartError> {
-    raftor_storage::durable::create_dir_durable(dir).map_err(|source| StartError::DataDir {
-        path: dir.display().to_string(),
-        source,
-    })
+    raftor_storage::durable::create_dir_durable(dir).map_err(StartError::data_dir(dir))
 }

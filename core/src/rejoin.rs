@@ -311,8 +311,8 @@ impl Raft {
     /// Whether a rejoining node that joined a running cluster (started with no bootstrap voters)
     /// may be a member without rejoining in full: a leader answered this round, no configuration
     /// it knows of (its own log's from its commit on, and every one an answer this round
-    /// reported) names it a voter, and a majority of the voters of each configuration that may still decide answered
-    /// in a term no later than the leader's. Its old self, if it had one, was then at most a
+    /// reported) names it a voter, and a majority of the voters of each configuration that may
+    /// still decide answered in a term no later than the leader's. Its old self, if it had one, was then at most a
     /// learner in every configuration that may still decide: no commit counted its
     /// acknowledgements and no candidate its vote, and the leader that answered stopped counting
     /// what it acknowledged (`handle_rejoin_query`), so its catch-up toward a promotion starts

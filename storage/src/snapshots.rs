@@ -54,6 +54,21 @@ impl Drop for StagedSnapshot {
     }
 }
 
+/// The snapshot metadata at `path`; `None` if there is no file there, or one that does not
+/// decode (with a warning).
+fn read_meta(path: &Path) -> Result<Option<SnapshotMeta>, StorageError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    let meta = bincode::deserialize::<SnapshotMeta>(&bytes);
+    if meta.is_err() {
+        tracing::warn!(path = %path.display(), "ignoring a snapshot whose metadata does not decode");
+    }
+    Ok(meta.ok())
+}
+
 fn io_error(path: &Path, source: io::Error) -> StorageError {
     StorageError::Io {
         path: path.display().to_string(),
@@ -155,13 +170,7 @@ impl SnapshotStore {
     /// The snapshot of `last` if one is here whole: its metadata decodes and names `last`, and
     /// its data matches it ([`Self::verify`]); one that does not match is renamed aside.
     fn intact_at(&self, last: LogId) -> Result<Option<SnapshotMeta>, StorageError> {
-        let path = self.meta_path(last);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(&path, e)),
-        };
-        let Ok(meta) = bincode::deserialize::<SnapshotMeta>(&bytes) else {
+        let Some(meta) = read_meta(&self.meta_path(last))? else {
             return Ok(None);
         };
         if meta.last_included != last {
@@ -200,14 +209,8 @@ impl SnapshotStore {
             if path.extension().is_none_or(|ext| ext != "meta") {
                 continue;
             }
-            let bytes = match fs::read(&path) {
-                Ok(bytes) => bytes,
-                // Removed since the listing (an older snapshot, by an install).
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_error(&path, e)),
-            };
-            let Ok(meta) = bincode::deserialize::<SnapshotMeta>(&bytes) else {
-                tracing::warn!(path = %path.display(), "ignoring a snapshot whose metadata does not decode");
+            // (Gone since the listing: an older snapshot, removed by an install.)
+            let Some(meta) = read_meta(&path)? else {
                 continue;
             };
             let size = fs::metadata(self.data_path(meta.last_included)).map(|m| m.len());
