@@ -32,7 +32,12 @@ pub fn seed_data_dir(
             "node {id} is not among the founding members"
         )));
     }
-    let occupied = std::fs::read_dir(data_dir).is_ok_and(|mut entries| entries.next().is_some());
+    let occupied = std::fs::read_dir(data_dir).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            !raftor_storage::data_dir::NOTHING_OF_NOTE
+                .contains(&&*entry.file_name().to_string_lossy())
+        })
+    });
     if occupied || data_dir.is_file() {
         return Err(StartError::Config(format!(
             "{} is not empty: a restore seeds a new node's data directory",
@@ -69,7 +74,7 @@ pub fn finish_seeding(data_dir: &Path) -> Result<(), StartError> {
 }
 
 /// The file [`seed_data_dir`] leaves in a data directory until [`finish_seeding`].
-pub const RESTORE_MARKER: &str = "RESTORE-INCOMPLETE";
+pub use raftor_storage::data_dir::RESTORE_MARKER;
 
 /// Refuses a data directory that a restore began to seed and did not finish ([`RESTORE_MARKER`]):
 /// started on it, a node would found a cluster on an empty store and no snapshot.

@@ -216,6 +216,42 @@ fn a_data_directory_of_another_node_or_cluster_is_refused() {
     );
 }
 
+/// A data directory that holds someone else's files (a mistyped path, a home directory) is
+/// refused before anything is written in it, and what it held is left as it was.
+#[test]
+fn a_data_directory_holding_other_files_is_refused_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A name RocksDB would take for an obsolete write-ahead log of its own, and delete.
+    std::fs::write(dir.path().join("000003.log"), b"someone's log").expect("write");
+    std::fs::write(dir.path().join("notes.txt"), b"notes").expect("write");
+    let data = dir.path().to_str().expect("utf-8 path");
+    fails_with(
+        &[
+            "serve",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--peers",
+            "1=127.0.0.1:1",
+            "--data-dir",
+            data,
+        ],
+        &[],
+        "holds no raftor store (2 entries, among them 000003.log, notes.txt)",
+    );
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read_dir")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["000003.log", "notes.txt"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("000003.log")).expect("read"),
+        b"someone's log"
+    );
+}
+
 /// `--log-format json` (or `RAFTOR_LOG_FORMAT`, or `log_format` in the config file): every line a
 /// node logs is one JSON object, for log shippers; a value it does not know is a clear error.
 #[test]

@@ -25,6 +25,26 @@ pub enum StorageError {
         expected_cluster: String,
         expected_node: u64,
     },
+    /// The data directory holds files that are not a raftor store's (see [`crate::data_dir`]).
+    #[error(
+        "data directory {path} is not empty and holds no raftor store ({found}): give an empty \
+         or new directory, or the one this node used before"
+    )]
+    NotAStore {
+        path: String,
+        /// What it holds instead: how many entries, and the first few names.
+        found: String,
+    },
+    /// The data directory was written by a newer raftor, in a layout this build cannot read.
+    #[error(
+        "data directory {path} is in format {found}, written by a newer raftor; this build reads \
+         format {supported} and older"
+    )]
+    NewerFormat {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("invalid write: {0}")]
     InvalidWrite(String),
     /// The entry asked for was folded into a snapshot and is no longer in the log.

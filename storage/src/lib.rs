@@ -4,6 +4,7 @@
 //! The store knows nothing of actors: it is synchronous, and whoever calls it owns the thread.
 
 pub mod conformance;
+pub mod data_dir;
 pub mod direct_io;
 pub mod durable;
 mod error;

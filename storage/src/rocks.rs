@@ -6,7 +6,8 @@
 //! - `log`: one entry per key, the key being the entry's index as 8 big-endian bytes (so RocksDB's
 //!   byte order is index order), the value the bincode-encoded [`Entry`].
 //!
-//! Every [`LogStorage::write`] is a single synced `WriteBatch`, so it is atomic and durable.
+//! Every [`LogStorage::write`] is a single synced `WriteBatch`, so it is atomic and durable. The
+//! directory also holds the format file ([`crate::data_dir`]), written before RocksDB's first.
 //!
 //! ## WAL files are reused
 //! A synced write that makes RocksDB's write-ahead log longer costs the filesystem an extra device
@@ -209,18 +210,30 @@ fn store_options(direct_writes: bool, write_buffer: usize) -> Options {
     opts
 }
 
+/// Whether the RocksDB database in `dir` has the store's column families: a database that
+/// cannot be listed (a damaged or foreign `CURRENT`) is not the store's.
+fn has_store_column_families(dir: &Path) -> Result<bool, StorageError> {
+    Ok(DB::list_cf(&Options::default(), dir).is_ok_and(|families| {
+        [META_CF, LOG_CF]
+            .iter()
+            .all(|cf| families.iter().any(|f| f == cf))
+    }))
+}
+
 impl RocksStorage {
     /// Opens (creating it if needed) the store in directory `path`, which must belong to `identity`.
     ///
     /// The first open records `identity`; later opens fail with [`StorageError::WrongIdentity`] if
     /// the recorded identity differs. A `path` that is a regular file or cannot be created gives
-    /// [`StorageError::Io`].
+    /// [`StorageError::Io`]; a directory holding something else than a store, or a store of a
+    /// newer format, is refused untouched ([`crate::data_dir::claim`]).
     pub fn open(path: &Path, identity: &StoreIdentity) -> Result<RocksStorage, StorageError> {
         let path_str = || path.display().to_string();
         crate::durable::create_dir_durable(path).map_err(|source| StorageError::Io {
             path: path_str(),
             source,
         })?;
+        crate::data_dir::claim(path, has_store_column_families)?;
 
         let direct_writes = direct_writes_supported(path);
         let write_buffer = write_buffer_bytes(identity.node_id);
@@ -742,6 +755,52 @@ mod tests {
         }
         // The rightful owner still opens it.
         RocksStorage::open(&path, &identity()).unwrap();
+    }
+
+    /// A store written before format files opens and is given one; another program's RocksDB
+    /// database is refused, and opened by nothing (its files stay as they were).
+    #[test]
+    fn a_store_from_before_format_files_opens_and_another_database_is_refused() {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("db");
+        let mut store = RocksStorage::open(&path, &identity()).unwrap();
+        append(&mut store, (1..=3).map(|index| entry(index, 2)).collect());
+        drop(store);
+        let format = path.join(crate::data_dir::FORMAT_FILE);
+        std::fs::remove_file(&format).unwrap();
+        let store = RocksStorage::open(&path, &identity()).unwrap();
+        assert_eq!(store.last_index().unwrap(), LogIndex(3));
+        assert!(format.exists());
+        drop(store);
+
+        let other = dir.path().join("other");
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            let db = DB::open(&opts, &other).unwrap();
+            db.put(b"their key", b"their value").unwrap();
+        }
+        let listing = |dir: &Path| {
+            let mut names: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = listing(&other);
+        match RocksStorage::open(&other, &identity()) {
+            Err(StorageError::NotAStore { found, .. }) => {
+                assert!(found.contains("CURRENT"), "{found}")
+            }
+            other => panic!("expected NotAStore, got {other:?}"),
+        }
+        assert_eq!(listing(&other), before);
+        let db = DB::open_default(&other).unwrap();
+        assert_eq!(
+            db.get(b"their key").unwrap().as_deref(),
+            Some(&b"their value"[..])
+        );
     }
 
     #[test]
