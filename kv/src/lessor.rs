@@ -18,7 +18,7 @@
 //! Clocks are only compared on one machine (the leader's monotonic clock); like lease reads, the
 //! rule assumes the leader's and the client's clocks advance at about the same rate.
 
-use crate::store::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine, LeaseView, MAX_LEASE_TTL};
+use crate::store::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine, MAX_LEASE_TTL};
 use raftor::{Consistency, RaftNode};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -50,6 +50,9 @@ struct Tracked {
 pub struct Lessor {
     /// The term the deadlines were set in; `None` while not leading.
     term: Option<u64>,
+    /// The index at which the map's set of leases was as `leases` holds it (its
+    /// `leases_changed_at`, [`KvQuery::LeaseTtls`]), once synced in this term.
+    synced_at: Option<u64>,
     leases: BTreeMap<u64, Tracked>,
 }
 
@@ -104,24 +107,31 @@ impl Lessor {
         self.leases.get(&id).is_some_and(|t| t.expiring)
     }
 
-    /// Match the deadlines to the leases the map holds, as leader of `term` at `now`: a new term
-    /// gives every lease a full TTL from now (see the module's rule); a lease not seen before
-    /// gets one too; a lease the map no longer holds is forgotten.
-    fn sync(&mut self, term: u64, leases: &[LeaseView], now: Instant) {
+    /// The index the leases were last synced at ([`Lessor::sync`]), if they were in `term`: the
+    /// map need not list them again unless they changed since.
+    fn synced_at(&self, term: u64) -> Option<u64> {
+        self.synced_at.filter(|_| self.term == Some(term))
+    }
+
+    /// Match the deadlines to the leases the map holds (their ids and TTLs, by id, as of index
+    /// `changed_at`), as leader of `term` at `now`: a new term gives every lease a full TTL from
+    /// now (see the module's rule); a lease not seen before gets one too; a lease the map no
+    /// longer holds is forgotten.
+    fn sync(&mut self, term: u64, changed_at: u64, leases: &[(u64, u64)], now: Instant) {
         if self.term != Some(term) {
             self.term = Some(term);
             self.leases.clear();
         }
         let mut kept = BTreeMap::new();
-        for lease in leases {
-            let ttl = ttl_of(lease.ttl_ms);
-            let tracked = self.leases.get(&lease.id).copied().unwrap_or(Tracked {
-                deadline: now + ttl,
+        for &(id, ttl_ms) in leases {
+            let tracked = self.leases.get(&id).copied().unwrap_or(Tracked {
+                deadline: now + ttl_of(ttl_ms),
                 expiring: false,
             });
-            kept.insert(lease.id, tracked);
+            kept.insert(id, tracked);
         }
         self.leases = kept;
+        self.synced_at = Some(changed_at);
     }
 
     /// The leases past their deadline at `now` (at most [`MAX_EXPIRIES_PER_TICK`]), marked as
@@ -150,9 +160,17 @@ impl Lessor {
         }
     }
 
+    /// The expiry of `id` was applied: the lease is gone from the map (the next sync would say so
+    /// too, but a sync lists the leases only when the set changed, and one a keep-alive raced
+    /// back in after it was revoked must not linger).
+    fn expired(&mut self, id: u64) {
+        self.leases.remove(&id);
+    }
+
     /// Not the leader (any more): forget every deadline.
     fn step_down(&mut self) {
         self.term = None;
+        self.synced_at = None;
         self.leases.clear();
     }
 }
@@ -178,14 +196,18 @@ pub async fn run(node: RaftNode<KvStateMachine>, lessor: Rc<RefCell<Lessor>>) {
             lessor.borrow_mut().step_down();
             continue;
         }
-        let leases = match node.read(KvQuery::Leases, Consistency::Local).await {
-            Ok(KvAnswer::Leases(leases)) => leases,
+        let unless_changed_at = lessor.borrow().synced_at(current.term.0);
+        let query = KvQuery::LeaseTtls { unless_changed_at };
+        let (changed_at, leases) = match node.read(query, Consistency::Local).await {
+            Ok(KvAnswer::LeaseTtls { changed_at, leases }) => (changed_at, leases),
             Ok(_) | Err(_) => continue,
         };
         let now = Instant::now();
         let due = {
             let mut lessor = lessor.borrow_mut();
-            lessor.sync(current.term.0, &leases, now);
+            if let Some(leases) = leases {
+                lessor.sync(current.term.0, changed_at, &leases, now);
+            }
             lessor.due(now)
         };
         for id in due {
@@ -197,7 +219,10 @@ pub async fn run(node: RaftNode<KvStateMachine>, lessor: Rc<RefCell<Lessor>>) {
                     op: KvOp::LeaseRevoke { id, expired: true },
                 };
                 match node.propose(command).await {
-                    Ok(_) => tracing::debug!(lease = id, "lease expired"),
+                    Ok(_) => {
+                        tracing::debug!(lease = id, "lease expired");
+                        lessor.borrow_mut().expired(id);
+                    }
                     Err(
                         error @ (raftor::Error::NotLeader { .. }
                         | raftor::Error::Transferring { .. }),
@@ -218,21 +243,11 @@ pub async fn run(node: RaftNode<KvStateMachine>, lessor: Rc<RefCell<Lessor>>) {
 mod tests {
     use super::*;
 
-    fn lease(id: u64, ttl_ms: u64) -> LeaseView {
-        LeaseView {
-            id,
-            ttl_ms,
-            remaining_ms: None,
-            keys: Vec::new(),
-            keys_total: 0,
-        }
-    }
-
     #[test]
     fn a_new_term_gives_every_lease_a_full_ttl_from_now() {
         let start = Instant::now();
         let mut lessor = Lessor::default();
-        lessor.sync(3, &[lease(10, 1_000)], start);
+        lessor.sync(3, 7, &[(10, 1_000)], start);
         let later = start + Duration::from_millis(900);
         assert_eq!(
             lessor.remaining(10, later),
@@ -240,7 +255,7 @@ mod tests {
         );
         // Leadership moves to a node (here: the same table, a new term) at `later`: the lease
         // gets a full TTL from then, never less than its holder was promised.
-        lessor.sync(4, &[lease(10, 1_000)], later);
+        lessor.sync(4, 7, &[(10, 1_000)], later);
         assert_eq!(
             lessor.remaining(10, later),
             Some(Duration::from_millis(1_000))
@@ -257,7 +272,8 @@ mod tests {
     fn keep_alives_push_the_deadline_from_when_they_arrived() {
         let start = Instant::now();
         let mut lessor = Lessor::default();
-        lessor.sync(1, &[], start);
+        lessor.sync(1, 0, &[], start);
+        assert_eq!(lessor.synced_at(1), Some(0));
         lessor.granted(5, 2_000, start);
         let arrived = start + Duration::from_millis(1_500);
         let answered = arrived + Duration::from_millis(50);
@@ -269,9 +285,13 @@ mod tests {
             .due(arrived + Duration::from_millis(1_999))
             .is_empty());
         // A lease the map no longer holds (revoked) is forgotten at the next sync.
-        lessor.sync(1, &[], answered);
+        lessor.sync(1, 9, &[], answered);
         assert_eq!(lessor.remaining(5, answered), None);
+        assert_eq!(lessor.synced_at(1), Some(9));
+        // What was synced in one term is not known in the next: it is listed again.
+        assert_eq!(lessor.synced_at(2), None);
         lessor.step_down();
         assert_eq!(lessor.term, None);
+        assert_eq!(lessor.synced_at(1), None);
     }
 }

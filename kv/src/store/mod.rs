@@ -117,6 +117,12 @@ pub enum KvQuery {
     },
     /// Every lease, without its keys' names.
     Leases,
+    /// Every lease's id and TTL, unless the set of leases is as it was at `unless_changed_at`
+    /// (an index an earlier answer gave): what the leader's lessor polls, so that a tick with no
+    /// lease granted or revoked copies nothing.
+    LeaseTtls {
+        unless_changed_at: Option<u64>,
+    },
 }
 
 /// What applying a [`KvCommand`] did. Variants are only ever added at the end (snapshots and the
@@ -191,6 +197,12 @@ pub enum KvAnswer {
     Lease(Option<LeaseView>),
     /// Every lease, by id (without its keys' names; `keys_total` counts them).
     Leases(Vec<LeaseView>),
+    /// The index at which a lease was last granted or revoked (or a snapshot restored), and the
+    /// leases' ids and TTLs, by id (`None`: the set is as it was at the index asked about).
+    LeaseTtls {
+        changed_at: u64,
+        leases: Option<Vec<(u64, u64)>>,
+    },
 }
 
 impl KvApplied {
@@ -282,6 +294,10 @@ pub struct KvStateMachine {
     sessions: OrdMap<u64, SessionRecord>,
     /// The leases; every key whose `lease` is non-zero is in its lease's `keys`, and only those.
     leases: OrdMap<u64, LeaseRecord>,
+    /// The index of the last entry that granted or revoked a lease, or of the snapshot restored
+    /// last: `leases`' ids and TTLs are as every node's were at that index (not replicated; see
+    /// [`KvQuery::LeaseTtls`]).
+    leases_changed_at: u64,
     history: History,
     /// The index of the last entry applied; grows by log order.
     applied: LogIndex,
@@ -423,6 +439,7 @@ impl KvStateMachine {
             },
             KvOp::Txn(txn) => self.transact(index, txn),
             KvOp::LeaseGrant { ttl_ms } => {
+                self.leases_changed_at = index;
                 self.leases.insert(
                     index,
                     LeaseRecord {
@@ -438,6 +455,7 @@ impl KvStateMachine {
                     deleted: 0,
                 },
                 Some(record) => {
+                    self.leases_changed_at = index;
                     let deleted = record
                         .keys
                         .iter()
@@ -592,6 +610,15 @@ impl StateMachine for KvStateMachine {
                     .map(|(id, record)| record.view_without_keys(*id))
                     .collect(),
             ),
+            KvQuery::LeaseTtls { unless_changed_at } => KvAnswer::LeaseTtls {
+                changed_at: self.leases_changed_at,
+                leases: (*unless_changed_at != Some(self.leases_changed_at)).then(|| {
+                    self.leases
+                        .iter()
+                        .map(|(id, record)| (*id, record.ttl_ms))
+                        .collect()
+                }),
+            },
         }
     }
 
@@ -611,6 +638,7 @@ impl StateMachine for KvStateMachine {
         self.map = snapshot.map;
         self.sessions = snapshot.sessions;
         self.leases = snapshot.leases;
+        self.leases_changed_at = snapshot.applied.0;
         self.history = snapshot.history;
         if let Some(hub) = &self.hub {
             hub.restored(self.applied.0, &self.history);
