@@ -261,6 +261,45 @@ fn a_lease_takes_its_keys_with_it_and_survives_a_snapshot() {
     }
 }
 
+/// The lessor's poll lists the leases only when one was granted or revoked (or a snapshot
+/// restored) since the index it names: a quiet tick copies nothing however many leases there are.
+#[test]
+fn lease_ttls_are_listed_only_when_the_set_of_leases_changed() {
+    let ttls = |kv: &KvStateMachine, unless_changed_at| match kv
+        .query(&KvQuery::LeaseTtls { unless_changed_at })
+    {
+        KvAnswer::LeaseTtls { changed_at, leases } => (changed_at, leases),
+        other => panic!("unexpected answer {other:?}"),
+    };
+    let lease_op = |op| KvCommand { session: None, op };
+    let mut kv = KvStateMachine::new();
+    assert_eq!(ttls(&kv, None), (0, Some(vec![])));
+    kv.apply(LogIndex(1), lease_op(KvOp::LeaseGrant { ttl_ms: 5_000 }));
+    kv.apply(LogIndex(2), lease_op(KvOp::LeaseGrant { ttl_ms: 9_000 }));
+    assert_eq!(ttls(&kv, Some(0)), (2, Some(vec![(1, 5_000), (2, 9_000)])));
+    // Writes that attach keys, and revoking a lease that is not there, change no lease's TTL.
+    kv.apply(LogIndex(3), put("k", "v"));
+    let gone = KvOp::LeaseRevoke {
+        id: 77,
+        expired: true,
+    };
+    kv.apply(LogIndex(4), lease_op(gone));
+    assert_eq!(ttls(&kv, Some(2)), (2, None));
+    let revoke = KvOp::LeaseRevoke {
+        id: 1,
+        expired: true,
+    };
+    kv.apply(LogIndex(5), lease_op(revoke));
+    assert_eq!(ttls(&kv, Some(2)), (5, Some(vec![(2, 9_000)])));
+    // A restored snapshot's leases are those of its index: listed again unless that index is the
+    // one asked about (the set at an index is the same on every node).
+    kv.apply(LogIndex(6), put("k", "w"));
+    let mut restored = KvStateMachine::new();
+    restored.restore(kv.snapshot());
+    assert_eq!(ttls(&restored, Some(5)), (6, Some(vec![(2, 9_000)])));
+    assert_eq!(ttls(&restored, Some(6)), (6, None));
+}
+
 #[test]
 fn the_hub_delivers_live_changes_after_the_replay_and_cuts_off_a_slow_watcher() {
     let hub = WatchHub::new(WatchLimits {
@@ -346,5 +385,84 @@ fn each_watcher_gets_only_its_keys_whether_it_watches_a_key_or_a_prefix() {
     assert_eq!(keys(&b), ["b"]);
     assert_eq!(keys(&prefix), ["a", "ab"]);
     drop((a, a_again, b, prefix));
+    assert_eq!(hub.active(), 0);
+}
+
+/// Prefix watchers are found by looking an event's key up at each prefix length in use: every
+/// watcher still gets exactly the keys its set holds — the empty prefix, prefixes sharing a
+/// length, prefixes ending inside another prefix's multi-byte character, ranges beside them —
+/// and a watcher closed is looked up no more.
+#[test]
+fn prefix_and_range_watchers_get_exactly_their_keys() {
+    let hub = WatchHub::new(WatchLimits::default());
+    let mut kv = KvStateMachine::with_hub(hub.clone());
+    let sets = [
+        KeySet::Prefix(String::new()),
+        KeySet::Prefix("a".into()),
+        KeySet::Prefix("b".into()),
+        KeySet::Prefix("ab".into()),
+        KeySet::Prefix("ab".into()),
+        KeySet::Prefix("abc/".into()),
+        KeySet::Prefix("é".into()),
+        KeySet::Prefix("\u{e8}x".into()),
+        KeySet::Range {
+            start: "ab".into(),
+            end: Some("b".into()),
+        },
+        KeySet::Key("ab".into()),
+    ];
+    let slots: Vec<_> = sets
+        .iter()
+        .map(|keys| {
+            let slot = hub.open().expect("a slot");
+            kv.query(&KvQuery::WatchPage(crate::watch::WatchPageQuery {
+                keys: keys.clone(),
+                after: None,
+                max_bytes: 1 << 20,
+                slot: slot.id(),
+            }));
+            slot
+        })
+        .collect();
+    // "è" and "é" share their first byte: a cut there is inside a character.
+    let written = [
+        "a", "ab", "abc", "abc/d", "b", "ba", "é", "éx", "è", "èx", "c", "", "z",
+    ];
+    let mut index = 0;
+    let mut apply = |kv: &mut KvStateMachine, key: &str| {
+        index += 1;
+        kv.apply(LogIndex(index), put(key, "v"));
+    };
+    for key in written.iter().filter(|key| !key.is_empty()) {
+        apply(&mut kv, key);
+    }
+    let taken = |slot: &crate::watch::SlotHandle| match slot.take(usize::MAX) {
+        crate::watch::hub_taken::Events { events, .. } => {
+            events.into_iter().map(|e| e.kv.key).collect::<Vec<_>>()
+        }
+        crate::watch::hub_taken::Ended(end) => panic!("{end:?}"),
+    };
+    for (keys, slot) in sets.iter().zip(&slots) {
+        let expected: Vec<_> = written
+            .iter()
+            .filter(|key| !key.is_empty() && keys.contains(key))
+            .map(|key| key.to_string())
+            .collect();
+        assert_eq!(taken(slot), expected, "{keys:?}");
+    }
+    // Closing one of two watchers of "ab" leaves the other; closing both leaves the length's
+    // other prefixes to be looked up still.
+    let mut slots = slots;
+    let second_ab = slots.remove(4);
+    drop(second_ab);
+    apply(&mut kv, "abz");
+    assert_eq!(taken(&slots[3]), ["abz"]);
+    drop(slots.remove(3));
+    apply(&mut kv, "abz");
+    apply(&mut kv, "bq");
+    assert_eq!(taken(&slots[0]), ["abz", "abz", "bq"]);
+    assert_eq!(taken(&slots[1]), ["abz", "abz"]);
+    assert_eq!(taken(&slots[2]), ["bq"]);
+    drop(slots);
     assert_eq!(hub.active(), 0);
 }

@@ -76,8 +76,14 @@ struct Inner {
     /// these by a lookup, not a scan (a thousand watchers of a thousand keys cost a write one
     /// lookup per key it changes).
     by_key: BTreeMap<String, BTreeSet<u64>>,
-    /// The activated slots watching a range or a prefix: offered every event.
-    scanned: BTreeSet<u64>,
+    /// The activated slots watching a prefix, by that prefix: an event's key is looked up here
+    /// cut at each length in `prefix_lengths`, so ten thousand watchers of a few kinds of prefix
+    /// cost an event a few lookups, not ten thousand comparisons.
+    by_prefix: BTreeMap<String, BTreeSet<u64>>,
+    /// How many of `by_prefix`'s prefixes have each length (in bytes).
+    prefix_lengths: BTreeMap<usize, usize>,
+    /// The activated slots watching a range: offered every event.
+    ranges: BTreeSet<u64>,
 }
 
 impl Inner {
@@ -86,8 +92,15 @@ impl Inner {
             KeySet::Key(key) => {
                 self.by_key.entry(key.clone()).or_default().insert(id);
             }
-            _ => {
-                self.scanned.insert(id);
+            KeySet::Prefix(prefix) => {
+                let ids = self.by_prefix.entry(prefix.clone()).or_default();
+                if ids.is_empty() {
+                    *self.prefix_lengths.entry(prefix.len()).or_default() += 1;
+                }
+                ids.insert(id);
+            }
+            KeySet::Range { .. } => {
+                self.ranges.insert(id);
             }
         }
     }
@@ -102,10 +115,50 @@ impl Inner {
                     }
                 }
             }
-            _ => {
-                self.scanned.remove(&id);
+            KeySet::Prefix(prefix) => {
+                let Some(ids) = self.by_prefix.get_mut(prefix) else {
+                    return;
+                };
+                ids.remove(&id);
+                if !ids.is_empty() {
+                    return;
+                }
+                self.by_prefix.remove(prefix);
+                if let Some(count) = self.prefix_lengths.get_mut(&prefix.len()) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.prefix_lengths.remove(&prefix.len());
+                    }
+                }
+            }
+            KeySet::Range { .. } => {
+                self.ranges.remove(&id);
             }
         }
+    }
+
+    /// The activated slots whose keys may hold `key`: those of exactly it, those of a prefix of
+    /// it, and every range's (the caller checks those). Each slot at most once.
+    fn offered<'a>(
+        by_key: &'a BTreeMap<String, BTreeSet<u64>>,
+        by_prefix: &'a BTreeMap<String, BTreeSet<u64>>,
+        prefix_lengths: &'a BTreeMap<usize, usize>,
+        ranges: &'a BTreeSet<u64>,
+        key: &'a str,
+    ) -> impl Iterator<Item = &'a u64> + 'a {
+        let prefixed = prefix_lengths
+            .keys()
+            .take_while(move |&&length| length <= key.len())
+            // A cut inside a character is no prefix's: every prefix is whole characters.
+            .filter_map(move |&length| key.get(..length))
+            .filter_map(move |prefix| by_prefix.get(prefix))
+            .flatten();
+        by_key
+            .get(key)
+            .into_iter()
+            .flatten()
+            .chain(prefixed)
+            .chain(ranges)
     }
 }
 
@@ -207,12 +260,14 @@ impl WatchHub {
             slots,
             queued_bytes,
             by_key,
-            scanned,
+            by_prefix,
+            prefix_lengths,
+            ranges,
             ..
         } = &mut *inner;
         for event in events {
-            let exact = by_key.get(&event.kv.key).into_iter().flatten();
-            for id in exact.chain(scanned.iter()) {
+            let key = event.kv.key.as_str();
+            for id in Inner::offered(by_key, by_prefix, prefix_lengths, ranges, key) {
                 if let Some(slot) = slots.get_mut(id) {
                     self.deliver(slot, queued_bytes, std::iter::once(event));
                 }
@@ -388,5 +443,44 @@ impl SlotHandle {
 impl Drop for SlotHandle {
     fn drop(&mut self) {
         self.hub.close(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The prefix index forgets a prefix, and its length, with its last watcher.
+    #[test]
+    fn the_prefix_index_is_empty_once_its_watchers_closed() {
+        let hub = WatchHub::new(WatchLimits::default());
+        let prefixes = ["a", "b", "b", "cd", ""];
+        let slots: Vec<_> = prefixes
+            .iter()
+            .map(|prefix| {
+                let slot = hub.open().expect("a slot");
+                assert!(hub.activate(slot.id(), KeySet::Prefix(prefix.to_string()), 0));
+                slot
+            })
+            .collect();
+        {
+            let inner = hub.lock();
+            assert_eq!(inner.by_prefix.len(), 4);
+            let lengths: Vec<_> = inner.prefix_lengths.iter().map(|(l, n)| (*l, *n)).collect();
+            assert_eq!(lengths, [(0, 1), (1, 2), (2, 1)]);
+        }
+        // Watching another prefix moves the slot in the index.
+        assert!(hub.activate(slots[3].id(), KeySet::Prefix("e".into()), 0));
+        let lengths: Vec<_> = hub
+            .lock()
+            .prefix_lengths
+            .iter()
+            .map(|(l, n)| (*l, *n))
+            .collect();
+        assert_eq!(lengths, [(0, 1), (1, 3)]);
+        drop(slots);
+        let inner = hub.lock();
+        assert!(inner.by_prefix.is_empty() && inner.prefix_lengths.is_empty());
+        assert!(inner.ranges.is_empty() && inner.by_key.is_empty());
     }
 }
