@@ -21,7 +21,7 @@
 use crate::store::{KvAnswer, KvCommand, KvOp, KvQuery, KvStateMachine, MAX_LEASE_TTL};
 use raftor::{Consistency, RaftNode};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -54,6 +54,9 @@ pub struct Lessor {
     /// `leases_changed_at`, [`KvQuery::LeaseTtls`]), once synced in this term.
     synced_at: Option<u64>,
     leases: BTreeMap<u64, Tracked>,
+    /// `(deadline, id)` of each lease in `leases` not expiring, and nothing else: a tick finds
+    /// the leases past their deadline here without looking at the others.
+    by_deadline: BTreeSet<(Instant, u64)>,
 }
 
 impl Lessor {
@@ -64,13 +67,46 @@ impl Lessor {
     /// Lease `id` was granted by this leader at `now`.
     pub fn granted(&mut self, id: u64, ttl_ms: u64, now: Instant) {
         let ttl = ttl_of(ttl_ms);
-        self.leases.insert(
+        self.track(
             id,
             Tracked {
                 deadline: now + ttl,
                 expiring: false,
             },
         );
+    }
+
+    /// Keep `tracked` for lease `id`, in place of what was kept for it.
+    fn track(&mut self, id: u64, tracked: Tracked) {
+        self.untrack(id);
+        if !tracked.expiring {
+            self.by_deadline.insert((tracked.deadline, id));
+        }
+        self.leases.insert(id, tracked);
+        self.debug_check();
+    }
+
+    /// Forget lease `id`; what was kept for it.
+    fn untrack(&mut self, id: u64) -> Option<Tracked> {
+        let tracked = self.leases.remove(&id)?;
+        if !tracked.expiring {
+            self.by_deadline.remove(&(tracked.deadline, id));
+        }
+        Some(tracked)
+    }
+
+    /// `by_deadline` indexes exactly the leases not expiring (checked in full in tests, where
+    /// the tables are small).
+    fn debug_check(&self) {
+        #[cfg(test)]
+        {
+            let live = self.leases.values().filter(|t| !t.expiring).count();
+            debug_assert_eq!(self.by_deadline.len(), live);
+            debug_assert!(self.by_deadline.iter().all(|(deadline, id)| self
+                .leases
+                .get(id)
+                .is_some_and(|t| t.deadline == *deadline && !t.expiring)));
+        }
     }
 
     /// A keep-alive of lease `id` (whose TTL is `ttl_ms`) that arrived at `received`, confirmed
@@ -83,7 +119,7 @@ impl Lessor {
         now: Instant,
     ) -> Option<Duration> {
         let ttl = ttl_of(ttl_ms);
-        let tracked = self.leases.entry(id).or_insert(Tracked {
+        let mut tracked = self.leases.get(&id).copied().unwrap_or(Tracked {
             deadline: received + ttl,
             expiring: false,
         });
@@ -91,6 +127,7 @@ impl Lessor {
             return None;
         }
         tracked.deadline = tracked.deadline.max(received + ttl);
+        self.track(id, tracked);
         Some(tracked.deadline.saturating_duration_since(now))
     }
 
@@ -123,30 +160,41 @@ impl Lessor {
             self.leases.clear();
         }
         let mut kept = BTreeMap::new();
+        let mut by_deadline = BTreeSet::new();
         for &(id, ttl_ms) in leases {
             let tracked = self.leases.get(&id).copied().unwrap_or(Tracked {
                 deadline: now + ttl_of(ttl_ms),
                 expiring: false,
             });
+            if !tracked.expiring {
+                by_deadline.insert((tracked.deadline, id));
+            }
             kept.insert(id, tracked);
         }
         self.leases = kept;
+        self.by_deadline = by_deadline;
         self.synced_at = Some(changed_at);
+        self.debug_check();
     }
 
-    /// The leases past their deadline at `now` (at most [`MAX_EXPIRIES_PER_TICK`]), marked as
-    /// expiring.
+    /// The leases past their deadline at `now` (at most [`MAX_EXPIRIES_PER_TICK`], the earliest
+    /// first), marked as expiring.
     fn due(&mut self, now: Instant) -> Vec<u64> {
         let mut due = Vec::new();
-        for (id, tracked) in &mut self.leases {
-            if due.len() == MAX_EXPIRIES_PER_TICK {
+        while due.len() < MAX_EXPIRIES_PER_TICK {
+            let Some(&(deadline, id)) = self.by_deadline.first() else {
+                break;
+            };
+            if deadline > now {
                 break;
             }
-            if !tracked.expiring && tracked.deadline <= now {
+            self.by_deadline.pop_first();
+            if let Some(tracked) = self.leases.get_mut(&id) {
                 tracked.expiring = true;
-                due.push(*id);
             }
+            due.push(id);
         }
+        self.debug_check();
         due
     }
 
@@ -155,8 +203,14 @@ impl Lessor {
     /// entry may still commit, so the lease stays marked as expiring — a keep-alive must not be
     /// answered for it — until it leaves the map or the term ends.
     fn expiry_failed(&mut self, id: u64) {
-        if let Some(tracked) = self.leases.get_mut(&id) {
-            tracked.expiring = false;
+        if let Some(&tracked) = self.leases.get(&id) {
+            self.track(
+                id,
+                Tracked {
+                    expiring: false,
+                    ..tracked
+                },
+            );
         }
     }
 
@@ -164,7 +218,8 @@ impl Lessor {
     /// too, but a sync lists the leases only when the set changed, and one a keep-alive raced
     /// back in after it was revoked must not linger).
     fn expired(&mut self, id: u64) {
-        self.leases.remove(&id);
+        self.untrack(id);
+        self.debug_check();
     }
 
     /// Not the leader (any more): forget every deadline.
@@ -172,6 +227,7 @@ impl Lessor {
         self.term = None;
         self.synced_at = None;
         self.leases.clear();
+        self.by_deadline.clear();
     }
 }
 
@@ -266,6 +322,35 @@ mod tests {
         assert_eq!(lessor.keep_alive(10, 1_000, later, later), None);
         lessor.expiry_failed(10);
         assert_eq!(lessor.due(later + Duration::from_millis(1_000)), [10]);
+    }
+
+    /// A tick takes the leases past their deadline from an index by deadline: the earliest
+    /// first, at most a tick's worth, one kept alive moved to its new deadline, one whose expiry
+    /// was applied gone, one whose expiry failed due again.
+    #[test]
+    fn due_leases_come_earliest_first_from_the_deadline_index() {
+        let start = Instant::now();
+        let ms = |n| start + Duration::from_millis(n);
+        let mut lessor = Lessor::default();
+        let leases: Vec<(u64, u64)> = (1..=100).map(|id| (id, 10_000 - id * 10)).collect();
+        lessor.sync(1, 100, &leases, start);
+        // Lease 100 (the shortest TTL) is kept alive past all the others.
+        assert!(lessor
+            .keep_alive(100, 9_000, ms(8_000), ms(8_000))
+            .is_some());
+        let due = lessor.due(ms(10_000));
+        assert_eq!(due.len(), MAX_EXPIRIES_PER_TICK);
+        assert_eq!(due[..3], [99, 98, 97]);
+        assert!(lessor.is_expiring(99) && !lessor.is_expiring(100));
+        lessor.expired(99);
+        lessor.expiry_failed(98);
+        let rest = lessor.due(ms(10_000));
+        assert_eq!(rest[0], 98);
+        assert!(!rest.contains(&99) && !rest.contains(&100));
+        // Leases 1 to 99 were due; 64 went, one of them failed and is due again.
+        assert_eq!(rest.len(), 99 - MAX_EXPIRIES_PER_TICK + 1);
+        assert_eq!(lessor.due(ms(16_999)), Vec::<u64>::new());
+        assert_eq!(lessor.due(ms(17_000)), [100]);
     }
 
     #[test]
