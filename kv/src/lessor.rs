@@ -158,21 +158,32 @@ impl Lessor {
         if self.term != Some(term) {
             self.term = Some(term);
             self.leases.clear();
+            self.by_deadline.clear();
         }
-        let mut kept = BTreeMap::new();
-        let mut by_deadline = BTreeSet::new();
+        // Both in id order: one walk finds what is new and what is gone, and only those change
+        // (a grant among a million leases does not rebuild the tables).
+        let mut new = Vec::new();
+        let mut gone = Vec::new();
+        let mut kept = self.leases.keys().copied().peekable();
         for &(id, ttl_ms) in leases {
-            let tracked = self.leases.get(&id).copied().unwrap_or(Tracked {
+            while let Some(old) = kept.next_if(|&old| old < id) {
+                gone.push(old);
+            }
+            if kept.next_if_eq(&id).is_none() {
+                new.push((id, ttl_ms));
+            }
+        }
+        gone.extend(kept);
+        for id in gone {
+            self.untrack(id);
+        }
+        for (id, ttl_ms) in new {
+            let tracked = Tracked {
                 deadline: now + ttl_of(ttl_ms),
                 expiring: false,
-            });
-            if !tracked.expiring {
-                by_deadline.insert((tracked.deadline, id));
-            }
-            kept.insert(id, tracked);
+            };
+            self.track(id, tracked);
         }
-        self.leases = kept;
-        self.by_deadline = by_deadline;
         self.synced_at = Some(changed_at);
         self.debug_check();
     }
@@ -351,6 +362,38 @@ mod tests {
         assert_eq!(rest.len(), 99 - MAX_EXPIRIES_PER_TICK + 1);
         assert_eq!(lessor.due(ms(16_999)), Vec::<u64>::new());
         assert_eq!(lessor.due(ms(17_000)), [100]);
+    }
+
+    /// A sync in the same term keeps the deadlines of the leases still listed, forgets those
+    /// gone and gives those new a full TTL from now.
+    #[test]
+    fn a_sync_changes_only_the_leases_granted_or_revoked() {
+        let start = Instant::now();
+        let later = start + Duration::from_millis(500);
+        let mut lessor = Lessor::default();
+        lessor.sync(1, 5, &[(1, 1_000), (3, 1_000), (5, 1_000)], start);
+        lessor.sync(
+            1,
+            9,
+            &[(2, 1_000), (3, 1_000), (6, 2_000), (7, 1_000)],
+            later,
+        );
+        let remaining: Vec<_> = (1..=7)
+            .map(|id| lessor.remaining(id, later).map(|d| d.as_millis()))
+            .collect();
+        assert_eq!(
+            remaining,
+            [
+                None,
+                Some(1_000),
+                Some(500),
+                None,
+                None,
+                Some(2_000),
+                Some(1_000)
+            ]
+        );
+        assert_eq!(lessor.due(start + Duration::from_millis(1_000)), [3]);
     }
 
     #[test]
