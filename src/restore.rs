@@ -32,13 +32,7 @@ pub fn seed_data_dir(
             "node {id} is not among the founding members"
         )));
     }
-    let occupied = std::fs::read_dir(data_dir).is_ok_and(|entries| {
-        entries.flatten().any(|entry| {
-            !raftor_storage::data_dir::NOTHING_OF_NOTE
-                .contains(&&*entry.file_name().to_string_lossy())
-        })
-    });
-    if occupied || data_dir.is_file() {
+    if !raftor_storage::data_dir::holds_no_store(data_dir) || data_dir.is_file() {
         return Err(StartError::Config(format!(
             "{} is not empty: a restore seeds a new node's data directory",
             data_dir.display()

@@ -66,6 +66,9 @@ impl Lessor {
 
     /// Lease `id` was granted by this leader at `now`.
     pub fn granted(&mut self, id: u64, ttl_ms: u64, now: Instant) {
+        if self.revoked(id) {
+            return;
+        }
         let ttl = ttl_of(ttl_ms);
         self.track(
             id,
@@ -74,6 +77,14 @@ impl Lessor {
                 expiring: false,
             },
         );
+    }
+
+    /// Whether lease `id` is certainly gone from the map: not kept here, though granted (its id
+    /// is its grant's index) at or before the index the leases were last listed at, so it was
+    /// listed then and forgotten by a later listing, or revoked before. A keep-alive or a grant's
+    /// answer that raced with its revoke must not bring it back.
+    fn revoked(&self, id: u64) -> bool {
+        !self.leases.contains_key(&id) && self.synced_at.is_some_and(|at| id <= at)
     }
 
     /// Keep `tracked` for lease `id`, in place of what was kept for it.
@@ -118,6 +129,9 @@ impl Lessor {
         received: Instant,
         now: Instant,
     ) -> Option<Duration> {
+        if self.revoked(id) {
+            return None;
+        }
         let ttl = ttl_of(ttl_ms);
         let mut tracked = self.leases.get(&id).copied().unwrap_or(Tracked {
             deadline: received + ttl,
@@ -213,7 +227,12 @@ impl Lessor {
     /// leadership over): it may be proposed again. After any other failure (a timeout...) the
     /// entry may still commit, so the lease stays marked as expiring — a keep-alive must not be
     /// answered for it — until it leaves the map or the term ends.
-    fn expiry_failed(&mut self, id: u64) {
+    /// `term` is the one the expiry was proposed in: a failure from an older term says nothing
+    /// of an expiry this term proposed.
+    fn expiry_failed(&mut self, id: u64, term: u64) {
+        if self.term != Some(term) {
+            return;
+        }
         if let Some(&tracked) = self.leases.get(&id) {
             self.track(
                 id,
@@ -223,14 +242,6 @@ impl Lessor {
                 },
             );
         }
-    }
-
-    /// The expiry of `id` was applied: the lease is gone from the map (the next sync would say so
-    /// too, but a sync lists the leases only when the set changed, and one a keep-alive raced
-    /// back in after it was revoked must not linger).
-    fn expired(&mut self, id: u64) {
-        self.untrack(id);
-        self.debug_check();
     }
 
     /// Not the leader (any more): forget every deadline.
@@ -277,6 +288,7 @@ pub async fn run(node: RaftNode<KvStateMachine>, lessor: Rc<RefCell<Lessor>>) {
             }
             lessor.due(now)
         };
+        let term = current.term.0;
         for id in due {
             let node = node.clone();
             let lessor = lessor.clone();
@@ -286,16 +298,15 @@ pub async fn run(node: RaftNode<KvStateMachine>, lessor: Rc<RefCell<Lessor>>) {
                     op: KvOp::LeaseRevoke { id, expired: true },
                 };
                 match node.propose(command).await {
-                    Ok(_) => {
-                        tracing::debug!(lease = id, "lease expired");
-                        lessor.borrow_mut().expired(id);
-                    }
+                    // It stays marked as expiring until the next sync (which its revoke brings
+                    // about) finds it gone.
+                    Ok(_) => tracing::debug!(lease = id, "lease expired"),
                     Err(
                         error @ (raftor::Error::NotLeader { .. }
                         | raftor::Error::Transferring { .. }),
                     ) => {
                         tracing::debug!(lease = id, %error, "lease expiry not appended; will retry");
-                        lessor.borrow_mut().expiry_failed(id);
+                        lessor.borrow_mut().expiry_failed(id, term);
                     }
                     Err(error) => {
                         tracing::warn!(lease = id, %error, "lease expiry's outcome unknown; the lease stays expiring");
@@ -331,7 +342,12 @@ mod tests {
         assert_eq!(lessor.due(later + Duration::from_millis(1_000)), [10]);
         // Being expired, a keep-alive cannot save it; a failed expiry can be retried.
         assert_eq!(lessor.keep_alive(10, 1_000, later, later), None);
-        lessor.expiry_failed(10);
+        lessor.expiry_failed(10, 3);
+        assert!(
+            lessor.is_expiring(10),
+            "a failure from another term changes nothing"
+        );
+        lessor.expiry_failed(10, 4);
         assert_eq!(lessor.due(later + Duration::from_millis(1_000)), [10]);
     }
 
@@ -353,8 +369,7 @@ mod tests {
         assert_eq!(due.len(), MAX_EXPIRIES_PER_TICK);
         assert_eq!(due[..3], [99, 98, 97]);
         assert!(lessor.is_expiring(99) && !lessor.is_expiring(100));
-        lessor.expired(99);
-        lessor.expiry_failed(98);
+        lessor.expiry_failed(98, 1);
         let rest = lessor.due(ms(10_000));
         assert_eq!(rest[0], 98);
         assert!(!rest.contains(&99) && !rest.contains(&100));
@@ -362,6 +377,26 @@ mod tests {
         assert_eq!(rest.len(), 99 - MAX_EXPIRIES_PER_TICK + 1);
         assert_eq!(lessor.due(ms(16_999)), Vec::<u64>::new());
         assert_eq!(lessor.due(ms(17_000)), [100]);
+    }
+
+    /// A keep-alive or a grant's answer that read its lease before the lease's revoke was applied,
+    /// and reaches the lessor after the revoke's listing, does not bring the lease back; a lease
+    /// granted after the last listing is kept.
+    #[test]
+    fn a_lease_revoked_since_the_last_listing_is_not_brought_back() {
+        let start = Instant::now();
+        let mut lessor = Lessor::default();
+        lessor.sync(1, 10, &[(4, 1_000), (9, 1_000)], start);
+        // Lease 4 is revoked at index 12; the listing at 12 no longer holds it.
+        lessor.sync(1, 12, &[(9, 1_000)], start);
+        assert_eq!(lessor.keep_alive(4, 1_000, start, start), None);
+        lessor.granted(4, 1_000, start);
+        assert_eq!(lessor.remaining(4, start), None);
+        assert!(lessor.due(start + Duration::from_secs(60)) == [9]);
+        // Lease 15, granted after that listing, is new to the lessor, not gone.
+        assert!(lessor.keep_alive(15, 1_000, start, start).is_some());
+        lessor.granted(16, 1_000, start);
+        assert!(lessor.remaining(16, start).is_some());
     }
 
     /// A sync in the same term keeps the deadlines of the leases still listed, forgets those

@@ -230,7 +230,8 @@ async fn contacts(
     join: &JoinConfig,
     tls: Option<&NodeTls>,
 ) -> Result<Vec<(NodeId, String)>, ServeError> {
-    let fresh = std::fs::read_dir(&config.data_dir).map_or(true, |mut dir| dir.next().is_none());
+    // Empty but for a volume's `lost+found` (or a first start that died before its store began).
+    let fresh = raftor_storage::data_dir::holds_no_store(&config.data_dir);
     let (Some(url), true, true) = (&join.url, join.members.is_empty(), fresh) else {
         return Ok(join.members.clone().into_iter().collect());
     };

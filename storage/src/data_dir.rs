@@ -37,6 +37,20 @@ pub const RESTORE_MARKER: &str = "RESTORE-INCOMPLETE";
 /// before the store, so that a restore cut short is never taken for a node's store).
 pub const NOTHING_OF_NOTE: &[&str] = &["lost+found", RESTORE_MARKER];
 
+/// Whether directory `dir` holds no store yet: it is missing, or holds nothing but what
+/// [`NOTHING_OF_NOTE`] names and the format file (a first start that died before RocksDB wrote
+/// anything). What a joining node and a restore take for a directory never used.
+pub fn holds_no_store(dir: &Path) -> bool {
+    match fs::read_dir(dir) {
+        Err(error) => error.kind() == io::ErrorKind::NotFound,
+        Ok(entries) => entries.flatten().all(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name == FORMAT_FILE || NOTHING_OF_NOTE.contains(&&*name)
+        }),
+    }
+}
+
 /// What [`claim`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -98,7 +112,15 @@ pub fn claim(
         return Ok(Claim::New);
     }
     if others.iter().any(|name| name == "CURRENT") && column_families(dir)? {
-        write_format_file(dir)?;
+        // Beside a store's files, a format file cut short could not be told from damage: this
+        // one is written whole or not at all (a temporary file renamed over it).
+        let path = dir.join(FORMAT_FILE);
+        crate::durable::replace_file(&path, format_line().as_bytes(), false).map_err(|source| {
+            StorageError::Io {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
         return Ok(Claim::Existing);
     }
     others.sort();
@@ -127,12 +149,20 @@ fn parse(text: &[u8]) -> Option<u32> {
         .ok()
 }
 
-/// Writes and syncs the format file, then syncs `dir`: RocksDB writes nothing there before.
+/// The format file's text for this build's format.
+fn format_line() -> String {
+    format!("{FORMAT_PREFIX}{FORMAT_VERSION}\n")
+}
+
+/// Writes and syncs the format file in a directory holding nothing of note, then syncs `dir`:
+/// RocksDB writes nothing there before. (Written in place: a crash leaves at worst a format file
+/// cut short standing alone, which [`claim`] writes again; a temporary file left beside it would
+/// make the directory look occupied.)
 fn write_format_file(dir: &Path) -> Result<(), StorageError> {
     let path = dir.join(FORMAT_FILE);
     let written = fs::File::create(&path)
         .and_then(|mut file| {
-            file.write_all(format!("{FORMAT_PREFIX}{FORMAT_VERSION}\n").as_bytes())?;
+            file.write_all(format_line().as_bytes())?;
             file.sync_all()
         })
         .and_then(|()| crate::durable::sync_dir(dir));
@@ -162,6 +192,20 @@ mod tests {
         );
         fs::write(dir.path().join("CURRENT"), b"MANIFEST-000005\n").unwrap();
         assert_eq!(claim(dir.path(), no_database).unwrap(), Claim::Existing);
+    }
+
+    #[test]
+    fn a_directory_holds_no_store_until_a_store_writes_there() {
+        let dir = TempDir::new().unwrap();
+        assert!(holds_no_store(&dir.path().join("missing")));
+        assert!(holds_no_store(dir.path()));
+        fs::create_dir(dir.path().join("lost+found")).unwrap();
+        fs::write(dir.path().join(FORMAT_FILE), format_line()).unwrap();
+        assert!(holds_no_store(dir.path()));
+        fs::write(dir.path().join("CURRENT"), b"MANIFEST-000005\n").unwrap();
+        assert!(!holds_no_store(dir.path()));
+        let file = dir.path().join("CURRENT");
+        assert!(!holds_no_store(&file), "a file is no empty directory");
     }
 
     #[test]

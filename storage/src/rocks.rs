@@ -210,14 +210,20 @@ fn store_options(direct_writes: bool, write_buffer: usize) -> Options {
     opts
 }
 
-/// Whether the RocksDB database in `dir` has the store's column families: a database that
-/// cannot be listed (a damaged or foreign `CURRENT`) is not the store's.
+/// Whether the RocksDB database in `dir` has the store's column families. One that cannot be
+/// listed (a damaged or foreign `CURRENT`, a file it cannot read) is not opened: RocksDB's reason
+/// is given.
 fn has_store_column_families(dir: &Path) -> Result<bool, StorageError> {
-    Ok(DB::list_cf(&Options::default(), dir).is_ok_and(|families| {
-        [META_CF, LOG_CF]
-            .iter()
-            .all(|cf| families.iter().any(|f| f == cf))
-    }))
+    let families = DB::list_cf(&Options::default(), dir).map_err(|error| {
+        StorageError::Corrupt(format!(
+            "{} holds RocksDB's CURRENT but no raftor format file, and its column families \
+             cannot be listed ({error}): not opened",
+            dir.display()
+        ))
+    })?;
+    Ok([META_CF, LOG_CF]
+        .iter()
+        .all(|cf| families.iter().any(|f| f == cf)))
 }
 
 impl RocksStorage {
@@ -796,6 +802,17 @@ mod tests {
             other => panic!("expected NotAStore, got {other:?}"),
         }
         assert_eq!(listing(&other), before);
+        // A CURRENT that names no manifest: RocksDB's reason is given, and nothing is written.
+        let damaged = dir.path().join("damaged");
+        std::fs::create_dir(&damaged).unwrap();
+        std::fs::write(damaged.join("CURRENT"), b"MANIFEST-000009\n").unwrap();
+        match RocksStorage::open(&damaged, &identity()) {
+            Err(StorageError::Corrupt(reason)) => {
+                assert!(reason.contains("cannot be listed"), "{reason}")
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert_eq!(listing(&damaged), ["CURRENT"]);
         let db = DB::open_default(&other).unwrap();
         assert_eq!(
             db.get(b"their key").unwrap().as_deref(),
