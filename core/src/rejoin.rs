@@ -149,10 +149,18 @@ impl Raft {
 
     /// The configurations that may still decide, as far as this node knows: its own and every
     /// one an answer reported, from the newest one known to be committed on (an older one was
-    /// superseded by a committed change, §6).
+    /// superseded by a committed change, §6). Another configuration at that one's index is not
+    /// among them: its entry differs from a committed entry, so it was written by a leader of an
+    /// earlier term (a later leader holds the committed entry, §5.4), lies in a log no leader of a
+    /// later term holds, and decides nothing. (Counted, a stale member's outdated configuration
+    /// naming a node since retired kept a rejoining voter waiting for an answer that would never
+    /// come, and with it a cluster that needed its vote.)
     fn live_configurations(&self) -> Vec<crate::membership::ConfState> {
         let own = self.membership.from(self.commit_index);
-        let committed = own[0].0.max(self.rejoin.committed_config_index);
+        let (committed, committed_conf) = match &self.rejoin.committed_config {
+            Some((index, conf)) if *index > own[0].0 => (*index, conf),
+            _ => (own[0].0, &own[0].1.conf),
+        };
         let mut live: Vec<crate::membership::ConfState> = Vec::new();
         let reported = self
             .rejoin
@@ -160,7 +168,8 @@ impl Raft {
             .iter()
             .map(|(index, conf)| (*index, conf));
         for (index, conf) in own.iter().map(|(i, m)| (*i, &m.conf)).chain(reported) {
-            if index >= committed && !live.contains(conf) {
+            let superseded = index < committed || (index == committed && conf != committed_conf);
+            if !superseded && !live.contains(conf) {
                 live.push(conf.clone());
             }
         }
@@ -260,8 +269,16 @@ impl Raft {
             // quadratic in its length on this node's thread.
             return;
         }
-        if let Some((committed, _)) = answer.configs.first() {
-            self.rejoin.committed_config_index = self.rejoin.committed_config_index.max(*committed);
+        // The first configuration an answer lists is the one in force at its commit index.
+        if let Some((committed, conf)) = answer.configs.first() {
+            let known = self
+                .rejoin
+                .committed_config
+                .as_ref()
+                .map(|(index, _)| *index);
+            if known.is_none_or(|known| *committed > known) {
+                self.rejoin.committed_config = Some((*committed, conf.clone()));
+            }
         }
         if let Some(commit) = answer.leader_commit {
             self.rejoin.leader_commits.insert(answer.term, commit);
@@ -439,8 +456,8 @@ pub(crate) struct RejoinState {
     pub(crate) answers: std::collections::BTreeMap<NodeId, Term>,
     /// Every configuration an answer reported, with its entry's index.
     pub(crate) configs: Vec<(LogIndex, crate::membership::ConfState)>,
-    /// The newest configuration index an answer reported committed.
-    pub(crate) committed_config_index: LogIndex,
+    /// The newest configuration an answer reported committed, with its entry's index.
+    pub(crate) committed_config: Option<(LogIndex, crate::membership::ConfState)>,
     /// The most up to date durable log an answer reported.
     pub(crate) floor_log: LogId,
     /// The commit index each answer from a leader reported, by its term.

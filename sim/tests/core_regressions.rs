@@ -217,6 +217,16 @@ const LONE_VOTER_SENT_BEFORE_ITS_TERM_WAS_DURABLE: &str =
 // fault model widened with them (clock stalls, a confirmation round with every heartbeat), change
 // what each seed draws. They stay here as runs that must pass; the mechanisms themselves are held
 // by the unit tests named above, which fail on the code before the fixes.
+const STALE_CONFIGURATION_AT_THE_COMMITTED_INDEX: &str =
+    "seed 31021526418 (3 nodes, pre-vote off): the leader n2 made the new node n6 a voter at once \
+     (v{1,2} -> v{2,6}, joint, at 16) and lost its term; n6, new and so rejoining, waited for an \
+     answer from every member of every configuration at or past the committed one (at 15), and \
+     n5, whose log was cut off in term 3, reported its own uncommitted configuration at 15, \
+     v{1,2,3,5}, naming n3, since retired. n3 never answered, n6 never voted, and no leader \
+     could be elected without it: no leader for good. A configuration at the committed one's \
+     index that differs from it lies in a log a committed entry superseded, and is no longer \
+     counted among those that may decide (rejoin.rs `live_configurations`)";
+
 const REGRESSIONS: &[Regression] = &[
     Regression {
         seed: 8012992,
@@ -362,6 +372,11 @@ const REGRESSIONS: &[Regression] = &[
         seed: 31007001869,
         config: default_1,
         why: LONE_VOTER_SENT_BEFORE_ITS_TERM_WAS_DURABLE,
+    },
+    Regression {
+        seed: 31021526418,
+        config: no_pre_vote_3,
+        why: STALE_CONFIGURATION_AT_THE_COMMITTED_INDEX,
     },
 ];
 

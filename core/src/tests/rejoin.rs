@@ -537,3 +537,42 @@ fn a_caught_up_rejoining_node_is_probed_at_heartbeats_not_at_once() {
         "{probes} AppendEntries in {heartbeats} heartbeats"
     );
 }
+
+/// A configuration an answer reports at the index of the newest configuration known committed,
+/// but different from it, is in a log a committed entry superseded: its members are not waited
+/// for (one retired for good would keep the node from ever voting). A configuration past the
+/// committed one may still decide: its members are.
+#[test]
+fn a_stale_configuration_at_the_committed_index_does_not_hold_up_a_rejoin() {
+    let committed = crate::ConfState::with_voters(ids(5).into_iter().filter(|id| id.0 != 3));
+    let stale = crate::ConfState::with_voters([1, 2, 3, 4, 5, 6].map(NodeId));
+    let answer = |configs: Vec<(LogIndex, crate::ConfState)>| {
+        Message::RejoinAnswer(RejoinAnswer {
+            term: Term(4),
+            configs,
+            last_log_id: LogId::new(Term(4), LogIndex(12)),
+            leader_commit: None,
+        })
+    };
+    let rejoined = |tail: (LogIndex, crate::ConfState)| {
+        let mut c = Cluster::new_members(ids(5).iter().map(|i| config(i.0, 5, false)).collect());
+        let rejoiner = ids(5)[4];
+        wipe(&mut c, rejoiner);
+        let _ = c.raft(rejoiner.0).take_ready();
+        for id in [1, 2] {
+            let configs = vec![(LogIndex(10), committed.clone())];
+            c.raft(rejoiner.0).step(NodeId(id), answer(configs));
+        }
+        // Node 4's log was cut off before entry 10 committed: its commit is 8, and its entry
+        // 10 is another leader's.
+        let founding = crate::ConfState::with_voters(ids(5));
+        let configs = vec![(LogIndex(8), founding), tail];
+        c.raft(rejoiner.0).step(NodeId(4), answer(configs));
+        c.raft(rejoiner.0).standing()
+    };
+    assert!(matches!(
+        rejoined((LogIndex(10), stale.clone())),
+        Standing::CatchingUp { floor: Term(4), .. }
+    ));
+    assert_eq!(rejoined((LogIndex(11), stale)), Standing::Rejoining);
+}
