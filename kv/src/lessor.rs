@@ -64,9 +64,11 @@ impl Lessor {
         Rc::new(RefCell::new(Lessor::default()))
     }
 
-    /// Lease `id` was granted by this leader at `now`.
+    /// Lease `id` was granted by this leader at `now`. A lease already kept (listed since the
+    /// grant was applied, with a later deadline, or being expired: a session's retried grant is
+    /// answered as the first time) is left as it is.
     pub fn granted(&mut self, id: u64, ttl_ms: u64, now: Instant) {
-        if self.revoked(id) {
+        if self.revoked(id) || self.leases.contains_key(&id) {
             return;
         }
         let ttl = ttl_of(ttl_ms);
@@ -352,8 +354,8 @@ mod tests {
     }
 
     /// A tick takes the leases past their deadline from an index by deadline: the earliest
-    /// first, at most a tick's worth, one kept alive moved to its new deadline, one whose expiry
-    /// was applied gone, one whose expiry failed due again.
+    /// first, at most a tick's worth, one kept alive moved to its new deadline, one being expired
+    /// not due again, one whose expiry failed due again.
     #[test]
     fn due_leases_come_earliest_first_from_the_deadline_index() {
         let start = Instant::now();
@@ -397,6 +399,14 @@ mod tests {
         assert!(lessor.keep_alive(15, 1_000, start, start).is_some());
         lessor.granted(16, 1_000, start);
         assert!(lessor.remaining(16, start).is_some());
+        // Lease 16's expiry is proposed, and applied: until a listing drops it, it stays marked,
+        // so neither a keep-alive nor a grant's late (or retried) answer revives it.
+        let later = start + Duration::from_secs(2);
+        assert_eq!(lessor.due(later), [15, 16]);
+        assert_eq!(lessor.keep_alive(16, 1_000, later, later), None);
+        lessor.granted(16, 1_000, later);
+        assert!(lessor.is_expiring(16));
+        assert_eq!(lessor.keep_alive(16, 1_000, later, later), None);
     }
 
     /// A sync in the same term keeps the deadlines of the leases still listed, forgets those
