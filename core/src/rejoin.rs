@@ -168,7 +168,10 @@ impl Raft {
             .iter()
             .map(|(index, conf)| (*index, conf));
         for (index, conf) in own.iter().map(|(i, m)| (*i, &m.conf)).chain(reported) {
-            let superseded = index < committed || (index == committed && conf != committed_conf);
+            // Index 0 holds no entry: the bootstrap configurations there (a founder's, a
+            // joiner's empty one) may differ, and none supersedes another.
+            let superseded = index < committed
+                || (index == committed && committed > LogIndex::ZERO && conf != committed_conf);
             if !superseded && !live.contains(conf) {
                 live.push(conf.clone());
             }

@@ -576,3 +576,41 @@ fn a_stale_configuration_at_the_committed_index_does_not_hold_up_a_rejoin() {
     ));
     assert_eq!(rejoined((LogIndex(11), stale)), Standing::Rejoining);
 }
+
+/// Index 0 holds no entry: a joiner's own empty configuration there does not make the founders'
+/// configuration reported at 0 a superseded one, so a leader's word alone (in a cluster that has
+/// committed nothing yet) does not make the joiner a member: a majority of the founders must
+/// answer too.
+#[test]
+fn the_founding_configuration_at_index_zero_is_not_superseded_by_a_joiners() {
+    let mut c = Cluster::new_members(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+    let leader = c.elect(200).expect("a leader");
+    let term = c.raft(leader.0).current_term();
+    c.add_node(NodeId(4), leader);
+    let _ = c.raft(4).take_ready();
+    let founding = crate::ConfState::with_voters(ids(3));
+    let answer = |leader_commit| {
+        Message::RejoinAnswer(RejoinAnswer {
+            term,
+            configs: vec![(LogIndex::ZERO, founding.clone())],
+            last_log_id: LogId::ZERO,
+            leader_commit,
+        })
+    };
+    c.raft(4).step(leader, answer(Some(LogIndex::ZERO)));
+    assert_eq!(
+        c.raft(4).standing(),
+        Standing::Rejoining,
+        "one answer of three"
+    );
+    let other = ids(3)
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a voter");
+    c.raft(4).step(other, answer(None));
+    assert_eq!(
+        c.raft(4).standing(),
+        Standing::Member,
+        "a majority answered"
+    );
+}
