@@ -86,6 +86,9 @@ pub struct RejoinAnswer {
     /// only what the asker acknowledges afresh (answers to messages sent after it): every entry
     /// it committed with the old store's help is at or before this index.
     pub leader_commit: Option<LogIndex>,
+    /// The answerer's commit index, with its entry's term: every log holding that entry holds
+    /// the answerer's log up to there, and only entries of that term or later after it.
+    pub commit: LogId,
 }
 
 /// The answer to a [`RequestVote`].

@@ -157,26 +157,44 @@ impl Raft {
     /// come, and with it a cluster that needed its vote.)
     fn live_configurations(&self) -> Vec<crate::membership::ConfState> {
         let own = self.membership.from(self.commit_index);
-        let (committed, committed_conf) = match &self.rejoin.committed_config {
-            Some((index, conf)) if *index > own[0].0 => (*index, conf),
-            _ => (own[0].0, &own[0].1.conf),
+        let own_commit = self.log_id_at(self.commit_index);
+        let own_last = self.log_id_at(self.durable_index);
+        // The newest commit known (its entry's id) and the configuration in force there.
+        let (commit, committed, committed_conf) = match &self.rejoin.newest_commit {
+            Some((commit, index, conf)) if commit.index > own_commit.index => {
+                (*commit, *index, conf)
+            }
+            _ => (own_commit, own[0].0, &own[0].1.conf),
         };
         let mut live: Vec<crate::membership::ConfState> = Vec::new();
         let reported = self
             .rejoin
             .configs
             .iter()
-            .map(|(index, conf)| (*index, conf));
-        for (index, conf) in own.iter().map(|(i, m)| (*i, &m.conf)).chain(reported) {
+            .map(|(index, conf, last)| (*index, conf, *last));
+        let own = own.iter().map(|(i, m)| (*i, &m.conf, own_last));
+        for (index, conf, reporter_last) in own.chain(reported) {
             // Index 0 holds no entry: the bootstrap configurations there (a founder's, a
             // joiner's empty one) may differ, and none supersedes another.
             let superseded = index < committed
-                || (index == committed && committed > LogIndex::ZERO && conf != committed_conf);
+                || (committed > LogIndex::ZERO
+                    && ((index == committed && conf != committed_conf)
+                        // The committed log holds no configuration between the one in force
+                        // at the commit and the commit.
+                        || (index > committed && index <= commit.index)))
+                // A log whose last entry is of a term before the commit's lacks the committed
+                // entry: what it holds past the commit is in no log that holds it.
+                || (index > commit.index && reporter_last.term < commit.term);
             if !superseded && !live.contains(conf) {
                 live.push(conf.clone());
             }
         }
         live
+    }
+
+    /// The id of the entry at `index` of this node's log (term 0 where it is not known).
+    fn log_id_at(&self, index: LogIndex) -> LogId {
+        LogId::new(self.log.term_at(index).unwrap_or(Term::ZERO), index)
     }
 
     /// Ask every member (voter or learner) of every configuration that may still decide that has
@@ -231,6 +249,7 @@ impl Raft {
             configs,
             last_log_id: durable,
             leader_commit,
+            commit: self.log_id_at(self.commit_index),
         };
         self.send(from, Message::RejoinAnswer(answer));
     }
@@ -274,13 +293,9 @@ impl Raft {
         }
         // The first configuration an answer lists is the one in force at its commit index.
         if let Some((committed, conf)) = answer.configs.first() {
-            let known = self
-                .rejoin
-                .committed_config
-                .as_ref()
-                .map(|(index, _)| *index);
-            if known.is_none_or(|known| *committed > known) {
-                self.rejoin.committed_config = Some((*committed, conf.clone()));
+            let known = self.rejoin.newest_commit.as_ref().map(|(c, _, _)| c.index);
+            if known.is_none_or(|known| answer.commit.index > known) {
+                self.rejoin.newest_commit = Some((answer.commit, *committed, conf.clone()));
             }
         }
         if let Some(commit) = answer.leader_commit {
@@ -309,7 +324,8 @@ impl Raft {
         if answered_as_voter {
             self.rejoin.floor_log = self.rejoin.floor_log.max(answer.last_log_id);
         }
-        for config in answer.configs {
+        for (index, conf) in answer.configs {
+            let config = (index, conf, answer.last_log_id);
             if !self.rejoin.configs.contains(&config) {
                 self.rejoin.configs.push(config);
             }
@@ -358,7 +374,7 @@ impl Raft {
         };
         !live
             .iter()
-            .chain(self.rejoin.configs.iter().map(|(_, conf)| conf))
+            .chain(self.rejoin.configs.iter().map(|(_, conf, _)| conf))
             .any(|conf| conf.is_voter(me))
             && live
                 .iter()
@@ -457,10 +473,12 @@ impl Raft {
 pub(crate) struct RejoinState {
     /// The term each voter that answered reported.
     pub(crate) answers: std::collections::BTreeMap<NodeId, Term>,
-    /// Every configuration an answer reported, with its entry's index.
-    pub(crate) configs: Vec<(LogIndex, crate::membership::ConfState)>,
-    /// The newest configuration an answer reported committed, with its entry's index.
-    pub(crate) committed_config: Option<(LogIndex, crate::membership::ConfState)>,
+    /// Every configuration an answer reported, with its entry's index and the last entry of the
+    /// reporter's durable log.
+    pub(crate) configs: Vec<(LogIndex, crate::membership::ConfState, LogId)>,
+    /// The newest commit an answer reported (its entry's id), with the configuration in force
+    /// there and its entry's index.
+    pub(crate) newest_commit: Option<(LogId, LogIndex, crate::membership::ConfState)>,
     /// The most up to date durable log an answer reported.
     pub(crate) floor_log: LogId,
     /// The commit index each answer from a leader reported, by its term.

@@ -227,6 +227,15 @@ const STALE_CONFIGURATION_AT_THE_COMMITTED_INDEX: &str =
      index that differs from it lies in a log a committed entry superseded, and is no longer \
      counted among those that may decide (rejoin.rs `live_configurations`)";
 
+const STALE_CONFIGURATION_PAST_THE_COMMIT: &str =
+    "seeds 31023530183 and 31023724424 (3 nodes, pre-vote off): as seed 31021526418, but the stale \
+     member's configuration naming a retired node lay past the newest commit (v{1,3,5} at 12, \
+     its log ending in term 1, against a commit at 10 of term 2; v{1,3,5} at 21, its log ending \
+     in term 3, against a commit at 19 of term 8). Answers now carry their commit's entry id: a \
+     configuration past the commit in a log whose last term is before the commit's, or between \
+     the configuration in force at the commit and the commit, is no longer waited for \
+     (rejoin.rs `live_configurations`)";
+
 const REGRESSIONS: &[Regression] = &[
     Regression {
         seed: 8012992,
@@ -377,6 +386,16 @@ const REGRESSIONS: &[Regression] = &[
         seed: 31021526418,
         config: no_pre_vote_3,
         why: STALE_CONFIGURATION_AT_THE_COMMITTED_INDEX,
+    },
+    Regression {
+        seed: 31023530183,
+        config: no_pre_vote_3,
+        why: STALE_CONFIGURATION_PAST_THE_COMMIT,
+    },
+    Regression {
+        seed: 31023724424,
+        config: no_pre_vote_3,
+        why: STALE_CONFIGURATION_PAST_THE_COMMIT,
     },
 ];
 

@@ -91,6 +91,7 @@ fn a_voter_that_lost_its_data_does_not_vote_again_in_a_term_it_voted_in() {
                 configs: vec![(crate::LogIndex::ZERO, conf)],
                 last_log_id: leader_log,
                 leader_commit: None,
+                commit: crate::LogId::ZERO,
             }),
         );
     }
@@ -197,6 +198,7 @@ fn a_rejoining_node_waits_for_every_member_not_a_quorum_of_them() {
             configs: vec![(crate::LogIndex::ZERO, conf.clone())],
             last_log_id: LogId::ZERO,
             leader_commit: None,
+            commit: crate::LogId::ZERO,
         })
     };
     for id in &ids(5)[..3] {
@@ -309,6 +311,7 @@ fn a_rejoined_voter_votes_once_it_holds_the_floor_leaders_commits_though_the_flo
                 configs: vec![(LogIndex::ZERO, conf.clone())],
                 last_log_id,
                 leader_commit,
+                commit: crate::LogId::ZERO,
             })
         };
         // n3 leads term 3 with an uncommitted tail up to 11, commit 5; n2 holds 7.
@@ -398,6 +401,7 @@ fn an_answer_vouching_for_a_rejoined_node_waits_for_its_standing_to_be_durable()
                 configs: vec![(LogIndex::ZERO, conf.clone())],
                 last_log_id: LogId::new(term, last.index),
                 leader_commit: Some(commit),
+                commit: crate::LogId::ZERO,
             }),
         );
     }
@@ -465,6 +469,7 @@ fn an_answer_listing_too_many_configurations_is_ignored() {
             configs,
             last_log_id: LogId::ZERO,
             leader_commit: None,
+            commit: crate::LogId::ZERO,
         })
     };
     c.raft(rejoiner.0)
@@ -538,43 +543,58 @@ fn a_caught_up_rejoining_node_is_probed_at_heartbeats_not_at_once() {
     );
 }
 
-/// A configuration an answer reports at the index of the newest configuration known committed,
-/// but different from it, is in a log a committed entry superseded: its members are not waited
-/// for (one retired for good would keep the node from ever voting). A configuration past the
-/// committed one may still decide: its members are.
+/// A configuration that lies in no log holding the newest commit an answer reported is not
+/// waited for (a member of it retired for good would keep the node from ever voting): one at the
+/// index of the configuration in force at that commit but different from it, one between that
+/// configuration and the commit, one past the commit in a log whose last entry's term is before
+/// the commit's. A configuration past the commit in a log that may hold it may still decide: its
+/// members are waited for.
 #[test]
-fn a_stale_configuration_at_the_committed_index_does_not_hold_up_a_rejoin() {
+fn a_stale_configuration_does_not_hold_up_a_rejoin() {
     let committed = crate::ConfState::with_voters(ids(5).into_iter().filter(|id| id.0 != 3));
     let stale = crate::ConfState::with_voters([1, 2, 3, 4, 5, 6].map(NodeId));
-    let answer = |configs: Vec<(LogIndex, crate::ConfState)>| {
+    let answer = |configs: Vec<(LogIndex, crate::ConfState)>, last: LogId, commit: LogId| {
         Message::RejoinAnswer(RejoinAnswer {
             term: Term(4),
             configs,
-            last_log_id: LogId::new(Term(4), LogIndex(12)),
+            last_log_id: last,
             leader_commit: None,
+            commit,
         })
     };
-    let rejoined = |tail: (LogIndex, crate::ConfState)| {
+    let at = |term, index| LogId::new(Term(term), LogIndex(index));
+    // Nodes 1 and 2 committed through `commit`, under the configuration at 10; node 4, whose log
+    // ends at `last` with its commit at 8, reports `tail` besides the founders' configuration.
+    let rejoined = |commit: LogId, tail: (LogIndex, crate::ConfState), last: LogId| {
         let mut c = Cluster::new_members(ids(5).iter().map(|i| config(i.0, 5, false)).collect());
         let rejoiner = ids(5)[4];
         wipe(&mut c, rejoiner);
         let _ = c.raft(rejoiner.0).take_ready();
         for id in [1, 2] {
             let configs = vec![(LogIndex(10), committed.clone())];
-            c.raft(rejoiner.0).step(NodeId(id), answer(configs));
+            let last = at(4, commit.index.0 + 1);
+            c.raft(rejoiner.0)
+                .step(NodeId(id), answer(configs, last, commit));
         }
-        // Node 4's log was cut off before entry 10 committed: its commit is 8, and its entry
-        // 10 is another leader's.
         let founding = crate::ConfState::with_voters(ids(5));
         let configs = vec![(LogIndex(8), founding), tail];
-        c.raft(rejoiner.0).step(NodeId(4), answer(configs));
+        c.raft(rejoiner.0)
+            .step(NodeId(4), answer(configs, last, at(1, 8)));
         c.raft(rejoiner.0).standing()
     };
-    assert!(matches!(
-        rejoined((LogIndex(10), stale.clone())),
-        Standing::CatchingUp { floor: Term(4), .. }
-    ));
-    assert_eq!(rejoined((LogIndex(11), stale)), Standing::Rejoining);
+    let caught_up = |standing| matches!(standing, Standing::CatchingUp { floor: Term(4), .. });
+    // Another entry at the committed configuration's index.
+    let standing = rejoined(at(3, 10), (LogIndex(10), stale.clone()), at(2, 11));
+    assert!(caught_up(standing), "{standing:?}");
+    // An entry between the configuration in force at the commit and the commit.
+    let standing = rejoined(at(3, 12), (LogIndex(11), stale.clone()), at(3, 12));
+    assert!(caught_up(standing), "{standing:?}");
+    // Past the commit, in a log that ends in a term before the commit's.
+    let standing = rejoined(at(3, 10), (LogIndex(11), stale.clone()), at(2, 11));
+    assert!(caught_up(standing), "{standing:?}");
+    // Past the commit, in a log that may hold it: waited for.
+    let standing = rejoined(at(3, 10), (LogIndex(11), stale), at(3, 12));
+    assert_eq!(standing, Standing::Rejoining);
 }
 
 /// Index 0 holds no entry: a joiner's own empty configuration there does not make the founders'
@@ -595,6 +615,7 @@ fn the_founding_configuration_at_index_zero_is_not_superseded_by_a_joiners() {
             configs: vec![(LogIndex::ZERO, founding.clone())],
             last_log_id: LogId::ZERO,
             leader_commit,
+            commit: crate::LogId::ZERO,
         })
     };
     c.raft(4).step(leader, answer(Some(LogIndex::ZERO)));
