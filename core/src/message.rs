@@ -89,6 +89,9 @@ pub struct RejoinAnswer {
     /// The answerer's commit index, with its entry's term: every log holding that entry holds
     /// the answerer's log up to there, and only entries of that term or later after it.
     pub commit: LogId,
+    /// The last entry of the answerer's log, durable or not: every configuration in `configs`
+    /// is in that log, so of that entry's term or earlier.
+    pub last_appended: LogId,
 }
 
 /// The answer to a [`RequestVote`].

@@ -158,7 +158,7 @@ impl Raft {
     fn live_configurations(&self) -> Vec<crate::membership::ConfState> {
         let own = self.membership.from(self.commit_index);
         let own_commit = self.log_id_at(self.commit_index);
-        let own_last = self.log_id_at(self.durable_index);
+        let own_last = self.log.last_log_id();
         // The newest commit known (its entry's id) and the configuration in force there.
         let (commit, committed, committed_conf) = match &self.rejoin.newest_commit {
             Some((commit, index, conf)) if commit.index > own_commit.index => {
@@ -182,8 +182,9 @@ impl Raft {
                         // The committed log holds no configuration between the one in force
                         // at the commit and the commit.
                         || (index > committed && index <= commit.index)))
-                // A log whose last entry is of a term before the commit's lacks the committed
-                // entry: what it holds past the commit is in no log that holds it.
+                // A log whose last entry (durable or not: configurations count once appended)
+                // is of a term before the commit's lacks the committed entry: what it holds past
+                // the commit is in no log that holds it.
                 || (index > commit.index && reporter_last.term < commit.term);
             if !superseded && !live.contains(conf) {
                 live.push(conf.clone());
@@ -250,6 +251,7 @@ impl Raft {
             last_log_id: durable,
             leader_commit,
             commit: self.log_id_at(self.commit_index),
+            last_appended: self.log.last_log_id(),
         };
         self.send(from, Message::RejoinAnswer(answer));
     }
@@ -325,7 +327,7 @@ impl Raft {
             self.rejoin.floor_log = self.rejoin.floor_log.max(answer.last_log_id);
         }
         for (index, conf) in answer.configs {
-            let config = (index, conf, answer.last_log_id);
+            let config = (index, conf, answer.last_appended);
             if !self.rejoin.configs.contains(&config) {
                 self.rejoin.configs.push(config);
             }
@@ -474,7 +476,7 @@ pub(crate) struct RejoinState {
     /// The term each voter that answered reported.
     pub(crate) answers: std::collections::BTreeMap<NodeId, Term>,
     /// Every configuration an answer reported, with its entry's index and the last entry of the
-    /// reporter's durable log.
+    /// reporter's log (durable or not: its configurations are those of that log).
     pub(crate) configs: Vec<(LogIndex, crate::membership::ConfState, LogId)>,
     /// The newest commit an answer reported (its entry's id), with the configuration in force
     /// there and its entry's index.

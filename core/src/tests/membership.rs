@@ -1320,6 +1320,7 @@ fn a_joined_node_counts_the_answers_no_later_than_the_leaders_term() {
             last_log_id: LogId::ZERO,
             leader_commit,
             commit: crate::LogId::ZERO,
+            last_appended: crate::LogId::ZERO,
         })
     };
     c.raft(4).step(leader, answer(term, Some(LogIndex(2))));

@@ -92,6 +92,7 @@ fn a_voter_that_lost_its_data_does_not_vote_again_in_a_term_it_voted_in() {
                 last_log_id: leader_log,
                 leader_commit: None,
                 commit: crate::LogId::ZERO,
+                last_appended: crate::LogId::ZERO,
             }),
         );
     }
@@ -199,6 +200,7 @@ fn a_rejoining_node_waits_for_every_member_not_a_quorum_of_them() {
             last_log_id: LogId::ZERO,
             leader_commit: None,
             commit: crate::LogId::ZERO,
+            last_appended: crate::LogId::ZERO,
         })
     };
     for id in &ids(5)[..3] {
@@ -312,6 +314,7 @@ fn a_rejoined_voter_votes_once_it_holds_the_floor_leaders_commits_though_the_flo
                 last_log_id,
                 leader_commit,
                 commit: crate::LogId::ZERO,
+                last_appended: crate::LogId::ZERO,
             })
         };
         // n3 leads term 3 with an uncommitted tail up to 11, commit 5; n2 holds 7.
@@ -402,6 +405,7 @@ fn an_answer_vouching_for_a_rejoined_node_waits_for_its_standing_to_be_durable()
                 last_log_id: LogId::new(term, last.index),
                 leader_commit: Some(commit),
                 commit: crate::LogId::ZERO,
+                last_appended: crate::LogId::ZERO,
             }),
         );
     }
@@ -470,6 +474,7 @@ fn an_answer_listing_too_many_configurations_is_ignored() {
             last_log_id: LogId::ZERO,
             leader_commit: None,
             commit: crate::LogId::ZERO,
+            last_appended: crate::LogId::ZERO,
         })
     };
     c.raft(rejoiner.0)
@@ -560,6 +565,7 @@ fn a_stale_configuration_does_not_hold_up_a_rejoin() {
             last_log_id: last,
             leader_commit: None,
             commit,
+            last_appended: last,
         })
     };
     let at = |term, index| LogId::new(Term(term), LogIndex(index));
@@ -616,6 +622,7 @@ fn the_founding_configuration_at_index_zero_is_not_superseded_by_a_joiners() {
             last_log_id: LogId::ZERO,
             leader_commit,
             commit: crate::LogId::ZERO,
+            last_appended: crate::LogId::ZERO,
         })
     };
     c.raft(4).step(leader, answer(Some(LogIndex::ZERO)));
