@@ -149,12 +149,14 @@ impl Raft {
 
     /// The configurations that may still decide, as far as this node knows: its own and every
     /// one an answer reported, from the newest one known to be committed on (an older one was
-    /// superseded by a committed change, §6). Another configuration at that one's index is not
-    /// among them: its entry differs from a committed entry, so it was written by a leader of an
-    /// earlier term (a later leader holds the committed entry, §5.4), lies in a log no leader of a
-    /// later term holds, and decides nothing. (Counted, a stale member's outdated configuration
-    /// naming a node since retired kept a rejoining voter waiting for an answer that would never
-    /// come, and with it a cluster that needed its vote.)
+    /// superseded by a committed change, §6), less those in no log that holds the newest commit
+    /// known: another configuration at the committed one's index, one between it and the commit
+    /// (the committed log has none there), one past the commit in a log whose last entry is of a
+    /// term before the commit entry's. Such an entry was written by a leader of an earlier term
+    /// (a later leader holds the committed entry, §5.4), lies in a log no leader of a later term
+    /// holds, and decides nothing. (Counted, a stale member's outdated configuration naming a
+    /// node since retired kept a rejoining voter waiting for an answer that would never come, and
+    /// with it a cluster that needed its vote.)
     fn live_configurations(&self) -> Vec<crate::membership::ConfState> {
         let own = self.membership.from(self.commit_index);
         let own_commit = self.log_id_at(self.commit_index);
