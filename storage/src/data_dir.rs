@@ -13,6 +13,7 @@
 //!   into a populated volume): refused, touching nothing. RocksDB would otherwise add its files
 //!   there and, on opening, delete files whose names look like its own obsolete ones.
 
+use crate::error::io_error;
 use crate::StorageError;
 use std::fs;
 use std::io::{self, Write};
@@ -41,14 +42,26 @@ pub const NOTHING_OF_NOTE: &[&str] = &["lost+found", RESTORE_MARKER];
 /// [`NOTHING_OF_NOTE`] names and the format file (a first start that died before RocksDB wrote
 /// anything). What a joining node and a restore take for a directory never used.
 pub fn holds_no_store(dir: &Path) -> bool {
-    match fs::read_dir(dir) {
+    match entries_of_note(dir) {
         Err(error) => error.kind() == io::ErrorKind::NotFound,
-        Ok(entries) => entries.flatten().all(|entry| {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            name == FORMAT_FILE || NOTHING_OF_NOTE.contains(&&*name)
-        }),
+        Ok((_, others)) => others.is_empty(),
     }
+}
+
+/// Whether `dir` holds the format file, and the names of what else it holds but
+/// [`NOTHING_OF_NOTE`].
+fn entries_of_note(dir: &Path) -> io::Result<(bool, Vec<String>)> {
+    let mut others = Vec::new();
+    let mut format_file = false;
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name == FORMAT_FILE {
+            format_file = true;
+        } else if !NOTHING_OF_NOTE.contains(&name.as_str()) {
+            others.push(name);
+        }
+    }
+    Ok((format_file, others))
 }
 
 /// What [`claim`] found.
@@ -67,30 +80,10 @@ pub fn claim(
     dir: &Path,
     column_families: impl FnOnce(&Path) -> Result<bool, StorageError>,
 ) -> Result<Claim, StorageError> {
-    let io = |source: io::Error| StorageError::Io {
-        path: dir.display().to_string(),
-        source,
-    };
-    let mut others: Vec<String> = Vec::new();
-    let mut format_file = false;
-    for entry in fs::read_dir(dir).map_err(io)? {
-        let name = entry
-            .map_err(io)?
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
-        if name == FORMAT_FILE {
-            format_file = true;
-        } else if !NOTHING_OF_NOTE.contains(&name.as_str()) {
-            others.push(name);
-        }
-    }
+    let (format_file, mut others) = entries_of_note(dir).map_err(|e| io_error(dir, e))?;
     let path = dir.join(FORMAT_FILE);
     if format_file {
-        let text = fs::read(&path).map_err(|source| StorageError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = fs::read(&path).map_err(|e| io_error(&path, e))?;
         return match parse(&text) {
             Some(version) if version <= FORMAT_VERSION => Ok(Claim::Existing),
             Some(version) => Err(StorageError::NewerFormat {
@@ -114,13 +107,8 @@ pub fn claim(
     if others.iter().any(|name| name == "CURRENT") && column_families(dir)? {
         // Beside a store's files, a format file cut short could not be told from damage: this
         // one is written whole or not at all (a temporary file renamed over it).
-        let path = dir.join(FORMAT_FILE);
-        crate::durable::replace_file(&path, format_line().as_bytes(), false).map_err(|source| {
-            StorageError::Io {
-                path: path.display().to_string(),
-                source,
-            }
-        })?;
+        crate::durable::replace_file(&path, format_line().as_bytes(), false)
+            .map_err(|e| io_error(&path, e))?;
         return Ok(Claim::Existing);
     }
     others.sort();
@@ -166,10 +154,7 @@ fn write_format_file(dir: &Path) -> Result<(), StorageError> {
             file.sync_all()
         })
         .and_then(|()| crate::durable::sync_dir(dir));
-    written.map_err(|source| StorageError::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    written.map_err(|e| io_error(&path, e))
 }
 
 #[cfg(test)]

@@ -51,3 +51,11 @@ pub enum StorageError {
     #[error("entry {index} is compacted: the log starts after {start}")]
     Compacted { index: u64, start: u64 },
 }
+
+/// The I/O error `source` on `path`.
+pub(crate) fn io_error(path: &std::path::Path, source: std::io::Error) -> StorageError {
+    StorageError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}

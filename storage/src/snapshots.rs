@@ -4,6 +4,7 @@
 //! of an interrupted write or transfer are removed when the store is opened.
 
 use crate::direct_io::{direct_writes_supported, BlockWriter};
+use crate::error::io_error;
 use crate::StorageError;
 use raftor_core::{LogId, Membership, SnapshotMeta};
 use std::fs::{self, File};
@@ -67,13 +68,6 @@ fn read_meta(path: &Path) -> Result<Option<SnapshotMeta>, StorageError> {
         tracing::warn!(path = %path.display(), "ignoring a snapshot whose metadata does not decode");
     }
     Ok(meta.ok())
-}
-
-fn io_error(path: &Path, source: io::Error) -> StorageError {
-    StorageError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 fn base_name(last: LogId) -> String {
