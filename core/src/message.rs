@@ -75,9 +75,11 @@ pub struct RejoinAnswer {
     /// The answerer's current term: at least any term in which it voted or acknowledged.
     pub term: Term,
     /// The answerer's configurations from the one in force at its commit index (committed) to
-    /// the one in force in its log (the last), each with the index of its entry: a rejoining
-    /// node may know only older ones, and must reckon with every one that may still decide.
-    pub configs: Vec<(LogIndex, crate::membership::ConfState)>,
+    /// the one in force in its log (the last), each with the id of the answerer's entry at its
+    /// index (the term is that of its last entry where the log is compacted, at or before its
+    /// commit): a rejoining node may know only older ones, and must reckon with every one that
+    /// may still decide.
+    pub configs: Vec<(LogId, crate::membership::ConfState)>,
     /// The last entry of the answerer's durable log: a rejoining node votes only for a
     /// candidate whose log is at least as up to date as the most up to date answer.
     pub last_log_id: LogId,
@@ -89,9 +91,6 @@ pub struct RejoinAnswer {
     /// The answerer's commit index, with its entry's term: every log holding that entry holds
     /// the answerer's log up to there, and only entries of that term or later after it.
     pub commit: LogId,
-    /// The last entry of the answerer's log, durable or not: every configuration in `configs`
-    /// is in that log, so of that entry's term or earlier.
-    pub last_appended: LogId,
 }
 
 /// The answer to a [`RequestVote`].

@@ -151,16 +151,25 @@ impl Raft {
     /// one an answer reported, from the newest one known to be committed on (an older one was
     /// superseded by a committed change, §6), less those in no log that holds the newest commit
     /// known: another configuration at the committed one's index, one between it and the commit
-    /// (the committed log has none there), one past the commit in a log whose last entry is of a
-    /// term before the commit entry's. Such an entry was written by a leader of an earlier term
-    /// (a later leader holds the committed entry, §5.4), lies in a log no leader of a later term
-    /// holds, and decides nothing. (Counted, a stale member's outdated configuration naming a
-    /// node since retired kept a rejoining voter waiting for an answer that would never come, and
-    /// with it a cluster that needed its vote.)
+    /// (the committed log has none there), one past the commit whose entry is of a term before
+    /// the commit entry's (a log holding the committed entry has only entries of its term or
+    /// later after it). Such an entry was written by a leader of an earlier term (a later leader
+    /// holds the committed entry, §5.4), lies in a log no leader of a later term holds, and
+    /// decides nothing. (Counted, a stale member's outdated configuration naming a node since
+    /// retired kept a rejoining voter waiting for an answer that would never come, and with it
+    /// a cluster that needed its vote.)
+    ///
+    /// That finds every configuration past the commit in a log lacking it: a leader L appends a
+    /// configuration entry only once it has committed an entry e of its own term
+    /// (`propose_membership`; `on_membership_committed` runs on a commit it counted). A committed
+    /// entry c of L's term or earlier before the configuration is then in L's log: at or before
+    /// e, L's entry there is committed, so it is c; after e, c's term is at least L's (the
+    /// committed entries make one log), so c is L's own (docs/design.md, "A node that lost its
+    /// data"). So a configuration past the commit of the commit's term or later lies in a log
+    /// that holds it.
     fn live_configurations(&self) -> Vec<crate::membership::ConfState> {
         let own = self.membership.from(self.commit_index);
         let own_commit = self.log_id_at(self.commit_index);
-        let own_last = self.log.last_log_id();
         // The newest commit known (its entry's id) and the configuration in force there.
         let (commit, committed, committed_conf) = match &self.rejoin.newest_commit {
             Some((commit, index, conf)) if commit.index > own_commit.index => {
@@ -169,13 +178,9 @@ impl Raft {
             _ => (own_commit, own[0].0, &own[0].1.conf),
         };
         let mut live: Vec<crate::membership::ConfState> = Vec::new();
-        let reported = self
-            .rejoin
-            .configs
-            .iter()
-            .map(|(index, conf, last)| (*index, conf, *last));
-        let own = own.iter().map(|(i, m)| (*i, &m.conf, own_last));
-        for (index, conf, reporter_last) in own.chain(reported) {
+        let reported = self.rejoin.configs.iter().map(|(id, conf)| (*id, conf));
+        let own = own.iter().map(|(i, m)| (self.config_entry_id(*i), &m.conf));
+        for (LogId { term, index }, conf) in own.chain(reported) {
             // Index 0 holds no entry: the bootstrap configurations there (a founder's, a
             // joiner's empty one) may differ, and none supersedes another.
             let superseded = index < committed
@@ -184,10 +189,9 @@ impl Raft {
                         // The committed log holds no configuration between the one in force
                         // at the commit and the commit.
                         || (index > committed && index <= commit.index)))
-                // A log whose last entry (durable or not: configurations count once appended)
-                // is of a term before the commit's lacks the committed entry: what it holds past
-                // the commit is in no log that holds it.
-                || (index > commit.index && reporter_last.term < commit.term);
+                // An entry past the commit of a term before the commit's is in no log that
+                // holds the committed entry.
+                || (index > commit.index && term < commit.term);
             if !superseded && !live.contains(conf) {
                 live.push(conf.clone());
             }
@@ -198,6 +202,18 @@ impl Raft {
     /// The id of the entry at `index` of this node's log (term 0 where it is not known).
     fn log_id_at(&self, index: LogIndex) -> LogId {
         LogId::new(self.log.term_at(index).unwrap_or(Term::ZERO), index)
+    }
+
+    /// The id of this log's entry at `index`, where a configuration in force lies. Where the log
+    /// is compacted (only at or before the commit index, where `live_configurations` never
+    /// judges a configuration by its term) the last entry's term stands in: a bound on it, as
+    /// every term in a log is at most its last.
+    fn config_entry_id(&self, index: LogIndex) -> LogId {
+        let term = self
+            .log
+            .term_at(index)
+            .unwrap_or_else(|| self.log.last_log_id().term);
+        LogId::new(term, index)
     }
 
     /// Ask every member (voter or learner) of every configuration that may still decide that has
@@ -245,7 +261,7 @@ impl Raft {
             .membership
             .from(self.commit_index)
             .iter()
-            .map(|(index, membership)| (*index, membership.conf.clone()))
+            .map(|(index, membership)| (self.config_entry_id(*index), membership.conf.clone()))
             .collect();
         let answer = RejoinAnswer {
             term: self.current_term,
@@ -253,7 +269,6 @@ impl Raft {
             last_log_id: durable,
             leader_commit,
             commit: self.log_id_at(self.commit_index),
-            last_appended: self.log.last_log_id(),
         };
         self.send(from, Message::RejoinAnswer(answer));
     }
@@ -299,7 +314,7 @@ impl Raft {
         if let Some((committed, conf)) = answer.configs.first() {
             let known = self.rejoin.newest_commit.as_ref().map(|(c, _, _)| c.index);
             if known.is_none_or(|known| answer.commit.index > known) {
-                self.rejoin.newest_commit = Some((answer.commit, *committed, conf.clone()));
+                self.rejoin.newest_commit = Some((answer.commit, committed.index, conf.clone()));
             }
         }
         if let Some(commit) = answer.leader_commit {
@@ -328,8 +343,7 @@ impl Raft {
         if answered_as_voter {
             self.rejoin.floor_log = self.rejoin.floor_log.max(answer.last_log_id);
         }
-        for (index, conf) in answer.configs {
-            let config = (index, conf, answer.last_appended);
+        for config in answer.configs {
             if !self.rejoin.configs.contains(&config) {
                 self.rejoin.configs.push(config);
             }
@@ -378,7 +392,7 @@ impl Raft {
         };
         !live
             .iter()
-            .chain(self.rejoin.configs.iter().map(|(_, conf, _)| conf))
+            .chain(self.rejoin.configs.iter().map(|(_, conf)| conf))
             .any(|conf| conf.is_voter(me))
             && live
                 .iter()
@@ -477,9 +491,8 @@ impl Raft {
 pub(crate) struct RejoinState {
     /// The term each voter that answered reported.
     pub(crate) answers: std::collections::BTreeMap<NodeId, Term>,
-    /// Every configuration an answer reported, with its entry's index and the last entry of the
-    /// reporter's log (durable or not: its configurations are those of that log).
-    pub(crate) configs: Vec<(LogIndex, crate::membership::ConfState, LogId)>,
+    /// Every configuration an answer reported, with the id of the reporter's entry at its index.
+    pub(crate) configs: Vec<(LogId, crate::membership::ConfState)>,
     /// The newest commit an answer reported (its entry's id), with the configuration in force
     /// there and its entry's index.
     pub(crate) newest_commit: Option<(LogId, LogIndex, crate::membership::ConfState)>,

@@ -168,8 +168,8 @@ impl Fnv {
                 self.u64(9);
                 self.u64(m.term.0);
                 self.log_id(m.last_log_id);
-                for (index, conf) in &m.configs {
-                    self.u64(index.0);
+                for (id, conf) in &m.configs {
+                    self.log_id(*id);
                     for id in conf.all_voters() {
                         self.u64(id.0);
                     }
@@ -645,8 +645,8 @@ impl fmt::Display for ShortMessage<'_> {
             Message::RejoinQuery(m) => write!(f, "RejoinQuery{{term {}}}", m.term),
             Message::RejoinAnswer(m) => {
                 write!(f, "RejoinAnswer{{term {} last {}", m.term, m.last_log_id)?;
-                for (index, conf) in &m.configs {
-                    write!(f, " {}@{}", ShowConf(conf), index)?;
+                for (id, conf) in &m.configs {
+                    write!(f, " {} at {}", ShowConf(conf), id)?;
                 }
                 write!(f, "}}")
             }

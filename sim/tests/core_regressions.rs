@@ -231,10 +231,10 @@ const STALE_CONFIGURATION_PAST_THE_COMMIT: &str =
     "seeds 31023530183 and 31023724424 (3 nodes, pre-vote off): as seed 31021526418, but the stale \
      member's configuration naming a retired node lay past the newest commit (v{1,3,5} at 12, \
      its log ending in term 1, against a commit at 10 of term 2; v{1,3,5} at 21, its log ending \
-     in term 3, against a commit at 19 of term 8). Answers now carry their commit's entry id: a \
-     configuration past the commit in a log whose last term is before the commit's, or between \
-     the configuration in force at the commit and the commit, is no longer waited for \
-     (rejoin.rs `live_configurations`)";
+     in term 3, against a commit at 19 of term 8). Answers now carry their commit's entry id, and \
+     each configuration's: a configuration past the commit whose entry's term is before the \
+     commit's, or one between the configuration in force at the commit and the commit, is no \
+     longer waited for (rejoin.rs `live_configurations`)";
 
 const REGRESSIONS: &[Regression] = &[
     Regression {

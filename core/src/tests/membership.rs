@@ -1316,11 +1316,10 @@ fn a_joined_node_counts_the_answers_no_later_than_the_leaders_term() {
     let answer = |term: Term, leader_commit: Option<LogIndex>| {
         Message::RejoinAnswer(RejoinAnswer {
             term,
-            configs: vec![(LogIndex(2), conf.clone())],
+            configs: vec![(LogId::new(term, LogIndex(2)), conf.clone())],
             last_log_id: LogId::ZERO,
             leader_commit,
             commit: crate::LogId::ZERO,
-            last_appended: crate::LogId::ZERO,
         })
     };
     c.raft(4).step(leader, answer(term, Some(LogIndex(2))));

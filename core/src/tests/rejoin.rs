@@ -88,11 +88,10 @@ fn a_voter_that_lost_its_data_does_not_vote_again_in_a_term_it_voted_in() {
             id,
             Message::RejoinAnswer(RejoinAnswer {
                 term,
-                configs: vec![(crate::LogIndex::ZERO, conf)],
+                configs: vec![(crate::LogId::ZERO, conf)],
                 last_log_id: leader_log,
                 leader_commit: None,
                 commit: crate::LogId::ZERO,
-                last_appended: crate::LogId::ZERO,
             }),
         );
     }
@@ -196,11 +195,10 @@ fn a_rejoining_node_waits_for_every_member_not_a_quorum_of_them() {
     let answer = |term: u64| {
         Message::RejoinAnswer(RejoinAnswer {
             term: Term(term),
-            configs: vec![(crate::LogIndex::ZERO, conf.clone())],
+            configs: vec![(crate::LogId::ZERO, conf.clone())],
             last_log_id: LogId::ZERO,
             leader_commit: None,
             commit: crate::LogId::ZERO,
-            last_appended: crate::LogId::ZERO,
         })
     };
     for id in &ids(5)[..3] {
@@ -310,11 +308,10 @@ fn a_rejoined_voter_votes_once_it_holds_the_floor_leaders_commits_though_the_flo
         let answer = |last_log_id: LogId, leader_commit: Option<LogIndex>| {
             Message::RejoinAnswer(RejoinAnswer {
                 term: Term(3),
-                configs: vec![(LogIndex::ZERO, conf.clone())],
+                configs: vec![(LogId::ZERO, conf.clone())],
                 last_log_id,
                 leader_commit,
                 commit: crate::LogId::ZERO,
-                last_appended: crate::LogId::ZERO,
             })
         };
         // n3 leads term 3 with an uncommitted tail up to 11, commit 5; n2 holds 7.
@@ -401,11 +398,10 @@ fn an_answer_vouching_for_a_rejoined_node_waits_for_its_standing_to_be_durable()
             from,
             Message::RejoinAnswer(RejoinAnswer {
                 term,
-                configs: vec![(LogIndex::ZERO, conf.clone())],
+                configs: vec![(LogId::ZERO, conf.clone())],
                 last_log_id: LogId::new(term, last.index),
                 leader_commit: Some(commit),
                 commit: crate::LogId::ZERO,
-                last_appended: crate::LogId::ZERO,
             }),
         );
     }
@@ -467,29 +463,28 @@ fn an_answer_listing_too_many_configurations_is_ignored() {
     let conf = c.raft(1).membership().conf.clone();
     wipe(&mut c, rejoiner);
     let _ = c.raft(rejoiner.0).take_ready();
-    let answer = |configs: Vec<(LogIndex, crate::membership::ConfState)>| {
+    let answer = |configs: Vec<(LogId, crate::membership::ConfState)>| {
         Message::RejoinAnswer(RejoinAnswer {
             term: Term(4),
             configs,
             last_log_id: LogId::ZERO,
             leader_commit: None,
             commit: crate::LogId::ZERO,
-            last_appended: crate::LogId::ZERO,
         })
     };
     c.raft(rejoiner.0)
-        .step(ids(3)[0], answer(vec![(LogIndex::ZERO, conf.clone())]));
+        .step(ids(3)[0], answer(vec![(LogId::ZERO, conf.clone())]));
     let flood: Vec<_> = (0..=crate::rejoin::MAX_CONFIGS_PER_REJOIN_ANSWER as u64)
         .map(|i| {
             let mut other = conf.clone();
             other.learners.insert(NodeId(100 + i));
-            (LogIndex(i), other)
+            (LogId::new(Term(1), LogIndex(i)), other)
         })
         .collect();
     c.raft(rejoiner.0).step(ids(3)[1], answer(flood));
     assert_eq!(c.raft(rejoiner.0).standing(), Standing::Rejoining);
     c.raft(rejoiner.0)
-        .step(ids(3)[1], answer(vec![(LogIndex::ZERO, conf.clone())]));
+        .step(ids(3)[1], answer(vec![(LogId::ZERO, conf.clone())]));
     assert!(
         matches!(
             c.raft(rejoiner.0).standing(),
@@ -551,55 +546,65 @@ fn a_caught_up_rejoining_node_is_probed_at_heartbeats_not_at_once() {
 /// A configuration that lies in no log holding the newest commit an answer reported is not
 /// waited for (a member of it retired for good would keep the node from ever voting): one at the
 /// index of the configuration in force at that commit but different from it, one between that
-/// configuration and the commit, one past the commit in a log whose last entry's term is before
-/// the commit's. A configuration past the commit in a log that may hold it may still decide: its
-/// members are waited for.
+/// configuration and the commit, one past the commit whose entry's term is before the commit's,
+/// whatever came after it in the reporter's log (Raft's Figure 8: a leader that lacked the
+/// committed entry may have appended entries of a later term behind it). A configuration past
+/// the commit of the commit's term or later may still decide: its members are waited for.
 #[test]
 fn a_stale_configuration_does_not_hold_up_a_rejoin() {
     let committed = crate::ConfState::with_voters(ids(5).into_iter().filter(|id| id.0 != 3));
     let stale = crate::ConfState::with_voters([1, 2, 3, 4, 5, 6].map(NodeId));
-    let answer = |configs: Vec<(LogIndex, crate::ConfState)>, last: LogId, commit: LogId| {
+    let answer = |configs: Vec<(LogId, crate::ConfState)>, last: LogId, commit: LogId| {
         Message::RejoinAnswer(RejoinAnswer {
-            term: Term(4),
+            term: Term(6),
             configs,
             last_log_id: last,
             leader_commit: None,
             commit,
-            last_appended: last,
         })
     };
     let at = |term, index| LogId::new(Term(term), LogIndex(index));
-    // Nodes 1 and 2 committed through `commit`, under the configuration at 10; node 4, whose log
-    // ends at `last` with its commit at 8, reports `tail` besides the founders' configuration.
-    let rejoined = |commit: LogId, tail: (LogIndex, crate::ConfState), last: LogId| {
+    // Nodes 1 and 2 committed through `commit`, under the configuration at 10; node 4, whose
+    // durable log ends at `last` with its commit at 8, reports `tail` besides the founders'
+    // configuration.
+    let rejoined = |commit: LogId, tail: (LogId, crate::ConfState), last: LogId| {
         let mut c = Cluster::new_members(ids(5).iter().map(|i| config(i.0, 5, false)).collect());
         let rejoiner = ids(5)[4];
         wipe(&mut c, rejoiner);
         let _ = c.raft(rejoiner.0).take_ready();
         for id in [1, 2] {
-            let configs = vec![(LogIndex(10), committed.clone())];
-            let last = at(4, commit.index.0 + 1);
+            let configs = vec![(at(3, 10), committed.clone())];
+            let last = at(6, commit.index.0 + 1);
             c.raft(rejoiner.0)
                 .step(NodeId(id), answer(configs, last, commit));
         }
         let founding = crate::ConfState::with_voters(ids(5));
-        let configs = vec![(LogIndex(8), founding), tail];
+        let configs = vec![(at(1, 8), founding), tail];
         c.raft(rejoiner.0)
             .step(NodeId(4), answer(configs, last, at(1, 8)));
         c.raft(rejoiner.0).standing()
     };
-    let caught_up = |standing| matches!(standing, Standing::CatchingUp { floor: Term(4), .. });
+    let caught_up = |standing| matches!(standing, Standing::CatchingUp { floor: Term(6), .. });
     // Another entry at the committed configuration's index.
-    let standing = rejoined(at(3, 10), (LogIndex(10), stale.clone()), at(2, 11));
+    let standing = rejoined(at(3, 10), (at(2, 10), stale.clone()), at(2, 11));
     assert!(caught_up(standing), "{standing:?}");
     // An entry between the configuration in force at the commit and the commit.
-    let standing = rejoined(at(3, 12), (LogIndex(11), stale.clone()), at(3, 12));
+    let standing = rejoined(at(3, 12), (at(3, 11), stale.clone()), at(3, 12));
     assert!(caught_up(standing), "{standing:?}");
-    // Past the commit, in a log that ends in a term before the commit's.
-    let standing = rejoined(at(3, 10), (LogIndex(11), stale.clone()), at(2, 11));
+    // Past the commit, of a term before the commit's, at the end of the reporter's log.
+    let standing = rejoined(at(3, 10), (at(2, 11), stale.clone()), at(2, 11));
     assert!(caught_up(standing), "{standing:?}");
-    // Past the commit, in a log that may hold it: waited for.
-    let standing = rejoined(at(3, 10), (LogIndex(11), stale), at(3, 12));
+    // The same, followed by entries of a later term than the commit's (Figure 8: node 4 took
+    // them from the leader of term 5, which lacked the entry at 10 that the leader of term 6
+    // committed later; node 1 learned that commit before it held the entry after it).
+    let standing = rejoined(at(3, 10), (at(2, 11), stale.clone()), at(5, 13));
+    assert!(caught_up(standing), "{standing:?}");
+    // Past the commit, of the commit's term: in a log that holds it, so waited for.
+    let standing = rejoined(at(3, 10), (at(3, 11), stale.clone()), at(3, 12));
+    assert_eq!(standing, Standing::Rejoining);
+    // The same, appended but not yet durable behind a durable end of an older term (a
+    // configuration counts once appended): waited for too.
+    let standing = rejoined(at(3, 10), (at(3, 11), stale), at(2, 9));
     assert_eq!(standing, Standing::Rejoining);
 }
 
@@ -618,11 +623,10 @@ fn the_founding_configuration_at_index_zero_is_not_superseded_by_a_joiners() {
     let answer = |leader_commit| {
         Message::RejoinAnswer(RejoinAnswer {
             term,
-            configs: vec![(LogIndex::ZERO, founding.clone())],
+            configs: vec![(LogId::ZERO, founding.clone())],
             last_log_id: LogId::ZERO,
             leader_commit,
             commit: crate::LogId::ZERO,
-            last_appended: crate::LogId::ZERO,
         })
     };
     c.raft(4).step(leader, answer(Some(LogIndex::ZERO)));
