@@ -32,7 +32,7 @@ pub fn seed_data_dir(
             "node {id} is not among the founding members"
         )));
     }
-    if !raftor_storage::data_dir::holds_no_store(data_dir) || data_dir.is_file() {
+    if !raftor_storage::data_dir::holds_no_store(data_dir)? {
         return Err(StartError::Config(format!(
             "{} is not empty: a restore seeds a new node's data directory",
             data_dir.display()

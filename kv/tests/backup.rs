@@ -127,6 +127,21 @@ async fn a_backup_under_write_load_restores_every_write_acknowledged_before_its_
         &configs[0].peers,
     );
     assert!(again.expect_err("refused").contains("not empty"));
+    // A path that cannot be a directory (under a file) is refused with the reason, not taken for
+    // a directory that is not empty.
+    let under_a_file = file.join("data");
+    let refused = raftor_kv::backup::restore(
+        &file,
+        &under_a_file,
+        "restored",
+        configs[0].id,
+        &configs[0].peers,
+    )
+    .expect_err("refused");
+    assert!(
+        refused.contains("Not a directory") && !refused.contains("not empty"),
+        "{refused}"
+    );
     let mut nodes = Vec::new();
     for config in &configs {
         nodes.push(common::start_node_retrying(config).await);

@@ -40,11 +40,13 @@ pub const NOTHING_OF_NOTE: &[&str] = &["lost+found", RESTORE_MARKER];
 
 /// Whether directory `dir` holds no store yet: it is missing, or holds nothing but what
 /// [`NOTHING_OF_NOTE`] names and the format file (a first start that died before RocksDB wrote
-/// anything). What a joining node and a restore take for a directory never used.
-pub fn holds_no_store(dir: &Path) -> bool {
+/// anything). What a joining node and a restore take for a directory never used. An error when
+/// `dir` cannot be listed (a file, a path through a file, no permission).
+pub fn holds_no_store(dir: &Path) -> Result<bool, StorageError> {
     match entries_of_note(dir) {
-        Err(error) => error.kind() == io::ErrorKind::NotFound,
-        Ok((_, others)) => others.is_empty(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(error) => Err(io_error(dir, error)),
+        Ok((_, others)) => Ok(others.is_empty()),
     }
 }
 
@@ -182,15 +184,21 @@ mod tests {
     #[test]
     fn a_directory_holds_no_store_until_a_store_writes_there() {
         let dir = TempDir::new().unwrap();
-        assert!(holds_no_store(&dir.path().join("missing")));
-        assert!(holds_no_store(dir.path()));
+        assert!(holds_no_store(&dir.path().join("missing")).unwrap());
+        assert!(holds_no_store(dir.path()).unwrap());
         fs::create_dir(dir.path().join("lost+found")).unwrap();
         fs::write(dir.path().join(FORMAT_FILE), format_line()).unwrap();
-        assert!(holds_no_store(dir.path()));
+        assert!(holds_no_store(dir.path()).unwrap());
         fs::write(dir.path().join("CURRENT"), b"MANIFEST-000005\n").unwrap();
-        assert!(!holds_no_store(dir.path()));
+        assert!(!holds_no_store(dir.path()).unwrap());
         let file = dir.path().join("CURRENT");
-        assert!(!holds_no_store(&file), "a file is no empty directory");
+        for unlistable in [file.clone(), file.join("data")] {
+            let error = holds_no_store(&unlistable).expect_err("a file is no directory");
+            assert!(
+                matches!(error, StorageError::Io { .. }),
+                "{unlistable:?}: {error}"
+            );
+        }
     }
 
     #[test]
