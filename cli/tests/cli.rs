@@ -250,6 +250,25 @@ fn a_data_directory_holding_other_files_is_refused_untouched() {
         std::fs::read(dir.path().join("000003.log")).expect("read"),
         b"someone's log"
     );
+    // A path through a file cannot be a data directory: a joining node says why.
+    let through_a_file = dir.path().join("notes.txt").join("data");
+    fails_with(
+        &[
+            "serve",
+            "--id",
+            "4",
+            "--listen",
+            "127.0.0.1:0",
+            "--advertise",
+            "127.0.0.1:1",
+            "--join",
+            "http://127.0.0.1:1",
+            "--data-dir",
+            through_a_file.to_str().expect("utf-8 path"),
+        ],
+        &[],
+        "Not a directory",
+    );
 }
 
 /// `--log-format json` (or `RAFTOR_LOG_FORMAT`, or `log_format` in the config file): every line a

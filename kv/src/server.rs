@@ -231,8 +231,9 @@ async fn contacts(
     tls: Option<&NodeTls>,
 ) -> Result<Vec<(NodeId, String)>, ServeError> {
     // Empty but for a volume's `lost+found` (or a first start that died before its store began).
-    // A directory that cannot be listed is refused when the store opens it, with the reason.
-    let fresh = raftor_storage::data_dir::holds_no_store(&config.data_dir).unwrap_or(false);
+    // A directory that cannot be listed is refused here, with the reason.
+    let fresh = raftor_storage::data_dir::holds_no_store(&config.data_dir)
+        .map_err(raftor::StartError::from)?;
     let (Some(url), true, true) = (&join.url, join.members.is_empty(), fresh) else {
         return Ok(join.members.clone().into_iter().collect());
     };
