@@ -125,7 +125,7 @@ impl Raft {
         else {
             return false;
         };
-        let durable_term = self.log.term_at(self.durable_index).unwrap_or(Term::ZERO);
+        let durable_term = self.log_id_at(self.durable_index).term;
         durable_term == floor && self.durable_index >= commit
     }
 
@@ -253,10 +253,7 @@ impl Raft {
         } else {
             None
         };
-        let durable = LogId::new(
-            self.log.term_at(self.durable_index).unwrap_or(Term::ZERO),
-            self.durable_index,
-        );
+        let durable = self.log_id_at(self.durable_index);
         let configs = self
             .membership
             .from(self.commit_index)
@@ -476,7 +473,7 @@ impl Raft {
         let Standing::CatchingUp { floor, .. } = self.standing else {
             return;
         };
-        let durable_term = self.log.term_at(self.durable_index).unwrap_or(Term::ZERO);
+        let durable_term = self.log_id_at(self.durable_index).term;
         if floor == Term::ZERO
             || durable_term > floor
             || (self.current_term > floor && self.holds_floor_leaders_commits())

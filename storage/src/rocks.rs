@@ -234,11 +234,7 @@ impl RocksStorage {
     /// [`StorageError::Io`]; a directory holding something else than a store, or a store of a
     /// newer format, is refused untouched ([`crate::data_dir::claim`]).
     pub fn open(path: &Path, identity: &StoreIdentity) -> Result<RocksStorage, StorageError> {
-        let path_str = || path.display().to_string();
-        crate::durable::create_dir_durable(path).map_err(|source| StorageError::Io {
-            path: path_str(),
-            source,
-        })?;
+        crate::durable::create_dir_durable(path).map_err(|e| crate::error::io_error(path, e))?;
         crate::data_dir::claim(path, has_store_column_families)?;
 
         let direct_writes = direct_writes_supported(path);
