@@ -53,10 +53,33 @@ impl<M: StateMachine> RaftNode<M> {
     pub async fn change_membership(&self, changes: Vec<ConfChange>) -> Result<Membership, Error> {
         self.check_running()?;
         let timeout = self.inner.request_timeout;
-        match self.inner.node.change_membership(changes, timeout).await {
+        let outcome = self.inner.node.change_membership(changes, timeout).await;
+        Self::membership_outcome(outcome, timeout)
+    }
+
+    /// On the leader: resolves once the configuration in force is committed, not joint, and
+    /// settled: a majority of its voters hold its commit, so a node it removed may be stopped
+    /// (a node that lost its data learns the change from any of them). What
+    /// [`change_membership`](Self::change_membership) waits for; ask it of a new leader after
+    /// [`Error::MembershipNotSettled`]. [`Error::NotLeader`] elsewhere.
+    pub async fn wait_membership_settled(&self) -> Result<Membership, Error> {
+        self.check_running()?;
+        let timeout = self.inner.request_timeout;
+        let outcome = self.inner.node.wait_settled(timeout).await;
+        Self::membership_outcome(outcome, timeout)
+    }
+
+    fn membership_outcome(
+        outcome: Result<Membership, MembershipChangeError>,
+        timeout: std::time::Duration,
+    ) -> Result<Membership, Error> {
+        match outcome {
             Ok(membership) => Ok(membership),
             Err(error) => Err(match error {
                 MembershipChangeError::NotLeader { leader } => Error::NotLeader { leader },
+                MembershipChangeError::Unsettled { leader } => {
+                    Error::MembershipNotSettled { leader }
+                }
                 MembershipChangeError::Transferring { to } => Error::Transferring { to },
                 MembershipChangeError::InProgress { index } => {
                     Error::MembershipChangeInProgress { index }

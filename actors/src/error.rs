@@ -39,6 +39,11 @@ pub enum MembershipChangeError {
     /// Appended, then replaced by another leader's entry: the change was not made.
     #[error("the change was dropped when leadership changed")]
     Dropped,
+    /// Committed, but this node lost the lead before a majority of the new voters were known to
+    /// hold the commit (`raftor_core::Raft::settled_membership_index`): ask the leader
+    /// ([`crate::RaftNode::wait_settled`] there) before stopping a removed node.
+    #[error("the change is committed, but this node lost the lead before it settled; ask the leader (leader: {leader:?}) before stopping a removed node")]
+    Unsettled { leader: Option<NodeId> },
     /// Appended, but not known to be finished in time (it may still complete).
     #[error("the change did not finish in time (it may still complete)")]
     Timeout,

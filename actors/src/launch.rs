@@ -322,8 +322,10 @@ impl NodeHandle {
 
     /// Change the membership (on the leader): resolves once the change is committed and applied
     /// here and, for a change that went through a joint configuration, once the cluster has left
-    /// it (the leader does so by itself); with the configuration then in force. Waits at most
-    /// `timeout` for all that ([`MembershipChangeError::Timeout`]: the change may still finish).
+    /// it (the leader does so by itself), and once it settled ([`Self::wait_settled`]), so a
+    /// removed node may be shut down once this returns; with the configuration then in force.
+    /// Waits at most `timeout` for all that ([`MembershipChangeError::Timeout`]: the change may
+    /// still finish).
     pub async fn change_membership(
         &self,
         changes: Vec<ConfChange>,
@@ -343,12 +345,46 @@ impl NodeHandle {
             Ok(Err(ProposeError::Dropped)) => return Err(MembershipChangeError::Dropped),
             Ok(Err(_)) | Err(_) => return Err(MembershipChangeError::Shutdown),
         }
-        // A joint configuration is left by the leader once it is committed: wait for that too.
+        self.settled_by(deadline, true).await
+    }
+
+    /// On the leader: resolves once the configuration in force is committed, applied here, not
+    /// joint (the leader leaves a joint one by itself), and settled: a majority of its voters
+    /// hold its commit (`raftor_core::Raft::settled_membership_index`; a removed leader hands
+    /// over then). A rejoining node that lost its data learns from any of them that the
+    /// configuration before is superseded, so a node the change removed may be shut down now.
+    /// [`MembershipChangeError::NotLeader`] on another node;
+    /// [`MembershipChangeError::Timeout`] if not so within `timeout`.
+    pub async fn wait_settled(
+        &self,
+        timeout: Duration,
+    ) -> Result<Membership, MembershipChangeError> {
+        self.settled_by(tokio::time::Instant::now() + timeout, false)
+            .await
+    }
+
+    /// [`Self::wait_settled`] until `deadline`; `committed_here`: this node, as leader, saw the
+    /// change commit, so losing the lead now leaves it committed but unsettled.
+    async fn settled_by(
+        &self,
+        deadline: tokio::time::Instant,
+        committed_here: bool,
+    ) -> Result<Membership, MembershipChangeError> {
         loop {
             let status = self.status().await.ok_or(MembershipChangeError::Shutdown)?;
-            if !status.membership.conf.is_joint() && status.membership_index <= status.applied_index
+            if !status.membership.conf.is_joint()
+                && status.membership_index <= status.applied_index
+                && status.settled_membership_index >= status.membership_index
             {
                 return Ok(status.membership);
+            }
+            if status.role != raftor_core::Role::Leader {
+                let leader = status.leader;
+                return Err(if committed_here {
+                    MembershipChangeError::Unsettled { leader }
+                } else {
+                    MembershipChangeError::NotLeader { leader }
+                });
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(MembershipChangeError::Timeout);

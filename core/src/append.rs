@@ -106,12 +106,12 @@ impl Raft {
         });
         if new_entries.is_empty()
             && matched.index <= self.durable_index
-            && self.standing_in_flight_after.is_none()
+            && self.vouched_in_flight_after.is_none()
         {
             // A heartbeat (or a message whose entries this node holds already), vouching only
-            // for entries synced here, by a node whose standing is synced too: its answer need
-            // not wait behind a write in flight, which under load can take longer than the
-            // leader's check-quorum period.
+            // for entries synced here, by a node whose standing (and commit past a
+            // configuration) is synced too: its answer need not wait behind a write in flight,
+            // which under load can take longer than the leader's check-quorum period.
             self.send_promptly(from, answer);
         } else {
             self.send(from, answer);

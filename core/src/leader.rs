@@ -92,6 +92,10 @@ impl Raft {
         if let Some(to) = self.transfer_target() {
             return Err(Refusal::Transferring { to });
         }
+        if self.handing_over_after_removal() {
+            // Removed: it hands over once the change has settled (`crate::settle`).
+            return Err(Refusal::NotLeader(NotLeader { leader: None }));
+        }
         Ok(())
     }
 
@@ -210,7 +214,8 @@ impl Raft {
     }
 
     /// The configuration in force is committed: leave a joint configuration (when `auto_leave`),
-    /// or, if this leader is no longer a voter, hand over and step down (thesis §4.2.2).
+    /// or watch it settle (`crate::settle`), after which a leader that is no longer a voter
+    /// hands over and steps down (thesis §4.2.2).
     pub(crate) fn on_membership_committed(&mut self) {
         if self.role != Role::Leader || self.membership_index() > self.commit_index {
             return;
@@ -223,10 +228,13 @@ impl Raft {
             }
             return;
         }
-        if conf.is_voter(self.id()) {
-            return;
-        }
-        // Removed (or demoted): let the most up-to-date voter take over at once.
+        self.start_settle_watch();
+    }
+
+    /// Removed (or demoted), with the change settled or past its deadline: tell every peer the
+    /// commit, let the most up-to-date voter take over at once, and step down.
+    pub(crate) fn hand_over_after_removal(&mut self) {
+        let conf = &self.membership().conf;
         let successor = self.leader.as_ref().and_then(|leader| {
             conf.voters
                 .iter()
@@ -269,14 +277,14 @@ impl Raft {
         if !self.log.matches(last) {
             return;
         }
-        // An entry appended after the standing was handed out is durable, so the standing is
-        // too (writes become durable in order; an entry past the log's end then is in a later
-        // write).
+        // An entry appended after the standing (or a commit past a configuration) was handed
+        // out is durable, so that is too (writes become durable in order; an entry past the
+        // log's end then is in a later write).
         if self
-            .standing_in_flight_after
+            .vouched_in_flight_after
             .is_some_and(|after| last.index > after)
         {
-            self.standing_in_flight_after = None;
+            self.vouched_in_flight_after = None;
         }
         self.durable_index = self.durable_index.max(last.index);
         self.check_caught_up();

@@ -22,6 +22,7 @@ mod read_index;
 mod ready;
 mod rejoin;
 mod replication;
+mod settle;
 mod snapshot;
 mod storage_types;
 mod types;

@@ -408,6 +408,13 @@ impl MembershipLog {
         &self.history[in_force..]
     }
 
+    /// Whether a configuration entry lies after `after`, at or before `upto`.
+    pub(crate) fn any_between(&self, after: LogIndex, upto: LogIndex) -> bool {
+        self.history
+            .iter()
+            .any(|(index, _)| after < *index && *index <= upto)
+    }
+
     /// The index of the entry that holds the current configuration (or the base's index).
     pub(crate) fn current_index(&self) -> LogIndex {
         self.last().0

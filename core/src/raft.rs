@@ -94,6 +94,9 @@ pub(crate) struct LeaderState {
     /// (`Raft::on_log_flushed`: writes become durable in order, the term's before the entry).
     /// Never unset within a term.
     pub(crate) term_durable: bool,
+    /// Who holds the commit of the configuration in force, until a majority of its voters do
+    /// (`crate::settle`); `None` while it is joint or not committed, and once settled.
+    pub(crate) settling: Option<crate::settle::SettleWatch>,
 }
 
 /// A leadership transfer the leader is carrying out.
@@ -123,14 +126,16 @@ pub struct Raft {
     pub(crate) standing: Standing,
     /// The standing last handed out for persistence.
     pub(crate) persisted_standing: Standing,
-    /// The standing last handed out is on its way to disk, behind the log's entries up to this
-    /// index: until an entry after it is reported durable, no answer that vouches for this node
-    /// leaves promptly (`Ready::prompt_messages`). Such an answer would overtake the write, and a
-    /// crash meanwhile would bring the node back `Rejoining` after a leader counted it (and,
-    /// say, let a removed voter retire whose answer its rejoining then waits for). `None`: the
-    /// standing is durable. (A node whose log then advances only by snapshots keeps answering
-    /// behind its writes until it appends an entry: later, never lost.)
-    pub(crate) standing_in_flight_after: Option<LogIndex>,
+    /// The standing, or a commit index past a configuration entry, last handed out is on its way
+    /// to disk, behind the log's entries up to this index: until an entry after it is reported
+    /// durable, no answer that vouches for this node leaves promptly (`Ready::prompt_messages`).
+    /// Such an answer would overtake the write, and a crash meanwhile would bring the node back
+    /// `Rejoining` after a leader counted it, or with a commit index before a configuration a
+    /// leader counted it to hold (`crate::settle`): either may let a removed voter retire whose
+    /// answer a rejoining node then waits for. `None`: both are durable. (A node whose log then
+    /// advances only by snapshots keeps answering behind its writes until it appends an entry:
+    /// later, never lost.)
+    pub(crate) vouched_in_flight_after: Option<LogIndex>,
     /// What a rejoining node has heard.
     pub(crate) rejoin: RejoinState,
     /// The id of every entry in the log (durable or on its way to disk).
@@ -159,6 +164,9 @@ pub struct Raft {
     /// The number of the next message a leader sends a peer (`request_id`): only grows, across
     /// terms too, so a late report about an earlier term's message never matches a new one.
     pub(crate) next_request_id: u64,
+    /// The newest configuration entry this node, while leader, saw settled (`crate::settle`):
+    /// only grows; volatile.
+    pub(crate) settled_membership_index: LogIndex,
     pub(crate) rng: SmallRng,
     pub(crate) ready: Ready,
 }
@@ -209,7 +217,7 @@ impl Raft {
             persisted: hard,
             standing: recovered.standing,
             persisted_standing: recovered.standing,
-            standing_in_flight_after: None,
+            vouched_in_flight_after: None,
             rejoin: RejoinState::default(),
             durable_index: log.last_index(),
             log,
@@ -224,6 +232,7 @@ impl Raft {
             votes: BTreeMap::new(),
             leader: None,
             next_request_id: 1,
+            settled_membership_index: LogIndex::ZERO,
             rng: SmallRng::seed_from_u64(seed),
             ready: Ready::default(),
             config,
@@ -266,6 +275,10 @@ impl Raft {
     }
     pub fn last_log_id(&self) -> LogId {
         self.log.last_log_id()
+    }
+    /// Ticks since this node started (its logical clock).
+    pub fn ticks(&self) -> u64 {
+        self.ticks
     }
     /// Real elections this node started (pre-votes not counted).
     pub fn elections_started(&self) -> u64 {
@@ -352,16 +365,25 @@ impl Raft {
     /// Hands out what the events so far require, and starts collecting afresh.
     ///
     /// Term and vote changes always travel in `write`; a commit index change alone does not (it is
-    /// only a hint for restarts) and rides along with the next write that carries entries.
+    /// only a hint for restarts) and rides along with the next write that carries entries,
+    /// unless it passes a configuration entry: then it is written at once, and this node's
+    /// answers leave once it is durable. A leader counts such an answer as the configuration's
+    /// commit held there (`crate::settle`), and a rejoining node trusts the commit index a
+    /// member reports to tell which configurations may still decide; forgotten in a crash, it
+    /// would make a removed member's answer needed again.
     pub fn take_ready(&mut self) -> Ready {
         self.drive_replication();
         let hard = self.hard_state();
         let term_or_vote_changed = hard.current_term != self.persisted.current_term
             || hard.voted_for != self.persisted.voted_for;
         let commit_changed = hard.commit_index != self.persisted.commit_index;
+        let commits_config = commit_changed
+            && self
+                .membership
+                .any_between(self.persisted.commit_index, hard.commit_index);
         let carries_log =
             !self.ready.write.entries.is_empty() || self.ready.write.truncate_from.is_some();
-        if term_or_vote_changed || (commit_changed && carries_log) {
+        if term_or_vote_changed || (commit_changed && (carries_log || commits_config)) {
             self.ready.write.hard_state = Some(hard);
             self.persisted = hard;
         }
@@ -369,11 +391,13 @@ impl Raft {
         if standing_changed {
             self.ready.write.standing = Some(self.standing);
             self.persisted_standing = self.standing;
-            self.standing_in_flight_after = Some(self.log.last_index());
         }
-        if term_or_vote_changed || standing_changed {
-            // The first answers in a new term (Figure 2), or vouching for a new standing, leave
-            // with the write that records it.
+        if standing_changed || commits_config {
+            self.vouched_in_flight_after = Some(self.log.last_index());
+        }
+        if term_or_vote_changed || standing_changed || commits_config {
+            // The first answers in a new term (Figure 2), vouching for a new standing, or
+            // acknowledging a configuration's commit, leave with the write that records it.
             let prompt = std::mem::take(&mut self.ready.prompt_messages);
             self.ready.messages.extend(prompt);
         }
@@ -421,6 +445,9 @@ impl Raft {
             if self.election_elapsed >= self.config.election_ticks_min {
                 self.election_elapsed = 0;
                 self.check_quorum();
+            }
+            if self.role == Role::Leader {
+                self.settle_deadline();
             }
             if self.role == Role::Leader {
                 self.abandon_late_transfer();

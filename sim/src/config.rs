@@ -315,8 +315,8 @@ impl SimConfig {
     }
 
     /// The same configuration with lost disks among the faults while the configuration changes
-    /// (any node's, one added later too): safety only, since a node that lost its data may wait
-    /// for the answer of a voter removed meanwhile (docs/design.md, "A node that lost its data").
+    /// (any node's, one added later too): safety only, since a node that lost its data may still
+    /// wait for a leader in rare runs (docs/design.md, "A node that lost its data", limit (2)).
     pub fn with_disk_loss_and_membership_changes(mut self) -> SimConfig {
         self.disk_loss = true;
         self.liveness = false;

@@ -106,7 +106,7 @@ pub enum Violation {
     },
     #[error(
         "Membership: n{node} leads term {term} though it is no voter of its configuration {conf}, \
-         committed at {index} (commit {commit})"
+         committed at {index} (commit {commit}), {waited} ticks on (settled: {settled})"
     )]
     LeaderNotVoter {
         node: NodeId,
@@ -114,6 +114,8 @@ pub enum Violation {
         conf: String,
         index: LogIndex,
         commit: LogIndex,
+        waited: u64,
+        settled: bool,
     },
     #[error(
         "Membership: n{node} restored snapshot {last} carrying configuration {carried}, but the \
@@ -219,6 +221,9 @@ pub(crate) struct Checker {
     chain: Vec<u64>,
     /// Every committed configuration by index; the bootstrap one at index 0.
     configs: BTreeMap<LogIndex, Membership>,
+    /// Per node: (incarnation, term, its clock in ticks) when first seen leading though no voter
+    /// of its committed configuration.
+    removed_leading: BTreeMap<NodeId, (u64, Term, u64)>,
 }
 
 /// Why `next` may not directly follow `previous` as the configuration in force, if it may not.
@@ -255,6 +260,7 @@ impl Checker {
             commits: BTreeMap::new(),
             chain: Vec::new(),
             configs: [(LogIndex::ZERO, bootstrap)].into_iter().collect(),
+            removed_leading: BTreeMap::new(),
         }
     }
 
@@ -449,13 +455,29 @@ impl Checker {
             if raft.role() == Role::Leader {
                 self.check_leader(node)?;
                 if !raft.is_promotable() && raft.membership_index() <= commit {
-                    self.report(Violation::LeaderNotVoter {
-                        node: id,
-                        term: raft.current_term(),
-                        conf: ShowConf(&raft.membership().conf).to_string(),
-                        index: raft.membership_index(),
-                        commit,
-                    })?;
+                    // It hands over once the change settled, or an election timeout after.
+                    let term = raft.current_term();
+                    let first = self.removed_leading.entry(id).or_insert((
+                        node.incarnation,
+                        term,
+                        raft.ticks(),
+                    ));
+                    if (first.0, first.1) != (node.incarnation, term) {
+                        *first = (node.incarnation, term, raft.ticks());
+                    }
+                    let waited = raft.ticks() - first.2;
+                    let settled = raft.settled_membership_index() >= raft.membership_index();
+                    if settled || waited > u64::from(raft.config().election_ticks_min) {
+                        self.report(Violation::LeaderNotVoter {
+                            node: id,
+                            term,
+                            conf: ShowConf(&raft.membership().conf).to_string(),
+                            index: raft.membership_index(),
+                            commit,
+                            waited,
+                            settled,
+                        })?;
+                    }
                 }
             }
         }

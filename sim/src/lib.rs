@@ -66,7 +66,8 @@
 //! entries; a follower assembles it, checks it, stores it and hands it to the rules; restarts
 //! restore the newest snapshot. Checked on top: the committed configurations form a chain (each
 //! differs from the previous by at most one voter, or enters/leaves a joint configuration); a
-//! leader that is no voter of its configuration steps down once it is committed; a restored
+//! leader that is no voter of its configuration steps down once it is committed and settled,
+//! or an election timeout after (`raftor_core::Raft::settled_membership_index`); a restored
 //! state equals applying the committed prefix, and carries the configuration committed as of it;
 //! liveness also requires the leader to be a voter, every member to apply, and no configuration
 //! left joint or uncommitted.

@@ -97,6 +97,9 @@ pub(crate) struct Sim<'c> {
     /// The members of the latest committed configuration (to retire the nodes it removes).
     committed_members: BTreeSet<NodeId>,
     committed_config_index: LogIndex,
+    /// Nodes removed by a committed configuration (its index), to retire once a leader reports
+    /// the change settled (`Raft::settled_membership_index`): the operator is told it is done.
+    removals_to_settle: Vec<(LogIndex, Vec<NodeId>)>,
     /// The id the next added node gets.
     next_id: u64,
     /// Per node: when its clock's next tick is due. A stall delays the tick event, not this.
@@ -162,6 +165,7 @@ impl<'c> Sim<'c> {
             liveness: Liveness::Off,
             committed_members: initial,
             committed_config_index: LogIndex::ZERO,
+            removals_to_settle: Vec::new(),
             next_id: config.nodes + 1,
             tick_due: BTreeMap::new(),
             stalled_until: BTreeMap::new(),
@@ -397,7 +401,7 @@ impl<'c> Sim<'c> {
     }
 
     /// A committed configuration entry at `index` (first applied anywhere): the nodes it removes
-    /// are shut down for good a little later, as an operator would once the change is done.
+    /// are shut down for good a little after it settles (`retire_settled_removals`).
     fn on_config_committed(&mut self, index: LogIndex, membership: &Membership) {
         if index <= self.committed_config_index {
             return;
@@ -410,11 +414,37 @@ impl<'c> Sim<'c> {
             .copied()
             .collect();
         self.committed_members = members;
-        for node in removed {
-            let delay = self
-                .rng
-                .gen_range(0..=3 * self.config.max_election_time() / 2);
-            self.schedule(delay, Event::Retire { node });
+        if !removed.is_empty() {
+            self.removals_to_settle.push((index, removed));
+        }
+    }
+
+    /// The nodes a settled configuration removed are shut down for good a little later, as an
+    /// operator would once the membership API reports the change done: once a leader saw a
+    /// majority of the new voters hold its commit (`raftor_core::Raft::settled_membership_index`).
+    fn retire_settled_removals(&mut self) {
+        if self.removals_to_settle.is_empty() {
+            return;
+        }
+        let settled = self
+            .nodes
+            .values()
+            .filter_map(|node| node.raft())
+            .map(|raft| raft.settled_membership_index())
+            .max()
+            .unwrap_or(LogIndex::ZERO);
+        while self
+            .removals_to_settle
+            .first()
+            .is_some_and(|(index, _)| *index <= settled)
+        {
+            let (_, removed) = self.removals_to_settle.remove(0);
+            for node in removed {
+                let delay = self
+                    .rng
+                    .gen_range(0..=3 * self.config.max_election_time() / 2);
+                self.schedule(delay, Event::Retire { node });
+            }
         }
     }
 
@@ -943,6 +973,7 @@ impl<'c> Sim<'c> {
                 self.schedule(at, Event::Crash { node, incarnation });
             }
         }
+        self.retire_settled_removals();
         Ok(())
     }
 

@@ -57,7 +57,7 @@ fn default_3() -> SimConfig {
 /// before its standing was durable: back `Rejoining`, it waited for n1's answer for ever, and n2
 /// never got its vote. Fixed: an answer vouching for a node leaves after the write recording
 /// its standing, until an entry appended after that write is durable
-/// (`Raft::standing_in_flight_after`).
+/// (`Raft::vouched_in_flight_after`).
 const VOUCHED_AHEAD_OF_ITS_STANDING: &str =
     "a rejoining node vouched before its standing was durable, then forgot it in a crash";
 

@@ -106,9 +106,14 @@ fn granting_a_vote_without_persisting_it_is_caught_by_election_safety() {
             failure.explain()
         );
     }
-    // Without the chain check, the disjoint majorities elect two leaders in one term.
+    // Without the chain check, the disjoint majorities elect two leaders in one term, or a
+    // leader that lacks an entry the other majority committed.
     let config = planted(3, Bug::NoJointConsensus).without(Invariant::MembershipSafety);
-    caught(&config, 0..3000, &[Invariant::ElectionSafety]);
+    caught(
+        &config,
+        0..3000,
+        &[Invariant::ElectionSafety, Invariant::LeaderCompleteness],
+    );
 }
 
 #[test]
@@ -178,9 +183,14 @@ fn changing_two_voters_without_joint_consensus_is_caught() {
             failure.explain()
         );
     }
-    // Without the chain check, the disjoint majorities elect two leaders in one term.
+    // Without the chain check, the disjoint majorities elect two leaders in one term, or a
+    // leader that lacks an entry the other majority committed.
     let config = planted(3, Bug::NoJointConsensus).without(Invariant::MembershipSafety);
-    caught(&config, 0..3000, &[Invariant::ElectionSafety]);
+    caught(
+        &config,
+        0..3000,
+        &[Invariant::ElectionSafety, Invariant::LeaderCompleteness],
+    );
 }
 
 #[test]

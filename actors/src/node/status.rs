@@ -23,6 +23,9 @@ pub struct NodeStatus {
     /// The index of the entry holding `membership` (at or before the log's start when it came
     /// from a snapshot or the bootstrap configuration).
     pub membership_index: LogIndex,
+    /// The newest configuration this node, while leader, saw settled: a majority of its voters
+    /// hold its commit (`raftor_core::Raft::settled_membership_index`).
+    pub settled_membership_index: LogIndex,
     /// On the leader: the node leadership is being handed to.
     pub transfer_target: Option<NodeId>,
     /// On the leader: each member's match index.
@@ -105,6 +108,7 @@ impl NodeActor {
             voters: self.raft.membership().conf.voters.iter().copied().collect(),
             membership: self.raft.membership().clone(),
             membership_index: self.raft.membership_index(),
+            settled_membership_index: self.raft.settled_membership_index(),
             transfer_target: self.raft.transfer_target(),
             matched: self.raft.matched().cloned().unwrap_or_default(),
             elections_started: self.raft.elections_started(),

@@ -70,9 +70,13 @@ impl Raft {
             peer.drop_under_way();
             leader.matched.remove(&from);
             self.ready.peers_lost_data.push(from);
+            self.forget_commit_held(from);
         }
         if let super::progress::ResponseEffect::Contact { matched } = effect {
             self.on_contact(from, matched);
+        }
+        if let (true, AppendOutcome::Success { matched }) = (believed, &response.outcome) {
+            self.note_commit_held(from, response.request_id, *matched);
         }
         if let Some(round) = confirmed {
             self.on_leadership_confirmed(from, round);
@@ -105,6 +109,7 @@ impl Raft {
             peer.drop_under_way();
             leader.matched.remove(&peer_id);
         }
+        self.forget_commit_held(peer_id);
     }
 
     /// `from`'s answer to an InstallSnapshot chunk of this term (the caller handled other terms).

@@ -255,11 +255,12 @@ impl Raft {
         }
     }
 
-    /// A leader stepping down after committing its own removal tells every peer how far the
-    /// log is committed, as far as each holds it (a heartbeat): otherwise nobody left knows the
-    /// change is committed until the next leader commits an entry, and a rejoining node
-    /// (rejoin.rs) would still reckon with the configuration before it, whose removed member
-    /// will never answer.
+    /// Tell every peer how far the log is committed, as far as each holds it (a heartbeat): once
+    /// a configuration is committed, so that it settles a heartbeat sooner (`crate::settle`),
+    /// and once more by a removed leader as it hands over. Otherwise nobody left knows the change
+    /// is committed until the next leader commits an entry, and a rejoining node (rejoin.rs)
+    /// would still reckon with the configuration before it, whose removed member will never
+    /// answer.
     pub(crate) fn tell_followers_the_commit(&mut self) {
         let Some((mut out, leader, ..)) = self.sending_parts() else {
             return;

@@ -552,6 +552,142 @@ fn a_leader_removed_by_a_single_change_steps_down_once_it_commits() {
     c.assert_consistent();
 }
 
+/// A leader that committed its own removal hands over only once a majority of the remaining
+/// voters hold the commit (`crate::settle`): a voter that missed it would count the old
+/// configuration as undecided, and once the removed leader is shut down (its operator told the
+/// change was done), a voter that then lost its disk would wait for the removed node's answer
+/// forever, with no leader for the two.
+#[test]
+fn a_removed_leader_hands_over_once_the_remaining_voters_hold_the_commit() {
+    let mut c = cluster(3);
+    let leader = stable_leader(&mut c);
+    let rest = others(&c, &[leader]);
+    let (near, far) = (rest[0], rest[1]);
+    let index = change(&mut c, leader, &[remove(leader)]).expect("accepted");
+    // Both remaining voters acknowledge the entry; once it commits, `far` hears nothing more.
+    while c.raft(leader.0).commit_index() < index {
+        let envelope = c.queue.pop_front().expect("the removal commits");
+        c.deliver(envelope);
+    }
+    cut_both(&mut c, leader, far);
+    c.deliver_all();
+    assert!(c.raft(far.0).commit_index() < index);
+    assert!(c.raft(near.0).commit_index() >= index);
+    for _ in 0..3 {
+        assert_eq!(c.raft(leader.0).role(), Role::Leader, "waits for `far`");
+        assert!(c.raft(leader.0).settled_membership_index() < index);
+        assert!(
+            c.raft(leader.0)
+                .propose(vec![Bytes::from_static(b"x")])
+                .is_err(),
+            "a removed leader takes no proposals"
+        );
+        c.tick_all(1);
+    }
+    c.heal();
+    let mut rounds = 0;
+    while c.raft(leader.0).role() == Role::Leader {
+        c.tick_all(1);
+        rounds += 1;
+        assert!(rounds < 5, "hands over a heartbeat after `far` hears");
+    }
+    assert_eq!(c.raft(leader.0).settled_membership_index(), index);
+    assert!(c.raft(far.0).commit_index() >= index);
+    // The operator shuts the removed node down; then `near` loses its disk. `far`'s answer
+    // says the removal is committed, so `near` waits for no answer from the removed node.
+    c.crash(leader);
+    super::rejoin::wipe(&mut c, near);
+    let successor = c.elect(300).expect("a leader without the removed node");
+    assert!(successor == near || successor == far);
+    c.tick_all(5);
+    // Both remaining voters are needed for a commit: `near` answers the leader again.
+    assert_ne!(c.raft(near.0).standing(), crate::Standing::Rejoining);
+    let next = propose(&mut c, successor, "after the removal");
+    c.tick_all(5);
+    assert!(c.raft(successor.0).commit_index() >= next);
+    c.assert_consistent();
+}
+
+/// A removed leader cut off from the remaining voters hands over an election timeout after its
+/// removal committed, settled or not.
+#[test]
+fn a_removed_leader_cut_off_hands_over_after_an_election_timeout() {
+    // Without check-quorum, which would depose it as early.
+    let mut c = Cluster::new(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
+    let leader = stable_leader(&mut c);
+    let index = change(&mut c, leader, &[remove(leader)]).expect("accepted");
+    while c.raft(leader.0).commit_index() < index {
+        let envelope = c.queue.pop_front().expect("the removal commits");
+        c.deliver(envelope);
+    }
+    c.isolate(leader);
+    c.deliver_all();
+    let timeout = c.raft(leader.0).config().election_ticks_min;
+    for _ in 1..timeout {
+        c.tick(leader);
+    }
+    assert_eq!(c.raft(leader.0).role(), Role::Leader);
+    c.tick(leader);
+    assert_ne!(c.raft(leader.0).role(), Role::Leader);
+    assert!(c.raft(leader.0).settled_membership_index() < index);
+}
+
+/// A follower whose commit index passes a configuration entry writes it at once and answers only
+/// once it is durable: its leader counts the answer as the commit held there (`crate::settle`),
+/// and a crash that forgot it would make a removed member's answer needed again by a rejoining
+/// node. A commit past commands alone rides along with the next write, as before.
+#[test]
+fn a_commit_past_a_configuration_is_durable_before_the_follower_answers() {
+    use super::{append, entry, id};
+    use crate::{Entry, EntryPayload, Membership};
+    let mut follower = super::replication::node_with_log(2, 3, 1, &[entry(1, 1, "a")], 1);
+    let config = follower.config().clone();
+    let removal = Membership::bootstrap(&config.voters, &config.addresses)
+        .apply(&[remove(NodeId(3))])
+        .expect("valid");
+    let entries = vec![
+        Entry {
+            term: Term(1),
+            index: LogIndex(2),
+            payload: EntryPayload::Config(removal),
+        },
+        entry(3, 1, "b"),
+    ];
+    follower.step(NodeId(1), append(1, id(1, 1), entries, 1));
+    let ready = follower.take_ready();
+    follower.on_log_flushed(id(3, 1));
+    assert_eq!(
+        ready.messages.len(),
+        1,
+        "entries are answered after their write"
+    );
+
+    // The commit passes the configuration entry: written now, answered after it.
+    follower.step(NodeId(1), append(1, id(3, 1), vec![], 2));
+    let ready = follower.take_ready();
+    assert_eq!(
+        ready.write.hard_state.map(|hard| hard.commit_index),
+        Some(LogIndex(2))
+    );
+    assert!(ready.prompt_messages.is_empty());
+    assert_eq!(ready.messages.len(), 1);
+    // A repeated heartbeat overtakes no write in flight either.
+    follower.step(NodeId(1), append(1, id(3, 1), vec![], 2));
+    let ready = follower.take_ready();
+    assert!(ready.prompt_messages.is_empty());
+    assert_eq!(ready.messages.len(), 1);
+    // Once an entry appended after that write is durable, heartbeats are answered at once
+    // again, and a commit past commands alone is not written by itself.
+    follower.step(NodeId(1), append(1, id(3, 1), vec![entry(4, 1, "c")], 2));
+    let _ = follower.take_ready();
+    follower.on_log_flushed(id(4, 1));
+    follower.step(NodeId(1), append(1, id(4, 1), vec![], 4));
+    let ready = follower.take_ready();
+    assert_eq!(ready.write.hard_state, None);
+    assert_eq!(ready.prompt_messages.len(), 1);
+    assert!(ready.messages.is_empty());
+}
+
 #[test]
 fn a_removed_voter_learns_that_it_was_removed() {
     let mut c = cluster(5);

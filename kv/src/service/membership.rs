@@ -86,12 +86,22 @@ impl Runner {
         }
         let change = match self.plan_change(change, &status) {
             Ok(Some(change)) => change,
+            // Made already (a retry, perhaps forwarded here by a leader that lost the lead
+            // before the change settled): answered once it settled, as the change itself is.
             Ok(None) => {
-                return Local::Done(KvResponse::Members(Box::new(self.members_report(&status))))
+                return self
+                    .answer_once_settled(self.node.wait_membership_settled().await)
+                    .await
             }
             Err(error) => return Local::Done(KvResponse::Error(error)),
         };
-        let error = match self.node.change_membership(vec![change]).await {
+        self.answer_once_settled(self.node.change_membership(vec![change]).await)
+            .await
+    }
+
+    /// The answer to a change, once made and settled (or why not).
+    async fn answer_once_settled(&self, outcome: Result<raftor_core::Membership, Error>) -> Local {
+        let error = match outcome {
             Ok(_) => {
                 return match self.node.status().await {
                     Ok(status) => {
@@ -107,7 +117,10 @@ impl Runner {
             Local::Done(KvResponse::Error(ServiceError::new(kind, message.clone())))
         };
         match error {
-            Error::NotLeader { leader } => Local::NotLeader(leader),
+            // The change is committed; the leader answers once it settled.
+            Error::NotLeader { leader } | Error::MembershipNotSettled { leader } => {
+                Local::NotLeader(leader)
+            }
             Error::Transferring { .. } | Error::NotReady => {
                 Local::Wait(ServiceError::new(ErrorKind::Unavailable, message))
             }
