@@ -552,6 +552,14 @@ fn a_leader_removed_by_a_single_change_steps_down_once_it_commits() {
     c.assert_consistent();
 }
 
+/// Deliver the queued messages one by one until `leader` has committed `index`, and no further.
+fn deliver_until_committed(c: &mut Cluster, leader: NodeId, index: LogIndex) {
+    while c.raft(leader.0).commit_index() < index {
+        let envelope = c.queue.pop_front().expect("the entry commits");
+        c.deliver(envelope);
+    }
+}
+
 /// A leader that committed its own removal hands over only once a majority of the remaining
 /// voters hold the commit (`crate::settle`): a voter that missed it would count the old
 /// configuration as undecided, and once the removed leader is shut down (its operator told the
@@ -565,10 +573,7 @@ fn a_removed_leader_hands_over_once_the_remaining_voters_hold_the_commit() {
     let (near, far) = (rest[0], rest[1]);
     let index = change(&mut c, leader, &[remove(leader)]).expect("accepted");
     // Both remaining voters acknowledge the entry; once it commits, `far` hears nothing more.
-    while c.raft(leader.0).commit_index() < index {
-        let envelope = c.queue.pop_front().expect("the removal commits");
-        c.deliver(envelope);
-    }
+    deliver_until_committed(&mut c, leader, index);
     cut_both(&mut c, leader, far);
     c.deliver_all();
     assert!(c.raft(far.0).commit_index() < index);
@@ -616,10 +621,7 @@ fn a_removed_leader_cut_off_hands_over_after_an_election_timeout() {
     let mut c = Cluster::new(ids(3).iter().map(|i| config(i.0, 3, false)).collect());
     let leader = stable_leader(&mut c);
     let index = change(&mut c, leader, &[remove(leader)]).expect("accepted");
-    while c.raft(leader.0).commit_index() < index {
-        let envelope = c.queue.pop_front().expect("the removal commits");
-        c.deliver(envelope);
-    }
+    deliver_until_committed(&mut c, leader, index);
     c.isolate(leader);
     c.deliver_all();
     let timeout = c.raft(leader.0).config().election_ticks_min;
