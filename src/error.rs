@@ -64,7 +64,7 @@ pub enum Error {
     /// The membership change is committed, but this node lost the lead before a majority of the
     /// new voters were known to hold the commit: ask the leader
     /// ([`crate::RaftNode::wait_membership_settled`] there) before stopping a removed node.
-    #[error("the membership change is committed, but this node lost the lead before it settled; ask the leader (leader: {leader:?}) before stopping a removed node")]
+    #[error("the membership change is committed, but this node lost the lead before a majority of the new voters were known to hold it; the next leader settles it within a heartbeat of its election: wait for a leader (leader: {leader:?}) before stopping a removed node")]
     MembershipNotSettled { leader: Option<NodeId> },
     /// The membership change makes no sense for the current configuration (a node that is not a
     /// member, one already in that role, a new node without an address, no voter left...).

@@ -92,10 +92,11 @@ impl Raft {
         let Some(watch) = self.leader.as_mut().and_then(|l| l.settling.as_mut()) else {
             return;
         };
-        if request_id >= watch.from_request && matched.index >= watch.index {
-            if watch.told.insert(from) {
-                self.check_settled();
-            }
+        if request_id >= watch.from_request
+            && matched.index >= watch.index
+            && watch.told.insert(from)
+        {
+            self.check_settled();
         }
     }
 

@@ -86,8 +86,7 @@ impl Runner {
         }
         let change = match self.plan_change(change, &status) {
             Ok(Some(change)) => change,
-            // Made already (a retry, perhaps forwarded here by a leader that lost the lead
-            // before the change settled): answered once it settled, as the change itself is.
+            // Made already (a retry): answered once it settled, as the change itself is.
             Ok(None) => {
                 return self
                     .answer_once_settled(self.node.wait_membership_settled().await)
@@ -117,10 +116,13 @@ impl Runner {
             Local::Done(KvResponse::Error(ServiceError::new(kind, message.clone())))
         };
         match error {
-            // The change is committed; the leader answers once it settled.
-            Error::NotLeader { leader } | Error::MembershipNotSettled { leader } => {
-                Local::NotLeader(leader)
-            }
+            Error::NotLeader { leader } => Local::NotLeader(leader),
+            // Committed, but not known settled: the next leader settles it within a heartbeat
+            // of its election. Not retried (a removal made would be refused as unknown).
+            Error::MembershipNotSettled { leader } => Local::Done(KvResponse::Error(
+                ServiceError::new(ErrorKind::Unavailable, message.clone())
+                    .with_leader(leader.and_then(|id| self.leader_info(id))),
+            )),
             Error::Transferring { .. } | Error::NotReady => {
                 Local::Wait(ServiceError::new(ErrorKind::Unavailable, message))
             }
