@@ -41,7 +41,7 @@ pub enum MembershipChangeError {
     Dropped,
     /// Committed, but this node lost the lead before a majority of the new voters were known to
     /// hold the commit (`raftor_core::Raft::settled_membership_index`): ask the leader
-    /// ([`crate::RaftNode::wait_settled`] there) before stopping a removed node.
+    /// ([`crate::NodeHandle::wait_settled`] there) before stopping a removed node.
     #[error("the change is committed, but this node lost the lead before it settled; ask the leader (leader: {leader:?}) before stopping a removed node")]
     Unsettled { leader: Option<NodeId> },
     /// Appended, but not known to be finished in time (it may still complete).
