@@ -60,7 +60,12 @@ impl Raft {
     /// tell every peer at once (a heartbeat each).
     pub(crate) fn start_settle_watch(&mut self) {
         let index = self.membership_index();
-        if self.settled_membership_index >= index {
+        let watched = self
+            .leader
+            .as_ref()
+            .is_none_or(|l| l.settling.as_ref().is_some_and(|w| w.index == index));
+        // Called on every commit a leader counts: done at once unless a watch is due.
+        if self.settled_membership_index >= index || watched {
             return;
         }
         let me = self.id();
@@ -69,9 +74,6 @@ impl Raft {
         let Some(leader) = self.leader.as_mut() else {
             return;
         };
-        if leader.settling.as_ref().is_some_and(|w| w.index == index) {
-            return;
-        }
         leader.settling = Some(SettleWatch {
             index,
             from_request,
@@ -146,9 +148,7 @@ impl Raft {
                 .is_some_and(|w| self.ticks.saturating_sub(w.since) >= timeout)
         });
         if late && self.handing_over_after_removal() {
-            if let Some(leader) = self.leader.as_mut() {
-                leader.settling = None;
-            }
+            // Stepping down drops the leader state, the watch with it.
             self.hand_over_after_removal();
         }
     }
