@@ -569,11 +569,20 @@ impl Raft {
         }
     }
 
-    /// Whether a leader was heard from within the minimum election timeout (or this is the leader).
+    /// Whether a leader was heard from within the minimum election timeout (or this is the
+    /// leader), or this node started less than a minimum election timeout ago.
+    ///
+    /// A voter's answer lends the leader a lease (thesis §6.4): the voter refuses other
+    /// candidates for a minimum election timeout after hearing it. A crash forgets having heard
+    /// it, so a node that just started refuses as if it had heard a leader at its start: else it
+    /// could vote at once for a candidate cut off from that leader, which could then commit a
+    /// write the leader's lease read would miss
+    /// (`tests::reads::a_restarted_voter_keeps_the_lease_it_granted_before_the_crash`).
     pub(crate) fn in_leader_lease(&self) -> bool {
+        let min = self.config.election_ticks_min;
         self.config.check_quorum
-            && self.leader_id.is_some()
-            && self.election_elapsed < self.config.election_ticks_min
+            && ((self.leader_id.is_some() && self.election_elapsed < min)
+                || self.ticks < u64::from(min))
     }
 
     pub(crate) fn send(&mut self, to: NodeId, message: Message) {

@@ -337,3 +337,50 @@ fn skipped_ticks_age_the_lease_but_time_no_one_out() {
     assert_eq!(cluster.leader(), Some(leader));
     assert_eq!(cluster.raft(leader.0).current_term(), term);
 }
+
+#[test]
+fn a_restarted_voter_keeps_the_lease_it_granted_before_the_crash() {
+    // A voter's answer lends the leader a lease: it refuses other candidates for a minimum
+    // election timeout. A voter that crashed and restarted at once had forgotten it had heard a
+    // leader, and voted for a candidate cut off from that leader, which then committed a write
+    // the old leader's lease read missed.
+    let (mut cluster, leader) = leader_cluster(3);
+    let others: Vec<NodeId> = ids(3).into_iter().filter(|p| *p != leader).collect();
+    let (voter, rival) = (others[0], others[1]);
+    cluster.cut.insert((leader, rival));
+    cluster.cut.insert((rival, leader));
+    // The rival hears no leader; run until its next tick starts a campaign.
+    for _ in 0..200 {
+        let raft = cluster.raft(rival.0);
+        if raft.election_elapsed + 1 >= raft.randomized_election_timeout {
+            break;
+        }
+        cluster.tick_all(1);
+    }
+    // The leader renews its lease with the voter, which then crashes and restarts at once.
+    cluster.raft(leader.0).read_index(1).expect("leader");
+    cluster.process(leader);
+    cluster.deliver_all();
+    let _ = cluster.raft(leader.0).take_ready();
+    let lease = cluster
+        .raft(leader.0)
+        .lease_read_index(0)
+        .expect("a fresh lease");
+    cluster.crash(voter);
+    cluster.restart(voter);
+    let window = cluster.raft(leader.0).config().election_ticks_min / 2;
+    for _ in 0..window {
+        cluster.tick_all(1);
+        if cluster.leader() == Some(rival) || cluster.raft(rival.0).role() == Role::Leader {
+            cluster.propose(rival, "x");
+            cluster.deliver_all();
+        }
+        if let Ok(index) = cluster.raft(leader.0).lease_read_index(0) {
+            let rival_commit = cluster.raft(rival.0).commit_index();
+            assert!(
+                rival_commit <= index || cluster.raft(rival.0).role() != Role::Leader,
+                "a lease read at {index:?} (lease taken at {lease:?}) misses the rival's commit at {rival_commit:?}"
+            );
+        }
+    }
+}
