@@ -13,10 +13,7 @@ impl Raft {
             // or broken, and is ignored.
             Role::Leader => return,
             Role::Candidate | Role::PreCandidate => self.become_follower(request.term, Some(from)),
-            Role::Follower => {
-                self.leader_id = Some(from);
-                self.reset_election_timer();
-            }
+            Role::Follower => self.heard_from_leader(from),
         }
         if !entries_are_well_formed(&request) {
             return;

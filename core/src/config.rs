@@ -30,7 +30,8 @@ pub struct RaftConfig {
     /// does not bump its term and depose a healthy leader when it returns.
     pub pre_vote: bool,
     /// A leader that has not heard from a majority within an election timeout steps down (thesis
-    /// §6.2), and a node that hears from a leader ignores votes within the timeout (leader stickiness).
+    /// §6.2), and a node that hears from a leader, or that just started, refuses other candidates
+    /// for a minimum election timeout (leader stickiness; lease reads count on it).
     pub check_quorum: bool,
     /// Flow control of the leader's replication to each peer.
     pub replication: ReplicationConfig,

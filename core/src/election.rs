@@ -73,11 +73,16 @@ impl Raft {
             // candidate whose log its own log then outweighed (rejoin.rs).
             false
         } else if request.pre_vote {
-            // Would we vote for this candidate in its next term? Not while a leader is alive.
+            // Would we vote for this candidate in its next term? Not while a leader may be alive.
             request.term > self.current_term && up_to_date && !self.in_leader_lease()
         } else {
             let free = self.voted_for.is_none() || self.voted_for == Some(from);
-            free && up_to_date
+            // A request of a newer term was judged for stickiness already (`step`); one of this
+            // term still may meet it, if the term came without a leader (`in_leader_lease`).
+            let sticky = self.voted_for != Some(from)
+                && !request.leadership_transfer
+                && self.in_leader_lease();
+            free && up_to_date && !sticky
         };
         if !grant {
             self.reject_vote(from, request.pre_vote);

@@ -154,8 +154,15 @@ pub struct Raft {
     /// This period's election timeout, drawn from the configured range.
     pub(crate) randomized_election_timeout: u32,
     pub(crate) heartbeat_elapsed: u32,
-    /// Ticks since this node started: the clock for lease reads and contact times.
+    /// Ticks since this node started: the clock for lease reads, contact times and
+    /// `refuse_candidates_until`.
     pub(crate) ticks: u64,
+    /// With check-quorum, this node refuses other candidates (pre-votes, and votes without
+    /// `leadership_transfer`) while `ticks` is below this: a minimum election timeout past the
+    /// last message it took from a leader of its term, and past its own start (a crash forgets
+    /// what it answered before). A leader's lease counts on it (thesis §6.4), so a newer term
+    /// learned without a leader does not clear it; it only grows.
+    pub(crate) refuse_candidates_until: u64,
     /// Real (not pre-vote) elections this node started since it started; for metrics.
     pub(crate) elections_started: u64,
     /// Answers received in the current (pre-)election; this node's own vote included.
@@ -228,6 +235,7 @@ impl Raft {
             randomized_election_timeout: config.election_ticks_min,
             heartbeat_elapsed: 0,
             ticks: 0,
+            refuse_candidates_until: u64::from(config.election_ticks_min),
             elections_started: 0,
             votes: BTreeMap::new(),
             leader: None,
@@ -506,7 +514,8 @@ impl Raft {
                     if self.in_leader_lease() && !request.leadership_transfer =>
                 {
                     // Leader stickiness (thesis §4.2.3): we heard from a live leader within the
-                    // minimum election timeout, so this candidate is disruptive. Ignore it.
+                    // minimum election timeout (or started less than one ago), so this candidate
+                    // is disruptive. Ignore it.
                     return;
                 }
                 Message::AppendEntries(_) | Message::InstallSnapshot(_) => {
@@ -569,20 +578,32 @@ impl Raft {
         }
     }
 
-    /// Whether a leader was heard from within the minimum election timeout (or this is the
-    /// leader), or this node started less than a minimum election timeout ago.
+    /// Whether this node refuses other candidates: a leader was heard from within the minimum
+    /// election timeout (or this is the leader), by the election timer or by
+    /// `refuse_candidates_until`.
     ///
     /// A voter's answer lends the leader a lease (thesis §6.4): the voter refuses other
-    /// candidates for a minimum election timeout after hearing it. A crash forgets having heard
-    /// it, so a node that just started refuses as if it had heard a leader at its start: else it
-    /// could vote at once for a candidate cut off from that leader, which could then commit a
-    /// write the leader's lease read would miss
-    /// (`tests::reads::a_restarted_voter_keeps_the_lease_it_granted_before_the_crash`).
+    /// candidates for a minimum election timeout after hearing it. Two ways of forgetting that
+    /// are closed by `refuse_candidates_until`: a crash (a voter restarted at once voted for a
+    /// candidate cut off from the leader it had just answered, which committed a write the
+    /// leader's lease read missed: `tests::reads::a_restarted_voter_keeps_the_lease_it_granted_before_the_crash`),
+    /// and a newer term learned from a message that names no leader (a vote request of that
+    /// term was then no longer newer, skipped stickiness and was granted:
+    /// `tests::reads::a_newer_term_without_a_leader_keeps_the_lease_a_voter_granted`).
     pub(crate) fn in_leader_lease(&self) -> bool {
-        let min = self.config.election_ticks_min;
         self.config.check_quorum
-            && ((self.leader_id.is_some() && self.election_elapsed < min)
-                || self.ticks < u64::from(min))
+            && ((self.leader_id.is_some()
+                && self.election_elapsed < self.config.election_ticks_min)
+                || self.ticks < self.refuse_candidates_until)
+    }
+
+    /// This node took a message from `leader`, the leader of its term (§5.2): it follows it,
+    /// restarts its election timer, and refuses other candidates for a minimum election timeout.
+    pub(crate) fn heard_from_leader(&mut self, leader: NodeId) {
+        self.leader_id = Some(leader);
+        self.reset_election_timer();
+        let until = self.ticks + u64::from(self.config.election_ticks_min);
+        self.refuse_candidates_until = self.refuse_candidates_until.max(until);
     }
 
     pub(crate) fn send(&mut self, to: NodeId, message: Message) {
@@ -641,10 +662,15 @@ impl Raft {
             self.ready.leadership = Some(LeadershipChange::Lost);
         }
         self.role = Role::Follower;
-        self.leader_id = leader;
         self.leader = None;
         self.votes.clear();
-        self.reset_election_timer();
+        match leader {
+            Some(leader) => self.heard_from_leader(leader),
+            None => {
+                self.leader_id = None;
+                self.reset_election_timer();
+            }
+        }
     }
 
     /// Configuration entries among `entries`, just appended, take effect now (§6).

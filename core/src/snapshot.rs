@@ -49,10 +49,7 @@ impl Raft {
             // Two leaders in one term cannot happen; a sender claiming it is ignored.
             Role::Leader => return,
             Role::Candidate | Role::PreCandidate => self.become_follower(chunk.term, Some(from)),
-            Role::Follower => {
-                self.leader_id = Some(from);
-                self.reset_election_timer();
-            }
+            Role::Follower => self.heard_from_leader(from),
         }
         self.ready.snapshot_chunks.push((from, chunk));
     }

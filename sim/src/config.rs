@@ -27,7 +27,7 @@ pub enum Bug {
     /// and the new majorities may then decide apart).
     NoJointConsensus,
     /// A node whose disk was lost restarts as a member, as if its empty store held every
-    /// promise it made: it votes at once ("a wiped voter that votes twice"), skipping the rejoin.
+    /// promise it made: it votes without rejoining ("a wiped voter that votes twice").
     ForgetfulRejoin,
 }
 

@@ -2,7 +2,9 @@
 
 use super::{carry_out, config, ids, succeed};
 use crate::tests::cluster::Cluster;
-use crate::{LeaseError, NodeId, NotLeader, ReadState, Role};
+use crate::{
+    LeaseError, Message, NodeId, NotLeader, ReadState, RequestVote, RequestVoteResponse, Role,
+};
 
 fn leader_cluster(n: u64) -> (Cluster, NodeId) {
     let mut cluster = Cluster::new(ids(n).iter().map(|i| config(i.0, n, true)).collect());
@@ -366,6 +368,9 @@ fn a_restarted_voter_keeps_the_lease_it_granted_before_the_crash() {
         .raft(leader.0)
         .lease_read_index(0)
         .expect("a fresh lease");
+    // The restarted voter hears nothing more from the leader, so only its start can remind it.
+    cluster.cut.insert((leader, voter));
+    cluster.cut.insert((voter, leader));
     cluster.crash(voter);
     cluster.restart(voter);
     let window = cluster.raft(leader.0).config().election_ticks_min / 2;
@@ -383,4 +388,80 @@ fn a_restarted_voter_keeps_the_lease_it_granted_before_the_crash() {
             );
         }
     }
+}
+
+#[test]
+fn a_newer_term_without_a_leader_keeps_the_lease_a_voter_granted() {
+    // Review finding: a newer term carried by a message that names no leader (here a late
+    // refusal of a pre-vote this voter once asked for) made the voter forget the leader it had
+    // just answered. A vote request of that term was then no longer newer, skipped leader
+    // stickiness, and was granted: with it the rival could win while the leader held a lease.
+    let (mut cluster, leader) = leader_cluster(3);
+    assert!(cluster.raft(leader.0).lease_read_index(0).is_ok());
+    let voter = ids(3)
+        .into_iter()
+        .find(|p| *p != leader)
+        .expect("a follower");
+    let rival = ids(3)
+        .into_iter()
+        .find(|p| *p != leader && *p != voter)
+        .expect("another follower");
+    let raft = cluster.raft(voter.0);
+    let min = u64::from(raft.config().election_ticks_min);
+    assert!(raft.ticks >= min, "past its start's own refusal");
+    let _ = raft.take_ready();
+    let term = raft.current_term().next();
+    let last_log_id = raft.last_log_id();
+    raft.step(
+        rival,
+        Message::RequestVoteResponse(RequestVoteResponse {
+            term,
+            vote_granted: false,
+            pre_vote: true,
+        }),
+    );
+    assert_eq!(raft.current_term(), term, "a newer term is adopted (§5.1)");
+    raft.step(
+        rival,
+        Message::RequestVote(RequestVote {
+            term,
+            last_log_id,
+            pre_vote: false,
+            leadership_transfer: false,
+        }),
+    );
+    let grants: Vec<bool> = raft
+        .take_ready()
+        .messages
+        .into_iter()
+        .filter_map(|envelope| match envelope.message {
+            Message::RequestVoteResponse(answer) => Some(answer.vote_granted),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(grants, vec![false], "refused within the leader's lease");
+    // A minimum election timeout after it last heard the leader, it votes again.
+    for _ in 0..min {
+        raft.tick();
+    }
+    let _ = raft.take_ready();
+    raft.step(
+        rival,
+        Message::RequestVote(RequestVote {
+            term,
+            last_log_id,
+            pre_vote: false,
+            leadership_transfer: false,
+        }),
+    );
+    let granted = raft.take_ready().messages.into_iter().any(|envelope| {
+        matches!(
+            envelope.message,
+            Message::RequestVoteResponse(RequestVoteResponse {
+                vote_granted: true,
+                ..
+            })
+        )
+    });
+    assert!(granted, "the refusal ends");
 }
