@@ -1,10 +1,9 @@
 //! ReadIndex and lease reads (§8, thesis §6.4).
 
+use super::rejoin::{granted, vote_request};
 use super::{carry_out, config, ids, succeed};
 use crate::tests::cluster::Cluster;
-use crate::{
-    LeaseError, Message, NodeId, NotLeader, ReadState, RequestVote, RequestVoteResponse, Role,
-};
+use crate::{LeaseError, Message, NodeId, NotLeader, ReadState, RequestVoteResponse, Role};
 
 fn leader_cluster(n: u64) -> (Cluster, NodeId) {
     let mut cluster = Cluster::new(ids(n).iter().map(|i| config(i.0, n, true)).collect());
@@ -421,47 +420,22 @@ fn a_newer_term_without_a_leader_keeps_the_lease_a_voter_granted() {
         }),
     );
     assert_eq!(raft.current_term(), term, "a newer term is adopted (§5.1)");
-    raft.step(
-        rival,
-        Message::RequestVote(RequestVote {
-            term,
-            last_log_id,
-            pre_vote: false,
-            leadership_transfer: false,
-        }),
+    raft.step(rival, vote_request(term, last_log_id));
+    assert_eq!(
+        granted(&mut cluster, voter.0),
+        vec![false],
+        "refused within the leader's lease"
     );
-    let grants: Vec<bool> = raft
-        .take_ready()
-        .messages
-        .into_iter()
-        .filter_map(|envelope| match envelope.message {
-            Message::RequestVoteResponse(answer) => Some(answer.vote_granted),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(grants, vec![false], "refused within the leader's lease");
+    let raft = cluster.raft(voter.0);
     // A minimum election timeout after it last heard the leader, it votes again.
     for _ in 0..min {
         raft.tick();
     }
     let _ = raft.take_ready();
-    raft.step(
-        rival,
-        Message::RequestVote(RequestVote {
-            term,
-            last_log_id,
-            pre_vote: false,
-            leadership_transfer: false,
-        }),
+    raft.step(rival, vote_request(term, last_log_id));
+    assert_eq!(
+        granted(&mut cluster, voter.0),
+        vec![true],
+        "the refusal ends"
     );
-    let granted = raft.take_ready().messages.into_iter().any(|envelope| {
-        matches!(
-            envelope.message,
-            Message::RequestVoteResponse(RequestVoteResponse {
-                vote_granted: true,
-                ..
-            })
-        )
-    });
-    assert!(granted, "the refusal ends");
 }
