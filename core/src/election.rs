@@ -78,7 +78,8 @@ impl Raft {
         } else {
             let free = self.voted_for.is_none() || self.voted_for == Some(from);
             // A request of a newer term was judged for stickiness already (`step`); one of this
-            // term still may meet it, if the term came without a leader (`in_leader_lease`).
+            // term meets it too: this node may have learned the term without a leader, or just
+            // started in it (`in_leader_lease`).
             let sticky = self.voted_for != Some(from)
                 && !request.leadership_transfer
                 && self.in_leader_lease();

@@ -157,11 +157,12 @@ pub struct Raft {
     /// Ticks since this node started: the clock for lease reads, contact times and
     /// `refuse_candidates_until`.
     pub(crate) ticks: u64,
-    /// With check-quorum, this node refuses other candidates (pre-votes, and votes without
-    /// `leadership_transfer`) while `ticks` is below this: a minimum election timeout past the
-    /// last message it took from a leader of its term, and past its own start (a crash forgets
-    /// what it answered before). A leader's lease counts on it (thesis §6.4), so a newer term
-    /// learned without a leader does not clear it; it only grows.
+    /// With check-quorum, this node refuses other candidates (pre-votes, and votes other than
+    /// a repeat of the vote it gave or one with `leadership_transfer`) while `ticks` is below
+    /// this: a minimum election timeout past the last message it took from a leader of its term,
+    /// and past its own start (a crash forgets what it answered before). A leader's lease counts
+    /// on it (thesis §6.4), so a newer term learned without a leader does not clear it; it only
+    /// grows (and a stall moves it on, `skip_ticks`).
     pub(crate) refuse_candidates_until: u64,
     /// Real (not pre-vote) elections this node started since it started; for metrics.
     pub(crate) elections_started: u64,
@@ -420,8 +421,13 @@ impl Raft {
     /// (thesis §6.4.1). But the timers that judge whether the others are alive do not run on:
     /// the heartbeats and answers that would have reset them may be waiting in this node's queue,
     /// unread. So a stall alone never makes a follower campaign or a leader step down; a stalled
-    /// follower refuses other candidates for longer, which only makes a leader's lease safer.
+    /// follower refuses other candidates for longer, which only makes a leader's lease safer:
+    /// a refusal still running (`refuse_candidates_until`) moves on by `missed` too, since a
+    /// leader's message taken during the stall set it from the stalled clock.
     pub fn skip_ticks(&mut self, missed: u64) {
+        if self.refuse_candidates_until > self.ticks {
+            self.refuse_candidates_until = self.refuse_candidates_until.saturating_add(missed);
+        }
         self.ticks = self.ticks.saturating_add(missed);
     }
 
@@ -579,8 +585,8 @@ impl Raft {
     }
 
     /// Whether this node refuses other candidates: a leader was heard from within the minimum
-    /// election timeout (or this is the leader), by the election timer or by
-    /// `refuse_candidates_until`.
+    /// election timeout (or this is the leader), or this node started less than one ago, by the
+    /// election timer or by `refuse_candidates_until`.
     ///
     /// A voter's answer lends the leader a lease (thesis §6.4): the voter refuses other
     /// candidates for a minimum election timeout after hearing it. Two ways of forgetting that

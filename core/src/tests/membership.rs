@@ -1497,13 +1497,17 @@ fn a_joined_voter_that_lost_its_data_rejoins_before_it_votes() {
     c.deliver_all();
     assert_ne!(c.raft(4).standing(), crate::Standing::Member);
     let _ = c.raft(4).take_ready();
-    // Past the minimum election timeout after its start, in which it would ignore any candidate.
-    let min = c.raft(4).config().election_ticks_min;
-    c.raft(4).skip_ticks(u64::from(min));
+    // A transfer's vote request, which leader stickiness does not refuse (the node heard the
+    // leader and just started): only its standing may.
     let candidate = others(&c, &[leader, NodeId(4)])[0];
     c.raft(4).step(
         candidate,
-        super::rejoin::vote_request(term, crate::LogId::ZERO),
+        Message::RequestVote(crate::RequestVote {
+            term,
+            last_log_id: crate::LogId::ZERO,
+            pre_vote: false,
+            leadership_transfer: true,
+        }),
     );
     assert_eq!(
         super::rejoin::granted(&mut c, 4),

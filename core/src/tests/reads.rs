@@ -373,7 +373,14 @@ fn a_restarted_voter_keeps_the_lease_it_granted_before_the_crash() {
     cluster.crash(voter);
     cluster.restart(voter);
     let window = cluster.raft(leader.0).config().election_ticks_min / 2;
-    for _ in 0..window {
+    let term = cluster.raft(rival.0).current_term();
+    cluster.tick_all(1);
+    assert_ne!(
+        cluster.raft(rival.0).role(),
+        Role::Follower,
+        "the rival campaigns at once"
+    );
+    for _ in 1..window {
         cluster.tick_all(1);
         if cluster.leader() == Some(rival) || cluster.raft(rival.0).role() == Role::Leader {
             cluster.propose(rival, "x");
@@ -387,6 +394,58 @@ fn a_restarted_voter_keeps_the_lease_it_granted_before_the_crash() {
             );
         }
     }
+    assert_eq!(
+        cluster.raft(rival.0).current_term(),
+        term,
+        "refused: the rival's pre-votes failed"
+    );
+}
+
+#[test]
+fn a_stalled_voter_refuses_from_when_it_heard_the_leader() {
+    // Review finding: a voter whose clock stood still took the leader's heartbeats, stamped with
+    // the stalled clock; once the missed ticks came in, its refusal had run out while the leader's
+    // lease, counted from when it sent them, had not. A newer term learned without a leader
+    // then left nothing else to refuse a vote request of that term.
+    let (mut cluster, leader) = leader_cluster(3);
+    let voter = ids(3)
+        .into_iter()
+        .find(|p| *p != leader)
+        .expect("a follower");
+    let rival = ids(3)
+        .into_iter()
+        .find(|p| *p != leader && *p != voter)
+        .expect("another follower");
+    let min = cluster.raft(voter.0).config().election_ticks_min;
+    // The voter's clock stands still while the others run and it answers their heartbeats.
+    for _ in 0..min {
+        for id in [leader, rival] {
+            cluster.tick(id);
+        }
+        cluster.deliver_all();
+    }
+    assert!(cluster.raft(leader.0).lease_read_index(0).is_ok());
+    let raft = cluster.raft(voter.0);
+    raft.skip_ticks(u64::from(min));
+    raft.tick();
+    let _ = raft.take_ready();
+    let term = raft.current_term().next();
+    let last_log_id = raft.last_log_id();
+    raft.step(
+        rival,
+        Message::RequestVoteResponse(RequestVoteResponse {
+            term,
+            vote_granted: false,
+            pre_vote: true,
+        }),
+    );
+    raft.step(rival, vote_request(term, last_log_id));
+    assert_eq!(
+        granted(&mut cluster, voter.0),
+        vec![false],
+        "refused within the leader's lease"
+    );
+    assert!(cluster.raft(leader.0).lease_read_index(0).is_ok());
 }
 
 #[test]
