@@ -47,6 +47,14 @@ impl Raft {
                 self.durable_index <= last.index,
                 "the durable index is past the log",
             ),
+            // Leader stickiness ends: a refusal runs at most a minimum election timeout ahead.
+            (
+                self.refuse_candidates_until
+                    <= self
+                        .ticks
+                        .saturating_add(u64::from(self.config.election_ticks_min)),
+                "other candidates are refused for longer than a minimum election timeout",
+            ),
             // Entries come from leaders of this node's term or an older one (§5.1).
             (
                 last.term <= self.current_term,

@@ -608,7 +608,9 @@ impl Raft {
     pub(crate) fn heard_from_leader(&mut self, leader: NodeId) {
         self.leader_id = Some(leader);
         self.reset_election_timer();
-        let until = self.ticks + u64::from(self.config.election_ticks_min);
+        let until = self
+            .ticks
+            .saturating_add(u64::from(self.config.election_ticks_min));
         self.refuse_candidates_until = self.refuse_candidates_until.max(until);
     }
 
