@@ -73,7 +73,7 @@ impl ServiceMetrics {
         let log_writes = IntGaugeVec::new(
             Opts::new(
                 "log_writes",
-                "Synced log writes since start, by the thread that made them (node: small batches while lightly loaded; log_store: the rest)",
+                "Log writes since start, by thread (node: synced on the node's own thread, small batches while lightly loaded; log_store: handed to the log store's thread, where the writes that queue during a sync share the next one)",
             ),
             &["thread"],
         )

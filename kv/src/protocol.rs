@@ -434,7 +434,7 @@ pub struct StatusReport {
     /// Synced log writes made on the node's own thread (small batches while lightly loaded).
     #[serde(default)]
     pub log_writes_inline: u64,
-    /// Synced log writes handed to the log store's thread.
+    /// Log writes handed to the log store's thread (those queued during a sync share the next).
     #[serde(default)]
     pub log_writes_handed_off: u64,
     /// Reads of log entries (to send or to apply) the entry cache could not serve: each went to
