@@ -339,6 +339,28 @@ fn skipped_ticks_age_the_lease_but_time_no_one_out() {
     assert_eq!(cluster.raft(leader.0).current_term(), term);
 }
 
+/// The two followers of a 3-node cluster led by `leader`: the voter whose answers the lease
+/// rests on, and the rival that would campaign.
+fn followers(leader: NodeId) -> (NodeId, NodeId) {
+    let others: Vec<NodeId> = ids(3).into_iter().filter(|p| *p != leader).collect();
+    (others[0], others[1])
+}
+
+/// `raft` learns the next term from `from` by a message that names no leader (a late refusal of
+/// a pre-vote it once asked for); returns that term.
+fn learn_a_newer_term_without_a_leader(raft: &mut crate::Raft, from: NodeId) -> crate::Term {
+    let term = raft.current_term().next();
+    raft.step(
+        from,
+        Message::RequestVoteResponse(RequestVoteResponse {
+            term,
+            vote_granted: false,
+            pre_vote: true,
+        }),
+    );
+    term
+}
+
 #[test]
 fn a_restarted_voter_keeps_the_lease_it_granted_before_the_crash() {
     // A voter's answer lends the leader a lease: it refuses other candidates for a minimum
@@ -346,8 +368,7 @@ fn a_restarted_voter_keeps_the_lease_it_granted_before_the_crash() {
     // leader, and voted for a candidate cut off from that leader, which then committed a write
     // the old leader's lease read missed.
     let (mut cluster, leader) = leader_cluster(3);
-    let others: Vec<NodeId> = ids(3).into_iter().filter(|p| *p != leader).collect();
-    let (voter, rival) = (others[0], others[1]);
+    let (voter, rival) = followers(leader);
     cluster.cut.insert((leader, rival));
     cluster.cut.insert((rival, leader));
     // The rival hears no leader; run until its next tick starts a campaign.
@@ -408,14 +429,7 @@ fn a_stalled_voter_refuses_from_when_it_heard_the_leader() {
     // lease, counted from when it sent them, had not. A newer term learned without a leader
     // then left nothing else to refuse a vote request of that term.
     let (mut cluster, leader) = leader_cluster(3);
-    let voter = ids(3)
-        .into_iter()
-        .find(|p| *p != leader)
-        .expect("a follower");
-    let rival = ids(3)
-        .into_iter()
-        .find(|p| *p != leader && *p != voter)
-        .expect("another follower");
+    let (voter, rival) = followers(leader);
     let min = cluster.raft(voter.0).config().election_ticks_min;
     // The voter's clock stands still while the others run and it answers their heartbeats.
     for _ in 0..min {
@@ -429,16 +443,8 @@ fn a_stalled_voter_refuses_from_when_it_heard_the_leader() {
     raft.skip_ticks(u64::from(min));
     raft.tick();
     let _ = raft.take_ready();
-    let term = raft.current_term().next();
+    let term = learn_a_newer_term_without_a_leader(raft, rival);
     let last_log_id = raft.last_log_id();
-    raft.step(
-        rival,
-        Message::RequestVoteResponse(RequestVoteResponse {
-            term,
-            vote_granted: false,
-            pre_vote: true,
-        }),
-    );
     raft.step(rival, vote_request(term, last_log_id));
     assert_eq!(
         granted(&mut cluster, voter.0),
@@ -456,28 +462,13 @@ fn a_newer_term_without_a_leader_keeps_the_lease_a_voter_granted() {
     // stickiness, and was granted: with it the rival could win while the leader held a lease.
     let (mut cluster, leader) = leader_cluster(3);
     assert!(cluster.raft(leader.0).lease_read_index(0).is_ok());
-    let voter = ids(3)
-        .into_iter()
-        .find(|p| *p != leader)
-        .expect("a follower");
-    let rival = ids(3)
-        .into_iter()
-        .find(|p| *p != leader && *p != voter)
-        .expect("another follower");
+    let (voter, rival) = followers(leader);
     let raft = cluster.raft(voter.0);
     let min = u64::from(raft.config().election_ticks_min);
     assert!(raft.ticks >= min, "past its start's own refusal");
     let _ = raft.take_ready();
-    let term = raft.current_term().next();
+    let term = learn_a_newer_term_without_a_leader(raft, rival);
     let last_log_id = raft.last_log_id();
-    raft.step(
-        rival,
-        Message::RequestVoteResponse(RequestVoteResponse {
-            term,
-            vote_granted: false,
-            pre_vote: true,
-        }),
-    );
     assert_eq!(raft.current_term(), term, "a newer term is adopted (§5.1)");
     raft.step(rival, vote_request(term, last_log_id));
     assert_eq!(
