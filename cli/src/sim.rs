@@ -83,8 +83,8 @@ pub struct SimArgs {
     #[arg(long)]
     pub no_pre_vote: bool,
     /// Plant a bug in the simulator, to watch a checker catch it: send-before-sync,
-    /// vote-before-sync, apply-uncommitted, commit-old-term, no-joint-consensus or
-    /// forgetful-rejoin.
+    /// vote-before-sync, apply-uncommitted, commit-old-term, no-joint-consensus,
+    /// forgetful-rejoin or lease-ignores-stall.
     #[arg(long)]
     pub bug: Option<Bug>,
     /// Lose disks among the faults: a node restarts empty under its old id and must rejoin

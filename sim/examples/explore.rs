@@ -3,8 +3,8 @@
 //! `cargo run -p raftor-sim --example explore -- <nodes> <first seed> <count> [steps]`
 //!
 //! Knobs (environment): `NOPV=1` (no pre-vote, no check-quorum), `PVONLY=1`, `CQONLY=1`,
-//! `MAXENT=n`, `MAXINF=n`, `PROP=ms`, `FAULT=ms`, `DOWN=ms`, `PART=ms`, `DROP=p`, `NOPART=1`,
-//! `CRASHSYNC=p`, `FLUSHDELAY=ms`, `SYNCDELAY=ms`, `LONG=ms`, `LONGRATE=p`, `DUP=p`, `LEASE=1`, `READS=ms`, `STEPS=n`, `LIVE=0`, `BUG=send|vote|apply|fig8|forget|nojoint`,
+//! `MAXENT=n`, `MAXINF=n`, `PROP=ms`, `FAULT=ms`, `DOWN=ms`, `QUICK=p`, `PART=ms`, `NOLINKCUTS=1`, `NOSWARM=1`, `DELAY=ms`, `DROP=p`, `NOPART=1`,
+//! `CRASHSYNC=p`, `FLUSHDELAY=ms`, `SYNCDELAY=ms`, `LONG=ms`, `LONGRATE=p`, `DUP=p`, `LEASE=1`, `READS=ms`, `STEPS=n`, `LIVE=0`, `BUG=send|vote|apply|fig8|forget|nojoint|stall`,
 //! `OFF=abc,lc,sms,es,lm` (disable checks), `EXPLAIN=1` (trace of the first failure),
 //! `TRACE=1` (full trace of the first seed).
 
@@ -31,6 +31,7 @@ fn main() {
         Ok("vote") => config.bug = Some(raftor_sim::Bug::VoteBeforeSync),
         Ok("forget") => config = config.with_planted_bug(raftor_sim::Bug::ForgetfulRejoin),
         Ok("nojoint") => config = config.with_planted_bug(raftor_sim::Bug::NoJointConsensus),
+        Ok("stall") => config = config.with_planted_bug(raftor_sim::Bug::LeaseIgnoresStall),
         _ => {}
     }
     if let Ok(off) = std::env::var("OFF") {
@@ -69,6 +70,18 @@ fn main() {
     }
     if let Some(v) = num("DOWN") {
         config.downtime = (10, v as u64);
+    }
+    if let Some(v) = num("DELAY") {
+        config.max_delay = v as u64;
+    }
+    if let Some(v) = num("QUICK") {
+        config.quick_restart_rate = v;
+    }
+    if std::env::var("NOSWARM").is_ok() {
+        config.swarm = false;
+    }
+    if std::env::var("NOLINKCUTS").is_ok() {
+        config.link_cuts = false;
     }
     if let Some(v) = num("PART") {
         config.partition_time = (10, v as u64);

@@ -3,6 +3,8 @@
 
 use crate::invariants::Invariant;
 use raftor_core::{NodeId, RaftConfig};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 
 /// A deliberately wrong behaviour of the *simulator* (never of the rules), to prove that the
@@ -29,17 +31,22 @@ pub enum Bug {
     /// A node whose disk was lost restarts as a member, as if its empty store held every
     /// promise it made: it votes without rejoining ("a wiped voter that votes twice").
     ForgetfulRejoin,
+    /// The driver asks the rules for a lease read without the ticks its stalled clock owes
+    /// (`tick_lag` 0): a leader whose timer thread stood still judges its lease by the
+    /// stalled clock, while the others elect a new leader.
+    LeaseIgnoresStall,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::SendBeforeSync,
         Bug::VoteBeforeSync,
         Bug::ApplyUncommitted,
         Bug::CommitOldTermByCounting,
         Bug::NoJointConsensus,
         Bug::ForgetfulRejoin,
+        Bug::LeaseIgnoresStall,
     ];
 
     /// The bug's name on the command line (`raftor sim --bug NAME`).
@@ -51,13 +58,14 @@ impl Bug {
             Bug::CommitOldTermByCounting => "commit-old-term",
             Bug::NoJointConsensus => "no-joint-consensus",
             Bug::ForgetfulRejoin => "forgetful-rejoin",
+            Bug::LeaseIgnoresStall => "lease-ignores-stall",
         }
     }
 }
 
 /// A name that is not one of [`Bug::ALL`]'s.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown bug {0:?}; one of: send-before-sync, vote-before-sync, apply-uncommitted, commit-old-term, no-joint-consensus, forgetful-rejoin")]
+#[error("unknown bug {0:?}; one of: send-before-sync, vote-before-sync, apply-uncommitted, commit-old-term, no-joint-consensus, forgetful-rejoin, lease-ignores-stall")]
 pub struct UnknownBug(pub String);
 
 impl std::str::FromStr for Bug {
@@ -175,6 +183,10 @@ pub struct SimConfig {
     pub duplicate_rate: f64,
     /// Symmetric partitions and one-way cuts, each healing after a while.
     pub partitions: bool,
+    /// Among the partitions, links cut both ways: two nodes lose each other while each still
+    /// reaches every other node (a partial partition, as a failed switch port or a firewall rule
+    /// between two hosts makes; the other nodes see both sides).
+    pub link_cuts: bool,
     /// Crashes (losing unsynced writes and volatile state) and restarts from the durable disk.
     pub crashes: bool,
     /// Mean time between two fault events (crash, partition, cut).
@@ -182,8 +194,13 @@ pub struct SimConfig {
     /// Probability that a node crashes between queuing a write and the sync that would make it
     /// durable (crashes at the worst moment, on top of the random ones).
     pub crash_before_sync_rate: f64,
-    /// How long a crashed node stays down: uniform in this range.
+    /// How long a crashed node stays down: uniform in this range...
     pub downtime: (u64, u64),
+    /// ...except this fraction of crashes, after which it is back uniform in `quick_restart`: a
+    /// supervisor restarting the process at once, well within the leases and votes the node
+    /// gave before it crashed.
+    pub quick_restart_rate: f64,
+    pub quick_restart: (u64, u64),
     /// How long a partition or cut lasts: uniform in this range.
     pub partition_time: (u64, u64),
     /// Disk losses among the fault events: a node's disk is replaced by an empty one and it
@@ -247,6 +264,12 @@ pub struct SimConfig {
     /// timeouts, and a proposal made then must be applied everywhere within as many again.
     pub liveness: bool,
     pub liveness_timeouts: u64,
+    /// Each run draws its own environment from its seed ([`SimConfig::for_run`]): a fast network
+    /// or this one, the load, how often faults come, how many crashes are quick restarts, and
+    /// whether the membership changes. Swarm testing (Groce et al., "Swarm Testing", ISSTA
+    /// 2012): runs that leave some features out reach states that runs with every feature at
+    /// its average rate rarely do. A run never gets a feature this configuration turned off.
+    pub swarm: bool,
     /// A planted bug, for the checker's own tests. `None` for the real thing.
     pub bug: Option<Bug>,
     /// Invariants not to check (to show that another one catches a planted bug too).
@@ -265,10 +288,13 @@ impl SimConfig {
             drop_rate: 0.05,
             duplicate_rate: 0.02,
             partitions: true,
+            link_cuts: true,
             crashes: true,
             fault_interval: 300,
             crash_before_sync_rate: 0.01,
             downtime: (20, 800),
+            quick_restart_rate: 0.3,
+            quick_restart: (1, 30),
             partition_time: (50, 1200),
             clock_stall: (20, 600),
             disk_loss: false,
@@ -295,6 +321,7 @@ impl SimConfig {
             max_inflight: 4,
             liveness: true,
             liveness_timeouts: 10,
+            swarm: true,
             bug: None,
             disabled: BTreeSet::new(),
             trace_len: 200,
@@ -338,13 +365,88 @@ impl SimConfig {
         self
     }
 
+    /// The same configuration as runs were before 2026-12-07: no links cut both ways, no quick
+    /// restarts, every run in this one environment. The seeds of `tests/core_regressions.rs`
+    /// were found so; each replays its run with it.
+    pub fn classic(mut self) -> SimConfig {
+        self.link_cuts = false;
+        self.quick_restart_rate = 0.0;
+        self.swarm = false;
+        self
+    }
+
+    /// What [`SimConfig::for_run`] draws, in one line (a failure's report and a full trace
+    /// start with it).
+    pub fn environment(&self) -> String {
+        let every = |interval: u64| match interval {
+            0 => "none".to_owned(),
+            ms => format!("every ~{ms} ms"),
+        };
+        format!(
+            "messages take 1-{} ms, syncs 1-{} ms; proposals {}; faults {}; {:.0}% of crashes \
+             restart at once; membership changes {}",
+            self.max_delay,
+            self.max_sync_delay,
+            every(self.propose_interval),
+            every(self.fault_interval),
+            self.quick_restart_rate * 100.0,
+            every(self.membership_interval),
+        )
+    }
+
+    /// The configuration the run of `seed` uses: this one, or with [`SimConfig::swarm`] its
+    /// environment drawn from the seed (apart from the run's other draws). Each choice keeps
+    /// this configuration's value in some runs.
+    pub fn for_run(&self, seed: u64) -> SimConfig {
+        let mut run = self.clone();
+        if !self.swarm {
+            return run;
+        }
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x7377_6172_6d5f_656e);
+        // Half the runs: messages and syncs as fast as the clock tells apart (1-2 ms, against a
+        // 150 ms election timeout), as on a LAN with a fast disk, so that an election and a
+        // commit fit in one lease, between two heartbeats.
+        if rng.gen_bool(0.5) {
+            run.max_delay = self.max_delay.min(2);
+            run.max_sync_delay = self.max_sync_delay.min(2);
+            run.max_flush_notice_delay = self.max_flush_notice_delay.min(1);
+        }
+        // The load: as given, or 4 or 25 times quieter (a follower cut off long enough to
+        // campaign may still be as up to date as the voters).
+        run.propose_interval *= [1, 1, 4, 25][rng.gen_range(0..4)];
+        // Faults: as often as given, or three times as often.
+        if rng.gen_bool(0.5) {
+            run.fault_interval = (self.fault_interval / 3).max(1);
+        }
+        // Quick restarts: none, at the given rate, or after every crash.
+        if self.quick_restart_rate > 0.0 {
+            run.quick_restart_rate = [0.0, self.quick_restart_rate, 1.0][rng.gen_range(0..3)];
+        }
+        // The membership: changing as given in half the runs, fixed in the others.
+        if rng.gen_bool(0.5) {
+            run.membership_interval = 0;
+        }
+        run
+    }
+
     /// A planted bug as the planted-bug tests run it: no liveness phase and no reads (so the
     /// violation reported is the first safety property the bug breaks), and for the bugs that
     /// send before a sync, frequent crashes between a write and its sync and a fixed membership.
     pub fn with_planted_bug(mut self, bug: Bug) -> SimConfig {
+        // One environment, and no links cut both ways or quick restarts: the bounds of
+        // `tests/planted_bugs.rs` were measured so.
+        self = self.classic();
         self.bug = Some(bug);
         self.liveness = false;
         self.read_interval = 0;
+        if bug == Bug::LeaseIgnoresStall {
+            // Leases are checked at every event, reads or not. The bug's trigger is a leader's
+            // clock standing still past an election timeout while a rival is elected out of its
+            // reach: stalls take the crashes' slots, and last that long.
+            self.crashes = false;
+            self.clock_stall = (150, 600);
+            return self;
+        }
         // Clock stalls and lost disks take fault slots from the crashes these bugs need.
         self.clock_stall = (0, 0);
         self.disk_loss = bug == Bug::ForgetfulRejoin;
@@ -375,6 +477,7 @@ impl SimConfig {
             ("duplicate_rate", self.duplicate_rate),
             ("long_delay_rate", self.long_delay_rate),
             ("crash_before_sync_rate", self.crash_before_sync_rate),
+            ("quick_restart_rate", self.quick_restart_rate),
         ] {
             assert!(
                 (0.0..=1.0).contains(&rate),
@@ -384,6 +487,10 @@ impl SimConfig {
         assert!(
             self.downtime.0 <= self.downtime.1,
             "downtime range is empty"
+        );
+        assert!(
+            self.quick_restart.0 <= self.quick_restart.1,
+            "quick_restart range is empty"
         );
         assert!(
             self.partition_time.0 <= self.partition_time.1,

@@ -25,7 +25,8 @@ pub enum Invariant {
     AppliedWithinCommit,
     /// The rules' outputs are well formed (writes extend the log, the sim's log equals the rules').
     ReadyContract,
-    /// A read (ReadIndex or lease) reflects every entry committed before it was asked for.
+    /// A read (ReadIndex or lease) reflects every entry committed before it was asked for, and
+    /// no leader holds a lease behind an entry committed elsewhere.
     Linearizability,
     /// Membership changes are safe: consecutive committed configurations differ by at most one
     /// voter or go through a joint configuration (so no two of them have disjoint majorities); a
@@ -152,6 +153,15 @@ pub enum Violation {
         index: LogIndex,
         committed: LogIndex,
     },
+    #[error(
+        "Linearizable reads: n{node} holds a lease to read at index {index}, but index \
+         {committed} was already committed: a lease read there would miss it"
+    )]
+    StaleLease {
+        node: NodeId,
+        index: LogIndex,
+        committed: LogIndex,
+    },
     #[error("Node state: {0}")]
     NodeState(raftor_core::StateViolation),
     #[error("Liveness: {0}")]
@@ -173,7 +183,9 @@ impl Violation {
             Violation::CommitDecreased { .. } => Invariant::CommitMonotonic,
             Violation::AppliedBeyondCommit { .. } => Invariant::AppliedWithinCommit,
             Violation::ReadyContract { .. } => Invariant::ReadyContract,
-            Violation::StaleRead { .. } => Invariant::Linearizability,
+            Violation::StaleRead { .. } | Violation::StaleLease { .. } => {
+                Invariant::Linearizability
+            }
             Violation::NodeState(_) => Invariant::NodeState,
             Violation::Liveness(_) => Invariant::Liveness,
         }

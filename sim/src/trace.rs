@@ -334,6 +334,11 @@ pub(crate) enum TraceEvent {
         from: NodeId,
         to: NodeId,
     },
+    /// The link between `a` and `b` is cut both ways; each still reaches the others.
+    LinkCut {
+        a: NodeId,
+        b: NodeId,
+    },
     /// `node`'s disk was replaced by an empty one.
     DiskLost {
         node: NodeId,
@@ -573,6 +578,11 @@ impl TraceEvent {
                 h.u64(14);
                 h.u64(from.0);
                 h.u64(to.0);
+            }
+            TraceEvent::LinkCut { a, b } => {
+                h.u64(42);
+                h.u64(a.0);
+                h.u64(b.0);
             }
             TraceEvent::DiskLost { node } => {
                 h.u64(41);
@@ -973,6 +983,7 @@ impl fmt::Display for TraceEvent {
                 nodes(side_b)
             ),
             TraceEvent::Cut { from, to } => write!(f, "net CUT n{from}->n{to}"),
+            TraceEvent::LinkCut { a, b } => write!(f, "net CUT n{a}<->n{b}"),
             TraceEvent::ClockStall { node, until } => {
                 write!(f, "n{node} CLOCK STALL until t={until}")
             }
