@@ -232,6 +232,7 @@ fn print_failure(
     traced: bool,
 ) -> std::io::Result<()> {
     writeln!(out, "\nseed {} FAILED: {failure}", failure.seed)?;
+    writeln!(out, "environment: {}", failure.environment)?;
     if !traced {
         writeln!(out, "last {} events:", failure.trace.len())?;
         for line in &failure.trace {

@@ -1,7 +1,7 @@
 //! Chaos on the real actors: a cluster of real nodes (node, replicators, log store, applier) with
 //! the key-value state machine, on in-memory storage and the in-memory network, all on one thread
-//! under tokio's paused clock; a nemesis that partitions, cuts, drops, delays, duplicates and
-//! crashes; an operator that, among the faults, hands leadership over (also to a node cut off,
+//! under tokio's paused clock; a nemesis that partitions, cuts links one way or both, drops,
+//! delays, duplicates and crashes (some nodes back within milliseconds); an operator that, among the faults, hands leadership over (also to a node cut off,
 //! repeated, retried, cancelled) and changes the membership (a new empty node joins as a learner,
 //! is promoted, a voter is removed, the leader too); concurrent clients doing put / get / cas on a
 //! few keys, reading by ReadIndex or the leader's lease, while a recorder keeps the history; and
@@ -112,6 +112,8 @@ pub struct ChaosStats {
     /// Operations completed after the faults stopped.
     pub ok_after_faults: u64,
     pub crashes: u64,
+    /// Crashed nodes restarted within 5-40 ms (the others stay down 0.1-1.5 s).
+    pub quick_restarts: u64,
     pub partitions: u64,
     /// Terms that had a leader, seen by polling.
     pub leaders: u64,
@@ -807,7 +809,8 @@ async fn nemesis(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, seed: u64,
             healed_at = None;
         }
         match rng.gen_range(0..10) {
-            // Crash a node (keeping a majority of the voters up), back after a while.
+            // Crash a node (keeping a majority of the voters up), back after a while; or back
+            // at once, as under a supervisor, well within the leases and votes it gave.
             0..=2 => {
                 let running = cluster.borrow().running();
                 if running.is_empty() {
@@ -816,21 +819,35 @@ async fn nemesis(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, seed: u64,
                 let victim = running[rng.gen_range(0..running.len())];
                 if cluster.borrow().may_crash(victim) {
                     cluster.borrow_mut().crash(victim);
-                    let downtime = Duration::from_millis(rng.gen_range(100..1500));
-                    down.insert(victim, now + downtime);
                     stats.borrow_mut().crashes += 1;
+                    if rng.gen_bool(0.3) {
+                        let downtime = Duration::from_millis(rng.gen_range(5..40));
+                        tokio::time::sleep(downtime).await;
+                        cluster.borrow_mut().start(victim);
+                        stats.borrow_mut().quick_restarts += 1;
+                    } else {
+                        let downtime = Duration::from_millis(rng.gen_range(100..1500));
+                        down.insert(victim, now + downtime);
+                    }
                 }
             }
-            // A partition into two sides, an isolated node, or a one-way cut; it heals later.
+            // A partition into two sides, an isolated node, a one-way cut, or a link cut both
+            // ways (the two ends still reach the others); it heals later.
             3..=5 if healed_at.is_none() => {
                 let ids = cluster.borrow().members();
-                match rng.gen_range(0..3) {
+                match rng.gen_range(0..4) {
                     0 => {
                         let (a, b): (Vec<NodeId>, Vec<NodeId>) =
                             ids.iter().partition(|_| rng.gen_bool(0.5));
                         network.do_send(NetworkControl::Partition(vec![a, b]));
                     }
                     1 => network.do_send(NetworkControl::Isolate(ids[rng.gen_range(0..ids.len())])),
+                    2 => {
+                        let a = ids[rng.gen_range(0..ids.len())];
+                        let b = ids[rng.gen_range(0..ids.len())];
+                        network.do_send(NetworkControl::CutOneWay(a, b));
+                        network.do_send(NetworkControl::CutOneWay(b, a));
+                    }
                     _ => {
                         let from = ids[rng.gen_range(0..ids.len())];
                         let to = ids[rng.gen_range(0..ids.len())];
