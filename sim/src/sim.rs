@@ -752,48 +752,43 @@ impl<'c> Sim<'c> {
                         links.push((*b, *a));
                     }
                 }
-                self.net.cut(&links);
-                self.report.partitions += 1;
-                fx.trace.push(TraceEvent::Partition { side_a, side_b });
-                let lasts = self
-                    .rng
-                    .gen_range(self.config.partition_time.0..=self.config.partition_time.1);
-                self.schedule(lasts, Event::Heal { links });
+                self.cut_for_a_while(links, TraceEvent::Partition { side_a, side_b }, fx);
             }
             2 if ids.len() >= 2 => {
-                let from = ids[self.rng.gen_range(0..ids.len())];
-                let others: Vec<NodeId> = ids.iter().copied().filter(|id| *id != from).collect();
-                let to = others[self.rng.gen_range(0..others.len())];
-                self.net.cut(&[(from, to)]);
-                self.report.partitions += 1;
-                fx.trace.push(TraceEvent::Cut { from, to });
-                let lasts = self
-                    .rng
-                    .gen_range(self.config.partition_time.0..=self.config.partition_time.1);
-                self.schedule(
-                    lasts,
-                    Event::Heal {
-                        links: vec![(from, to)],
-                    },
-                );
+                let (from, to) = self.two_nodes(&ids);
+                self.cut_for_a_while(vec![(from, to)], TraceEvent::Cut { from, to }, fx);
             }
             3 => self.stall_clock(fx),
             4 => self.lose_disk(fx),
             5 if ids.len() >= 2 => {
-                let a = ids[self.rng.gen_range(0..ids.len())];
-                let others: Vec<NodeId> = ids.iter().copied().filter(|id| *id != a).collect();
-                let b = others[self.rng.gen_range(0..others.len())];
-                let links = vec![(a, b), (b, a)];
-                self.net.cut(&links);
-                self.report.partitions += 1;
-                fx.trace.push(TraceEvent::LinkCut { a, b });
-                let lasts = self
-                    .rng
-                    .gen_range(self.config.partition_time.0..=self.config.partition_time.1);
-                self.schedule(lasts, Event::Heal { links });
+                let (a, b) = self.two_nodes(&ids);
+                self.cut_for_a_while(vec![(a, b), (b, a)], TraceEvent::LinkCut { a, b }, fx);
             }
             _ => {}
         }
+    }
+
+    /// Two distinct nodes of `ids` (at least two), drawn in order.
+    fn two_nodes(&mut self, ids: &[NodeId]) -> (NodeId, NodeId) {
+        let first = ids[self.rng.gen_range(0..ids.len())];
+        let others: Vec<NodeId> = ids.iter().copied().filter(|id| *id != first).collect();
+        (first, others[self.rng.gen_range(0..others.len())])
+    }
+
+    /// Cut `links` (from, to) until they heal, uniform in `partition_time` from now.
+    fn cut_for_a_while(
+        &mut self,
+        links: Vec<(NodeId, NodeId)>,
+        traced: TraceEvent,
+        fx: &mut Effects,
+    ) {
+        self.net.cut(&links);
+        self.report.partitions += 1;
+        fx.trace.push(traced);
+        let lasts = self
+            .rng
+            .gen_range(self.config.partition_time.0..=self.config.partition_time.1);
+        self.schedule(lasts, Event::Heal { links });
     }
 
     /// No leader holds a lease behind what another node applied: at every instant, not only
