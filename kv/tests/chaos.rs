@@ -1,8 +1,8 @@
 //! Chaos on the real actors, checked for linearizability (see `chaos_harness`): real nodes with
 //! the key-value state machine under partitions, one-way cuts, links cut both ways, loss,
-//! duplication, delays and crashes (some restarted at once), leadership transfers (to nodes cut off too, repeated, retried, cancelled) and
-//! membership changes (new nodes join as learners and are promoted, voters are removed, leaders
-//! too), with concurrent clients doing put / get / cas (as a transaction), two-key transactions,
+//! duplication, delays and crashes (some restarted at once), leadership transfers (to nodes cut
+//! off too, repeated, retried, cancelled) and membership changes (new nodes join as learners
+//! and are promoted, voters are removed, leaders too), with concurrent clients doing put / get / cas (as a transaction), two-key transactions,
 //! single-key and range reads (a range read checked as a read of each key) by ReadIndex or by the
 //! leader's lease; every history goes through the WGL linearizability checker; and a watcher of
 //! every key that moves from node to node must see exactly the cluster's history (every change

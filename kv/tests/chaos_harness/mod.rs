@@ -1,10 +1,11 @@
 //! Chaos on the real actors: a cluster of real nodes (node, replicators, log store, applier) with
 //! the key-value state machine, on in-memory storage and the in-memory network, all on one thread
 //! under tokio's paused clock; a nemesis that partitions, cuts links one way or both, drops,
-//! delays, duplicates and crashes (some nodes back within milliseconds); an operator that, among the faults, hands leadership over (also to a node cut off,
-//! repeated, retried, cancelled) and changes the membership (a new empty node joins as a learner,
-//! is promoted, a voter is removed, the leader too); concurrent clients doing put / get / cas on a
-//! few keys, reading by ReadIndex or the leader's lease, while a recorder keeps the history; and
+//! delays, duplicates and crashes (some nodes back within milliseconds); an operator that, among
+//! the faults, hands leadership over (also to a node cut off, repeated, retried, cancelled) and
+//! changes the membership (a new empty node joins as a learner, is promoted, a voter is removed,
+//! the leader too); concurrent clients doing put / get / cas on a few keys, reading by ReadIndex
+//! or the leader's lease, while a recorder keeps the history; and
 //! the linearizability checker (`raftor_sim::linearizability`) on that history.
 //!
 //! Everything is driven by one seed (the nodes' election timers, the network's RNG, the
@@ -842,9 +843,10 @@ async fn nemesis(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, seed: u64,
                         network.do_send(NetworkControl::Partition(vec![a, b]));
                     }
                     1 => network.do_send(NetworkControl::Isolate(ids[rng.gen_range(0..ids.len())])),
-                    2 => {
-                        let a = ids[rng.gen_range(0..ids.len())];
-                        let b = ids[rng.gen_range(0..ids.len())];
+                    2 if ids.len() >= 2 => {
+                        let a = rng.gen_range(0..ids.len());
+                        let b = (a + rng.gen_range(1..ids.len())) % ids.len();
+                        let (a, b) = (ids[a], ids[b]);
                         network.do_send(NetworkControl::CutOneWay(a, b));
                         network.do_send(NetworkControl::CutOneWay(b, a));
                     }
