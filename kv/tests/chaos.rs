@@ -2,12 +2,12 @@
 //! the key-value state machine under partitions, one-way cuts, links cut both ways, loss,
 //! duplication, delays and crashes (some restarted at once), leadership transfers (to nodes cut
 //! off too, repeated, retried, cancelled) and membership changes (new nodes join as learners
-//! and are promoted, voters are removed, leaders too), with concurrent clients doing put / get / cas (as a transaction), two-key transactions,
-//! single-key and range reads (a range read checked as a read of each key) by ReadIndex or by the
-//! leader's lease; every history goes through the WGL linearizability checker; and a watcher of
-//! every key that moves from node to node must see exactly the cluster's history (every change
-//! once, in log order). A violation saves the
-//! history (JSON) and the per-key timeline under the target directory and prints both paths.
+//! and are promoted, voters are removed, leaders too), with concurrent clients doing put / get /
+//! cas (as a transaction), two-key transactions, single-key and range reads (a range read
+//! checked as a read of each key) by ReadIndex or by the leader's lease; every history goes
+//! through the WGL linearizability checker; and a watcher of every key that moves from node to
+//! node must see exactly the cluster's history (every change once, in log order). A violation
+//! saves the history (JSON) and the per-key timeline under the target directory and prints both paths.
 //!
 //! By default seeds 0..2 run, each on 3 and 5 nodes (seconds); more with `RAFTOR_CHAOS_SEEDS=<n>`
 //! (seeds 0..n) or `RAFTOR_CHAOS_SEEDS=<a>..<b>`, one with `RAFTOR_CHAOS_SEED=<s>`:

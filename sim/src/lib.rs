@@ -41,8 +41,9 @@
 //! contract (writes extend the log; the written log equals the rules' log), and linearizable
 //! reads (a ReadIndex answer, or a lease read when enabled, is at least the highest index any node
 //! had applied when the read was asked; and at every event, the lease each leader holds, read or
-//! not, is at least that index: a read rarely lands in the few milliseconds a stale lease lasts; leaders confirm leadership with the rules' own rounds, as in
-//! production: a heartbeat per peer, the first answer to it or a later message confirms). After `steps` events
+//! not, is at least that index: a read rarely lands in the few milliseconds a stale lease
+//! lasts; leaders confirm leadership with the rules' own rounds, as in production: a heartbeat
+//! per peer, the first answer to it or a later message confirms). After `steps` events
 //! faults stop: links heal, crashed nodes restart, nothing is lost; a leader must then appear, and
 //! a proposal be applied on every node, each within `liveness_timeouts` maximal election
 //! timeouts ([`Violation::Liveness`] otherwise).
