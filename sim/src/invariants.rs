@@ -143,12 +143,11 @@ pub enum Violation {
     #[error("n{node}: the rules broke the Ready contract: {detail}")]
     ReadyContract { node: NodeId, detail: String },
     #[error(
-        "Linearizable reads: n{node} answered {kind} read {id} at index {index}, but index \
+        "Linearizable reads: n{node} answered ReadIndex read {id} at index {index}, but index \
          {committed} was already committed when the read was asked"
     )]
     StaleRead {
         node: NodeId,
-        kind: &'static str,
         id: u64,
         index: LogIndex,
         committed: LogIndex,

@@ -50,8 +50,6 @@ pub(crate) struct Effects {
     pub(crate) flushed: Vec<(NodeId, LogId)>,
     /// Answers to `read_index` requests.
     pub(crate) reads: Vec<(NodeId, ReadState)>,
-    /// Lease reads found stale (checked where they are made).
-    pub(crate) stale_reads: Vec<crate::invariants::Violation>,
     /// Snapshots installed from a leader.
     pub(crate) snapshots_installed: u64,
     /// Entries orders that missed the entry cache: read from the log later, as the peer's
@@ -74,7 +72,6 @@ impl Effects {
             lost_writes,
             flushed,
             reads,
-            stale_reads,
             snapshots_installed,
             fetches,
         } = other;
@@ -89,7 +86,6 @@ impl Effects {
         self.lost_writes += lost_writes;
         self.flushed.extend(flushed);
         self.reads.extend(reads);
-        self.stale_reads.extend(stale_reads);
         self.snapshots_installed += snapshots_installed;
         self.fetches.extend(fetches);
     }
