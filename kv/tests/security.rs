@@ -1,7 +1,8 @@
 //! Security over real TCP: mutual TLS between members (a connection without a certificate, with
 //! one from another CA, an expired one, or one naming another node is refused before any frame
 //! reaches the rules), HTTPS and native TLS for clients, bearer tokens with roles (401 without a
-//! valid token, 403 with a role too weak), and token rotation without a restart.
+//! valid token, 403 with a role too weak), and token, certificate and CA rotation without a
+//! restart.
 
 #[cfg(target_os = "linux")]
 #[path = "../../actors/tests/support/accepted_socket.rs"]
@@ -11,7 +12,7 @@ mod common;
 use common::free_base_port;
 use futures::{SinkExt, StreamExt};
 use raftor_actors::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
-use raftor_actors::network::tls::{node_name, ClientTls};
+use raftor_actors::network::tls::{node_name, ClientTls, NodeTls};
 use raftor_core::{AppendEntries, Envelope, LogId, LogIndex, Message, NodeId, Term};
 use raftor_kv::auth::{new_token, Role, TokensFile};
 use raftor_kv::certs::{self, Ca};
@@ -636,4 +637,173 @@ async fn https_connections_on_worker_threads_find_out_when_the_client_is_gone() 
     common::status_answered(&mut stream).await;
     accepted_socket::assert_probed(server, client, "HTTPS on worker threads");
     cluster.shutdown().await;
+}
+
+/// Whether a GET of `/v1/kv/rotation` at node `id` over HTTPS, trusting only `ca_pem`, is
+/// answered (with a read token).
+async fn https_answers_trusting(cluster: &SecureCluster, id: u64, ca_pem: &[u8]) -> bool {
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(tls_client(ca_pem, None)))
+        .timeout(Duration::from_secs(5))
+        .finish();
+    let url = format!("{}/v1/kv/rotation", cluster.https(id));
+    client
+        .get(&url)
+        .bearer_auth(cluster.token(Role::Read))
+        .send()
+        .await
+        .is_ok()
+}
+
+/// A write through a native client trusting only `ca_pem` is answered within `seconds`.
+async fn writes_trusting(cluster: &SecureCluster, ca_pem: &[u8], seconds: u64) -> bool {
+    let options = ClientOptions {
+        tls: Some(ClientTls::from_ca_pem(ca_pem).expect("CA")),
+        token: Some(cluster.token(Role::ReadWrite)),
+        operation_timeout: Duration::from_secs(seconds),
+        ..ClientOptions::default()
+    };
+    let client = Client::new(cluster.endpoints(), options).expect("client");
+    client.put("rotation", "x").await.is_ok()
+}
+
+/// Polls `check` every 250 ms for up to 20 s (the nodes look at their files every 2 s).
+async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    for _ in 0..80 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+#[actix_rt::test]
+async fn certificates_and_the_ca_rotate_without_a_restart() {
+    let mut cluster = SecureCluster::start().await;
+    let certs = cluster.certs();
+    let ca_path = certs::ca_cert_path(&certs);
+    let old_ca = std::fs::read(&ca_path).expect("CA");
+    let old_identity = (
+        std::fs::read_to_string(certs::node_cert_path(&certs, 2)).expect("cert"),
+        std::fs::read_to_string(certs::node_key_path(&certs, 2)).expect("key"),
+    );
+    let new_ca = Ca::generate(365).expect("CA");
+    let both = [old_ca.as_slice(), new_ca.cert_pem.as_bytes()].concat();
+    let node1 = format!("127.0.0.1:{}", cluster.base + 1);
+    assert!(writes_trusting(&cluster, &old_ca, 10).await);
+    assert!(!writes_trusting(&cluster, new_ca.cert_pem.as_bytes(), 2).await);
+    assert!(!https_answers_trusting(&cluster, 1, new_ca.cert_pem.as_bytes()).await);
+
+    // 1. Every node trusts both CAs; 2. each gets a certificate of the new CA. Each key is
+    // written before its certificate: until both are there, the pair does not match and the
+    // node keeps the old one (and logs why).
+    std::fs::write(&ca_path, &both).expect("write CA");
+    for id in 1..=3 {
+        let (cert, key) = new_ca.issue_node(id, &[], 365).expect("issue");
+        std::fs::write(certs::node_key_path(&certs, id), key).expect("write key");
+        assert!(
+            https_answers_trusting(&cluster, id, &old_ca).await,
+            "node {id} serves its old certificate meanwhile"
+        );
+        std::fs::write(certs::node_cert_path(&certs, id), cert).expect("write cert");
+    }
+    let new_ca_only = new_ca.cert_pem.as_bytes();
+    assert!(
+        eventually(|| writes_trusting(&cluster, new_ca_only, 2)).await,
+        "the nodes present the new CA's certificates to clients"
+    );
+    for id in 1..=3 {
+        assert!(
+            eventually(|| https_answers_trusting(&cluster, id, new_ca_only)).await,
+            "node {id} serves HTTPS with its new certificate"
+        );
+    }
+    let old_member = tls_client(&both, Some((&old_identity.0, &old_identity.1)));
+    assert!(
+        attack(&node1, old_member.clone(), 2, 0).await,
+        "a member's certificate of the old CA is still trusted"
+    );
+
+    // 3. The old CA is dropped: its certificates are refused, on connections made from now on.
+    std::fs::write(&ca_path, new_ca_only).expect("write CA");
+    assert!(
+        eventually(|| async { !attack(&node1, old_member.clone(), 2, 0).await }).await,
+        "a member's certificate of the old CA is refused"
+    );
+
+    // 4. Members dial each other with what they reloaded: node 3 stops, node 2 starts again
+    // (reading only the new files), so a write needs new connections between nodes 1 and 2,
+    // each side presenting its new certificate and trusting only the new CA.
+    let node3 = cluster.nodes.pop().expect("node 3");
+    node3.shutdown().await;
+    let node2 = cluster.nodes.pop().expect("node 2");
+    node2.shutdown().await;
+    let mut config = raftor_kv::local_cluster::local_node_config(
+        2,
+        3,
+        cluster.base,
+        Some(cluster.http_base),
+        cluster.dir.path(),
+    );
+    quick_timing(&mut config);
+    secure(&mut config, &certs);
+    cluster
+        .nodes
+        .push(common::start_node_retrying(&config).await);
+    assert!(
+        eventually(|| writes_trusting(&cluster, new_ca_only, 2)).await,
+        "nodes 1 and 2 replicate over connections made with the new certificates"
+    );
+
+    // A broken file is refused whole; the credentials in force stay.
+    std::fs::write(certs::node_cert_path(&certs, 1), "not a certificate").expect("write");
+    tokio::time::sleep(RELOAD_WAIT).await;
+    assert!(https_answers_trusting(&cluster, 1, new_ca_only).await);
+    assert!(writes_trusting(&cluster, new_ca_only, 10).await);
+    cluster.shutdown().await;
+}
+
+/// Long enough for every node to have looked at its files again.
+const RELOAD_WAIT: Duration = Duration::from_millis(2_500);
+
+#[test]
+fn a_reload_takes_only_files_that_pass_the_checks_made_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    local_credentials(&certs, 2).expect("credentials");
+    let files = raftor_actors::network::tls::TlsFiles {
+        ca: certs::ca_cert_path(&certs),
+        cert: certs::node_cert_path(&certs, 1),
+        key: certs::node_key_path(&certs, 1),
+    };
+    let tls = NodeTls::load(NodeId(1), &files).expect("load");
+    assert!(
+        !tls.reload_if_changed().expect("unchanged"),
+        "nothing changed"
+    );
+    let ca = Ca::read(&certs).expect("CA");
+    let refused = |cert: &str, key: &str| {
+        std::fs::write(&files.cert, cert).expect("write");
+        std::fs::write(&files.key, key).expect("write");
+        tls.reload_if_changed().expect_err("refused").to_string()
+    };
+    let (other_cert, other_key) = ca.issue_node(2, &[], 30).expect("issue");
+    let error = refused(&other_cert, &other_key);
+    assert!(error.contains("does not name node 1"), "{error}");
+    let (cert, key) = ca.issue_node(1, &[], 30).expect("issue");
+    let error = refused(&cert, &other_key);
+    assert!(error.contains("private key"), "{error}");
+    let stranger = Ca::generate(30).expect("CA");
+    let (strange_cert, strange_key) = stranger.issue_node(1, &[], 30).expect("issue");
+    let error = refused(&strange_cert, &strange_key);
+    assert!(error.contains("node certificate"), "{error}");
+    let error = refused("garbage", &key);
+    assert!(error.contains("node certificate"), "{error}");
+    std::fs::write(&files.cert, &cert).expect("write");
+    assert!(tls.reload_if_changed().expect("a good pair"), "taken");
+    assert!(!tls.reload_if_changed().expect("unchanged"), "once");
+    std::fs::remove_file(&files.key).expect("remove");
+    let error = tls.reload_if_changed().expect_err("no key").to_string();
+    assert!(error.contains("cannot read"), "{error}");
 }

@@ -10,15 +10,20 @@
 //!
 //! Clients share the port: a client certificate is optional at the handshake (clients
 //! authenticate with tokens, checked by the service), but a peer `Hello` without one is refused.
+//!
+//! The certificate, its key and the CA certificates can be replaced while the node runs: the
+//! endpoint reads the files every [`RELOAD_PERIOD`] and, when they changed and pass the checks
+//! made at start, every later handshake uses them ([`live`]; the CA file may hold several CAs,
+//! the old and the new, while a new CA is rolled out).
 
+mod live;
+
+use live::{Credentials, Live, Pem};
 use raftor_core::NodeId;
-use rustls::client::danger::ServerCertVerifier;
-use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
@@ -72,6 +77,39 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// Every handshake a full one: a resumed session would skip the checks of the credentials in
+/// force, and so keep a certificate of a CA dropped since trusted, for as long as a member's
+/// session lasted in the cache. Members and clients hold their connections long; a browser or
+/// curl pays one more signature per connection.
+fn without_resumption(config: &mut ServerConfig) {
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+}
+
+/// The text of a member's three files.
+fn read_files(files: &TlsFiles) -> Result<Pem, TlsError> {
+    Ok(Pem {
+        ca: read(&files.ca)?,
+        cert: read(&files.cert)?,
+        key: read(&files.key)?,
+    })
+}
+
+/// `error`, naming the file it is about.
+fn naming_file(error: TlsError, files: &TlsFiles) -> TlsError {
+    match error {
+        TlsError::Invalid { what, reason } => {
+            let path = match what.as_str() {
+                "CA certificate" => &files.ca,
+                "private key" => &files.key,
+                _ => &files.cert,
+            };
+            invalid(format!("{what} ({})", path.display()), reason)
+        }
+        other => other,
+    }
+}
+
 /// Every certificate in a PEM file's text (at least one).
 pub fn certificates_from_pem(
     what: &str,
@@ -105,11 +143,16 @@ pub struct TlsFiles {
 }
 
 /// A member's TLS set-up: how it accepts connections (peers and clients) and how it dials peers
-/// (and the leader, when it forwards a client's request).
+/// (and the leader, when it forwards a client's request). Clones share the credentials, which
+/// [`NodeTls::reload_if_changed`] replaces for every later handshake.
 #[derive(Clone)]
 pub struct NodeTls {
     /// This node's id, which its certificate must name.
     id: NodeId,
+    /// Where the credentials were read from; `None` when given as text.
+    files: Option<TlsFiles>,
+    /// The credentials in force, which every configuration below asks at each handshake.
+    live: Arc<Live>,
     acceptor: tokio_rustls::TlsAcceptor,
     connector: tokio_rustls::TlsConnector,
     /// The same certificate for HTTPS, without asking browsers for a client certificate.
@@ -124,82 +167,87 @@ impl std::fmt::Debug for NodeTls {
     }
 }
 
+/// How often a node looks at its TLS files for a change ([`NodeTls::reload_if_changed`]), as it
+/// does at its tokens file.
+pub const RELOAD_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl NodeTls {
     /// Reads the files and checks that the certificate is signed by the CA, names node `id`, and
     /// goes with the key.
     pub fn load(id: NodeId, files: &TlsFiles) -> Result<NodeTls, TlsError> {
-        let ca = read(&files.ca)?;
-        let cert = read(&files.cert)?;
-        let key = read(&files.key)?;
-        Self::from_pem(id, &ca, &cert, &key).map_err(|error| match error {
-            TlsError::Invalid { what, reason } => {
-                let path = match what.as_str() {
-                    "CA certificate" => &files.ca,
-                    "private key" => &files.key,
-                    _ => &files.cert,
-                };
-                invalid(format!("{what} ({})", path.display()), reason)
-            }
-            other => other,
-        })
+        let credentials =
+            Credentials::from_pem(id, read_files(files)?).map_err(|e| naming_file(e, files))?;
+        let mut tls = Self::with_credentials(id, credentials)?;
+        tls.files = Some(files.clone());
+        Ok(tls)
     }
 
     /// [`NodeTls::load`] from the files' PEM text.
     pub fn from_pem(id: NodeId, ca: &[u8], cert: &[u8], key: &[u8]) -> Result<NodeTls, TlsError> {
-        let roots = roots_from_pem("CA certificate", ca)?;
-        let chain = certificates_from_pem("node certificate", cert)?;
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| invalid("private key", e))?;
-        let names = names_in_certificate(&chain[0]).map_err(|e| invalid("node certificate", e))?;
-        if !certificate_names_node(&chain[0], id) {
-            return Err(invalid(
-                "node certificate",
-                format!(
-                    "it does not name node {} ({}); it names {names:?}",
-                    id.0,
-                    node_name(id)
-                ),
-            ));
-        }
+        let pem = Pem {
+            ca: ca.to_vec(),
+            cert: cert.to_vec(),
+            key: key.to_vec(),
+        };
+        Self::with_credentials(id, Credentials::from_pem(id, pem)?)
+    }
+
+    fn with_credentials(id: NodeId, credentials: Credentials) -> Result<NodeTls, TlsError> {
+        let live = Arc::new(Live::new(credentials));
         let provider = provider();
-        // The certificate must verify against the CA as a peer will verify it.
-        verify_own_certificate(id, roots.clone(), &chain, provider.clone())?;
-        let client_verifier =
-            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| invalid("CA certificate", e))?;
-        let server = ServerConfig::builder_with_provider(provider.clone())
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("TLS", e))?
-            .with_client_cert_verifier(client_verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| invalid("node certificate", e))?;
+            .with_client_cert_verifier(live.clone())
+            .with_cert_resolver(live.clone());
+        without_resumption(&mut server);
         let mut https = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("TLS", e))?
             .with_no_client_auth()
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| invalid("node certificate", e))?;
+            .with_cert_resolver(live.clone());
+        without_resumption(&mut https);
         https.alpn_protocols = vec![HTTP_1_1.to_vec()];
         let mut https_client = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("TLS", e))?
-            .with_root_certificates(roots.clone())
+            .dangerous()
+            .with_custom_certificate_verifier(live.clone())
             .with_no_client_auth();
         https_client.alpn_protocols = vec![HTTP_1_1.to_vec()];
         let client = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("TLS", e))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| invalid("node certificate", e))?;
+            .dangerous()
+            .with_custom_certificate_verifier(live.clone())
+            .with_client_cert_resolver(live.clone());
         Ok(NodeTls {
             id,
+            files: None,
+            live,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
             https: Arc::new(https),
             https_client: Arc::new(https_client),
         })
+    }
+
+    /// Reads the files again and, if they changed, puts them in force for every later
+    /// handshake, of every clone: `Ok(true)`. They must pass [`NodeTls::load`]'s checks as a
+    /// whole (a certificate written before its key is refused until the key is there too); on
+    /// an error the credentials in force stay. Connections already open keep their sessions.
+    /// `Ok(false)` when nothing changed, or the set-up was not read from files.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let Some(files) = &self.files else {
+            return Ok(false);
+        };
+        let pem = read_files(files)?;
+        if self.live.current().pem == pem {
+            return Ok(false);
+        }
+        let credentials = Credentials::from_pem(self.id, pem).map_err(|e| naming_file(e, files))?;
+        self.live.replace(credentials);
+        Ok(true)
     }
 
     /// This node's id.
@@ -235,24 +283,6 @@ impl NodeTls {
     pub fn https_config(&self) -> Arc<ServerConfig> {
         self.https.clone()
     }
-}
-
-/// Checks that the node's certificate is one a peer accepts: signed by the CA, valid now, and
-/// naming node `id`.
-fn verify_own_certificate(
-    id: NodeId,
-    roots: Arc<RootCertStore>,
-    chain: &[CertificateDer<'static>],
-    provider: Arc<CryptoProvider>,
-) -> Result<(), TlsError> {
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
-        .build()
-        .map_err(|e| invalid("CA certificate", e))?;
-    let name = ServerName::try_from(node_name(id)).map_err(|e| invalid("node id", e))?;
-    verifier
-        .verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
-        .map(|_| ())
-        .map_err(|e| invalid("node certificate", e))
 }
 
 /// How a client reaches a node over TLS: the CA it trusts, and optionally a certificate it

@@ -1,0 +1,247 @@
+//! A member's TLS credentials, replaceable while it runs: its certificate and key, and the CA
+//! certificates it trusts. Every rustls configuration of a [`super::NodeTls`] asks [`Live`] at
+//! each handshake, so new files take effect on the next connection without a restart (as etcd
+//! reloads its certificates), while connections already open keep the session they agreed.
+
+use super::{
+    certificate_names_node, certificates_from_pem, invalid, names_in_certificate, node_name,
+    provider, roots_from_pem, TlsError,
+};
+use raftor_core::NodeId;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// The PEM text of a member's three TLS files: the CA certificates, its certificate (chain), its
+/// private key.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct Pem {
+    pub(super) ca: Vec<u8>,
+    pub(super) cert: Vec<u8>,
+    pub(super) key: Vec<u8>,
+}
+
+/// What one set of files gives: checked as a whole, replaced as a whole.
+pub(super) struct Credentials {
+    /// The text these were made from, to tell whether the files changed.
+    pub(super) pem: Pem,
+    /// This node's certificate chain, signed by the CA, valid when loaded, naming this node
+    /// ([`node_name`]), with the private key that goes with its first certificate.
+    certified: Arc<CertifiedKey>,
+    /// Checks a dialling member's certificate against the CA (clients may present none).
+    clients: Arc<dyn ClientCertVerifier>,
+    /// Checks the certificate of a member (or HTTPS server) this node dials against the CA.
+    servers: Arc<WebPkiServerVerifier>,
+}
+
+impl Credentials {
+    /// Checks that the certificate is signed by the CA, valid now, names node `id`, and goes
+    /// with the key.
+    pub(super) fn from_pem(id: NodeId, pem: Pem) -> Result<Credentials, TlsError> {
+        let roots = roots_from_pem("CA certificate", &pem.ca)?;
+        let chain = certificates_from_pem("node certificate", &pem.cert)?;
+        let key = PrivateKeyDer::from_pem_slice(&pem.key).map_err(|e| invalid("private key", e))?;
+        let names = names_in_certificate(&chain[0]).map_err(|e| invalid("node certificate", e))?;
+        if !certificate_names_node(&chain[0], id) {
+            return Err(invalid(
+                "node certificate",
+                format!(
+                    "it does not name node {} ({}); it names {names:?}",
+                    id.0,
+                    node_name(id)
+                ),
+            ));
+        }
+        let provider = provider();
+        let servers = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| invalid("CA certificate", e))?;
+        // The certificate must verify against the CA as a peer will verify it.
+        let name = ServerName::try_from(node_name(id)).map_err(|e| invalid("node id", e))?;
+        servers
+            .verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+            .map_err(|e| invalid("node certificate", e))?;
+        let clients = client_verifier(roots, provider.clone())?;
+        let certified = CertifiedKey::from_der(chain, key, &provider)
+            .map_err(|e| invalid("private key", format!("{e} (is it the certificate's?)")))?;
+        Ok(Credentials {
+            pem,
+            certified: Arc::new(certified),
+            clients,
+            servers,
+        })
+    }
+}
+
+/// Verifies client certificates against `roots`, letting clients without one through (they
+/// authenticate with tokens; a peer `Hello` without a certificate is refused later).
+fn client_verifier(
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(roots, provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| invalid("CA certificate", e))
+}
+
+/// The credentials in force. Each handshake takes the current ones; [`Live::replace`] puts new
+/// ones in force for every later handshake.
+pub(super) struct Live {
+    current: RwLock<Arc<Credentials>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Live")
+    }
+}
+
+impl Live {
+    pub(super) fn new(credentials: Credentials) -> Live {
+        Live {
+            current: RwLock::new(Arc::new(credentials)),
+        }
+    }
+
+    pub(super) fn current(&self) -> Arc<Credentials> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(super) fn replace(&self, credentials: Credentials) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(credentials);
+    }
+}
+
+/// Serving: this node's certificate.
+impl ResolvesServerCert for Live {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current().certified.clone())
+    }
+}
+
+/// Dialling a member: this node's certificate, which makes the connection a member's.
+impl ResolvesClientCert for Live {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current().certified.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Accepting: a dialler's certificate, if it presents one, checked against the CA in force.
+impl ClientCertVerifier for Live {
+    fn offer_client_auth(&self) -> bool {
+        self.current().clients.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.current().clients.client_auth_mandatory()
+    }
+
+    /// None: the CA names cannot be lent out of the lock, and they only help a client that holds
+    /// several certificates choose (a member holds one).
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current()
+            .clients
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current()
+            .clients
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current()
+            .clients
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current().clients.supported_verify_schemes()
+    }
+}
+
+/// Dialling: the certificate of the member (or HTTPS server) reached, checked against the CA in
+/// force.
+impl ServerCertVerifier for Live {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.current().servers.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current()
+            .servers
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current()
+            .servers
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current().servers.supported_verify_schemes()
+    }
+}
