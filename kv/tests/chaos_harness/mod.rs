@@ -844,17 +844,15 @@ async fn nemesis(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, seed: u64,
                     }
                     1 => network.do_send(NetworkControl::Isolate(ids[rng.gen_range(0..ids.len())])),
                     2 if ids.len() >= 2 => {
-                        let a = rng.gen_range(0..ids.len());
-                        let b = (a + rng.gen_range(1..ids.len())) % ids.len();
-                        let (a, b) = (ids[a], ids[b]);
+                        let (a, b) = two_of(&mut rng, &ids);
                         network.do_send(NetworkControl::CutOneWay(a, b));
                         network.do_send(NetworkControl::CutOneWay(b, a));
                     }
-                    _ => {
-                        let from = ids[rng.gen_range(0..ids.len())];
-                        let to = ids[rng.gen_range(0..ids.len())];
+                    _ if ids.len() >= 2 => {
+                        let (from, to) = two_of(&mut rng, &ids);
                         network.do_send(NetworkControl::CutOneWay(from, to));
                     }
+                    _ => {}
                 }
                 healed_at = Some(now + Duration::from_millis(rng.gen_range(100..2000)));
                 stats.borrow_mut().partitions += 1;
@@ -886,6 +884,13 @@ async fn nemesis(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, seed: u64,
 }
 
 /// Counts the terms that had a leader, by polling every node's status.
+/// Two distinct members of `ids` (at least two), in random order.
+fn two_of(rng: &mut SmallRng, ids: &[NodeId]) -> (NodeId, NodeId) {
+    let a = rng.gen_range(0..ids.len());
+    let b = (a + rng.gen_range(1..ids.len())) % ids.len();
+    (ids[a], ids[b])
+}
+
 async fn watch_leaders(cluster: Shared<Cluster>, stats: Shared<ChaosStats>, until: Instant) {
     let mut terms = std::collections::BTreeSet::new();
     while Instant::now() < until {
