@@ -210,7 +210,9 @@ impl RaftNodeBuilder {
     /// none, plain TCP, where anyone who can reach the port can claim to be any member and take
     /// the cluster over). Every member needs a certificate from the cluster's CA naming it
     /// ([`node_name`](raftor_actors::network::tls::node_name)); load it with
-    /// [`NodeTls::load`](raftor_actors::network::tls::NodeTls::load).
+    /// [`NodeTls::load`](raftor_actors::network::tls::NodeTls::load). The node reads those files
+    /// again every 2 s and uses changed ones, once they pass the same checks, for the
+    /// connections made from then on (rotation without a restart).
     pub fn tls(mut self, tls: raftor_actors::network::tls::NodeTls) -> Self {
         self.tls = Some(tls);
         self

@@ -702,6 +702,7 @@ async fn certificates_and_the_ca_rotate_without_a_restart() {
     for id in 1..=3 {
         let (cert, key) = new_ca.issue_node(id, &[], 365).expect("issue");
         std::fs::write(certs::node_key_path(&certs, id), key).expect("write key");
+        tokio::time::sleep(RELOAD_WAIT).await;
         assert!(
             https_answers_trusting(&cluster, id, &old_ca).await,
             "node {id} serves its old certificate meanwhile"
@@ -772,11 +773,7 @@ fn a_reload_takes_only_files_that_pass_the_checks_made_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certs");
     local_credentials(&certs, 2).expect("credentials");
-    let files = raftor_actors::network::tls::TlsFiles {
-        ca: certs::ca_cert_path(&certs),
-        cert: certs::node_cert_path(&certs, 1),
-        key: certs::node_key_path(&certs, 1),
-    };
+    let files = node_files(&certs, 1);
     let tls = NodeTls::load(NodeId(1), &files).expect("load");
     assert!(
         !tls.reload_if_changed().expect("unchanged"),
@@ -786,7 +783,9 @@ fn a_reload_takes_only_files_that_pass_the_checks_made_at_start() {
     let refused = |cert: &str, key: &str| {
         std::fs::write(&files.cert, cert).expect("write");
         std::fs::write(&files.key, key).expect("write");
-        tls.reload_if_changed().expect_err("refused").to_string()
+        let error = tls.reload_if_changed().expect_err("refused");
+        assert!(!error.again, "a new refusal: {error}");
+        error.to_string()
     };
     let (other_cert, other_key) = ca.issue_node(2, &[], 30).expect("issue");
     let error = refused(&other_cert, &other_key);
@@ -797,13 +796,129 @@ fn a_reload_takes_only_files_that_pass_the_checks_made_at_start() {
     let stranger = Ca::generate(30).expect("CA");
     let (strange_cert, strange_key) = stranger.issue_node(1, &[], 30).expect("issue");
     let error = refused(&strange_cert, &strange_key);
-    assert!(error.contains("node certificate"), "{error}");
+    // Another CA with the same name: its signature is not the cluster CA's.
+    assert!(
+        error.contains("invalid peer certificate: BadSignature"),
+        "{error}"
+    );
     let error = refused("garbage", &key);
-    assert!(error.contains("node certificate"), "{error}");
+    assert!(error.contains("no PEM certificate"), "{error}");
+    let now = time::OffsetDateTime::now_utc();
+    let (expired_cert, expired_key) = ca
+        .issue_valid(
+            "raftor node 1",
+            vec![node_name(NodeId(1))],
+            now - time::Duration::days(2),
+            now - time::Duration::days(1),
+        )
+        .expect("issue");
+    let error = refused(&expired_cert, &expired_key);
+    assert!(error.contains("expired"), "{error}");
+    let error = tls.reload_if_changed().expect_err("still expired");
+    assert!(error.again, "the same files, refused once: {error}");
     std::fs::write(&files.cert, &cert).expect("write");
+    std::fs::write(&files.key, &key).expect("write");
     assert!(tls.reload_if_changed().expect("a good pair"), "taken");
     assert!(!tls.reload_if_changed().expect("unchanged"), "once");
     std::fs::remove_file(&files.key).expect("remove");
-    let error = tls.reload_if_changed().expect_err("no key").to_string();
-    assert!(error.contains("cannot read"), "{error}");
+    let error = tls.reload_if_changed().expect_err("no key");
+    assert!(error.to_string().contains("cannot read"), "{error}");
+    assert!(!error.again);
+    assert!(tls.reload_if_changed().expect_err("no key").again);
+}
+
+/// Node `id`'s TLS files in `certs`.
+fn node_files(certs: &std::path::Path, id: u64) -> raftor_actors::network::tls::TlsFiles {
+    raftor_actors::network::tls::TlsFiles {
+        ca: certs::ca_cert_path(certs),
+        cert: certs::node_cert_path(certs, id),
+        key: certs::node_key_path(certs, id),
+    }
+}
+
+/// Serves TLS on a loopback port with `cert` and `key` (PEM), as rustls does by default: it
+/// offers session resumption. Returns the address; every connection is handshaken and dropped.
+async fn tls_server(cert: &str, key: &str) -> std::net::SocketAddr {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("chain"),
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+    )
+    .expect("server");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    actix_rt::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            actix_rt::spawn(async move {
+                if let Ok(mut stream) = acceptor.accept(stream).await {
+                    // Flush the session tickets TLS 1.3 sends after the handshake.
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Whether node 1, with `tls`, completes a handshake dialling member 2 at `addr`.
+async fn dials_member_2(tls: &NodeTls, addr: std::net::SocketAddr) -> bool {
+    let client = tls.member_client(NodeId(2));
+    let connector = tokio_rustls::TlsConnector::from(client.config());
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(node_name(NodeId(2))).expect("name");
+    match connector.connect(name, stream).await {
+        Ok(mut stream) => {
+            // Read to the end, so the server's session tickets (if any) are taken.
+            let mut rest = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest).await;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[actix_rt::test]
+async fn a_member_dialling_after_a_reload_trusts_only_the_new_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    local_credentials(&certs, 3).expect("credentials");
+    let files = node_files(&certs, 1);
+    let tls = NodeTls::load(NodeId(1), &files).expect("load");
+    let old_ca = Ca::read(&certs).expect("CA");
+    let (old_cert, old_key) = old_ca.issue_node(2, &[], 30).expect("issue");
+    let old_member_2 = tls_server(&old_cert, &old_key).await;
+    // Twice: the second connection may resume the first's session, if anything allows it.
+    assert!(dials_member_2(&tls, old_member_2).await);
+    assert!(dials_member_2(&tls, old_member_2).await);
+    // Node 1 moves to a new CA alone.
+    let new_ca = Ca::generate(30).expect("CA");
+    let (cert, key) = new_ca.issue_node(1, &[], 30).expect("issue");
+    std::fs::write(&files.ca, &new_ca.cert_pem).expect("write");
+    std::fs::write(&files.cert, cert).expect("write");
+    std::fs::write(&files.key, key).expect("write");
+    assert!(tls.reload_if_changed().expect("reload"));
+    assert!(
+        !dials_member_2(&tls, old_member_2).await,
+        "a member's certificate of the dropped CA is refused, resumption offered or not"
+    );
+    let (cert_3, key_3) = new_ca.issue_node(3, &[], 30).expect("issue");
+    let member_3 = tls_server(&cert_3, &key_3).await;
+    assert!(
+        !dials_member_2(&tls, member_3).await,
+        "the new CA's certificate of another member is refused"
+    );
+    let (cert_2, key_2) = new_ca.issue_node(2, &[], 30).expect("issue");
+    let new_member_2 = tls_server(&cert_2, &key_2).await;
+    assert!(dials_member_2(&tls, new_member_2).await);
 }

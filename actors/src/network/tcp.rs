@@ -306,8 +306,6 @@ pub struct TcpEndpoint {
     cancel: CancellationToken,
     _cancel_on_drop: DropGuard,
     accept_task: Option<JoinHandle<()>>,
-    /// The last error reloading the TLS files gave, logged once until it changes.
-    tls_reload_error: Option<String>,
 }
 
 /// Binds `config.listen`, starts the endpoint actor and its accept loop, and returns the actor's
@@ -347,7 +345,6 @@ pub async fn start(
         _cancel_on_drop: cancel.clone().drop_guard(),
         cancel,
         accept_task: Some(accept_task),
-        tls_reload_error: None,
     };
     Ok((endpoint.start(), local_addr))
 }
@@ -371,27 +368,18 @@ impl TcpEndpoint {
             tx
         })
     }
-}
 
-impl TcpEndpoint {
     /// Puts changed TLS files in force for the connections made from now on (those of the HTTP
     /// API too: they share the credentials).
-    fn reload_tls(&mut self) {
+    fn reload_tls(&self) {
         let Some(tls) = &self.config.tls else { return };
         let node = self.config.node_id;
         match tls.reload_if_changed() {
-            Ok(changed) => {
-                if changed {
-                    tracing::info!(%node, "TLS files changed: certificate and CA reloaded");
-                }
-                self.tls_reload_error = None;
-            }
+            Ok(false) => {}
+            Ok(true) => tracing::info!(%node, "TLS files changed: certificate and CA reloaded"),
+            Err(error) if error.again => {}
             Err(error) => {
-                let error = error.to_string();
-                if self.tls_reload_error.as_ref() != Some(&error) {
-                    tracing::error!(%node, %error, "cannot reload the TLS files; the certificate and CA loaded before stay in force");
-                    self.tls_reload_error = Some(error);
-                }
+                tracing::error!(%node, %error, "cannot reload the TLS files; the certificate and CA loaded before stay in force")
             }
         }
     }

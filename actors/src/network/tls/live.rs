@@ -10,7 +10,9 @@ use super::{
 use raftor_core::NodeId;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{
+    verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
+};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -96,6 +98,9 @@ fn client_verifier(
 /// ones in force for every later handshake.
 pub(super) struct Live {
     current: RwLock<Arc<Credentials>>,
+    /// The provider's signature algorithms, which check the handshake's signatures whatever the
+    /// files hold (as rustls's webpki verifiers do).
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl std::fmt::Debug for Live {
@@ -108,6 +113,7 @@ impl Live {
     pub(super) fn new(credentials: Credentials) -> Live {
         Live {
             current: RwLock::new(Arc::new(credentials)),
+            algorithms: provider().signature_verification_algorithms,
         }
     }
 
@@ -178,9 +184,7 @@ impl ClientCertVerifier for Live {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current()
-            .clients
-            .verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -189,13 +193,11 @@ impl ClientCertVerifier for Live {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current()
-            .clients
-            .verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current().clients.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -225,9 +227,7 @@ impl ServerCertVerifier for Live {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current()
-            .servers
-            .verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -236,12 +236,10 @@ impl ServerCertVerifier for Live {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current()
-            .servers
-            .verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current().servers.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }

@@ -20,12 +20,13 @@ mod live;
 
 use live::{Credentials, Live, Pem};
 use raftor_core::NodeId;
+use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use thiserror::Error;
 
 /// The ALPN name of HTTP/1.1, which raftor's HTTPS clients and server speak.
@@ -77,10 +78,11 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// Every handshake a full one: a resumed session would skip the checks of the credentials in
-/// force, and so keep a certificate of a CA dropped since trusted, for as long as a member's
-/// session lasted in the cache. Members and clients hold their connections long; a browser or
-/// curl pays one more signature per connection.
+/// Every handshake a full one, served (here) and dialled (`Resumption::disabled` on the client
+/// configurations): a resumed session skips the checks of the credentials in force, so it would
+/// keep a certificate of a CA dropped since trusted for as long as the session lasted in a
+/// cache. Members and clients hold their connections long; a browser or curl pays one more
+/// signature per connection.
 fn without_resumption(config: &mut ServerConfig) {
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
@@ -151,6 +153,8 @@ pub struct NodeTls {
     id: NodeId,
     /// Where the credentials were read from; `None` when given as text.
     files: Option<TlsFiles>,
+    /// What the files held when last refused, so a refusal is reported once per change.
+    refused: Arc<Mutex<Option<Refused>>>,
     /// The credentials in force, which every configuration below asks at each handshake.
     live: Arc<Live>,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -165,6 +169,25 @@ impl std::fmt::Debug for NodeTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "NodeTls(node {})", self.id.0)
     }
+}
+
+/// Why [`NodeTls::reload_if_changed`] kept the credentials in force.
+#[derive(Debug, Error)]
+#[error("{source}")]
+pub struct ReloadError {
+    pub source: TlsError,
+    /// The files were refused as they are at the last look too: the same refusal, to report
+    /// once (its text may differ: an expiry's names the time).
+    pub again: bool,
+}
+
+/// What a refused reload found.
+#[derive(PartialEq, Eq)]
+enum Refused {
+    /// A file could not be read, for this reason.
+    Unreadable(String),
+    /// The files held this.
+    Files(Pem),
 }
 
 /// How often a node looks at its TLS files for a change ([`NodeTls::reload_if_changed`]), as it
@@ -215,15 +238,18 @@ impl NodeTls {
             .with_custom_certificate_verifier(live.clone())
             .with_no_client_auth();
         https_client.alpn_protocols = vec![HTTP_1_1.to_vec()];
-        let client = ClientConfig::builder_with_provider(provider)
+        https_client.resumption = Resumption::disabled();
+        let mut client = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("TLS", e))?
             .dangerous()
             .with_custom_certificate_verifier(live.clone())
             .with_client_cert_resolver(live.clone());
+        client.resumption = Resumption::disabled();
         Ok(NodeTls {
             id,
             files: None,
+            refused: Arc::new(Mutex::new(None)),
             live,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
@@ -237,17 +263,34 @@ impl NodeTls {
     /// whole (a certificate written before its key is refused until the key is there too); on
     /// an error the credentials in force stay. Connections already open keep their sessions.
     /// `Ok(false)` when nothing changed, or the set-up was not read from files.
-    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+    pub fn reload_if_changed(&self) -> Result<bool, ReloadError> {
         let Some(files) = &self.files else {
             return Ok(false);
         };
-        let pem = read_files(files)?;
-        if self.live.current().pem == pem {
-            return Ok(false);
+        let outcome = match read_files(files) {
+            Err(error) => Err((Refused::Unreadable(error.to_string()), error)),
+            Ok(pem) if self.live.current().pem == pem => Ok(false),
+            // Checked again even if refused before: a certificate not valid yet becomes valid.
+            Ok(pem) => match Credentials::from_pem(self.id, pem.clone()) {
+                Ok(credentials) => {
+                    self.live.replace(credentials);
+                    Ok(true)
+                }
+                Err(error) => Err((Refused::Files(pem), naming_file(error, files))),
+            },
+        };
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Ok(changed) => {
+                *refused = None;
+                Ok(changed)
+            }
+            Err((what, source)) => {
+                let again = refused.as_ref() == Some(&what);
+                *refused = Some(what);
+                Err(ReloadError { source, again })
+            }
         }
-        let credentials = Credentials::from_pem(self.id, pem).map_err(|e| naming_file(e, files))?;
-        self.live.replace(credentials);
-        Ok(true)
     }
 
     /// This node's id.
