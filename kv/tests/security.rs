@@ -157,12 +157,21 @@ fn forged_append(from: u64, term: u64) -> Frame {
 /// AppendEntries at `term`; true if the connection was still open afterwards (the node reads
 /// and keeps a peer connection it accepts; it closes one it refuses).
 async fn attack(addr: &str, config: Arc<rustls::ClientConfig>, claim: u64, term: u64) -> bool {
+    member_connection(addr, config, claim, term).await.is_some()
+}
+
+/// A peer connection to node 1 as [`attack`] makes it, if node 1 kept it.
+async fn member_connection(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    claim: u64,
+    term: u64,
+) -> Option<Framed<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, FrameCodec>> {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from(node_name(NodeId(1))).expect("name");
-    let Ok(stream) = connector.connect(name, stream).await else {
-        return false; // refused at the handshake
-    };
+    // Refused at the handshake, if so.
+    let stream = connector.connect(name, stream).await.ok()?;
     let mut framed = Framed::new(stream, FrameCodec::new(1 << 20));
     let hello = Frame::Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -170,13 +179,13 @@ async fn attack(addr: &str, config: Arc<rustls::ClientConfig>, claim: u64, term:
         node_id: NodeId(claim),
     };
     if framed.send(hello).await.is_err() || framed.send(forged_append(claim, term)).await.is_err() {
-        return false;
+        return None;
     }
     // A refused connection is closed by the node (with TLS 1.3 the client learns a refused
     // certificate only now, too); an accepted one stays open and silent.
     match tokio::time::timeout(Duration::from_millis(1500), framed.next()).await {
-        Err(_elapsed) => true,
-        Ok(_closed_or_error) => false,
+        Err(_elapsed) => Some(framed),
+        Ok(_closed_or_error) => None,
     }
 }
 
@@ -678,9 +687,33 @@ async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut
     false
 }
 
+/// Node `id`'s applied index.
+async fn applied(cluster: &SecureCluster, id: u64) -> raftor_core::LogIndex {
+    let node = cluster
+        .nodes
+        .iter()
+        .find(|node| node.handle.id() == NodeId(id))
+        .expect("running");
+    node.handle.status().await.expect("status").applied_index
+}
+
+/// Writes node `id`'s key, then (once the node has looked at its files with a key that does not
+/// match its certificate, and kept serving the old pair) its certificate, both of `ca`.
+async fn renew(cluster: &SecureCluster, id: u64, ca: &Ca, old_ca: &[u8]) {
+    let certs = cluster.certs();
+    let (cert, key) = ca.issue_node(id, &[], 365).expect("issue");
+    std::fs::write(certs::node_key_path(&certs, id), key).expect("write key");
+    tokio::time::sleep(RELOAD_WAIT).await;
+    assert!(
+        https_answers_trusting(cluster, id, old_ca).await,
+        "node {id} serves its old certificate meanwhile"
+    );
+    std::fs::write(certs::node_cert_path(&certs, id), cert).expect("write cert");
+}
+
 #[actix_rt::test]
 async fn certificates_and_the_ca_rotate_without_a_restart() {
-    let mut cluster = SecureCluster::start().await;
+    let cluster = SecureCluster::start().await;
     let certs = cluster.certs();
     let ca_path = certs::ca_cert_path(&certs);
     let old_ca = std::fs::read(&ca_path).expect("CA");
@@ -689,73 +722,66 @@ async fn certificates_and_the_ca_rotate_without_a_restart() {
         std::fs::read_to_string(certs::node_key_path(&certs, 2)).expect("key"),
     );
     let new_ca = Ca::generate(365).expect("CA");
-    let both = [old_ca.as_slice(), new_ca.cert_pem.as_bytes()].concat();
+    let new_ca_only = new_ca.cert_pem.as_bytes();
+    let both = [old_ca.as_slice(), new_ca_only].concat();
     let node1 = format!("127.0.0.1:{}", cluster.base + 1);
     assert!(writes_trusting(&cluster, &old_ca, 10).await);
-    assert!(!writes_trusting(&cluster, new_ca.cert_pem.as_bytes(), 2).await);
-    assert!(!https_answers_trusting(&cluster, 1, new_ca.cert_pem.as_bytes()).await);
+    assert!(!writes_trusting(&cluster, new_ca_only, 2).await);
+    assert!(!https_answers_trusting(&cluster, 1, new_ca_only).await);
 
-    // 1. Every node trusts both CAs; 2. each gets a certificate of the new CA. Each key is
-    // written before its certificate: until both are there, the pair does not match and the
-    // node keeps the old one (and logs why).
+    // 1. Every node trusts both CAs. 2. Nodes 1 and 3 get certificates of the new CA; node 2
+    // keeps its old one for now.
     std::fs::write(&ca_path, &both).expect("write CA");
-    for id in 1..=3 {
-        let (cert, key) = new_ca.issue_node(id, &[], 365).expect("issue");
-        std::fs::write(certs::node_key_path(&certs, id), key).expect("write key");
-        tokio::time::sleep(RELOAD_WAIT).await;
-        assert!(
-            https_answers_trusting(&cluster, id, &old_ca).await,
-            "node {id} serves its old certificate meanwhile"
-        );
-        std::fs::write(certs::node_cert_path(&certs, id), cert).expect("write cert");
+    for id in [1, 3] {
+        renew(&cluster, id, &new_ca, &old_ca).await;
     }
-    let new_ca_only = new_ca.cert_pem.as_bytes();
     assert!(
         eventually(|| writes_trusting(&cluster, new_ca_only, 2)).await,
         "the nodes present the new CA's certificates to clients"
     );
-    for id in 1..=3 {
+    for id in [1, 3] {
         assert!(
             eventually(|| https_answers_trusting(&cluster, id, new_ca_only)).await,
             "node {id} serves HTTPS with its new certificate"
         );
     }
     let old_member = tls_client(&both, Some((&old_identity.0, &old_identity.1)));
-    assert!(
-        attack(&node1, old_member.clone(), 2, 0).await,
-        "a member's certificate of the old CA is still trusted"
-    );
+    let mut held = member_connection(&node1, old_member.clone(), 2, 0)
+        .await
+        .expect("a member's certificate of the old CA is still trusted");
 
-    // 3. The old CA is dropped: its certificates are refused, on connections made from now on.
+    // 3. The old CA is dropped: its certificates are refused on new connections, and the
+    // connections they opened are closed, the held one and node 2's with the others (both ways).
     std::fs::write(&ca_path, new_ca_only).expect("write CA");
+    let closed = tokio::time::timeout(Duration::from_secs(10), held.next()).await;
     assert!(
-        eventually(|| async { !attack(&node1, old_member.clone(), 2, 0).await }).await,
+        matches!(closed, Ok(None | Some(Err(_)))),
+        "the connection of a certificate no longer trusted is closed"
+    );
+    assert!(
+        !attack(&node1, old_member, 2, 0).await,
         "a member's certificate of the old CA is refused"
     );
-
-    // 4. Members dial each other with what they reloaded: node 3 stops, node 2 starts again
-    // (reading only the new files), so a write needs new connections between nodes 1 and 2,
-    // each side presenting its new certificate and trusting only the new CA.
-    let node3 = cluster.nodes.pop().expect("node 3");
-    node3.shutdown().await;
-    let node2 = cluster.nodes.pop().expect("node 2");
-    node2.shutdown().await;
-    let mut config = raftor_kv::local_cluster::local_node_config(
-        2,
-        3,
-        cluster.base,
-        Some(cluster.http_base),
-        cluster.dir.path(),
-    );
-    quick_timing(&mut config);
-    secure(&mut config, &certs);
-    cluster
-        .nodes
-        .push(common::start_node_retrying(&config).await);
+    // Every node has looked at the files since (node 1 had when it closed the held one).
+    tokio::time::sleep(RELOAD_WAIT).await;
+    assert!(writes_trusting(&cluster, new_ca_only, 10).await);
+    // Applied by the leader (node 1 or 3) when the write was answered.
+    let written = applied(&cluster, 1).await.max(applied(&cluster, 3).await);
+    tokio::time::sleep(RELOAD_WAIT).await;
     assert!(
-        eventually(|| writes_trusting(&cluster, new_ca_only, 2)).await,
-        "nodes 1 and 2 replicate over connections made with the new certificates"
+        applied(&cluster, 2).await < written,
+        "node 2, whose certificate the others no longer trust, is cut off"
     );
+
+    // 4. Node 2 gets its certificate of the new CA: members dial each other again with what
+    // they reloaded (each presenting its new certificate, trusting only the new CA), and node 2
+    // catches up.
+    renew(&cluster, 2, &new_ca, &old_ca).await;
+    assert!(
+        eventually(|| async { applied(&cluster, 2).await >= written }).await,
+        "node 2 is back"
+    );
+    assert!(eventually(|| https_answers_trusting(&cluster, 2, new_ca_only)).await);
 
     // A broken file is refused whole; the credentials in force stay.
     std::fs::write(certs::node_cert_path(&certs, 1), "not a certificate").expect("write");

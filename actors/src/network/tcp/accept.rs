@@ -30,6 +30,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause after a failed `accept` (e.g. out of file descriptors), to avoid a hot loop.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Why a connection is closed when reloaded TLS files no longer accept its certificate.
+const DISTRUSTED: &str = "its certificate is no longer trusted (the TLS files changed)";
+
 /// The connections accepted that have not said hello yet, oldest first, each with the token that
 /// closes it. Past `max_opening_connections` the oldest is closed to make room, so connections
 /// that never say hello shut out neither a peer redialling nor a client connecting, unless they
@@ -187,24 +190,37 @@ impl Acceptor {
     async fn handshake(
         &self,
         stream: TcpStream,
-    ) -> Result<(ReadHalf, WriteHalf, Option<CertificateDer<'static>>), String> {
+    ) -> Result<(ReadHalf, WriteHalf, Vec<CertificateDer<'static>>), String> {
         let Some(tls) = &self.config.tls else {
             let (read, write) = split_plain(stream);
-            return Ok((read, write, None));
+            return Ok((read, write, Vec::new()));
         };
         let stream = tls
             .acceptor()
             .accept(stream)
             .await
             .map_err(|error| format!("TLS handshake failed: {error}"))?;
-        let certificate = stream
+        let chain = stream
             .get_ref()
             .1
             .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|certificate| certificate.clone().into_owned());
+            .unwrap_or_default()
+            .iter()
+            .map(|certificate| certificate.clone().into_owned())
+            .collect();
         let (read, write) = split_tls(stream);
-        Ok((read, write, certificate))
+        Ok((read, write, chain))
+    }
+
+    /// Resolves once this node's TLS credentials no longer accept `chain`, the certificates the
+    /// connection's other side presented; pending without TLS, or if it presented none.
+    async fn until_distrusted(&self, chain: Vec<CertificateDer<'static>>) {
+        match &self.config.tls {
+            Some(tls) if !chain.is_empty() => {
+                tls.until_distrusted(tls::Presented::Client(chain)).await
+            }
+            _ => std::future::pending().await,
+        }
     }
 
     /// Reads one inbound connection until it closes, breaks the protocol or the endpoint stops;
@@ -222,11 +238,11 @@ impl Acceptor {
         // is read with a small frame limit: until it has said who it is, a connection cannot
         // make this node buffer more than MAX_HELLO_BYTES.
         let opening = async {
-            let (read_half, write_half, certificate) = self.handshake(stream).await?;
+            let (read_half, write_half, chain) = self.handshake(stream).await?;
             let max_hello = MAX_HELLO_BYTES.min(self.config.max_frame_bytes);
             let mut frames = FramedRead::new(read_half, FrameCodec::new(max_hello));
             let first = frames.next().await;
-            Ok::<_, String>((frames, write_half, certificate, first))
+            Ok::<_, String>((frames, write_half, chain, first))
         };
         let opened = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -240,11 +256,14 @@ impl Acceptor {
             opened = tokio::time::timeout(HELLO_TIMEOUT, opening) => opened,
         };
         drop(place);
-        let (mut frames, write_half, certificate, first) = match opened {
+        let (mut frames, write_half, chain, first) = match opened {
             Err(_elapsed) => return self.reject(remote, "no hello in time"),
             Ok(Err(reason)) => return self.reject(remote, &reason),
             Ok(Ok(opened)) => opened,
         };
+        let certificate = chain.first().cloned();
+        let distrusted = self.until_distrusted(chain);
+        tokio::pin!(distrusted);
         *frames.decoder_mut() = FrameCodec::new(self.config.max_frame_bytes);
         let peer = match first {
             None => {
@@ -274,9 +293,25 @@ impl Acceptor {
                 };
                 let max = self.config.max_frame_bytes;
                 let budget = self.answer_budget.clone();
-                if let Err(reason) =
-                    client::serve_session(frames, write_half, handler, max, budget, cancel).await
-                {
+                let session = cancel.child_token();
+                let serving = client::serve_session(
+                    frames,
+                    write_half,
+                    handler,
+                    max,
+                    budget,
+                    session.clone(),
+                );
+                tokio::pin!(serving);
+                let served = tokio::select! {
+                    served = &mut serving => served,
+                    () = &mut distrusted => {
+                        session.cancel();
+                        let _ = serving.await;
+                        Err(DISTRUSTED.to_owned())
+                    }
+                };
+                if let Err(reason) = served {
                     self.reject(remote, &reason);
                 }
                 return;
@@ -292,6 +327,7 @@ impl Acceptor {
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return,
+                () = &mut distrusted => return self.reject(remote, DISTRUSTED),
                 next = frames.next() => next,
             };
             match next {

@@ -14,7 +14,7 @@ use super::{Counters, EndpointConfig, PeerLink};
 use crate::network::codec::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
 use crate::network::keepalive;
 use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
-use crate::network::tls::node_name;
+use crate::network::tls::{node_name, Presented};
 use futures::future::BoxFuture;
 use futures::SinkExt;
 use raftor_core::{Envelope, NodeId};
@@ -223,15 +223,31 @@ impl Writer {
 
     /// The connection's halves, after the TLS handshake when TLS is on: the peer's certificate
     /// must be signed by the cluster's CA and name the peer we mean to reach.
-    async fn secure(&self, stream: TcpStream) -> Result<(ReadHalf, WriteHalf), CodecError> {
+    /// Also gives what the peer presented, to check again when this node's TLS files change.
+    async fn secure(
+        &self,
+        stream: TcpStream,
+    ) -> Result<(ReadHalf, WriteHalf, Option<Presented>), CodecError> {
         let Some(tls) = &self.config.tls else {
-            return Ok(split_plain(stream));
+            let (read, write) = split_plain(stream);
+            return Ok((read, write, None));
         };
         let name = ServerName::try_from(node_name(self.peer))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let handshake = tls.connector().connect(name, stream);
+        let handshake = tls.connector().connect(name.clone(), stream);
         match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-            Ok(Ok(stream)) => Ok(split_tls(stream)),
+            Ok(Ok(stream)) => {
+                let chain = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|certificate| certificate.clone().into_owned())
+                    .collect();
+                let (read, write) = split_tls(stream);
+                Ok((read, write, Some(Presented::Server(chain, name))))
+            }
             Ok(Err(error)) => {
                 Err(io::Error::new(error.kind(), format!("TLS handshake failed: {error}")).into())
             }
@@ -244,7 +260,15 @@ impl Writer {
     /// Says hello and writes the queue to `stream` until it fails (`Err`) or the task must stop.
     async fn write(&mut self, stream: TcpStream) -> Result<Stop, CodecError> {
         configure(&stream)?;
-        let (mut reader, writer) = self.secure(stream).await?;
+        let (mut reader, writer, presented) = self.secure(stream).await?;
+        let tls = self.config.tls.clone();
+        let distrusted = async move {
+            match (tls, presented) {
+                (Some(tls), Some(presented)) => tls.until_distrusted(presented).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::pin!(distrusted);
         let mut sink = FramedWrite::new(writer, FrameCodec::new(self.config.max_frame_bytes));
         let hello = Frame::Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -267,6 +291,10 @@ impl Writer {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Ok(Stop),
+                () = &mut distrusted => {
+                    let reason = "the peer's certificate is no longer trusted (the TLS files changed)";
+                    return Err(io::Error::new(io::ErrorKind::PermissionDenied, reason).into());
+                }
                 read = reader.read(&mut probe) => {
                     return Err(match read {
                         Ok(0) => io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection"),

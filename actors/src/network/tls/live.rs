@@ -1,7 +1,8 @@
 //! A member's TLS credentials, replaceable while it runs: its certificate and key, and the CA
 //! certificates it trusts. Every rustls configuration of a [`super::NodeTls`] asks [`Live`] at
 //! each handshake, so new files take effect on the next connection without a restart (as etcd
-//! reloads its certificates), while connections already open keep the session they agreed.
+//! reloads its certificates); a connection already open is closed once the new credentials no
+//! longer accept the certificate its other side presented ([`Live::until_distrusted`]).
 
 use super::{
     certificate_names_node, certificates_from_pem, invalid, names_in_certificate, node_name,
@@ -98,6 +99,8 @@ fn client_verifier(
 /// ones in force for every later handshake.
 pub(super) struct Live {
     current: RwLock<Arc<Credentials>>,
+    /// Counts the replacements: connections watch it to check their peer's certificate again.
+    replaced: tokio::sync::watch::Sender<u64>,
     /// The provider's signature algorithms, which check the handshake's signatures whatever the
     /// files hold (as rustls's webpki verifiers do).
     algorithms: WebPkiSupportedAlgorithms,
@@ -113,6 +116,7 @@ impl Live {
     pub(super) fn new(credentials: Credentials) -> Live {
         Live {
             current: RwLock::new(Arc::new(credentials)),
+            replaced: tokio::sync::watch::Sender::new(0),
             algorithms: provider().signature_verification_algorithms,
         }
     }
@@ -126,7 +130,48 @@ impl Live {
 
     pub(super) fn replace(&self, credentials: Credentials) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(credentials);
+        self.replaced.send_modify(|replacements| *replacements += 1);
     }
+
+    /// Whether the credentials in force accept `presented`, as a handshake now would.
+    fn trusts(&self, presented: &Presented) -> bool {
+        let current = self.current();
+        let now = UnixTime::now();
+        match presented {
+            Presented::Client(chain) => chain.split_first().is_none_or(|(end, rest)| {
+                current.clients.verify_client_cert(end, rest, now).is_ok()
+            }),
+            Presented::Server(chain, name) => chain.split_first().is_none_or(|(end, rest)| {
+                current
+                    .servers
+                    .verify_server_cert(end, rest, name, &[], now)
+                    .is_ok()
+            }),
+        }
+    }
+
+    /// Resolves once the credentials in force no longer accept `presented` (checked now, and
+    /// again at each replacement); pending for as long as they do.
+    pub(super) async fn until_distrusted(&self, presented: Presented) {
+        let mut replaced = self.replaced.subscribe();
+        loop {
+            if !self.trusts(&presented) {
+                return;
+            }
+            if replaced.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+/// The certificate chain the other side of a connection presented at its handshake, and how it
+/// was checked.
+pub(crate) enum Presented {
+    /// A dialler's: a member's, or a client's that chose to present one.
+    Client(Vec<CertificateDer<'static>>),
+    /// The dialled member's, which must carry this name.
+    Server(Vec<CertificateDer<'static>>, ServerName<'static>),
 }
 
 /// Serving: this node's certificate.

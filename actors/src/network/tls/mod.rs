@@ -18,6 +18,7 @@
 
 mod live;
 
+pub(crate) use live::Presented;
 use live::{Credentials, Live, Pem};
 use raftor_core::NodeId;
 use rustls::client::Resumption;
@@ -261,7 +262,8 @@ impl NodeTls {
     /// Reads the files again and, if they changed, puts them in force for every later
     /// handshake, of every clone: `Ok(true)`. They must pass [`NodeTls::load`]'s checks as a
     /// whole (a certificate written before its key is refused until the key is there too); on
-    /// an error the credentials in force stay. Connections already open keep their sessions.
+    /// an error the credentials in force stay. A connection already open stays unless they no
+    /// longer accept the certificate its other side presented ([`NodeTls::until_distrusted`]).
     /// `Ok(false)` when nothing changed, or the set-up was not read from files.
     pub fn reload_if_changed(&self) -> Result<bool, ReloadError> {
         let Some(files) = &self.files else {
@@ -291,6 +293,13 @@ impl NodeTls {
                 Err(ReloadError { source, again })
             }
         }
+    }
+
+    /// Resolves once the credentials in force no longer accept the certificate the other side
+    /// of a connection presented (after a reload that dropped its CA, say); pending for as long
+    /// as they do. The connection is then closed: a new one is checked afresh.
+    pub(crate) async fn until_distrusted(&self, presented: Presented) {
+        self.live.until_distrusted(presented).await
     }
 
     /// This node's id.
