@@ -749,6 +749,28 @@ async fn certificates_and_the_ca_rotate_without_a_restart() {
     let mut held = member_connection(&node1, old_member.clone(), 2, 0)
         .await
         .expect("a member's certificate of the old CA is still trusted");
+    // A client session at node 1 presenting node 2's old certificate (as a follower forwarding
+    // to the leader does).
+    let old_node_2 = NodeTls::from_pem(
+        NodeId(2),
+        &both,
+        old_identity.0.as_bytes(),
+        old_identity.1.as_bytes(),
+    )
+    .expect("node 2's old credentials");
+    let session = Client::new(
+        vec![node1.clone()],
+        ClientOptions {
+            tls: Some(old_node_2.member_client(NodeId(1))),
+            operation_timeout: Duration::from_secs(3),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("client");
+    session
+        .put("session", "open")
+        .await
+        .expect("a member's session");
 
     // 3. The old CA is dropped: its certificates are refused on new connections, and the
     // connections they opened are closed, the held one and node 2's with the others (both ways).
@@ -762,8 +784,13 @@ async fn certificates_and_the_ca_rotate_without_a_restart() {
         !attack(&node1, old_member, 2, 0).await,
         "a member's certificate of the old CA is refused"
     );
-    // Every node has looked at the files since (node 1 had when it closed the held one).
-    tokio::time::sleep(RELOAD_WAIT).await;
+    assert!(
+        session.put("session", "closed").await.is_err(),
+        "the session is closed, and a new one refused"
+    );
+    // Every node has looked at the files since (node 1 had when it closed the held one): nodes
+    // 1 and 3 cut node 2 off (node 2 keeps its old files, which the new CA file does not verify).
+    tokio::time::sleep(RELOAD_WAIT * 2).await;
     assert!(writes_trusting(&cluster, new_ca_only, 10).await);
     // Applied by the leader (node 1 or 3) when the write was answered.
     let written = applied(&cluster, 1).await.max(applied(&cluster, 3).await);

@@ -209,7 +209,9 @@ struct Unwritten {
 
 /// Serve one client session until the client closes it, breaks the protocol, stops taking its
 /// answers while the node is short of room for others' ([`STALLED_ANSWER_LIMIT`]), takes too long
-/// to send a request it has begun ([`super::incoming::arrival_limit`]), or `cancel` fires.
+/// to send a request it has begun ([`super::incoming::arrival_limit`]), or `cancel` fires: the
+/// answers being computed are then still written, unless `abort` fires too (cancelled with
+/// `cancel`, it closes the connection at once).
 /// Requests are answered concurrently, up to [`MAX_REQUESTS_IN_FLIGHT`] at a time. Each request
 /// is read once the node's budget ([`super::answer_budget`]) has room for it as it arrives, and
 /// admitted once the session's and the node's budgets have room for its body and the largest
@@ -221,6 +223,7 @@ pub(crate) async fn serve_session(
     max_frame_bytes: usize,
     node_budget: Arc<NodeAnswerBudget>,
     cancel: CancellationToken,
+    abort: CancellationToken,
 ) -> Result<(), String> {
     let in_flight = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT));
     let budget = Rc::new(SessionBudget::new(node_budget));
@@ -237,7 +240,7 @@ pub(crate) async fn serve_session(
             Err(stalled_reason())
         }
     };
-    let writer = {
+    let mut writer = {
         let budget = budget.clone();
         let ended = ended.clone();
         let writing = writing.clone();
@@ -317,7 +320,12 @@ pub(crate) async fn serve_session(
         let answers = answers.clone();
         let budget = budget.clone();
         actix_rt::spawn(async move {
-            let mut body = answer.await;
+            // An answer nobody will write (the session aborted, or its client stopped taking
+            // answers) is not waited for.
+            let mut body = tokio::select! {
+                body = answer => body,
+                _ = answers.closed() => return,
+            };
             // Until the answer holds room for its size: an answer past its bound takes the rest
             // if there is room now; else one that may be had again is dropped rather than held
             // uncharged (a client pipelining requests whose answers outgrow their bounds would
@@ -358,8 +366,12 @@ pub(crate) async fn serve_session(
         });
     };
     drop(answers);
-    // Answers still being computed finish and are written before the writer ends.
-    let _ = writer.await;
+    // Answers still being computed finish and are written before the writer ends, unless the
+    // session is aborted.
+    tokio::select! {
+        _ = &mut writer => {}
+        _ = abort.cancelled() => writer.abort(),
+    }
     result
 }
 

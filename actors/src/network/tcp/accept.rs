@@ -200,14 +200,7 @@ impl Acceptor {
             .accept(stream)
             .await
             .map_err(|error| format!("TLS handshake failed: {error}"))?;
-        let chain = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .unwrap_or_default()
-            .iter()
-            .map(|certificate| certificate.clone().into_owned())
-            .collect();
+        let chain = tls::presented_chain(stream.get_ref().1);
         let (read, write) = split_tls(stream);
         Ok((read, write, chain))
     }
@@ -293,7 +286,7 @@ impl Acceptor {
                 };
                 let max = self.config.max_frame_bytes;
                 let budget = self.answer_budget.clone();
-                let session = cancel.child_token();
+                let (session, abort) = (cancel.child_token(), CancellationToken::new());
                 let serving = client::serve_session(
                     frames,
                     write_half,
@@ -301,12 +294,14 @@ impl Acceptor {
                     max,
                     budget,
                     session.clone(),
+                    abort.clone(),
                 );
                 tokio::pin!(serving);
                 let served = tokio::select! {
                     served = &mut serving => served,
                     () = &mut distrusted => {
                         session.cancel();
+                        abort.cancel();
                         let _ = serving.await;
                         Err(DISTRUSTED.to_owned())
                     }

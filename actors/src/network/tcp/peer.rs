@@ -14,7 +14,7 @@ use super::{Counters, EndpointConfig, PeerLink};
 use crate::network::codec::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
 use crate::network::keepalive;
 use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
-use crate::network::tls::{node_name, Presented};
+use crate::network::tls::{node_name, presented_chain, Presented};
 use futures::future::BoxFuture;
 use futures::SinkExt;
 use raftor_core::{Envelope, NodeId};
@@ -237,14 +237,7 @@ impl Writer {
         let handshake = tls.connector().connect(name.clone(), stream);
         match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
             Ok(Ok(stream)) => {
-                let chain = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|certificate| certificate.clone().into_owned())
-                    .collect();
+                let chain = presented_chain(stream.get_ref().1);
                 let (read, write) = split_tls(stream);
                 Ok((read, write, Some(Presented::Server(chain, name))))
             }

@@ -130,7 +130,8 @@ impl Live {
 
     pub(super) fn replace(&self, credentials: Credentials) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(credentials);
-        self.replaced.send_modify(|replacements| *replacements += 1);
+        self.replaced
+            .send_modify(|replacements| *replacements = replacements.wrapping_add(1));
     }
 
     /// Whether the credentials in force accept `presented`, as a handshake now would.

@@ -89,6 +89,17 @@ fn without_resumption(config: &mut ServerConfig) {
     config.send_tls13_tickets = 0;
 }
 
+/// The certificate chain the other side of a connection presented at its handshake (empty if
+/// none).
+pub(crate) fn presented_chain(connection: &rustls::CommonState) -> Vec<CertificateDer<'static>> {
+    connection
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|certificate| certificate.clone().into_owned())
+        .collect()
+}
+
 /// The text of a member's three files.
 fn read_files(files: &TlsFiles) -> Result<Pem, TlsError> {
     Ok(Pem {
