@@ -77,6 +77,14 @@ pub fn node_cert_path(dir: &Path, id: u64) -> PathBuf {
 pub fn node_key_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("node-{id}-key.pem"))
 }
+/// Node `id`'s three TLS files in a credentials directory: the CA, its certificate, its key.
+pub fn node_tls_files(dir: &Path, id: u64) -> raftor_actors::network::tls::TlsFiles {
+    raftor_actors::network::tls::TlsFiles {
+        ca: ca_cert_path(dir),
+        cert: node_cert_path(dir, id),
+        key: node_key_path(dir, id),
+    }
+}
 pub fn tokens_path(dir: &Path) -> PathBuf {
     dir.join("tokens.toml")
 }

@@ -60,12 +60,7 @@ pub fn quick_timing(config: &mut NodeConfig) {
 /// Turns on TLS (the node's certificate from `certs`, as `raftor certs` writes them) and token
 /// authentication (`certs`/tokens.toml) in `config`.
 pub fn secure(config: &mut NodeConfig, certs: &Path) {
-    let id = config.id.0;
-    config.security.tls = Some(raftor_actors::network::tls::TlsFiles {
-        ca: crate::certs::ca_cert_path(certs),
-        cert: crate::certs::node_cert_path(certs, id),
-        key: crate::certs::node_key_path(certs, id),
-    });
+    config.security.tls = Some(crate::certs::node_tls_files(certs, config.id.0));
     config.security.auth_tokens = Some(crate::certs::tokens_path(certs));
 }
 

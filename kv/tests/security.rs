@@ -12,7 +12,7 @@ mod common;
 use common::free_base_port;
 use futures::{SinkExt, StreamExt};
 use raftor_actors::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
-use raftor_actors::network::tls::{node_name, ClientTls, NodeTls};
+use raftor_actors::network::tls::{certificates_from_pem, node_name, provider, ClientTls, NodeTls};
 use raftor_core::{AppendEntries, Envelope, LogId, LogIndex, Message, NodeId, Term};
 use raftor_kv::auth::{new_token, Role, TokensFile};
 use raftor_kv::certs::{self, Ca};
@@ -125,16 +125,34 @@ fn tls_client(ca_pem: &[u8], identity: Option<(&str, &str)>) -> Arc<rustls::Clie
     .with_root_certificates(roots);
     let config = match identity {
         None => builder.with_no_client_auth(),
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_slice_iter(cert.as_bytes())
-                    .collect::<Result<Vec<_>, _>>()
-                    .expect("chain"),
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
-            )
-            .expect("client auth"),
+        Some((cert, key)) => {
+            let (chain, key) = pem_identity(cert, key);
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
     };
     Arc::new(config)
+}
+
+/// A certificate of `ca` for node `id` that expired a day ago: (certificate, key), PEM.
+fn expired_node_certificate(ca: &Ca, id: u64) -> (String, String) {
+    let now = time::OffsetDateTime::now_utc();
+    ca.issue_valid(
+        &format!("raftor node {id}"),
+        vec![node_name(NodeId(id))],
+        now - time::Duration::days(30),
+        now - time::Duration::days(1),
+    )
+    .expect("an expired certificate")
+}
+
+/// A certificate chain and its private key from their PEM text.
+fn pem_identity(cert: &str, key: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    (
+        certificates_from_pem("certificate", cert.as_bytes()).expect("chain"),
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+    )
 }
 
 /// An AppendEntries claiming to come from `from` at `term`: if it reached node 1's rules, node 1
@@ -204,15 +222,7 @@ async fn members_without_a_valid_certificate_naming_them_never_reach_the_rules()
     let foreign2 = foreign.issue_node(2, &[], 30).expect("cert");
     // From the right CA, naming node 2, but expired.
     let own_ca = Ca::read(&certs).expect("the CA raftor certs kept");
-    let now = time::OffsetDateTime::now_utc();
-    let expired = own_ca
-        .issue_valid(
-            "raftor node 2",
-            vec![node_name(NodeId(2))],
-            now - time::Duration::days(30),
-            now - time::Duration::days(1),
-        )
-        .expect("cert");
+    let expired = expired_node_certificate(&own_ca, 2);
     let before = cluster.term_of(1).await;
     let far = before.0 + 1000;
     let cases: Vec<(&str, Arc<rustls::ClientConfig>, u64)> = vec![
@@ -826,7 +836,7 @@ fn a_reload_takes_only_files_that_pass_the_checks_made_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certs");
     local_credentials(&certs, 2).expect("credentials");
-    let files = node_files(&certs, 1);
+    let files = certs::node_tls_files(&certs, 1);
     let tls = NodeTls::load(NodeId(1), &files).expect("load");
     assert!(
         !tls.reload_if_changed().expect("unchanged"),
@@ -856,15 +866,7 @@ fn a_reload_takes_only_files_that_pass_the_checks_made_at_start() {
     );
     let error = refused("garbage", &key);
     assert!(error.contains("no PEM certificate"), "{error}");
-    let now = time::OffsetDateTime::now_utc();
-    let (expired_cert, expired_key) = ca
-        .issue_valid(
-            "raftor node 1",
-            vec![node_name(NodeId(1))],
-            now - time::Duration::days(2),
-            now - time::Duration::days(1),
-        )
-        .expect("issue");
+    let (expired_cert, expired_key) = expired_node_certificate(&ca, 1);
     let error = refused(&expired_cert, &expired_key);
     assert!(error.contains("expired"), "{error}");
     let error = tls.reload_if_changed().expect_err("still expired");
@@ -880,31 +882,16 @@ fn a_reload_takes_only_files_that_pass_the_checks_made_at_start() {
     assert!(tls.reload_if_changed().expect_err("no key").again);
 }
 
-/// Node `id`'s TLS files in `certs`.
-fn node_files(certs: &std::path::Path, id: u64) -> raftor_actors::network::tls::TlsFiles {
-    raftor_actors::network::tls::TlsFiles {
-        ca: certs::ca_cert_path(certs),
-        cert: certs::node_cert_path(certs, id),
-        key: certs::node_key_path(certs, id),
-    }
-}
-
 /// Serves TLS on a loopback port with `cert` and `key` (PEM), as rustls does by default: it
 /// offers session resumption. Returns the address; every connection is handshaken and dropped.
 async fn tls_server(cert: &str, key: &str) -> std::net::SocketAddr {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(
-        CertificateDer::pem_slice_iter(cert.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .expect("chain"),
-        PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
-    )
-    .expect("server");
+    let (chain, key) = pem_identity(cert, key);
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -946,7 +933,7 @@ async fn a_member_dialling_after_a_reload_trusts_only_the_new_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certs");
     local_credentials(&certs, 3).expect("credentials");
-    let files = node_files(&certs, 1);
+    let files = certs::node_tls_files(&certs, 1);
     let tls = NodeTls::load(NodeId(1), &files).expect("load");
     let old_ca = Ca::read(&certs).expect("CA");
     let (old_cert, old_key) = old_ca.issue_node(2, &[], 30).expect("issue");

@@ -205,17 +205,6 @@ impl Acceptor {
         Ok((read, write, chain))
     }
 
-    /// Resolves once this node's TLS credentials no longer accept `chain`, the certificates the
-    /// connection's other side presented; pending without TLS, or if it presented none.
-    async fn until_distrusted(&self, chain: Vec<CertificateDer<'static>>) {
-        match &self.config.tls {
-            Some(tls) if !chain.is_empty() => {
-                tls.until_distrusted(tls::Presented::Client(chain)).await
-            }
-            _ => std::future::pending().await,
-        }
-    }
-
     /// Reads one inbound connection until it closes, breaks the protocol or the endpoint stops;
     /// `place` is its place among the connections that have not said hello yet.
     async fn serve(
@@ -255,7 +244,8 @@ impl Acceptor {
             Ok(Ok(opened)) => opened,
         };
         let certificate = chain.first().cloned();
-        let distrusted = self.until_distrusted(chain);
+        let presented = (!chain.is_empty()).then_some(tls::Presented::Client(chain));
+        let distrusted = tls::until_distrusted(self.config.tls.clone(), presented);
         tokio::pin!(distrusted);
         *frames.decoder_mut() = FrameCodec::new(self.config.max_frame_bytes);
         let peer = match first {

@@ -14,7 +14,7 @@ use super::{Counters, EndpointConfig, PeerLink};
 use crate::network::codec::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
 use crate::network::keepalive;
 use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
-use crate::network::tls::{node_name, presented_chain, Presented};
+use crate::network::tls::{node_name, presented_chain, until_distrusted, Presented};
 use futures::future::BoxFuture;
 use futures::SinkExt;
 use raftor_core::{Envelope, NodeId};
@@ -254,13 +254,7 @@ impl Writer {
     async fn write(&mut self, stream: TcpStream) -> Result<Stop, CodecError> {
         configure(&stream)?;
         let (mut reader, writer, presented) = self.secure(stream).await?;
-        let tls = self.config.tls.clone();
-        let distrusted = async move {
-            match (tls, presented) {
-                (Some(tls), Some(presented)) => tls.until_distrusted(presented).await,
-                _ => std::future::pending().await,
-            }
-        };
+        let distrusted = until_distrusted(self.config.tls.clone(), presented);
         tokio::pin!(distrusted);
         let mut sink = FramedWrite::new(writer, FrameCodec::new(self.config.max_frame_bytes));
         let hello = Frame::Hello {

@@ -136,18 +136,18 @@ impl Live {
 
     /// Whether the credentials in force accept `presented`, as a handshake now would.
     fn trusts(&self, presented: &Presented) -> bool {
+        let (Presented::Client(chain) | Presented::Server(chain, _)) = presented;
+        let Some((end, rest)) = chain.split_first() else {
+            return true;
+        };
         let current = self.current();
         let now = UnixTime::now();
         match presented {
-            Presented::Client(chain) => chain.split_first().is_none_or(|(end, rest)| {
-                current.clients.verify_client_cert(end, rest, now).is_ok()
-            }),
-            Presented::Server(chain, name) => chain.split_first().is_none_or(|(end, rest)| {
-                current
-                    .servers
-                    .verify_server_cert(end, rest, name, &[], now)
-                    .is_ok()
-            }),
+            Presented::Client(_) => current.clients.verify_client_cert(end, rest, now).is_ok(),
+            Presented::Server(_, name) => current
+                .servers
+                .verify_server_cert(end, rest, name, &[], now)
+                .is_ok(),
         }
     }
 

@@ -100,6 +100,15 @@ pub(crate) fn presented_chain(connection: &rustls::CommonState) -> Vec<Certifica
         .collect()
 }
 
+/// [`NodeTls::until_distrusted`] for a connection that may have neither TLS nor a certificate
+/// presented: then pending for good.
+pub(crate) async fn until_distrusted(tls: Option<NodeTls>, presented: Option<Presented>) {
+    match (tls, presented) {
+        (Some(tls), Some(presented)) => tls.until_distrusted(presented).await,
+        _ => std::future::pending().await,
+    }
+}
+
 /// The text of a member's three files.
 fn read_files(files: &TlsFiles) -> Result<Pem, TlsError> {
     Ok(Pem {
