@@ -1,8 +1,9 @@
 //! Security over real TCP: mutual TLS between members (a connection without a certificate, with
 //! one from another CA, an expired one, or one naming another node is refused before any frame
 //! reaches the rules), HTTPS and native TLS for clients, bearer tokens with roles (401 without a
-//! valid token, 403 with a role too weak), and token, certificate and CA rotation without a
-//! restart.
+//! valid token, 403 with a role too weak), token, certificate and CA rotation without a
+//! restart, and open connections cut once the certificate they were shown expires or is no
+//! longer trusted.
 
 #[cfg(target_os = "linux")]
 #[path = "../../actors/tests/support/accepted_socket.rs"]
@@ -11,6 +12,7 @@ mod common;
 
 use common::free_base_port;
 use futures::{SinkExt, StreamExt};
+use raftor_actors::network::client::{ClientConnectOptions, ClientConnection};
 use raftor_actors::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
 use raftor_actors::network::tls::{certificates_from_pem, node_name, provider, ClientTls, NodeTls};
 use raftor_core::{AppendEntries, Envelope, LogId, LogIndex, Message, NodeId, Term};
@@ -135,16 +137,16 @@ fn tls_client(ca_pem: &[u8], identity: Option<(&str, &str)>) -> Arc<rustls::Clie
     Arc::new(config)
 }
 
-/// A certificate of `ca` for node `id` that expired a day ago: (certificate, key), PEM.
-fn expired_node_certificate(ca: &Ca, id: u64) -> (String, String) {
+/// A certificate of `ca` for node `id` that expires in `seconds`: (certificate, key), PEM.
+fn expiring_node_certificate(ca: &Ca, id: u64, seconds: i64) -> (String, String) {
     let now = time::OffsetDateTime::now_utc();
     ca.issue_valid(
         &format!("raftor node {id}"),
         vec![node_name(NodeId(id))],
-        now - time::Duration::days(30),
         now - time::Duration::days(1),
+        now + time::Duration::seconds(seconds),
     )
-    .expect("an expired certificate")
+    .expect("a certificate")
 }
 
 /// A certificate chain and its private key from their PEM text.
@@ -222,7 +224,7 @@ async fn members_without_a_valid_certificate_naming_them_never_reach_the_rules()
     let foreign2 = foreign.issue_node(2, &[], 30).expect("cert");
     // From the right CA, naming node 2, but expired.
     let own_ca = Ca::read(&certs).expect("the CA raftor certs kept");
-    let expired = expired_node_certificate(&own_ca, 2);
+    let expired = expiring_node_certificate(&own_ca, 2, -86_400);
     let before = cluster.term_of(1).await;
     let far = before.0 + 1000;
     let cases: Vec<(&str, Arc<rustls::ClientConfig>, u64)> = vec![
@@ -866,7 +868,7 @@ fn a_reload_takes_only_files_that_pass_the_checks_made_at_start() {
     );
     let error = refused("garbage", &key);
     assert!(error.contains("no PEM certificate"), "{error}");
-    let (expired_cert, expired_key) = expired_node_certificate(&ca, 1);
+    let (expired_cert, expired_key) = expiring_node_certificate(&ca, 1, -86_400);
     let error = refused(&expired_cert, &expired_key);
     assert!(error.contains("expired"), "{error}");
     let error = tls.reload_if_changed().expect_err("still expired");
@@ -885,6 +887,12 @@ fn a_reload_takes_only_files_that_pass_the_checks_made_at_start() {
 /// Serves TLS on a loopback port with `cert` and `key` (PEM), as rustls does by default: it
 /// offers session resumption. Returns the address; every connection is handshaken and dropped.
 async fn tls_server(cert: &str, key: &str) -> std::net::SocketAddr {
+    tls_server_with(cert, key, false).await
+}
+
+/// [`tls_server`], which holds each connection open (reading until the dialler closes it) if
+/// `hold`.
+async fn tls_server_with(cert: &str, key: &str, hold: bool) -> std::net::SocketAddr {
     let (chain, key) = pem_identity(cert, key);
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -902,6 +910,10 @@ async fn tls_server(cert: &str, key: &str) -> std::net::SocketAddr {
             let acceptor = acceptor.clone();
             actix_rt::spawn(async move {
                 if let Ok(mut stream) = acceptor.accept(stream).await {
+                    if hold {
+                        let mut sink = tokio::io::sink();
+                        let _ = tokio::io::copy(&mut stream, &mut sink).await;
+                    }
                     // Flush the session tickets TLS 1.3 sends after the handshake.
                     let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
                 }
@@ -961,4 +973,92 @@ async fn a_member_dialling_after_a_reload_trusts_only_the_new_ca() {
     let (cert_2, key_2) = new_ca.issue_node(2, &[], 30).expect("issue");
     let new_member_2 = tls_server(&cert_2, &key_2).await;
     assert!(dials_member_2(&tls, new_member_2).await);
+}
+
+/// A node forwards requests to the leader over a connection it keeps (`ClientConnection`,
+/// dialled with `NodeTls::member_client`): once the node's reloaded files no longer trust the
+/// leader's certificate, that connection closes, as its Raft connections do, and the next
+/// request dials afresh under the new CA. Files that still trust it leave it open.
+#[actix_rt::test]
+async fn a_members_client_connection_closes_once_its_files_distrust_the_node_dialled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    local_credentials(&certs, 3).expect("credentials");
+    let files = certs::node_tls_files(&certs, 1);
+    let tls = NodeTls::load(NodeId(1), &files).expect("load");
+    let old_ca = Ca::read(&certs).expect("CA");
+    let (cert_2, key_2) = old_ca.issue_node(2, &[], 30).expect("issue");
+    let member_2 = tls_server_with(&cert_2, &key_2, true).await;
+    let options = ClientConnectOptions {
+        tls: Some(tls.member_client(NodeId(2))),
+        ..ClientConnectOptions::new(1 << 20)
+    };
+    let connection = ClientConnection::connect_with(&member_2.to_string(), &options)
+        .await
+        .expect("connect");
+    // Node 1 renews its certificate under the same CA: node 2's is still trusted.
+    let (cert, key) = old_ca.issue_node(1, &[], 30).expect("issue");
+    std::fs::write(&files.key, key).expect("write");
+    std::fs::write(&files.cert, cert).expect("write");
+    assert!(tls.reload_if_changed().expect("reload"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !connection.is_closed(),
+        "a replacement that still trusts node 2 keeps the connection"
+    );
+    // Node 1 moves to a new CA alone.
+    let new_ca = Ca::generate(30).expect("CA");
+    let (cert, key) = new_ca.issue_node(1, &[], 30).expect("issue");
+    std::fs::write(&files.ca, &new_ca.cert_pem).expect("write");
+    std::fs::write(&files.key, key).expect("write");
+    std::fs::write(&files.cert, cert).expect("write");
+    assert!(tls.reload_if_changed().expect("reload"));
+    assert!(
+        eventually(|| async { connection.is_closed() }).await,
+        "the connection to a node whose certificate the new CA did not sign is closed"
+    );
+    assert!(
+        ClientConnection::connect_with(&member_2.to_string(), &options)
+            .await
+            .is_err(),
+        "and not dialled again"
+    );
+}
+
+/// TLS checks a certificate only at the handshake; a node checks the certificates of its open
+/// connections again as time passes, so one that expires is cut within seconds: a member's
+/// connection to node 1 (the acceptor's side), and a member's client connection to a node whose
+/// certificate expires (the dialler's side).
+#[actix_rt::test]
+async fn a_connection_closes_once_the_certificate_it_was_shown_expires() {
+    let cluster = SecureCluster::start().await;
+    let certs = cluster.certs();
+    let ca = Ca::read(&certs).expect("CA");
+    let ca_pem = std::fs::read(certs::ca_cert_path(&certs)).expect("CA");
+    let (cert, key) = expiring_node_certificate(&ca, 2, 5);
+    let node1 = format!("127.0.0.1:{}", cluster.base + 1);
+    let mut held = member_connection(&node1, tls_client(&ca_pem, Some((&cert, &key))), 2, 0)
+        .await
+        .expect("accepted while the certificate is valid");
+    let (server_cert, server_key) = expiring_node_certificate(&ca, 2, 5);
+    let member_2 = tls_server_with(&server_cert, &server_key, true).await;
+    let tls = NodeTls::load(NodeId(1), &certs::node_tls_files(&certs, 1)).expect("load");
+    let options = ClientConnectOptions {
+        tls: Some(tls.member_client(NodeId(2))),
+        ..ClientConnectOptions::new(1 << 20)
+    };
+    let connection = ClientConnection::connect_with(&member_2.to_string(), &options)
+        .await
+        .expect("connect");
+    assert!(!connection.is_closed());
+    let closed = tokio::time::timeout(Duration::from_secs(15), held.next()).await;
+    assert!(
+        matches!(closed, Ok(None | Some(Err(_)))),
+        "node 1 closes the connection of a certificate that expired"
+    );
+    assert!(
+        eventually(|| async { connection.is_closed() }).await,
+        "a member closes its connection to a node whose certificate expired"
+    );
+    cluster.shutdown().await;
 }

@@ -9,7 +9,7 @@ use crate::network::answer_budget::{Held, NodeAnswerBudget, SessionBudget};
 use crate::network::codec::{Credential, Frame, FrameCodec, PROTOCOL_VERSION};
 use crate::network::incoming::{IncomingFrames, SMALL_REQUEST_BYTES};
 use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
-use crate::network::tls::ClientTls;
+use crate::network::tls::{presented_chain, ClientTls};
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use futures::{SinkExt, StreamExt};
@@ -576,17 +576,32 @@ impl ClientConnection {
         };
         let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
         let _ = stream.set_nodelay(true);
+        let closed = CancellationToken::new();
         let (read, write) = match &options.tls {
             None => split_plain(stream),
             Some(tls) => {
                 let name = tls
                     .server_name_for(addr)
                     .map_err(|e| connect_error(std::io::Error::other(e.to_string())))?;
-                let stream = tls.connector().connect(name, stream).await.map_err(|e| {
-                    connect_error(std::io::Error::other(format!(
-                        "TLS handshake failed ({e}): does the node run TLS, and is the CA given the cluster's?"
-                    )))
-                })?;
+                let stream = tls
+                    .connector()
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(|e| {
+                        connect_error(std::io::Error::other(format!(
+                            "TLS handshake failed ({e}): does the node run TLS, and is the CA given the cluster's?"
+                        )))
+                    })?;
+                // A member's connection closes once its reloaded files no longer trust the
+                // node dialled (a CA dropped): its next request dials afresh.
+                let presented = presented_chain(stream.get_ref().1);
+                let (tls, watch_closed) = (tls.clone(), closed.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = watch_closed.cancelled() => {}
+                        _ = tls.until_distrusted(presented, name) => watch_closed.cancel(),
+                    }
+                });
                 split_tls(stream)
             }
         };
@@ -598,7 +613,6 @@ impl ClientConnection {
         .await
         .map_err(|e| connect_error(std::io::Error::other(e.to_string())))?;
         let pending: Pending = Arc::default();
-        let closed = CancellationToken::new();
         let (requests, mut to_send) = mpsc::channel::<(u64, Bytes)>(1024);
 
         let writer_closed = closed.clone();

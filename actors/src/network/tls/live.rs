@@ -2,7 +2,8 @@
 //! certificates it trusts. Every rustls configuration of a [`super::NodeTls`] asks [`Live`] at
 //! each handshake, so new files take effect on the next connection without a restart (as etcd
 //! reloads its certificates); a connection already open is closed once the new credentials no
-//! longer accept the certificate its other side presented ([`Live::until_distrusted`]).
+//! longer accept the certificate its other side presented, or once that certificate expires
+//! ([`Live::until_distrusted`]).
 
 use super::{
     certificate_names_node, certificates_from_pem, invalid, names_in_certificate, node_name,
@@ -134,37 +135,61 @@ impl Live {
             .send_modify(|replacements| *replacements = replacements.wrapping_add(1));
     }
 
-    /// Whether the credentials in force accept `presented`, as a handshake now would.
-    fn trusts(&self, presented: &Presented) -> bool {
+    /// Whether the credentials in force accept `presented`, as a handshake at `at` would.
+    fn trusts(&self, presented: &Presented, at: UnixTime) -> bool {
         let (Presented::Client(chain) | Presented::Server(chain, _)) = presented;
         let Some((end, rest)) = chain.split_first() else {
             return true;
         };
         let current = self.current();
-        let now = UnixTime::now();
         match presented {
-            Presented::Client(_) => current.clients.verify_client_cert(end, rest, now).is_ok(),
+            Presented::Client(_) => current.clients.verify_client_cert(end, rest, at).is_ok(),
             Presented::Server(_, name) => current
                 .servers
-                .verify_server_cert(end, rest, name, &[], now)
+                .verify_server_cert(end, rest, name, &[], at)
                 .is_ok(),
         }
     }
 
-    /// Resolves once the credentials in force no longer accept `presented` (checked now, and
-    /// again at each replacement); pending for as long as they do.
+    /// Resolves once the credentials in force no longer accept `presented`: checked now, again
+    /// at each replacement, and as time passes, so a certificate that expires while its
+    /// connection is open (TLS checks it only at the handshake) is cut within a second of its
+    /// expiry. Pending for as long as they accept it.
     pub(super) async fn until_distrusted(&self, presented: Presented) {
         let mut replaced = self.replaced.subscribe();
         loop {
-            if !self.trusts(&presented) {
+            let now = UnixTime::now();
+            if !self.trusts(&presented, now) {
                 return;
             }
-            if replaced.changed().await.is_err() {
-                return std::future::pending().await;
+            // Nothing but time changes a verdict between replacements, so a look at
+            // `now + EXPIRY_LOOK_AHEAD` tells whether the certificate (or one it chains to)
+            // expires before the next look.
+            let ahead = UnixTime::since_unix_epoch(
+                std::time::Duration::from_secs(now.as_secs()) + EXPIRY_LOOK_AHEAD,
+            );
+            let wait = if self.trusts(&presented, ahead) {
+                EXPIRY_LOOK_AHEAD
+            } else {
+                EXPIRY_LOOK_CLOSE
+            };
+            tokio::select! {
+                changed = replaced.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 }
+
+/// How far ahead [`Live::until_distrusted`] looks for an expiry, and how long it then waits to
+/// look again: one verification a minute per connection holding a certificate.
+const EXPIRY_LOOK_AHEAD: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often it looks in the last [`EXPIRY_LOOK_AHEAD`] of a certificate's validity.
+const EXPIRY_LOOK_CLOSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The certificate chain the other side of a connection presented at its handshake, and how it
 /// was checked.

@@ -316,8 +316,9 @@ impl NodeTls {
     }
 
     /// Resolves once the credentials in force no longer accept the certificate the other side
-    /// of a connection presented (after a reload that dropped its CA, say); pending for as long
-    /// as they do. The connection is then closed: a new one is checked afresh.
+    /// of a connection presented (after a reload that dropped its CA, say, or once it expired);
+    /// pending for as long as they do. The connection is then closed: a new one is checked
+    /// afresh.
     pub(crate) async fn until_distrusted(&self, presented: Presented) {
         self.live.until_distrusted(presented).await
     }
@@ -342,6 +343,7 @@ impl NodeTls {
         ClientTls {
             config: self.connector.config().clone(),
             server_name: Some(node_name(peer)),
+            member: Some(self.clone()),
         }
     }
 
@@ -364,6 +366,9 @@ pub struct ClientTls {
     config: Arc<ClientConfig>,
     /// The name the node's certificate must carry; `None`: the host of the address dialled.
     server_name: Option<String>,
+    /// The member that dials, when a member dials ([`NodeTls::member_client`]): its reloaded
+    /// files may stop trusting the dialled node's certificate, and the connection then closes.
+    member: Option<NodeTls>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -395,6 +400,7 @@ impl ClientTls {
         Ok(ClientTls {
             config: Arc::new(config),
             server_name: None,
+            member: None,
         })
     }
 
@@ -429,6 +435,17 @@ impl ClientTls {
 
     pub(crate) fn connector(&self) -> tokio_rustls::TlsConnector {
         tokio_rustls::TlsConnector::from(self.config.clone())
+    }
+
+    /// Resolves once the dialling member's credentials no longer accept the certificate the
+    /// dialled node presented as `name` ([`NodeTls::until_distrusted`]); pending for good for a
+    /// client's fixed CA, which never changes.
+    pub(crate) async fn until_distrusted(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        name: ServerName<'static>,
+    ) {
+        until_distrusted(self.member.clone(), Some(Presented::Server(chain, name))).await
     }
 }
 
