@@ -12,9 +12,13 @@ mod common;
 
 use common::free_base_port;
 use futures::{SinkExt, StreamExt};
-use raftor_actors::network::client::{ClientConnectOptions, ClientConnection};
+use raftor_actors::network::client::{
+    ClientConnectOptions, ClientConnection, ClientConnectionError,
+};
 use raftor_actors::network::codec::{Frame, FrameCodec, PROTOCOL_VERSION};
-use raftor_actors::network::tls::{certificates_from_pem, node_name, provider, ClientTls, NodeTls};
+use raftor_actors::network::tls::{
+    certificates_from_pem, node_name, provider, ClientTls, NodeTls, TlsFiles,
+};
 use raftor_core::{AppendEntries, Envelope, LogId, LogIndex, Message, NodeId, Term};
 use raftor_kv::auth::{new_token, Role, TokensFile};
 use raftor_kv::certs::{self, Ca};
@@ -923,6 +927,30 @@ async fn tls_server_with(cert: &str, key: &str, hold: bool) -> std::net::SocketA
     addr
 }
 
+/// Node 1's TLS set-up, loaded from the files of fresh local credentials: (the directory that
+/// holds them, node 1's files, its `NodeTls`, the CA).
+fn node_1_alone() -> (tempfile::TempDir, TlsFiles, NodeTls, Ca) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    local_credentials(&certs, 3).expect("credentials");
+    let files = certs::node_tls_files(&certs, 1);
+    let tls = NodeTls::load(NodeId(1), &files).expect("load");
+    let ca = Ca::read(&certs).expect("CA");
+    (dir, files, tls, ca)
+}
+
+/// Gives node 1 a new certificate of `ca` (trusting `ca` alone from then on if `only_ca`), and
+/// has `tls` take it.
+fn replace_node_1(tls: &NodeTls, files: &TlsFiles, ca: &Ca, only_ca: bool) {
+    let (cert, key) = ca.issue_node(1, &[], 30).expect("issue");
+    if only_ca {
+        std::fs::write(&files.ca, &ca.cert_pem).expect("write");
+    }
+    std::fs::write(&files.key, key).expect("write");
+    std::fs::write(&files.cert, cert).expect("write");
+    assert!(tls.reload_if_changed().expect("reload"));
+}
+
 /// Whether node 1, with `tls`, completes a handshake dialling member 2 at `addr`.
 async fn dials_member_2(tls: &NodeTls, addr: std::net::SocketAddr) -> bool {
     let client = tls.member_client(NodeId(2));
@@ -942,12 +970,7 @@ async fn dials_member_2(tls: &NodeTls, addr: std::net::SocketAddr) -> bool {
 
 #[actix_rt::test]
 async fn a_member_dialling_after_a_reload_trusts_only_the_new_ca() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dir.path().join("certs");
-    local_credentials(&certs, 3).expect("credentials");
-    let files = certs::node_tls_files(&certs, 1);
-    let tls = NodeTls::load(NodeId(1), &files).expect("load");
-    let old_ca = Ca::read(&certs).expect("CA");
+    let (_dir, files, tls, old_ca) = node_1_alone();
     let (old_cert, old_key) = old_ca.issue_node(2, &[], 30).expect("issue");
     let old_member_2 = tls_server(&old_cert, &old_key).await;
     // Twice: the second connection may resume the first's session, if anything allows it.
@@ -955,11 +978,7 @@ async fn a_member_dialling_after_a_reload_trusts_only_the_new_ca() {
     assert!(dials_member_2(&tls, old_member_2).await);
     // Node 1 moves to a new CA alone.
     let new_ca = Ca::generate(30).expect("CA");
-    let (cert, key) = new_ca.issue_node(1, &[], 30).expect("issue");
-    std::fs::write(&files.ca, &new_ca.cert_pem).expect("write");
-    std::fs::write(&files.cert, cert).expect("write");
-    std::fs::write(&files.key, key).expect("write");
-    assert!(tls.reload_if_changed().expect("reload"));
+    replace_node_1(&tls, &files, &new_ca, true);
     assert!(
         !dials_member_2(&tls, old_member_2).await,
         "a member's certificate of the dropped CA is refused, resumption offered or not"
@@ -975,32 +994,33 @@ async fn a_member_dialling_after_a_reload_trusts_only_the_new_ca() {
     assert!(dials_member_2(&tls, new_member_2).await);
 }
 
+/// Node 1, with `tls`, opens a client session to member 2 at `addr` as a member does to forward
+/// a request.
+async fn client_connection_to_member_2(
+    tls: &NodeTls,
+    addr: std::net::SocketAddr,
+) -> Result<ClientConnection, ClientConnectionError> {
+    let options = ClientConnectOptions {
+        tls: Some(tls.member_client(NodeId(2))),
+        ..ClientConnectOptions::new(1 << 20)
+    };
+    ClientConnection::connect_with(&addr.to_string(), &options).await
+}
+
 /// A node forwards requests to the leader over a connection it keeps (`ClientConnection`,
 /// dialled with `NodeTls::member_client`): once the node's reloaded files no longer trust the
 /// leader's certificate, that connection closes, as its Raft connections do, and the next
 /// request dials afresh under the new CA. Files that still trust it leave it open.
 #[actix_rt::test]
 async fn a_members_client_connection_closes_once_its_files_distrust_the_node_dialled() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dir.path().join("certs");
-    local_credentials(&certs, 3).expect("credentials");
-    let files = certs::node_tls_files(&certs, 1);
-    let tls = NodeTls::load(NodeId(1), &files).expect("load");
-    let old_ca = Ca::read(&certs).expect("CA");
+    let (_dir, files, tls, old_ca) = node_1_alone();
     let (cert_2, key_2) = old_ca.issue_node(2, &[], 30).expect("issue");
     let member_2 = tls_server_with(&cert_2, &key_2, true).await;
-    let options = ClientConnectOptions {
-        tls: Some(tls.member_client(NodeId(2))),
-        ..ClientConnectOptions::new(1 << 20)
-    };
-    let connection = ClientConnection::connect_with(&member_2.to_string(), &options)
+    let connection = client_connection_to_member_2(&tls, member_2)
         .await
         .expect("connect");
     // Node 1 renews its certificate under the same CA: node 2's is still trusted.
-    let (cert, key) = old_ca.issue_node(1, &[], 30).expect("issue");
-    std::fs::write(&files.key, key).expect("write");
-    std::fs::write(&files.cert, cert).expect("write");
-    assert!(tls.reload_if_changed().expect("reload"));
+    replace_node_1(&tls, &files, &old_ca, false);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !connection.is_closed(),
@@ -1008,19 +1028,13 @@ async fn a_members_client_connection_closes_once_its_files_distrust_the_node_dia
     );
     // Node 1 moves to a new CA alone.
     let new_ca = Ca::generate(30).expect("CA");
-    let (cert, key) = new_ca.issue_node(1, &[], 30).expect("issue");
-    std::fs::write(&files.ca, &new_ca.cert_pem).expect("write");
-    std::fs::write(&files.key, key).expect("write");
-    std::fs::write(&files.cert, cert).expect("write");
-    assert!(tls.reload_if_changed().expect("reload"));
+    replace_node_1(&tls, &files, &new_ca, true);
     assert!(
         eventually(|| async { connection.is_closed() }).await,
         "the connection to a node whose certificate the new CA did not sign is closed"
     );
     assert!(
-        ClientConnection::connect_with(&member_2.to_string(), &options)
-            .await
-            .is_err(),
+        client_connection_to_member_2(&tls, member_2).await.is_err(),
         "and not dialled again"
     );
 }
@@ -1043,11 +1057,7 @@ async fn a_connection_closes_once_the_certificate_it_was_shown_expires() {
     let (server_cert, server_key) = expiring_node_certificate(&ca, 2, 5);
     let member_2 = tls_server_with(&server_cert, &server_key, true).await;
     let tls = NodeTls::load(NodeId(1), &certs::node_tls_files(&certs, 1)).expect("load");
-    let options = ClientConnectOptions {
-        tls: Some(tls.member_client(NodeId(2))),
-        ..ClientConnectOptions::new(1 << 20)
-    };
-    let connection = ClientConnection::connect_with(&member_2.to_string(), &options)
+    let connection = client_connection_to_member_2(&tls, member_2)
         .await
         .expect("connect");
     assert!(!connection.is_closed());
