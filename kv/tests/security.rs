@@ -1040,34 +1040,46 @@ async fn a_members_client_connection_closes_once_its_files_distrust_the_node_dia
 }
 
 /// TLS checks a certificate only at the handshake; a node checks the certificates of its open
-/// connections again as time passes, so one that expires is cut within seconds: a member's
-/// connection to node 1 (the acceptor's side), and a member's client connection to a node whose
-/// certificate expires (the dialler's side).
+/// connections again as time passes, so one that expires is cut a second or two after its
+/// expiry, not before: a member's connection to node 1 (the acceptor's side), and a member's
+/// client connection to a node whose certificate expires (the dialler's side).
 #[actix_rt::test]
 async fn a_connection_closes_once_the_certificate_it_was_shown_expires() {
     let cluster = SecureCluster::start().await;
     let certs = cluster.certs();
     let ca = Ca::read(&certs).expect("CA");
     let ca_pem = std::fs::read(certs::ca_cert_path(&certs)).expect("CA");
-    let (cert, key) = expiring_node_certificate(&ca, 2, 5);
+    // Both certificates expire EXPIRES_IN from here (at most a second sooner: whole seconds).
+    const EXPIRES_IN: i64 = 8;
+    let issued = tokio::time::Instant::now();
+    let (cert, key) = expiring_node_certificate(&ca, 2, EXPIRES_IN);
+    let (server_cert, server_key) = expiring_node_certificate(&ca, 2, EXPIRES_IN);
     let node1 = format!("127.0.0.1:{}", cluster.base + 1);
     let mut held = member_connection(&node1, tls_client(&ca_pem, Some((&cert, &key))), 2, 0)
         .await
         .expect("accepted while the certificate is valid");
-    let (server_cert, server_key) = expiring_node_certificate(&ca, 2, 5);
     let member_2 = tls_server_with(&server_cert, &server_key, true).await;
     let tls = NodeTls::load(NodeId(1), &certs::node_tls_files(&certs, 1)).expect("load");
     let connection = client_connection_to_member_2(&tls, member_2)
         .await
         .expect("connect");
-    assert!(!connection.is_closed());
-    let closed = tokio::time::timeout(Duration::from_secs(15), held.next()).await;
+    let seconds = |s: i64| Duration::from_secs(s as u64);
+    let before_expiry = issued + seconds(EXPIRES_IN - 2);
+    assert!(
+        tokio::time::timeout_at(before_expiry, held.next())
+            .await
+            .is_err(),
+        "node 1 keeps the connection while its certificate is valid"
+    );
+    assert!(!connection.is_closed(), "and so does the member");
+    let closed = tokio::time::timeout_at(issued + seconds(EXPIRES_IN + 4), held.next()).await;
     assert!(
         matches!(closed, Ok(None | Some(Err(_)))),
         "node 1 closes the connection of a certificate that expired"
     );
+    tokio::time::sleep_until(issued + seconds(EXPIRES_IN + 4)).await;
     assert!(
-        eventually(|| async { connection.is_closed() }).await,
+        connection.is_closed(),
         "a member closes its connection to a node whose certificate expired"
     );
     cluster.shutdown().await;

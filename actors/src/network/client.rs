@@ -577,6 +577,8 @@ impl ClientConnection {
         let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
         let _ = stream.set_nodelay(true);
         let closed = CancellationToken::new();
+        // Taken before anything is spawned: whatever fails below stops what was.
+        let close_on_drop = closed.clone().drop_guard();
         let (read, write) = match &options.tls {
             None => split_plain(stream),
             Some(tls) => {
@@ -593,15 +595,18 @@ impl ClientConnection {
                         )))
                     })?;
                 // A member's connection closes once its reloaded files no longer trust the
-                // node dialled (a CA dropped): its next request dials afresh.
+                // node dialled (a CA dropped), or that node's certificate expires: its next
+                // request dials afresh.
                 let presented = presented_chain(stream.get_ref().1);
-                let (tls, watch_closed) = (tls.clone(), closed.clone());
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = watch_closed.cancelled() => {}
-                        _ = tls.until_distrusted(presented, name) => watch_closed.cancel(),
-                    }
-                });
+                if let Some(distrusted) = tls.distrust_watch(presented, name) {
+                    let watch_closed = closed.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = watch_closed.cancelled() => {}
+                            _ = distrusted => watch_closed.cancel(),
+                        }
+                    });
+                }
                 split_tls(stream)
             }
         };
@@ -684,7 +689,7 @@ impl ClientConnection {
             pending,
             refused,
             next_id: std::sync::atomic::AtomicU64::new(1),
-            _close_on_drop: closed.clone().drop_guard(),
+            _close_on_drop: close_on_drop,
             closed,
         })
     }

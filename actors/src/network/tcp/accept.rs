@@ -31,7 +31,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why a connection is closed when reloaded TLS files no longer accept its certificate.
-const DISTRUSTED: &str = "its certificate is no longer trusted (the TLS files changed)";
+const DISTRUSTED: &str =
+    "its certificate is no longer trusted (the TLS files changed, or it expired)";
 
 /// The connections accepted that have not said hello yet, oldest first, each with the token that
 /// closes it. Past `max_opening_connections` the oldest is closed to make room, so connections

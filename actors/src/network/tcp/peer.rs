@@ -279,7 +279,7 @@ impl Writer {
                 biased;
                 _ = self.cancel.cancelled() => return Ok(Stop),
                 () = &mut distrusted => {
-                    let reason = "the peer's certificate is no longer trusted (the TLS files changed)";
+                    let reason = "the peer's certificate is no longer trusted (the TLS files changed, or it expired)";
                     return Err(io::Error::new(io::ErrorKind::PermissionDenied, reason).into());
                 }
                 read = reader.read(&mut probe) => {

@@ -153,25 +153,25 @@ impl Live {
 
     /// Resolves once the credentials in force no longer accept `presented`: checked now, again
     /// at each replacement, and as time passes, so a certificate that expires while its
-    /// connection is open (TLS checks it only at the handshake) is cut within a second of its
-    /// expiry. Pending for as long as they accept it.
+    /// connection is open (TLS checks it only at the handshake) is cut a second or two after
+    /// its expiry. Pending for as long as they accept it.
     pub(super) async fn until_distrusted(&self, presented: Presented) {
         let mut replaced = self.replaced.subscribe();
         loop {
+            // Between replacements only time changes a verdict, and only by expiry (the
+            // handshake found every certificate of the chain valid already, and webpki checks
+            // no trust anchor's dates): a chain accepted a minute ahead is accepted now, and
+            // one that is not expires before the next look, or has.
             let now = UnixTime::now();
-            if !self.trusts(&presented, now) {
-                return;
-            }
-            // Nothing but time changes a verdict between replacements, so a look at
-            // `now + EXPIRY_LOOK_AHEAD` tells whether the certificate (or one it chains to)
-            // expires before the next look.
             let ahead = UnixTime::since_unix_epoch(
                 std::time::Duration::from_secs(now.as_secs()) + EXPIRY_LOOK_AHEAD,
             );
             let wait = if self.trusts(&presented, ahead) {
                 EXPIRY_LOOK_AHEAD
-            } else {
+            } else if self.trusts(&presented, now) {
                 EXPIRY_LOOK_CLOSE
+            } else {
+                return;
             };
             tokio::select! {
                 changed = replaced.changed() => {

@@ -437,15 +437,21 @@ impl ClientTls {
         tokio_rustls::TlsConnector::from(self.config.clone())
     }
 
-    /// Resolves once the dialling member's credentials no longer accept the certificate the
-    /// dialled node presented as `name` ([`NodeTls::until_distrusted`]); pending for good for a
-    /// client's fixed CA, which never changes.
-    pub(crate) async fn until_distrusted(
+    /// For a member's connection ([`NodeTls::member_client`]): what resolves once the dialling
+    /// member's credentials no longer accept the certificate the dialled node presented as
+    /// `name` ([`NodeTls::until_distrusted`]). `None` for a client's fixed CA, which never
+    /// changes.
+    pub(crate) fn distrust_watch(
         &self,
         chain: Vec<CertificateDer<'static>>,
         name: ServerName<'static>,
-    ) {
-        until_distrusted(self.member.clone(), Some(Presented::Server(chain, name))).await
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let member = self.member.clone()?;
+        Some(async move {
+            member
+                .until_distrusted(Presented::Server(chain, name))
+                .await
+        })
     }
 }
 
