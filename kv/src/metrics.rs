@@ -8,6 +8,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use raftor_actors::network::tls::NodeTls;
 use raftor_actors::NodeStatus;
 use raftor_core::Role;
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct ServiceMetrics {
     membership_index: IntGauge,
     log_start_index: IntGauge,
     watchers: IntGauge,
+    /// With TLS: the gauge of the node's certificate's expiry, and the credentials it reads.
+    certificate_not_after: Option<(IntGauge, NodeTls)>,
 }
 
 impl ServiceMetrics {
@@ -148,6 +151,7 @@ impl ServiceMetrics {
         .expect("valid metric");
         let metrics = ServiceMetrics {
             watchers,
+            certificate_not_after: None,
             registry,
             writes,
             write_seconds,
@@ -227,6 +231,23 @@ impl ServiceMetrics {
         self.log_entries_written.inc_by(entries as u64);
     }
 
+    /// With TLS: `raftor_tls_certificate_expiry_timestamp_seconds`, the last second the node's
+    /// certificate in force is valid (its `notAfter`; it follows reloads), for alerts such as
+    /// `raftor_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400`.
+    pub fn with_tls(mut self, tls: Option<NodeTls>) -> ServiceMetrics {
+        if let Some(tls) = tls {
+            let gauge = IntGauge::new(
+                "tls_certificate_expiry_timestamp_seconds",
+                "The last second this node's TLS certificate is valid (Unix time; follows reloads)",
+            )
+            .expect("valid metric");
+            // A distinct constant name: registration cannot collide.
+            let _ = self.registry.register(Box::new(gauge.clone()));
+            self.certificate_not_after = Some((gauge, tls));
+        }
+        self
+    }
+
     /// How many watchers the node serves now (set before each render).
     pub fn set_watchers(&self, count: usize) {
         self.watchers.set(i64::try_from(count).unwrap_or(i64::MAX));
@@ -234,6 +255,13 @@ impl ServiceMetrics {
 
     /// The Prometheus text exposition, with gauges taken from `status`.
     pub fn render(&self, status: Option<&NodeStatus>) -> String {
+        if let Some((gauge, tls)) = &self.certificate_not_after {
+            let not_after = tls
+                .certificate_not_after()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            gauge.set(i64::try_from(not_after.as_secs()).unwrap_or(i64::MAX));
+        }
         if let Some(status) = status {
             self.term.set(status.term.0 as i64);
             for role in [

@@ -116,7 +116,7 @@ pub async fn start_node_with_log(
         None => Access::open(),
     };
     warn_if_insecure(config, &access);
-    let metrics = Arc::new(ServiceMetrics::new(config.id.0));
+    let metrics = Arc::new(ServiceMetrics::new(config.id.0).with_tls(tls.clone()));
     let observer = metrics.clone();
     let service_config = ServiceConfig {
         max_value_bytes: config.max_value_bytes,

@@ -158,6 +158,10 @@ async fn every_route_and_error_code() {
     ] {
         assert!(text.contains(name), "metrics lack {name}:\n{text}");
     }
+    assert!(
+        !text.contains("raftor_tls_"),
+        "without TLS, no certificate gauge: {text}"
+    );
     // One client at a time: the follower stored its small batches on its own thread.
     let follower_metrics = http(&f, "GET", "/metrics", &[], b"").await.text();
     let inline_writes: u64 = follower_metrics

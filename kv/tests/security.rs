@@ -1084,3 +1084,48 @@ async fn a_connection_closes_once_the_certificate_it_was_shown_expires() {
     );
     cluster.shutdown().await;
 }
+
+/// `raftor_tls_certificate_expiry_timestamp_seconds{node}`: the last second the node's
+/// certificate in force is valid, for alerts; it follows a renewal without a restart.
+#[actix_rt::test]
+async fn a_nodes_certificate_expiry_is_a_metric_that_follows_renewals() {
+    let cluster = SecureCluster::start().await;
+    let certs = cluster.certs();
+    let ca = Ca::read(&certs).expect("CA");
+    let expiry = |text: &str| -> Option<i64> {
+        text.lines()
+            .find(|line| line.starts_with("raftor_tls_certificate_expiry_timestamp_seconds{"))
+            .and_then(|line| line.split_whitespace().last())
+            .and_then(|value| value.parse().ok())
+    };
+    let (status, body, _) = https(&cluster, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200);
+    let first = expiry(&body).unwrap_or_else(|| panic!("no certificate gauge: {body}"));
+    let now = time::OffsetDateTime::now_utc();
+    let in_a_year = (now + time::Duration::days(365)).unix_timestamp();
+    assert!(
+        (first - in_a_year).abs() < 2 * 3600,
+        "the local credentials' certificate is valid for a year: {first}, not {in_a_year}"
+    );
+    // Node 1 renewed with a certificate valid until 2030-01-02T03:04:05Z.
+    const NOT_AFTER: i64 = 1_893_553_445;
+    let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
+    let (cert, key) = ca
+        .issue_valid(
+            "raftor node 1",
+            [vec![node_name(NodeId(1))], names.to_vec()].concat(),
+            now - time::Duration::days(1),
+            time::OffsetDateTime::from_unix_timestamp(NOT_AFTER).expect("date"),
+        )
+        .expect("issue");
+    std::fs::write(certs::node_key_path(&certs, 1), key).expect("write key");
+    std::fs::write(certs::node_cert_path(&certs, 1), cert).expect("write cert");
+    assert!(
+        eventually(|| async {
+            expiry(&https(&cluster, "GET", "/metrics", None, "").await.1) == Some(NOT_AFTER)
+        })
+        .await,
+        "the gauge gives the renewed certificate's notAfter to the second"
+    );
+    cluster.shutdown().await;
+}

@@ -376,7 +376,10 @@ impl TcpEndpoint {
         let node = self.config.node_id;
         match tls.reload_if_changed() {
             Ok(false) => {}
-            Ok(true) => tracing::info!(%node, "TLS files changed: certificate and CA reloaded"),
+            Ok(true) => {
+                tracing::info!(%node, "TLS files changed: certificate and CA reloaded");
+                tls.log_certificate_validity(true);
+            }
             Err(error) if error.again => {}
             Err(error) => {
                 tracing::error!(%node, %error, "cannot reload the TLS files; the certificate and CA loaded before stay in force")
@@ -395,9 +398,15 @@ impl Actor for TcpEndpoint {
             peers = self.config.peers.len(),
             "tcp endpoint started"
         );
-        if self.config.tls.is_some() {
+        if let Some(tls) = &self.config.tls {
+            tls.log_certificate_validity(true);
             ctx.run_interval(super::tls::RELOAD_PERIOD, |endpoint, _| {
                 endpoint.reload_tls()
+            });
+            ctx.run_interval(super::tls::EXPIRY_CHECK_PERIOD, |endpoint, _| {
+                if let Some(tls) = &endpoint.config.tls {
+                    tls.log_certificate_validity(false);
+                }
             });
         }
     }

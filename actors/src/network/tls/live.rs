@@ -43,6 +43,10 @@ pub(super) struct Credentials {
     clients: Arc<dyn ClientCertVerifier>,
     /// Checks the certificate of a member (or HTTPS server) this node dials against the CA.
     servers: Arc<WebPkiServerVerifier>,
+    /// The last second at which the CA accepts this node's certificate chain (its end
+    /// certificate's `notAfter`, or an intermediate's if that comes first): after it, no peer
+    /// accepts a connection of this node, nor this node's own checks (`from_pem`) a reload.
+    pub(super) not_after: UnixTime,
 }
 
 impl Credentials {
@@ -69,9 +73,11 @@ impl Credentials {
             .map_err(|e| invalid("CA certificate", e))?;
         // The certificate must verify against the CA as a peer will verify it.
         let name = ServerName::try_from(node_name(id)).map_err(|e| invalid("node id", e))?;
+        let now = UnixTime::now();
         servers
-            .verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+            .verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
             .map_err(|e| invalid("node certificate", e))?;
+        let not_after = last_second_accepted(&servers, &chain, &name, now);
         let clients = client_verifier(roots, provider.clone())?;
         let certified = CertifiedKey::from_der(chain, key, &provider)
             .map_err(|e| invalid("private key", format!("{e} (is it the certificate's?)")))?;
@@ -80,8 +86,39 @@ impl Credentials {
             certified: Arc::new(certified),
             clients,
             servers,
+            not_after,
         })
     }
+}
+
+/// The last second at which `servers` accepts `chain` as `name`'s, given that it does at
+/// `accepted`: found by bisection with the verifier itself (about 40 checks, at each load), so it
+/// is the date a peer's check goes by, whatever certificate of the chain expires first.
+fn last_second_accepted(
+    servers: &WebPkiServerVerifier,
+    chain: &[CertificateDer<'static>],
+    name: &ServerName<'static>,
+    accepted: UnixTime,
+) -> UnixTime {
+    let accepts = |second: u64| {
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(second));
+        servers
+            .verify_server_cert(&chain[0], &chain[1..], name, &[], at)
+            .is_ok()
+    };
+    // Beyond the last date X.509 can write (9999-12-31).
+    let mut refused = accepted.as_secs().max(1 << 38);
+    let mut accepted = accepted.as_secs();
+    debug_assert!(accepts(accepted) && !accepts(refused));
+    while refused - accepted > 1 {
+        let middle = accepted + (refused - accepted) / 2;
+        if accepts(middle) {
+            accepted = middle;
+        } else {
+            refused = middle;
+        }
+    }
+    UnixTime::since_unix_epoch(std::time::Duration::from_secs(accepted))
 }
 
 /// Verifies client certificates against `roots`, letting clients without one through (they

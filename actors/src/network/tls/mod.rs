@@ -28,6 +28,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 /// The ALPN name of HTTP/1.1, which raftor's HTTPS clients and server speak.
@@ -213,7 +214,15 @@ enum Refused {
 
 /// How often a node looks at its TLS files for a change ([`NodeTls::reload_if_changed`]), as it
 /// does at its tokens file.
-pub const RELOAD_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+pub const RELOAD_PERIOD: Duration = Duration::from_secs(2);
+
+/// How long before its certificate expires a node starts to warn
+/// ([`NodeTls::log_certificate_validity`]): at start, at each reload, and every
+/// [`EXPIRY_CHECK_PERIOD`].
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
+/// How often a node looks at how long its certificate has left.
+pub const EXPIRY_CHECK_PERIOD: Duration = Duration::from_secs(86_400);
 
 impl NodeTls {
     /// Reads the files and checks that the certificate is signed by the CA, names node `id`, and
@@ -326,6 +335,31 @@ impl NodeTls {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The last second the node's certificate in force is valid (its `notAfter`, as peers check
+    /// it: an intermediate's if that expires first). Follows reloads; renew before it.
+    pub fn certificate_not_after(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.live.current().not_after.as_secs())
+    }
+
+    /// Logs until when the certificate in force is valid if `always` (at start, at a reload); a
+    /// warning whenever it expires within [`EXPIRY_WARNING`], an error once it has expired.
+    pub fn log_certificate_validity(&self, always: bool) {
+        let not_after = self.certificate_not_after();
+        let node = self.id;
+        let valid_until = httpdate::fmt_http_date(not_after);
+        let left = not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let days_left = format!("{:.1}", left.as_secs_f64() / 86_400.0);
+        if left.is_zero() {
+            tracing::error!(%node, %valid_until, "this node's TLS certificate has expired: members refuse its connections until it is renewed (README, Security)");
+        } else if left < EXPIRY_WARNING {
+            tracing::warn!(%node, %valid_until, %days_left, "this node's TLS certificate expires soon: renew it (README, Security)");
+        } else if always {
+            tracing::info!(%node, %valid_until, %days_left, "TLS certificate in force");
+        }
     }
 
     pub(crate) fn acceptor(&self) -> &tokio_rustls::TlsAcceptor {
