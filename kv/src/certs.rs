@@ -229,6 +229,10 @@ impl Ca {
         ];
         params.not_before = not_before;
         params.not_after = not_after;
+        // The CA's key identifier: clients that pick an issuer by name alone (OpenSSL: curl,
+        // Python) would take the first of two CAs of the same name in a CA file, as during a
+        // move to a new CA, and fail on the other's certificates.
+        params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(certificate_error)?;
@@ -278,4 +282,66 @@ pub fn make(plan: &CertsPlan) -> Result<CertsWritten, CertsError> {
         }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftor_actors::network::tls::certificates_from_pem;
+
+    /// The DER bytes of `pem`'s first certificate.
+    fn der(pem: &str) -> Vec<u8> {
+        certificates_from_pem("certificate", pem.as_bytes()).expect("PEM")[0].to_vec()
+    }
+
+    /// The value of the extension whose OID ends in `2.5.29.<last>`: the bytes inside its
+    /// OCTET STRING wrapper.
+    fn extension(der: &[u8], last: u8) -> &[u8] {
+        let oid = [0x06, 0x03, 0x55, 0x1d, last];
+        let at = der
+            .windows(oid.len())
+            .position(|window| window == oid)
+            .unwrap_or_else(|| panic!("no extension 2.5.29.{last}"));
+        let wrapped = &der[at + oid.len()..];
+        assert_eq!(wrapped[0], 0x04, "an OCTET STRING");
+        &wrapped[2..2 + usize::from(wrapped[1])]
+    }
+
+    /// A CA certificate's subject key identifier.
+    fn subject_key_id(ca: &str) -> Vec<u8> {
+        let der = der(ca);
+        let value = extension(&der, 0x0e);
+        assert_eq!(value[0], 0x04, "an OCTET STRING");
+        value[2..].to_vec()
+    }
+
+    /// A certificate's authority key identifier (its `keyIdentifier` field).
+    fn authority_key_id(certificate: &str) -> Vec<u8> {
+        let der = der(certificate);
+        let value = extension(&der, 0x23);
+        assert_eq!(value[..1], [0x30], "a SEQUENCE");
+        assert_eq!(value[2], 0x80, "[0] keyIdentifier");
+        value[4..4 + usize::from(value[3])].to_vec()
+    }
+
+    /// Every CA has the same name, so a CA file holding two (during a move to a new CA) can be
+    /// told apart only by key: a node certificate names its CA's key, whether the CA was just
+    /// made or read back from its directory to sign a renewal.
+    #[test]
+    fn a_node_certificate_names_its_cas_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = Ca::generate(30).expect("CA");
+        let new = Ca::generate(30).expect("CA");
+        assert_ne!(subject_key_id(&old.cert_pem), subject_key_id(&new.cert_pem));
+        let (certificate, _) = new.issue_node(1, &[], 30).expect("issue");
+        assert_eq!(
+            authority_key_id(&certificate),
+            subject_key_id(&new.cert_pem)
+        );
+        std::fs::write(ca_cert_path(dir.path()), &old.cert_pem).expect("write");
+        std::fs::write(ca_key_path(dir.path()), old.key_pem()).expect("write");
+        let kept = Ca::read(dir.path()).expect("read");
+        let (renewed, _) = kept.issue_node(2, &[], 30).expect("issue");
+        assert_eq!(authority_key_id(&renewed), subject_key_id(&old.cert_pem));
+    }
 }

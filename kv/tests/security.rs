@@ -1107,22 +1107,22 @@ async fn a_nodes_certificate_expiry_is_a_metric_that_follows_renewals() {
         (first - in_a_year).abs() < 2 * 3600,
         "the local credentials' certificate is valid for a year: {first}, not {in_a_year}"
     );
-    // Node 1 renewed with a certificate valid until 2030-01-02T03:04:05Z.
-    const NOT_AFTER: i64 = 1_893_553_445;
+    // Node 1 renewed with a certificate valid until a second about 400 days from now.
+    let not_after = (now + time::Duration::days(400)).unix_timestamp() + 17;
     let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
     let (cert, key) = ca
         .issue_valid(
             "raftor node 1",
             [vec![node_name(NodeId(1))], names.to_vec()].concat(),
             now - time::Duration::days(1),
-            time::OffsetDateTime::from_unix_timestamp(NOT_AFTER).expect("date"),
+            time::OffsetDateTime::from_unix_timestamp(not_after).expect("date"),
         )
         .expect("issue");
     std::fs::write(certs::node_key_path(&certs, 1), key).expect("write key");
     std::fs::write(certs::node_cert_path(&certs, 1), cert).expect("write cert");
     assert!(
         eventually(|| async {
-            expiry(&https(&cluster, "GET", "/metrics", None, "").await.1) == Some(NOT_AFTER)
+            expiry(&https(&cluster, "GET", "/metrics", None, "").await.1) == Some(not_after)
         })
         .await,
         "the gauge gives the renewed certificate's notAfter to the second"

@@ -77,10 +77,10 @@ impl Credentials {
         servers
             .verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
             .map_err(|e| invalid("node certificate", e))?;
-        let not_after = last_second_accepted(&servers, &chain, &name, now);
         let clients = client_verifier(roots, provider.clone())?;
-        let certified = CertifiedKey::from_der(chain, key, &provider)
+        let certified = CertifiedKey::from_der(chain.clone(), key, &provider)
             .map_err(|e| invalid("private key", format!("{e} (is it the certificate's?)")))?;
+        let not_after = last_second_accepted(&servers, &chain, &name, now);
         Ok(Credentials {
             pem,
             certified: Arc::new(certified),
@@ -106,8 +106,8 @@ fn last_second_accepted(
             .verify_server_cert(&chain[0], &chain[1..], name, &[], at)
             .is_ok()
     };
-    // Beyond the last date X.509 can write (9999-12-31).
-    let mut refused = accepted.as_secs().max(1 << 38);
+    // The first second past the last date X.509 can write (9999-12-31T23:59:59Z).
+    let mut refused = accepted.as_secs().max(253_402_300_800);
     let mut accepted = accepted.as_secs();
     debug_assert!(accepts(accepted) && !accepts(refused));
     while refused - accepted > 1 {

@@ -349,13 +349,14 @@ impl NodeTls {
         let not_after = self.certificate_not_after();
         let node = self.id;
         let valid_until = httpdate::fmt_http_date(not_after);
-        let left = not_after
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        let days_left = format!("{:.1}", left.as_secs_f64() / 86_400.0);
-        if left.is_zero() {
+        // Valid through the second `not_after`, so expired only past its end.
+        let Ok(left) = (not_after + Duration::from_secs(1)).duration_since(SystemTime::now())
+        else {
             tracing::error!(%node, %valid_until, "this node's TLS certificate has expired: members refuse its connections until it is renewed (README, Security)");
-        } else if left < EXPIRY_WARNING {
+            return;
+        };
+        let days_left = format!("{:.1}", left.as_secs_f64() / 86_400.0);
+        if left < EXPIRY_WARNING {
             tracing::warn!(%node, %valid_until, %days_left, "this node's TLS certificate expires soon: renew it (README, Security)");
         } else if always {
             tracing::info!(%node, %valid_until, %days_left, "TLS certificate in force");
