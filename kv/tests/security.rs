@@ -147,7 +147,7 @@ fn expiring_node_certificate(ca: &Ca, id: u64, seconds: i64) -> (String, String)
     ca.issue_valid(
         &format!("raftor node {id}"),
         vec![node_name(NodeId(id))],
-        now - time::Duration::days(1),
+        now - time::Duration::days(30),
         now + time::Duration::seconds(seconds),
     )
     .expect("a certificate")
