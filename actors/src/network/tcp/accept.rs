@@ -30,10 +30,6 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause after a failed `accept` (e.g. out of file descriptors), to avoid a hot loop.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Why a connection is closed when reloaded TLS files no longer accept its certificate.
-const DISTRUSTED: &str =
-    "its certificate is no longer trusted (the TLS files changed, or it expired)";
-
 /// The connections accepted that have not said hello yet, oldest first, each with the token that
 /// closes it. Past `max_opening_connections` the oldest is closed to make room, so connections
 /// that never say hello shut out neither a peer redialling nor a client connecting, unless they
@@ -294,7 +290,7 @@ impl Acceptor {
                         session.cancel();
                         abort.cancel();
                         let _ = serving.await;
-                        Err(DISTRUSTED.to_owned())
+                        Err(tls::DISTRUSTED.to_owned())
                     }
                 };
                 if let Err(reason) = served {
@@ -313,7 +309,7 @@ impl Acceptor {
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return,
-                () = &mut distrusted => return self.reject(remote, DISTRUSTED),
+                () = &mut distrusted => return self.reject(remote, tls::DISTRUSTED),
                 next = frames.next() => next,
             };
             match next {

@@ -14,7 +14,7 @@ use super::{Counters, EndpointConfig, PeerLink};
 use crate::network::codec::{CodecError, Frame, FrameCodec, PROTOCOL_VERSION};
 use crate::network::keepalive;
 use crate::network::stream::{split_plain, split_tls, ReadHalf, WriteHalf};
-use crate::network::tls::{node_name, presented_chain, until_distrusted, Presented};
+use crate::network::tls::{node_name, presented_chain, until_distrusted, Presented, DISTRUSTED};
 use futures::future::BoxFuture;
 use futures::SinkExt;
 use raftor_core::{Envelope, NodeId};
@@ -279,8 +279,7 @@ impl Writer {
                 biased;
                 _ = self.cancel.cancelled() => return Ok(Stop),
                 () = &mut distrusted => {
-                    let reason = "the peer's certificate is no longer trusted (the TLS files changed, or it expired)";
-                    return Err(io::Error::new(io::ErrorKind::PermissionDenied, reason).into());
+                    return Err(io::Error::new(io::ErrorKind::PermissionDenied, DISTRUSTED).into());
                 }
                 read = reader.read(&mut probe) => {
                     return Err(match read {

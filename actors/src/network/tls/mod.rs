@@ -101,6 +101,10 @@ pub(crate) fn presented_chain(connection: &rustls::CommonState) -> Vec<Certifica
         .collect()
 }
 
+/// Why a connection is closed once [`until_distrusted`] resolves.
+pub(crate) const DISTRUSTED: &str =
+    "its certificate is no longer trusted (the TLS files changed, or it expired)";
+
 /// [`NodeTls::until_distrusted`] for a connection that may have neither TLS nor a certificate
 /// presented: then pending for good.
 pub(crate) async fn until_distrusted(tls: Option<NodeTls>, presented: Option<Presented>) {
