@@ -121,7 +121,7 @@ fn validity(days: u32) -> (OffsetDateTime, OffsetDateTime) {
     )
 }
 
-fn ca_params(days: u32) -> CertificateParams {
+fn ca_params(not_before: OffsetDateTime, not_after: OffsetDateTime) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, CA_NAME);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -130,7 +130,7 @@ fn ca_params(days: u32) -> CertificateParams {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    (params.not_before, params.not_after) = validity(days);
+    (params.not_before, params.not_after) = (not_before, not_after);
     params
 }
 
@@ -144,8 +144,17 @@ pub struct Ca {
 impl Ca {
     /// A new CA valid for `days`.
     pub fn generate(days: u32) -> Result<Ca, CertsError> {
+        let (not_before, not_after) = validity(days);
+        Self::generate_valid(not_before, not_after)
+    }
+
+    /// A new CA valid from `not_before` to `not_after`.
+    pub fn generate_valid(
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Ca, CertsError> {
         let key = KeyPair::generate().map_err(certificate_error)?;
-        let params = ca_params(days);
+        let params = ca_params(not_before, not_after);
         let cert = params.self_signed(&key).map_err(certificate_error)?;
         Ok(Ca {
             cert_pem: cert.pem(),
@@ -160,9 +169,11 @@ impl Ca {
         };
         let cert_pem = read(ca_cert_path(dir))?;
         let key = KeyPair::from_pem(&read(ca_key_path(dir))?).map_err(certificate_error)?;
+        let (not_before, not_after) = validity(1);
         Ok(Ca {
             cert_pem,
-            issuer: Issuer::new(ca_params(1), key),
+            // The issuer's dates are not the certificates' it signs: any will do.
+            issuer: Issuer::new(ca_params(not_before, not_after), key),
         })
     }
 

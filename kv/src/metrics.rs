@@ -232,13 +232,14 @@ impl ServiceMetrics {
     }
 
     /// With TLS: `raftor_tls_certificate_expiry_timestamp_seconds`, the last second the node's
-    /// certificate in force is valid (its `notAfter`; it follows reloads), for alerts such as
+    /// certificate in force is valid (its `notAfter`, or its CA certificate's if that comes
+    /// first; it follows reloads), for alerts such as
     /// `raftor_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400`.
     pub fn with_tls(mut self, tls: Option<NodeTls>) -> ServiceMetrics {
         if let Some(tls) = tls {
             let gauge = IntGauge::new(
                 "tls_certificate_expiry_timestamp_seconds",
-                "The last second this node's TLS certificate is valid (Unix time; follows reloads)",
+                "The last second this node's TLS certificate, and its CA's, are valid (Unix time; follows reloads)",
             )
             .expect("valid metric");
             // A distinct constant name: registration cannot collide.

@@ -1129,3 +1129,159 @@ async fn a_nodes_certificate_expiry_is_a_metric_that_follows_renewals() {
     );
     cluster.shutdown().await;
 }
+
+/// webpki checks no trust anchor's dates; a node does, as Go's `crypto/x509` (so etcd) and
+/// OpenSSL do: a CA file whose certificates have all expired is refused at start with a clear
+/// error, an expired CA certificate beside a valid one signs nothing trusted, and the valid one
+/// goes on.
+#[test]
+fn an_expired_ca_certificate_is_refused_and_trusts_nothing() {
+    let now = time::OffsetDateTime::now_utc();
+    let expired = Ca::generate_valid(
+        now - time::Duration::days(60),
+        now - time::Duration::days(1),
+    )
+    .expect("CA");
+    let (cert, key) = expired.issue_node(1, &[], 30).expect("issue");
+    let error = NodeTls::from_pem(
+        NodeId(1),
+        expired.cert_pem.as_bytes(),
+        cert.as_bytes(),
+        key.as_bytes(),
+    )
+    .expect_err("an expired CA");
+    let error = error.to_string();
+    assert!(
+        error.contains("CA certificate") && error.contains("none is valid now"),
+        "{error}"
+    );
+    let not_yet = Ca::generate_valid(
+        now + time::Duration::days(1),
+        now + time::Duration::days(60),
+    )
+    .expect("CA");
+    let (cert, key) = not_yet.issue_node(1, &[], 30).expect("issue");
+    let error = NodeTls::from_pem(
+        NodeId(1),
+        not_yet.cert_pem.as_bytes(),
+        cert.as_bytes(),
+        key.as_bytes(),
+    )
+    .expect_err("a CA not valid yet")
+    .to_string();
+    assert!(error.contains("none is valid now"), "{error}");
+    // Both CAs in the file: the valid one's certificates load, the expired one's do not.
+    let valid = Ca::generate(30).expect("CA");
+    let both = format!("{}{}", expired.cert_pem, valid.cert_pem);
+    let (cert, key) = valid.issue_node(1, &[], 30).expect("issue");
+    NodeTls::from_pem(NodeId(1), both.as_bytes(), cert.as_bytes(), key.as_bytes())
+        .expect("the valid CA's certificate loads");
+    let (cert, key) = expired.issue_node(1, &[], 30).expect("issue");
+    let error = NodeTls::from_pem(NodeId(1), both.as_bytes(), cert.as_bytes(), key.as_bytes())
+        .expect_err("the expired CA's certificate is refused")
+        .to_string();
+    assert!(
+        error.contains("node certificate") && error.contains("its CA certificate is not valid now"),
+        "the refusal names the expired CA, not the other's signature: {error}"
+    );
+    // A client (the CLI, the Rust client) trusting the expired CA alone is told so at once.
+    let error = ClientTls::from_ca_pem(expired.cert_pem.as_bytes())
+        .expect_err("a client's expired CA")
+        .to_string();
+    assert!(error.contains("none is valid now"), "{error}");
+    ClientTls::from_ca_pem(both.as_bytes()).expect("a client's CA file with a valid CA");
+}
+
+/// A node trusts a CA certificate only until it expires: its own certificate's expiry (the
+/// metric's date) is the CA's when that comes first, a connection it holds under that CA closes
+/// a second or two after the CA's expiry, and no new one opens; before, webpki kept trusting the
+/// CA for as long as the files stayed.
+#[actix_rt::test]
+async fn connections_close_once_their_ca_certificate_expires() {
+    const EXPIRES_IN: i64 = 8;
+    let issued = tokio::time::Instant::now();
+    let now = time::OffsetDateTime::now_utc();
+    let ca_not_after = now + time::Duration::seconds(EXPIRES_IN);
+    let ca = Ca::generate_valid(now - time::Duration::days(1), ca_not_after).expect("CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = TlsFiles {
+        ca: dir.path().join("ca.pem"),
+        cert: dir.path().join("node-1.pem"),
+        key: dir.path().join("node-1-key.pem"),
+    };
+    let (cert, key) = ca.issue_node(1, &[], 30).expect("issue");
+    std::fs::write(&files.ca, &ca.cert_pem).expect("write");
+    std::fs::write(&files.cert, cert).expect("write");
+    std::fs::write(&files.key, key).expect("write");
+    let tls = NodeTls::load(NodeId(1), &files).expect("load");
+    let not_after = tls
+        .certificate_not_after()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert_eq!(
+        not_after as i64,
+        ca_not_after.unix_timestamp(),
+        "the node's certificate is good until its CA's expiry, to the second"
+    );
+    let (cert_2, key_2) = ca.issue_node(2, &[], 30).expect("issue");
+    let member_2 = tls_server_with(&cert_2, &key_2, true).await;
+    let connection = client_connection_to_member_2(&tls, member_2)
+        .await
+        .expect("connect while the CA is valid");
+    let seconds = |s: i64| Duration::from_secs(s as u64);
+    tokio::time::sleep_until(issued + seconds(EXPIRES_IN - 2)).await;
+    assert!(!connection.is_closed(), "open while the CA is valid");
+    tokio::time::sleep_until(issued + seconds(EXPIRES_IN + 4)).await;
+    assert!(
+        connection.is_closed(),
+        "closed once the CA certificate expired"
+    );
+    let member_2_again = tls_server(&cert_2, &key_2).await;
+    assert!(
+        !dials_member_2(&tls, member_2_again).await,
+        "and no handshake trusts the expired CA"
+    );
+}
+
+/// A client's CA file (the CLI's and the Rust client's `--ca`) holding an expired CA beside a
+/// valid one: a handshake with a node whose certificate the expired CA signed fails, one with
+/// the valid CA's succeeds.
+#[actix_rt::test]
+async fn a_client_trusts_a_ca_certificate_only_while_it_is_valid() {
+    let now = time::OffsetDateTime::now_utc();
+    let expired = Ca::generate_valid(
+        now - time::Duration::days(60),
+        now - time::Duration::days(1),
+    )
+    .expect("CA");
+    let valid = Ca::generate(30).expect("CA");
+    let client =
+        ClientTls::from_ca_pem(format!("{}{}", expired.cert_pem, valid.cert_pem).as_bytes())
+            .expect("a CA file with a valid CA");
+    let handshakes = |ca: &Ca| {
+        let (cert, key) = ca.issue_node(1, &[], 30).expect("issue");
+        let client = client.clone();
+        async move {
+            let server = tls_server(&cert, &key).await;
+            let stream = tokio::net::TcpStream::connect(server)
+                .await
+                .expect("connect");
+            let name = ServerName::try_from(node_name(NodeId(1))).expect("name");
+            tokio_rustls::TlsConnector::from(client.config())
+                .connect(name, stream)
+                .await
+                .map(|_| ())
+        }
+    };
+    handshakes(&valid).await.expect("the valid CA's node");
+    let error = handshakes(&expired)
+        .await
+        .expect_err("the expired CA's node");
+    assert!(
+        error
+            .to_string()
+            .contains("its CA certificate is not valid now"),
+        "{error}"
+    );
+}

@@ -2,23 +2,22 @@
 //! certificates it trusts. Every rustls configuration of a [`super::NodeTls`] asks [`Live`] at
 //! each handshake, so new files take effect on the next connection without a restart (as etcd
 //! reloads its certificates); a connection already open is closed once the new credentials no
-//! longer accept the certificate its other side presented, or once that certificate expires
-//! ([`Live::until_distrusted`]).
+//! longer accept the certificate its other side presented, or once that certificate (or the CA
+//! certificate it chains to) expires ([`Live::until_distrusted`]).
 
+use super::anchors::Anchors;
 use super::{
     certificate_names_node, certificates_from_pem, invalid, names_in_certificate, node_name,
-    provider, roots_from_pem, TlsError,
+    provider, TlsError,
 };
 use raftor_core::NodeId;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
-use rustls::crypto::{
-    verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
-};
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -39,21 +38,22 @@ pub(super) struct Credentials {
     /// This node's certificate chain, signed by the CA, valid when loaded, naming this node
     /// ([`node_name`]), with the private key that goes with its first certificate.
     certified: Arc<CertifiedKey>,
-    /// Checks a dialling member's certificate against the CA (clients may present none).
-    clients: Arc<dyn ClientCertVerifier>,
-    /// Checks the certificate of a member (or HTTPS server) this node dials against the CA.
-    servers: Arc<WebPkiServerVerifier>,
+    /// The CA file's certificates, each trusted within its own validity only.
+    anchors: Anchors,
     /// The last second at which the CA accepts this node's certificate chain (its end
-    /// certificate's `notAfter`, or an intermediate's if that comes first): after it, no peer
-    /// accepts a connection of this node, nor this node's own checks (`from_pem`) a reload.
+    /// certificate's `notAfter`, an intermediate's or the CA certificate's if that comes
+    /// first): after it, no peer accepts a connection of this node, nor this node's own checks
+    /// (`from_pem`) a reload.
     pub(super) not_after: UnixTime,
 }
 
 impl Credentials {
-    /// Checks that the certificate is signed by the CA, valid now, names node `id`, and goes
-    /// with the key.
+    /// Checks that the certificate is signed by a CA certificate, both valid now, that it names
+    /// node `id`, and goes with the key.
     pub(super) fn from_pem(id: NodeId, pem: Pem) -> Result<Credentials, TlsError> {
-        let roots = roots_from_pem("CA certificate", &pem.ca)?;
+        let provider = provider();
+        let anchors = Anchors::from_pem(&pem.ca, &provider)?;
+        let now = UnixTime::now();
         let chain = certificates_from_pem("node certificate", &pem.cert)?;
         let key = PrivateKeyDer::from_pem_slice(&pem.key).map_err(|e| invalid("private key", e))?;
         let names = names_in_certificate(&chain[0]).map_err(|e| invalid("node certificate", e))?;
@@ -67,42 +67,36 @@ impl Credentials {
                 ),
             ));
         }
-        let provider = provider();
-        let servers = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| invalid("CA certificate", e))?;
         // The certificate must verify against the CA as a peer will verify it.
         let name = ServerName::try_from(node_name(id)).map_err(|e| invalid("node id", e))?;
-        let now = UnixTime::now();
-        servers
-            .verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
+        anchors
+            .verify_server(&chain[0], &chain[1..], &name, &[], now)
             .map_err(|e| invalid("node certificate", e))?;
-        let clients = client_verifier(roots, provider.clone())?;
         let certified = CertifiedKey::from_der(chain.clone(), key, &provider)
             .map_err(|e| invalid("private key", format!("{e} (is it the certificate's?)")))?;
-        let not_after = last_second_accepted(&servers, &chain, &name, now);
+        let not_after = last_second_accepted(&anchors, &chain, &name, now);
         Ok(Credentials {
             pem,
             certified: Arc::new(certified),
-            clients,
-            servers,
+            anchors,
             not_after,
         })
     }
 }
 
-/// The last second at which `servers` accepts `chain` as `name`'s, given that it does at
-/// `accepted`: found by bisection with the verifier itself (about 40 checks, at each load), so it
-/// is the date a peer's check goes by, whatever certificate of the chain expires first.
+/// The last second at which `anchors` accept `chain` as `name`'s, given that they do at
+/// `accepted`: found by bisection with the verifiers themselves (about 40 checks, at each load),
+/// so it is the date a peer's check goes by, whatever certificate of the chain, or CA
+/// certificate, expires first.
 fn last_second_accepted(
-    servers: &WebPkiServerVerifier,
+    anchors: &Anchors,
     chain: &[CertificateDer<'static>],
     name: &ServerName<'static>,
     accepted: UnixTime,
 ) -> UnixTime {
     let accepts = |second: u64| {
         let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(second));
-        accepts_server(servers, chain, name, at)
+        accepts_server(anchors, chain, name, at)
     };
     // The first second past the last date X.509 can write (9999-12-31T23:59:59Z).
     let mut refused = accepted.as_secs().max(253_402_300_800);
@@ -119,10 +113,10 @@ fn last_second_accepted(
     UnixTime::since_unix_epoch(std::time::Duration::from_secs(accepted))
 }
 
-/// Whether `servers` accepts `chain` as `name`'s at `at`, as a handshake then would (an empty
+/// Whether `anchors` accept `chain` as `name`'s at `at`, as a handshake then would (an empty
 /// chain: nothing to refuse).
 fn accepts_server(
-    servers: &WebPkiServerVerifier,
+    anchors: &Anchors,
     chain: &[CertificateDer<'static>],
     name: &ServerName<'static>,
     at: UnixTime,
@@ -130,19 +124,7 @@ fn accepts_server(
     let Some((end, rest)) = chain.split_first() else {
         return true;
     };
-    servers.verify_server_cert(end, rest, name, &[], at).is_ok()
-}
-
-/// Verifies client certificates against `roots`, letting clients without one through (they
-/// authenticate with tokens; a peer `Hello` without a certificate is refused later).
-fn client_verifier(
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    WebPkiClientVerifier::builder_with_provider(roots, provider)
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| invalid("CA certificate", e))
+    anchors.verify_server(end, rest, name, &[], at).is_ok()
 }
 
 /// The credentials in force. Each handshake takes the current ones; [`Live::replace`] puts new
@@ -192,8 +174,8 @@ impl Live {
         };
         let current = self.current();
         match presented {
-            Presented::Client(_) => current.clients.verify_client_cert(end, rest, at).is_ok(),
-            Presented::Server(_, name) => accepts_server(&current.servers, chain, name, at),
+            Presented::Client(_) => current.anchors.verify_client(end, rest, at).is_ok(),
+            Presented::Server(_, name) => accepts_server(&current.anchors, chain, name, at),
         }
     }
 
@@ -205,9 +187,11 @@ impl Live {
         let mut replaced = self.replaced.subscribe();
         loop {
             // Between replacements only time changes a verdict, and only by expiry (the
-            // handshake found every certificate of the chain valid already, and webpki checks
-            // no trust anchor's dates): a chain accepted a minute ahead is accepted now, and
-            // one that is not expires before the next look, or has.
+            // handshake found every certificate of the chain, and the CA certificate, valid
+            // already): a chain accepted a minute ahead is accepted now, and one that is not
+            // expires before the next look, or has. (Unless the CA file holds a CA certificate
+            // that becomes valid later, with a gap before it: a chain it accepts a minute ahead
+            // may be cut up to a minute late, at the gap's start.)
             let now = UnixTime::now();
             let ahead = UnixTime::since_unix_epoch(
                 std::time::Duration::from_secs(now.as_secs()) + EXPIRY_LOOK_AHEAD,
@@ -270,12 +254,14 @@ impl ResolvesClientCert for Live {
 
 /// Accepting: a dialler's certificate, if it presents one, checked against the CA in force.
 impl ClientCertVerifier for Live {
+    /// Asked for, not required: a client without one authenticates with a token (a peer `Hello`
+    /// without one is refused later).
     fn offer_client_auth(&self) -> bool {
-        self.current().clients.offer_client_auth()
+        true
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.current().clients.client_auth_mandatory()
+        false
     }
 
     /// None: the CA names cannot be lent out of the lock, and they only help a client that holds
@@ -291,8 +277,8 @@ impl ClientCertVerifier for Live {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.current()
-            .clients
-            .verify_client_cert(end_entity, intermediates, now)
+            .anchors
+            .verify_client(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(
@@ -329,7 +315,7 @@ impl ServerCertVerifier for Live {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.current().servers.verify_server_cert(
+        self.current().anchors.verify_server(
             end_entity,
             intermediates,
             server_name,

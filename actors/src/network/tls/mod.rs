@@ -14,16 +14,21 @@
 //! The certificate, its key and the CA certificates can be replaced while the node runs: the
 //! endpoint reads the files every [`RELOAD_PERIOD`] and, when they changed and pass the checks
 //! made at start, every later handshake uses them ([`live`]; the CA file may hold several CAs,
-//! the old and the new, while a new CA is rolled out).
+//! the old and the new, while a new CA is rolled out). Each CA certificate is trusted only
+//! within its validity ([`anchors`]), by members and by clients alike.
 
+mod anchors;
+mod fixed_ca;
 mod live;
 
+use anchors::Anchors;
+use fixed_ca::FixedCaVerifier;
 pub(crate) use live::Presented;
 use live::{Credentials, Live, Pem};
 use raftor_core::NodeId;
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};
@@ -103,7 +108,7 @@ pub(crate) fn presented_chain(connection: &rustls::CommonState) -> Vec<Certifica
 
 /// Why a connection is closed once [`until_distrusted`] resolves.
 pub(crate) const DISTRUSTED: &str =
-    "its certificate is no longer trusted (the TLS files changed, or it expired)";
+    "its certificate is no longer trusted (the TLS files changed, or it or its CA expired)";
 
 /// [`NodeTls::until_distrusted`] for a connection that may have neither TLS nor a certificate
 /// presented: then pending for good.
@@ -123,12 +128,15 @@ fn read_files(files: &TlsFiles) -> Result<Pem, TlsError> {
     })
 }
 
+/// What errors about the CA file call it ([`naming_file`] finds the file by it).
+const CA_CERTIFICATE: &str = "CA certificate";
+
 /// `error`, naming the file it is about.
 fn naming_file(error: TlsError, files: &TlsFiles) -> TlsError {
     match error {
         TlsError::Invalid { what, reason } => {
             let path = match what.as_str() {
-                "CA certificate" => &files.ca,
+                CA_CERTIFICATE => &files.ca,
                 "private key" => &files.key,
                 _ => &files.cert,
             };
@@ -150,15 +158,6 @@ pub fn certificates_from_pem(
         return Err(invalid(what, "no PEM certificate in it"));
     }
     Ok(certificates)
-}
-
-/// The CA certificates a PEM file's text holds, as the trust roots of a configuration.
-pub fn roots_from_pem(what: &str, pem: &[u8]) -> Result<Arc<RootCertStore>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for certificate in certificates_from_pem(what, pem)? {
-        roots.add(certificate).map_err(|e| invalid(what, e))?;
-    }
-    Ok(Arc::new(roots))
 }
 
 /// The paths of a member's TLS files, as PEM: the cluster's CA certificate, this node's
@@ -342,7 +341,8 @@ impl NodeTls {
     }
 
     /// The last second the node's certificate in force is valid (its `notAfter`, as peers check
-    /// it: an intermediate's if that expires first). Follows reloads; renew before it.
+    /// it: an intermediate's or the CA certificate's if that expires first). Follows reloads;
+    /// renew before it.
     pub fn certificate_not_after(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(self.live.current().not_after.as_secs())
     }
@@ -356,12 +356,12 @@ impl NodeTls {
         // Valid through the second `not_after`, so expired only past its end.
         let Ok(left) = (not_after + Duration::from_secs(1)).duration_since(SystemTime::now())
         else {
-            tracing::error!(%node, %valid_until, "this node's TLS certificate has expired: members refuse its connections until it is renewed (README, Security)");
+            tracing::error!(%node, %valid_until, "this node's TLS certificate (or its CA certificate) has expired: members refuse its connections until it is renewed (README, Security)");
             return;
         };
         let days_left = format!("{:.1}", left.as_secs_f64() / 86_400.0);
         if left < EXPIRY_WARNING {
-            tracing::warn!(%node, %valid_until, %days_left, "this node's TLS certificate expires soon: renew it (README, Security)");
+            tracing::warn!(%node, %valid_until, %days_left, "this node's TLS certificate (or its CA certificate, if that comes first) expires soon: renew it (README, Security)");
         } else if always {
             tracing::info!(%node, %valid_until, %days_left, "TLS certificate in force");
         }
@@ -428,13 +428,16 @@ impl ClientTls {
         })
     }
 
-    /// Trust the CA certificates in this PEM text; no client certificate.
+    /// Trust the CA certificates in this PEM text, each within its validity (refused when none
+    /// is valid now); no client certificate.
     pub fn from_ca_pem(pem: &[u8]) -> Result<ClientTls, TlsError> {
-        let roots = roots_from_pem("CA certificate", pem)?;
-        let config = ClientConfig::builder_with_provider(provider())
+        let provider = provider();
+        let verifier = FixedCaVerifier::new(Anchors::from_pem(pem, &provider)?, &provider);
+        let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("TLS", e))?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         Ok(ClientTls {
             config: Arc::new(config),
@@ -478,8 +481,9 @@ impl ClientTls {
 
     /// For a member's connection ([`NodeTls::member_client`]): what resolves once the dialling
     /// member's credentials no longer accept the certificate the dialled node presented as
-    /// `name` ([`NodeTls::until_distrusted`]). `None` for a client's fixed CA, which never
-    /// changes.
+    /// `name` ([`NodeTls::until_distrusted`]). `None` for a client's fixed CA: as with any TLS
+    /// client, its connection is not cut when a certificate or the CA expires (the node's side
+    /// cuts those it accepted; a new connection is checked afresh).
     pub(crate) fn distrust_watch(
         &self,
         chain: Vec<CertificateDer<'static>>,
