@@ -18,8 +18,6 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-const WHAT: &str = CA_CERTIFICATE;
-
 /// The certificates of a CA file: at least one, and at least one valid when they were read.
 pub(super) struct Anchors(Vec<Anchor>);
 
@@ -48,7 +46,7 @@ impl Anchors {
         pem: &[u8],
         provider: &Arc<CryptoProvider>,
     ) -> Result<Anchors, TlsError> {
-        let anchors = certificates_from_pem(WHAT, pem)?
+        let anchors = certificates_from_pem(CA_CERTIFICATE, pem)?
             .into_iter()
             .map(|certificate| Anchor::new(certificate, provider))
             .collect::<Result<Vec<_>, _>>()?;
@@ -56,7 +54,7 @@ impl Anchors {
         if !anchors.iter().any(|anchor| anchor.valid_at(now)) {
             let windows: Vec<String> = anchors.iter().map(Anchor::window).collect();
             return Err(invalid(
-                WHAT,
+                CA_CERTIFICATE,
                 format!("none is valid now (valid {})", windows.join("; ")),
             ));
         }
@@ -169,13 +167,16 @@ impl Anchor {
         certificate: CertificateDer<'static>,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Anchor, TlsError> {
-        let (not_before, not_after) = validity(&certificate).map_err(|e| invalid(WHAT, e))?;
+        let (not_before, not_after) =
+            validity(&certificate).map_err(|e| invalid(CA_CERTIFICATE, e))?;
         let mut roots = RootCertStore::empty();
-        roots.add(certificate).map_err(|e| invalid(WHAT, e))?;
+        roots
+            .add(certificate)
+            .map_err(|e| invalid(CA_CERTIFICATE, e))?;
         let roots = Arc::new(roots);
         let servers = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
-            .map_err(|e| invalid(WHAT, e))?;
+            .map_err(|e| invalid(CA_CERTIFICATE, e))?;
         Ok(Anchor {
             not_before,
             not_after,
@@ -218,5 +219,5 @@ fn client_verifier(
     WebPkiClientVerifier::builder_with_provider(roots, provider)
         .allow_unauthenticated()
         .build()
-        .map_err(|e| invalid(WHAT, e))
+        .map_err(|e| invalid(CA_CERTIFICATE, e))
 }
