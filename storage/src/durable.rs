@@ -76,10 +76,23 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
             },
             // Made meanwhile by someone else, who syncs it.
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            // A file (or a link to one) where a directory belongs: say so, not "File exists".
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(not_a_directory(path))
+            }
             Err(error) => return Err(error),
         }
     }
     Ok(())
+}
+
+/// The error for something other than a directory (a file, a dangling link) at `path`, where a
+/// directory was to be made or found.
+fn not_a_directory(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotADirectory,
+        format!("{} exists and is not a directory", path.display()),
+    )
 }
 
 /// Replaces the file at `path` with `contents`, all or nothing even across a power failure: they
@@ -248,10 +261,15 @@ mod tests {
                 .is_symlink());
             assert_eq!(fs::read(&file).expect("read"), b"fourth");
         }
-        assert!(
-            create_dir_durable(&file.join("below")).is_err(),
-            "a file is in the way"
-        );
+        for (wanted, in_the_way) in [(file.clone(), &file), (file.join("below/more"), &file)] {
+            let error = create_dir_durable(&wanted).expect_err("a file is in the way");
+            assert_eq!(error.kind(), io::ErrorKind::NotADirectory, "{wanted:?}");
+            assert_eq!(
+                error.to_string(),
+                format!("{} exists and is not a directory", in_the_way.display()),
+                "names the file in the way, not \"File exists\""
+            );
+        }
         assert!(replace_file(&root.path().join("missing/x"), b"x", false).is_err());
     }
 }
