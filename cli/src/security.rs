@@ -123,12 +123,29 @@ pub fn certs(args: &CertsArgs) -> ExitCode {
             for path in &written.kept {
                 println!("kept  {} (already there)", path.display());
             }
+            for note in &written.notes {
+                println!("note: {note}");
+            }
             let dir = args.out.display();
+            let tokens = certs::tokens_path(&args.out).exists();
+            let (auth, token) = if tokens {
+                (
+                    format!(" --auth-tokens {dir}/tokens.toml"),
+                    format!(" --token-file {dir}/admin.token"),
+                )
+            } else {
+                (String::new(), String::new())
+            };
             println!(
                 "\nStart node N with: raftor serve ... --tls-ca {dir}/ca.pem --tls-cert {dir}/node-N.pem \
-                 --tls-key {dir}/node-N-key.pem --auth-tokens {dir}/tokens.toml\n\
-                 Talk to it with:   raftor status --ca {dir}/ca.pem --token-file {dir}/admin.token\n\
-                 Keep ca-key.pem, the node keys and the .token files secret."
+                 --tls-key {dir}/node-N-key.pem{auth}\n\
+                 Talk to it with:   raftor status --ca {dir}/ca.pem{token}\n\
+                 Keep {} secret.",
+                if tokens {
+                    "ca-key.pem, the node keys and the .token files"
+                } else {
+                    "ca-key.pem and the node keys"
+                }
             );
             ExitCode::SUCCESS
         }

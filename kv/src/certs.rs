@@ -4,12 +4,14 @@
 //!
 //! Certificates are ECDSA P-256 (rcgen, ring). A directory that already holds a CA keeps it: only
 //! the files missing are written, so nodes can be added to a cluster later, and nothing is ever
-//! overwritten.
+//! overwritten. A kept CA may be one of the operator's own (any name, key and key identifier): the
+//! certificates it signs name it as it names itself, end no later than it does, and are refused
+//! while it is not valid or when its key is not the key of a certificate in its file.
 
 use crate::auth::{new_token, write_private, Role, TokensFile};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, PublicKeyData,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,6 +64,8 @@ pub struct CertsPlan {
 pub struct CertsWritten {
     pub written: Vec<PathBuf>,
     pub kept: Vec<PathBuf>,
+    /// What the operator should know of what was made (a certificate cut short by its CA).
+    pub notes: Vec<String>,
 }
 
 /// The file names in a credentials directory.
@@ -134,11 +138,21 @@ fn ca_params(not_before: OffsetDateTime, not_after: OffsetDateTime) -> Certifica
     params
 }
 
+/// A moment as nodes give certificates' dates: `Mon, 07 Dec 2026 16:00:00 GMT` (a date before
+/// 1970 as 1970's first second, as nodes read it).
+fn date(moment: OffsetDateTime) -> String {
+    httpdate::fmt_http_date(moment.max(OffsetDateTime::UNIX_EPOCH).into())
+}
+
 /// A CA able to sign node certificates.
 pub struct Ca {
+    /// The CA's name, key identifier and key usages as its certificate gives them, with its key.
     issuer: Issuer<'static, KeyPair>,
-    /// The CA certificate, PEM.
+    /// The CA certificate, PEM (for a kept CA, its whole file: during a move to a new CA it may
+    /// hold both).
     pub cert_pem: String,
+    /// The last moment the CA certificate is valid: nothing it signs is trusted after it.
+    not_after: OffsetDateTime,
 }
 
 impl Ca {
@@ -159,22 +173,86 @@ impl Ca {
         Ok(Ca {
             cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
+            not_after,
         })
     }
 
-    /// The CA kept in `dir` (its certificate and key, as [`make`] wrote them).
+    /// The CA kept in `dir`: its key, and the certificate of its CA file that holds that key
+    /// (one of two during a move to a new CA), which must be valid now. The certificates it
+    /// signs take the issuer's name and key identifier from that certificate, so a CA of the
+    /// operator's own, named otherwise than [`make`]'s, signs certificates that chain to it.
     pub fn read(dir: &Path) -> Result<Ca, CertsError> {
         let read = |path: PathBuf| {
             std::fs::read_to_string(&path).map_err(|source| CertsError::Read { path, source })
         };
-        let cert_pem = read(ca_cert_path(dir))?;
-        let key = KeyPair::from_pem(&read(ca_key_path(dir))?).map_err(certificate_error)?;
-        let (not_before, not_after) = validity(1);
+        let (cert_path, key_path) = (ca_cert_path(dir), ca_key_path(dir));
+        let cert_pem = read(cert_path.clone())?;
+        let key = KeyPair::from_pem(&read(key_path.clone())?).map_err(|e| {
+            CertsError::Certificate(format!(
+                "{path}: cannot read the CA's private key ({e}): it must be unencrypted PKCS#8 \
+                 PEM (\"BEGIN PRIVATE KEY\"; ECDSA P-256 or P-384, Ed25519 or RSA); convert \
+                 another with `openssl pkcs8 -topk8 -nocrypt -in {path} -out {path}.pkcs8` and \
+                 put that in its place",
+                path = key_path.display()
+            ))
+        })?;
+        let certificates = raftor_actors::network::tls::certificates_from_pem(
+            &cert_path.display().to_string(),
+            cert_pem.as_bytes(),
+        )
+        .map_err(certificate_error)?;
+        let spki = key.subject_public_key_info();
+        let mut found = None;
+        for certificate in &certificates {
+            let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref())
+                .map_err(|e| CertsError::Certificate(format!("{}: {e}", cert_path.display())))?;
+            if parsed.public_key().raw == spki.as_slice() {
+                let validity = parsed.validity();
+                found = Some((
+                    certificate,
+                    validity.not_before.to_datetime(),
+                    validity.not_after.to_datetime(),
+                ));
+                break;
+            }
+        }
+        let Some((certificate, not_before, not_after)) = found else {
+            return Err(CertsError::Certificate(format!(
+                "{} is not the key of the certificate in {}{}: keep a CA's certificate and key \
+                 together, or move both away to make a new CA",
+                key_path.display(),
+                cert_path.display(),
+                if certificates.len() > 1 {
+                    " (nor of any of its certificates)"
+                } else {
+                    ""
+                }
+            )));
+        };
+        let now = OffsetDateTime::now_utc();
+        if now < not_before || now > not_after {
+            return Err(CertsError::Certificate(format!(
+                "the CA certificate in {} is not valid now (valid from {} until {}): nodes and \
+                 clients would refuse what it signs. Move ca.pem and ca-key.pem away and run \
+                 again to make a new CA, then move the cluster to it (README, Security)",
+                cert_path.display(),
+                date(not_before),
+                date(not_after)
+            )));
+        }
+        let issuer = Issuer::from_ca_cert_der(certificate, key).map_err(|e| {
+            CertsError::Certificate(format!("{}: cannot sign with it: {e}", cert_path.display()))
+        })?;
         Ok(Ca {
             cert_pem,
-            // The issuer's dates are not the certificates' it signs: any will do.
-            issuer: Issuer::new(ca_params(not_before, not_after), key),
+            issuer,
+            not_after,
         })
+    }
+
+    /// The last moment the CA certificate is valid.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
     }
 
     /// The CA's private key, PEM.
@@ -182,13 +260,27 @@ impl Ca {
         self.issuer.key().serialize_pem()
     }
 
-    /// A certificate for node `id` valid for `days`, naming `node-<id>.raftor` and `names`
-    /// (DNS names or IP addresses), for both serving and dialling: (certificate, key), PEM.
+    /// A certificate for node `id` valid from an hour ago for `days`, or until the CA's own end
+    /// if that comes first (nothing trusts it after), naming `node-<id>.raftor` and `names` (DNS
+    /// names or IP addresses), for both serving and dialling: (certificate, key), PEM.
     pub fn issue_node(
         &self,
         id: u64,
         names: &[String],
         days: u32,
+    ) -> Result<(String, String), CertsError> {
+        let (not_before, not_after) = validity(days);
+        self.issue_node_valid(id, names, not_before, not_after.min(self.not_after))
+    }
+
+    /// [`Ca::issue_node`]'s certificate valid from `not_before` to `not_after` as given, even
+    /// outside the CA's own validity (for tests of what nodes make of such a certificate).
+    pub fn issue_node_valid(
+        &self,
+        id: u64,
+        names: &[String],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
     ) -> Result<(String, String), CertsError> {
         let mut all = vec![
             raftor_actors::network::tls::node_name(raftor_core::NodeId(id)),
@@ -201,11 +293,11 @@ impl Ca {
                 all.push(name.clone());
             }
         }
-        self.issue(&format!("raftor node {id}"), all, days)
+        self.issue_valid(&format!("raftor node {id}"), all, not_before, not_after)
     }
 
-    /// A certificate naming `names`, signed by this CA, valid from an hour ago for `days`:
-    /// (certificate, key), PEM.
+    /// A certificate naming `names`, signed by this CA, valid from an hour ago for `days`, or
+    /// until the CA's own end if that comes first: (certificate, key), PEM.
     pub fn issue(
         &self,
         common_name: &str,
@@ -213,7 +305,12 @@ impl Ca {
         days: u32,
     ) -> Result<(String, String), CertsError> {
         let (not_before, not_after) = validity(days);
-        self.issue_valid(common_name, names, not_before, not_after)
+        self.issue_valid(
+            common_name,
+            names,
+            not_before,
+            not_after.min(self.not_after),
+        )
     }
 
     /// A certificate naming `names`, signed by this CA, valid from `not_before` to `not_after`
@@ -261,7 +358,22 @@ pub fn make(plan: &CertsPlan) -> Result<CertsWritten, CertsError> {
     let mut written = CertsWritten::default();
     let ca = if ca_cert_path(dir).exists() && ca_key_path(dir).exists() {
         written.kept.push(ca_cert_path(dir));
-        Ca::read(dir)?
+        let ca = Ca::read(dir)?;
+        let (_, wanted) = validity(plan.days);
+        if ca.not_after() < wanted
+            && plan
+                .nodes
+                .keys()
+                .any(|id| !node_cert_path(dir, *id).exists())
+        {
+            written.notes.push(format!(
+                "the kept CA is valid only until {}: the certificates written now end then, \
+                 not in {} days; make a new CA and move the cluster to it before that",
+                date(ca.not_after()),
+                plan.days.max(1)
+            ));
+        }
+        ca
     } else {
         let ca = Ca::generate(plan.days.max(1).saturating_mul(10))?;
         write_public(&ca_cert_path(dir), &ca.cert_pem, &mut written)?;
@@ -354,5 +466,155 @@ mod tests {
         let kept = Ca::read(dir.path()).expect("read");
         let (renewed, _) = kept.issue_node(2, &[], 30).expect("issue");
         assert_eq!(authority_key_id(&renewed), subject_key_id(&old.cert_pem));
+    }
+
+    fn plan(dir: &Path, days: u32) -> CertsPlan {
+        CertsPlan {
+            out: dir.to_owned(),
+            nodes: [(1, Vec::new()), (2, Vec::new())].into_iter().collect(),
+            days,
+            tokens: false,
+        }
+    }
+
+    /// A node's certificate as a node loads it: signed by the CA file's CA, naming the node.
+    fn node_loads(dir: &Path, id: u64) -> Result<(), String> {
+        let read = |path: PathBuf| std::fs::read(path).expect("read");
+        raftor_actors::network::tls::NodeTls::from_pem(
+            raftor_core::NodeId(id),
+            &read(ca_cert_path(dir)),
+            &read(node_cert_path(dir, id)),
+            &read(node_key_path(dir, id)),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    /// A certificate's `notAfter`.
+    fn not_after(certificate: &str) -> OffsetDateTime {
+        let der = der(certificate);
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).expect("parsed");
+        parsed.validity().not_after.to_datetime()
+    }
+
+    /// A CA of the operator's own, kept in the directory: another name than `raftor certs`
+    /// gives, a key identifier of its own (OpenSSL's SHA-1 kind), valid for `days_left` more.
+    fn own_ca(dir: &Path, days_left: i64) -> (String, Vec<u8>) {
+        let key = KeyPair::generate().expect("key");
+        let now = OffsetDateTime::now_utc();
+        let mut params = ca_params(now - TimeSpan::days(1), now + TimeSpan::days(days_left));
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "My Corp");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "My Corp Root CA");
+        let key_id = vec![0xab; 20];
+        params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(key_id.clone());
+        let cert = params.self_signed(&key).expect("CA").pem();
+        std::fs::write(ca_cert_path(dir), &cert).expect("write");
+        std::fs::write(ca_key_path(dir), key.serialize_pem()).expect("write");
+        (cert, key_id)
+    }
+
+    /// A kept CA named otherwise than `raftor certs` names its own signs node certificates that
+    /// nodes load: issued under its own name and key identifier (they named `raftor cluster CA`
+    /// and a SHA-256 identifier of the key, and chained to nothing).
+    #[test]
+    fn a_kept_ca_of_the_operators_own_signs_certificates_that_chain_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, key_id) = own_ca(dir.path(), 365);
+        let written = make(&plan(dir.path(), 30)).expect("made");
+        assert!(written.notes.is_empty(), "{:?}", written.notes);
+        for id in [1, 2] {
+            node_loads(dir.path(), id).expect("the node's certificate chains to the kept CA");
+            let certificate =
+                std::fs::read_to_string(node_cert_path(dir.path(), id)).expect("read");
+            assert_eq!(authority_key_id(&certificate), key_id);
+        }
+    }
+
+    /// A certificate cannot outlive its CA: one asked for longer ends with the CA, and the
+    /// summary says so.
+    #[test]
+    fn certificates_end_no_later_than_the_kept_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, _) = own_ca(dir.path(), 5);
+        let written = make(&plan(dir.path(), 30)).expect("made");
+        let certificate = std::fs::read_to_string(node_cert_path(dir.path(), 1)).expect("read");
+        assert_eq!(not_after(&certificate), not_after(&ca));
+        assert_eq!(written.notes.len(), 1, "{:?}", written.notes);
+        assert!(
+            written.notes[0].contains("valid only until"),
+            "{}",
+            written.notes[0]
+        );
+        node_loads(dir.path(), 1).expect("loads");
+    }
+
+    /// A kept CA that is not valid now, or whose key is not its certificate's, signs nothing:
+    /// the error says why, and no node file is written.
+    #[test]
+    fn a_kept_ca_that_is_not_valid_or_not_whole_signs_nothing() {
+        let now = OffsetDateTime::now_utc();
+        let expired =
+            Ca::generate_valid(now - TimeSpan::days(20), now - TimeSpan::days(10)).expect("CA");
+        let later =
+            Ca::generate_valid(now + TimeSpan::days(10), now + TimeSpan::days(20)).expect("CA");
+        let other = Ca::generate(30).expect("CA");
+        for (ca_file, key, wanted) in [
+            (&expired, &expired, "is not valid now (valid from"),
+            (&later, &later, "is not valid now (valid from"),
+            (&expired, &other, "is not the key of the certificate in"),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(ca_cert_path(dir.path()), &ca_file.cert_pem).expect("write");
+            std::fs::write(ca_key_path(dir.path()), key.key_pem()).expect("write");
+            let error = make(&plan(dir.path(), 30))
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains(wanted), "{error}");
+            assert!(!node_cert_path(dir.path(), 1).exists());
+            assert!(!node_key_path(dir.path(), 1).exists());
+        }
+    }
+
+    /// During a move to a new CA the directory's CA file may hold both CA certificates: the
+    /// kept key's own signs, whichever comes first.
+    #[test]
+    fn a_ca_file_holding_two_cas_signs_with_the_keys_own() {
+        let old = Ca::generate(30).expect("CA");
+        let new = Ca::generate(30).expect("CA");
+        for (both, key) in [
+            (format!("{}{}", old.cert_pem, new.cert_pem), &new),
+            (format!("{}{}", new.cert_pem, old.cert_pem), &old),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(ca_cert_path(dir.path()), both).expect("write");
+            std::fs::write(ca_key_path(dir.path()), key.key_pem()).expect("write");
+            make(&plan(dir.path(), 30)).expect("made");
+            let certificate = std::fs::read_to_string(node_cert_path(dir.path(), 1)).expect("read");
+            assert_eq!(
+                authority_key_id(&certificate),
+                subject_key_id(&key.cert_pem)
+            );
+            node_loads(dir.path(), 1).expect("loads with both CAs trusted");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            ca_cert_path(dir.path()),
+            format!("{}{}", old.cert_pem, new.cert_pem),
+        )
+        .expect("write");
+        std::fs::write(
+            ca_key_path(dir.path()),
+            Ca::generate(30).expect("CA").key_pem(),
+        )
+        .expect("write");
+        let error = make(&plan(dir.path(), 30))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("nor of any of its certificates"), "{error}");
     }
 }

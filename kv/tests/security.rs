@@ -1130,6 +1130,20 @@ async fn a_nodes_certificate_expiry_is_a_metric_that_follows_renewals() {
     cluster.shutdown().await;
 }
 
+/// A certificate for node `id` from `ca`, valid from an hour ago for 30 days whatever the CA's
+/// own dates (`Ca::issue_node` would end it with its CA): what nodes make of a CA outside its
+/// validity must not rest on the certificate's own dates.
+fn past_its_ca(ca: &Ca, id: u64) -> (String, String) {
+    let now = time::OffsetDateTime::now_utc();
+    ca.issue_node_valid(
+        id,
+        &[],
+        now - time::Duration::hours(1),
+        now + time::Duration::days(30),
+    )
+    .expect("issue")
+}
+
 /// webpki checks no trust anchor's dates; a node does, as Go's `crypto/x509` (so etcd) and
 /// OpenSSL do: a CA file whose certificates have all expired is refused at start with a clear
 /// error, an expired CA certificate beside a valid one signs nothing trusted, and the valid one
@@ -1142,7 +1156,7 @@ fn an_expired_ca_certificate_is_refused_and_trusts_nothing() {
         now - time::Duration::days(1),
     )
     .expect("CA");
-    let (cert, key) = expired.issue_node(1, &[], 30).expect("issue");
+    let (cert, key) = past_its_ca(&expired, 1);
     let error = NodeTls::from_pem(
         NodeId(1),
         expired.cert_pem.as_bytes(),
@@ -1160,7 +1174,7 @@ fn an_expired_ca_certificate_is_refused_and_trusts_nothing() {
         now + time::Duration::days(60),
     )
     .expect("CA");
-    let (cert, key) = not_yet.issue_node(1, &[], 30).expect("issue");
+    let (cert, key) = past_its_ca(&not_yet, 1);
     let error = NodeTls::from_pem(
         NodeId(1),
         not_yet.cert_pem.as_bytes(),
@@ -1176,7 +1190,7 @@ fn an_expired_ca_certificate_is_refused_and_trusts_nothing() {
     let (cert, key) = valid.issue_node(1, &[], 30).expect("issue");
     NodeTls::from_pem(NodeId(1), both.as_bytes(), cert.as_bytes(), key.as_bytes())
         .expect("the valid CA's certificate loads");
-    let (cert, key) = expired.issue_node(1, &[], 30).expect("issue");
+    let (cert, key) = past_its_ca(&expired, 1);
     let error = NodeTls::from_pem(NodeId(1), both.as_bytes(), cert.as_bytes(), key.as_bytes())
         .expect_err("the expired CA's certificate is refused")
         .to_string();
@@ -1209,7 +1223,7 @@ async fn connections_close_once_their_ca_certificate_expires() {
         cert: dir.path().join("node-1.pem"),
         key: dir.path().join("node-1-key.pem"),
     };
-    let (cert, key) = ca.issue_node(1, &[], 30).expect("issue");
+    let (cert, key) = past_its_ca(&ca, 1);
     std::fs::write(&files.ca, &ca.cert_pem).expect("write");
     std::fs::write(&files.cert, cert).expect("write");
     std::fs::write(&files.key, key).expect("write");
@@ -1260,7 +1274,7 @@ async fn a_client_trusts_a_ca_certificate_only_while_it_is_valid() {
         ClientTls::from_ca_pem(format!("{}{}", expired.cert_pem, valid.cert_pem).as_bytes())
             .expect("a CA file with a valid CA");
     let handshakes = |ca: &Ca| {
-        let (cert, key) = ca.issue_node(1, &[], 30).expect("issue");
+        let (cert, key) = past_its_ca(ca, 1);
         let client = client.clone();
         async move {
             let server = tls_server(&cert, &key).await;
