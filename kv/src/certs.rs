@@ -2,7 +2,8 @@
 //! every node (naming it `node-<id>.raftor`, with the host names and addresses clients reach it
 //! at), and a token of each role with the tokens file the nodes check them against.
 //!
-//! Certificates are ECDSA P-256 (rcgen, ring). A directory that already holds a CA keeps it: only
+//! Certificates are ECDSA P-256 (rcgen, ring; a kept CA's key may be another kind rcgen signs
+//! with: P-384, Ed25519, RSA). A directory that already holds a CA keeps it: only
 //! the files missing are written, so nodes can be added to a cluster later, and nothing is ever
 //! overwritten. A kept CA may be one of the operator's own (any name, key and key identifier): the
 //! certificates it signs name it as it names itself, end no later than it does, and are refused
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 use time::{Duration as TimeSpan, OffsetDateTime};
 
-/// The CA's subject: fixed, so a CA kept in a directory signs new certificates as it did the first.
+/// The subject of every CA `raftor certs` makes (a kept CA signs in its own certificate's name).
 const CA_NAME: &str = "raftor cluster CA";
 
 #[derive(Debug, Error)]
@@ -178,14 +179,19 @@ impl Ca {
     }
 
     /// The CA kept in `dir`: its key, and the certificate of its CA file that holds that key
-    /// (one of two during a move to a new CA), which must be valid now. The certificates it
-    /// signs take the issuer's name and key identifier from that certificate, so a CA of the
-    /// operator's own, named otherwise than [`make`]'s, signs certificates that chain to it.
+    /// (one of two during a move to a new CA; of several with that key, the one valid now that
+    /// ends last), which must be a CA certificate valid now. The certificates it signs take the
+    /// issuer's name and key identifier from that certificate, so a CA of the operator's own,
+    /// named otherwise than [`make`]'s, signs certificates that chain to it; a name rcgen cannot
+    /// write again byte for byte is refused rather than signed under.
     pub fn read(dir: &Path) -> Result<Ca, CertsError> {
         let read = |path: PathBuf| {
             std::fs::read_to_string(&path).map_err(|source| CertsError::Read { path, source })
         };
         let (cert_path, key_path) = (ca_cert_path(dir), ca_key_path(dir));
+        let refuse = |reason: String| {
+            CertsError::Certificate(format!("the CA in {}: {reason}", cert_path.display()))
+        };
         let cert_pem = read(cert_path.clone())?;
         let key = KeyPair::from_pem(&read(key_path.clone())?).map_err(|e| {
             CertsError::Certificate(format!(
@@ -202,23 +208,64 @@ impl Ca {
         )
         .map_err(certificate_error)?;
         let spki = key.subject_public_key_info();
-        let mut found = None;
-        for certificate in &certificates {
-            let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref())
-                .map_err(|e| CertsError::Certificate(format!("{}: {e}", cert_path.display())))?;
-            if parsed.public_key().raw == spki.as_slice() {
-                let validity = parsed.validity();
-                found = Some((
-                    certificate,
-                    validity.not_before.to_datetime(),
-                    validity.not_after.to_datetime(),
-                ));
-                break;
+        let now = OffsetDateTime::now_utc();
+        // The key's certificates, as (certificate, notBefore, notAfter); those that cannot be
+        // read are named only if none is the key's (an odd certificate beside the CA is no
+        // reason to refuse it).
+        let (mut holding, mut unreadable) = (Vec::new(), Vec::new());
+        for (position, certificate) in certificates.iter().enumerate() {
+            match x509_parser::parse_x509_certificate(certificate.as_ref()) {
+                Ok((_, parsed)) if parsed.public_key().raw == spki.as_slice() => {
+                    if !parsed.is_ca() {
+                        return Err(refuse(format!(
+                            "certificate {} holds ca-key.pem's key but is not a CA certificate \
+                             (its basic constraints do not say CA:TRUE)",
+                            position + 1
+                        )));
+                    }
+                    if let Ok(Some(usage)) = parsed.key_usage() {
+                        if !usage.value.key_cert_sign() {
+                            return Err(refuse(format!(
+                                "certificate {} holds ca-key.pem's key but its key usage does \
+                                 not allow signing certificates (keyCertSign)",
+                                position + 1
+                            )));
+                        }
+                    }
+                    let validity = parsed.validity();
+                    holding.push((
+                        certificate,
+                        validity.not_before.to_datetime(),
+                        validity.not_after.to_datetime(),
+                        parsed.subject().as_raw().to_vec(),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => unreadable.push(format!("certificate {}: {e}", position + 1)),
             }
         }
-        let Some((certificate, not_before, not_after)) = found else {
+        let valid_now =
+            |(_, not_before, not_after, _): &&(_, OffsetDateTime, OffsetDateTime, _)| {
+                *not_before <= now && now <= *not_after
+            };
+        let chosen = holding
+            .iter()
+            .filter(valid_now)
+            .max_by_key(|(_, _, not_after, _)| *not_after);
+        let Some((certificate, _, not_after, subject)) = chosen else {
+            if let Some((_, not_before, not_after, _)) =
+                holding.iter().max_by_key(|(_, _, not_after, _)| *not_after)
+            {
+                return Err(refuse(format!(
+                    "its certificate is not valid now (valid from {} until {}): nodes and \
+                     clients would refuse what it signs. Move ca.pem and ca-key.pem away and run \
+                     again to make a new CA, then move the cluster to it (README, Security)",
+                    date(*not_before),
+                    date(*not_after)
+                )));
+            }
             return Err(CertsError::Certificate(format!(
-                "{} is not the key of the certificate in {}{}: keep a CA's certificate and key \
+                "{} is not the key of the certificate in {}{}{}: keep a CA's certificate and key \
                  together, or move both away to make a new CA",
                 key_path.display(),
                 cert_path.display(),
@@ -226,28 +273,44 @@ impl Ca {
                     " (nor of any of its certificates)"
                 } else {
                     ""
+                },
+                if unreadable.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} could not be read: {})",
+                        unreadable.len(),
+                        unreadable.join("; ")
+                    )
                 }
             )));
         };
-        let now = OffsetDateTime::now_utc();
-        if now < not_before || now > not_after {
-            return Err(CertsError::Certificate(format!(
-                "the CA certificate in {} is not valid now (valid from {} until {}): nodes and \
-                 clients would refuse what it signs. Move ca.pem and ca-key.pem away and run \
-                 again to make a new CA, then move the cluster to it (README, Security)",
-                cert_path.display(),
-                date(not_before),
-                date(not_after)
-            )));
-        }
-        let issuer = Issuer::from_ca_cert_der(certificate, key).map_err(|e| {
-            CertsError::Certificate(format!("{}: cannot sign with it: {e}", cert_path.display()))
-        })?;
-        Ok(Ca {
+        let issuer = Issuer::from_ca_cert_der(certificate, key)
+            .map_err(|e| refuse(format!("cannot sign in its name: {e}")))?;
+        let ca = Ca {
             cert_pem,
             issuer,
-            not_after,
-        })
+            not_after: *not_after,
+        };
+        // A certificate chains to its CA only if it names the CA byte for byte; rcgen writes the
+        // name again from its parts, and cannot for every name (two values of one attribute, as
+        // in DC=com, DC=example, keep only the last). A certificate made now shows whether it can.
+        let (probe, _) = ca.issue_valid("raftor certs probe", Vec::new(), now, now)?;
+        let probe = raftor_actors::network::tls::certificates_from_pem("probe", probe.as_bytes())
+            .map_err(certificate_error)?;
+        let issuer_named = x509_parser::parse_x509_certificate(probe[0].as_ref())
+            .map(|(_, parsed)| parsed.issuer().as_raw() == subject.as_slice())
+            .unwrap_or(false);
+        if !issuer_named {
+            return Err(refuse(
+                "its name (subject) cannot be written again exactly as it is (rcgen keeps one \
+                 value of each attribute type, and the usual string types), so what it signed \
+                 would chain to nothing: sign the node certificates with your own tools (each \
+                 must name node-<id>.raftor, for server and client use)"
+                    .to_owned(),
+            ));
+        }
+        Ok(ca)
     }
 
     /// The last moment the CA certificate is valid.
@@ -356,6 +419,24 @@ pub fn make(plan: &CertsPlan) -> Result<CertsWritten, CertsError> {
         source,
     })?;
     let mut written = CertsWritten::default();
+    // One of the two without the other is an operator's CA half put in place (a key saved under
+    // another name): writing a new CA would replace their certificate.
+    match (ca_cert_path(dir).exists(), ca_key_path(dir).exists()) {
+        (true, false) | (false, true) => {
+            let (there, missing) = if ca_cert_path(dir).exists() {
+                (ca_cert_path(dir), ca_key_path(dir))
+            } else {
+                (ca_key_path(dir), ca_cert_path(dir))
+            };
+            return Err(CertsError::Certificate(format!(
+                "{} is there but {} is not: a kept CA needs both (its certificate, and its key as \
+                 unencrypted PKCS#8 PEM); move the one away to make a new CA",
+                there.display(),
+                missing.display()
+            )));
+        }
+        _ => {}
+    }
     let ca = if ca_cert_path(dir).exists() && ca_key_path(dir).exists() {
         written.kept.push(ca_cert_path(dir));
         let ca = Ca::read(dir)?;
@@ -578,6 +659,129 @@ mod tests {
             assert!(!node_cert_path(dir.path(), 1).exists());
             assert!(!node_key_path(dir.path(), 1).exists());
         }
+    }
+
+    /// PEM text of DER bytes.
+    fn pem(der: &[u8]) -> String {
+        use base64::Engine;
+        let text = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = text
+            .as_bytes()
+            .chunks(64)
+            .map(|line| std::str::from_utf8(line).expect("base64"))
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// What a kept CA cannot sign for is refused, and nothing is written or replaced: a name
+    /// rcgen would write otherwise (two values of one attribute type), a certificate that is
+    /// not a CA's, a CA certificate without its key or a key without its certificate.
+    #[test]
+    fn a_kept_ca_is_refused_when_what_it_signs_would_not_chain() {
+        let now = OffsetDateTime::now_utc();
+        let key = KeyPair::generate().expect("key");
+        let mut params = ca_params(now - TimeSpan::days(1), now + TimeSpan::days(30));
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "example");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, "example");
+        let der = params.self_signed(&key).expect("CA").der().to_vec();
+        // O=example becomes a second OU=example, in the subject and the issuer alike (no one
+        // checks a kept CA's own signature: neither this tool nor webpki, for an anchor).
+        let (organization, unit) = (
+            [0x06, 0x03, 0x55, 0x04, 0x0a],
+            [0x06, 0x03, 0x55, 0x04, 0x0b],
+        );
+        let mut twice = der.clone();
+        let mut at = 0;
+        while let Some(found) = twice[at..].windows(5).position(|w| w == organization) {
+            twice[at + found..at + found + 5].copy_from_slice(&unit);
+            at += found + 5;
+        }
+        assert_ne!(twice, der);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(ca_cert_path(dir.path()), pem(&twice)).expect("write");
+        std::fs::write(ca_key_path(dir.path()), key.serialize_pem()).expect("write");
+        let error = make(&plan(dir.path(), 30))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("cannot be written again"), "{error}");
+        assert!(!node_cert_path(dir.path(), 1).exists());
+
+        // Not a CA's certificate: a node's, with its key.
+        let ca = Ca::generate(30).expect("CA");
+        let (certificate, node_key) = ca.issue_node(7, &[], 30).expect("issue");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(ca_cert_path(dir.path()), &certificate).expect("write");
+        std::fs::write(ca_key_path(dir.path()), node_key).expect("write");
+        let error = make(&plan(dir.path(), 30))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("is not a CA certificate"), "{error}");
+
+        // Half a CA: nothing is made, and the half there is left as it was.
+        for half in [ca_cert_path, ca_key_path] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(half(dir.path()), "as the operator left it").expect("write");
+            let error = make(&plan(dir.path(), 30))
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains("a kept CA needs both"), "{error}");
+            assert_eq!(
+                std::fs::read_to_string(half(dir.path())).expect("read"),
+                "as the operator left it"
+            );
+            assert!(!node_cert_path(dir.path(), 1).exists());
+        }
+    }
+
+    /// Of two certificates of the kept key, the one valid now signs, whichever comes first; a
+    /// certificate that cannot be read beside it is passed over, and named if the key is no
+    /// certificate's.
+    #[test]
+    fn the_kept_keys_certificate_valid_now_signs_whatever_else_the_file_holds() {
+        let now = OffsetDateTime::now_utc();
+        let key = KeyPair::generate().expect("key");
+        let reissued = |from: OffsetDateTime, until: OffsetDateTime| {
+            ca_params(from, until).self_signed(&key).expect("CA").pem()
+        };
+        let expired = reissued(now - TimeSpan::days(60), now - TimeSpan::days(1));
+        let current = reissued(now - TimeSpan::days(1), now + TimeSpan::days(400));
+        let junk = pem(b"not a certificate at all");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(ca_cert_path(dir.path()), format!("{expired}{current}")).expect("write");
+        std::fs::write(ca_key_path(dir.path()), key.serialize_pem()).expect("write");
+        let written = make(&plan(dir.path(), 30)).expect("made");
+        assert!(written.notes.is_empty(), "{:?}", written.notes);
+        node_loads(dir.path(), 1).expect("loads");
+
+        // (A node refuses a CA file with a certificate it cannot read; this tool signs anyway.)
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(ca_cert_path(dir.path()), format!("{junk}{current}")).expect("write");
+        std::fs::write(ca_key_path(dir.path()), key.serialize_pem()).expect("write");
+        make(&plan(dir.path(), 30)).expect("made");
+        assert!(node_cert_path(dir.path(), 1).exists());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(ca_cert_path(dir.path()), format!("{junk}{current}")).expect("write");
+        std::fs::write(
+            ca_key_path(dir.path()),
+            KeyPair::generate().expect("key").serialize_pem(),
+        )
+        .expect("write");
+        let error = make(&plan(dir.path(), 30))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("1 could not be read: certificate 1"),
+            "{error}"
+        );
     }
 
     /// During a move to a new CA the directory's CA file may hold both CA certificates: the

@@ -1238,7 +1238,7 @@ async fn connections_close_once_their_ca_certificate_expires() {
         ca_not_after.unix_timestamp(),
         "the node's certificate is good until its CA's expiry, to the second"
     );
-    let (cert_2, key_2) = ca.issue_node(2, &[], 30).expect("issue");
+    let (cert_2, key_2) = past_its_ca(&ca, 2);
     let member_2 = tls_server_with(&cert_2, &key_2, true).await;
     let connection = client_connection_to_member_2(&tls, member_2)
         .await
