@@ -209,9 +209,9 @@ impl Ca {
         .map_err(certificate_error)?;
         let spki = key.subject_public_key_info();
         let now = OffsetDateTime::now_utc();
-        // The key's certificates, as (certificate, notBefore, notAfter); those that cannot be
-        // read are named only if none is the key's (an odd certificate beside the CA is no
-        // reason to refuse it).
+        // The key's certificates, as (certificate, notBefore, notAfter, subject as written);
+        // those that cannot be read are named only if none is the key's (an odd certificate
+        // beside the CA is no reason to refuse it).
         let (mut holding, mut unreadable) = (Vec::new(), Vec::new());
         for (position, certificate) in certificates.iter().enumerate() {
             match x509_parser::parse_x509_certificate(certificate.as_ref()) {
