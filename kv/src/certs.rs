@@ -359,23 +359,6 @@ impl Ca {
         self.issue_valid(&format!("raftor node {id}"), all, not_before, not_after)
     }
 
-    /// A certificate naming `names`, signed by this CA, valid from an hour ago for `days`, or
-    /// until the CA's own end if that comes first: (certificate, key), PEM.
-    pub fn issue(
-        &self,
-        common_name: &str,
-        names: Vec<String>,
-        days: u32,
-    ) -> Result<(String, String), CertsError> {
-        let (not_before, not_after) = validity(days);
-        self.issue_valid(
-            common_name,
-            names,
-            not_before,
-            not_after.min(self.not_after),
-        )
-    }
-
     /// A certificate naming `names`, signed by this CA, valid from `not_before` to `not_after`
     /// (an expired one, for tests): (certificate, key), PEM.
     pub fn issue_valid(
@@ -533,7 +516,6 @@ mod tests {
     /// made or read back from its directory to sign a renewal.
     #[test]
     fn a_node_certificate_names_its_cas_key() {
-        let dir = tempfile::tempdir().expect("tempdir");
         let old = Ca::generate(30).expect("CA");
         let new = Ca::generate(30).expect("CA");
         assert_ne!(subject_key_id(&old.cert_pem), subject_key_id(&new.cert_pem));
@@ -542,10 +524,9 @@ mod tests {
             authority_key_id(&certificate),
             subject_key_id(&new.cert_pem)
         );
-        std::fs::write(ca_cert_path(dir.path()), &old.cert_pem).expect("write");
-        std::fs::write(ca_key_path(dir.path()), old.key_pem()).expect("write");
-        let kept = Ca::read(dir.path()).expect("read");
-        let (renewed, _) = kept.issue_node(2, &[], 30).expect("issue");
+        let dir = kept(&old.cert_pem, &old.key_pem());
+        let read_back = Ca::read(dir.path()).expect("read");
+        let (renewed, _) = read_back.issue_node(2, &[], 30).expect("issue");
         assert_eq!(authority_key_id(&renewed), subject_key_id(&old.cert_pem));
     }
 
@@ -578,25 +559,39 @@ mod tests {
         parsed.validity().not_after.to_datetime()
     }
 
-    /// A CA of the operator's own, kept in the directory: another name than `raftor certs`
-    /// gives, a key identifier of its own (OpenSSL's SHA-1 kind), valid for `days_left` more.
-    fn own_ca(dir: &Path, days_left: i64) -> (String, Vec<u8>) {
-        let key = KeyPair::generate().expect("key");
+    /// A directory holding `certificate` and `key` as its kept CA.
+    fn kept(certificate: &str, key: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(ca_cert_path(dir.path()), certificate).expect("write");
+        std::fs::write(ca_key_path(dir.path()), key).expect("write");
+        dir
+    }
+
+    /// A new key, and a CA's parameters naming `names` (not `raftor cluster CA`), valid from a
+    /// day ago for `days_left` more.
+    fn named_ca(names: &[(DnType, &str)], days_left: i64) -> (KeyPair, CertificateParams) {
         let now = OffsetDateTime::now_utc();
         let mut params = ca_params(now - TimeSpan::days(1), now + TimeSpan::days(days_left));
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "My Corp");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "My Corp Root CA");
+        for (kind, value) in names {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        (KeyPair::generate().expect("key"), params)
+    }
+
+    /// A CA of the operator's own, kept in a directory: another name than `raftor certs`
+    /// gives, a key identifier of its own (OpenSSL's SHA-1 kind), valid for `days_left` more:
+    /// (the directory, the CA certificate, its key identifier).
+    fn own_ca(days_left: i64) -> (tempfile::TempDir, String, Vec<u8>) {
+        let names = [
+            (DnType::OrganizationName, "My Corp"),
+            (DnType::CommonName, "My Corp Root CA"),
+        ];
+        let (key, mut params) = named_ca(&names, days_left);
         let key_id = vec![0xab; 20];
         params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(key_id.clone());
         let cert = params.self_signed(&key).expect("CA").pem();
-        std::fs::write(ca_cert_path(dir), &cert).expect("write");
-        std::fs::write(ca_key_path(dir), key.serialize_pem()).expect("write");
-        (cert, key_id)
+        (kept(&cert, &key.serialize_pem()), cert, key_id)
     }
 
     /// A kept CA named otherwise than `raftor certs` names its own signs node certificates that
@@ -604,8 +599,7 @@ mod tests {
     /// and a SHA-256 identifier of the key, and chained to nothing).
     #[test]
     fn a_kept_ca_of_the_operators_own_signs_certificates_that_chain_to_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (_, key_id) = own_ca(dir.path(), 365);
+        let (dir, _, key_id) = own_ca(365);
         let written = make(&plan(dir.path(), 30)).expect("made");
         assert!(written.notes.is_empty(), "{:?}", written.notes);
         for id in [1, 2] {
@@ -620,8 +614,7 @@ mod tests {
     /// summary says so.
     #[test]
     fn certificates_end_no_later_than_the_kept_ca() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, _) = own_ca(dir.path(), 5);
+        let (dir, ca, _) = own_ca(5);
         let written = make(&plan(dir.path(), 30)).expect("made");
         let certificate = std::fs::read_to_string(node_cert_path(dir.path(), 1)).expect("read");
         assert_eq!(not_after(&certificate), not_after(&ca));
@@ -649,9 +642,7 @@ mod tests {
             (&later, &later, "is not valid now (valid from"),
             (&expired, &other, "is not the key of the certificate in"),
         ] {
-            let dir = tempfile::tempdir().expect("tempdir");
-            std::fs::write(ca_cert_path(dir.path()), &ca_file.cert_pem).expect("write");
-            std::fs::write(ca_key_path(dir.path()), key.key_pem()).expect("write");
+            let dir = kept(&ca_file.cert_pem, &key.key_pem());
             let error = make(&plan(dir.path(), 30))
                 .expect_err("refused")
                 .to_string();
@@ -681,16 +672,11 @@ mod tests {
     /// not a CA's, a CA certificate without its key or a key without its certificate.
     #[test]
     fn a_kept_ca_is_refused_when_what_it_signs_would_not_chain() {
-        let now = OffsetDateTime::now_utc();
-        let key = KeyPair::generate().expect("key");
-        let mut params = ca_params(now - TimeSpan::days(1), now + TimeSpan::days(30));
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "example");
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, "example");
+        let names = [
+            (DnType::OrganizationName, "example"),
+            (DnType::OrganizationalUnitName, "example"),
+        ];
+        let (key, params) = named_ca(&names, 30);
         let der = params.self_signed(&key).expect("CA").der().to_vec();
         // O=example becomes a second OU=example, in the subject and the issuer alike (no one
         // checks a kept CA's own signature: neither this tool nor webpki, for an anchor).
@@ -705,9 +691,7 @@ mod tests {
             at += found + 5;
         }
         assert_ne!(twice, der);
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(ca_cert_path(dir.path()), pem(&twice)).expect("write");
-        std::fs::write(ca_key_path(dir.path()), key.serialize_pem()).expect("write");
+        let dir = kept(&pem(&twice), &key.serialize_pem());
         let error = make(&plan(dir.path(), 30))
             .expect_err("refused")
             .to_string();
@@ -717,9 +701,7 @@ mod tests {
         // Not a CA's certificate: a node's, with its key.
         let ca = Ca::generate(30).expect("CA");
         let (certificate, node_key) = ca.issue_node(7, &[], 30).expect("issue");
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(ca_cert_path(dir.path()), &certificate).expect("write");
-        std::fs::write(ca_key_path(dir.path()), node_key).expect("write");
+        let dir = kept(&certificate, &node_key);
         let error = make(&plan(dir.path(), 30))
             .expect_err("refused")
             .to_string();
@@ -754,27 +736,18 @@ mod tests {
         let expired = reissued(now - TimeSpan::days(60), now - TimeSpan::days(1));
         let current = reissued(now - TimeSpan::days(1), now + TimeSpan::days(400));
         let junk = pem(b"not a certificate at all");
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(ca_cert_path(dir.path()), format!("{expired}{current}")).expect("write");
-        std::fs::write(ca_key_path(dir.path()), key.serialize_pem()).expect("write");
+        let dir = kept(&format!("{expired}{current}"), &key.serialize_pem());
         let written = make(&plan(dir.path(), 30)).expect("made");
         assert!(written.notes.is_empty(), "{:?}", written.notes);
         node_loads(dir.path(), 1).expect("loads");
 
         // (A node refuses a CA file with a certificate it cannot read; this tool signs anyway.)
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(ca_cert_path(dir.path()), format!("{junk}{current}")).expect("write");
-        std::fs::write(ca_key_path(dir.path()), key.serialize_pem()).expect("write");
+        let dir = kept(&format!("{junk}{current}"), &key.serialize_pem());
         make(&plan(dir.path(), 30)).expect("made");
         assert!(node_cert_path(dir.path(), 1).exists());
 
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(ca_cert_path(dir.path()), format!("{junk}{current}")).expect("write");
-        std::fs::write(
-            ca_key_path(dir.path()),
-            KeyPair::generate().expect("key").serialize_pem(),
-        )
-        .expect("write");
+        let other_key = KeyPair::generate().expect("key").serialize_pem();
+        let dir = kept(&format!("{junk}{current}"), &other_key);
         let error = make(&plan(dir.path(), 30))
             .expect_err("refused")
             .to_string();
@@ -794,9 +767,7 @@ mod tests {
             (format!("{}{}", old.cert_pem, new.cert_pem), &new),
             (format!("{}{}", new.cert_pem, old.cert_pem), &old),
         ] {
-            let dir = tempfile::tempdir().expect("tempdir");
-            std::fs::write(ca_cert_path(dir.path()), both).expect("write");
-            std::fs::write(ca_key_path(dir.path()), key.key_pem()).expect("write");
+            let dir = kept(&both, &key.key_pem());
             make(&plan(dir.path(), 30)).expect("made");
             let certificate = std::fs::read_to_string(node_cert_path(dir.path(), 1)).expect("read");
             assert_eq!(
@@ -805,17 +776,10 @@ mod tests {
             );
             node_loads(dir.path(), 1).expect("loads with both CAs trusted");
         }
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            ca_cert_path(dir.path()),
-            format!("{}{}", old.cert_pem, new.cert_pem),
-        )
-        .expect("write");
-        std::fs::write(
-            ca_key_path(dir.path()),
-            Ca::generate(30).expect("CA").key_pem(),
-        )
-        .expect("write");
+        let dir = kept(
+            &format!("{}{}", old.cert_pem, new.cert_pem),
+            &Ca::generate(30).expect("CA").key_pem(),
+        );
         let error = make(&plan(dir.path(), 30))
             .expect_err("refused")
             .to_string();
