@@ -240,7 +240,7 @@ impl Applier {
                 // Configurations are the rules' business (in force since appended); the applier
                 // only notes which one holds at the applied index, for snapshots.
                 EntryPayload::Config(membership) => {
-                    self.membership = membership.clone();
+                    self.membership = Membership::clone(membership);
                     Bytes::new()
                 }
                 EntryPayload::Command(command) => self.state_machine.apply(entry.index, command),

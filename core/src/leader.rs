@@ -114,7 +114,7 @@ impl Raft {
             });
         }
         let next = self.membership().apply(changes)?;
-        let ids = self.append_as_leader(vec![EntryPayload::Config(next)]);
+        let ids = self.append_as_leader(vec![EntryPayload::Config(Box::new(next))]);
         Ok(ids[0])
     }
 
@@ -224,7 +224,7 @@ impl Raft {
         if conf.is_joint() {
             if conf.auto_leave {
                 let next = self.membership().leave_joint();
-                self.append_as_leader(vec![EntryPayload::Config(next)]);
+                self.append_as_leader(vec![EntryPayload::Config(Box::new(next))]);
             }
             return;
         }

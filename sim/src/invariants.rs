@@ -394,7 +394,7 @@ impl Checker {
                         .next_back()
                         .map(|(i, m)| (*i, m.clone()))
                         .expect("bootstrap");
-                    self.configs.insert(entry.index, next.clone());
+                    self.configs.insert(entry.index, Membership::clone(next));
                     if let Some(why) = chain_error(&previous, next) {
                         self.report(Violation::ConfigChain {
                             index: entry.index,

@@ -471,7 +471,7 @@ pub fn configuration_entries<H: Harness>(harness: &mut H) {
     let config = |index: u64, membership: &raftor_core::Membership| Entry {
         term: Term(1),
         index: LogIndex(index),
-        payload: EntryPayload::Config(membership.clone()),
+        payload: EntryPayload::Config(Box::new(membership.clone())),
     };
     let mut store = harness.fresh();
     let log = vec![

@@ -651,7 +651,7 @@ fn a_commit_past_a_configuration_is_durable_before_the_follower_answers() {
         Entry {
             term: Term(1),
             index: LogIndex(2),
-            payload: EntryPayload::Config(removal),
+            payload: EntryPayload::Config(Box::new(removal)),
         },
         entry(3, 1, "b"),
     ];

@@ -44,7 +44,7 @@ impl SimNode {
             for entry in &mut write.entries {
                 if let EntryPayload::Config(m) = &mut entry.payload {
                     if m.conf.is_joint() {
-                        *m = m.leave_joint();
+                        **m = m.leave_joint();
                     }
                 }
             }
@@ -212,7 +212,7 @@ impl SimNode {
                 };
                 self.applied_hash = hash_entry(self.applied_hash, &entry);
                 if let EntryPayload::Config(m) = &entry.payload {
-                    self.applied_membership = Some(m.clone());
+                    self.applied_membership = Some(raftor_core::Membership::clone(m));
                 }
                 self.applied_index = index;
                 fx.applied.push((self.id, term, entry));
