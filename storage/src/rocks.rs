@@ -661,6 +661,75 @@ mod tests {
         }
     }
 
+    /// Bytes a store wrote before a configuration entry's membership was boxed (commit
+    /// `2b5ddac`: `Config(Membership)`), for node 4 joining 1, 2 and 3 as a learner to promote,
+    /// then a command and a blank entry: boxing changed the entry's size in memory, not its
+    /// encoding, so logs written by earlier versions still read, and what is written now reads
+    /// in them.
+    const CONFIG_ENTRY_BEFORE_BOXING: &str = concat!(
+        "0300000000000000070000000000000002000000030000000000000001000000000000000200000000000000",
+        "0300000000000000010000000000000004000000000000000000000000000000000000000000000000040000",
+        "0000000000010000000000000007000000000000006e313a3730303002000000000000000700000000000000",
+        "6e323a37303030030000000000000007000000000000006e333a373030300400000000000000070000000000",
+        "00006e343a3730303001000000000000000400000000000000",
+    );
+    const COMMAND_ENTRY_BEFORE_BOXING: &str =
+        "03000000000000000800000000000000010000000300000000000000707574";
+    const BLANK_ENTRY_BEFORE_BOXING: &str = "0300000000000000090000000000000000000000";
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn entries_written_before_configurations_were_boxed_read_the_same() {
+        let voters = [1, 2, 3].into_iter().map(raftor_core::NodeId).collect();
+        let addresses = (1..=4)
+            .map(|id| (raftor_core::NodeId(id), format!("n{id}:7000")))
+            .collect();
+        let joined = raftor_core::Membership::bootstrap(&voters, &addresses)
+            .apply(&[raftor_core::ConfChange::add_learner(
+                raftor_core::NodeId(4),
+                "n4:7000",
+                true,
+            )])
+            .expect("add a learner");
+        let expected = [
+            (
+                CONFIG_ENTRY_BEFORE_BOXING,
+                Entry {
+                    term: Term(3),
+                    index: LogIndex(7),
+                    payload: EntryPayload::Config(Box::new(joined)),
+                },
+            ),
+            (
+                COMMAND_ENTRY_BEFORE_BOXING,
+                Entry {
+                    term: Term(3),
+                    index: LogIndex(8),
+                    payload: EntryPayload::Command(Bytes::from_static(b"put")),
+                },
+            ),
+            (
+                BLANK_ENTRY_BEFORE_BOXING,
+                Entry {
+                    term: Term(3),
+                    index: LogIndex(9),
+                    payload: EntryPayload::Blank,
+                },
+            ),
+        ];
+        for (hex, entry) in expected {
+            let bytes = unhex(hex);
+            assert_eq!(decode_entry(entry.index.0, &bytes).unwrap(), entry);
+            assert_eq!(encode(&entry, "entry").unwrap(), bytes, "{entry:?}");
+        }
+    }
+
     fn append(store: &mut RocksStorage, entries: Vec<Entry>) {
         store
             .write(&LogWrite {
