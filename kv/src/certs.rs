@@ -402,26 +402,25 @@ pub fn make(plan: &CertsPlan) -> Result<CertsWritten, CertsError> {
         source,
     })?;
     let mut written = CertsWritten::default();
+    let (ca_cert, ca_key) = (ca_cert_path(dir), ca_key_path(dir));
+    let (has_cert, has_key) = (ca_cert.exists(), ca_key.exists());
     // One of the two without the other is an operator's CA half put in place (a key saved under
     // another name): writing a new CA would replace their certificate.
-    match (ca_cert_path(dir).exists(), ca_key_path(dir).exists()) {
-        (true, false) | (false, true) => {
-            let (there, missing) = if ca_cert_path(dir).exists() {
-                (ca_cert_path(dir), ca_key_path(dir))
-            } else {
-                (ca_key_path(dir), ca_cert_path(dir))
-            };
-            return Err(CertsError::Certificate(format!(
-                "{} is there but {} is not: a kept CA needs both (its certificate, and its key as \
-                 unencrypted PKCS#8 PEM); move the one away to make a new CA",
-                there.display(),
-                missing.display()
-            )));
-        }
-        _ => {}
+    if has_cert != has_key {
+        let (there, missing) = if has_cert {
+            (&ca_cert, &ca_key)
+        } else {
+            (&ca_key, &ca_cert)
+        };
+        return Err(CertsError::Certificate(format!(
+            "{} is there but {} is not: a kept CA needs both (its certificate, and its key as \
+             unencrypted PKCS#8 PEM); move the one away to make a new CA",
+            there.display(),
+            missing.display()
+        )));
     }
-    let ca = if ca_cert_path(dir).exists() && ca_key_path(dir).exists() {
-        written.kept.push(ca_cert_path(dir));
+    let ca = if has_cert {
+        written.kept.push(ca_cert);
         let ca = Ca::read(dir)?;
         let (_, wanted) = validity(plan.days);
         if ca.not_after() < wanted
@@ -440,8 +439,8 @@ pub fn make(plan: &CertsPlan) -> Result<CertsWritten, CertsError> {
         ca
     } else {
         let ca = Ca::generate(plan.days.max(1).saturating_mul(10))?;
-        write_public(&ca_cert_path(dir), &ca.cert_pem, &mut written)?;
-        write_secret(&ca_key_path(dir), &ca.key_pem(), &mut written)?;
+        write_public(&ca_cert, &ca.cert_pem, &mut written)?;
+        write_secret(&ca_key, &ca.key_pem(), &mut written)?;
         ca
     };
     for (id, names) in &plan.nodes {
