@@ -19,6 +19,15 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 use time::{Duration as TimeSpan, OffsetDateTime};
 
+/// A certificate of a kept CA's file that holds the CA's key ([`Ca::read`]).
+struct KeyCertificate<'a> {
+    der: &'a rustls::pki_types::CertificateDer<'static>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    /// The subject exactly as the certificate writes it.
+    subject: Vec<u8>,
+}
+
 /// The subject of every CA `raftor certs` makes (a kept CA signs in its own certificate's name).
 const CA_NAME: &str = "raftor cluster CA";
 
@@ -209,9 +218,8 @@ impl Ca {
         .map_err(certificate_error)?;
         let spki = key.subject_public_key_info();
         let now = OffsetDateTime::now_utc();
-        // The key's certificates, as (certificate, notBefore, notAfter, subject as written);
-        // those that cannot be read are named only if none is the key's (an odd certificate
-        // beside the CA is no reason to refuse it).
+        // The key's certificates; those that cannot be read are named only if none is the
+        // key's (an odd certificate beside the CA is no reason to refuse it).
         let (mut holding, mut unreadable) = (Vec::new(), Vec::new());
         for (position, certificate) in certificates.iter().enumerate() {
             match x509_parser::parse_x509_certificate(certificate.as_ref()) {
@@ -233,35 +241,29 @@ impl Ca {
                         }
                     }
                     let validity = parsed.validity();
-                    holding.push((
-                        certificate,
-                        validity.not_before.to_datetime(),
-                        validity.not_after.to_datetime(),
-                        parsed.subject().as_raw().to_vec(),
-                    ));
+                    holding.push(KeyCertificate {
+                        der: certificate,
+                        not_before: validity.not_before.to_datetime(),
+                        not_after: validity.not_after.to_datetime(),
+                        subject: parsed.subject().as_raw().to_vec(),
+                    });
                 }
                 Ok(_) => {}
                 Err(e) => unreadable.push(format!("certificate {}: {e}", position + 1)),
             }
         }
-        let valid_now =
-            |(_, not_before, not_after, _): &&(_, OffsetDateTime, OffsetDateTime, _)| {
-                *not_before <= now && now <= *not_after
-            };
         let chosen = holding
             .iter()
-            .filter(valid_now)
-            .max_by_key(|(_, _, not_after, _)| *not_after);
-        let Some((certificate, _, not_after, subject)) = chosen else {
-            if let Some((_, not_before, not_after, _)) =
-                holding.iter().max_by_key(|(_, _, not_after, _)| *not_after)
-            {
+            .filter(|held| held.not_before <= now && now <= held.not_after)
+            .max_by_key(|held| held.not_after);
+        let Some(chosen) = chosen else {
+            if let Some(last) = holding.iter().max_by_key(|held| held.not_after) {
                 return Err(refuse(format!(
                     "its certificate is not valid now (valid from {} until {}): nodes and \
                      clients would refuse what it signs. Move ca.pem and ca-key.pem away and run \
                      again to make a new CA, then move the cluster to it (README, Security)",
-                    date(*not_before),
-                    date(*not_after)
+                    date(last.not_before),
+                    date(last.not_after)
                 )));
             }
             return Err(CertsError::Certificate(format!(
@@ -285,12 +287,12 @@ impl Ca {
                 }
             )));
         };
-        let issuer = Issuer::from_ca_cert_der(certificate, key)
+        let issuer = Issuer::from_ca_cert_der(chosen.der, key)
             .map_err(|e| refuse(format!("cannot sign in its name: {e}")))?;
         let ca = Ca {
             cert_pem,
             issuer,
-            not_after: *not_after,
+            not_after: chosen.not_after,
         };
         // A certificate chains to its CA only if it names the CA byte for byte; rcgen writes the
         // name again from its parts, and cannot for every name (two values of one attribute, as
@@ -299,7 +301,7 @@ impl Ca {
         let probe = raftor_actors::network::tls::certificates_from_pem("probe", probe.as_bytes())
             .map_err(certificate_error)?;
         let issuer_named = x509_parser::parse_x509_certificate(probe[0].as_ref())
-            .map(|(_, parsed)| parsed.issuer().as_raw() == subject.as_slice())
+            .map(|(_, parsed)| parsed.issuer().as_raw() == chosen.subject.as_slice())
             .unwrap_or(false);
         if !issuer_named {
             return Err(refuse(
