@@ -5,8 +5,8 @@
 use crate::entry_cache::EntryCache;
 use crate::error::ProposeError;
 use crate::messages::{
-    Applied, AwaitApply, Commit, EntriesRead, QueryAt, QueryLocal, ReadEntries, RestoreSnapshot,
-    Shutdown, SnapshotTaken, StorageFailed, TakeSnapshot,
+    Applied, AwaitApply, Commit, EntriesRead, QueryAt, QueryLocal, ReadEntries, Reply,
+    RestoreSnapshot, Shutdown, SnapshotTaken, StorageFailed, TakeSnapshot,
 };
 use crate::snapshot::{write_snapshot, SnapshotOptions, Stagger};
 use crate::state_machine::StateMachine;
@@ -34,9 +34,9 @@ pub struct Applier {
     /// The highest commit index heard of.
     commit: LogIndex,
     /// Proposers waiting for their entry, by index, with the term their entry was appended in.
-    waiters: BTreeMap<LogIndex, (Term, oneshot::Sender<Result<Bytes, ProposeError>>)>,
-    /// Reads waiting for the state machine to reach their read index.
-    reads: BTreeMap<LogIndex, Vec<(Bytes, oneshot::Sender<Bytes>)>>,
+    waiters: BTreeMap<LogIndex, (Term, Reply<Bytes, ProposeError>)>,
+    /// Reads waiting for the state machine to reach their read index (the key).
+    reads: BTreeMap<LogIndex, Vec<QueryAt>>,
     /// Whether a read from the log store is under way (at most one).
     reading: bool,
     /// The newest entries, shared with the node, read before asking the log store.
@@ -273,8 +273,8 @@ impl Applier {
             if *entry.key() > self.applied {
                 break;
             }
-            for (query, reply) in entry.remove() {
-                let _ = reply.send(self.state_machine.query(&query));
+            for read in entry.remove() {
+                let _ = read.reply.send(Ok(self.state_machine.query(&read.query)));
             }
         }
         // What was applied is no longer needed in the cache for applying.
@@ -452,12 +452,9 @@ impl Handler<QueryAt> for Applier {
 
     fn handle(&mut self, read: QueryAt, _ctx: &mut Context<Self>) {
         if read.index <= self.applied {
-            let _ = read.reply.send(self.state_machine.query(&read.query));
+            let _ = read.reply.send(Ok(self.state_machine.query(&read.query)));
         } else {
-            self.reads
-                .entry(read.index)
-                .or_default()
-                .push((read.query, read.reply));
+            self.reads.entry(read.index).or_default().push(read);
         }
     }
 }
@@ -474,7 +471,8 @@ impl Handler<Shutdown> for Applier {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        // Dropping the waiters' senders answers them: the node stopped, outcome unknown.
+        // Dropping the waiters' and readers' senders answers them: the node stopped (for a
+        // proposal, outcome unknown).
         self.waiters.clear();
         self.reads.clear();
         ctx.stop();

@@ -10,7 +10,7 @@ use crate::error::{
 };
 use crate::log_store::{LogStoreActor, SharedLog};
 use crate::messages::{
-    Fail, LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown, TakeSnapshot,
+    Answer, Fail, LeaseRead, LinearizableRead, Propose, QueryLocal, Shutdown, TakeSnapshot,
 };
 use crate::network::tcp::UpdatePeers;
 use crate::node::{
@@ -22,7 +22,7 @@ use crate::peer_sender::ReplicationLimits;
 use crate::snapshot::SnapshotOptions;
 use crate::state_machine::StateMachine;
 use crate::transport::{Inbound, Outbound};
-use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Recipient};
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context, MailboxError, Recipient};
 use bytes::Bytes;
 use raftor_core::{ConfChange, Membership, NodeId, Raft, RaftConfig, SnapshotMeta};
 use raftor_storage::LogStorage;
@@ -248,10 +248,8 @@ impl NodeHandle {
 
     /// Propose a command; resolves once it is committed and applied, with the state machine's result.
     pub async fn propose(&self, command: Bytes) -> Result<Bytes, ProposeError> {
-        self.node
-            .send(Propose { command })
-            .await
-            .unwrap_or(Err(ProposeError::Shutdown))
+        let taken = self.node.send(Propose { command }).await;
+        answered(taken, ProposeError::Shutdown).await
     }
 
     /// Who leads as this node sees it, updated as it changes (clone the receiver to wait for
@@ -292,18 +290,14 @@ impl NodeHandle {
     /// A linearizable read (ReadIndex): on the leader, after confirming leadership with a majority
     /// and applying up to the commit index it had when the read arrived.
     pub async fn read_linearizable(&self, query: Bytes) -> Result<Bytes, ReadError> {
-        self.node
-            .send(LinearizableRead { query })
-            .await
-            .unwrap_or(Err(ReadError::Shutdown))
+        let taken = self.node.send(LinearizableRead { query }).await;
+        answered(taken, ReadError::Shutdown).await
     }
 
     /// A read on the leader from its lease; falls back to ReadIndex when the lease is not fresh.
     pub async fn read_lease(&self, query: Bytes) -> Result<Bytes, ReadError> {
-        self.node
-            .send(LeaseRead { query })
-            .await
-            .unwrap_or(Err(ReadError::Shutdown))
+        let taken = self.node.send(LeaseRead { query }).await;
+        answered(taken, ReadError::Shutdown).await
     }
 
     /// Take a snapshot of the state machine now; resolves once it is durable (the log is then
@@ -437,6 +431,19 @@ impl Drop for NodeHandle {
             // The log store stops with the node; its thread ends once its mailbox is drained.
             arbiter.stop();
         }
+    }
+}
+
+/// What the node answered a request it was `sent`: refused at once, or the result its applier
+/// sends later through the [`Answer`]; `shutdown` if the node stopped before either.
+async fn answered<T, E>(
+    sent: Result<Result<Answer<T, E>, E>, MailboxError>,
+    shutdown: E,
+) -> Result<T, E> {
+    match sent {
+        Ok(Ok(answer)) => answer.await.unwrap_or(Err(shutdown)),
+        Ok(Err(refused)) => Err(refused),
+        Err(MailboxError::Closed | MailboxError::Timeout) => Err(shutdown),
     }
 }
 

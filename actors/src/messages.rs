@@ -20,17 +20,26 @@ pub struct Flushed {
     pub last: LogId,
 }
 
+/// How a node answers a request it took on: the actor that finishes it (the applier) sends the
+/// result here; a sender dropped unanswered means the node stopped first. The caller awaits it
+/// directly, so no task of the node's waits on its behalf.
+pub type Answer<T, E> = oneshot::Receiver<Result<T, E>>;
+
+/// The sending half of an [`Answer`], held by whoever will finish the request.
+pub type Reply<T, E> = oneshot::Sender<Result<T, E>>;
+
 /// Read `query` from the state machine once this leader has confirmed its leadership and applied
-/// up to the read index (linearizable).
+/// up to the read index (linearizable). Refused at once, or answered through the [`Answer`].
 #[derive(Message, Debug)]
-#[rtype(result = "Result<Bytes, ReadError>")]
+#[rtype(result = "Result<Answer<Bytes, ReadError>, ReadError>")]
 pub struct LinearizableRead {
     pub query: Bytes,
 }
 
 /// Read `query` on the leader from its lease (no confirmation round while the lease is fresh).
+/// Refused at once, or answered through the [`Answer`].
 #[derive(Message, Debug)]
-#[rtype(result = "Result<Bytes, ReadError>")]
+#[rtype(result = "Result<Answer<Bytes, ReadError>, ReadError>")]
 pub struct LeaseRead {
     pub query: Bytes,
 }
@@ -56,9 +65,10 @@ pub struct Fail {
     pub reason: String,
 }
 
-/// Propose a command; answered once it is applied, with the state machine's result.
+/// Propose a command: refused at once, or taken on and answered through the [`Answer`] once it
+/// is applied, with the state machine's result.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<Bytes, ProposeError>")]
+#[rtype(result = "Result<Answer<Bytes, ProposeError>, ProposeError>")]
 pub struct Propose {
     pub command: Bytes,
 }
@@ -173,7 +183,7 @@ pub struct Commit {
 pub struct Waiter {
     pub index: LogIndex,
     pub term: Term,
-    pub reply: oneshot::Sender<Result<Bytes, ProposeError>>,
+    pub reply: Reply<Bytes, ProposeError>,
 }
 
 /// The proposers of one batch of entries, registered with the applier before any of the entries
@@ -188,7 +198,7 @@ pub struct AwaitApply(pub Vec<Waiter>);
 pub struct QueryAt {
     pub index: LogIndex,
     pub query: Bytes,
-    pub reply: oneshot::Sender<Bytes>,
+    pub reply: Reply<Bytes, ReadError>,
 }
 
 /// Answer a read-only query from the local state machine (whatever it has applied so far).

@@ -3,7 +3,7 @@
 
 mod support;
 
-use raftor_actors::{NetworkControl, ProposeError};
+use raftor_actors::{NetworkControl, ProposeError, ReadError};
 use raftor_core::{LogIndex, NodeId, Role, Standing, Term};
 use raftor_storage::{LogStorage, RocksStorage, StoreIdentity};
 use std::collections::BTreeMap;
@@ -852,6 +852,75 @@ fn a_deposed_leader_cut_off_from_the_quorum_never_answers_a_stale_linearizable_r
                 "stale read answered: {answer:?}"
             );
         }
+        cluster.shutdown();
+    });
+}
+
+/// A write and a linearizable read still pending on a leader cut off from its quorum.
+fn stranded_requests(
+    handle: &raftor_actors::NodeHandle,
+) -> (
+    impl std::future::Future<Output = Result<bytes::Bytes, ProposeError>> + '_,
+    impl std::future::Future<Output = Result<bytes::Bytes, ReadError>> + '_,
+) {
+    (
+        handle.propose(bytes::Bytes::from_static(b"stranded")),
+        handle.read_linearizable(bytes::Bytes::new()),
+    )
+}
+
+#[test]
+fn requests_pending_when_the_leader_stops_are_answered_that_it_stopped() {
+    run_paused(|| async move {
+        let cluster = TestCluster::new(3, 41);
+        cluster.propose_on_leader("first").await;
+        let (leader, _) = cluster.leader().await.expect("leader");
+        // Cut off, the leader can neither commit a write nor confirm a read; it is stopped well
+        // inside the election timeout, while it still leads.
+        cluster.control(NetworkControl::Isolate(leader));
+        let handle = &cluster.handles[&leader];
+        let (write, read) = stranded_requests(handle);
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            handle.shutdown();
+        };
+        let answers = tokio::time::timeout(ELECTION_MAX, async { tokio::join!(write, read, stop) });
+        let (write, read, ()) = answers.await.expect("both answered once the node stopped");
+        assert_eq!(write, Err(ProposeError::Shutdown));
+        assert_eq!(read, Err(ReadError::Shutdown));
+        cluster.shutdown();
+    });
+}
+
+#[test]
+fn callers_that_stop_waiting_leave_the_leader_serving() {
+    run_paused(|| async move {
+        let cluster = TestCluster::new(3, 43);
+        cluster.propose_on_leader("first").await;
+        let (leader, term) = cluster.leader().await.expect("leader");
+        cluster.control(NetworkControl::Isolate(leader));
+        let handle = &cluster.handles[&leader];
+        let (write, read) = stranded_requests(handle);
+        let gave_up = Duration::from_millis(20);
+        assert!(tokio::time::timeout(gave_up, write).await.is_err());
+        assert!(tokio::time::timeout(gave_up, read).await.is_err());
+        // Healed inside the election timeout, the same leader commits the abandoned write (its
+        // answer goes nowhere) and goes on answering.
+        cluster.control(NetworkControl::Heal);
+        cluster
+            .propose(leader, "after")
+            .await
+            .expect("the leader still commits");
+        assert_eq!(cluster.leader().await, Some((leader, term)));
+        assert_eq!(
+            handle.read_linearizable(bytes::Bytes::new()).await,
+            Ok(bytes::Bytes::from("3"))
+        );
+        cluster.wait_applied(3, Duration::from_secs(5)).await;
+        assert_eq!(
+            cluster.applied_texts(leader),
+            ["first", "stranded", "after"]
+        );
         cluster.shutdown();
     });
 }

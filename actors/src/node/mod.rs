@@ -26,8 +26,8 @@ use crate::entry_cache::EntryCache;
 use crate::error::{MembershipChangeError, ProposeError, ReadError, TransferLeaderError};
 use crate::log_store::LogWriter;
 use crate::messages::{
-    Applied, Fail, Flushed, Propose, ReadEntries, SendReport, Shutdown, SnapshotTaken,
-    StorageFailed, Waiter, Write,
+    Answer, Applied, Fail, Flushed, Propose, ReadEntries, Reply, SendReport, Shutdown,
+    SnapshotTaken, StorageFailed, Waiter, Write,
 };
 use crate::network::tcp::UpdatePeers;
 use crate::peer_sender::{PeerSender, ReplicationLimits};
@@ -35,7 +35,6 @@ use crate::snapshot::{Receiving, SnapshotOptions};
 use crate::transport::{Inbound, Outbound};
 use actix::{
     Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message as ActixMessage, Recipient,
-    ResponseFuture,
 };
 use bytes::Bytes;
 use published::Published;
@@ -49,7 +48,7 @@ use tokio::time::Instant;
 /// Change the membership (see [`crate::NodeHandle::change_membership`]): answered with the id of
 /// the configuration entry and a receiver that resolves once the applier has applied it.
 #[derive(ActixMessage, Debug)]
-#[rtype(result = "Result<oneshot::Receiver<Result<Bytes, ProposeError>>, MembershipChangeError>")]
+#[rtype(result = "Result<Answer<Bytes, ProposeError>, MembershipChangeError>")]
 pub struct ChangeMembership {
     pub changes: Vec<ConfChange>,
 }
@@ -95,7 +94,7 @@ pub struct NodeActor {
     senders: BTreeMap<NodeId, Addr<PeerSender>>,
     applied_index: LogIndex,
     /// Reads waiting for their read index, by the id given to the rules.
-    pending_reads: BTreeMap<u64, (Bytes, oneshot::Sender<Result<Bytes, ReadError>>)>,
+    pending_reads: BTreeMap<u64, (Bytes, Reply<Bytes, ReadError>)>,
     next_read_id: u64,
     /// Proposers of entries proposed since the last `Ready`, handed to the applier with it.
     waiters: Vec<Waiter>,
@@ -310,17 +309,11 @@ impl Handler<Fail> for NodeActor {
 }
 
 impl Handler<Propose> for NodeActor {
-    type Result = ResponseFuture<Result<bytes::Bytes, ProposeError>>;
+    type Result = Result<Answer<Bytes, ProposeError>, ProposeError>;
 
     fn handle(&mut self, propose: Propose, ctx: &mut Context<Self>) -> Self::Result {
-        let ids = match self.raft.propose(vec![propose.command]) {
-            Ok(ids) => ids,
-            Err(refusal) => {
-                let error = ProposeError::from(refusal);
-                return Box::pin(async move { Err(error) });
-            }
-        };
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ids = self.raft.propose(vec![propose.command])?;
+        let (reply, applied) = oneshot::channel();
         if let Some(id) = ids.first() {
             self.waiters.push(Waiter {
                 index: id.index,
@@ -329,12 +322,12 @@ impl Handler<Propose> for NodeActor {
             });
         }
         self.schedule_ready(ctx);
-        Box::pin(async move { answer.await.unwrap_or(Err(ProposeError::Shutdown)) })
+        Ok(applied)
     }
 }
 
 impl Handler<ChangeMembership> for NodeActor {
-    type Result = Result<oneshot::Receiver<Result<Bytes, ProposeError>>, MembershipChangeError>;
+    type Result = Result<Answer<Bytes, ProposeError>, MembershipChangeError>;
 
     fn handle(&mut self, change: ChangeMembership, ctx: &mut Context<Self>) -> Self::Result {
         let id = self.raft.propose_membership(&change.changes)?;

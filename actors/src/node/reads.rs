@@ -1,30 +1,21 @@
 //! ReadIndex and lease reads: the rules say at which index a read may run; the applier runs it
-//! once applied that far.
+//! once applied that far and answers the reader itself.
 
 use super::NodeActor;
 use crate::error::ReadError;
-use crate::messages::{LeaseRead, LinearizableRead, QueryAt};
-use actix::{Context, Handler, ResponseFuture};
+use crate::messages::{Answer, LeaseRead, LinearizableRead, QueryAt, Reply};
+use actix::{Context, Handler};
 use bytes::Bytes;
 use raftor_core::{LeaseError, LogIndex};
 use tokio::sync::oneshot;
 
 impl NodeActor {
-    /// Answer `reply` with `query` once the applier reaches `index`.
-    pub(super) fn query_at(
-        &self,
-        index: LogIndex,
-        query: Bytes,
-        reply: oneshot::Sender<Result<Bytes, ReadError>>,
-    ) {
-        let (answer, answered) = oneshot::channel();
+    /// Have the applier answer `reply` with `query` once it reaches `index`.
+    pub(super) fn query_at(&self, index: LogIndex, query: Bytes, reply: Reply<Bytes, ReadError>) {
         self.links.applier.do_send(QueryAt {
             index,
             query,
-            reply: answer,
-        });
-        actix::spawn(async move {
-            let _ = reply.send(answered.await.map_err(|_| ReadError::Shutdown));
+            reply,
         });
     }
 
@@ -33,24 +24,23 @@ impl NodeActor {
         &mut self,
         ctx: &mut Context<Self>,
         query: Bytes,
-    ) -> ResponseFuture<Result<Bytes, ReadError>> {
+    ) -> Result<Answer<Bytes, ReadError>, ReadError> {
         let id = self.next_read_id;
         self.next_read_id += 1;
-        if let Err(not_leader) = self.raft.read_index(id) {
-            let error = ReadError::NotLeader {
+        self.raft
+            .read_index(id)
+            .map_err(|not_leader| ReadError::NotLeader {
                 leader: not_leader.leader,
-            };
-            return Box::pin(async move { Err(error) });
-        }
+            })?;
         let (reply, answer) = oneshot::channel();
         self.pending_reads.insert(id, (query, reply));
         self.schedule_ready(ctx);
-        Box::pin(async move { answer.await.unwrap_or(Err(ReadError::Shutdown)) })
+        Ok(answer)
     }
 }
 
 impl Handler<LinearizableRead> for NodeActor {
-    type Result = ResponseFuture<Result<Bytes, ReadError>>;
+    type Result = Result<Answer<Bytes, ReadError>, ReadError>;
 
     fn handle(&mut self, read: LinearizableRead, ctx: &mut Context<Self>) -> Self::Result {
         self.read_index(ctx, read.query)
@@ -58,21 +48,18 @@ impl Handler<LinearizableRead> for NodeActor {
 }
 
 impl Handler<LeaseRead> for NodeActor {
-    type Result = ResponseFuture<Result<Bytes, ReadError>>;
+    type Result = Result<Answer<Bytes, ReadError>, ReadError>;
 
     fn handle(&mut self, read: LeaseRead, ctx: &mut Context<Self>) -> Self::Result {
         match self.raft.lease_read_index(self.ticks_owed()) {
             Ok(index) => {
                 let (reply, answer) = oneshot::channel();
                 self.query_at(index, read.query, reply);
-                Box::pin(async move { answer.await.unwrap_or(Err(ReadError::Shutdown)) })
+                Ok(answer)
             }
-            Err(LeaseError::NotLeader(not_leader)) => {
-                let error = ReadError::NotLeader {
-                    leader: not_leader.leader,
-                };
-                Box::pin(async move { Err(error) })
-            }
+            Err(LeaseError::NotLeader(not_leader)) => Err(ReadError::NotLeader {
+                leader: not_leader.leader,
+            }),
             // No fresh lease: confirm leadership the slow way rather than risk a stale answer.
             Err(LeaseError::Expired) => self.read_index(ctx, read.query),
         }
