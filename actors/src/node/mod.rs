@@ -45,8 +45,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-/// Change the membership (see [`crate::NodeHandle::change_membership`]): answered with the id of
-/// the configuration entry and a receiver that resolves once the applier has applied it.
+/// Change the membership (see [`crate::NodeHandle::change_membership`]): refused at once, or
+/// answered with an [`Answer`] the applier resolves once it has applied the configuration entry.
 #[derive(ActixMessage, Debug)]
 #[rtype(result = "Result<Answer<Bytes, ProposeError>, MembershipChangeError>")]
 pub struct ChangeMembership {
