@@ -856,7 +856,18 @@ fn a_deposed_leader_cut_off_from_the_quorum_never_answers_a_stale_linearizable_r
     });
 }
 
-/// A write and a linearizable read still pending on a leader cut off from its quorum.
+/// A cluster of three whose leader (returned, with its term) has committed one write, "first",
+/// and is then cut off from its quorum: it can neither commit a write nor confirm a read until
+/// healed, and leads until its election timeout runs out.
+async fn leader_cut_off(seed: u64) -> (TestCluster, NodeId, Term) {
+    let cluster = TestCluster::new(3, seed);
+    cluster.propose_on_leader("first").await;
+    let (leader, term) = cluster.leader().await.expect("leader");
+    cluster.control(NetworkControl::Isolate(leader));
+    (cluster, leader, term)
+}
+
+/// A write and a linearizable read left pending on a leader cut off from its quorum.
 fn stranded_requests(
     handle: &raftor_actors::NodeHandle,
 ) -> (
@@ -872,12 +883,8 @@ fn stranded_requests(
 #[test]
 fn requests_pending_when_the_leader_stops_are_answered_that_it_stopped() {
     run_paused(|| async move {
-        let cluster = TestCluster::new(3, 41);
-        cluster.propose_on_leader("first").await;
-        let (leader, _) = cluster.leader().await.expect("leader");
-        // Cut off, the leader can neither commit a write nor confirm a read; it is stopped well
-        // inside the election timeout, while it still leads.
-        cluster.control(NetworkControl::Isolate(leader));
+        let (cluster, leader, _) = leader_cut_off(41).await;
+        // Stopped well inside the election timeout, while it still leads.
         let handle = &cluster.handles[&leader];
         let (write, read) = stranded_requests(handle);
         let stop = async {
@@ -895,10 +902,7 @@ fn requests_pending_when_the_leader_stops_are_answered_that_it_stopped() {
 #[test]
 fn callers_that_stop_waiting_leave_the_leader_serving() {
     run_paused(|| async move {
-        let cluster = TestCluster::new(3, 43);
-        cluster.propose_on_leader("first").await;
-        let (leader, term) = cluster.leader().await.expect("leader");
-        cluster.control(NetworkControl::Isolate(leader));
+        let (cluster, leader, term) = leader_cut_off(43).await;
         let handle = &cluster.handles[&leader];
         let (write, read) = stranded_requests(handle);
         let gave_up = Duration::from_millis(20);
