@@ -234,8 +234,8 @@ impl Applier {
     /// The answers leave together once the batch is applied, not one by one between entries: a
     /// caller on another thread (a client's task) is woken by each answer that finds its thread
     /// asleep, and answers spread out over a batch of costly entries find it asleep again and
-    /// again (in process, with the key-value state machine and 64 clients, five times the context
-    /// switches and 10% fewer writes/s than answers sent together: BENCHMARKS.md, issue 22).
+    /// again (in process, with the key-value state machine and 64 clients, 2.5 times the context
+    /// switches and 9% fewer writes/s than answers sent together: BENCHMARKS.md, issue 22).
     fn apply_entries(&mut self, entries: Vec<Entry>) {
         let mut answers = Vec::new();
         for entry in entries {
