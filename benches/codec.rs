@@ -59,6 +59,7 @@ fn append_entries_frame(entries: u64) -> Frame {
             prev_log_id: LogId::new(Term(7), LogIndex(first - 1)),
             entries,
             leader_commit: LogIndex(first - 1),
+            sync_may_wait: false,
             request_id: 42,
         }),
     })

@@ -50,6 +50,7 @@ pub struct RaftNodeBuilder {
     pub(crate) heartbeat: Duration,
     pub(crate) pre_vote: bool,
     pub(crate) promote_lag: u64,
+    pub(crate) spare_sync_hold: Option<Duration>,
     pub(crate) request_timeout: Duration,
     pub(crate) seed: Option<u64>,
     pub(crate) log_write_observer: Option<raftor_actors::log_store::LogWriteObserver>,
@@ -86,6 +87,7 @@ impl RaftNodeBuilder {
             heartbeat: Duration::from_millis(100),
             pre_vote: true,
             promote_lag: RaftConfig::new(NodeId(1), []).promote_lag,
+            spare_sync_hold: None,
             request_timeout: Duration::from_secs(5),
             seed: None,
             log_write_observer: None,
@@ -258,6 +260,15 @@ impl RaftNodeBuilder {
     /// by the leader once its log is within this many entries of the leader's (default 64).
     pub fn promote_lag(mut self, entries: u64) -> Self {
         self.promote_lag = entries;
+        self
+    }
+
+    /// How long a follower that the leader's commits do not wait for now (the third of three
+    /// voters, say) holds a small log write, so that the writes arriving meanwhile share one
+    /// sync (default 1 ms; zero: never held). Nodes that share a disk make fewer syncs; every
+    /// answer still waits for its sync.
+    pub fn spare_sync_hold(mut self, hold: Duration) -> Self {
+        self.spare_sync_hold = Some(hold);
         self
     }
 

@@ -59,6 +59,9 @@ impl RaftNodeBuilder {
 
         let mut options = NodeOptions::new(raft);
         options.tick = self.tick;
+        if let Some(hold) = self.spare_sync_hold {
+            options.spare_sync_hold = hold;
+        }
         options.peer_addresses = peer_addresses;
         if let Some(seed) = self.seed {
             options.seed = seed;

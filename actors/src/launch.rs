@@ -54,6 +54,12 @@ pub struct NodeOptions {
     /// larger (about 32 entries under 64 clients): handing those off cost each AppendEntries
     /// about 300 µs of wake-ups before its answer (BENCHMARKS.md, issue 22).
     pub inline_write_max_entries: usize,
+    /// How long a spare follower (one the leader's commits do not wait for now,
+    /// `AppendEntries::sync_may_wait`) holds a small write before syncing it, so that the writes
+    /// arriving meanwhile share the sync (default 1 ms; zero: never held). Nodes sharing a disk
+    /// make fewer syncs: with three on one disk, a write's commit no longer waits behind the
+    /// third node's sync (BENCHMARKS.md, issue 22). Answers still wait for the sync.
+    pub spare_sync_hold: Duration,
     /// For tests on tokio's paused clock: a slow disk, every synced write of the log store
     /// reported this much after the previous one (`None`, the default: as fast as the disk).
     pub simulated_sync_latency: Option<Duration>,
@@ -84,6 +90,7 @@ impl NodeOptions {
             dedicated_log_thread: true,
             background_snapshots: true,
             inline_write_max_entries: 1024,
+            spare_sync_hold: Duration::from_millis(1),
             simulated_sync_latency: None,
             log_write_observer: None,
             entry_cache_bytes: 16 * 1024 * 1024,
@@ -207,6 +214,7 @@ impl PendingNode {
             log_write: log_addr.clone().recipient(),
             log_writer: log,
             inline_write_max_entries: options.inline_write_max_entries,
+            spare_sync_hold: options.spare_sync_hold,
             log_read: log_addr.clone().recipient(),
             log_shutdown: log_addr.recipient(),
             applier: applier.clone(),

@@ -87,6 +87,7 @@ fn message() -> impl Strategy<Value = Message> {
                         })
                         .collect(),
                     leader_commit: LogIndex(commit),
+                    sync_may_wait: false,
                     request_id: id,
                 })
             }),
@@ -1008,6 +1009,7 @@ fn an_append_entries_over_the_entry_bound_is_refused() {
                     })
                     .collect(),
                 leader_commit: LogIndex::ZERO,
+                sync_may_wait: false,
                 request_id: 1,
             }),
         })

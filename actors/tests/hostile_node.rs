@@ -246,6 +246,7 @@ fn forged(rng: &mut SmallRng, term: Term, last: LogId, terms: Terms) -> Message 
                 prev_log_id: prev,
                 entries,
                 leader_commit,
+                sync_may_wait: false,
                 request_id: rng.gen(),
             })
         }

@@ -115,6 +115,7 @@ fn append(from: u64, to: u64, entries: u64) -> Envelope {
                 })
                 .collect(),
             leader_commit: LogIndex(98),
+            sync_may_wait: false,
             request_id: 7,
         }),
     }

@@ -239,6 +239,10 @@ fn the_nodes_snapshots_stay_a_third_of_a_period_apart() {
         let mut taken: std::collections::BTreeMap<NodeId, Vec<LogIndex>> = Default::default();
         for i in 0..200 {
             cluster.propose_on_leader(&format!("k-{i}")).await;
+            // On the paused clock a commit takes no time, and the spare follower holds its
+            // writes until time moves (`NodeOptions::spare_sync_hold`): let a hold pass, as a
+            // client's pace would, so it applies as the others do.
+            tokio::time::sleep(Duration::from_millis(2)).await;
             for (id, handle) in &cluster.handles {
                 let status = handle.status().await.expect("running");
                 if let Some(snapshot) = status.snapshot {

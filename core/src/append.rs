@@ -80,6 +80,10 @@ impl Raft {
             }
         }
         let new_entries = &request.entries[first_new..];
+        if !new_entries.is_empty() {
+            self.appended_may_wait =
+                Some(self.appended_may_wait.unwrap_or(true) && request.sync_may_wait);
+        }
         self.log.append(new_entries);
         self.note_configurations(new_entries);
         self.ready.write.entries.extend_from_slice(new_entries);

@@ -160,6 +160,12 @@ pub struct AppendEntries {
     pub entries: Vec<Entry>,
     /// `leaderCommit`: the leader's commit index.
     pub leader_commit: LogIndex,
+    /// The leader's commits do not wait for this follower now: enough other voters answer
+    /// sooner (a spare follower, `crate::replication::spare`). The follower may hold the write of
+    /// these entries a little, to make one sync of several writes (sparing a disk the others may
+    /// share); its answer still leaves only once they are durable (Figure 2). A hint: ignoring
+    /// it is always safe.
+    pub sync_may_wait: bool,
     /// Chosen by the sender and echoed in the answer, so the leader knows which message an answer
     /// is for (the leader numbers its messages, `Raft::next_request_id`; leadership confirmation for reads
     /// relies on it).

@@ -136,6 +136,11 @@ pub struct Raft {
     /// advances only by snapshots keeps answering behind its writes until it appends an entry:
     /// later, never lost.)
     pub(crate) vouched_in_flight_after: Option<LogIndex>,
+    /// The entries appended since the last `Ready` all came from AppendEntries that said the
+    /// leader's commits need not wait for them (`AppendEntries::sync_may_wait`): `Some(true)`;
+    /// any that did not: `Some(false)`; none appended: `None`. Read and reset by
+    /// [`Raft::take_ready`].
+    pub(crate) appended_may_wait: Option<bool>,
     /// What a rejoining node has heard.
     pub(crate) rejoin: RejoinState,
     /// The id of every entry in the log (durable or on its way to disk).
@@ -226,6 +231,7 @@ impl Raft {
             standing: recovered.standing,
             persisted_standing: recovered.standing,
             vouched_in_flight_after: None,
+            appended_may_wait: None,
             rejoin: RejoinState::default(),
             durable_index: log.last_index(),
             log,
@@ -410,6 +416,17 @@ impl Raft {
             let prompt = std::mem::take(&mut self.ready.prompt_messages);
             self.ready.messages.extend(prompt);
         }
+        // Only a write of entries alone (and a commit index, a hint) may wait: a new term,
+        // vote, standing or configuration commit is promised by the answers behind it, which a
+        // leader or candidate may be counting on.
+        let write = &self.ready.write;
+        self.ready.write_may_wait = self.appended_may_wait.take() == Some(true)
+            && !term_or_vote_changed
+            && !standing_changed
+            && !commits_config
+            && write.truncate_from.is_none()
+            && write.compact_to.is_none()
+            && !write.entries.is_empty();
         debug_assert_eq!(self.check_invariants(), Ok(()));
         std::mem::take(&mut self.ready)
     }

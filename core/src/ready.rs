@@ -16,6 +16,11 @@ pub struct Ready {
     /// For the transport, strictly after `write` (and every earlier write) is durable: a vote is
     /// granted and an append acknowledged only once what it promises is on disk (Figure 2).
     pub messages: Vec<Envelope>,
+    /// `write` only appends entries that the leader said its commits need not wait for (a spare
+    /// follower's, `AppendEntries::sync_may_wait`): the driver may hold it a little and merge
+    /// later writes into it, to sync once for several. `messages` still leave only once it is
+    /// durable, and so do those of every later Ready until then.
+    pub write_may_wait: bool,
     /// For the transport, at once, ahead of `write` and of every earlier write still in flight:
     /// a follower's answers that promise nothing its disk does not hold already (a heartbeat's
     /// answer acknowledges only entries this node has synced, `Raft::durable_index`). So a

@@ -113,6 +113,7 @@ fn append_entries() -> impl Strategy<Value = Message> {
                 prev_log_id: prev,
                 entries,
                 leader_commit: commit,
+                sync_may_wait: false,
                 request_id,
             })
         })
@@ -455,6 +456,7 @@ fn entries_contradicting_the_committed_prefix_are_refused() {
         prev_log_id: LogId::new(Term(1), LogIndex(1)),
         entries: vec![entry(2, 5), entry(3, 5)],
         leader_commit: LogIndex(3),
+        sync_may_wait: false,
         request_id: 1,
     });
     h.apply(&Event::Step(NodeId(2), conflicting));
@@ -474,6 +476,7 @@ fn a_prev_log_id_beyond_the_log_is_rejected() {
             prev_log_id: LogId::new(Term(2), LogIndex(u64::MAX - 1)),
             entries: vec![entry(u64::MAX, 2)],
             leader_commit: LogIndex(u64::MAX),
+            sync_may_wait: false,
             request_id: 9,
         }),
     );
@@ -513,6 +516,7 @@ fn a_term_no_real_cluster_reaches_is_ignored() {
             prev_log_id: LogId::new(Term(2), LogIndex(5)),
             entries: vec![],
             leader_commit: LogIndex(3),
+            sync_may_wait: false,
             request_id: 1,
         })
     };
@@ -604,6 +608,7 @@ fn entries_past_a_snapshot_of_an_older_term_than_it_are_refused() {
             prev_log_id: LogId::new(Term(1), LogIndex(98)),
             entries: vec![entry(99, 1), entry(100, 1), entry(101, 1)],
             leader_commit: LogIndex(101),
+            sync_may_wait: false,
             request_id: 1,
         }),
     );
@@ -642,6 +647,7 @@ fn a_snapshot_no_leader_could_send_is_not_installed() {
                 prev_log_id: LogId::new(Term(5), LogIndex(100)),
                 entries: Vec::new(),
                 leader_commit: LogIndex(100),
+                sync_may_wait: false,
                 request_id: 0,
             }),
         );

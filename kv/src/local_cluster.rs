@@ -42,6 +42,7 @@ pub fn local_node_config(
         heartbeat_ms: DEFAULT_HEARTBEAT_MS,
         pre_vote: true,
         promote_lag: 64,
+        spare_sync_hold_us: crate::config::DEFAULT_SPARE_SYNC_HOLD_US,
         log_format: crate::config::LogFormat::Text,
         snapshots: raftor::SnapshotPolicy::default(),
         security: crate::config::Security::default(),

@@ -145,6 +145,7 @@ pub async fn start_node_with_log(
         .heartbeat(Duration::from_millis(config.heartbeat_ms))
         .pre_vote(config.pre_vote)
         .promote_lag(config.promote_lag)
+        .spare_sync_hold(Duration::from_micros(config.spare_sync_hold_us))
         .snapshots(config.snapshots)
         .request_timeout(service_config.request_timeout)
         .max_client_answer_bytes(config.max_client_answer_bytes)

@@ -172,6 +172,7 @@ fn forged_append(from: u64, term: u64) -> Frame {
             prev_log_id: LogId::new(Term(0), LogIndex(0)),
             entries: vec![],
             leader_commit: LogIndex(0),
+            sync_may_wait: false,
             request_id: 1,
         }),
     })

@@ -245,6 +245,10 @@ pub struct SimConfig {
     /// A sync makes a node's queued writes durable; the next one comes uniform `1..=max_sync_delay`
     /// after a write is queued.
     pub max_sync_delay: u64,
+    /// A sync of writes that may all wait (a spare follower's, `Ready::write_may_wait`) comes up
+    /// to this much later still, as the node actor holds them (`spare_sync_hold`); 0: such
+    /// writes are synced as any other. With [`SimConfig::swarm`], half the runs use 0.
+    pub spare_sync_hold: u64,
     /// The node hears of a sync (`on_log_flushed`) uniform `0..=max_flush_notice_delay` after it,
     /// in order: other events may come first, as in the node actor's mailbox.
     pub max_flush_notice_delay: u64,
@@ -310,6 +314,7 @@ impl SimConfig {
             snapshot_trailing: 4,
             snapshot_padding: 64,
             max_sync_delay: 10,
+            spare_sync_hold: 8,
             max_flush_notice_delay: 6,
             tick_period: 10,
             tick_jitter: 2,
@@ -371,6 +376,7 @@ impl SimConfig {
     pub fn classic(mut self) -> SimConfig {
         self.link_cuts = false;
         self.quick_restart_rate = 0.0;
+        self.spare_sync_hold = 0;
         self.swarm = false;
         self
     }
@@ -383,10 +389,11 @@ impl SimConfig {
             ms => format!("every ~{ms} ms"),
         };
         format!(
-            "messages take 1-{} ms, syncs 1-{} ms; proposals {}; faults {}; {:.0}% of crashes \
-             restart at once; membership changes {}",
+            "messages take 1-{} ms, syncs 1-{} ms (a spare follower's up to {} ms later); \
+             proposals {}; faults {}; {:.0}% of crashes restart at once; membership changes {}",
             self.max_delay,
             self.max_sync_delay,
+            self.spare_sync_hold,
             every(self.propose_interval),
             every(self.fault_interval),
             self.quick_restart_rate * 100.0,
@@ -425,6 +432,11 @@ impl SimConfig {
         // The membership: changing as given in half the runs, fixed in the others.
         if rng.gen_bool(0.5) {
             run.membership_interval = 0;
+        }
+        // Spare followers: holding their syncs as told in half the runs, ignoring it in the
+        // others (drawn last, so the draws above stay as they were).
+        if rng.gen_bool(0.5) {
+            run.spare_sync_hold = 0;
         }
         run
     }

@@ -1010,11 +1010,15 @@ impl<'c> Sim<'c> {
         for node in self.nodes.values_mut() {
             if node.is_up() && node.unsynced() > 0 && !node.sync_scheduled {
                 node.sync_scheduled = true;
-                syncs.push((node.id, node.incarnation));
+                syncs.push((node.id, node.incarnation, node.unsynced_may_wait()));
             }
         }
-        for (node, incarnation) in syncs {
-            let delay = self.rng.gen_range(1..=self.config.max_sync_delay.max(1));
+        for (node, incarnation, may_wait) in syncs {
+            let mut delay = self.rng.gen_range(1..=self.config.max_sync_delay.max(1));
+            if may_wait && self.config.spare_sync_hold > 0 {
+                // A spare follower holds its write to merge later ones into one sync.
+                delay += self.rng.gen_range(0..=self.config.spare_sync_hold);
+            }
             self.schedule(delay, Event::Sync { node, incarnation });
             if self.faults
                 && self.config.crashes

@@ -262,6 +262,7 @@ mod tests {
             prev_log_id: LogId::ZERO,
             entries,
             leader_commit: LogIndex(17),
+            sync_may_wait: false,
             request_id: 0,
         })))
     }

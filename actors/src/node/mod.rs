@@ -38,7 +38,7 @@ use actix::{
 };
 use bytes::Bytes;
 use published::Published;
-use raftor_core::{ConfChange, Envelope, LogIndex, LogWrite, NodeId, Raft, Standing};
+use raftor_core::{ConfChange, LogIndex, NodeId, Raft, Standing};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +67,8 @@ pub(crate) struct NodeLinks {
     pub(crate) log_writer: Arc<dyn LogWriter>,
     /// The largest batch written on this thread (see [`crate::NodeOptions`]).
     pub(crate) inline_write_max_entries: usize,
+    /// How long a spare follower holds a write (see [`crate::NodeOptions`]).
+    pub(crate) spare_sync_hold: Duration,
     pub(crate) log_read: Recipient<ReadEntries>,
     pub(crate) log_shutdown: Recipient<Shutdown>,
     pub(crate) applier: Addr<Applier>,
@@ -115,9 +117,11 @@ pub struct NodeActor {
     /// together (a burst of proposals, a pipeline of AppendEntries) share one `Ready`, and so one
     /// log write and one message per peer.
     ready_scheduled: bool,
-    /// A leader's write waiting for its turn of the event loop ([`NodeActor::persist`]), with the
-    /// messages to send once it is durable; later writes merge into it, so none overtakes it.
-    deferred_write: Option<(LogWrite, Vec<Envelope>)>,
+    /// A leader's write waiting for its turn of the event loop, or a spare follower's for its
+    /// hold to end ([`NodeActor::persist`]); later writes merge into it, so none overtakes it.
+    held_write: Option<persist::HeldWrite>,
+    /// Spare followers' holds begun so far: a hold's timer ends only its own hold.
+    holds_begun: u64,
     /// How many of the leader's latest writes in a row found nothing else in flight (every
     /// earlier entry committed): a client waiting for each write before the next.
     sequential_writes: u32,
@@ -161,7 +165,8 @@ impl NodeActor {
             receiving: None,
             staged: None,
             ready_scheduled: false,
-            deferred_write: None,
+            held_write: None,
+            holds_begun: 0,
             sequential_writes: 0,
             published,
             newest_snapshot,

@@ -69,7 +69,7 @@ impl NodeActor {
             self.links.transport.do_send(Outbound(envelope));
         }
         if !ready.write.is_empty() || !ready.messages.is_empty() {
-            self.persist(ctx, ready.write, ready.messages);
+            self.persist(ctx, ready.write, ready.messages, ready.write_may_wait);
         }
         match ready.leadership {
             Some(LeadershipChange::Became { term, .. }) => {

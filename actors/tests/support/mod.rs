@@ -117,6 +117,8 @@ pub struct TestCluster {
     pub entry_cache: Option<(usize, usize)>,
     /// `NodeOptions::inline_write_max_entries` for nodes started from now on; `None`: the default.
     pub inline_write_max_entries: Option<usize>,
+    /// `NodeOptions::spare_sync_hold` for nodes started from now on; `None`: the default.
+    pub spare_sync_hold: Option<Duration>,
 }
 
 impl TestCluster {
@@ -126,13 +128,18 @@ impl TestCluster {
     }
 
     pub fn with_config(size: u64, seed: u64, configure: fn(&mut RaftConfig)) -> TestCluster {
-        TestCluster::build(size, seed, configure, None, None)
+        TestCluster::build(size, seed, configure, None, None, None)
+    }
+
+    /// A cluster whose spare followers hold their writes this long (`NodeOptions::spare_sync_hold`).
+    pub fn with_spare_sync_hold(size: u64, seed: u64, hold: Duration) -> TestCluster {
+        TestCluster::build(size, seed, |_| {}, None, None, Some(hold))
     }
 
     /// A cluster whose nodes write batches of at most `max_entries` entries on their own thread
     /// and hand larger ones to the log store (`NodeOptions::inline_write_max_entries`).
     pub fn with_inline_write_max_entries(size: u64, seed: u64, max_entries: usize) -> TestCluster {
-        TestCluster::build(size, seed, |_| {}, None, Some(max_entries))
+        TestCluster::build(size, seed, |_| {}, None, Some(max_entries), None)
     }
 
     /// A cluster that takes a snapshot every `every` entries, keeps `trailing` entries behind it
@@ -144,7 +151,14 @@ impl TestCluster {
         trailing: u64,
         chunk: usize,
     ) -> TestCluster {
-        TestCluster::build(size, seed, |_| {}, Some((every, trailing, chunk)), None)
+        TestCluster::build(
+            size,
+            seed,
+            |_| {},
+            Some((every, trailing, chunk)),
+            None,
+            None,
+        )
     }
 
     fn build(
@@ -153,6 +167,7 @@ impl TestCluster {
         configure: fn(&mut RaftConfig),
         snapshots: Option<(u64, u64, usize)>,
         inline_write_max_entries: Option<usize>,
+        spare_sync_hold: Option<Duration>,
     ) -> TestCluster {
         let mut cluster = TestCluster {
             network: MemoryNetwork::new(seed).start(),
@@ -170,6 +185,7 @@ impl TestCluster {
             slow_disks: BTreeMap::new(),
             entry_cache: None,
             inline_write_max_entries,
+            spare_sync_hold,
         };
         cluster.start_all();
         cluster
@@ -224,6 +240,9 @@ impl TestCluster {
         }
         if let Some(max_entries) = self.inline_write_max_entries {
             options.inline_write_max_entries = max_entries;
+        }
+        if let Some(hold) = self.spare_sync_hold {
+            options.spare_sync_hold = hold;
         }
         if let Some(latency) = self.slow_disks.get(&id) {
             options.simulated_sync_latency = Some(*latency);

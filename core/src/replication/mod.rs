@@ -8,6 +8,8 @@
 //! - `progress.rs`: flow control toward one peer (probe, pipeline, snapshot).
 //! - `sending.rs`: what leaves: entries as flow control allows, heartbeats, confirmation rounds,
 //!   snapshot chunks, and the set of peers (the replication targets).
+//! - `spare.rs`: which voting followers the leader's commits need not wait for now (their
+//!   syncs may wait).
 //! - `answers.rs`: what comes back: the peers' answers and the driver's outcomes.
 //! - `send.rs`: the types the driver sees.
 
@@ -17,6 +19,7 @@ mod progress;
 mod rounds;
 mod send;
 mod sending;
+mod spare;
 
 pub(crate) use peer::PeerReplication;
 pub use progress::{Progress, ProgressState, ResponseEffect, SendRange};

@@ -33,6 +33,10 @@ pub(crate) struct PeerReplication {
     /// left, so its store is new and what it said about them is not backed by a durable log
     /// (`Raft::forget_acknowledgements_of`). At most the leader's `next_request_id`.
     pub(crate) answers_from: u64,
+    /// A spare follower: a voter outside the fastest majority, whose entries the leader's commits
+    /// do not wait for now, told so in its AppendEntries (`spare.rs`). Recomputed at every drive
+    /// of the peers; false for a learner.
+    pub(crate) spare: bool,
 }
 
 /// An entries order the driver is carrying out.
@@ -71,6 +75,7 @@ impl PeerReplication {
             paused: false,
             snapshot: None,
             answers_from: 0,
+            spare: false,
         }
     }
 

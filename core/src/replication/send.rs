@@ -42,6 +42,9 @@ pub struct EntriesOrder {
     /// The last entry to send; `> prev_log_id.index`.
     pub last_index: LogIndex,
     pub leader_commit: LogIndex,
+    /// The peer is a spare follower: the leader's commits do not wait for it now
+    /// (`AppendEntries::sync_may_wait`).
+    pub sync_may_wait: bool,
 }
 
 impl EntriesOrder {
@@ -65,6 +68,7 @@ impl EntriesOrder {
                 prev_log_id: self.prev_log_id,
                 entries,
                 leader_commit: self.leader_commit,
+                sync_may_wait: self.sync_may_wait,
                 request_id: self.request_id,
             }),
         }

@@ -6,7 +6,7 @@
 
 use super::peer::{PeerReplication, SnapshotSending};
 use super::peer::{CHUNK_PATIENCE_HEARTBEATS, ORDER_PATIENCE_HEARTBEATS};
-use super::progress::Progress;
+use super::progress::{Progress, ProgressState};
 use super::send::{ChunkOrder, EntriesOrder, PeerSend};
 use crate::config::{RaftConfig, ReplicationConfig};
 use crate::log_terms::LogTerms;
@@ -46,6 +46,7 @@ impl Outbox<'_> {
                 prev_log_id: matched,
                 entries: Vec::new(),
                 leader_commit: self.commit.min(matched.index),
+                sync_may_wait: false,
                 request_id,
             }),
         }));
@@ -118,6 +119,7 @@ impl Outbox<'_> {
                         prev_log_id,
                         entries: Vec::new(),
                         leader_commit: self.commit,
+                        sync_may_wait: false,
                         request_id,
                     }),
                 }));
@@ -136,6 +138,8 @@ impl Outbox<'_> {
                 prev_log_id,
                 last_index: range.last_index,
                 leader_commit: self.commit,
+                // Only while streaming: a probe's answer is what lets the pipeline start.
+                sync_may_wait: peer.spare && peer.progress.state() == ProgressState::Replicate,
             }));
         }
     }
@@ -167,6 +171,12 @@ impl Raft {
             return;
         }
         self.reconcile_peers();
+        let me = self.id();
+        let conf = &self.membership.current().conf;
+        let voters = (!conf.is_joint()).then_some(&conf.voters);
+        if let Some(leader) = self.leader.as_mut() {
+            leader.mark_spare_followers(me, voters, self.ticks, self.config.heartbeat_ticks);
+        }
         let Some((mut out, leader, log, config)) = self.sending_parts() else {
             return;
         };

@@ -9,6 +9,7 @@ mod rejoin;
 mod replication;
 mod sends;
 mod snapshots;
+mod spare;
 
 use crate::{
     AppendEntries, Entry, EntryPayload, LogId, LogIndex, Message, NodeId, RaftConfig, Term,
@@ -49,6 +50,7 @@ pub(crate) fn append(term: u64, prev: LogId, entries: Vec<Entry>, commit: u64) -
         prev_log_id: prev,
         entries,
         leader_commit: LogIndex(commit),
+        sync_may_wait: false,
         request_id: 0,
     })
 }

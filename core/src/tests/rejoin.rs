@@ -335,6 +335,7 @@ fn a_rejoined_voter_votes_once_it_holds_the_floor_leaders_commits_though_the_flo
                 prev_log_id: LogId::ZERO,
                 entries: (1..=10).map(|i| entry(i, 3, "x")).collect(),
                 leader_commit: LogIndex(5),
+                sync_may_wait: false,
                 request_id: 7,
             }),
         );

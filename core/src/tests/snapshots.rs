@@ -51,6 +51,7 @@ fn compaction_needs_what_is_committed_and_durable() {
             prev_log_id: id(5, 1),
             entries: vec![],
             leader_commit: LogIndex(4),
+            sync_may_wait: false,
             request_id: 1,
         }),
     );
@@ -109,6 +110,7 @@ fn a_chunk_goes_to_the_driver_and_a_whole_snapshot_replaces_a_conflicting_log() 
             prev_log_id: id(6, 2),
             entries: vec![entry(7, 2, "new")],
             leader_commit: LogIndex(7),
+            sync_may_wait: false,
             request_id: 10,
         }),
     );
@@ -181,6 +183,7 @@ fn an_append_reaching_into_the_snapshot_is_checked_from_the_snapshot_on() {
             prev_log_id: id(2, 1),
             entries: (3..=7).map(|i| entry(i, 1, "x")).collect(),
             leader_commit: LogIndex(7),
+            sync_may_wait: false,
             request_id: 11,
         }),
     );

@@ -37,6 +37,8 @@ use std::collections::{BTreeMap, VecDeque};
 struct PendingWrite {
     write: LogWrite,
     messages: Vec<Envelope>,
+    /// The rules said the write may wait (`Ready::write_may_wait`): a spare follower's.
+    may_wait: bool,
 }
 
 /// A snapshot arriving from a leader, chunk by chunk (as the node actor assembles it).
@@ -116,6 +118,12 @@ impl SimNode {
     /// How many writes wait for a sync.
     pub(crate) fn unsynced(&self) -> usize {
         self.unsynced.len()
+    }
+
+    /// Whether every write waiting for a sync may wait (a spare follower's): the node actor then
+    /// holds its sync a little (`SimConfig::spare_sync_hold`).
+    pub(crate) fn unsynced_may_wait(&self) -> bool {
+        self.unsynced.iter().all(|pending| pending.may_wait)
     }
 
     /// As `PendingNode::start` does: a newest snapshot past the log's start (the crash came

@@ -32,6 +32,7 @@ impl SimNode {
             snapshot_chunks,
             restore,
             membership,
+            write_may_wait,
             ..
         } = raft.take_ready();
         let term = raft.current_term();
@@ -121,10 +122,15 @@ impl SimNode {
                     self.unsynced.push_back(PendingWrite {
                         write,
                         messages: Vec::new(),
+                        may_wait: write_may_wait,
                     });
                 }
             } else {
-                self.unsynced.push_back(PendingWrite { write, messages });
+                self.unsynced.push_back(PendingWrite {
+                    write,
+                    messages,
+                    may_wait: write_may_wait,
+                });
             }
         }
 
