@@ -265,8 +265,8 @@ impl RaftNodeBuilder {
 
     /// How long a follower that the leader's commits do not wait for now (the third of three
     /// voters, say) holds a small log write, so that the writes arriving meanwhile share one
-    /// sync (default 1 ms; zero: never held). Nodes that share a disk make fewer syncs; every
-    /// answer still waits for its sync.
+    /// sync (default 1 ms; zero: never held; shorter than the heartbeat). Nodes that share a
+    /// disk make fewer syncs; every answer still waits for its sync.
     pub fn spare_sync_hold(mut self, hold: Duration) -> Self {
         self.spare_sync_hold = Some(hold);
         self
@@ -342,6 +342,17 @@ impl RaftNodeBuilder {
             return Err(StartError::Config(
                 "no peers: give the members of a new cluster, or join an existing one".into(),
             ));
+        }
+        if self
+            .spare_sync_hold
+            .is_some_and(|hold| hold >= self.heartbeat)
+        {
+            return Err(StartError::Config(format!(
+                "a spare follower's hold ({:?}) must be shorter than the heartbeat ({:?}): what \
+                 waits behind a held write (answers, votes) would be late by a heartbeat",
+                self.spare_sync_hold.unwrap_or_default(),
+                self.heartbeat
+            )));
         }
         if !self.join && !self.peers.contains_key(&id) {
             return Err(StartError::Config(format!(

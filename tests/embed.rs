@@ -316,6 +316,17 @@ fn the_builder_refuses_bad_configurations() {
             RaftNodeBuilder::new()
                 .id(NodeId(1))
                 .peers([(NodeId(1), "127.0.0.1:0")])
+                .storage(MemStorage::new())
+                .heartbeat(Duration::from_millis(50))
+                .spare_sync_hold(Duration::from_millis(50))
+                .start(Journal::default())
+                .await,
+        );
+        assert!(message.contains("shorter than the heartbeat"), "{message}");
+        let message = config_error(
+            RaftNodeBuilder::new()
+                .id(NodeId(1))
+                .peers([(NodeId(1), "127.0.0.1:0")])
                 .start(Journal::default())
                 .await,
         );

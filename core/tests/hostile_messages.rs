@@ -106,18 +106,20 @@ fn entries(prev: LogId) -> impl Strategy<Value = Vec<Entry>> {
 }
 
 fn append_entries() -> impl Strategy<Value = Message> {
-    (term(), log_id(), index(), any::<u64>()).prop_flat_map(|(term, prev, commit, request_id)| {
-        entries(prev).prop_map(move |entries| {
-            Message::AppendEntries(AppendEntries {
-                term,
-                prev_log_id: prev,
-                entries,
-                leader_commit: commit,
-                sync_may_wait: false,
-                request_id,
+    (term(), log_id(), index(), any::<u64>(), any::<bool>()).prop_flat_map(
+        |(term, prev, commit, request_id, sync_may_wait)| {
+            entries(prev).prop_map(move |entries| {
+                Message::AppendEntries(AppendEntries {
+                    term,
+                    prev_log_id: prev,
+                    entries,
+                    leader_commit: commit,
+                    sync_may_wait,
+                    request_id,
+                })
             })
-        })
-    })
+        },
+    )
 }
 
 fn message() -> impl Strategy<Value = Message> {

@@ -91,7 +91,8 @@ pub struct ServeArgs {
     pub promote_lag: Option<u64>,
     /// How long, in microseconds, a follower that the leader's commits do not wait for (the
     /// third of three voters, say) holds a small log write so that the writes arriving meanwhile
-    /// share one sync (default 1000; 0: never held). Nodes sharing a disk then make fewer syncs.
+    /// share one sync (default 1000; 0: never held; below the heartbeat). Nodes sharing a disk
+    /// then make fewer syncs.
     #[arg(long, env = "RAFTOR_SPARE_SYNC_HOLD_US")]
     pub spare_sync_hold_us: Option<u64>,
     /// Take a snapshot and compact the log every this many applied entries (default 100000;
@@ -569,6 +570,12 @@ impl NodeConfig {
                 self.tick_ms, self.heartbeat_ms, self.election_min_ms, self.election_max_ms
             )));
         }
+        if self.spare_sync_hold_us >= self.heartbeat_ms.saturating_mul(1000) {
+            return Err(ConfigError::Timing(format!(
+                "the spare sync hold ({} µs) must be shorter than the heartbeat ({} ms)",
+                self.spare_sync_hold_us, self.heartbeat_ms
+            )));
+        }
         Ok(())
     }
 
@@ -696,6 +703,13 @@ mod tests {
                     ..args(1, "1=a:1")
                 },
                 "bad timing",
+            ),
+            (
+                ServeArgs {
+                    spare_sync_hold_us: Some(100_000),
+                    ..args(1, "1=a:1")
+                },
+                "spare sync hold (100000 µs) must be shorter than the heartbeat (100 ms)",
             ),
             (
                 ServeArgs {

@@ -17,7 +17,7 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedC
 
 /// The version of this wire format. Bumped on any incompatible change; peers with another version
 /// are refused at [`Frame::Hello`].
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The largest frame (excluding its 4-byte length prefix) a [`FrameCodec::default`] accepts.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;

@@ -181,6 +181,16 @@ fn of_five_voters_two_followers_are_spare() {
     );
 }
 
+/// Whether each peer of `raft`, a leader, is marked spare now.
+fn spares(raft: &Raft) -> BTreeMap<NodeId, bool> {
+    let leader = raft.leader.as_ref().expect("leader");
+    leader
+        .peers
+        .iter()
+        .map(|(id, peer)| (*id, peer.spare))
+        .collect()
+}
+
 #[test]
 fn nobody_is_spare_in_a_joint_configuration_nor_the_target_of_a_transfer() {
     // The target of a transfer must catch up at once.
@@ -193,12 +203,14 @@ fn nobody_is_spare_in_a_joint_configuration_nor_the_target_of_a_transfer() {
         .find(|(_, order)| order.sync_may_wait)
         .expect("a spare")
         .0;
+    assert_eq!(spares(raft).get(&spare), Some(&true));
     report(raft, &sent);
     raft.transfer_leadership(spare).expect("a voter");
-    let after = raft.take_ready().sends;
+    let _ = raft.take_ready();
     assert!(
-        may_wait(&after).values().all(|spare| !spare),
-        "the target is not spare: {after:?}"
+        spares(raft).values().all(|spare| !spare),
+        "the target is not spare: {:?}",
+        spares(raft)
     );
 
     // Joint: two majorities to reason about.
@@ -210,6 +222,7 @@ fn nobody_is_spare_in_a_joint_configuration_nor_the_target_of_a_transfer() {
         answer(raft, order);
     }
     let _ = raft.take_ready();
+    assert_eq!(spares(raft).values().filter(|spare| **spare).count(), 1);
     let outgoing = *first.keys().next().expect("a follower");
     raft.propose_membership(&[
         ConfChange::AddVoter {
@@ -223,8 +236,13 @@ fn nobody_is_spare_in_a_joint_configuration_nor_the_target_of_a_transfer() {
     let ready = raft.take_ready();
     assert!(
         may_wait(&ready.sends).values().all(|spare| !spare),
-        "nobody is spare while joint: {:?}",
+        "nobody is told to wait while joint: {:?}",
         ready.sends
+    );
+    assert!(
+        spares(raft).values().all(|spare| !spare),
+        "nobody is spare while joint: {:?}",
+        spares(raft)
     );
 }
 
