@@ -15,6 +15,7 @@ fn isolated_leader(n: u64) -> (Cluster, NodeId) {
     let leader = cluster.elect(200).expect("a leader");
     cluster.tick_all(5);
     cluster.isolate(leader);
+    let _ = cluster.raft(leader.0).take_ready();
     (cluster, leader)
 }
 
@@ -39,6 +40,15 @@ fn orders(sends: &[PeerSend]) -> BTreeMap<NodeId, EntriesOrder> {
         .collect()
 }
 
+/// The first follower whose order says its sync may wait (`true`), or may not.
+fn one_told(sent: &BTreeMap<NodeId, EntriesOrder>, may_wait: bool) -> NodeId {
+    *sent
+        .iter()
+        .find(|(_, order)| order.sync_may_wait == may_wait)
+        .unwrap_or_else(|| panic!("an order with sync_may_wait {may_wait}: {sent:?}"))
+        .0
+}
+
 /// Propose one command and flush it on the leader; returns the orders that left.
 fn propose(raft: &mut Raft) -> BTreeMap<NodeId, EntriesOrder> {
     raft.propose(vec![Bytes::from("x")]).expect("leader");
@@ -51,12 +61,7 @@ fn propose(raft: &mut Raft) -> BTreeMap<NodeId, EntriesOrder> {
 
 /// `peer` reports the order sent and answers it, holding what it carried.
 fn answer(raft: &mut Raft, order: &EntriesOrder) {
-    raft.on_send_outcome(crate::SendOutcome::EntriesSent {
-        to: order.to,
-        request_id: order.request_id,
-        last_index: order.last_index,
-        bytes: 1,
-    });
+    report(raft, &BTreeMap::from([(order.to, order.clone())]));
     let term = raft
         .log_terms()
         .term_at(order.last_index)
@@ -85,7 +90,6 @@ fn report(raft: &mut Raft, sent: &BTreeMap<NodeId, EntriesOrder>) {
 fn of_three_voters_one_follower_is_spare_and_the_message_says_so() {
     let (mut cluster, leader) = isolated_leader(3);
     let raft = cluster.raft(leader.0);
-    let _ = raft.take_ready();
     let sent = propose(raft);
     let flags: Vec<bool> = sent.values().map(|order| order.sync_may_wait).collect();
     assert_eq!(flags.len(), 2, "an order to each follower");
@@ -108,13 +112,8 @@ fn of_three_voters_one_follower_is_spare_and_the_message_says_so() {
 fn the_follower_that_answers_ahead_is_the_partner() {
     let (mut cluster, leader) = isolated_leader(3);
     let raft = cluster.raft(leader.0);
-    let _ = raft.take_ready();
     let sent = propose(raft);
-    let spare = *sent
-        .iter()
-        .find(|(_, order)| order.sync_may_wait)
-        .expect("a spare")
-        .0;
+    let spare = one_told(&sent, true);
     let partner = *sent.keys().find(|peer| **peer != spare).expect("a partner");
     // Only the spare follower answers (a partner that fell silent, say): the entry commits
     // with it, and it is ahead now, so the next entry goes to it as to a partner; the silent
@@ -133,13 +132,8 @@ fn the_follower_that_answers_ahead_is_the_partner() {
 fn a_partner_silent_for_a_heartbeat_period_ranks_last() {
     let (mut cluster, leader) = isolated_leader(3);
     let raft = cluster.raft(leader.0);
-    let _ = raft.take_ready();
     let sent = propose(raft);
-    let partner = *sent
-        .iter()
-        .find(|(_, order)| !order.sync_may_wait)
-        .expect("a partner")
-        .0;
+    let partner = one_told(&sent, false);
     let spare = *sent.keys().find(|peer| **peer != partner).expect("a spare");
     // Both answer the first entry; then only the spare answers the leader's heartbeats for
     // longer than a period, while the partner stays silent.
@@ -171,7 +165,6 @@ fn a_partner_silent_for_a_heartbeat_period_ranks_last() {
 fn of_five_voters_two_followers_are_spare() {
     let (mut cluster, leader) = isolated_leader(5);
     let raft = cluster.raft(leader.0);
-    let _ = raft.take_ready();
     let sent = propose(raft);
     assert_eq!(sent.len(), 4);
     assert_eq!(
@@ -196,13 +189,8 @@ fn nobody_is_spare_in_a_joint_configuration_nor_the_target_of_a_transfer() {
     // The target of a transfer must catch up at once.
     let (mut cluster, leader) = isolated_leader(3);
     let raft = cluster.raft(leader.0);
-    let _ = raft.take_ready();
     let sent = propose(raft);
-    let spare = *sent
-        .iter()
-        .find(|(_, order)| order.sync_may_wait)
-        .expect("a spare")
-        .0;
+    let spare = one_told(&sent, true);
     assert_eq!(spares(raft).get(&spare), Some(&true));
     report(raft, &sent);
     raft.transfer_leadership(spare).expect("a voter");
@@ -216,7 +204,6 @@ fn nobody_is_spare_in_a_joint_configuration_nor_the_target_of_a_transfer() {
     // Joint: two majorities to reason about.
     let (mut cluster, leader) = isolated_leader(3);
     let raft = cluster.raft(leader.0);
-    let _ = raft.take_ready();
     let first = propose(raft);
     for order in first.values() {
         answer(raft, order);
