@@ -343,14 +343,10 @@ impl RaftNodeBuilder {
                 "no peers: give the members of a new cluster, or join an existing one".into(),
             ));
         }
-        if self
-            .spare_sync_hold
-            .is_some_and(|hold| hold >= self.heartbeat)
-        {
+        if let Some(hold) = self.spare_sync_hold.filter(|hold| *hold >= self.heartbeat) {
             return Err(StartError::Config(format!(
-                "a spare follower's hold ({:?}) must be shorter than the heartbeat ({:?}): what \
-                 waits behind a held write (answers, votes) would be late by a heartbeat",
-                self.spare_sync_hold.unwrap_or_default(),
+                "a spare follower's hold ({hold:?}) must be shorter than the heartbeat ({:?}): \
+                 what waits behind a held write (answers, votes) would be late by a heartbeat",
                 self.heartbeat
             )));
         }

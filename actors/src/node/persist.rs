@@ -110,10 +110,9 @@ impl NodeActor {
             self.holds_begun += 1;
             let hold = self.holds_begun;
             ctx.run_later(self.links.spare_sync_hold, move |node, ctx| {
-                if node.holds_begun == hold && node.held_write.as_ref().is_some_and(|h| h.spare) {
-                    if let Some(held) = node.held_write.take() {
-                        node.store(ctx, held.write, held.messages);
-                    }
+                let ours = node.holds_begun == hold;
+                if let Some(held) = node.held_write.take_if(|held| ours && held.spare) {
+                    node.store(ctx, held.write, held.messages);
                 }
             });
         } else if here {
